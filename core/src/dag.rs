@@ -1,0 +1,476 @@
+//! DAG validation and the compiled, index-based form of a run spec.
+//!
+//! [`Dag::build`] checks a [`RunSpec`] against [`Limits`] and returns *every* violation it finds,
+//! each naming the field path (`subtasks[17].depends_on[0]`), so a client can fix its spec in one
+//! go. Cycles are found with an iterative DFS (no recursion, so 50,000-deep chains are fine) and
+//! named along the dependency edges in execution order: `a → b → c → a` means `b` depends on `a`,
+//! `c` on `b` and `a` on `c`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ids::SubtaskId;
+use crate::spec::{Limits, RunSpec, SubtaskKind};
+
+/// One problem with a spec: the field path and what is wrong there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecViolation {
+    /// The field path, e.g. `subtasks[3].depends_on[1]`.
+    pub field: String,
+    /// What is wrong, in words.
+    pub description: String,
+}
+
+/// All violations found in one spec (never empty when returned as an error).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid run spec: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
+pub struct SpecViolations(pub Vec<SpecViolation>);
+
+/// A validated subtask, with dependencies as indexes.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The user's id.
+    pub id: SubtaskId,
+    /// The tool to call.
+    pub tool: Arc<str>,
+    /// The arguments, serialized once as JSON.
+    pub args_json: Arc<str>,
+    /// Indexes of the subtasks this one depends on.
+    pub deps: Vec<u32>,
+    /// Indexes of the subtasks that depend on this one.
+    pub dependents: Vec<u32>,
+    /// Start-to-close limit of one attempt.
+    pub timeout: Option<Duration>,
+}
+
+/// A validated run: an acyclic graph of subtasks with a topological order.
+#[derive(Clone, Debug)]
+pub struct Dag {
+    name: String,
+    nodes: Vec<Node>,
+    index: HashMap<SubtaskId, u32>,
+    topo: Vec<u32>,
+}
+
+impl Dag {
+    /// Validates `spec` against `limits`; on failure returns every violation found.
+    pub fn build(spec: &RunSpec, limits: &Limits) -> Result<Self, SpecViolations> {
+        let mut v = Vec::new();
+        let mut bad = |field: String, description: String| v.push(SpecViolation { field, description });
+        if spec.subtasks.is_empty() {
+            bad("subtasks".into(), "a run needs at least one subtask".into());
+        }
+        if spec.subtasks.len() > limits.max_subtasks {
+            bad(
+                "subtasks".into(),
+                format!("{} subtasks exceed the limit of {}", spec.subtasks.len(), limits.max_subtasks),
+            );
+            return Err(SpecViolations(v));
+        }
+        if spec.name.len() > 256 {
+            bad("name".into(), "longer than 256 bytes".into());
+        }
+
+        let mut index: HashMap<SubtaskId, u32> = HashMap::with_capacity(spec.subtasks.len());
+        let mut nodes = Vec::with_capacity(spec.subtasks.len());
+        for (i, s) in spec.subtasks.iter().enumerate() {
+            let id = s.id.as_str();
+            if id.is_empty() {
+                bad(format!("subtasks[{i}].id"), "must not be empty".into());
+            } else if id.len() > limits.max_id_len {
+                bad(format!("subtasks[{i}].id"), format!("longer than {} bytes", limits.max_id_len));
+            } else if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+                bad(
+                    format!("subtasks[{i}].id"),
+                    format!("`{id}` may only contain letters, digits and - _ . :"),
+                );
+            }
+            if let Some(first) = index.insert(s.id.clone(), i as u32) {
+                index.insert(s.id.clone(), first);
+                bad(
+                    format!("subtasks[{i}].id"),
+                    format!("duplicate id `{id}` (first used by subtasks[{first}])"),
+                );
+            }
+            let SubtaskKind::Tool { tool, args } = &s.kind;
+            if tool.is_empty() {
+                bad(format!("subtasks[{i}].tool"), "must not be empty".into());
+            }
+            let args_json = match args {
+                serde_json::Value::Object(_) => {
+                    let text = args.to_string();
+                    if text.len() > limits.max_args_bytes {
+                        bad(
+                            format!("subtasks[{i}].args"),
+                            format!("{} bytes exceed the limit of {}", text.len(), limits.max_args_bytes),
+                        );
+                    }
+                    text
+                }
+                _ => {
+                    bad(format!("subtasks[{i}].args"), "must be a JSON object".into());
+                    String::new()
+                }
+            };
+            if s.timeout == Some(Duration::ZERO) {
+                bad(format!("subtasks[{i}].timeout"), "must be greater than zero".into());
+            }
+            nodes.push(Node {
+                id: s.id.clone(),
+                tool: Arc::from(tool.as_str()),
+                args_json: Arc::from(args_json),
+                deps: Vec::with_capacity(s.depends_on.len()),
+                dependents: Vec::new(),
+                timeout: s.timeout,
+            });
+        }
+
+        for (i, s) in spec.subtasks.iter().enumerate() {
+            for (j, dep) in s.depends_on.iter().enumerate() {
+                let field = format!("subtasks[{i}].depends_on[{j}]");
+                match index.get(dep) {
+                    None => bad(field, format!("unknown subtask `{dep}`")),
+                    Some(&d) if d as usize == i => bad(field, format!("subtask `{dep}` depends on itself")),
+                    Some(&d) if nodes[i].deps.contains(&d) => bad(field, format!("`{dep}` is listed twice")),
+                    Some(&d) => {
+                        // A duplicate id's later occurrence has no node of its own in the index.
+                        if index.get(&s.id) == Some(&(i as u32)) {
+                            nodes[i].deps.push(d);
+                        }
+                    }
+                }
+            }
+        }
+        for i in 0..nodes.len() {
+            for k in 0..nodes[i].deps.len() {
+                let d = nodes[i].deps[k] as usize;
+                nodes[d].dependents.push(i as u32);
+            }
+        }
+
+        let topo = match topo_order(&nodes) {
+            Ok(order) => order,
+            Err(cycles) => {
+                for cycle in cycles {
+                    let first = cycle[0] as usize;
+                    let names: Vec<&str> = cycle.iter().map(|&n| nodes[n as usize].id.as_str()).collect();
+                    let shown = if names.len() > 16 {
+                        format!(
+                            "{} → … ({} more) … → {}",
+                            names[..8].join(" → "),
+                            names.len() - 12,
+                            names[names.len() - 4..].join(" → ")
+                        )
+                    } else {
+                        names.join(" → ")
+                    };
+                    bad(format!("subtasks[{first}].depends_on"), format!("cycle: {shown} → {}", names[0]));
+                }
+                Vec::new()
+            }
+        };
+        if !v.is_empty() {
+            return Err(SpecViolations(v));
+        }
+        Ok(Self { name: spec.name.clone(), nodes, index, topo })
+    }
+
+    /// The run's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Number of subtasks.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+    /// True when the DAG has no subtasks (never for a built DAG).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+    /// The subtask at `index`.
+    pub fn node(&self, index: u32) -> &Node {
+        &self.nodes[index as usize]
+    }
+    /// All subtasks, by index.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+    /// The index of subtask `id`.
+    pub fn index_of(&self, id: &str) -> Option<u32> {
+        self.index.get(id).copied()
+    }
+    /// A topological order: every subtask after all its dependencies.
+    pub fn topo_order(&self) -> &[u32] {
+        &self.topo
+    }
+
+    /// The longest path through the DAG where each subtask weighs `weight(index)`: the total
+    /// weight and the subtasks along it, in execution order.
+    pub fn longest_path<W: Copy + Default + PartialOrd + std::ops::Add<Output = W>>(
+        &self,
+        weight: impl Fn(u32) -> W,
+    ) -> (W, Vec<u32>) {
+        let n = self.nodes.len();
+        let mut best: Vec<W> = vec![W::default(); n];
+        let mut parent: Vec<Option<u32>> = vec![None; n];
+        for &i in &self.topo {
+            let node = &self.nodes[i as usize];
+            let mut base = W::default();
+            for &d in &node.deps {
+                if parent[i as usize].is_none() || best[d as usize] > base {
+                    base = best[d as usize];
+                    parent[i as usize] = Some(d);
+                }
+            }
+            best[i as usize] = base + weight(i);
+        }
+        let Some(mut end) = (0..n as u32).reduce(|a, b| if best[b as usize] > best[a as usize] { b } else { a })
+        else {
+            return (W::default(), Vec::new());
+        };
+        let total = best[end as usize];
+        let mut path = vec![end];
+        while let Some(p) = parent[end as usize] {
+            path.push(p);
+            end = p;
+        }
+        path.reverse();
+        (total, path)
+    }
+}
+
+/// Kahn's algorithm; on failure, up to ten distinct cycles among the nodes it could not order.
+fn topo_order(nodes: &[Node]) -> Result<Vec<u32>, Vec<Vec<u32>>> {
+    let n = nodes.len();
+    let mut indeg: Vec<u32> = nodes.iter().map(|x| x.deps.len() as u32).collect();
+    let mut order: Vec<u32> = (0..n as u32).filter(|&i| indeg[i as usize] == 0).collect();
+    let mut head = 0;
+    while head < order.len() {
+        let i = order[head] as usize;
+        head += 1;
+        for &d in &nodes[i].dependents {
+            indeg[d as usize] -= 1;
+            if indeg[d as usize] == 0 {
+                order.push(d);
+            }
+        }
+    }
+    if order.len() == n {
+        return Ok(order);
+    }
+    Err(find_cycles(nodes, &indeg, 10))
+}
+
+/// Finds cycles with an iterative DFS along dependency edges (node → its deps) among nodes left
+/// with in-degree > 0; each cycle is returned in execution order.
+fn find_cycles(nodes: &[Node], indeg: &[u32], max: usize) -> Vec<Vec<u32>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Color {
+        White,
+        Gray,
+        Black,
+    }
+    let mut color = vec![Color::White; nodes.len()];
+    let mut cycles = Vec::new();
+    for start in 0..nodes.len() {
+        if indeg[start] == 0 || color[start] != Color::White || cycles.len() >= max {
+            continue;
+        }
+        // Stack of (node, next dep position).
+        let mut stack: Vec<(u32, usize)> = vec![(start as u32, 0)];
+        color[start] = Color::Gray;
+        while let Some(&mut (node, ref mut pos)) = stack.last_mut() {
+            let deps = &nodes[node as usize].deps;
+            if *pos < deps.len() {
+                let next = deps[*pos];
+                *pos += 1;
+                match color[next as usize] {
+                    Color::White => {
+                        color[next as usize] = Color::Gray;
+                        stack.push((next, 0));
+                    }
+                    Color::Gray if cycles.len() < max => {
+                        // The stack from `next` to the top is a cycle against dependency edges.
+                        let from = stack.iter().position(|&(x, _)| x == next).unwrap_or(0);
+                        let mut cycle: Vec<u32> = stack[from..].iter().map(|&(x, _)| x).collect();
+                        cycle.reverse();
+                        // Start at the lowest index, so the same cycle is always named alike.
+                        let min = (0..cycle.len()).min_by_key(|&k| cycle[k]).unwrap_or(0);
+                        cycle.rotate_left(min);
+                        cycles.push(cycle);
+                    }
+                    _ => {}
+                }
+            } else {
+                color[node as usize] = Color::Black;
+                stack.pop();
+            }
+        }
+    }
+    cycles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::SubtaskSpec;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn spec(subtasks: Vec<SubtaskSpec>) -> RunSpec {
+        RunSpec { name: "t".into(), subtasks }
+    }
+    fn t(id: &str) -> SubtaskSpec {
+        SubtaskSpec::tool(id, "echo", json!({}))
+    }
+    fn violations(s: &RunSpec) -> Vec<(String, String)> {
+        Dag::build(s, &Limits::default())
+            .expect_err("spec should be invalid")
+            .0
+            .into_iter()
+            .map(|v| (v.field, v.description))
+            .collect()
+    }
+
+    #[test]
+    fn valid_chain_orders_topologically() {
+        let dag = Dag::build(&spec(vec![t("c").after(["b"]), t("a"), t("b").after(["a"])]), &Limits::default())
+            .expect("valid");
+        let order: Vec<&str> = dag.topo_order().iter().map(|&i| dag.node(i).id.as_str()).collect();
+        assert_eq!(order, vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn duplicate_ids_are_named() {
+        let v = violations(&spec(vec![t("a"), t("b"), t("a")]));
+        assert_eq!(v, vec![("subtasks[2].id".into(), "duplicate id `a` (first used by subtasks[0])".into())]);
+    }
+
+    #[test]
+    fn unknown_dependency_is_named() {
+        let v = violations(&spec(vec![t("a"), t("b").after(["a", "zz"])]));
+        assert_eq!(v, vec![("subtasks[1].depends_on[1]".into(), "unknown subtask `zz`".into())]);
+    }
+
+    #[test]
+    fn self_edge_is_named() {
+        let v = violations(&spec(vec![t("a").after(["a"])]));
+        assert_eq!(v, vec![("subtasks[0].depends_on[0]".into(), "subtask `a` depends on itself".into())]);
+    }
+
+    #[test]
+    fn cycle_is_named_in_execution_order() {
+        let v = violations(&spec(vec![t("a").after(["c"]), t("b").after(["a"]), t("c").after(["b"]), t("d")]));
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].0, "subtasks[0].depends_on");
+        assert_eq!(v[0].1, "cycle: a → b → c → a");
+    }
+
+    #[test]
+    fn empty_and_oversized_specs_are_rejected() {
+        assert_eq!(violations(&spec(vec![]))[0].0, "subtasks");
+        let limits = Limits { max_subtasks: 2, ..Limits::default() };
+        let err = Dag::build(&spec(vec![t("a"), t("b"), t("c")]), &limits).expect_err("too many");
+        assert_eq!(err.0[0].description, "3 subtasks exceed the limit of 2");
+        let big = SubtaskSpec::tool("big", "echo", json!({ "text": "x".repeat(70_000) }));
+        let v = violations(&spec(vec![big]));
+        assert_eq!(v[0].0, "subtasks[0].args");
+        assert!(v[0].1.contains("exceed the limit of 65536"), "{}", v[0].1);
+    }
+
+    #[test]
+    fn all_violations_are_reported_at_once() {
+        let v = violations(&spec(vec![t("a").after(["nope"]), t("a"), SubtaskSpec::tool("b c", "", json!([]))]));
+        let fields: Vec<&str> = v.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec!["subtasks[1].id", "subtasks[2].id", "subtasks[2].tool", "subtasks[2].args", "subtasks[0].depends_on[0]"]
+        );
+    }
+
+    #[test]
+    fn deep_chain_does_not_overflow() {
+        let n = 50_000;
+        let mut subtasks = vec![t("n0")];
+        for i in 1..n {
+            subtasks.push(t(&format!("n{i}")).after([format!("n{}", i - 1)]));
+        }
+        subtasks[0].depends_on.push(SubtaskId::from(format!("n{}", n - 1)));
+        let limits = Limits { max_subtasks: n, ..Limits::default() };
+        let err = Dag::build(&spec(subtasks.clone()), &limits).expect_err("cycle");
+        assert!(err.0[0].description.starts_with("cycle: n0 → n1 → n2"), "{}", &err.0[0].description[..40]);
+        subtasks[0].depends_on.clear();
+        let dag = Dag::build(&spec(subtasks), &limits).expect("valid");
+        assert_eq!(dag.longest_path(|_| 1u32).0, n as u32);
+    }
+
+    #[test]
+    fn longest_path_follows_weights() {
+        // a → {b (5), c (1)} → d
+        let dag = Dag::build(
+            &spec(vec![t("a"), t("b").after(["a"]), t("c").after(["a"]), t("d").after(["b", "c"])]),
+            &Limits::default(),
+        )
+        .expect("valid");
+        let w = [1u64, 5, 1, 1];
+        let (total, path) = dag.longest_path(|i| w[i as usize]);
+        assert_eq!(total, 7);
+        let ids: Vec<&str> = path.iter().map(|&i| dag.node(i).id.as_str()).collect();
+        assert_eq!(ids, vec!["a", "b", "d"]);
+    }
+
+    /// Reference: a graph has a cycle iff some node reaches itself (transitive closure).
+    fn reference_has_cycle(n: usize, edges: &[(usize, usize)]) -> bool {
+        let mut reach = vec![vec![false; n]; n];
+        for &(a, b) in edges {
+            reach[a][b] = true;
+        }
+        for k in 0..n {
+            for i in 0..n {
+                if reach[i][k] {
+                    for j in 0..n {
+                        if reach[k][j] {
+                            reach[i][j] = true;
+                        }
+                    }
+                }
+            }
+        }
+        (0..n).any(|i| reach[i][i])
+    }
+
+    proptest! {
+        #[test]
+        fn cycle_detector_agrees_with_reference(
+            n in 1usize..12,
+            raw_edges in proptest::collection::vec((0usize..12, 0usize..12), 0..30),
+        ) {
+            let edges: Vec<(usize, usize)> = raw_edges
+                .into_iter()
+                .filter(|&(a, b)| a < n && b < n && a != b)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            // edge (a, b): b depends on a.
+            let subtasks = (0..n)
+                .map(|i| {
+                    t(&format!("s{i}")).after(edges.iter().filter(|e| e.1 == i).map(|e| format!("s{}", e.0)))
+                })
+                .collect();
+            let result = Dag::build(&spec(subtasks), &Limits::default());
+            prop_assert_eq!(result.is_err(), reference_has_cycle(n, &edges));
+            if let Err(v) = result {
+                // Every named cycle is a real cycle of the graph.
+                for violation in v.0 {
+                    let body = violation.description.strip_prefix("cycle: ").expect("only cycles");
+                    let ids: Vec<usize> = body.split(" → ").map(|s| s[1..].parse().expect("id")).collect();
+                    prop_assert_eq!(ids.first(), ids.last());
+                    for w in ids.windows(2) {
+                        prop_assert!(edges.contains(&(w[0], w[1])), "{:?} not an edge", w);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,619 @@
+//! The run engine: a pure state machine for one run.
+//!
+//! The coordinator's run manager owns one `RunEngine` per active run. It feeds events in
+//! ([`EngineEvent`]: an attempt was dispatched, succeeded, failed or lost; a retry timer fired; a
+//! cancel was requested) together with the current time, and executes the [`Action`]s that come
+//! out (publish to watchers, persist a subtask record, cancel an attempt on a worker, arm a
+//! timer). The engine does no I/O and reads no clock, so every decision is reproducible.
+//!
+//! Subtask states:
+//!
+//! ```text
+//!   Blocked ──deps succeeded──▶ Ready ──Dispatched──▶ Running ──Succeeded──▶ Succeeded
+//!                                 ▲                     │
+//!                                 │◀───────Lost─────────┤
+//!                                 │                     ├─Failed, retryable, attempts left──▶ Backoff
+//!                                 └─────RetryDue────────┼───────────────────────────────────────┘
+//!                                                       └─Failed, otherwise──▶ Failed ══▶ dependents Skipped
+//!   any non-terminal state ──CancelRequested──▶ Cancelled
+//! ```
+//!
+//! A run is `Running` until no subtask is open; it then ends `Succeeded` when every subtask
+//! succeeded, else `Failed` (independent branches still run to the end). `CancelRequested` ends
+//! it `Cancelled` at once; reports that arrive later are stale and ignored.
+//!
+//! Every attempt carries a [`Fence`] chosen by the shell (cluster-wide unique, only growing);
+//! a report whose fence is not the subtask's current one is stale and changes nothing.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::dag::Dag;
+use crate::error::{FailureKind, Retryable};
+use crate::ids::{AttemptNo, Fence, RunId, WorkerId};
+use crate::retry::RetryPolicy;
+use crate::summary::RunSummary;
+
+/// The state of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunState {
+    /// Accepted, not yet started.
+    Pending,
+    /// Subtasks are being executed.
+    Running,
+    /// Every subtask succeeded.
+    Succeeded,
+    /// At least one subtask failed (others ran to the end).
+    Failed,
+    /// Cancelled on request.
+    Cancelled,
+}
+
+impl RunState {
+    /// True for `Succeeded`, `Failed` and `Cancelled`.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+    /// The stable upper-case name used in JSON and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Running => "RUNNING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+/// The state of a subtask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SubtaskState {
+    /// Waiting for dependencies.
+    Blocked,
+    /// Queued for dispatch.
+    Ready,
+    /// An attempt is on a worker.
+    Running,
+    /// Waiting for a retry timer.
+    Backoff,
+    /// Done.
+    Succeeded,
+    /// Failed for good.
+    Failed,
+    /// Not run because a dependency failed.
+    Skipped,
+    /// Not finished because the run was cancelled.
+    Cancelled,
+}
+
+impl SubtaskState {
+    /// True for states no event leaves.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Skipped | Self::Cancelled)
+    }
+}
+
+/// The last failure of a subtask.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    /// Its class.
+    pub kind: FailureKind,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Per-subtask runtime state.
+#[derive(Clone, Debug)]
+pub struct Slot {
+    /// Where the subtask is in its life.
+    pub state: SubtaskState,
+    /// Dependencies not yet succeeded.
+    pub pending_deps: u32,
+    /// The current (or last) attempt; 0 before the first.
+    pub attempt: AttemptNo,
+    /// The current attempt's fence.
+    pub fence: Fence,
+    /// The worker of the current (or last) attempt.
+    pub worker: Option<WorkerId>,
+    /// When the last attempt that reported started and finished, in µs since the Unix epoch.
+    pub started_us: u64,
+    /// See `started_us`.
+    pub finished_us: u64,
+    /// Attempts that ran to a result (steps taken).
+    pub steps: u32,
+    /// The result, JSON text.
+    pub output: Option<Arc<str>>,
+    /// The last failure.
+    pub error: Option<Failure>,
+}
+
+/// What happened to an attempt or a run; fed to [`RunEngine::apply`].
+#[derive(Clone, Debug)]
+pub enum EngineEvent {
+    /// The shell placed a ready subtask on a worker.
+    Dispatched { subtask: u32, worker: WorkerId, fence: Fence },
+    /// The attempt returned a result.
+    Succeeded { subtask: u32, fence: Fence, started_us: u64, finished_us: u64, output: Arc<str> },
+    /// The attempt failed.
+    Failed {
+        subtask: u32,
+        fence: Fence,
+        kind: FailureKind,
+        message: String,
+        started_us: u64,
+        finished_us: u64,
+    },
+    /// The attempt's worker went away.
+    Lost { subtask: u32, fence: Fence },
+    /// A backoff timer armed by [`Action::ArmTimer`] fired.
+    RetryDue { subtask: u32 },
+    /// The user asked to cancel the run.
+    CancelRequested,
+}
+
+/// A change watchers should see.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Update {
+    /// An attempt was dispatched to a worker.
+    Started { subtask: u32, attempt: AttemptNo, worker: WorkerId },
+    /// An attempt succeeded.
+    Succeeded { subtask: u32, attempt: AttemptNo, duration_us: u64 },
+    /// An attempt failed; `retry_in_us` is set when another attempt will follow.
+    Failed { subtask: u32, attempt: AttemptNo, kind: FailureKind, message: String, retry_in_us: Option<u64> },
+    /// A subtask will not run because dependency `because` failed.
+    Skipped { subtask: u32, because: u32 },
+    /// The run reached a terminal state.
+    Finished { state: RunState },
+}
+
+/// What the shell must do after an event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Show watchers this change.
+    Publish(Update),
+    /// The subtask's record reached a terminal state: write it to the store.
+    Persist { subtask: u32 },
+    /// Tell `worker` to stop the attempt with `fence`.
+    CancelAttempt { worker: WorkerId, fence: Fence },
+    /// Feed `RetryDue { subtask }` back at `at_us`.
+    ArmTimer { subtask: u32, at_us: u64 },
+    /// The run ended; its summary is ready.
+    Finished { state: RunState },
+}
+
+/// Counters kept up to date on every transition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Subtasks not in a terminal state.
+    pub open: u32,
+    /// Attempts on workers now.
+    pub running: u32,
+    /// Succeeded subtasks.
+    pub succeeded: u32,
+    /// Failed subtasks.
+    pub failed: u32,
+    /// Skipped subtasks.
+    pub skipped: u32,
+    /// Attempts dispatched in all.
+    pub attempts: u32,
+    /// Reports ignored because their fence was stale.
+    pub stale_reports: u32,
+}
+
+/// One run's state machine. See the module docs.
+#[derive(Debug)]
+pub struct RunEngine {
+    run_id: RunId,
+    dag: Arc<Dag>,
+    policy: RetryPolicy,
+    state: RunState,
+    slots: Vec<Slot>,
+    ready: VecDeque<u32>,
+    counts: Counts,
+    submitted_us: u64,
+    finished_us: Option<u64>,
+    rng: fastrand::Rng,
+}
+
+impl RunEngine {
+    /// A new running engine: every subtask without dependencies is ready.
+    pub fn new(run_id: RunId, dag: Arc<Dag>, policy: RetryPolicy, submitted_us: u64, seed: u64) -> Self {
+        let mut ready = VecDeque::new();
+        let slots = dag
+            .nodes()
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let pending = node.deps.len() as u32;
+                if pending == 0 {
+                    ready.push_back(i as u32);
+                }
+                Slot {
+                    state: if pending == 0 { SubtaskState::Ready } else { SubtaskState::Blocked },
+                    pending_deps: pending,
+                    attempt: AttemptNo(0),
+                    fence: Fence(0),
+                    worker: None,
+                    started_us: 0,
+                    finished_us: 0,
+                    steps: 0,
+                    output: None,
+                    error: None,
+                }
+            })
+            .collect::<Vec<_>>();
+        let counts = Counts { open: slots.len() as u32, ..Counts::default() };
+        Self {
+            run_id,
+            dag,
+            policy,
+            state: RunState::Running,
+            slots,
+            ready,
+            counts,
+            submitted_us,
+            finished_us: None,
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> &RunId {
+        &self.run_id
+    }
+    /// The run's DAG.
+    pub fn dag(&self) -> &Arc<Dag> {
+        &self.dag
+    }
+    /// The run's state.
+    pub fn state(&self) -> RunState {
+        self.state
+    }
+    /// Counters.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+    /// The runtime state of subtask `index`.
+    pub fn slot(&self, index: u32) -> &Slot {
+        &self.slots[index as usize]
+    }
+    /// All slots, by subtask index.
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+    /// When the run was submitted, µs since the Unix epoch.
+    pub fn submitted_us(&self) -> u64 {
+        self.submitted_us
+    }
+    /// When the run ended, µs since the Unix epoch.
+    pub fn finished_us(&self) -> Option<u64> {
+        self.finished_us
+    }
+    /// True when some subtask waits for dispatch.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Takes the next ready subtask, in FIFO order. The shell either dispatches it
+    /// ([`EngineEvent::Dispatched`]) or gives it back with [`RunEngine::unpop`].
+    pub fn pop_ready(&mut self) -> Option<u32> {
+        while let Some(i) = self.ready.pop_front() {
+            if self.slots[i as usize].state == SubtaskState::Ready {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Gives back a subtask taken by [`RunEngine::pop_ready`] that could not be placed.
+    pub fn unpop(&mut self, subtask: u32) {
+        if self.slots[subtask as usize].state == SubtaskState::Ready {
+            self.ready.push_front(subtask);
+        }
+    }
+
+    /// Applies one event at time `now_us`, appending the resulting actions to `out`.
+    pub fn apply(&mut self, event: EngineEvent, now_us: u64, out: &mut Vec<Action>) {
+        if self.state.is_terminal() {
+            if !matches!(event, EngineEvent::CancelRequested | EngineEvent::RetryDue { .. }) {
+                self.counts.stale_reports += 1;
+            }
+            return;
+        }
+        match event {
+            EngineEvent::Dispatched { subtask, worker, fence } => self.dispatched(subtask, worker, fence, out),
+            EngineEvent::Succeeded { subtask, fence, started_us, finished_us, output } => {
+                if !self.is_current(subtask, fence) {
+                    return;
+                }
+                let slot = &mut self.slots[subtask as usize];
+                slot.state = SubtaskState::Succeeded;
+                slot.started_us = started_us;
+                slot.finished_us = finished_us;
+                slot.steps += 1;
+                slot.output = Some(output);
+                let attempt = slot.attempt;
+                self.counts.running -= 1;
+                self.counts.succeeded += 1;
+                self.counts.open -= 1;
+                out.push(Action::Publish(Update::Succeeded {
+                    subtask,
+                    attempt,
+                    duration_us: finished_us.saturating_sub(started_us),
+                }));
+                out.push(Action::Persist { subtask });
+                for k in 0..self.dag.node(subtask).dependents.len() {
+                    let d = self.dag.node(subtask).dependents[k];
+                    let dep = &mut self.slots[d as usize];
+                    dep.pending_deps -= 1;
+                    if dep.pending_deps == 0 && dep.state == SubtaskState::Blocked {
+                        dep.state = SubtaskState::Ready;
+                        self.ready.push_back(d);
+                    }
+                }
+                self.check_finished(now_us, out);
+            }
+            EngineEvent::Failed { subtask, fence, kind, message, started_us, finished_us } => {
+                if !self.is_current(subtask, fence) {
+                    return;
+                }
+                let slot = &mut self.slots[subtask as usize];
+                slot.started_us = started_us;
+                slot.finished_us = finished_us;
+                slot.steps += 1;
+                self.counts.running -= 1;
+                self.failed(subtask, kind, message, now_us, out);
+            }
+            EngineEvent::Lost { subtask, fence } => {
+                if !self.is_current(subtask, fence) {
+                    return;
+                }
+                self.counts.running -= 1;
+                self.failed(subtask, FailureKind::WorkerLost, "the worker running the attempt went away".into(), now_us, out);
+            }
+            EngineEvent::RetryDue { subtask } => {
+                let slot = &mut self.slots[subtask as usize];
+                if slot.state == SubtaskState::Backoff {
+                    slot.state = SubtaskState::Ready;
+                    self.ready.push_back(subtask);
+                }
+            }
+            EngineEvent::CancelRequested => self.cancel(now_us, out),
+        }
+    }
+
+    fn dispatched(&mut self, subtask: u32, worker: WorkerId, fence: Fence, out: &mut Vec<Action>) {
+        let slot = &mut self.slots[subtask as usize];
+        debug_assert_eq!(slot.state, SubtaskState::Ready, "only a popped ready subtask is dispatched");
+        debug_assert!(fence > slot.fence, "fences only grow");
+        if slot.state != SubtaskState::Ready {
+            return;
+        }
+        slot.state = SubtaskState::Running;
+        slot.attempt.0 += 1;
+        slot.fence = fence;
+        slot.worker = Some(worker.clone());
+        self.counts.running += 1;
+        self.counts.attempts += 1;
+        out.push(Action::Publish(Update::Started { subtask, attempt: slot.attempt, worker }));
+    }
+
+    fn is_current(&mut self, subtask: u32, fence: Fence) -> bool {
+        let ok = self
+            .slots
+            .get(subtask as usize)
+            .is_some_and(|s| s.state == SubtaskState::Running && s.fence == fence);
+        if !ok {
+            self.counts.stale_reports += 1;
+        }
+        ok
+    }
+
+    /// A running attempt ended in failure (already taken out of `running`).
+    fn failed(&mut self, subtask: u32, kind: FailureKind, message: String, now_us: u64, out: &mut Vec<Action>) {
+        let slot = &mut self.slots[subtask as usize];
+        let attempt = slot.attempt;
+        let retry_in_us = if kind.is_retryable() && self.policy.allows_another(attempt.0) {
+            Some(if kind == FailureKind::WorkerLost {
+                0
+            } else {
+                self.policy.delay(attempt.0 + 1, &mut self.rng).as_micros() as u64
+            })
+        } else {
+            None
+        };
+        slot.error = Some(Failure { kind, message: message.clone() });
+        out.push(Action::Publish(Update::Failed { subtask, attempt, kind, message, retry_in_us }));
+        match retry_in_us {
+            Some(0) => {
+                slot.state = SubtaskState::Ready;
+                self.ready.push_back(subtask);
+            }
+            Some(delay) => {
+                slot.state = SubtaskState::Backoff;
+                out.push(Action::ArmTimer { subtask, at_us: now_us + delay });
+            }
+            None => {
+                slot.state = SubtaskState::Failed;
+                self.counts.failed += 1;
+                self.counts.open -= 1;
+                out.push(Action::Persist { subtask });
+                self.skip_dependents(subtask, out);
+                self.check_finished(now_us, out);
+            }
+        }
+    }
+
+    /// Marks every transitive dependent of a failed subtask as skipped.
+    fn skip_dependents(&mut self, failed: u32, out: &mut Vec<Action>) {
+        let mut stack = vec![failed];
+        while let Some(i) = stack.pop() {
+            for k in 0..self.dag.node(i).dependents.len() {
+                let d = self.dag.node(i).dependents[k];
+                let slot = &mut self.slots[d as usize];
+                if slot.state == SubtaskState::Blocked {
+                    slot.state = SubtaskState::Skipped;
+                    self.counts.skipped += 1;
+                    self.counts.open -= 1;
+                    out.push(Action::Publish(Update::Skipped { subtask: d, because: failed }));
+                    out.push(Action::Persist { subtask: d });
+                    stack.push(d);
+                }
+            }
+        }
+    }
+
+    fn cancel(&mut self, now_us: u64, out: &mut Vec<Action>) {
+        for slot in &mut self.slots {
+            if slot.state == SubtaskState::Running
+                && let Some(worker) = &slot.worker
+            {
+                out.push(Action::CancelAttempt { worker: worker.clone(), fence: slot.fence });
+            }
+            if !slot.state.is_terminal() {
+                slot.state = SubtaskState::Cancelled;
+            }
+        }
+        self.ready.clear();
+        self.counts.running = 0;
+        self.counts.open = 0;
+        self.finish(RunState::Cancelled, now_us, out);
+    }
+
+    fn check_finished(&mut self, now_us: u64, out: &mut Vec<Action>) {
+        if self.counts.open == 0 {
+            let state = if self.counts.failed + self.counts.skipped == 0 { RunState::Succeeded } else { RunState::Failed };
+            self.finish(state, now_us, out);
+        }
+    }
+
+    fn finish(&mut self, state: RunState, now_us: u64, out: &mut Vec<Action>) {
+        self.state = state;
+        self.finished_us = Some(now_us);
+        out.push(Action::Publish(Update::Finished { state }));
+        out.push(Action::Finished { state });
+    }
+
+    /// The run's accounting as of `now_us` (final once the run is terminal).
+    pub fn summary(&self, now_us: u64) -> RunSummary {
+        RunSummary::compute(self, now_us)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Limits, RunSpec, SubtaskSpec};
+    use serde_json::json;
+
+    fn engine(subtasks: Vec<SubtaskSpec>, policy: RetryPolicy) -> RunEngine {
+        let dag = Dag::build(&RunSpec { name: "t".into(), subtasks }, &Limits::default()).expect("valid");
+        RunEngine::new(RunId::from("r"), Arc::new(dag), policy, 0, 1)
+    }
+    fn t(id: &str) -> SubtaskSpec {
+        SubtaskSpec::tool(id, "echo", json!({}))
+    }
+    fn dispatch(e: &mut RunEngine, fence: u64, out: &mut Vec<Action>) -> u32 {
+        let i = e.pop_ready().expect("something ready");
+        e.apply(EngineEvent::Dispatched { subtask: i, worker: WorkerId::from("w"), fence: Fence(fence) }, 0, out);
+        i
+    }
+    fn ok(e: &mut RunEngine, i: u32, fence: u64, at: u64, out: &mut Vec<Action>) {
+        e.apply(
+            EngineEvent::Succeeded { subtask: i, fence: Fence(fence), started_us: at, finished_us: at + 10, output: "1".into() },
+            at + 10,
+            out,
+        );
+    }
+
+    #[test]
+    fn chain_runs_in_order_and_succeeds() {
+        let mut e = engine(vec![t("a"), t("b").after(["a"])], RetryPolicy::default());
+        let mut out = vec![];
+        let a = dispatch(&mut e, 1, &mut out);
+        assert!(e.pop_ready().is_none(), "b must wait for a");
+        ok(&mut e, a, 1, 0, &mut out);
+        let b = dispatch(&mut e, 2, &mut out);
+        ok(&mut e, b, 2, 10, &mut out);
+        assert_eq!(e.state(), RunState::Succeeded);
+        assert!(out.contains(&Action::Finished { state: RunState::Succeeded }));
+        let s = e.summary(30);
+        assert_eq!((s.critical_steps, s.total_steps, s.critical_path_us), (2, 2, 20));
+    }
+
+    #[test]
+    fn stale_fence_is_ignored() {
+        let mut e = engine(vec![t("a")], RetryPolicy::default());
+        let mut out = vec![];
+        let a = dispatch(&mut e, 5, &mut out);
+        ok(&mut e, a, 4, 0, &mut out);
+        assert_eq!(e.slot(a).state, SubtaskState::Running);
+        assert_eq!(e.counts().stale_reports, 1);
+    }
+
+    #[test]
+    fn transient_failure_backs_off_then_retries() {
+        let mut e = engine(vec![t("a")], RetryPolicy::default());
+        let mut out = vec![];
+        let a = dispatch(&mut e, 1, &mut out);
+        out.clear();
+        e.apply(
+            EngineEvent::Failed { subtask: a, fence: Fence(1), kind: FailureKind::Transient, message: "x".into(), started_us: 0, finished_us: 1 },
+            1_000,
+            &mut out,
+        );
+        let at = out.iter().find_map(|a| if let Action::ArmTimer { at_us, .. } = a { Some(*at_us) } else { None });
+        let at = at.expect("a retry timer");
+        assert!((1_000 + 80_000..=1_000 + 120_000).contains(&at), "{at}");
+        assert!(e.pop_ready().is_none());
+        e.apply(EngineEvent::RetryDue { subtask: a }, at, &mut out);
+        assert_eq!(dispatch(&mut e, 2, &mut out), a);
+        assert_eq!(e.slot(a).attempt, AttemptNo(2));
+    }
+
+    #[test]
+    fn permanent_failure_skips_dependents_but_other_branches_finish() {
+        let mut e = engine(vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")], RetryPolicy::default());
+        let mut out = vec![];
+        let first = dispatch(&mut e, 1, &mut out);
+        let second = dispatch(&mut e, 2, &mut out);
+        let (a, x) = if e.dag().node(first).id.as_str() == "a" { (first, second) } else { (second, first) };
+        let (fa, fx) = if a == first { (1, 2) } else { (2, 1) };
+        e.apply(
+            EngineEvent::Failed { subtask: a, fence: Fence(fa), kind: FailureKind::Permanent, message: "bad".into(), started_us: 0, finished_us: 1 },
+            1,
+            &mut out,
+        );
+        assert_eq!(e.counts().skipped, 2);
+        assert_eq!(e.state(), RunState::Running, "x is still running");
+        ok(&mut e, x, fx, 0, &mut out);
+        assert_eq!(e.state(), RunState::Failed);
+    }
+
+    #[test]
+    fn attempts_are_capped_by_policy() {
+        let policy = RetryPolicy { maximum_attempts: 2, ..RetryPolicy::default() };
+        let mut e = engine(vec![t("a")], policy);
+        let mut out = vec![];
+        for fence in 1..=2 {
+            let a = dispatch(&mut e, fence, &mut out);
+            e.apply(EngineEvent::Lost { subtask: a, fence: Fence(fence) }, 0, &mut out);
+        }
+        assert_eq!(e.state(), RunState::Failed);
+    }
+
+    #[test]
+    fn cancel_ends_run_and_cancels_running_attempts() {
+        let mut e = engine(vec![t("a"), t("b"), t("c").after(["a"])], RetryPolicy::default());
+        let mut out = vec![];
+        dispatch(&mut e, 1, &mut out);
+        out.clear();
+        e.apply(EngineEvent::CancelRequested, 5, &mut out);
+        assert_eq!(e.state(), RunState::Cancelled);
+        assert!(e.pop_ready().is_none());
+        assert_eq!(out.iter().filter(|a| matches!(a, Action::CancelAttempt { .. })).count(), 1);
+    }
+}

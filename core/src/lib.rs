@@ -1,0 +1,21 @@
+//! Swarm's domain, free of I/O: ids, run specs, DAG validation, retry policy, the pure
+//! [`RunEngine`](engine::RunEngine) state machine and run accounting ([`RunSummary`](summary::RunSummary)).
+//!
+//! Nothing here talks to the network, a store or a clock: time comes in as arguments, so every
+//! decision the cluster makes can be unit- and property-tested.
+
+pub mod dag;
+pub mod engine;
+pub mod error;
+pub mod ids;
+pub mod retry;
+pub mod spec;
+pub mod summary;
+
+pub use dag::{Dag, SpecViolation, SpecViolations};
+pub use engine::{Action, EngineEvent, RunEngine, RunState, SubtaskState};
+pub use error::{ApiError, FailureKind, Retryable};
+pub use ids::{AttemptNo, Fence, RunId, Seq, SubtaskId, WorkerId};
+pub use retry::RetryPolicy;
+pub use spec::{Limits, RunSpec, SubtaskKind, SubtaskSpec};
+pub use summary::RunSummary;

@@ -1,0 +1,227 @@
+//! Run specs as users write them (YAML or JSON) and as the API carries them.
+//!
+//! A run is a DAG of subtasks; for now every subtask is one tool call. The serde shape is the
+//! documented file format (`docs/run-spec.md`):
+//!
+//! ```yaml
+//! name: research
+//! subtasks:
+//!   - id: plan
+//!     tool: echo
+//!     args: {text: "split the task"}
+//!   - id: step-1
+//!     tool: sleep
+//!     args: {ms: 50}
+//!     depends_on: [plan]
+//!     timeout: 30s
+//! ```
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::SubtaskId;
+
+/// A run as submitted: a name and a DAG of subtasks. Not yet validated: see [`crate::Dag::build`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// A low-cardinality name for the kind of run (`research`), used in listings and telemetry.
+    #[serde(default)]
+    pub name: String,
+    /// The subtasks, in any order.
+    #[serde(default)]
+    pub subtasks: Vec<SubtaskSpec>,
+}
+
+/// One node of the run's DAG.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawSubtask", into = "RawSubtask")]
+pub struct SubtaskSpec {
+    /// Unique within the run.
+    pub id: SubtaskId,
+    /// What the subtask does.
+    pub kind: SubtaskKind,
+    /// Subtasks that must succeed before this one starts.
+    pub depends_on: Vec<SubtaskId>,
+    /// Start-to-close limit for one attempt.
+    pub timeout: Option<Duration>,
+}
+
+/// What a subtask does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SubtaskKind {
+    /// One call of a tool that some worker offers, with a JSON object of arguments.
+    Tool {
+        /// The tool's registered name (`sleep`, `echo`, `http_get`, …).
+        tool: String,
+        /// The arguments: a JSON object.
+        args: serde_json::Value,
+    },
+}
+
+impl SubtaskSpec {
+    /// A tool-call subtask; a convenience for tests and generators.
+    pub fn tool(id: impl Into<SubtaskId>, tool: &str, args: serde_json::Value) -> Self {
+        Self {
+            id: id.into(),
+            kind: SubtaskKind::Tool { tool: tool.to_owned(), args },
+            depends_on: Vec::new(),
+            timeout: None,
+        }
+    }
+
+    /// Adds dependencies (builder style).
+    pub fn after<I, S>(mut self, deps: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<SubtaskId>,
+    {
+        self.depends_on.extend(deps.into_iter().map(Into::into));
+        self
+    }
+}
+
+/// The file shape of a subtask; converted into [`SubtaskSpec`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubtask {
+    id: SubtaskId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    args: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    depends_on: Vec<SubtaskId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeout: Option<DurationText>,
+}
+
+impl TryFrom<RawSubtask> for SubtaskSpec {
+    type Error = String;
+
+    fn try_from(raw: RawSubtask) -> Result<Self, Self::Error> {
+        let tool = raw
+            .tool
+            .ok_or_else(|| format!("subtask `{}`: `tool` is required", raw.id))?;
+        Ok(Self {
+            id: raw.id,
+            kind: SubtaskKind::Tool {
+                tool,
+                args: raw.args.unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+            },
+            depends_on: raw.depends_on,
+            timeout: raw.timeout.map(|d| d.0),
+        })
+    }
+}
+
+impl From<SubtaskSpec> for RawSubtask {
+    fn from(s: SubtaskSpec) -> Self {
+        let SubtaskKind::Tool { tool, args } = s.kind;
+        Self {
+            id: s.id,
+            tool: Some(tool),
+            args: Some(args),
+            depends_on: s.depends_on,
+            timeout: s.timeout.map(DurationText),
+        }
+    }
+}
+
+/// A duration written as text (`250ms`, `30s`, `5m`, `1h`) or as a number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct DurationText(Duration);
+
+impl Serialize for DurationText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", self.0.as_millis()))
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Secs(f64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Secs(s) if s.is_finite() && s >= 0.0 => Ok(Self(Duration::from_secs_f64(s))),
+            Either::Secs(s) => Err(serde::de::Error::custom(format!("invalid duration {s}"))),
+            Either::Text(t) => parse_duration(&t).map(Self).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses `250ms`, `30s`, `1.5s`, `5m` or `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration `{text}`: expected e.g. 250ms, 30s, 5m"))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1e3,
+        "s" | "" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("invalid duration unit `{other}` in `{text}` (ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration `{text}`"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Limits a run spec must respect; configurable per coordinator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Maximum number of subtasks in one run (default 10,000).
+    pub max_subtasks: usize,
+    /// Maximum size of one subtask's arguments, serialized as JSON (default 64 KiB).
+    pub max_args_bytes: usize,
+    /// Maximum length of a subtask id (default 128).
+    pub max_id_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_subtasks: 10_000, max_args_bytes: 64 * 1024, max_id_len: 128 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+    }
+
+    #[test]
+    fn json_spec_round_trips() {
+        let text = r#"{"name":"r","subtasks":[{"id":"a","tool":"echo","args":{"text":"hi"}},
+            {"id":"b","tool":"sleep","args":{"ms":5},"depends_on":["a"],"timeout":"2s"}]}"#;
+        let spec: RunSpec = serde_json::from_str(text).expect("valid spec");
+        assert_eq!(spec.subtasks[1].depends_on, vec![SubtaskId::from("a")]);
+        assert_eq!(spec.subtasks[1].timeout, Some(Duration::from_secs(2)));
+        let again: RunSpec =
+            serde_json::from_str(&serde_json::to_string(&spec).expect("serializes")).expect("parses");
+        assert_eq!(spec, again);
+    }
+
+    #[test]
+    fn missing_tool_is_an_error_naming_the_subtask() {
+        let err = serde_json::from_str::<RunSpec>(r#"{"subtasks":[{"id":"x"}]}"#).unwrap_err();
+        assert!(err.to_string().contains("subtask `x`: `tool` is required"), "{err}");
+    }
+}

@@ -1,0 +1,225 @@
+//! Wire ⇄ domain conversions. Decoding failures name the field path (`subtasks[3].tool_call`)
+//! and are collected, not stopped at the first, so a client sees every problem at once.
+
+use std::time::Duration;
+
+use swarm_core::dag::{SpecViolation, SpecViolations};
+use swarm_core::engine::{RunState, SubtaskState};
+use swarm_core::{ApiError, FailureKind, RunSpec, RunSummary, SubtaskId, SubtaskKind, SubtaskSpec};
+
+use crate::pb;
+
+impl TryFrom<pb::RunSpec> for RunSpec {
+    type Error = ApiError;
+
+    fn try_from(spec: pb::RunSpec) -> Result<Self, ApiError> {
+        let mut violations = Vec::new();
+        let mut subtasks = Vec::with_capacity(spec.subtasks.len());
+        for (i, s) in spec.subtasks.into_iter().enumerate() {
+            let mut bad = |field: &str, description: String| {
+                violations.push(SpecViolation { field: format!("subtasks[{i}].{field}"), description })
+            };
+            let kind = match s.kind {
+                Some(pb::subtask_spec::Kind::ToolCall(call)) => {
+                    let args = if call.args_json.trim().is_empty() {
+                        serde_json::Value::Object(Default::default())
+                    } else {
+                        match serde_json::from_str(&call.args_json) {
+                            Ok(v) => v,
+                            Err(e) => {
+                                bad("tool_call.args_json", format!("invalid JSON: {e}"));
+                                serde_json::Value::Null
+                            }
+                        }
+                    };
+                    SubtaskKind::Tool { tool: call.tool, args }
+                }
+                None => {
+                    bad("kind", "required: set tool_call".into());
+                    SubtaskKind::Tool { tool: String::new(), args: serde_json::Value::Null }
+                }
+            };
+            let timeout = match s.timeout.map(Duration::try_from) {
+                None => None,
+                Some(Ok(d)) => Some(d),
+                Some(Err(_)) => {
+                    bad("timeout", "must not be negative".into());
+                    None
+                }
+            };
+            subtasks.push(SubtaskSpec {
+                id: SubtaskId::from(s.id),
+                kind,
+                depends_on: s.depends_on.into_iter().map(SubtaskId::from).collect(),
+                timeout,
+            });
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::InvalidSpec(SpecViolations(violations)));
+        }
+        Ok(RunSpec { name: spec.name, subtasks })
+    }
+}
+
+impl From<&RunSpec> for pb::RunSpec {
+    fn from(spec: &RunSpec) -> Self {
+        pb::RunSpec {
+            name: spec.name.clone(),
+            subtasks: spec
+                .subtasks
+                .iter()
+                .map(|s| {
+                    let SubtaskKind::Tool { tool, args } = &s.kind;
+                    pb::SubtaskSpec {
+                        id: s.id.to_string(),
+                        depends_on: s.depends_on.iter().map(ToString::to_string).collect(),
+                        timeout: s.timeout.and_then(|d| prost_types::Duration::try_from(d).ok()),
+                        kind: Some(pb::subtask_spec::Kind::ToolCall(pb::ToolCall {
+                            tool: tool.clone(),
+                            args_json: args.to_string(),
+                        })),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// µs since the Unix epoch as a protobuf timestamp.
+pub fn timestamp(unix_us: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: (unix_us / 1_000_000) as i64, nanos: ((unix_us % 1_000_000) * 1_000) as i32 }
+}
+
+/// A protobuf timestamp as µs since the Unix epoch (0 for times before it).
+pub fn unix_us(ts: &prost_types::Timestamp) -> u64 {
+    if ts.seconds < 0 {
+        return 0;
+    }
+    ts.seconds as u64 * 1_000_000 + (ts.nanos.max(0) as u64) / 1_000
+}
+
+/// µs as a protobuf duration.
+pub fn duration_us(us: u64) -> prost_types::Duration {
+    prost_types::Duration { seconds: (us / 1_000_000) as i64, nanos: ((us % 1_000_000) * 1_000) as i32 }
+}
+
+/// A protobuf duration in µs (negative counts as 0).
+pub fn duration_to_us(d: &prost_types::Duration) -> u64 {
+    if d.seconds < 0 || d.nanos < 0 {
+        return 0;
+    }
+    d.seconds as u64 * 1_000_000 + d.nanos as u64 / 1_000
+}
+
+impl From<RunState> for pb::RunState {
+    fn from(s: RunState) -> Self {
+        match s {
+            RunState::Pending => Self::Pending,
+            RunState::Running => Self::Running,
+            RunState::Succeeded => Self::Succeeded,
+            RunState::Failed => Self::Failed,
+            RunState::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+impl From<SubtaskState> for pb::SubtaskState {
+    fn from(s: SubtaskState) -> Self {
+        match s {
+            SubtaskState::Blocked => Self::Blocked,
+            SubtaskState::Ready => Self::Ready,
+            SubtaskState::Running => Self::Running,
+            SubtaskState::Backoff => Self::Backoff,
+            SubtaskState::Succeeded => Self::Succeeded,
+            SubtaskState::Failed => Self::Failed,
+            SubtaskState::Skipped => Self::Skipped,
+            SubtaskState::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+impl From<FailureKind> for pb::FailureKind {
+    fn from(k: FailureKind) -> Self {
+        match k {
+            FailureKind::Transient => Self::Transient,
+            FailureKind::Permanent => Self::Permanent,
+            FailureKind::Timeout => Self::Timeout,
+            FailureKind::Cancelled => Self::Cancelled,
+            FailureKind::WorkerLost => Self::WorkerLost,
+        }
+    }
+}
+
+/// A wire failure kind in the domain; unknown values count as transient (retried, bounded
+/// by the retry policy), which is the safe reading for a newer worker's new kinds.
+pub fn failure_kind(k: i32) -> FailureKind {
+    match pb::FailureKind::try_from(k) {
+        Ok(pb::FailureKind::Permanent) => FailureKind::Permanent,
+        Ok(pb::FailureKind::Timeout) => FailureKind::Timeout,
+        Ok(pb::FailureKind::Cancelled) => FailureKind::Cancelled,
+        Ok(pb::FailureKind::WorkerLost) => FailureKind::WorkerLost,
+        _ => FailureKind::Transient,
+    }
+}
+
+impl From<&RunSummary> for pb::RunSummary {
+    fn from(s: &RunSummary) -> Self {
+        pb::RunSummary {
+            total_subtasks: s.total_subtasks,
+            tool_calls_completed: s.tool_calls_completed,
+            tool_calls_failed: s.tool_calls_failed,
+            tool_calls_skipped: s.tool_calls_skipped,
+            attempts: s.attempts,
+            wall_time: Some(duration_us(s.wall_us)),
+            total_work: Some(duration_us(s.total_work_us)),
+            critical_path_time: Some(duration_us(s.critical_path_us)),
+            critical_path: s.critical_path.iter().map(ToString::to_string).collect(),
+            critical_steps: s.critical_steps,
+            total_steps: s.total_steps,
+            parallelism: s.parallelism,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_collects_every_field_error() {
+        let spec = pb::RunSpec {
+            name: "x".into(),
+            subtasks: vec![
+                pb::SubtaskSpec { id: "a".into(), kind: None, ..Default::default() },
+                pb::SubtaskSpec {
+                    id: "b".into(),
+                    kind: Some(pb::subtask_spec::Kind::ToolCall(pb::ToolCall { tool: "echo".into(), args_json: "{".into() })),
+                    timeout: Some(prost_types::Duration { seconds: -1, nanos: 0 }),
+                    ..Default::default()
+                },
+            ],
+        };
+        let Err(ApiError::InvalidSpec(v)) = RunSpec::try_from(spec) else { panic!("expected violations") };
+        let fields: Vec<_> = v.0.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, vec!["subtasks[0].kind", "subtasks[1].tool_call.args_json", "subtasks[1].timeout"]);
+    }
+
+    #[test]
+    fn spec_round_trips_through_the_wire() {
+        let spec = RunSpec {
+            name: "n".into(),
+            subtasks: vec![
+                SubtaskSpec::tool("a", "echo", serde_json::json!({"text": "hi"})),
+                SubtaskSpec::tool("b", "sleep", serde_json::json!({"ms": 5})).after(["a"]),
+            ],
+        };
+        assert_eq!(RunSpec::try_from(pb::RunSpec::from(&spec)).expect("valid"), spec);
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let us = 1_700_000_000_123_456;
+        assert_eq!(unix_us(&timestamp(us)), us);
+        assert_eq!(duration_to_us(&duration_us(1_234_567)), 1_234_567);
+    }
+}

@@ -1,0 +1,14 @@
+//! Swarm's wire types (package `swarm.v1`), their conversions to and from the domain in
+//! `swarm-core`, and the one mapping of domain errors to `tonic::Status`.
+
+pub mod convert;
+pub mod status;
+
+/// Generated code for `swarm.v1`.
+#[allow(clippy::all, missing_docs, rust_2018_idioms)]
+pub mod pb {
+    tonic::include_proto!("swarm.v1");
+
+    /// The encoded descriptor set, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("swarm_descriptor");
+}

@@ -1,0 +1,40 @@
+//! The one place where domain errors become gRPC statuses, with rich details
+//! (`google.rpc.BadRequest`, `RetryInfo`) in `grpc-status-details-bin`.
+
+use swarm_core::ApiError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Maps a domain error to a precise gRPC status.
+pub fn to_status(err: &ApiError) -> Status {
+    match err {
+        ApiError::InvalidSpec(violations) => {
+            let mut details = ErrorDetails::new();
+            for v in &violations.0 {
+                details.add_bad_request_violation(v.field.clone(), v.description.clone());
+            }
+            Status::with_error_details(Code::InvalidArgument, err.to_string(), details)
+        }
+        ApiError::InvalidArgument { field, description } => Status::with_error_details(
+            Code::InvalidArgument,
+            err.to_string(),
+            ErrorDetails::with_bad_request_violation(field.clone(), description.clone()),
+        ),
+        ApiError::NotFound(_) => Status::not_found(err.to_string()),
+        ApiError::FailedPrecondition(_) => Status::failed_precondition(err.to_string()),
+        ApiError::Unavailable { retry_after, .. } => {
+            Status::with_error_details(Code::Unavailable, err.to_string(), ErrorDetails::with_retry_info(*retry_after))
+        }
+        ApiError::ResourceExhausted(_) => Status::resource_exhausted(err.to_string()),
+        ApiError::Internal(_) => Status::internal(err.to_string()),
+    }
+}
+
+/// The field violations carried by an `INVALID_ARGUMENT` status, as (field, description).
+pub fn field_violations(status: &Status) -> Vec<(String, String)> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| (v.field.clone(), v.description.clone())).collect())
+        .unwrap_or_default()
+}
