@@ -1,0 +1,200 @@
+//! `SwarmService`: adapters that decode, call the run manager and map the answer.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use swarm_core::{ApiError, Dag, Limits, RunId, RunSpec, engine::RunState};
+use swarm_proto::pb::{self, swarm_service_server::SwarmService};
+use swarm_proto::status::to_status;
+use swarm_store::RunRepo;
+use swarm_store::repo::{Created, RunHeader};
+use tonic::{Request, Response, Status};
+
+use crate::manager::{Command, ManagerHandle, now_us, view_from_header};
+use crate::watch::EventLog;
+
+/// Longest accepted idempotency key.
+const MAX_IDEMPOTENCY_KEY: usize = 256;
+/// Events a watch stream reads from the log at a time.
+const WATCH_BATCH: usize = 256;
+
+/// The `SwarmService` implementation.
+#[derive(Clone)]
+pub struct SwarmApi {
+    manager: ManagerHandle,
+    repo: RunRepo,
+    limits: Arc<Limits>,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl SwarmApi {
+    /// An adapter over a running manager.
+    pub fn new(manager: ManagerHandle, repo: RunRepo, limits: Limits, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        Self { manager, repo, limits: Arc::new(limits), shutdown }
+    }
+
+    async fn submit(&self, req: pb::SubmitRunRequest) -> Result<pb::SubmitRunResponse, ApiError> {
+        let spec = RunSpec::try_from(req.spec.ok_or_else(|| ApiError::invalid("spec", "required"))?)?;
+        let key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key);
+        if key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY) {
+            return Err(ApiError::invalid("idempotency_key", format!("longer than {MAX_IDEMPOTENCY_KEY} bytes")));
+        }
+        let dag = Arc::new(Dag::build(&spec, &self.limits)?);
+        let submitted_us = now_us();
+        let run_id = RunId::generate(submitted_us / 1000);
+        let header = RunHeader {
+            run_id: run_id.clone(),
+            name: spec.name.clone(),
+            state: RunState::Running,
+            submitted_us,
+            finished_us: None,
+            idempotency_key: key,
+            summary: None,
+        };
+        match self.repo.create_run(&header, &spec).await.map_err(store_error)? {
+            Created::Existing(existing) => {
+                return Ok(pb::SubmitRunResponse { run_id: existing.to_string(), created: false });
+            }
+            Created::New => {}
+        }
+        self.manager.call(|reply| Command::Submit { run_id: run_id.clone(), dag, header, reply }).await?;
+        Ok(pb::SubmitRunResponse { run_id: run_id.to_string(), created: true })
+    }
+
+    async fn get(&self, req: pb::GetRunRequest) -> Result<pb::Run, ApiError> {
+        let run_id = run_id(&req.run_id)?;
+        let include_subtasks = req.include_subtasks;
+        let id = run_id.clone();
+        if let Some(run) = self.manager.call(|reply| Command::Get { run_id: id, include_subtasks, reply }).await? {
+            return Ok(run);
+        }
+        match self.repo.header(&run_id).await.map_err(store_error)? {
+            Some(header) => Ok(view_from_header(&header)),
+            None => Err(ApiError::NotFound(format!("run {run_id}"))),
+        }
+    }
+
+    async fn watch_log(&self, run_id: RunId) -> Result<Arc<EventLog>, ApiError> {
+        let id = run_id.clone();
+        self.manager
+            .call(|reply| Command::Watch { run_id: id, reply })
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("run {run_id} (or it is no longer watchable)")))
+    }
+}
+
+fn run_id(text: &str) -> Result<RunId, ApiError> {
+    if text.is_empty() {
+        return Err(ApiError::invalid("run_id", "required"));
+    }
+    Ok(RunId::from(text))
+}
+
+fn store_error(e: swarm_store::StoreError) -> ApiError {
+    match e {
+        swarm_store::StoreError::Unavailable(m) => {
+            ApiError::Unavailable { message: format!("state store unavailable: {m}"), retry_after: Some(Duration::from_secs(1)) }
+        }
+        swarm_store::StoreError::TooLarge(m) => ApiError::ResourceExhausted(m),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SwarmService for SwarmApi {
+    async fn submit_run(&self, req: Request<pb::SubmitRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {
+        self.submit(req.into_inner()).await.map(Response::new).map_err(|e| to_status(&e))
+    }
+
+    async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::GetRunResponse>, Status> {
+        let run = self.get(req.into_inner()).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::GetRunResponse { run: Some(run) }))
+    }
+
+    async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let req = req.into_inner();
+        let limit = match req.page_size {
+            0 => 50,
+            n => n.min(1000) as usize,
+        };
+        let before = (!req.page_token.is_empty()).then(|| RunId::from(req.page_token));
+        let (runs, more) =
+            self.manager.call(|reply| Command::List { before, limit, reply }).await.map_err(|e| to_status(&e))?;
+        let next_page_token = if more { runs.last().map(|r| r.run_id.clone()).unwrap_or_default() } else { String::new() };
+        Ok(Response::new(pb::ListRunsResponse { runs, next_page_token }))
+    }
+
+    async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelRunResponse>, Status> {
+        let req = req.into_inner();
+        let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
+        let reason = req.reason;
+        let run = self
+            .manager
+            .call(|reply| Command::Cancel { run_id, reason, reply })
+            .await
+            .and_then(|r| r)
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::CancelRunResponse { run: Some(run) }))
+    }
+
+    type WatchRunStream = EventStream;
+
+    async fn watch_run(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
+        let req = req.into_inner();
+        let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
+        let log = self.watch_log(run_id).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(Box::pin(watch_stream(log, req.after_seq, self.shutdown.clone()))))
+    }
+}
+
+/// Streams a log from `after` until the run's final event. The stream is pulled by the client:
+/// a slow client only holds its own cursor.
+fn watch_stream(
+    log: Arc<EventLog>,
+    after: u64,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl Stream<Item = Result<pb::RunEvent, Status>> + Send {
+    struct State {
+        log: Arc<EventLog>,
+        cursor: u64,
+        changes: tokio::sync::watch::Receiver<u64>,
+        pending: std::collections::VecDeque<pb::RunEvent>,
+        done: bool,
+        shutdown: tokio_util::sync::CancellationToken,
+    }
+    let changes = log.subscribe();
+    let state = State { log, cursor: after, changes, pending: Default::default(), done: false, shutdown };
+    futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(ev) = s.pending.pop_front() {
+                return Some((Ok(ev), s));
+            }
+            if s.done {
+                return None;
+            }
+            let (events, done) = s.log.read(s.cursor, WATCH_BATCH);
+            if let Some(last) = events.last() {
+                s.cursor = last.seq;
+                s.done = done;
+                s.pending.extend(events);
+                continue;
+            }
+            s.changes.borrow_and_update();
+            if s.log.last_seq() > s.cursor {
+                continue;
+            }
+            tokio::select! {
+                changed = s.changes.changed() => if changed.is_err() { return None },
+                _ = s.shutdown.cancelled() => {
+                    let status = Status::unavailable("the coordinator is shutting down; resume with after_seq");
+                    s.done = true;
+                    return Some((Err(status), s));
+                }
+            }
+        }
+    })
+}

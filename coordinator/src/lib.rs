@@ -1,0 +1,113 @@
+//! Swarm's coordinator: accepts runs over gRPC, schedules their subtasks onto connected workers
+//! and streams progress back.
+//!
+//! [`Coordinator::start`] spawns the [`manager`] (the single owner of run state);
+//! [`Coordinator::serve`] serves `swarm.v1.SwarmService`, `swarm.v1.WorkerService`,
+//! `grpc.health.v1` and server reflection (v1 and v1alpha) on a listener until shutdown.
+
+pub mod api;
+pub mod manager;
+pub mod placement;
+pub mod watch;
+pub mod worker_api;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use swarm_core::Limits;
+use swarm_proto::pb::{self, swarm_service_server::SwarmServiceServer, worker_service_server::WorkerServiceServer};
+use swarm_store::{RunRepo, StateStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+pub use manager::{ManagerConfig, ManagerHandle, ManagerStats};
+
+/// Largest request a client may send (a 10,000-subtask spec fits comfortably).
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
+/// Coordinator settings.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    /// Limits run specs must respect.
+    pub limits: Limits,
+    /// Run manager settings.
+    pub manager: ManagerConfig,
+    /// Key prefix in the state store.
+    pub prefix: String,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            manager: ManagerConfig::default(),
+            prefix: swarm_store::repo::DEFAULT_PREFIX.to_owned(),
+        }
+    }
+}
+
+/// A started coordinator: its run manager runs; [`Coordinator::serve`] exposes it.
+pub struct Coordinator {
+    manager: ManagerHandle,
+    api: api::SwarmApi,
+    worker_api: worker_api::WorkerApi,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Coordinator {
+    /// Starts the run manager over `store`. Everything stops when `shutdown` is cancelled.
+    pub fn start(config: CoordinatorConfig, store: Arc<dyn StateStore>, shutdown: CancellationToken) -> Self {
+        let tracker = TaskTracker::new();
+        let repo = RunRepo::new(store, config.prefix.clone());
+        let manager = manager::spawn(config.manager.clone(), repo.clone(), &tracker, shutdown.clone());
+        let api = api::SwarmApi::new(manager.clone(), repo, config.limits.clone(), shutdown.clone());
+        let worker_api = worker_api::WorkerApi::new(manager.clone(), tracker.clone());
+        Self { manager, api, worker_api, tracker, shutdown }
+    }
+
+    /// A handle to the run manager (for stats and in-process use).
+    pub fn manager(&self) -> &ManagerHandle {
+        &self.manager
+    }
+
+    /// Serves gRPC on `listener` until shutdown, then waits (at most `grace`) for tasks to end.
+    pub async fn serve(self, listener: TcpListener, grace: Duration) -> Result<(), tonic::transport::Error> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<SwarmServiceServer<api::SwarmApi>>().await;
+        health.set_serving::<WorkerServiceServer<worker_api::WorkerApi>>().await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1().inspect_err(|e| tracing::error!(error = %e, "reflection setup failed"));
+        let reflection_v1alpha = reflection().build_v1alpha();
+        let addr = listener.local_addr().ok();
+        info!(addr = ?addr, "coordinator serving");
+        let shutdown = self.shutdown.clone();
+        let health_on_shutdown = health.clone();
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(health_service)
+            .add_optional_service(reflection_v1.ok())
+            .add_optional_service(reflection_v1alpha.ok())
+            .add_service(SwarmServiceServer::new(self.api).max_decoding_message_size(MAX_REQUEST_BYTES))
+            .add_service(WorkerServiceServer::new(self.worker_api).max_decoding_message_size(MAX_REQUEST_BYTES));
+        let result = router
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+                shutdown.cancelled().await;
+                health_on_shutdown.set_not_serving::<SwarmServiceServer<api::SwarmApi>>().await;
+            })
+            .await;
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!("coordinator tasks did not stop within the grace period");
+        }
+        result
+    }
+}

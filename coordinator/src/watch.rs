@@ -1,0 +1,113 @@
+//! Per-run event logs: the source of `WatchRun` streams.
+//!
+//! The run manager appends compact domain events; each watcher reads the log from its own
+//! cursor and converts to wire events itself, so a slow watcher costs the manager nothing and a
+//! reconnecting watcher resumes from any `after_seq` without gaps or duplicates.
+
+use std::sync::{Arc, Mutex};
+
+use swarm_core::engine::Update;
+use swarm_core::{Dag, RunId, RunSummary};
+use swarm_proto::convert::{duration_us, timestamp};
+use swarm_proto::pb::{self, run_event::Event};
+use tokio::sync::watch;
+
+/// One logged event.
+#[derive(Clone, Debug)]
+pub struct LogEntry {
+    /// When it happened, µs since the Unix epoch.
+    pub time_us: u64,
+    /// What happened (`None`: the run started).
+    pub update: Option<Update>,
+    /// The final summary, on the `Finished` update.
+    pub summary: Option<Arc<RunSummary>>,
+}
+
+/// The ordered events of one run. Seq numbers start at 1: entry `k` has seq `k + 1`.
+pub struct EventLog {
+    run_id: RunId,
+    dag: Arc<Dag>,
+    entries: Mutex<Vec<LogEntry>>,
+    last_seq: watch::Sender<u64>,
+}
+
+impl EventLog {
+    /// A log whose first event says the run started.
+    pub fn new(run_id: RunId, dag: Arc<Dag>, time_us: u64) -> Arc<Self> {
+        let log = Arc::new(Self { run_id, dag, entries: Mutex::new(Vec::new()), last_seq: watch::Sender::new(0) });
+        log.append(LogEntry { time_us, update: None, summary: None });
+        log
+    }
+
+    /// Appends an event and wakes the watchers.
+    pub fn append(&self, entry: LogEntry) {
+        let seq = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries.push(entry);
+            entries.len() as u64
+        };
+        self.last_seq.send_replace(seq);
+    }
+
+    /// The seq of the latest event.
+    pub fn last_seq(&self) -> u64 {
+        *self.last_seq.borrow()
+    }
+
+    /// A receiver that changes whenever an event is appended.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.last_seq.subscribe()
+    }
+
+    /// Up to `max` wire events with seq > `after`, and whether the last of them ends the run.
+    pub fn read(&self, after: u64, max: usize) -> (Vec<pb::RunEvent>, bool) {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let start = (after as usize).min(entries.len());
+        let end = (start + max).min(entries.len());
+        let mut done = false;
+        let events = entries[start..end]
+            .iter()
+            .enumerate()
+            .map(|(k, e)| {
+                done |= matches!(e.update, Some(Update::Finished { .. }));
+                self.to_wire((start + k + 1) as u64, e)
+            })
+            .collect();
+        (events, done)
+    }
+
+    fn id(&self, subtask: u32) -> String {
+        self.dag.node(subtask).id.to_string()
+    }
+
+    fn to_wire(&self, seq: u64, e: &LogEntry) -> pb::RunEvent {
+        let event = match &e.update {
+            None => Event::RunStarted(pb::RunStarted { name: self.dag.name().to_owned(), total_subtasks: self.dag.len() as u32 }),
+            Some(Update::Started { subtask, attempt, worker }) => Event::SubtaskStarted(pb::SubtaskStarted {
+                subtask_id: self.id(*subtask),
+                attempt: attempt.0,
+                worker_id: worker.to_string(),
+            }),
+            Some(Update::Succeeded { subtask, attempt, duration_us: d }) => Event::SubtaskSucceeded(pb::SubtaskSucceeded {
+                subtask_id: self.id(*subtask),
+                attempt: attempt.0,
+                duration: Some(duration_us(*d)),
+            }),
+            Some(Update::Failed { subtask, attempt, kind, message, retry_in_us }) => Event::SubtaskFailed(pb::SubtaskFailed {
+                subtask_id: self.id(*subtask),
+                attempt: attempt.0,
+                kind: pb::FailureKind::from(*kind).into(),
+                message: message.clone(),
+                retry_in: retry_in_us.map(duration_us),
+            }),
+            Some(Update::Skipped { subtask, because }) => {
+                Event::SubtaskSkipped(pb::SubtaskSkipped { subtask_id: self.id(*subtask), because: self.id(*because) })
+            }
+            Some(Update::Finished { state }) => Event::RunFinished(pb::RunFinished {
+                state: pb::RunState::from(*state).into(),
+                summary: e.summary.as_deref().map(pb::RunSummary::from),
+            }),
+        };
+        pb::RunEvent { run_id: self.run_id.to_string(), seq, time: Some(timestamp(e.time_us)), event: Some(event) }
+    }
+}

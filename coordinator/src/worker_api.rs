@@ -1,0 +1,86 @@
+//! `WorkerService.Connect`: one bidirectional stream per worker, bridged to the run manager.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use swarm_core::ApiError;
+use swarm_proto::pb::{self, worker_message::Msg, worker_service_server::WorkerService};
+use swarm_proto::status::to_status;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::debug;
+
+use crate::manager::{Command, ManagerHandle};
+
+/// How long a new stream may take to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most slots one worker may declare.
+const MAX_SLOTS: u32 = 100_000;
+
+/// The `WorkerService` implementation.
+#[derive(Clone)]
+pub struct WorkerApi {
+    manager: ManagerHandle,
+    tracker: TaskTracker,
+    next_conn: Arc<AtomicU64>,
+}
+
+impl WorkerApi {
+    /// An adapter over a running manager; reader tasks are spawned on `tracker`.
+    pub fn new(manager: ManagerHandle, tracker: TaskTracker) -> Self {
+        Self { manager, tracker, next_conn: Arc::new(AtomicU64::new(1)) }
+    }
+}
+
+fn validate(hello: &pb::WorkerHello) -> Result<(), ApiError> {
+    if hello.worker_id.is_empty() || hello.worker_id.len() > 128 {
+        return Err(ApiError::invalid("hello.worker_id", "required, at most 128 bytes"));
+    }
+    if hello.slots == 0 || hello.slots > MAX_SLOTS {
+        return Err(ApiError::invalid("hello.slots", format!("must be in 1..={MAX_SLOTS}")));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    type ConnectStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
+
+    async fn connect(&self, req: Request<Streaming<pb::WorkerMessage>>) -> Result<Response<Self::ConnectStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))??;
+        let Some(pb::WorkerMessage { msg: Some(Msg::Hello(hello)) }) = first else {
+            return Err(to_status(&ApiError::invalid("msg", "the first message must be a hello")));
+        };
+        validate(&hello).map_err(|e| to_status(&e))?;
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::mpsc::channel(2 * hello.slots as usize + 256);
+        self.manager.send(Command::WorkerJoined { conn, hello, tx }).await.map_err(|e| to_status(&e))?;
+        let manager = self.manager.clone();
+        self.tracker.spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(pb::WorkerMessage { msg: Some(Msg::Reports(r)) })) => {
+                        if manager.send(Command::WorkerReports { conn, reports: r.reports }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(status) => {
+                        debug!(conn, %status, "worker stream failed");
+                        break;
+                    }
+                }
+            }
+            let _ = manager.send(Command::WorkerLeft { conn }).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

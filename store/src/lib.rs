@@ -1,0 +1,16 @@
+//! Swarm's state store.
+//!
+//! [`StateStore`] is small and shaped like etcd: revisions, reads by key and prefix, atomic
+//! transactions guarded by compares, prefix watches that resume from a revision, and leases.
+//! Typed keys, codecs and batching live above it in [`repo`]. [`MemoryStore`] is the embedded
+//! default; the etcd backend implements the same trait and passes the same conformance suite
+//! ([`conformance`]).
+
+pub mod conformance;
+pub mod memory;
+pub mod repo;
+mod types;
+
+pub use memory::MemoryStore;
+pub use repo::RunRepo;
+pub use types::*;

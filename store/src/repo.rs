@@ -1,0 +1,259 @@
+//! Typed access to run state: key layout, JSON codec and batched writes.
+//!
+//! Key layout under the configurable prefix (default `/swarm/v1/`):
+//!
+//! ```text
+//! {prefix}runs/{run}                 RunHeader (state, times, summary)
+//! {prefix}specs/{run}                the RunSpec, one value
+//! {prefix}subtasks/{run}/{subtask}   SubtaskRecord, written when the subtask ends
+//! {prefix}idempotency/{key}          the run id created for an idempotency key
+//! ```
+//!
+//! Headers sit apart from per-subtask records so that listing runs reads headers only.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use swarm_core::engine::{RunState, SubtaskState};
+use swarm_core::{FailureKind, RunId, RunSpec, RunSummary, SubtaskId};
+
+use crate::types::*;
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "/swarm/v1/";
+
+/// A run's header record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunHeader {
+    pub run_id: RunId,
+    pub name: String,
+    pub state: RunState,
+    pub submitted_us: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<RunSummary>,
+}
+
+/// A subtask's record, written when it reaches a terminal state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubtaskRecord {
+    pub state: SubtaskState,
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    pub started_us: u64,
+    pub finished_us: u64,
+    pub steps: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<FailureKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+}
+
+/// What [`RunRepo::create_run`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// The run was stored.
+    New,
+    /// The idempotency key already named this run; nothing was written.
+    Existing(RunId),
+}
+
+/// Typed run storage over any [`StateStore`].
+#[derive(Clone)]
+pub struct RunRepo {
+    store: Arc<dyn StateStore>,
+    prefix: String,
+}
+
+impl RunRepo {
+    /// A repository under `prefix` (which should end with `/`).
+    pub fn new(store: Arc<dyn StateStore>, prefix: impl Into<String>) -> Self {
+        Self { store, prefix: prefix.into() }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
+    fn header_key(&self, run: &RunId) -> Vec<u8> {
+        format!("{}runs/{run}", self.prefix).into_bytes()
+    }
+    fn spec_key(&self, run: &RunId) -> Vec<u8> {
+        format!("{}specs/{run}", self.prefix).into_bytes()
+    }
+    fn subtasks_prefix(&self, run: &RunId) -> Vec<u8> {
+        format!("{}subtasks/{run}/", self.prefix).into_bytes()
+    }
+    fn idempotency_key(&self, key: &str) -> Vec<u8> {
+        format!("{}idempotency/{key}", self.prefix).into_bytes()
+    }
+
+    /// Stores a new run (header and spec) in one transaction, unless its idempotency key is
+    /// taken, in which case the existing run id is returned and nothing is written.
+    pub async fn create_run(&self, header: &RunHeader, spec: &RunSpec) -> Result<Created, StoreError> {
+        let mut txn = Txn::new()
+            .when(Compare::Absent(self.header_key(&header.run_id)))
+            .then(Op::put(self.header_key(&header.run_id), encode(header)))
+            .then(Op::put(self.spec_key(&header.run_id), encode(spec)));
+        if let Some(key) = &header.idempotency_key {
+            txn = txn
+                .when(Compare::Absent(self.idempotency_key(key)))
+                .then(Op::put(self.idempotency_key(key), header.run_id.as_str()));
+        }
+        let bytes: usize = txn.ops.iter().map(Op::size).sum();
+        if bytes > self.store.max_request_bytes() {
+            return Err(StoreError::TooLarge(format!(
+                "the run needs {bytes} bytes in one write; the store accepts {}",
+                self.store.max_request_bytes()
+            )));
+        }
+        if self.store.commit(txn).await?.succeeded {
+            return Ok(Created::New);
+        }
+        if let Some(key) = &header.idempotency_key
+            && let Some(kv) = self.store.get(&self.idempotency_key(key)).await?
+        {
+            return Ok(Created::Existing(RunId::from(String::from_utf8_lossy(&kv.value).into_owned())));
+        }
+        Err(StoreError::Other(format!("run {} already exists", header.run_id)))
+    }
+
+    /// The write of a header, for batching.
+    pub fn header_op(&self, header: &RunHeader) -> Op {
+        Op::put(self.header_key(&header.run_id), encode(header))
+    }
+
+    /// The write of a subtask record, for batching.
+    pub fn subtask_op(&self, run: &RunId, subtask: &SubtaskId, record: &SubtaskRecord) -> Op {
+        let mut key = self.subtasks_prefix(run);
+        key.extend_from_slice(subtask.as_str().as_bytes());
+        Op::put(key, encode(record))
+    }
+
+    /// Commits independent writes in as few transactions as the store's limits allow
+    /// (each op stands alone; none relies on another being in the same transaction).
+    pub async fn write_batch(&self, ops: Vec<Op>) -> Result<usize, StoreError> {
+        let max_ops = self.store.max_txn_ops();
+        let max_bytes = self.store.max_request_bytes() - 4096;
+        let mut txns = 0;
+        let mut txn = Txn::new();
+        let mut bytes = 0;
+        for op in ops {
+            let size = op.size();
+            if !txn.ops.is_empty() && (txn.ops.len() == max_ops || bytes + size > max_bytes) {
+                self.store.commit(std::mem::take(&mut txn)).await?;
+                txns += 1;
+                bytes = 0;
+            }
+            bytes += size;
+            txn.ops.push(op);
+        }
+        if !txn.ops.is_empty() {
+            self.store.commit(txn).await?;
+            txns += 1;
+        }
+        Ok(txns)
+    }
+
+    /// A run's header.
+    pub async fn header(&self, run: &RunId) -> Result<Option<RunHeader>, StoreError> {
+        self.store.get(&self.header_key(run)).await?.map(|kv| decode(&kv)).transpose()
+    }
+
+    /// A run's spec.
+    pub async fn spec(&self, run: &RunId) -> Result<Option<RunSpec>, StoreError> {
+        self.store.get(&self.spec_key(run)).await?.map(|kv| decode(&kv)).transpose()
+    }
+
+    /// Every recorded subtask of a run.
+    pub async fn subtasks(&self, run: &RunId) -> Result<Vec<(SubtaskId, SubtaskRecord)>, StoreError> {
+        let prefix = self.subtasks_prefix(run);
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.store.range(&prefix, after.as_deref(), 1000).await?;
+            for kv in &page.kvs {
+                let id = String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned();
+                out.push((SubtaskId::from(id), decode(kv)?));
+            }
+            after = page.kvs.last().map(|kv| kv.key.clone());
+            if !page.more {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Run headers in id order (oldest first), after `after`.
+    pub async fn headers(&self, after: Option<&RunId>, limit: usize) -> Result<(Vec<RunHeader>, bool), StoreError> {
+        let prefix = format!("{}runs/", self.prefix).into_bytes();
+        let start = after.map(|r| self.header_key(r));
+        let page = self.store.range(&prefix, start.as_deref(), limit).await?;
+        let headers = page.kvs.iter().map(decode).collect::<Result<_, _>>()?;
+        Ok((headers, page.more))
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail (string keys, no non-finite floats reach here).
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, StoreError> {
+    serde_json::from_slice(&kv.value)
+        .map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(&kv.key).into_owned(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    fn header(run: &str, key: Option<&str>) -> RunHeader {
+        RunHeader {
+            run_id: RunId::from(run),
+            name: "n".into(),
+            state: RunState::Running,
+            submitted_us: 1,
+            finished_us: None,
+            idempotency_key: key.map(str::to_owned),
+            summary: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn idempotent_create_returns_the_first_run() {
+        let repo = RunRepo::new(Arc::new(MemoryStore::new()), DEFAULT_PREFIX);
+        let spec = RunSpec { name: "n".into(), subtasks: vec![] };
+        assert_eq!(repo.create_run(&header("r1", Some("k")), &spec).await, Ok(Created::New));
+        assert_eq!(repo.create_run(&header("r2", Some("k")), &spec).await, Ok(Created::Existing(RunId::from("r1"))));
+        assert_eq!(repo.header(&RunId::from("r2")).await, Ok(None));
+        assert_eq!(repo.headers(None, 10).await.expect("list").0.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn batches_respect_the_txn_limit() {
+        let repo = RunRepo::new(Arc::new(MemoryStore::new()), DEFAULT_PREFIX);
+        let run = RunId::from("r");
+        let rec = SubtaskRecord {
+            state: SubtaskState::Succeeded,
+            attempt: 1,
+            worker: None,
+            started_us: 0,
+            finished_us: 1,
+            steps: 1,
+            output: Some("{}".into()),
+            error_kind: None,
+            error_message: None,
+        };
+        let ops = (0..300).map(|i| repo.subtask_op(&run, &SubtaskId::from(format!("s{i:03}")), &rec)).collect();
+        assert_eq!(repo.write_batch(ops).await, Ok(3));
+        assert_eq!(repo.subtasks(&run).await.expect("read").len(), 300);
+    }
+}
