@@ -1,0 +1,204 @@
+//! `swarm bench`: the embedded cluster under the swarm-shaped DAG.
+//!
+//! * **efficiency**: 1 planner → `chains` × `length` sleep calls (lognormal, median 50 ms, fixed
+//!   seed) → 1 reducer. The ideal is the DAG's longest path by the same sleep durations; the
+//!   figure is ideal / measured wall time (client side: submit to the final event).
+//! * **throughput**: the same DAG with 0 ms sleeps, `runs` copies submitted at once: tool calls
+//!   per second, and CPU time per tool call of the coordinator's and the workers' threads.
+//!
+//! The coordinator runs on its own one-thread runtime and the workers (and the client) on
+//! another, so each side's CPU time can be read from `/proc/self/task/*/stat`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use swarm_proto::pb;
+use swarm_store::MemoryStore;
+
+use crate::client::{self, RunJson};
+use crate::embedded::{Embedded, EmbeddedOptions};
+use crate::specs;
+
+/// Bench parameters.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub chains: usize,
+    pub length: usize,
+    pub workers: usize,
+    pub slots: u32,
+    pub seed: u64,
+    pub median_ms: f64,
+    pub sigma: f64,
+    pub repeat: usize,
+    pub throughput_runs: usize,
+    pub efficiency: bool,
+    pub throughput: bool,
+}
+
+/// One efficiency measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct EfficiencyRun {
+    pub ideal_ms: f64,
+    pub wall_ms: f64,
+    pub coordinator_wall_ms: f64,
+    pub measured_critical_path_ms: f64,
+    pub efficiency: f64,
+}
+
+/// Throughput figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct Throughput {
+    pub runs: usize,
+    pub tool_calls: u64,
+    pub wall_ms: f64,
+    pub tool_calls_per_sec: f64,
+    pub coordinator_cpu_us_per_call: f64,
+    pub worker_cpu_us_per_call: f64,
+}
+
+/// Everything `swarm bench` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub chains: usize,
+    pub length: usize,
+    pub workers: usize,
+    pub slots: u32,
+    pub cores: usize,
+    pub efficiency: Vec<EfficiencyRun>,
+    pub efficiency_median: Option<f64>,
+    pub throughput: Option<Throughput>,
+}
+
+/// Runs the benchmarks on fresh runtimes.
+pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let coord_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("swarm-coord").enable_all().build()?;
+    let work_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("swarm-work").enable_all().build()?;
+    let handle = coord_rt.handle().clone();
+    let report = work_rt.block_on(async move {
+        let options = EmbeddedOptions { workers: opts.workers, slots: opts.slots, ..EmbeddedOptions::default() };
+        let cluster = Embedded::start_on(options, Arc::new(MemoryStore::new()), Some(handle)).await?;
+        cluster.wait_for_workers(opts.workers as u32, Duration::from_secs(10)).await?;
+        let mut client = client::connect(&cluster.url()).await?;
+        let mut report = BenchReport {
+            chains: opts.chains,
+            length: opts.length,
+            workers: opts.workers,
+            slots: opts.slots,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            efficiency: Vec::new(),
+            efficiency_median: None,
+            throughput: None,
+        };
+        if opts.efficiency {
+            for i in 0..opts.repeat.max(1) {
+                let r = efficiency(&mut client, opts, opts.seed + i as u64).await?;
+                eprintln!(
+                    "efficiency run {}: ideal {:.1} ms, wall {:.1} ms → {:.4}",
+                    i + 1,
+                    r.ideal_ms,
+                    r.wall_ms,
+                    r.efficiency
+                );
+                report.efficiency.push(r);
+            }
+            let mut e: Vec<f64> = report.efficiency.iter().map(|r| r.efficiency).collect();
+            e.sort_by(f64::total_cmp);
+            report.efficiency_median = e.get(e.len() / 2).copied();
+        }
+        if opts.throughput {
+            report.throughput = Some(throughput(&mut client, opts).await?);
+        }
+        cluster.stop().await;
+        anyhow::Ok(report)
+    })?;
+    coord_rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(report)
+}
+
+async fn submit_and_wait(client: &mut client::Client, spec: &swarm_core::RunSpec) -> anyhow::Result<RunJson> {
+    let resp = client
+        .submit_run(client::request(pb::SubmitRunRequest { spec: Some(spec.into()), idempotency_key: String::new() }))
+        .await
+        .map_err(|s| client::status_error(&s))?
+        .into_inner();
+    client::follow(client, &resp.run_id, 0, |_| {}).await?;
+    let run = client::get(client, &resp.run_id, false).await.map_err(|s| client::status_error(&s))?;
+    let json = RunJson::from(&run);
+    anyhow::ensure!(json.state == "SUCCEEDED", "bench run ended {}", json.state);
+    Ok(json)
+}
+
+async fn efficiency(client: &mut client::Client, opts: &BenchOptions, seed: u64) -> anyhow::Result<EfficiencyRun> {
+    let ms = specs::lognormal_ms(seed, opts.median_ms, opts.sigma, opts.chains, opts.length);
+    let spec = specs::swarm(opts.chains, opts.length, Some(&|c, s| ms[c][s]));
+    let ideal_ms = ms.iter().map(|chain| chain.iter().sum::<u64>()).max().unwrap_or(0) as f64;
+    let t0 = Instant::now();
+    let run = submit_and_wait(client, &spec).await?;
+    let wall_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    Ok(EfficiencyRun {
+        ideal_ms,
+        wall_ms,
+        coordinator_wall_ms: run.wall_ms,
+        measured_critical_path_ms: run.critical_path_ms,
+        efficiency: ideal_ms / wall_ms,
+    })
+}
+
+async fn throughput(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Result<Throughput> {
+    let spec = specs::swarm(opts.chains, opts.length, Some(&|_, _| 0));
+    submit_and_wait(client, &spec).await?; // warm-up
+    let runs = opts.throughput_runs.max(1);
+    let cpu0 = (thread_cpu_us("swarm-coord"), thread_cpu_us("swarm-work"));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..runs {
+        let mut c = client.clone();
+        let spec = spec.clone();
+        tasks.push(tokio::spawn(async move { submit_and_wait(&mut c, &spec).await }));
+    }
+    let mut calls = 0u64;
+    for t in tasks {
+        calls += u64::from(t.await??.tool_calls_completed);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu1 = (thread_cpu_us("swarm-coord"), thread_cpu_us("swarm-work"));
+    let per_call = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as f64 / calls as f64,
+        _ => f64::NAN,
+    };
+    let t = Throughput {
+        runs,
+        tool_calls: calls,
+        wall_ms: wall * 1000.0,
+        tool_calls_per_sec: calls as f64 / wall,
+        coordinator_cpu_us_per_call: per_call(cpu0.0, cpu1.0),
+        worker_cpu_us_per_call: per_call(cpu0.1, cpu1.1),
+    };
+    eprintln!(
+        "throughput: {} calls in {:.0} ms → {:.0} calls/s; CPU per call: coordinator {:.1} µs, workers+client {:.1} µs",
+        t.tool_calls, t.wall_ms, t.tool_calls_per_sec, t.coordinator_cpu_us_per_call, t.worker_cpu_us_per_call
+    );
+    Ok(t)
+}
+
+/// CPU time (user + system) of this process's threads whose name starts with `prefix`, in µs;
+/// `None` where `/proc` is not readable.
+pub fn thread_cpu_us(prefix: &str) -> Option<u64> {
+    const TICK_US: u64 = 10_000; // USER_HZ = 100 on Linux
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+        total += ticks * TICK_US;
+    }
+    Some(total)
+}

@@ -1,0 +1,179 @@
+//! Client side of `swarm submit | get | runs | cancel | watch`: connecting, the `--json`
+//! summary object, and a resumable watch.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use serde::Serialize;
+use swarm_proto::convert::duration_to_us;
+use swarm_proto::pb::{self, swarm_service_client::SwarmServiceClient};
+use tonic::transport::Channel;
+
+/// Deadline of unary calls.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connected client.
+pub type Client = SwarmServiceClient<Channel>;
+
+/// Connects to a coordinator at `addr` (`http://host:port`).
+pub async fn connect(addr: &str) -> anyhow::Result<Client> {
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
+        .with_context(|| format!("invalid address `{addr}`"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {addr}"))?;
+    Ok(SwarmServiceClient::new(channel).max_decoding_message_size(256 * 1024 * 1024))
+}
+
+/// A request with the unary deadline set.
+pub fn request<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(CALL_TIMEOUT);
+    req
+}
+
+/// The JSON object `submit --json` and `get --json` print.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunJson {
+    pub run_id: String,
+    pub name: String,
+    pub state: String,
+    pub tool_calls_completed: u32,
+    pub tool_calls_failed: u32,
+    pub tool_calls_skipped: u32,
+    pub total_subtasks: u32,
+    pub attempts: u32,
+    pub wall_ms: f64,
+    pub total_work_ms: f64,
+    pub critical_path_ms: f64,
+    pub critical_path: Vec<String>,
+    pub critical_steps: u64,
+    pub total_steps: u64,
+    pub parallelism: f64,
+}
+
+fn ms(d: &Option<prost_types::Duration>) -> f64 {
+    d.as_ref().map_or(0.0, |d| (duration_to_us(d) as f64 / 1000.0 * 1000.0).round() / 1000.0)
+}
+
+/// The short state name (`SUCCEEDED`) of a wire state.
+pub fn state_name(state: i32) -> String {
+    pb::RunState::try_from(state)
+        .map(|s| s.as_str_name().trim_start_matches("RUN_STATE_").to_owned())
+        .unwrap_or_else(|_| format!("UNKNOWN({state})"))
+}
+
+impl From<&pb::Run> for RunJson {
+    fn from(run: &pb::Run) -> Self {
+        let s = run.summary.clone().unwrap_or_default();
+        Self {
+            run_id: run.run_id.clone(),
+            name: run.name.clone(),
+            state: state_name(run.state),
+            tool_calls_completed: s.tool_calls_completed,
+            tool_calls_failed: s.tool_calls_failed,
+            tool_calls_skipped: s.tool_calls_skipped,
+            total_subtasks: s.total_subtasks,
+            attempts: s.attempts,
+            wall_ms: ms(&s.wall_time),
+            total_work_ms: ms(&s.total_work),
+            critical_path_ms: ms(&s.critical_path_time),
+            critical_path: s.critical_path,
+            critical_steps: s.critical_steps,
+            total_steps: s.total_steps,
+            parallelism: (s.parallelism * 100.0).round() / 100.0,
+        }
+    }
+}
+
+/// Fetches one run.
+pub async fn get(client: &mut Client, run_id: &str, include_subtasks: bool) -> Result<pb::Run, tonic::Status> {
+    let resp = client.get_run(request(pb::GetRunRequest { run_id: run_id.to_owned(), include_subtasks })).await?;
+    resp.into_inner().run.ok_or_else(|| tonic::Status::internal("empty GetRun response"))
+}
+
+/// Follows a run's events from `after_seq`, calling `on_event` for each, until the run ends.
+/// Reconnects (resuming after the last seen seq) when the stream breaks with UNAVAILABLE or
+/// ends early. Returns the last seq seen.
+pub async fn follow(
+    client: &mut Client,
+    run_id: &str,
+    mut after_seq: u64,
+    mut on_event: impl FnMut(&pb::RunEvent),
+) -> anyhow::Result<u64> {
+    let mut retries = 0;
+    loop {
+        let stream = client.watch_run(pb::WatchRunRequest { run_id: run_id.to_owned(), after_seq }).await;
+        let mut stream = match stream {
+            Ok(s) => s.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable && retries < 30 => {
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(200 * retries)).await;
+                continue;
+            }
+            Err(s) => return Err(status_error(&s)),
+        };
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(ev) => {
+                    retries = 0;
+                    after_seq = ev.seq;
+                    on_event(&ev);
+                    if matches!(ev.event, Some(pb::run_event::Event::RunFinished(_))) {
+                        return Ok(after_seq);
+                    }
+                }
+                Err(s) if s.code() == tonic::Code::Unavailable => break,
+                Err(s) => return Err(status_error(&s)),
+            }
+        }
+        retries += 1;
+        anyhow::ensure!(retries <= 30, "the event stream of {run_id} keeps breaking");
+        tokio::time::sleep(Duration::from_millis(100 * retries)).await;
+    }
+}
+
+/// An error with the status's message and, for INVALID_ARGUMENT, each field violation.
+pub fn status_error(status: &tonic::Status) -> anyhow::Error {
+    let violations = swarm_proto::status::field_violations(status);
+    if violations.is_empty() {
+        return anyhow::anyhow!("{:?}: {}", status.code(), status.message());
+    }
+    let lines: Vec<String> = violations.iter().map(|(f, d)| format!("  {f}: {d}")).collect();
+    anyhow::anyhow!("{:?}: the run spec is invalid:\n{}", status.code(), lines.join("\n"))
+}
+
+/// One line describing an event, for `swarm watch`.
+pub fn describe(ev: &pb::RunEvent) -> String {
+    use pb::run_event::Event;
+    let what = match &ev.event {
+        Some(Event::RunStarted(e)) => format!("run started: {} ({} subtasks)", e.name, e.total_subtasks),
+        Some(Event::SubtaskStarted(e)) => format!("{} started (attempt {}) on {}", e.subtask_id, e.attempt, e.worker_id),
+        Some(Event::SubtaskSucceeded(e)) => format!("{} succeeded in {:.1} ms", e.subtask_id, ms(&e.duration)),
+        Some(Event::SubtaskFailed(e)) => format!(
+            "{} failed (attempt {}, {}): {}{}",
+            e.subtask_id,
+            e.attempt,
+            pb::FailureKind::try_from(e.kind).map(|k| k.as_str_name()).unwrap_or("?"),
+            e.message,
+            e.retry_in.as_ref().map(|d| format!("; retry in {:.0} ms", duration_to_us(d) as f64 / 1000.0)).unwrap_or_default()
+        ),
+        Some(Event::SubtaskSkipped(e)) => format!("{} skipped: {} failed", e.subtask_id, e.because),
+        Some(Event::RunFinished(e)) => {
+            let s = e.summary.clone().unwrap_or_default();
+            format!(
+                "run finished {}: {} calls ok, {} failed, critical steps {}, parallelism {:.1}",
+                state_name(e.state),
+                s.tool_calls_completed,
+                s.tool_calls_failed,
+                s.critical_steps,
+                s.parallelism
+            )
+        }
+        None => "unknown event".into(),
+    };
+    format!("{:>6} {what}", ev.seq)
+}

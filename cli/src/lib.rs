@@ -1,0 +1,7 @@
+//! The pieces behind the `swarm` binary, reusable by tests: the embedded cluster, the client
+//! helpers, spec files and generators, and the benchmarks.
+
+pub mod bench;
+pub mod client;
+pub mod embedded;
+pub mod specs;

@@ -1,0 +1,103 @@
+//! Run-spec files (YAML or JSON) and generators for the example DAGs.
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::json;
+use swarm_core::{RunSpec, SubtaskSpec};
+
+/// Reads a spec from a `.yaml`/`.yml` or `.json` file (other names: JSON if it parses, else YAML).
+pub fn load(path: &Path) -> anyhow::Result<RunSpec> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse(&text, path.extension().and_then(|e| e.to_str()))
+        .with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Parses spec text; `ext` picks the format, `None` tries JSON then YAML.
+pub fn parse(text: &str, ext: Option<&str>) -> anyhow::Result<RunSpec> {
+    match ext {
+        Some("json") => Ok(serde_json::from_str(text)?),
+        Some("yaml" | "yml") => Ok(serde_saphyr::from_str(text)?),
+        _ => serde_json::from_str(text).or_else(|_| Ok(serde_saphyr::from_str(text)?)),
+    }
+}
+
+/// The swarm-shaped DAG: one planner, `chains` chains of `length` sequential tool calls, one
+/// reducer. `ms(chain, step)` gives each call's sleep; `None` makes every call an `echo`.
+pub fn swarm(chains: usize, length: usize, ms: Option<&dyn Fn(usize, usize) -> u64>) -> RunSpec {
+    let mut subtasks = Vec::with_capacity(chains * length + 2);
+    let call = |id: String, c: usize, s: usize| match ms {
+        Some(f) => SubtaskSpec::tool(id, "sleep", json!({ "ms": f(c, s) })),
+        None => SubtaskSpec::tool(id, "echo", json!({ "text": format!("chain {c} step {s}") })),
+    };
+    subtasks.push(SubtaskSpec::tool("plan", "echo", json!({ "text": "split the task" })));
+    for c in 0..chains {
+        for s in 0..length {
+            let dep = if s == 0 { "plan".to_owned() } else { format!("agent-{c}-step-{}", s - 1) };
+            subtasks.push(call(format!("agent-{c}-step-{s}"), c, s).after([dep]));
+        }
+    }
+    let last: Vec<String> = (0..chains).map(|c| format!("agent-{c}-step-{}", length - 1)).collect();
+    subtasks.push(SubtaskSpec::tool("reduce", "echo", json!({ "text": "merge the answers" })).after(last));
+    RunSpec { name: "swarm".into(), subtasks }
+}
+
+/// Lognormal sleep durations in ms with the given median and shape, from a fixed seed.
+pub fn lognormal_ms(seed: u64, median_ms: f64, sigma: f64, chains: usize, length: usize) -> Vec<Vec<u64>> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..chains)
+        .map(|_| {
+            (0..length)
+                .map(|_| {
+                    // Box–Muller: a standard normal from two uniforms.
+                    let (u1, u2) = (rng.f64().max(f64::MIN_POSITIVE), rng.f64());
+                    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                    (median_ms * (sigma * z).exp()).round().max(1.0) as u64
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A small DAG for first steps: fan-out, fan-in.
+pub fn small() -> RunSpec {
+    let text = include_str!("../../examples/small.yaml");
+    parse(text, Some("yaml")).unwrap_or_else(|e| panic!("examples/small.yaml is invalid: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarm_core::{Dag, Limits};
+
+    #[test]
+    fn swarm_dag_has_the_documented_shape() {
+        let spec = swarm(100, 15, None);
+        let dag = Dag::build(&spec, &Limits::default()).expect("valid");
+        assert_eq!(dag.len(), 1502);
+        assert_eq!(dag.longest_path(|_| 1u32).0, 17);
+    }
+
+    #[test]
+    fn example_files_parse_and_validate() {
+        for (name, text) in [
+            ("small.yaml", include_str!("../../examples/small.yaml")),
+            ("swarm-1500.yaml", include_str!("../../examples/swarm-1500.yaml")),
+            ("small.json", include_str!("../../examples/small.json")),
+        ] {
+            let ext = name.rsplit('.').next();
+            let spec = parse(text, ext).unwrap_or_else(|e| panic!("{name}: {e}"));
+            Dag::build(&spec, &Limits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn lognormal_is_seeded_and_centred() {
+        let a = lognormal_ms(42, 50.0, 0.5, 10, 100);
+        assert_eq!(a, lognormal_ms(42, 50.0, 0.5, 10, 100));
+        let mut all: Vec<u64> = a.into_iter().flatten().collect();
+        all.sort_unstable();
+        let median = all[all.len() / 2];
+        assert!((40..=60).contains(&median), "median {median}");
+    }
+}

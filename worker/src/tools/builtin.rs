@@ -1,0 +1,259 @@
+//! Built-in tools: `sleep`, `echo`, `http_get` and `flaky`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Tool, ToolContext, ToolError, ToolFuture, ToolInfo, arg_f64_or, arg_str, arg_u64};
+
+fn info(name: &str, description: &str, read_only: bool, idempotent: bool, timeout: Option<Duration>) -> ToolInfo {
+    ToolInfo { name: name.into(), description: description.into(), read_only, idempotent, timeout }
+}
+
+/// `sleep {ms, straggler_prob?, straggler_mult?}`: waits `ms` milliseconds. With
+/// `straggler_prob` p, each *attempt* independently takes `straggler_mult` (default 10) times
+/// as long with probability p, to model stragglers.
+pub struct Sleep(ToolInfo);
+
+impl Sleep {
+    /// The tool.
+    pub fn new() -> Self {
+        Self(info("sleep", "Waits for `ms` milliseconds.", true, true, None))
+    }
+}
+
+impl Default for Sleep {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tool for Sleep {
+    fn info(&self) -> &ToolInfo {
+        &self.0
+    }
+
+    fn call(&self, args: Value, _ctx: ToolContext) -> ToolFuture {
+        Box::pin(async move {
+            let ms = arg_u64(&args, "ms")?;
+            let prob = arg_f64_or(&args, "straggler_prob", 0.0)?;
+            let mult = arg_f64_or(&args, "straggler_mult", 10.0)?;
+            if !(0.0..=1.0).contains(&prob) || !(mult.is_finite() && mult >= 0.0) {
+                return Err(ToolError::permanent("args.straggler_prob must be in [0, 1], straggler_mult ≥ 0"));
+            }
+            let straggler = prob > 0.0 && fastrand::f64() < prob;
+            let total = if straggler { (ms as f64 * mult) as u64 } else { ms };
+            if total > 0 {
+                tokio::time::sleep(Duration::from_millis(total)).await;
+            }
+            Ok(json!({ "slept_ms": total, "straggler": straggler }))
+        })
+    }
+}
+
+/// `echo {text}`: returns the text.
+pub struct Echo(ToolInfo);
+
+impl Echo {
+    /// The tool.
+    pub fn new() -> Self {
+        Self(info("echo", "Returns `text` unchanged.", true, true, None))
+    }
+}
+
+impl Default for Echo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tool for Echo {
+    fn info(&self) -> &ToolInfo {
+        &self.0
+    }
+
+    fn call(&self, args: Value, _ctx: ToolContext) -> ToolFuture {
+        let text = arg_str(&args, "text").map(str::to_owned);
+        Box::pin(async move { Ok(json!({ "text": text? })) })
+    }
+}
+
+/// `flaky {fail_times, ms?}`: fails its first `fail_times` attempts (transiently), then
+/// succeeds; each attempt first waits `ms`. For tests and demos of retries.
+pub struct Flaky(ToolInfo);
+
+impl Flaky {
+    /// The tool.
+    pub fn new() -> Self {
+        Self(info("flaky", "Fails the first `fail_times` attempts, then succeeds.", true, true, None))
+    }
+}
+
+impl Default for Flaky {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tool for Flaky {
+    fn info(&self) -> &ToolInfo {
+        &self.0
+    }
+
+    fn call(&self, args: Value, ctx: ToolContext) -> ToolFuture {
+        Box::pin(async move {
+            let fail_times = arg_u64(&args, "fail_times")?;
+            let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            if u64::from(ctx.attempt) <= fail_times {
+                return Err(ToolError::transient(format!("flaky: attempt {} of {fail_times} planned failures", ctx.attempt)));
+            }
+            Ok(json!({ "attempt": ctx.attempt }))
+        })
+    }
+}
+
+/// Default cap on the body `http_get` returns.
+const HTTP_DEFAULT_MAX_BYTES: u64 = 1024 * 1024;
+/// Hard cap on `max_bytes`.
+const HTTP_MAX_BYTES: u64 = 10 * 1024 * 1024;
+
+/// `http_get {url, max_bytes?, timeout_ms?}`: fetches a URL (http or https) and returns
+/// `{status, content_type, body, truncated}`. The body is cut at `max_bytes` (default 1 MiB,
+/// at most 10 MiB); the request gives up after `timeout_ms` (default 10 s). 5xx and 429 are
+/// transient failures; connection errors too.
+pub struct HttpGet {
+    info: ToolInfo,
+    client: reqwest::Client,
+}
+
+impl HttpGet {
+    /// The tool, with its own connection pool.
+    pub fn new() -> Self {
+        // Installing the ring provider twice is harmless; the first install wins.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("swarm-worker/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self { info: info("http_get", "Fetches a URL with HTTP GET.", true, true, Some(Duration::from_secs(30))), client }
+    }
+}
+
+impl Default for HttpGet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tool for HttpGet {
+    fn info(&self) -> &ToolInfo {
+        &self.info
+    }
+
+    fn call(&self, args: Value, _ctx: ToolContext) -> ToolFuture {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let url = arg_str(&args, "url")?;
+            let parsed = reqwest::Url::parse(url).map_err(|e| ToolError::permanent(format!("args.url: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ToolError::permanent("args.url: only http and https are supported"));
+            }
+            let max = args.get("max_bytes").and_then(Value::as_u64).unwrap_or(HTTP_DEFAULT_MAX_BYTES).min(HTTP_MAX_BYTES);
+            let timeout = Duration::from_millis(args.get("timeout_ms").and_then(Value::as_u64).unwrap_or(10_000));
+            let fetch = async {
+                let mut resp = client.get(parsed).send().await.map_err(|e| ToolError::transient(format!("request failed: {e}")))?;
+                let status = resp.status();
+                let content_type =
+                    resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                let mut body = Vec::new();
+                let mut truncated = false;
+                while let Some(chunk) = resp.chunk().await.map_err(|e| ToolError::transient(format!("reading body: {e}")))? {
+                    let room = (max as usize).saturating_sub(body.len());
+                    if chunk.len() > room {
+                        body.extend_from_slice(&chunk[..room]);
+                        truncated = true;
+                        break;
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                if status.is_server_error() || status.as_u16() == 429 {
+                    return Err(ToolError::transient(format!("HTTP {status}")));
+                }
+                Ok(json!({
+                    "status": status.as_u16(),
+                    "content_type": content_type,
+                    "body": String::from_utf8_lossy(&body),
+                    "truncated": truncated,
+                }))
+            };
+            tokio::time::timeout(timeout, fetch).await.map_err(|_| ToolError {
+                kind: swarm_core::FailureKind::Timeout,
+                message: format!("no answer within {} ms", timeout.as_millis()),
+            })?
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+
+    fn ctx(attempt: u32) -> ToolContext {
+        ToolContext { run_id: "r".into(), subtask_id: "s".into(), attempt, cancel: CancellationToken::new() }
+    }
+
+    #[tokio::test]
+    async fn flaky_fails_the_planned_attempts() {
+        let t = Flaky::new();
+        assert!(t.call(json!({"fail_times": 2}), ctx(1)).await.is_err());
+        assert!(t.call(json!({"fail_times": 2}), ctx(2)).await.is_err());
+        assert_eq!(t.call(json!({"fail_times": 2}), ctx(3)).await, Ok(json!({"attempt": 3})));
+    }
+
+    #[tokio::test]
+    async fn bad_arguments_are_permanent_errors() {
+        let err = Echo::new().call(json!({}), ctx(1)).await.expect_err("no text");
+        assert_eq!(err, ToolError::permanent("args.text: required string"));
+        let err = Sleep::new().call(json!({"ms": -1}), ctx(1)).await.expect_err("negative");
+        assert_eq!(err.kind, swarm_core::FailureKind::Permanent);
+        let err = HttpGet::new().call(json!({"url": "file:///etc/passwd"}), ctx(1)).await.expect_err("scheme");
+        assert_eq!(err.kind, swarm_core::FailureKind::Permanent);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sleep_waits_and_stragglers_stretch() {
+        let t0 = tokio::time::Instant::now();
+        Sleep::new().call(json!({"ms": 40}), ctx(1)).await.expect("sleeps");
+        assert_eq!(t0.elapsed(), Duration::from_millis(40));
+        let out = Sleep::new().call(json!({"ms": 10, "straggler_prob": 1.0, "straggler_mult": 5}), ctx(1)).await.expect("sleeps");
+        assert_eq!(out, json!({"slept_ms": 50, "straggler": true}));
+    }
+
+    #[tokio::test]
+    async fn http_get_caps_the_body() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 1024];
+            let _ = sock.read(&mut buf).await;
+            let body = "x".repeat(5000);
+            let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            sock.write_all(resp.as_bytes()).await.expect("write");
+        });
+        let out = HttpGet::new()
+            .call(json!({"url": format!("http://{addr}/"), "max_bytes": 100}), ctx(1))
+            .await
+            .expect("fetched");
+        assert_eq!(out["status"], 200);
+        assert_eq!(out["truncated"], true);
+        assert_eq!(out["body"].as_str().map(str::len), Some(100));
+        server.await.expect("server");
+    }
+}
