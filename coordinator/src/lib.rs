@@ -90,7 +90,6 @@ impl Coordinator {
         let shutdown = self.shutdown.clone();
         let health_on_shutdown = health.clone();
         let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(health_service)
@@ -98,8 +97,13 @@ impl Coordinator {
             .add_optional_service(reflection_v1alpha.ok())
             .add_service(SwarmServiceServer::new(self.api).max_decoding_message_size(MAX_REQUEST_BYTES))
             .add_service(WorkerServiceServer::new(self.worker_api).max_decoding_message_size(MAX_REQUEST_BYTES));
+        // Accepted sockets need TCP_NODELAY set here: the builder's setting only applies to
+        // listeners it binds itself, and without it small responses wait for delayed ACKs.
+        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
         let result = router
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.cancelled().await;
                 health_on_shutdown.set_not_serving::<SwarmServiceServer<api::SwarmApi>>().await;
             })
