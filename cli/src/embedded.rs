@@ -43,7 +43,7 @@ pub struct Embedded {
     manager: ManagerHandle,
     shutdown: CancellationToken,
     coordinator: JoinHandle<()>,
-    workers: Vec<(CancellationToken, JoinHandle<()>)>,
+    workers: Vec<(CancellationToken, Option<JoinHandle<()>>)>,
     /// Spawns coordinator tasks on this runtime (the current one if `None`).
     coordinator_rt: Option<tokio::runtime::Handle>,
 }
@@ -57,7 +57,9 @@ impl Embedded {
         coordinator_rt: Option<tokio::runtime::Handle>,
     ) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
-        let rt = coordinator_rt.clone().unwrap_or_else(tokio::runtime::Handle::current);
+        let rt = coordinator_rt
+            .clone()
+            .unwrap_or_else(tokio::runtime::Handle::current);
         let listen = opts.listen;
         let config = opts.coordinator.clone();
         let token = shutdown.clone();
@@ -75,9 +77,20 @@ impl Embedded {
                 anyhow::Ok((addr, manager, handle))
             })
             .await??;
-        let mut cluster = Self { addr, manager, shutdown, coordinator, workers: Vec::new(), coordinator_rt };
+        let mut cluster = Self {
+            addr,
+            manager,
+            shutdown,
+            coordinator,
+            workers: Vec::new(),
+            coordinator_rt,
+        };
         for i in 0..opts.workers {
-            cluster.add_worker(&format!("embedded-{i}"), opts.slots, Arc::new(ToolRegistry::builtin()));
+            cluster.add_worker(
+                &format!("embedded-{i}"),
+                opts.slots,
+                Arc::new(ToolRegistry::builtin()),
+            );
         }
         Ok(cluster)
     }
@@ -109,7 +122,7 @@ impl Embedded {
                 tracing::error!(error = %e, "worker failed");
             }
         });
-        self.workers.push((token, handle));
+        self.workers.push((token, Some(handle)));
         self.workers.len() - 1
     }
 
@@ -117,18 +130,27 @@ impl Embedded {
     pub async fn stop_worker(&mut self, index: usize) {
         let (token, handle) = &mut self.workers[index];
         token.cancel();
-        let _ = handle.await;
+        if let Some(handle) = handle.take() {
+            let _ = handle.await;
+        }
     }
 
     /// Waits until `n` workers are connected (or the deadline passes).
     pub async fn wait_for_workers(&self, n: u32, deadline: Duration) -> anyhow::Result<()> {
         let until = tokio::time::Instant::now() + deadline;
         loop {
-            let stats = self.manager.call(|reply| swarm_coordinator::manager::Command::Stats { reply }).await?;
+            let stats = self
+                .manager
+                .call(|reply| swarm_coordinator::manager::Command::Stats { reply })
+                .await?;
             if stats.workers >= n {
                 return Ok(());
             }
-            anyhow::ensure!(tokio::time::Instant::now() < until, "only {} of {n} workers connected", stats.workers);
+            anyhow::ensure!(
+                tokio::time::Instant::now() < until,
+                "only {} of {n} workers connected",
+                stats.workers
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -137,7 +159,9 @@ impl Embedded {
     pub async fn stop(self) {
         self.shutdown.cancel();
         for (_, handle) in self.workers {
-            let _ = handle.await;
+            if let Some(handle) = handle {
+                let _ = handle.await;
+            }
         }
         let _ = self.coordinator.await;
         drop(self.coordinator_rt);

@@ -74,7 +74,10 @@ pub struct RunRepo {
 impl RunRepo {
     /// A repository under `prefix` (which should end with `/`).
     pub fn new(store: Arc<dyn StateStore>, prefix: impl Into<String>) -> Self {
-        Self { store, prefix: prefix.into() }
+        Self {
+            store,
+            prefix: prefix.into(),
+        }
     }
 
     /// The underlying store.
@@ -97,7 +100,11 @@ impl RunRepo {
 
     /// Stores a new run (header and spec) in one transaction, unless its idempotency key is
     /// taken, in which case the existing run id is returned and nothing is written.
-    pub async fn create_run(&self, header: &RunHeader, spec: &RunSpec) -> Result<Created, StoreError> {
+    pub async fn create_run(
+        &self,
+        header: &RunHeader,
+        spec: &RunSpec,
+    ) -> Result<Created, StoreError> {
         let mut txn = Txn::new()
             .when(Compare::Absent(self.header_key(&header.run_id)))
             .then(Op::put(self.header_key(&header.run_id), encode(header)))
@@ -120,9 +127,14 @@ impl RunRepo {
         if let Some(key) = &header.idempotency_key
             && let Some(kv) = self.store.get(&self.idempotency_key(key)).await?
         {
-            return Ok(Created::Existing(RunId::from(String::from_utf8_lossy(&kv.value).into_owned())));
+            return Ok(Created::Existing(RunId::from(
+                String::from_utf8_lossy(&kv.value).into_owned(),
+            )));
         }
-        Err(StoreError::Other(format!("run {} already exists", header.run_id)))
+        Err(StoreError::Other(format!(
+            "run {} already exists",
+            header.run_id
+        )))
     }
 
     /// The write of a header, for batching.
@@ -164,16 +176,27 @@ impl RunRepo {
 
     /// A run's header.
     pub async fn header(&self, run: &RunId) -> Result<Option<RunHeader>, StoreError> {
-        self.store.get(&self.header_key(run)).await?.map(|kv| decode(&kv)).transpose()
+        self.store
+            .get(&self.header_key(run))
+            .await?
+            .map(|kv| decode(&kv))
+            .transpose()
     }
 
     /// A run's spec.
     pub async fn spec(&self, run: &RunId) -> Result<Option<RunSpec>, StoreError> {
-        self.store.get(&self.spec_key(run)).await?.map(|kv| decode(&kv)).transpose()
+        self.store
+            .get(&self.spec_key(run))
+            .await?
+            .map(|kv| decode(&kv))
+            .transpose()
     }
 
     /// Every recorded subtask of a run.
-    pub async fn subtasks(&self, run: &RunId) -> Result<Vec<(SubtaskId, SubtaskRecord)>, StoreError> {
+    pub async fn subtasks(
+        &self,
+        run: &RunId,
+    ) -> Result<Vec<(SubtaskId, SubtaskRecord)>, StoreError> {
         let prefix = self.subtasks_prefix(run);
         let mut out = Vec::new();
         let mut after: Option<Vec<u8>> = None;
@@ -191,7 +214,11 @@ impl RunRepo {
     }
 
     /// Run headers in id order (oldest first), after `after`.
-    pub async fn headers(&self, after: Option<&RunId>, limit: usize) -> Result<(Vec<RunHeader>, bool), StoreError> {
+    pub async fn headers(
+        &self,
+        after: Option<&RunId>,
+        limit: usize,
+    ) -> Result<(Vec<RunHeader>, bool), StoreError> {
         let prefix = format!("{}runs/", self.prefix).into_bytes();
         let start = after.map(|r| self.header_key(r));
         let page = self.store.range(&prefix, start.as_deref(), limit).await?;
@@ -206,8 +233,10 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, StoreError> {
-    serde_json::from_slice(&kv.value)
-        .map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(&kv.key).into_owned(), message: e.to_string() })
+    serde_json::from_slice(&kv.value).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(&kv.key).into_owned(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -230,9 +259,18 @@ mod tests {
     #[tokio::test]
     async fn idempotent_create_returns_the_first_run() {
         let repo = RunRepo::new(Arc::new(MemoryStore::new()), DEFAULT_PREFIX);
-        let spec = RunSpec { name: "n".into(), subtasks: vec![] };
-        assert_eq!(repo.create_run(&header("r1", Some("k")), &spec).await, Ok(Created::New));
-        assert_eq!(repo.create_run(&header("r2", Some("k")), &spec).await, Ok(Created::Existing(RunId::from("r1"))));
+        let spec = RunSpec {
+            name: "n".into(),
+            subtasks: vec![],
+        };
+        assert_eq!(
+            repo.create_run(&header("r1", Some("k")), &spec).await,
+            Ok(Created::New)
+        );
+        assert_eq!(
+            repo.create_run(&header("r2", Some("k")), &spec).await,
+            Ok(Created::Existing(RunId::from("r1")))
+        );
         assert_eq!(repo.header(&RunId::from("r2")).await, Ok(None));
         assert_eq!(repo.headers(None, 10).await.expect("list").0.len(), 1);
     }
@@ -252,7 +290,9 @@ mod tests {
             error_kind: None,
             error_message: None,
         };
-        let ops = (0..300).map(|i| repo.subtask_op(&run, &SubtaskId::from(format!("s{i:03}")), &rec)).collect();
+        let ops = (0..300)
+            .map(|i| repo.subtask_op(&run, &SubtaskId::from(format!("s{i:03}")), &rec))
+            .collect();
         assert_eq!(repo.write_batch(ops).await, Ok(3));
         assert_eq!(repo.subtasks(&run).await.expect("read").len(), 300);
     }

@@ -60,19 +60,28 @@ pub enum WorkerError {
 
 /// Microseconds since the Unix epoch.
 fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Runs the worker until `shutdown` is cancelled, reconnecting whenever the stream breaks.
-pub async fn run(config: WorkerConfig, tools: Arc<ToolRegistry>, shutdown: CancellationToken) -> Result<(), WorkerError> {
+pub async fn run(
+    config: WorkerConfig,
+    tools: Arc<ToolRegistry>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
     let endpoint = tonic::transport::Endpoint::from_shared(config.coordinator.clone())
         .map_err(|e| WorkerError::BadUrl(config.coordinator.clone(), e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
-    let backoff =
-        backon::ExponentialBuilder::default().with_min_delay(Duration::from_millis(100)).with_max_delay(Duration::from_secs(5)).with_jitter().without_max_times();
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times();
     let mut delays = backoff.build();
     loop {
         let started = tokio::time::Instant::now();
@@ -99,7 +108,10 @@ async fn session(
     tools: &Arc<ToolRegistry>,
     shutdown: &CancellationToken,
 ) -> Result<(), tonic::Status> {
-    let channel = endpoint.connect().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let (out_tx, out_rx) = mpsc::channel::<pb::WorkerMessage>(256);
     let hello = pb::WorkerHello {
@@ -116,8 +128,15 @@ async fn session(
             .collect(),
         labels: config.labels.clone(),
     };
-    let _ = out_tx.send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Hello(hello)) }).await;
-    let mut inbound = client.connect(ReceiverStream::new(out_rx)).await?.into_inner();
+    let _ = out_tx
+        .send(pb::WorkerMessage {
+            msg: Some(pb::worker_message::Msg::Hello(hello)),
+        })
+        .await;
+    let mut inbound = client
+        .connect(ReceiverStream::new(out_rx))
+        .await?
+        .into_inner();
     info!(worker_id = %config.worker_id, coordinator = %config.coordinator, slots = config.slots, "connected");
 
     let tracker = TaskTracker::new();
@@ -166,7 +185,10 @@ async fn session(
     drop(report_tx);
     drop(out_tx);
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
         warn!(worker_id = %config.worker_id, "attempts did not stop within 5 s of cancellation");
     }
     result
@@ -181,7 +203,10 @@ fn start_attempt(
     reports: &mpsc::Sender<pb::AttemptReport>,
 ) {
     let token = session_cancel.child_token();
-    running.lock().unwrap_or_else(|e| e.into_inner()).insert(a.fence, token.clone());
+    running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(a.fence, token.clone());
     let tool = tools.get(&a.tool).cloned();
     let running = running.clone();
     let reports = reports.clone();
@@ -230,11 +255,17 @@ fn start_attempt(
     });
 }
 
-async fn with_timeout(call: tools::ToolFuture, timeout: Option<Duration>) -> Result<serde_json::Value, ToolError> {
+async fn with_timeout(
+    call: tools::ToolFuture,
+    timeout: Option<Duration>,
+) -> Result<serde_json::Value, ToolError> {
     match timeout {
         None => call.await,
         Some(t) => tokio::time::timeout(t, call).await.unwrap_or_else(|_| {
-            Err(ToolError { kind: FailureKind::Timeout, message: format!("no result within {} ms", t.as_millis()) })
+            Err(ToolError {
+                kind: FailureKind::Timeout,
+                message: format!("no result within {} ms", t.as_millis()),
+            })
         }),
     }
 }
@@ -249,7 +280,11 @@ async fn uplink(mut rx: mpsc::Receiver<pb::AttemptReport>, tx: mpsc::Sender<pb::
                 Err(_) => break,
             }
         }
-        let msg = pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Reports(pb::AttemptReports { reports })) };
+        let msg = pb::WorkerMessage {
+            msg: Some(pb::worker_message::Msg::Reports(pb::AttemptReports {
+                reports,
+            })),
+        };
         if tx.send(msg).await.is_err() {
             break;
         }

@@ -1,0 +1,245 @@
+//! The cluster a test owns, and tools that record what actually ran.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use swarm_cli::client::{self, Client};
+use swarm_cli::embedded::{Embedded, EmbeddedOptions};
+use swarm_core::{RunSpec, SubtaskSpec};
+use swarm_proto::pb;
+use swarm_store::MemoryStore;
+use swarm_worker::ToolRegistry;
+use swarm_worker::tools::{Tool, ToolContext, ToolFuture, ToolInfo};
+use tokio::time::Instant;
+
+/// One execution of the `record` tool, as the tool itself saw it.
+#[derive(Clone, Debug)]
+pub struct Exec {
+    pub run_id: String,
+    pub subtask_id: String,
+    pub attempt: u32,
+    pub worker: String,
+    pub start: Instant,
+    pub end: Instant,
+    /// False when the call was dropped or cancelled before it finished.
+    pub completed: bool,
+}
+
+/// Every execution of the `record` tool across the cluster.
+#[derive(Clone, Default)]
+pub struct ExecLog(Arc<Mutex<Vec<Exec>>>);
+
+impl ExecLog {
+    /// A copy of the log.
+    pub fn all(&self) -> Vec<Exec> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// Executions of one run.
+    pub fn of_run(&self, run_id: &str) -> Vec<Exec> {
+        self.all()
+            .into_iter()
+            .filter(|e| e.run_id == run_id)
+            .collect()
+    }
+}
+
+/// `record {ms}`: sleeps `ms`, honouring cancellation, and logs the execution.
+pub struct Record {
+    info: ToolInfo,
+    worker: String,
+    log: ExecLog,
+}
+
+struct Guard {
+    exec: Option<Exec>,
+    log: ExecLog,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.exec.take() {
+            e.end = Instant::now();
+            self.log.0.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+        }
+    }
+}
+
+impl Tool for Record {
+    fn info(&self) -> &ToolInfo {
+        &self.info
+    }
+
+    fn call(&self, args: Value, ctx: ToolContext) -> ToolFuture {
+        let log = self.log.clone();
+        let worker = self.worker.clone();
+        Box::pin(async move {
+            let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
+            let now = Instant::now();
+            let mut guard = Guard {
+                exec: Some(Exec {
+                    run_id: ctx.run_id.clone(),
+                    subtask_id: ctx.subtask_id.clone(),
+                    attempt: ctx.attempt,
+                    worker,
+                    start: now,
+                    end: now,
+                    completed: false,
+                }),
+                log,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                _ = ctx.cancel.cancelled() => return Err(swarm_worker::ToolError { kind: swarm_core::FailureKind::Cancelled, message: "cancelled".into() }),
+            }
+            if let Some(e) = guard.exec.as_mut() {
+                e.completed = true;
+            }
+            Ok(json!({ "ms": ms }))
+        })
+    }
+}
+
+/// A cluster owned by one test: a coordinator on 127.0.0.1:0 and workers connected to it over
+/// gRPC, each offering the built-ins plus `record`.
+pub struct TestCluster {
+    pub cluster: Embedded,
+    pub store: Arc<MemoryStore>,
+    pub log: ExecLog,
+}
+
+impl TestCluster {
+    /// Starts `workers` workers with `slots` slots each and waits until all are connected.
+    pub async fn start(workers: usize, slots: u32) -> anyhow::Result<Self> {
+        let store = Arc::new(MemoryStore::new());
+        let opts = EmbeddedOptions {
+            workers: 0,
+            slots,
+            ..EmbeddedOptions::default()
+        };
+        let cluster = Embedded::start_on(opts, store.clone(), None).await?;
+        let mut me = Self {
+            cluster,
+            store,
+            log: ExecLog::default(),
+        };
+        for i in 0..workers {
+            me.add_worker(&format!("w{i}"), slots);
+        }
+        me.cluster
+            .wait_for_workers(workers as u32, Duration::from_secs(10))
+            .await?;
+        Ok(me)
+    }
+
+    /// Adds a worker with the built-ins and `record`; returns its index.
+    pub fn add_worker(&mut self, id: &str, slots: u32) -> usize {
+        let mut tools = ToolRegistry::builtin();
+        tools.register(Arc::new(Record {
+            info: ToolInfo {
+                name: "record".into(),
+                description: "sleeps and records".into(),
+                read_only: true,
+                idempotent: true,
+                timeout: None,
+            },
+            worker: id.to_owned(),
+            log: self.log.clone(),
+        }));
+        self.cluster.add_worker(id, slots, Arc::new(tools))
+    }
+
+    /// A client of the coordinator.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        client::connect(&self.cluster.url()).await
+    }
+
+    /// Stops everything.
+    pub async fn stop(self) {
+        self.cluster.stop().await;
+    }
+}
+
+/// Submits a spec and returns the run id.
+pub async fn submit(c: &mut Client, spec: &RunSpec) -> anyhow::Result<String> {
+    let resp = c
+        .submit_run(pb::SubmitRunRequest {
+            spec: Some(spec.into()),
+            idempotency_key: String::new(),
+        })
+        .await
+        .map_err(|s| client::status_error(&s))?;
+    Ok(resp.into_inner().run_id)
+}
+
+/// Waits (at most `deadline`) for the run to end and returns it with its subtasks.
+pub async fn wait_done(
+    c: &mut Client,
+    run_id: &str,
+    deadline: Duration,
+) -> anyhow::Result<pb::Run> {
+    tokio::time::timeout(deadline, client::follow(c, run_id, 0, |_| {}))
+        .await
+        .with_context(|| format!("run {run_id} did not end within {deadline:?}"))??;
+    client::get(c, run_id, true)
+        .await
+        .map_err(|s| client::status_error(&s))
+}
+
+/// Reads events of a run until `pred` holds for the events so far (at most `deadline`).
+pub async fn wait_for_events(
+    c: &mut Client,
+    run_id: &str,
+    deadline: Duration,
+    pred: impl Fn(&[pb::RunEvent]) -> bool,
+) -> anyhow::Result<Vec<pb::RunEvent>> {
+    let mut stream = c
+        .watch_run(pb::WatchRunRequest {
+            run_id: run_id.into(),
+            after_seq: 0,
+        })
+        .await?
+        .into_inner();
+    let mut events = Vec::new();
+    tokio::time::timeout(deadline, async {
+        while let Some(ev) = stream.next().await {
+            events.push(ev?);
+            if pred(&events) {
+                return anyhow::Ok(());
+            }
+        }
+        anyhow::bail!("stream ended before the condition held")
+    })
+    .await
+    .context("condition not reached in time")??;
+    Ok(events)
+}
+
+/// Counts `SubtaskSucceeded` events.
+pub fn succeeded(events: &[pb::RunEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e.event, Some(pb::run_event::Event::SubtaskSucceeded(_))))
+        .count()
+}
+
+/// `chains` independent chains of `length` `record` calls of `ms` each (no planner).
+pub fn chains(name: &str, chains: usize, length: usize, ms: u64) -> RunSpec {
+    let mut subtasks = Vec::new();
+    for c in 0..chains {
+        for s in 0..length {
+            let t = SubtaskSpec::tool(format!("c{c}-s{s}"), "record", json!({ "ms": ms }));
+            subtasks.push(if s == 0 {
+                t
+            } else {
+                t.after([format!("c{c}-s{}", s - 1)])
+            });
+        }
+    }
+    RunSpec {
+        name: name.into(),
+        subtasks,
+    }
+}

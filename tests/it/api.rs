@@ -1,0 +1,256 @@
+//! The gRPC surface: validation errors with field violations, nothing stored on bad input,
+//! health and reflection.
+
+use std::time::Duration;
+
+use serde_json::json;
+use swarm_core::{RunSpec, SubtaskSpec};
+use swarm_proto::pb;
+use swarm_proto::status::field_violations;
+use swarm_store::StateStore;
+use swarm_tests::harness::{TestCluster, submit, wait_done};
+
+fn t(id: &str) -> SubtaskSpec {
+    SubtaskSpec::tool(id, "echo", json!({"text": "x"}))
+}
+
+async fn rejected(
+    c: &mut swarm_cli::client::Client,
+    spec: pb::RunSpec,
+) -> (tonic::Code, Vec<(String, String)>) {
+    let err = c
+        .submit_run(pb::SubmitRunRequest {
+            spec: Some(spec),
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect_err("the spec is invalid");
+    (err.code(), field_violations(&err))
+}
+
+#[tokio::test]
+async fn bad_specs_get_field_violations_and_store_nothing() {
+    let tc = TestCluster::start(1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let spec = |subtasks: Vec<SubtaskSpec>| {
+        pb::RunSpec::from(&RunSpec {
+            name: "bad".into(),
+            subtasks,
+        })
+    };
+
+    let cases: Vec<(pb::RunSpec, Vec<(&str, &str)>)> = vec![
+        (
+            spec(vec![t("a"), t("a")]),
+            vec![(
+                "subtasks[1].id",
+                "duplicate id `a` (first used by subtasks[0])",
+            )],
+        ),
+        (
+            spec(vec![t("a").after(["ghost"])]),
+            vec![("subtasks[0].depends_on[0]", "unknown subtask `ghost`")],
+        ),
+        (
+            spec(vec![t("a").after(["a"])]),
+            vec![("subtasks[0].depends_on[0]", "subtask `a` depends on itself")],
+        ),
+        (
+            spec(vec![
+                t("a").after(["c"]),
+                t("b").after(["a"]),
+                t("c").after(["b"]),
+            ]),
+            vec![("subtasks[0].depends_on", "cycle: a → b → c → a")],
+        ),
+        (
+            spec(vec![]),
+            vec![("subtasks", "a run needs at least one subtask")],
+        ),
+        (
+            spec(vec![SubtaskSpec::tool(
+                "big",
+                "echo",
+                json!({"text": "x".repeat(70 * 1024)}),
+            )]),
+            vec![("subtasks[0].args", "71691 bytes exceed the limit of 65536")],
+        ),
+        (
+            pb::RunSpec {
+                name: "wire".into(),
+                subtasks: vec![pb::SubtaskSpec {
+                    id: "j".into(),
+                    kind: Some(pb::subtask_spec::Kind::ToolCall(pb::ToolCall {
+                        tool: "echo".into(),
+                        args_json: "{not json".into(),
+                    })),
+                    ..Default::default()
+                }],
+            },
+            vec![(
+                "subtasks[0].tool_call.args_json",
+                "invalid JSON: key must be a string at line 1 column 2",
+            )],
+        ),
+    ];
+    for (spec, want) in cases {
+        let (code, got) = rejected(&mut c, spec).await;
+        assert_eq!(code, tonic::Code::InvalidArgument);
+        let want: Vec<(String, String)> = want
+            .into_iter()
+            .map(|(f, d)| (f.to_owned(), d.to_owned()))
+            .collect();
+        assert_eq!(got, want);
+    }
+    let over = RunSpec {
+        name: "over".into(),
+        subtasks: (0..10_001).map(|i| t(&format!("s{i}"))).collect(),
+    };
+    let (code, got) = rejected(&mut c, (&over).into()).await;
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    assert_eq!(
+        got,
+        vec![(
+            "subtasks".to_owned(),
+            "10001 subtasks exceed the limit of 10000".to_owned()
+        )]
+    );
+
+    let missing = c
+        .submit_run(pb::SubmitRunRequest::default())
+        .await
+        .expect_err("no spec");
+    assert_eq!(
+        field_violations(&missing),
+        vec![("spec".to_owned(), "required".to_owned())]
+    );
+
+    let stored = tc.store.range(b"/swarm/", None, 0).await.expect("range");
+    assert!(
+        stored.kvs.is_empty(),
+        "nothing may be stored for rejected specs: {:?}",
+        stored.kvs.len()
+    );
+    let runs = c
+        .list_runs(pb::ListRunsRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .runs;
+    assert!(runs.is_empty());
+    tc.stop().await;
+}
+
+#[tokio::test]
+async fn get_cancel_and_list_answer_with_precise_statuses() {
+    let tc = TestCluster::start(1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let err = c
+        .get_run(pb::GetRunRequest {
+            run_id: "r-nope".into(),
+            include_subtasks: false,
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = c
+        .get_run(pb::GetRunRequest::default())
+        .await
+        .expect_err("empty id");
+    assert_eq!(
+        field_violations(&err),
+        vec![("run_id".to_owned(), "required".to_owned())]
+    );
+
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let spec = RunSpec {
+            name: format!("n{i}"),
+            subtasks: vec![t("only")],
+        };
+        let id = submit(&mut c, &spec).await.expect("submit");
+        wait_done(&mut c, &id, Duration::from_secs(10))
+            .await
+            .expect("done");
+        ids.push(id);
+    }
+    let err = c
+        .cancel_run(pb::CancelRunRequest {
+            run_id: ids[0].clone(),
+            reason: "late".into(),
+        })
+        .await
+        .expect_err("ended");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+
+    let page1 = c
+        .list_runs(pb::ListRunsRequest {
+            page_size: 2,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    let page2 = c
+        .list_runs(pb::ListRunsRequest {
+            page_size: 2,
+            page_token: page1.next_page_token.clone(),
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    let listed: Vec<String> = page1
+        .runs
+        .iter()
+        .chain(&page2.runs)
+        .map(|r| r.run_id.clone())
+        .collect();
+    ids.reverse();
+    assert_eq!(listed, ids, "newest first, paged without gaps");
+    assert!(page2.next_page_token.is_empty());
+    tc.stop().await;
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_same_run() {
+    let tc = TestCluster::start(1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let spec = pb::RunSpec::from(&RunSpec {
+        name: "idem".into(),
+        subtasks: vec![t("a")],
+    });
+    let req = || pb::SubmitRunRequest {
+        spec: Some(spec.clone()),
+        idempotency_key: "order-42".into(),
+    };
+    let first = c.submit_run(req()).await.expect("submit").into_inner();
+    let second = c.submit_run(req()).await.expect("submit").into_inner();
+    assert!(first.created && !second.created);
+    assert_eq!(first.run_id, second.run_id);
+    tc.stop().await;
+}
+
+#[tokio::test]
+async fn health_reports_serving() {
+    let tc = TestCluster::start(0, 1).await.expect("cluster");
+    let channel = tonic::transport::Endpoint::from_shared(tc.cluster.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in ["", "swarm.v1.SwarmService", "swarm.v1.WorkerService"] {
+        let resp = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("check");
+        assert_eq!(
+            resp.into_inner().status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
+    }
+    tc.stop().await;
+}

@@ -1,0 +1,5 @@
+//! Swarm's integration tests, in one binary: real gRPC over loopback against in-process
+//! coordinators and workers.
+
+mod api;
+mod runs;
