@@ -254,3 +254,73 @@ async fn health_reports_serving() {
     }
     tc.stop().await;
 }
+
+#[tokio::test]
+async fn reflection_lists_the_services_in_v1_and_v1alpha() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let tc = TestCluster::start(0, 1).await.expect("cluster");
+    let channel = tonic::transport::Endpoint::from_shared(tc.cluster.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let req = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut stream = client
+        .server_reflection_info(futures_util::stream::iter([req]))
+        .await
+        .expect("v1")
+        .into_inner();
+    let resp = stream
+        .message()
+        .await
+        .expect("answer")
+        .expect("one message");
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        resp.message_response
+    else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "swarm.v1.SwarmService",
+        "swarm.v1.WorkerService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let req = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "swarm.v1.SwarmService".into(),
+            ),
+        ),
+    };
+    let mut stream = client
+        .server_reflection_info(futures_util::stream::iter([req]))
+        .await
+        .expect("v1alpha")
+        .into_inner();
+    let resp = stream
+        .message()
+        .await
+        .expect("answer")
+        .expect("one message");
+    assert!(
+        matches!(resp.message_response, Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
+        "v1alpha returns the file of swarm.v1.SwarmService"
+    );
+    tc.stop().await;
+}
