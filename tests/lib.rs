@@ -1,4 +1,5 @@
 //! Test harness for Swarm's integration tests (see `it/`): an in-process cluster over real
 //! gRPC on loopback, and a recording tool that observes every execution from outside.
 
+pub mod etcd;
 pub mod harness;

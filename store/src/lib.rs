@@ -7,10 +7,12 @@
 //! ([`conformance`]).
 
 pub mod conformance;
+pub mod etcd;
 pub mod memory;
 pub mod repo;
 mod types;
 
+pub use etcd::EtcdStore;
 pub use memory::MemoryStore;
 pub use repo::RunRepo;
 pub use types::*;

@@ -3,3 +3,4 @@
 
 mod api;
 mod runs;
+mod store_etcd;

@@ -1,0 +1,231 @@
+//! Real etcd servers for tests: one node or a cluster on free loopback ports, each in its own
+//! temp dir, killed by PID (SIGKILL) and cleaned up when dropped. A missing `etcd` binary fails
+//! the test with a clear message (`scripts/test` installs Debian's etcd-server).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use swarm_store::{EtcdStore, StateStore};
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn etcd_binary() -> anyhow::Result<PathBuf> {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/bin", "/usr/local/bin"])
+    {
+        let p = PathBuf::from(dir).join("etcd");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!(
+        "the `etcd` binary is not installed: run ./scripts/test (it installs Debian's etcd-server)"
+    )
+}
+
+/// One etcd member.
+pub struct Member {
+    pub name: String,
+    pub client_url: String,
+    peer_url: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running etcd (one node or a cluster).
+pub struct EtcdCluster {
+    pub members: Vec<Member>,
+    token: String,
+    _root: TempDir,
+}
+
+/// A temp dir removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new empty dir under the system temp dir.
+    pub fn new(label: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "swarm-{label}-{}-{:08x}",
+            std::process::id(),
+            fastrand_u32()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fastrand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    h.finish() as u32
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until the cluster answers (with a leader).
+    pub async fn start(n: usize) -> anyhow::Result<Self> {
+        let root = TempDir::new("etcd")?;
+        let token = format!("swarm-test-{:08x}", fastrand_u32());
+        let mut members = Vec::new();
+        for i in 0..n {
+            members.push(Member {
+                name: format!("n{i}"),
+                client_url: format!("http://127.0.0.1:{}", free_port()?),
+                peer_url: format!("http://127.0.0.1:{}", free_port()?),
+                dir: root.0.join(format!("n{i}")),
+                child: None,
+            });
+        }
+        let mut cluster = Self {
+            members,
+            token,
+            _root: root,
+        };
+        for i in 0..n {
+            cluster.spawn(i, "new")?;
+        }
+        cluster.wait_ready(Duration::from_secs(20)).await?;
+        Ok(cluster)
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn spawn(&mut self, i: usize, state: &str) -> anyhow::Result<()> {
+        let initial = self.initial_cluster();
+        let m = &mut self.members[i];
+        let child = Command::new(etcd_binary()?)
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.dir)
+            .args([
+                "--listen-client-urls",
+                &m.client_url,
+                "--advertise-client-urls",
+                &m.client_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &m.peer_url,
+                "--initial-advertise-peer-urls",
+                &m.peer_url,
+            ])
+            .args([
+                "--initial-cluster",
+                &initial,
+                "--initial-cluster-state",
+                state,
+            ])
+            .args(["--initial-cluster-token", &self.token])
+            .args(["--log-level", "error", "--logger", "zap"])
+            .args([
+                "--auto-compaction-mode",
+                "revision",
+                "--auto-compaction-retention",
+                "100000",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting etcd")?;
+        m.child = Some(child);
+        Ok(())
+    }
+
+    /// Client URLs of the running members.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    /// Waits until a write succeeds.
+    pub async fn wait_ready(&self, deadline: Duration) -> anyhow::Result<()> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            if let Ok(store) = EtcdStore::connect(&self.endpoints(), Duration::from_secs(2)).await
+                && store
+                    .commit(swarm_store::Txn::new().then(swarm_store::Op::put("/ready", "1")))
+                    .await
+                    .is_ok()
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < until,
+                "etcd did not become ready within {deadline:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A store connected to every member.
+    pub async fn store(&self) -> anyhow::Result<Arc<EtcdStore>> {
+        Ok(Arc::new(
+            EtcdStore::connect(&self.endpoints(), Duration::from_secs(5)).await?,
+        ))
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data dir.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill(i);
+        self.spawn(i, "existing")
+    }
+
+    /// The index of the current raft leader.
+    pub async fn leader(&self) -> anyhow::Result<usize> {
+        for (i, m) in self.members.iter().enumerate() {
+            if m.child.is_none() {
+                continue;
+            }
+            let Ok(mut client) = etcd_client::Client::connect([m.client_url.as_str()], None).await
+            else {
+                continue;
+            };
+            if let Ok(status) = client.status().await
+                && status.leader() == status.header().map_or(0, |h| h.member_id())
+            {
+                return Ok(i);
+            }
+        }
+        anyhow::bail!("no etcd leader")
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
