@@ -16,19 +16,13 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 fn etcd_binary() -> anyhow::Result<PathBuf> {
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/bin", "/usr/local/bin"])
-    {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin", "/usr/local/bin"]) {
         let p = PathBuf::from(dir).join("etcd");
         if p.is_file() {
             return Ok(p);
         }
     }
-    anyhow::bail!(
-        "the `etcd` binary is not installed: run ./scripts/test (it installs Debian's etcd-server)"
-    )
+    anyhow::bail!("the `etcd` binary is not installed: run ./scripts/test (it installs Debian's etcd-server)")
 }
 
 /// One etcd member.
@@ -53,11 +47,7 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     /// A new empty dir under the system temp dir.
     pub fn new(label: &str) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "swarm-{label}-{}-{:08x}",
-            std::process::id(),
-            fastrand_u32()
-        ));
+        let dir = std::env::temp_dir().join(format!("swarm-{label}-{}-{:08x}", std::process::id(), fastrand_u32()));
         std::fs::create_dir_all(&dir)?;
         Ok(Self(dir))
     }
@@ -72,11 +62,7 @@ impl Drop for TempDir {
 fn fastrand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-    );
+    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
     h.finish() as u32
 }
 
@@ -95,11 +81,7 @@ impl EtcdCluster {
                 child: None,
             });
         }
-        let mut cluster = Self {
-            members,
-            token,
-            _root: root,
-        };
+        let mut cluster = Self { members, token, _root: root };
         for i in 0..n {
             cluster.spawn(i, "new")?;
         }
@@ -108,11 +90,7 @@ impl EtcdCluster {
     }
 
     fn initial_cluster(&self) -> String {
-        self.members
-            .iter()
-            .map(|m| format!("{}={}", m.name, m.peer_url))
-            .collect::<Vec<_>>()
-            .join(",")
+        self.members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",")
     }
 
     fn spawn(&mut self, i: usize, state: &str) -> anyhow::Result<()> {
@@ -122,32 +100,12 @@ impl EtcdCluster {
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.dir)
-            .args([
-                "--listen-client-urls",
-                &m.client_url,
-                "--advertise-client-urls",
-                &m.client_url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &m.peer_url,
-                "--initial-advertise-peer-urls",
-                &m.peer_url,
-            ])
-            .args([
-                "--initial-cluster",
-                &initial,
-                "--initial-cluster-state",
-                state,
-            ])
+            .args(["--listen-client-urls", &m.client_url, "--advertise-client-urls", &m.client_url])
+            .args(["--listen-peer-urls", &m.peer_url, "--initial-advertise-peer-urls", &m.peer_url])
+            .args(["--initial-cluster", &initial, "--initial-cluster-state", state])
             .args(["--initial-cluster-token", &self.token])
             .args(["--log-level", "error", "--logger", "zap"])
-            .args([
-                "--auto-compaction-mode",
-                "revision",
-                "--auto-compaction-retention",
-                "100000",
-            ])
+            .args(["--auto-compaction-mode", "revision", "--auto-compaction-retention", "100000"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -166,26 +124,18 @@ impl EtcdCluster {
         let until = tokio::time::Instant::now() + deadline;
         loop {
             if let Ok(store) = EtcdStore::connect(&self.endpoints(), Duration::from_secs(2)).await
-                && store
-                    .commit(swarm_store::Txn::new().then(swarm_store::Op::put("/ready", "1")))
-                    .await
-                    .is_ok()
+                && store.commit(swarm_store::Txn::new().then(swarm_store::Op::put("/ready", "1"))).await.is_ok()
             {
                 return Ok(());
             }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < until,
-                "etcd did not become ready within {deadline:?}"
-            );
+            anyhow::ensure!(tokio::time::Instant::now() < until, "etcd did not become ready within {deadline:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// A store connected to every member.
     pub async fn store(&self) -> anyhow::Result<Arc<EtcdStore>> {
-        Ok(Arc::new(
-            EtcdStore::connect(&self.endpoints(), Duration::from_secs(5)).await?,
-        ))
+        Ok(Arc::new(EtcdStore::connect(&self.endpoints(), Duration::from_secs(5)).await?))
     }
 
     /// SIGKILLs member `i`.
@@ -208,8 +158,7 @@ impl EtcdCluster {
             if m.child.is_none() {
                 continue;
             }
-            let Ok(mut client) = etcd_client::Client::connect([m.client_url.as_str()], None).await
-            else {
+            let Ok(mut client) = etcd_client::Client::connect([m.client_url.as_str()], None).await else {
                 continue;
             };
             if let Ok(status) = client.status().await

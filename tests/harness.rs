@@ -39,10 +39,7 @@ impl ExecLog {
     }
     /// Executions of one run.
     pub fn of_run(&self, run_id: &str) -> Vec<Exec> {
-        self.all()
-            .into_iter()
-            .filter(|e| e.run_id == run_id)
-            .collect()
+        self.all().into_iter().filter(|e| e.run_id == run_id).collect()
     }
 }
 
@@ -114,23 +111,13 @@ impl TestCluster {
     /// Starts `workers` workers with `slots` slots each and waits until all are connected.
     pub async fn start(workers: usize, slots: u32) -> anyhow::Result<Self> {
         let store = Arc::new(MemoryStore::new());
-        let opts = EmbeddedOptions {
-            workers: 0,
-            slots,
-            ..EmbeddedOptions::default()
-        };
+        let opts = EmbeddedOptions { workers: 0, slots, ..EmbeddedOptions::default() };
         let cluster = Embedded::start_on(opts, store.clone(), None).await?;
-        let mut me = Self {
-            cluster,
-            store,
-            log: ExecLog::default(),
-        };
+        let mut me = Self { cluster, store, log: ExecLog::default() };
         for i in 0..workers {
             me.add_worker(&format!("w{i}"), slots);
         }
-        me.cluster
-            .wait_for_workers(workers as u32, Duration::from_secs(10))
-            .await?;
+        me.cluster.wait_for_workers(workers as u32, Duration::from_secs(10)).await?;
         Ok(me)
     }
 
@@ -165,27 +152,18 @@ impl TestCluster {
 /// Submits a spec and returns the run id.
 pub async fn submit(c: &mut Client, spec: &RunSpec) -> anyhow::Result<String> {
     let resp = c
-        .submit_run(pb::SubmitRunRequest {
-            spec: Some(spec.into()),
-            idempotency_key: String::new(),
-        })
+        .submit_run(pb::SubmitRunRequest { spec: Some(spec.into()), idempotency_key: String::new() })
         .await
         .map_err(|s| client::status_error(&s))?;
     Ok(resp.into_inner().run_id)
 }
 
 /// Waits (at most `deadline`) for the run to end and returns it with its subtasks.
-pub async fn wait_done(
-    c: &mut Client,
-    run_id: &str,
-    deadline: Duration,
-) -> anyhow::Result<pb::Run> {
+pub async fn wait_done(c: &mut Client, run_id: &str, deadline: Duration) -> anyhow::Result<pb::Run> {
     tokio::time::timeout(deadline, client::follow(c, run_id, 0, |_| {}))
         .await
         .with_context(|| format!("run {run_id} did not end within {deadline:?}"))??;
-    client::get(c, run_id, true)
-        .await
-        .map_err(|s| client::status_error(&s))
+    client::get(c, run_id, true).await.map_err(|s| client::status_error(&s))
 }
 
 /// Reads events of a run until `pred` holds for the events so far (at most `deadline`).
@@ -195,13 +173,7 @@ pub async fn wait_for_events(
     deadline: Duration,
     pred: impl Fn(&[pb::RunEvent]) -> bool,
 ) -> anyhow::Result<Vec<pb::RunEvent>> {
-    let mut stream = c
-        .watch_run(pb::WatchRunRequest {
-            run_id: run_id.into(),
-            after_seq: 0,
-        })
-        .await?
-        .into_inner();
+    let mut stream = c.watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_seq: 0 }).await?.into_inner();
     let mut events = Vec::new();
     tokio::time::timeout(deadline, async {
         while let Some(ev) = stream.next().await {
@@ -219,10 +191,7 @@ pub async fn wait_for_events(
 
 /// Counts `SubtaskSucceeded` events.
 pub fn succeeded(events: &[pb::RunEvent]) -> usize {
-    events
-        .iter()
-        .filter(|e| matches!(e.event, Some(pb::run_event::Event::SubtaskSucceeded(_))))
-        .count()
+    events.iter().filter(|e| matches!(e.event, Some(pb::run_event::Event::SubtaskSucceeded(_)))).count()
 }
 
 /// `chains` independent chains of `length` `record` calls of `ms` each (no planner).
@@ -231,15 +200,8 @@ pub fn chains(name: &str, chains: usize, length: usize, ms: u64) -> RunSpec {
     for c in 0..chains {
         for s in 0..length {
             let t = SubtaskSpec::tool(format!("c{c}-s{s}"), "record", json!({ "ms": ms }));
-            subtasks.push(if s == 0 {
-                t
-            } else {
-                t.after([format!("c{c}-s{}", s - 1)])
-            });
+            subtasks.push(if s == 0 { t } else { t.after([format!("c{c}-s{}", s - 1)]) });
         }
     }
-    RunSpec {
-        name: name.into(),
-        subtasks,
-    }
+    RunSpec { name: name.into(), subtasks }
 }

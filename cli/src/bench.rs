@@ -77,23 +77,13 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         .thread_name("swarm-coord")
         .enable_all()
         .build()?;
-    let work_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("swarm-work")
-        .enable_all()
-        .build()?;
+    let work_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("swarm-work").enable_all().build()?;
     let handle = coord_rt.handle().clone();
     let report = work_rt.block_on(async move {
-        let options = EmbeddedOptions {
-            workers: opts.workers,
-            slots: opts.slots,
-            ..EmbeddedOptions::default()
-        };
-        let cluster =
-            Embedded::start_on(options, Arc::new(MemoryStore::new()), Some(handle)).await?;
-        cluster
-            .wait_for_workers(opts.workers as u32, Duration::from_secs(10))
-            .await?;
+        let options = EmbeddedOptions { workers: opts.workers, slots: opts.slots, ..EmbeddedOptions::default() };
+        let cluster = Embedded::start_on(options, Arc::new(MemoryStore::new()), Some(handle)).await?;
+        cluster.wait_for_workers(opts.workers as u32, Duration::from_secs(10)).await?;
         let mut client = client::connect(&cluster.url()).await?;
         let mut report = BenchReport {
             chains: opts.chains,
@@ -131,39 +121,23 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     Ok(report)
 }
 
-async fn submit_and_wait(
-    client: &mut client::Client,
-    spec: &swarm_core::RunSpec,
-) -> anyhow::Result<RunJson> {
+async fn submit_and_wait(client: &mut client::Client, spec: &swarm_core::RunSpec) -> anyhow::Result<RunJson> {
     let resp = client
-        .submit_run(client::request(pb::SubmitRunRequest {
-            spec: Some(spec.into()),
-            idempotency_key: String::new(),
-        }))
+        .submit_run(client::request(pb::SubmitRunRequest { spec: Some(spec.into()), idempotency_key: String::new() }))
         .await
         .map_err(|s| client::status_error(&s))?
         .into_inner();
     client::follow(client, &resp.run_id, 0, |_| {}).await?;
-    let run = client::get(client, &resp.run_id, false)
-        .await
-        .map_err(|s| client::status_error(&s))?;
+    let run = client::get(client, &resp.run_id, false).await.map_err(|s| client::status_error(&s))?;
     let json = RunJson::from(&run);
     anyhow::ensure!(json.state == "SUCCEEDED", "bench run ended {}", json.state);
     Ok(json)
 }
 
-async fn efficiency(
-    client: &mut client::Client,
-    opts: &BenchOptions,
-    seed: u64,
-) -> anyhow::Result<EfficiencyRun> {
+async fn efficiency(client: &mut client::Client, opts: &BenchOptions, seed: u64) -> anyhow::Result<EfficiencyRun> {
     let ms = specs::lognormal_ms(seed, opts.median_ms, opts.sigma, opts.chains, opts.length);
     let spec = specs::swarm(opts.chains, opts.length, Some(&|c, s| ms[c][s]));
-    let ideal_ms = ms
-        .iter()
-        .map(|chain| chain.iter().sum::<u64>())
-        .max()
-        .unwrap_or(0) as f64;
+    let ideal_ms = ms.iter().map(|chain| chain.iter().sum::<u64>()).max().unwrap_or(0) as f64;
     let t0 = Instant::now();
     let run = submit_and_wait(client, &spec).await?;
     let wall_ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -176,10 +150,7 @@ async fn efficiency(
     })
 }
 
-async fn throughput(
-    client: &mut client::Client,
-    opts: &BenchOptions,
-) -> anyhow::Result<Throughput> {
+async fn throughput(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Result<Throughput> {
     let spec = specs::swarm(opts.chains, opts.length, Some(&|_, _| 0));
     submit_and_wait(client, &spec).await?; // warm-up
     let runs = opts.throughput_runs.max(1);
@@ -189,9 +160,7 @@ async fn throughput(
     for _ in 0..runs {
         let mut c = client.clone();
         let spec = spec.clone();
-        tasks.push(tokio::spawn(
-            async move { submit_and_wait(&mut c, &spec).await },
-        ));
+        tasks.push(tokio::spawn(async move { submit_and_wait(&mut c, &spec).await }));
     }
     let mut calls = 0u64;
     for t in tasks {
@@ -213,11 +182,7 @@ async fn throughput(
     };
     eprintln!(
         "throughput: {} calls in {:.0} ms → {:.0} calls/s; CPU per call: coordinator {:.1} µs, workers+client {:.1} µs",
-        t.tool_calls,
-        t.wall_ms,
-        t.tool_calls_per_sec,
-        t.coordinator_cpu_us_per_call,
-        t.worker_cpu_us_per_call
+        t.tool_calls, t.wall_ms, t.tool_calls_per_sec, t.coordinator_cpu_us_per_call, t.worker_cpu_us_per_call
     );
     Ok(t)
 }

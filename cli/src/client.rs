@@ -56,9 +56,7 @@ pub struct RunJson {
 }
 
 fn ms(d: &Option<prost_types::Duration>) -> f64 {
-    d.as_ref().map_or(0.0, |d| {
-        (duration_to_us(d) as f64 / 1000.0 * 1000.0).round() / 1000.0
-    })
+    d.as_ref().map_or(0.0, |d| (duration_to_us(d) as f64 / 1000.0 * 1000.0).round() / 1000.0)
 }
 
 /// The short state name (`SUCCEEDED`) of a wire state.
@@ -92,20 +90,9 @@ impl From<&pb::Run> for RunJson {
 }
 
 /// Fetches one run.
-pub async fn get(
-    client: &mut Client,
-    run_id: &str,
-    include_subtasks: bool,
-) -> Result<pb::Run, tonic::Status> {
-    let resp = client
-        .get_run(request(pb::GetRunRequest {
-            run_id: run_id.to_owned(),
-            include_subtasks,
-        }))
-        .await?;
-    resp.into_inner()
-        .run
-        .ok_or_else(|| tonic::Status::internal("empty GetRun response"))
+pub async fn get(client: &mut Client, run_id: &str, include_subtasks: bool) -> Result<pb::Run, tonic::Status> {
+    let resp = client.get_run(request(pb::GetRunRequest { run_id: run_id.to_owned(), include_subtasks })).await?;
+    resp.into_inner().run.ok_or_else(|| tonic::Status::internal("empty GetRun response"))
 }
 
 /// Follows a run's events from `after_seq`, calling `on_event` for each, until the run ends.
@@ -119,12 +106,7 @@ pub async fn follow(
 ) -> anyhow::Result<u64> {
     let mut retries = 0;
     loop {
-        let stream = client
-            .watch_run(pb::WatchRunRequest {
-                run_id: run_id.to_owned(),
-                after_seq,
-            })
-            .await;
+        let stream = client.watch_run(pb::WatchRunRequest { run_id: run_id.to_owned(), after_seq }).await;
         let mut stream = match stream {
             Ok(s) => s.into_inner(),
             Err(s) if s.code() == tonic::Code::Unavailable && retries < 30 => {
@@ -160,15 +142,8 @@ pub fn status_error(status: &tonic::Status) -> anyhow::Error {
     if violations.is_empty() {
         return anyhow::anyhow!("{:?}: {}", status.code(), status.message());
     }
-    let lines: Vec<String> = violations
-        .iter()
-        .map(|(f, d)| format!("  {f}: {d}"))
-        .collect();
-    anyhow::anyhow!(
-        "{:?}: the run spec is invalid:\n{}",
-        status.code(),
-        lines.join("\n")
-    )
+    let lines: Vec<String> = violations.iter().map(|(f, d)| format!("  {f}: {d}")).collect();
+    anyhow::anyhow!("{:?}: the run spec is invalid:\n{}", status.code(), lines.join("\n"))
 }
 
 /// One line describing an event, for `swarm watch`.
@@ -178,10 +153,9 @@ pub fn describe(ev: &pb::RunEvent) -> String {
         Some(Event::RunStarted(e)) => {
             format!("run started: {} ({} subtasks)", e.name, e.total_subtasks)
         }
-        Some(Event::SubtaskStarted(e)) => format!(
-            "{} started (attempt {}) on {}",
-            e.subtask_id, e.attempt, e.worker_id
-        ),
+        Some(Event::SubtaskStarted(e)) => {
+            format!("{} started (attempt {}) on {}", e.subtask_id, e.attempt, e.worker_id)
+        }
         Some(Event::SubtaskSucceeded(e)) => {
             format!("{} succeeded in {:.1} ms", e.subtask_id, ms(&e.duration))
         }
@@ -189,9 +163,7 @@ pub fn describe(ev: &pb::RunEvent) -> String {
             "{} failed (attempt {}, {}): {}{}",
             e.subtask_id,
             e.attempt,
-            pb::FailureKind::try_from(e.kind)
-                .map(|k| k.as_str_name())
-                .unwrap_or("?"),
+            pb::FailureKind::try_from(e.kind).map(|k| k.as_str_name()).unwrap_or("?"),
             e.message,
             e.retry_in
                 .as_ref()

@@ -57,9 +57,7 @@ impl Embedded {
         coordinator_rt: Option<tokio::runtime::Handle>,
     ) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
-        let rt = coordinator_rt
-            .clone()
-            .unwrap_or_else(tokio::runtime::Handle::current);
+        let rt = coordinator_rt.clone().unwrap_or_else(tokio::runtime::Handle::current);
         let listen = opts.listen;
         let config = opts.coordinator.clone();
         let token = shutdown.clone();
@@ -77,20 +75,9 @@ impl Embedded {
                 anyhow::Ok((addr, manager, handle))
             })
             .await??;
-        let mut cluster = Self {
-            addr,
-            manager,
-            shutdown,
-            coordinator,
-            workers: Vec::new(),
-            coordinator_rt,
-        };
+        let mut cluster = Self { addr, manager, shutdown, coordinator, workers: Vec::new(), coordinator_rt };
         for i in 0..opts.workers {
-            cluster.add_worker(
-                &format!("embedded-{i}"),
-                opts.slots,
-                Arc::new(ToolRegistry::builtin()),
-            );
+            cluster.add_worker(&format!("embedded-{i}"), opts.slots, Arc::new(ToolRegistry::builtin()));
         }
         Ok(cluster)
     }
@@ -139,18 +126,11 @@ impl Embedded {
     pub async fn wait_for_workers(&self, n: u32, deadline: Duration) -> anyhow::Result<()> {
         let until = tokio::time::Instant::now() + deadline;
         loop {
-            let stats = self
-                .manager
-                .call(|reply| swarm_coordinator::manager::Command::Stats { reply })
-                .await?;
+            let stats = self.manager.call(|reply| swarm_coordinator::manager::Command::Stats { reply }).await?;
             if stats.workers >= n {
                 return Ok(());
             }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < until,
-                "only {} of {n} workers connected",
-                stats.workers
-            );
+            anyhow::ensure!(tokio::time::Instant::now() < until, "only {} of {n} workers connected", stats.workers);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

@@ -23,11 +23,7 @@ use tokio_util::sync::CancellationToken;
 const DEFAULT_ADDR: &str = "http://127.0.0.1:7070";
 
 #[derive(Parser)]
-#[command(
-    name = "swarm",
-    version,
-    about = "A distributed execution cluster for agent swarms"
-)]
+#[command(name = "swarm", version, about = "A distributed execution cluster for agent swarms")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -170,31 +166,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let server = matches!(
-        cli.command,
-        Command::Up { .. } | Command::Coordinator { .. } | Command::Worker { .. }
-    );
+    let server = matches!(cli.command, Command::Up { .. } | Command::Coordinator { .. } | Command::Worker { .. });
     let default_filter = if server { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG")
-        .unwrap_or_else(|_| default_filter.into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG").unwrap_or_else(|_| default_filter.into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 
-    if let Command::Bench {
-        chains,
-        length,
-        workers,
-        slots,
-        seed,
-        median_ms,
-        sigma,
-        repeat,
-        runs,
-        scenario,
-        json,
-    } = &cli.command
+    if let Command::Bench { chains, length, workers, slots, seed, median_ms, sigma, repeat, runs, scenario, json } =
+        &cli.command
     {
         let (efficiency, throughput) = match scenario.as_str() {
             "all" => (true, true),
@@ -221,10 +199,7 @@ fn main() -> ExitCode {
         return match bench::run(&opts) {
             Ok(report) => {
                 if *json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&report).unwrap_or_default()
-                    );
+                    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
                 } else {
                     print_bench(&report);
                 }
@@ -237,10 +212,7 @@ fn main() -> ExitCode {
         };
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -289,8 +261,7 @@ fn print_bench(r: &bench::BenchReport) {
 /// Cancels the token on Ctrl-C or SIGTERM.
 fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
@@ -302,18 +273,9 @@ fn cancel_on_signal(token: CancellationToken) {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Up {
-            listen,
-            workers,
-            slots,
-        } => {
-            let cluster = Embedded::start(EmbeddedOptions {
-                listen,
-                workers,
-                slots,
-                ..EmbeddedOptions::default()
-            })
-            .await?;
+        Command::Up { listen, workers, slots } => {
+            let cluster =
+                Embedded::start(EmbeddedOptions { listen, workers, slots, ..EmbeddedOptions::default() }).await?;
             eprintln!(
                 "swarm up: coordinator on {} with {workers} workers × {slots} slots (memory store); Ctrl-C stops",
                 cluster.url()
@@ -324,29 +286,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             cluster.stop().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo {
-            spec,
-            workers,
-            slots,
-            json,
-        } => demo(spec, workers, slots, json).await,
+        Command::Demo { spec, workers, slots, json } => demo(spec, workers, slots, json).await,
         Command::Coordinator { listen } => {
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
             let listener = tokio::net::TcpListener::bind(listen).await?;
-            let coordinator = Coordinator::start(
-                CoordinatorConfig::default(),
-                Arc::new(MemoryStore::new()),
-                token,
-            );
+            let coordinator = Coordinator::start(CoordinatorConfig::default(), Arc::new(MemoryStore::new()), token);
             coordinator.serve(listener, Duration::from_secs(10)).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker {
-            coordinator,
-            slots,
-            id,
-        } => {
+        Command::Worker { coordinator, slots, id } => {
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
             let mut config = WorkerConfig::new(coordinator);
@@ -357,13 +306,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             swarm_worker::run(config, Arc::new(ToolRegistry::builtin()), token).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Submit {
-            file,
-            addr,
-            wait,
-            json,
-            idempotency_key,
-        } => {
+        Command::Submit { file, addr, wait, json, idempotency_key } => {
             let spec = specs::load(&file)?;
             let mut c = client::connect(&addr).await?;
             let total = spec.subtasks.len() as u64;
@@ -371,16 +314,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 spec: Some((&spec).into()),
                 idempotency_key: idempotency_key.unwrap_or_default(),
             };
-            let resp = c
-                .submit_run(client::request(req))
-                .await
-                .map_err(|s| client::status_error(&s))?
-                .into_inner();
+            let resp = c.submit_run(client::request(req)).await.map_err(|s| client::status_error(&s))?.into_inner();
             if !wait {
                 if json {
-                    let run = client::get(&mut c, &resp.run_id, false)
-                        .await
-                        .map_err(|s| client::status_error(&s))?;
+                    let run = client::get(&mut c, &resp.run_id, false).await.map_err(|s| client::status_error(&s))?;
                     println!("{}", serde_json::to_string(&RunJson::from(&run))?);
                 } else {
                     println!("{}", resp.run_id);
@@ -392,51 +329,32 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 let bar = ProgressBar::new(total);
                 bar.set_style(
-                    ProgressStyle::with_template(
-                        "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} calls {msg}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} calls {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
                 bar
             };
             bar.set_message(resp.run_id.clone());
             client::follow(&mut c, &resp.run_id, 0, |ev| {
                 use pb::run_event::Event;
-                if matches!(
-                    ev.event,
-                    Some(Event::SubtaskSucceeded(_) | Event::SubtaskSkipped(_))
-                ) {
+                if matches!(ev.event, Some(Event::SubtaskSucceeded(_) | Event::SubtaskSkipped(_))) {
                     bar.inc(1);
                 }
             })
             .await?;
             bar.finish_and_clear();
-            let run = client::get(&mut c, &resp.run_id, false)
-                .await
-                .map_err(|s| client::status_error(&s))?;
+            let run = client::get(&mut c, &resp.run_id, false).await.map_err(|s| client::status_error(&s))?;
             print_run(&run, json)?;
             Ok(exit_for(run.state))
         }
-        Command::Get {
-            run,
-            addr,
-            json,
-            subtasks,
-        } => {
+        Command::Get { run, addr, json, subtasks } => {
             let mut c = client::connect(&addr).await?;
-            let run = client::get(&mut c, &run, subtasks)
-                .await
-                .map_err(|s| client::status_error(&s))?;
+            let run = client::get(&mut c, &run, subtasks).await.map_err(|s| client::status_error(&s))?;
             print_run(&run, json)?;
             if subtasks && !json {
                 for s in &run.subtasks {
-                    let state = pb::SubtaskState::try_from(s.state)
-                        .map(|x| x.as_str_name())
-                        .unwrap_or("?");
-                    println!(
-                        "  {:<32} {:<26} attempt {} {}",
-                        s.id, state, s.attempt, s.error_message
-                    );
+                    let state = pb::SubtaskState::try_from(s.state).map(|x| x.as_str_name()).unwrap_or("?");
+                    println!("  {:<32} {:<26} attempt {} {}", s.id, state, s.attempt, s.error_message);
                 }
             }
             Ok(exit_for(run.state))
@@ -444,10 +362,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Runs { addr, limit, json } => {
             let mut c = client::connect(&addr).await?;
             let resp = c
-                .list_runs(client::request(pb::ListRunsRequest {
-                    page_size: limit,
-                    page_token: String::new(),
-                }))
+                .list_runs(client::request(pb::ListRunsRequest { page_size: limit, page_token: String::new() }))
                 .await
                 .map_err(|s| client::status_error(&s))?
                 .into_inner();
@@ -467,10 +382,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Cancel { run, addr, reason } => {
             let mut c = client::connect(&addr).await?;
             let resp = c
-                .cancel_run(client::request(pb::CancelRunRequest {
-                    run_id: run,
-                    reason,
-                }))
+                .cancel_run(client::request(pb::CancelRunRequest { run_id: run, reason }))
                 .await
                 .map_err(|s| client::status_error(&s))?
                 .into_inner();
@@ -478,12 +390,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{} {}", run.run_id, client::state_name(run.state));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Watch {
-            run,
-            addr,
-            after_seq,
-            json,
-        } => {
+        Command::Watch { run, addr, after_seq, json } => {
             let mut c = client::connect(&addr).await?;
             let mut failed = None;
             client::follow(&mut c, &run, after_seq, |ev| {
@@ -513,14 +420,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-            match health
-                .check(tonic_health::pb::HealthCheckRequest { service })
-                .await
-            {
+            match health.check(tonic_health::pb::HealthCheckRequest { service }).await {
                 Ok(r)
-                    if r.get_ref().status
-                        == tonic_health::pb::health_check_response::ServingStatus::Serving
-                            as i32 =>
+                    if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 =>
                 {
                     println!("SERVING");
                     Ok(ExitCode::SUCCESS)
@@ -562,11 +464,7 @@ fn event_json(ev: &pb::RunEvent) -> anyhow::Result<String> {
 }
 
 fn exit_for(state: i32) -> ExitCode {
-    if state == pb::RunState::Succeeded as i32 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    }
+    if state == pb::RunState::Succeeded as i32 { ExitCode::SUCCESS } else { ExitCode::from(2) }
 }
 
 fn print_run(run: &pb::Run, json: bool) -> anyhow::Result<()> {
@@ -578,29 +476,17 @@ fn print_run(run: &pb::Run, json: bool) -> anyhow::Result<()> {
     println!("run {} ({}): {}", j.run_id, j.name, j.state);
     println!(
         "  tool calls: {} completed, {} failed, {} skipped of {} ({} attempts)",
-        j.tool_calls_completed,
-        j.tool_calls_failed,
-        j.tool_calls_skipped,
-        j.total_subtasks,
-        j.attempts
+        j.tool_calls_completed, j.tool_calls_failed, j.tool_calls_skipped, j.total_subtasks, j.attempts
     );
     println!(
         "  wall time {:.1} ms; critical path {:.1} ms; total work {:.1} ms",
         j.wall_ms, j.critical_path_ms, j.total_work_ms
     );
-    println!(
-        "  critical steps {}; total steps {}; parallelism {:.2}",
-        j.critical_steps, j.total_steps, j.parallelism
-    );
+    println!("  critical steps {}; total steps {}; parallelism {:.2}", j.critical_steps, j.total_steps, j.parallelism);
     Ok(())
 }
 
-async fn demo(
-    spec: Option<PathBuf>,
-    workers: usize,
-    slots: u32,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+async fn demo(spec: Option<PathBuf>, workers: usize, slots: u32, json: bool) -> anyhow::Result<ExitCode> {
     let spec = match spec {
         Some(path) => specs::load(&path)?,
         None => {
@@ -608,15 +494,8 @@ async fn demo(
             specs::swarm(100, 15, Some(&|c, s| ms[c][s]))
         }
     };
-    let cluster = Embedded::start(EmbeddedOptions {
-        workers,
-        slots,
-        ..EmbeddedOptions::default()
-    })
-    .await?;
-    cluster
-        .wait_for_workers(workers as u32, Duration::from_secs(10))
-        .await?;
+    let cluster = Embedded::start(EmbeddedOptions { workers, slots, ..EmbeddedOptions::default() }).await?;
+    cluster.wait_for_workers(workers as u32, Duration::from_secs(10)).await?;
     if !json {
         eprintln!(
             "swarm demo: {} subtasks on {workers} workers × {slots} slots (coordinator {})",
@@ -634,9 +513,7 @@ async fn demo(
         .map_err(|s| client::status_error(&s))?
         .into_inner();
     client::follow(&mut c, &resp.run_id, 0, |_| {}).await?;
-    let run = client::get(&mut c, &resp.run_id, false)
-        .await
-        .map_err(|s| client::status_error(&s))?;
+    let run = client::get(&mut c, &resp.run_id, false).await.map_err(|s| client::status_error(&s))?;
     print_run(&run, json)?;
     if !json {
         let j = RunJson::from(&run);

@@ -8,10 +8,8 @@ use swarm_core::{RunSpec, SubtaskSpec};
 
 /// Reads a spec from a `.yaml`/`.yml` or `.json` file (other names: JSON if it parses, else YAML).
 pub fn load(path: &Path) -> anyhow::Result<RunSpec> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse(&text, path.extension().and_then(|e| e.to_str()))
-        .with_context(|| format!("parsing {}", path.display()))
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse(&text, path.extension().and_then(|e| e.to_str())).with_context(|| format!("parsing {}", path.display()))
 }
 
 /// Parses spec text; `ext` picks the format, `None` tries JSON then YAML.
@@ -31,41 +29,20 @@ pub fn swarm(chains: usize, length: usize, ms: Option<&dyn Fn(usize, usize) -> u
         Some(f) => SubtaskSpec::tool(id, "sleep", json!({ "ms": f(c, s) })),
         None => SubtaskSpec::tool(id, "echo", json!({ "text": format!("chain {c} step {s}") })),
     };
-    subtasks.push(SubtaskSpec::tool(
-        "plan",
-        "echo",
-        json!({ "text": "split the task" }),
-    ));
+    subtasks.push(SubtaskSpec::tool("plan", "echo", json!({ "text": "split the task" })));
     for c in 0..chains {
         for s in 0..length {
-            let dep = if s == 0 {
-                "plan".to_owned()
-            } else {
-                format!("agent-{c}-step-{}", s - 1)
-            };
+            let dep = if s == 0 { "plan".to_owned() } else { format!("agent-{c}-step-{}", s - 1) };
             subtasks.push(call(format!("agent-{c}-step-{s}"), c, s).after([dep]));
         }
     }
-    let last: Vec<String> = (0..chains)
-        .map(|c| format!("agent-{c}-step-{}", length - 1))
-        .collect();
-    subtasks.push(
-        SubtaskSpec::tool("reduce", "echo", json!({ "text": "merge the answers" })).after(last),
-    );
-    RunSpec {
-        name: "swarm".into(),
-        subtasks,
-    }
+    let last: Vec<String> = (0..chains).map(|c| format!("agent-{c}-step-{}", length - 1)).collect();
+    subtasks.push(SubtaskSpec::tool("reduce", "echo", json!({ "text": "merge the answers" })).after(last));
+    RunSpec { name: "swarm".into(), subtasks }
 }
 
 /// Lognormal sleep durations in ms with the given median and shape, from a fixed seed.
-pub fn lognormal_ms(
-    seed: u64,
-    median_ms: f64,
-    sigma: f64,
-    chains: usize,
-    length: usize,
-) -> Vec<Vec<u64>> {
+pub fn lognormal_ms(seed: u64, median_ms: f64, sigma: f64, chains: usize, length: usize) -> Vec<Vec<u64>> {
     let mut rng = fastrand::Rng::with_seed(seed);
     (0..chains)
         .map(|_| {
@@ -104,10 +81,7 @@ mod tests {
     fn example_files_parse_and_validate() {
         for (name, text) in [
             ("small.yaml", include_str!("../../examples/small.yaml")),
-            (
-                "swarm-1500.yaml",
-                include_str!("../../examples/swarm-1500.yaml"),
-            ),
+            ("swarm-1500.yaml", include_str!("../../examples/swarm-1500.yaml")),
             ("small.json", include_str!("../../examples/small.json")),
         ] {
             let ext = name.rsplit('.').next();

@@ -37,25 +37,14 @@ impl SwarmApi {
         limits: Limits,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
-        Self {
-            manager,
-            repo,
-            limits: Arc::new(limits),
-            shutdown,
-        }
+        Self { manager, repo, limits: Arc::new(limits), shutdown }
     }
 
     async fn submit(&self, req: pb::SubmitRunRequest) -> Result<pb::SubmitRunResponse, ApiError> {
-        let spec = RunSpec::try_from(
-            req.spec
-                .ok_or_else(|| ApiError::invalid("spec", "required"))?,
-        )?;
+        let spec = RunSpec::try_from(req.spec.ok_or_else(|| ApiError::invalid("spec", "required"))?)?;
         let key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key);
         if key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY) {
-            return Err(ApiError::invalid(
-                "idempotency_key",
-                format!("longer than {MAX_IDEMPOTENCY_KEY} bytes"),
-            ));
+            return Err(ApiError::invalid("idempotency_key", format!("longer than {MAX_IDEMPOTENCY_KEY} bytes")));
         }
         let dag = Arc::new(Dag::build(&spec, &self.limits)?);
         let submitted_us = now_us();
@@ -69,47 +58,21 @@ impl SwarmApi {
             idempotency_key: key,
             summary: None,
         };
-        match self
-            .repo
-            .create_run(&header, &spec)
-            .await
-            .map_err(store_error)?
-        {
+        match self.repo.create_run(&header, &spec).await.map_err(store_error)? {
             Created::Existing(existing) => {
-                return Ok(pb::SubmitRunResponse {
-                    run_id: existing.to_string(),
-                    created: false,
-                });
+                return Ok(pb::SubmitRunResponse { run_id: existing.to_string(), created: false });
             }
             Created::New => {}
         }
-        self.manager
-            .call(|reply| Command::Submit {
-                run_id: run_id.clone(),
-                dag,
-                header,
-                reply,
-            })
-            .await?;
-        Ok(pb::SubmitRunResponse {
-            run_id: run_id.to_string(),
-            created: true,
-        })
+        self.manager.call(|reply| Command::Submit { run_id: run_id.clone(), dag, header, reply }).await?;
+        Ok(pb::SubmitRunResponse { run_id: run_id.to_string(), created: true })
     }
 
     async fn get(&self, req: pb::GetRunRequest) -> Result<pb::Run, ApiError> {
         let run_id = run_id(&req.run_id)?;
         let include_subtasks = req.include_subtasks;
         let id = run_id.clone();
-        if let Some(run) = self
-            .manager
-            .call(|reply| Command::Get {
-                run_id: id,
-                include_subtasks,
-                reply,
-            })
-            .await?
-        {
+        if let Some(run) = self.manager.call(|reply| Command::Get { run_id: id, include_subtasks, reply }).await? {
             return Ok(run);
         }
         match self.repo.header(&run_id).await.map_err(store_error)? {
@@ -123,9 +86,7 @@ impl SwarmApi {
         self.manager
             .call(|reply| Command::Watch { run_id: id, reply })
             .await?
-            .ok_or_else(|| {
-                ApiError::NotFound(format!("run {run_id} (or it is no longer watchable)"))
-            })
+            .ok_or_else(|| ApiError::NotFound(format!("run {run_id} (or it is no longer watchable)")))
     }
 }
 
@@ -151,71 +112,36 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Sen
 
 #[tonic::async_trait]
 impl SwarmService for SwarmApi {
-    async fn submit_run(
-        &self,
-        req: Request<pb::SubmitRunRequest>,
-    ) -> Result<Response<pb::SubmitRunResponse>, Status> {
-        self.submit(req.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| to_status(&e))
+    async fn submit_run(&self, req: Request<pb::SubmitRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {
+        self.submit(req.into_inner()).await.map(Response::new).map_err(|e| to_status(&e))
     }
 
-    async fn get_run(
-        &self,
-        req: Request<pb::GetRunRequest>,
-    ) -> Result<Response<pb::GetRunResponse>, Status> {
-        let run = self
-            .get(req.into_inner())
-            .await
-            .map_err(|e| to_status(&e))?;
+    async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::GetRunResponse>, Status> {
+        let run = self.get(req.into_inner()).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::GetRunResponse { run: Some(run) }))
     }
 
-    async fn list_runs(
-        &self,
-        req: Request<pb::ListRunsRequest>,
-    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+    async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
         let req = req.into_inner();
         let limit = match req.page_size {
             0 => 50,
             n => n.min(1000) as usize,
         };
         let before = (!req.page_token.is_empty()).then(|| RunId::from(req.page_token));
-        let (runs, more) = self
-            .manager
-            .call(|reply| Command::List {
-                before,
-                limit,
-                reply,
-            })
-            .await
-            .map_err(|e| to_status(&e))?;
-        let next_page_token = if more {
-            runs.last().map(|r| r.run_id.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok(Response::new(pb::ListRunsResponse {
-            runs,
-            next_page_token,
-        }))
+        let (runs, more) =
+            self.manager.call(|reply| Command::List { before, limit, reply }).await.map_err(|e| to_status(&e))?;
+        let next_page_token =
+            if more { runs.last().map(|r| r.run_id.clone()).unwrap_or_default() } else { String::new() };
+        Ok(Response::new(pb::ListRunsResponse { runs, next_page_token }))
     }
 
-    async fn cancel_run(
-        &self,
-        req: Request<pb::CancelRunRequest>,
-    ) -> Result<Response<pb::CancelRunResponse>, Status> {
+    async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelRunResponse>, Status> {
         let req = req.into_inner();
         let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
         let reason = req.reason;
         let run = self
             .manager
-            .call(|reply| Command::Cancel {
-                run_id,
-                reason,
-                reply,
-            })
+            .call(|reply| Command::Cancel { run_id, reason, reply })
             .await
             .and_then(|r| r)
             .map_err(|e| to_status(&e))?;
@@ -224,18 +150,11 @@ impl SwarmService for SwarmApi {
 
     type WatchRunStream = EventStream;
 
-    async fn watch_run(
-        &self,
-        req: Request<pb::WatchRunRequest>,
-    ) -> Result<Response<Self::WatchRunStream>, Status> {
+    async fn watch_run(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
         let req = req.into_inner();
         let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
         let log = self.watch_log(run_id).await.map_err(|e| to_status(&e))?;
-        Ok(Response::new(Box::pin(watch_stream(
-            log,
-            req.after_seq,
-            self.shutdown.clone(),
-        ))))
+        Ok(Response::new(Box::pin(watch_stream(log, req.after_seq, self.shutdown.clone()))))
     }
 }
 
@@ -255,14 +174,7 @@ fn watch_stream(
         shutdown: tokio_util::sync::CancellationToken,
     }
     let changes = log.subscribe();
-    let state = State {
-        log,
-        cursor: after,
-        changes,
-        pending: Default::default(),
-        done: false,
-        shutdown,
-    };
+    let state = State { log, cursor: after, changes, pending: Default::default(), done: false, shutdown };
     futures_util::stream::unfold(state, |mut s| async move {
         loop {
             if let Some(ev) = s.pending.pop_front() {

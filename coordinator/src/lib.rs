@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_core::Limits;
-use swarm_proto::pb::{
-    self, swarm_service_server::SwarmServiceServer, worker_service_server::WorkerServiceServer,
-};
+use swarm_proto::pb::{self, swarm_service_server::SwarmServiceServer, worker_service_server::WorkerServiceServer};
 use swarm_store::{RunRepo, StateStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -61,33 +59,13 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Starts the run manager over `store`. Everything stops when `shutdown` is cancelled.
-    pub fn start(
-        config: CoordinatorConfig,
-        store: Arc<dyn StateStore>,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn start(config: CoordinatorConfig, store: Arc<dyn StateStore>, shutdown: CancellationToken) -> Self {
         let tracker = TaskTracker::new();
         let repo = RunRepo::new(store, config.prefix.clone());
-        let manager = manager::spawn(
-            config.manager.clone(),
-            repo.clone(),
-            &tracker,
-            shutdown.clone(),
-        );
-        let api = api::SwarmApi::new(
-            manager.clone(),
-            repo,
-            config.limits.clone(),
-            shutdown.clone(),
-        );
+        let manager = manager::spawn(config.manager.clone(), repo.clone(), &tracker, shutdown.clone());
+        let api = api::SwarmApi::new(manager.clone(), repo, config.limits.clone(), shutdown.clone());
         let worker_api = worker_api::WorkerApi::new(manager.clone(), tracker.clone());
-        Self {
-            manager,
-            api,
-            worker_api,
-            tracker,
-            shutdown,
-        }
+        Self { manager, api, worker_api, tracker, shutdown }
     }
 
     /// A handle to the run manager (for stats and in-process use).
@@ -96,26 +74,17 @@ impl Coordinator {
     }
 
     /// Serves gRPC on `listener` until shutdown, then waits (at most `grace`) for tasks to end.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        grace: Duration,
-    ) -> Result<(), tonic::transport::Error> {
+    pub async fn serve(self, listener: TcpListener, grace: Duration) -> Result<(), tonic::transport::Error> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<SwarmServiceServer<api::SwarmApi>>()
-            .await;
-        health
-            .set_serving::<WorkerServiceServer<worker_api::WorkerApi>>()
-            .await;
+        health.set_serving::<SwarmServiceServer<api::SwarmApi>>().await;
+        health.set_serving::<WorkerServiceServer<worker_api::WorkerApi>>().await;
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        let reflection_v1 = reflection()
-            .build_v1()
-            .inspect_err(|e| tracing::error!(error = %e, "reflection setup failed"));
+        let reflection_v1 =
+            reflection().build_v1().inspect_err(|e| tracing::error!(error = %e, "reflection setup failed"));
         let reflection_v1alpha = reflection().build_v1alpha();
         let addr = listener.local_addr().ok();
         info!(addr = ?addr, "coordinator serving");
@@ -127,13 +96,8 @@ impl Coordinator {
             .add_service(health_service)
             .add_optional_service(reflection_v1.ok())
             .add_optional_service(reflection_v1alpha.ok())
-            .add_service(
-                SwarmServiceServer::new(self.api).max_decoding_message_size(MAX_REQUEST_BYTES),
-            )
-            .add_service(
-                WorkerServiceServer::new(self.worker_api)
-                    .max_decoding_message_size(MAX_REQUEST_BYTES),
-            );
+            .add_service(SwarmServiceServer::new(self.api).max_decoding_message_size(MAX_REQUEST_BYTES))
+            .add_service(WorkerServiceServer::new(self.worker_api).max_decoding_message_size(MAX_REQUEST_BYTES));
         // Accepted sockets need TCP_NODELAY set here: the builder's setting only applies to
         // listeners it binds itself, and without it small responses wait for delayed ACKs.
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
@@ -142,16 +106,11 @@ impl Coordinator {
         let result = router
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.cancelled().await;
-                health_on_shutdown
-                    .set_not_serving::<SwarmServiceServer<api::SwarmApi>>()
-                    .await;
+                health_on_shutdown.set_not_serving::<SwarmServiceServer<api::SwarmApi>>().await;
             })
             .await;
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
             tracing::warn!("coordinator tasks did not stop within the grace period");
         }
         result

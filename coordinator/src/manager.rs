@@ -43,11 +43,7 @@ pub struct ManagerConfig {
 
 impl Default for ManagerConfig {
     fn default() -> Self {
-        Self {
-            retry: RetryPolicy::default(),
-            fence_base: 1,
-            heartbeat_interval: Duration::from_secs(5),
-        }
+        Self { retry: RetryPolicy::default(), fence_base: 1, heartbeat_interval: Duration::from_secs(5) }
     }
 }
 
@@ -57,52 +53,23 @@ pub type WorkerTx = mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>;
 /// A request to the manager.
 pub enum Command {
     /// Start a run that is already stored.
-    Submit {
-        run_id: RunId,
-        dag: Arc<Dag>,
-        header: RunHeader,
-        reply: oneshot::Sender<()>,
-    },
+    Submit { run_id: RunId, dag: Arc<Dag>, header: RunHeader, reply: oneshot::Sender<()> },
     /// One run's view.
-    Get {
-        run_id: RunId,
-        include_subtasks: bool,
-        reply: oneshot::Sender<Option<pb::Run>>,
-    },
+    Get { run_id: RunId, include_subtasks: bool, reply: oneshot::Sender<Option<pb::Run>> },
     /// Runs newest first, with ids below `before`.
-    List {
-        before: Option<RunId>,
-        limit: usize,
-        reply: oneshot::Sender<(Vec<pb::Run>, bool)>,
-    },
+    List { before: Option<RunId>, limit: usize, reply: oneshot::Sender<(Vec<pb::Run>, bool)> },
     /// Cancel a run.
-    Cancel {
-        run_id: RunId,
-        reason: String,
-        reply: oneshot::Sender<Result<pb::Run, ApiError>>,
-    },
+    Cancel { run_id: RunId, reason: String, reply: oneshot::Sender<Result<pb::Run, ApiError>> },
     /// The event log of a run, for `WatchRun`.
-    Watch {
-        run_id: RunId,
-        reply: oneshot::Sender<Option<Arc<EventLog>>>,
-    },
+    Watch { run_id: RunId, reply: oneshot::Sender<Option<Arc<EventLog>>> },
     /// A worker opened its `Connect` stream.
-    WorkerJoined {
-        conn: u64,
-        hello: pb::WorkerHello,
-        tx: WorkerTx,
-    },
+    WorkerJoined { conn: u64, hello: pb::WorkerHello, tx: WorkerTx },
     /// Attempt results from a worker.
-    WorkerReports {
-        conn: u64,
-        reports: Vec<pb::AttemptReport>,
-    },
+    WorkerReports { conn: u64, reports: Vec<pb::AttemptReport> },
     /// A worker's stream ended.
     WorkerLeft { conn: u64 },
     /// Counters, for tests and benchmarks.
-    Stats {
-        reply: oneshot::Sender<ManagerStats>,
-    },
+    Stats { reply: oneshot::Sender<ManagerStats> },
 }
 
 /// Manager counters.
@@ -130,10 +97,7 @@ pub struct ManagerHandle {
 
 impl ManagerHandle {
     /// Sends a command that expects a reply and waits for it.
-    pub async fn call<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, ApiError> {
+    pub async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
         let (reply, rx) = oneshot::channel();
         self.send(make(reply)).await?;
         rx.await.map_err(|_| stopped())
@@ -154,9 +118,7 @@ fn stopped() -> ApiError {
 
 /// µs since the Unix epoch, now.
 pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 struct RunEntry {
@@ -294,68 +256,33 @@ impl Manager {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Submit {
-                run_id,
-                dag,
-                header,
-                reply,
-            } => {
+            Command::Submit { run_id, dag, header, reply } => {
                 let now = now_us();
                 let seed = header.submitted_us ^ self.runs.len() as u64;
-                let engine = RunEngine::new(
-                    run_id.clone(),
-                    dag.clone(),
-                    self.config.retry.clone(),
-                    header.submitted_us,
-                    seed,
-                );
+                let engine =
+                    RunEngine::new(run_id.clone(), dag.clone(), self.config.retry.clone(), header.submitted_us, seed);
                 let log = EventLog::new(run_id.clone(), dag, now);
                 let key = self.runs.len() as u32;
-                self.runs.push(RunEntry {
-                    engine,
-                    log,
-                    header,
-                    in_ring: false,
-                    parked: Vec::new(),
-                });
+                self.runs.push(RunEntry { engine, log, header, in_ring: false, parked: Vec::new() });
                 self.by_id.insert(run_id, key);
                 self.enqueue(key);
                 let _ = reply.send(());
             }
-            Command::Get {
-                run_id,
-                include_subtasks,
-                reply,
-            } => {
-                let view = self
-                    .by_id
-                    .get(&run_id)
-                    .map(|&k| self.view(k, include_subtasks));
+            Command::Get { run_id, include_subtasks, reply } => {
+                let view = self.by_id.get(&run_id).map(|&k| self.view(k, include_subtasks));
                 let _ = reply.send(view);
             }
-            Command::List {
-                before,
-                limit,
-                reply,
-            } => {
+            Command::List { before, limit, reply } => {
                 let iter: Box<dyn Iterator<Item = (&RunId, &u32)>> = match &before {
                     Some(b) => Box::new(self.by_id.range(..b.clone()).rev()),
                     None => Box::new(self.by_id.iter().rev()),
                 };
                 let keys: Vec<u32> = iter.take(limit + 1).map(|(_, &k)| k).collect();
                 let more = keys.len() > limit;
-                let runs = keys
-                    .into_iter()
-                    .take(limit)
-                    .map(|k| self.view(k, false))
-                    .collect();
+                let runs = keys.into_iter().take(limit).map(|k| self.view(k, false)).collect();
                 let _ = reply.send((runs, more));
             }
-            Command::Cancel {
-                run_id,
-                reason,
-                reply,
-            } => {
+            Command::Cancel { run_id, reason, reply } => {
                 let Some(&key) = self.by_id.get(&run_id) else {
                     let _ = reply.send(Err(ApiError::NotFound(format!("run {run_id}"))));
                     return;
@@ -373,11 +300,7 @@ impl Manager {
                 let _ = reply.send(Ok(self.view(key, false)));
             }
             Command::Watch { run_id, reply } => {
-                let _ = reply.send(
-                    self.by_id
-                        .get(&run_id)
-                        .map(|&k| self.runs[k as usize].log.clone()),
-                );
+                let _ = reply.send(self.by_id.get(&run_id).map(|&k| self.runs[k as usize].log.clone()));
             }
             Command::WorkerJoined { conn, hello, tx } => self.worker_joined(conn, hello, tx),
             Command::WorkerReports { conn, reports } => {
@@ -394,11 +317,7 @@ impl Manager {
             Command::Stats { reply } => {
                 let mut stats = self.stats;
                 stats.workers = self.workers.iter().filter(|w| w.alive).count() as u32;
-                stats.active_runs = self
-                    .runs
-                    .iter()
-                    .filter(|r| !r.engine.state().is_terminal())
-                    .count() as u32;
+                stats.active_runs = self.runs.iter().filter(|r| !r.engine.state().is_terminal()).count() as u32;
                 let _ = reply.send(stats);
             }
         }
@@ -422,9 +341,7 @@ impl Manager {
         let welcome = pb::CoordinatorMessage {
             msg: Some(pb::coordinator_message::Msg::Welcome(pb::Welcome {
                 coordinator_id: "swarm-coordinator".into(),
-                heartbeat_interval: Some(duration_us(
-                    self.config.heartbeat_interval.as_micros() as u64
-                )),
+                heartbeat_interval: Some(duration_us(self.config.heartbeat_interval.as_micros() as u64)),
             })),
         };
         if tx.try_send(Ok(welcome)).is_err() {
@@ -469,21 +386,11 @@ impl Manager {
         self.workers[w].alive = false;
         self.workers[w].out_assign.clear();
         self.workers[w].out_cancel.clear();
-        let lost: Vec<(u64, Inflight)> = self
-            .inflight
-            .iter()
-            .filter(|(_, f)| f.worker == w)
-            .map(|(fence, f)| (*fence, *f))
-            .collect();
+        let lost: Vec<(u64, Inflight)> =
+            self.inflight.iter().filter(|(_, f)| f.worker == w).map(|(fence, f)| (*fence, *f)).collect();
         for (fence, f) in lost {
             self.inflight.remove(&fence);
-            self.apply(
-                f.run,
-                EngineEvent::Lost {
-                    subtask: f.subtask,
-                    fence: Fence(fence),
-                },
-            );
+            self.apply(f.run, EngineEvent::Lost { subtask: f.subtask, fence: Fence(fence) });
         }
         self.workers[w].running = 0;
     }
@@ -506,13 +413,9 @@ impl Manager {
         let finished_us = r.finished_at.as_ref().map_or(0, convert::unix_us);
         let fence = Fence(r.fence);
         let event = match r.outcome {
-            Some(pb::attempt_report::Outcome::OutputJson(out)) => EngineEvent::Succeeded {
-                subtask: f.subtask,
-                fence,
-                started_us,
-                finished_us,
-                output: out.into(),
-            },
+            Some(pb::attempt_report::Outcome::OutputJson(out)) => {
+                EngineEvent::Succeeded { subtask: f.subtask, fence, started_us, finished_us, output: out.into() }
+            }
             Some(pb::attempt_report::Outcome::Error(e)) => EngineEvent::Failed {
                 subtask: f.subtask,
                 fence,
@@ -537,9 +440,7 @@ impl Manager {
     fn apply(&mut self, key: u32, event: EngineEvent) {
         let now = now_us();
         let mut actions = std::mem::take(&mut self.actions);
-        self.runs[key as usize]
-            .engine
-            .apply(event, now, &mut actions);
+        self.runs[key as usize].engine.apply(event, now, &mut actions);
         for action in actions.drain(..) {
             self.act(key, action, now);
         }
@@ -551,13 +452,8 @@ impl Manager {
         let entry = &mut self.runs[key as usize];
         match action {
             Action::Publish(update) => {
-                let summary = matches!(update, Update::Finished { .. })
-                    .then(|| Arc::new(entry.engine.summary(now)));
-                entry.log.append(LogEntry {
-                    time_us: now,
-                    update: Some(update),
-                    summary,
-                });
+                let summary = matches!(update, Update::Finished { .. }).then(|| Arc::new(entry.engine.summary(now)));
+                entry.log.append(LogEntry { time_us: now, update: Some(update), summary });
             }
             Action::Persist { subtask } => {
                 let slot = entry.engine.slot(subtask);
@@ -572,11 +468,7 @@ impl Manager {
                     error_kind: slot.error.as_ref().map(|e| e.kind),
                     error_message: slot.error.as_ref().map(|e| e.message.clone()),
                 };
-                let op = self.repo.subtask_op(
-                    entry.engine.run_id(),
-                    &entry.engine.dag().node(subtask).id,
-                    &record,
-                );
+                let op = self.repo.subtask_op(entry.engine.run_id(), &entry.engine.dag().node(subtask).id, &record);
                 self.writes.push(op);
             }
             Action::CancelAttempt { worker, fence } => {
@@ -617,12 +509,7 @@ impl Manager {
 
     /// Fills free worker slots from the ready subtasks of active runs, round-robin.
     fn dispatch(&mut self) {
-        let mut free: u32 = self
-            .workers
-            .iter()
-            .filter(|w| w.alive)
-            .map(|w| w.free_slots())
-            .sum();
+        let mut free: u32 = self.workers.iter().filter(|w| w.alive).map(|w| w.free_slots()).sum();
         let mut misses = 0;
         while free > 0 && misses <= self.ring.len() {
             let Some(key) = self.ring.pop_front() else {
@@ -663,14 +550,7 @@ impl Manager {
         self.next_fence += 1;
         self.stats.dispatched += 1;
         let worker_id = self.workers[w].id.clone();
-        self.apply(
-            key,
-            EngineEvent::Dispatched {
-                subtask: sub,
-                worker: worker_id,
-                fence: Fence(fence),
-            },
-        );
+        self.apply(key, EngineEvent::Dispatched { subtask: sub, worker: worker_id, fence: Fence(fence) });
         let entry = &self.runs[key as usize];
         let node = entry.engine.dag().node(sub);
         let assignment = pb::Assignment {
@@ -686,14 +566,7 @@ impl Manager {
         worker.running += 1;
         worker.out_assign.push(assignment);
         self.dirty.push(w);
-        self.inflight.insert(
-            fence,
-            Inflight {
-                run: key,
-                subtask: sub,
-                worker: w,
-            },
-        );
+        self.inflight.insert(fence, Inflight { run: key, subtask: sub, worker: w });
     }
 
     async fn flush(&mut self) {
@@ -707,19 +580,13 @@ impl Manager {
                 let msg = pb::coordinator_message::Msg::Assignments(pb::Assignments {
                     assignments: std::mem::take(&mut worker.out_assign),
                 });
-                failed |= worker
-                    .tx
-                    .try_send(Ok(pb::CoordinatorMessage { msg: Some(msg) }))
-                    .is_err();
+                failed |= worker.tx.try_send(Ok(pb::CoordinatorMessage { msg: Some(msg) })).is_err();
             }
             if !worker.out_cancel.is_empty() {
                 let msg = pb::coordinator_message::Msg::Cancels(pb::Cancels {
                     fences: std::mem::take(&mut worker.out_cancel),
                 });
-                failed |= worker
-                    .tx
-                    .try_send(Ok(pb::CoordinatorMessage { msg: Some(msg) }))
-                    .is_err();
+                failed |= worker.tx.try_send(Ok(pb::CoordinatorMessage { msg: Some(msg) })).is_err();
             }
             if failed && worker.alive {
                 warn!(worker_id = %worker.id, "worker stream closed or full; treating it as lost");
@@ -751,24 +618,12 @@ impl Manager {
                     id: node.id.to_string(),
                     state: pb::SubtaskState::from(slot.state).into(),
                     attempt: slot.attempt.0,
-                    worker_id: slot
-                        .worker
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
+                    worker_id: slot.worker.as_ref().map(ToString::to_string).unwrap_or_default(),
                     started_at: (slot.steps > 0).then(|| timestamp(slot.started_us)),
                     finished_at: (slot.steps > 0).then(|| timestamp(slot.finished_us)),
                     output_json: slot.output.as_deref().unwrap_or_default().to_owned(),
-                    error_kind: slot
-                        .error
-                        .as_ref()
-                        .map_or(pb::FailureKind::Unspecified, |e| e.kind.into())
-                        .into(),
-                    error_message: slot
-                        .error
-                        .as_ref()
-                        .map(|e| e.message.clone())
-                        .unwrap_or_default(),
+                    error_kind: slot.error.as_ref().map_or(pb::FailureKind::Unspecified, |e| e.kind.into()).into(),
+                    error_message: slot.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
                     tool: node.tool.to_string(),
                 })
                 .collect()

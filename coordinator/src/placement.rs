@@ -63,12 +63,7 @@ mod tests {
 
     #[test]
     fn most_free_worker_offering_the_tool_wins() {
-        let ws = [
-            W(true, 9, &["echo"]),
-            W(true, 3, &["sleep"]),
-            W(true, 5, &["sleep"]),
-            W(false, 50, &["sleep"]),
-        ];
+        let ws = [W(true, 9, &["echo"]), W(true, 3, &["sleep"]), W(true, 5, &["sleep"]), W(false, 50, &["sleep"])];
         assert_eq!(place("sleep", &ws), Ok(2));
         assert_eq!(place("echo", &ws), Ok(0));
         assert_eq!(place("http_get", &ws), Err(NoPlacement::NoWorkerOffers));

@@ -34,17 +34,8 @@ pub struct EventLog {
 impl EventLog {
     /// A log whose first event says the run started.
     pub fn new(run_id: RunId, dag: Arc<Dag>, time_us: u64) -> Arc<Self> {
-        let log = Arc::new(Self {
-            run_id,
-            dag,
-            entries: Mutex::new(Vec::new()),
-            last_seq: watch::Sender::new(0),
-        });
-        log.append(LogEntry {
-            time_us,
-            update: None,
-            summary: None,
-        });
+        let log = Arc::new(Self { run_id, dag, entries: Mutex::new(Vec::new()), last_seq: watch::Sender::new(0) });
+        log.append(LogEntry { time_us, update: None, summary: None });
         log
     }
 
@@ -95,53 +86,35 @@ impl EventLog {
                 name: self.dag.name().to_owned(),
                 total_subtasks: self.dag.len() as u32,
             }),
-            Some(Update::Started {
-                subtask,
-                attempt,
-                worker,
-            }) => Event::SubtaskStarted(pb::SubtaskStarted {
+            Some(Update::Started { subtask, attempt, worker }) => Event::SubtaskStarted(pb::SubtaskStarted {
                 subtask_id: self.id(*subtask),
                 attempt: attempt.0,
                 worker_id: worker.to_string(),
             }),
-            Some(Update::Succeeded {
-                subtask,
-                attempt,
-                duration_us: d,
-            }) => Event::SubtaskSucceeded(pb::SubtaskSucceeded {
-                subtask_id: self.id(*subtask),
-                attempt: attempt.0,
-                duration: Some(duration_us(*d)),
-            }),
-            Some(Update::Failed {
-                subtask,
-                attempt,
-                kind,
-                message,
-                retry_in_us,
-            }) => Event::SubtaskFailed(pb::SubtaskFailed {
-                subtask_id: self.id(*subtask),
-                attempt: attempt.0,
-                kind: pb::FailureKind::from(*kind).into(),
-                message: message.clone(),
-                retry_in: retry_in_us.map(duration_us),
-            }),
-            Some(Update::Skipped { subtask, because }) => {
-                Event::SubtaskSkipped(pb::SubtaskSkipped {
+            Some(Update::Succeeded { subtask, attempt, duration_us: d }) => {
+                Event::SubtaskSucceeded(pb::SubtaskSucceeded {
                     subtask_id: self.id(*subtask),
-                    because: self.id(*because),
+                    attempt: attempt.0,
+                    duration: Some(duration_us(*d)),
                 })
+            }
+            Some(Update::Failed { subtask, attempt, kind, message, retry_in_us }) => {
+                Event::SubtaskFailed(pb::SubtaskFailed {
+                    subtask_id: self.id(*subtask),
+                    attempt: attempt.0,
+                    kind: pb::FailureKind::from(*kind).into(),
+                    message: message.clone(),
+                    retry_in: retry_in_us.map(duration_us),
+                })
+            }
+            Some(Update::Skipped { subtask, because }) => {
+                Event::SubtaskSkipped(pb::SubtaskSkipped { subtask_id: self.id(*subtask), because: self.id(*because) })
             }
             Some(Update::Finished { state }) => Event::RunFinished(pb::RunFinished {
                 state: pb::RunState::from(*state).into(),
                 summary: e.summary.as_deref().map(pb::RunSummary::from),
             }),
         };
-        pb::RunEvent {
-            run_id: self.run_id.to_string(),
-            seq,
-            time: Some(timestamp(e.time_us)),
-            event: Some(event),
-        }
+        pb::RunEvent { run_id: self.run_id.to_string(), seq, time: Some(timestamp(e.time_us)), event: Some(event) }
     }
 }

@@ -32,26 +32,16 @@ pub struct WorkerApi {
 impl WorkerApi {
     /// An adapter over a running manager; reader tasks are spawned on `tracker`.
     pub fn new(manager: ManagerHandle, tracker: TaskTracker) -> Self {
-        Self {
-            manager,
-            tracker,
-            next_conn: Arc::new(AtomicU64::new(1)),
-        }
+        Self { manager, tracker, next_conn: Arc::new(AtomicU64::new(1)) }
     }
 }
 
 fn validate(hello: &pb::WorkerHello) -> Result<(), ApiError> {
     if hello.worker_id.is_empty() || hello.worker_id.len() > 128 {
-        return Err(ApiError::invalid(
-            "hello.worker_id",
-            "required, at most 128 bytes",
-        ));
+        return Err(ApiError::invalid("hello.worker_id", "required, at most 128 bytes"));
     }
     if hello.slots == 0 || hello.slots > MAX_SLOTS {
-        return Err(ApiError::invalid(
-            "hello.slots",
-            format!("must be in 1..={MAX_SLOTS}"),
-        ));
+        return Err(ApiError::invalid("hello.slots", format!("must be in 1..={MAX_SLOTS}")));
     }
     Ok(())
 }
@@ -68,37 +58,19 @@ impl WorkerService for WorkerApi {
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))??;
-        let Some(pb::WorkerMessage {
-            msg: Some(Msg::Hello(hello)),
-        }) = first
-        else {
-            return Err(to_status(&ApiError::invalid(
-                "msg",
-                "the first message must be a hello",
-            )));
+        let Some(pb::WorkerMessage { msg: Some(Msg::Hello(hello)) }) = first else {
+            return Err(to_status(&ApiError::invalid("msg", "the first message must be a hello")));
         };
         validate(&hello).map_err(|e| to_status(&e))?;
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::mpsc::channel(2 * hello.slots as usize + 256);
-        self.manager
-            .send(Command::WorkerJoined { conn, hello, tx })
-            .await
-            .map_err(|e| to_status(&e))?;
+        self.manager.send(Command::WorkerJoined { conn, hello, tx }).await.map_err(|e| to_status(&e))?;
         let manager = self.manager.clone();
         self.tracker.spawn(async move {
             loop {
                 match inbound.message().await {
-                    Ok(Some(pb::WorkerMessage {
-                        msg: Some(Msg::Reports(r)),
-                    })) => {
-                        if manager
-                            .send(Command::WorkerReports {
-                                conn,
-                                reports: r.reports,
-                            })
-                            .await
-                            .is_err()
-                        {
+                    Ok(Some(pb::WorkerMessage { msg: Some(Msg::Reports(r)) })) => {
+                        if manager.send(Command::WorkerReports { conn, reports: r.reports }).await.is_err() {
                             break;
                         }
                     }

@@ -57,19 +57,14 @@ impl Dag {
     /// Validates `spec` against `limits`; on failure returns every violation found.
     pub fn build(spec: &RunSpec, limits: &Limits) -> Result<Self, SpecViolations> {
         let mut v = Vec::new();
-        let mut bad =
-            |field: String, description: String| v.push(SpecViolation { field, description });
+        let mut bad = |field: String, description: String| v.push(SpecViolation { field, description });
         if spec.subtasks.is_empty() {
             bad("subtasks".into(), "a run needs at least one subtask".into());
         }
         if spec.subtasks.len() > limits.max_subtasks {
             bad(
                 "subtasks".into(),
-                format!(
-                    "{} subtasks exceed the limit of {}",
-                    spec.subtasks.len(),
-                    limits.max_subtasks
-                ),
+                format!("{} subtasks exceed the limit of {}", spec.subtasks.len(), limits.max_subtasks),
             );
             return Err(SpecViolations(v));
         }
@@ -84,25 +79,13 @@ impl Dag {
             if id.is_empty() {
                 bad(format!("subtasks[{i}].id"), "must not be empty".into());
             } else if id.len() > limits.max_id_len {
-                bad(
-                    format!("subtasks[{i}].id"),
-                    format!("longer than {} bytes", limits.max_id_len),
-                );
-            } else if !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-            {
-                bad(
-                    format!("subtasks[{i}].id"),
-                    format!("`{id}` may only contain letters, digits and - _ . :"),
-                );
+                bad(format!("subtasks[{i}].id"), format!("longer than {} bytes", limits.max_id_len));
+            } else if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+                bad(format!("subtasks[{i}].id"), format!("`{id}` may only contain letters, digits and - _ . :"));
             }
             if let Some(first) = index.insert(s.id.clone(), i as u32) {
                 index.insert(s.id.clone(), first);
-                bad(
-                    format!("subtasks[{i}].id"),
-                    format!("duplicate id `{id}` (first used by subtasks[{first}])"),
-                );
+                bad(format!("subtasks[{i}].id"), format!("duplicate id `{id}` (first used by subtasks[{first}])"));
             }
             let SubtaskKind::Tool { tool, args } = &s.kind;
             if tool.is_empty() {
@@ -114,28 +97,18 @@ impl Dag {
                     if text.len() > limits.max_args_bytes {
                         bad(
                             format!("subtasks[{i}].args"),
-                            format!(
-                                "{} bytes exceed the limit of {}",
-                                text.len(),
-                                limits.max_args_bytes
-                            ),
+                            format!("{} bytes exceed the limit of {}", text.len(), limits.max_args_bytes),
                         );
                     }
                     text
                 }
                 _ => {
-                    bad(
-                        format!("subtasks[{i}].args"),
-                        "must be a JSON object".into(),
-                    );
+                    bad(format!("subtasks[{i}].args"), "must be a JSON object".into());
                     String::new()
                 }
             };
             if s.timeout == Some(Duration::ZERO) {
-                bad(
-                    format!("subtasks[{i}].timeout"),
-                    "must be greater than zero".into(),
-                );
+                bad(format!("subtasks[{i}].timeout"), "must be greater than zero".into());
             }
             nodes.push(Node {
                 id: s.id.clone(),
@@ -152,12 +125,8 @@ impl Dag {
                 let field = format!("subtasks[{i}].depends_on[{j}]");
                 match index.get(dep) {
                     None => bad(field, format!("unknown subtask `{dep}`")),
-                    Some(&d) if d as usize == i => {
-                        bad(field, format!("subtask `{dep}` depends on itself"))
-                    }
-                    Some(&d) if nodes[i].deps.contains(&d) => {
-                        bad(field, format!("`{dep}` is listed twice"))
-                    }
+                    Some(&d) if d as usize == i => bad(field, format!("subtask `{dep}` depends on itself")),
+                    Some(&d) if nodes[i].deps.contains(&d) => bad(field, format!("`{dep}` is listed twice")),
                     Some(&d) => {
                         // A duplicate id's later occurrence has no node of its own in the index.
                         if index.get(&s.id) == Some(&(i as u32)) {
@@ -179,10 +148,7 @@ impl Dag {
             Err(cycles) => {
                 for cycle in cycles {
                     let first = cycle[0] as usize;
-                    let names: Vec<&str> = cycle
-                        .iter()
-                        .map(|&n| nodes[n as usize].id.as_str())
-                        .collect();
+                    let names: Vec<&str> = cycle.iter().map(|&n| nodes[n as usize].id.as_str()).collect();
                     let shown = if names.len() > 16 {
                         format!(
                             "{} → … ({} more) … → {}",
@@ -193,10 +159,7 @@ impl Dag {
                     } else {
                         names.join(" → ")
                     };
-                    bad(
-                        format!("subtasks[{first}].depends_on"),
-                        format!("cycle: {shown} → {}", names[0]),
-                    );
+                    bad(format!("subtasks[{first}].depends_on"), format!("cycle: {shown} → {}", names[0]));
                 }
                 Vec::new()
             }
@@ -204,12 +167,7 @@ impl Dag {
         if !v.is_empty() {
             return Err(SpecViolations(v));
         }
-        Ok(Self {
-            name: spec.name.clone(),
-            nodes,
-            index,
-            topo,
-        })
+        Ok(Self { name: spec.name.clone(), nodes, index, topo })
     }
 
     /// The run's name.
@@ -261,13 +219,7 @@ impl Dag {
             }
             best[i as usize] = base + weight(i);
         }
-        let Some(mut end) = (0..n as u32).reduce(|a, b| {
-            if best[b as usize] > best[a as usize] {
-                b
-            } else {
-                a
-            }
-        }) else {
+        let Some(mut end) = (0..n as u32).reduce(|a, b| if best[b as usize] > best[a as usize] { b } else { a }) else {
             return (W::default(), Vec::new());
         };
         let total = best[end as usize];
@@ -360,10 +312,7 @@ mod tests {
     use serde_json::json;
 
     fn spec(subtasks: Vec<SubtaskSpec>) -> RunSpec {
-        RunSpec {
-            name: "t".into(),
-            subtasks,
-        }
+        RunSpec { name: "t".into(), subtasks }
     }
     fn t(id: &str) -> SubtaskSpec {
         SubtaskSpec::tool(id, "echo", json!({}))
@@ -379,63 +328,33 @@ mod tests {
 
     #[test]
     fn valid_chain_orders_topologically() {
-        let dag = Dag::build(
-            &spec(vec![t("c").after(["b"]), t("a"), t("b").after(["a"])]),
-            &Limits::default(),
-        )
-        .expect("valid");
-        let order: Vec<&str> = dag
-            .topo_order()
-            .iter()
-            .map(|&i| dag.node(i).id.as_str())
-            .collect();
+        let dag = Dag::build(&spec(vec![t("c").after(["b"]), t("a"), t("b").after(["a"])]), &Limits::default())
+            .expect("valid");
+        let order: Vec<&str> = dag.topo_order().iter().map(|&i| dag.node(i).id.as_str()).collect();
         assert_eq!(order, vec!["a", "b", "c"]);
     }
 
     #[test]
     fn duplicate_ids_are_named() {
         let v = violations(&spec(vec![t("a"), t("b"), t("a")]));
-        assert_eq!(
-            v,
-            vec![(
-                "subtasks[2].id".into(),
-                "duplicate id `a` (first used by subtasks[0])".into()
-            )]
-        );
+        assert_eq!(v, vec![("subtasks[2].id".into(), "duplicate id `a` (first used by subtasks[0])".into())]);
     }
 
     #[test]
     fn unknown_dependency_is_named() {
         let v = violations(&spec(vec![t("a"), t("b").after(["a", "zz"])]));
-        assert_eq!(
-            v,
-            vec![(
-                "subtasks[1].depends_on[1]".into(),
-                "unknown subtask `zz`".into()
-            )]
-        );
+        assert_eq!(v, vec![("subtasks[1].depends_on[1]".into(), "unknown subtask `zz`".into())]);
     }
 
     #[test]
     fn self_edge_is_named() {
         let v = violations(&spec(vec![t("a").after(["a"])]));
-        assert_eq!(
-            v,
-            vec![(
-                "subtasks[0].depends_on[0]".into(),
-                "subtask `a` depends on itself".into()
-            )]
-        );
+        assert_eq!(v, vec![("subtasks[0].depends_on[0]".into(), "subtask `a` depends on itself".into())]);
     }
 
     #[test]
     fn cycle_is_named_in_execution_order() {
-        let v = violations(&spec(vec![
-            t("a").after(["c"]),
-            t("b").after(["a"]),
-            t("c").after(["b"]),
-            t("d"),
-        ]));
+        let v = violations(&spec(vec![t("a").after(["c"]), t("b").after(["a"]), t("c").after(["b"]), t("d")]));
         assert_eq!(v.len(), 1, "{v:?}");
         assert_eq!(v[0].0, "subtasks[0].depends_on");
         assert_eq!(v[0].1, "cycle: a → b → c → a");
@@ -444,10 +363,7 @@ mod tests {
     #[test]
     fn empty_and_oversized_specs_are_rejected() {
         assert_eq!(violations(&spec(vec![]))[0].0, "subtasks");
-        let limits = Limits {
-            max_subtasks: 2,
-            ..Limits::default()
-        };
+        let limits = Limits { max_subtasks: 2, ..Limits::default() };
         let err = Dag::build(&spec(vec![t("a"), t("b"), t("c")]), &limits).expect_err("too many");
         assert_eq!(err.0[0].description, "3 subtasks exceed the limit of 2");
         let big = SubtaskSpec::tool("big", "echo", json!({ "text": "x".repeat(70_000) }));
@@ -458,11 +374,7 @@ mod tests {
 
     #[test]
     fn all_violations_are_reported_at_once() {
-        let v = violations(&spec(vec![
-            t("a").after(["nope"]),
-            t("a"),
-            SubtaskSpec::tool("b c", "", json!([])),
-        ]));
+        let v = violations(&spec(vec![t("a").after(["nope"]), t("a"), SubtaskSpec::tool("b c", "", json!([]))]));
         let fields: Vec<&str> = v.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(
             fields,
@@ -483,19 +395,10 @@ mod tests {
         for i in 1..n {
             subtasks.push(t(&format!("n{i}")).after([format!("n{}", i - 1)]));
         }
-        subtasks[0]
-            .depends_on
-            .push(SubtaskId::from(format!("n{}", n - 1)));
-        let limits = Limits {
-            max_subtasks: n,
-            ..Limits::default()
-        };
+        subtasks[0].depends_on.push(SubtaskId::from(format!("n{}", n - 1)));
+        let limits = Limits { max_subtasks: n, ..Limits::default() };
         let err = Dag::build(&spec(subtasks.clone()), &limits).expect_err("cycle");
-        assert!(
-            err.0[0].description.starts_with("cycle: n0 → n1 → n2"),
-            "{}",
-            &err.0[0].description[..40]
-        );
+        assert!(err.0[0].description.starts_with("cycle: n0 → n1 → n2"), "{}", &err.0[0].description[..40]);
         subtasks[0].depends_on.clear();
         let dag = Dag::build(&spec(subtasks), &limits).expect("valid");
         assert_eq!(dag.longest_path(|_| 1u32).0, n as u32);
@@ -505,12 +408,7 @@ mod tests {
     fn longest_path_follows_weights() {
         // a → {b (5), c (1)} → d
         let dag = Dag::build(
-            &spec(vec![
-                t("a"),
-                t("b").after(["a"]),
-                t("c").after(["a"]),
-                t("d").after(["b", "c"]),
-            ]),
+            &spec(vec![t("a"), t("b").after(["a"]), t("c").after(["a"]), t("d").after(["b", "c"])]),
             &Limits::default(),
         )
         .expect("valid");

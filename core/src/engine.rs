@@ -92,10 +92,7 @@ pub enum SubtaskState {
 impl SubtaskState {
     /// True for states no event leaves.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Succeeded | Self::Failed | Self::Skipped | Self::Cancelled
-        )
+        matches!(self, Self::Succeeded | Self::Failed | Self::Skipped | Self::Cancelled)
     }
 }
 
@@ -137,28 +134,11 @@ pub struct Slot {
 #[derive(Clone, Debug)]
 pub enum EngineEvent {
     /// The shell placed a ready subtask on a worker.
-    Dispatched {
-        subtask: u32,
-        worker: WorkerId,
-        fence: Fence,
-    },
+    Dispatched { subtask: u32, worker: WorkerId, fence: Fence },
     /// The attempt returned a result.
-    Succeeded {
-        subtask: u32,
-        fence: Fence,
-        started_us: u64,
-        finished_us: u64,
-        output: Arc<str>,
-    },
+    Succeeded { subtask: u32, fence: Fence, started_us: u64, finished_us: u64, output: Arc<str> },
     /// The attempt failed.
-    Failed {
-        subtask: u32,
-        fence: Fence,
-        kind: FailureKind,
-        message: String,
-        started_us: u64,
-        finished_us: u64,
-    },
+    Failed { subtask: u32, fence: Fence, kind: FailureKind, message: String, started_us: u64, finished_us: u64 },
     /// The attempt's worker went away.
     Lost { subtask: u32, fence: Fence },
     /// A backoff timer armed by [`Action::ArmTimer`] fired.
@@ -171,25 +151,11 @@ pub enum EngineEvent {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Update {
     /// An attempt was dispatched to a worker.
-    Started {
-        subtask: u32,
-        attempt: AttemptNo,
-        worker: WorkerId,
-    },
+    Started { subtask: u32, attempt: AttemptNo, worker: WorkerId },
     /// An attempt succeeded.
-    Succeeded {
-        subtask: u32,
-        attempt: AttemptNo,
-        duration_us: u64,
-    },
+    Succeeded { subtask: u32, attempt: AttemptNo, duration_us: u64 },
     /// An attempt failed; `retry_in_us` is set when another attempt will follow.
-    Failed {
-        subtask: u32,
-        attempt: AttemptNo,
-        kind: FailureKind,
-        message: String,
-        retry_in_us: Option<u64>,
-    },
+    Failed { subtask: u32, attempt: AttemptNo, kind: FailureKind, message: String, retry_in_us: Option<u64> },
     /// A subtask will not run because dependency `because` failed.
     Skipped { subtask: u32, because: u32 },
     /// The run reached a terminal state.
@@ -247,13 +213,7 @@ pub struct RunEngine {
 
 impl RunEngine {
     /// A new running engine: every subtask without dependencies is ready.
-    pub fn new(
-        run_id: RunId,
-        dag: Arc<Dag>,
-        policy: RetryPolicy,
-        submitted_us: u64,
-        seed: u64,
-    ) -> Self {
+    pub fn new(run_id: RunId, dag: Arc<Dag>, policy: RetryPolicy, submitted_us: u64, seed: u64) -> Self {
         let mut ready = VecDeque::new();
         let slots = dag
             .nodes()
@@ -265,11 +225,7 @@ impl RunEngine {
                     ready.push_back(i as u32);
                 }
                 Slot {
-                    state: if pending == 0 {
-                        SubtaskState::Ready
-                    } else {
-                        SubtaskState::Blocked
-                    },
+                    state: if pending == 0 { SubtaskState::Ready } else { SubtaskState::Blocked },
                     pending_deps: pending,
                     attempt: AttemptNo(0),
                     fence: Fence(0),
@@ -282,10 +238,7 @@ impl RunEngine {
                 }
             })
             .collect::<Vec<_>>();
-        let counts = Counts {
-            open: slots.len() as u32,
-            ..Counts::default()
-        };
+        let counts = Counts { open: slots.len() as u32, ..Counts::default() };
         Self {
             run_id,
             dag,
@@ -358,27 +311,14 @@ impl RunEngine {
     /// Applies one event at time `now_us`, appending the resulting actions to `out`.
     pub fn apply(&mut self, event: EngineEvent, now_us: u64, out: &mut Vec<Action>) {
         if self.state.is_terminal() {
-            if !matches!(
-                event,
-                EngineEvent::CancelRequested | EngineEvent::RetryDue { .. }
-            ) {
+            if !matches!(event, EngineEvent::CancelRequested | EngineEvent::RetryDue { .. }) {
                 self.counts.stale_reports += 1;
             }
             return;
         }
         match event {
-            EngineEvent::Dispatched {
-                subtask,
-                worker,
-                fence,
-            } => self.dispatched(subtask, worker, fence, out),
-            EngineEvent::Succeeded {
-                subtask,
-                fence,
-                started_us,
-                finished_us,
-                output,
-            } => {
+            EngineEvent::Dispatched { subtask, worker, fence } => self.dispatched(subtask, worker, fence, out),
+            EngineEvent::Succeeded { subtask, fence, started_us, finished_us, output } => {
                 if !self.is_current(subtask, fence) {
                     return;
                 }
@@ -409,14 +349,7 @@ impl RunEngine {
                 }
                 self.check_finished(now_us, out);
             }
-            EngineEvent::Failed {
-                subtask,
-                fence,
-                kind,
-                message,
-                started_us,
-                finished_us,
-            } => {
+            EngineEvent::Failed { subtask, fence, kind, message, started_us, finished_us } => {
                 if !self.is_current(subtask, fence) {
                     return;
                 }
@@ -453,11 +386,7 @@ impl RunEngine {
 
     fn dispatched(&mut self, subtask: u32, worker: WorkerId, fence: Fence, out: &mut Vec<Action>) {
         let slot = &mut self.slots[subtask as usize];
-        debug_assert_eq!(
-            slot.state,
-            SubtaskState::Ready,
-            "only a popped ready subtask is dispatched"
-        );
+        debug_assert_eq!(slot.state, SubtaskState::Ready, "only a popped ready subtask is dispatched");
         debug_assert!(fence > slot.fence, "fences only grow");
         if slot.state != SubtaskState::Ready {
             return;
@@ -468,18 +397,11 @@ impl RunEngine {
         slot.worker = Some(worker.clone());
         self.counts.running += 1;
         self.counts.attempts += 1;
-        out.push(Action::Publish(Update::Started {
-            subtask,
-            attempt: slot.attempt,
-            worker,
-        }));
+        out.push(Action::Publish(Update::Started { subtask, attempt: slot.attempt, worker }));
     }
 
     fn is_current(&mut self, subtask: u32, fence: Fence) -> bool {
-        let ok = self
-            .slots
-            .get(subtask as usize)
-            .is_some_and(|s| s.state == SubtaskState::Running && s.fence == fence);
+        let ok = self.slots.get(subtask as usize).is_some_and(|s| s.state == SubtaskState::Running && s.fence == fence);
         if !ok {
             self.counts.stale_reports += 1;
         }
@@ -487,14 +409,7 @@ impl RunEngine {
     }
 
     /// A running attempt ended in failure (already taken out of `running`).
-    fn failed(
-        &mut self,
-        subtask: u32,
-        kind: FailureKind,
-        message: String,
-        now_us: u64,
-        out: &mut Vec<Action>,
-    ) {
+    fn failed(&mut self, subtask: u32, kind: FailureKind, message: String, now_us: u64, out: &mut Vec<Action>) {
         let slot = &mut self.slots[subtask as usize];
         let attempt = slot.attempt;
         let retry_in_us = if kind.is_retryable() && self.policy.allows_another(attempt.0) {
@@ -506,17 +421,8 @@ impl RunEngine {
         } else {
             None
         };
-        slot.error = Some(Failure {
-            kind,
-            message: message.clone(),
-        });
-        out.push(Action::Publish(Update::Failed {
-            subtask,
-            attempt,
-            kind,
-            message,
-            retry_in_us,
-        }));
+        slot.error = Some(Failure { kind, message: message.clone() });
+        out.push(Action::Publish(Update::Failed { subtask, attempt, kind, message, retry_in_us }));
         match retry_in_us {
             Some(0) => {
                 slot.state = SubtaskState::Ready;
@@ -524,10 +430,7 @@ impl RunEngine {
             }
             Some(delay) => {
                 slot.state = SubtaskState::Backoff;
-                out.push(Action::ArmTimer {
-                    subtask,
-                    at_us: now_us + delay,
-                });
+                out.push(Action::ArmTimer { subtask, at_us: now_us + delay });
             }
             None => {
                 slot.state = SubtaskState::Failed;
@@ -551,10 +454,7 @@ impl RunEngine {
                     slot.state = SubtaskState::Skipped;
                     self.counts.skipped += 1;
                     self.counts.open -= 1;
-                    out.push(Action::Publish(Update::Skipped {
-                        subtask: d,
-                        because: failed,
-                    }));
+                    out.push(Action::Publish(Update::Skipped { subtask: d, because: failed }));
                     out.push(Action::Persist { subtask: d });
                     stack.push(d);
                 }
@@ -567,10 +467,7 @@ impl RunEngine {
             if slot.state == SubtaskState::Running
                 && let Some(worker) = &slot.worker
             {
-                out.push(Action::CancelAttempt {
-                    worker: worker.clone(),
-                    fence: slot.fence,
-                });
+                out.push(Action::CancelAttempt { worker: worker.clone(), fence: slot.fence });
             }
             if !slot.state.is_terminal() {
                 slot.state = SubtaskState::Cancelled;
@@ -584,11 +481,8 @@ impl RunEngine {
 
     fn check_finished(&mut self, now_us: u64, out: &mut Vec<Action>) {
         if self.counts.open == 0 {
-            let state = if self.counts.failed + self.counts.skipped == 0 {
-                RunState::Succeeded
-            } else {
-                RunState::Failed
-            };
+            let state =
+                if self.counts.failed + self.counts.skipped == 0 { RunState::Succeeded } else { RunState::Failed };
             self.finish(state, now_us, out);
         }
     }
@@ -613,14 +507,7 @@ mod tests {
     use serde_json::json;
 
     fn engine(subtasks: Vec<SubtaskSpec>, policy: RetryPolicy) -> RunEngine {
-        let dag = Dag::build(
-            &RunSpec {
-                name: "t".into(),
-                subtasks,
-            },
-            &Limits::default(),
-        )
-        .expect("valid");
+        let dag = Dag::build(&RunSpec { name: "t".into(), subtasks }, &Limits::default()).expect("valid");
         RunEngine::new(RunId::from("r"), Arc::new(dag), policy, 0, 1)
     }
     fn t(id: &str) -> SubtaskSpec {
@@ -628,15 +515,7 @@ mod tests {
     }
     fn dispatch(e: &mut RunEngine, fence: u64, out: &mut Vec<Action>) -> u32 {
         let i = e.pop_ready().expect("something ready");
-        e.apply(
-            EngineEvent::Dispatched {
-                subtask: i,
-                worker: WorkerId::from("w"),
-                fence: Fence(fence),
-            },
-            0,
-            out,
-        );
+        e.apply(EngineEvent::Dispatched { subtask: i, worker: WorkerId::from("w"), fence: Fence(fence) }, 0, out);
         i
     }
     fn ok(e: &mut RunEngine, i: u32, fence: u64, at: u64, out: &mut Vec<Action>) {
@@ -663,14 +542,9 @@ mod tests {
         let b = dispatch(&mut e, 2, &mut out);
         ok(&mut e, b, 2, 10, &mut out);
         assert_eq!(e.state(), RunState::Succeeded);
-        assert!(out.contains(&Action::Finished {
-            state: RunState::Succeeded
-        }));
+        assert!(out.contains(&Action::Finished { state: RunState::Succeeded }));
         let s = e.summary(30);
-        assert_eq!(
-            (s.critical_steps, s.total_steps, s.critical_path_us),
-            (2, 2, 20)
-        );
+        assert_eq!((s.critical_steps, s.total_steps, s.critical_path_us), (2, 2, 20));
     }
 
     #[test]
@@ -701,13 +575,7 @@ mod tests {
             1_000,
             &mut out,
         );
-        let at = out.iter().find_map(|a| {
-            if let Action::ArmTimer { at_us, .. } = a {
-                Some(*at_us)
-            } else {
-                None
-            }
-        });
+        let at = out.iter().find_map(|a| if let Action::ArmTimer { at_us, .. } = a { Some(*at_us) } else { None });
         let at = at.expect("a retry timer");
         assert!((1_000 + 80_000..=1_000 + 120_000).contains(&at), "{at}");
         assert!(e.pop_ready().is_none());
@@ -718,18 +586,11 @@ mod tests {
 
     #[test]
     fn permanent_failure_skips_dependents_but_other_branches_finish() {
-        let mut e = engine(
-            vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")],
-            RetryPolicy::default(),
-        );
+        let mut e = engine(vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")], RetryPolicy::default());
         let mut out = vec![];
         let first = dispatch(&mut e, 1, &mut out);
         let second = dispatch(&mut e, 2, &mut out);
-        let (a, x) = if e.dag().node(first).id.as_str() == "a" {
-            (first, second)
-        } else {
-            (second, first)
-        };
+        let (a, x) = if e.dag().node(first).id.as_str() == "a" { (first, second) } else { (second, first) };
         let (fa, fx) = if a == first { (1, 2) } else { (2, 1) };
         e.apply(
             EngineEvent::Failed {
@@ -751,43 +612,25 @@ mod tests {
 
     #[test]
     fn attempts_are_capped_by_policy() {
-        let policy = RetryPolicy {
-            maximum_attempts: 2,
-            ..RetryPolicy::default()
-        };
+        let policy = RetryPolicy { maximum_attempts: 2, ..RetryPolicy::default() };
         let mut e = engine(vec![t("a")], policy);
         let mut out = vec![];
         for fence in 1..=2 {
             let a = dispatch(&mut e, fence, &mut out);
-            e.apply(
-                EngineEvent::Lost {
-                    subtask: a,
-                    fence: Fence(fence),
-                },
-                0,
-                &mut out,
-            );
+            e.apply(EngineEvent::Lost { subtask: a, fence: Fence(fence) }, 0, &mut out);
         }
         assert_eq!(e.state(), RunState::Failed);
     }
 
     #[test]
     fn cancel_ends_run_and_cancels_running_attempts() {
-        let mut e = engine(
-            vec![t("a"), t("b"), t("c").after(["a"])],
-            RetryPolicy::default(),
-        );
+        let mut e = engine(vec![t("a"), t("b"), t("c").after(["a"])], RetryPolicy::default());
         let mut out = vec![];
         dispatch(&mut e, 1, &mut out);
         out.clear();
         e.apply(EngineEvent::CancelRequested, 5, &mut out);
         assert_eq!(e.state(), RunState::Cancelled);
         assert!(e.pop_ready().is_none());
-        assert_eq!(
-            out.iter()
-                .filter(|a| matches!(a, Action::CancelAttempt { .. }))
-                .count(),
-            1
-        );
+        assert_eq!(out.iter().filter(|a| matches!(a, Action::CancelAttempt { .. })).count(), 1);
     }
 }

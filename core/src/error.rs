@@ -83,10 +83,7 @@ pub enum ApiError {
 impl ApiError {
     /// An [`ApiError::InvalidArgument`] for `field`.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self::InvalidArgument {
-            field: field.into(),
-            description: description.into(),
-        }
+        Self::InvalidArgument { field: field.into(), description: description.into() }
     }
 }
 

@@ -98,10 +98,7 @@ number_id!(
 impl RunId {
     /// A new, time-ordered run id such as `r-0193f1c2a4b7-5f3a9c`.
     pub fn generate(now_unix_ms: u64) -> Self {
-        Self(format!(
-            "r-{now_unix_ms:012x}-{:06x}",
-            fastrand::u32(..0x100_0000)
-        ))
+        Self(format!("r-{now_unix_ms:012x}-{:06x}", fastrand::u32(..0x100_0000)))
     }
 }
 

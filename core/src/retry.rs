@@ -47,10 +47,7 @@ impl RetryPolicy {
             return Err(("jitter", "must be in [0, 1)".into()));
         }
         if self.maximum_interval < self.initial_interval {
-            return Err((
-                "maximum_interval",
-                "must not be below initial_interval".into(),
-            ));
+            return Err(("maximum_interval", "must not be below initial_interval".into()));
         }
         Ok(())
     }
@@ -80,36 +77,23 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(7);
         for (attempt, nominal) in [(2u32, 0.1f64), (3, 0.2), (4, 0.4), (20, 10.0)] {
             let d = p.delay(attempt, &mut rng).as_secs_f64();
-            assert!(
-                d >= nominal * 0.8 - 1e-9 && d <= nominal * 1.2 + 1e-9,
-                "attempt {attempt}: {d}"
-            );
+            assert!(d >= nominal * 0.8 - 1e-9 && d <= nominal * 1.2 + 1e-9, "attempt {attempt}: {d}");
         }
     }
 
     #[test]
     fn same_seed_same_delays() {
         let p = RetryPolicy::default();
-        let a: Vec<_> = (2..6)
-            .map(|n| p.delay(n, &mut fastrand::Rng::with_seed(1)))
-            .collect();
-        let b: Vec<_> = (2..6)
-            .map(|n| p.delay(n, &mut fastrand::Rng::with_seed(1)))
-            .collect();
+        let a: Vec<_> = (2..6).map(|n| p.delay(n, &mut fastrand::Rng::with_seed(1))).collect();
+        let b: Vec<_> = (2..6).map(|n| p.delay(n, &mut fastrand::Rng::with_seed(1))).collect();
         assert_eq!(a, b);
     }
 
     #[test]
     fn validation_names_the_field() {
-        let p = RetryPolicy {
-            maximum_attempts: 0,
-            ..RetryPolicy::default()
-        };
+        let p = RetryPolicy { maximum_attempts: 0, ..RetryPolicy::default() };
         assert_eq!(p.validate().map_err(|e| e.0), Err("maximum_attempts"));
-        let p = RetryPolicy {
-            jitter: 1.5,
-            ..RetryPolicy::default()
-        };
+        let p = RetryPolicy { jitter: 1.5, ..RetryPolicy::default() };
         assert_eq!(p.validate().map_err(|e| e.0), Err("jitter"));
     }
 }

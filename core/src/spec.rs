@@ -65,10 +65,7 @@ impl SubtaskSpec {
     pub fn tool(id: impl Into<SubtaskId>, tool: &str, args: serde_json::Value) -> Self {
         Self {
             id: id.into(),
-            kind: SubtaskKind::Tool {
-                tool: tool.to_owned(),
-                args,
-            },
+            kind: SubtaskKind::Tool { tool: tool.to_owned(), args },
             depends_on: Vec::new(),
             timeout: None,
         }
@@ -104,16 +101,12 @@ impl TryFrom<RawSubtask> for SubtaskSpec {
     type Error = String;
 
     fn try_from(raw: RawSubtask) -> Result<Self, Self::Error> {
-        let tool = raw
-            .tool
-            .ok_or_else(|| format!("subtask `{}`: `tool` is required", raw.id))?;
+        let tool = raw.tool.ok_or_else(|| format!("subtask `{}`: `tool` is required", raw.id))?;
         Ok(Self {
             id: raw.id,
             kind: SubtaskKind::Tool {
                 tool,
-                args: raw
-                    .args
-                    .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+                args: raw.args.unwrap_or_else(|| serde_json::Value::Object(Default::default())),
             },
             depends_on: raw.depends_on,
             timeout: raw.timeout.map(|d| d.0),
@@ -155,9 +148,7 @@ impl<'de> Deserialize<'de> for DurationText {
         match Either::deserialize(d)? {
             Either::Secs(s) if s.is_finite() && s >= 0.0 => Ok(Self(Duration::from_secs_f64(s))),
             Either::Secs(s) => Err(serde::de::Error::custom(format!("invalid duration {s}"))),
-            Either::Text(t) => parse_duration(&t)
-                .map(Self)
-                .map_err(serde::de::Error::custom),
+            Either::Text(t) => parse_duration(&t).map(Self).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -165,22 +156,16 @@ impl<'de> Deserialize<'de> for DurationText {
 /// Parses `250ms`, `30s`, `1.5s`, `5m` or `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration `{text}`: expected e.g. 250ms, 30s, 5m"))?;
+    let value: f64 = num.parse().map_err(|_| format!("invalid duration `{text}`: expected e.g. 250ms, 30s, 5m"))?;
     let secs = match unit.trim() {
         "ms" => value / 1e3,
         "s" | "" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
         other => {
-            return Err(format!(
-                "invalid duration unit `{other}` in `{text}` (ms, s, m, h)"
-            ));
+            return Err(format!("invalid duration unit `{other}` in `{text}` (ms, s, m, h)"));
         }
     };
     if !secs.is_finite() || secs < 0.0 {
@@ -202,11 +187,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_subtasks: 10_000,
-            max_args_bytes: 64 * 1024,
-            max_id_len: 128,
-        }
+        Self { max_subtasks: 10_000, max_args_bytes: 64 * 1024, max_id_len: 128 }
     }
 }
 
@@ -231,19 +212,13 @@ mod tests {
         let spec: RunSpec = serde_json::from_str(text).expect("valid spec");
         assert_eq!(spec.subtasks[1].depends_on, vec![SubtaskId::from("a")]);
         assert_eq!(spec.subtasks[1].timeout, Some(Duration::from_secs(2)));
-        let again: RunSpec =
-            serde_json::from_str(&serde_json::to_string(&spec).expect("serializes"))
-                .expect("parses");
+        let again: RunSpec = serde_json::from_str(&serde_json::to_string(&spec).expect("serializes")).expect("parses");
         assert_eq!(spec, again);
     }
 
     #[test]
     fn missing_tool_is_an_error_naming_the_subtask() {
-        let err =
-            serde_json::from_str::<RunSpec>(r#"{"subtasks":[{"id":"x"}]}"#).expect_err("no tool");
-        assert!(
-            err.to_string().contains("subtask `x`: `tool` is required"),
-            "{err}"
-        );
+        let err = serde_json::from_str::<RunSpec>(r#"{"subtasks":[{"id":"x"}]}"#).expect_err("no tool");
+        assert!(err.to_string().contains("subtask `x`: `tool` is required"), "{err}");
     }
 }

@@ -56,11 +56,7 @@ impl RunSummary {
         let slots = engine.slots();
         let duration = |i: u32| {
             let s = &slots[i as usize];
-            if s.steps > 0 {
-                s.finished_us.saturating_sub(s.started_us)
-            } else {
-                0
-            }
+            if s.steps > 0 { s.finished_us.saturating_sub(s.started_us) } else { 0 }
         };
         let (critical_path_us, path) = dag.longest_path(duration);
         let (critical_steps, _) = dag.longest_path(|i| u64::from(slots[i as usize].steps));
@@ -82,18 +78,12 @@ impl RunSummary {
             critical_path_us,
             critical_path: path
                 .into_iter()
-                .filter(|&i| {
-                    slots[i as usize].state != SubtaskState::Blocked && slots[i as usize].steps > 0
-                })
+                .filter(|&i| slots[i as usize].state != SubtaskState::Blocked && slots[i as usize].steps > 0)
                 .map(|i| dag.node(i).id.clone())
                 .collect(),
             critical_steps,
             total_steps,
-            parallelism: if critical_steps == 0 {
-                0.0
-            } else {
-                total_steps as f64 / critical_steps as f64
-            },
+            parallelism: if critical_steps == 0 { 0.0 } else { total_steps as f64 / critical_steps as f64 },
         }
     }
 }

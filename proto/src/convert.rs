@@ -17,10 +17,7 @@ impl TryFrom<pb::RunSpec> for RunSpec {
         let mut subtasks = Vec::with_capacity(spec.subtasks.len());
         for (i, s) in spec.subtasks.into_iter().enumerate() {
             let mut bad = |field: &str, description: String| {
-                violations.push(SpecViolation {
-                    field: format!("subtasks[{i}].{field}"),
-                    description,
-                })
+                violations.push(SpecViolation { field: format!("subtasks[{i}].{field}"), description })
             };
             let kind = match s.kind {
                 Some(pb::subtask_spec::Kind::ToolCall(call)) => {
@@ -35,17 +32,11 @@ impl TryFrom<pb::RunSpec> for RunSpec {
                             }
                         }
                     };
-                    SubtaskKind::Tool {
-                        tool: call.tool,
-                        args,
-                    }
+                    SubtaskKind::Tool { tool: call.tool, args }
                 }
                 None => {
                     bad("kind", "required: set tool_call".into());
-                    SubtaskKind::Tool {
-                        tool: String::new(),
-                        args: serde_json::Value::Null,
-                    }
+                    SubtaskKind::Tool { tool: String::new(), args: serde_json::Value::Null }
                 }
             };
             let timeout = match s.timeout.map(Duration::try_from) {
@@ -66,10 +57,7 @@ impl TryFrom<pb::RunSpec> for RunSpec {
         if !violations.is_empty() {
             return Err(ApiError::InvalidSpec(SpecViolations(violations)));
         }
-        Ok(RunSpec {
-            name: spec.name,
-            subtasks,
-        })
+        Ok(RunSpec { name: spec.name, subtasks })
     }
 }
 
@@ -85,9 +73,7 @@ impl From<&RunSpec> for pb::RunSpec {
                     pb::SubtaskSpec {
                         id: s.id.to_string(),
                         depends_on: s.depends_on.iter().map(ToString::to_string).collect(),
-                        timeout: s
-                            .timeout
-                            .and_then(|d| prost_types::Duration::try_from(d).ok()),
+                        timeout: s.timeout.and_then(|d| prost_types::Duration::try_from(d).ok()),
                         kind: Some(pb::subtask_spec::Kind::ToolCall(pb::ToolCall {
                             tool: tool.clone(),
                             args_json: args.to_string(),
@@ -101,10 +87,7 @@ impl From<&RunSpec> for pb::RunSpec {
 
 /// µs since the Unix epoch as a protobuf timestamp.
 pub fn timestamp(unix_us: u64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: (unix_us / 1_000_000) as i64,
-        nanos: ((unix_us % 1_000_000) * 1_000) as i32,
-    }
+    prost_types::Timestamp { seconds: (unix_us / 1_000_000) as i64, nanos: ((unix_us % 1_000_000) * 1_000) as i32 }
 }
 
 /// A protobuf timestamp as µs since the Unix epoch (0 for times before it).
@@ -117,10 +100,7 @@ pub fn unix_us(ts: &prost_types::Timestamp) -> u64 {
 
 /// µs as a protobuf duration.
 pub fn duration_us(us: u64) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: (us / 1_000_000) as i64,
-        nanos: ((us % 1_000_000) * 1_000) as i32,
-    }
+    prost_types::Duration { seconds: (us / 1_000_000) as i64, nanos: ((us % 1_000_000) * 1_000) as i32 }
 }
 
 /// A protobuf duration in µs (negative counts as 0).
@@ -210,37 +190,21 @@ mod tests {
         let spec = pb::RunSpec {
             name: "x".into(),
             subtasks: vec![
-                pb::SubtaskSpec {
-                    id: "a".into(),
-                    kind: None,
-                    ..Default::default()
-                },
+                pb::SubtaskSpec { id: "a".into(), kind: None, ..Default::default() },
                 pb::SubtaskSpec {
                     id: "b".into(),
                     kind: Some(pb::subtask_spec::Kind::ToolCall(pb::ToolCall {
                         tool: "echo".into(),
                         args_json: "{".into(),
                     })),
-                    timeout: Some(prost_types::Duration {
-                        seconds: -1,
-                        nanos: 0,
-                    }),
+                    timeout: Some(prost_types::Duration { seconds: -1, nanos: 0 }),
                     ..Default::default()
                 },
             ],
         };
-        let Err(ApiError::InvalidSpec(v)) = RunSpec::try_from(spec) else {
-            panic!("expected violations")
-        };
+        let Err(ApiError::InvalidSpec(v)) = RunSpec::try_from(spec) else { panic!("expected violations") };
         let fields: Vec<_> = v.0.iter().map(|v| v.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            vec![
-                "subtasks[0].kind",
-                "subtasks[1].tool_call.args_json",
-                "subtasks[1].timeout"
-            ]
-        );
+        assert_eq!(fields, vec!["subtasks[0].kind", "subtasks[1].tool_call.args_json", "subtasks[1].timeout"]);
     }
 
     #[test]
@@ -252,10 +216,7 @@ mod tests {
                 SubtaskSpec::tool("b", "sleep", serde_json::json!({"ms": 5})).after(["a"]),
             ],
         };
-        assert_eq!(
-            RunSpec::try_from(pb::RunSpec::from(&spec)).expect("valid"),
-            spec
-        );
+        assert_eq!(RunSpec::try_from(pb::RunSpec::from(&spec)).expect("valid"), spec);
     }
 
     #[test]

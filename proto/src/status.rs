@@ -22,11 +22,9 @@ pub fn to_status(err: &ApiError) -> Status {
         ),
         ApiError::NotFound(_) => Status::not_found(err.to_string()),
         ApiError::FailedPrecondition(_) => Status::failed_precondition(err.to_string()),
-        ApiError::Unavailable { retry_after, .. } => Status::with_error_details(
-            Code::Unavailable,
-            err.to_string(),
-            ErrorDetails::with_retry_info(*retry_after),
-        ),
+        ApiError::Unavailable { retry_after, .. } => {
+            Status::with_error_details(Code::Unavailable, err.to_string(), ErrorDetails::with_retry_info(*retry_after))
+        }
         ApiError::ResourceExhausted(_) => Status::resource_exhausted(err.to_string()),
         ApiError::Internal(_) => Status::internal(err.to_string()),
     }
@@ -37,11 +35,6 @@ pub fn field_violations(status: &Status) -> Vec<(String, String)> {
     status
         .get_error_details()
         .bad_request()
-        .map(|b| {
-            b.field_violations
-                .iter()
-                .map(|v| (v.field.clone(), v.description.clone()))
-                .collect()
-        })
+        .map(|b| b.field_violations.iter().map(|v| (v.field.clone(), v.description.clone())).collect())
         .unwrap_or_default()
 }

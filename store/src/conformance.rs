@@ -17,11 +17,7 @@ fn prefix(test: &str) -> String {
 fn fastrand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     h.finish() as u32
 }
 
@@ -45,31 +41,17 @@ async fn next_events(w: &mut WatchStream, want: usize) -> Vec<WatchEvent> {
 /// Put, get, versions and revisions.
 pub async fn put_get_revisions(s: &dyn StateStore) {
     let p = prefix("put_get");
-    let r1 = s
-        .commit(Txn::new().then(Op::put(k(&p, "a"), "1")))
-        .await
-        .expect("commit");
+    let r1 = s.commit(Txn::new().then(Op::put(k(&p, "a"), "1"))).await.expect("commit");
     assert!(r1.succeeded);
     let kv = s.get(&k(&p, "a")).await.expect("get").expect("present");
     assert_eq!(
-        (
-            kv.value.as_slice(),
-            kv.version,
-            kv.mod_revision,
-            kv.create_revision
-        ),
+        (kv.value.as_slice(), kv.version, kv.mod_revision, kv.create_revision),
         (&b"1"[..], 1, r1.revision, r1.revision)
     );
-    let r2 = s
-        .commit(Txn::new().then(Op::put(k(&p, "a"), "2")))
-        .await
-        .expect("commit");
+    let r2 = s.commit(Txn::new().then(Op::put(k(&p, "a"), "2"))).await.expect("commit");
     assert!(r2.revision > r1.revision);
     let kv = s.get(&k(&p, "a")).await.expect("get").expect("present");
-    assert_eq!(
-        (kv.value.as_slice(), kv.version, kv.create_revision),
-        (&b"2"[..], 2, r1.revision)
-    );
+    assert_eq!((kv.value.as_slice(), kv.version, kv.create_revision), (&b"2"[..], 2, r1.revision));
     assert_eq!(s.get(&k(&p, "missing")).await.expect("get"), None);
 }
 
@@ -77,39 +59,23 @@ pub async fn put_get_revisions(s: &dyn StateStore) {
 pub async fn create_if_absent(s: &dyn StateStore) {
     let p = prefix("create");
     let key = k(&p, "idem");
-    let txn = || {
-        Txn::new()
-            .when(Compare::Absent(key.clone()))
-            .then(Op::put(key.clone(), "first"))
-    };
+    let txn = || Txn::new().when(Compare::Absent(key.clone())).then(Op::put(key.clone(), "first"));
     assert!(s.commit(txn()).await.expect("commit").succeeded);
-    let second = Txn::new()
-        .when(Compare::Absent(key.clone()))
-        .then(Op::put(key.clone(), "second"));
+    let second = Txn::new().when(Compare::Absent(key.clone())).then(Op::put(key.clone(), "second"));
     assert!(!s.commit(second).await.expect("commit").succeeded);
-    assert_eq!(
-        s.get(&key).await.expect("get").expect("present").value,
-        b"first"
-    );
+    assert_eq!(s.get(&key).await.expect("get").expect("present").value, b"first");
 }
 
 /// Compare-and-swap on the mod revision; a failed compare writes none of the ops.
 pub async fn cas_is_atomic(s: &dyn StateStore) {
     let p = prefix("cas");
-    let r = s
-        .commit(Txn::new().then(Op::put(k(&p, "x"), "0")))
-        .await
-        .expect("commit");
+    let r = s.commit(Txn::new().then(Op::put(k(&p, "x"), "0"))).await.expect("commit");
     let stale = Txn::new()
         .when(Compare::ModRevision(k(&p, "x"), r.revision - 1))
         .then(Op::put(k(&p, "x"), "bad"))
         .then(Op::put(k(&p, "y"), "bad"));
     assert!(!s.commit(stale).await.expect("commit").succeeded);
-    assert_eq!(
-        s.get(&k(&p, "y")).await.expect("get"),
-        None,
-        "nothing of a failed txn is written"
-    );
+    assert_eq!(s.get(&k(&p, "y")).await.expect("get"), None, "nothing of a failed txn is written");
     let fresh = Txn::new()
         .when(Compare::ModRevision(k(&p, "x"), r.revision))
         .when(Compare::Value(k(&p, "x"), b"0".to_vec()))
@@ -117,15 +83,9 @@ pub async fn cas_is_atomic(s: &dyn StateStore) {
         .then(Op::put(k(&p, "y"), "1"));
     let out = s.commit(fresh).await.expect("commit");
     assert!(out.succeeded);
-    let (x, y) = (
-        s.get(&k(&p, "x")).await.expect("get").expect("x"),
-        s.get(&k(&p, "y")).await.expect("get").expect("y"),
-    );
-    assert_eq!(
-        (x.mod_revision, y.mod_revision),
-        (out.revision, out.revision),
-        "one revision per txn"
-    );
+    let (x, y) =
+        (s.get(&k(&p, "x")).await.expect("get").expect("x"), s.get(&k(&p, "y")).await.expect("get").expect("y"));
+    assert_eq!((x.mod_revision, y.mod_revision), (out.revision, out.revision), "one revision per txn");
 }
 
 /// Ranges are prefix-bounded, ordered and paged.
@@ -135,24 +95,14 @@ pub async fn range_pages(s: &dyn StateStore) {
     for name in ["c", "a", "e", "b", "d"] {
         txn = txn.then(Op::put(k(&p, name), name));
     }
-    txn = txn.then(Op::put(
-        format!("{}~outside", &p[..p.len() - 1]).into_bytes(),
-        "no",
-    ));
+    txn = txn.then(Op::put(format!("{}~outside", &p[..p.len() - 1]).into_bytes(), "no"));
     s.commit(txn).await.expect("commit");
     let mut seen = Vec::new();
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let page = s
-            .range(p.as_bytes(), after.as_deref(), 2)
-            .await
-            .expect("range");
+        let page = s.range(p.as_bytes(), after.as_deref(), 2).await.expect("range");
         assert!(page.kvs.len() <= 2);
-        seen.extend(
-            page.kvs
-                .iter()
-                .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
-        );
+        seen.extend(page.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()));
         after = page.kvs.last().map(|kv| kv.key.clone());
         if !page.more {
             break;
@@ -165,23 +115,14 @@ pub async fn range_pages(s: &dyn StateStore) {
 pub async fn deletes(s: &dyn StateStore) {
     let p = prefix("delete");
     s.commit(
-        Txn::new()
-            .then(Op::put(k(&p, "d/1"), "1"))
-            .then(Op::put(k(&p, "d/2"), "2"))
-            .then(Op::put(k(&p, "keep"), "k")),
+        Txn::new().then(Op::put(k(&p, "d/1"), "1")).then(Op::put(k(&p, "d/2"), "2")).then(Op::put(k(&p, "keep"), "k")),
     )
     .await
     .expect("commit");
-    s.commit(Txn::new().then(Op::DeletePrefix {
-        prefix: k(&p, "d/"),
-    }))
-    .await
-    .expect("commit");
+    s.commit(Txn::new().then(Op::DeletePrefix { prefix: k(&p, "d/") })).await.expect("commit");
     let left = s.range(p.as_bytes(), None, 0).await.expect("range");
     assert_eq!(left.kvs.len(), 1);
-    s.commit(Txn::new().then(Op::Delete { key: k(&p, "keep") }))
-        .await
-        .expect("commit");
+    s.commit(Txn::new().then(Op::Delete { key: k(&p, "keep") })).await.expect("commit");
     assert_eq!(s.get(&k(&p, "keep")).await.expect("get"), None);
 }
 
@@ -194,35 +135,20 @@ pub async fn txn_limit(s: &dyn StateStore) {
     }
     let err = s.commit(txn).await.expect_err("over the limit");
     assert!(matches!(err, StoreError::TooLarge(_)), "{err:?}");
-    assert!(
-        s.range(p.as_bytes(), None, 0)
-            .await
-            .expect("range")
-            .kvs
-            .is_empty()
-    );
+    assert!(s.range(p.as_bytes(), None, 0).await.expect("range").kvs.is_empty());
 }
 
 /// A watch from a past revision replays, then follows live changes.
 pub async fn watch_replays_then_follows(s: &dyn StateStore) {
     let p = prefix("watch");
-    let first = s
-        .commit(Txn::new().then(Op::put(k(&p, "a"), "1")))
-        .await
-        .expect("commit");
-    s.commit(Txn::new().then(Op::put(k(&p, "b"), "2")))
-        .await
-        .expect("commit");
-    s.commit(Txn::new().then(Op::put(b"/conformance-elsewhere".to_vec(), "x")))
-        .await
-        .expect("commit");
+    let first = s.commit(Txn::new().then(Op::put(k(&p, "a"), "1"))).await.expect("commit");
+    s.commit(Txn::new().then(Op::put(k(&p, "b"), "2"))).await.expect("commit");
+    s.commit(Txn::new().then(Op::put(b"/conformance-elsewhere".to_vec(), "x"))).await.expect("commit");
     let mut w = s.watch(p.as_bytes(), first.revision).await.expect("watch");
     let past = next_events(&mut w, 2).await;
     assert!(matches!(&past[0], WatchEvent::Put(kv) if kv.key == k(&p, "a")));
     assert!(matches!(&past[1], WatchEvent::Put(kv) if kv.key == k(&p, "b")));
-    s.commit(Txn::new().then(Op::Delete { key: k(&p, "a") }))
-        .await
-        .expect("commit");
+    s.commit(Txn::new().then(Op::Delete { key: k(&p, "a") })).await.expect("commit");
     let live = next_events(&mut w, 1).await;
     assert!(matches!(&live[0], WatchEvent::Delete { key, .. } if *key == k(&p, "a")));
 }
@@ -231,23 +157,15 @@ pub async fn watch_replays_then_follows(s: &dyn StateStore) {
 pub async fn lease_revoke(s: &dyn StateStore) {
     let p = prefix("lease");
     let lease = s.grant_lease(Duration::from_secs(30)).await.expect("grant");
-    s.commit(Txn::new().then(Op::Put {
-        key: k(&p, "w"),
-        value: b"1".to_vec(),
-        lease: Some(lease),
-    }))
-    .await
-    .expect("commit");
+    s.commit(Txn::new().then(Op::Put { key: k(&p, "w"), value: b"1".to_vec(), lease: Some(lease) }))
+        .await
+        .expect("commit");
     s.keep_alive(lease).await.expect("keep alive");
     assert!(s.get(&k(&p, "w")).await.expect("get").is_some());
     s.revoke_lease(lease).await.expect("revoke");
     assert_eq!(s.get(&k(&p, "w")).await.expect("get"), None);
     let err = s
-        .commit(Txn::new().then(Op::Put {
-            key: k(&p, "w"),
-            value: b"1".to_vec(),
-            lease: Some(lease),
-        }))
+        .commit(Txn::new().then(Op::Put { key: k(&p, "w"), value: b"1".to_vec(), lease: Some(lease) }))
         .await
         .expect_err("dead lease");
     assert!(matches!(err, StoreError::LeaseNotFound(_)), "{err:?}");

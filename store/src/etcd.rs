@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
-    PutOptions, Txn as EtcdTxn, TxnOp, WatchOptions,
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn as EtcdTxn,
+    TxnOp, WatchOptions,
 };
 use futures_util::StreamExt;
 
@@ -36,13 +36,8 @@ impl EtcdStore {
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(timeout)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
-        let client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(map_err)?;
-        Ok(Self {
-            client,
-            max_txn_ops: ETCD_MAX_TXN_OPS,
-        })
+        let client = Client::connect(endpoints, Some(options)).await.map_err(map_err)?;
+        Ok(Self { client, max_txn_ops: ETCD_MAX_TXN_OPS })
     }
 
     /// The raw client, for what the trait does not cover (status, maintenance).
@@ -74,16 +69,11 @@ pub fn map_err(e: etcd_client::Error) -> StoreError {
                 | tonic::Code::DeadlineExceeded
                 | tonic::Code::Cancelled
                 | tonic::Code::Aborted => StoreError::Unavailable(msg),
-                _ if msg.contains("too many operations")
-                    || msg.contains("request is too large") =>
-                {
+                _ if msg.contains("too many operations") || msg.contains("request is too large") => {
                     StoreError::TooLarge(msg)
                 }
                 _ if msg.contains("lease not found") => StoreError::LeaseNotFound(0),
-                _ if msg.contains("compacted") => StoreError::Compacted {
-                    requested: 0,
-                    compact_revision: 0,
-                },
+                _ if msg.contains("compacted") => StoreError::Compacted { requested: 0, compact_revision: 0 },
                 tonic::Code::ResourceExhausted => StoreError::TooLarge(msg),
                 _ => StoreError::Other(format!("{:?}: {msg}", s.code())),
             }
@@ -118,34 +108,20 @@ fn compare_of(c: Compare) -> EtcdCompare {
 
 fn op_of(op: Op) -> TxnOp {
     match op {
-        Op::Put { key, value, lease } => {
-            TxnOp::put(key, value, lease.map(|l| PutOptions::new().with_lease(l.0)))
-        }
+        Op::Put { key, value, lease } => TxnOp::put(key, value, lease.map(|l| PutOptions::new().with_lease(l.0))),
         Op::Delete { key } => TxnOp::delete(key, None),
-        Op::DeletePrefix { prefix } => {
-            TxnOp::delete(prefix, Some(DeleteOptions::new().with_prefix()))
-        }
+        Op::DeletePrefix { prefix } => TxnOp::delete(prefix, Some(DeleteOptions::new().with_prefix())),
     }
 }
 
 #[async_trait::async_trait]
 impl StateStore for EtcdStore {
     async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
-        let resp = self
-            .client
-            .kv_client()
-            .get(key, None)
-            .await
-            .map_err(map_err)?;
+        let resp = self.client.kv_client().get(key, None).await.map_err(map_err)?;
         Ok(resp.kvs().first().map(kv_of))
     }
 
-    async fn range(
-        &self,
-        prefix: &[u8],
-        start_after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<RangePage, StoreError> {
+    async fn range(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<RangePage, StoreError> {
         let start = match start_after {
             Some(k) if k >= prefix => {
                 let mut s = k.to_vec();
@@ -154,15 +130,8 @@ impl StateStore for EtcdStore {
             }
             _ => prefix.to_vec(),
         };
-        let options = GetOptions::new()
-            .with_range(prefix_end(prefix))
-            .with_limit(limit as i64);
-        let resp = self
-            .client
-            .kv_client()
-            .get(start, Some(options))
-            .await
-            .map_err(map_err)?;
+        let options = GetOptions::new().with_range(prefix_end(prefix)).with_limit(limit as i64);
+        let resp = self.client.kv_client().get(start, Some(options)).await.map_err(map_err)?;
         Ok(RangePage {
             kvs: resp.kvs().iter().map(kv_of).collect(),
             more: resp.more(),
@@ -172,41 +141,21 @@ impl StateStore for EtcdStore {
 
     async fn commit(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
         if txn.ops.len() > self.max_txn_ops {
-            return Err(StoreError::TooLarge(format!(
-                "{} operations (limit {})",
-                txn.ops.len(),
-                self.max_txn_ops
-            )));
+            return Err(StoreError::TooLarge(format!("{} operations (limit {})", txn.ops.len(), self.max_txn_ops)));
         }
         let lease_ids: Vec<i64> = txn
             .ops
             .iter()
-            .filter_map(|op| {
-                if let Op::Put { lease: Some(l), .. } = op {
-                    Some(l.0)
-                } else {
-                    None
-                }
-            })
+            .filter_map(|op| if let Op::Put { lease: Some(l), .. } = op { Some(l.0) } else { None })
             .collect();
         let etcd = EtcdTxn::new()
             .when(txn.compares.into_iter().map(compare_of).collect::<Vec<_>>())
             .and_then(txn.ops.into_iter().map(op_of).collect::<Vec<_>>());
-        let resp = self
-            .client
-            .kv_client()
-            .txn(etcd)
-            .await
-            .map_err(|e| match map_err(e) {
-                StoreError::LeaseNotFound(_) => {
-                    StoreError::LeaseNotFound(lease_ids.first().copied().unwrap_or(0))
-                }
-                other => other,
-            })?;
-        Ok(TxnOutcome {
-            succeeded: resp.succeeded(),
-            revision: resp.header().map_or(0, |h| h.revision()),
-        })
+        let resp = self.client.kv_client().txn(etcd).await.map_err(|e| match map_err(e) {
+            StoreError::LeaseNotFound(_) => StoreError::LeaseNotFound(lease_ids.first().copied().unwrap_or(0)),
+            other => other,
+        })?;
+        Ok(TxnOutcome { succeeded: resp.succeeded(), revision: resp.header().map_or(0, |h| h.revision()) })
     }
 
     async fn watch(&self, prefix: &[u8], from: Revision) -> Result<WatchStream, StoreError> {
@@ -214,12 +163,7 @@ impl StateStore for EtcdStore {
         if from > 0 {
             options = options.with_start_revision(from);
         }
-        let stream = self
-            .client
-            .watch_client()
-            .watch(prefix, Some(options))
-            .await
-            .map_err(map_err)?;
+        let stream = self.client.watch_client().watch(prefix, Some(options)).await.map_err(map_err)?;
         let events = futures_util::stream::unfold(Some(stream), move |state| async move {
             let mut stream = state?;
             loop {
@@ -228,18 +172,13 @@ impl StateStore for EtcdStore {
                         if resp.compact_revision() > 0
                             || (resp.canceled() && resp.cancel_reason().contains("compacted"))
                         {
-                            let err = StoreError::Compacted {
-                                requested: from,
-                                compact_revision: resp.compact_revision(),
-                            };
+                            let err =
+                                StoreError::Compacted { requested: from, compact_revision: resp.compact_revision() };
                             return Some((Err(err), None));
                         }
                         if resp.canceled() {
                             return Some((
-                                Err(StoreError::Unavailable(format!(
-                                    "watch cancelled: {}",
-                                    resp.cancel_reason()
-                                ))),
+                                Err(StoreError::Unavailable(format!("watch cancelled: {}", resp.cancel_reason()))),
                                 None,
                             ));
                         }
@@ -250,10 +189,9 @@ impl StateStore for EtcdStore {
                                 let kv = e.kv()?;
                                 Some(match e.event_type() {
                                     etcd_client::EventType::Put => WatchEvent::Put(kv_of(kv)),
-                                    etcd_client::EventType::Delete => WatchEvent::Delete {
-                                        key: kv.key().to_vec(),
-                                        revision: kv.mod_revision(),
-                                    },
+                                    etcd_client::EventType::Delete => {
+                                        WatchEvent::Delete { key: kv.key().to_vec(), revision: kv.mod_revision() }
+                                    }
                                 })
                             })
                             .collect();
@@ -271,41 +209,25 @@ impl StateStore for EtcdStore {
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
         let secs = ttl.as_secs().max(1) as i64;
-        let resp = self
-            .client
-            .lease_client()
-            .grant(secs, None)
-            .await
-            .map_err(map_err)?;
+        let resp = self.client.lease_client().grant(secs, None).await.map_err(map_err)?;
         Ok(LeaseId(resp.id()))
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
-        let (mut keeper, mut answers) = self
-            .client
-            .lease_client()
-            .keep_alive(lease.0)
-            .await
-            .map_err(map_err)?;
+        let (mut keeper, mut answers) = self.client.lease_client().keep_alive(lease.0).await.map_err(map_err)?;
         keeper.keep_alive().await.map_err(map_err)?;
         match answers.message().await.map_err(map_err)? {
             Some(resp) if resp.ttl() > 0 => Ok(()),
             Some(_) => Err(StoreError::LeaseNotFound(lease.0)),
-            None => Err(StoreError::Unavailable(
-                "lease keep-alive stream closed".into(),
-            )),
+            None => Err(StoreError::Unavailable("lease keep-alive stream closed".into())),
         }
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.client
-            .lease_client()
-            .revoke(lease.0)
-            .await
-            .map_err(|e| match map_err(e) {
-                StoreError::LeaseNotFound(_) => StoreError::LeaseNotFound(lease.0),
-                other => other,
-            })?;
+        self.client.lease_client().revoke(lease.0).await.map_err(|e| match map_err(e) {
+            StoreError::LeaseNotFound(_) => StoreError::LeaseNotFound(lease.0),
+            other => other,
+        })?;
         Ok(())
     }
 

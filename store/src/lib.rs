@@ -7,6 +7,7 @@
 //! ([`conformance`]).
 
 pub mod conformance;
+pub mod election;
 pub mod etcd;
 pub mod memory;
 pub mod repo;

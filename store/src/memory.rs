@@ -59,13 +59,7 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// An empty store with etcd's default transaction limit (128 operations).
     pub fn new() -> Self {
-        Self {
-            inner: Mutex::new(Inner {
-                next_lease: 1,
-                ..Inner::default()
-            }),
-            max_txn_ops: 128,
-        }
+        Self { inner: Mutex::new(Inner { next_lease: 1, ..Inner::default() }), max_txn_ops: 128 }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -79,12 +73,7 @@ impl MemoryStore {
 
 impl Inner {
     fn expire_leases(&mut self, now: Instant) {
-        let expired: Vec<i64> = self
-            .leases
-            .iter()
-            .filter(|(_, l)| l.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let expired: Vec<i64> = self.leases.iter().filter(|(_, l)| l.deadline <= now).map(|(id, _)| *id).collect();
         for id in expired {
             self.drop_lease(id);
         }
@@ -112,9 +101,7 @@ impl Inner {
             Compare::Absent(k) => !self.kv.contains_key(k),
             Compare::Exists(k) => self.kv.contains_key(k),
             Compare::ModRevision(k, r) => self.kv.get(k).map_or(0, |kv| kv.mod_revision) == *r,
-            Compare::CreateRevision(k, r) => {
-                self.kv.get(k).map_or(0, |kv| kv.create_revision) == *r
-            }
+            Compare::CreateRevision(k, r) => self.kv.get(k).map_or(0, |kv| kv.create_revision) == *r,
             Compare::Value(k, v) => self.kv.get(k).is_some_and(|kv| &kv.value == v),
         }
     }
@@ -124,11 +111,8 @@ impl Inner {
             return;
         }
         self.watchers.retain(|w| {
-            let batch: Vec<WatchEvent> = events
-                .iter()
-                .filter(|e| event_key(e).starts_with(&w.prefix))
-                .cloned()
-                .collect();
+            let batch: Vec<WatchEvent> =
+                events.iter().filter(|e| event_key(e).starts_with(&w.prefix)).cloned().collect();
             batch.is_empty() || w.tx.try_send(Ok(batch)).is_ok()
         });
         for e in events {
@@ -155,12 +139,7 @@ impl StateStore for MemoryStore {
         Ok(self.lock().kv.get(key).cloned())
     }
 
-    async fn range(
-        &self,
-        prefix: &[u8],
-        start_after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<RangePage, StoreError> {
+    async fn range(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<RangePage, StoreError> {
         use std::ops::Bound;
         let inner = self.lock();
         let lower = match start_after {
@@ -179,27 +158,16 @@ impl StateStore for MemoryStore {
             }
             kvs.push(kv.clone());
         }
-        Ok(RangePage {
-            kvs,
-            more,
-            revision: inner.revision,
-        })
+        Ok(RangePage { kvs, more, revision: inner.revision })
     }
 
     async fn commit(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
         if txn.ops.len() > self.max_txn_ops {
-            return Err(StoreError::TooLarge(format!(
-                "{} operations (limit {})",
-                txn.ops.len(),
-                self.max_txn_ops
-            )));
+            return Err(StoreError::TooLarge(format!("{} operations (limit {})", txn.ops.len(), self.max_txn_ops)));
         }
         let mut inner = self.lock();
         if !txn.compares.iter().all(|c| inner.check(c)) {
-            return Ok(TxnOutcome {
-                succeeded: false,
-                revision: inner.revision,
-            });
+            return Ok(TxnOutcome { succeeded: false, revision: inner.revision });
         }
         for op in &txn.ops {
             if let Op::Put { lease: Some(l), .. } = op
@@ -209,10 +177,7 @@ impl StateStore for MemoryStore {
             }
         }
         if txn.ops.is_empty() {
-            return Ok(TxnOutcome {
-                succeeded: true,
-                revision: inner.revision,
-            });
+            return Ok(TxnOutcome { succeeded: true, revision: inner.revision });
         }
         inner.revision += 1;
         let rev = inner.revision;
@@ -262,19 +227,13 @@ impl StateStore for MemoryStore {
             }
         }
         inner.publish(events);
-        Ok(TxnOutcome {
-            succeeded: true,
-            revision: rev,
-        })
+        Ok(TxnOutcome { succeeded: true, revision: rev })
     }
 
     async fn watch(&self, prefix: &[u8], from: Revision) -> Result<WatchStream, StoreError> {
         let mut inner = self.lock();
         if from != 0 && from <= inner.compacted {
-            return Err(StoreError::Compacted {
-                requested: from,
-                compact_revision: inner.compacted + 1,
-            });
+            return Err(StoreError::Compacted { requested: from, compact_revision: inner.compacted + 1 });
         }
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         if from != 0 {
@@ -288,10 +247,7 @@ impl StateStore for MemoryStore {
                 let _ = tx.try_send(Ok(past));
             }
         }
-        inner.watchers.push(Watcher {
-            prefix: prefix.to_vec(),
-            tx,
-        });
+        inner.watchers.push(Watcher { prefix: prefix.to_vec(), tx });
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
@@ -299,23 +255,13 @@ impl StateStore for MemoryStore {
         let mut inner = self.lock();
         let id = inner.next_lease;
         inner.next_lease += 1;
-        inner.leases.insert(
-            id,
-            Lease {
-                ttl,
-                deadline: Instant::now() + ttl,
-                keys: HashSet::new(),
-            },
-        );
+        inner.leases.insert(id, Lease { ttl, deadline: Instant::now() + ttl, keys: HashSet::new() });
         Ok(LeaseId(id))
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let l = inner
-            .leases
-            .get_mut(&lease.0)
-            .ok_or(StoreError::LeaseNotFound(lease.0))?;
+        let l = inner.leases.get_mut(&lease.0).ok_or(StoreError::LeaseNotFound(lease.0))?;
         l.deadline = Instant::now() + l.ttl;
         Ok(())
     }
@@ -348,22 +294,15 @@ mod tests {
     async fn expired_lease_deletes_its_keys() {
         let s = MemoryStore::new();
         let lease = s.grant_lease(Duration::from_secs(5)).await.expect("grant");
-        s.commit(Txn::new().then(Op::Put {
-            key: b"w".to_vec(),
-            value: b"1".to_vec(),
-            lease: Some(lease),
-        }))
-        .await
-        .expect("commit");
+        s.commit(Txn::new().then(Op::Put { key: b"w".to_vec(), value: b"1".to_vec(), lease: Some(lease) }))
+            .await
+            .expect("commit");
         tokio::time::advance(Duration::from_secs(4)).await;
         s.keep_alive(lease).await.expect("still alive");
         tokio::time::advance(Duration::from_secs(4)).await;
         assert!(s.get(b"w").await.expect("get").is_some(), "kept alive");
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(s.get(b"w").await.expect("get"), None);
-        assert_eq!(
-            s.keep_alive(lease).await,
-            Err(StoreError::LeaseNotFound(lease.0))
-        );
+        assert_eq!(s.keep_alive(lease).await, Err(StoreError::LeaseNotFound(lease.0)));
     }
 }

@@ -35,6 +35,9 @@ pub struct RunHeader {
     pub idempotency_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<RunSummary>,
+    /// The leadership term that wrote this version (0: unfenced).
+    #[serde(default)]
+    pub term: Revision,
 }
 
 /// A subtask's record, written when it reaches a terminal state.
@@ -53,6 +56,12 @@ pub struct SubtaskRecord {
     pub error_kind: Option<FailureKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    /// Where a large output lives instead of `output` (a payload-store path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_ref: Option<String>,
+    /// The leadership term that wrote this version (0: unfenced).
+    #[serde(default)]
+    pub term: Revision,
 }
 
 /// What [`RunRepo::create_run`] did.
@@ -64,19 +73,60 @@ pub enum Created {
     Existing(RunId),
 }
 
+/// The leadership a writer holds: every write it makes is guarded by the leader key still
+/// having this create revision, so a deposed leader (paused, partitioned) commits nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The leader key (its election key).
+    pub key: Vec<u8>,
+    /// The key's create revision: the leadership term.
+    pub revision: Revision,
+}
+
 /// Typed run storage over any [`StateStore`].
 #[derive(Clone)]
 pub struct RunRepo {
     store: Arc<dyn StateStore>,
     prefix: String,
+    fence: Option<Fence>,
 }
 
 impl RunRepo {
     /// A repository under `prefix` (which should end with `/`).
     pub fn new(store: Arc<dyn StateStore>, prefix: impl Into<String>) -> Self {
-        Self {
-            store,
-            prefix: prefix.into(),
+        Self { store, prefix: prefix.into(), fence: None }
+    }
+
+    /// The same repository, with every write fenced by `fence`.
+    pub fn fenced(&self, fence: Fence) -> Self {
+        Self { fence: Some(fence), ..self.clone() }
+    }
+
+    /// The leadership term writes are fenced with (0 when unfenced).
+    pub fn term(&self) -> Revision {
+        self.fence.as_ref().map_or(0, |f| f.revision)
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Commits `txn` under the fence; a failed fence compare is [`StoreError::Fenced`], other
+    /// failed compares return `Ok(false)`.
+    pub async fn commit(&self, mut txn: Txn) -> Result<bool, StoreError> {
+        let Some(fence) = &self.fence else {
+            return Ok(self.store.commit(txn).await?.succeeded);
+        };
+        let guarded = !txn.compares.is_empty();
+        txn.compares.push(Compare::CreateRevision(fence.key.clone(), fence.revision));
+        if self.store.commit(txn).await?.succeeded {
+            return Ok(true);
+        }
+        // Tell a lost fence from a failed precondition.
+        match self.store.get(&fence.key).await? {
+            Some(kv) if kv.create_revision == fence.revision && guarded => Ok(false),
+            _ => Err(StoreError::Fenced(fence.revision)),
         }
     }
 
@@ -100,11 +150,7 @@ impl RunRepo {
 
     /// Stores a new run (header and spec) in one transaction, unless its idempotency key is
     /// taken, in which case the existing run id is returned and nothing is written.
-    pub async fn create_run(
-        &self,
-        header: &RunHeader,
-        spec: &RunSpec,
-    ) -> Result<Created, StoreError> {
+    pub async fn create_run(&self, header: &RunHeader, spec: &RunSpec) -> Result<Created, StoreError> {
         let mut txn = Txn::new()
             .when(Compare::Absent(self.header_key(&header.run_id)))
             .then(Op::put(self.header_key(&header.run_id), encode(header)))
@@ -121,20 +167,15 @@ impl RunRepo {
                 self.store.max_request_bytes()
             )));
         }
-        if self.store.commit(txn).await?.succeeded {
+        if self.commit(txn).await? {
             return Ok(Created::New);
         }
         if let Some(key) = &header.idempotency_key
             && let Some(kv) = self.store.get(&self.idempotency_key(key)).await?
         {
-            return Ok(Created::Existing(RunId::from(
-                String::from_utf8_lossy(&kv.value).into_owned(),
-            )));
+            return Ok(Created::Existing(RunId::from(String::from_utf8_lossy(&kv.value).into_owned())));
         }
-        Err(StoreError::Other(format!(
-            "run {} already exists",
-            header.run_id
-        )))
+        Err(StoreError::Other(format!("run {} already exists", header.run_id)))
     }
 
     /// The write of a header, for batching.
@@ -160,7 +201,7 @@ impl RunRepo {
         for op in ops {
             let size = op.size();
             if !txn.ops.is_empty() && (txn.ops.len() == max_ops || bytes + size > max_bytes) {
-                self.store.commit(std::mem::take(&mut txn)).await?;
+                self.commit(std::mem::take(&mut txn)).await?;
                 txns += 1;
                 bytes = 0;
             }
@@ -168,7 +209,7 @@ impl RunRepo {
             txn.ops.push(op);
         }
         if !txn.ops.is_empty() {
-            self.store.commit(txn).await?;
+            self.commit(txn).await?;
             txns += 1;
         }
         Ok(txns)
@@ -176,27 +217,16 @@ impl RunRepo {
 
     /// A run's header.
     pub async fn header(&self, run: &RunId) -> Result<Option<RunHeader>, StoreError> {
-        self.store
-            .get(&self.header_key(run))
-            .await?
-            .map(|kv| decode(&kv))
-            .transpose()
+        self.store.get(&self.header_key(run)).await?.map(|kv| decode(&kv)).transpose()
     }
 
     /// A run's spec.
     pub async fn spec(&self, run: &RunId) -> Result<Option<RunSpec>, StoreError> {
-        self.store
-            .get(&self.spec_key(run))
-            .await?
-            .map(|kv| decode(&kv))
-            .transpose()
+        self.store.get(&self.spec_key(run)).await?.map(|kv| decode(&kv)).transpose()
     }
 
     /// Every recorded subtask of a run.
-    pub async fn subtasks(
-        &self,
-        run: &RunId,
-    ) -> Result<Vec<(SubtaskId, SubtaskRecord)>, StoreError> {
+    pub async fn subtasks(&self, run: &RunId) -> Result<Vec<(SubtaskId, SubtaskRecord)>, StoreError> {
         let prefix = self.subtasks_prefix(run);
         let mut out = Vec::new();
         let mut after: Option<Vec<u8>> = None;
@@ -214,11 +244,7 @@ impl RunRepo {
     }
 
     /// Run headers in id order (oldest first), after `after`.
-    pub async fn headers(
-        &self,
-        after: Option<&RunId>,
-        limit: usize,
-    ) -> Result<(Vec<RunHeader>, bool), StoreError> {
+    pub async fn headers(&self, after: Option<&RunId>, limit: usize) -> Result<(Vec<RunHeader>, bool), StoreError> {
         let prefix = format!("{}runs/", self.prefix).into_bytes();
         let start = after.map(|r| self.header_key(r));
         let page = self.store.range(&prefix, start.as_deref(), limit).await?;
@@ -233,10 +259,8 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, StoreError> {
-    serde_json::from_slice(&kv.value).map_err(|e| StoreError::Corrupt {
-        key: String::from_utf8_lossy(&kv.key).into_owned(),
-        message: e.to_string(),
-    })
+    serde_json::from_slice(&kv.value)
+        .map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(&kv.key).into_owned(), message: e.to_string() })
 }
 
 #[cfg(test)]
@@ -253,26 +277,32 @@ mod tests {
             finished_us: None,
             idempotency_key: key.map(str::to_owned),
             summary: None,
+            term: 0,
         }
     }
 
     #[tokio::test]
     async fn idempotent_create_returns_the_first_run() {
         let repo = RunRepo::new(Arc::new(MemoryStore::new()), DEFAULT_PREFIX);
-        let spec = RunSpec {
-            name: "n".into(),
-            subtasks: vec![],
-        };
-        assert_eq!(
-            repo.create_run(&header("r1", Some("k")), &spec).await,
-            Ok(Created::New)
-        );
-        assert_eq!(
-            repo.create_run(&header("r2", Some("k")), &spec).await,
-            Ok(Created::Existing(RunId::from("r1")))
-        );
+        let spec = RunSpec { name: "n".into(), subtasks: vec![] };
+        assert_eq!(repo.create_run(&header("r1", Some("k")), &spec).await, Ok(Created::New));
+        assert_eq!(repo.create_run(&header("r2", Some("k")), &spec).await, Ok(Created::Existing(RunId::from("r1"))));
         assert_eq!(repo.header(&RunId::from("r2")).await, Ok(None));
         assert_eq!(repo.headers(None, 10).await.expect("list").0.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn fenced_writes_fail_once_the_leader_key_is_gone() {
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        let out = store.commit(Txn::new().then(Op::put("/leader/1", "me"))).await.expect("leader key");
+        let repo = RunRepo::new(store.clone(), DEFAULT_PREFIX)
+            .fenced(Fence { key: b"/leader/1".to_vec(), revision: out.revision });
+        let spec = RunSpec { name: "n".into(), subtasks: vec![] };
+        assert_eq!(repo.create_run(&header("r1", Some("k")), &spec).await, Ok(Created::New));
+        assert_eq!(repo.create_run(&header("r2", Some("k")), &spec).await, Ok(Created::Existing(RunId::from("r1"))));
+        store.commit(Txn::new().then(Op::Delete { key: b"/leader/1".to_vec() })).await.expect("depose");
+        assert_eq!(repo.create_run(&header("r3", None), &spec).await, Err(StoreError::Fenced(out.revision)));
+        assert_eq!(repo.header(&RunId::from("r3")).await, Ok(None));
     }
 
     #[tokio::test]
@@ -289,10 +319,10 @@ mod tests {
             output: Some("{}".into()),
             error_kind: None,
             error_message: None,
+            output_ref: None,
+            term: 0,
         };
-        let ops = (0..300)
-            .map(|i| repo.subtask_op(&run, &SubtaskId::from(format!("s{i:03}")), &rec))
-            .collect();
+        let ops = (0..300).map(|i| repo.subtask_op(&run, &SubtaskId::from(format!("s{i:03}")), &rec)).collect();
         assert_eq!(repo.write_batch(ops).await, Ok(3));
         assert_eq!(repo.subtasks(&run).await.expect("read").len(), 300);
     }

@@ -44,11 +44,7 @@ pub enum Compare {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// Sets a key, optionally bound to a lease.
-    Put {
-        key: Vec<u8>,
-        value: Vec<u8>,
-        lease: Option<LeaseId>,
-    },
+    Put { key: Vec<u8>, value: Vec<u8>, lease: Option<LeaseId> },
     /// Removes a key.
     Delete { key: Vec<u8> },
     /// Removes every key under a prefix.
@@ -58,11 +54,7 @@ pub enum Op {
 impl Op {
     /// A put without lease.
     pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
-        Self::Put {
-            key: key.into(),
-            value: value.into(),
-            lease: None,
-        }
+        Self::Put { key: key.into(), value: value.into(), lease: None }
     }
     /// Bytes this operation adds to a request (for request-size limits).
     pub fn size(&self) -> usize {
@@ -149,16 +141,16 @@ pub enum StoreError {
     Unavailable(String),
     /// The requested revision was compacted away.
     #[error("revision {requested} is compacted (oldest available: {compact_revision})")]
-    Compacted {
-        requested: Revision,
-        compact_revision: Revision,
-    },
+    Compacted { requested: Revision, compact_revision: Revision },
     /// The transaction is larger than the store accepts.
     #[error("transaction too large: {0}")]
     TooLarge(String),
     /// The lease does not exist (expired or revoked).
     #[error("lease {0} not found")]
     LeaseNotFound(i64),
+    /// A fenced write was refused: the writer is no longer the leader it was.
+    #[error("fenced out: leadership {0} is over")]
+    Fenced(Revision),
     /// A stored value could not be decoded.
     #[error("corrupt value at {key}: {message}")]
     Corrupt { key: String, message: String },
@@ -179,12 +171,7 @@ pub trait StateStore: Send + Sync + 'static {
     /// One key.
     async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError>;
     /// Keys under `prefix` after `start_after` (exclusive), at most `limit` (0: no limit).
-    async fn range(
-        &self,
-        prefix: &[u8],
-        start_after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<RangePage, StoreError>;
+    async fn range(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<RangePage, StoreError>;
     /// Applies a transaction atomically.
     async fn commit(&self, txn: Txn) -> Result<TxnOutcome, StoreError>;
     /// Changes under `prefix` from revision `from` (inclusive) on.

@@ -14,15 +14,9 @@ fn t(id: &str) -> SubtaskSpec {
     SubtaskSpec::tool(id, "echo", json!({"text": "x"}))
 }
 
-async fn rejected(
-    c: &mut swarm_cli::client::Client,
-    spec: pb::RunSpec,
-) -> (tonic::Code, Vec<(String, String)>) {
+async fn rejected(c: &mut swarm_cli::client::Client, spec: pb::RunSpec) -> (tonic::Code, Vec<(String, String)>) {
     let err = c
-        .submit_run(pb::SubmitRunRequest {
-            spec: Some(spec),
-            idempotency_key: String::new(),
-        })
+        .submit_run(pb::SubmitRunRequest { spec: Some(spec), idempotency_key: String::new() })
         .await
         .expect_err("the spec is invalid");
     (err.code(), field_violations(&err))
@@ -32,47 +26,19 @@ async fn rejected(
 async fn bad_specs_get_field_violations_and_store_nothing() {
     let tc = TestCluster::start(1, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
-    let spec = |subtasks: Vec<SubtaskSpec>| {
-        pb::RunSpec::from(&RunSpec {
-            name: "bad".into(),
-            subtasks,
-        })
-    };
+    let spec = |subtasks: Vec<SubtaskSpec>| pb::RunSpec::from(&RunSpec { name: "bad".into(), subtasks });
 
     let cases: Vec<(pb::RunSpec, Vec<(&str, &str)>)> = vec![
+        (spec(vec![t("a"), t("a")]), vec![("subtasks[1].id", "duplicate id `a` (first used by subtasks[0])")]),
+        (spec(vec![t("a").after(["ghost"])]), vec![("subtasks[0].depends_on[0]", "unknown subtask `ghost`")]),
+        (spec(vec![t("a").after(["a"])]), vec![("subtasks[0].depends_on[0]", "subtask `a` depends on itself")]),
         (
-            spec(vec![t("a"), t("a")]),
-            vec![(
-                "subtasks[1].id",
-                "duplicate id `a` (first used by subtasks[0])",
-            )],
-        ),
-        (
-            spec(vec![t("a").after(["ghost"])]),
-            vec![("subtasks[0].depends_on[0]", "unknown subtask `ghost`")],
-        ),
-        (
-            spec(vec![t("a").after(["a"])]),
-            vec![("subtasks[0].depends_on[0]", "subtask `a` depends on itself")],
-        ),
-        (
-            spec(vec![
-                t("a").after(["c"]),
-                t("b").after(["a"]),
-                t("c").after(["b"]),
-            ]),
+            spec(vec![t("a").after(["c"]), t("b").after(["a"]), t("c").after(["b"])]),
             vec![("subtasks[0].depends_on", "cycle: a → b → c → a")],
         ),
+        (spec(vec![]), vec![("subtasks", "a run needs at least one subtask")]),
         (
-            spec(vec![]),
-            vec![("subtasks", "a run needs at least one subtask")],
-        ),
-        (
-            spec(vec![SubtaskSpec::tool(
-                "big",
-                "echo",
-                json!({"text": "x".repeat(70 * 1024)}),
-            )]),
+            spec(vec![SubtaskSpec::tool("big", "echo", json!({"text": "x".repeat(70 * 1024)}))]),
             vec![("subtasks[0].args", "71691 bytes exceed the limit of 65536")],
         ),
         (
@@ -87,56 +53,26 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
                     ..Default::default()
                 }],
             },
-            vec![(
-                "subtasks[0].tool_call.args_json",
-                "invalid JSON: key must be a string at line 1 column 2",
-            )],
+            vec![("subtasks[0].tool_call.args_json", "invalid JSON: key must be a string at line 1 column 2")],
         ),
     ];
     for (spec, want) in cases {
         let (code, got) = rejected(&mut c, spec).await;
         assert_eq!(code, tonic::Code::InvalidArgument);
-        let want: Vec<(String, String)> = want
-            .into_iter()
-            .map(|(f, d)| (f.to_owned(), d.to_owned()))
-            .collect();
+        let want: Vec<(String, String)> = want.into_iter().map(|(f, d)| (f.to_owned(), d.to_owned())).collect();
         assert_eq!(got, want);
     }
-    let over = RunSpec {
-        name: "over".into(),
-        subtasks: (0..10_001).map(|i| t(&format!("s{i}"))).collect(),
-    };
+    let over = RunSpec { name: "over".into(), subtasks: (0..10_001).map(|i| t(&format!("s{i}"))).collect() };
     let (code, got) = rejected(&mut c, (&over).into()).await;
     assert_eq!(code, tonic::Code::InvalidArgument);
-    assert_eq!(
-        got,
-        vec![(
-            "subtasks".to_owned(),
-            "10001 subtasks exceed the limit of 10000".to_owned()
-        )]
-    );
+    assert_eq!(got, vec![("subtasks".to_owned(), "10001 subtasks exceed the limit of 10000".to_owned())]);
 
-    let missing = c
-        .submit_run(pb::SubmitRunRequest::default())
-        .await
-        .expect_err("no spec");
-    assert_eq!(
-        field_violations(&missing),
-        vec![("spec".to_owned(), "required".to_owned())]
-    );
+    let missing = c.submit_run(pb::SubmitRunRequest::default()).await.expect_err("no spec");
+    assert_eq!(field_violations(&missing), vec![("spec".to_owned(), "required".to_owned())]);
 
     let stored = tc.store.range(b"/swarm/", None, 0).await.expect("range");
-    assert!(
-        stored.kvs.is_empty(),
-        "nothing may be stored for rejected specs: {:?}",
-        stored.kvs.len()
-    );
-    let runs = c
-        .list_runs(pb::ListRunsRequest::default())
-        .await
-        .expect("list")
-        .into_inner()
-        .runs;
+    assert!(stored.kvs.is_empty(), "nothing may be stored for rejected specs: {:?}", stored.kvs.len());
+    let runs = c.list_runs(pb::ListRunsRequest::default()).await.expect("list").into_inner().runs;
     assert!(runs.is_empty());
     tc.stop().await;
 }
@@ -145,66 +81,31 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
 async fn get_cancel_and_list_answer_with_precise_statuses() {
     let tc = TestCluster::start(1, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
-    let err = c
-        .get_run(pb::GetRunRequest {
-            run_id: "r-nope".into(),
-            include_subtasks: false,
-        })
-        .await
-        .expect_err("unknown");
+    let err =
+        c.get_run(pb::GetRunRequest { run_id: "r-nope".into(), include_subtasks: false }).await.expect_err("unknown");
     assert_eq!(err.code(), tonic::Code::NotFound);
-    let err = c
-        .get_run(pb::GetRunRequest::default())
-        .await
-        .expect_err("empty id");
-    assert_eq!(
-        field_violations(&err),
-        vec![("run_id".to_owned(), "required".to_owned())]
-    );
+    let err = c.get_run(pb::GetRunRequest::default()).await.expect_err("empty id");
+    assert_eq!(field_violations(&err), vec![("run_id".to_owned(), "required".to_owned())]);
 
     let mut ids = Vec::new();
     for i in 0..3 {
-        let spec = RunSpec {
-            name: format!("n{i}"),
-            subtasks: vec![t("only")],
-        };
+        let spec = RunSpec { name: format!("n{i}"), subtasks: vec![t("only")] };
         let id = submit(&mut c, &spec).await.expect("submit");
-        wait_done(&mut c, &id, Duration::from_secs(10))
-            .await
-            .expect("done");
+        wait_done(&mut c, &id, Duration::from_secs(10)).await.expect("done");
         ids.push(id);
     }
-    let err = c
-        .cancel_run(pb::CancelRunRequest {
-            run_id: ids[0].clone(),
-            reason: "late".into(),
-        })
-        .await
-        .expect_err("ended");
+    let err =
+        c.cancel_run(pb::CancelRunRequest { run_id: ids[0].clone(), reason: "late".into() }).await.expect_err("ended");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
 
-    let page1 = c
-        .list_runs(pb::ListRunsRequest {
-            page_size: 2,
-            page_token: String::new(),
-        })
-        .await
-        .expect("list")
-        .into_inner();
+    let page1 =
+        c.list_runs(pb::ListRunsRequest { page_size: 2, page_token: String::new() }).await.expect("list").into_inner();
     let page2 = c
-        .list_runs(pb::ListRunsRequest {
-            page_size: 2,
-            page_token: page1.next_page_token.clone(),
-        })
+        .list_runs(pb::ListRunsRequest { page_size: 2, page_token: page1.next_page_token.clone() })
         .await
         .expect("list")
         .into_inner();
-    let listed: Vec<String> = page1
-        .runs
-        .iter()
-        .chain(&page2.runs)
-        .map(|r| r.run_id.clone())
-        .collect();
+    let listed: Vec<String> = page1.runs.iter().chain(&page2.runs).map(|r| r.run_id.clone()).collect();
     ids.reverse();
     assert_eq!(listed, ids, "newest first, paged without gaps");
     assert!(page2.next_page_token.is_empty());
@@ -215,14 +116,8 @@ async fn get_cancel_and_list_answer_with_precise_statuses() {
 async fn idempotency_key_returns_the_same_run() {
     let tc = TestCluster::start(1, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
-    let spec = pb::RunSpec::from(&RunSpec {
-        name: "idem".into(),
-        subtasks: vec![t("a")],
-    });
-    let req = || pb::SubmitRunRequest {
-        spec: Some(spec.clone()),
-        idempotency_key: "order-42".into(),
-    };
+    let spec = pb::RunSpec::from(&RunSpec { name: "idem".into(), subtasks: vec![t("a")] });
+    let req = || pb::SubmitRunRequest { spec: Some(spec.clone()), idempotency_key: "order-42".into() };
     let first = c.submit_run(req()).await.expect("submit").into_inner();
     let second = c.submit_run(req()).await.expect("submit").into_inner();
     assert!(first.created && !second.created);
@@ -233,19 +128,11 @@ async fn idempotency_key_returns_the_same_run() {
 #[tokio::test]
 async fn health_reports_serving() {
     let tc = TestCluster::start(0, 1).await.expect("cluster");
-    let channel = tonic::transport::Endpoint::from_shared(tc.cluster.url())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
+    let channel =
+        tonic::transport::Endpoint::from_shared(tc.cluster.url()).expect("url").connect().await.expect("connect");
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     for service in ["", "swarm.v1.SwarmService", "swarm.v1.WorkerService"] {
-        let resp = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .expect("check");
+        let resp = health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.expect("check");
         assert_eq!(
             resp.into_inner().status,
             tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
@@ -259,65 +146,35 @@ async fn health_reports_serving() {
 async fn reflection_lists_the_services_in_v1_and_v1alpha() {
     use tonic_reflection::pb::{v1, v1alpha};
     let tc = TestCluster::start(0, 1).await.expect("cluster");
-    let channel = tonic::transport::Endpoint::from_shared(tc.cluster.url())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
+    let channel =
+        tonic::transport::Endpoint::from_shared(tc.cluster.url()).expect("url").connect().await.expect("connect");
 
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
     let req = v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
-            String::new(),
-        )),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
     };
-    let mut stream = client
-        .server_reflection_info(futures_util::stream::iter([req]))
-        .await
-        .expect("v1")
-        .into_inner();
-    let resp = stream
-        .message()
-        .await
-        .expect("answer")
-        .expect("one message");
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        resp.message_response
+    let mut stream = client.server_reflection_info(futures_util::stream::iter([req])).await.expect("v1").into_inner();
+    let resp = stream.message().await.expect("answer").expect("one message");
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = resp.message_response
     else {
         panic!("unexpected reflection answer");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for want in [
-        "swarm.v1.SwarmService",
-        "swarm.v1.WorkerService",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(
-            names.iter().any(|n| n == want),
-            "{want} missing from {names:?}"
-        );
+    for want in ["swarm.v1.SwarmService", "swarm.v1.WorkerService", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
 
     let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
     let req = v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(
-            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-                "swarm.v1.SwarmService".into(),
-            ),
-        ),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+            "swarm.v1.SwarmService".into(),
+        )),
     };
-    let mut stream = client
-        .server_reflection_info(futures_util::stream::iter([req]))
-        .await
-        .expect("v1alpha")
-        .into_inner();
-    let resp = stream
-        .message()
-        .await
-        .expect("answer")
-        .expect("one message");
+    let mut stream =
+        client.server_reflection_info(futures_util::stream::iter([req])).await.expect("v1alpha").into_inner();
+    let resp = stream.message().await.expect("answer").expect("one message");
     assert!(
         matches!(resp.message_response, Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
         "v1alpha returns the file of swarm.v1.SwarmService"

@@ -20,10 +20,7 @@ fn swarm_spec(ms: u64) -> RunSpec {
     let mut spec = swarm_cli::specs::swarm(100, 15, None);
     for s in &mut spec.subtasks {
         if s.id.as_str().starts_with("agent-") {
-            s.kind = swarm_core::SubtaskKind::Tool {
-                tool: "record".into(),
-                args: json!({ "ms": ms }),
-            };
+            s.kind = swarm_core::SubtaskKind::Tool { tool: "record".into(), args: json!({ "ms": ms }) };
         }
     }
     spec
@@ -49,22 +46,15 @@ async fn swarm_dag_runs_every_call_once_after_its_dependencies() {
     assert!(count.values().all(|&n| n == 1), "some call ran twice");
 
     // From the coordinator's records: no subtask started before all its dependencies finished.
-    let by_id: HashMap<&str, &pb::SubtaskStatus> =
-        run.subtasks.iter().map(|s| (s.id.as_str(), s)).collect();
-    let ts = |t: &Option<prost_types::Timestamp>| {
-        swarm_proto::convert::unix_us(t.as_ref().expect("timestamp"))
-    };
+    let by_id: HashMap<&str, &pb::SubtaskStatus> = run.subtasks.iter().map(|s| (s.id.as_str(), s)).collect();
+    let ts = |t: &Option<prost_types::Timestamp>| swarm_proto::convert::unix_us(t.as_ref().expect("timestamp"));
     for s in &spec.subtasks {
         let me = by_id[s.id.as_str()];
         assert_eq!(me.state, pb::SubtaskState::Succeeded as i32);
         assert_eq!(me.attempt, 1);
         for dep in &s.depends_on {
             let d = by_id[dep.as_str()];
-            assert!(
-                ts(&me.started_at) >= ts(&d.finished_at),
-                "{} started before {dep} finished",
-                s.id
-            );
+            assert!(ts(&me.started_at) >= ts(&d.finished_at), "{} started before {dep} finished", s.id);
         }
     }
     // ... and the same from the tools' clocks.
@@ -79,19 +69,8 @@ async fn swarm_dag_runs_every_call_once_after_its_dependencies() {
         }
     }
     let summary = run.summary.expect("summary");
-    assert_eq!(
-        (
-            summary.tool_calls_completed,
-            summary.critical_steps,
-            summary.total_steps
-        ),
-        (1502, 17, 1502)
-    );
-    assert!(
-        summary.parallelism > 80.0,
-        "parallelism {}",
-        summary.parallelism
-    );
+    assert_eq!((summary.tool_calls_completed, summary.critical_steps, summary.total_steps), (1502, 17, 1502));
+    assert!(summary.parallelism > 80.0, "parallelism {}", summary.parallelism);
     assert_eq!(summary.critical_path.len(), 17);
     tc.stop().await;
 }
@@ -100,20 +79,13 @@ async fn swarm_dag_runs_every_call_once_after_its_dependencies() {
 async fn watch_resumes_after_seq_without_gap_or_duplicate() {
     let tc = TestCluster::start(2, 8).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
-    let run_id = submit(&mut c, &chains("watch", 8, 10, 3))
-        .await
-        .expect("submit");
-    let first = wait_for_events(&mut c, &run_id, DEADLINE, |evs| evs.len() >= 25)
-        .await
-        .expect("first part");
+    let run_id = submit(&mut c, &chains("watch", 8, 10, 3)).await.expect("submit");
+    let first = wait_for_events(&mut c, &run_id, DEADLINE, |evs| evs.len() >= 25).await.expect("first part");
     let last_seen = first.last().expect("events").seq;
     // Reconnect from the last seen seq and read to the end.
     let mut rest = Vec::new();
     let mut stream = c
-        .watch_run(pb::WatchRunRequest {
-            run_id: run_id.clone(),
-            after_seq: last_seen,
-        })
+        .watch_run(pb::WatchRunRequest { run_id: run_id.clone(), after_seq: last_seen })
         .await
         .expect("watch")
         .into_inner();
@@ -123,18 +95,12 @@ async fn watch_resumes_after_seq_without_gap_or_duplicate() {
     let seqs: Vec<u64> = first.iter().chain(&rest).map(|e| e.seq).collect();
     let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
     assert_eq!(seqs, expected, "every seq exactly once, in order");
-    assert!(matches!(
-        rest.last().and_then(|e| e.event.as_ref()),
-        Some(Event::RunFinished(_))
-    ));
+    assert!(matches!(rest.last().and_then(|e| e.event.as_ref()), Some(Event::RunFinished(_))));
     assert!(matches!(first[0].event, Some(Event::RunStarted(_))));
     assert_eq!(succeeded(&first) + succeeded(&rest), 80);
     // A watch from the start of a finished run replays everything.
     let replay = wait_for_events(&mut c, &run_id, DEADLINE, |evs| {
-        matches!(
-            evs.last().and_then(|e| e.event.as_ref()),
-            Some(Event::RunFinished(_))
-        )
+        matches!(evs.last().and_then(|e| e.event.as_ref()), Some(Event::RunFinished(_)))
     })
     .await
     .expect("replay");
@@ -148,9 +114,7 @@ async fn concurrent_runs_share_workers_fairly() {
     let mut c = tc.client().await.expect("client");
     let wide = |name: &str| RunSpec {
         name: name.into(),
-        subtasks: (0..40)
-            .map(|i| SubtaskSpec::tool(format!("t{i}"), "record", json!({"ms": 10})))
-            .collect(),
+        subtasks: (0..40).map(|i| SubtaskSpec::tool(format!("t{i}"), "record", json!({"ms": 10}))).collect(),
     };
     let a = submit(&mut c, &wide("a")).await.expect("submit a");
     let b = submit(&mut c, &wide("b")).await.expect("submit b");
@@ -160,18 +124,10 @@ async fn concurrent_runs_share_workers_fairly() {
     execs.sort_by_key(|e| e.start);
     // Of the first 40 executions (half the work), neither run may have fewer than a quarter.
     let a_share = execs[..40].iter().filter(|e| e.run_id == a).count();
-    assert!(
-        (10..=30).contains(&a_share),
-        "run a got {a_share} of the first 40 slots"
-    );
+    assert!((10..=30).contains(&a_share), "run a got {a_share} of the first 40 slots");
     // And B must not wait for A to finish: B's first start precedes A's last end.
     let b_first = execs.iter().find(|e| e.run_id == b).expect("b ran").start;
-    let a_last = execs
-        .iter()
-        .filter(|e| e.run_id == a)
-        .map(|e| e.end)
-        .max()
-        .expect("a ran");
+    let a_last = execs.iter().filter(|e| e.run_id == a).map(|e| e.end).max().expect("a ran");
     assert!(b_first < a_last);
     tc.stop().await;
 }
@@ -180,55 +136,24 @@ async fn concurrent_runs_share_workers_fairly() {
 async fn cancel_stops_dispatch_and_cancels_in_flight_calls() {
     let tc = TestCluster::start(2, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
-    let run_id = submit(&mut c, &chains("cancel", 8, 20, 30))
-        .await
-        .expect("submit");
-    wait_for_events(&mut c, &run_id, DEADLINE, |evs| succeeded(evs) >= 10)
-        .await
-        .expect("progress");
-    let resp = c
-        .cancel_run(pb::CancelRunRequest {
-            run_id: run_id.clone(),
-            reason: "test".into(),
-        })
-        .await
-        .expect("cancel");
+    let run_id = submit(&mut c, &chains("cancel", 8, 20, 30)).await.expect("submit");
+    wait_for_events(&mut c, &run_id, DEADLINE, |evs| succeeded(evs) >= 10).await.expect("progress");
+    let resp =
+        c.cancel_run(pb::CancelRunRequest { run_id: run_id.clone(), reason: "test".into() }).await.expect("cancel");
     let cancelled_at = tokio::time::Instant::now();
-    assert_eq!(
-        resp.into_inner().run.expect("run").state,
-        pb::RunState::Cancelled as i32
-    );
+    assert_eq!(resp.into_inner().run.expect("run").state, pb::RunState::Cancelled as i32);
 
     // A later run passing through the same manager and workers orders everything after the cancel.
-    let probe = submit(&mut c, &chains("probe", 1, 1, 1))
-        .await
-        .expect("probe");
-    wait_done(&mut c, &probe, DEADLINE)
-        .await
-        .expect("probe done");
-    let run = wait_done(&mut c, &run_id, DEADLINE)
-        .await
-        .expect("final view");
+    let probe = submit(&mut c, &chains("probe", 1, 1, 1)).await.expect("probe");
+    wait_done(&mut c, &probe, DEADLINE).await.expect("probe done");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("final view");
     assert_eq!(state(&run), pb::RunState::Cancelled);
     let execs = tc.log.of_run(&run_id);
-    assert!(
-        execs.iter().all(|e| e.start <= cancelled_at),
-        "nothing of the run may start after the cancel"
-    );
+    assert!(execs.iter().all(|e| e.start <= cancelled_at), "nothing of the run may start after the cancel");
     let interrupted = execs.iter().filter(|e| !e.completed).count();
-    assert!(
-        interrupted > 0,
-        "the in-flight calls were cancelled, not left to finish"
-    );
-    let done = run
-        .subtasks
-        .iter()
-        .filter(|s| s.state == pb::SubtaskState::Succeeded as i32)
-        .count();
-    assert!(
-        (10..160).contains(&done),
-        "finished results are kept ({done})"
-    );
+    assert!(interrupted > 0, "the in-flight calls were cancelled, not left to finish");
+    let done = run.subtasks.iter().filter(|s| s.state == pb::SubtaskState::Succeeded as i32).count();
+    assert!((10..160).contains(&done), "finished results are kept ({done})");
     tc.stop().await;
 }
 
@@ -236,25 +161,13 @@ async fn cancel_stops_dispatch_and_cancels_in_flight_calls() {
 async fn lost_worker_attempts_are_requeued_and_the_run_completes() {
     let mut tc = TestCluster::start(2, 8).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
-    let run_id = submit(&mut c, &chains("loss", 16, 10, 20))
-        .await
-        .expect("submit");
-    wait_for_events(&mut c, &run_id, DEADLINE, |evs| succeeded(evs) >= 20)
-        .await
-        .expect("progress");
+    let run_id = submit(&mut c, &chains("loss", 16, 10, 20)).await.expect("submit");
+    wait_for_events(&mut c, &run_id, DEADLINE, |evs| succeeded(evs) >= 20).await.expect("progress");
     tc.cluster.stop_worker(0).await;
     let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
     assert_eq!(state(&run), pb::RunState::Succeeded);
-    let requeued: BTreeSet<&str> = run
-        .subtasks
-        .iter()
-        .filter(|s| s.attempt >= 2)
-        .map(|s| s.id.as_str())
-        .collect();
-    assert!(
-        !requeued.is_empty(),
-        "the stopped worker had attempts in flight"
-    );
+    let requeued: BTreeSet<&str> = run.subtasks.iter().filter(|s| s.attempt >= 2).map(|s| s.id.as_str()).collect();
+    assert!(!requeued.is_empty(), "the stopped worker had attempts in flight");
     for id in &requeued {
         let s = run.subtasks.iter().find(|s| s.id == *id).expect("subtask");
         assert_eq!(s.worker_id, "w1", "{id} finished on the surviving worker");
@@ -263,12 +176,7 @@ async fn lost_worker_attempts_are_requeued_and_the_run_completes() {
     let execs = tc.log.of_run(&run_id);
     for s in &run.subtasks {
         let runs: Vec<_> = execs.iter().filter(|e| e.subtask_id == s.id).collect();
-        assert_eq!(
-            runs.iter().filter(|e| e.completed).count(),
-            1,
-            "{} completed exactly once",
-            s.id
-        );
+        assert_eq!(runs.iter().filter(|e| e.completed).count(), 1, "{} completed exactly once", s.id);
         if runs.len() > 1 {
             assert!(requeued.contains(s.id.as_str()));
         }
@@ -292,30 +200,14 @@ async fn transient_failures_are_retried_and_permanent_ones_skip_dependents() {
     let run_id = submit(&mut c, &spec).await.expect("submit");
     let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
     assert_eq!(state(&run), pb::RunState::Failed);
-    let get = |id: &str| {
-        run.subtasks
-            .iter()
-            .find(|s| s.id == id)
-            .expect("subtask")
-            .clone()
-    };
-    assert_eq!(
-        (get("flaky").state, get("flaky").attempt),
-        (pb::SubtaskState::Succeeded as i32, 3)
-    );
+    let get = |id: &str| run.subtasks.iter().find(|s| s.id == id).expect("subtask").clone();
+    assert_eq!((get("flaky").state, get("flaky").attempt), (pb::SubtaskState::Succeeded as i32, 3));
     assert_eq!(get("bad").state, pb::SubtaskState::Failed as i32);
     assert_eq!(get("bad").error_kind, pb::FailureKind::Permanent as i32);
     assert_eq!(get("bad").attempt, 1, "permanent failures are not retried");
     assert_eq!(get("after-bad").state, pb::SubtaskState::Skipped as i32);
     assert_eq!(get("independent").state, pb::SubtaskState::Succeeded as i32);
     let s = run.summary.expect("summary");
-    assert_eq!(
-        (
-            s.tool_calls_completed,
-            s.tool_calls_failed,
-            s.tool_calls_skipped
-        ),
-        (2, 1, 1)
-    );
+    assert_eq!((s.tool_calls_completed, s.tool_calls_failed, s.tool_calls_skipped), (2, 1, 1));
     tc.stop().await;
 }

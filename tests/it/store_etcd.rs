@@ -18,12 +18,9 @@ impl std::ops::Deref for Fixture {
 }
 
 async fn etcd_store() -> Fixture {
-    let etcd = EtcdCluster::start(1)
-        .await
-        .expect("etcd must start for the conformance suite");
-    let store = EtcdStore::connect(&etcd.endpoints(), std::time::Duration::from_secs(5))
-        .await
-        .expect("connect to etcd");
+    let etcd = EtcdCluster::start(1).await.expect("etcd must start for the conformance suite");
+    let store =
+        EtcdStore::connect(&etcd.endpoints(), std::time::Duration::from_secs(5)).await.expect("connect to etcd");
     Fixture { store, _etcd: etcd }
 }
 

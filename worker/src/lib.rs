@@ -60,9 +60,7 @@ pub enum WorkerError {
 
 /// Microseconds since the Unix epoch.
 fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Runs the worker until `shutdown` is cancelled, reconnecting whenever the stream breaks.
@@ -108,10 +106,7 @@ async fn session(
     tools: &Arc<ToolRegistry>,
     shutdown: &CancellationToken,
 ) -> Result<(), tonic::Status> {
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let channel = endpoint.connect().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let (out_tx, out_rx) = mpsc::channel::<pb::WorkerMessage>(256);
     let hello = pb::WorkerHello {
@@ -128,15 +123,8 @@ async fn session(
             .collect(),
         labels: config.labels.clone(),
     };
-    let _ = out_tx
-        .send(pb::WorkerMessage {
-            msg: Some(pb::worker_message::Msg::Hello(hello)),
-        })
-        .await;
-    let mut inbound = client
-        .connect(ReceiverStream::new(out_rx))
-        .await?
-        .into_inner();
+    let _ = out_tx.send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Hello(hello)) }).await;
+    let mut inbound = client.connect(ReceiverStream::new(out_rx)).await?.into_inner();
     info!(worker_id = %config.worker_id, coordinator = %config.coordinator, slots = config.slots, "connected");
 
     let tracker = TaskTracker::new();
@@ -185,10 +173,7 @@ async fn session(
     drop(report_tx);
     drop(out_tx);
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
         warn!(worker_id = %config.worker_id, "attempts did not stop within 5 s of cancellation");
     }
     result
@@ -203,10 +188,7 @@ fn start_attempt(
     reports: &mpsc::Sender<pb::AttemptReport>,
 ) {
     let token = session_cancel.child_token();
-    running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(a.fence, token.clone());
+    running.lock().unwrap_or_else(|e| e.into_inner()).insert(a.fence, token.clone());
     let tool = tools.get(&a.tool).cloned();
     let running = running.clone();
     let reports = reports.clone();
@@ -255,17 +237,11 @@ fn start_attempt(
     });
 }
 
-async fn with_timeout(
-    call: tools::ToolFuture,
-    timeout: Option<Duration>,
-) -> Result<serde_json::Value, ToolError> {
+async fn with_timeout(call: tools::ToolFuture, timeout: Option<Duration>) -> Result<serde_json::Value, ToolError> {
     match timeout {
         None => call.await,
         Some(t) => tokio::time::timeout(t, call).await.unwrap_or_else(|_| {
-            Err(ToolError {
-                kind: FailureKind::Timeout,
-                message: format!("no result within {} ms", t.as_millis()),
-            })
+            Err(ToolError { kind: FailureKind::Timeout, message: format!("no result within {} ms", t.as_millis()) })
         }),
     }
 }
@@ -280,11 +256,7 @@ async fn uplink(mut rx: mpsc::Receiver<pb::AttemptReport>, tx: mpsc::Sender<pb::
                 Err(_) => break,
             }
         }
-        let msg = pb::WorkerMessage {
-            msg: Some(pb::worker_message::Msg::Reports(pb::AttemptReports {
-                reports,
-            })),
-        };
+        let msg = pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Reports(pb::AttemptReports { reports })) };
         if tx.send(msg).await.is_err() {
             break;
         }

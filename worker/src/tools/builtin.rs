@@ -6,20 +6,8 @@ use serde_json::{Value, json};
 
 use super::{Tool, ToolContext, ToolError, ToolFuture, ToolInfo, arg_f64_or, arg_str, arg_u64};
 
-fn info(
-    name: &str,
-    description: &str,
-    read_only: bool,
-    idempotent: bool,
-    timeout: Option<Duration>,
-) -> ToolInfo {
-    ToolInfo {
-        name: name.into(),
-        description: description.into(),
-        read_only,
-        idempotent,
-        timeout,
-    }
+fn info(name: &str, description: &str, read_only: bool, idempotent: bool, timeout: Option<Duration>) -> ToolInfo {
+    ToolInfo { name: name.into(), description: description.into(), read_only, idempotent, timeout }
 }
 
 /// `sleep {ms, straggler_prob?, straggler_mult?}`: waits `ms` milliseconds. With
@@ -30,13 +18,7 @@ pub struct Sleep(ToolInfo);
 impl Sleep {
     /// The tool.
     pub fn new() -> Self {
-        Self(info(
-            "sleep",
-            "Waits for `ms` milliseconds.",
-            true,
-            true,
-            None,
-        ))
+        Self(info("sleep", "Waits for `ms` milliseconds.", true, true, None))
     }
 }
 
@@ -57,16 +39,10 @@ impl Tool for Sleep {
             let prob = arg_f64_or(&args, "straggler_prob", 0.0)?;
             let mult = arg_f64_or(&args, "straggler_mult", 10.0)?;
             if !((0.0..=1.0).contains(&prob) && mult.is_finite() && mult >= 0.0) {
-                return Err(ToolError::permanent(
-                    "args.straggler_prob must be in [0, 1], straggler_mult ≥ 0",
-                ));
+                return Err(ToolError::permanent("args.straggler_prob must be in [0, 1], straggler_mult ≥ 0"));
             }
             let straggler = prob > 0.0 && fastrand::f64() < prob;
-            let total = if straggler {
-                (ms as f64 * mult) as u64
-            } else {
-                ms
-            };
+            let total = if straggler { (ms as f64 * mult) as u64 } else { ms };
             if total > 0 {
                 tokio::time::sleep(Duration::from_millis(total)).await;
             }
@@ -109,13 +85,7 @@ pub struct Flaky(ToolInfo);
 impl Flaky {
     /// The tool.
     pub fn new() -> Self {
-        Self(info(
-            "flaky",
-            "Fails the first `fail_times` attempts, then succeeds.",
-            true,
-            true,
-            None,
-        ))
+        Self(info("flaky", "Fails the first `fail_times` attempts, then succeeds.", true, true, None))
     }
 }
 
@@ -173,13 +143,7 @@ impl HttpGet {
             .build()
             .unwrap_or_default();
         Self {
-            info: info(
-                "http_get",
-                "Fetches a URL with HTTP GET.",
-                true,
-                true,
-                Some(Duration::from_secs(30)),
-            ),
+            info: info("http_get", "Fetches a URL with HTTP GET.", true, true, Some(Duration::from_secs(30))),
             client,
         }
     }
@@ -200,23 +164,13 @@ impl Tool for HttpGet {
         let client = self.client.clone();
         Box::pin(async move {
             let url = arg_str(&args, "url")?;
-            let parsed = reqwest::Url::parse(url)
-                .map_err(|e| ToolError::permanent(format!("args.url: {e}")))?;
+            let parsed = reqwest::Url::parse(url).map_err(|e| ToolError::permanent(format!("args.url: {e}")))?;
             if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(ToolError::permanent(
-                    "args.url: only http and https are supported",
-                ));
+                return Err(ToolError::permanent("args.url: only http and https are supported"));
             }
-            let max = args
-                .get("max_bytes")
-                .and_then(Value::as_u64)
-                .unwrap_or(HTTP_DEFAULT_MAX_BYTES)
-                .min(HTTP_MAX_BYTES);
-            let timeout = Duration::from_millis(
-                args.get("timeout_ms")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(10_000),
-            );
+            let max =
+                args.get("max_bytes").and_then(Value::as_u64).unwrap_or(HTTP_DEFAULT_MAX_BYTES).min(HTTP_MAX_BYTES);
+            let timeout = Duration::from_millis(args.get("timeout_ms").and_then(Value::as_u64).unwrap_or(10_000));
             let fetch = async {
                 let mut resp = client
                     .get(parsed)
@@ -232,10 +186,8 @@ impl Tool for HttpGet {
                     .to_owned();
                 let mut body = Vec::new();
                 let mut truncated = false;
-                while let Some(chunk) = resp
-                    .chunk()
-                    .await
-                    .map_err(|e| ToolError::transient(format!("reading body: {e}")))?
+                while let Some(chunk) =
+                    resp.chunk().await.map_err(|e| ToolError::transient(format!("reading body: {e}")))?
                 {
                     let room = (max as usize).saturating_sub(body.len());
                     if chunk.len() > room {
@@ -255,12 +207,10 @@ impl Tool for HttpGet {
                     "truncated": truncated,
                 }))
             };
-            tokio::time::timeout(timeout, fetch)
-                .await
-                .map_err(|_| ToolError {
-                    kind: swarm_core::FailureKind::Timeout,
-                    message: format!("no answer within {} ms", timeout.as_millis()),
-                })?
+            tokio::time::timeout(timeout, fetch).await.map_err(|_| ToolError {
+                kind: swarm_core::FailureKind::Timeout,
+                message: format!("no answer within {} ms", timeout.as_millis()),
+            })?
         })
     }
 }
@@ -271,12 +221,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     fn ctx(attempt: u32) -> ToolContext {
-        ToolContext {
-            run_id: "r".into(),
-            subtask_id: "s".into(),
-            attempt,
-            cancel: CancellationToken::new(),
-        }
+        ToolContext { run_id: "r".into(), subtask_id: "s".into(), attempt, cancel: CancellationToken::new() }
     }
 
     #[tokio::test]
@@ -284,44 +229,26 @@ mod tests {
         let t = Flaky::new();
         assert!(t.call(json!({"fail_times": 2}), ctx(1)).await.is_err());
         assert!(t.call(json!({"fail_times": 2}), ctx(2)).await.is_err());
-        assert_eq!(
-            t.call(json!({"fail_times": 2}), ctx(3)).await,
-            Ok(json!({"attempt": 3}))
-        );
+        assert_eq!(t.call(json!({"fail_times": 2}), ctx(3)).await, Ok(json!({"attempt": 3})));
     }
 
     #[tokio::test]
     async fn bad_arguments_are_permanent_errors() {
-        let err = Echo::new()
-            .call(json!({}), ctx(1))
-            .await
-            .expect_err("no text");
+        let err = Echo::new().call(json!({}), ctx(1)).await.expect_err("no text");
         assert_eq!(err, ToolError::permanent("args.text: required string"));
-        let err = Sleep::new()
-            .call(json!({"ms": -1}), ctx(1))
-            .await
-            .expect_err("negative");
+        let err = Sleep::new().call(json!({"ms": -1}), ctx(1)).await.expect_err("negative");
         assert_eq!(err.kind, swarm_core::FailureKind::Permanent);
-        let err = HttpGet::new()
-            .call(json!({"url": "file:///etc/passwd"}), ctx(1))
-            .await
-            .expect_err("scheme");
+        let err = HttpGet::new().call(json!({"url": "file:///etc/passwd"}), ctx(1)).await.expect_err("scheme");
         assert_eq!(err.kind, swarm_core::FailureKind::Permanent);
     }
 
     #[tokio::test(start_paused = true)]
     async fn sleep_waits_and_stragglers_stretch() {
         let t0 = tokio::time::Instant::now();
-        Sleep::new()
-            .call(json!({"ms": 40}), ctx(1))
-            .await
-            .expect("sleeps");
+        Sleep::new().call(json!({"ms": 40}), ctx(1)).await.expect("sleeps");
         assert_eq!(t0.elapsed(), Duration::from_millis(40));
         let out = Sleep::new()
-            .call(
-                json!({"ms": 10, "straggler_prob": 1.0, "straggler_mult": 5}),
-                ctx(1),
-            )
+            .call(json!({"ms": 10, "straggler_prob": 1.0, "straggler_mult": 5}), ctx(1))
             .await
             .expect("sleeps");
         assert_eq!(out, json!({"slept_ms": 50, "straggler": true}));
@@ -329,9 +256,7 @@ mod tests {
 
     #[tokio::test]
     async fn http_get_caps_the_body() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -339,17 +264,12 @@ mod tests {
             let mut buf = [0u8; 1024];
             let _ = sock.read(&mut buf).await;
             let body = "x".repeat(5000);
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
-                body.len()
-            );
+            let resp =
+                format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}", body.len());
             sock.write_all(resp.as_bytes()).await.expect("write");
         });
         let out = HttpGet::new()
-            .call(
-                json!({"url": format!("http://{addr}/"), "max_bytes": 100}),
-                ctx(1),
-            )
+            .call(json!({"url": format!("http://{addr}/"), "max_bytes": 100}), ctx(1))
             .await
             .expect("fetched");
         assert_eq!(out["status"], 200);

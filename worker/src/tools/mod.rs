@@ -55,17 +55,11 @@ pub struct ToolError {
 impl ToolError {
     /// Bad arguments or another failure that will repeat: not retried.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            kind: FailureKind::Permanent,
-            message: message.into(),
-        }
+        Self { kind: FailureKind::Permanent, message: message.into() }
     }
     /// A passing failure: retried per policy.
     pub fn transient(message: impl Into<String>) -> Self {
-        Self {
-            kind: FailureKind::Transient,
-            message: message.into(),
-        }
+        Self { kind: FailureKind::Transient, message: message.into() }
     }
 }
 
@@ -135,15 +129,11 @@ pub fn arg_u64(args: &Value, name: &str) -> Result<u64, ToolError> {
 pub fn arg_f64_or(args: &Value, name: &str, default: f64) -> Result<f64, ToolError> {
     match args.get(name) {
         None | Some(Value::Null) => Ok(default),
-        Some(v) => v
-            .as_f64()
-            .ok_or_else(|| ToolError::permanent(format!("args.{name}: must be a number"))),
+        Some(v) => v.as_f64().ok_or_else(|| ToolError::permanent(format!("args.{name}: must be a number"))),
     }
 }
 
 /// Reads a required string argument.
 pub fn arg_str<'a>(args: &'a Value, name: &str) -> Result<&'a str, ToolError> {
-    args.get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| ToolError::permanent(format!("args.{name}: required string")))
+    args.get(name).and_then(Value::as_str).ok_or_else(|| ToolError::permanent(format!("args.{name}: required string")))
 }
