@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use swarm_coordinator::{Coordinator, CoordinatorConfig, ManagerHandle};
+use swarm_coordinator::manager::{Command, ManagerStats};
+use swarm_coordinator::{Coordinator, CoordinatorConfig, Role};
 use swarm_store::{MemoryStore, StateStore};
 use swarm_worker::{ToolRegistry, WorkerConfig};
 use tokio::net::TcpListener;
@@ -40,7 +41,7 @@ impl Default for EmbeddedOptions {
 pub struct Embedded {
     /// The coordinator's address.
     pub addr: SocketAddr,
-    manager: ManagerHandle,
+    role: tokio::sync::watch::Receiver<Role>,
     shutdown: CancellationToken,
     coordinator: JoinHandle<()>,
     workers: Vec<(CancellationToken, Option<JoinHandle<()>>)>,
@@ -59,23 +60,27 @@ impl Embedded {
         let shutdown = CancellationToken::new();
         let rt = coordinator_rt.clone().unwrap_or_else(tokio::runtime::Handle::current);
         let listen = opts.listen;
-        let config = opts.coordinator.clone();
+        let mut config = opts.coordinator.clone();
         let token = shutdown.clone();
-        let (addr, manager, coordinator) = rt
+        let (addr, role, coordinator) = rt
             .spawn(async move {
                 let listener = TcpListener::bind(listen).await?;
                 let addr = listener.local_addr()?;
+                if config.advertise.is_empty() {
+                    config.advertise = format!("http://{addr}");
+                }
                 let coordinator = Coordinator::start(config, store, token);
-                let manager = coordinator.manager().clone();
+                let role = coordinator.role();
                 let handle = tokio::spawn(async move {
                     if let Err(e) = coordinator.serve(listener, Duration::from_secs(5)).await {
                         tracing::error!(error = %e, "coordinator server failed");
                     }
                 });
-                anyhow::Ok((addr, manager, handle))
+                anyhow::Ok((addr, role, handle))
             })
             .await??;
-        let mut cluster = Self { addr, manager, shutdown, coordinator, workers: Vec::new(), coordinator_rt };
+        let mut cluster = Self { addr, role, shutdown, coordinator, workers: Vec::new(), coordinator_rt };
+        cluster.wait_leader(Duration::from_secs(10)).await?;
         for i in 0..opts.workers {
             cluster.add_worker(&format!("embedded-{i}"), opts.slots, Arc::new(ToolRegistry::builtin()));
         }
@@ -92,9 +97,22 @@ impl Embedded {
         format!("http://{}", self.addr)
     }
 
-    /// The run manager (for stats).
-    pub fn manager(&self) -> &ManagerHandle {
-        &self.manager
+    /// Waits until the coordinator leads.
+    pub async fn wait_leader(&mut self, deadline: Duration) -> anyhow::Result<()> {
+        let mut role = self.role.clone();
+        tokio::time::timeout(deadline, role.wait_for(|r| matches!(r, Role::Leader(_))))
+            .await
+            .map_err(|_| anyhow::anyhow!("the coordinator did not become leader within {deadline:?}"))??;
+        Ok(())
+    }
+
+    /// The run manager's counters (while the coordinator leads).
+    pub async fn stats(&self) -> anyhow::Result<ManagerStats> {
+        let manager = match &*self.role.borrow() {
+            Role::Leader(ctx) => ctx.manager.clone(),
+            Role::Standby { .. } => anyhow::bail!("the coordinator is not the leader"),
+        };
+        Ok(manager.call(|reply| Command::Stats { reply }).await?)
     }
 
     /// Adds an in-process worker; returns its index (for [`Embedded::stop_worker`]).
@@ -126,7 +144,7 @@ impl Embedded {
     pub async fn wait_for_workers(&self, n: u32, deadline: Duration) -> anyhow::Result<()> {
         let until = tokio::time::Instant::now() + deadline;
         loop {
-            let stats = self.manager.call(|reply| swarm_coordinator::manager::Command::Stats { reply }).await?;
+            let stats = self.stats().await?;
             if stats.workers >= n {
                 return Ok(());
             }
@@ -145,5 +163,18 @@ impl Embedded {
         }
         let _ = self.coordinator.await;
         drop(self.coordinator_rt);
+    }
+
+    /// Adds a worker with a custom config (its source must point at this cluster).
+    pub fn add_worker_with(&mut self, config: WorkerConfig, tools: Arc<ToolRegistry>) -> usize {
+        let token = self.shutdown.child_token();
+        let t = token.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(e) = swarm_worker::run(config, tools, t).await {
+                tracing::error!(error = %e, "worker failed");
+            }
+        });
+        self.workers.push((token, Some(handle)));
+        self.workers.len() - 1
     }
 }

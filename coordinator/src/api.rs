@@ -8,11 +8,11 @@ use futures_util::Stream;
 use swarm_core::{ApiError, Dag, Limits, RunId, RunSpec, engine::RunState};
 use swarm_proto::pb::{self, swarm_service_server::SwarmService};
 use swarm_proto::status::to_status;
-use swarm_store::RunRepo;
 use swarm_store::repo::{Created, RunHeader};
 use tonic::{Request, Response, Status};
 
-use crate::manager::{Command, ManagerHandle, now_us, view_from_header};
+use crate::manager::{Command, now_us};
+use crate::node::{LeaderCtx, Role};
 use crate::watch::EventLog;
 
 /// Longest accepted idempotency key.
@@ -23,21 +23,22 @@ const WATCH_BATCH: usize = 256;
 /// The `SwarmService` implementation.
 #[derive(Clone)]
 pub struct SwarmApi {
-    manager: ManagerHandle,
-    repo: RunRepo,
+    role: tokio::sync::watch::Receiver<Role>,
     limits: Arc<Limits>,
     shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl SwarmApi {
-    /// An adapter over a running manager.
-    pub fn new(
-        manager: ManagerHandle,
-        repo: RunRepo,
-        limits: Limits,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> Self {
-        Self { manager, repo, limits: Arc::new(limits), shutdown }
+    /// An adapter over whatever role the node has.
+    pub fn new(role: tokio::sync::watch::Receiver<Role>, limits: Limits, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        Self { role, limits: Arc::new(limits), shutdown }
+    }
+
+    fn leader(&self) -> Result<Arc<LeaderCtx>, ApiError> {
+        match &*self.role.borrow() {
+            Role::Leader(ctx) => Ok(ctx.clone()),
+            Role::Standby { leader } => Err(ApiError::NotLeader { leader: leader.clone() }),
+        }
     }
 
     async fn submit(&self, req: pb::SubmitRunRequest) -> Result<pb::SubmitRunResponse, ApiError> {
@@ -47,6 +48,7 @@ impl SwarmApi {
             return Err(ApiError::invalid("idempotency_key", format!("longer than {MAX_IDEMPOTENCY_KEY} bytes")));
         }
         let dag = Arc::new(Dag::build(&spec, &self.limits)?);
+        let ctx = self.leader()?;
         let submitted_us = now_us();
         let run_id = RunId::generate(submitted_us / 1000);
         let header = RunHeader {
@@ -57,14 +59,15 @@ impl SwarmApi {
             finished_us: None,
             idempotency_key: key,
             summary: None,
+            term: ctx.repo.term(),
         };
-        match self.repo.create_run(&header, &spec).await.map_err(store_error)? {
+        match ctx.repo.create_run(&header, &spec).await.map_err(store_error)? {
             Created::Existing(existing) => {
                 return Ok(pb::SubmitRunResponse { run_id: existing.to_string(), created: false });
             }
             Created::New => {}
         }
-        self.manager.call(|reply| Command::Submit { run_id: run_id.clone(), dag, header, reply }).await?;
+        ctx.manager.call(|reply| Command::Submit { run_id: run_id.clone(), dag, header, reply }).await?;
         Ok(pb::SubmitRunResponse { run_id: run_id.to_string(), created: true })
     }
 
@@ -72,18 +75,17 @@ impl SwarmApi {
         let run_id = run_id(&req.run_id)?;
         let include_subtasks = req.include_subtasks;
         let id = run_id.clone();
-        if let Some(run) = self.manager.call(|reply| Command::Get { run_id: id, include_subtasks, reply }).await? {
-            return Ok(run);
-        }
-        match self.repo.header(&run_id).await.map_err(store_error)? {
-            Some(header) => Ok(view_from_header(&header)),
+        let ctx = self.leader()?;
+        match ctx.manager.call(|reply| Command::Get { run_id: id, include_subtasks, reply }).await? {
+            Some(run) => Ok(run),
             None => Err(ApiError::NotFound(format!("run {run_id}"))),
         }
     }
 
     async fn watch_log(&self, run_id: RunId) -> Result<Arc<EventLog>, ApiError> {
         let id = run_id.clone();
-        self.manager
+        self.leader()?
+            .manager
             .call(|reply| Command::Watch { run_id: id, reply })
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("run {run_id} (or it is no longer watchable)")))
@@ -104,6 +106,7 @@ fn store_error(e: swarm_store::StoreError) -> ApiError {
             retry_after: Some(Duration::from_secs(1)),
         },
         swarm_store::StoreError::TooLarge(m) => ApiError::ResourceExhausted(m),
+        swarm_store::StoreError::Fenced(_) => ApiError::NotLeader { leader: None },
         other => ApiError::Internal(other.to_string()),
     }
 }
@@ -128,8 +131,9 @@ impl SwarmService for SwarmApi {
             n => n.min(1000) as usize,
         };
         let before = (!req.page_token.is_empty()).then(|| RunId::from(req.page_token));
+        let ctx = self.leader().map_err(|e| to_status(&e))?;
         let (runs, more) =
-            self.manager.call(|reply| Command::List { before, limit, reply }).await.map_err(|e| to_status(&e))?;
+            ctx.manager.call(|reply| Command::List { before, limit, reply }).await.map_err(|e| to_status(&e))?;
         let next_page_token =
             if more { runs.last().map(|r| r.run_id.clone()).unwrap_or_default() } else { String::new() };
         Ok(Response::new(pb::ListRunsResponse { runs, next_page_token }))
@@ -139,7 +143,8 @@ impl SwarmService for SwarmApi {
         let req = req.into_inner();
         let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
         let reason = req.reason;
-        let run = self
+        let ctx = self.leader().map_err(|e| to_status(&e))?;
+        let run = ctx
             .manager
             .call(|reply| Command::Cancel { run_id, reason, reply })
             .await

@@ -7,7 +7,10 @@
 
 pub mod api;
 pub mod manager;
+pub mod node;
 pub mod placement;
+pub mod recovery;
+pub mod sink;
 pub mod watch;
 pub mod worker_api;
 
@@ -16,13 +19,14 @@ use std::time::Duration;
 
 use swarm_core::Limits;
 use swarm_proto::pb::{self, swarm_service_server::SwarmServiceServer, worker_service_server::WorkerServiceServer};
-use swarm_store::{RunRepo, StateStore};
+use swarm_store::StateStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
 pub use manager::{ManagerConfig, ManagerHandle, ManagerStats};
+pub use node::Role;
 
 /// Largest request a client may send (a 10,000-subtask spec fits comfortably).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
@@ -36,6 +40,12 @@ pub struct CoordinatorConfig {
     pub manager: ManagerConfig,
     /// Key prefix in the state store.
     pub prefix: String,
+    /// The address workers and clients reach this node at (its election value).
+    pub advertise: String,
+    /// TTL of the node's lease: a standby takes over at most this long after the leader dies.
+    pub lease_ttl: Duration,
+    /// Ended runs are deleted this long after they end (`None`: kept).
+    pub run_ttl: Option<Duration>,
 }
 
 impl Default for CoordinatorConfig {
@@ -44,13 +54,17 @@ impl Default for CoordinatorConfig {
             limits: Limits::default(),
             manager: ManagerConfig::default(),
             prefix: swarm_store::repo::DEFAULT_PREFIX.to_owned(),
+            advertise: String::new(),
+            lease_ttl: Duration::from_secs(5),
+            run_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
         }
     }
 }
 
-/// A started coordinator: its run manager runs; [`Coordinator::serve`] exposes it.
+/// A started coordinator node: it campaigns for leadership and, while leader, runs a run
+/// manager; [`Coordinator::serve`] exposes it over gRPC.
 pub struct Coordinator {
-    manager: ManagerHandle,
+    role: tokio::sync::watch::Receiver<Role>,
     api: api::SwarmApi,
     worker_api: worker_api::WorkerApi,
     tracker: TaskTracker,
@@ -58,19 +72,20 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// Starts the run manager over `store`. Everything stops when `shutdown` is cancelled.
+    /// Starts the node over `store`. Everything stops when `shutdown` is cancelled (a leader
+    /// resigns first).
     pub fn start(config: CoordinatorConfig, store: Arc<dyn StateStore>, shutdown: CancellationToken) -> Self {
         let tracker = TaskTracker::new();
-        let repo = RunRepo::new(store, config.prefix.clone());
-        let manager = manager::spawn(config.manager.clone(), repo.clone(), &tracker, shutdown.clone());
-        let api = api::SwarmApi::new(manager.clone(), repo, config.limits.clone(), shutdown.clone());
-        let worker_api = worker_api::WorkerApi::new(manager.clone(), tracker.clone());
-        Self { manager, api, worker_api, tracker, shutdown }
+        let (role_tx, role) = tokio::sync::watch::channel(Role::Standby { leader: None });
+        let api = api::SwarmApi::new(role.clone(), config.limits.clone(), shutdown.clone());
+        let worker_api = worker_api::WorkerApi::new(role.clone(), tracker.clone());
+        tracker.spawn(node::run(config, store, role_tx, shutdown.clone()));
+        Self { role, api, worker_api, tracker, shutdown }
     }
 
-    /// A handle to the run manager (for stats and in-process use).
-    pub fn manager(&self) -> &ManagerHandle {
-        &self.manager
+    /// The node's role, as it changes.
+    pub fn role(&self) -> tokio::sync::watch::Receiver<Role> {
+        self.role.clone()
     }
 
     /// Serves gRPC on `listener` until shutdown, then waits (at most `grace`) for tasks to end.

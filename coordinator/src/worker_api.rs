@@ -14,7 +14,8 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
-use crate::manager::{Command, ManagerHandle};
+use crate::manager::Command;
+use crate::node::Role;
 
 /// How long a new stream may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,15 +25,15 @@ const MAX_SLOTS: u32 = 100_000;
 /// The `WorkerService` implementation.
 #[derive(Clone)]
 pub struct WorkerApi {
-    manager: ManagerHandle,
+    role: tokio::sync::watch::Receiver<Role>,
     tracker: TaskTracker,
     next_conn: Arc<AtomicU64>,
 }
 
 impl WorkerApi {
-    /// An adapter over a running manager; reader tasks are spawned on `tracker`.
-    pub fn new(manager: ManagerHandle, tracker: TaskTracker) -> Self {
-        Self { manager, tracker, next_conn: Arc::new(AtomicU64::new(1)) }
+    /// An adapter over the node's role; reader tasks are spawned on `tracker`.
+    pub fn new(role: tokio::sync::watch::Receiver<Role>, tracker: TaskTracker) -> Self {
+        Self { role, tracker, next_conn: Arc::new(AtomicU64::new(1)) }
     }
 }
 
@@ -54,6 +55,10 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<Streaming<pb::WorkerMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
+        let manager = match &*self.role.borrow() {
+            Role::Leader(ctx) => ctx.manager.clone(),
+            Role::Standby { leader } => return Err(to_status(&ApiError::NotLeader { leader: leader.clone() })),
+        };
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -64,8 +69,7 @@ impl WorkerService for WorkerApi {
         validate(&hello).map_err(|e| to_status(&e))?;
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::mpsc::channel(2 * hello.slots as usize + 256);
-        self.manager.send(Command::WorkerJoined { conn, hello, tx }).await.map_err(|e| to_status(&e))?;
-        let manager = self.manager.clone();
+        manager.send(Command::WorkerJoined { conn, hello, tx }).await.map_err(|e| to_status(&e))?;
         self.tracker.spawn(async move {
             loop {
                 match inbound.message().await {

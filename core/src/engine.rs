@@ -145,6 +145,23 @@ pub enum EngineEvent {
     RetryDue { subtask: u32 },
     /// The user asked to cancel the run.
     CancelRequested,
+    /// A worker holds an attempt this engine did not dispatch (it was dispatched under an
+    /// earlier leader): adopt it as the subtask's running attempt, unless the subtask has
+    /// ended or runs another attempt.
+    Adopt { subtask: u32, worker: WorkerId, fence: Fence, attempt: AttemptNo },
+}
+
+/// A subtask's recorded end state, for [`RunEngine::restore`].
+#[derive(Clone, Debug)]
+pub struct RestoredSubtask {
+    pub state: SubtaskState,
+    pub attempt: AttemptNo,
+    pub worker: Option<WorkerId>,
+    pub started_us: u64,
+    pub finished_us: u64,
+    pub steps: u32,
+    pub output: Option<Arc<str>>,
+    pub error: Option<Failure>,
 }
 
 /// A change watchers should see.
@@ -250,6 +267,67 @@ impl RunEngine {
             submitted_us,
             finished_us: None,
             rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    /// Rebuilds an engine from recorded subtask ends (by subtask index). Subtasks without a
+    /// record start over: ready if their dependencies succeeded, else blocked. Call
+    /// [`RunEngine::settle`] afterwards: the run may already be complete.
+    pub fn restore(
+        run_id: RunId,
+        dag: Arc<Dag>,
+        policy: RetryPolicy,
+        submitted_us: u64,
+        seed: u64,
+        records: impl IntoIterator<Item = (u32, RestoredSubtask)>,
+    ) -> Self {
+        let mut engine = Self::new(run_id, dag, policy, submitted_us, seed);
+        engine.ready.clear();
+        for (i, r) in records {
+            let Some(slot) = engine.slots.get_mut(i as usize) else { continue };
+            if !r.state.is_terminal() || r.state == SubtaskState::Cancelled {
+                continue;
+            }
+            slot.state = r.state;
+            slot.attempt = r.attempt;
+            slot.worker = r.worker;
+            slot.started_us = r.started_us;
+            slot.finished_us = r.finished_us;
+            slot.steps = r.steps;
+            slot.output = r.output;
+            slot.error = r.error;
+            engine.counts.open -= 1;
+            engine.counts.attempts += r.attempt.0;
+            match r.state {
+                SubtaskState::Succeeded => engine.counts.succeeded += 1,
+                SubtaskState::Failed => engine.counts.failed += 1,
+                _ => engine.counts.skipped += 1,
+            }
+        }
+        for i in 0..engine.slots.len() {
+            if engine.slots[i].state == SubtaskState::Succeeded {
+                for k in 0..engine.dag.node(i as u32).dependents.len() {
+                    let d = engine.dag.node(i as u32).dependents[k] as usize;
+                    engine.slots[d].pending_deps -= 1;
+                }
+            }
+        }
+        for i in 0..engine.slots.len() {
+            let slot = &mut engine.slots[i];
+            if !slot.state.is_terminal() {
+                slot.state = if slot.pending_deps == 0 { SubtaskState::Ready } else { SubtaskState::Blocked };
+                if slot.state == SubtaskState::Ready {
+                    engine.ready.push_back(i as u32);
+                }
+            }
+        }
+        engine
+    }
+
+    /// Ends the run if nothing is open (after [`RunEngine::restore`]).
+    pub fn settle(&mut self, now_us: u64, out: &mut Vec<Action>) {
+        if !self.state.is_terminal() {
+            self.check_finished(now_us, out);
         }
     }
 
@@ -381,6 +459,21 @@ impl RunEngine {
                 }
             }
             EngineEvent::CancelRequested => self.cancel(now_us, out),
+            EngineEvent::Adopt { subtask, worker, fence, attempt } => {
+                let Some(slot) = self.slots.get_mut(subtask as usize) else { return };
+                if slot.state.is_terminal() || slot.state == SubtaskState::Running || fence <= slot.fence {
+                    self.counts.stale_reports += 1;
+                    return;
+                }
+                // A ready slot may still sit in the queue; pop_ready skips it once running.
+                slot.state = SubtaskState::Running;
+                slot.attempt = attempt.max(slot.attempt);
+                slot.fence = fence;
+                slot.worker = Some(worker.clone());
+                self.counts.running += 1;
+                self.counts.attempts += 1;
+                out.push(Action::Publish(Update::Started { subtask, attempt: slot.attempt, worker }));
+            }
         }
     }
 
@@ -620,6 +713,52 @@ mod tests {
             e.apply(EngineEvent::Lost { subtask: a, fence: Fence(fence) }, 0, &mut out);
         }
         assert_eq!(e.state(), RunState::Failed);
+    }
+
+    #[test]
+    fn restore_resumes_from_recorded_ends_and_adopts_held_attempts() {
+        let rec = |state| RestoredSubtask {
+            state,
+            attempt: AttemptNo(1),
+            worker: None,
+            started_us: 0,
+            finished_us: 5,
+            steps: 1,
+            output: Some("1".into()),
+            error: None,
+        };
+        let dag = Dag::build(
+            &RunSpec { name: "t".into(), subtasks: vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")] },
+            &Limits::default(),
+        )
+        .expect("valid");
+        let dag = Arc::new(dag);
+        let (a, b, x) = (dag.index_of("a").expect("a"), dag.index_of("b").expect("b"), dag.index_of("x").expect("x"));
+        let mut e = RunEngine::restore(
+            RunId::from("r"),
+            dag.clone(),
+            RetryPolicy::default(),
+            0,
+            1,
+            [(a, rec(SubtaskState::Succeeded))],
+        );
+        let mut out = vec![];
+        e.settle(10, &mut out);
+        assert_eq!(e.state(), RunState::Running);
+        assert_eq!(e.slot(b).state, SubtaskState::Ready, "a's success unblocks b");
+        // x was running on a worker under the previous leader: adopt it instead of re-running.
+        e.apply(EngineEvent::Adopt { subtask: x, worker: WorkerId::from("w"), fence: Fence(7), attempt: AttemptNo(1) }, 10, &mut out);
+        assert_eq!(e.slot(x).state, SubtaskState::Running);
+        let mut ready = vec![];
+        while let Some(i) = e.pop_ready() {
+            ready.push(i);
+        }
+        assert_eq!(ready, vec![b], "an adopted subtask is not dispatched again");
+        // A finished subtask is never adopted.
+        e.apply(EngineEvent::Adopt { subtask: a, worker: WorkerId::from("w"), fence: Fence(8), attempt: AttemptNo(2) }, 10, &mut out);
+        assert_eq!(e.slot(a).state, SubtaskState::Succeeded);
+        ok(&mut e, x, 7, 10, &mut out);
+        assert_eq!(e.slot(x).state, SubtaskState::Succeeded);
     }
 
     #[test]

@@ -72,6 +72,12 @@ pub enum ApiError {
         /// When to try again.
         retry_after: Option<std::time::Duration>,
     },
+    /// This coordinator is a standby; `leader` is the leader's address when known.
+    #[error("not the leader{}", .leader.as_deref().map(|l| format!("; the leader is at {l}")).unwrap_or_default())]
+    NotLeader {
+        /// The leader's advertised address.
+        leader: Option<String>,
+    },
     /// A quota or size limit was hit.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -89,6 +95,6 @@ impl ApiError {
 
 impl Retryable for ApiError {
     fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
+        matches!(self, Self::Unavailable { .. } | Self::NotLeader { .. })
     }
 }

@@ -13,7 +13,7 @@ pub mod spec;
 pub mod summary;
 
 pub use dag::{Dag, SpecViolation, SpecViolations};
-pub use engine::{Action, EngineEvent, RunEngine, RunState, SubtaskState};
+pub use engine::{Action, EngineEvent, RestoredSubtask, RunEngine, RunState, SubtaskState};
 pub use error::{ApiError, FailureKind, Retryable};
 pub use ids::{AttemptNo, Fence, RunId, Seq, SubtaskId, WorkerId};
 pub use retry::RetryPolicy;

@@ -25,9 +25,22 @@ pub fn to_status(err: &ApiError) -> Status {
         ApiError::Unavailable { retry_after, .. } => {
             Status::with_error_details(Code::Unavailable, err.to_string(), ErrorDetails::with_retry_info(*retry_after))
         }
+        ApiError::NotLeader { leader } => {
+            let mut details = ErrorDetails::with_retry_info(Some(std::time::Duration::from_millis(500)));
+            let metadata = leader.iter().map(|l| ("leader".to_owned(), l.clone())).collect::<std::collections::HashMap<_, _>>();
+            details.set_error_info("NOT_LEADER", "swarm", metadata);
+            Status::with_error_details(Code::Unavailable, err.to_string(), details)
+        }
         ApiError::ResourceExhausted(_) => Status::resource_exhausted(err.to_string()),
         ApiError::Internal(_) => Status::internal(err.to_string()),
     }
+}
+
+/// The leader's address carried by a `NOT_LEADER` status from a standby.
+pub fn leader_hint(status: &Status) -> Option<String> {
+    let details = status.get_error_details();
+    let info = details.error_info()?;
+    (info.reason == "NOT_LEADER").then(|| info.metadata.get("leader").cloned()).flatten()
 }
 
 /// The field violations carried by an `INVALID_ARGUMENT` status, as (field, description).

@@ -178,6 +178,25 @@ impl RunRepo {
         Err(StoreError::Other(format!("run {} already exists", header.run_id)))
     }
 
+    /// The election name for coordinators (`{prefix}leader`).
+    pub fn election_name(&self) -> String {
+        format!("{}leader", self.prefix)
+    }
+
+    /// Where worker registrations live (`{prefix}workers/`).
+    pub fn workers_prefix(&self) -> Vec<u8> {
+        format!("{}workers/", self.prefix).into_bytes()
+    }
+
+    /// The ops that delete everything of a run (header, spec, subtask records).
+    pub fn delete_run_ops(&self, run: &RunId) -> Vec<Op> {
+        vec![
+            Op::Delete { key: self.header_key(run) },
+            Op::Delete { key: self.spec_key(run) },
+            Op::DeletePrefix { prefix: self.subtasks_prefix(run) },
+        ]
+    }
+
     /// The write of a header, for batching.
     pub fn header_op(&self, header: &RunHeader) -> Op {
         Op::put(self.header_key(&header.run_id), encode(header))
@@ -192,7 +211,7 @@ impl RunRepo {
 
     /// Commits independent writes in as few transactions as the store's limits allow
     /// (each op stands alone; none relies on another being in the same transaction).
-    pub async fn write_batch(&self, ops: Vec<Op>) -> Result<usize, StoreError> {
+    pub async fn write_batch(&self, ops: &[Op]) -> Result<usize, StoreError> {
         let max_ops = self.store.max_txn_ops();
         let max_bytes = self.store.max_request_bytes() - 4096;
         let mut txns = 0;
@@ -206,7 +225,7 @@ impl RunRepo {
                 bytes = 0;
             }
             bytes += size;
-            txn.ops.push(op);
+            txn.ops.push(op.clone());
         }
         if !txn.ops.is_empty() {
             self.commit(txn).await?;
@@ -322,8 +341,8 @@ mod tests {
             output_ref: None,
             term: 0,
         };
-        let ops = (0..300).map(|i| repo.subtask_op(&run, &SubtaskId::from(format!("s{i:03}")), &rec)).collect();
-        assert_eq!(repo.write_batch(ops).await, Ok(3));
+        let ops: Vec<Op> = (0..300).map(|i| repo.subtask_op(&run, &SubtaskId::from(format!("s{i:03}")), &rec)).collect();
+        assert_eq!(repo.write_batch(&ops).await, Ok(3));
         assert_eq!(repo.subtasks(&run).await.expect("read").len(), 300);
     }
 }

@@ -1,12 +1,20 @@
-//! Swarm's worker: connects to a coordinator's `WorkerService.Connect` stream, declares its
-//! slots and tools, runs the attempts it is assigned (each under its own cancellation token and
-//! timeout) and reports results in batches. When the stream breaks it cancels what it was
-//! running (the coordinator re-queues those attempts under new fences) and reconnects with
-//! jittered exponential backoff.
+//! Swarm's worker: connects to the leading coordinator's `WorkerService.Connect` stream,
+//! declares its slots and tools, runs the attempts it is assigned (each under its own
+//! cancellation token and timeout) and reports results in batches.
+//!
+//! Results are kept until the coordinator acknowledges them (after writing them to its store),
+//! and attempts keep running across reconnections: when the stream breaks — the coordinator
+//! failed over, say — the worker reconnects (to the new leader, found through the store's
+//! election when configured with a store), declares the attempts it holds, and re-sends the
+//! unacknowledged reports. The new leader adopts what it can and cancels the rest, so a finished
+//! tool call is neither lost nor run twice.
+//!
+//! With a store, the worker also registers under a lease (`{prefix}workers/{id}`); if the lease
+//! is lost the coordinator re-queues the worker's attempts, so the worker cancels them itself.
 
 pub mod tools;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +22,8 @@ use backon::BackoffBuilder;
 use swarm_core::{FailureKind, WorkerId};
 use swarm_proto::convert::{duration_to_us, timestamp};
 use swarm_proto::pb::{self, coordinator_message::Msg, worker_service_client::WorkerServiceClient};
+use swarm_store::election::{Election, LeaderInfo, keep_lease_alive};
+use swarm_store::{Op, StateStore, Txn};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -25,27 +35,48 @@ pub use tools::{Tool, ToolContext, ToolError, ToolInfo, ToolRegistry};
 /// Reports sent in one message at most.
 const REPORT_BATCH: usize = 1024;
 
+/// Where the worker finds its coordinator.
+#[derive(Clone)]
+pub enum CoordinatorSource {
+    /// A fixed URL, e.g. `http://127.0.0.1:7070`.
+    Static(String),
+    /// The leader elected in the store under `prefix`; the worker also registers there.
+    Store { store: Arc<dyn StateStore>, prefix: String },
+}
+
+impl std::fmt::Debug for CoordinatorSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Static(url) => write!(f, "Static({url})"),
+            Self::Store { prefix, .. } => write!(f, "Store({prefix})"),
+        }
+    }
+}
+
 /// Worker settings.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     /// Unique in the cluster.
     pub worker_id: WorkerId,
-    /// The coordinator's URL, e.g. `http://127.0.0.1:7070`.
-    pub coordinator: String,
+    /// Where the coordinator is.
+    pub source: CoordinatorSource,
     /// Attempts run at once (default 64).
     pub slots: u32,
     /// Free-form labels sent with the hello.
     pub labels: HashMap<String, String>,
+    /// TTL of the registration lease (with a store).
+    pub lease_ttl: Duration,
 }
 
 impl WorkerConfig {
-    /// A config with 64 slots and a generated id.
+    /// A worker of a coordinator at a fixed URL, with 64 slots and a generated id.
     pub fn new(coordinator: impl Into<String>) -> Self {
         Self {
             worker_id: WorkerId::from(format!("w-{:08x}", fastrand::u32(..))),
-            coordinator: coordinator.into(),
+            source: CoordinatorSource::Static(coordinator.into()),
             slots: 64,
             labels: HashMap::new(),
+            lease_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -58,61 +89,210 @@ pub enum WorkerError {
     BadUrl(String, String),
 }
 
-/// Microseconds since the Unix epoch.
 fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
+struct Running {
+    run_id: String,
+    subtask_id: String,
+    attempt: u32,
+    token: CancellationToken,
+}
+
+/// What the worker holds across connections.
+#[derive(Default)]
+struct Held {
+    running: Mutex<HashMap<u64, Running>>,
+    unacked: Mutex<BTreeMap<u64, pb::AttemptReport>>,
+}
+
+impl Held {
+    fn declare(&self) -> Vec<pb::HeldAttempt> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let unacked = self.unacked.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .iter()
+            .map(|(fence, r)| pb::HeldAttempt {
+                run_id: r.run_id.clone(),
+                subtask_id: r.subtask_id.clone(),
+                attempt: r.attempt,
+                fence: *fence,
+            })
+            .chain(unacked.values().map(|r| pb::HeldAttempt {
+                run_id: r.run_id.clone(),
+                subtask_id: r.subtask_id.clone(),
+                attempt: r.attempt,
+                fence: r.fence,
+            }))
+            .collect()
+    }
+
+    fn cancel_all(&self) {
+        for r in self.running.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            r.token.cancel();
+        }
+    }
+}
+
 /// Runs the worker until `shutdown` is cancelled, reconnecting whenever the stream breaks.
-pub async fn run(
-    config: WorkerConfig,
-    tools: Arc<ToolRegistry>,
-    shutdown: CancellationToken,
-) -> Result<(), WorkerError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(config.coordinator.clone())
-        .map_err(|e| WorkerError::BadUrl(config.coordinator.clone(), e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10));
+pub async fn run(config: WorkerConfig, tools: Arc<ToolRegistry>, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    if let CoordinatorSource::Static(url) = &config.source {
+        tonic::transport::Endpoint::from_shared(url.clone()).map_err(|e| WorkerError::BadUrl(url.clone(), e.to_string()))?;
+    }
+    let held = Arc::new(Held::default());
+    let attempts = TaskTracker::new();
+    let (report_tx, mut report_rx) = mpsc::channel::<pb::AttemptReport>(config.slots as usize + 64);
+    let background = TaskTracker::new();
+    if let CoordinatorSource::Store { store, prefix } = &config.source {
+        background.spawn(register(store.clone(), prefix.clone(), config.clone(), tools.clone(), held.clone(), shutdown.clone()));
+    }
     let backoff = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(5))
         .with_jitter()
         .without_max_times();
     let mut delays = backoff.build();
-    loop {
+    let ctx = AttemptCtx { tools, attempts: attempts.clone(), held: held.clone(), reports: report_tx, shutdown: shutdown.clone() };
+    while !shutdown.is_cancelled() {
         let started = tokio::time::Instant::now();
-        match session(&endpoint, &config, &tools, &shutdown).await {
-            Ok(()) if shutdown.is_cancelled() => return Ok(()),
-            Ok(()) => info!(worker_id = %config.worker_id, "coordinator closed the stream"),
-            Err(status) => debug!(worker_id = %config.worker_id, %status, "connection failed"),
+        let leader_changed = CancellationToken::new();
+        let url = match &config.source {
+            CoordinatorSource::Static(url) => Some(url.clone()),
+            CoordinatorSource::Store { store, prefix } => {
+                let election = Election::new(store.clone(), &format!("{prefix}leader"));
+                match election.leader().await {
+                    Ok((Some(leader), _)) => {
+                        background.spawn(watch_leader(election, leader.clone(), leader_changed.clone()));
+                        Some(leader.value)
+                    }
+                    Ok((None, _)) => None,
+                    Err(e) => {
+                        debug!(error = %e, "cannot read the leader");
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(url) = url {
+            match session(&url, &config, &ctx, &mut report_rx, &leader_changed).await {
+                Ok(()) if shutdown.is_cancelled() => break,
+                Ok(()) => info!(worker_id = %config.worker_id, "stream ended; reconnecting"),
+                Err(status) => debug!(worker_id = %config.worker_id, %status, "connection failed"),
+            }
         }
+        leader_changed.cancel();
         if started.elapsed() > Duration::from_secs(10) {
             delays = backoff.build();
         }
         let delay = delays.next().unwrap_or(Duration::from_secs(5));
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    held.cancel_all();
+    attempts.close();
+    if tokio::time::timeout(Duration::from_secs(5), attempts.wait()).await.is_err() {
+        warn!(worker_id = %config.worker_id, "attempts did not stop within 5 s of cancellation");
+    }
+    background.close();
+    background.wait().await;
+    Ok(())
+}
+
+/// Ends when the leader is no longer `known`.
+async fn watch_leader(election: Election, known: LeaderInfo, changed: CancellationToken) {
+    tokio::select! {
+        _ = changed.cancelled() => {}
+        r = election.changed(Some(&known)) => {
+            if let Ok(now) = r {
+                debug!(from = %known.value, to = ?now.map(|l| l.value), "leader changed");
+            }
+            changed.cancel();
         }
     }
 }
 
-/// One connection: hello, then assignments in and reports out until the stream ends.
+/// Keeps the worker registered under a lease; if the lease is lost, its attempts are cancelled
+/// (the coordinator has re-queued them) and the worker registers anew.
+async fn register(
+    store: Arc<dyn StateStore>,
+    prefix: String,
+    config: WorkerConfig,
+    tools: Arc<ToolRegistry>,
+    held: Arc<Held>,
+    shutdown: CancellationToken,
+) {
+    let key = format!("{prefix}workers/{}", config.worker_id).into_bytes();
+    let value = serde_json::json!({
+        "slots": config.slots,
+        "tools": tools.infos().map(|t| t.name.clone()).collect::<Vec<_>>(),
+    })
+    .to_string();
+    while !shutdown.is_cancelled() {
+        let registered = async {
+            let lease = store.grant_lease(config.lease_ttl).await?;
+            store.commit(Txn::new().then(Op::Put { key: key.clone(), value: value.clone().into_bytes(), lease: Some(lease) })).await?;
+            Ok::<_, swarm_store::StoreError>(lease)
+        }
+        .await;
+        match registered {
+            Ok(lease) => {
+                info!(worker_id = %config.worker_id, "registered");
+                if let Err(e) = keep_lease_alive(store.clone(), lease, config.lease_ttl, shutdown.clone()).await {
+                    warn!(worker_id = %config.worker_id, error = %e, "registration lease lost; cancelling held attempts");
+                    held.cancel_all();
+                } else {
+                    let _ = store.revoke_lease(lease).await;
+                    return;
+                }
+            }
+            Err(e) => {
+                warn!(worker_id = %config.worker_id, error = %e, "cannot register; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// What starting an attempt needs.
+struct AttemptCtx {
+    tools: Arc<ToolRegistry>,
+    attempts: TaskTracker,
+    held: Arc<Held>,
+    reports: mpsc::Sender<pb::AttemptReport>,
+    shutdown: CancellationToken,
+}
+
+/// One connection: hello (declaring held attempts), unacknowledged reports again, then
+/// assignments in and reports out until the stream ends.
 async fn session(
-    endpoint: &tonic::transport::Endpoint,
+    url: &str,
     config: &WorkerConfig,
-    tools: &Arc<ToolRegistry>,
-    shutdown: &CancellationToken,
+    ctx: &AttemptCtx,
+    reports: &mut mpsc::Receiver<pb::AttemptReport>,
+    leader_changed: &CancellationToken,
 ) -> Result<(), tonic::Status> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let (out_tx, out_rx) = mpsc::channel::<pb::WorkerMessage>(256);
+    // Everything queued is also in `unacked`, which is re-sent below.
+    while reports.try_recv().is_ok() {}
     let hello = pb::WorkerHello {
         worker_id: config.worker_id.to_string(),
         slots: config.slots,
-        tools: tools
+        tools: ctx
+            .tools
             .infos()
             .map(|t| pb::ToolInfo {
                 name: t.name.clone(),
@@ -122,33 +302,42 @@ async fn session(
             })
             .collect(),
         labels: config.labels.clone(),
+        held: ctx.held.declare(),
     };
     let _ = out_tx.send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Hello(hello)) }).await;
     let mut inbound = client.connect(ReceiverStream::new(out_rx)).await?.into_inner();
-    info!(worker_id = %config.worker_id, coordinator = %config.coordinator, slots = config.slots, "connected");
-
-    let tracker = TaskTracker::new();
-    let session_cancel = shutdown.child_token();
-    let running: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
-    let (report_tx, report_rx) = mpsc::channel::<pb::AttemptReport>(config.slots as usize + 16);
-    tracker.spawn(uplink(report_rx, out_tx.clone()));
+    info!(worker_id = %config.worker_id, coordinator = %url, slots = config.slots, "connected");
+    let resend: Vec<pb::AttemptReport> = ctx.held.unacked.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+    for chunk in resend.chunks(REPORT_BATCH) {
+        let msg = pb::worker_message::Msg::Reports(pb::AttemptReports { reports: chunk.to_vec() });
+        if out_tx.send(pb::WorkerMessage { msg: Some(msg) }).await.is_err() {
+            return Ok(());
+        }
+    }
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    let result = loop {
+    loop {
         tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Assignments(a)) })) => {
                     for assignment in a.assignments {
-                        start_attempt(assignment, tools, &tracker, &session_cancel, &running, &report_tx);
+                        start_attempt(assignment, ctx);
                     }
                 }
                 Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Cancels(c)) })) => {
-                    let running = running.lock().unwrap_or_else(|e| e.into_inner());
+                    let running = ctx.held.running.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut unacked = ctx.held.unacked.lock().unwrap_or_else(|e| e.into_inner());
                     for fence in c.fences {
-                        if let Some(token) = running.get(&fence) {
-                            token.cancel();
+                        if let Some(r) = running.get(&fence) {
+                            r.token.cancel();
                         }
+                        unacked.remove(&fence);
+                    }
+                }
+                Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Acks(a)) })) => {
+                    let mut unacked = ctx.held.unacked.lock().unwrap_or_else(|e| e.into_inner());
+                    for fence in a.fences {
+                        unacked.remove(&fence);
                     }
                 }
                 Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Welcome(w)) })) => {
@@ -158,41 +347,42 @@ async fn session(
                     }
                 }
                 Ok(Some(_)) => {}
-                Ok(None) => break Ok(()),
-                Err(status) => break Err(status),
+                Ok(None) => return Ok(()),
+                Err(status) => return Err(status),
             },
+            Some(first) = reports.recv() => {
+                let mut batch = vec![first];
+                while batch.len() < REPORT_BATCH {
+                    match reports.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+                let msg = pb::worker_message::Msg::Reports(pb::AttemptReports { reports: batch });
+                if out_tx.send(pb::WorkerMessage { msg: Some(msg) }).await.is_err() {
+                    return Ok(());
+                }
+            }
             _ = heartbeat.tick() => {
-                let n = running.lock().unwrap_or_else(|e| e.into_inner()).len() as u32;
+                let n = ctx.held.running.lock().unwrap_or_else(|e| e.into_inner()).len() as u32;
                 let _ = out_tx.try_send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Heartbeat(pb::Heartbeat { running: n })) });
             }
-            _ = shutdown.cancelled() => break Ok(()),
+            _ = leader_changed.cancelled() => return Ok(()),
+            _ = ctx.shutdown.cancelled() => return Ok(()),
         }
-    };
-    // The coordinator re-queues whatever was in flight on this connection.
-    session_cancel.cancel();
-    drop(report_tx);
-    drop(out_tx);
-    tracker.close();
-    if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
-        warn!(worker_id = %config.worker_id, "attempts did not stop within 5 s of cancellation");
     }
-    result
 }
 
-fn start_attempt(
-    a: pb::Assignment,
-    tools: &Arc<ToolRegistry>,
-    tracker: &TaskTracker,
-    session_cancel: &CancellationToken,
-    running: &Arc<Mutex<HashMap<u64, CancellationToken>>>,
-    reports: &mpsc::Sender<pb::AttemptReport>,
-) {
-    let token = session_cancel.child_token();
-    running.lock().unwrap_or_else(|e| e.into_inner()).insert(a.fence, token.clone());
-    let tool = tools.get(&a.tool).cloned();
-    let running = running.clone();
-    let reports = reports.clone();
-    tracker.spawn(async move {
+fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
+    let token = ctx.shutdown.child_token();
+    ctx.held.running.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        a.fence,
+        Running { run_id: a.run_id.clone(), subtask_id: a.subtask_id.clone(), attempt: a.attempt, token: token.clone() },
+    );
+    let tool = ctx.tools.get(&a.tool).cloned();
+    let held = ctx.held.clone();
+    let reports = ctx.reports.clone();
+    ctx.attempts.spawn(async move {
         let started_us = now_us();
         let outcome = match tool {
             None => Err(ToolError::permanent(format!("tool `{}` is not offered by this worker", a.tool))),
@@ -201,13 +391,13 @@ fn start_attempt(
                 match serde_json::from_str::<serde_json::Value>(if a.args_json.is_empty() { "{}" } else { &a.args_json }) {
                     Err(e) => Err(ToolError::permanent(format!("args are not JSON: {e}"))),
                     Ok(args) => {
-                        let ctx = ToolContext {
+                        let tctx = ToolContext {
                             run_id: a.run_id.clone(),
                             subtask_id: a.subtask_id.clone(),
                             attempt: a.attempt,
                             cancel: token.clone(),
                         };
-                        let call = tool.call(args, ctx);
+                        let call = tool.call(args, tctx);
                         tokio::select! {
                             biased;
                             _ = token.cancelled() => Err(ToolError { kind: FailureKind::Cancelled, message: "cancelled".into() }),
@@ -218,22 +408,25 @@ fn start_attempt(
             }
         };
         let finished_us = now_us();
-        running.lock().unwrap_or_else(|e| e.into_inner()).remove(&a.fence);
         let outcome = match outcome {
             Ok(value) => pb::attempt_report::Outcome::OutputJson(value.to_string()),
-            Err(e) => pb::attempt_report::Outcome::Error(pb::AttemptError { kind: pb::FailureKind::from(e.kind).into(), message: e.message }),
+            Err(e) => pb::attempt_report::Outcome::Error(pb::AttemptError {
+                kind: pb::FailureKind::from(e.kind).into(),
+                message: e.message,
+            }),
         };
-        let _ = reports
-            .send(pb::AttemptReport {
-                run_id: a.run_id,
-                subtask_id: a.subtask_id,
-                attempt: a.attempt,
-                fence: a.fence,
-                started_at: Some(timestamp(started_us)),
-                finished_at: Some(timestamp(finished_us)),
-                outcome: Some(outcome),
-            })
-            .await;
+        let report = pb::AttemptReport {
+            run_id: a.run_id,
+            subtask_id: a.subtask_id,
+            attempt: a.attempt,
+            fence: a.fence,
+            started_at: Some(timestamp(started_us)),
+            finished_at: Some(timestamp(finished_us)),
+            outcome: Some(outcome),
+        };
+        held.unacked.lock().unwrap_or_else(|e| e.into_inner()).insert(a.fence, report.clone());
+        held.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&a.fence);
+        let _ = reports.send(report).await;
     });
 }
 
@@ -243,22 +436,5 @@ async fn with_timeout(call: tools::ToolFuture, timeout: Option<Duration>) -> Res
         Some(t) => tokio::time::timeout(t, call).await.unwrap_or_else(|_| {
             Err(ToolError { kind: FailureKind::Timeout, message: format!("no result within {} ms", t.as_millis()) })
         }),
-    }
-}
-
-/// Sends reports upstream, batching whatever has queued up meanwhile.
-async fn uplink(mut rx: mpsc::Receiver<pb::AttemptReport>, tx: mpsc::Sender<pb::WorkerMessage>) {
-    while let Some(first) = rx.recv().await {
-        let mut reports = vec![first];
-        while reports.len() < REPORT_BATCH {
-            match rx.try_recv() {
-                Ok(r) => reports.push(r),
-                Err(_) => break,
-            }
-        }
-        let msg = pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Reports(pb::AttemptReports { reports })) };
-        if tx.send(msg).await.is_err() {
-            break;
-        }
     }
 }

@@ -1,0 +1,114 @@
+//! Dispatch (filling free worker slots from ready subtasks, round-robin across runs) and the
+//! end-of-turn flush.
+
+use swarm_core::Fence;
+use swarm_core::engine::EngineEvent;
+use swarm_proto::convert::duration_us;
+use swarm_proto::pb;
+use tracing::warn;
+
+use super::Manager;
+use crate::placement::{Candidate, NoPlacement, place};
+use crate::sink::SinkBatch;
+
+impl Manager {
+    /// Fills free worker slots from the ready subtasks of active runs, round-robin.
+    pub(super) fn dispatch(&mut self) {
+        let mut free: u32 = self.workers.iter().filter(|w| w.alive).map(|w| w.free_slots()).sum();
+        let mut misses = 0;
+        while free > 0 && misses <= self.ring.len() {
+            let Some(key) = self.ring.pop_front() else { break };
+            let Some(entry) = self.runs.get_mut(&key) else { continue };
+            entry.in_ring = false;
+            if entry.engine.state().is_terminal() || entry.recovering {
+                continue;
+            }
+            let Some(sub) = entry.engine.pop_ready() else { continue };
+            let node = entry.engine.dag().node(sub);
+            match place(&node.tool, &self.workers) {
+                Ok(w) => {
+                    misses = 0;
+                    free -= 1;
+                    self.start_attempt(key, sub, w);
+                }
+                Err(NoPlacement::Busy) => {
+                    misses += 1;
+                    entry.engine.unpop(sub);
+                }
+                Err(NoPlacement::NoWorkerOffers) => {
+                    if entry.parked.is_empty() {
+                        warn!(run_id = %entry.engine.run_id(), tool = %node.tool, "no connected worker offers the tool; waiting");
+                    }
+                    entry.parked.push(sub);
+                }
+            }
+            self.enqueue(key);
+        }
+    }
+
+    fn start_attempt(&mut self, key: u32, sub: u32, w: usize) {
+        let fence = self.next_fence;
+        self.next_fence += 1;
+        self.stats.dispatched += 1;
+        let worker_id = self.workers[w].id.clone();
+        self.apply(key, EngineEvent::Dispatched { subtask: sub, worker: worker_id, fence: Fence(fence) });
+        let Some(entry) = self.runs.get(&key) else { return };
+        let node = entry.engine.dag().node(sub);
+        let assignment = pb::Assignment {
+            run_id: entry.engine.run_id().to_string(),
+            subtask_id: node.id.to_string(),
+            attempt: entry.engine.slot(sub).attempt.0,
+            fence,
+            tool: node.tool.to_string(),
+            args_json: node.args_json.to_string(),
+            timeout: node.timeout.map(|d| duration_us(d.as_micros() as u64)),
+        };
+        let worker = &mut self.workers[w];
+        worker.running += 1;
+        worker.out_assign.push(assignment);
+        self.dirty.push(w);
+        self.inflight.insert(fence, super::Inflight { run: key, subtask: sub, worker: w });
+    }
+
+    /// Sends each worker its messages of this turn and hands the writes to the sink.
+    pub(super) async fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for &w in &dirty {
+            let worker = &mut self.workers[w];
+            let mut failed = false;
+            if !worker.out_assign.is_empty() {
+                let assignments = std::mem::take(&mut worker.out_assign);
+                let msg = pb::coordinator_message::Msg::Assignments(pb::Assignments { assignments });
+                failed |= worker.tx.try_send(Ok(pb::CoordinatorMessage { msg: Some(msg) })).is_err();
+            }
+            if !worker.out_cancel.is_empty() {
+                let fences = std::mem::take(&mut worker.out_cancel);
+                let msg = pb::coordinator_message::Msg::Cancels(pb::Cancels { fences });
+                failed |= worker.tx.try_send(Ok(pb::CoordinatorMessage { msg: Some(msg) })).is_err();
+            }
+            if failed && worker.alive {
+                warn!(worker_id = %worker.id, "worker stream closed or full; treating it as lost");
+                let conn = worker.conn;
+                self.by_conn.remove(&conn);
+                self.worker_lost(w);
+            }
+        }
+        dirty.clear();
+        self.dirty = dirty;
+        if self.writes.is_empty() && self.acks.is_empty() {
+            return;
+        }
+        let acks = self
+            .acks
+            .drain()
+            .filter(|(w, _)| self.workers[*w].alive)
+            .map(|(w, fences)| (self.workers[w].tx.clone(), fences))
+            .collect();
+        let batch = SinkBatch { ops: std::mem::take(&mut self.writes), acks };
+        if self.sink.send(batch).await.is_err() {
+            warn!("store sink stopped; writes dropped");
+        }
+    }
+}

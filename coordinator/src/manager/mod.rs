@@ -1,0 +1,417 @@
+//! The run manager: the single owner of run state and of the worker registry, for one
+//! leadership term.
+//!
+//! Commands arrive over a bounded channel (each with a oneshot reply where one is expected). One
+//! loop turn handles every queued command, fires due timers, dispatches ready subtasks to workers
+//! with free slots (fair round-robin across runs, one subtask per run per step), then flushes:
+//! one message per worker with its new assignments and cancels, and one batch of store writes
+//! (with the acknowledgements they make due) to the [sink](crate::sink). Batching grows with
+//! load and adds no delay when idle.
+//!
+//! After a failover the manager starts *recovering*: resumed runs do not dispatch until every
+//! worker registered in the store has reconnected (declaring the attempts it holds, which are
+//! adopted) or the grace period has passed, so no attempt still running somewhere is started
+//! twice.
+
+mod dispatch;
+mod runs;
+mod workers;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use swarm_core::engine::{Action, RunEngine};
+use swarm_core::{ApiError, Dag, RetryPolicy, RunId, WorkerId};
+use swarm_proto::pb;
+use swarm_store::RunRepo;
+use swarm_store::repo::RunHeader;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::recovery::Recovered;
+use crate::sink::{self, SinkBatch, SinkStats};
+use crate::watch::EventLog;
+
+/// Commands queued for the manager before senders wait.
+const COMMAND_QUEUE: usize = 4096;
+/// Commands handled in one loop turn at most, so timers and dispatch are never starved.
+const TURN_COMMANDS: usize = 1024;
+
+/// What the manager is configured with.
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    /// The default retry policy of runs.
+    pub retry: RetryPolicy,
+    /// How often workers should send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// The leadership term (0 when unfenced); fences of this term start above every fence of
+    /// earlier terms.
+    pub term: i64,
+    /// How long resumed runs wait for workers to reconnect and declare held attempts.
+    pub recovery_grace: Duration,
+    /// This coordinator's name, sent to workers.
+    pub coordinator_id: String,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            heartbeat_interval: Duration::from_secs(5),
+            term: 0,
+            recovery_grace: Duration::from_secs(6),
+            coordinator_id: "swarm-coordinator".into(),
+        }
+    }
+}
+
+/// The outbound half of a worker's `Connect` stream.
+pub type WorkerTx = mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>;
+
+/// A request to the manager.
+pub enum Command {
+    /// Start a run that is already stored.
+    Submit { run_id: RunId, dag: Arc<Dag>, header: RunHeader, reply: oneshot::Sender<()> },
+    /// One run's view.
+    Get { run_id: RunId, include_subtasks: bool, reply: oneshot::Sender<Option<pb::Run>> },
+    /// Runs newest first, with ids below `before`.
+    List { before: Option<RunId>, limit: usize, reply: oneshot::Sender<(Vec<pb::Run>, bool)> },
+    /// Cancel a run.
+    Cancel { run_id: RunId, reason: String, reply: oneshot::Sender<Result<pb::Run, ApiError>> },
+    /// The event log of a run, for `WatchRun`.
+    Watch { run_id: RunId, reply: oneshot::Sender<Option<Arc<EventLog>>> },
+    /// A worker opened its `Connect` stream.
+    WorkerJoined { conn: u64, hello: pb::WorkerHello, tx: WorkerTx },
+    /// Attempt results from a worker.
+    WorkerReports { conn: u64, reports: Vec<pb::AttemptReport> },
+    /// A worker's stream ended.
+    WorkerLeft { conn: u64 },
+    /// A worker's registration lease expired in the store.
+    WorkerExpired { worker_id: WorkerId },
+    /// Forget runs that ended before `ended_before_us` (their store records are deleted by the
+    /// caller).
+    Forget { ended_before_us: u64, reply: oneshot::Sender<Vec<RunId>> },
+    /// Counters, for tests and benchmarks.
+    Stats { reply: oneshot::Sender<ManagerStats> },
+}
+
+/// Manager counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ManagerStats {
+    /// Attempts dispatched.
+    pub dispatched: u64,
+    /// Attempts adopted from workers after a failover.
+    pub adopted: u64,
+    /// Reports received.
+    pub reports: u64,
+    /// Reports for attempts that were no longer current.
+    pub stale_reports: u64,
+    /// Loop turns.
+    pub turns: u64,
+    /// Workers connected now.
+    pub workers: u32,
+    /// Runs not yet ended.
+    pub active_runs: u32,
+    /// Store transactions committed by the sink.
+    pub store_txns: u64,
+    /// Store operations written by the sink.
+    pub store_ops: u64,
+    /// True while resumed runs wait for workers.
+    pub recovering: bool,
+}
+
+/// A cheap, cloneable handle to the manager.
+#[derive(Clone)]
+pub struct ManagerHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl ManagerHandle {
+    /// Sends a command that expects a reply and waits for it.
+    pub async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(make(reply)).await?;
+        rx.await.map_err(|_| stopped())
+    }
+
+    /// Sends a command without a reply.
+    pub async fn send(&self, cmd: Command) -> Result<(), ApiError> {
+        self.tx.send(cmd).await.map_err(|_| stopped())
+    }
+}
+
+fn stopped() -> ApiError {
+    ApiError::NotLeader { leader: None }
+}
+
+/// µs since the Unix epoch, now.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+struct RunEntry {
+    engine: RunEngine,
+    log: Arc<EventLog>,
+    header: RunHeader,
+    in_ring: bool,
+    /// Resumed after a failover and waiting for workers to reconnect.
+    recovering: bool,
+    /// Ready subtasks whose tool no connected worker offers.
+    parked: Vec<u32>,
+}
+
+/// A run in the listing: live (an engine) or ended before this term (a header).
+enum Listed {
+    Live(u32),
+    Archived(Box<RunHeader>),
+}
+
+struct WorkerEntry {
+    id: WorkerId,
+    conn: u64,
+    slots: u32,
+    running: u32,
+    tools: HashSet<String>,
+    tx: WorkerTx,
+    alive: bool,
+    out_assign: Vec<pb::Assignment>,
+    out_cancel: Vec<u64>,
+}
+
+#[derive(Clone, Copy)]
+struct Inflight {
+    run: u32,
+    subtask: u32,
+    worker: usize,
+}
+
+/// What the manager starts from.
+#[derive(Default)]
+pub struct Startup {
+    /// Runs found in the store.
+    pub recovered: Recovered,
+    /// Workers registered in the store when the term began.
+    pub expected_workers: HashSet<WorkerId>,
+}
+
+/// Spawns the manager (and its sink) on the current runtime; both stop when `term` is
+/// cancelled. The sink cancels `term` itself if its writes are fenced out.
+pub fn spawn(
+    config: ManagerConfig,
+    repo: RunRepo,
+    tracker: &tokio_util::task::TaskTracker,
+    term: CancellationToken,
+    startup: Startup,
+) -> ManagerHandle {
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (sink_tx, sink_rx) = mpsc::channel(64);
+    let sink_stats = Arc::new(SinkStats::default());
+    tracker.spawn(sink::run(repo.clone(), sink_rx, term.clone(), sink_stats.clone()));
+    let fence_base = if config.term > 0 { (config.term as u64) << 32 } else { 0 };
+    let mut manager = Manager {
+        next_fence: fence_base + 1,
+        config,
+        repo,
+        sink: sink_tx,
+        sink_stats,
+        runs: HashMap::new(),
+        next_run: 0,
+        listing: BTreeMap::new(),
+        ring: VecDeque::new(),
+        workers: Vec::new(),
+        by_conn: HashMap::new(),
+        inflight: HashMap::new(),
+        timers: BinaryHeap::new(),
+        actions: Vec::new(),
+        writes: Vec::new(),
+        acks: HashMap::new(),
+        dirty: Vec::new(),
+        stats: ManagerStats::default(),
+        recovery_deadline: None,
+        expected_workers: startup.expected_workers,
+    };
+    manager.restore(startup.recovered);
+    tracker.spawn(manager.run(rx, term));
+    ManagerHandle { tx }
+}
+
+struct Manager {
+    config: ManagerConfig,
+    repo: RunRepo,
+    sink: mpsc::Sender<SinkBatch>,
+    sink_stats: Arc<SinkStats>,
+    runs: HashMap<u32, RunEntry>,
+    next_run: u32,
+    listing: BTreeMap<RunId, Listed>,
+    /// Runs with ready subtasks, in round-robin order.
+    ring: VecDeque<u32>,
+    workers: Vec<WorkerEntry>,
+    by_conn: HashMap<u64, usize>,
+    inflight: HashMap<u64, Inflight>,
+    timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    next_fence: u64,
+    actions: Vec<Action>,
+    writes: Vec<swarm_store::Op>,
+    /// Fences to acknowledge per worker once this turn's writes are durable.
+    acks: HashMap<usize, Vec<u64>>,
+    dirty: Vec<usize>,
+    stats: ManagerStats,
+    /// While set, resumed runs wait (µs since the epoch).
+    recovery_deadline: Option<u64>,
+    expected_workers: HashSet<WorkerId>,
+}
+
+impl Manager {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, term: CancellationToken) {
+        loop {
+            let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+            let wake = match (next_timer, self.recovery_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            tokio::select! {
+                biased;
+                _ = term.cancelled() => break,
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.handle(cmd);
+                    for _ in 0..TURN_COMMANDS {
+                        match rx.try_recv() {
+                            Ok(cmd) => self.handle(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = sleep_until_us(wake.unwrap_or(0)), if wake.is_some() => {}
+            }
+            self.stats.turns += 1;
+            let now = now_us();
+            self.fire_timers(now);
+            if self.recovery_deadline.is_some_and(|d| d <= now) {
+                self.end_recovery("grace period over");
+            }
+            self.dispatch();
+            self.flush().await;
+        }
+        info!(term = self.config.term, "run manager stopped");
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Submit { run_id, dag, header, reply } => {
+                self.add_run(run_id, dag, header, None);
+                let _ = reply.send(());
+            }
+            Command::Get { run_id, include_subtasks, reply } => {
+                let _ = reply.send(self.view_by_id(&run_id, include_subtasks));
+            }
+            Command::List { before, limit, reply } => {
+                let iter: Box<dyn Iterator<Item = (&RunId, &Listed)>> = match &before {
+                    Some(b) => Box::new(self.listing.range(..b.clone()).rev()),
+                    None => Box::new(self.listing.iter().rev()),
+                };
+                let ids: Vec<RunId> = iter.take(limit + 1).map(|(id, _)| id.clone()).collect();
+                let more = ids.len() > limit;
+                let runs = ids.iter().take(limit).filter_map(|id| self.view_by_id(id, false)).collect();
+                let _ = reply.send((runs, more));
+            }
+            Command::Cancel { run_id, reason, reply } => {
+                let _ = reply.send(self.cancel(&run_id, &reason));
+            }
+            Command::Watch { run_id, reply } => {
+                let log = match self.listing.get(&run_id) {
+                    Some(Listed::Live(k)) => self.runs.get(k).map(|e| e.log.clone()),
+                    _ => None,
+                };
+                let _ = reply.send(log);
+            }
+            Command::WorkerJoined { conn, hello, tx } => self.worker_joined(conn, hello, tx),
+            Command::WorkerReports { conn, reports } => {
+                for report in reports {
+                    self.report(conn, report);
+                }
+            }
+            Command::WorkerLeft { conn } => {
+                if let Some(w) = self.by_conn.remove(&conn) {
+                    info!(worker_id = %self.workers[w].id, "worker left");
+                    self.worker_lost(w);
+                }
+            }
+            Command::WorkerExpired { worker_id } => {
+                if let Some(w) = self.workers.iter().position(|w| w.alive && w.id == worker_id) {
+                    tracing::warn!(worker_id = %worker_id, "worker lease expired; its attempts are re-queued");
+                    let conn = self.workers[w].conn;
+                    self.by_conn.remove(&conn);
+                    self.worker_lost(w);
+                }
+                self.expected_workers.remove(&worker_id);
+                self.check_recovery();
+            }
+            Command::Forget { ended_before_us, reply } => {
+                let _ = reply.send(self.forget(ended_before_us));
+            }
+            Command::Stats { reply } => {
+                let mut stats = self.stats;
+                stats.workers = self.workers.iter().filter(|w| w.alive).count() as u32;
+                stats.active_runs = self.runs.values().filter(|r| !r.engine.state().is_terminal()).count() as u32;
+                stats.store_txns = self.sink_stats.txns.load(std::sync::atomic::Ordering::Relaxed);
+                stats.store_ops = self.sink_stats.ops.load(std::sync::atomic::Ordering::Relaxed);
+                stats.recovering = self.recovery_deadline.is_some();
+                let _ = reply.send(stats);
+            }
+        }
+    }
+
+    fn enqueue(&mut self, key: u32) {
+        if let Some(entry) = self.runs.get_mut(&key)
+            && !entry.in_ring
+            && !entry.recovering
+            && entry.engine.has_ready()
+        {
+            entry.in_ring = true;
+            self.ring.push_back(key);
+        }
+    }
+
+    fn fire_timers(&mut self, now: u64) {
+        while let Some(&Reverse((at, key, subtask))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            self.apply(key, swarm_core::EngineEvent::RetryDue { subtask });
+        }
+    }
+
+    /// Ends recovery when every expected worker is back.
+    fn check_recovery(&mut self) {
+        if self.recovery_deadline.is_some() {
+            let connected: HashSet<&WorkerId> = self.workers.iter().filter(|w| w.alive).map(|w| &w.id).collect();
+            if self.expected_workers.iter().all(|w| connected.contains(w)) {
+                self.end_recovery("every registered worker reconnected");
+            }
+        }
+    }
+
+    fn end_recovery(&mut self, why: &str) {
+        if self.recovery_deadline.take().is_none() {
+            return;
+        }
+        info!(reason = why, "recovery over; resumed runs dispatch again");
+        let keys: Vec<u32> = self.runs.keys().copied().collect();
+        for key in keys {
+            if let Some(e) = self.runs.get_mut(&key) {
+                e.recovering = false;
+            }
+            self.enqueue(key);
+        }
+    }
+}
+
+async fn sleep_until_us(at_us: u64) {
+    let now = now_us();
+    tokio::time::sleep(Duration::from_micros(at_us.saturating_sub(now))).await;
+}

@@ -1,0 +1,233 @@
+//! Runs: adding and restoring them, applying engine events and carrying out their actions,
+//! cancelling, forgetting, and views for the API.
+
+use std::sync::Arc;
+
+use swarm_core::engine::{Action, EngineEvent, RunEngine, Update};
+use swarm_core::{ApiError, Dag, RunId};
+use swarm_proto::convert::timestamp;
+use swarm_proto::pb;
+use swarm_store::repo::{RunHeader, SubtaskRecord};
+use tracing::info;
+
+use super::{Listed, Manager, RunEntry, now_us};
+use crate::recovery::{Recovered, RecoveredRun};
+use crate::watch::{EventLog, LogEntry};
+
+impl Manager {
+    pub(super) fn add_run(&mut self, run_id: RunId, dag: Arc<Dag>, header: RunHeader, engine: Option<RunEngine>) -> u32 {
+        let seed = header.submitted_us ^ u64::from(self.next_run);
+        let engine = engine.unwrap_or_else(|| {
+            RunEngine::new(run_id.clone(), dag.clone(), self.config.retry.clone(), header.submitted_us, seed)
+        });
+        let log = EventLog::new(run_id.clone(), dag, now_us());
+        let key = self.next_run;
+        self.next_run += 1;
+        self.runs.insert(key, RunEntry { engine, log, header, in_ring: false, recovering: false, parked: Vec::new() });
+        self.listing.insert(run_id, Listed::Live(key));
+        self.enqueue(key);
+        key
+    }
+
+    /// Loads what the store held at the start of the term.
+    pub(super) fn restore(&mut self, recovered: Recovered) {
+        for header in recovered.ended {
+            self.listing.insert(header.run_id.clone(), Listed::Archived(Box::new(header)));
+        }
+        let resumed = !recovered.active.is_empty();
+        for RecoveredRun { header, dag, records } in recovered.active {
+            let seed = header.submitted_us ^ u64::from(self.next_run);
+            let engine = RunEngine::restore(
+                header.run_id.clone(),
+                dag.clone(),
+                self.config.retry.clone(),
+                header.submitted_us,
+                seed,
+                records,
+            );
+            let key = self.add_run(header.run_id.clone(), dag, header, Some(engine));
+            if let Some(entry) = self.runs.get_mut(&key) {
+                entry.recovering = true;
+                entry.in_ring = false;
+            }
+            self.ring.retain(|&k| k != key);
+            // A run whose every subtask was recorded ends now.
+            let mut actions = std::mem::take(&mut self.actions);
+            if let Some(entry) = self.runs.get_mut(&key) {
+                entry.engine.settle(now_us(), &mut actions);
+            }
+            let now = now_us();
+            for action in actions.drain(..) {
+                self.act(key, action, now);
+            }
+            self.actions = actions;
+        }
+        if resumed {
+            let grace = self.config.recovery_grace.as_micros() as u64;
+            self.recovery_deadline = Some(now_us() + grace);
+            info!(workers = self.expected_workers.len(), grace_ms = grace / 1000, "waiting for workers to reconnect");
+            self.check_recovery();
+        }
+    }
+
+    /// Applies an event to a run's engine and carries out the resulting actions.
+    pub(super) fn apply(&mut self, key: u32, event: EngineEvent) {
+        let now = now_us();
+        let mut actions = std::mem::take(&mut self.actions);
+        if let Some(entry) = self.runs.get_mut(&key) {
+            entry.engine.apply(event, now, &mut actions);
+        }
+        for action in actions.drain(..) {
+            self.act(key, action, now);
+        }
+        self.actions = actions;
+        self.enqueue(key);
+    }
+
+    fn act(&mut self, key: u32, action: Action, now: u64) {
+        let term = self.repo.term();
+        let Some(entry) = self.runs.get_mut(&key) else { return };
+        match action {
+            Action::Publish(update) => {
+                let summary = matches!(update, Update::Finished { .. }).then(|| Arc::new(entry.engine.summary(now)));
+                entry.log.append(LogEntry { time_us: now, update: Some(update), summary });
+            }
+            Action::Persist { subtask } => {
+                let slot = entry.engine.slot(subtask);
+                let record = SubtaskRecord {
+                    state: slot.state,
+                    attempt: slot.attempt.0,
+                    worker: slot.worker.as_ref().map(ToString::to_string),
+                    started_us: slot.started_us,
+                    finished_us: slot.finished_us,
+                    steps: slot.steps,
+                    output: slot.output.as_deref().map(str::to_owned),
+                    error_kind: slot.error.as_ref().map(|e| e.kind),
+                    error_message: slot.error.as_ref().map(|e| e.message.clone()),
+                    output_ref: None,
+                    term,
+                };
+                let op = self.repo.subtask_op(entry.engine.run_id(), &entry.engine.dag().node(subtask).id, &record);
+                self.writes.push(op);
+            }
+            Action::CancelAttempt { worker, fence } => {
+                if let Some(w) = self.workers.iter().position(|w| w.alive && w.id == worker) {
+                    self.workers[w].out_cancel.push(fence.0);
+                    self.dirty.push(w);
+                }
+            }
+            Action::ArmTimer { subtask, at_us } => self.timers.push(std::cmp::Reverse((at_us, key, subtask))),
+            Action::Finished { state } => {
+                let summary = entry.engine.summary(now);
+                info!(
+                    run_id = %entry.engine.run_id(),
+                    state = state.as_str(),
+                    tool_calls = summary.tool_calls_completed,
+                    wall_ms = summary.wall_us / 1000,
+                    critical_steps = summary.critical_steps,
+                    "run finished"
+                );
+                entry.header.state = state;
+                entry.header.finished_us = entry.engine.finished_us();
+                entry.header.summary = Some(summary);
+                entry.header.term = term;
+                let op = self.repo.header_op(&entry.header);
+                self.writes.push(op);
+            }
+        }
+    }
+
+    pub(super) fn cancel(&mut self, run_id: &RunId, reason: &str) -> Result<pb::Run, ApiError> {
+        let key = match self.listing.get(run_id) {
+            Some(Listed::Live(k)) => *k,
+            Some(Listed::Archived(h)) => {
+                return Err(ApiError::FailedPrecondition(format!("run {run_id} already ended {}", h.state.as_str())));
+            }
+            None => return Err(ApiError::NotFound(format!("run {run_id}"))),
+        };
+        let state = self.runs.get(&key).map(|e| e.engine.state());
+        if let Some(state) = state.filter(|s| s.is_terminal()) {
+            return Err(ApiError::FailedPrecondition(format!("run {run_id} already ended {}", state.as_str())));
+        }
+        info!(run_id = %run_id, reason = %reason, "cancelling run");
+        self.apply(key, EngineEvent::CancelRequested);
+        self.view_by_id(run_id, false).ok_or_else(|| ApiError::Internal("cancelled run vanished".into()))
+    }
+
+    /// Drops ended runs older than the cutoff from memory; returns their ids.
+    pub(super) fn forget(&mut self, ended_before_us: u64) -> Vec<RunId> {
+        let mut gone = Vec::new();
+        self.listing.retain(|id, listed| {
+            let finished = match listed {
+                Listed::Live(k) => self.runs.get(k).and_then(|e| e.engine.finished_us()),
+                Listed::Archived(h) => h.finished_us,
+            };
+            let expired = finished.is_some_and(|f| f < ended_before_us);
+            if expired {
+                if let Listed::Live(k) = listed {
+                    self.runs.remove(k);
+                }
+                gone.push(id.clone());
+            }
+            !expired
+        });
+        gone
+    }
+
+    pub(super) fn view_by_id(&self, run_id: &RunId, include_subtasks: bool) -> Option<pb::Run> {
+        match self.listing.get(run_id)? {
+            Listed::Live(k) => self.runs.get(k).map(|e| view(e, include_subtasks)),
+            Listed::Archived(h) => Some(view_from_header(h)),
+        }
+    }
+}
+
+fn view(entry: &RunEntry, include_subtasks: bool) -> pb::Run {
+    let engine = &entry.engine;
+    let summary = engine.summary(now_us());
+    let subtasks = if include_subtasks {
+        engine
+            .slots()
+            .iter()
+            .zip(engine.dag().nodes())
+            .map(|(slot, node)| pb::SubtaskStatus {
+                id: node.id.to_string(),
+                state: pb::SubtaskState::from(slot.state).into(),
+                attempt: slot.attempt.0,
+                worker_id: slot.worker.as_ref().map(ToString::to_string).unwrap_or_default(),
+                started_at: (slot.steps > 0).then(|| timestamp(slot.started_us)),
+                finished_at: (slot.steps > 0).then(|| timestamp(slot.finished_us)),
+                output_json: slot.output.as_deref().unwrap_or_default().to_owned(),
+                error_kind: slot.error.as_ref().map_or(pb::FailureKind::Unspecified, |e| e.kind.into()).into(),
+                error_message: slot.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
+                tool: node.tool.to_string(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    pb::Run {
+        run_id: engine.run_id().to_string(),
+        name: engine.dag().name().to_owned(),
+        state: pb::RunState::from(engine.state()).into(),
+        submitted_at: Some(timestamp(engine.submitted_us())),
+        finished_at: engine.finished_us().map(timestamp),
+        summary: Some(pb::RunSummary::from(&summary)),
+        last_seq: entry.log.last_seq(),
+        subtasks,
+    }
+}
+
+/// A view of a run known only by its stored header.
+pub fn view_from_header(header: &RunHeader) -> pb::Run {
+    pb::Run {
+        run_id: header.run_id.to_string(),
+        name: header.name.clone(),
+        state: pb::RunState::from(header.state).into(),
+        submitted_at: Some(timestamp(header.submitted_us)),
+        finished_at: header.finished_us.map(timestamp),
+        summary: header.summary.as_ref().map(pb::RunSummary::from),
+        last_seq: 0,
+        subtasks: Vec::new(),
+    }
+}
