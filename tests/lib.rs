@@ -3,3 +3,5 @@
 
 pub mod etcd;
 pub mod harness;
+pub mod proc_cluster;
+pub mod process;

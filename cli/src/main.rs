@@ -16,7 +16,7 @@ use swarm_cli::embedded::{Embedded, EmbeddedOptions};
 use swarm_cli::specs;
 use swarm_coordinator::{Coordinator, CoordinatorConfig};
 use swarm_proto::pb;
-use swarm_store::MemoryStore;
+use swarm_store::{MemoryStore, StateStore};
 use swarm_worker::{ToolRegistry, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Coordinator + in-process workers + memory store in one process, serving gRPC.
+    /// Coordinator + in-process workers in one process, serving gRPC (memory store, or etcd).
     Up {
         #[arg(long, env = "SWARM_LISTEN", default_value = "127.0.0.1:7070")]
         listen: SocketAddr,
@@ -39,6 +39,8 @@ enum Command {
         workers: usize,
         #[arg(long, env = "SWARM_SLOTS", default_value_t = 64)]
         slots: u32,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Runs the 1,500-call swarm example on an embedded cluster and prints the summary.
     Demo {
@@ -53,14 +55,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// A coordinator process (memory store).
+    /// A coordinator process. With --etcd, any number of them elect a leader; the others stand by.
     Coordinator {
         #[arg(long, env = "SWARM_LISTEN", default_value = "127.0.0.1:7070")]
         listen: SocketAddr,
+        /// The address workers and clients reach this coordinator at (default: http://LISTEN).
+        #[arg(long, env = "SWARM_ADVERTISE")]
+        advertise: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Ended runs are deleted after this long (0: never).
+        #[arg(long, env = "SWARM_RUN_TTL", default_value = "7d", value_parser = parse_ttl)]
+        run_ttl: Duration,
     },
-    /// A worker process.
+    /// A worker process: finds the leader through etcd (--etcd) or at a fixed --coordinator URL.
     Worker {
-        /// The coordinator's URL.
+        /// The coordinator's URL (without --etcd).
         #[arg(long, env = "SWARM_COORDINATOR", default_value = DEFAULT_ADDR)]
         coordinator: String,
         #[arg(long, env = "SWARM_SLOTS", default_value_t = 64)]
@@ -68,6 +78,11 @@ enum Command {
         /// Worker id (default: generated).
         #[arg(long, env = "SWARM_WORKER_ID")]
         id: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Offer the side-effecting `append` tool, writing files in this directory.
+        #[arg(long, env = "SWARM_APPEND_DIR")]
+        append_dir: Option<PathBuf>,
     },
     /// Submits a run spec (YAML or JSON).
     Submit {
@@ -162,6 +177,39 @@ enum Command {
     },
     /// Prints an example run spec: `small` or `swarm` (1 → 100 × 15 → 1).
     Example { which: String },
+}
+
+/// Where state lives.
+#[derive(clap::Args, Clone, Debug)]
+struct StoreArgs {
+    /// etcd endpoints, comma-separated (default: the in-memory store).
+    #[arg(long, env = "SWARM_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Key prefix in the store.
+    #[arg(long, env = "SWARM_PREFIX", default_value = "/swarm/v1/")]
+    prefix: String,
+    /// Lease TTL of coordinators and workers: how fast a dead one is noticed.
+    #[arg(long, env = "SWARM_LEASE_TTL", default_value = "5s", value_parser = parse_ttl)]
+    lease_ttl: Duration,
+}
+
+impl StoreArgs {
+    async fn open(&self) -> anyhow::Result<Arc<dyn StateStore>> {
+        if self.etcd.is_empty() {
+            return Ok(Arc::new(MemoryStore::new()));
+        }
+        let store = swarm_store::EtcdStore::connect(&self.etcd, Duration::from_secs(5))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach etcd at {}: {e}", self.etcd.join(",")))?;
+        Ok(Arc::new(store))
+    }
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    if let Some(days) = text.strip_suffix('d') {
+        return days.parse::<u64>().map(|d| Duration::from_secs(d * 86_400)).map_err(|e| format!("`{text}`: {e}"));
+    }
+    swarm_core::spec::parse_duration(text)
 }
 
 fn main() -> ExitCode {
@@ -273,11 +321,18 @@ fn cancel_on_signal(token: CancellationToken) {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Up { listen, workers, slots } => {
-            let cluster =
-                Embedded::start(EmbeddedOptions { listen, workers, slots, ..EmbeddedOptions::default() }).await?;
+        Command::Up { listen, workers, slots, store } => {
+            let backend = if store.etcd.is_empty() {
+                "memory store".to_owned()
+            } else {
+                format!("etcd {}", store.etcd.join(","))
+            };
+            let mut options = EmbeddedOptions { listen, workers, slots, ..EmbeddedOptions::default() };
+            options.coordinator.prefix = store.prefix.clone();
+            options.coordinator.lease_ttl = store.lease_ttl;
+            let cluster = Embedded::start_on(options, store.open().await?, None).await?;
             eprintln!(
-                "swarm up: coordinator on {} with {workers} workers × {slots} slots (memory store); Ctrl-C stops",
+                "swarm up: coordinator on {} with {workers} workers × {slots} slots ({backend}); Ctrl-C stops",
                 cluster.url()
             );
             let token = CancellationToken::new();
@@ -287,23 +342,40 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { spec, workers, slots, json } => demo(spec, workers, slots, json).await,
-        Command::Coordinator { listen } => {
+        Command::Coordinator { listen, advertise, store, run_ttl } => {
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
             let listener = tokio::net::TcpListener::bind(listen).await?;
-            let coordinator = Coordinator::start(CoordinatorConfig::default(), Arc::new(MemoryStore::new()), token);
+            let config = CoordinatorConfig {
+                prefix: store.prefix.clone(),
+                advertise: advertise.unwrap_or_else(|| format!("http://{listen}")),
+                lease_ttl: store.lease_ttl,
+                run_ttl: (!run_ttl.is_zero()).then_some(run_ttl),
+                ..CoordinatorConfig::default()
+            };
+            let coordinator = Coordinator::start(config, store.open().await?, token);
             coordinator.serve(listener, Duration::from_secs(10)).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker { coordinator, slots, id } => {
+        Command::Worker { coordinator, slots, id, store, append_dir } => {
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
             let mut config = WorkerConfig::new(coordinator);
             config.slots = slots;
+            config.lease_ttl = store.lease_ttl;
             if let Some(id) = id {
                 config.worker_id = id.into();
             }
-            swarm_worker::run(config, Arc::new(ToolRegistry::builtin()), token).await?;
+            if !store.etcd.is_empty() {
+                config.source =
+                    swarm_worker::CoordinatorSource::Store { store: store.open().await?, prefix: store.prefix.clone() };
+            }
+            let mut tools = ToolRegistry::builtin();
+            if let Some(dir) = append_dir {
+                anyhow::ensure!(dir.is_dir(), "--append-dir {} is not a directory", dir.display());
+                tools.register(Arc::new(swarm_worker::tools::builtin::Append::new(dir)));
+            }
+            swarm_worker::run(config, Arc::new(tools), token).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Submit { file, addr, wait, json, idempotency_key } => {

@@ -30,7 +30,11 @@ pub struct SwarmApi {
 
 impl SwarmApi {
     /// An adapter over whatever role the node has.
-    pub fn new(role: tokio::sync::watch::Receiver<Role>, limits: Limits, shutdown: tokio_util::sync::CancellationToken) -> Self {
+    pub fn new(
+        role: tokio::sync::watch::Receiver<Role>,
+        limits: Limits,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
         Self { role, limits: Arc::new(limits), shutdown }
     }
 

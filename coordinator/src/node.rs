@@ -41,7 +41,12 @@ pub enum Role {
 }
 
 /// Runs terms until `shutdown`.
-pub async fn run(config: CoordinatorConfig, store: Arc<dyn StateStore>, role: watch::Sender<Role>, shutdown: CancellationToken) {
+pub async fn run(
+    config: CoordinatorConfig,
+    store: Arc<dyn StateStore>,
+    role: watch::Sender<Role>,
+    shutdown: CancellationToken,
+) {
     let base = RunRepo::new(store.clone(), config.prefix.clone());
     let election = Election::new(store.clone(), &base.election_name());
     let tracker = TaskTracker::new();
@@ -130,10 +135,15 @@ async fn start_term(
     let recovered = recovery::load(repo, &config.limits).await?;
     let workers = store.range(&repo.workers_prefix(), None, 0).await?;
     let prefix_len = repo.workers_prefix().len();
-    let expected_workers: HashSet<WorkerId> =
-        workers.kvs.iter().map(|kv| WorkerId::from(String::from_utf8_lossy(&kv.key[prefix_len..]).into_owned())).collect();
-    let manager_config = ManagerConfig { term: revision, coordinator_id: config.advertise.clone(), ..config.manager.clone() };
-    let manager = manager::spawn(manager_config, repo.clone(), tracker, term.clone(), Startup { recovered, expected_workers });
+    let expected_workers: HashSet<WorkerId> = workers
+        .kvs
+        .iter()
+        .map(|kv| WorkerId::from(String::from_utf8_lossy(&kv.key[prefix_len..]).into_owned()))
+        .collect();
+    let manager_config =
+        ManagerConfig { term: revision, coordinator_id: config.advertise.clone(), ..config.manager.clone() };
+    let manager =
+        manager::spawn(manager_config, repo.clone(), tracker, term.clone(), Startup { recovered, expected_workers });
     tracker.spawn(watch_workers(store.clone(), repo.workers_prefix(), manager.clone(), term.clone()));
     if let Some(ttl) = config.run_ttl {
         tracker.spawn(janitor(repo.clone(), manager.clone(), ttl, term.clone()));

@@ -747,7 +747,11 @@ mod tests {
         assert_eq!(e.state(), RunState::Running);
         assert_eq!(e.slot(b).state, SubtaskState::Ready, "a's success unblocks b");
         // x was running on a worker under the previous leader: adopt it instead of re-running.
-        e.apply(EngineEvent::Adopt { subtask: x, worker: WorkerId::from("w"), fence: Fence(7), attempt: AttemptNo(1) }, 10, &mut out);
+        e.apply(
+            EngineEvent::Adopt { subtask: x, worker: WorkerId::from("w"), fence: Fence(7), attempt: AttemptNo(1) },
+            10,
+            &mut out,
+        );
         assert_eq!(e.slot(x).state, SubtaskState::Running);
         let mut ready = vec![];
         while let Some(i) = e.pop_ready() {
@@ -755,7 +759,11 @@ mod tests {
         }
         assert_eq!(ready, vec![b], "an adopted subtask is not dispatched again");
         // A finished subtask is never adopted.
-        e.apply(EngineEvent::Adopt { subtask: a, worker: WorkerId::from("w"), fence: Fence(8), attempt: AttemptNo(2) }, 10, &mut out);
+        e.apply(
+            EngineEvent::Adopt { subtask: a, worker: WorkerId::from("w"), fence: Fence(8), attempt: AttemptNo(2) },
+            10,
+            &mut out,
+        );
         assert_eq!(e.slot(a).state, SubtaskState::Succeeded);
         ok(&mut e, x, 7, 10, &mut out);
         assert_eq!(e.slot(x).state, SubtaskState::Succeeded);

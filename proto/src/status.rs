@@ -27,7 +27,8 @@ pub fn to_status(err: &ApiError) -> Status {
         }
         ApiError::NotLeader { leader } => {
             let mut details = ErrorDetails::with_retry_info(Some(std::time::Duration::from_millis(500)));
-            let metadata = leader.iter().map(|l| ("leader".to_owned(), l.clone())).collect::<std::collections::HashMap<_, _>>();
+            let metadata =
+                leader.iter().map(|l| ("leader".to_owned(), l.clone())).collect::<std::collections::HashMap<_, _>>();
             details.set_error_info("NOT_LEADER", "swarm", metadata);
             Status::with_error_details(Code::Unavailable, err.to_string(), details)
         }

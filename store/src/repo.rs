@@ -341,7 +341,8 @@ mod tests {
             output_ref: None,
             term: 0,
         };
-        let ops: Vec<Op> = (0..300).map(|i| repo.subtask_op(&run, &SubtaskId::from(format!("s{i:03}")), &rec)).collect();
+        let ops: Vec<Op> =
+            (0..300).map(|i| repo.subtask_op(&run, &SubtaskId::from(format!("s{i:03}")), &rec)).collect();
         assert_eq!(repo.write_batch(&ops).await, Ok(3));
         assert_eq!(repo.subtasks(&run).await.expect("read").len(), 300);
     }

@@ -2,5 +2,6 @@
 //! coordinators and workers.
 
 mod api;
+mod failover;
 mod runs;
 mod store_etcd;

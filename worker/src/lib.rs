@@ -136,16 +136,28 @@ impl Held {
 }
 
 /// Runs the worker until `shutdown` is cancelled, reconnecting whenever the stream breaks.
-pub async fn run(config: WorkerConfig, tools: Arc<ToolRegistry>, shutdown: CancellationToken) -> Result<(), WorkerError> {
+pub async fn run(
+    config: WorkerConfig,
+    tools: Arc<ToolRegistry>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
     if let CoordinatorSource::Static(url) = &config.source {
-        tonic::transport::Endpoint::from_shared(url.clone()).map_err(|e| WorkerError::BadUrl(url.clone(), e.to_string()))?;
+        tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|e| WorkerError::BadUrl(url.clone(), e.to_string()))?;
     }
     let held = Arc::new(Held::default());
     let attempts = TaskTracker::new();
     let (report_tx, mut report_rx) = mpsc::channel::<pb::AttemptReport>(config.slots as usize + 64);
     let background = TaskTracker::new();
     if let CoordinatorSource::Store { store, prefix } = &config.source {
-        background.spawn(register(store.clone(), prefix.clone(), config.clone(), tools.clone(), held.clone(), shutdown.clone()));
+        background.spawn(register(
+            store.clone(),
+            prefix.clone(),
+            config.clone(),
+            tools.clone(),
+            held.clone(),
+            shutdown.clone(),
+        ));
     }
     let backoff = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
@@ -153,25 +165,34 @@ pub async fn run(config: WorkerConfig, tools: Arc<ToolRegistry>, shutdown: Cance
         .with_jitter()
         .without_max_times();
     let mut delays = backoff.build();
-    let ctx = AttemptCtx { tools, attempts: attempts.clone(), held: held.clone(), reports: report_tx, shutdown: shutdown.clone() };
+    let ctx = AttemptCtx {
+        tools,
+        attempts: attempts.clone(),
+        held: held.clone(),
+        reports: report_tx,
+        shutdown: shutdown.clone(),
+    };
     while !shutdown.is_cancelled() {
         let started = tokio::time::Instant::now();
         let leader_changed = CancellationToken::new();
+        let mut tried: Option<(Election, Option<LeaderInfo>)> = None;
         let url = match &config.source {
             CoordinatorSource::Static(url) => Some(url.clone()),
             CoordinatorSource::Store { store, prefix } => {
                 let election = Election::new(store.clone(), &format!("{prefix}leader"));
-                match election.leader().await {
-                    Ok((Some(leader), _)) => {
-                        background.spawn(watch_leader(election, leader.clone(), leader_changed.clone()));
-                        Some(leader.value)
-                    }
-                    Ok((None, _)) => None,
+                let leader = match election.leader().await {
+                    Ok((leader, _)) => leader,
                     Err(e) => {
                         debug!(error = %e, "cannot read the leader");
                         None
                     }
+                };
+                if let Some(l) = &leader {
+                    background.spawn(watch_leader(election.clone(), l.clone(), leader_changed.clone()));
                 }
+                let url = leader.as_ref().map(|l| l.value.clone());
+                tried = Some((election, leader));
+                url
             }
         };
         if let Some(url) = url {
@@ -186,9 +207,19 @@ pub async fn run(config: WorkerConfig, tools: Arc<ToolRegistry>, shutdown: Cance
             delays = backoff.build();
         }
         let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        // With a store, a new leader ends the wait at once.
+        let new_leader = async {
+            match &tried {
+                Some((election, known)) => {
+                    let _ = election.changed(known.as_ref()).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
+            _ = new_leader => delays = backoff.build(),
         }
     }
     held.cancel_all();
@@ -233,7 +264,13 @@ async fn register(
     while !shutdown.is_cancelled() {
         let registered = async {
             let lease = store.grant_lease(config.lease_ttl).await?;
-            store.commit(Txn::new().then(Op::Put { key: key.clone(), value: value.clone().into_bytes(), lease: Some(lease) })).await?;
+            store
+                .commit(Txn::new().then(Op::Put {
+                    key: key.clone(),
+                    value: value.clone().into_bytes(),
+                    lease: Some(lease),
+                }))
+                .await?;
             Ok::<_, swarm_store::StoreError>(lease)
         }
         .await;
@@ -307,7 +344,8 @@ async fn session(
     let _ = out_tx.send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Hello(hello)) }).await;
     let mut inbound = client.connect(ReceiverStream::new(out_rx)).await?.into_inner();
     info!(worker_id = %config.worker_id, coordinator = %url, slots = config.slots, "connected");
-    let resend: Vec<pb::AttemptReport> = ctx.held.unacked.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+    let resend: Vec<pb::AttemptReport> =
+        ctx.held.unacked.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
     for chunk in resend.chunks(REPORT_BATCH) {
         let msg = pb::worker_message::Msg::Reports(pb::AttemptReports { reports: chunk.to_vec() });
         if out_tx.send(pb::WorkerMessage { msg: Some(msg) }).await.is_err() {
@@ -377,7 +415,12 @@ fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
     let token = ctx.shutdown.child_token();
     ctx.held.running.lock().unwrap_or_else(|e| e.into_inner()).insert(
         a.fence,
-        Running { run_id: a.run_id.clone(), subtask_id: a.subtask_id.clone(), attempt: a.attempt, token: token.clone() },
+        Running {
+            run_id: a.run_id.clone(),
+            subtask_id: a.subtask_id.clone(),
+            attempt: a.attempt,
+            token: token.clone(),
+        },
     );
     let tool = ctx.tools.get(&a.tool).cloned();
     let held = ctx.held.clone();

@@ -15,7 +15,13 @@ use crate::recovery::{Recovered, RecoveredRun};
 use crate::watch::{EventLog, LogEntry};
 
 impl Manager {
-    pub(super) fn add_run(&mut self, run_id: RunId, dag: Arc<Dag>, header: RunHeader, engine: Option<RunEngine>) -> u32 {
+    pub(super) fn add_run(
+        &mut self,
+        run_id: RunId,
+        dag: Arc<Dag>,
+        header: RunHeader,
+        engine: Option<RunEngine>,
+    ) -> u32 {
         let seed = header.submitted_us ^ u64::from(self.next_run);
         let engine = engine.unwrap_or_else(|| {
             RunEngine::new(run_id.clone(), dag.clone(), self.config.retry.clone(), header.submitted_us, seed)

@@ -86,7 +86,9 @@ impl Manager {
     fn adopt(&mut self, w: usize, h: pb::HeldAttempt) {
         let fence = Fence(h.fence);
         let target = match self.listing.get(&swarm_core::RunId::from(h.run_id.as_str())) {
-            Some(Listed::Live(k)) => self.runs.get(k).and_then(|e| e.engine.dag().index_of(&h.subtask_id).map(|i| (*k, i))),
+            Some(Listed::Live(k)) => {
+                self.runs.get(k).and_then(|e| e.engine.dag().index_of(&h.subtask_id).map(|i| (*k, i)))
+            }
             _ => None,
         };
         let adopted = match target {

@@ -215,6 +215,59 @@ impl Tool for HttpGet {
     }
 }
 
+/// `append {file, text, ms?}`: waits `ms`, then appends `text` and a newline to `file` in the
+/// worker's append directory (a plain file name; no paths). Side-effecting: neither read-only
+/// nor idempotent. Only offered when the worker is given a directory (`--append-dir`).
+pub struct Append {
+    info: ToolInfo,
+    dir: std::path::PathBuf,
+}
+
+impl Append {
+    /// The tool, writing under `dir`.
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            info: info("append", "Appends a line to a file in the worker's append directory.", false, false, None),
+            dir: dir.into(),
+        }
+    }
+}
+
+impl Tool for Append {
+    fn info(&self) -> &ToolInfo {
+        &self.info
+    }
+
+    fn call(&self, args: Value, _ctx: ToolContext) -> ToolFuture {
+        let dir = self.dir.clone();
+        Box::pin(async move {
+            let file = arg_str(&args, "file")?;
+            let text = arg_str(&args, "text")?;
+            if file.is_empty() || file.contains(['/', '\\']) || file.starts_with('.') {
+                return Err(ToolError::permanent("args.file: a plain file name (no paths, not hidden)"));
+            }
+            if text.contains('\n') {
+                return Err(ToolError::permanent("args.text: one line (no newline)"));
+            }
+            let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            use tokio::io::AsyncWriteExt;
+            let mut f = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(file))
+                .await
+                .map_err(|e| ToolError::transient(format!("opening {file}: {e}")))?;
+            f.write_all(format!("{text}\n").as_bytes())
+                .await
+                .map_err(|e| ToolError::transient(format!("writing {file}: {e}")))?;
+            Ok(json!({ "appended": text }))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,53 +329,5 @@ mod tests {
         assert_eq!(out["truncated"], true);
         assert_eq!(out["body"].as_str().map(str::len), Some(100));
         server.await.expect("server");
-    }
-}
-
-/// `append {file, text, ms?}`: waits `ms`, then appends `text` and a newline to `file` in the
-/// worker's append directory (a plain file name; no paths). Side-effecting: neither read-only
-/// nor idempotent. Only offered when the worker is given a directory (`--append-dir`).
-pub struct Append {
-    info: ToolInfo,
-    dir: std::path::PathBuf,
-}
-
-impl Append {
-    /// The tool, writing under `dir`.
-    pub fn new(dir: impl Into<std::path::PathBuf>) -> Self {
-        Self { info: info("append", "Appends a line to a file in the worker's append directory.", false, false, None), dir: dir.into() }
-    }
-}
-
-impl Tool for Append {
-    fn info(&self) -> &ToolInfo {
-        &self.info
-    }
-
-    fn call(&self, args: Value, _ctx: ToolContext) -> ToolFuture {
-        let dir = self.dir.clone();
-        Box::pin(async move {
-            let file = arg_str(&args, "file")?;
-            let text = arg_str(&args, "text")?;
-            if file.is_empty() || file.contains(['/', '\\']) || file.starts_with('.') {
-                return Err(ToolError::permanent("args.file: a plain file name (no paths, not hidden)"));
-            }
-            if text.contains('\n') {
-                return Err(ToolError::permanent("args.text: one line (no newline)"));
-            }
-            let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
-            if ms > 0 {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-            }
-            use tokio::io::AsyncWriteExt;
-            let mut f = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(file))
-                .await
-                .map_err(|e| ToolError::transient(format!("opening {file}: {e}")))?;
-            f.write_all(format!("{text}\n").as_bytes()).await.map_err(|e| ToolError::transient(format!("writing {file}: {e}")))?;
-            Ok(json!({ "appended": text }))
-        })
     }
 }

@@ -1,0 +1,175 @@
+//! Process-level fault tests: real etcd, real `swarm coordinator` and `swarm worker`
+//! processes on loopback, killed, paused and restarted by PID. They run one at a time (a
+//! shared lock), since each uses most of the machine.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use swarm_cli::client;
+use swarm_proto::pb;
+use swarm_tests::harness::{submit, succeeded, wait_for_events};
+use swarm_tests::proc_cluster::{PREFIX, ProcCluster, append_swarm, echo};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// Polls the current leader until the run has ended (at most `deadline`).
+async fn wait_run_done(pc: &ProcCluster, run_id: &str, deadline: Duration) -> pb::Run {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Ok(Some((leader, _))) = pc.leader().await
+            && let Ok(mut c) = pc.client(&leader).await
+            && let Ok(run) = client::get(&mut c, run_id, false).await
+            && run.state != pb::RunState::Running as i32
+        {
+            return run;
+        }
+        assert!(Instant::now() < until, "run {run_id} did not end within {deadline:?}\n{}", pc.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn completed(run: &pb::Run) -> u32 {
+    run.summary.as_ref().map_or(0, |s| s.tool_calls_completed)
+}
+
+/// Waits until the run's stored header has `state` (the store trails the manager by a commit).
+async fn wait_stored_state(store: &std::sync::Arc<dyn swarm_store::StateStore>, run_id: &str, state: &str) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let header = store.get(format!("{PREFIX}runs/{run_id}").as_bytes()).await.expect("get");
+        let stored = header.and_then(|kv| serde_json::from_slice::<serde_json::Value>(&kv.value).ok());
+        if stored.as_ref().and_then(|h| h["state"].as_str()) == Some(state) {
+            return;
+        }
+        assert!(Instant::now() < until, "the stored header of {run_id} never became {state}: {stored:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Each agent subtask's line in the append log, counted.
+fn executions(pc: &ProcCluster, file: &str) -> HashMap<String, usize> {
+    let mut count = HashMap::new();
+    for line in pc.appended(file) {
+        *count.entry(line).or_default() += 1;
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_sigkill_mid_run_records_every_call_once() {
+    let _serial = SERIAL.lock().await;
+    let mut pc = ProcCluster::start(1, 1, 3, Duration::from_secs(2)).await.expect("cluster");
+    let (leader, _) = pc.leader().await.expect("leader").expect("elected");
+    let mut c = pc.client(&leader).await.expect("client");
+    let run_id = submit(&mut c, &append_swarm(100, 15, 40, "exec.log")).await.expect("submit");
+    wait_for_events(&mut c, &run_id, Duration::from_secs(60), |e| succeeded(e) >= 300).await.expect("progress");
+    pc.workers[0].kill();
+    let run = wait_run_done(&pc, &run_id, Duration::from_secs(120)).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    assert_eq!(completed(&run), 1502);
+    // Each subtask's result was written exactly once: one key per subtask, never overwritten.
+    // The final header is written in the same or a later batch than the last result.
+    let store = pc.store().await.expect("store");
+    wait_stored_state(&store, &run_id, "SUCCEEDED").await;
+    let records = store.range(format!("{PREFIX}subtasks/{run_id}/").as_bytes(), None, 0).await.expect("range");
+    assert_eq!(records.kvs.len(), 1502);
+    assert!(records.kvs.iter().all(|kv| kv.version == 1), "a result was recorded twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_sigkill_fails_over_within_the_lease_and_runs_nothing_twice() {
+    let _serial = SERIAL.lock().await;
+    let ttl = Duration::from_secs(2);
+    let mut pc = ProcCluster::start(1, 2, 3, ttl).await.expect("cluster");
+    let (a_url, _) = pc.leader().await.expect("leader").expect("elected");
+    let a = pc.coordinators.iter().position(|(_, url)| *url == a_url).expect("leader is ours");
+    let mut c = pc.client(&a_url).await.expect("client");
+    let run_id = submit(&mut c, &append_swarm(100, 15, 40, "exec.log")).await.expect("submit");
+    wait_for_events(&mut c, &run_id, Duration::from_secs(60), |e| succeeded(e) >= 300).await.expect("progress");
+
+    let killed = Instant::now();
+    pc.coordinators[a].0.kill();
+    let (b_url, _) = pc.wait_leader(Some(&a_url), Duration::from_secs(15)).await.expect("standby takes over");
+    let took = killed.elapsed();
+    assert!(took <= ttl + Duration::from_secs(1), "failover took {took:?} (lease TTL {ttl:?})");
+    assert_ne!(a_url, b_url);
+
+    let run = wait_run_done(&pc, &run_id, Duration::from_secs(120)).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    assert_eq!(completed(&run), 1502);
+    let runs = executions(&pc, "exec.log");
+    assert_eq!(runs.len(), 1500, "every append call ran");
+    let twice: Vec<_> = runs.iter().filter(|&(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "completed calls ran again after the failover: {twice:?}\n{}", pc.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_fenced_out_when_it_resumes() {
+    let _serial = SERIAL.lock().await;
+    let pc = ProcCluster::start(1, 2, 3, Duration::from_secs(2)).await.expect("cluster");
+    let (a_url, a_term) = pc.leader().await.expect("leader").expect("elected");
+    let a = pc.coordinators.iter().position(|(_, url)| *url == a_url).expect("leader is ours");
+    let mut c = pc.client(&a_url).await.expect("client");
+    let run_id = submit(&mut c, &append_swarm(50, 15, 40, "exec.log")).await.expect("submit");
+    wait_for_events(&mut c, &run_id, Duration::from_secs(60), |e| succeeded(e) >= 100).await.expect("progress");
+
+    pc.coordinators[a].0.signal("STOP").expect("SIGSTOP");
+    pc.wait_leader(Some(&a_url), Duration::from_secs(15)).await.expect("standby takes over");
+    // The old leader's key is gone by now: any write of its term after this revision got past
+    // the fence.
+    let store = pc.store().await.expect("store");
+    let takeover = store.range(b"/", None, 1).await.expect("revision").revision;
+    let run = wait_run_done(&pc, &run_id, Duration::from_secs(120)).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    pc.coordinators[a].0.signal("CONT").expect("SIGCONT");
+
+    // The resumed leader must not get anything into the store: a submit to it fails...
+    let mut old = pc.client(&a_url).await.expect("client of the old leader");
+    let probe = swarm_core::RunSpec { name: "after-resume".into(), subtasks: vec![echo("x")] };
+    let refused =
+        old.submit_run(pb::SubmitRunRequest { spec: Some((&probe).into()), idempotency_key: String::new() }).await;
+    assert!(refused.is_err(), "a deposed leader accepted a run");
+
+    // ...and, from the store's contents: nothing written under its term after the takeover.
+    let all = store.range(PREFIX.as_bytes(), None, 0).await.expect("range");
+    for kv in &all.kvs {
+        let key = String::from_utf8_lossy(&kv.key);
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&kv.value) else { continue };
+        assert_ne!(value.get("name").and_then(|n| n.as_str()), Some("after-resume"), "{key}");
+        if value.get("term").and_then(|t| t.as_i64()) == Some(a_term) {
+            assert!(kv.mod_revision <= takeover, "{key} was written by the deposed leader after the takeover");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_survives_an_etcd_restart() {
+    let _serial = SERIAL.lock().await;
+    let mut pc = ProcCluster::start(1, 1, 2, Duration::from_secs(5)).await.expect("cluster");
+    let (leader, _) = pc.leader().await.expect("leader").expect("elected");
+    let mut c = pc.client(&leader).await.expect("client");
+    let run_id = submit(&mut c, &append_swarm(40, 15, 50, "exec.log")).await.expect("submit");
+    wait_for_events(&mut c, &run_id, Duration::from_secs(60), |e| succeeded(e) >= 100).await.expect("progress");
+    pc.etcd.restart(0).expect("restart etcd");
+    pc.etcd.wait_ready(Duration::from_secs(20)).await.expect("etcd back");
+    let run = wait_run_done(&pc, &run_id, Duration::from_secs(120)).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    assert_eq!(completed(&run), 602);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_survives_losing_the_etcd_leader() {
+    let _serial = SERIAL.lock().await;
+    let mut pc = ProcCluster::start(3, 1, 2, Duration::from_secs(5)).await.expect("cluster");
+    let (leader, _) = pc.leader().await.expect("leader").expect("elected");
+    let mut c = pc.client(&leader).await.expect("client");
+    let run_id = submit(&mut c, &append_swarm(40, 15, 50, "exec.log")).await.expect("submit");
+    wait_for_events(&mut c, &run_id, Duration::from_secs(60), |e| succeeded(e) >= 100).await.expect("progress");
+    let etcd_leader = pc.etcd.leader().await.expect("etcd leader");
+    pc.etcd.kill(etcd_leader);
+    let run = wait_run_done(&pc, &run_id, Duration::from_secs(120)).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    assert_eq!(completed(&run), 602);
+}

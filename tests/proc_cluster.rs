@@ -1,0 +1,179 @@
+//! A cluster of real processes: etcd, `swarm coordinator` replicas and `swarm worker`s, all on
+//! loopback, each stopped by PID when the cluster is dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use swarm_cli::client::{self, Client};
+use swarm_core::{RunSpec, SubtaskSpec};
+use swarm_store::election::Election;
+use swarm_store::{EtcdStore, StateStore};
+
+use crate::etcd::{EtcdCluster, TempDir};
+use crate::process::SwarmProcess;
+
+/// The key prefix the processes use.
+pub const PREFIX: &str = "/swarm/v1/";
+
+/// etcd + coordinators + workers.
+pub struct ProcCluster {
+    pub etcd: EtcdCluster,
+    pub dir: TempDir,
+    pub coordinators: Vec<(SwarmProcess, String)>,
+    pub workers: Vec<SwarmProcess>,
+    pub lease_ttl: Duration,
+}
+
+fn free_addr() -> anyhow::Result<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    Ok(format!("127.0.0.1:{port}"))
+}
+
+impl ProcCluster {
+    /// Starts etcd (`etcd_members` nodes), then `coordinators` coordinators (the first becomes
+    /// leader before the next starts) and `workers` workers with 32 slots and the `append` tool.
+    pub async fn start(
+        etcd_members: usize,
+        coordinators: usize,
+        workers: usize,
+        lease_ttl: Duration,
+    ) -> anyhow::Result<Self> {
+        let etcd = EtcdCluster::start(etcd_members).await?;
+        let dir = TempDir::new("proc")?;
+        std::fs::create_dir_all(dir.0.join("append"))?;
+        let mut cluster = Self { etcd, dir, coordinators: Vec::new(), workers: Vec::new(), lease_ttl };
+        for _ in 0..coordinators {
+            cluster.add_coordinator()?;
+            if cluster.coordinators.len() == 1 {
+                cluster.wait_leader(None, Duration::from_secs(15)).await?;
+            }
+        }
+        for i in 0..workers {
+            cluster.add_worker(&format!("w{i}"))?;
+        }
+        cluster.wait_workers(workers, Duration::from_secs(15)).await?;
+        Ok(cluster)
+    }
+
+    fn common_args(&self) -> Vec<String> {
+        vec![
+            "--etcd".into(),
+            self.etcd.endpoints().join(","),
+            "--lease-ttl".into(),
+            format!("{}ms", self.lease_ttl.as_millis()),
+        ]
+    }
+
+    /// Starts one more coordinator; returns its index.
+    pub fn add_coordinator(&mut self) -> anyhow::Result<usize> {
+        let addr = free_addr()?;
+        let url = format!("http://{addr}");
+        let mut args: Vec<String> =
+            vec!["coordinator".into(), "--listen".into(), addr, "--advertise".into(), url.clone()];
+        args.extend(self.common_args());
+        let i = self.coordinators.len();
+        self.coordinators.push((SwarmProcess::spawn(&format!("coordinator-{i}"), &args, &self.dir.0)?, url));
+        Ok(i)
+    }
+
+    /// Starts one more worker.
+    pub fn add_worker(&mut self, id: &str) -> anyhow::Result<()> {
+        let mut args: Vec<String> = vec!["worker".into(), "--id".into(), id.into(), "--slots".into(), "32".into()];
+        args.push("--append-dir".into());
+        args.push(self.dir.0.join("append").display().to_string());
+        args.extend(self.common_args());
+        self.workers.push(SwarmProcess::spawn(&format!("worker-{id}"), &args, &self.dir.0)?);
+        Ok(())
+    }
+
+    /// A store client of the cluster's etcd.
+    pub async fn store(&self) -> anyhow::Result<Arc<dyn StateStore>> {
+        Ok(Arc::new(EtcdStore::connect(&self.etcd.endpoints(), Duration::from_secs(5)).await?))
+    }
+
+    /// The leader's address and term, from the election in etcd.
+    pub async fn leader(&self) -> anyhow::Result<Option<(String, i64)>> {
+        let election = Election::new(self.store().await?, &format!("{PREFIX}leader"));
+        Ok(election.leader().await?.0.map(|l| (l.value, l.revision)))
+    }
+
+    /// Waits until a leader other than `not` is elected; returns its address and term.
+    pub async fn wait_leader(&self, not: Option<&str>, deadline: Duration) -> anyhow::Result<(String, i64)> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            if let Ok(Some((leader, term))) = self.leader().await
+                && Some(leader.as_str()) != not
+            {
+                return Ok((leader, term));
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < until, "no new leader within {deadline:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until `n` workers are registered in etcd.
+    pub async fn wait_workers(&self, n: usize, deadline: Duration) -> anyhow::Result<()> {
+        let store = self.store().await?;
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let page = store.range(format!("{PREFIX}workers/").as_bytes(), None, 0).await?;
+            if page.kvs.len() >= n {
+                return Ok(());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < until, "only {} of {n} workers registered", page.kvs.len());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// A client of the coordinator at `url`.
+    pub async fn client(&self, url: &str) -> anyhow::Result<Client> {
+        client::connect(url).await
+    }
+
+    /// Lines appended by the `append` tool to `file`.
+    pub fn appended(&self, file: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.0.join("append").join(file))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The logs of every process, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for (p, _) in &self.coordinators {
+            out += &format!("--- {} ---\n{}\n", p.name, tail(&p.log_text(), 40));
+        }
+        for p in &self.workers {
+            out += &format!("--- {} ---\n{}\n", p.name, tail(&p.log_text(), 20));
+        }
+        out
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// 1 planner → `chains` × `length` `append` calls of `ms` each (each appends its subtask id to
+/// `file`) → 1 reducer.
+pub fn append_swarm(chains: usize, length: usize, ms: u64, file: &str) -> RunSpec {
+    let mut spec = swarm_cli::specs::swarm(chains, length, None);
+    for s in &mut spec.subtasks {
+        if s.id.as_str().starts_with("agent-") {
+            s.kind = swarm_core::SubtaskKind::Tool {
+                tool: "append".into(),
+                args: json!({ "file": file, "text": s.id.to_string(), "ms": ms }),
+            };
+        }
+    }
+    spec
+}
+
+/// A subtask for quick probes.
+pub fn echo(id: &str) -> SubtaskSpec {
+    SubtaskSpec::tool(id, "echo", json!({ "text": id }))
+}

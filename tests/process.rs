@@ -1,0 +1,122 @@
+//! Real `swarm` processes for fault tests: spawned with their output in a log file, signalled
+//! by PID (SIGKILL, SIGSTOP, SIGCONT, SIGTERM), and SIGKILLed when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use anyhow::Context;
+
+/// The `swarm` binary: `$SWARM_BIN`, else built (or found up to date) with cargo.
+pub fn swarm_bin() -> anyhow::Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("SWARM_BIN") {
+            return Ok(PathBuf::from(bin));
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut build = Command::new(cargo);
+        // Variables cargo set for this test process would change build fingerprints and make
+        // the nested build recompile dependencies; it must look like a plain `cargo build`.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let keep = matches!(key.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR");
+            if (key.starts_with("CARGO_") && !keep) || key == "LD_LIBRARY_PATH" || key == "OUT_DIR" {
+                build.env_remove(key.as_ref());
+            }
+        }
+        let out = build
+            .args(["build", "-p", "swarm-cli", "--bin", "swarm", "--message-format", "json", "--manifest-path"])
+            .arg(&manifest)
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running cargo build: {e}"))?;
+        if !out.status.success() {
+            return Err("cargo build -p swarm-cli failed".into());
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "swarm")
+            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+            .ok_or_else(|| "cargo build did not report the swarm executable".into())
+    })
+    .clone()
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// A running `swarm` process.
+pub struct SwarmProcess {
+    /// A label for messages.
+    pub name: String,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl SwarmProcess {
+    /// Starts `swarm ARGS…`, logging to `{log_dir}/{name}.log`.
+    pub fn spawn(name: &str, args: &[String], log_dir: &Path) -> anyhow::Result<Self> {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(swarm_bin()?)
+            .args(args)
+            .env("SWARM_LOG", "info")
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Self { name: name.into(), log, child: Some(child) })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`).
+    pub fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let pid = self.pid().context("process already reaped")?;
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill -{sig} {pid} failed");
+        Ok(())
+    }
+
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit (at most `deadline`), returning its exit code.
+    pub async fn wait_exit(&mut self, deadline: std::time::Duration) -> anyhow::Result<Option<i32>> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let child = self.child.as_mut().context("process already reaped")?;
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status.code());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < until, "{} did not exit within {deadline:?}", self.name);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The log so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for SwarmProcess {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            // A stopped process must be continued to die promptly on some kernels.
+            let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status();
+        }
+        self.kill();
+    }
+}
