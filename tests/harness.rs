@@ -10,7 +10,8 @@ use swarm_cli::client::{self, Client};
 use swarm_cli::embedded::{Embedded, EmbeddedOptions};
 use swarm_core::{RunSpec, SubtaskSpec};
 use swarm_proto::pb;
-use swarm_store::MemoryStore;
+use swarm_store::payload::PayloadStore;
+use swarm_store::{MemoryStore, StateStore};
 use swarm_worker::ToolRegistry;
 use swarm_worker::tools::{Tool, ToolContext, ToolFuture, ToolInfo};
 use tokio::time::Instant;
@@ -103,17 +104,39 @@ impl Tool for Record {
 /// gRPC, each offering the built-ins plus `record`.
 pub struct TestCluster {
     pub cluster: Embedded,
-    pub store: Arc<MemoryStore>,
+    pub store: Arc<dyn StateStore>,
+    pub payloads: PayloadStore,
     pub log: ExecLog,
+}
+
+/// `big {bytes}`: returns a string of `bytes` bytes (to test large outputs).
+pub struct Big(ToolInfo);
+
+impl Tool for Big {
+    fn info(&self) -> &ToolInfo {
+        &self.0
+    }
+    fn call(&self, args: Value, _ctx: ToolContext) -> ToolFuture {
+        Box::pin(async move {
+            let n = args.get("bytes").and_then(Value::as_u64).unwrap_or(0) as usize;
+            Ok(Value::String("x".repeat(n)))
+        })
+    }
 }
 
 impl TestCluster {
     /// Starts `workers` workers with `slots` slots each and waits until all are connected.
     pub async fn start(workers: usize, slots: u32) -> anyhow::Result<Self> {
-        let store = Arc::new(MemoryStore::new());
-        let opts = EmbeddedOptions { workers: 0, slots, ..EmbeddedOptions::default() };
+        Self::start_on(Arc::new(MemoryStore::new()), workers, slots).await
+    }
+
+    /// The same, on a given store.
+    pub async fn start_on(store: Arc<dyn StateStore>, workers: usize, slots: u32) -> anyhow::Result<Self> {
+        let mut opts = EmbeddedOptions { workers: 0, slots, ..EmbeddedOptions::default() };
+        let payloads = PayloadStore::memory(swarm_store::payload::DEFAULT_THRESHOLD);
+        opts.coordinator.payloads = payloads.clone();
         let cluster = Embedded::start_on(opts, store.clone(), None).await?;
-        let mut me = Self { cluster, store, log: ExecLog::default() };
+        let mut me = Self { cluster, store, payloads, log: ExecLog::default() };
         for i in 0..workers {
             me.add_worker(&format!("w{i}"), slots);
         }
@@ -135,6 +158,13 @@ impl TestCluster {
             worker: id.to_owned(),
             log: self.log.clone(),
         }));
+        tools.register(Arc::new(Big(ToolInfo {
+            name: "big".into(),
+            description: "returns a large string".into(),
+            read_only: true,
+            idempotent: true,
+            timeout: None,
+        })));
         self.cluster.add_worker(id, slots, Arc::new(tools))
     }
 

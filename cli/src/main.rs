@@ -41,6 +41,10 @@ enum Command {
         slots: u32,
         #[command(flatten)]
         store: StoreArgs,
+        /// Where large outputs and specs go: a directory, file:///dir or memory:// (default:
+        /// memory:// with the memory store, ./swarm-payloads with etcd).
+        #[arg(long, env = "SWARM_PAYLOADS")]
+        payloads: Option<String>,
     },
     /// Runs the 1,500-call swarm example on an embedded cluster and prints the summary.
     Demo {
@@ -64,6 +68,11 @@ enum Command {
         advertise: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
+        /// Where large outputs and specs go: a directory, file:///dir or memory:// (default:
+        /// memory:// with the memory store, ./swarm-payloads with etcd; coordinators of one
+        /// cluster must share it).
+        #[arg(long, env = "SWARM_PAYLOADS")]
+        payloads: Option<String>,
         /// Ended runs are deleted after this long (0: never).
         #[arg(long, env = "SWARM_RUN_TTL", default_value = "7d", value_parser = parse_ttl)]
         run_ttl: Duration,
@@ -194,6 +203,12 @@ struct StoreArgs {
 }
 
 impl StoreArgs {
+    fn payloads(&self, url: Option<&str>) -> anyhow::Result<swarm_store::payload::PayloadStore> {
+        let default = if self.etcd.is_empty() { "memory://" } else { "./swarm-payloads" };
+        swarm_store::payload::PayloadStore::from_url(url.unwrap_or(default), swarm_store::payload::DEFAULT_THRESHOLD)
+            .map_err(|e| anyhow::anyhow!("--payloads: {e}"))
+    }
+
     async fn open(&self) -> anyhow::Result<Arc<dyn StateStore>> {
         if self.etcd.is_empty() {
             return Ok(Arc::new(MemoryStore::new()));
@@ -321,7 +336,7 @@ fn cancel_on_signal(token: CancellationToken) {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Up { listen, workers, slots, store } => {
+        Command::Up { listen, workers, slots, store, payloads } => {
             let backend = if store.etcd.is_empty() {
                 "memory store".to_owned()
             } else {
@@ -330,6 +345,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let mut options = EmbeddedOptions { listen, workers, slots, ..EmbeddedOptions::default() };
             options.coordinator.prefix = store.prefix.clone();
             options.coordinator.lease_ttl = store.lease_ttl;
+            options.coordinator.payloads = store.payloads(payloads.as_deref())?;
             let cluster = Embedded::start_on(options, store.open().await?, None).await?;
             eprintln!(
                 "swarm up: coordinator on {} with {workers} workers × {slots} slots ({backend}); Ctrl-C stops",
@@ -342,7 +358,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { spec, workers, slots, json } => demo(spec, workers, slots, json).await,
-        Command::Coordinator { listen, advertise, store, run_ttl } => {
+        Command::Coordinator { listen, advertise, store, payloads, run_ttl } => {
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
             let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -351,6 +367,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 advertise: advertise.unwrap_or_else(|| format!("http://{listen}")),
                 lease_ttl: store.lease_ttl,
                 run_ttl: (!run_ttl.is_zero()).then_some(run_ttl),
+                payloads: store.payloads(payloads.as_deref())?,
                 ..CoordinatorConfig::default()
             };
             let coordinator = Coordinator::start(config, store.open().await?, token);

@@ -46,6 +46,13 @@ impl SwarmApi {
     }
 
     async fn submit(&self, req: pb::SubmitRunRequest) -> Result<pb::SubmitRunResponse, ApiError> {
+        let size = prost::Message::encoded_len(&req);
+        if size > crate::MAX_SUBMIT_BYTES {
+            return Err(ApiError::ResourceExhausted(format!(
+                "the request has {size} bytes; the limit is {} bytes (16 MiB)",
+                crate::MAX_SUBMIT_BYTES
+            )));
+        }
         let spec = RunSpec::try_from(req.spec.ok_or_else(|| ApiError::invalid("spec", "required"))?)?;
         let key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key);
         if key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY) {

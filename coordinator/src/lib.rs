@@ -28,8 +28,11 @@ use tracing::info;
 pub use manager::{ManagerConfig, ManagerHandle, ManagerStats};
 pub use node::Role;
 
-/// Largest request a client may send (a 10,000-subtask spec fits comfortably).
-pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// Largest `SubmitRun` request accepted (a 10,000-subtask spec fits comfortably); larger ones get
+/// RESOURCE_EXHAUSTED with the limit in the message.
+pub const MAX_SUBMIT_BYTES: usize = 16 * 1024 * 1024;
+/// Largest message decoded at all (worker reports may carry outputs of up to 32 MiB).
+pub const MAX_DECODE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Coordinator settings.
 #[derive(Clone, Debug)]
@@ -46,6 +49,8 @@ pub struct CoordinatorConfig {
     pub lease_ttl: Duration,
     /// Ended runs are deleted this long after they end (`None`: kept).
     pub run_ttl: Option<Duration>,
+    /// Where large outputs and specs go (claim check).
+    pub payloads: swarm_store::payload::PayloadStore,
 }
 
 impl Default for CoordinatorConfig {
@@ -57,6 +62,7 @@ impl Default for CoordinatorConfig {
             advertise: String::new(),
             lease_ttl: Duration::from_secs(5),
             run_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
+            payloads: swarm_store::payload::PayloadStore::memory(swarm_store::payload::DEFAULT_THRESHOLD),
         }
     }
 }
@@ -111,8 +117,8 @@ impl Coordinator {
             .add_service(health_service)
             .add_optional_service(reflection_v1.ok())
             .add_optional_service(reflection_v1alpha.ok())
-            .add_service(SwarmServiceServer::new(self.api).max_decoding_message_size(MAX_REQUEST_BYTES))
-            .add_service(WorkerServiceServer::new(self.worker_api).max_decoding_message_size(MAX_REQUEST_BYTES));
+            .add_service(SwarmServiceServer::new(self.api).max_decoding_message_size(MAX_DECODE_BYTES))
+            .add_service(WorkerServiceServer::new(self.worker_api).max_decoding_message_size(MAX_DECODE_BYTES));
         // Accepted sockets need TCP_NODELAY set here: the builder's setting only applies to
         // listeners it binds itself, and without it small responses wait for delayed ACKs.
         let incoming = tonic::transport::server::TcpIncoming::from(listener)

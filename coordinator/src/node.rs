@@ -47,7 +47,7 @@ pub async fn run(
     role: watch::Sender<Role>,
     shutdown: CancellationToken,
 ) {
-    let base = RunRepo::new(store.clone(), config.prefix.clone());
+    let base = RunRepo::new(store.clone(), config.prefix.clone()).with_payloads(config.payloads.clone());
     let election = Election::new(store.clone(), &base.election_name());
     let tracker = TaskTracker::new();
     while !shutdown.is_cancelled() {
@@ -247,6 +247,13 @@ async fn janitor(repo: RunRepo, manager: ManagerHandle, ttl: Duration, term: Can
         match repo.write_batch(&ops).await {
             Ok(_) => info!(runs = gone.len(), "expired runs deleted"),
             Err(e) => warn!(error = %e, runs = gone.len(), "deleting expired runs failed"),
+        }
+        if let Some(payloads) = repo.payloads() {
+            for run in &gone {
+                if let Err(e) = payloads.delete_prefix(&RunRepo::payload_prefix(run)).await {
+                    warn!(run_id = %run, error = %e, "deleting payloads of an expired run failed");
+                }
+            }
         }
     }
 }

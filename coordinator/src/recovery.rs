@@ -36,6 +36,7 @@ pub fn restored(record: SubtaskRecord) -> RestoredSubtask {
         finished_us: record.finished_us,
         steps: record.steps,
         output: record.output.map(Arc::from),
+        output_ref: record.output_ref.map(Arc::from),
         error: record.error_kind.map(|kind| Failure { kind, message: record.error_message.unwrap_or_default() }),
     }
 }

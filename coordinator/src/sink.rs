@@ -26,6 +26,8 @@ const MAX_COALESCED_OPS: usize = 8192;
 /// One manager turn's writes and the acknowledgements due once they are durable.
 #[derive(Default)]
 pub struct SinkBatch {
+    /// Offloaded payloads to upload before `ops` (which reference them) are committed.
+    pub blobs: Vec<(String, bytes::Bytes)>,
     pub ops: Vec<Op>,
     pub acks: Vec<(WorkerTx, Vec<u64>)>,
 }
@@ -47,6 +49,7 @@ pub async fn run(repo: RunRepo, mut rx: mpsc::Receiver<SinkBatch>, term: Cancell
         while batch.ops.len() < MAX_COALESCED_OPS {
             match rx.try_recv() {
                 Ok(more) => {
+                    batch.blobs.extend(more.blobs);
                     batch.ops.extend(more.ops);
                     batch.acks.extend(more.acks);
                 }
@@ -58,8 +61,20 @@ pub async fn run(repo: RunRepo, mut rx: mpsc::Receiver<SinkBatch>, term: Cancell
             if batch.ops.is_empty() {
                 break;
             }
-            match repo.write_batch(&batch.ops).await {
+            let uploaded = match repo.payloads() {
+                Some(payloads) if !batch.blobs.is_empty() => {
+                    let uploads = batch.blobs.iter().map(|(path, value)| payloads.put(path, value.clone()));
+                    futures_util::future::try_join_all(uploads).await.map(|_| ())
+                }
+                _ => Ok(()),
+            };
+            let written = match uploaded {
+                Ok(()) => repo.write_batch(&batch.ops).await,
+                Err(e) => Err(e),
+            };
+            match written {
                 Ok(txns) => {
+                    batch.blobs.clear();
                     stats.txns.fetch_add(txns as u64, Ordering::Relaxed);
                     stats.ops.fetch_add(batch.ops.len() as u64, Ordering::Relaxed);
                     break;

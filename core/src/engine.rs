@@ -126,6 +126,8 @@ pub struct Slot {
     pub steps: u32,
     /// The result, JSON text.
     pub output: Option<Arc<str>>,
+    /// Where the result was offloaded to (claim check), when it was.
+    pub output_ref: Option<Arc<str>>,
     /// The last failure.
     pub error: Option<Failure>,
 }
@@ -161,6 +163,7 @@ pub struct RestoredSubtask {
     pub finished_us: u64,
     pub steps: u32,
     pub output: Option<Arc<str>>,
+    pub output_ref: Option<Arc<str>>,
     pub error: Option<Failure>,
 }
 
@@ -251,6 +254,7 @@ impl RunEngine {
                     finished_us: 0,
                     steps: 0,
                     output: None,
+                    output_ref: None,
                     error: None,
                 }
             })
@@ -295,6 +299,7 @@ impl RunEngine {
             slot.finished_us = r.finished_us;
             slot.steps = r.steps;
             slot.output = r.output;
+            slot.output_ref = r.output_ref;
             slot.error = r.error;
             engine.counts.open -= 1;
             engine.counts.attempts += r.attempt.0;
@@ -322,6 +327,13 @@ impl RunEngine {
             }
         }
         engine
+    }
+
+    /// Records where a subtask's output was offloaded to.
+    pub fn set_output_ref(&mut self, subtask: u32, reference: Arc<str>) {
+        if let Some(slot) = self.slots.get_mut(subtask as usize) {
+            slot.output_ref = Some(reference);
+        }
     }
 
     /// Ends the run if nothing is open (after [`RunEngine::restore`]).
@@ -725,6 +737,7 @@ mod tests {
             finished_us: 5,
             steps: 1,
             output: Some("1".into()),
+            output_ref: None,
             error: None,
         };
         let dag = Dag::build(

@@ -153,6 +153,26 @@ pub async fn watch_replays_then_follows(s: &dyn StateStore) {
     assert!(matches!(&live[0], WatchEvent::Delete { key, .. } if *key == k(&p, "a")));
 }
 
+/// A watch from a compacted revision fails with `Compacted`; from a later one it works.
+pub async fn watch_after_compaction(s: &dyn StateStore) {
+    let p = prefix("compact");
+    let first = s.commit(Txn::new().then(Op::put(k(&p, "a"), "1"))).await.expect("commit");
+    let second = s.commit(Txn::new().then(Op::put(k(&p, "a"), "2"))).await.expect("commit");
+    s.compact(second.revision).await.expect("compact");
+    let compacted = match s.watch(p.as_bytes(), first.revision).await {
+        Err(e) => e,
+        Ok(mut w) => tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("an answer in time")
+            .expect("an item")
+            .expect_err("the revision is compacted"),
+    };
+    assert!(matches!(compacted, StoreError::Compacted { .. }), "{compacted:?}");
+    let mut w = s.watch(p.as_bytes(), second.revision).await.expect("watch");
+    let events = next_events(&mut w, 1).await;
+    assert!(matches!(&events[0], WatchEvent::Put(kv) if kv.value == b"2"));
+}
+
 /// Revoking a lease deletes the keys bound to it; a dead lease cannot take new keys.
 pub async fn lease_revoke(s: &dyn StateStore) {
     let p = prefix("lease");
@@ -178,7 +198,7 @@ macro_rules! store_conformance_suite {
     ($make:expr) => {
         $crate::store_conformance_suite!(@tests $make;
             put_get_revisions, create_if_absent, cas_is_atomic, range_pages, deletes, txn_limit,
-            watch_replays_then_follows, lease_revoke);
+            watch_replays_then_follows, watch_after_compaction, lease_revoke);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

@@ -231,6 +231,11 @@ impl StateStore for EtcdStore {
         Ok(())
     }
 
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        self.client.kv_client().compact(revision, None).await.map_err(map_err)?;
+        Ok(())
+    }
+
     fn max_txn_ops(&self) -> usize {
         self.max_txn_ops
     }

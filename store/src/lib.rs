@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod election;
 pub mod etcd;
 pub mod memory;
+pub mod payload;
 pub mod repo;
 mod types;
 

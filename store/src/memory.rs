@@ -275,6 +275,15 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        while inner.history.front().is_some_and(|e| e.revision() < revision) {
+            inner.history.pop_front();
+        }
+        inner.compacted = inner.compacted.max(revision - 1);
+        Ok(())
+    }
+
     fn max_txn_ops(&self) -> usize {
         self.max_txn_ops
     }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use swarm_core::engine::{RunState, SubtaskState};
 use swarm_core::{FailureKind, RunId, RunSpec, RunSummary, SubtaskId};
 
+use crate::payload::PayloadStore;
 use crate::types::*;
 
 /// The default key prefix.
@@ -89,12 +90,39 @@ pub struct RunRepo {
     store: Arc<dyn StateStore>,
     prefix: String,
     fence: Option<Fence>,
+    payloads: Option<PayloadStore>,
+}
+
+/// Specs above this size (encoded) go to the payload store: etcd takes at most 1.5 MiB per request.
+pub const SPEC_INLINE_MAX: usize = 1024 * 1024;
+
+/// The reference stored in place of an offloaded value.
+#[derive(Serialize, Deserialize)]
+struct PayloadRef {
+    #[serde(rename = "$ref")]
+    reference: String,
 }
 
 impl RunRepo {
     /// A repository under `prefix` (which should end with `/`).
     pub fn new(store: Arc<dyn StateStore>, prefix: impl Into<String>) -> Self {
-        Self { store, prefix: prefix.into(), fence: None }
+        Self { store, prefix: prefix.into(), fence: None, payloads: None }
+    }
+
+    /// The same repository, offloading large values to `payloads`.
+    pub fn with_payloads(mut self, payloads: PayloadStore) -> Self {
+        self.payloads = Some(payloads);
+        self
+    }
+
+    /// The payload store, if any.
+    pub fn payloads(&self) -> Option<&PayloadStore> {
+        self.payloads.as_ref()
+    }
+
+    /// Where a run's payloads live in the payload store.
+    pub fn payload_prefix(run: &RunId) -> String {
+        format!("payloads/{run}")
     }
 
     /// The same repository, with every write fenced by `fence`.
@@ -150,11 +178,23 @@ impl RunRepo {
 
     /// Stores a new run (header and spec) in one transaction, unless its idempotency key is
     /// taken, in which case the existing run id is returned and nothing is written.
+    ///
+    /// A spec above [`SPEC_INLINE_MAX`] is uploaded to the payload store first and the header,
+    /// a reference and the idempotency key are then written in one transaction, so a run is
+    /// never visible half-created (at worst an unreferenced blob is left behind).
     pub async fn create_run(&self, header: &RunHeader, spec: &RunSpec) -> Result<Created, StoreError> {
+        let mut spec_value = encode(spec);
+        if spec_value.len() > SPEC_INLINE_MAX
+            && let Some(payloads) = &self.payloads
+        {
+            let path = format!("{}/spec", Self::payload_prefix(&header.run_id));
+            let reference = payloads.put(&path, spec_value.into()).await?;
+            spec_value = encode(&PayloadRef { reference });
+        }
         let mut txn = Txn::new()
             .when(Compare::Absent(self.header_key(&header.run_id)))
             .then(Op::put(self.header_key(&header.run_id), encode(header)))
-            .then(Op::put(self.spec_key(&header.run_id), encode(spec)));
+            .then(Op::put(self.spec_key(&header.run_id), spec_value));
         if let Some(key) = &header.idempotency_key {
             txn = txn
                 .when(Compare::Absent(self.idempotency_key(key)))
@@ -241,7 +281,19 @@ impl RunRepo {
 
     /// A run's spec.
     pub async fn spec(&self, run: &RunId) -> Result<Option<RunSpec>, StoreError> {
-        self.store.get(&self.spec_key(run)).await?.map(|kv| decode(&kv)).transpose()
+        let Some(kv) = self.store.get(&self.spec_key(run)).await? else { return Ok(None) };
+        if kv.value.starts_with(b"{\"$ref\"") {
+            let r: PayloadRef = decode(&kv)?;
+            let payloads = self.payloads.as_ref().ok_or_else(|| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&kv.key).into_owned(),
+                message: "the spec is offloaded but no payload store is configured".into(),
+            })?;
+            let bytes = payloads.get(&r.reference).await?;
+            return serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt { key: r.reference, message: e.to_string() });
+        }
+        decode(&kv).map(Some)
     }
 
     /// Every recorded subtask of a run.

@@ -182,6 +182,9 @@ pub trait StateStore: Send + Sync + 'static {
     async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError>;
     /// Ends a lease now, deleting its keys.
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError>;
+    /// Forgets the history before `revision`: watches from older revisions answer
+    /// [`StoreError::Compacted`].
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
     /// The most operations one transaction may hold (etcd's default is 128).
     fn max_txn_ops(&self) -> usize;
     /// The largest request in bytes (etcd's default is 1.5 MiB).

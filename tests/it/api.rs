@@ -7,7 +7,6 @@ use serde_json::json;
 use swarm_core::{RunSpec, SubtaskSpec};
 use swarm_proto::pb;
 use swarm_proto::status::field_violations;
-use swarm_store::StateStore;
 use swarm_tests::harness::{TestCluster, submit, wait_done};
 
 fn t(id: &str) -> SubtaskSpec {

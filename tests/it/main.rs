@@ -3,5 +3,6 @@
 
 mod api;
 mod failover;
+mod payloads;
 mod runs;
 mod store_etcd;

@@ -34,6 +34,8 @@ pub use tools::{Tool, ToolContext, ToolError, ToolInfo, ToolRegistry};
 
 /// Reports sent in one message at most.
 const REPORT_BATCH: usize = 1024;
+/// Largest tool output reported; larger ones fail the attempt (permanently).
+pub const MAX_OUTPUT_BYTES: usize = 32 * 1024 * 1024;
 
 /// Where the worker finds its coordinator.
 #[derive(Clone)]
@@ -451,8 +453,18 @@ fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
             }
         };
         let finished_us = now_us();
+        let outcome = outcome.map(|value| value.to_string()).and_then(|text| {
+            if text.len() > MAX_OUTPUT_BYTES {
+                Err(ToolError::permanent(format!(
+                    "the output has {} bytes; the limit is {MAX_OUTPUT_BYTES} bytes (32 MiB)",
+                    text.len()
+                )))
+            } else {
+                Ok(text)
+            }
+        });
         let outcome = match outcome {
-            Ok(value) => pb::attempt_report::Outcome::OutputJson(value.to_string()),
+            Ok(text) => pb::attempt_report::Outcome::OutputJson(text),
             Err(e) => pb::attempt_report::Outcome::Error(pb::AttemptError {
                 kind: pb::FailureKind::from(e.kind).into(),
                 message: e.message,

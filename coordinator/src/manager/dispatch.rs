@@ -106,7 +106,7 @@ impl Manager {
             .filter(|(w, _)| self.workers[*w].alive)
             .map(|(w, fences)| (self.workers[w].tx.clone(), fences))
             .collect();
-        let batch = SinkBatch { ops: std::mem::take(&mut self.writes), acks };
+        let batch = SinkBatch { blobs: std::mem::take(&mut self.blobs), ops: std::mem::take(&mut self.writes), acks };
         if self.sink.send(batch).await.is_err() {
             warn!("store sink stopped; writes dropped");
         }

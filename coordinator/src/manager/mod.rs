@@ -227,6 +227,7 @@ pub fn spawn(
         timers: BinaryHeap::new(),
         actions: Vec::new(),
         writes: Vec::new(),
+        blobs: Vec::new(),
         acks: HashMap::new(),
         dirty: Vec::new(),
         stats: ManagerStats::default(),
@@ -255,6 +256,8 @@ struct Manager {
     next_fence: u64,
     actions: Vec<Action>,
     writes: Vec<swarm_store::Op>,
+    /// Offloaded outputs to upload with `writes`.
+    blobs: Vec<(String, bytes::Bytes)>,
     /// Fences to acknowledge per worker once this turn's writes are durable.
     acks: HashMap<usize, Vec<u64>>,
     dirty: Vec<usize>,

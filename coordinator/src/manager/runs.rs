@@ -7,6 +7,7 @@ use swarm_core::engine::{Action, EngineEvent, RunEngine, Update};
 use swarm_core::{ApiError, Dag, RunId};
 use swarm_proto::convert::timestamp;
 use swarm_proto::pb;
+use swarm_store::RunRepo;
 use swarm_store::repo::{RunHeader, SubtaskRecord};
 use tracing::info;
 
@@ -100,6 +101,14 @@ impl Manager {
             }
             Action::Persist { subtask } => {
                 let slot = entry.engine.slot(subtask);
+                let offload = match (slot.output.as_deref(), self.repo.payloads()) {
+                    (Some(out), Some(p)) if p.should_offload(out.len()) => {
+                        let id = entry.engine.dag().node(subtask).id.as_str().replace(':', "_");
+                        let path = format!("{}/{id}/{}", RunRepo::payload_prefix(entry.engine.run_id()), slot.attempt);
+                        Some((path, bytes::Bytes::copy_from_slice(out.as_bytes())))
+                    }
+                    _ => None,
+                };
                 let record = SubtaskRecord {
                     state: slot.state,
                     attempt: slot.attempt.0,
@@ -107,14 +116,18 @@ impl Manager {
                     started_us: slot.started_us,
                     finished_us: slot.finished_us,
                     steps: slot.steps,
-                    output: slot.output.as_deref().map(str::to_owned),
+                    output: if offload.is_some() { None } else { slot.output.as_deref().map(str::to_owned) },
                     error_kind: slot.error.as_ref().map(|e| e.kind),
                     error_message: slot.error.as_ref().map(|e| e.message.clone()),
-                    output_ref: None,
+                    output_ref: offload.as_ref().map(|(path, _)| path.clone()),
                     term,
                 };
                 let op = self.repo.subtask_op(entry.engine.run_id(), &entry.engine.dag().node(subtask).id, &record);
                 self.writes.push(op);
+                if let Some((path, value)) = offload {
+                    entry.engine.set_output_ref(subtask, path.as_str().into());
+                    self.blobs.push((path, value));
+                }
             }
             Action::CancelAttempt { worker, fence } => {
                 if let Some(w) = self.workers.iter().position(|w| w.alive && w.id == worker) {
@@ -207,6 +220,7 @@ fn view(entry: &RunEntry, include_subtasks: bool) -> pb::Run {
                 error_kind: slot.error.as_ref().map_or(pb::FailureKind::Unspecified, |e| e.kind.into()).into(),
                 error_message: slot.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
                 tool: node.tool.to_string(),
+                output_ref: slot.output_ref.as_deref().unwrap_or_default().to_owned(),
             })
             .collect()
     } else {
