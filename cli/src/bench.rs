@@ -34,6 +34,10 @@ pub struct BenchOptions {
     pub throughput_runs: usize,
     pub efficiency: bool,
     pub throughput: bool,
+    /// Benchmark this running cluster instead of an embedded one.
+    pub addr: Option<String>,
+    /// etcd's client URL, to count its transactions per tool call.
+    pub etcd_metrics: Option<String>,
 }
 
 /// One efficiency measurement.
@@ -55,6 +59,10 @@ pub struct Throughput {
     pub tool_calls_per_sec: f64,
     pub coordinator_cpu_us_per_call: f64,
     pub worker_cpu_us_per_call: f64,
+    /// etcd write transactions per tool call (with --etcd-metrics).
+    pub etcd_txns_per_call: Option<f64>,
+    /// etcd raft proposals committed per tool call (with --etcd-metrics).
+    pub etcd_proposals_per_call: Option<f64>,
 }
 
 /// Everything `swarm bench` measured.
@@ -70,8 +78,61 @@ pub struct BenchReport {
     pub throughput: Option<Throughput>,
 }
 
+/// Runs the benchmarks against a running cluster at `opts.addr`.
+pub fn run_remote(opts: &BenchOptions, addr: &str) -> anyhow::Result<BenchReport> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    rt.block_on(async {
+        let mut client = client::connect(addr).await?;
+        measure(&mut client, opts).await
+    })
+}
+
+async fn measure(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let mut report = BenchReport {
+        chains: opts.chains,
+        length: opts.length,
+        workers: opts.workers,
+        slots: opts.slots,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        efficiency: Vec::new(),
+        efficiency_median: None,
+        throughput: None,
+    };
+    if opts.efficiency {
+        for i in 0..opts.repeat.max(1) {
+            let r = efficiency(client, opts, opts.seed + i as u64).await?;
+            eprintln!(
+                "efficiency run {}: ideal {:.1} ms, wall {:.1} ms → {:.4}",
+                i + 1,
+                r.ideal_ms,
+                r.wall_ms,
+                r.efficiency
+            );
+            report.efficiency.push(r);
+        }
+        let mut e: Vec<f64> = report.efficiency.iter().map(|r| r.efficiency).collect();
+        e.sort_by(f64::total_cmp);
+        report.efficiency_median = e.get(e.len() / 2).copied();
+    }
+    if opts.throughput {
+        report.throughput = Some(throughput(client, opts).await?);
+    }
+    Ok(report)
+}
+
+/// A counter from etcd's Prometheus metrics.
+async fn etcd_counter(base: &str, name: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("{}/metrics", base.trim_end_matches('/'))).await?.text().await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .ok_or_else(|| anyhow::anyhow!("etcd metric {name} not found"))
+}
+
 /// Runs the benchmarks on fresh runtimes.
 pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    if let Some(addr) = &opts.addr {
+        return run_remote(opts, addr);
+    }
     let coord_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("swarm-coord")
@@ -85,35 +146,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         let cluster = Embedded::start_on(options, Arc::new(MemoryStore::new()), Some(handle)).await?;
         cluster.wait_for_workers(opts.workers as u32, Duration::from_secs(10)).await?;
         let mut client = client::connect(&cluster.url()).await?;
-        let mut report = BenchReport {
-            chains: opts.chains,
-            length: opts.length,
-            workers: opts.workers,
-            slots: opts.slots,
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            efficiency: Vec::new(),
-            efficiency_median: None,
-            throughput: None,
-        };
-        if opts.efficiency {
-            for i in 0..opts.repeat.max(1) {
-                let r = efficiency(&mut client, opts, opts.seed + i as u64).await?;
-                eprintln!(
-                    "efficiency run {}: ideal {:.1} ms, wall {:.1} ms → {:.4}",
-                    i + 1,
-                    r.ideal_ms,
-                    r.wall_ms,
-                    r.efficiency
-                );
-                report.efficiency.push(r);
-            }
-            let mut e: Vec<f64> = report.efficiency.iter().map(|r| r.efficiency).collect();
-            e.sort_by(f64::total_cmp);
-            report.efficiency_median = e.get(e.len() / 2).copied();
-        }
-        if opts.throughput {
-            report.throughput = Some(throughput(&mut client, opts).await?);
-        }
+        let report = measure(&mut client, opts).await?;
         cluster.stop().await;
         anyhow::Ok(report)
     })?;
@@ -155,6 +188,13 @@ async fn throughput(client: &mut client::Client, opts: &BenchOptions) -> anyhow:
     submit_and_wait(client, &spec).await?; // warm-up
     let runs = opts.throughput_runs.max(1);
     let cpu0 = (thread_cpu_us("swarm-coord"), thread_cpu_us("swarm-work"));
+    let etcd0 = match &opts.etcd_metrics {
+        Some(url) => Some((
+            etcd_counter(url, "etcd_mvcc_txn_total").await?,
+            etcd_counter(url, "etcd_server_proposals_committed_total").await?,
+        )),
+        None => None,
+    };
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..runs {
@@ -168,6 +208,21 @@ async fn throughput(client: &mut client::Client, opts: &BenchOptions) -> anyhow:
     }
     let wall = t0.elapsed().as_secs_f64();
     let cpu1 = (thread_cpu_us("swarm-coord"), thread_cpu_us("swarm-work"));
+    // The sink trails the last event by a commit or so; let it land before reading etcd.
+    if opts.etcd_metrics.is_some() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let etcd1 = match &opts.etcd_metrics {
+        Some(url) => Some((
+            etcd_counter(url, "etcd_mvcc_txn_total").await?,
+            etcd_counter(url, "etcd_server_proposals_committed_total").await?,
+        )),
+        None => None,
+    };
+    let (etcd_txns_per_call, etcd_proposals_per_call) = match (etcd0, etcd1) {
+        (Some(a), Some(b)) => (Some((b.0 - a.0) / calls as f64), Some((b.1 - a.1) / calls as f64)),
+        _ => (None, None),
+    };
     let per_call = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (Some(a), Some(b)) => b.saturating_sub(a) as f64 / calls as f64,
         _ => f64::NAN,
@@ -179,7 +234,12 @@ async fn throughput(client: &mut client::Client, opts: &BenchOptions) -> anyhow:
         tool_calls_per_sec: calls as f64 / wall,
         coordinator_cpu_us_per_call: per_call(cpu0.0, cpu1.0),
         worker_cpu_us_per_call: per_call(cpu0.1, cpu1.1),
+        etcd_txns_per_call,
+        etcd_proposals_per_call,
     };
+    if let (Some(t), Some(p)) = (t.etcd_txns_per_call, t.etcd_proposals_per_call) {
+        eprintln!("etcd: {t:.3} write transactions and {p:.3} raft proposals per tool call");
+    }
     eprintln!(
         "throughput: {} calls in {:.0} ms → {:.0} calls/s; CPU per call: coordinator {:.1} µs, workers+client {:.1} µs",
         t.tool_calls, t.wall_ms, t.tool_calls_per_sec, t.coordinator_cpu_us_per_call, t.worker_cpu_us_per_call
