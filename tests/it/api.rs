@@ -7,6 +7,7 @@ use serde_json::json;
 use swarm_core::{RunSpec, SubtaskSpec};
 use swarm_proto::pb;
 use swarm_proto::status::field_violations;
+use swarm_store::StateStore;
 use swarm_tests::harness::{TestCluster, submit, wait_done};
 
 fn t(id: &str) -> SubtaskSpec {
@@ -185,4 +186,25 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
         "v1alpha returns the file of swarm.v1.SwarmService"
     );
     tc.stop().await;
+}
+
+#[tokio::test]
+async fn ended_runs_expire_after_the_run_ttl() {
+    let store: std::sync::Arc<dyn StateStore> = std::sync::Arc::new(swarm_store::MemoryStore::new());
+    let mut opts = swarm_cli::embedded::EmbeddedOptions { workers: 1, slots: 2, ..Default::default() };
+    opts.coordinator.run_ttl = Some(Duration::from_millis(300));
+    let cluster = swarm_cli::embedded::Embedded::start_on(opts, store.clone(), None).await.expect("cluster");
+    let mut c = swarm_cli::client::connect(&cluster.url()).await.expect("client");
+    let id = submit(&mut c, &RunSpec { name: "short-lived".into(), subtasks: vec![t("a")] }).await.expect("submit");
+    wait_done(&mut c, &id, Duration::from_secs(10)).await.expect("done");
+    let key = format!("/swarm/v1/runs/{id}");
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.get(key.as_bytes()).await.expect("get").is_some() {
+        assert!(tokio::time::Instant::now() < until, "the run was not deleted after its TTL");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(store.range(format!("/swarm/v1/subtasks/{id}/").as_bytes(), None, 0).await.expect("range").kvs.is_empty());
+    let err = c.get_run(pb::GetRunRequest { run_id: id, include_subtasks: false }).await.expect_err("forgotten");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    cluster.stop().await;
 }

@@ -89,6 +89,13 @@ async fn leader_sigkill_fails_over_within_the_lease_and_runs_nothing_twice() {
     let run_id = submit(&mut c, &append_swarm(100, 15, 40, "exec.log")).await.expect("submit");
     wait_for_events(&mut c, &run_id, Duration::from_secs(60), |e| succeeded(e) >= 300).await.expect("progress");
 
+    // The standby refuses work and names the leader.
+    let standby_url = pc.coordinators.iter().map(|(_, url)| url.clone()).find(|u| *u != a_url).expect("standby");
+    let mut standby = pc.client(&standby_url).await.expect("standby client");
+    let err = client::get(&mut standby, &run_id, false).await.expect_err("a standby does not serve");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(swarm_proto::status::leader_hint(&err).as_deref(), Some(a_url.as_str()));
+
     let killed = Instant::now();
     pc.coordinators[a].0.kill();
     let (b_url, _) = pc.wait_leader(Some(&a_url), Duration::from_secs(15)).await.expect("standby takes over");
@@ -172,4 +179,23 @@ async fn a_run_survives_losing_the_etcd_leader() {
     let run = wait_run_done(&pc, &run_id, Duration::from_secs(120)).await;
     assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
     assert_eq!(completed(&run), 602);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_workers_attempts_are_requeued_when_its_lease_expires() {
+    let _serial = SERIAL.lock().await;
+    let pc = ProcCluster::start(1, 1, 2, Duration::from_secs(2)).await.expect("cluster");
+    let (leader, _) = pc.leader().await.expect("leader").expect("elected");
+    let mut c = pc.client(&leader).await.expect("client");
+    let run_id = submit(&mut c, &append_swarm(40, 10, 100, "exec.log")).await.expect("submit");
+    wait_for_events(&mut c, &run_id, Duration::from_secs(60), |e| succeeded(e) >= 40).await.expect("progress");
+    // Frozen, its connection stays open: only the lease tells the coordinator it is gone.
+    pc.workers[0].signal("STOP").expect("SIGSTOP");
+    let run = wait_run_done(&pc, &run_id, Duration::from_secs(60)).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    assert_eq!(completed(&run), 402);
+    let run = client::get(&mut c, &run_id, true).await.expect("run");
+    assert!(run.subtasks.iter().any(|s| s.attempt >= 2), "the frozen worker's attempts were re-queued");
+    assert!(run.subtasks.iter().filter(|s| s.attempt >= 2).all(|s| s.worker_id == "w1"));
+    pc.workers[0].signal("CONT").expect("SIGCONT");
 }
