@@ -233,5 +233,5 @@ pub fn chains(name: &str, chains: usize, length: usize, ms: u64) -> RunSpec {
             subtasks.push(if s == 0 { t } else { t.after([format!("c{c}-s{}", s - 1)]) });
         }
     }
-    RunSpec { name: name.into(), subtasks }
+    RunSpec { limits: Default::default(), name: name.into(), subtasks }
 }

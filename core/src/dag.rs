@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::agent::{AGENT_CAPABILITY, AgentSpec, OrchestratorSpec, RunLimits};
 use crate::ids::SubtaskId;
 use crate::spec::{Limits, RunSpec, SubtaskKind};
 
@@ -27,15 +28,30 @@ pub struct SpecViolation {
 #[error("invalid run spec: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
 pub struct SpecViolations(pub Vec<SpecViolation>);
 
+/// What a node does.
+#[derive(Clone, Debug)]
+pub enum Work {
+    /// One tool call (`Node::tool`, `Node::args_json`).
+    Tool,
+    /// An agent loop.
+    Agent(Arc<AgentSpec>),
+    /// An orchestrator loop.
+    Orchestrator(Arc<OrchestratorSpec>),
+}
+
 /// A validated subtask, with dependencies as indexes.
 #[derive(Clone, Debug)]
 pub struct Node {
-    /// The user's id.
+    /// The user's id (for spawned subagents: `{orchestrator}:{stage}:{name}:{n}`).
     pub id: SubtaskId,
-    /// The tool to call.
+    /// What a worker must offer to run it: the tool, or the agent capability.
     pub tool: Arc<str>,
-    /// The arguments, serialized once as JSON.
+    /// The tool's arguments, serialized once as JSON (empty for agents).
     pub args_json: Arc<str>,
+    /// What it does.
+    pub work: Work,
+    /// The orchestrator that spawned it, for subagents added at run time.
+    pub parent: Option<u32>,
     /// Indexes of the subtasks this one depends on.
     pub deps: Vec<u32>,
     /// Indexes of the subtasks that depend on this one.
@@ -51,6 +67,7 @@ pub struct Dag {
     nodes: Vec<Node>,
     index: HashMap<SubtaskId, u32>,
     topo: Vec<u32>,
+    limits: RunLimits,
 }
 
 impl Dag {
@@ -71,6 +88,16 @@ impl Dag {
         if spec.name.len() > 256 {
             bad("name".into(), "longer than 256 bytes".into());
         }
+        let l = &spec.limits;
+        if l.max_subagents > RunLimits::MAX_SUBAGENTS {
+            bad("limits.max_subagents".into(), format!("at most {}", RunLimits::MAX_SUBAGENTS));
+        }
+        if l.max_tool_calls == 0 || l.max_tool_calls > RunLimits::MAX_TOOL_CALLS {
+            bad("limits.max_tool_calls".into(), format!("must be in 1..={}", RunLimits::MAX_TOOL_CALLS));
+        }
+        if l.orchestrator_max_steps == 0 || l.subagent_max_steps == 0 {
+            bad("limits".into(), "step caps must be at least 1".into());
+        }
 
         let mut index: HashMap<SubtaskId, u32> = HashMap::with_capacity(spec.subtasks.len());
         let mut nodes = Vec::with_capacity(spec.subtasks.len());
@@ -87,11 +114,22 @@ impl Dag {
                 index.insert(s.id.clone(), first);
                 bad(format!("subtasks[{i}].id"), format!("duplicate id `{id}` (first used by subtasks[{first}])"));
             }
-            let SubtaskKind::Tool { tool, args } = &s.kind;
+            let (tool, args, work) = match &s.kind {
+                SubtaskKind::Tool { tool, args } => (tool.as_str(), args, Work::Tool),
+                SubtaskKind::Agent(a) => {
+                    check_agent(&mut bad, i, "agent", &a.input, &a.model, &a.tools, a.max_steps, l.subagent_max_steps);
+                    (AGENT_CAPABILITY, &EMPTY_OBJECT, Work::Agent(Arc::new(a.clone())))
+                }
+                SubtaskKind::Orchestrator(o) => {
+                    check_agent(&mut bad, i, "orchestrator", &o.goal, &o.model, &o.tools, o.max_steps, l.orchestrator_max_steps);
+                    (AGENT_CAPABILITY, &EMPTY_OBJECT, Work::Orchestrator(Arc::new(o.clone())))
+                }
+            };
             if tool.is_empty() {
                 bad(format!("subtasks[{i}].tool"), "must not be empty".into());
             }
             let args_json = match args {
+                _ if !matches!(work, Work::Tool) => String::new(),
                 serde_json::Value::Object(_) => {
                     let text = args.to_string();
                     if text.len() > limits.max_args_bytes {
@@ -112,8 +150,10 @@ impl Dag {
             }
             nodes.push(Node {
                 id: s.id.clone(),
-                tool: Arc::from(tool.as_str()),
+                tool: Arc::from(tool),
                 args_json: Arc::from(args_json),
+                work,
+                parent: None,
                 deps: Vec::with_capacity(s.depends_on.len()),
                 dependents: Vec::new(),
                 timeout: s.timeout,
@@ -167,7 +207,31 @@ impl Dag {
         if !v.is_empty() {
             return Err(SpecViolations(v));
         }
-        Ok(Self { name: spec.name.clone(), nodes, index, topo })
+        Ok(Self { name: spec.name.clone(), nodes, index, topo, limits: spec.limits.clone() })
+    }
+
+    /// The run's agent limits.
+    pub fn limits(&self) -> &RunLimits {
+        &self.limits
+    }
+
+    /// Adds a subagent spawned by orchestrator `parent` at run time; returns its index. It has
+    /// no dependencies in the DAG: it runs inside its orchestrator's stage.
+    pub fn add_child(&mut self, parent: u32, id: SubtaskId, agent: AgentSpec) -> u32 {
+        let i = self.nodes.len() as u32;
+        self.index.insert(id.clone(), i);
+        self.nodes.push(Node {
+            id,
+            tool: Arc::from(AGENT_CAPABILITY),
+            args_json: Arc::from(""),
+            work: Work::Agent(Arc::new(agent)),
+            parent: Some(parent),
+            deps: Vec::new(),
+            dependents: Vec::new(),
+            timeout: None,
+        });
+        self.topo.push(i);
+        i
     }
 
     /// The run's name.
@@ -230,6 +294,36 @@ impl Dag {
         }
         path.reverse();
         (total, path)
+    }
+}
+
+static EMPTY_OBJECT: serde_json::Value = serde_json::Value::Null;
+
+#[allow(clippy::too_many_arguments)]
+fn check_agent(
+    bad: &mut impl FnMut(String, String),
+    i: usize,
+    kind: &str,
+    task: &str,
+    model: &str,
+    tools: &[String],
+    max_steps: Option<u32>,
+    cap: u32,
+) {
+    let what = if kind == "agent" { "input" } else { "goal" };
+    if task.trim().is_empty() {
+        bad(format!("subtasks[{i}].{kind}.{what}"), "must not be empty".into());
+    }
+    if model.trim().is_empty() {
+        bad(format!("subtasks[{i}].{kind}.model"), "must not be empty".into());
+    }
+    if let Some(j) = tools.iter().position(|t| t.is_empty()) {
+        bad(format!("subtasks[{i}].{kind}.tools[{j}]"), "must not be empty".into());
+    }
+    match max_steps {
+        Some(0) => bad(format!("subtasks[{i}].{kind}.max_steps"), "must be at least 1".into()),
+        Some(n) if n > cap => bad(format!("subtasks[{i}].{kind}.max_steps"), format!("{n} exceeds the run's cap of {cap}")),
+        _ => {}
     }
 }
 
@@ -312,7 +406,7 @@ mod tests {
     use serde_json::json;
 
     fn spec(subtasks: Vec<SubtaskSpec>) -> RunSpec {
-        RunSpec { name: "t".into(), subtasks }
+        RunSpec { limits: Default::default(), name: "t".into(), subtasks }
     }
     fn t(id: &str) -> SubtaskSpec {
         SubtaskSpec::tool(id, "echo", json!({}))

@@ -4,6 +4,7 @@
 //! Nothing here talks to the network, a store or a clock: time comes in as arguments, so every
 //! decision the cluster makes can be unit- and property-tested.
 
+pub mod agent;
 pub mod dag;
 pub mod engine;
 pub mod error;

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::{AgentSpec, OrchestratorSpec, RunLimits};
 use crate::ids::SubtaskId;
 
 /// A run as submitted: a name and a DAG of subtasks. Not yet validated: see [`crate::Dag::build`].
@@ -32,6 +33,20 @@ pub struct RunSpec {
     /// The subtasks, in any order.
     #[serde(default)]
     pub subtasks: Vec<SubtaskSpec>,
+    /// Budgets and caps for agent work.
+    #[serde(default, skip_serializing_if = "is_default_limits")]
+    pub limits: RunLimits,
+}
+
+fn is_default_limits(l: &RunLimits) -> bool {
+    *l == RunLimits::default()
+}
+
+impl RunSpec {
+    /// A spec with default limits.
+    pub fn new(name: impl Into<String>, subtasks: Vec<SubtaskSpec>) -> Self {
+        Self { name: name.into(), subtasks, limits: RunLimits::default() }
+    }
 }
 
 /// One node of the run's DAG.
@@ -58,6 +73,10 @@ pub enum SubtaskKind {
         /// The arguments: a JSON object.
         args: serde_json::Value,
     },
+    /// An agent loop: a model and tools, until the model answers.
+    Agent(AgentSpec),
+    /// An orchestrator: an agent that can create subagents and assign them tasks, in stages.
+    Orchestrator(OrchestratorSpec),
 }
 
 impl SubtaskSpec {
@@ -91,6 +110,10 @@ struct RawSubtask {
     tool: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     args: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent: Option<AgentSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    orchestrator: Option<OrchestratorSpec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     depends_on: Vec<SubtaskId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,13 +124,26 @@ impl TryFrom<RawSubtask> for SubtaskSpec {
     type Error = String;
 
     fn try_from(raw: RawSubtask) -> Result<Self, Self::Error> {
-        let tool = raw.tool.ok_or_else(|| format!("subtask `{}`: `tool` is required", raw.id))?;
-        Ok(Self {
-            id: raw.id,
-            kind: SubtaskKind::Tool {
+        let kind = match (raw.tool, raw.agent, raw.orchestrator) {
+            (Some(tool), None, None) => SubtaskKind::Tool {
                 tool,
                 args: raw.args.unwrap_or_else(|| serde_json::Value::Object(Default::default())),
             },
+            (None, Some(agent), None) if raw.args.is_none() => SubtaskKind::Agent(agent),
+            (None, None, Some(orchestrator)) if raw.args.is_none() => SubtaskKind::Orchestrator(orchestrator),
+            (None, None, None) => {
+                return Err(format!("subtask `{}`: `tool` is required (or `agent`, or `orchestrator`)", raw.id));
+            }
+            _ => {
+                return Err(format!(
+                    "subtask `{}`: set exactly one of `tool` (with `args`), `agent`, `orchestrator`",
+                    raw.id
+                ));
+            }
+        };
+        Ok(Self {
+            id: raw.id,
+            kind,
             depends_on: raw.depends_on,
             timeout: raw.timeout.map(|d| d.0),
         })
@@ -116,11 +152,21 @@ impl TryFrom<RawSubtask> for SubtaskSpec {
 
 impl From<SubtaskSpec> for RawSubtask {
     fn from(s: SubtaskSpec) -> Self {
-        let SubtaskKind::Tool { tool, args } = s.kind;
+        let (mut tool, mut args, mut agent, mut orchestrator) = (None, None, None, None);
+        match s.kind {
+            SubtaskKind::Tool { tool: t, args: a } => {
+                tool = Some(t);
+                args = Some(a);
+            }
+            SubtaskKind::Agent(a) => agent = Some(a),
+            SubtaskKind::Orchestrator(o) => orchestrator = Some(o),
+        }
         Self {
             id: s.id,
-            tool: Some(tool),
-            args: Some(args),
+            tool,
+            args,
+            agent,
+            orchestrator,
             depends_on: s.depends_on,
             timeout: s.timeout.map(DurationText),
         }
@@ -208,10 +254,12 @@ mod tests {
     #[test]
     fn json_spec_round_trips() {
         let text = r#"{"name":"r","subtasks":[{"id":"a","tool":"echo","args":{"text":"hi"}},
+            {"id":"ag","agent":{"input":"go","model":"scripted","tools":["echo"]}},
             {"id":"b","tool":"sleep","args":{"ms":5},"depends_on":["a"],"timeout":"2s"}]}"#;
         let spec: RunSpec = serde_json::from_str(text).expect("valid spec");
-        assert_eq!(spec.subtasks[1].depends_on, vec![SubtaskId::from("a")]);
-        assert_eq!(spec.subtasks[1].timeout, Some(Duration::from_secs(2)));
+        assert_eq!(spec.subtasks[2].depends_on, vec![SubtaskId::from("a")]);
+        assert_eq!(spec.subtasks[2].timeout, Some(Duration::from_secs(2)));
+        assert!(matches!(&spec.subtasks[1].kind, SubtaskKind::Agent(a) if a.tools == ["echo"]));
         let again: RunSpec = serde_json::from_str(&serde_json::to_string(&spec).expect("serializes")).expect("parses");
         assert_eq!(spec, again);
     }
@@ -220,5 +268,8 @@ mod tests {
     fn missing_tool_is_an_error_naming_the_subtask() {
         let err = serde_json::from_str::<RunSpec>(r#"{"subtasks":[{"id":"x"}]}"#).expect_err("no tool");
         assert!(err.to_string().contains("subtask `x`: `tool` is required"), "{err}");
+        let both = r#"{"subtasks":[{"id":"x","tool":"echo","agent":{"input":"i","model":"m"}}]}"#;
+        let err = serde_json::from_str::<RunSpec>(both).expect_err("two kinds");
+        assert!(err.to_string().contains("set exactly one of"), "{err}");
     }
 }

@@ -6,8 +6,11 @@
 //!   ran to a result is one step), i.e. the steps no amount of parallelism can remove;
 //! * `total_steps`: all steps taken; `parallelism = total_steps / critical_steps`.
 //!
-//! Agent stages (orchestrator + subagents) extend the step count per stage; for tool-call DAGs
-//! each stage is one subtask, so the definition reduces to the above.
+//! For agents a step is a model turn that called tools. An orchestrator weighs, on the path,
+//! `Σ_t (1 + max_i S_sub,i^(t))` over its stages (Kimi's critical steps), and its time from its
+//! first start to its end (its subagents run inside it); subagents count inside their
+//! orchestrator, not on their own. For tool-call DAGs every subtask is its own stage, so this
+//! reduces to the longest path counted in tool calls.
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +50,15 @@ pub struct RunSummary {
     pub total_steps: u64,
     /// `total_steps / critical_steps` (0 when nothing ran).
     pub parallelism: f64,
+    /// Tool calls made by agents and orchestrators.
+    #[serde(default)]
+    pub agent_tool_calls: u32,
+    /// Subagents spawned by orchestrators.
+    #[serde(default)]
+    pub subagents: u32,
+    /// Model tokens used (input + output).
+    #[serde(default)]
+    pub tokens: u64,
 }
 
 impl RunSummary {
@@ -54,12 +66,19 @@ impl RunSummary {
     pub fn compute(engine: &RunEngine, now_us: u64) -> Self {
         let dag = engine.dag();
         let slots = engine.slots();
-        let duration = |i: u32| {
+        let measured = |i: u32| {
             let s = &slots[i as usize];
-            if s.steps > 0 { s.finished_us.saturating_sub(s.started_us) } else { 0 }
+            match dag.node(i).work {
+                crate::dag::Work::Tool if s.steps > 0 => s.finished_us.saturating_sub(s.started_us),
+                crate::dag::Work::Tool => 0,
+                _ if s.finished_us > 0 => s.finished_us.saturating_sub(s.first_started_us),
+                _ => 0,
+            }
         };
-        let (critical_path_us, path) = dag.longest_path(duration);
-        let (critical_steps, _) = dag.longest_path(|i| u64::from(slots[i as usize].steps));
+        let on_path = |i: u32| if dag.node(i).parent.is_some() { 0 } else { measured(i) };
+        let (critical_path_us, path) = dag.longest_path(on_path);
+        let (critical_steps, _) = dag.longest_path(|i| engine.critical_weight(i));
+        let duration = measured;
         let total_steps: u64 = slots.iter().map(|s| u64::from(s.steps)).sum();
         let total_work_us: u64 = (0..slots.len() as u32).map(duration).sum();
         let counts = engine.counts();
@@ -78,12 +97,184 @@ impl RunSummary {
             critical_path_us,
             critical_path: path
                 .into_iter()
-                .filter(|&i| slots[i as usize].state != SubtaskState::Blocked && slots[i as usize].steps > 0)
+                .filter(|&i| slots[i as usize].state != SubtaskState::Blocked && measured(i) > 0)
                 .map(|i| dag.node(i).id.clone())
                 .collect(),
             critical_steps,
             total_steps,
             parallelism: if critical_steps == 0 { 0.0 } else { total_steps as f64 / critical_steps as f64 },
+            agent_tool_calls: counts.agent_tool_calls,
+            subagents: counts.spawned,
+            tokens: counts.tokens,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use crate::agent::{AgentSpec, Message, OrchestratorSpec, Role, SpawnRequest, ToolCallRequest, Turn};
+    use crate::engine::{Action, EngineEvent, RunEngine, RunState};
+    use crate::ids::{Fence, RunId, WorkerId};
+    use crate::spec::{Limits, RunSpec, SubtaskKind, SubtaskSpec};
+    use crate::{Dag, RetryPolicy};
+
+    fn turn(calls: usize) -> Arc<Turn> {
+        let tool_calls = (0..calls)
+            .map(|k| ToolCallRequest { id: format!("c{k}"), name: "echo".into(), arguments: "{}".into() })
+            .collect();
+        let assistant = Message { role: Role::Assistant, content: None, reasoning_content: None, tool_calls, tool_call_id: None };
+        Arc::new(Turn { messages: vec![assistant], usage: Default::default() })
+    }
+
+    fn agent(input: &str) -> AgentSpec {
+        AgentSpec { instructions: String::new(), input: input.into(), model: "scripted".into(), tools: vec![], max_steps: None }
+    }
+
+    struct Sim {
+        e: RunEngine,
+        fence: u64,
+        now: u64,
+        out: Vec<Action>,
+    }
+
+    impl Sim {
+        fn dispatch(&mut self, i: u32) -> Fence {
+            self.fence += 1;
+            let fence = Fence(self.fence);
+            self.e.apply(EngineEvent::Dispatched { subtask: i, worker: WorkerId::from("w"), fence }, self.now, &mut self.out);
+            fence
+        }
+        fn steps(&mut self, i: u32, fence: Fence, n: usize) {
+            for _ in 0..n {
+                self.now += 10;
+                self.e.apply(EngineEvent::StepRecorded { subtask: i, fence, turn: turn(1) }, self.now, &mut self.out);
+            }
+        }
+        fn answer(&mut self, i: u32, fence: Fence) {
+            self.now += 10;
+            let ev = EngineEvent::Succeeded {
+                subtask: i,
+                fence,
+                started_us: self.now - 5,
+                finished_us: self.now,
+                output: Arc::from(json!({"answer": "done"}).to_string()),
+            };
+            self.e.apply(ev, self.now, &mut self.out);
+        }
+        fn spawn(&mut self, i: u32, fence: Fence, n: usize) -> Vec<u32> {
+            let spawns = (0..n)
+                .map(|k| SpawnRequest { call_id: format!("a{k}"), name: "sub".into(), agent: agent("task") })
+                .collect();
+            let before = self.e.dag().len() as u32;
+            self.now += 10;
+            let ev = EngineEvent::Spawned { subtask: i, fence, turn: turn(n), spawns, started_us: self.now - 5, finished_us: self.now };
+            self.e.apply(ev, self.now, &mut self.out);
+            (before..self.e.dag().len() as u32).collect()
+        }
+    }
+
+    #[test]
+    fn critical_steps_follow_kimis_definition() {
+        let spec = RunSpec::new(
+            "swarm",
+            vec![SubtaskSpec {
+                id: "lead".into(),
+                kind: SubtaskKind::Orchestrator(OrchestratorSpec {
+                    goal: "g".into(),
+                    model: "scripted".into(),
+                    tools: vec![],
+                    max_steps: None,
+                }),
+                depends_on: vec![],
+                timeout: None,
+            }],
+        );
+        let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
+        let mut sim =
+            Sim { e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1), fence: 0, now: 1, out: vec![] };
+        let lead = sim.e.pop_ready().expect("lead is ready");
+        // Stage 1: five subagents taking 12, 30, 8, 30 and 9 steps.
+        let f = sim.dispatch(lead);
+        let kids = sim.spawn(lead, f, 5);
+        assert_eq!(kids.len(), 5);
+        for (&kid, steps) in kids.iter().zip([12, 30, 8, 30, 9]) {
+            assert_eq!(sim.e.pop_ready(), Some(kid));
+            let f = sim.dispatch(kid);
+            sim.steps(kid, f, steps);
+            sim.answer(kid, f);
+        }
+        // The orchestrator wakes with five answers, makes one direct tool call (stage 2)...
+        assert_eq!(sim.e.pop_ready(), Some(lead));
+        let f = sim.dispatch(lead);
+        let delivered = sim.e.slot(lead).agent.as_ref().expect("agent").turns.last().expect("turn").messages.len();
+        assert_eq!(delivered, 5, "the subagents' answers are the orchestrator's next tool results");
+        sim.steps(lead, f, 1);
+        // ...then stage 3: two subagents taking 4 and 6 steps.
+        let kids = sim.spawn(lead, f, 2);
+        for (&kid, steps) in kids.iter().zip([4, 6]) {
+            assert_eq!(sim.e.pop_ready(), Some(kid));
+            let f = sim.dispatch(kid);
+            sim.steps(kid, f, steps);
+            sim.answer(kid, f);
+        }
+        let again = sim.e.pop_ready().expect("lead again");
+        let f = sim.dispatch(again);
+        sim.answer(lead, f);
+        assert_eq!(sim.e.state(), RunState::Succeeded);
+        let s = sim.e.summary(sim.now);
+        assert_eq!(s.critical_steps, (1 + 30) + 1 + (1 + 6));
+        assert_eq!(s.critical_steps, 39);
+        assert_eq!(s.total_steps, 3 + 12 + 30 + 8 + 30 + 9 + 4 + 6);
+        assert_eq!(s.subagents, 7);
+    }
+
+    #[test]
+    fn spawns_beyond_the_budget_are_refused_with_an_error_result() {
+        let mut spec = RunSpec::new(
+            "tight",
+            vec![SubtaskSpec {
+                id: "lead".into(),
+                kind: SubtaskKind::Orchestrator(OrchestratorSpec {
+                    goal: "g".into(),
+                    model: "scripted".into(),
+                    tools: vec![],
+                    max_steps: None,
+                }),
+                depends_on: vec![],
+                timeout: None,
+            }],
+        );
+        spec.limits.max_subagents = 2;
+        let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
+        let mut sim =
+            Sim { e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1), fence: 0, now: 1, out: vec![] };
+        let lead = sim.e.pop_ready().expect("ready");
+        let f = sim.dispatch(lead);
+        let kids = sim.spawn(lead, f, 3);
+        assert_eq!(kids.len(), 2, "only two subagents fit the budget");
+        let pending = &sim.e.slot(lead).agent.as_ref().expect("agent").pending_results;
+        assert_eq!(pending.len(), 1);
+        assert!(pending[0].content.as_deref().unwrap_or("").contains("subagent budget (2) is exhausted"));
+    }
+
+    #[test]
+    fn the_tool_call_budget_stops_the_run() {
+        let mut spec = RunSpec::new(
+            "budget",
+            vec![SubtaskSpec { id: "a".into(), kind: SubtaskKind::Agent(agent("x")), depends_on: vec![], timeout: None }],
+        );
+        spec.limits.max_tool_calls = 3;
+        let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
+        let mut sim =
+            Sim { e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1), fence: 0, now: 1, out: vec![] };
+        let a = sim.e.pop_ready().expect("ready");
+        let f = sim.dispatch(a);
+        sim.steps(a, f, 4);
+        assert_eq!(sim.e.state(), RunState::BudgetExceeded);
+        assert!(sim.out.iter().any(|x| matches!(x, Action::CancelAttempt { .. })), "the running agent is stopped");
     }
 }

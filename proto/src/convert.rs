@@ -57,7 +57,7 @@ impl TryFrom<pb::RunSpec> for RunSpec {
         if !violations.is_empty() {
             return Err(ApiError::InvalidSpec(SpecViolations(violations)));
         }
-        Ok(RunSpec { name: spec.name, subtasks })
+        Ok(RunSpec { limits: Default::default(), name: spec.name, subtasks })
     }
 }
 
@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn spec_round_trips_through_the_wire() {
-        let spec = RunSpec {
+        let spec = RunSpec { limits: Default::default(),
             name: "n".into(),
             subtasks: vec![
                 SubtaskSpec::tool("a", "echo", serde_json::json!({"text": "hi"})),

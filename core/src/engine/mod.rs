@@ -22,13 +22,25 @@
 //! succeeded, else `Failed` (independent branches still run to the end). `CancelRequested` ends
 //! it `Cancelled` at once; reports that arrive later are stale and ignored.
 //!
+//! Agents and orchestrators are subtasks too: each model turn that calls tools arrives as
+//! `StepRecorded` and extends the subtask's transcript, so a new attempt (after a lost worker)
+//! continues from it. An orchestrator turn that assigns tasks arrives as `Spawned`: its attempt
+//! ends, the subagents are added to the DAG (a new stage), the orchestrator waits
+//! (`Waiting`), and becomes ready again — with their answers as tool results — once all of them
+//! have ended. See [`agents`].
+//!
 //! Every attempt carries a [`Fence`] chosen by the shell (cluster-wide unique, only growing);
 //! a report whose fence is not the subtask's current one is stale and changes nothing.
+
+mod agents;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::dag::Dag;
+pub use agents::{AgentState, Stage};
+
+use crate::agent::{SpawnRequest, Turn};
+use crate::dag::{Dag, Work};
 use crate::error::{FailureKind, Retryable};
 use crate::ids::{AttemptNo, Fence, RunId, WorkerId};
 use crate::retry::RetryPolicy;
@@ -48,12 +60,14 @@ pub enum RunState {
     Failed,
     /// Cancelled on request.
     Cancelled,
+    /// Stopped because a run budget (tool calls, tokens) ran out; finished results are kept.
+    BudgetExceeded,
 }
 
 impl RunState {
-    /// True for `Succeeded`, `Failed` and `Cancelled`.
+    /// True for `Succeeded`, `Failed`, `Cancelled` and `BudgetExceeded`.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::BudgetExceeded)
     }
     /// The stable upper-case name used in JSON and the CLI.
     pub fn as_str(self) -> &'static str {
@@ -63,6 +77,7 @@ impl RunState {
             Self::Succeeded => "SUCCEEDED",
             Self::Failed => "FAILED",
             Self::Cancelled => "CANCELLED",
+            Self::BudgetExceeded => "BUDGET_EXCEEDED",
         }
     }
 }
@@ -87,6 +102,8 @@ pub enum SubtaskState {
     Skipped,
     /// Not finished because the run was cancelled.
     Cancelled,
+    /// An orchestrator waiting for the subagents of its current stage.
+    Waiting,
 }
 
 impl SubtaskState {
@@ -130,6 +147,10 @@ pub struct Slot {
     pub output_ref: Option<Arc<str>>,
     /// The last failure.
     pub error: Option<Failure>,
+    /// When the first attempt that reported started (µs since the epoch; 0: none yet).
+    pub first_started_us: u64,
+    /// Agent and orchestrator state (transcript, stages); `None` for tool calls.
+    pub agent: Option<Box<AgentState>>,
 }
 
 /// What happened to an attempt or a run; fed to [`RunEngine::apply`].
@@ -147,6 +168,10 @@ pub enum EngineEvent {
     RetryDue { subtask: u32 },
     /// The user asked to cancel the run.
     CancelRequested,
+    /// An agent or orchestrator finished a turn that called tools (and ran them).
+    StepRecorded { subtask: u32, fence: Fence, turn: Arc<Turn> },
+    /// An orchestrator's turn assigned tasks to subagents: the attempt ends and a stage opens.
+    Spawned { subtask: u32, fence: Fence, turn: Arc<Turn>, spawns: Vec<SpawnRequest>, started_us: u64, finished_us: u64 },
     /// A worker holds an attempt this engine did not dispatch (it was dispatched under an
     /// earlier leader): adopt it as the subtask's running attempt, unless the subtask has
     /// ended or runs another attempt.
@@ -178,6 +203,14 @@ pub enum Update {
     Failed { subtask: u32, attempt: AttemptNo, kind: FailureKind, message: String, retry_in_us: Option<u64> },
     /// A subtask will not run because dependency `because` failed.
     Skipped { subtask: u32, because: u32 },
+    /// An agent recorded a step (`steps` so far, `tool_calls` in this turn).
+    Step { subtask: u32, steps: u32, tool_calls: u32 },
+    /// An orchestrator opened stage `stage` with these subagents.
+    Spawned { subtask: u32, stage: u32, children: Vec<u32>, refused: u32 },
+    /// A run budget ran out.
+    BudgetExceeded { what: String },
+    /// Something users should know (e.g. a swarm that collapsed into serial work).
+    Warning { subtask: u32, message: String },
     /// The run reached a terminal state.
     Finished { state: RunState },
 }
@@ -189,6 +222,10 @@ pub enum Action {
     Publish(Update),
     /// The subtask's record reached a terminal state: write it to the store.
     Persist { subtask: u32 },
+    /// Turn `index` of the subtask's transcript is new: write it to the store.
+    PersistTurn { subtask: u32, index: u32 },
+    /// The orchestrator's stage `stage` spawned subagents: write the spawn record.
+    PersistSpawn { subtask: u32, stage: u32 },
     /// Tell `worker` to stop the attempt with `fence`.
     CancelAttempt { worker: WorkerId, fence: Fence },
     /// Feed `RetryDue { subtask }` back at `at_us`.
@@ -214,6 +251,14 @@ pub struct Counts {
     pub attempts: u32,
     /// Reports ignored because their fence was stale.
     pub stale_reports: u32,
+    /// Spawned subagents that failed (their orchestrator sees the error; the run does not fail).
+    pub child_failed: u32,
+    /// Tool calls made by agents and orchestrators.
+    pub agent_tool_calls: u32,
+    /// Model tokens used.
+    pub tokens: u64,
+    /// Subagents spawned.
+    pub spawned: u32,
 }
 
 /// One run's state machine. See the module docs.
@@ -256,6 +301,8 @@ impl RunEngine {
                     output: None,
                     output_ref: None,
                     error: None,
+                    first_started_us: 0,
+                    agent: (!matches!(node.work, Work::Tool)).then(Box::default),
                 }
             })
             .collect::<Vec<_>>();
@@ -412,11 +459,17 @@ impl RunEngine {
                 if !self.is_current(subtask, fence) {
                     return;
                 }
+                let is_tool = matches!(self.dag.node(subtask).work, Work::Tool);
                 let slot = &mut self.slots[subtask as usize];
                 slot.state = SubtaskState::Succeeded;
+                if slot.first_started_us == 0 {
+                    slot.first_started_us = started_us;
+                }
                 slot.started_us = started_us;
                 slot.finished_us = finished_us;
-                slot.steps += 1;
+                if is_tool {
+                    slot.steps += 1;
+                }
                 slot.output = Some(output);
                 let attempt = slot.attempt;
                 self.counts.running -= 1;
@@ -428,6 +481,7 @@ impl RunEngine {
                     duration_us: finished_us.saturating_sub(started_us),
                 }));
                 out.push(Action::Persist { subtask });
+                self.child_ended(subtask);
                 for k in 0..self.dag.node(subtask).dependents.len() {
                     let d = self.dag.node(subtask).dependents[k];
                     let dep = &mut self.slots[d as usize];
@@ -443,10 +497,16 @@ impl RunEngine {
                 if !self.is_current(subtask, fence) {
                     return;
                 }
+                let is_tool = matches!(self.dag.node(subtask).work, Work::Tool);
                 let slot = &mut self.slots[subtask as usize];
+                if slot.first_started_us == 0 {
+                    slot.first_started_us = started_us;
+                }
                 slot.started_us = started_us;
                 slot.finished_us = finished_us;
-                slot.steps += 1;
+                if is_tool {
+                    slot.steps += 1;
+                }
                 self.counts.running -= 1;
                 self.failed(subtask, kind, message, now_us, out);
             }
@@ -470,7 +530,11 @@ impl RunEngine {
                     self.ready.push_back(subtask);
                 }
             }
-            EngineEvent::CancelRequested => self.cancel(now_us, out),
+            EngineEvent::CancelRequested => self.cancel(RunState::Cancelled, now_us, out),
+            EngineEvent::StepRecorded { subtask, fence, turn } => self.step_recorded(subtask, fence, turn, now_us, out),
+            EngineEvent::Spawned { subtask, fence, turn, spawns, started_us, finished_us } => {
+                self.spawned(subtask, fence, turn, spawns, started_us, finished_us, now_us, out)
+            }
             EngineEvent::Adopt { subtask, worker, fence, attempt } => {
                 let Some(slot) = self.slots.get_mut(subtask as usize) else { return };
                 if slot.state.is_terminal() || slot.state == SubtaskState::Running || fence <= slot.fence {
@@ -500,9 +564,11 @@ impl RunEngine {
         slot.attempt.0 += 1;
         slot.fence = fence;
         slot.worker = Some(worker.clone());
+        let attempt = slot.attempt;
         self.counts.running += 1;
         self.counts.attempts += 1;
-        out.push(Action::Publish(Update::Started { subtask, attempt: slot.attempt, worker }));
+        out.push(Action::Publish(Update::Started { subtask, attempt, worker }));
+        self.deliver_results(subtask, out);
     }
 
     fn is_current(&mut self, subtask: u32, fence: Fence) -> bool {
@@ -539,9 +605,14 @@ impl RunEngine {
             }
             None => {
                 slot.state = SubtaskState::Failed;
-                self.counts.failed += 1;
+                if self.dag.node(subtask).parent.is_some() {
+                    self.counts.child_failed += 1;
+                } else {
+                    self.counts.failed += 1;
+                }
                 self.counts.open -= 1;
                 out.push(Action::Persist { subtask });
+                self.child_ended(subtask);
                 self.skip_dependents(subtask, out);
                 self.check_finished(now_us, out);
             }
@@ -567,7 +638,7 @@ impl RunEngine {
         }
     }
 
-    fn cancel(&mut self, now_us: u64, out: &mut Vec<Action>) {
+    fn cancel(&mut self, state: RunState, now_us: u64, out: &mut Vec<Action>) {
         for slot in &mut self.slots {
             if slot.state == SubtaskState::Running
                 && let Some(worker) = &slot.worker
@@ -581,7 +652,7 @@ impl RunEngine {
         self.ready.clear();
         self.counts.running = 0;
         self.counts.open = 0;
-        self.finish(RunState::Cancelled, now_us, out);
+        self.finish(state, now_us, out);
     }
 
     fn check_finished(&mut self, now_us: u64, out: &mut Vec<Action>) {
@@ -612,7 +683,7 @@ mod tests {
     use serde_json::json;
 
     fn engine(subtasks: Vec<SubtaskSpec>, policy: RetryPolicy) -> RunEngine {
-        let dag = Dag::build(&RunSpec { name: "t".into(), subtasks }, &Limits::default()).expect("valid");
+        let dag = Dag::build(&RunSpec { limits: Default::default(), name: "t".into(), subtasks }, &Limits::default()).expect("valid");
         RunEngine::new(RunId::from("r"), Arc::new(dag), policy, 0, 1)
     }
     fn t(id: &str) -> SubtaskSpec {
@@ -741,7 +812,7 @@ mod tests {
             error: None,
         };
         let dag = Dag::build(
-            &RunSpec { name: "t".into(), subtasks: vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")] },
+            &RunSpec { limits: Default::default(), name: "t".into(), subtasks: vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")] },
             &Limits::default(),
         )
         .expect("valid");

@@ -1,0 +1,174 @@
+//! Agents in the domain: what an agent or orchestrator subtask asks for, the messages of its
+//! transcript (OpenAI chat shape, so any compatible model can continue it), and the record of
+//! one turn.
+//!
+//! A **step** is one model turn that calls tools. An agent's final answer (a turn without tool
+//! calls) ends it and is not a step. An orchestrator turn that calls `assign_task` opens a
+//! **stage**: its subagents run, and the orchestrator continues when all of them have answered.
+
+use serde::{Deserialize, Serialize};
+
+/// The name of the tool an orchestrator uses to define a subagent.
+pub const CREATE_SUBAGENT: &str = "create_subagent";
+/// The name of the tool an orchestrator uses to start a subagent on a task.
+pub const ASSIGN_TASK: &str = "assign_task";
+/// The capability a worker advertises when it can run agent loops.
+pub const AGENT_CAPABILITY: &str = "@agent";
+
+/// An agent subtask: a model working on `input` with `tools` until it answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// The system prompt.
+    #[serde(default)]
+    pub instructions: String,
+    /// The task, as the first user message.
+    pub input: String,
+    /// The model, by endpoint name (`scripted`, `scripted:NAME`, or a configured endpoint).
+    pub model: String,
+    /// Tools the agent may call (names in the worker's registry).
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Step cap (default: the run's subagent cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
+}
+
+/// An orchestrator subtask: a model that splits `goal` among subagents it creates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorSpec {
+    /// What to achieve.
+    pub goal: String,
+    /// The model, as for [`AgentSpec::model`].
+    pub model: String,
+    /// Tools the orchestrator may call itself, besides `create_subagent` and `assign_task`.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Step cap (default: the run's orchestrator cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
+}
+
+/// Who speaks in a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// A tool call requested by the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallRequest {
+    /// The model's id for the call.
+    pub id: String,
+    /// The tool.
+    pub name: String,
+    /// The arguments as the model wrote them (JSON text, possibly malformed).
+    pub arguments: String,
+}
+
+/// One message of a transcript.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Thinking models (Kimi) return reasoning that must be replayed in later requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    /// A plain message.
+    pub fn text(role: Role, content: impl Into<String>) -> Self {
+        Self { role, content: Some(content.into()), reasoning_content: None, tool_calls: Vec::new(), tool_call_id: None }
+    }
+    /// A tool result.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: Role::Tool,
+            content: Some(content.into()),
+            reasoning_content: None,
+            tool_calls: Vec::new(),
+            tool_call_id: Some(call_id.into()),
+        }
+    }
+}
+
+/// Token usage of model calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// What one turn added to a transcript: the assistant message and the results of the tool calls
+/// it made (all of them, run in parallel), plus its token usage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    pub messages: Vec<Message>,
+    #[serde(default)]
+    pub usage: Usage,
+}
+
+impl Turn {
+    /// Tool calls the assistant made in this turn.
+    pub fn tool_calls(&self) -> usize {
+        self.messages.iter().filter(|m| m.role == Role::Assistant).map(|m| m.tool_calls.len()).sum()
+    }
+}
+
+/// A subagent an orchestrator's turn asks for (`assign_task`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpawnRequest {
+    /// The `assign_task` call it answers.
+    pub call_id: String,
+    /// The subagent's name (from `create_subagent`).
+    pub name: String,
+    /// What it runs.
+    pub agent: AgentSpec,
+}
+
+/// Per-run limits for agent work.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunLimits {
+    /// Subagents an orchestrator may start in the run (default 100, at most 1,000).
+    pub max_subagents: u32,
+    /// Tool calls in the whole run (default 1,500, at most 10,000).
+    pub max_tool_calls: u32,
+    /// Step cap of orchestrators (default 15).
+    pub orchestrator_max_steps: u32,
+    /// Step cap of subagents (default 100).
+    pub subagent_max_steps: u32,
+    /// Model tokens (input + output) in the whole run; none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self {
+            max_subagents: 100,
+            max_tool_calls: 1500,
+            orchestrator_max_steps: 15,
+            subagent_max_steps: 100,
+            max_tokens: None,
+        }
+    }
+}
+
+impl RunLimits {
+    /// Hard ceilings of the limits a spec may ask for.
+    pub const MAX_SUBAGENTS: u32 = 1000;
+    /// See [`RunLimits::MAX_SUBAGENTS`].
+    pub const MAX_TOOL_CALLS: u32 = 10_000;
+}

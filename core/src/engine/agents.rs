@@ -1,0 +1,265 @@
+//! The engine's agent rules: recording turns, spawning stages, waking orchestrators, budgets.
+//!
+//! An orchestrator's life, in stages:
+//!
+//! ```text
+//!   Ready ─dispatch─▶ Running ─StepRecorded (tools)─▶ Running ─Spawned (assign_task)─▶ Waiting
+//!     ▲                                                                                  │
+//!     └────────── every subagent of the stage ended (answers become tool results) ◀─────┘
+//! ```
+//!
+//! Each tool-calling turn of an orchestrator is one stage; a stage's critical steps are the
+//! orchestrator's step plus the steps of its slowest subagent, summed over stages (Kimi's
+//! `Σ_t (S_main^(t) + max_i S_sub,i^(t))`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::agent::{Message, SpawnRequest, Turn};
+use crate::dag::Work;
+use crate::ids::{AttemptNo, Fence, SubtaskId};
+
+use super::{Action, RunEngine, RunState, Slot, SubtaskState, Update};
+
+/// One stage of an orchestrator: one tool-calling turn and the subagents it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stage {
+    /// Subagents started in this stage (subtask indexes).
+    pub children: Vec<u32>,
+}
+
+/// Agent and orchestrator state kept by the engine.
+#[derive(Clone, Debug, Default)]
+pub struct AgentState {
+    /// The transcript beyond the initial system and user messages, turn by turn.
+    pub turns: Vec<Arc<Turn>>,
+    /// Orchestrators: the stages so far.
+    pub stages: Vec<Stage>,
+    /// Orchestrators: subagents of the current stage that have not ended.
+    pub waiting: u32,
+    /// Orchestrators: answers not yet delivered (tool results for `assign_task` calls).
+    pub pending_results: Vec<Message>,
+    /// Orchestrators: the `assign_task` call each subagent answers.
+    pub child_calls: HashMap<u32, String>,
+    /// A serial-collapse warning was already given.
+    pub warned: bool,
+}
+
+/// Stages in a row with at most one subagent before a serial-collapse warning.
+const COLLAPSE_STAGES: usize = 3;
+
+impl RunEngine {
+    fn agent_mut(&mut self, subtask: u32) -> Option<&mut AgentState> {
+        self.slots.get_mut(subtask as usize).and_then(|s| s.agent.as_deref_mut())
+    }
+
+    /// Appends a turn; counts a step (and an orchestrator stage) when it called tools.
+    fn record_turn(&mut self, subtask: u32, turn: Arc<Turn>, stage_children: Option<Vec<u32>>, out: &mut Vec<Action>) {
+        let calls = turn.tool_calls() as u32;
+        let tokens = turn.usage.input_tokens + turn.usage.output_tokens;
+        let is_orchestrator = matches!(self.dag.node(subtask).work, Work::Orchestrator(_));
+        let slot = &mut self.slots[subtask as usize];
+        if calls > 0 {
+            slot.steps += 1;
+        }
+        let steps = slot.steps;
+        let Some(agent) = slot.agent.as_deref_mut() else { return };
+        agent.turns.push(turn);
+        let index = agent.turns.len() as u32 - 1;
+        if is_orchestrator && calls > 0 {
+            agent.stages.push(Stage { children: stage_children.unwrap_or_default() });
+        }
+        self.counts.agent_tool_calls += calls;
+        self.counts.tokens += tokens;
+        out.push(Action::PersistTurn { subtask, index });
+        out.push(Action::Publish(Update::Step { subtask, steps, tool_calls: calls }));
+    }
+
+    pub(super) fn step_recorded(&mut self, subtask: u32, fence: Fence, turn: Arc<Turn>, now_us: u64, out: &mut Vec<Action>) {
+        if !self.is_current(subtask, fence) || self.slots[subtask as usize].agent.is_none() {
+            return;
+        }
+        self.record_turn(subtask, turn, None, out);
+        self.check_budgets(now_us, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn spawned(
+        &mut self,
+        subtask: u32,
+        fence: Fence,
+        turn: Arc<Turn>,
+        spawns: Vec<SpawnRequest>,
+        started_us: u64,
+        finished_us: u64,
+        now_us: u64,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.is_current(subtask, fence) || !matches!(self.dag.node(subtask).work, Work::Orchestrator(_)) {
+            return;
+        }
+        let slot = &mut self.slots[subtask as usize];
+        if slot.first_started_us == 0 {
+            slot.first_started_us = started_us;
+        }
+        slot.started_us = started_us;
+        slot.finished_us = finished_us;
+        self.counts.running -= 1;
+        let stage = self.agent_mut(subtask).map_or(0, |a| a.stages.len() as u32 + 1);
+        let limit = self.dag.limits().max_subagents;
+        let cap = self.dag.limits().subagent_max_steps;
+        let mut children = Vec::new();
+        let mut refused = Vec::new();
+        for (k, spawn) in spawns.into_iter().enumerate() {
+            if self.counts.spawned >= limit {
+                refused.push(Message::tool_result(
+                    &spawn.call_id,
+                    format!("error: the run's subagent budget ({limit}) is exhausted; the task was not assigned"),
+                ));
+                continue;
+            }
+            self.counts.spawned += 1;
+            let parent_id = self.dag.node(subtask).id.as_str();
+            let name: String =
+                spawn.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(40).collect();
+            let id = SubtaskId::from(format!("{parent_id}:{stage}:{name}:{k}"));
+            let mut agent = spawn.agent;
+            agent.max_steps = Some(agent.max_steps.unwrap_or(cap).min(cap));
+            let child = Arc::make_mut(&mut self.dag).add_child(subtask, id, agent);
+            self.slots.push(Slot {
+                state: SubtaskState::Ready,
+                pending_deps: 0,
+                attempt: AttemptNo(0),
+                fence: Fence(0),
+                worker: None,
+                started_us: 0,
+                finished_us: 0,
+                steps: 0,
+                output: None,
+                output_ref: None,
+                error: None,
+                first_started_us: 0,
+                agent: Some(Box::default()),
+            });
+            self.counts.open += 1;
+            self.ready.push_back(child);
+            if let Some(a) = self.agent_mut(subtask) {
+                a.child_calls.insert(child, spawn.call_id);
+            }
+            children.push(child);
+        }
+        let accepted = children.len() as u32;
+        self.record_turn(subtask, turn, Some(children.clone()), out);
+        let stage_no = self.agent_mut(subtask).map_or(0, |a| a.stages.len() as u32);
+        out.push(Action::PersistSpawn { subtask, stage: stage_no });
+        out.push(Action::Publish(Update::Spawned { subtask, stage: stage_no, children, refused: refused.len() as u32 }));
+        let agent = self.agent_mut(subtask).expect("orchestrators have agent state");
+        agent.pending_results.extend(refused);
+        agent.waiting = accepted;
+        let slot = &mut self.slots[subtask as usize];
+        if accepted == 0 {
+            slot.state = SubtaskState::Ready;
+            self.ready.push_back(subtask);
+        } else {
+            slot.state = SubtaskState::Waiting;
+        }
+        self.check_collapse(subtask, out);
+        self.check_budgets(now_us, out);
+    }
+
+    /// A subtask ended: if it is a subagent, hand its answer to its orchestrator.
+    pub(super) fn child_ended(&mut self, child: u32) {
+        let Some(parent) = self.dag.node(child).parent else { return };
+        let slot = &self.slots[child as usize];
+        let answer = match (slot.state, &slot.output, &slot.error) {
+            (SubtaskState::Succeeded, Some(out), _) => answer_text(out),
+            (_, _, Some(e)) => format!("error: the subagent failed ({}): {}", e.kind.as_str(), e.message),
+            _ => "error: the subagent ended without an answer".to_owned(),
+        };
+        let Some(agent) = self.agent_mut(parent) else { return };
+        let Some(call_id) = agent.child_calls.remove(&child) else { return };
+        agent.pending_results.push(Message::tool_result(call_id, answer));
+        agent.waiting = agent.waiting.saturating_sub(1);
+        if agent.waiting == 0 && self.slots[parent as usize].state == SubtaskState::Waiting {
+            self.slots[parent as usize].state = SubtaskState::Ready;
+            self.ready.push_back(parent);
+        }
+    }
+
+    /// Moves an orchestrator's pending answers into its transcript as it is dispatched again.
+    pub(super) fn deliver_results(&mut self, subtask: u32, out: &mut Vec<Action>) {
+        let Some(agent) = self.agent_mut(subtask) else { return };
+        if agent.pending_results.is_empty() {
+            return;
+        }
+        let messages = std::mem::take(&mut agent.pending_results);
+        agent.turns.push(Arc::new(Turn { messages, usage: Default::default() }));
+        let index = agent.turns.len() as u32 - 1;
+        out.push(Action::PersistTurn { subtask, index });
+    }
+
+    fn check_collapse(&mut self, subtask: u32, out: &mut Vec<Action>) {
+        let Some(agent) = self.agent_mut(subtask) else { return };
+        let n = agent.stages.len();
+        if agent.warned || n < COLLAPSE_STAGES {
+            return;
+        }
+        if agent.stages[n - COLLAPSE_STAGES..].iter().all(|s| s.children.len() <= 1) {
+            agent.warned = true;
+            let message = format!(
+                "serial collapse: the last {COLLAPSE_STAGES} stages ran at most one subagent each; the swarm is working serially"
+            );
+            out.push(Action::Publish(Update::Warning { subtask, message }));
+        }
+    }
+
+    fn check_budgets(&mut self, now_us: u64, out: &mut Vec<Action>) {
+        if self.state.is_terminal() {
+            return;
+        }
+        let limits = self.dag.limits();
+        let what = if self.counts.agent_tool_calls > limits.max_tool_calls {
+            Some(format!("tool calls: {} used of {}", self.counts.agent_tool_calls, limits.max_tool_calls))
+        } else {
+            limits
+                .max_tokens
+                .filter(|&max| self.counts.tokens > max)
+                .map(|max| format!("tokens: {} used of {max}", self.counts.tokens))
+        };
+        if let Some(what) = what {
+            out.push(Action::Publish(Update::BudgetExceeded { what }));
+            self.cancel(RunState::BudgetExceeded, now_us, out);
+        }
+    }
+
+    /// Critical steps of a subtask as a node of the DAG: for an orchestrator, the sum over its
+    /// stages of one step plus its slowest subagent's steps; subagents count inside their
+    /// orchestrator, not on their own; others, their steps.
+    pub(crate) fn critical_weight(&self, i: u32) -> u64 {
+        let node = self.dag.node(i);
+        if node.parent.is_some() {
+            return 0;
+        }
+        let slot = &self.slots[i as usize];
+        match (&node.work, slot.agent.as_deref()) {
+            (Work::Orchestrator(_), Some(agent)) => agent
+                .stages
+                .iter()
+                .map(|s| 1 + s.children.iter().map(|&c| u64::from(self.slots[c as usize].steps)).max().unwrap_or(0))
+                .sum(),
+            _ => u64::from(slot.steps),
+        }
+    }
+}
+
+/// The answer an agent's output carries (its final message), as text for its orchestrator.
+fn answer_text(output: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(output) {
+        Ok(serde_json::Value::Object(o)) => match o.get("answer") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            _ => output.to_owned(),
+        },
+        Ok(serde_json::Value::String(s)) => s,
+        _ => output.to_owned(),
+    }
+}
