@@ -132,7 +132,17 @@ impl TestCluster {
 
     /// The same, on a given store.
     pub async fn start_on(store: Arc<dyn StateStore>, workers: usize, slots: u32) -> anyhow::Result<Self> {
-        let mut opts = EmbeddedOptions { workers: 0, slots, ..EmbeddedOptions::default() };
+        Self::start_with(store, Arc::new(swarm_worker::model::ModelRegistry::new()), workers, slots).await
+    }
+
+    /// The same, with models for agents on every worker.
+    pub async fn start_with(
+        store: Arc<dyn StateStore>,
+        models: Arc<swarm_worker::model::ModelRegistry>,
+        workers: usize,
+        slots: u32,
+    ) -> anyhow::Result<Self> {
+        let mut opts = EmbeddedOptions { workers: 0, slots, models, ..EmbeddedOptions::default() };
         let payloads = PayloadStore::memory(swarm_store::payload::DEFAULT_THRESHOLD);
         opts.coordinator.payloads = payloads.clone();
         let cluster = Embedded::start_on(opts, store.clone(), None).await?;

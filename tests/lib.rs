@@ -2,6 +2,7 @@
 //! gRPC on loopback, and a recording tool that observes every execution from outside.
 
 pub mod etcd;
+pub mod fixture;
 pub mod harness;
 pub mod proc_cluster;
 pub mod process;

@@ -53,6 +53,9 @@ pub struct RunJson {
     pub critical_steps: u64,
     pub total_steps: u64,
     pub parallelism: f64,
+    pub agent_tool_calls: u32,
+    pub subagents: u32,
+    pub tokens: u64,
 }
 
 fn ms(d: &Option<prost_types::Duration>) -> f64 {
@@ -85,6 +88,9 @@ impl From<&pb::Run> for RunJson {
             critical_steps: s.critical_steps,
             total_steps: s.total_steps,
             parallelism: (s.parallelism * 100.0).round() / 100.0,
+            agent_tool_calls: s.agent_tool_calls,
+            subagents: s.subagents,
+            tokens: s.tokens,
         }
     }
 }
@@ -171,6 +177,19 @@ pub fn describe(ev: &pb::RunEvent) -> String {
                 .unwrap_or_default()
         ),
         Some(Event::SubtaskSkipped(e)) => format!("{} skipped: {} failed", e.subtask_id, e.because),
+        Some(Event::AgentStep(e)) => format!(
+            "{} step {} ({} tool calls); critical steps {}, total {}",
+            e.subtask_id, e.steps, e.tool_calls, e.critical_steps, e.total_steps
+        ),
+        Some(Event::StageStarted(e)) => format!(
+            "{} stage {}: {} subagents{}",
+            e.subtask_id,
+            e.stage,
+            e.subagent_ids.len(),
+            if e.refused > 0 { format!(" ({} refused: budget)", e.refused) } else { String::new() }
+        ),
+        Some(Event::BudgetExceeded(e)) => format!("budget exceeded: {}", e.what),
+        Some(Event::Warning(e)) => format!("warning ({}): {}", e.subtask_id, e.message),
         Some(Event::RunFinished(e)) => {
             let s = e.summary.clone().unwrap_or_default();
             format!(

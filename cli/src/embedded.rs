@@ -24,6 +24,8 @@ pub struct EmbeddedOptions {
     pub slots: u32,
     /// Coordinator settings.
     pub coordinator: CoordinatorConfig,
+    /// Models of the in-process workers (none: they run no agents).
+    pub models: Arc<swarm_worker::model::ModelRegistry>,
 }
 
 impl Default for EmbeddedOptions {
@@ -33,6 +35,7 @@ impl Default for EmbeddedOptions {
             workers: 4,
             slots: 64,
             coordinator: CoordinatorConfig::default(),
+            models: Arc::new(swarm_worker::model::ModelRegistry::new()),
         }
     }
 }
@@ -47,6 +50,7 @@ pub struct Embedded {
     workers: Vec<(CancellationToken, Option<JoinHandle<()>>)>,
     /// Spawns coordinator tasks on this runtime (the current one if `None`).
     coordinator_rt: Option<tokio::runtime::Handle>,
+    models: Arc<swarm_worker::model::ModelRegistry>,
 }
 
 impl Embedded {
@@ -60,6 +64,7 @@ impl Embedded {
         let shutdown = CancellationToken::new();
         let rt = coordinator_rt.clone().unwrap_or_else(tokio::runtime::Handle::current);
         let listen = opts.listen;
+        let models = opts.models.clone();
         let mut config = opts.coordinator.clone();
         let token = shutdown.clone();
         let (addr, role, coordinator) = rt
@@ -79,7 +84,7 @@ impl Embedded {
                 anyhow::Ok((addr, role, handle))
             })
             .await??;
-        let mut cluster = Self { addr, role, shutdown, coordinator, workers: Vec::new(), coordinator_rt };
+        let mut cluster = Self { addr, role, shutdown, coordinator, workers: Vec::new(), coordinator_rt, models };
         cluster.wait_leader(Duration::from_secs(10)).await?;
         for i in 0..opts.workers {
             cluster.add_worker(&format!("embedded-{i}"), opts.slots, Arc::new(ToolRegistry::builtin()));
@@ -121,6 +126,7 @@ impl Embedded {
         let mut config = WorkerConfig::new(self.url());
         config.worker_id = id.into();
         config.slots = slots;
+        config.models = self.models.clone();
         let t = token.clone();
         let handle = tokio::spawn(async move {
             if let Err(e) = swarm_worker::run(config, tools, t).await {

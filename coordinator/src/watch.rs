@@ -21,22 +21,48 @@ pub struct LogEntry {
     pub update: Option<Update>,
     /// The final summary, on the `Finished` update.
     pub summary: Option<Arc<RunSummary>>,
+    /// Live (critical steps, total steps), on agent steps.
+    pub live: Option<(u64, u64)>,
 }
 
 /// The ordered events of one run. Seq numbers start at 1: entry `k` has seq `k + 1`.
 pub struct EventLog {
     run_id: RunId,
-    dag: Arc<Dag>,
+    name: String,
+    /// Subtask ids by index; grows as orchestrators spawn subagents.
+    ids: Mutex<Vec<Arc<str>>>,
+    total: u32,
     entries: Mutex<Vec<LogEntry>>,
     last_seq: watch::Sender<u64>,
 }
 
 impl EventLog {
     /// A log whose first event says the run started.
-    pub fn new(run_id: RunId, dag: Arc<Dag>, time_us: u64) -> Arc<Self> {
-        let log = Arc::new(Self { run_id, dag, entries: Mutex::new(Vec::new()), last_seq: watch::Sender::new(0) });
-        log.append(LogEntry { time_us, update: None, summary: None });
+    pub fn new(run_id: RunId, dag: &Dag, time_us: u64) -> Arc<Self> {
+        let log = Arc::new(Self {
+            run_id,
+            name: dag.name().to_owned(),
+            ids: Mutex::new(Vec::new()),
+            total: dag.len() as u32,
+            entries: Mutex::new(Vec::new()),
+            last_seq: watch::Sender::new(0),
+        });
+        log.sync_ids(dag);
+        log.append(LogEntry { time_us, update: None, summary: None, live: None });
         log
+    }
+
+    /// Learns the ids of subtasks added to the DAG since the last call.
+    pub fn sync_ids(&self, dag: &Dag) {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        for i in ids.len()..dag.len() {
+            ids.push(Arc::from(dag.node(i as u32).id.as_str()));
+        }
+    }
+
+    /// How many subtask ids the log knows.
+    pub fn known_ids(&self) -> usize {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Appends an event and wakes the watchers.
@@ -77,15 +103,17 @@ impl EventLog {
     }
 
     fn id(&self, subtask: u32) -> String {
-        self.dag.node(subtask).id.to_string()
+        self.ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(subtask as usize)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
     }
 
     fn to_wire(&self, seq: u64, e: &LogEntry) -> pb::RunEvent {
         let event = match &e.update {
-            None => Event::RunStarted(pb::RunStarted {
-                name: self.dag.name().to_owned(),
-                total_subtasks: self.dag.len() as u32,
-            }),
+            None => Event::RunStarted(pb::RunStarted { name: self.name.clone(), total_subtasks: self.total }),
             Some(Update::Started { subtask, attempt, worker }) => Event::SubtaskStarted(pb::SubtaskStarted {
                 subtask_id: self.id(*subtask),
                 attempt: attempt.0,
@@ -109,6 +137,23 @@ impl EventLog {
             }
             Some(Update::Skipped { subtask, because }) => {
                 Event::SubtaskSkipped(pb::SubtaskSkipped { subtask_id: self.id(*subtask), because: self.id(*because) })
+            }
+            Some(Update::Step { subtask, steps, tool_calls }) => Event::AgentStep(pb::AgentStep {
+                subtask_id: self.id(*subtask),
+                steps: *steps,
+                tool_calls: *tool_calls,
+                critical_steps: e.live.map_or(0, |l| l.0),
+                total_steps: e.live.map_or(0, |l| l.1),
+            }),
+            Some(Update::Spawned { subtask, stage, children, refused }) => Event::StageStarted(pb::StageStarted {
+                subtask_id: self.id(*subtask),
+                stage: *stage,
+                subagent_ids: children.iter().map(|&c| self.id(c)).collect(),
+                refused: *refused,
+            }),
+            Some(Update::BudgetExceeded { what }) => Event::BudgetExceeded(pb::BudgetExceeded { what: what.clone() }),
+            Some(Update::Warning { subtask, message }) => {
+                Event::Warning(pb::Warning { subtask_id: self.id(*subtask), message: message.clone() })
             }
             Some(Update::Finished { state }) => Event::RunFinished(pb::RunFinished {
                 state: pb::RunState::from(*state).into(),

@@ -89,7 +89,13 @@ pub struct Message {
 impl Message {
     /// A plain message.
     pub fn text(role: Role, content: impl Into<String>) -> Self {
-        Self { role, content: Some(content.into()), reasoning_content: None, tool_calls: Vec::new(), tool_call_id: None }
+        Self {
+            role,
+            content: Some(content.into()),
+            reasoning_content: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
     }
     /// A tool result.
     pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {

@@ -121,7 +121,16 @@ impl Dag {
                     (AGENT_CAPABILITY, &EMPTY_OBJECT, Work::Agent(Arc::new(a.clone())))
                 }
                 SubtaskKind::Orchestrator(o) => {
-                    check_agent(&mut bad, i, "orchestrator", &o.goal, &o.model, &o.tools, o.max_steps, l.orchestrator_max_steps);
+                    check_agent(
+                        &mut bad,
+                        i,
+                        "orchestrator",
+                        &o.goal,
+                        &o.model,
+                        &o.tools,
+                        o.max_steps,
+                        l.orchestrator_max_steps,
+                    );
                     (AGENT_CAPABILITY, &EMPTY_OBJECT, Work::Orchestrator(Arc::new(o.clone())))
                 }
             };
@@ -322,7 +331,9 @@ fn check_agent(
     }
     match max_steps {
         Some(0) => bad(format!("subtasks[{i}].{kind}.max_steps"), "must be at least 1".into()),
-        Some(n) if n > cap => bad(format!("subtasks[{i}].{kind}.max_steps"), format!("{n} exceeds the run's cap of {cap}")),
+        Some(n) if n > cap => {
+            bad(format!("subtasks[{i}].{kind}.max_steps"), format!("{n} exceeds the run's cap of {cap}"))
+        }
         _ => {}
     }
 }

@@ -141,12 +141,7 @@ impl TryFrom<RawSubtask> for SubtaskSpec {
                 ));
             }
         };
-        Ok(Self {
-            id: raw.id,
-            kind,
-            depends_on: raw.depends_on,
-            timeout: raw.timeout.map(|d| d.0),
-        })
+        Ok(Self { id: raw.id, kind, depends_on: raw.depends_on, timeout: raw.timeout.map(|d| d.0) })
     }
 }
 

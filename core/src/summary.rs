@@ -126,12 +126,19 @@ mod tests {
         let tool_calls = (0..calls)
             .map(|k| ToolCallRequest { id: format!("c{k}"), name: "echo".into(), arguments: "{}".into() })
             .collect();
-        let assistant = Message { role: Role::Assistant, content: None, reasoning_content: None, tool_calls, tool_call_id: None };
+        let assistant =
+            Message { role: Role::Assistant, content: None, reasoning_content: None, tool_calls, tool_call_id: None };
         Arc::new(Turn { messages: vec![assistant], usage: Default::default() })
     }
 
     fn agent(input: &str) -> AgentSpec {
-        AgentSpec { instructions: String::new(), input: input.into(), model: "scripted".into(), tools: vec![], max_steps: None }
+        AgentSpec {
+            instructions: String::new(),
+            input: input.into(),
+            model: "scripted".into(),
+            tools: vec![],
+            max_steps: None,
+        }
     }
 
     struct Sim {
@@ -145,7 +152,11 @@ mod tests {
         fn dispatch(&mut self, i: u32) -> Fence {
             self.fence += 1;
             let fence = Fence(self.fence);
-            self.e.apply(EngineEvent::Dispatched { subtask: i, worker: WorkerId::from("w"), fence }, self.now, &mut self.out);
+            self.e.apply(
+                EngineEvent::Dispatched { subtask: i, worker: WorkerId::from("w"), fence },
+                self.now,
+                &mut self.out,
+            );
             fence
         }
         fn steps(&mut self, i: u32, fence: Fence, n: usize) {
@@ -171,7 +182,14 @@ mod tests {
                 .collect();
             let before = self.e.dag().len() as u32;
             self.now += 10;
-            let ev = EngineEvent::Spawned { subtask: i, fence, turn: turn(n), spawns, started_us: self.now - 5, finished_us: self.now };
+            let ev = EngineEvent::Spawned {
+                subtask: i,
+                fence,
+                turn: turn(n),
+                spawns,
+                started_us: self.now - 5,
+                finished_us: self.now,
+            };
             self.e.apply(ev, self.now, &mut self.out);
             (before..self.e.dag().len() as u32).collect()
         }
@@ -194,8 +212,12 @@ mod tests {
             }],
         );
         let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
-        let mut sim =
-            Sim { e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1), fence: 0, now: 1, out: vec![] };
+        let mut sim = Sim {
+            e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1),
+            fence: 0,
+            now: 1,
+            out: vec![],
+        };
         let lead = sim.e.pop_ready().expect("lead is ready");
         // Stage 1: five subagents taking 12, 30, 8, 30 and 9 steps.
         let f = sim.dispatch(lead);
@@ -250,8 +272,12 @@ mod tests {
         );
         spec.limits.max_subagents = 2;
         let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
-        let mut sim =
-            Sim { e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1), fence: 0, now: 1, out: vec![] };
+        let mut sim = Sim {
+            e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1),
+            fence: 0,
+            now: 1,
+            out: vec![],
+        };
         let lead = sim.e.pop_ready().expect("ready");
         let f = sim.dispatch(lead);
         let kids = sim.spawn(lead, f, 3);
@@ -265,12 +291,21 @@ mod tests {
     fn the_tool_call_budget_stops_the_run() {
         let mut spec = RunSpec::new(
             "budget",
-            vec![SubtaskSpec { id: "a".into(), kind: SubtaskKind::Agent(agent("x")), depends_on: vec![], timeout: None }],
+            vec![SubtaskSpec {
+                id: "a".into(),
+                kind: SubtaskKind::Agent(agent("x")),
+                depends_on: vec![],
+                timeout: None,
+            }],
         );
         spec.limits.max_tool_calls = 3;
         let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
-        let mut sim =
-            Sim { e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1), fence: 0, now: 1, out: vec![] };
+        let mut sim = Sim {
+            e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1),
+            fence: 0,
+            now: 1,
+            out: vec![],
+        };
         let a = sim.e.pop_ready().expect("ready");
         let f = sim.dispatch(a);
         sim.steps(a, f, 4);

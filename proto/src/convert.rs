@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use swarm_core::agent::{AgentSpec, OrchestratorSpec, RunLimits};
 use swarm_core::dag::{SpecViolation, SpecViolations};
 use swarm_core::engine::{RunState, SubtaskState};
 use swarm_core::{ApiError, FailureKind, RunSpec, RunSummary, SubtaskId, SubtaskKind, SubtaskSpec};
@@ -34,8 +35,21 @@ impl TryFrom<pb::RunSpec> for RunSpec {
                     };
                     SubtaskKind::Tool { tool: call.tool, args }
                 }
+                Some(pb::subtask_spec::Kind::Agent(a)) => SubtaskKind::Agent(AgentSpec {
+                    instructions: a.instructions,
+                    input: a.input,
+                    model: a.model,
+                    tools: a.tools,
+                    max_steps: (a.max_steps > 0).then_some(a.max_steps),
+                }),
+                Some(pb::subtask_spec::Kind::Orchestrator(o)) => SubtaskKind::Orchestrator(OrchestratorSpec {
+                    goal: o.goal,
+                    model: o.model,
+                    tools: o.tools,
+                    max_steps: (o.max_steps > 0).then_some(o.max_steps),
+                }),
                 None => {
-                    bad("kind", "required: set tool_call".into());
+                    bad("kind", "required: set tool_call, agent or orchestrator".into());
                     SubtaskKind::Tool { tool: String::new(), args: serde_json::Value::Null }
                 }
             };
@@ -57,7 +71,21 @@ impl TryFrom<pb::RunSpec> for RunSpec {
         if !violations.is_empty() {
             return Err(ApiError::InvalidSpec(SpecViolations(violations)));
         }
-        Ok(RunSpec { limits: Default::default(), name: spec.name, subtasks })
+        let limits = match spec.limits {
+            None => RunLimits::default(),
+            Some(l) => {
+                let d = RunLimits::default();
+                let or = |v: u32, default: u32| if v == 0 { default } else { v };
+                RunLimits {
+                    max_subagents: or(l.max_subagents, d.max_subagents),
+                    max_tool_calls: or(l.max_tool_calls, d.max_tool_calls),
+                    orchestrator_max_steps: or(l.orchestrator_max_steps, d.orchestrator_max_steps),
+                    subagent_max_steps: or(l.subagent_max_steps, d.subagent_max_steps),
+                    max_tokens: (l.max_tokens > 0).then_some(l.max_tokens),
+                }
+            }
+        };
+        Ok(RunSpec { limits, name: spec.name, subtasks })
     }
 }
 
@@ -68,19 +96,38 @@ impl From<&RunSpec> for pb::RunSpec {
             subtasks: spec
                 .subtasks
                 .iter()
-                .map(|s| {
-                    let SubtaskKind::Tool { tool, args } = &s.kind;
-                    pb::SubtaskSpec {
-                        id: s.id.to_string(),
-                        depends_on: s.depends_on.iter().map(ToString::to_string).collect(),
-                        timeout: s.timeout.and_then(|d| prost_types::Duration::try_from(d).ok()),
-                        kind: Some(pb::subtask_spec::Kind::ToolCall(pb::ToolCall {
+                .map(|s| pb::SubtaskSpec {
+                    id: s.id.to_string(),
+                    depends_on: s.depends_on.iter().map(ToString::to_string).collect(),
+                    timeout: s.timeout.and_then(|d| prost_types::Duration::try_from(d).ok()),
+                    kind: Some(match &s.kind {
+                        SubtaskKind::Tool { tool, args } => pb::subtask_spec::Kind::ToolCall(pb::ToolCall {
                             tool: tool.clone(),
                             args_json: args.to_string(),
-                        })),
-                    }
+                        }),
+                        SubtaskKind::Agent(a) => pb::subtask_spec::Kind::Agent(pb::AgentSpec {
+                            instructions: a.instructions.clone(),
+                            input: a.input.clone(),
+                            model: a.model.clone(),
+                            tools: a.tools.clone(),
+                            max_steps: a.max_steps.unwrap_or(0),
+                        }),
+                        SubtaskKind::Orchestrator(o) => pb::subtask_spec::Kind::Orchestrator(pb::OrchestratorSpec {
+                            goal: o.goal.clone(),
+                            model: o.model.clone(),
+                            tools: o.tools.clone(),
+                            max_steps: o.max_steps.unwrap_or(0),
+                        }),
+                    }),
                 })
                 .collect(),
+            limits: Some(pb::RunLimits {
+                max_subagents: spec.limits.max_subagents,
+                max_tool_calls: spec.limits.max_tool_calls,
+                orchestrator_max_steps: spec.limits.orchestrator_max_steps,
+                subagent_max_steps: spec.limits.subagent_max_steps,
+                max_tokens: spec.limits.max_tokens.unwrap_or(0),
+            }),
         }
     }
 }
@@ -119,6 +166,7 @@ impl From<RunState> for pb::RunState {
             RunState::Succeeded => Self::Succeeded,
             RunState::Failed => Self::Failed,
             RunState::Cancelled => Self::Cancelled,
+            RunState::BudgetExceeded => Self::BudgetExceeded,
         }
     }
 }
@@ -134,6 +182,7 @@ impl From<SubtaskState> for pb::SubtaskState {
             SubtaskState::Failed => Self::Failed,
             SubtaskState::Skipped => Self::Skipped,
             SubtaskState::Cancelled => Self::Cancelled,
+            SubtaskState::Waiting => Self::Waiting,
         }
     }
 }
@@ -177,6 +226,9 @@ impl From<&RunSummary> for pb::RunSummary {
             critical_steps: s.critical_steps,
             total_steps: s.total_steps,
             parallelism: s.parallelism,
+            agent_tool_calls: s.agent_tool_calls,
+            subagents: s.subagents,
+            tokens: s.tokens,
         }
     }
 }
@@ -188,6 +240,7 @@ mod tests {
     #[test]
     fn decoding_collects_every_field_error() {
         let spec = pb::RunSpec {
+            limits: None,
             name: "x".into(),
             subtasks: vec![
                 pb::SubtaskSpec { id: "a".into(), kind: None, ..Default::default() },
@@ -209,7 +262,8 @@ mod tests {
 
     #[test]
     fn spec_round_trips_through_the_wire() {
-        let spec = RunSpec { limits: Default::default(),
+        let spec = RunSpec {
+            limits: Default::default(),
             name: "n".into(),
             subtasks: vec![
                 SubtaskSpec::tool("a", "echo", serde_json::json!({"text": "hi"})),

@@ -234,7 +234,19 @@ impl RunRepo {
             Op::Delete { key: self.header_key(run) },
             Op::Delete { key: self.spec_key(run) },
             Op::DeletePrefix { prefix: self.subtasks_prefix(run) },
+            Op::DeletePrefix { prefix: format!("{}turns/{run}/", self.prefix).into_bytes() },
+            Op::DeletePrefix { prefix: format!("{}spawns/{run}/", self.prefix).into_bytes() },
         ]
+    }
+
+    /// The write of one turn of an agent's transcript (`turns/{run}/{subtask}/{index}`).
+    pub fn turn_op<T: Serialize>(&self, run: &RunId, subtask: &SubtaskId, index: u32, turn: &T) -> Op {
+        Op::put(format!("{}turns/{run}/{subtask}/{index:06}", self.prefix), encode(turn))
+    }
+
+    /// The write of an orchestrator's spawn record (`spawns/{run}/{subtask}/{stage}`).
+    pub fn spawn_op<T: Serialize>(&self, run: &RunId, subtask: &SubtaskId, stage: u32, record: &T) -> Op {
+        Op::put(format!("{}spawns/{run}/{subtask}/{stage:04}", self.prefix), encode(record))
     }
 
     /// The write of a header, for batching.

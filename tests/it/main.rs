@@ -1,6 +1,7 @@
 //! Swarm's integration tests, in one binary: real gRPC over loopback against in-process
 //! coordinators and workers.
 
+mod agents;
 mod api;
 mod failover;
 mod payloads;

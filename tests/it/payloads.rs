@@ -14,7 +14,8 @@ use swarm_tests::harness::{TestCluster, submit, wait_done};
 async fn a_ten_mib_output_is_offloaded_and_the_run_completes() {
     let tc = TestCluster::start(1, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client").max_decoding_message_size(64 * 1024 * 1024);
-    let spec = RunSpec { limits: Default::default(),
+    let spec = RunSpec {
+        limits: Default::default(),
         name: "big".into(),
         subtasks: vec![
             SubtaskSpec::tool("big", "big", json!({"bytes": 10 * 1024 * 1024})),
@@ -51,7 +52,8 @@ async fn an_oversized_submit_is_resource_exhausted_with_the_limit() {
     let tc = TestCluster::start(0, 1).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
     let text = "x".repeat(60 * 1024);
-    let spec = RunSpec { limits: Default::default(),
+    let spec = RunSpec {
+        limits: Default::default(),
         name: "huge".into(),
         subtasks: (0..300).map(|i| SubtaskSpec::tool(format!("s{i}"), "echo", json!({"text": text}))).collect(),
     };
@@ -71,7 +73,8 @@ async fn a_ten_thousand_subtask_run_is_stored_whole_in_etcd() {
     let mut c = tc.client().await.expect("client");
     // ~2.5 MB of spec: more than etcd takes in one request, so it is offloaded.
     let pad = "p".repeat(200);
-    let spec = RunSpec { limits: Default::default(),
+    let spec = RunSpec {
+        limits: Default::default(),
         name: "wide".into(),
         subtasks: (0..10_000).map(|i| SubtaskSpec::tool(format!("s{i}"), "echo", json!({"text": pad}))).collect(),
     };

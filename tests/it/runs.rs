@@ -112,7 +112,8 @@ async fn watch_resumes_after_seq_without_gap_or_duplicate() {
 async fn concurrent_runs_share_workers_fairly() {
     let tc = TestCluster::start(1, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
-    let wide = |name: &str| RunSpec { limits: Default::default(),
+    let wide = |name: &str| RunSpec {
+        limits: Default::default(),
         name: name.into(),
         subtasks: (0..40).map(|i| SubtaskSpec::tool(format!("t{i}"), "record", json!({"ms": 10}))).collect(),
     };
@@ -188,7 +189,8 @@ async fn lost_worker_attempts_are_requeued_and_the_run_completes() {
 async fn transient_failures_are_retried_and_permanent_ones_skip_dependents() {
     let tc = TestCluster::start(1, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
-    let spec = RunSpec { limits: Default::default(),
+    let spec = RunSpec {
+        limits: Default::default(),
         name: "failures".into(),
         subtasks: vec![
             SubtaskSpec::tool("flaky", "flaky", json!({"fail_times": 2})),

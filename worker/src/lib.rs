@@ -12,6 +12,8 @@
 //! With a store, the worker also registers under a lease (`{prefix}workers/{id}`); if the lease
 //! is lost the coordinator re-queues the worker's attempts, so the worker cancels them itself.
 
+pub mod agent;
+pub mod model;
 pub mod tools;
 
 use std::collections::{BTreeMap, HashMap};
@@ -68,6 +70,8 @@ pub struct WorkerConfig {
     pub labels: HashMap<String, String>,
     /// TTL of the registration lease (with a store).
     pub lease_ttl: Duration,
+    /// Models for agent subtasks; with none, the worker runs no agents.
+    pub models: Arc<model::ModelRegistry>,
 }
 
 impl WorkerConfig {
@@ -79,6 +83,7 @@ impl WorkerConfig {
             slots: 64,
             labels: HashMap::new(),
             lease_ttl: Duration::from_secs(5),
+            models: Arc::new(model::ModelRegistry::new()),
         }
     }
 }
@@ -100,6 +105,12 @@ struct Running {
     subtask_id: String,
     attempt: u32,
     token: CancellationToken,
+}
+
+/// What goes up the stream, in order.
+enum Up {
+    Report(pb::AttemptReport),
+    Step(pb::AgentStepReport),
 }
 
 /// What the worker holds across connections.
@@ -149,7 +160,7 @@ pub async fn run(
     }
     let held = Arc::new(Held::default());
     let attempts = TaskTracker::new();
-    let (report_tx, mut report_rx) = mpsc::channel::<pb::AttemptReport>(config.slots as usize + 64);
+    let (report_tx, mut report_rx) = mpsc::channel::<Up>(config.slots as usize * 4 + 64);
     let background = TaskTracker::new();
     if let CoordinatorSource::Store { store, prefix } = &config.source {
         background.spawn(register(
@@ -169,6 +180,7 @@ pub async fn run(
     let mut delays = backoff.build();
     let ctx = AttemptCtx {
         tools,
+        models: config.models.clone(),
         attempts: attempts.clone(),
         held: held.clone(),
         reports: report_tx,
@@ -301,9 +313,10 @@ async fn register(
 /// What starting an attempt needs.
 struct AttemptCtx {
     tools: Arc<ToolRegistry>,
+    models: Arc<model::ModelRegistry>,
     attempts: TaskTracker,
     held: Arc<Held>,
-    reports: mpsc::Sender<pb::AttemptReport>,
+    reports: mpsc::Sender<Up>,
     shutdown: CancellationToken,
 }
 
@@ -313,7 +326,7 @@ async fn session(
     url: &str,
     config: &WorkerConfig,
     ctx: &AttemptCtx,
-    reports: &mut mpsc::Receiver<pb::AttemptReport>,
+    reports: &mut mpsc::Receiver<Up>,
     leader_changed: &CancellationToken,
 ) -> Result<(), tonic::Status> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
@@ -325,8 +338,13 @@ async fn session(
     let channel = endpoint.connect().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let (out_tx, out_rx) = mpsc::channel::<pb::WorkerMessage>(256);
-    // Everything queued is also in `unacked`, which is re-sent below.
-    while reports.try_recv().is_ok() {}
+    // Queued reports are also in `unacked`, which is re-sent below; queued agent steps are not.
+    let mut steps_backlog = Vec::new();
+    while let Ok(up) = reports.try_recv() {
+        if let Up::Step(s) = up {
+            steps_backlog.push(s);
+        }
+    }
     let hello = pb::WorkerHello {
         worker_id: config.worker_id.to_string(),
         slots: config.slots,
@@ -339,6 +357,12 @@ async fn session(
                 read_only: t.read_only,
                 idempotent: t.idempotent,
             })
+            .chain((!ctx.models.is_empty()).then(|| pb::ToolInfo {
+                name: swarm_core::agent::AGENT_CAPABILITY.into(),
+                description: "runs agent and orchestrator loops".into(),
+                read_only: false,
+                idempotent: false,
+            }))
             .collect(),
         labels: config.labels.clone(),
         held: ctx.held.declare(),
@@ -391,16 +415,18 @@ async fn session(
                 Err(status) => return Err(status),
             },
             Some(first) = reports.recv() => {
-                let mut batch = vec![first];
-                while batch.len() < REPORT_BATCH {
+                // Batch whatever queued meanwhile, keeping the order of steps and reports.
+                let mut queued = vec![first];
+                while queued.len() < REPORT_BATCH {
                     match reports.try_recv() {
-                        Ok(r) => batch.push(r),
+                        Ok(r) => queued.push(r),
                         Err(_) => break,
                     }
                 }
-                let msg = pb::worker_message::Msg::Reports(pb::AttemptReports { reports: batch });
-                if out_tx.send(pb::WorkerMessage { msg: Some(msg) }).await.is_err() {
-                    return Ok(());
+                for msg in batch_in_order(queued) {
+                    if out_tx.send(pb::WorkerMessage { msg: Some(msg) }).await.is_err() {
+                        return Ok(());
+                    }
                 }
             }
             _ = heartbeat.tick() => {
@@ -411,6 +437,20 @@ async fn session(
             _ = ctx.shutdown.cancelled() => return Ok(()),
         }
     }
+}
+
+/// Consecutive reports go in one message, consecutive steps in another.
+fn batch_in_order(queued: Vec<Up>) -> Vec<pb::worker_message::Msg> {
+    let mut out = Vec::new();
+    for up in queued {
+        match (up, out.last_mut()) {
+            (Up::Report(r), Some(pb::worker_message::Msg::Reports(b))) => b.reports.push(r),
+            (Up::Step(s), Some(pb::worker_message::Msg::Steps(b))) => b.steps.push(s),
+            (Up::Report(r), _) => out.push(pb::worker_message::Msg::Reports(pb::AttemptReports { reports: vec![r] })),
+            (Up::Step(s), _) => out.push(pb::worker_message::Msg::Steps(pb::AgentSteps { steps: vec![s] })),
+        }
+    }
+    out
 }
 
 fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
@@ -427,8 +467,41 @@ fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
     let tool = ctx.tools.get(&a.tool).cloned();
     let held = ctx.held.clone();
     let reports = ctx.reports.clone();
+    let tools = ctx.tools.clone();
+    let models = ctx.models.clone();
     ctx.attempts.spawn(async move {
         let started_us = now_us();
+        if let Some(task) = &a.agent {
+            let steps = reports.clone();
+            let fence = a.fence;
+            let run = agent::AgentRun {
+                task,
+                run_id: &a.run_id,
+                subtask_id: &a.subtask_id,
+                attempt: a.attempt,
+                tools: &tools,
+                models: &models,
+                cancel: token.clone(),
+            };
+            let result = agent::run(run, |turn| {
+                let step = pb::AgentStepReport { fence, turn_json: serde_json::to_string(turn).unwrap_or_default() };
+                // Bounded: a worker that cannot send steps fast enough slows its agents down.
+                let _ = steps.try_send(Up::Step(step));
+            })
+            .await;
+            let outcome = match result {
+                Ok(agent::AgentOutcome::Answer(text)) => {
+                    pb::attempt_report::Outcome::OutputJson(serde_json::json!({ "answer": text }).to_string())
+                }
+                Ok(agent::AgentOutcome::Suspend { turn, spawns }) => pb::attempt_report::Outcome::Suspended(pb::Suspended {
+                    turn_json: serde_json::to_string(&turn).unwrap_or_default(),
+                    spawns_json: serde_json::to_string(&spawns).unwrap_or_default(),
+                }),
+                Err(e) => pb::attempt_report::Outcome::Error(pb::AttemptError { kind: pb::FailureKind::from(e.kind).into(), message: e.message }),
+            };
+            finish(&held, &reports, a, started_us, outcome).await;
+            return;
+        }
         let outcome = match tool {
             None => Err(ToolError::permanent(format!("tool `{}` is not offered by this worker", a.tool))),
             Some(tool) => {
@@ -452,7 +525,6 @@ fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                 }
             }
         };
-        let finished_us = now_us();
         let outcome = outcome.map(|value| value.to_string()).and_then(|text| {
             if text.len() > MAX_OUTPUT_BYTES {
                 Err(ToolError::permanent(format!(
@@ -470,19 +542,30 @@ fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                 message: e.message,
             }),
         };
-        let report = pb::AttemptReport {
-            run_id: a.run_id,
-            subtask_id: a.subtask_id,
-            attempt: a.attempt,
-            fence: a.fence,
-            started_at: Some(timestamp(started_us)),
-            finished_at: Some(timestamp(finished_us)),
-            outcome: Some(outcome),
-        };
-        held.unacked.lock().unwrap_or_else(|e| e.into_inner()).insert(a.fence, report.clone());
-        held.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&a.fence);
-        let _ = reports.send(report).await;
+        finish(&held, &reports, a, started_us, outcome).await;
     });
+}
+
+/// Keeps the attempt's report until it is acknowledged, and sends it.
+async fn finish(
+    held: &Held,
+    reports: &mpsc::Sender<Up>,
+    a: pb::Assignment,
+    started_us: u64,
+    outcome: pb::attempt_report::Outcome,
+) {
+    let report = pb::AttemptReport {
+        run_id: a.run_id,
+        subtask_id: a.subtask_id,
+        attempt: a.attempt,
+        fence: a.fence,
+        started_at: Some(timestamp(started_us)),
+        finished_at: Some(timestamp(now_us())),
+        outcome: Some(outcome),
+    };
+    held.unacked.lock().unwrap_or_else(|e| e.into_inner()).insert(a.fence, report.clone());
+    held.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&a.fence);
+    let _ = reports.send(Up::Report(report)).await;
 }
 
 async fn with_timeout(call: tools::ToolFuture, timeout: Option<Duration>) -> Result<serde_json::Value, ToolError> {

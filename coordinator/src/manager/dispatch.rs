@@ -54,14 +54,16 @@ impl Manager {
         self.apply(key, EngineEvent::Dispatched { subtask: sub, worker: worker_id, fence: Fence(fence) });
         let Some(entry) = self.runs.get(&key) else { return };
         let node = entry.engine.dag().node(sub);
+        let agent = agent_task(&entry.engine, sub);
         let assignment = pb::Assignment {
             run_id: entry.engine.run_id().to_string(),
             subtask_id: node.id.to_string(),
             attempt: entry.engine.slot(sub).attempt.0,
             fence,
-            tool: node.tool.to_string(),
+            tool: if agent.is_some() { String::new() } else { node.tool.to_string() },
             args_json: node.args_json.to_string(),
             timeout: node.timeout.map(|d| duration_us(d.as_micros() as u64)),
+            agent,
         };
         let worker = &mut self.workers[w];
         worker.running += 1;
@@ -111,4 +113,32 @@ impl Manager {
             warn!("store sink stopped; writes dropped");
         }
     }
+}
+
+/// The agent part of an assignment: spec, transcript so far, caps.
+fn agent_task(engine: &swarm_core::RunEngine, sub: u32) -> Option<pb::AgentTask> {
+    use swarm_core::dag::Work;
+    let node = engine.dag().node(sub);
+    let slot = engine.slot(sub);
+    let limits = engine.dag().limits();
+    let (orchestrator, spec_json, cap, max) = match &node.work {
+        Work::Tool => return None,
+        Work::Agent(a) => (false, serde_json::to_string(a.as_ref()), limits.subagent_max_steps, a.max_steps),
+        Work::Orchestrator(o) => (true, serde_json::to_string(o.as_ref()), limits.orchestrator_max_steps, o.max_steps),
+    };
+    let turns: Vec<&swarm_core::agent::Turn> =
+        slot.agent.as_ref().map(|a| a.turns.iter().map(|t| t.as_ref()).collect()).unwrap_or_default();
+    // Spawned subagents are named `{orchestrator}:{stage}:{name}:{n}`; their name is the third part.
+    let name = match node.parent {
+        Some(_) => node.id.as_str().rsplit(':').nth(1).unwrap_or(node.id.as_str()).to_owned(),
+        None => node.id.to_string(),
+    };
+    Some(pb::AgentTask {
+        orchestrator,
+        spec_json: spec_json.unwrap_or_default(),
+        transcript_json: serde_json::to_string(&turns).unwrap_or_else(|_| "[]".into()),
+        name,
+        max_steps: max.unwrap_or(cap).min(cap),
+        steps_taken: slot.steps,
+    })
 }

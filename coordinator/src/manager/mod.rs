@@ -87,6 +87,8 @@ pub enum Command {
     WorkerJoined { conn: u64, hello: pb::WorkerHello, tx: WorkerTx },
     /// Attempt results from a worker.
     WorkerReports { conn: u64, reports: Vec<pb::AttemptReport> },
+    /// Turns of agents running on a worker.
+    WorkerSteps { conn: u64, steps: Vec<pb::AgentStepReport> },
     /// A worker's stream ended.
     WorkerLeft { conn: u64 },
     /// A worker's registration lease expired in the store.
@@ -161,6 +163,8 @@ struct RunEntry {
     recovering: bool,
     /// Ready subtasks whose tool no connected worker offers.
     parked: Vec<u32>,
+    /// When live accounting was last computed, and its (critical, total) steps.
+    live: (u64, (u64, u64)),
 }
 
 /// A run in the listing: live (an engine) or ended before this term (a header).
@@ -335,6 +339,11 @@ impl Manager {
             Command::WorkerReports { conn, reports } => {
                 for report in reports {
                     self.report(conn, report);
+                }
+            }
+            Command::WorkerSteps { conn, steps } => {
+                for step in steps {
+                    self.agent_step(conn, step);
                 }
             }
             Command::WorkerLeft { conn } => {

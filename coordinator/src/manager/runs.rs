@@ -27,10 +27,13 @@ impl Manager {
         let engine = engine.unwrap_or_else(|| {
             RunEngine::new(run_id.clone(), dag.clone(), self.config.retry.clone(), header.submitted_us, seed)
         });
-        let log = EventLog::new(run_id.clone(), dag, now_us());
+        let log = EventLog::new(run_id.clone(), &dag, now_us());
         let key = self.next_run;
         self.next_run += 1;
-        self.runs.insert(key, RunEntry { engine, log, header, in_ring: false, recovering: false, parked: Vec::new() });
+        self.runs.insert(
+            key,
+            RunEntry { engine, log, header, in_ring: false, recovering: false, parked: Vec::new(), live: (0, (0, 0)) },
+        );
         self.listing.insert(run_id, Listed::Live(key));
         self.enqueue(key);
         key
@@ -88,6 +91,11 @@ impl Manager {
             self.act(key, action, now);
         }
         self.actions = actions;
+        if let Some(entry) = self.runs.get(&key)
+            && entry.log.known_ids() < entry.engine.dag().len()
+        {
+            entry.log.sync_ids(entry.engine.dag());
+        }
         self.enqueue(key);
     }
 
@@ -96,8 +104,57 @@ impl Manager {
         let Some(entry) = self.runs.get_mut(&key) else { return };
         match action {
             Action::Publish(update) => {
+                if entry.log.known_ids() < entry.engine.dag().len() {
+                    entry.log.sync_ids(entry.engine.dag());
+                }
                 let summary = matches!(update, Update::Finished { .. }).then(|| Arc::new(entry.engine.summary(now)));
-                entry.log.append(LogEntry { time_us: now, update: Some(update), summary });
+                let live = match update {
+                    Update::Step { .. } => {
+                        // Live accounting is a longest-path pass: refresh it at most every 20 ms.
+                        if now.saturating_sub(entry.live.0) > 20_000 {
+                            let s = entry.engine.summary(now);
+                            entry.live = (now, (s.critical_steps, s.total_steps));
+                        }
+                        Some(entry.live.1)
+                    }
+                    _ => None,
+                };
+                entry.log.append(LogEntry { time_us: now, update: Some(update), summary, live });
+            }
+            Action::PersistTurn { subtask, index } => {
+                let turn = entry.engine.slot(subtask).agent.as_ref().and_then(|a| a.turns.get(index as usize));
+                if let Some(turn) = turn {
+                    let op = self.repo.turn_op(
+                        entry.engine.run_id(),
+                        &entry.engine.dag().node(subtask).id,
+                        index,
+                        turn.as_ref(),
+                    );
+                    self.writes.push(op);
+                }
+            }
+            Action::PersistSpawn { subtask, stage } => {
+                let engine = &entry.engine;
+                let children = engine
+                    .slot(subtask)
+                    .agent
+                    .as_ref()
+                    .and_then(|a| a.stages.get(stage.saturating_sub(1) as usize))
+                    .map(|s| s.children.clone())
+                    .unwrap_or_default();
+                let record: Vec<serde_json::Value> = children
+                    .iter()
+                    .map(|&c| {
+                        let node = engine.dag().node(c);
+                        let spec = match &node.work {
+                            swarm_core::dag::Work::Agent(a) => serde_json::to_value(a.as_ref()).unwrap_or_default(),
+                            _ => serde_json::Value::Null,
+                        };
+                        serde_json::json!({ "id": node.id, "agent": spec })
+                    })
+                    .collect();
+                let op = self.repo.spawn_op(engine.run_id(), &engine.dag().node(subtask).id, stage, &record);
+                self.writes.push(op);
             }
             Action::Persist { subtask } => {
                 let slot = entry.engine.slot(subtask);

@@ -159,6 +159,30 @@ impl Manager {
                 started_us,
                 finished_us,
             },
+            Some(pb::attempt_report::Outcome::Suspended(s)) => {
+                let parsed = serde_json::from_str::<swarm_core::agent::Turn>(&s.turn_json).and_then(|turn| {
+                    serde_json::from_str::<Vec<swarm_core::agent::SpawnRequest>>(&s.spawns_json)
+                        .map(|spawns| (turn, spawns))
+                });
+                match parsed {
+                    Ok((turn, spawns)) => EngineEvent::Spawned {
+                        subtask: f.subtask,
+                        fence,
+                        turn: std::sync::Arc::new(turn),
+                        spawns,
+                        started_us,
+                        finished_us,
+                    },
+                    Err(e) => EngineEvent::Failed {
+                        subtask: f.subtask,
+                        fence,
+                        kind: swarm_core::FailureKind::Transient,
+                        message: format!("the worker's spawn request was malformed: {e}"),
+                        started_us,
+                        finished_us,
+                    },
+                }
+            }
             None => EngineEvent::Failed {
                 subtask: f.subtask,
                 fence,
@@ -169,5 +193,25 @@ impl Manager {
             },
         };
         self.apply(f.run, event);
+    }
+
+    /// A turn of a running agent: extend its transcript.
+    pub(super) fn agent_step(&mut self, conn: u64, step: pb::AgentStepReport) {
+        let Some(&w) = self.by_conn.get(&conn) else { return };
+        let Some(f) = self.inflight.get(&step.fence).copied().filter(|f| f.worker == w) else {
+            self.stats.stale_reports += 1;
+            return;
+        };
+        match serde_json::from_str::<swarm_core::agent::Turn>(&step.turn_json) {
+            Ok(turn) => {
+                let event = EngineEvent::StepRecorded {
+                    subtask: f.subtask,
+                    fence: Fence(step.fence),
+                    turn: std::sync::Arc::new(turn),
+                };
+                self.apply(f.run, event);
+            }
+            Err(e) => warn!(fence = step.fence, error = %e, "malformed agent step ignored"),
+        }
     }
 }

@@ -72,10 +72,19 @@ impl RunEngine {
         self.counts.agent_tool_calls += calls;
         self.counts.tokens += tokens;
         out.push(Action::PersistTurn { subtask, index });
-        out.push(Action::Publish(Update::Step { subtask, steps, tool_calls: calls }));
+        if calls > 0 {
+            out.push(Action::Publish(Update::Step { subtask, steps, tool_calls: calls }));
+        }
     }
 
-    pub(super) fn step_recorded(&mut self, subtask: u32, fence: Fence, turn: Arc<Turn>, now_us: u64, out: &mut Vec<Action>) {
+    pub(super) fn step_recorded(
+        &mut self,
+        subtask: u32,
+        fence: Fence,
+        turn: Arc<Turn>,
+        now_us: u64,
+        out: &mut Vec<Action>,
+    ) {
         if !self.is_current(subtask, fence) || self.slots[subtask as usize].agent.is_none() {
             return;
         }
@@ -120,8 +129,12 @@ impl RunEngine {
             }
             self.counts.spawned += 1;
             let parent_id = self.dag.node(subtask).id.as_str();
-            let name: String =
-                spawn.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(40).collect();
+            let name: String = spawn
+                .name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                .take(40)
+                .collect();
             let id = SubtaskId::from(format!("{parent_id}:{stage}:{name}:{k}"));
             let mut agent = spawn.agent;
             agent.max_steps = Some(agent.max_steps.unwrap_or(cap).min(cap));
@@ -152,7 +165,12 @@ impl RunEngine {
         self.record_turn(subtask, turn, Some(children.clone()), out);
         let stage_no = self.agent_mut(subtask).map_or(0, |a| a.stages.len() as u32);
         out.push(Action::PersistSpawn { subtask, stage: stage_no });
-        out.push(Action::Publish(Update::Spawned { subtask, stage: stage_no, children, refused: refused.len() as u32 }));
+        out.push(Action::Publish(Update::Spawned {
+            subtask,
+            stage: stage_no,
+            children,
+            refused: refused.len() as u32,
+        }));
         let agent = self.agent_mut(subtask).expect("orchestrators have agent state");
         agent.pending_results.extend(refused);
         agent.waiting = accepted;

@@ -171,7 +171,14 @@ pub enum EngineEvent {
     /// An agent or orchestrator finished a turn that called tools (and ran them).
     StepRecorded { subtask: u32, fence: Fence, turn: Arc<Turn> },
     /// An orchestrator's turn assigned tasks to subagents: the attempt ends and a stage opens.
-    Spawned { subtask: u32, fence: Fence, turn: Arc<Turn>, spawns: Vec<SpawnRequest>, started_us: u64, finished_us: u64 },
+    Spawned {
+        subtask: u32,
+        fence: Fence,
+        turn: Arc<Turn>,
+        spawns: Vec<SpawnRequest>,
+        started_us: u64,
+        finished_us: u64,
+    },
     /// A worker holds an attempt this engine did not dispatch (it was dispatched under an
     /// earlier leader): adopt it as the subtask's running attempt, unless the subtask has
     /// ended or runs another attempt.
@@ -683,7 +690,8 @@ mod tests {
     use serde_json::json;
 
     fn engine(subtasks: Vec<SubtaskSpec>, policy: RetryPolicy) -> RunEngine {
-        let dag = Dag::build(&RunSpec { limits: Default::default(), name: "t".into(), subtasks }, &Limits::default()).expect("valid");
+        let dag = Dag::build(&RunSpec { limits: Default::default(), name: "t".into(), subtasks }, &Limits::default())
+            .expect("valid");
         RunEngine::new(RunId::from("r"), Arc::new(dag), policy, 0, 1)
     }
     fn t(id: &str) -> SubtaskSpec {
@@ -812,7 +820,11 @@ mod tests {
             error: None,
         };
         let dag = Dag::build(
-            &RunSpec { limits: Default::default(), name: "t".into(), subtasks: vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")] },
+            &RunSpec {
+                limits: Default::default(),
+                name: "t".into(),
+                subtasks: vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")],
+            },
             &Limits::default(),
         )
         .expect("valid");

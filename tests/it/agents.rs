@@ -1,0 +1,255 @@
+//! Agents end to end: the orchestrator and its subagents across workers, the agent loop against
+//! an OpenAI-compatible server (retries, malformed tool-call JSON), resuming from the transcript
+//! after a worker is lost, step caps and budgets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use swarm_core::agent::{AgentSpec, OrchestratorSpec};
+use swarm_core::{RunSpec, SubtaskKind, SubtaskSpec};
+use swarm_proto::pb::{self, run_event::Event};
+use swarm_store::MemoryStore;
+use swarm_tests::fixture::{Canned, ModelFixture, completion};
+use swarm_tests::harness::{TestCluster, submit, wait_done, wait_for_events};
+use swarm_worker::model::{EndpointConfig, ModelRegistry, OpenAiModel, ScriptedModel};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn models(scripted: ScriptedModel) -> Arc<ModelRegistry> {
+    let mut m = ModelRegistry::new();
+    m.register("scripted", Arc::new(scripted));
+    Arc::new(m)
+}
+
+fn subtask(id: &str, kind: SubtaskKind) -> SubtaskSpec {
+    SubtaskSpec { id: id.into(), kind, depends_on: vec![], timeout: None }
+}
+
+fn agent(input: &str, model: &str, tools: &[&str]) -> SubtaskKind {
+    SubtaskKind::Agent(AgentSpec {
+        instructions: "You are a careful assistant.".into(),
+        input: input.into(),
+        model: model.into(),
+        tools: tools.iter().map(|t| t.to_string()).collect(),
+        max_steps: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_runs_100_subagents_across_3_workers() {
+    let tc = TestCluster::start_with(Arc::new(MemoryStore::new()), models(ScriptedModel::demo(100, 15, 2)), 3, 64)
+        .await
+        .expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let mut spec = RunSpec::new(
+        "swarm",
+        vec![subtask(
+            "lead",
+            SubtaskKind::Orchestrator(OrchestratorSpec {
+                goal: "research".into(),
+                model: "scripted".into(),
+                tools: vec![],
+                max_steps: None,
+            }),
+        )],
+    );
+    spec.limits.max_tool_calls = 2000;
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+    let s = run.summary.clone().expect("summary");
+    assert_eq!(s.subagents, 100);
+    assert_eq!(s.critical_steps, 1 + 15, "one orchestrator stage plus the slowest subagent's 15 steps");
+    assert_eq!(s.total_steps, 1 + 100 * 15);
+    assert_eq!(s.agent_tool_calls, 1 + 100 + 100 * 15);
+    let lead = run.subtasks.iter().find(|t| t.id == "lead").expect("lead");
+    assert_eq!(lead.output_json, json!({"answer": "merged the findings"}).to_string());
+    let workers: std::collections::BTreeSet<&str> =
+        run.subtasks.iter().filter(|t| t.id.starts_with("lead:")).map(|t| t.worker_id.as_str()).collect();
+    assert_eq!(workers.len(), 3, "subagents ran on every worker: {workers:?}");
+    // The stage and the steps were visible live.
+    let events = wait_for_events(&mut c, &run_id, DEADLINE, |e| {
+        matches!(e.last().and_then(|e| e.event.as_ref()), Some(Event::RunFinished(_)))
+    })
+    .await
+    .expect("events");
+    let stage = events.iter().find_map(|e| match &e.event {
+        Some(Event::StageStarted(s)) => Some(s.clone()),
+        _ => None,
+    });
+    assert_eq!(stage.map(|s| s.subagent_ids.len()), Some(100));
+    assert_eq!(events.iter().filter(|e| matches!(e.event, Some(Event::AgentStep(_)))).count(), 1 + 1500);
+    tc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_loop_speaks_openai_and_survives_429_500_and_bad_json() {
+    let fixture = ModelFixture::start(vec![
+        Canned::Status(429, Some(1)),
+        Canned::Status(500, None),
+        Canned::Ok(completion(None, vec![("c1", "echo", r#"{"text": "hello"}"#), ("c2", "echo", "{not json")])),
+        Canned::Ok(completion(Some("the answer is hello"), vec![])),
+    ])
+    .await
+    .expect("fixture");
+    // The key comes from the environment, never from the request.
+    let key_var = "SWARM_TEST_FIXTURE_KEY";
+    // SAFETY-free: set before any worker reads it; the variable is private to this test.
+    let config = EndpointConfig {
+        base_url: fixture.base_url(),
+        model: "fixture-model".into(),
+        api_key_env: None,
+        api_key_file: Some(write_key_file("sk-test-sentinel")),
+        dialect: Default::default(),
+        timeout_secs: Some(5),
+        max_retries: Some(4),
+    };
+    let _ = key_var;
+    let mut m = ModelRegistry::new();
+    m.register("fixture", Arc::new(OpenAiModel::new(&config).expect("client")));
+    let tc = TestCluster::start_with(Arc::new(MemoryStore::new()), Arc::new(m), 1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let spec = RunSpec::new("loop", vec![subtask("solo", agent("say hello", "fixture", &["echo"]))]);
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+    assert_eq!(run.subtasks[0].output_json, json!({"answer": "the answer is hello"}).to_string());
+
+    let seen = fixture.seen();
+    assert_eq!(seen.len(), 4, "429 and 500 were retried");
+    assert!(seen[1].at - seen[0].at >= Duration::from_millis(950), "Retry-After: 1 was honoured");
+    assert!(seen.iter().all(|s| s.authorization.as_deref() == Some("Bearer sk-test-sentinel")));
+    let first = &seen[0].body;
+    assert_eq!(first["model"], "fixture-model");
+    assert_eq!(first["tools"][0]["function"]["name"], "echo");
+    // The last request carries both tool results: the echo output, and the JSON error the
+    // model must see for its malformed call.
+    let messages = seen[3].body["messages"].as_array().expect("messages").clone();
+    let tool_msgs: Vec<&serde_json::Value> = messages.iter().filter(|m| m["role"] == "tool").collect();
+    assert_eq!(tool_msgs.len(), 2);
+    assert_eq!(tool_msgs[0]["tool_call_id"], "c1");
+    assert!(tool_msgs[0]["content"].as_str().unwrap_or("").contains("hello"));
+    assert!(tool_msgs[1]["content"].as_str().unwrap_or("").contains("not valid JSON"), "{:?}", tool_msgs[1]);
+    let s = run.summary.expect("summary");
+    assert_eq!((s.critical_steps, s.agent_tool_calls), (1, 2));
+    assert_eq!(s.tokens, 2 * 15, "token usage is recorded");
+    tc.stop().await;
+}
+
+fn write_key_file(key: &str) -> String {
+    let path = std::env::temp_dir().join(format!("swarm-key-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::write(&path, key).expect("key file");
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_model_call_times_out_and_is_retried() {
+    let fixture = ModelFixture::start(vec![Canned::Hang, Canned::Ok(completion(Some("late but fine"), vec![]))])
+        .await
+        .expect("fixture");
+    let config = EndpointConfig {
+        base_url: fixture.base_url(),
+        model: "m".into(),
+        api_key_env: None,
+        api_key_file: None,
+        dialect: Default::default(),
+        timeout_secs: Some(1),
+        max_retries: Some(2),
+    };
+    let mut m = ModelRegistry::new();
+    m.register("fixture", Arc::new(OpenAiModel::new(&config).expect("client")));
+    let tc = TestCluster::start_with(Arc::new(MemoryStore::new()), Arc::new(m), 1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let run_id =
+        submit(&mut c, &RunSpec::new("hang", vec![subtask("a", agent("go", "fixture", &[]))])).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32);
+    assert_eq!(fixture.seen().len(), 2);
+    tc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_agent_resumes_from_its_transcript_without_rerunning_recorded_calls() {
+    let script = ScriptedModel::from_yaml(
+        "agents:\n  '*':\n    - repeat: 6\n      tool_calls: [{name: record, arguments: {ms: 150}}]\n    - content: finished\n",
+    )
+    .expect("script");
+    let mut tc = TestCluster::start_with(Arc::new(MemoryStore::new()), models(script), 2, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let run_id = submit(&mut c, &RunSpec::new("resume", vec![subtask("a", agent("work", "scripted", &["record"]))]))
+        .await
+        .expect("submit");
+    let events = wait_for_events(&mut c, &run_id, DEADLINE, |e| {
+        e.iter().filter(|e| matches!(e.event, Some(Event::AgentStep(_)))).count() >= 3
+    })
+    .await
+    .expect("three steps");
+    let first_worker = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Some(Event::SubtaskStarted(s)) => Some(s.worker_id.clone()),
+            _ => None,
+        })
+        .expect("started");
+    let index = if first_worker == "w0" { 0 } else { 1 };
+    tc.cluster.stop_worker(index).await;
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+    assert_eq!(run.subtasks[0].attempt, 2);
+    assert_ne!(run.subtasks[0].worker_id, first_worker);
+    let execs = tc.log.of_run(&run_id);
+    let done: Vec<_> = execs.iter().filter(|e| e.completed).collect();
+    assert_eq!(done.len(), 6, "six recorded calls in all, none run twice: {execs:?}");
+    let before = done.iter().filter(|e| e.attempt == 1).count();
+    assert!(before >= 3, "at least three calls finished before the loss");
+    assert_eq!(done.iter().filter(|e| e.attempt == 2).count(), 6 - before);
+    assert_eq!(run.summary.expect("summary").critical_steps, 6);
+    tc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_caps_and_run_budgets_end_runs_clearly() {
+    let script = ScriptedModel::from_yaml(
+        "agents:\n  '*':\n    - repeat: 10\n      tool_calls: [{name: echo, arguments: {text: x}}]\n    - content: never\n",
+    )
+    .expect("script");
+    let tc = TestCluster::start_with(Arc::new(MemoryStore::new()), models(script), 1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+
+    // A step cap of 3: the agent fails with a clear error.
+    let mut capped = subtask("capped", agent("loop", "scripted", &["echo"]));
+    if let SubtaskKind::Agent(a) = &mut capped.kind {
+        a.max_steps = Some(3);
+    }
+    let run_id = submit(&mut c, &RunSpec::new("cap", vec![capped])).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Failed as i32);
+    assert!(run.subtasks[0].error_message.contains("step cap of 3"), "{}", run.subtasks[0].error_message);
+
+    // A run budget of 4 tool calls: BUDGET_EXCEEDED, with the event, and what finished is kept.
+    let mut spec = RunSpec::new(
+        "budget",
+        vec![
+            subtask("quick", SubtaskKind::Tool { tool: "echo".into(), args: json!({"text": "kept"}) }),
+            subtask("spender", agent("loop", "scripted", &["echo"])).after(["quick"]),
+        ],
+    );
+    spec.limits.max_tool_calls = 4;
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::BudgetExceeded as i32);
+    let quick = run.subtasks.iter().find(|s| s.id == "quick").expect("quick");
+    assert_eq!(quick.state, pb::SubtaskState::Succeeded as i32, "finished results are kept");
+    let events = wait_for_events(&mut c, &run_id, DEADLINE, |e| {
+        matches!(e.last().and_then(|e| e.event.as_ref()), Some(Event::RunFinished(_)))
+    })
+    .await
+    .expect("events");
+    let what = events.iter().find_map(|e| match &e.event {
+        Some(Event::BudgetExceeded(b)) => Some(b.what.clone()),
+        _ => None,
+    });
+    assert!(what.is_some_and(|w| w.starts_with("tool calls: 5 used of 4")), "the budget event names the budget");
+    tc.stop().await;
+}

@@ -1,0 +1,256 @@
+//! The agent loop: call the model with the history and the tool definitions, run every tool
+//! call it asks for (the calls of one turn in parallel), append the results, repeat until it
+//! answers without tool calls or hits its step cap.
+//!
+//! Every finished turn is handed to `on_turn` (the worker sends it to the coordinator, which
+//! records it), so a new attempt resumes from the transcript without re-running recorded tool
+//! calls. Malformed tool-call arguments become a tool error the model sees. An orchestrator also
+//! has `create_subagent` and `assign_task`: a turn that assigns tasks ends the attempt with
+//! [`AgentOutcome::Suspend`]; the subagents' answers arrive as the tool results of the next
+//! attempt.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use swarm_core::FailureKind;
+use swarm_core::agent::{
+    ASSIGN_TASK, AgentSpec, CREATE_SUBAGENT, Message, OrchestratorSpec, Role, SpawnRequest, Turn, Usage,
+};
+use swarm_proto::pb;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{ChatRequest, ModelRegistry, ToolDef};
+use crate::tools::{ToolContext, ToolError, ToolRegistry};
+
+/// How an agent attempt ended.
+#[derive(Debug)]
+pub enum AgentOutcome {
+    /// The final answer.
+    Answer(String),
+    /// An orchestrator assigned tasks: wait for the subagents.
+    Suspend { turn: Turn, spawns: Vec<SpawnRequest> },
+}
+
+/// What one agent attempt runs with.
+pub struct AgentRun<'a> {
+    pub task: &'a pb::AgentTask,
+    pub run_id: &'a str,
+    pub subtask_id: &'a str,
+    pub attempt: u32,
+    pub tools: &'a ToolRegistry,
+    pub models: &'a ModelRegistry,
+    pub cancel: CancellationToken,
+}
+
+/// A subagent template from `create_subagent`.
+#[derive(Clone, Debug)]
+struct Template {
+    system_prompt: String,
+    tools: Vec<String>,
+    model: Option<String>,
+}
+
+fn err(kind: FailureKind, message: impl Into<String>) -> ToolError {
+    ToolError { kind, message: message.into() }
+}
+
+/// Runs the loop; `on_turn` receives each finished turn that did not end the attempt.
+pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<AgentOutcome, ToolError> {
+    let (system, first, model_name, allowed) = if a.task.orchestrator {
+        let o: OrchestratorSpec = serde_json::from_str(&a.task.spec_json)
+            .map_err(|e| err(FailureKind::Permanent, format!("bad orchestrator spec: {e}")))?;
+        let system = "You are an orchestrator. Split the goal into parallel subtasks: define subagents with \
+                      create_subagent, then start them with assign_task (several in one turn run in parallel). \
+                      Their answers come back as the results of your assign_task calls. Answer when done."
+            .to_owned();
+        (system, o.goal, o.model, o.tools)
+    } else {
+        let s: AgentSpec = serde_json::from_str(&a.task.spec_json)
+            .map_err(|e| err(FailureKind::Permanent, format!("bad agent spec: {e}")))?;
+        (s.instructions, s.input, s.model, s.tools)
+    };
+    let model = a
+        .models
+        .get(&model_name)
+        .ok_or_else(|| err(FailureKind::Permanent, format!("model `{model_name}` is not configured on this worker")))?
+        .clone();
+    let turns: Vec<Turn> =
+        serde_json::from_str(if a.task.transcript_json.is_empty() { "[]" } else { &a.task.transcript_json })
+            .map_err(|e| err(FailureKind::Permanent, format!("bad transcript: {e}")))?;
+    let mut history = Vec::new();
+    if !system.is_empty() {
+        history.push(Message::text(Role::System, system));
+    }
+    history.push(Message::text(Role::User, first));
+    history.extend(turns.into_iter().flat_map(|t| t.messages));
+
+    let mut defs: Vec<ToolDef> = Vec::new();
+    for name in &allowed {
+        let tool = a
+            .tools
+            .get(name)
+            .ok_or_else(|| err(FailureKind::Permanent, format!("tool `{name}` is not offered by this worker")))?;
+        let info = tool.info();
+        defs.push(ToolDef {
+            name: info.name.clone(),
+            description: info.description.clone(),
+            parameters: json!({"type": "object", "additionalProperties": true}),
+        });
+    }
+    let mut templates: HashMap<String, Template> = HashMap::new();
+    if a.task.orchestrator {
+        defs.push(ToolDef {
+            name: CREATE_SUBAGENT.into(),
+            description: "Define a subagent: a name, its system prompt and the tools it may use.".into(),
+            parameters: json!({"type": "object", "properties": {
+                "name": {"type": "string"}, "system_prompt": {"type": "string"},
+                "tools": {"type": "array", "items": {"type": "string"}}}, "required": ["name", "system_prompt"]}),
+        });
+        defs.push(ToolDef {
+            name: ASSIGN_TASK.into(),
+            description: "Start a subagent on a task; its final answer is this call's result.".into(),
+            parameters: json!({"type": "object", "properties": {
+                "subagent": {"type": "string"}, "task": {"type": "string"}}, "required": ["subagent", "task"]}),
+        });
+        // Templates defined in earlier attempts live in the transcript.
+        for m in &history {
+            for c in m.tool_calls.iter().filter(|c| c.name == CREATE_SUBAGENT) {
+                if let Ok(t) = parse_template(&c.arguments) {
+                    templates.insert(t.0, t.1);
+                }
+            }
+        }
+    }
+
+    let mut steps = a.task.steps_taken;
+    loop {
+        if steps >= a.task.max_steps {
+            return Err(err(
+                FailureKind::Permanent,
+                format!("step cap of {} reached without an answer", a.task.max_steps),
+            ));
+        }
+        let response = tokio::select! {
+            _ = a.cancel.cancelled() => return Err(err(FailureKind::Cancelled, "cancelled")),
+            r = model.chat(ChatRequest { agent: &a.task.name, messages: &history, tools: &defs }) => r,
+        }
+        .map_err(|e| err(e.kind, e.message))?;
+        let assistant = response.message;
+        if assistant.tool_calls.is_empty() {
+            // The answer is recorded too (its tokens count; it is not a step).
+            let answer = assistant.content.clone().unwrap_or_default();
+            on_turn(&Turn { messages: vec![assistant], usage: response.usage });
+            return Ok(AgentOutcome::Answer(answer));
+        }
+        let mut results: Vec<Option<Message>> = vec![None; assistant.tool_calls.len()];
+        let mut spawns = Vec::new();
+        let mut calls = Vec::new();
+        for (k, call) in assistant.tool_calls.iter().enumerate() {
+            let reply = |text: String| Some(Message::tool_result(&call.id, text));
+            if a.task.orchestrator && call.name == CREATE_SUBAGENT {
+                results[k] = match parse_template(&call.arguments) {
+                    Ok((name, t)) => {
+                        templates.insert(name.clone(), t);
+                        reply(format!("created subagent `{name}`"))
+                    }
+                    Err(e) => reply(format!("error: {e}")),
+                };
+            } else if a.task.orchestrator && call.name == ASSIGN_TASK {
+                match parse_assignment(&call.arguments) {
+                    Ok((name, task)) => match templates.get(&name) {
+                        Some(t) => spawns.push(SpawnRequest {
+                            call_id: call.id.clone(),
+                            name: name.clone(),
+                            agent: AgentSpec {
+                                instructions: t.system_prompt.clone(),
+                                input: task,
+                                model: t.model.clone().unwrap_or_else(|| model_name.clone()),
+                                tools: t.tools.clone(),
+                                max_steps: None,
+                            },
+                        }),
+                        None => results[k] = reply(format!("error: no subagent named `{name}`; create it first")),
+                    },
+                    Err(e) => results[k] = reply(format!("error: {e}")),
+                }
+            } else if !allowed.contains(&call.name) {
+                results[k] = reply(format!("error: tool `{}` is not available to this agent", call.name));
+            } else {
+                match serde_json::from_str::<Value>(if call.arguments.trim().is_empty() {
+                    "{}"
+                } else {
+                    &call.arguments
+                }) {
+                    Err(e) => {
+                        results[k] = reply(format!("error: the arguments are not valid JSON ({e}); send a JSON object"))
+                    }
+                    Ok(args) => calls.push((k, call.name.clone(), args)),
+                }
+            }
+        }
+        // The turn's tool calls run in parallel.
+        let runs = calls.into_iter().map(|(k, name, args)| {
+            let tool = a.tools.get(&name).cloned();
+            let ctx = ToolContext {
+                run_id: a.run_id.to_owned(),
+                subtask_id: a.subtask_id.to_owned(),
+                attempt: a.attempt,
+                cancel: a.cancel.child_token(),
+            };
+            async move {
+                let out = match tool {
+                    Some(t) => match t.info().timeout {
+                        Some(limit) => tokio::time::timeout(limit, t.call(args, ctx))
+                            .await
+                            .unwrap_or_else(|_| Err(err(FailureKind::Timeout, "the tool timed out"))),
+                        None => t.call(args, ctx).await,
+                    },
+                    None => Err(err(FailureKind::Permanent, "unknown tool")),
+                };
+                (k, out)
+            }
+        });
+        for (k, out) in futures_util::future::join_all(runs).await {
+            let call = &assistant.tool_calls[k];
+            let text = match out {
+                Ok(v) => v.to_string(),
+                Err(e) if e.kind == FailureKind::Cancelled => return Err(e),
+                Err(e) => format!("error ({}): {}", e.kind.as_str(), e.message),
+            };
+            results[k] = Some(Message::tool_result(&call.id, text));
+        }
+        let mut messages = vec![assistant.clone()];
+        messages.extend(results.into_iter().flatten());
+        let turn = Turn { messages, usage: Usage { ..response.usage } };
+        if !spawns.is_empty() {
+            return Ok(AgentOutcome::Suspend { turn, spawns });
+        }
+        on_turn(&turn);
+        history.extend(turn.messages);
+        steps += 1;
+    }
+}
+
+fn parse_template(arguments: &str) -> Result<(String, Template), String> {
+    let v: Value = serde_json::from_str(arguments).map_err(|e| format!("the arguments are not valid JSON ({e})"))?;
+    let name = v.get("name").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or("`name` is required")?;
+    let system_prompt = v.get("system_prompt").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let tools = v
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let model = v.get("model").and_then(Value::as_str).map(str::to_owned);
+    Ok((name.to_owned(), Template { system_prompt, tools, model }))
+}
+
+fn parse_assignment(arguments: &str) -> Result<(String, String), String> {
+    let v: Value = serde_json::from_str(arguments).map_err(|e| format!("the arguments are not valid JSON ({e})"))?;
+    let name = v.get("subagent").and_then(Value::as_str).ok_or("`subagent` is required")?;
+    let task = v.get("task").and_then(Value::as_str).ok_or("`task` is required")?;
+    Ok((name.to_owned(), task.to_owned()))
+}
+
+/// Shared handles the worker keeps for agents.
+pub type Models = Arc<ModelRegistry>;

@@ -1,0 +1,539 @@
+//! Models behind one trait: an OpenAI-compatible chat-completions client (Kimi/Moonshot, vLLM,
+//! Ollama, OpenAI) and a scripted model for tests, demos and benchmarks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use swarm_core::FailureKind;
+use swarm_core::agent::{Message, Role, ToolCallRequest, Usage};
+use tracing::warn;
+
+/// A tool as the model sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolDef {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments.
+    pub parameters: Value,
+}
+
+/// One chat request.
+#[derive(Clone, Debug)]
+pub struct ChatRequest<'a> {
+    /// The agent's name (scripted models choose their script by it; never sent to a real API).
+    pub agent: &'a str,
+    pub messages: &'a [Message],
+    pub tools: &'a [ToolDef],
+}
+
+/// The model's answer.
+#[derive(Clone, Debug)]
+pub struct ChatResponse {
+    /// The assistant message (content and/or tool calls, reasoning when the model thinks).
+    pub message: Message,
+    pub usage: Usage,
+    pub finish_reason: String,
+}
+
+/// A failed model call.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("model call failed ({kind:?}): {message}")]
+pub struct ModelError {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl ModelError {
+    fn transient(message: impl Into<String>) -> Self {
+        Self { kind: FailureKind::Transient, message: message.into() }
+    }
+    fn permanent(message: impl Into<String>) -> Self {
+        Self { kind: FailureKind::Permanent, message: message.into() }
+    }
+}
+
+/// A chat model.
+#[async_trait::async_trait]
+pub trait ModelProvider: Send + Sync + 'static {
+    async fn chat(&self, req: ChatRequest<'_>) -> Result<ChatResponse, ModelError>;
+}
+
+/// Models by endpoint name.
+#[derive(Clone, Default)]
+pub struct ModelRegistry {
+    models: HashMap<String, Arc<dyn ModelProvider>>,
+}
+
+impl std::fmt::Debug for ModelRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.models.keys()).finish()
+    }
+}
+
+impl ModelRegistry {
+    /// An empty registry (the worker then runs no agents).
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a model under `name`.
+    pub fn register(&mut self, name: &str, model: Arc<dyn ModelProvider>) {
+        self.models.insert(name.to_owned(), model);
+    }
+    /// The model for a spec's `model` field: the exact name, else the part before `:`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn ModelProvider>> {
+        self.models.get(name).or_else(|| name.split(':').next().and_then(|n| self.models.get(n)))
+    }
+    /// True when no model is configured.
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scripted
+
+/// One scripted reply.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptTurn {
+    /// Repeat this reply so many times (default 1).
+    #[serde(default)]
+    pub repeat: Option<u32>,
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub reasoning: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Vec<ScriptCall>,
+}
+
+/// A scripted tool call; `raw_arguments` sends text as is (to test malformed JSON).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptCall {
+    pub name: String,
+    #[serde(default)]
+    pub arguments: Value,
+    #[serde(default)]
+    pub raw_arguments: Option<String>,
+}
+
+/// A script file: replies per agent name (`*` for any other agent).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Script {
+    pub agents: HashMap<String, Vec<ScriptTurn>>,
+}
+
+/// Deterministic replies from a [`Script`]: the n-th assistant turn of an agent gets the n-th
+/// reply of its script; past the end it answers "done".
+pub struct ScriptedModel {
+    replies: HashMap<String, Vec<ScriptTurn>>,
+}
+
+impl ScriptedModel {
+    /// A model following `script`.
+    pub fn new(script: Script) -> Self {
+        let replies = script
+            .agents
+            .into_iter()
+            .map(|(name, turns)| {
+                let expanded = turns
+                    .into_iter()
+                    .flat_map(|t| std::iter::repeat_n(t.clone(), t.repeat.unwrap_or(1) as usize))
+                    .collect();
+                (name, expanded)
+            })
+            .collect();
+        Self { replies }
+    }
+
+    /// Reads a YAML script.
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
+        serde_saphyr::from_str::<Script>(text).map(Self::new).map_err(|e| e.to_string())
+    }
+
+    /// The demo swarm: an orchestrator `lead` that creates a `researcher` subagent and assigns it
+    /// `subagents` tasks at once; each researcher makes `calls` sequential `sleep` calls of `ms`.
+    pub fn demo(subagents: usize, calls: u32, ms: u64) -> Self {
+        let create = ScriptCall {
+            name: swarm_core::agent::CREATE_SUBAGENT.into(),
+            arguments: json!({"name": "researcher", "system_prompt": "You research one part of the question.", "tools": ["sleep"]}),
+            raw_arguments: None,
+        };
+        let mut first = vec![create];
+        first.extend((0..subagents).map(|i| ScriptCall {
+            name: swarm_core::agent::ASSIGN_TASK.into(),
+            arguments: json!({"subagent": "researcher", "task": format!("research part {i}")}),
+            raw_arguments: None,
+        }));
+        let lead = vec![
+            ScriptTurn { repeat: None, content: None, reasoning: None, tool_calls: first },
+            ScriptTurn {
+                repeat: None,
+                content: Some("merged the findings".into()),
+                reasoning: None,
+                tool_calls: vec![],
+            },
+        ];
+        let researcher = vec![
+            ScriptTurn {
+                repeat: Some(calls),
+                content: None,
+                reasoning: None,
+                tool_calls: vec![ScriptCall {
+                    name: "sleep".into(),
+                    arguments: json!({"ms": ms}),
+                    raw_arguments: None,
+                }],
+            },
+            ScriptTurn { repeat: None, content: Some("found it".into()), reasoning: None, tool_calls: vec![] },
+        ];
+        Self::new(Script { agents: HashMap::from([("lead".into(), lead), ("researcher".into(), researcher)]) })
+    }
+}
+
+#[async_trait::async_trait]
+impl ModelProvider for ScriptedModel {
+    async fn chat(&self, req: ChatRequest<'_>) -> Result<ChatResponse, ModelError> {
+        let script = self
+            .replies
+            .get(req.agent)
+            .or_else(|| self.replies.get("*"))
+            .ok_or_else(|| ModelError::permanent(format!("no script for agent `{}`", req.agent)))?;
+        let turn_no = req.messages.iter().filter(|m| m.role == Role::Assistant).count();
+        let chars: usize = req.messages.iter().map(|m| m.content.as_deref().map_or(0, str::len)).sum();
+        let (message, finish) = match script.get(turn_no) {
+            Some(t) if !t.tool_calls.is_empty() => {
+                let tool_calls = t
+                    .tool_calls
+                    .iter()
+                    .enumerate()
+                    .map(|(k, c)| ToolCallRequest {
+                        id: format!("call-{turn_no}-{k}"),
+                        name: c.name.clone(),
+                        arguments: c.raw_arguments.clone().unwrap_or_else(|| c.arguments.to_string()),
+                    })
+                    .collect();
+                let m = Message {
+                    role: Role::Assistant,
+                    content: t.content.clone(),
+                    reasoning_content: t.reasoning.clone(),
+                    tool_calls,
+                    tool_call_id: None,
+                };
+                (m, "tool_calls")
+            }
+            Some(t) => (
+                Message {
+                    role: Role::Assistant,
+                    content: Some(t.content.clone().unwrap_or_default()),
+                    reasoning_content: t.reasoning.clone(),
+                    tool_calls: vec![],
+                    tool_call_id: None,
+                },
+                "stop",
+            ),
+            None => (Message::text(Role::Assistant, "done"), "stop"),
+        };
+        let usage = Usage {
+            input_tokens: (chars / 4) as u64 + 1,
+            output_tokens: 1 + message.content.as_deref().map_or(0, str::len) as u64 / 4,
+        };
+        Ok(ChatResponse { message, usage, finish_reason: finish.into() })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenAI-compatible
+
+/// Quirks of OpenAI-compatible servers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    /// OpenAI and most compatible servers.
+    #[default]
+    OpenAi,
+    /// Kimi/Moonshot: thinking models return `reasoning_content`, which must be replayed; sampling
+    /// parameters are fixed; `strict` in tool schemas is not accepted.
+    Kimi,
+    /// vLLM (needs `--enable-auto-tool-choice --tool-call-parser …` on the server).
+    Vllm,
+    /// Ollama.
+    Ollama,
+}
+
+/// An endpoint as configured on a worker (`--models FILE`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// e.g. `https://api.moonshot.ai/v1` or `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// The model name sent to the server.
+    pub model: String,
+    /// Environment variable holding the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// File holding the API key.
+    #[serde(default)]
+    pub api_key_file: Option<String>,
+    #[serde(default)]
+    pub dialect: Dialect,
+    /// Per-call deadline in seconds (default 120).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Retries on 429/5xx/timeouts (default 4).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+}
+
+/// An OpenAI-compatible `POST {base_url}/chat/completions` client (non-streaming). Retries 429
+/// and 5xx (honouring `Retry-After`), connection errors and deadline overruns with jittered
+/// exponential backoff. The API key is read from the environment or a file, never from a
+/// request, and never logged.
+pub struct OpenAiModel {
+    client: reqwest::Client,
+    url: String,
+    model: String,
+    api_key: Option<String>,
+    dialect: Dialect,
+    timeout: Duration,
+    max_retries: u32,
+}
+
+impl OpenAiModel {
+    /// A client for `config`.
+    pub fn new(config: &EndpointConfig) -> Result<Self, String> {
+        let api_key = match (&config.api_key_env, &config.api_key_file) {
+            (Some(var), _) => Some(std::env::var(var).map_err(|_| format!("the API key variable {var} is not set"))?),
+            (None, Some(file)) => {
+                Some(std::fs::read_to_string(file).map_err(|e| format!("reading {file}: {e}"))?.trim().to_owned())
+            }
+            (None, None) => None,
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            url: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
+            model: config.model.clone(),
+            api_key,
+            dialect: config.dialect,
+            timeout: Duration::from_secs(config.timeout_secs.unwrap_or(120)),
+            max_retries: config.max_retries.unwrap_or(4),
+        })
+    }
+
+    fn body(&self, req: &ChatRequest<'_>) -> Value {
+        let messages: Vec<Value> = req
+            .messages
+            .iter()
+            .map(|m| {
+                let mut v = json!({ "role": m.role, "content": m.content });
+                if !m.tool_calls.is_empty() {
+                    v["tool_calls"] = m
+                        .tool_calls
+                        .iter()
+                        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                        .collect();
+                }
+                if let Some(id) = &m.tool_call_id {
+                    v["tool_call_id"] = json!(id);
+                }
+                if self.dialect == Dialect::Kimi
+                    && let Some(r) = &m.reasoning_content
+                {
+                    v["reasoning_content"] = json!(r);
+                }
+                v
+            })
+            .collect();
+        let mut body = json!({ "model": self.model, "messages": messages, "stream": false });
+        if !req.tools.is_empty() {
+            body["tools"] = req
+                .tools
+                .iter()
+                .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
+                .collect();
+            body["tool_choice"] = json!("auto");
+        }
+        body
+    }
+
+    async fn once(&self, body: &Value) -> Result<ChatResponse, (ModelError, Option<Duration>)> {
+        let mut request = self
+            .client
+            .post(&self.url)
+            .timeout(self.timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let resp = request.send().await.map_err(|e| {
+            let kind = if e.is_timeout() { FailureKind::Timeout } else { FailureKind::Transient };
+            (ModelError { kind, message: format!("request failed: {}", e.without_url()) }, None)
+        })?;
+        let status = resp.status();
+        if status.as_u16() == 429 || status.is_server_error() {
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map(|s| Duration::from_secs_f64(s.clamp(0.0, 60.0)));
+            return Err((ModelError::transient(format!("HTTP {status}")), retry_after));
+        }
+        let text = resp.text().await.map_err(|e| (ModelError::transient(format!("reading the answer: {e}")), None))?;
+        if !status.is_success() {
+            let snippet: String = text.chars().take(300).collect();
+            return Err((ModelError::permanent(format!("HTTP {status}: {snippet}")), None));
+        }
+        parse_completion(&text).map_err(|e| (e, None))
+    }
+}
+
+/// Parses a chat-completions answer.
+pub fn parse_completion(text: &str) -> Result<ChatResponse, ModelError> {
+    #[derive(Deserialize)]
+    struct Completion {
+        choices: Vec<Choice>,
+        #[serde(default)]
+        usage: Option<WireUsage>,
+    }
+    #[derive(Deserialize)]
+    struct Choice {
+        message: WireMessage,
+        #[serde(default)]
+        finish_reason: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct WireMessage {
+        #[serde(default)]
+        content: Option<String>,
+        #[serde(default)]
+        reasoning_content: Option<String>,
+        #[serde(default)]
+        tool_calls: Option<Vec<WireCall>>,
+    }
+    #[derive(Deserialize)]
+    struct WireCall {
+        id: String,
+        function: WireFunction,
+    }
+    #[derive(Deserialize)]
+    struct WireFunction {
+        name: String,
+        #[serde(default)]
+        arguments: Value,
+    }
+    #[derive(Deserialize)]
+    struct WireUsage {
+        #[serde(default)]
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: u64,
+    }
+    let c: Completion =
+        serde_json::from_str(text).map_err(|e| ModelError::transient(format!("malformed chat completion: {e}")))?;
+    let choice = c.choices.into_iter().next().ok_or_else(|| ModelError::transient("the answer has no choices"))?;
+    let tool_calls = choice
+        .message
+        .tool_calls
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| ToolCallRequest {
+            id: t.id,
+            name: t.function.name,
+            // Arguments are a JSON string per the API; some servers send an object.
+            arguments: match t.function.arguments {
+                Value::String(s) => s,
+                other => other.to_string(),
+            },
+        })
+        .collect();
+    Ok(ChatResponse {
+        message: Message {
+            role: Role::Assistant,
+            content: choice.message.content,
+            reasoning_content: choice.message.reasoning_content,
+            tool_calls,
+            tool_call_id: None,
+        },
+        usage: c
+            .usage
+            .map_or(Usage::default(), |u| Usage { input_tokens: u.prompt_tokens, output_tokens: u.completion_tokens }),
+        finish_reason: choice.finish_reason.unwrap_or_default(),
+    })
+}
+
+#[async_trait::async_trait]
+impl ModelProvider for OpenAiModel {
+    async fn chat(&self, req: ChatRequest<'_>) -> Result<ChatResponse, ModelError> {
+        let body = self.body(&req);
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(20))
+            .with_jitter()
+            .with_max_times(self.max_retries as usize)
+            .build();
+        loop {
+            match self.once(&body).await {
+                Ok(r) => return Ok(r),
+                Err((e, retry_after)) if e.kind != FailureKind::Permanent => {
+                    let Some(backoff) = delays.next() else { return Err(e) };
+                    let wait = retry_after.unwrap_or(backoff);
+                    warn!(url = %self.url, error = %e.message, wait_ms = wait.as_millis() as u64, "model call failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Reads a `--models` file: endpoint name → config.
+pub fn load_endpoints(text: &str) -> Result<HashMap<String, EndpointConfig>, String> {
+    serde_saphyr::from_str(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn scripted_model_replies_by_agent_and_turn() {
+        let m = ScriptedModel::from_yaml(
+            "agents:\n  a:\n    - tool_calls: [{name: echo, arguments: {text: hi}}]\n      repeat: 2\n    - content: bye\n",
+        )
+        .expect("script");
+        let mut history = vec![Message::text(Role::User, "go")];
+        for _ in 0..2 {
+            let r = m.chat(ChatRequest { agent: "a", messages: &history, tools: &[] }).await.expect("reply");
+            assert_eq!(r.message.tool_calls[0].arguments, r#"{"text":"hi"}"#);
+            history.push(r.message);
+        }
+        let r = m.chat(ChatRequest { agent: "a", messages: &history, tools: &[] }).await.expect("reply");
+        assert_eq!(r.message.content.as_deref(), Some("bye"));
+        assert!(m.chat(ChatRequest { agent: "nobody", messages: &history, tools: &[] }).await.is_err());
+    }
+
+    #[test]
+    fn completions_parse_tool_calls_and_reasoning() {
+        let text = r#"{"choices":[{"message":{"role":"assistant","content":null,"reasoning_content":"think",
+            "tool_calls":[{"id":"c1","type":"function","function":{"name":"echo","arguments":"{\"text\":\"x\"}"}}]},
+            "finish_reason":"tool_calls"}],"usage":{"prompt_tokens":10,"completion_tokens":5}}"#;
+        let r = parse_completion(text).expect("parses");
+        assert_eq!(r.message.tool_calls[0].name, "echo");
+        assert_eq!(r.message.reasoning_content.as_deref(), Some("think"));
+        assert_eq!(r.usage, Usage { input_tokens: 10, output_tokens: 5 });
+        assert_eq!(r.finish_reason, "tool_calls");
+    }
+}
