@@ -594,7 +594,7 @@ fn print_run(run: &pb::Run, json: bool) -> anyhow::Result<()> {
     }
     println!("run {} ({}): {}", j.run_id, j.name, j.state);
     println!(
-        "  tool calls: {} completed, {} failed, {} skipped of {} ({} attempts)",
+        "  subtasks: {} completed, {} failed, {} skipped of {} ({} attempts)",
         j.tool_calls_completed, j.tool_calls_failed, j.tool_calls_skipped, j.total_subtasks, j.attempts
     );
     println!(
@@ -602,10 +602,14 @@ fn print_run(run: &pb::Run, json: bool) -> anyhow::Result<()> {
         j.wall_ms, j.critical_path_ms, j.total_work_ms
     );
     println!("  critical steps {}; total steps {}; parallelism {:.2}", j.critical_steps, j.total_steps, j.parallelism);
+    if j.subagents > 0 || j.agent_tool_calls > 0 {
+        println!("  agents: {} subagents, {} tool calls, {} tokens", j.subagents, j.agent_tool_calls, j.tokens);
+    }
     Ok(())
 }
 
 async fn demo(spec: Option<PathBuf>, workers: usize, slots: u32, json: bool) -> anyhow::Result<ExitCode> {
+    let custom = spec.is_some();
     let spec = match spec {
         Some(path) => specs::load(&path)?,
         None => {
@@ -613,26 +617,22 @@ async fn demo(spec: Option<PathBuf>, workers: usize, slots: u32, json: bool) -> 
             specs::swarm(100, 15, Some(&|c, s| ms[c][s]))
         }
     };
-    let cluster = Embedded::start(EmbeddedOptions { workers, slots, ..EmbeddedOptions::default() }).await?;
+    let mut models = swarm_worker::model::ModelRegistry::new();
+    models.register("scripted", Arc::new(swarm_worker::model::ScriptedModel::demo(100, 15, 50)));
+    let options = EmbeddedOptions { workers, slots, models: Arc::new(models), ..EmbeddedOptions::default() };
+    let cluster = Embedded::start(options).await?;
     cluster.wait_for_workers(workers as u32, Duration::from_secs(10)).await?;
+    let mut c = client::connect(&cluster.url()).await?;
+
+    // 1. A DAG of tool calls: 1 planner → 100 chains × 15 calls → 1 reducer.
     if !json {
         eprintln!(
-            "swarm demo: {} subtasks on {workers} workers × {slots} slots (coordinator {})",
+            "swarm demo: {} tool calls on {workers} workers × {slots} slots ({})",
             spec.subtasks.len(),
             cluster.url()
         );
     }
-    let mut c = client::connect(&cluster.url()).await?;
-    let resp = c
-        .submit_run(client::request(pb::SubmitRunRequest {
-            spec: Some((&spec).into()),
-            idempotency_key: String::new(),
-        }))
-        .await
-        .map_err(|s| client::status_error(&s))?
-        .into_inner();
-    client::follow(&mut c, &resp.run_id, 0, |_| {}).await?;
-    let run = client::get(&mut c, &resp.run_id, false).await.map_err(|s| client::status_error(&s))?;
+    let run = demo_run(&mut c, &spec).await?;
     print_run(&run, json)?;
     if !json {
         let j = RunJson::from(&run);
@@ -642,6 +642,58 @@ async fn demo(spec: Option<PathBuf>, workers: usize, slots: u32, json: bool) -> 
             j.total_work_ms / j.wall_ms.max(1e-9)
         );
     }
+    let mut state = run.state;
+
+    // 2. An orchestrator (scripted model) that spawns 100 subagents making 15 tool calls each.
+    if !custom {
+        let lead = swarm_core::SubtaskSpec {
+            id: "lead".into(),
+            kind: swarm_core::SubtaskKind::Orchestrator(swarm_core::agent::OrchestratorSpec {
+                goal: "research the question in 100 parts".into(),
+                model: "scripted".into(),
+                tools: vec![],
+                max_steps: None,
+            }),
+            depends_on: vec![],
+            timeout: None,
+        };
+        let swarm = swarm_core::RunSpec::new("orchestrated-swarm", vec![lead]);
+        if !json {
+            eprintln!(
+                "\nswarm demo: an orchestrator spawns 100 subagents × 15 tool calls (scripted model, sleep 50 ms)"
+            );
+        }
+        let run = demo_run(&mut c, &swarm).await?;
+        print_run(&run, json)?;
+        if !json {
+            let j = RunJson::from(&run);
+            let serial_steps = j.total_steps;
+            println!(
+                "  {} subagents, {} tool calls; a single agent doing the same work sequentially: {serial_steps} steps \
+                 and ≈ {:.1} s of work, against {} critical steps and {:.2} s here ({:.0}× fewer steps, {:.0}× faster)",
+                j.subagents,
+                j.agent_tool_calls,
+                j.total_work_ms / 1000.0,
+                j.critical_steps,
+                j.wall_ms / 1000.0,
+                serial_steps as f64 / j.critical_steps.max(1) as f64,
+                j.total_work_ms / j.wall_ms.max(1e-9)
+            );
+        }
+        if exit_for(run.state) != ExitCode::SUCCESS {
+            state = run.state;
+        }
+    }
     cluster.stop().await;
-    Ok(exit_for(run.state))
+    Ok(exit_for(state))
+}
+
+async fn demo_run(c: &mut client::Client, spec: &swarm_core::RunSpec) -> anyhow::Result<pb::Run> {
+    let resp = c
+        .submit_run(client::request(pb::SubmitRunRequest { spec: Some(spec.into()), idempotency_key: String::new() }))
+        .await
+        .map_err(|s| client::status_error(&s))?
+        .into_inner();
+    client::follow(c, &resp.run_id, 0, |_| {}).await?;
+    client::get(c, &resp.run_id, false).await.map_err(|s| client::status_error(&s))
 }

@@ -130,6 +130,17 @@ impl Turn {
     pub fn tool_calls(&self) -> usize {
         self.messages.iter().filter(|m| m.role == Role::Assistant).map(|m| m.tool_calls.len()).sum()
     }
+
+    /// Tool calls that do work: all but `create_subagent` and `assign_task`, which are
+    /// orchestration (bounded by the subagent budget instead).
+    pub fn work_calls(&self) -> usize {
+        self.messages
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .flat_map(|m| &m.tool_calls)
+            .filter(|c| c.name != CREATE_SUBAGENT && c.name != ASSIGN_TASK)
+            .count()
+    }
 }
 
 /// A subagent an orchestrator's turn asks for (`assign_task`).

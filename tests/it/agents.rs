@@ -54,7 +54,6 @@ async fn an_orchestrator_runs_100_subagents_across_3_workers() {
             }),
         )],
     );
-    spec.limits.max_tool_calls = 2000;
     let run_id = submit(&mut c, &spec).await.expect("submit");
     let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
     assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
@@ -62,7 +61,7 @@ async fn an_orchestrator_runs_100_subagents_across_3_workers() {
     assert_eq!(s.subagents, 100);
     assert_eq!(s.critical_steps, 1 + 15, "one orchestrator stage plus the slowest subagent's 15 steps");
     assert_eq!(s.total_steps, 1 + 100 * 15);
-    assert_eq!(s.agent_tool_calls, 1 + 100 + 100 * 15);
+    assert_eq!(s.agent_tool_calls, 100 * 15, "orchestration calls do not count as work");
     let lead = run.subtasks.iter().find(|t| t.id == "lead").expect("lead");
     assert_eq!(lead.output_json, json!({"answer": "merged the findings"}).to_string());
     let workers: std::collections::BTreeSet<&str> =

@@ -56,6 +56,7 @@ impl RunEngine {
     /// Appends a turn; counts a step (and an orchestrator stage) when it called tools.
     fn record_turn(&mut self, subtask: u32, turn: Arc<Turn>, stage_children: Option<Vec<u32>>, out: &mut Vec<Action>) {
         let calls = turn.tool_calls() as u32;
+        let work_calls = turn.work_calls() as u32;
         let tokens = turn.usage.input_tokens + turn.usage.output_tokens;
         let is_orchestrator = matches!(self.dag.node(subtask).work, Work::Orchestrator(_));
         let slot = &mut self.slots[subtask as usize];
@@ -69,7 +70,7 @@ impl RunEngine {
         if is_orchestrator && calls > 0 {
             agent.stages.push(Stage { children: stage_children.unwrap_or_default() });
         }
-        self.counts.agent_tool_calls += calls;
+        self.counts.agent_tool_calls += work_calls;
         self.counts.tokens += tokens;
         out.push(Action::PersistTurn { subtask, index });
         if calls > 0 {

@@ -260,7 +260,8 @@ pub struct Counts {
     pub stale_reports: u32,
     /// Spawned subagents that failed (their orchestrator sees the error; the run does not fail).
     pub child_failed: u32,
-    /// Tool calls made by agents and orchestrators.
+    /// Tool calls made by agents and orchestrators (not counting `create_subagent` and
+    /// `assign_task`).
     pub agent_tool_calls: u32,
     /// Model tokens used.
     pub tokens: u64,
