@@ -34,6 +34,8 @@ pub struct BenchOptions {
     pub throughput_runs: usize,
     pub efficiency: bool,
     pub throughput: bool,
+    /// Run the agent benchmarks (embedded only).
+    pub agents: bool,
     /// Benchmark this running cluster instead of an embedded one.
     pub addr: Option<String>,
     /// etcd's client URL, to count its transactions per tool call.
@@ -76,6 +78,26 @@ pub struct BenchReport {
     pub efficiency: Vec<EfficiencyRun>,
     pub efficiency_median: Option<f64>,
     pub throughput: Option<Throughput>,
+    pub agents: Option<AgentsBench>,
+}
+
+/// Agent figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentsBench {
+    /// Orchestrator → 100 subagents × 15 `sleep` calls of 50 ms: the ideal is 15 × 50 ms.
+    pub swarm_ideal_ms: f64,
+    pub swarm_wall_ms: f64,
+    pub swarm_efficiency: f64,
+    pub swarm_critical_steps: u64,
+    pub swarm_total_steps: u64,
+    /// (wall − ideal) / critical steps: what the cluster adds to each step on the critical path.
+    pub overhead_per_critical_step_ms: f64,
+    /// Orchestrator → 1,000 subagents × 10 calls of 0 ms (10,000 tool calls).
+    pub big_wall_ms: f64,
+    pub big_tool_calls: u32,
+    pub big_subagents: u32,
+    /// Peak resident memory of the whole bench process (coordinator, workers and client).
+    pub peak_rss_mb: f64,
 }
 
 /// Runs the benchmarks against a running cluster at `opts.addr`.
@@ -97,6 +119,7 @@ async fn measure(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Re
         efficiency: Vec::new(),
         efficiency_median: None,
         throughput: None,
+        agents: None,
     };
     if opts.efficiency {
         for i in 0..opts.repeat.max(1) {
@@ -116,6 +139,9 @@ async fn measure(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Re
     }
     if opts.throughput {
         report.throughput = Some(throughput(client, opts).await?);
+    }
+    if opts.agents {
+        report.agents = Some(agents(client).await?);
     }
     Ok(report)
 }
@@ -142,7 +168,15 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("swarm-work").enable_all().build()?;
     let handle = coord_rt.handle().clone();
     let report = work_rt.block_on(async move {
-        let options = EmbeddedOptions { workers: opts.workers, slots: opts.slots, ..EmbeddedOptions::default() };
+        let mut models = swarm_worker::model::ModelRegistry::new();
+        models.register("scripted", Arc::new(swarm_worker::model::ScriptedModel::demo(100, 15, 50)));
+        models.register("scripted-big", Arc::new(swarm_worker::model::ScriptedModel::demo(1000, 10, 0)));
+        let options = EmbeddedOptions {
+            workers: opts.workers,
+            slots: opts.slots,
+            models: Arc::new(models),
+            ..EmbeddedOptions::default()
+        };
         let cluster = Embedded::start_on(options, Arc::new(MemoryStore::new()), Some(handle)).await?;
         cluster.wait_for_workers(opts.workers as u32, Duration::from_secs(10)).await?;
         let mut client = client::connect(&cluster.url()).await?;
@@ -245,6 +279,58 @@ async fn throughput(client: &mut client::Client, opts: &BenchOptions) -> anyhow:
         t.tool_calls, t.wall_ms, t.tool_calls_per_sec, t.coordinator_cpu_us_per_call, t.worker_cpu_us_per_call
     );
     Ok(t)
+}
+
+fn orchestrator(model: &str, max_subagents: u32, max_tool_calls: u32) -> swarm_core::RunSpec {
+    let lead = swarm_core::SubtaskSpec {
+        id: "lead".into(),
+        kind: swarm_core::SubtaskKind::Orchestrator(swarm_core::agent::OrchestratorSpec {
+            goal: "split the work".into(),
+            model: model.into(),
+            tools: vec![],
+            max_steps: None,
+        }),
+        depends_on: vec![],
+        timeout: None,
+    };
+    let mut spec = swarm_core::RunSpec::new("agents-bench", vec![lead]);
+    spec.limits.max_subagents = max_subagents;
+    spec.limits.max_tool_calls = max_tool_calls;
+    spec
+}
+
+async fn agents(client: &mut client::Client) -> anyhow::Result<AgentsBench> {
+    let t0 = Instant::now();
+    let swarm = submit_and_wait(client, &orchestrator("scripted", 100, 1500)).await?;
+    let swarm_wall_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let ideal = 15.0 * 50.0;
+    eprintln!("agents: 100 subagents × 15 calls of 50 ms in {swarm_wall_ms:.1} ms (ideal {ideal:.0} ms)");
+    let t1 = Instant::now();
+    let big = submit_and_wait(client, &orchestrator("scripted-big", 1000, 10_000)).await?;
+    let big_wall_ms = t1.elapsed().as_secs_f64() * 1000.0;
+    let peak_rss_mb = peak_rss_kb().map_or(f64::NAN, |kb| kb as f64 / 1024.0);
+    eprintln!(
+        "agents: 1,000 subagents, {} tool calls in {big_wall_ms:.0} ms; peak RSS {peak_rss_mb:.0} MB",
+        big.agent_tool_calls
+    );
+    Ok(AgentsBench {
+        swarm_ideal_ms: ideal,
+        swarm_wall_ms,
+        swarm_efficiency: ideal / swarm_wall_ms,
+        swarm_critical_steps: swarm.critical_steps,
+        swarm_total_steps: swarm.total_steps,
+        overhead_per_critical_step_ms: (swarm_wall_ms - ideal) / swarm.critical_steps.max(1) as f64,
+        big_wall_ms,
+        big_tool_calls: big.agent_tool_calls,
+        big_subagents: big.subagents,
+        peak_rss_mb,
+    })
+}
+
+/// Peak resident set size of this process (VmHWM), in KiB.
+pub fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// CPU time (user + system) of this process's threads whose name starts with `prefix`, in µs;

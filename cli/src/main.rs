@@ -170,7 +170,7 @@ enum Command {
         /// Concurrent runs in the throughput test.
         #[arg(long, default_value_t = 10)]
         runs: usize,
-        /// efficiency, throughput or all.
+        /// efficiency, throughput, agents (embedded only) or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         #[arg(long)]
@@ -258,12 +258,13 @@ fn main() -> ExitCode {
         etcd_metrics,
     } = &cli.command
     {
-        let (efficiency, throughput) = match scenario.as_str() {
-            "all" => (true, true),
-            "efficiency" => (true, false),
-            "throughput" => (false, true),
+        let (efficiency, throughput, agents) = match scenario.as_str() {
+            "all" => (true, true, addr.is_none()),
+            "efficiency" => (true, false, false),
+            "throughput" => (false, true, false),
+            "agents" => (false, false, true),
             other => {
-                eprintln!("error: --scenario must be efficiency, throughput or all, not `{other}`");
+                eprintln!("error: --scenario must be efficiency, throughput, agents or all, not `{other}`");
                 return ExitCode::from(64);
             }
         };
@@ -279,6 +280,7 @@ fn main() -> ExitCode {
             throughput_runs: *runs,
             efficiency,
             throughput,
+            agents,
             addr: addr.clone(),
             etcd_metrics: etcd_metrics.clone(),
         };
@@ -346,6 +348,22 @@ fn print_bench(r: &bench::BenchReport) {
         if let (Some(txns), Some(props)) = (t.etcd_txns_per_call, t.etcd_proposals_per_call) {
             println!("  etcd: {txns:.3} write transactions, {props:.3} raft proposals per tool call");
         }
+    }
+    if let Some(a) = &r.agents {
+        println!(
+            "  agents: orchestrator → 100 subagents × 15 calls of 50 ms: wall {:.1} ms, ideal {:.0} ms → {:.4}; \
+             {} critical steps of {} total; overhead {:.2} ms per critical step",
+            a.swarm_wall_ms,
+            a.swarm_ideal_ms,
+            a.swarm_efficiency,
+            a.swarm_critical_steps,
+            a.swarm_total_steps,
+            a.overhead_per_critical_step_ms
+        );
+        println!(
+            "  agents: orchestrator → {} subagents, {} tool calls: wall {:.0} ms; peak RSS of the whole process {:.0} MB",
+            a.big_subagents, a.big_tool_calls, a.big_wall_ms, a.peak_rss_mb
+        );
     }
 }
 
