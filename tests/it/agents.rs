@@ -42,7 +42,7 @@ async fn an_orchestrator_runs_100_subagents_across_3_workers() {
         .await
         .expect("cluster");
     let mut c = tc.client().await.expect("client");
-    let mut spec = RunSpec::new(
+    let spec = RunSpec::new(
         "swarm",
         vec![subtask(
             "lead",
