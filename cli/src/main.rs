@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use swarm_cli::bench::{self, BenchOptions};
@@ -92,6 +93,15 @@ enum Command {
         /// Offer the side-effecting `append` tool, writing files in this directory.
         #[arg(long, env = "SWARM_APPEND_DIR")]
         append_dir: Option<PathBuf>,
+        /// MCP servers whose tools this worker offers (YAML; see docs/agents.md).
+        #[arg(long, env = "SWARM_MCP")]
+        mcp: Option<PathBuf>,
+        /// OpenAI-compatible model endpoints for agents (YAML: name → base_url, model, api_key_env…).
+        #[arg(long, env = "SWARM_MODELS")]
+        models: Option<PathBuf>,
+        /// A script for the `scripted` model (YAML).
+        #[arg(long, env = "SWARM_SCRIPT")]
+        script: Option<PathBuf>,
     },
     /// Submits a run spec (YAML or JSON).
     Submit {
@@ -420,7 +430,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             coordinator.serve(listener, Duration::from_secs(10)).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker { coordinator, slots, id, store, append_dir } => {
+        Command::Worker { coordinator, slots, id, store, append_dir, mcp, models, script } => {
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
             let mut config = WorkerConfig::new(coordinator);
@@ -438,6 +448,32 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 anyhow::ensure!(dir.is_dir(), "--append-dir {} is not a directory", dir.display());
                 tools.register(Arc::new(swarm_worker::tools::builtin::Append::new(dir)));
             }
+            if let Some(path) = mcp {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let config = swarm_worker::tools::mcp::parse_config(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                for tool in swarm_worker::tools::mcp::load(&config).await.map_err(|e| anyhow::anyhow!(e))? {
+                    tools.register(tool);
+                }
+            }
+            let mut registry = swarm_worker::model::ModelRegistry::new();
+            if let Some(path) = models {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let endpoints = swarm_worker::model::load_endpoints(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                for (name, endpoint) in endpoints {
+                    let model = swarm_worker::model::OpenAiModel::new(&endpoint)
+                        .map_err(|e| anyhow::anyhow!("model `{name}`: {e}"))?;
+                    registry.register(&name, Arc::new(model));
+                }
+            }
+            if let Some(path) = script {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let model = swarm_worker::model::ScriptedModel::from_yaml(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                registry.register("scripted", Arc::new(model));
+            }
+            config.models = Arc::new(registry);
             swarm_worker::run(config, Arc::new(tools), token).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -4,6 +4,7 @@
 mod agents;
 mod api;
 mod failover;
+mod mcp;
 mod payloads;
 mod runs;
 mod store_etcd;

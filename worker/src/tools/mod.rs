@@ -3,6 +3,7 @@
 //! [`builtin`]; MCP-backed tools implement the same trait.
 
 pub mod builtin;
+pub mod mcp;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -1,0 +1,88 @@
+//! MCP tools against a real third-party server: the reference `mcp-server-time` (PyPI),
+//! installed by `scripts/install-pytools` into target/pytools.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use swarm_core::{RunSpec, SubtaskSpec};
+use swarm_proto::pb;
+use swarm_tests::harness::{TestCluster, submit, wait_done};
+use swarm_worker::tools::mcp::{McpConfig, McpServerConfig};
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("SWARM_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pytools/bin/python"));
+    assert!(p.exists(), "{} is missing: run ./scripts/install-pytools (./scripts/test does)", p.display());
+    p
+}
+
+fn time_server(marker: &str) -> McpConfig {
+    let server = McpServerConfig {
+        command: Some(python().display().to_string()),
+        args: vec!["-m".into(), "mcp_server_time".into(), "--local-timezone".into(), "UTC".into()],
+        env: [("SWARM_MCP_MARKER".to_owned(), marker.to_owned())].into(),
+        url: None,
+        read_only: true,
+        idempotent: true,
+        timeout_secs: Some(30),
+    };
+    McpConfig { servers: [("time".to_owned(), server)].into() }
+}
+
+/// PIDs of processes whose environment holds `SWARM_MCP_MARKER=marker`.
+fn marked_pids(marker: &str) -> Vec<u32> {
+    let needle = format!("SWARM_MCP_MARKER={marker}");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_mcp_server_serves_tool_calls_and_is_restarted_after_a_crash() {
+    let marker = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    let tools = swarm_worker::tools::mcp::load(&time_server(&marker)).await.expect("the time server starts");
+    let names: Vec<String> = tools.iter().map(|t| t.info().name.clone()).collect();
+    assert!(names.contains(&"get_current_time".to_owned()), "{names:?}");
+
+    let mut tc = TestCluster::start(0, 4).await.expect("cluster");
+    let mut registry = swarm_worker::ToolRegistry::builtin();
+    for t in tools {
+        registry.register(t);
+    }
+    tc.cluster.add_worker("mcp-worker", 4, Arc::new(registry));
+    tc.cluster.wait_for_workers(1, Duration::from_secs(10)).await.expect("worker");
+    let mut c = tc.client().await.expect("client");
+
+    let call = |id: &str| SubtaskSpec::tool(id, "get_current_time", json!({"timezone": "Europe/Paris"}));
+    let run_id = submit(&mut c, &RunSpec::new("mcp", vec![call("now")])).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+    let out: serde_json::Value = serde_json::from_str(&run.subtasks[0].output_json).expect("json");
+    assert_eq!(out["timezone"], "Europe/Paris", "{out}");
+    assert!(out["datetime"].as_str().is_some_and(|d| d.len() >= 19), "{out}");
+
+    // Kill the server: the next call fails transiently, the server is started again, and the
+    // retry succeeds.
+    let pids = marked_pids(&marker);
+    assert_eq!(pids.len(), 1, "one server process: {pids:?}");
+    std::process::Command::new("kill").arg("-KILL").arg(pids[0].to_string()).status().expect("kill");
+    let run_id = submit(&mut c, &RunSpec::new("mcp-again", vec![call("again")])).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+    assert_eq!(run.subtasks[0].attempt, 2, "the first attempt met the dead server");
+    let after = marked_pids(&marker);
+    assert_eq!(after.len(), 1);
+    assert_ne!(after[0], pids[0], "a new server process");
+    tc.stop().await;
+}

@@ -1,0 +1,224 @@
+//! MCP servers as tools, through `rmcp`: stdio servers (the worker spawns them) and streamable
+//! HTTP servers. Each server's tools join the worker's registry under their own names.
+//!
+//! A server that crashes or hangs up gives a retryable tool error and is started again on the
+//! next call. Configured per worker (`--mcp FILE`):
+//!
+//! ```yaml
+//! servers:
+//!   time:
+//!     command: python3
+//!     args: [-m, mcp_server_time, --local-timezone, UTC]
+//!     read_only: true
+//!     idempotent: true
+//!   search:
+//!     url: http://127.0.0.1:8765/mcp
+//!     timeout_secs: 30
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::{Peer, RoleClient, RunningService, ServiceExt};
+use serde::Deserialize;
+use serde_json::Value;
+use swarm_core::FailureKind;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use super::{Tool, ToolContext, ToolError, ToolFuture, ToolInfo};
+
+/// One MCP server in the config.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// The command of a stdio server.
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: HashMap<String, String>,
+    /// The endpoint of a streamable-HTTP server.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Its tools have no side effects.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Its tools may safely run twice.
+    #[serde(default)]
+    pub idempotent: bool,
+    /// Per-call timeout (default 60 s).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// The `--mcp` file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpConfig {
+    pub servers: HashMap<String, McpServerConfig>,
+}
+
+type Client = RunningService<RoleClient, ()>;
+
+/// A connection to one server, re-established after a crash.
+pub struct McpServer {
+    name: String,
+    config: McpServerConfig,
+    client: Mutex<Option<Client>>,
+}
+
+fn transient(message: String) -> ToolError {
+    ToolError { kind: FailureKind::Transient, message }
+}
+
+impl McpServer {
+    /// A server, not yet started.
+    pub fn new(name: &str, config: McpServerConfig) -> Self {
+        Self { name: name.to_owned(), config, client: Mutex::new(None) }
+    }
+
+    async fn connect(&self) -> Result<Client, ToolError> {
+        let failed = |e: String| transient(format!("MCP server `{}` could not start: {e}", self.name));
+        match (&self.config.command, &self.config.url) {
+            (Some(command), None) => {
+                let mut cmd = tokio::process::Command::new(command);
+                cmd.args(&self.config.args).envs(&self.config.env).kill_on_drop(true);
+                let (transport, _stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .map_err(|e| failed(e.to_string()))?;
+                ().serve(transport).await.map_err(|e| failed(e.to_string()))
+            }
+            (None, Some(url)) => {
+                let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.clone());
+                ().serve(transport).await.map_err(|e| failed(e.to_string()))
+            }
+            _ => {
+                Err(ToolError::permanent(format!("MCP server `{}`: set exactly one of `command` and `url`", self.name)))
+            }
+        }
+    }
+
+    /// A live peer, starting (or restarting) the server if needed.
+    async fn peer(&self) -> Result<Peer<RoleClient>, ToolError> {
+        let mut client = self.client.lock().await;
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            if client.is_some() {
+                warn!(server = %self.name, "MCP server is gone; starting it again");
+            }
+            *client = Some(self.connect().await?);
+            info!(server = %self.name, "MCP server connected");
+        }
+        Ok(client.as_ref().map(|c| c.peer().clone()).ok_or_else(|| transient("no MCP client".into()))?)
+    }
+
+    /// Forgets the connection (the next call starts the server again).
+    async fn reset(&self) {
+        if let Some(mut c) = self.client.lock().await.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), c.close()).await;
+        }
+    }
+
+    /// The server's tools: (name, description).
+    pub async fn list(&self) -> Result<Vec<(String, String)>, ToolError> {
+        let peer = self.peer().await?;
+        let tools =
+            peer.list_all_tools().await.map_err(|e| transient(format!("listing tools of `{}`: {e}", self.name)))?;
+        Ok(tools
+            .into_iter()
+            .map(|t| (t.name.to_string(), t.description.map(|d| d.to_string()).unwrap_or_default()))
+            .collect())
+    }
+
+    /// Calls a tool.
+    pub async fn call(&self, tool: &str, args: Value) -> Result<Value, ToolError> {
+        let peer = self.peer().await?;
+        let arguments = match args {
+            Value::Object(map) => map,
+            Value::Null => Default::default(),
+            _ => return Err(ToolError::permanent("MCP tool arguments must be a JSON object")),
+        };
+        let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+        let timeout = Duration::from_secs(self.config.timeout_secs.unwrap_or(60));
+        let result = match tokio::time::timeout(timeout, peer.call_tool(params)).await {
+            Err(_) => {
+                self.reset().await;
+                return Err(ToolError {
+                    kind: FailureKind::Timeout,
+                    message: format!("MCP server `{}` did not answer in {timeout:?}", self.name),
+                });
+            }
+            Ok(Err(e)) => {
+                self.reset().await;
+                return Err(transient(format!("MCP server `{}` failed: {e}; it will be started again", self.name)));
+            }
+            Ok(Ok(r)) => r,
+        };
+        let value = serde_json::to_value(&result).unwrap_or(Value::Null);
+        let text: Vec<String> = value["content"]
+            .as_array()
+            .map(|items| items.iter().filter_map(|c| c["text"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let output = match value.get("structuredContent") {
+            Some(v) if !v.is_null() => v.clone(),
+            _ => {
+                let joined = text.join("\n");
+                serde_json::from_str(&joined).unwrap_or(Value::String(joined))
+            }
+        };
+        if value["isError"].as_bool() == Some(true) {
+            return Err(ToolError::permanent(format!("the tool reported an error: {output}")));
+        }
+        Ok(output)
+    }
+}
+
+/// One tool of an MCP server.
+pub struct McpTool {
+    info: ToolInfo,
+    server: Arc<McpServer>,
+}
+
+impl Tool for McpTool {
+    fn info(&self) -> &ToolInfo {
+        &self.info
+    }
+
+    fn call(&self, args: Value, _ctx: ToolContext) -> ToolFuture {
+        let server = self.server.clone();
+        let name = self.info.name.clone();
+        Box::pin(async move { server.call(&name, args).await })
+    }
+}
+
+/// Starts every configured server and returns its tools.
+pub async fn load(config: &McpConfig) -> Result<Vec<Arc<dyn Tool>>, String> {
+    let mut tools: Vec<Arc<dyn Tool>> = Vec::new();
+    for (name, server_config) in &config.servers {
+        let server = Arc::new(McpServer::new(name, server_config.clone()));
+        let listed = server.list().await.map_err(|e| e.message)?;
+        info!(server = %name, tools = listed.len(), "MCP tools registered");
+        for (tool, description) in listed {
+            tools.push(Arc::new(McpTool {
+                info: ToolInfo {
+                    name: tool,
+                    description,
+                    read_only: server_config.read_only,
+                    idempotent: server_config.idempotent,
+                    timeout: None,
+                },
+                server: server.clone(),
+            }));
+        }
+    }
+    Ok(tools)
+}
+
+/// Reads an `--mcp` file.
+pub fn parse_config(text: &str) -> Result<McpConfig, String> {
+    serde_saphyr::from_str(text).map_err(|e| e.to_string())
+}
