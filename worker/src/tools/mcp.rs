@@ -113,7 +113,7 @@ impl McpServer {
             *client = Some(self.connect().await?);
             info!(server = %self.name, "MCP server connected");
         }
-        Ok(client.as_ref().map(|c| c.peer().clone()).ok_or_else(|| transient("no MCP client".into()))?)
+        client.as_ref().map(|c| c.peer().clone()).ok_or_else(|| transient("no MCP client".into()))
     }
 
     /// Forgets the connection (the next call starts the server again).
