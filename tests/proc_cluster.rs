@@ -42,6 +42,11 @@ impl ProcCluster {
         let etcd = EtcdCluster::start(etcd_members).await?;
         let dir = TempDir::new("proc")?;
         std::fs::create_dir_all(dir.0.join("append"))?;
+        // Every agent: eight turns, each appending `call-{turn}` after 150 ms, then an answer.
+        std::fs::write(
+            dir.0.join("script.yaml"),
+            "agents:\n  '*':\n    - repeat: 8\n      tool_calls: [{name: append, arguments: {file: agent.log, text: 'call-{turn}', ms: 150}}]\n    - content: finished\n",
+        )?;
         let mut cluster = Self { etcd, dir, coordinators: Vec::new(), workers: Vec::new(), lease_ttl };
         for _ in 0..coordinators {
             cluster.add_coordinator()?;
@@ -82,6 +87,8 @@ impl ProcCluster {
         let mut args: Vec<String> = vec!["worker".into(), "--id".into(), id.into(), "--slots".into(), "32".into()];
         args.push("--append-dir".into());
         args.push(self.dir.0.join("append").display().to_string());
+        args.push("--script".into());
+        args.push(self.dir.0.join("script.yaml").display().to_string());
         args.extend(self.common_args());
         self.workers.push(SwarmProcess::spawn(&format!("worker-{id}"), &args, &self.dir.0)?);
         Ok(())

@@ -255,6 +255,45 @@ mod tests {
     }
 
     #[test]
+    fn serial_stages_raise_a_collapse_warning_once() {
+        let spec = RunSpec::new(
+            "serial",
+            vec![SubtaskSpec {
+                id: "lead".into(),
+                kind: SubtaskKind::Orchestrator(OrchestratorSpec {
+                    goal: "g".into(),
+                    model: "scripted".into(),
+                    tools: vec![],
+                    max_steps: None,
+                }),
+                depends_on: vec![],
+                timeout: None,
+            }],
+        );
+        let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
+        let mut sim = Sim {
+            e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1),
+            fence: 0,
+            now: 1,
+            out: vec![],
+        };
+        let lead = sim.e.pop_ready().expect("ready");
+        for _ in 0..4 {
+            let f = sim.dispatch(lead);
+            let kid = sim.spawn(lead, f, 1)[0];
+            assert_eq!(sim.e.pop_ready(), Some(kid));
+            let kf = sim.dispatch(kid);
+            sim.steps(kid, kf, 2);
+            sim.answer(kid, kf);
+            assert_eq!(sim.e.pop_ready(), Some(lead));
+        }
+        let warnings =
+            sim.out.iter().filter(|a| matches!(a, Action::Publish(crate::engine::Update::Warning { .. }))).count();
+        assert_eq!(warnings, 1, "one warning after three one-subagent stages");
+        assert!((sim.e.summary(sim.now).parallelism - 1.0).abs() < 1e-9, "a serial swarm has parallelism 1");
+    }
+
+    #[test]
     fn spawns_beyond_the_budget_are_refused_with_an_error_result() {
         let mut spec = RunSpec::new(
             "tight",

@@ -199,3 +199,51 @@ async fn a_frozen_workers_attempts_are_requeued_when_its_lease_expires() {
     assert!(run.subtasks.iter().filter(|s| s.attempt >= 2).all(|s| s.worker_id == "w1"));
     pc.workers[0].signal("CONT").expect("SIGCONT");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_resumes_from_its_transcript_after_its_worker_is_sigkilled() {
+    let _serial = SERIAL.lock().await;
+    let mut pc = ProcCluster::start(1, 1, 2, Duration::from_secs(2)).await.expect("cluster");
+    let (leader, _) = pc.leader().await.expect("leader").expect("elected");
+    let mut c = pc.client(&leader).await.expect("client");
+    let agent = swarm_core::SubtaskSpec {
+        id: "solo".into(),
+        kind: swarm_core::SubtaskKind::Agent(swarm_core::agent::AgentSpec {
+            instructions: String::new(),
+            input: "append eight lines".into(),
+            model: "scripted".into(),
+            tools: vec!["append".into()],
+            max_steps: None,
+        }),
+        depends_on: vec![],
+        timeout: None,
+    };
+    let run_id = submit(&mut c, &swarm_core::RunSpec::new("agent-kill", vec![agent])).await.expect("submit");
+    let events = wait_for_events(&mut c, &run_id, Duration::from_secs(60), |e| {
+        e.iter().filter(|e| matches!(e.event, Some(pb::run_event::Event::AgentStep(_)))).count() >= 3
+    })
+    .await
+    .expect("three steps");
+    let recorded = events.iter().filter(|e| matches!(e.event, Some(pb::run_event::Event::AgentStep(_)))).count();
+    let worker = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Some(pb::run_event::Event::SubtaskStarted(s)) => Some(s.worker_id.clone()),
+            _ => None,
+        })
+        .expect("started");
+    let index: usize = worker.trim_start_matches('w').parse().expect("worker index");
+    pc.workers[index].kill();
+    let run = wait_run_done(&pc, &run_id, Duration::from_secs(60)).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    let lines = executions(&pc, "agent.log");
+    for turn in 0..8 {
+        assert!(lines.contains_key(&format!("call-{turn}")), "call-{turn} never ran: {lines:?}");
+    }
+    for turn in 0..recorded {
+        assert_eq!(lines[&format!("call-{turn}")], 1, "recorded call-{turn} ran again: {lines:?}");
+    }
+    let run = client::get(&mut pc.client(&leader).await.expect("client"), &run_id, true).await.expect("run");
+    assert_eq!(run.subtasks[0].attempt, 2);
+    assert_eq!(run.summary.expect("summary").critical_steps, 8);
+}

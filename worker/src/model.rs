@@ -130,7 +130,8 @@ pub struct Script {
 }
 
 /// Deterministic replies from a [`Script`]: the n-th assistant turn of an agent gets the n-th
-/// reply of its script; past the end it answers "done".
+/// reply of its script; past the end it answers "done". `{turn}` in a string argument becomes
+/// the turn number (from 0).
 pub struct ScriptedModel {
     replies: HashMap<String, Vec<ScriptTurn>>,
 }
@@ -216,7 +217,10 @@ impl ModelProvider for ScriptedModel {
                     .map(|(k, c)| ToolCallRequest {
                         id: format!("call-{turn_no}-{k}"),
                         name: c.name.clone(),
-                        arguments: c.raw_arguments.clone().unwrap_or_else(|| c.arguments.to_string()),
+                        arguments: c
+                            .raw_arguments
+                            .clone()
+                            .unwrap_or_else(|| c.arguments.to_string().replace("{turn}", &turn_no.to_string())),
                     })
                     .collect();
                 let m = Message {
@@ -523,6 +527,37 @@ mod tests {
         let r = m.chat(ChatRequest { agent: "a", messages: &history, tools: &[] }).await.expect("reply");
         assert_eq!(r.message.content.as_deref(), Some("bye"));
         assert!(m.chat(ChatRequest { agent: "nobody", messages: &history, tools: &[] }).await.is_err());
+    }
+
+    #[test]
+    fn kimi_replays_reasoning_and_others_do_not() {
+        let config = |dialect| EndpointConfig {
+            base_url: "http://127.0.0.1:9/v1".into(),
+            model: "kimi-k2".into(),
+            api_key_env: None,
+            api_key_file: None,
+            dialect,
+            timeout_secs: None,
+            max_retries: None,
+        };
+        let thought = Message {
+            role: Role::Assistant,
+            content: None,
+            reasoning_content: Some("let me think".into()),
+            tool_calls: vec![ToolCallRequest { id: "c1".into(), name: "echo".into(), arguments: "{}".into() }],
+            tool_call_id: None,
+        };
+        let messages = vec![Message::text(Role::User, "hi"), thought, Message::tool_result("c1", "{}")];
+        let tools = [ToolDef { name: "echo".into(), description: "d".into(), parameters: json!({"type": "object"}) }];
+        let req = ChatRequest { agent: "a", messages: &messages, tools: &tools };
+        let kimi = OpenAiModel::new(&config(Dialect::Kimi)).expect("client").body(&req);
+        assert_eq!(kimi["messages"][1]["reasoning_content"], "let me think");
+        assert_eq!(kimi["messages"][1]["tool_calls"][0]["function"]["name"], "echo");
+        assert_eq!(kimi["messages"][2]["tool_call_id"], "c1");
+        assert_eq!(kimi["tool_choice"], "auto");
+        assert!(kimi["tools"][0]["function"].get("strict").is_none(), "no `strict` in tool schemas");
+        let plain = OpenAiModel::new(&config(Dialect::OpenAi)).expect("client").body(&req);
+        assert!(plain["messages"][1].get("reasoning_content").is_none());
     }
 
     #[test]
