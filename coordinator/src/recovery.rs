@@ -4,10 +4,13 @@
 //! written (finished tool calls keep their results and are not re-run); ended runs come back
 //! as headers, for listing and `GetRun`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use serde::Deserialize;
+use swarm_core::agent::{AgentSpec, Turn};
 use swarm_core::engine::{Failure, RestoredSubtask};
-use swarm_core::{AttemptNo, Dag, Limits, RunId, WorkerId};
+use swarm_core::{AttemptNo, Dag, Limits, RunId, SubtaskId, WorkerId};
 use swarm_store::repo::{RunHeader, SubtaskRecord};
 use swarm_store::{RunRepo, StoreError};
 use tracing::{info, warn};
@@ -17,6 +20,19 @@ pub struct RecoveredRun {
     pub header: RunHeader,
     pub dag: Arc<Dag>,
     pub records: Vec<(u32, RestoredSubtask)>,
+    /// Agent transcripts, by subtask index.
+    pub turns: HashMap<u32, Vec<Arc<Turn>>>,
+    /// The `assign_task` call each spawned subagent answers.
+    pub calls: HashMap<u32, String>,
+}
+
+/// One spawned subagent, as written by the manager.
+#[derive(Deserialize)]
+struct SpawnRecord {
+    id: String,
+    agent: AgentSpec,
+    #[serde(default)]
+    call_id: String,
 }
 
 /// What the store holds.
@@ -59,13 +75,32 @@ pub async fn load(repo: &RunRepo, limits: &Limits) -> Result<Recovered, StoreErr
             };
             // Stored specs passed validation once; limits may have shrunk since, so allow them.
             let lenient = Limits { max_subtasks: usize::MAX, max_args_bytes: usize::MAX, ..limits.clone() };
-            let dag = match Dag::build(&spec, &lenient) {
-                Ok(dag) => Arc::new(dag),
+            let mut dag = match Dag::build(&spec, &lenient) {
+                Ok(dag) => dag,
                 Err(e) => {
                     warn!(run_id = %header.run_id, error = %e, "stored spec no longer valid; skipped");
                     continue;
                 }
             };
+            // Subagents spawned at run time come back first, so their records find them.
+            let mut calls = HashMap::new();
+            for (key, value) in repo.run_prefix_values(&header.run_id, "spawns").await? {
+                let parent = key.split('/').next().unwrap_or_default();
+                let Some(parent) = dag.index_of(parent) else { continue };
+                let children: Vec<SpawnRecord> = serde_json::from_slice(&value).unwrap_or_default();
+                for child in children {
+                    let i = dag.add_child(parent, SubtaskId::from(child.id), child.agent);
+                    calls.insert(i, child.call_id);
+                }
+            }
+            let dag = Arc::new(dag);
+            let mut turns: HashMap<u32, Vec<Arc<Turn>>> = HashMap::new();
+            for (key, value) in repo.run_prefix_values(&header.run_id, "turns").await? {
+                let subtask = key.rsplit_once('/').map_or(key.as_str(), |(s, _)| s);
+                if let (Some(i), Ok(turn)) = (dag.index_of(subtask), serde_json::from_slice::<Turn>(&value)) {
+                    turns.entry(i).or_default().push(Arc::new(turn));
+                }
+            }
             let mut records = Vec::new();
             for (id, record) in repo.subtasks(&header.run_id).await? {
                 if let Some(i) = dag.index_of(id.as_str()) {
@@ -73,7 +108,7 @@ pub async fn load(repo: &RunRepo, limits: &Limits) -> Result<Recovered, StoreErr
                 }
             }
             info!(run_id = %header.run_id, recorded = records.len(), total = dag.len(), "resuming run");
-            out.active.push(RecoveredRun { header, dag, records });
+            out.active.push(RecoveredRun { header, dag, records, turns, calls });
         }
         if !more {
             return Ok(out);

@@ -326,6 +326,24 @@ impl RunRepo {
         }
     }
 
+    /// Every `(key suffix, value)` under `{prefix}{kind}/{run}/`, in key order (kinds: `turns`,
+    /// `spawns`).
+    pub async fn run_prefix_values(&self, run: &RunId, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = format!("{}{kind}/{run}/", self.prefix).into_bytes();
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.store.range(&prefix, after.as_deref(), 1000).await?;
+            for kv in &page.kvs {
+                out.push((String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned(), kv.value.clone()));
+            }
+            after = page.kvs.last().map(|kv| kv.key.clone());
+            if !page.more {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Run headers in id order (oldest first), after `after`.
     pub async fn headers(&self, after: Option<&RunId>, limit: usize) -> Result<(Vec<RunHeader>, bool), StoreError> {
         let prefix = format!("{}runs/", self.prefix).into_bytes();

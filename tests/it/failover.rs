@@ -247,3 +247,41 @@ async fn an_agent_resumes_from_its_transcript_after_its_worker_is_sigkilled() {
     assert_eq!(run.subtasks[0].attempt, 2);
     assert_eq!(run.summary.expect("summary").critical_steps, 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_stage_survives_a_leader_sigkill() {
+    let _serial = SERIAL.lock().await;
+    let mut pc = ProcCluster::start(1, 2, 2, Duration::from_secs(2)).await.expect("cluster");
+    let (a_url, _) = pc.leader().await.expect("leader").expect("elected");
+    let a = pc.coordinators.iter().position(|(_, url)| *url == a_url).expect("leader is ours");
+    let mut c = pc.client(&a_url).await.expect("client");
+    let lead = swarm_core::SubtaskSpec {
+        id: "lead".into(),
+        kind: swarm_core::SubtaskKind::Orchestrator(swarm_core::agent::OrchestratorSpec {
+            goal: "get help".into(),
+            model: "scripted".into(),
+            tools: vec![],
+            max_steps: None,
+        }),
+        depends_on: vec![],
+        timeout: None,
+    };
+    let run_id = submit(&mut c, &swarm_core::RunSpec::new("orchestrated", vec![lead])).await.expect("submit");
+    wait_for_events(&mut c, &run_id, Duration::from_secs(60), |e| {
+        e.iter().filter(|e| matches!(e.event, Some(pb::run_event::Event::AgentStep(_)))).count() >= 4
+    })
+    .await
+    .expect("the stage is under way");
+    pc.coordinators[a].0.kill();
+    pc.wait_leader(Some(&a_url), Duration::from_secs(15)).await.expect("standby takes over");
+    let run = wait_run_done(&pc, &run_id, Duration::from_secs(60)).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    let s = run.summary.clone().expect("summary");
+    assert_eq!((s.subagents, s.critical_steps), (6, 1 + 4), "{s:?}");
+    let lines = pc.appended("helpers.log");
+    assert_eq!(lines.len(), 6 * 4, "every helper call ran exactly once across the failover: {lines:?}");
+    let (leader, _) = pc.leader().await.expect("leader").expect("elected");
+    let run = client::get(&mut pc.client(&leader).await.expect("client"), &run_id, true).await.expect("run");
+    let lead = run.subtasks.iter().find(|t| t.id == "lead").expect("lead");
+    assert_eq!(lead.output_json, serde_json::json!({"answer": "all done"}).to_string());
+}

@@ -45,9 +45,9 @@ impl Manager {
             self.listing.insert(header.run_id.clone(), Listed::Archived(Box::new(header)));
         }
         let resumed = !recovered.active.is_empty();
-        for RecoveredRun { header, dag, records } in recovered.active {
+        for RecoveredRun { header, dag, records, turns, calls } in recovered.active {
             let seed = header.submitted_us ^ u64::from(self.next_run);
-            let engine = RunEngine::restore(
+            let mut engine = RunEngine::restore(
                 header.run_id.clone(),
                 dag.clone(),
                 self.config.retry.clone(),
@@ -55,6 +55,7 @@ impl Manager {
                 seed,
                 records,
             );
+            engine.restore_agents(turns, calls);
             let key = self.add_run(header.run_id.clone(), dag, header, Some(engine));
             if let Some(entry) = self.runs.get_mut(&key) {
                 entry.recovering = true;
@@ -142,6 +143,7 @@ impl Manager {
                     .and_then(|a| a.stages.get(stage.saturating_sub(1) as usize))
                     .map(|s| s.children.clone())
                     .unwrap_or_default();
+                let calls = engine.slot(subtask).agent.as_ref().map(|a| &a.child_calls);
                 let record: Vec<serde_json::Value> = children
                     .iter()
                     .map(|&c| {
@@ -150,7 +152,8 @@ impl Manager {
                             swarm_core::dag::Work::Agent(a) => serde_json::to_value(a.as_ref()).unwrap_or_default(),
                             _ => serde_json::Value::Null,
                         };
-                        serde_json::json!({ "id": node.id, "agent": spec })
+                        let call_id = calls.and_then(|m| m.get(&c)).cloned().unwrap_or_default();
+                        serde_json::json!({ "id": node.id, "agent": spec, "call_id": call_id })
                     })
                     .collect();
                 let op = self.repo.spawn_op(engine.run_id(), &engine.dag().node(subtask).id, stage, &record);

@@ -186,15 +186,81 @@ impl RunEngine {
         self.check_budgets(now_us, out);
     }
 
-    /// A subtask ended: if it is a subagent, hand its answer to its orchestrator.
-    pub(super) fn child_ended(&mut self, child: u32) {
-        let Some(parent) = self.dag.node(child).parent else { return };
+    /// What an ended subagent tells its orchestrator.
+    fn answer_of(&self, child: u32) -> String {
         let slot = &self.slots[child as usize];
-        let answer = match (slot.state, &slot.output, &slot.error) {
+        match (slot.state, &slot.output, &slot.error) {
             (SubtaskState::Succeeded, Some(out), _) => answer_text(out),
             (_, _, Some(e)) => format!("error: the subagent failed ({}): {}", e.kind.as_str(), e.message),
             _ => "error: the subagent ended without an answer".to_owned(),
-        };
+        }
+    }
+
+    /// Rebuilds agent state after a failover, once [`RunEngine::restore`] has applied the
+    /// recorded subtask ends: transcripts (`turns`, by subtask), and for spawned subagents (which
+    /// the caller added to the DAG before restoring) the `assign_task` call each answers.
+    pub fn restore_agents(&mut self, turns: HashMap<u32, Vec<Arc<Turn>>>, calls: HashMap<u32, String>) {
+        for (i, ts) in turns {
+            let terminal = self.slots.get(i as usize).is_some_and(|s| s.state.is_terminal());
+            let Some(slot) = self.slots.get_mut(i as usize) else { continue };
+            let steps = ts.iter().filter(|t| t.tool_calls() > 0).count() as u32;
+            self.counts.agent_tool_calls += ts.iter().map(|t| t.work_calls() as u32).sum::<u32>();
+            self.counts.tokens += ts.iter().map(|t| t.usage.input_tokens + t.usage.output_tokens).sum::<u64>();
+            if !terminal {
+                slot.steps = steps;
+            }
+            if let Some(agent) = slot.agent.as_deref_mut() {
+                agent.turns = ts;
+            }
+        }
+        let orchestrators: Vec<u32> = (0..self.dag.len() as u32)
+            .filter(|&i| matches!(self.dag.node(i).work, Work::Orchestrator(_)))
+            .collect();
+        for o in orchestrators {
+            let children: Vec<u32> = (0..self.dag.len() as u32).filter(|&c| self.dag.node(c).parent == Some(o)).collect();
+            self.counts.spawned += children.len() as u32;
+            let stage_of = |c: u32| -> u32 {
+                self.dag.node(c).id.as_str().rsplit(':').nth(2).and_then(|s| s.parse().ok()).unwrap_or(0)
+            };
+            let Some(agent) = self.slots[o as usize].agent.as_deref() else { continue };
+            let answered: std::collections::HashSet<String> =
+                agent.turns.iter().flat_map(|t| &t.messages).filter_map(|m| m.tool_call_id.clone()).collect();
+            let stage_turns = agent.turns.iter().filter(|t| t.tool_calls() > 0).count() as u32;
+            let stages: Vec<Stage> = (1..=stage_turns)
+                .map(|s| Stage { children: children.iter().copied().filter(|&c| stage_of(c) == s).collect() })
+                .collect();
+            let mut waiting = 0;
+            let mut child_calls = HashMap::new();
+            let mut pending = Vec::new();
+            for &c in &children {
+                let Some(call) = calls.get(&c) else { continue };
+                if answered.contains(call) {
+                    continue;
+                }
+                if self.slots[c as usize].state.is_terminal() {
+                    pending.push(Message::tool_result(call, self.answer_of(c)));
+                } else {
+                    waiting += 1;
+                    child_calls.insert(c, call.clone());
+                }
+            }
+            let orchestrator_open = !self.slots[o as usize].state.is_terminal();
+            if let Some(agent) = self.agent_mut(o) {
+                agent.stages = stages;
+                agent.waiting = waiting;
+                agent.child_calls = child_calls;
+                agent.pending_results = pending;
+            }
+            if orchestrator_open && waiting > 0 {
+                self.slots[o as usize].state = SubtaskState::Waiting;
+            }
+        }
+    }
+
+    /// A subtask ended: if it is a subagent, hand its answer to its orchestrator.
+    pub(super) fn child_ended(&mut self, child: u32) {
+        let Some(parent) = self.dag.node(child).parent else { return };
+        let answer = self.answer_of(child);
         let Some(agent) = self.agent_mut(parent) else { return };
         let Some(call_id) = agent.child_calls.remove(&child) else { return };
         agent.pending_results.push(Message::tool_result(call_id, answer));
