@@ -44,8 +44,9 @@ impl ProcCluster {
         std::fs::create_dir_all(dir.0.join("append"))?;
         // Every agent: eight turns, each appending `call-{turn}` after 150 ms, then an answer.
         // `lead`: an orchestrator that starts six `helper`s, each appending four lines.
-        let assigns: Vec<String> =
-            (0..6).map(|i| format!("{{name: assign_task, arguments: {{subagent: helper, task: 'part {i}'}}}}")).collect();
+        let assigns: Vec<String> = (0..6)
+            .map(|i| format!("{{name: assign_task, arguments: {{subagent: helper, task: 'part {i}'}}}}"))
+            .collect();
         let script = format!(
             "agents:\n  '*':\n    - repeat: 8\n      tool_calls: [{{name: append, arguments: {{file: agent.log, text: 'call-{{turn}}', ms: 150}}}}]\n    - content: finished\n  lead:\n    - tool_calls: [{{name: create_subagent, arguments: {{name: helper, system_prompt: help, tools: [append]}}}}, {}]\n    - content: all done\n  helper:\n    - repeat: 4\n      tool_calls: [{{name: append, arguments: {{file: helpers.log, text: 'h-{{turn}}', ms: 300}}}}]\n    - content: helped\n",
             assigns.join(", ")

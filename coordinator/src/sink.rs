@@ -29,7 +29,7 @@ pub struct SinkBatch {
     /// Offloaded payloads to upload before `ops` (which reference them) are committed.
     pub blobs: Vec<(String, bytes::Bytes)>,
     pub ops: Vec<Op>,
-    pub acks: Vec<(WorkerTx, Vec<u64>)>,
+    pub acks: Vec<(WorkerTx, pb::Acks)>,
 }
 
 /// Sink counters (shared with the manager's stats).
@@ -100,8 +100,8 @@ pub async fn run(repo: RunRepo, mut rx: mpsc::Receiver<SinkBatch>, term: Cancell
                 }
             }
         }
-        for (tx, fences) in batch.acks {
-            let msg = pb::CoordinatorMessage { msg: Some(pb::coordinator_message::Msg::Acks(pb::Acks { fences })) };
+        for (tx, acks) in batch.acks {
+            let msg = pb::CoordinatorMessage { msg: Some(pb::coordinator_message::Msg::Acks(acks)) };
             // A full or closed stream only delays the ack: the worker re-sends, and the report is
             // recognised as stale and acknowledged again.
             let _ = tx.try_send(Ok(msg));

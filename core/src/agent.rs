@@ -123,6 +123,20 @@ pub struct Turn {
     pub messages: Vec<Message>,
     #[serde(default)]
     pub usage: Usage,
+    /// The attempt that produced it and its sequence number there (0 for turns the coordinator
+    /// added, such as delivered subagent answers): what makes re-sent turns recognisable.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fence: u64,
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub seq: u32,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
 }
 
 impl Turn {

@@ -128,7 +128,7 @@ mod tests {
             .collect();
         let assistant =
             Message { role: Role::Assistant, content: None, reasoning_content: None, tool_calls, tool_call_id: None };
-        Arc::new(Turn { messages: vec![assistant], usage: Default::default() })
+        Arc::new(Turn { messages: vec![assistant], usage: Default::default(), fence: 0, seq: 0 })
     }
 
     fn agent(input: &str) -> AgentSpec {
@@ -160,9 +160,11 @@ mod tests {
             fence
         }
         fn steps(&mut self, i: u32, fence: Fence, n: usize) {
-            for _ in 0..n {
+            let first = self.e.slot(i).agent.as_ref().map_or(0, |a| a.next_seq);
+            for k in 0..n as u32 {
                 self.now += 10;
-                self.e.apply(EngineEvent::StepRecorded { subtask: i, fence, turn: turn(1) }, self.now, &mut self.out);
+                let ev = EngineEvent::StepRecorded { subtask: i, fence, seq: first + k, turn: turn(1) };
+                self.e.apply(ev, self.now, &mut self.out);
             }
         }
         fn answer(&mut self, i: u32, fence: Fence) {

@@ -14,9 +14,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use swarm_core::FailureKind;
-use swarm_core::agent::{
-    ASSIGN_TASK, AgentSpec, CREATE_SUBAGENT, Message, OrchestratorSpec, Role, SpawnRequest, Turn, Usage,
-};
+use swarm_core::agent::{ASSIGN_TASK, AgentSpec, CREATE_SUBAGENT, Message, OrchestratorSpec, Role, SpawnRequest, Turn};
 use swarm_proto::pb;
 use tokio_util::sync::CancellationToken;
 
@@ -140,7 +138,7 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
         if assistant.tool_calls.is_empty() {
             // The answer is recorded too (its tokens count; it is not a step).
             let answer = assistant.content.clone().unwrap_or_default();
-            on_turn(&Turn { messages: vec![assistant], usage: response.usage });
+            on_turn(&Turn { messages: vec![assistant], usage: response.usage, fence: 0, seq: 0 });
             return Ok(AgentOutcome::Answer(answer));
         }
         let mut results: Vec<Option<Message>> = vec![None; assistant.tool_calls.len()];
@@ -222,7 +220,7 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
         }
         let mut messages = vec![assistant.clone()];
         messages.extend(results.into_iter().flatten());
-        let turn = Turn { messages, usage: Usage { ..response.usage } };
+        let turn = Turn { messages, usage: response.usage, fence: 0, seq: 0 };
         if !spawns.is_empty() {
             return Ok(AgentOutcome::Suspend { turn, spawns });
         }

@@ -118,6 +118,8 @@ enum Up {
 struct Held {
     running: Mutex<HashMap<u64, Running>>,
     unacked: Mutex<BTreeMap<u64, pb::AttemptReport>>,
+    /// Agent turns not yet acknowledged, by (fence, seq).
+    unacked_steps: Mutex<BTreeMap<(u64, u32), pb::AgentStepReport>>,
 }
 
 impl Held {
@@ -338,13 +340,8 @@ async fn session(
     let channel = endpoint.connect().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut client = WorkerServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let (out_tx, out_rx) = mpsc::channel::<pb::WorkerMessage>(256);
-    // Queued reports are also in `unacked`, which is re-sent below; queued agent steps are not.
-    let mut steps_backlog = Vec::new();
-    while let Ok(up) = reports.try_recv() {
-        if let Up::Step(s) = up {
-            steps_backlog.push(s);
-        }
-    }
+    // Everything queued is also kept unacknowledged, and re-sent below.
+    while reports.try_recv().is_ok() {}
     let hello = pb::WorkerHello {
         worker_id: config.worker_id.to_string(),
         slots: config.slots,
@@ -370,6 +367,15 @@ async fn session(
     let _ = out_tx.send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Hello(hello)) }).await;
     let mut inbound = client.connect(ReceiverStream::new(out_rx)).await?.into_inner();
     info!(worker_id = %config.worker_id, coordinator = %url, slots = config.slots, "connected");
+    // Unacknowledged agent turns first, then reports: an attempt's turns precede its outcome.
+    let steps: Vec<pb::AgentStepReport> =
+        ctx.held.unacked_steps.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+    for chunk in steps.chunks(REPORT_BATCH) {
+        let msg = pb::worker_message::Msg::Steps(pb::AgentSteps { steps: chunk.to_vec() });
+        if out_tx.send(pb::WorkerMessage { msg: Some(msg) }).await.is_err() {
+            return Ok(());
+        }
+    }
     let resend: Vec<pb::AttemptReport> =
         ctx.held.unacked.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
     for chunk in resend.chunks(REPORT_BATCH) {
@@ -391,17 +397,25 @@ async fn session(
                 Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Cancels(c)) })) => {
                     let running = ctx.held.running.lock().unwrap_or_else(|e| e.into_inner());
                     let mut unacked = ctx.held.unacked.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut steps = ctx.held.unacked_steps.lock().unwrap_or_else(|e| e.into_inner());
                     for fence in c.fences {
                         if let Some(r) = running.get(&fence) {
                             r.token.cancel();
                         }
                         unacked.remove(&fence);
+                        steps.retain(|(f, _), _| *f != fence);
                     }
                 }
                 Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Acks(a)) })) => {
                     let mut unacked = ctx.held.unacked.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut steps = ctx.held.unacked_steps.lock().unwrap_or_else(|e| e.into_inner());
+                    for ack in a.steps {
+                        steps.remove(&(ack.fence, ack.seq));
+                    }
                     for fence in a.fences {
                         unacked.remove(&fence);
+                        // The attempt's outcome is durable: its turns no longer matter.
+                        steps.retain(|(f, _), _| *f != fence);
                     }
                 }
                 Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Welcome(w)) })) => {
@@ -474,6 +488,8 @@ fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
         if let Some(task) = &a.agent {
             let steps = reports.clone();
             let fence = a.fence;
+            let mut seq = 0u32;
+            let keep = held.clone();
             let run = agent::AgentRun {
                 task,
                 run_id: &a.run_id,
@@ -484,8 +500,10 @@ fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                 cancel: token.clone(),
             };
             let result = agent::run(run, |turn| {
-                let step = pb::AgentStepReport { fence, turn_json: serde_json::to_string(turn).unwrap_or_default() };
-                // Bounded: a worker that cannot send steps fast enough slows its agents down.
+                let step = pb::AgentStepReport { fence, turn_json: serde_json::to_string(turn).unwrap_or_default(), seq };
+                seq += 1;
+                // Kept until acknowledged: a step lost with a stream is re-sent on reconnection.
+                keep.unacked_steps.lock().unwrap_or_else(|e| e.into_inner()).insert((fence, step.seq), step.clone());
                 let _ = steps.try_send(Up::Step(step));
             })
             .await;

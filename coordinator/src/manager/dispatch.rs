@@ -99,14 +99,20 @@ impl Manager {
         }
         dirty.clear();
         self.dirty = dirty;
-        if self.writes.is_empty() && self.acks.is_empty() {
+        if self.writes.is_empty() && self.acks.is_empty() && self.step_acks.is_empty() {
             return;
         }
-        let acks = self
-            .acks
-            .drain()
+        let mut per_worker: std::collections::HashMap<usize, pb::Acks> = std::collections::HashMap::new();
+        for (w, fences) in self.acks.drain() {
+            per_worker.entry(w).or_default().fences = fences;
+        }
+        for (w, steps) in self.step_acks.drain() {
+            per_worker.entry(w).or_default().steps = steps;
+        }
+        let acks = per_worker
+            .into_iter()
             .filter(|(w, _)| self.workers[*w].alive)
-            .map(|(w, fences)| (self.workers[w].tx.clone(), fences))
+            .map(|(w, acks)| (self.workers[w].tx.clone(), acks))
             .collect();
         let batch = SinkBatch { blobs: std::mem::take(&mut self.blobs), ops: std::mem::take(&mut self.writes), acks };
         if self.sink.send(batch).await.is_err() {

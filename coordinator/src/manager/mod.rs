@@ -233,6 +233,7 @@ pub fn spawn(
         writes: Vec::new(),
         blobs: Vec::new(),
         acks: HashMap::new(),
+        step_acks: HashMap::new(),
         dirty: Vec::new(),
         stats: ManagerStats::default(),
         recovery_deadline: None,
@@ -264,6 +265,8 @@ struct Manager {
     blobs: Vec<(String, bytes::Bytes)>,
     /// Fences to acknowledge per worker once this turn's writes are durable.
     acks: HashMap<usize, Vec<u64>>,
+    /// Agent steps to acknowledge per worker, likewise.
+    step_acks: HashMap<usize, Vec<pb::StepAck>>,
     dirty: Vec<usize>,
     stats: ManagerStats,
     /// While set, resumed runs wait (µs since the epoch).

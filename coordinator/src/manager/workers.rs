@@ -121,6 +121,7 @@ impl Manager {
         // reconnects.
         worker.tx = mpsc::channel(1).0;
         self.acks.remove(&w);
+        self.step_acks.remove(&w);
         let lost: Vec<(u64, Inflight)> =
             self.inflight.iter().filter(|(_, f)| f.worker == w).map(|(fence, f)| (*fence, *f)).collect();
         for (fence, f) in lost {
@@ -198,6 +199,8 @@ impl Manager {
     /// A turn of a running agent: extend its transcript.
     pub(super) fn agent_step(&mut self, conn: u64, step: pb::AgentStepReport) {
         let Some(&w) = self.by_conn.get(&conn) else { return };
+        // Acknowledged once this turn's writes are durable, whether recorded or stale.
+        self.step_acks.entry(w).or_default().push(pb::StepAck { fence: step.fence, seq: step.seq });
         let Some(f) = self.inflight.get(&step.fence).copied().filter(|f| f.worker == w) else {
             self.stats.stale_reports += 1;
             return;
@@ -207,6 +210,7 @@ impl Manager {
                 let event = EngineEvent::StepRecorded {
                     subtask: f.subtask,
                     fence: Fence(step.fence),
+                    seq: step.seq,
                     turn: std::sync::Arc::new(turn),
                 };
                 self.apply(f.run, event);

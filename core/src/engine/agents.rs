@@ -43,6 +43,8 @@ pub struct AgentState {
     pub child_calls: HashMap<u32, String>,
     /// A serial-collapse warning was already given.
     pub warned: bool,
+    /// The sequence number the current attempt's next turn must carry (older ones are repeats).
+    pub next_seq: u32,
 }
 
 /// Stages in a row with at most one subagent before a serial-collapse warning.
@@ -82,14 +84,23 @@ impl RunEngine {
         &mut self,
         subtask: u32,
         fence: Fence,
+        seq: u32,
         turn: Arc<Turn>,
         now_us: u64,
         out: &mut Vec<Action>,
     ) {
-        if !self.is_current(subtask, fence) || self.slots[subtask as usize].agent.is_none() {
+        if !self.is_current(subtask, fence) {
             return;
         }
-        self.record_turn(subtask, turn, None, out);
+        let Some(agent) = self.agent_mut(subtask) else { return };
+        if seq < agent.next_seq {
+            return; // re-sent after a reconnection: already recorded
+        }
+        agent.next_seq = seq + 1;
+        let mut turn = Arc::unwrap_or_clone(turn);
+        turn.fence = fence.0;
+        turn.seq = seq;
+        self.record_turn(subtask, Arc::new(turn), None, out);
         self.check_budgets(now_us, out);
     }
 
@@ -213,11 +224,11 @@ impl RunEngine {
                 agent.turns = ts;
             }
         }
-        let orchestrators: Vec<u32> = (0..self.dag.len() as u32)
-            .filter(|&i| matches!(self.dag.node(i).work, Work::Orchestrator(_)))
-            .collect();
+        let orchestrators: Vec<u32> =
+            (0..self.dag.len() as u32).filter(|&i| matches!(self.dag.node(i).work, Work::Orchestrator(_))).collect();
         for o in orchestrators {
-            let children: Vec<u32> = (0..self.dag.len() as u32).filter(|&c| self.dag.node(c).parent == Some(o)).collect();
+            let children: Vec<u32> =
+                (0..self.dag.len() as u32).filter(|&c| self.dag.node(c).parent == Some(o)).collect();
             self.counts.spawned += children.len() as u32;
             let stage_of = |c: u32| -> u32 {
                 self.dag.node(c).id.as_str().rsplit(':').nth(2).and_then(|s| s.parse().ok()).unwrap_or(0)
@@ -278,7 +289,7 @@ impl RunEngine {
             return;
         }
         let messages = std::mem::take(&mut agent.pending_results);
-        agent.turns.push(Arc::new(Turn { messages, usage: Default::default() }));
+        agent.turns.push(Arc::new(Turn { messages, usage: Default::default(), fence: 0, seq: 0 }));
         let index = agent.turns.len() as u32 - 1;
         out.push(Action::PersistTurn { subtask, index });
     }

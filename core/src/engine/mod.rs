@@ -169,7 +169,7 @@ pub enum EngineEvent {
     /// The user asked to cancel the run.
     CancelRequested,
     /// An agent or orchestrator finished a turn that called tools (and ran them).
-    StepRecorded { subtask: u32, fence: Fence, turn: Arc<Turn> },
+    StepRecorded { subtask: u32, fence: Fence, seq: u32, turn: Arc<Turn> },
     /// An orchestrator's turn assigned tasks to subagents: the attempt ends and a stage opens.
     Spawned {
         subtask: u32,
@@ -539,7 +539,9 @@ impl RunEngine {
                 }
             }
             EngineEvent::CancelRequested => self.cancel(RunState::Cancelled, now_us, out),
-            EngineEvent::StepRecorded { subtask, fence, turn } => self.step_recorded(subtask, fence, turn, now_us, out),
+            EngineEvent::StepRecorded { subtask, fence, seq, turn } => {
+                self.step_recorded(subtask, fence, seq, turn, now_us, out)
+            }
             EngineEvent::Spawned { subtask, fence, turn, spawns, started_us, finished_us } => {
                 self.spawned(subtask, fence, turn, spawns, started_us, finished_us, now_us, out)
             }
@@ -554,6 +556,11 @@ impl RunEngine {
                 slot.attempt = attempt.max(slot.attempt);
                 slot.fence = fence;
                 slot.worker = Some(worker.clone());
+                // Turns of this attempt the store already has were recorded by the last leader.
+                if let Some(agent) = slot.agent.as_deref_mut() {
+                    agent.next_seq =
+                        agent.turns.iter().filter(|t| t.fence == fence.0).map(|t| t.seq + 1).max().unwrap_or(0);
+                }
                 self.counts.running += 1;
                 self.counts.attempts += 1;
                 out.push(Action::Publish(Update::Started { subtask, attempt: slot.attempt, worker }));
@@ -576,6 +583,9 @@ impl RunEngine {
         self.counts.running += 1;
         self.counts.attempts += 1;
         out.push(Action::Publish(Update::Started { subtask, attempt, worker }));
+        if let Some(agent) = self.slots[subtask as usize].agent.as_deref_mut() {
+            agent.next_seq = 0;
+        }
         self.deliver_results(subtask, out);
     }
 
