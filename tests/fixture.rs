@@ -22,6 +22,8 @@ pub enum Canned {
     Status(u16, Option<u32>),
     /// Never answers (until the client gives up).
     Hang,
+    /// 200 with these chunks as server-sent events, then `data: [DONE]`.
+    Stream(Vec<Value>),
 }
 
 /// A recorded request.
@@ -91,6 +93,11 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body
             }
             resp
         }
+        Some(Canned::Stream(chunks)) => {
+            let mut body: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+            body.push_str("data: [DONE]\n\n");
+            (StatusCode::OK, [("content-type", "text/event-stream")], body).into_response()
+        }
         Some(Canned::Hang) => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
@@ -115,4 +122,26 @@ pub fn completion(content: Option<&str>, calls: Vec<(&str, &str, &str)>) -> Valu
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
     })
+}
+
+/// A streamed answer: the content in two pieces, then a tool call split across chunks.
+pub fn streamed(content: &str, call: Option<(&str, &str, &str)>) -> Vec<Value> {
+    let (a, b) = content.split_at(content.len() / 2);
+    let mut chunks = vec![
+        json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": a}}]}),
+        json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": b}}]}),
+    ];
+    if let Some((id, name, args)) = call {
+        let (x, y) = args.split_at(args.len() / 2);
+        chunks.push(json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": x}}]}}]}));
+        chunks.push(json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": y}}]}}]}));
+    }
+    let finish = if call.is_some() { "tool_calls" } else { "stop" };
+    chunks.push(
+        json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}),
+    );
+    chunks.push(json!({"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 4}}));
+    chunks
 }

@@ -10,7 +10,7 @@ use swarm_core::agent::{AgentSpec, OrchestratorSpec};
 use swarm_core::{RunSpec, SubtaskKind, SubtaskSpec};
 use swarm_proto::pb::{self, run_event::Event};
 use swarm_store::MemoryStore;
-use swarm_tests::fixture::{Canned, ModelFixture, completion};
+use swarm_tests::fixture::{Canned, ModelFixture, completion, streamed};
 use swarm_tests::harness::{TestCluster, submit, wait_done, wait_for_events};
 use swarm_worker::model::{EndpointConfig, ModelRegistry, OpenAiModel, ScriptedModel};
 
@@ -103,6 +103,7 @@ async fn the_agent_loop_speaks_openai_and_survives_429_500_and_bad_json() {
         dialect: Default::default(),
         timeout_secs: Some(5),
         max_retries: Some(4),
+        stream: false,
     };
     let _ = key_var;
     let mut m = ModelRegistry::new();
@@ -155,6 +156,7 @@ async fn a_hung_model_call_times_out_and_is_retried() {
         dialect: Default::default(),
         timeout_secs: Some(1),
         max_retries: Some(2),
+        stream: false,
     };
     let mut m = ModelRegistry::new();
     m.register("fixture", Arc::new(OpenAiModel::new(&config).expect("client")));
@@ -250,5 +252,45 @@ async fn step_caps_and_run_budgets_end_runs_clearly() {
         _ => None,
     });
     assert!(what.is_some_and(|w| w.starts_with("tool calls: 5 used of 4")), "the budget event names the budget");
+    tc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_loop_reads_streamed_answers() {
+    let fixture = ModelFixture::start(vec![
+        Canned::Stream(streamed("let me echo", Some(("s1", "echo", r#"{"text": "streamed"}"#)))),
+        Canned::Stream(streamed("echoed: streamed", None)),
+    ])
+    .await
+    .expect("fixture");
+    let config = EndpointConfig {
+        base_url: fixture.base_url(),
+        model: "m".into(),
+        api_key_env: None,
+        api_key_file: None,
+        dialect: Default::default(),
+        timeout_secs: Some(5),
+        max_retries: Some(1),
+        stream: true,
+    };
+    let mut m = ModelRegistry::new();
+    m.register("fixture", Arc::new(OpenAiModel::new(&config).expect("client")));
+    let tc = TestCluster::start_with(Arc::new(MemoryStore::new()), Arc::new(m), 1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let run_id = submit(&mut c, &RunSpec::new("stream", vec![subtask("a", agent("go", "fixture", &["echo"]))]))
+        .await
+        .expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+    assert_eq!(run.subtasks[0].output_json, json!({"answer": "echoed: streamed"}).to_string());
+    let seen = fixture.seen();
+    assert_eq!(seen[0].body["stream"], true);
+    let tool_msg = seen[1].body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["role"] == "tool").cloned())
+        .expect("tool result");
+    assert_eq!(tool_msg["tool_call_id"], "s1");
+    assert!(tool_msg["content"].as_str().unwrap_or("").contains("streamed"), "the joined arguments were valid JSON");
+    assert_eq!(run.summary.expect("summary").tokens, 2 * 24);
     tc.stop().await;
 }

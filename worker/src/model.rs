@@ -293,6 +293,9 @@ pub struct EndpointConfig {
     /// Retries on 429/5xx/timeouts (default 4).
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// Ask for a streamed answer (server-sent events), for servers that only stream.
+    #[serde(default)]
+    pub stream: bool,
 }
 
 /// An OpenAI-compatible `POST {base_url}/chat/completions` client (non-streaming). Retries 429
@@ -307,6 +310,7 @@ pub struct OpenAiModel {
     dialect: Dialect,
     timeout: Duration,
     max_retries: u32,
+    stream: bool,
 }
 
 impl OpenAiModel {
@@ -332,6 +336,7 @@ impl OpenAiModel {
             dialect: config.dialect,
             timeout: Duration::from_secs(config.timeout_secs.unwrap_or(120)),
             max_retries: config.max_retries.unwrap_or(4),
+            stream: config.stream,
         })
     }
 
@@ -359,7 +364,10 @@ impl OpenAiModel {
                 v
             })
             .collect();
-        let mut body = json!({ "model": self.model, "messages": messages, "stream": false });
+        let mut body = json!({ "model": self.model, "messages": messages, "stream": self.stream });
+        if self.stream {
+            body["stream_options"] = json!({ "include_usage": true });
+        }
         if !req.tools.is_empty() {
             body["tools"] = req
                 .tools
@@ -400,8 +408,67 @@ impl OpenAiModel {
             let snippet: String = text.chars().take(300).collect();
             return Err((ModelError::permanent(format!("HTTP {status}: {snippet}")), None));
         }
-        parse_completion(&text).map_err(|e| (e, None))
+        if self.stream { parse_stream(&text) } else { parse_completion(&text) }.map_err(|e| (e, None))
     }
+}
+
+/// Parses a streamed chat completion (server-sent `chat.completion.chunk` events up to
+/// `data: [DONE]`): content, reasoning and tool-call fragments are joined by index.
+pub fn parse_stream(text: &str) -> Result<ChatResponse, ModelError> {
+    let mut content = String::new();
+    let mut reasoning = String::new();
+    let mut calls: Vec<ToolCallRequest> = Vec::new();
+    let mut usage = Usage::default();
+    let mut finish = String::new();
+    let mut chunks = 0;
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data:").map(str::trim) else { continue };
+        if data == "[DONE]" {
+            break;
+        }
+        let chunk: Value =
+            serde_json::from_str(data).map_err(|e| ModelError::transient(format!("malformed stream chunk: {e}")))?;
+        chunks += 1;
+        if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
+            usage = Usage {
+                input_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
+                output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+            };
+        }
+        let Some(choice) = chunk["choices"].get(0) else { continue };
+        if let Some(f) = choice["finish_reason"].as_str() {
+            finish = f.to_owned();
+        }
+        let delta = &choice["delta"];
+        content.push_str(delta["content"].as_str().unwrap_or(""));
+        reasoning.push_str(delta["reasoning_content"].as_str().unwrap_or(""));
+        for part in delta["tool_calls"].as_array().into_iter().flatten() {
+            let index = part["index"].as_u64().unwrap_or(calls.len() as u64) as usize;
+            while calls.len() <= index {
+                calls.push(ToolCallRequest { id: String::new(), name: String::new(), arguments: String::new() });
+            }
+            let call = &mut calls[index];
+            if let Some(id) = part["id"].as_str() {
+                call.id = id.to_owned();
+            }
+            call.name.push_str(part["function"]["name"].as_str().unwrap_or(""));
+            call.arguments.push_str(part["function"]["arguments"].as_str().unwrap_or(""));
+        }
+    }
+    if chunks == 0 {
+        return Err(ModelError::transient("the stream held no chunks"));
+    }
+    Ok(ChatResponse {
+        message: Message {
+            role: Role::Assistant,
+            content: (!content.is_empty()).then_some(content),
+            reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+            tool_calls: calls,
+            tool_call_id: None,
+        },
+        usage,
+        finish_reason: finish,
+    })
 }
 
 /// Parses a chat-completions answer.
@@ -539,6 +606,7 @@ mod tests {
             dialect,
             timeout_secs: None,
             max_retries: None,
+            stream: false,
         };
         let thought = Message {
             role: Role::Assistant,
