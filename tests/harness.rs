@@ -49,6 +49,8 @@ pub struct Record {
     info: ToolInfo,
     worker: String,
     log: ExecLog,
+    /// Every sleep on this worker takes this many times longer (a slow machine).
+    slow: u64,
 }
 
 struct Guard {
@@ -73,8 +75,9 @@ impl Tool for Record {
     fn call(&self, args: Value, ctx: ToolContext) -> ToolFuture {
         let log = self.log.clone();
         let worker = self.worker.clone();
+        let slow = self.slow;
         Box::pin(async move {
-            let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
+            let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0) * slow;
             let now = Instant::now();
             let mut guard = Guard {
                 exec: Some(Exec {
@@ -154,20 +157,29 @@ impl TestCluster {
         Ok(me)
     }
 
-    /// Adds a worker with the built-ins and `record`; returns its index.
+    /// Adds a worker with the built-ins, `record` (idempotent) and `record_once` (not); returns
+    /// its index.
     pub fn add_worker(&mut self, id: &str, slots: u32) -> usize {
+        self.add_slow_worker(id, slots, 1)
+    }
+
+    /// Adds a worker whose `record` sleeps are `slow` times longer.
+    pub fn add_slow_worker(&mut self, id: &str, slots: u32, slow: u64) -> usize {
         let mut tools = ToolRegistry::builtin();
-        tools.register(Arc::new(Record {
-            info: ToolInfo {
-                name: "record".into(),
-                description: "sleeps and records".into(),
-                read_only: true,
-                idempotent: true,
-                timeout: None,
-            },
-            worker: id.to_owned(),
-            log: self.log.clone(),
-        }));
+        for (name, repeatable) in [("record", true), ("record_once", false)] {
+            tools.register(Arc::new(Record {
+                info: ToolInfo {
+                    name: name.into(),
+                    description: "sleeps and records".into(),
+                    read_only: repeatable,
+                    idempotent: repeatable,
+                    timeout: None,
+                },
+                worker: id.to_owned(),
+                log: self.log.clone(),
+                slow,
+            }));
+        }
         tools.register(Arc::new(Big(ToolInfo {
             name: "big".into(),
             description: "returns a large string".into(),
@@ -243,5 +255,5 @@ pub fn chains(name: &str, chains: usize, length: usize, ms: u64) -> RunSpec {
             subtasks.push(if s == 0 { t } else { t.after([format!("c{c}-s{}", s - 1)]) });
         }
     }
-    RunSpec { limits: Default::default(), name: name.into(), subtasks }
+    RunSpec { limits: Default::default(), speculation: Default::default(), name: name.into(), subtasks }
 }

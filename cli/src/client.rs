@@ -56,6 +56,8 @@ pub struct RunJson {
     pub agent_tool_calls: u32,
     pub subagents: u32,
     pub tokens: u64,
+    pub speculative_attempts: u32,
+    pub speculative_wins: u32,
 }
 
 fn ms(d: &Option<prost_types::Duration>) -> f64 {
@@ -91,6 +93,8 @@ impl From<&pb::Run> for RunJson {
             agent_tool_calls: s.agent_tool_calls,
             subagents: s.subagents,
             tokens: s.tokens,
+            speculative_attempts: s.speculative_attempts,
+            speculative_wins: s.speculative_wins,
         }
     }
 }
@@ -189,6 +193,9 @@ pub fn describe(ev: &pb::RunEvent) -> String {
             if e.refused > 0 { format!(" ({} refused: budget)", e.refused) } else { String::new() }
         ),
         Some(Event::BudgetExceeded(e)) => format!("budget exceeded: {}", e.what),
+        Some(Event::Speculated(e)) => {
+            format!("{} straggles after {:.0} ms: backup attempt on {}", e.subtask_id, ms(&e.after), e.worker_id)
+        }
         Some(Event::Warning(e)) => format!("warning ({}): {}", e.subtask_id, e.message),
         Some(Event::RunFinished(e)) => {
             let s = e.summary.clone().unwrap_or_default();

@@ -25,10 +25,15 @@ pub enum NoPlacement {
 
 /// Picks a worker for a call of `tool`. See the module docs.
 pub fn place<C: Candidate>(tool: &str, workers: &[C]) -> Result<usize, NoPlacement> {
+    place_except(tool, workers, None)
+}
+
+/// Like [`place`], never choosing worker `except` (a backup attempt goes elsewhere).
+pub fn place_except<C: Candidate>(tool: &str, workers: &[C], except: Option<usize>) -> Result<usize, NoPlacement> {
     let mut best: Option<(usize, u32)> = None;
     let mut offered = false;
     for (i, w) in workers.iter().enumerate() {
-        if !w.alive() || !w.offers(tool) {
+        if !w.alive() || !w.offers(tool) || Some(i) == except {
             continue;
         }
         offered = true;
@@ -69,5 +74,7 @@ mod tests {
         assert_eq!(place("http_get", &ws), Err(NoPlacement::NoWorkerOffers));
         let busy = [W(true, 0, &["sleep"])];
         assert_eq!(place("sleep", &busy), Err(NoPlacement::Busy));
+        assert_eq!(place_except("sleep", &ws, Some(2)), Ok(1), "a backup avoids the original's worker");
+        assert_eq!(place_except("echo", &ws, Some(0)), Err(NoPlacement::NoWorkerOffers));
     }
 }

@@ -151,6 +151,11 @@ impl EventLog {
                 subagent_ids: children.iter().map(|&c| self.id(c)).collect(),
                 refused: *refused,
             }),
+            Some(Update::Speculated { subtask, worker, after_us }) => Event::Speculated(pb::Speculated {
+                subtask_id: self.id(*subtask),
+                worker_id: worker.to_string(),
+                after: Some(duration_us(*after_us)),
+            }),
             Some(Update::BudgetExceeded { what }) => Event::BudgetExceeded(pb::BudgetExceeded { what: what.clone() }),
             Some(Update::Warning { subtask, message }) => {
                 Event::Warning(pb::Warning { subtask_id: self.id(*subtask), message: message.clone() })

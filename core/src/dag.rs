@@ -68,6 +68,7 @@ pub struct Dag {
     index: HashMap<SubtaskId, u32>,
     topo: Vec<u32>,
     limits: RunLimits,
+    speculation: crate::spec::Speculation,
 }
 
 impl Dag {
@@ -216,12 +217,24 @@ impl Dag {
         if !v.is_empty() {
             return Err(SpecViolations(v));
         }
-        Ok(Self { name: spec.name.clone(), nodes, index, topo, limits: spec.limits.clone() })
+        Ok(Self {
+            name: spec.name.clone(),
+            nodes,
+            index,
+            topo,
+            limits: spec.limits.clone(),
+            speculation: spec.speculation.clone(),
+        })
     }
 
     /// The run's agent limits.
     pub fn limits(&self) -> &RunLimits {
         &self.limits
+    }
+
+    /// The run's speculation policy.
+    pub fn speculation(&self) -> &crate::spec::Speculation {
+        &self.speculation
     }
 
     /// Adds a subagent spawned by orchestrator `parent` at run time; returns its index. It has
@@ -417,7 +430,7 @@ mod tests {
     use serde_json::json;
 
     fn spec(subtasks: Vec<SubtaskSpec>) -> RunSpec {
-        RunSpec { limits: Default::default(), name: "t".into(), subtasks }
+        RunSpec { limits: Default::default(), speculation: Default::default(), name: "t".into(), subtasks }
     }
     fn t(id: &str) -> SubtaskSpec {
         SubtaskSpec::tool(id, "echo", json!({}))

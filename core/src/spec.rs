@@ -36,6 +36,34 @@ pub struct RunSpec {
     /// Budgets and caps for agent work.
     #[serde(default, skip_serializing_if = "is_default_limits")]
     pub limits: RunLimits,
+    /// Straggler speculation (on by default for read-only or idempotent tools).
+    #[serde(default, skip_serializing_if = "is_default_speculation")]
+    pub speculation: Speculation,
+}
+
+fn is_default_speculation(s: &Speculation) -> bool {
+    *s == Speculation::default()
+}
+
+/// When to start a backup attempt of a straggling subtask (Spark's defaults): once `quantile`
+/// of its siblings (subtasks at the same depth of the DAG) have finished, an attempt running
+/// longer than `multiplier` × their median and longer than `min_runtime_ms` gets a backup on
+/// another worker; at most `max_fraction` of the run's subtasks are speculated. Only tools that
+/// are read-only or idempotent are speculated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Speculation {
+    pub enabled: bool,
+    pub quantile: f64,
+    pub multiplier: f64,
+    pub min_runtime_ms: u64,
+    pub max_fraction: f64,
+}
+
+impl Default for Speculation {
+    fn default() -> Self {
+        Self { enabled: true, quantile: 0.75, multiplier: 1.5, min_runtime_ms: 100, max_fraction: 0.10 }
+    }
 }
 
 fn is_default_limits(l: &RunLimits) -> bool {
@@ -45,7 +73,7 @@ fn is_default_limits(l: &RunLimits) -> bool {
 impl RunSpec {
     /// A spec with default limits.
     pub fn new(name: impl Into<String>, subtasks: Vec<SubtaskSpec>) -> Self {
-        Self { name: name.into(), subtasks, limits: RunLimits::default() }
+        Self { name: name.into(), subtasks, limits: RunLimits::default(), speculation: Speculation::default() }
     }
 }
 

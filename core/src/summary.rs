@@ -59,6 +59,12 @@ pub struct RunSummary {
     /// Model tokens used (input + output).
     #[serde(default)]
     pub tokens: u64,
+    /// Backup attempts started for stragglers.
+    #[serde(default)]
+    pub speculative_attempts: u32,
+    /// Backup attempts that finished first.
+    #[serde(default)]
+    pub speculative_wins: u32,
 }
 
 impl RunSummary {
@@ -106,6 +112,8 @@ impl RunSummary {
             agent_tool_calls: counts.agent_tool_calls,
             subagents: counts.spawned,
             tokens: counts.tokens,
+            speculative_attempts: counts.speculative,
+            speculative_wins: counts.speculative_wins,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use swarm_core::agent::{AgentSpec, OrchestratorSpec, RunLimits};
 use swarm_core::dag::{SpecViolation, SpecViolations};
 use swarm_core::engine::{RunState, SubtaskState};
+use swarm_core::spec::Speculation;
 use swarm_core::{ApiError, FailureKind, RunSpec, RunSummary, SubtaskId, SubtaskKind, SubtaskSpec};
 
 use crate::pb;
@@ -85,7 +86,21 @@ impl TryFrom<pb::RunSpec> for RunSpec {
                 }
             }
         };
-        Ok(RunSpec { limits, name: spec.name, subtasks })
+        let d = Speculation::default();
+        let speculation = match spec.speculation {
+            None => d,
+            Some(p) => {
+                let or = |v: f64, default: f64| if v > 0.0 { v } else { default };
+                Speculation {
+                    enabled: !p.disabled,
+                    quantile: or(p.quantile, d.quantile),
+                    multiplier: or(p.multiplier, d.multiplier),
+                    min_runtime_ms: if p.min_runtime_ms > 0 { p.min_runtime_ms } else { d.min_runtime_ms },
+                    max_fraction: or(p.max_fraction, d.max_fraction),
+                }
+            }
+        };
+        Ok(RunSpec { limits, speculation, name: spec.name, subtasks })
     }
 }
 
@@ -121,6 +136,13 @@ impl From<&RunSpec> for pb::RunSpec {
                     }),
                 })
                 .collect(),
+            speculation: Some(pb::Speculation {
+                disabled: !spec.speculation.enabled,
+                quantile: spec.speculation.quantile,
+                multiplier: spec.speculation.multiplier,
+                min_runtime_ms: spec.speculation.min_runtime_ms,
+                max_fraction: spec.speculation.max_fraction,
+            }),
             limits: Some(pb::RunLimits {
                 max_subagents: spec.limits.max_subagents,
                 max_tool_calls: spec.limits.max_tool_calls,
@@ -229,6 +251,8 @@ impl From<&RunSummary> for pb::RunSummary {
             agent_tool_calls: s.agent_tool_calls,
             subagents: s.subagents,
             tokens: s.tokens,
+            speculative_attempts: s.speculative_attempts,
+            speculative_wins: s.speculative_wins,
         }
     }
 }
@@ -240,6 +264,7 @@ mod tests {
     #[test]
     fn decoding_collects_every_field_error() {
         let spec = pb::RunSpec {
+            speculation: None,
             limits: None,
             name: "x".into(),
             subtasks: vec![
@@ -264,6 +289,7 @@ mod tests {
     fn spec_round_trips_through_the_wire() {
         let spec = RunSpec {
             limits: Default::default(),
+            speculation: Default::default(),
             name: "n".into(),
             subtasks: vec![
                 SubtaskSpec::tool("a", "echo", serde_json::json!({"text": "hi"})),

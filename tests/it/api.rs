@@ -27,7 +27,12 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
     let tc = TestCluster::start(1, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
     let spec = |subtasks: Vec<SubtaskSpec>| {
-        pb::RunSpec::from(&RunSpec { limits: Default::default(), name: "bad".into(), subtasks })
+        pb::RunSpec::from(&RunSpec {
+            limits: Default::default(),
+            speculation: Default::default(),
+            name: "bad".into(),
+            subtasks,
+        })
     };
 
     let cases: Vec<(pb::RunSpec, Vec<(&str, &str)>)> = vec![
@@ -45,6 +50,7 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
         ),
         (
             pb::RunSpec {
+                speculation: None,
                 limits: None,
                 name: "wire".into(),
                 subtasks: vec![pb::SubtaskSpec {
@@ -67,6 +73,7 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
     }
     let over = RunSpec {
         limits: Default::default(),
+        speculation: Default::default(),
         name: "over".into(),
         subtasks: (0..10_001).map(|i| t(&format!("s{i}"))).collect(),
     };
@@ -102,7 +109,12 @@ async fn get_cancel_and_list_answer_with_precise_statuses() {
 
     let mut ids = Vec::new();
     for i in 0..3 {
-        let spec = RunSpec { limits: Default::default(), name: format!("n{i}"), subtasks: vec![t("only")] };
+        let spec = RunSpec {
+            limits: Default::default(),
+            speculation: Default::default(),
+            name: format!("n{i}"),
+            subtasks: vec![t("only")],
+        };
         let id = submit(&mut c, &spec).await.expect("submit");
         wait_done(&mut c, &id, Duration::from_secs(10)).await.expect("done");
         ids.push(id);
@@ -129,7 +141,12 @@ async fn get_cancel_and_list_answer_with_precise_statuses() {
 async fn idempotency_key_returns_the_same_run() {
     let tc = TestCluster::start(1, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
-    let spec = pb::RunSpec::from(&RunSpec { limits: Default::default(), name: "idem".into(), subtasks: vec![t("a")] });
+    let spec = pb::RunSpec::from(&RunSpec {
+        limits: Default::default(),
+        speculation: Default::default(),
+        name: "idem".into(),
+        subtasks: vec![t("a")],
+    });
     let req = || pb::SubmitRunRequest { spec: Some(spec.clone()), idempotency_key: "order-42".into() };
     let first = c.submit_run(req()).await.expect("submit").into_inner();
     let second = c.submit_run(req()).await.expect("submit").into_inner();
@@ -202,10 +219,17 @@ async fn ended_runs_expire_after_the_run_ttl() {
     opts.coordinator.run_ttl = Some(Duration::from_millis(300));
     let cluster = swarm_cli::embedded::Embedded::start_on(opts, store.clone(), None).await.expect("cluster");
     let mut c = swarm_cli::client::connect(&cluster.url()).await.expect("client");
-    let id =
-        submit(&mut c, &RunSpec { limits: Default::default(), name: "short-lived".into(), subtasks: vec![t("a")] })
-            .await
-            .expect("submit");
+    let id = submit(
+        &mut c,
+        &RunSpec {
+            limits: Default::default(),
+            speculation: Default::default(),
+            name: "short-lived".into(),
+            subtasks: vec![t("a")],
+        },
+    )
+    .await
+    .expect("submit");
     wait_done(&mut c, &id, Duration::from_secs(10)).await.expect("done");
     let key = format!("/swarm/v1/runs/{id}");
     let until = tokio::time::Instant::now() + Duration::from_secs(10);

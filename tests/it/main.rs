@@ -7,4 +7,5 @@ mod failover;
 mod mcp;
 mod payloads;
 mod runs;
+mod speculation;
 mod store_etcd;

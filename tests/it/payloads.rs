@@ -16,6 +16,7 @@ async fn a_ten_mib_output_is_offloaded_and_the_run_completes() {
     let mut c = tc.client().await.expect("client").max_decoding_message_size(64 * 1024 * 1024);
     let spec = RunSpec {
         limits: Default::default(),
+        speculation: Default::default(),
         name: "big".into(),
         subtasks: vec![
             SubtaskSpec::tool("big", "big", json!({"bytes": 10 * 1024 * 1024})),
@@ -54,6 +55,7 @@ async fn an_oversized_submit_is_resource_exhausted_with_the_limit() {
     let text = "x".repeat(60 * 1024);
     let spec = RunSpec {
         limits: Default::default(),
+        speculation: Default::default(),
         name: "huge".into(),
         subtasks: (0..300).map(|i| SubtaskSpec::tool(format!("s{i}"), "echo", json!({"text": text}))).collect(),
     };
@@ -75,6 +77,7 @@ async fn a_ten_thousand_subtask_run_is_stored_whole_in_etcd() {
     let pad = "p".repeat(200);
     let spec = RunSpec {
         limits: Default::default(),
+        speculation: Default::default(),
         name: "wide".into(),
         subtasks: (0..10_000).map(|i| SubtaskSpec::tool(format!("s{i}"), "echo", json!({"text": pad}))).collect(),
     };

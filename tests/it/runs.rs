@@ -114,6 +114,7 @@ async fn concurrent_runs_share_workers_fairly() {
     let mut c = tc.client().await.expect("client");
     let wide = |name: &str| RunSpec {
         limits: Default::default(),
+        speculation: Default::default(),
         name: name.into(),
         subtasks: (0..40).map(|i| SubtaskSpec::tool(format!("t{i}"), "record", json!({"ms": 10}))).collect(),
     };
@@ -191,6 +192,7 @@ async fn transient_failures_are_retried_and_permanent_ones_skip_dependents() {
     let mut c = tc.client().await.expect("client");
     let spec = RunSpec {
         limits: Default::default(),
+        speculation: Default::default(),
         name: "failures".into(),
         subtasks: vec![
             SubtaskSpec::tool("flaky", "flaky", json!({"fail_times": 2})),

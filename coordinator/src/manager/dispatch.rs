@@ -8,7 +8,7 @@ use swarm_proto::pb;
 use tracing::warn;
 
 use super::Manager;
-use crate::placement::{Candidate, NoPlacement, place};
+use crate::placement::{Candidate, NoPlacement, place, place_except};
 use crate::sink::SinkBatch;
 
 impl Manager {
@@ -46,6 +46,57 @@ impl Manager {
         }
     }
 
+    /// Starts backup attempts for stragglers (see `swarm_core::engine::speculation`).
+    pub(super) fn speculate(&mut self, now: u64) {
+        let keys: Vec<u32> = self
+            .runs
+            .iter()
+            .filter(|(_, e)| !e.recovering && !e.engine.state().is_terminal())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let Some(entry) = self.runs.get(&key) else { continue };
+            let repeatable = &self.repeatable_tools;
+            let engine = &entry.engine;
+            let candidates =
+                engine.speculation_candidates(now, |i| repeatable.contains(engine.dag().node(i).tool.as_ref()));
+            for sub in candidates {
+                let Some(entry) = self.runs.get(&key) else { break };
+                let tool = entry.engine.dag().node(sub).tool.clone();
+                let original = entry
+                    .engine
+                    .slot(sub)
+                    .worker
+                    .as_ref()
+                    .and_then(|id| self.workers.iter().position(|w| w.alive && &w.id == id));
+                let Ok(w) = place_except(&tool, &self.workers, original) else { continue };
+                let fence = self.next_fence;
+                self.next_fence += 1;
+                self.stats.dispatched += 1;
+                let worker_id = self.workers[w].id.clone();
+                self.apply(key, EngineEvent::BackupDispatched { subtask: sub, worker: worker_id, fence: Fence(fence) });
+                let Some(entry) = self.runs.get(&key) else { continue };
+                let node = entry.engine.dag().node(sub);
+                let assignment = pb::Assignment {
+                    run_id: entry.engine.run_id().to_string(),
+                    subtask_id: node.id.to_string(),
+                    attempt: entry.engine.slot(sub).attempt.0,
+                    fence,
+                    tool: node.tool.to_string(),
+                    args_json: node.args_json.to_string(),
+                    timeout: node.timeout.map(|d| duration_us(d.as_micros() as u64)),
+                    agent: None,
+                    speculative: true,
+                };
+                let worker = &mut self.workers[w];
+                worker.running += 1;
+                worker.out_assign.push(assignment);
+                self.dirty.push(w);
+                self.inflight.insert(fence, super::Inflight { run: key, subtask: sub, worker: w });
+            }
+        }
+    }
+
     fn start_attempt(&mut self, key: u32, sub: u32, w: usize) {
         let fence = self.next_fence;
         self.next_fence += 1;
@@ -64,6 +115,7 @@ impl Manager {
             args_json: node.args_json.to_string(),
             timeout: node.timeout.map(|d| duration_us(d.as_micros() as u64)),
             agent,
+            speculative: false,
         };
         let worker = &mut self.workers[w];
         worker.running += 1;

@@ -39,6 +39,8 @@ use crate::watch::EventLog;
 const COMMAND_QUEUE: usize = 4096;
 /// Commands handled in one loop turn at most, so timers and dispatch are never starved.
 const TURN_COMMANDS: usize = 1024;
+/// How often running attempts are checked for stragglers.
+const SPECULATION_EVERY_US: u64 = 20_000;
 
 /// What the manager is configured with.
 #[derive(Clone, Debug)]
@@ -237,6 +239,8 @@ pub fn spawn(
         dirty: Vec::new(),
         stats: ManagerStats::default(),
         recovery_deadline: None,
+        repeatable_tools: HashSet::new(),
+        last_speculation_us: 0,
         expected_workers: startup.expected_workers,
     };
     manager.restore(startup.recovered);
@@ -271,6 +275,10 @@ struct Manager {
     stats: ManagerStats,
     /// While set, resumed runs wait (µs since the epoch).
     recovery_deadline: Option<u64>,
+    /// Tools that may run twice (read-only or idempotent), as workers declared them.
+    repeatable_tools: HashSet<String>,
+    /// When stragglers were last looked for (µs since the epoch).
+    last_speculation_us: u64,
     expected_workers: HashSet<WorkerId>,
 }
 
@@ -278,10 +286,9 @@ impl Manager {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, term: CancellationToken) {
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-            let wake = match (next_timer, self.recovery_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            // While attempts run, look for stragglers every few tens of milliseconds.
+            let speculation = (!self.inflight.is_empty()).then_some(self.last_speculation_us + SPECULATION_EVERY_US);
+            let wake = [next_timer, self.recovery_deadline, speculation].into_iter().flatten().min();
             tokio::select! {
                 biased;
                 _ = term.cancelled() => break,
@@ -304,6 +311,10 @@ impl Manager {
                 self.end_recovery("grace period over");
             }
             self.dispatch();
+            if now >= self.last_speculation_us + SPECULATION_EVERY_US {
+                self.last_speculation_us = now;
+                self.speculate(now);
+            }
             self.flush().await;
         }
         info!(term = self.config.term, "run manager stopped");

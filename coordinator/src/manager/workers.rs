@@ -46,7 +46,16 @@ impl Manager {
             conn,
             slots: hello.slots,
             running: 0,
-            tools: hello.tools.into_iter().map(|t| t.name).collect::<HashSet<_>>(),
+            tools: hello
+                .tools
+                .into_iter()
+                .map(|t| {
+                    if t.read_only || t.idempotent {
+                        self.repeatable_tools.insert(t.name.clone());
+                    }
+                    t.name
+                })
+                .collect::<HashSet<_>>(),
             tx,
             alive: true,
             out_assign: Vec::new(),

@@ -165,6 +165,8 @@ impl RunEngine {
                 error: None,
                 first_started_us: 0,
                 agent: Some(Box::default()),
+                dispatched_us: 0,
+                backup: None,
             });
             self.counts.open += 1;
             self.ready.push_back(child);

@@ -33,6 +33,7 @@
 //! a report whose fence is not the subtask's current one is stale and changes nothing.
 
 mod agents;
+mod speculation;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -151,6 +152,18 @@ pub struct Slot {
     pub first_started_us: u64,
     /// Agent and orchestrator state (transcript, stages); `None` for tool calls.
     pub agent: Option<Box<AgentState>>,
+    /// When the current attempt was dispatched (µs since the epoch, coordinator clock).
+    pub dispatched_us: u64,
+    /// A backup attempt racing the current one (straggler speculation).
+    pub backup: Option<Backup>,
+}
+
+/// A backup attempt of a straggling subtask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backup {
+    pub fence: Fence,
+    pub worker: WorkerId,
+    pub dispatched_us: u64,
 }
 
 /// What happened to an attempt or a run; fed to [`RunEngine::apply`].
@@ -179,6 +192,8 @@ pub enum EngineEvent {
         started_us: u64,
         finished_us: u64,
     },
+    /// The shell started a backup attempt of a straggling subtask on another worker.
+    BackupDispatched { subtask: u32, worker: WorkerId, fence: Fence },
     /// A worker holds an attempt this engine did not dispatch (it was dispatched under an
     /// earlier leader): adopt it as the subtask's running attempt, unless the subtask has
     /// ended or runs another attempt.
@@ -216,6 +231,8 @@ pub enum Update {
     Spawned { subtask: u32, stage: u32, children: Vec<u32>, refused: u32 },
     /// A run budget ran out.
     BudgetExceeded { what: String },
+    /// A backup attempt started, `after_us` into the original one.
+    Speculated { subtask: u32, worker: WorkerId, after_us: u64 },
     /// Something users should know (e.g. a swarm that collapsed into serial work).
     Warning { subtask: u32, message: String },
     /// The run reached a terminal state.
@@ -267,6 +284,10 @@ pub struct Counts {
     pub tokens: u64,
     /// Subagents spawned.
     pub spawned: u32,
+    /// Backup attempts started for stragglers.
+    pub speculative: u32,
+    /// Backup attempts that finished first.
+    pub speculative_wins: u32,
 }
 
 /// One run's state machine. See the module docs.
@@ -282,6 +303,11 @@ pub struct RunEngine {
     submitted_us: u64,
     finished_us: Option<u64>,
     rng: fastrand::Rng,
+    /// Speculation: each subtask's depth in the DAG, and the measured durations of the
+    /// finished tool calls at each depth (their siblings).
+    depth: Vec<u32>,
+    sibling_durations: Vec<Vec<u64>>,
+    sibling_totals: Vec<u32>,
 }
 
 impl RunEngine {
@@ -311,6 +337,8 @@ impl RunEngine {
                     error: None,
                     first_started_us: 0,
                     agent: (!matches!(node.work, Work::Tool)).then(Box::default),
+                    dispatched_us: 0,
+                    backup: None,
                 }
             })
             .collect::<Vec<_>>();
@@ -326,7 +354,11 @@ impl RunEngine {
             submitted_us,
             finished_us: None,
             rng: fastrand::Rng::with_seed(seed),
+            depth: Vec::new(),
+            sibling_durations: Vec::new(),
+            sibling_totals: Vec::new(),
         }
+        .with_depths()
     }
 
     /// Rebuilds an engine from recorded subtask ends (by subtask index). Subtasks without a
@@ -462,11 +494,20 @@ impl RunEngine {
             return;
         }
         match event {
-            EngineEvent::Dispatched { subtask, worker, fence } => self.dispatched(subtask, worker, fence, out),
+            EngineEvent::Dispatched { subtask, worker, fence } => {
+                self.dispatched(subtask, worker, fence, out);
+                if let Some(slot) = self.slots.get_mut(subtask as usize) {
+                    slot.dispatched_us = now_us;
+                }
+            }
+            EngineEvent::BackupDispatched { subtask, worker, fence } => {
+                self.backup_dispatched(subtask, worker, fence, now_us, out)
+            }
             EngineEvent::Succeeded { subtask, fence, started_us, finished_us, output } => {
-                if !self.is_current(subtask, fence) {
+                if !self.settle_race(subtask, fence, true, out) || !self.is_current(subtask, fence) {
                     return;
                 }
+                self.record_sibling_duration(subtask, finished_us.saturating_sub(started_us));
                 let is_tool = matches!(self.dag.node(subtask).work, Work::Tool);
                 let slot = &mut self.slots[subtask as usize];
                 slot.state = SubtaskState::Succeeded;
@@ -502,7 +543,7 @@ impl RunEngine {
                 self.check_finished(now_us, out);
             }
             EngineEvent::Failed { subtask, fence, kind, message, started_us, finished_us } => {
-                if !self.is_current(subtask, fence) {
+                if !self.settle_race(subtask, fence, false, out) || !self.is_current(subtask, fence) {
                     return;
                 }
                 let is_tool = matches!(self.dag.node(subtask).work, Work::Tool);
@@ -519,7 +560,7 @@ impl RunEngine {
                 self.failed(subtask, kind, message, now_us, out);
             }
             EngineEvent::Lost { subtask, fence } => {
-                if !self.is_current(subtask, fence) {
+                if !self.settle_race(subtask, fence, false, out) || !self.is_current(subtask, fence) {
                     return;
                 }
                 self.counts.running -= 1;
@@ -663,6 +704,9 @@ impl RunEngine {
             {
                 out.push(Action::CancelAttempt { worker: worker.clone(), fence: slot.fence });
             }
+            if let Some(b) = slot.backup.take() {
+                out.push(Action::CancelAttempt { worker: b.worker, fence: b.fence });
+            }
             if !slot.state.is_terminal() {
                 slot.state = SubtaskState::Cancelled;
             }
@@ -701,8 +745,11 @@ mod tests {
     use serde_json::json;
 
     fn engine(subtasks: Vec<SubtaskSpec>, policy: RetryPolicy) -> RunEngine {
-        let dag = Dag::build(&RunSpec { limits: Default::default(), name: "t".into(), subtasks }, &Limits::default())
-            .expect("valid");
+        let dag = Dag::build(
+            &RunSpec { limits: Default::default(), speculation: Default::default(), name: "t".into(), subtasks },
+            &Limits::default(),
+        )
+        .expect("valid");
         RunEngine::new(RunId::from("r"), Arc::new(dag), policy, 0, 1)
     }
     fn t(id: &str) -> SubtaskSpec {
@@ -833,6 +880,7 @@ mod tests {
         let dag = Dag::build(
             &RunSpec {
                 limits: Default::default(),
+                speculation: Default::default(),
                 name: "t".into(),
                 subtasks: vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")],
             },
