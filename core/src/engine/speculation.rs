@@ -137,7 +137,7 @@ impl RunEngine {
                 (elapsed > limit && matches!(self.dag.node(i).work, Work::Tool) && eligible(i)).then_some((elapsed, i))
             })
             .collect();
-        found.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        found.sort_unstable_by_key(|&(elapsed, _)| std::cmp::Reverse(elapsed));
         found.into_iter().take((budget - self.counts.speculative) as usize).map(|(_, i)| i).collect()
     }
 }
