@@ -36,6 +36,8 @@ pub struct BenchOptions {
     pub throughput: bool,
     /// Run the agent benchmarks (embedded only).
     pub agents: bool,
+    /// Run the straggler benchmark (speculation on and off).
+    pub stragglers: bool,
     /// Benchmark this running cluster instead of an embedded one.
     pub addr: Option<String>,
     /// etcd's client URL, to count its transactions per tool call.
@@ -79,6 +81,27 @@ pub struct BenchReport {
     pub efficiency_median: Option<f64>,
     pub throughput: Option<Throughput>,
     pub agents: Option<AgentsBench>,
+    pub stragglers: Option<StragglerBench>,
+}
+
+/// The straggler workload: each attempt independently takes 10× as long with probability 2%.
+#[derive(Clone, Debug, Serialize)]
+pub struct StragglerBench {
+    pub runs: Vec<StragglerRun>,
+    /// Medians of wall / straggler-free ideal.
+    pub median_ratio_speculation_on: f64,
+    pub median_ratio_speculation_off: f64,
+}
+
+/// One seed, speculation on and off.
+#[derive(Clone, Debug, Serialize)]
+pub struct StragglerRun {
+    pub seed: u64,
+    pub ideal_ms: f64,
+    pub wall_on_ms: f64,
+    pub wall_off_ms: f64,
+    pub speculative_attempts: u32,
+    pub speculative_wins: u32,
 }
 
 /// Agent figures.
@@ -120,6 +143,7 @@ async fn measure(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Re
         efficiency_median: None,
         throughput: None,
         agents: None,
+        stragglers: None,
     };
     if opts.efficiency {
         for i in 0..opts.repeat.max(1) {
@@ -142,6 +166,9 @@ async fn measure(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Re
     }
     if opts.agents {
         report.agents = Some(agents(client).await?);
+    }
+    if opts.stragglers {
+        report.stragglers = Some(stragglers(client, opts).await?);
     }
     Ok(report)
 }
@@ -324,6 +351,55 @@ async fn agents(client: &mut client::Client) -> anyhow::Result<AgentsBench> {
         big_tool_calls: big.agent_tool_calls,
         big_subagents: big.subagents,
         peak_rss_mb,
+    })
+}
+
+async fn stragglers(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Result<StragglerBench> {
+    let mut runs = Vec::new();
+    for k in 0..opts.repeat.max(1) {
+        let seed = opts.seed + k as u64;
+        let ms = specs::lognormal_ms(seed, opts.median_ms, opts.sigma, opts.chains, opts.length);
+        let ideal_ms = ms.iter().map(|c| c.iter().sum::<u64>()).max().unwrap_or(0) as f64;
+        let mut spec = specs::swarm(opts.chains, opts.length, Some(&|c, s| ms[c][s]));
+        for t in &mut spec.subtasks {
+            if let swarm_core::SubtaskKind::Tool { tool, args } = &mut t.kind
+                && tool == "sleep"
+            {
+                args["straggler_prob"] = serde_json::json!(0.02);
+                args["straggler_mult"] = serde_json::json!(10);
+            }
+        }
+        let t0 = Instant::now();
+        let on = submit_and_wait(client, &spec).await?;
+        let wall_on_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        spec.speculation.enabled = false;
+        let t1 = Instant::now();
+        submit_and_wait(client, &spec).await?;
+        let wall_off_ms = t1.elapsed().as_secs_f64() * 1000.0;
+        eprintln!(
+            "stragglers (seed {seed}): ideal {ideal_ms:.0} ms; speculation on {wall_on_ms:.0} ms ({:.3}×, {} backups, {} won); off {wall_off_ms:.0} ms ({:.3}×)",
+            wall_on_ms / ideal_ms,
+            on.speculative_attempts,
+            on.speculative_wins,
+            wall_off_ms / ideal_ms
+        );
+        runs.push(StragglerRun {
+            seed,
+            ideal_ms,
+            wall_on_ms,
+            wall_off_ms,
+            speculative_attempts: on.speculative_attempts,
+            speculative_wins: on.speculative_wins,
+        });
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(StragglerBench {
+        median_ratio_speculation_on: median(runs.iter().map(|r| r.wall_on_ms / r.ideal_ms).collect()),
+        median_ratio_speculation_off: median(runs.iter().map(|r| r.wall_off_ms / r.ideal_ms).collect()),
+        runs,
     })
 }
 

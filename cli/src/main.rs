@@ -180,7 +180,7 @@ enum Command {
         /// Concurrent runs in the throughput test.
         #[arg(long, default_value_t = 10)]
         runs: usize,
-        /// efficiency, throughput, agents (embedded only) or all.
+        /// efficiency, throughput, agents (embedded only), stragglers or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         #[arg(long)]
@@ -268,13 +268,14 @@ fn main() -> ExitCode {
         etcd_metrics,
     } = &cli.command
     {
-        let (efficiency, throughput, agents) = match scenario.as_str() {
-            "all" => (true, true, addr.is_none()),
-            "efficiency" => (true, false, false),
-            "throughput" => (false, true, false),
-            "agents" => (false, false, true),
+        let (efficiency, throughput, agents, stragglers) = match scenario.as_str() {
+            "all" => (true, true, addr.is_none(), true),
+            "efficiency" => (true, false, false, false),
+            "throughput" => (false, true, false, false),
+            "agents" => (false, false, true, false),
+            "stragglers" => (false, false, false, true),
             other => {
-                eprintln!("error: --scenario must be efficiency, throughput, agents or all, not `{other}`");
+                eprintln!("error: --scenario must be efficiency, throughput, agents, stragglers or all, not `{other}`");
                 return ExitCode::from(64);
             }
         };
@@ -291,6 +292,7 @@ fn main() -> ExitCode {
             efficiency,
             throughput,
             agents,
+            stragglers,
             addr: addr.clone(),
             etcd_metrics: etcd_metrics.clone(),
         };
@@ -358,6 +360,25 @@ fn print_bench(r: &bench::BenchReport) {
         if let (Some(txns), Some(props)) = (t.etcd_txns_per_call, t.etcd_proposals_per_call) {
             println!("  etcd: {txns:.3} write transactions, {props:.3} raft proposals per tool call");
         }
+    }
+    if let Some(st) = &r.stragglers {
+        for x in &st.runs {
+            println!(
+                "  stragglers (2% of attempts 10× slower), seed {}: ideal {:.0} ms; speculation on {:.0} ms ({:.3}×, {} backups, {} won), off {:.0} ms ({:.3}×)",
+                x.seed,
+                x.ideal_ms,
+                x.wall_on_ms,
+                x.wall_on_ms / x.ideal_ms,
+                x.speculative_attempts,
+                x.speculative_wins,
+                x.wall_off_ms,
+                x.wall_off_ms / x.ideal_ms
+            );
+        }
+        println!(
+            "  stragglers: median wall / straggler-free ideal: {:.3}× with speculation, {:.3}× without",
+            st.median_ratio_speculation_on, st.median_ratio_speculation_off
+        );
     }
     if let Some(a) = &r.agents {
         println!(
