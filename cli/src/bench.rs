@@ -361,6 +361,9 @@ async fn stragglers(client: &mut client::Client, opts: &BenchOptions) -> anyhow:
         let ms = specs::lognormal_ms(seed, opts.median_ms, opts.sigma, opts.chains, opts.length);
         let ideal_ms = ms.iter().map(|c| c.iter().sum::<u64>()).max().unwrap_or(0) as f64;
         let mut spec = specs::swarm(opts.chains, opts.length, Some(&|c, s| ms[c][s]));
+        if let Ok(text) = std::env::var("SWARM_BENCH_SPECULATION") {
+            spec.speculation = serde_json::from_str(&text)?;
+        }
         for t in &mut spec.subtasks {
             if let swarm_core::SubtaskKind::Tool { tool, args } = &mut t.kind
                 && tool == "sleep"

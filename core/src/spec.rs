@@ -62,7 +62,7 @@ pub struct Speculation {
 
 impl Default for Speculation {
     fn default() -> Self {
-        Self { enabled: true, quantile: 0.75, multiplier: 1.5, min_runtime_ms: 100, max_fraction: 0.10 }
+        Self { enabled: true, quantile: 0.75, multiplier: 1.5, min_runtime_ms: 50, max_fraction: 0.10 }
     }
 }
 

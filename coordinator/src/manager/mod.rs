@@ -40,7 +40,7 @@ const COMMAND_QUEUE: usize = 4096;
 /// Commands handled in one loop turn at most, so timers and dispatch are never starved.
 const TURN_COMMANDS: usize = 1024;
 /// How often running attempts are checked for stragglers.
-const SPECULATION_EVERY_US: u64 = 20_000;
+const SPECULATION_EVERY_US: u64 = 10_000;
 
 /// What the manager is configured with.
 #[derive(Clone, Debug)]

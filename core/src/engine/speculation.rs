@@ -6,7 +6,10 @@
 //! `min_runtime_ms` is a straggler; the shell starts a backup on another worker
 //! ([`EngineEvent::BackupDispatched`](super::EngineEvent)). Whichever attempt finishes first
 //! wins; the other is cancelled. A failure of one of the two only drops it: the other runs on.
-//! At most `max_fraction` of the run's subtasks are speculated (the hedge budget).
+//! At most `max_fraction` of the run's subtasks are speculated (the hedge budget), and the budget
+//! opens with progress (`max_fraction` of the attempts finished or running so far), so early
+//! natural slowness cannot use it all up before the real stragglers come; candidates go in order
+//! of how far past their threshold they are.
 
 use crate::dag::Work;
 use crate::ids::{Fence, WorkerId};
@@ -107,7 +110,9 @@ impl RunEngine {
         if !policy.enabled || self.state.is_terminal() {
             return Vec::new();
         }
-        let budget = ((self.dag.len() as f64) * policy.max_fraction).ceil() as u32;
+        let total_budget = ((self.dag.len() as f64) * policy.max_fraction).ceil() as u32;
+        let progress = self.counts.succeeded + self.counts.failed + self.counts.running;
+        let budget = total_budget.min(((progress as f64) * policy.max_fraction).ceil() as u32);
         if self.counts.speculative >= budget {
             return Vec::new();
         }
@@ -134,10 +139,12 @@ impl RunEngine {
                 let i = i as u32;
                 let limit = thresholds.get(*self.depth.get(i as usize)? as usize).copied().flatten()?;
                 let elapsed = now_us.saturating_sub(s.dispatched_us);
-                (elapsed > limit && matches!(self.dag.node(i).work, Work::Tool) && eligible(i)).then_some((elapsed, i))
+                // How far past its threshold, in thousandths: the worst stragglers first.
+                let overrun = elapsed.saturating_mul(1000) / limit.max(1);
+                (elapsed > limit && matches!(self.dag.node(i).work, Work::Tool) && eligible(i)).then_some((overrun, i))
             })
             .collect();
-        found.sort_unstable_by_key(|&(elapsed, _)| std::cmp::Reverse(elapsed));
+        found.sort_unstable_by_key(|&(overrun, _)| std::cmp::Reverse(overrun));
         found.into_iter().take((budget - self.counts.speculative) as usize).map(|(_, i)| i).collect()
     }
 }
