@@ -722,6 +722,7 @@ async fn demo(spec: Option<PathBuf>, workers: usize, slots: u32, json: bool) -> 
     // 2. An orchestrator (scripted model) that spawns 100 subagents making 15 tool calls each.
     if !custom {
         let lead = swarm_core::SubtaskSpec {
+            retry: None,
             id: "lead".into(),
             kind: swarm_core::SubtaskKind::Orchestrator(swarm_core::agent::OrchestratorSpec {
                 goal: "research the question in 100 parts".into(),

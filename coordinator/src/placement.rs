@@ -30,10 +30,15 @@ pub fn place<C: Candidate>(tool: &str, workers: &[C]) -> Result<usize, NoPlaceme
 
 /// Like [`place`], never choosing worker `except` (a backup attempt goes elsewhere).
 pub fn place_except<C: Candidate>(tool: &str, workers: &[C], except: Option<usize>) -> Result<usize, NoPlacement> {
+    place_avoiding(tool, workers, except.as_slice())
+}
+
+/// Like [`place`], never choosing a worker in `avoid`.
+pub fn place_avoiding<C: Candidate>(tool: &str, workers: &[C], avoid: &[usize]) -> Result<usize, NoPlacement> {
     let mut best: Option<(usize, u32)> = None;
     let mut offered = false;
     for (i, w) in workers.iter().enumerate() {
-        if !w.alive() || !w.offers(tool) || Some(i) == except {
+        if !w.alive() || !w.offers(tool) || avoid.contains(&i) {
             continue;
         }
         offered = true;

@@ -52,6 +52,9 @@ pub struct Node {
     pub work: Work,
     /// The orchestrator that spawned it, for subagents added at run time.
     pub parent: Option<u32>,
+    /// Its retry policy: the subtask's own, else its tool's, else the run's (else the
+    /// coordinator's default applies).
+    pub retry: Option<Arc<crate::retry::RetrySpec>>,
     /// Indexes of the subtasks this one depends on.
     pub deps: Vec<u32>,
     /// Indexes of the subtasks that depend on this one.
@@ -69,6 +72,7 @@ pub struct Dag {
     topo: Vec<u32>,
     limits: RunLimits,
     speculation: crate::spec::Speculation,
+    max_concurrency: u32,
 }
 
 impl Dag {
@@ -162,6 +166,12 @@ impl Dag {
                 id: s.id.clone(),
                 tool: Arc::from(tool),
                 args_json: Arc::from(args_json),
+                retry: s
+                    .retry
+                    .clone()
+                    .or_else(|| spec.tool_retry.get(tool).cloned())
+                    .or_else(|| spec.retry.clone())
+                    .map(Arc::new),
                 work,
                 parent: None,
                 deps: Vec::with_capacity(s.depends_on.len()),
@@ -224,12 +234,18 @@ impl Dag {
             topo,
             limits: spec.limits.clone(),
             speculation: spec.speculation.clone(),
+            max_concurrency: spec.max_concurrency,
         })
     }
 
     /// The run's agent limits.
     pub fn limits(&self) -> &RunLimits {
         &self.limits
+    }
+
+    /// The most attempts of the run at once (0: no cap).
+    pub fn max_concurrency(&self) -> u32 {
+        self.max_concurrency
     }
 
     /// The run's speculation policy.
@@ -248,6 +264,7 @@ impl Dag {
             args_json: Arc::from(""),
             work: Work::Agent(Arc::new(agent)),
             parent: Some(parent),
+            retry: None,
             deps: Vec::new(),
             dependents: Vec::new(),
             timeout: None,
@@ -430,7 +447,15 @@ mod tests {
     use serde_json::json;
 
     fn spec(subtasks: Vec<SubtaskSpec>) -> RunSpec {
-        RunSpec { limits: Default::default(), speculation: Default::default(), name: "t".into(), subtasks }
+        RunSpec {
+            limits: Default::default(),
+            speculation: Default::default(),
+            retry: None,
+            tool_retry: Default::default(),
+            max_concurrency: 0,
+            name: "t".into(),
+            subtasks,
+        }
     }
     fn t(id: &str) -> SubtaskSpec {
         SubtaskSpec::tool(id, "echo", json!({}))

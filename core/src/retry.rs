@@ -20,6 +20,39 @@ pub struct RetryPolicy {
     pub maximum_attempts: u32,
     /// Relative jitter in [0, 1): the delay is scaled by a factor drawn from [1 - j, 1 + j].
     pub jitter: f64,
+    /// Failure kinds never retried under this policy (on top of those never retried at all).
+    #[serde(default)]
+    pub non_retryable: Vec<crate::error::FailureKind>,
+}
+
+/// A retry policy as a spec writes it (all fields optional; missing ones take the defaults).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySpec {
+    pub initial_interval_ms: Option<u64>,
+    pub backoff_coefficient: Option<f64>,
+    pub maximum_interval_ms: Option<u64>,
+    pub maximum_attempts: Option<u32>,
+    pub jitter: Option<f64>,
+    pub non_retryable: Vec<crate::error::FailureKind>,
+}
+
+impl RetrySpec {
+    /// The policy, defaults filled in from `base`.
+    pub fn resolve(&self, base: &RetryPolicy) -> RetryPolicy {
+        RetryPolicy {
+            initial_interval: self.initial_interval_ms.map_or(base.initial_interval, Duration::from_millis),
+            backoff_coefficient: self.backoff_coefficient.unwrap_or(base.backoff_coefficient),
+            maximum_interval: self.maximum_interval_ms.map_or(base.maximum_interval, Duration::from_millis),
+            maximum_attempts: self.maximum_attempts.unwrap_or(base.maximum_attempts),
+            jitter: self.jitter.unwrap_or(base.jitter),
+            non_retryable: if self.non_retryable.is_empty() {
+                base.non_retryable.clone()
+            } else {
+                self.non_retryable.clone()
+            },
+        }
+    }
 }
 
 impl Default for RetryPolicy {
@@ -30,6 +63,7 @@ impl Default for RetryPolicy {
             maximum_interval: Duration::from_secs(10),
             maximum_attempts: 5,
             jitter: 0.2,
+            non_retryable: Vec::new(),
         }
     }
 }

@@ -39,6 +39,19 @@ pub struct RunSpec {
     /// Straggler speculation (on by default for read-only or idempotent tools).
     #[serde(default, skip_serializing_if = "is_default_speculation")]
     pub speculation: Speculation,
+    /// The run's retry policy (subtask and per-tool policies are more specific).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::retry::RetrySpec>,
+    /// Retry policies by tool name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tool_retry: std::collections::BTreeMap<String, crate::retry::RetrySpec>,
+    /// At most this many attempts of the run at once (0: no cap beyond fair share).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_concurrency: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 fn is_default_speculation(s: &Speculation) -> bool {
@@ -73,7 +86,15 @@ fn is_default_limits(l: &RunLimits) -> bool {
 impl RunSpec {
     /// A spec with default limits.
     pub fn new(name: impl Into<String>, subtasks: Vec<SubtaskSpec>) -> Self {
-        Self { name: name.into(), subtasks, limits: RunLimits::default(), speculation: Speculation::default() }
+        Self {
+            name: name.into(),
+            subtasks,
+            limits: RunLimits::default(),
+            speculation: Speculation::default(),
+            retry: None,
+            tool_retry: Default::default(),
+            max_concurrency: 0,
+        }
     }
 }
 
@@ -89,6 +110,8 @@ pub struct SubtaskSpec {
     pub depends_on: Vec<SubtaskId>,
     /// Start-to-close limit for one attempt.
     pub timeout: Option<Duration>,
+    /// This subtask's retry policy (the most specific).
+    pub retry: Option<crate::retry::RetrySpec>,
 }
 
 /// What a subtask does.
@@ -115,6 +138,7 @@ impl SubtaskSpec {
             kind: SubtaskKind::Tool { tool: tool.to_owned(), args },
             depends_on: Vec::new(),
             timeout: None,
+            retry: None,
         }
     }
 
@@ -146,6 +170,8 @@ struct RawSubtask {
     depends_on: Vec<SubtaskId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     timeout: Option<DurationText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry: Option<crate::retry::RetrySpec>,
 }
 
 impl TryFrom<RawSubtask> for SubtaskSpec {
@@ -169,7 +195,7 @@ impl TryFrom<RawSubtask> for SubtaskSpec {
                 ));
             }
         };
-        Ok(Self { id: raw.id, kind, depends_on: raw.depends_on, timeout: raw.timeout.map(|d| d.0) })
+        Ok(Self { id: raw.id, kind, depends_on: raw.depends_on, timeout: raw.timeout.map(|d| d.0), retry: raw.retry })
     }
 }
 
@@ -192,6 +218,7 @@ impl From<SubtaskSpec> for RawSubtask {
             orchestrator,
             depends_on: s.depends_on,
             timeout: s.timeout.map(DurationText),
+            retry: s.retry,
         }
     }
 }

@@ -210,6 +210,7 @@ mod tests {
         let spec = RunSpec::new(
             "swarm",
             vec![SubtaskSpec {
+                retry: None,
                 id: "lead".into(),
                 kind: SubtaskKind::Orchestrator(OrchestratorSpec {
                     goal: "g".into(),
@@ -269,6 +270,7 @@ mod tests {
         let spec = RunSpec::new(
             "serial",
             vec![SubtaskSpec {
+                retry: None,
                 id: "lead".into(),
                 kind: SubtaskKind::Orchestrator(OrchestratorSpec {
                     goal: "g".into(),
@@ -308,6 +310,7 @@ mod tests {
         let mut spec = RunSpec::new(
             "tight",
             vec![SubtaskSpec {
+                retry: None,
                 id: "lead".into(),
                 kind: SubtaskKind::Orchestrator(OrchestratorSpec {
                     goal: "g".into(),
@@ -341,6 +344,7 @@ mod tests {
         let mut spec = RunSpec::new(
             "budget",
             vec![SubtaskSpec {
+                retry: None,
                 id: "a".into(),
                 kind: SubtaskKind::Agent(agent("x")),
                 depends_on: vec![],

@@ -6,6 +6,7 @@ use std::time::Duration;
 use swarm_core::agent::{AgentSpec, OrchestratorSpec, RunLimits};
 use swarm_core::dag::{SpecViolation, SpecViolations};
 use swarm_core::engine::{RunState, SubtaskState};
+use swarm_core::retry::RetrySpec;
 use swarm_core::spec::Speculation;
 use swarm_core::{ApiError, FailureKind, RunSpec, RunSummary, SubtaskId, SubtaskKind, SubtaskSpec};
 
@@ -63,6 +64,7 @@ impl TryFrom<pb::RunSpec> for RunSpec {
                 }
             };
             subtasks.push(SubtaskSpec {
+                retry: s.retry.map(retry_spec),
                 id: SubtaskId::from(s.id),
                 kind,
                 depends_on: s.depends_on.into_iter().map(SubtaskId::from).collect(),
@@ -100,7 +102,16 @@ impl TryFrom<pb::RunSpec> for RunSpec {
                 }
             }
         };
-        Ok(RunSpec { limits, speculation, name: spec.name, subtasks })
+        let tool_retry = spec.tool_retry.into_iter().map(|(tool, p)| (tool, retry_spec(p))).collect();
+        Ok(RunSpec {
+            limits,
+            speculation,
+            retry: spec.retry.map(retry_spec),
+            tool_retry,
+            max_concurrency: spec.max_concurrency,
+            name: spec.name,
+            subtasks,
+        })
     }
 }
 
@@ -112,6 +123,7 @@ impl From<&RunSpec> for pb::RunSpec {
                 .subtasks
                 .iter()
                 .map(|s| pb::SubtaskSpec {
+                    retry: s.retry.as_ref().map(retry_wire),
                     id: s.id.to_string(),
                     depends_on: s.depends_on.iter().map(ToString::to_string).collect(),
                     timeout: s.timeout.and_then(|d| prost_types::Duration::try_from(d).ok()),
@@ -136,6 +148,9 @@ impl From<&RunSpec> for pb::RunSpec {
                     }),
                 })
                 .collect(),
+            retry: spec.retry.as_ref().map(retry_wire),
+            tool_retry: spec.tool_retry.iter().map(|(t, r)| (t.clone(), retry_wire(r))).collect(),
+            max_concurrency: spec.max_concurrency,
             speculation: Some(pb::Speculation {
                 disabled: !spec.speculation.enabled,
                 quantile: spec.speculation.quantile,
@@ -151,6 +166,28 @@ impl From<&RunSpec> for pb::RunSpec {
                 max_tokens: spec.limits.max_tokens.unwrap_or(0),
             }),
         }
+    }
+}
+
+fn retry_spec(p: pb::RetryPolicy) -> RetrySpec {
+    RetrySpec {
+        initial_interval_ms: p.initial_interval.map(|d| duration_to_us(&d) / 1000).filter(|&v| v > 0),
+        backoff_coefficient: (p.backoff_coefficient > 0.0).then_some(p.backoff_coefficient),
+        maximum_interval_ms: p.maximum_interval.map(|d| duration_to_us(&d) / 1000).filter(|&v| v > 0),
+        maximum_attempts: (p.maximum_attempts > 0).then_some(p.maximum_attempts),
+        jitter: p.jitter,
+        non_retryable: p.non_retryable.into_iter().map(failure_kind).collect(),
+    }
+}
+
+fn retry_wire(r: &RetrySpec) -> pb::RetryPolicy {
+    pb::RetryPolicy {
+        initial_interval: r.initial_interval_ms.map(|ms| duration_us(ms * 1000)),
+        backoff_coefficient: r.backoff_coefficient.unwrap_or(0.0),
+        maximum_interval: r.maximum_interval_ms.map(|ms| duration_us(ms * 1000)),
+        maximum_attempts: r.maximum_attempts.unwrap_or(0),
+        jitter: r.jitter,
+        non_retryable: r.non_retryable.iter().map(|k| pb::FailureKind::from(*k) as i32).collect(),
     }
 }
 
@@ -266,6 +303,9 @@ mod tests {
         let spec = pb::RunSpec {
             speculation: None,
             limits: None,
+            retry: None,
+            tool_retry: Default::default(),
+            max_concurrency: 0,
             name: "x".into(),
             subtasks: vec![
                 pb::SubtaskSpec { id: "a".into(), kind: None, ..Default::default() },
@@ -290,6 +330,9 @@ mod tests {
         let spec = RunSpec {
             limits: Default::default(),
             speculation: Default::default(),
+            retry: None,
+            tool_retry: Default::default(),
+            max_concurrency: 0,
             name: "n".into(),
             subtasks: vec![
                 SubtaskSpec::tool("a", "echo", serde_json::json!({"text": "hi"})),

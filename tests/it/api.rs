@@ -30,6 +30,9 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
         pb::RunSpec::from(&RunSpec {
             limits: Default::default(),
             speculation: Default::default(),
+            retry: None,
+            tool_retry: Default::default(),
+            max_concurrency: 0,
             name: "bad".into(),
             subtasks,
         })
@@ -52,6 +55,9 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
             pb::RunSpec {
                 speculation: None,
                 limits: None,
+                retry: None,
+                tool_retry: Default::default(),
+                max_concurrency: 0,
                 name: "wire".into(),
                 subtasks: vec![pb::SubtaskSpec {
                     id: "j".into(),
@@ -74,6 +80,9 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
     let over = RunSpec {
         limits: Default::default(),
         speculation: Default::default(),
+        retry: None,
+        tool_retry: Default::default(),
+        max_concurrency: 0,
         name: "over".into(),
         subtasks: (0..10_001).map(|i| t(&format!("s{i}"))).collect(),
     };
@@ -112,6 +121,9 @@ async fn get_cancel_and_list_answer_with_precise_statuses() {
         let spec = RunSpec {
             limits: Default::default(),
             speculation: Default::default(),
+            retry: None,
+            tool_retry: Default::default(),
+            max_concurrency: 0,
             name: format!("n{i}"),
             subtasks: vec![t("only")],
         };
@@ -144,6 +156,9 @@ async fn idempotency_key_returns_the_same_run() {
     let spec = pb::RunSpec::from(&RunSpec {
         limits: Default::default(),
         speculation: Default::default(),
+        retry: None,
+        tool_retry: Default::default(),
+        max_concurrency: 0,
         name: "idem".into(),
         subtasks: vec![t("a")],
     });
@@ -224,6 +239,9 @@ async fn ended_runs_expire_after_the_run_ttl() {
         &RunSpec {
             limits: Default::default(),
             speculation: Default::default(),
+            retry: None,
+            tool_retry: Default::default(),
+            max_concurrency: 0,
             name: "short-lived".into(),
             subtasks: vec![t("a")],
         },

@@ -207,6 +207,7 @@ async fn an_agent_resumes_from_its_transcript_after_its_worker_is_sigkilled() {
     let (leader, _) = pc.leader().await.expect("leader").expect("elected");
     let mut c = pc.client(&leader).await.expect("client");
     let agent = swarm_core::SubtaskSpec {
+        retry: None,
         id: "solo".into(),
         kind: swarm_core::SubtaskKind::Agent(swarm_core::agent::AgentSpec {
             instructions: String::new(),
@@ -256,6 +257,7 @@ async fn an_orchestrator_stage_survives_a_leader_sigkill() {
     let a = pc.coordinators.iter().position(|(_, url)| *url == a_url).expect("leader is ours");
     let mut c = pc.client(&a_url).await.expect("client");
     let lead = swarm_core::SubtaskSpec {
+        retry: None,
         id: "lead".into(),
         kind: swarm_core::SubtaskKind::Orchestrator(swarm_core::agent::OrchestratorSpec {
             goal: "get help".into(),

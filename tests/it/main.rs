@@ -6,6 +6,7 @@ mod api;
 mod failover;
 mod mcp;
 mod payloads;
+mod resilience;
 mod runs;
 mod speculation;
 mod store_etcd;

@@ -17,6 +17,9 @@ async fn a_ten_mib_output_is_offloaded_and_the_run_completes() {
     let spec = RunSpec {
         limits: Default::default(),
         speculation: Default::default(),
+        retry: None,
+        tool_retry: Default::default(),
+        max_concurrency: 0,
         name: "big".into(),
         subtasks: vec![
             SubtaskSpec::tool("big", "big", json!({"bytes": 10 * 1024 * 1024})),
@@ -56,6 +59,9 @@ async fn an_oversized_submit_is_resource_exhausted_with_the_limit() {
     let spec = RunSpec {
         limits: Default::default(),
         speculation: Default::default(),
+        retry: None,
+        tool_retry: Default::default(),
+        max_concurrency: 0,
         name: "huge".into(),
         subtasks: (0..300).map(|i| SubtaskSpec::tool(format!("s{i}"), "echo", json!({"text": text}))).collect(),
     };
@@ -78,6 +84,9 @@ async fn a_ten_thousand_subtask_run_is_stored_whole_in_etcd() {
     let spec = RunSpec {
         limits: Default::default(),
         speculation: Default::default(),
+        retry: None,
+        tool_retry: Default::default(),
+        max_concurrency: 0,
         name: "wide".into(),
         subtasks: (0..10_000).map(|i| SubtaskSpec::tool(format!("s{i}"), "echo", json!({"text": pad}))).collect(),
     };

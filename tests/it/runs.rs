@@ -115,6 +115,9 @@ async fn concurrent_runs_share_workers_fairly() {
     let wide = |name: &str| RunSpec {
         limits: Default::default(),
         speculation: Default::default(),
+        retry: None,
+        tool_retry: Default::default(),
+        max_concurrency: 0,
         name: name.into(),
         subtasks: (0..40).map(|i| SubtaskSpec::tool(format!("t{i}"), "record", json!({"ms": 10}))).collect(),
     };
@@ -193,6 +196,9 @@ async fn transient_failures_are_retried_and_permanent_ones_skip_dependents() {
     let spec = RunSpec {
         limits: Default::default(),
         speculation: Default::default(),
+        retry: None,
+        tool_retry: Default::default(),
+        max_concurrency: 0,
         name: "failures".into(),
         subtasks: vec![
             SubtaskSpec::tool("flaky", "flaky", json!({"fail_times": 2})),

@@ -8,7 +8,7 @@ use swarm_proto::pb;
 use tracing::warn;
 
 use super::Manager;
-use crate::placement::{Candidate, NoPlacement, place, place_except};
+use crate::placement::{Candidate, NoPlacement, place, place_avoiding, place_except};
 use crate::sink::SinkBatch;
 
 impl Manager {
@@ -23,9 +23,28 @@ impl Manager {
             if entry.engine.state().is_terminal() || entry.recovering {
                 continue;
             }
+            let cap = entry.engine.dag().max_concurrency();
+            if cap > 0 && entry.engine.counts().running >= cap {
+                // At its cap: it waits for its own attempts to end (they re-enqueue it).
+                continue;
+            }
             let Some(sub) = entry.engine.pop_ready() else { continue };
             let node = entry.engine.dag().node(sub);
-            match place(&node.tool, &self.workers) {
+            // A retry goes to a worker the subtask has not failed on, when one is free.
+            let failed_on = &entry.engine.slot(sub).failed_on;
+            let placed = if failed_on.is_empty() {
+                place(&node.tool, &self.workers)
+            } else {
+                let avoid: Vec<usize> = self
+                    .workers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| w.alive && failed_on.contains(&w.id))
+                    .map(|(i, _)| i)
+                    .collect();
+                place_avoiding(&node.tool, &self.workers, &avoid).or_else(|_| place(&node.tool, &self.workers))
+            };
+            match placed {
                 Ok(w) => {
                     misses = 0;
                     free -= 1;

@@ -167,6 +167,7 @@ impl RunEngine {
                 agent: Some(Box::default()),
                 dispatched_us: 0,
                 backup: None,
+                failed_on: Vec::new(),
             });
             self.counts.open += 1;
             self.ready.push_back(child);

@@ -47,6 +47,9 @@ use crate::ids::{AttemptNo, Fence, RunId, WorkerId};
 use crate::retry::RetryPolicy;
 use crate::summary::RunSummary;
 
+/// Distinct workers a subtask may fail on before it is quarantined.
+pub const POISON_WORKERS: usize = 3;
+
 /// The state of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -154,6 +157,8 @@ pub struct Slot {
     pub agent: Option<Box<AgentState>>,
     /// When the current attempt was dispatched (µs since the epoch, coordinator clock).
     pub dispatched_us: u64,
+    /// Distinct workers on which attempts failed retryably (for poison quarantine).
+    pub failed_on: Vec<WorkerId>,
     /// A backup attempt racing the current one (straggler speculation).
     pub backup: Option<Backup>,
 }
@@ -339,6 +344,7 @@ impl RunEngine {
                     agent: (!matches!(node.work, Work::Tool)).then(Box::default),
                     dispatched_us: 0,
                     backup: None,
+                    failed_on: Vec::new(),
                 }
             })
             .collect::<Vec<_>>();
@@ -639,14 +645,34 @@ impl RunEngine {
     }
 
     /// A running attempt ended in failure (already taken out of `running`).
-    fn failed(&mut self, subtask: u32, kind: FailureKind, message: String, now_us: u64, out: &mut Vec<Action>) {
+    fn failed(&mut self, subtask: u32, kind: FailureKind, mut message: String, now_us: u64, out: &mut Vec<Action>) {
+        let policy = match &self.dag.node(subtask).retry {
+            Some(spec) => spec.resolve(&self.policy),
+            None => self.policy.clone(),
+        };
         let slot = &mut self.slots[subtask as usize];
         let attempt = slot.attempt;
-        let retry_in_us = if kind.is_retryable() && self.policy.allows_another(attempt.0) {
+        // Poison: a subtask that failed (or lost its worker) on POISON_WORKERS distinct workers
+        // is quarantined instead of being tried on yet another one.
+        if kind.is_retryable()
+            && let Some(w) = &slot.worker
+            && !slot.failed_on.contains(w)
+        {
+            slot.failed_on.push(w.clone());
+        }
+        let poisoned = slot.failed_on.len() >= POISON_WORKERS;
+        if poisoned && kind.is_retryable() {
+            message = format!("quarantined after failing on {POISON_WORKERS} distinct workers; last: {message}");
+        }
+        let retry_in_us = if kind.is_retryable()
+            && !poisoned
+            && !policy.non_retryable.contains(&kind)
+            && policy.allows_another(attempt.0)
+        {
             Some(if kind == FailureKind::WorkerLost {
                 0
             } else {
-                self.policy.delay(attempt.0 + 1, &mut self.rng).as_micros() as u64
+                policy.delay(attempt.0 + 1, &mut self.rng).as_micros() as u64
             })
         } else {
             None
@@ -746,7 +772,15 @@ mod tests {
 
     fn engine(subtasks: Vec<SubtaskSpec>, policy: RetryPolicy) -> RunEngine {
         let dag = Dag::build(
-            &RunSpec { limits: Default::default(), speculation: Default::default(), name: "t".into(), subtasks },
+            &RunSpec {
+                limits: Default::default(),
+                speculation: Default::default(),
+                retry: None,
+                tool_retry: Default::default(),
+                max_concurrency: 0,
+                name: "t".into(),
+                subtasks,
+            },
             &Limits::default(),
         )
         .expect("valid");
@@ -881,6 +915,9 @@ mod tests {
             &RunSpec {
                 limits: Default::default(),
                 speculation: Default::default(),
+                retry: None,
+                tool_retry: Default::default(),
+                max_concurrency: 0,
                 name: "t".into(),
                 subtasks: vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")],
             },

@@ -1,0 +1,125 @@
+//! Retries by policy (run, tool and subtask level), poison quarantine and per-run concurrency.
+
+use std::time::Duration;
+
+use serde_json::json;
+use swarm_core::retry::RetrySpec;
+use swarm_core::{FailureKind, RunSpec, SubtaskSpec};
+use swarm_proto::convert::{duration_to_us, unix_us};
+use swarm_proto::pb::{self, run_event::Event};
+use swarm_tests::harness::{TestCluster, submit, wait_done, wait_for_events};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn finished(e: &[pb::RunEvent]) -> bool {
+    matches!(e.last().and_then(|e| e.event.as_ref()), Some(Event::RunFinished(_)))
+}
+
+#[tokio::test]
+async fn flaky_is_retried_with_the_policys_backoff() {
+    let tc = TestCluster::start(1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let mut flaky = SubtaskSpec::tool("flaky", "flaky", json!({"fail_times": 2}));
+    flaky.retry = Some(RetrySpec {
+        initial_interval_ms: Some(200),
+        backoff_coefficient: Some(2.0),
+        jitter: Some(0.0),
+        ..Default::default()
+    });
+    let run_id = submit(&mut c, &RunSpec::new("retry", vec![flaky])).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32);
+    assert_eq!(run.subtasks[0].attempt, 3);
+    let events = wait_for_events(&mut c, &run_id, DEADLINE, finished).await.expect("events");
+    let failures: Vec<(u64, u64)> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::SubtaskFailed(f)) => {
+                assert_eq!(f.kind, pb::FailureKind::Transient as i32, "the failure is classified");
+                Some((unix_us(e.time.as_ref().expect("time")), f.retry_in.as_ref().map_or(0, duration_to_us)))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures.iter().map(|f| f.1).collect::<Vec<_>>(), vec![200_000, 400_000], "200 ms, then ×2");
+    let starts: Vec<u64> = events
+        .iter()
+        .filter(|e| matches!(e.event, Some(Event::SubtaskStarted(_))))
+        .map(|e| unix_us(e.time.as_ref().expect("time")))
+        .collect();
+    assert_eq!(starts.len(), 3);
+    for (k, (failed_at, wait)) in failures.iter().enumerate() {
+        assert!(starts[k + 1] >= failed_at + wait, "attempt {} started before its backoff ended", k + 2);
+    }
+    tc.stop().await;
+}
+
+#[tokio::test]
+async fn tool_and_run_policies_apply_and_the_most_specific_wins() {
+    let tc = TestCluster::start(1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let mut spec = RunSpec::new(
+        "policies",
+        vec![
+            SubtaskSpec::tool("by-tool", "flaky", json!({"fail_times": 1})),
+            SubtaskSpec::tool("by-subtask", "flaky", json!({"fail_times": 1})),
+        ],
+    );
+    // Flaky failures are transient; the tool's policy says not to retry them...
+    spec.tool_retry
+        .insert("flaky".into(), RetrySpec { non_retryable: vec![FailureKind::Transient], ..Default::default() });
+    // ...but one subtask's own policy retries them.
+    spec.subtasks[1].retry = Some(RetrySpec { initial_interval_ms: Some(10), ..Default::default() });
+    spec.retry = Some(RetrySpec { maximum_attempts: Some(1), ..Default::default() });
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    let get = |id: &str| run.subtasks.iter().find(|s| s.id == id).expect("subtask").clone();
+    assert_eq!((get("by-tool").state, get("by-tool").attempt), (pb::SubtaskState::Failed as i32, 1));
+    assert_eq!((get("by-subtask").state, get("by-subtask").attempt), (pb::SubtaskState::Succeeded as i32, 2));
+    tc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_task_is_quarantined_after_failing_on_three_workers() {
+    let tc = TestCluster::start(3, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let mut poison = SubtaskSpec::tool("poison", "flaky", json!({"fail_times": 100}));
+    poison.retry = Some(RetrySpec { initial_interval_ms: Some(10), maximum_attempts: Some(10), ..Default::default() });
+    let fine = SubtaskSpec::tool("fine", "echo", json!({"text": "still runs"}));
+    let run_id = submit(&mut c, &RunSpec::new("poison", vec![poison, fine])).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Failed as i32);
+    let p = run.subtasks.iter().find(|s| s.id == "poison").expect("poison");
+    assert_eq!(p.attempt, 3, "quarantined after three distinct workers, not after ten attempts");
+    assert!(p.error_message.contains("quarantined after failing on 3 distinct workers"), "{}", p.error_message);
+    let f = run.subtasks.iter().find(|s| s.id == "fine").expect("fine");
+    assert_eq!(f.state, pb::SubtaskState::Succeeded as i32, "everything else finishes");
+    tc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_never_exceeds_its_concurrency_cap() {
+    let tc = TestCluster::start(2, 8).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let mut spec = RunSpec::new(
+        "capped",
+        (0..16).map(|i| SubtaskSpec::tool(format!("t{i}"), "record", json!({"ms": 30}))).collect(),
+    );
+    spec.max_concurrency = 3;
+    spec.speculation.enabled = false;
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    let execs = tc.log.of_run(&run_id);
+    assert_eq!(execs.len(), 16);
+    let mut edges: Vec<(tokio::time::Instant, i32)> = execs.iter().flat_map(|e| [(e.start, 1), (e.end, -1)]).collect();
+    edges.sort_by_key(|&(t, d)| (t, d));
+    let mut running = 0;
+    let mut peak = 0;
+    for (_, d) in edges {
+        running += d;
+        peak = peak.max(running);
+    }
+    assert!(peak <= 3, "{peak} attempts ran at once");
+    assert!(peak >= 2, "the cap still allows parallel work ({peak})");
+    tc.stop().await;
+}
