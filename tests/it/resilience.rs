@@ -123,3 +123,30 @@ async fn a_run_never_exceeds_its_concurrency_cap() {
     assert!(peak >= 2, "the cap still allows parallel work ({peak})");
     tc.stop().await;
 }
+
+#[tokio::test]
+async fn the_longest_remaining_path_starts_first() {
+    let tc = TestCluster::start(1, 1).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    // Six short independent calls listed first, then a chain of four: with one slot, FIFO would
+    // run the six first; critical-path-first starts the chain.
+    let mut subtasks: Vec<SubtaskSpec> =
+        (0..6).map(|i| SubtaskSpec::tool(format!("s{i}"), "record", json!({"ms": 10}))).collect();
+    for k in 0..4 {
+        let t = SubtaskSpec::tool(format!("c{k}"), "record", json!({"ms": 10}));
+        subtasks.push(if k == 0 { t } else { t.after([format!("c{}", k - 1)]) });
+    }
+    let mut spec = RunSpec::new("cp-first", subtasks);
+    spec.speculation.enabled = false;
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    let mut execs = tc.log.of_run(&run_id);
+    execs.sort_by_key(|e| e.start);
+    assert_eq!(
+        execs[0].subtask_id,
+        "c0",
+        "the chain's head starts first: {:?}",
+        execs.iter().map(|e| &e.subtask_id).collect::<Vec<_>>()
+    );
+    tc.stop().await;
+}

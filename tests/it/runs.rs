@@ -155,8 +155,12 @@ async fn cancel_stops_dispatch_and_cancels_in_flight_calls() {
     assert_eq!(state(&run), pb::RunState::Cancelled);
     let execs = tc.log.of_run(&run_id);
     assert!(execs.iter().all(|e| e.start <= cancelled_at), "nothing of the run may start after the cancel");
-    let interrupted = execs.iter().filter(|e| !e.completed).count();
-    assert!(interrupted > 0, "the in-flight calls were cancelled, not left to finish");
+    let interrupted: Vec<_> = execs.iter().filter(|e| !e.completed).collect();
+    assert!(!interrupted.is_empty(), "the in-flight calls were cancelled, not left to finish");
+    for e in &interrupted {
+        let latency = e.end.saturating_duration_since(cancelled_at);
+        assert!(latency < Duration::from_secs(1), "{} stopped {latency:?} after the cancel", e.subtask_id);
+    }
     let done = run.subtasks.iter().filter(|s| s.state == pb::SubtaskState::Succeeded as i32).count();
     assert!((10..160).contains(&done), "finished results are kept ({done})");
     tc.stop().await;

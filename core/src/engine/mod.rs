@@ -33,9 +33,9 @@
 //! a report whose fence is not the subtask's current one is stale and changes nothing.
 
 mod agents;
+mod ready;
 mod speculation;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 pub use agents::{AgentState, Stage};
@@ -303,7 +303,9 @@ pub struct RunEngine {
     policy: RetryPolicy,
     state: RunState,
     slots: Vec<Slot>,
-    ready: VecDeque<u32>,
+    ready: ready::ReadyQueue,
+    /// Tool calls finished so far (for refreshing the critical-path estimates).
+    finished_tools: u32,
     counts: Counts,
     submitted_us: u64,
     finished_us: Option<u64>,
@@ -318,7 +320,8 @@ pub struct RunEngine {
 impl RunEngine {
     /// A new running engine: every subtask without dependencies is ready.
     pub fn new(run_id: RunId, dag: Arc<Dag>, policy: RetryPolicy, submitted_us: u64, seed: u64) -> Self {
-        let mut ready = VecDeque::new();
+        let mut ready = ready::ReadyQueue::default();
+        ready.reprioritize(ready::bottom_levels(&dag, |_| 1));
         let slots = dag
             .nodes()
             .iter()
@@ -356,6 +359,7 @@ impl RunEngine {
             state: RunState::Running,
             slots,
             ready,
+            finished_tools: 0,
             counts,
             submitted_us,
             finished_us: None,
@@ -427,6 +431,32 @@ impl RunEngine {
         if let Some(slot) = self.slots.get_mut(subtask as usize) {
             slot.output_ref = Some(reference);
         }
+    }
+
+    /// Re-estimates every subtask's remaining critical path from measured durations.
+    fn refresh_priorities(&mut self, just_finished: u32, duration_us: u64) {
+        let dag = &self.dag;
+        let slots = &self.slots;
+        let samples = (0..dag.len() as u32)
+            .filter(|&i| {
+                ready::is_tool(dag, i) && (i == just_finished || slots[i as usize].state == SubtaskState::Succeeded)
+            })
+            .map(|i| {
+                let s = &slots[i as usize];
+                let d = if i == just_finished { duration_us } else { s.finished_us.saturating_sub(s.started_us) };
+                (dag.node(i).tool.as_ref(), d.max(1))
+            });
+        let medians = ready::tool_medians(samples);
+        let bottom = ready::bottom_levels(dag, |i| {
+            if ready::is_tool(dag, i) {
+                medians.get(dag.node(i).tool.as_ref()).copied().unwrap_or(1)
+            } else {
+                // Agents: a step is worth roughly a tool call.
+                let typical = medians.values().copied().max().unwrap_or(1);
+                typical * u64::from(slots[i as usize].steps.max(1))
+            }
+        });
+        self.ready.reprioritize(bottom);
     }
 
     /// Ends the run if nothing is open (after [`RunEngine::restore`]).
@@ -514,6 +544,12 @@ impl RunEngine {
                     return;
                 }
                 self.record_sibling_duration(subtask, finished_us.saturating_sub(started_us));
+                if ready::is_tool(&self.dag, subtask) {
+                    self.finished_tools += 1;
+                    if ready::refresh_due(self.finished_tools) {
+                        self.refresh_priorities(subtask, finished_us.saturating_sub(started_us));
+                    }
+                }
                 let is_tool = matches!(self.dag.node(subtask).work, Work::Tool);
                 let slot = &mut self.slots[subtask as usize];
                 slot.state = SubtaskState::Succeeded;
