@@ -255,13 +255,5 @@ pub fn chains(name: &str, chains: usize, length: usize, ms: u64) -> RunSpec {
             subtasks.push(if s == 0 { t } else { t.after([format!("c{c}-s{}", s - 1)]) });
         }
     }
-    RunSpec {
-        limits: Default::default(),
-        speculation: Default::default(),
-        retry: None,
-        tool_retry: Default::default(),
-        max_concurrency: 0,
-        name: name.into(),
-        subtasks,
-    }
+    RunSpec::new(name, subtasks)
 }

@@ -38,15 +38,7 @@ pub fn swarm(chains: usize, length: usize, ms: Option<&dyn Fn(usize, usize) -> u
     }
     let last: Vec<String> = (0..chains).map(|c| format!("agent-{c}-step-{}", length - 1)).collect();
     subtasks.push(SubtaskSpec::tool("reduce", "echo", json!({ "text": "merge the answers" })).after(last));
-    RunSpec {
-        limits: Default::default(),
-        speculation: Default::default(),
-        retry: None,
-        tool_retry: Default::default(),
-        max_concurrency: 0,
-        name: "swarm".into(),
-        subtasks,
-    }
+    RunSpec::new("swarm", subtasks)
 }
 
 /// Lognormal sleep durations in ms with the given median and shape, from a fixed seed.

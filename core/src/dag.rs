@@ -447,15 +447,7 @@ mod tests {
     use serde_json::json;
 
     fn spec(subtasks: Vec<SubtaskSpec>) -> RunSpec {
-        RunSpec {
-            limits: Default::default(),
-            speculation: Default::default(),
-            retry: None,
-            tool_retry: Default::default(),
-            max_concurrency: 0,
-            name: "t".into(),
-            subtasks,
-        }
+        RunSpec::new("t", subtasks)
     }
     fn t(id: &str) -> SubtaskSpec {
         SubtaskSpec::tool(id, "echo", json!({}))

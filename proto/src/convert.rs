@@ -327,18 +327,13 @@ mod tests {
 
     #[test]
     fn spec_round_trips_through_the_wire() {
-        let spec = RunSpec {
-            limits: Default::default(),
-            speculation: Default::default(),
-            retry: None,
-            tool_retry: Default::default(),
-            max_concurrency: 0,
-            name: "n".into(),
-            subtasks: vec![
+        let spec = RunSpec::new(
+            "n",
+            vec![
                 SubtaskSpec::tool("a", "echo", serde_json::json!({"text": "hi"})),
                 SubtaskSpec::tool("b", "sleep", serde_json::json!({"ms": 5})).after(["a"]),
             ],
-        };
+        );
         assert_eq!(RunSpec::try_from(pb::RunSpec::from(&spec)).expect("valid"), spec);
     }
 

@@ -385,15 +385,7 @@ mod tests {
     #[tokio::test]
     async fn idempotent_create_returns_the_first_run() {
         let repo = RunRepo::new(Arc::new(MemoryStore::new()), DEFAULT_PREFIX);
-        let spec = RunSpec {
-            limits: Default::default(),
-            speculation: Default::default(),
-            retry: None,
-            tool_retry: Default::default(),
-            max_concurrency: 0,
-            name: "n".into(),
-            subtasks: vec![],
-        };
+        let spec = RunSpec::new("n", vec![]);
         assert_eq!(repo.create_run(&header("r1", Some("k")), &spec).await, Ok(Created::New));
         assert_eq!(repo.create_run(&header("r2", Some("k")), &spec).await, Ok(Created::Existing(RunId::from("r1"))));
         assert_eq!(repo.header(&RunId::from("r2")).await, Ok(None));
@@ -406,15 +398,7 @@ mod tests {
         let out = store.commit(Txn::new().then(Op::put("/leader/1", "me"))).await.expect("leader key");
         let repo = RunRepo::new(store.clone(), DEFAULT_PREFIX)
             .fenced(Fence { key: b"/leader/1".to_vec(), revision: out.revision });
-        let spec = RunSpec {
-            limits: Default::default(),
-            speculation: Default::default(),
-            retry: None,
-            tool_retry: Default::default(),
-            max_concurrency: 0,
-            name: "n".into(),
-            subtasks: vec![],
-        };
+        let spec = RunSpec::new("n", vec![]);
         assert_eq!(repo.create_run(&header("r1", Some("k")), &spec).await, Ok(Created::New));
         assert_eq!(repo.create_run(&header("r2", Some("k")), &spec).await, Ok(Created::Existing(RunId::from("r1"))));
         store.commit(Txn::new().then(Op::Delete { key: b"/leader/1".to_vec() })).await.expect("depose");

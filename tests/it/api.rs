@@ -26,17 +26,7 @@ async fn rejected(c: &mut swarm_cli::client::Client, spec: pb::RunSpec) -> (toni
 async fn bad_specs_get_field_violations_and_store_nothing() {
     let tc = TestCluster::start(1, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
-    let spec = |subtasks: Vec<SubtaskSpec>| {
-        pb::RunSpec::from(&RunSpec {
-            limits: Default::default(),
-            speculation: Default::default(),
-            retry: None,
-            tool_retry: Default::default(),
-            max_concurrency: 0,
-            name: "bad".into(),
-            subtasks,
-        })
-    };
+    let spec = |subtasks: Vec<SubtaskSpec>| pb::RunSpec::from(&RunSpec::new("bad", subtasks));
 
     let cases: Vec<(pb::RunSpec, Vec<(&str, &str)>)> = vec![
         (spec(vec![t("a"), t("a")]), vec![("subtasks[1].id", "duplicate id `a` (first used by subtasks[0])")]),
@@ -77,15 +67,7 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
         let want: Vec<(String, String)> = want.into_iter().map(|(f, d)| (f.to_owned(), d.to_owned())).collect();
         assert_eq!(got, want);
     }
-    let over = RunSpec {
-        limits: Default::default(),
-        speculation: Default::default(),
-        retry: None,
-        tool_retry: Default::default(),
-        max_concurrency: 0,
-        name: "over".into(),
-        subtasks: (0..10_001).map(|i| t(&format!("s{i}"))).collect(),
-    };
+    let over = RunSpec::new("over", (0..10_001).map(|i| t(&format!("s{i}"))).collect());
     let (code, got) = rejected(&mut c, (&over).into()).await;
     assert_eq!(code, tonic::Code::InvalidArgument);
     assert_eq!(got, vec![("subtasks".to_owned(), "10001 subtasks exceed the limit of 10000".to_owned())]);
@@ -118,15 +100,7 @@ async fn get_cancel_and_list_answer_with_precise_statuses() {
 
     let mut ids = Vec::new();
     for i in 0..3 {
-        let spec = RunSpec {
-            limits: Default::default(),
-            speculation: Default::default(),
-            retry: None,
-            tool_retry: Default::default(),
-            max_concurrency: 0,
-            name: format!("n{i}"),
-            subtasks: vec![t("only")],
-        };
+        let spec = RunSpec::new(format!("n{i}"), vec![t("only")]);
         let id = submit(&mut c, &spec).await.expect("submit");
         wait_done(&mut c, &id, Duration::from_secs(10)).await.expect("done");
         ids.push(id);
@@ -153,15 +127,7 @@ async fn get_cancel_and_list_answer_with_precise_statuses() {
 async fn idempotency_key_returns_the_same_run() {
     let tc = TestCluster::start(1, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
-    let spec = pb::RunSpec::from(&RunSpec {
-        limits: Default::default(),
-        speculation: Default::default(),
-        retry: None,
-        tool_retry: Default::default(),
-        max_concurrency: 0,
-        name: "idem".into(),
-        subtasks: vec![t("a")],
-    });
+    let spec = pb::RunSpec::from(&RunSpec::new("idem", vec![t("a")]));
     let req = || pb::SubmitRunRequest { spec: Some(spec.clone()), idempotency_key: "order-42".into() };
     let first = c.submit_run(req()).await.expect("submit").into_inner();
     let second = c.submit_run(req()).await.expect("submit").into_inner();
@@ -234,20 +200,7 @@ async fn ended_runs_expire_after_the_run_ttl() {
     opts.coordinator.run_ttl = Some(Duration::from_millis(300));
     let cluster = swarm_cli::embedded::Embedded::start_on(opts, store.clone(), None).await.expect("cluster");
     let mut c = swarm_cli::client::connect(&cluster.url()).await.expect("client");
-    let id = submit(
-        &mut c,
-        &RunSpec {
-            limits: Default::default(),
-            speculation: Default::default(),
-            retry: None,
-            tool_retry: Default::default(),
-            max_concurrency: 0,
-            name: "short-lived".into(),
-            subtasks: vec![t("a")],
-        },
-    )
-    .await
-    .expect("submit");
+    let id = submit(&mut c, &RunSpec::new("short-lived", vec![t("a")])).await.expect("submit");
     wait_done(&mut c, &id, Duration::from_secs(10)).await.expect("done");
     let key = format!("/swarm/v1/runs/{id}");
     let until = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -14,18 +14,13 @@ use swarm_tests::harness::{TestCluster, submit, wait_done};
 async fn a_ten_mib_output_is_offloaded_and_the_run_completes() {
     let tc = TestCluster::start(1, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client").max_decoding_message_size(64 * 1024 * 1024);
-    let spec = RunSpec {
-        limits: Default::default(),
-        speculation: Default::default(),
-        retry: None,
-        tool_retry: Default::default(),
-        max_concurrency: 0,
-        name: "big".into(),
-        subtasks: vec![
+    let spec = RunSpec::new(
+        "big",
+        vec![
             SubtaskSpec::tool("big", "big", json!({"bytes": 10 * 1024 * 1024})),
             SubtaskSpec::tool("small", "echo", json!({"text": "after"})).after(["big"]),
         ],
-    };
+    );
     let run_id = submit(&mut c, &spec).await.expect("submit");
     let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
     assert_eq!(run.state, pb::RunState::Succeeded as i32);
@@ -56,15 +51,10 @@ async fn an_oversized_submit_is_resource_exhausted_with_the_limit() {
     let tc = TestCluster::start(0, 1).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
     let text = "x".repeat(60 * 1024);
-    let spec = RunSpec {
-        limits: Default::default(),
-        speculation: Default::default(),
-        retry: None,
-        tool_retry: Default::default(),
-        max_concurrency: 0,
-        name: "huge".into(),
-        subtasks: (0..300).map(|i| SubtaskSpec::tool(format!("s{i}"), "echo", json!({"text": text}))).collect(),
-    };
+    let spec = RunSpec::new(
+        "huge",
+        (0..300).map(|i| SubtaskSpec::tool(format!("s{i}"), "echo", json!({"text": text}))).collect(),
+    );
     let err = c
         .submit_run(pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: String::new() })
         .await
@@ -81,15 +71,10 @@ async fn a_ten_thousand_subtask_run_is_stored_whole_in_etcd() {
     let mut c = tc.client().await.expect("client");
     // ~2.5 MB of spec: more than etcd takes in one request, so it is offloaded.
     let pad = "p".repeat(200);
-    let spec = RunSpec {
-        limits: Default::default(),
-        speculation: Default::default(),
-        retry: None,
-        tool_retry: Default::default(),
-        max_concurrency: 0,
-        name: "wide".into(),
-        subtasks: (0..10_000).map(|i| SubtaskSpec::tool(format!("s{i}"), "echo", json!({"text": pad}))).collect(),
-    };
+    let spec = RunSpec::new(
+        "wide",
+        (0..10_000).map(|i| SubtaskSpec::tool(format!("s{i}"), "echo", json!({"text": pad}))).collect(),
+    );
     let run_id = submit(&mut c, &spec).await.expect("submit");
     let run = wait_done(&mut c, &run_id, Duration::from_secs(120)).await.expect("done");
     assert_eq!(run.state, pb::RunState::Succeeded as i32);

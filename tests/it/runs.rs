@@ -112,14 +112,8 @@ async fn watch_resumes_after_seq_without_gap_or_duplicate() {
 async fn concurrent_runs_share_workers_fairly() {
     let tc = TestCluster::start(1, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
-    let wide = |name: &str| RunSpec {
-        limits: Default::default(),
-        speculation: Default::default(),
-        retry: None,
-        tool_retry: Default::default(),
-        max_concurrency: 0,
-        name: name.into(),
-        subtasks: (0..40).map(|i| SubtaskSpec::tool(format!("t{i}"), "record", json!({"ms": 10}))).collect(),
+    let wide = |name: &str| {
+        RunSpec::new(name, (0..40).map(|i| SubtaskSpec::tool(format!("t{i}"), "record", json!({"ms": 10}))).collect())
     };
     let a = submit(&mut c, &wide("a")).await.expect("submit a");
     let b = submit(&mut c, &wide("b")).await.expect("submit b");
@@ -197,20 +191,15 @@ async fn lost_worker_attempts_are_requeued_and_the_run_completes() {
 async fn transient_failures_are_retried_and_permanent_ones_skip_dependents() {
     let tc = TestCluster::start(1, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
-    let spec = RunSpec {
-        limits: Default::default(),
-        speculation: Default::default(),
-        retry: None,
-        tool_retry: Default::default(),
-        max_concurrency: 0,
-        name: "failures".into(),
-        subtasks: vec![
+    let spec = RunSpec::new(
+        "failures",
+        vec![
             SubtaskSpec::tool("flaky", "flaky", json!({"fail_times": 2})),
             SubtaskSpec::tool("bad", "echo", json!({})),
             SubtaskSpec::tool("after-bad", "echo", json!({"text": "never"})).after(["bad"]),
             SubtaskSpec::tool("independent", "echo", json!({"text": "still runs"})),
         ],
-    };
+    );
     let run_id = submit(&mut c, &spec).await.expect("submit");
     let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
     assert_eq!(state(&run), pb::RunState::Failed);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::agent::{Message, SpawnRequest, Turn};
 use crate::dag::Work;
-use crate::ids::{AttemptNo, Fence, SubtaskId};
+use crate::ids::{Fence, SubtaskId};
 
 use super::{Action, RunEngine, RunState, Slot, SubtaskState, Update};
 
@@ -151,24 +151,7 @@ impl RunEngine {
             let mut agent = spawn.agent;
             agent.max_steps = Some(agent.max_steps.unwrap_or(cap).min(cap));
             let child = Arc::make_mut(&mut self.dag).add_child(subtask, id, agent);
-            self.slots.push(Slot {
-                state: SubtaskState::Ready,
-                pending_deps: 0,
-                attempt: AttemptNo(0),
-                fence: Fence(0),
-                worker: None,
-                started_us: 0,
-                finished_us: 0,
-                steps: 0,
-                output: None,
-                output_ref: None,
-                error: None,
-                first_started_us: 0,
-                agent: Some(Box::default()),
-                dispatched_us: 0,
-                backup: None,
-                failed_on: Vec::new(),
-            });
+            self.slots.push(Slot::new(0, true));
             self.counts.open += 1;
             self.ready.push_back(child);
             if let Some(a) = self.agent_mut(subtask) {

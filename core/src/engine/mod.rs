@@ -171,6 +171,30 @@ pub struct Backup {
     pub dispatched_us: u64,
 }
 
+impl Slot {
+    /// A subtask not yet run: ready without pending dependencies, else blocked.
+    pub(crate) fn new(pending_deps: u32, agent: bool) -> Self {
+        Self {
+            state: if pending_deps == 0 { SubtaskState::Ready } else { SubtaskState::Blocked },
+            pending_deps,
+            attempt: AttemptNo(0),
+            fence: Fence(0),
+            worker: None,
+            started_us: 0,
+            finished_us: 0,
+            steps: 0,
+            output: None,
+            output_ref: None,
+            error: None,
+            first_started_us: 0,
+            agent: agent.then(Box::default),
+            dispatched_us: 0,
+            backup: None,
+            failed_on: Vec::new(),
+        }
+    }
+}
+
 /// What happened to an attempt or a run; fed to [`RunEngine::apply`].
 #[derive(Clone, Debug)]
 pub enum EngineEvent {
@@ -331,24 +355,7 @@ impl RunEngine {
                 if pending == 0 {
                     ready.push_back(i as u32);
                 }
-                Slot {
-                    state: if pending == 0 { SubtaskState::Ready } else { SubtaskState::Blocked },
-                    pending_deps: pending,
-                    attempt: AttemptNo(0),
-                    fence: Fence(0),
-                    worker: None,
-                    started_us: 0,
-                    finished_us: 0,
-                    steps: 0,
-                    output: None,
-                    output_ref: None,
-                    error: None,
-                    first_started_us: 0,
-                    agent: (!matches!(node.work, Work::Tool)).then(Box::default),
-                    dispatched_us: 0,
-                    backup: None,
-                    failed_on: Vec::new(),
-                }
+                Slot::new(pending, !matches!(node.work, Work::Tool))
             })
             .collect::<Vec<_>>();
         let counts = Counts { open: slots.len() as u32, ..Counts::default() };
@@ -807,19 +814,7 @@ mod tests {
     use serde_json::json;
 
     fn engine(subtasks: Vec<SubtaskSpec>, policy: RetryPolicy) -> RunEngine {
-        let dag = Dag::build(
-            &RunSpec {
-                limits: Default::default(),
-                speculation: Default::default(),
-                retry: None,
-                tool_retry: Default::default(),
-                max_concurrency: 0,
-                name: "t".into(),
-                subtasks,
-            },
-            &Limits::default(),
-        )
-        .expect("valid");
+        let dag = Dag::build(&RunSpec::new("t", subtasks), &Limits::default()).expect("valid");
         RunEngine::new(RunId::from("r"), Arc::new(dag), policy, 0, 1)
     }
     fn t(id: &str) -> SubtaskSpec {
@@ -948,15 +943,7 @@ mod tests {
             error: None,
         };
         let dag = Dag::build(
-            &RunSpec {
-                limits: Default::default(),
-                speculation: Default::default(),
-                retry: None,
-                tool_retry: Default::default(),
-                max_concurrency: 0,
-                name: "t".into(),
-                subtasks: vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")],
-            },
+            &RunSpec::new("t", vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")]),
             &Limits::default(),
         )
         .expect("valid");
