@@ -67,8 +67,21 @@ fn fastrand_u32() -> u32 {
 }
 
 impl EtcdCluster {
-    /// Starts `n` members and waits until the cluster answers (with a leader).
+    /// Starts `n` members and waits until the cluster answers (with a leader). Free ports are
+    /// picked by binding port 0, which can race with other tests: a member that exits at once
+    /// (port taken) or a cluster that does not come up is started again on new ports.
     pub async fn start(n: usize) -> anyhow::Result<Self> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::try_start(n).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd did not start")))
+    }
+
+    async fn try_start(n: usize) -> anyhow::Result<Self> {
         let root = TempDir::new("etcd")?;
         let token = format!("swarm-test-{:08x}", fastrand_u32());
         let mut members = Vec::new();
@@ -85,7 +98,7 @@ impl EtcdCluster {
         for i in 0..n {
             cluster.spawn(i, "new")?;
         }
-        cluster.wait_ready(Duration::from_secs(20)).await?;
+        cluster.wait_ready(Duration::from_secs(15)).await?;
         Ok(cluster)
     }
 
@@ -120,9 +133,17 @@ impl EtcdCluster {
     }
 
     /// Waits until a write succeeds.
-    pub async fn wait_ready(&self, deadline: Duration) -> anyhow::Result<()> {
+    pub async fn wait_ready(&mut self, deadline: Duration) -> anyhow::Result<()> {
         let until = tokio::time::Instant::now() + deadline;
         loop {
+            for m in &mut self.members {
+                if let Some(child) = m.child.as_mut()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    m.child = None;
+                    anyhow::bail!("etcd member {} exited at once ({status}); its port may be taken", m.name);
+                }
+            }
             if let Ok(store) = EtcdStore::connect(&self.endpoints(), Duration::from_secs(2)).await
                 && store.commit(swarm_store::Txn::new().then(swarm_store::Op::put("/ready", "1"))).await.is_ok()
             {
