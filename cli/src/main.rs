@@ -74,6 +74,9 @@ enum Command {
         /// cluster must share it).
         #[arg(long, env = "SWARM_PAYLOADS")]
         payloads: Option<String>,
+        /// A cluster-wide rate limit for a tool: TOOL=RATE[/BURST] (calls per second); repeatable.
+        #[arg(long = "rate-limit", value_parser = parse_rate_limit)]
+        rate_limits: Vec<(String, swarm_coordinator::ratelimit::RateLimit)>,
         /// Ended runs are deleted after this long (0: never).
         #[arg(long, env = "SWARM_RUN_TTL", default_value = "7d", value_parser = parse_ttl)]
         run_ttl: Duration,
@@ -234,6 +237,11 @@ impl StoreArgs {
             .map_err(|e| anyhow::anyhow!("cannot reach etcd at {}: {e}", self.etcd.join(",")))?;
         Ok(Arc::new(store))
     }
+}
+
+fn parse_rate_limit(text: &str) -> Result<(String, swarm_coordinator::ratelimit::RateLimit), String> {
+    let (tool, limit) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected TOOL=RATE[/BURST]"))?;
+    Ok((tool.to_owned(), limit.parse()?))
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -435,7 +443,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { spec, workers, slots, json } => demo(spec, workers, slots, json).await,
-        Command::Coordinator { listen, advertise, store, payloads, run_ttl } => {
+        Command::Coordinator { listen, advertise, store, payloads, rate_limits, run_ttl } => {
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
             let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -447,6 +455,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 payloads: store.payloads(payloads.as_deref())?,
                 ..CoordinatorConfig::default()
             };
+            let mut config = config;
+            config.manager.rate_limits = rate_limits.into_iter().collect();
             let coordinator = Coordinator::start(config, store.open().await?, token);
             coordinator.serve(listener, Duration::from_secs(10)).await?;
             Ok(ExitCode::SUCCESS)

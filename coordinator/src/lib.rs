@@ -9,6 +9,7 @@ pub mod api;
 pub mod manager;
 pub mod node;
 pub mod placement;
+pub mod ratelimit;
 pub mod recovery;
 pub mod sink;
 pub mod watch;

@@ -150,3 +150,26 @@ async fn the_longest_remaining_path_starts_first() {
     );
     tc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_rate_limit_holds_under_load() {
+    let mut opts = swarm_cli::embedded::EmbeddedOptions { workers: 2, slots: 16, ..Default::default() };
+    opts.coordinator.manager.rate_limits.insert("echo".into(), "20/2".parse().expect("limit"));
+    let cluster = swarm_cli::embedded::Embedded::start(opts).await.expect("cluster");
+    cluster.wait_for_workers(2, Duration::from_secs(10)).await.expect("workers");
+    let mut c = swarm_cli::client::connect(&cluster.url()).await.expect("client");
+    let subtasks = (0..30).map(|i| SubtaskSpec::tool(format!("e{i}"), "echo", json!({"text": "x"}))).collect();
+    let run_id = submit(&mut c, &RunSpec::new("limited", subtasks)).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32);
+    let mut starts: Vec<u64> = run.subtasks.iter().map(|s| unix_us(s.started_at.as_ref().expect("started"))).collect();
+    starts.sort_unstable();
+    // At 20/s with bursts of 2, no 500 ms window holds more than 2 + 10 starts (+1 for rounding).
+    for (k, &t) in starts.iter().enumerate() {
+        let in_window = starts[k..].iter().take_while(|&&u| u < t + 500_000).count();
+        assert!(in_window <= 13, "{in_window} calls started within 500 ms");
+    }
+    let span = starts.last().expect("starts") - starts[0];
+    assert!(span >= 1_300_000, "30 calls at 20/s after a burst of 2 take ≥ 1.4 s, took {span} µs");
+    cluster.stop().await;
+}

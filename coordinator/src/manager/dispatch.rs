@@ -44,6 +44,14 @@ impl Manager {
                     .collect();
                 place_avoiding(&node.tool, &self.workers, &avoid).or_else(|_| place(&node.tool, &self.workers))
             };
+            let placed = match placed {
+                // At its rate limit the tool waits like a busy one; the loop wakes for the token.
+                Ok(w) if !self.limiter.try_take(&node.tool, super::now_us()) => {
+                    let _ = w;
+                    Err(NoPlacement::Busy)
+                }
+                other => other,
+            };
             match placed {
                 Ok(w) => {
                     misses = 0;

@@ -56,6 +56,8 @@ pub struct ManagerConfig {
     pub recovery_grace: Duration,
     /// This coordinator's name, sent to workers.
     pub coordinator_id: String,
+    /// Cluster-wide rate limits by tool.
+    pub rate_limits: HashMap<String, crate::ratelimit::RateLimit>,
 }
 
 impl Default for ManagerConfig {
@@ -66,6 +68,7 @@ impl Default for ManagerConfig {
             term: 0,
             recovery_grace: Duration::from_secs(6),
             coordinator_id: "swarm-coordinator".into(),
+            rate_limits: HashMap::new(),
         }
     }
 }
@@ -217,6 +220,7 @@ pub fn spawn(
     let sink_stats = Arc::new(SinkStats::default());
     tracker.spawn(sink::run(repo.clone(), sink_rx, term.clone(), sink_stats.clone()));
     let fence_base = if config.term > 0 { (config.term as u64) << 32 } else { 0 };
+    let limiter = crate::ratelimit::RateLimiter::new(&config.rate_limits);
     let mut manager = Manager {
         next_fence: fence_base + 1,
         config,
@@ -240,6 +244,7 @@ pub fn spawn(
         stats: ManagerStats::default(),
         recovery_deadline: None,
         repeatable_tools: HashSet::new(),
+        limiter,
         last_speculation_us: 0,
         expected_workers: startup.expected_workers,
     };
@@ -277,6 +282,8 @@ struct Manager {
     recovery_deadline: Option<u64>,
     /// Tools that may run twice (read-only or idempotent), as workers declared them.
     repeatable_tools: HashSet<String>,
+    /// Per-tool token buckets.
+    limiter: crate::ratelimit::RateLimiter,
     /// When stragglers were last looked for (µs since the epoch).
     last_speculation_us: u64,
     expected_workers: HashSet<WorkerId>,
@@ -288,7 +295,9 @@ impl Manager {
             let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
             // While attempts run, look for stragglers every few tens of milliseconds.
             let speculation = (!self.inflight.is_empty()).then_some(self.last_speculation_us + SPECULATION_EVERY_US);
-            let wake = [next_timer, self.recovery_deadline, speculation].into_iter().flatten().min();
+            // A tool at its rate limit: wake when its next token arrives.
+            let token = if self.ring.is_empty() { None } else { self.limiter.next_token_us(now_us()) };
+            let wake = [next_timer, self.recovery_deadline, speculation, token].into_iter().flatten().min();
             tokio::select! {
                 biased;
                 _ = term.cancelled() => break,
