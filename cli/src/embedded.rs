@@ -122,19 +122,11 @@ impl Embedded {
 
     /// Adds an in-process worker; returns its index (for [`Embedded::stop_worker`]).
     pub fn add_worker(&mut self, id: &str, slots: u32, tools: Arc<ToolRegistry>) -> usize {
-        let token = self.shutdown.child_token();
         let mut config = WorkerConfig::new(self.url());
         config.worker_id = id.into();
         config.slots = slots;
         config.models = self.models.clone();
-        let t = token.clone();
-        let handle = tokio::spawn(async move {
-            if let Err(e) = swarm_worker::run(config, tools, t).await {
-                tracing::error!(error = %e, "worker failed");
-            }
-        });
-        self.workers.push((token, Some(handle)));
-        self.workers.len() - 1
+        self.add_worker_with(config, tools)
     }
 
     /// Stops one worker (its connection closes; the coordinator re-queues its attempts).

@@ -156,7 +156,32 @@ mod tests {
         out: Vec<Action>,
     }
 
+    fn lead_spec() -> SubtaskSpec {
+        SubtaskSpec {
+            retry: None,
+            id: "lead".into(),
+            kind: SubtaskKind::Orchestrator(OrchestratorSpec {
+                goal: "g".into(),
+                model: "scripted".into(),
+                tools: vec![],
+                max_steps: None,
+            }),
+            depends_on: vec![],
+            timeout: None,
+        }
+    }
+
     impl Sim {
+        fn orchestrator(spec: RunSpec) -> Self {
+            let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
+            Sim {
+                e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1),
+                fence: 0,
+                now: 1,
+                out: vec![],
+            }
+        }
+
         fn dispatch(&mut self, i: u32) -> Fence {
             self.fence += 1;
             let fence = Fence(self.fence);
@@ -207,28 +232,7 @@ mod tests {
 
     #[test]
     fn critical_steps_follow_kimis_definition() {
-        let spec = RunSpec::new(
-            "swarm",
-            vec![SubtaskSpec {
-                retry: None,
-                id: "lead".into(),
-                kind: SubtaskKind::Orchestrator(OrchestratorSpec {
-                    goal: "g".into(),
-                    model: "scripted".into(),
-                    tools: vec![],
-                    max_steps: None,
-                }),
-                depends_on: vec![],
-                timeout: None,
-            }],
-        );
-        let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
-        let mut sim = Sim {
-            e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1),
-            fence: 0,
-            now: 1,
-            out: vec![],
-        };
+        let mut sim = Sim::orchestrator(RunSpec::new("swarm", vec![lead_spec()]));
         let lead = sim.e.pop_ready().expect("lead is ready");
         // Stage 1: five subagents taking 12, 30, 8, 30 and 9 steps.
         let f = sim.dispatch(lead);
@@ -267,28 +271,7 @@ mod tests {
 
     #[test]
     fn serial_stages_raise_a_collapse_warning_once() {
-        let spec = RunSpec::new(
-            "serial",
-            vec![SubtaskSpec {
-                retry: None,
-                id: "lead".into(),
-                kind: SubtaskKind::Orchestrator(OrchestratorSpec {
-                    goal: "g".into(),
-                    model: "scripted".into(),
-                    tools: vec![],
-                    max_steps: None,
-                }),
-                depends_on: vec![],
-                timeout: None,
-            }],
-        );
-        let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
-        let mut sim = Sim {
-            e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1),
-            fence: 0,
-            now: 1,
-            out: vec![],
-        };
+        let mut sim = Sim::orchestrator(RunSpec::new("serial", vec![lead_spec()]));
         let lead = sim.e.pop_ready().expect("ready");
         for _ in 0..4 {
             let f = sim.dispatch(lead);
