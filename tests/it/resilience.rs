@@ -173,3 +173,26 @@ async fn a_tool_rate_limit_holds_under_load() {
     assert!(span >= 1_300_000, "30 calls at 20/s after a burst of 2 take ≥ 1.4 s, took {span} µs");
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn an_attempt_past_its_start_to_close_timeout_fails_as_a_timeout_and_is_retried() {
+    let tc = TestCluster::start(1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let mut slow = SubtaskSpec::tool("slow", "record", json!({"ms": 5_000}));
+    slow.timeout = Some(Duration::from_millis(150));
+    slow.retry = Some(RetrySpec { initial_interval_ms: Some(10), maximum_attempts: Some(2), ..Default::default() });
+    let mut spec = RunSpec::new("timeout", vec![slow]);
+    spec.speculation.enabled = false;
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    let s = &run.subtasks[0];
+    assert_eq!((s.state, s.attempt), (pb::SubtaskState::Failed as i32, 2), "timed out twice, per the policy");
+    assert_eq!(s.error_kind, pb::FailureKind::Timeout as i32);
+    let execs = tc.log.of_run(&run_id);
+    assert_eq!(execs.len(), 2);
+    assert!(
+        execs.iter().all(|e| !e.completed && e.end - e.start < Duration::from_secs(2)),
+        "each attempt was stopped at its timeout"
+    );
+    tc.stop().await;
+}
