@@ -73,6 +73,7 @@ pub struct Dag {
     limits: RunLimits,
     speculation: crate::spec::Speculation,
     max_concurrency: u32,
+    schedule_to_start_ms: u64,
 }
 
 impl Dag {
@@ -235,12 +236,18 @@ impl Dag {
             limits: spec.limits.clone(),
             speculation: spec.speculation.clone(),
             max_concurrency: spec.max_concurrency,
+            schedule_to_start_ms: spec.schedule_to_start_ms,
         })
     }
 
     /// The run's agent limits.
     pub fn limits(&self) -> &RunLimits {
         &self.limits
+    }
+
+    /// How long a ready subtask may wait to start (0: forever).
+    pub fn schedule_to_start_ms(&self) -> u64 {
+        self.schedule_to_start_ms
     }
 
     /// The most attempts of the run at once (0: no cap).

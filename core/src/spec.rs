@@ -48,6 +48,13 @@ pub struct RunSpec {
     /// At most this many attempts of the run at once (0: no cap beyond fair share).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_concurrency: u32,
+    /// A subtask ready this long without starting fails as a timeout (0: waits forever).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub schedule_to_start_ms: u64,
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -94,6 +101,7 @@ impl RunSpec {
             retry: None,
             tool_retry: Default::default(),
             max_concurrency: 0,
+            schedule_to_start_ms: 0,
         }
     }
 }

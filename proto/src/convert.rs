@@ -109,6 +109,7 @@ impl TryFrom<pb::RunSpec> for RunSpec {
             retry: spec.retry.map(retry_spec),
             tool_retry,
             max_concurrency: spec.max_concurrency,
+            schedule_to_start_ms: spec.schedule_to_start_ms,
             name: spec.name,
             subtasks,
         })
@@ -151,6 +152,7 @@ impl From<&RunSpec> for pb::RunSpec {
             retry: spec.retry.as_ref().map(retry_wire),
             tool_retry: spec.tool_retry.iter().map(|(t, r)| (t.clone(), retry_wire(r))).collect(),
             max_concurrency: spec.max_concurrency,
+            schedule_to_start_ms: spec.schedule_to_start_ms,
             speculation: Some(pb::Speculation {
                 disabled: !spec.speculation.enabled,
                 quantile: spec.speculation.quantile,
@@ -306,6 +308,7 @@ mod tests {
             retry: None,
             tool_retry: Default::default(),
             max_concurrency: 0,
+            schedule_to_start_ms: 0,
             name: "x".into(),
             subtasks: vec![
                 pb::SubtaskSpec { id: "a".into(), kind: None, ..Default::default() },

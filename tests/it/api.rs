@@ -48,6 +48,7 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
                 retry: None,
                 tool_retry: Default::default(),
                 max_concurrency: 0,
+                schedule_to_start_ms: 0,
                 name: "wire".into(),
                 subtasks: vec![pb::SubtaskSpec {
                     id: "j".into(),

@@ -196,3 +196,29 @@ async fn an_attempt_past_its_start_to_close_timeout_fails_as_a_timeout_and_is_re
     );
     tc.stop().await;
 }
+
+#[tokio::test]
+async fn a_subtask_no_worker_can_start_fails_its_schedule_to_start_timeout() {
+    let tc = TestCluster::start(1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let mut spec = RunSpec::new(
+        "unschedulable",
+        vec![
+            SubtaskSpec::tool("nobody", "tool_no_worker_offers", json!({})),
+            SubtaskSpec::tool("after", "echo", json!({"text": "x"})).after(["nobody"]),
+            SubtaskSpec::tool("fine", "echo", json!({"text": "x"})),
+        ],
+    );
+    spec.schedule_to_start_ms = 300;
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Failed as i32);
+    let get = |id: &str| run.subtasks.iter().find(|s| s.id == id).expect("subtask").clone();
+    assert_eq!(get("nobody").error_kind, pb::FailureKind::Timeout as i32);
+    assert!(get("nobody").error_message.contains("schedule-to-start"), "{}", get("nobody").error_message);
+    assert_eq!(get("after").state, pb::SubtaskState::Skipped as i32);
+    assert_eq!(get("fine").state, pb::SubtaskState::Succeeded as i32);
+    let wall = run.summary.expect("summary").wall_time.map_or(0, |d| duration_to_us(&d));
+    assert!(wall >= 300_000, "it waited its 300 ms first ({wall} µs)");
+    tc.stop().await;
+}

@@ -73,6 +73,28 @@ impl Manager {
         }
     }
 
+    /// Fails subtasks that waited too long to start (runs with a schedule-to-start limit).
+    pub(super) fn expire_unscheduled(&mut self, now: u64) {
+        let keys: Vec<u32> = self
+            .runs
+            .iter()
+            .filter(|(_, e)| {
+                e.engine.dag().schedule_to_start_ms() > 0 && !e.engine.state().is_terminal() && !e.recovering
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let mut actions = std::mem::take(&mut self.actions);
+            if let Some(entry) = self.runs.get_mut(&key) {
+                entry.engine.expire_unscheduled(now, &mut actions);
+            }
+            for action in actions.drain(..) {
+                self.act(key, action, now);
+            }
+            self.actions = actions;
+        }
+    }
+
     /// Starts backup attempts for stragglers (see `swarm_core::engine::speculation`).
     pub(super) fn speculate(&mut self, now: u64) {
         let keys: Vec<u32> = self

@@ -293,8 +293,10 @@ impl Manager {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, term: CancellationToken) {
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-            // While attempts run, look for stragglers every few tens of milliseconds.
-            let speculation = (!self.inflight.is_empty()).then_some(self.last_speculation_us + SPECULATION_EVERY_US);
+            // While attempts run or subtasks wait, look for stragglers and overdue waits often.
+            let busy =
+                !self.inflight.is_empty() || !self.ring.is_empty() || self.runs.values().any(|r| !r.parked.is_empty());
+            let speculation = busy.then_some(self.last_speculation_us + SPECULATION_EVERY_US);
             // A tool at its rate limit: wake when its next token arrives.
             let token = if self.ring.is_empty() { None } else { self.limiter.next_token_us(now_us()) };
             let wake = [next_timer, self.recovery_deadline, speculation, token].into_iter().flatten().min();
@@ -323,6 +325,7 @@ impl Manager {
             if now >= self.last_speculation_us + SPECULATION_EVERY_US {
                 self.last_speculation_us = now;
                 self.speculate(now);
+                self.expire_unscheduled(now);
             }
             self.flush().await;
         }

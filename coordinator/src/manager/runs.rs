@@ -100,7 +100,7 @@ impl Manager {
         self.enqueue(key);
     }
 
-    fn act(&mut self, key: u32, action: Action, now: u64) {
+    pub(super) fn act(&mut self, key: u32, action: Action, now: u64) {
         let term = self.repo.term();
         let Some(entry) = self.runs.get_mut(&key) else { return };
         match action {

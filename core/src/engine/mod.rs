@@ -159,6 +159,8 @@ pub struct Slot {
     pub dispatched_us: u64,
     /// Distinct workers on which attempts failed retryably (for poison quarantine).
     pub failed_on: Vec<WorkerId>,
+    /// When the subtask was first seen ready and not started (0: not waiting).
+    pub ready_since_us: u64,
     /// A backup attempt racing the current one (straggler speculation).
     pub backup: Option<Backup>,
 }
@@ -191,6 +193,7 @@ impl Slot {
             dispatched_us: 0,
             backup: None,
             failed_on: Vec::new(),
+            ready_since_us: 0,
         }
     }
 }
@@ -440,6 +443,46 @@ impl RunEngine {
         }
     }
 
+    /// Fails subtasks that have waited to start longer than the run's schedule-to-start limit
+    /// (for example because no connected worker offers their tool). Waiting is observed at each
+    /// call, so the precision is the caller's period.
+    pub fn expire_unscheduled(&mut self, now_us: u64, out: &mut Vec<Action>) {
+        let limit_ms = self.dag.schedule_to_start_ms();
+        if limit_ms == 0 || self.state.is_terminal() {
+            return;
+        }
+        let mut expired = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.state != SubtaskState::Ready {
+                continue;
+            }
+            if slot.ready_since_us == 0 {
+                slot.ready_since_us = now_us;
+            } else if now_us.saturating_sub(slot.ready_since_us) > limit_ms * 1000 {
+                expired.push(i as u32);
+            }
+        }
+        for subtask in expired {
+            let message = format!("not started within {limit_ms} ms (schedule-to-start)");
+            let slot = &mut self.slots[subtask as usize];
+            slot.state = SubtaskState::Failed;
+            slot.error = Some(Failure { kind: FailureKind::Timeout, message: message.clone() });
+            let attempt = slot.attempt;
+            self.counts.failed += 1;
+            self.counts.open -= 1;
+            out.push(Action::Publish(Update::Failed {
+                subtask,
+                attempt,
+                kind: FailureKind::Timeout,
+                message,
+                retry_in_us: None,
+            }));
+            out.push(Action::Persist { subtask });
+            self.skip_dependents(subtask, out);
+        }
+        self.check_finished(now_us, out);
+    }
+
     /// Re-estimates every subtask's remaining critical path from measured durations.
     fn refresh_priorities(&mut self, just_finished: u32, duration_us: u64) {
         let dag = &self.dag;
@@ -666,6 +709,7 @@ impl RunEngine {
             return;
         }
         slot.state = SubtaskState::Running;
+        slot.ready_since_us = 0;
         slot.attempt.0 += 1;
         slot.fence = fence;
         slot.worker = Some(worker.clone());
