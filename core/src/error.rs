@@ -22,6 +22,8 @@ pub enum FailureKind {
     Cancelled,
     /// The worker running the attempt went away: retried at once, on another worker if possible.
     WorkerLost,
+    /// The tool ran and reported an error itself (an MCP `isError` result): not retried.
+    ToolReported,
 }
 
 impl FailureKind {
@@ -33,6 +35,7 @@ impl FailureKind {
             Self::Timeout => "timeout",
             Self::Cancelled => "cancelled",
             Self::WorkerLost => "worker_lost",
+            Self::ToolReported => "tool_reported",
         }
     }
 }

@@ -256,6 +256,7 @@ impl From<FailureKind> for pb::FailureKind {
             FailureKind::Timeout => Self::Timeout,
             FailureKind::Cancelled => Self::Cancelled,
             FailureKind::WorkerLost => Self::WorkerLost,
+            FailureKind::ToolReported => Self::ToolReported,
         }
     }
 }
@@ -268,6 +269,7 @@ pub fn failure_kind(k: i32) -> FailureKind {
         Ok(pb::FailureKind::Timeout) => FailureKind::Timeout,
         Ok(pb::FailureKind::Cancelled) => FailureKind::Cancelled,
         Ok(pb::FailureKind::WorkerLost) => FailureKind::WorkerLost,
+        Ok(pb::FailureKind::ToolReported) => FailureKind::ToolReported,
         _ => FailureKind::Transient,
     }
 }

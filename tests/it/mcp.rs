@@ -72,6 +72,13 @@ async fn a_real_mcp_server_serves_tool_calls_and_is_restarted_after_a_crash() {
     assert_eq!(out["timezone"], "Europe/Paris", "{out}");
     assert!(out["datetime"].as_str().is_some_and(|d| d.len() >= 19), "{out}");
 
+    // A call the server itself rejects is a tool-reported failure, not retried.
+    let bad = SubtaskSpec::tool("bad-zone", "get_current_time", json!({"timezone": "Not/AZone"}));
+    let run_id = submit(&mut c, &RunSpec::new("mcp-error", vec![bad])).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
+    assert_eq!(run.subtasks[0].error_kind, pb::FailureKind::ToolReported as i32, "{:?}", run.subtasks[0]);
+    assert_eq!(run.subtasks[0].attempt, 1);
+
     // Kill the server: the next call fails transiently, the server is started again, and the
     // retry succeeds.
     let pids = marked_pids(&marker);

@@ -171,7 +171,10 @@ impl McpServer {
             }
         };
         if value["isError"].as_bool() == Some(true) {
-            return Err(ToolError::permanent(format!("the tool reported an error: {output}")));
+            return Err(ToolError {
+                kind: FailureKind::ToolReported,
+                message: format!("the tool reported an error: {output}"),
+            });
         }
         Ok(output)
     }
