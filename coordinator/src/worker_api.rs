@@ -78,6 +78,11 @@ impl WorkerService for WorkerApi {
                             break;
                         }
                     }
+                    Ok(Some(pb::WorkerMessage { msg: Some(Msg::Heartbeat(h)) })) => {
+                        if manager.send(Command::WorkerHeartbeat { conn, fences: h.fences }).await.is_err() {
+                            break;
+                        }
+                    }
                     Ok(Some(pb::WorkerMessage { msg: Some(Msg::Steps(s)) })) => {
                         if manager.send(Command::WorkerSteps { conn, steps: s.steps }).await.is_err() {
                             break;

@@ -222,3 +222,38 @@ async fn a_subtask_no_worker_can_start_fails_its_schedule_to_start_timeout() {
     assert!(wall >= 300_000, "it waited its 300 ms first ({wall} µs)");
     tc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_attempt_is_declared_lost_and_retried_elsewhere() {
+    let mut opts = swarm_cli::embedded::EmbeddedOptions { workers: 0, slots: 4, ..Default::default() };
+    opts.coordinator.manager.heartbeat_interval = Duration::from_millis(100);
+    let mut cluster = swarm_cli::embedded::Embedded::start(opts).await.expect("cluster");
+    // The first worker keeps its stream open but never sends heartbeats.
+    let mut silent = swarm_worker::WorkerConfig::new(cluster.url());
+    silent.worker_id = "silent".into();
+    silent.heartbeats = false;
+    cluster.add_worker_with(silent, std::sync::Arc::new(swarm_worker::ToolRegistry::builtin()));
+    cluster.wait_for_workers(1, Duration::from_secs(10)).await.expect("silent worker");
+    let mut c = swarm_cli::client::connect(&cluster.url()).await.expect("client");
+    let mut spec = RunSpec::new("silent", vec![SubtaskSpec::tool("long", "sleep", json!({"ms": 1500}))]);
+    spec.speculation.enabled = false;
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    wait_for_events(&mut c, &run_id, DEADLINE, |e| e.iter().any(|e| matches!(e.event, Some(Event::SubtaskStarted(_)))))
+        .await
+        .expect("started on the silent worker");
+    cluster.add_worker("beating", 4, std::sync::Arc::new(swarm_worker::ToolRegistry::builtin()));
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32);
+    let s = &run.subtasks[0];
+    assert!(s.attempt >= 2, "the silent attempt was not the one that finished");
+    assert_eq!(s.worker_id, "beating", "re-run on the worker that beats");
+    let events = wait_for_events(&mut c, &run_id, DEADLINE, finished).await.expect("events");
+    let lost = events.iter().find_map(|e| match &e.event {
+        Some(Event::SubtaskFailed(f)) => Some(f.clone()),
+        _ => None,
+    });
+    let lost = lost.expect("the first attempt was declared lost");
+    assert_eq!(lost.kind, pb::FailureKind::WorkerLost as i32);
+    assert!(lost.message.contains("no heartbeat"), "{}", lost.message);
+    cluster.stop().await;
+}

@@ -72,6 +72,8 @@ pub struct WorkerConfig {
     pub lease_ttl: Duration,
     /// Models for agent subtasks; with none, the worker runs no agents.
     pub models: Arc<model::ModelRegistry>,
+    /// Send heartbeats (only tests turn them off, to play a silent worker).
+    pub heartbeats: bool,
 }
 
 impl WorkerConfig {
@@ -84,6 +86,7 @@ impl WorkerConfig {
             labels: HashMap::new(),
             lease_ttl: Duration::from_secs(5),
             models: Arc::new(model::ModelRegistry::new()),
+            heartbeats: true,
         }
     }
 }
@@ -443,9 +446,10 @@ async fn session(
                     }
                 }
             }
-            _ = heartbeat.tick() => {
-                let n = ctx.held.running.lock().unwrap_or_else(|e| e.into_inner()).len() as u32;
-                let _ = out_tx.try_send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Heartbeat(pb::Heartbeat { running: n })) });
+            _ = heartbeat.tick(), if config.heartbeats => {
+                let fences: Vec<u64> = ctx.held.running.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+                let beat = pb::Heartbeat { running: fences.len() as u32, fences };
+                let _ = out_tx.try_send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Heartbeat(beat)) });
             }
             _ = leader_changed.cancelled() => return Ok(()),
             _ = ctx.shutdown.cancelled() => return Ok(()),

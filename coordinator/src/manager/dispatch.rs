@@ -141,7 +141,10 @@ impl Manager {
                 worker.running += 1;
                 worker.out_assign.push(assignment);
                 self.dirty.push(w);
-                self.inflight.insert(fence, super::Inflight { run: key, subtask: sub, worker: w });
+                self.inflight.insert(
+                    fence,
+                    super::Inflight { run: key, subtask: sub, worker: w, last_beat_us: super::now_us() },
+                );
             }
         }
     }
@@ -170,7 +173,8 @@ impl Manager {
         worker.running += 1;
         worker.out_assign.push(assignment);
         self.dirty.push(w);
-        self.inflight.insert(fence, super::Inflight { run: key, subtask: sub, worker: w });
+        self.inflight
+            .insert(fence, super::Inflight { run: key, subtask: sub, worker: w, last_beat_us: super::now_us() });
     }
 
     /// Sends each worker its messages of this turn and hands the writes to the sink.

@@ -94,6 +94,8 @@ pub enum Command {
     WorkerReports { conn: u64, reports: Vec<pb::AttemptReport> },
     /// Turns of agents running on a worker.
     WorkerSteps { conn: u64, steps: Vec<pb::AgentStepReport> },
+    /// A worker's heartbeat: the fences of the attempts it runs.
+    WorkerHeartbeat { conn: u64, fences: Vec<u64> },
     /// A worker's stream ended.
     WorkerLeft { conn: u64 },
     /// A worker's registration lease expired in the store.
@@ -195,6 +197,8 @@ struct Inflight {
     run: u32,
     subtask: u32,
     worker: usize,
+    /// When the attempt was last heard of (dispatch, heartbeat, turn).
+    last_beat_us: u64,
 }
 
 /// What the manager starts from.
@@ -326,6 +330,7 @@ impl Manager {
                 self.last_speculation_us = now;
                 self.speculate(now);
                 self.expire_unscheduled(now);
+                self.expire_silent(now);
             }
             self.flush().await;
         }
@@ -370,6 +375,16 @@ impl Manager {
             Command::WorkerSteps { conn, steps } => {
                 for step in steps {
                     self.agent_step(conn, step);
+                }
+            }
+            Command::WorkerHeartbeat { conn, fences } => {
+                let now = now_us();
+                if let Some(&w) = self.by_conn.get(&conn) {
+                    for fence in fences {
+                        if let Some(f) = self.inflight.get_mut(&fence).filter(|f| f.worker == w) {
+                            f.last_beat_us = now;
+                        }
+                    }
                 }
             }
             Command::WorkerLeft { conn } => {

@@ -107,7 +107,8 @@ impl Manager {
                 let slot = self.runs.get(&key).map(|e| e.engine.slot(sub));
                 let ok = slot.is_some_and(|s| s.state == SubtaskState::Running && s.fence == fence);
                 if ok {
-                    self.inflight.insert(h.fence, Inflight { run: key, subtask: sub, worker: w });
+                    self.inflight
+                        .insert(h.fence, Inflight { run: key, subtask: sub, worker: w, last_beat_us: super::now_us() });
                     self.workers[w].running += 1;
                     self.stats.adopted += 1;
                 }
@@ -205,15 +206,46 @@ impl Manager {
         self.apply(f.run, event);
     }
 
+    /// Attempts not heard of for three heartbeat intervals are declared lost (re-queued, and
+    /// cancelled on their worker in case it is merely slow).
+    pub(super) fn expire_silent(&mut self, now: u64) {
+        let limit = 3 * self.config.heartbeat_interval.as_micros() as u64;
+        let silent: Vec<(u64, Inflight)> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| now.saturating_sub(f.last_beat_us) > limit)
+            .map(|(fence, f)| (*fence, *f))
+            .collect();
+        for (fence, f) in silent {
+            self.inflight.remove(&fence);
+            let worker = &mut self.workers[f.worker];
+            worker.running = worker.running.saturating_sub(1);
+            worker.out_cancel.push(fence);
+            self.dirty.push(f.worker);
+            warn!(fence, worker_id = %worker.id, "no heartbeat for the attempt; it is declared lost");
+            let event = EngineEvent::Failed {
+                subtask: f.subtask,
+                fence: Fence(fence),
+                kind: swarm_core::FailureKind::WorkerLost,
+                message: format!("no heartbeat for {} ms", limit / 1000),
+                started_us: 0,
+                finished_us: 0,
+            };
+            self.apply(f.run, event);
+        }
+    }
+
     /// A turn of a running agent: extend its transcript.
     pub(super) fn agent_step(&mut self, conn: u64, step: pb::AgentStepReport) {
         let Some(&w) = self.by_conn.get(&conn) else { return };
         // Acknowledged once this turn's writes are durable, whether recorded or stale.
         self.step_acks.entry(w).or_default().push(pb::StepAck { fence: step.fence, seq: step.seq });
-        let Some(f) = self.inflight.get(&step.fence).copied().filter(|f| f.worker == w) else {
+        let Some(f) = self.inflight.get_mut(&step.fence).filter(|f| f.worker == w) else {
             self.stats.stale_reports += 1;
             return;
         };
+        f.last_beat_us = super::now_us();
+        let f = *f;
         match serde_json::from_str::<swarm_core::agent::Turn>(&step.turn_json) {
             Ok(turn) => {
                 let event = EngineEvent::StepRecorded {
