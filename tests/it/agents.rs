@@ -92,20 +92,11 @@ async fn the_agent_loop_speaks_openai_and_survives_429_500_and_bad_json() {
     ])
     .await
     .expect("fixture");
-    // The key comes from the environment, never from the request.
-    let key_var = "SWARM_TEST_FIXTURE_KEY";
-    // SAFETY-free: set before any worker reads it; the variable is private to this test.
+    // The key comes from a file, never from the request.
     let config = EndpointConfig {
-        base_url: fixture.base_url(),
-        model: "fixture-model".into(),
-        api_key_env: None,
         api_key_file: Some(write_key_file("sk-test-sentinel")),
-        dialect: Default::default(),
-        timeout_secs: Some(5),
-        max_retries: Some(4),
-        stream: false,
+        ..endpoint(&fixture, "fixture-model", 5, 4, false)
     };
-    let _ = key_var;
     let mut m = ModelRegistry::new();
     m.register("fixture", Arc::new(OpenAiModel::new(&config).expect("client")));
     let tc = TestCluster::start_with(Arc::new(MemoryStore::new()), Arc::new(m), 1, 4).await.expect("cluster");
@@ -137,6 +128,19 @@ async fn the_agent_loop_speaks_openai_and_survives_429_500_and_bad_json() {
     tc.stop().await;
 }
 
+fn endpoint(fixture: &ModelFixture, model: &str, timeout_secs: u64, max_retries: u32, stream: bool) -> EndpointConfig {
+    EndpointConfig {
+        base_url: fixture.base_url(),
+        model: model.into(),
+        api_key_env: None,
+        api_key_file: None,
+        dialect: Default::default(),
+        timeout_secs: Some(timeout_secs),
+        max_retries: Some(max_retries),
+        stream,
+    }
+}
+
 fn write_key_file(key: &str) -> String {
     let path = std::env::temp_dir().join(format!("swarm-key-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::write(&path, key).expect("key file");
@@ -148,16 +152,7 @@ async fn a_hung_model_call_times_out_and_is_retried() {
     let fixture = ModelFixture::start(vec![Canned::Hang, Canned::Ok(completion(Some("late but fine"), vec![]))])
         .await
         .expect("fixture");
-    let config = EndpointConfig {
-        base_url: fixture.base_url(),
-        model: "m".into(),
-        api_key_env: None,
-        api_key_file: None,
-        dialect: Default::default(),
-        timeout_secs: Some(1),
-        max_retries: Some(2),
-        stream: false,
-    };
+    let config = endpoint(&fixture, "m", 1, 2, false);
     let mut m = ModelRegistry::new();
     m.register("fixture", Arc::new(OpenAiModel::new(&config).expect("client")));
     let tc = TestCluster::start_with(Arc::new(MemoryStore::new()), Arc::new(m), 1, 4).await.expect("cluster");
@@ -263,16 +258,7 @@ async fn the_agent_loop_reads_streamed_answers() {
     ])
     .await
     .expect("fixture");
-    let config = EndpointConfig {
-        base_url: fixture.base_url(),
-        model: "m".into(),
-        api_key_env: None,
-        api_key_file: None,
-        dialect: Default::default(),
-        timeout_secs: Some(5),
-        max_retries: Some(1),
-        stream: true,
-    };
+    let config = endpoint(&fixture, "m", 5, 1, true);
     let mut m = ModelRegistry::new();
     m.register("fixture", Arc::new(OpenAiModel::new(&config).expect("client")));
     let tc = TestCluster::start_with(Arc::new(MemoryStore::new()), Arc::new(m), 1, 4).await.expect("cluster");

@@ -136,7 +136,8 @@ impl Manager {
             self.inflight.iter().filter(|(_, f)| f.worker == w).map(|(fence, f)| (*fence, *f)).collect();
         for (fence, f) in lost {
             self.inflight.remove(&fence);
-            self.apply(f.run, EngineEvent::Lost { subtask: f.subtask, fence: Fence(fence) });
+            let reason = "the worker running the attempt went away".to_owned();
+            self.apply(f.run, EngineEvent::Lost { subtask: f.subtask, fence: Fence(fence), reason });
         }
         self.workers[w].running = 0;
     }
@@ -223,15 +224,8 @@ impl Manager {
             worker.out_cancel.push(fence);
             self.dirty.push(f.worker);
             warn!(fence, worker_id = %worker.id, "no heartbeat for the attempt; it is declared lost");
-            let event = EngineEvent::Failed {
-                subtask: f.subtask,
-                fence: Fence(fence),
-                kind: swarm_core::FailureKind::WorkerLost,
-                message: format!("no heartbeat for {} ms", limit / 1000),
-                started_us: 0,
-                finished_us: 0,
-            };
-            self.apply(f.run, event);
+            let reason = format!("no heartbeat for {} ms", limit / 1000);
+            self.apply(f.run, EngineEvent::Lost { subtask: f.subtask, fence: Fence(fence), reason });
         }
     }
 

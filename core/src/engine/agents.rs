@@ -119,12 +119,7 @@ impl RunEngine {
         if !self.is_current(subtask, fence) || !matches!(self.dag.node(subtask).work, Work::Orchestrator(_)) {
             return;
         }
-        let slot = &mut self.slots[subtask as usize];
-        if slot.first_started_us == 0 {
-            slot.first_started_us = started_us;
-        }
-        slot.started_us = started_us;
-        slot.finished_us = finished_us;
+        self.slots[subtask as usize].attempt_ended(started_us, finished_us, false);
         self.counts.running -= 1;
         let stage = self.agent_mut(subtask).map_or(0, |a| a.stages.len() as u32 + 1);
         let limit = self.dag.limits().max_subagents;

@@ -174,6 +174,18 @@ pub struct Backup {
 }
 
 impl Slot {
+    /// Records the worker-measured times of an attempt that ended, and a step for a tool call.
+    fn attempt_ended(&mut self, started_us: u64, finished_us: u64, counts_as_step: bool) {
+        if self.first_started_us == 0 {
+            self.first_started_us = started_us;
+        }
+        self.started_us = started_us;
+        self.finished_us = finished_us;
+        if counts_as_step {
+            self.steps += 1;
+        }
+    }
+
     /// A subtask not yet run: ready without pending dependencies, else blocked.
     pub(crate) fn new(pending_deps: u32, agent: bool) -> Self {
         Self {
@@ -207,8 +219,8 @@ pub enum EngineEvent {
     Succeeded { subtask: u32, fence: Fence, started_us: u64, finished_us: u64, output: Arc<str> },
     /// The attempt failed.
     Failed { subtask: u32, fence: Fence, kind: FailureKind, message: String, started_us: u64, finished_us: u64 },
-    /// The attempt's worker went away.
-    Lost { subtask: u32, fence: Fence },
+    /// The attempt's worker went away, or the attempt fell silent; `reason` says which.
+    Lost { subtask: u32, fence: Fence, reason: String },
     /// A backoff timer armed by [`Action::ArmTimer`] fired.
     RetryDue { subtask: u32 },
     /// The user asked to cancel the run.
@@ -603,14 +615,7 @@ impl RunEngine {
                 let is_tool = matches!(self.dag.node(subtask).work, Work::Tool);
                 let slot = &mut self.slots[subtask as usize];
                 slot.state = SubtaskState::Succeeded;
-                if slot.first_started_us == 0 {
-                    slot.first_started_us = started_us;
-                }
-                slot.started_us = started_us;
-                slot.finished_us = finished_us;
-                if is_tool {
-                    slot.steps += 1;
-                }
+                slot.attempt_ended(started_us, finished_us, is_tool);
                 slot.output = Some(output);
                 let attempt = slot.attempt;
                 self.counts.running -= 1;
@@ -639,30 +644,16 @@ impl RunEngine {
                     return;
                 }
                 let is_tool = matches!(self.dag.node(subtask).work, Work::Tool);
-                let slot = &mut self.slots[subtask as usize];
-                if slot.first_started_us == 0 {
-                    slot.first_started_us = started_us;
-                }
-                slot.started_us = started_us;
-                slot.finished_us = finished_us;
-                if is_tool {
-                    slot.steps += 1;
-                }
+                self.slots[subtask as usize].attempt_ended(started_us, finished_us, is_tool);
                 self.counts.running -= 1;
                 self.failed(subtask, kind, message, now_us, out);
             }
-            EngineEvent::Lost { subtask, fence } => {
+            EngineEvent::Lost { subtask, fence, reason } => {
                 if !self.settle_race(subtask, fence, false, out) || !self.is_current(subtask, fence) {
                     return;
                 }
                 self.counts.running -= 1;
-                self.failed(
-                    subtask,
-                    FailureKind::WorkerLost,
-                    "the worker running the attempt went away".into(),
-                    now_us,
-                    out,
-                );
+                self.failed(subtask, FailureKind::WorkerLost, reason, now_us, out);
             }
             EngineEvent::RetryDue { subtask } => {
                 let slot = &mut self.slots[subtask as usize];
@@ -968,7 +959,7 @@ mod tests {
         let mut out = vec![];
         for fence in 1..=2 {
             let a = dispatch(&mut e, fence, &mut out);
-            e.apply(EngineEvent::Lost { subtask: a, fence: Fence(fence) }, 0, &mut out);
+            e.apply(EngineEvent::Lost { subtask: a, fence: Fence(fence), reason: "gone".into() }, 0, &mut out);
         }
         assert_eq!(e.state(), RunState::Failed);
     }
