@@ -93,3 +93,72 @@ async fn a_real_mcp_server_serves_tool_calls_and_is_restarted_after_a_crash() {
     assert_ne!(after[0], pids[0], "a new server process");
     tc.stop().await;
 }
+
+/// Waits (polling an external process's log file, up to `deadline`) until `pred` holds.
+async fn wait_for_log(path: &std::path::Path, deadline: Duration, pred: impl Fn(&str) -> bool) -> String {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if pred(&text) {
+            return text;
+        }
+        assert!(tokio::time::Instant::now() < until, "log {} never matched: {text:?}", path.display());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_run_sends_mcp_cancellation_to_the_server() {
+    let marker = format!("slow-{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    let dir = std::env::temp_dir().join(format!("swarm-mcp-cancel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let log = dir.join("calls.log");
+    let _ = std::fs::remove_file(&log);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/slow_mcp.py");
+    let server = McpServerConfig {
+        command: Some(python().display().to_string()),
+        args: vec![script.display().to_string()],
+        env: [
+            ("SWARM_MCP_MARKER".to_owned(), marker.clone()),
+            ("SWARM_SLOW_MCP_LOG".to_owned(), log.display().to_string()),
+        ]
+        .into(),
+        url: None,
+        read_only: true,
+        idempotent: true,
+        timeout_secs: Some(120),
+    };
+    let config = McpConfig { servers: [("slow".to_owned(), server)].into() };
+    let tools = swarm_worker::tools::mcp::load(&config).await.expect("the slow server starts");
+
+    let mut tc = TestCluster::start(0, 4).await.expect("cluster");
+    let mut registry = swarm_worker::ToolRegistry::builtin();
+    for t in tools {
+        registry.register(t);
+    }
+    tc.cluster.add_worker("mcp-worker", 4, Arc::new(registry));
+    tc.cluster.wait_for_workers(1, Duration::from_secs(10)).await.expect("worker");
+    let mut c = tc.client().await.expect("client");
+
+    let quick = SubtaskSpec::tool("quick", "echo", json!({"text": "done"}));
+    let slow = SubtaskSpec::tool("slow", "slow_wait", json!({"tag": "slow", "seconds": 120}));
+    let run_id = submit(&mut c, &RunSpec::new("mcp-cancel", vec![quick, slow])).await.expect("submit");
+    wait_for_log(&log, Duration::from_secs(30), |t| t.contains("start slow")).await;
+    let server_pids = marked_pids(&marker);
+    assert_eq!(server_pids.len(), 1, "{server_pids:?}");
+
+    c.cancel_run(pb::CancelRunRequest { run_id: run_id.clone(), reason: "test".into() }).await.expect("cancel");
+    let cancelled_at = tokio::time::Instant::now();
+    let text = wait_for_log(&log, Duration::from_secs(5), |t| t.contains("cancelled slow")).await;
+    let latency = cancelled_at.elapsed();
+    assert!(latency < Duration::from_secs(1), "the server heard of the cancel after {latency:?}");
+    assert!(!text.contains("done slow"), "{text}");
+    assert_eq!(marked_pids(&marker), server_pids, "cancelled by notification: the server process lives on");
+
+    let run = wait_done(&mut c, &run_id, Duration::from_secs(30)).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Cancelled as i32, "{run:?}");
+    let quick = run.subtasks.iter().find(|s| s.id == "quick").expect("quick");
+    assert_eq!(quick.state, pb::SubtaskState::Succeeded as i32, "finished results are kept: {quick:?}");
+    tc.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
