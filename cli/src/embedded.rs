@@ -26,6 +26,8 @@ pub struct EmbeddedOptions {
     pub coordinator: CoordinatorConfig,
     /// Models of the in-process workers (none: they run no agents).
     pub models: Arc<swarm_worker::model::ModelRegistry>,
+    /// Where the web view and `/metrics` are served (none: not served).
+    pub http_listen: Option<SocketAddr>,
 }
 
 impl Default for EmbeddedOptions {
@@ -36,6 +38,7 @@ impl Default for EmbeddedOptions {
             slots: 64,
             coordinator: CoordinatorConfig::default(),
             models: Arc::new(swarm_worker::model::ModelRegistry::new()),
+            http_listen: None,
         }
     }
 }
@@ -44,6 +47,8 @@ impl Default for EmbeddedOptions {
 pub struct Embedded {
     /// The coordinator's address.
     pub addr: SocketAddr,
+    /// Where the web view and `/metrics` are served, if they are.
+    pub http_addr: Option<SocketAddr>,
     role: tokio::sync::watch::Receiver<Role>,
     shutdown: CancellationToken,
     coordinator: JoinHandle<()>,
@@ -64,10 +69,11 @@ impl Embedded {
         let shutdown = CancellationToken::new();
         let rt = coordinator_rt.clone().unwrap_or_else(tokio::runtime::Handle::current);
         let listen = opts.listen;
+        let http_listen = opts.http_listen;
         let models = opts.models.clone();
         let mut config = opts.coordinator.clone();
         let token = shutdown.clone();
-        let (addr, role, coordinator) = rt
+        let (addr, http_addr, role, coordinator) = rt
             .spawn(async move {
                 let listener = TcpListener::bind(listen).await?;
                 let addr = listener.local_addr()?;
@@ -75,16 +81,26 @@ impl Embedded {
                     config.advertise = format!("http://{addr}");
                 }
                 let coordinator = Coordinator::start(config, store, token);
+                let http_addr = match http_listen {
+                    Some(addr) => {
+                        let http = TcpListener::bind(addr).await?;
+                        let bound = http.local_addr()?;
+                        coordinator.serve_http(http);
+                        Some(bound)
+                    }
+                    None => None,
+                };
                 let role = coordinator.role();
                 let handle = tokio::spawn(async move {
                     if let Err(e) = coordinator.serve(listener, Duration::from_secs(5)).await {
                         tracing::error!(error = %e, "coordinator server failed");
                     }
                 });
-                anyhow::Ok((addr, role, handle))
+                anyhow::Ok((addr, http_addr, role, handle))
             })
             .await??;
-        let mut cluster = Self { addr, role, shutdown, coordinator, workers: Vec::new(), coordinator_rt, models };
+        let mut cluster =
+            Self { addr, http_addr, role, shutdown, coordinator, workers: Vec::new(), coordinator_rt, models };
         cluster.wait_leader(Duration::from_secs(10)).await?;
         for i in 0..opts.workers {
             cluster.add_worker(&format!("embedded-{i}"), opts.slots, Arc::new(ToolRegistry::builtin()));

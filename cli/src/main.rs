@@ -46,6 +46,9 @@ enum Command {
         /// memory:// with the memory store, ./swarm-payloads with etcd).
         #[arg(long, env = "SWARM_PAYLOADS")]
         payloads: Option<String>,
+        /// Serve the web view and Prometheus `/metrics` on this address (e.g. 127.0.0.1:9090).
+        #[arg(long, env = "SWARM_HTTP_LISTEN")]
+        http_listen: Option<SocketAddr>,
     },
     /// Runs the 1,500-call swarm example on an embedded cluster and prints the summary.
     Demo {
@@ -80,6 +83,9 @@ enum Command {
         /// Ended runs are deleted after this long (0: never).
         #[arg(long, env = "SWARM_RUN_TTL", default_value = "7d", value_parser = parse_ttl)]
         run_ttl: Duration,
+        /// Serve the web view and Prometheus `/metrics` on this address (e.g. 127.0.0.1:9090).
+        #[arg(long, env = "SWARM_HTTP_LISTEN")]
+        http_listen: Option<SocketAddr>,
     },
     /// A worker process: finds the leader through etcd (--etcd) or at a fixed --coordinator URL.
     Worker {
@@ -105,6 +111,9 @@ enum Command {
         /// A script for the `scripted` model (YAML).
         #[arg(long, env = "SWARM_SCRIPT")]
         script: Option<PathBuf>,
+        /// Serve Prometheus `/metrics` on this address.
+        #[arg(long, env = "SWARM_HTTP_LISTEN")]
+        http_listen: Option<SocketAddr>,
     },
     /// Submits a run spec (YAML or JSON).
     Submit {
@@ -257,9 +266,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let server = matches!(cli.command, Command::Up { .. } | Command::Coordinator { .. } | Command::Worker { .. });
     let default_filter = if server { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG").unwrap_or_else(|_| default_filter.into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-
     if let Command::Bench {
         chains,
         length,
@@ -276,6 +282,9 @@ fn main() -> ExitCode {
         etcd_metrics,
     } = &cli.command
     {
+        let filter =
+            tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG").unwrap_or_else(|_| default_filter.into());
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
         let (efficiency, throughput, agents, stragglers) = match scenario.as_str() {
             "all" => (true, true, addr.is_none(), true),
             "efficiency" => (true, false, false, false),
@@ -327,13 +336,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let service = match cli.command {
+        Command::Coordinator { .. } => "swarm-coordinator",
+        Command::Worker { .. } => "swarm-worker",
+        _ => "swarm",
+    };
+    let telemetry = {
+        let _inside = runtime.enter();
+        swarm_telemetry::init(service, default_filter)
+    };
+    let code = match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    let _inside = runtime.enter();
+    telemetry.shutdown(Duration::from_secs(3));
+    code
 }
 
 fn print_bench(r: &bench::BenchReport) {
@@ -421,13 +442,13 @@ fn cancel_on_signal(token: CancellationToken) {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Up { listen, workers, slots, store, payloads } => {
+        Command::Up { listen, workers, slots, store, payloads, http_listen } => {
             let backend = if store.etcd.is_empty() {
                 "memory store".to_owned()
             } else {
                 format!("etcd {}", store.etcd.join(","))
             };
-            let mut options = EmbeddedOptions { listen, workers, slots, ..EmbeddedOptions::default() };
+            let mut options = EmbeddedOptions { listen, workers, slots, http_listen, ..EmbeddedOptions::default() };
             options.coordinator.prefix = store.prefix.clone();
             options.coordinator.lease_ttl = store.lease_ttl;
             options.coordinator.payloads = store.payloads(payloads.as_deref())?;
@@ -436,6 +457,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 "swarm up: coordinator on {} with {workers} workers × {slots} slots ({backend}); Ctrl-C stops",
                 cluster.url()
             );
+            if let Some(addr) = cluster.http_addr {
+                eprintln!("swarm up: web view on http://{addr}/, metrics on http://{addr}/metrics");
+            }
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
             token.cancelled().await;
@@ -443,7 +467,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { spec, workers, slots, json } => demo(spec, workers, slots, json).await,
-        Command::Coordinator { listen, advertise, store, payloads, rate_limits, run_ttl } => {
+        Command::Coordinator { listen, advertise, store, payloads, rate_limits, run_ttl, http_listen } => {
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
             let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -458,12 +482,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let mut config = config;
             config.manager.rate_limits = rate_limits.into_iter().collect();
             let coordinator = Coordinator::start(config, store.open().await?, token);
+            if let Some(addr) = http_listen {
+                let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--http-listen {addr}"))?;
+                tracing::info!(addr = %http.local_addr()?, "web view and /metrics serving");
+                coordinator.serve_http(http);
+            }
             coordinator.serve(listener, Duration::from_secs(10)).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker { coordinator, slots, id, store, append_dir, mcp, models, script } => {
+        Command::Worker { coordinator, slots, id, store, append_dir, mcp, models, script, http_listen } => {
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
+            if let Some(addr) = http_listen {
+                let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--http-listen {addr}"))?;
+                tracing::info!(addr = %http.local_addr()?, "/metrics serving");
+                tokio::spawn(swarm_telemetry::serve_metrics(http, token.clone().cancelled_owned()));
+            }
             let mut config = WorkerConfig::new(coordinator);
             config.slots = slots;
             config.lease_ttl = store.lease_ttl;

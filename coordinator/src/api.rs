@@ -78,7 +78,9 @@ impl SwarmApi {
             }
             Created::New => {}
         }
-        ctx.manager.call(|reply| Command::Submit { run_id: run_id.clone(), dag, header, reply }).await?;
+        // The run's trace continues the caller's (the SubmitRun server span is the parent).
+        let span = crate::telemetry::workflow_span(Some(&tracing::Span::current()), &header.name, run_id.as_str());
+        ctx.manager.call(|reply| Command::Submit { run_id: run_id.clone(), dag, header, span, reply }).await?;
         Ok(pb::SubmitRunResponse { run_id: run_id.to_string(), created: true })
     }
 
@@ -148,6 +150,15 @@ impl SwarmService for SwarmApi {
         let next_page_token =
             if more { runs.last().map(|r| r.run_id.clone()).unwrap_or_default() } else { String::new() };
         Ok(Response::new(pb::ListRunsResponse { runs, next_page_token }))
+    }
+
+    async fn list_workers(
+        &self,
+        _req: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let ctx = self.leader().map_err(|e| to_status(&e))?;
+        let workers = ctx.manager.call(|reply| Command::Workers { reply }).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::ListWorkersResponse { workers }))
     }
 
     async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelRunResponse>, Status> {

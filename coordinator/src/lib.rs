@@ -12,6 +12,8 @@ pub mod placement;
 pub mod ratelimit;
 pub mod recovery;
 pub mod sink;
+pub mod telemetry;
+pub mod web;
 pub mod watch;
 pub mod worker_api;
 
@@ -90,6 +92,22 @@ impl Coordinator {
         Self { role, api, worker_api, tracker, shutdown }
     }
 
+    /// The web view's routes (see [`web`]); serve them with `/metrics` on the HTTP port.
+    pub fn web_router(&self) -> axum::Router {
+        web::router(self.api.clone())
+    }
+
+    /// Serves the web view and `/metrics` on `listener` (the HTTP port) until shutdown.
+    pub fn serve_http(&self, listener: TcpListener) {
+        let router = self.web_router();
+        let shutdown = self.shutdown.clone().cancelled_owned();
+        self.tracker.spawn(async move {
+            if let Err(e) = swarm_telemetry::serve_http(listener, router, shutdown).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+    }
+
     /// The node's role, as it changes.
     pub fn role(&self) -> tokio::sync::watch::Receiver<Role> {
         self.role.clone()
@@ -115,6 +133,7 @@ impl Coordinator {
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .trace_fn(telemetry::grpc_span)
             .add_service(health_service)
             .add_optional_service(reflection_v1.ok())
             .add_optional_service(reflection_v1alpha.ok())

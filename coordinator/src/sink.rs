@@ -68,12 +68,16 @@ pub async fn run(repo: RunRepo, mut rx: mpsc::Receiver<SinkBatch>, term: Cancell
                 }
                 _ => Ok(()),
             };
+            let started = std::time::Instant::now();
             let written = match uploaded {
                 Ok(()) => repo.write_batch(&batch.ops).await,
                 Err(e) => Err(e),
             };
             match written {
                 Ok(txns) => {
+                    let m = swarm_telemetry::metrics();
+                    m.store_batch_size.record(batch.ops.len() as f64, &[]);
+                    m.store_commit_duration.record(started.elapsed().as_secs_f64(), &[]);
                     batch.blobs.clear();
                     stats.txns.fetch_add(txns as u64, Ordering::Relaxed);
                     stats.ops.fetch_add(batch.ops.len() as u64, Ordering::Relaxed);

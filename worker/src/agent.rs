@@ -9,6 +9,7 @@
 //! [`AgentOutcome::Suspend`]; the subagents' answers arrive as the tool results of the next
 //! attempt.
 
+use tracing::Instrument;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -129,11 +130,18 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
                 format!("step cap of {} reached without an answer", a.task.max_steps),
             ));
         }
+        let requested = if model.model().is_empty() { model_name.as_str() } else { model.model() };
+        let chat_span = crate::telemetry::chat_span(model.provider(), requested);
+        if swarm_telemetry::capture_content() {
+            chat_span.record("gen_ai.input.messages", serde_json::to_string(&history).unwrap_or_default());
+        }
+        let started = std::time::Instant::now();
         let response = tokio::select! {
             _ = a.cancel.cancelled() => return Err(err(FailureKind::Cancelled, "cancelled")),
-            r = model.chat(ChatRequest { agent: &a.task.name, messages: &history, tools: &defs }) => r,
-        }
-        .map_err(|e| err(e.kind, e.message))?;
+            r = model.chat(ChatRequest { agent: &a.task.name, messages: &history, tools: &defs }).instrument(chat_span.clone()) => r,
+        };
+        crate::telemetry::chat_done(&chat_span, model.provider(), requested, started.elapsed(), &response);
+        let response = response.map_err(|e| err(e.kind, e.message))?;
         let assistant = response.message;
         if assistant.tool_calls.is_empty() {
             // The answer is recorded too (its tokens count; it is not a step).
@@ -196,6 +204,12 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
                 attempt: a.attempt,
                 cancel: a.cancel.child_token(),
             };
+            let span = crate::telemetry::tool_span(&name, &assistant.tool_calls[k].id, a.run_id, a.subtask_id, a.attempt, false);
+            if swarm_telemetry::capture_content() {
+                span.record("gen_ai.tool.call.arguments", args.to_string());
+            }
+            let started = std::time::Instant::now();
+            let name_for_metrics = name.clone();
             async move {
                 let out = match tool {
                     Some(t) => match t.info().timeout {
@@ -206,8 +220,10 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
                     },
                     None => Err(err(FailureKind::Permanent, "unknown tool")),
                 };
+                crate::telemetry::tool_done(&tracing::Span::current(), &name_for_metrics, started.elapsed(), out.as_ref().err().map(|e| e.kind));
                 (k, out)
             }
+            .instrument(span)
         });
         for (k, out) in futures_util::future::join_all(runs).await {
             let call = &assistant.tool_calls[k];

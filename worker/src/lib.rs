@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod model;
+pub mod telemetry;
 pub mod tools;
 
 use std::collections::{BTreeMap, HashMap};
@@ -487,7 +488,15 @@ fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
     let reports = ctx.reports.clone();
     let tools = ctx.tools.clone();
     let models = ctx.models.clone();
-    ctx.attempts.spawn(async move {
+    let span = match &a.agent {
+        Some(task) => telemetry::agent_span(&task.name, &a.run_id, &a.subtask_id, a.attempt, task.orchestrator),
+        None => telemetry::tool_span(&a.tool, &a.subtask_id, &a.run_id, &a.subtask_id, a.attempt, a.speculative),
+    };
+    let trace_context: std::collections::HashMap<String, String> =
+        a.trace_context.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    swarm_telemetry::set_parent(&span, &trace_context);
+    let attempt_span = span.clone();
+    ctx.attempts.spawn(tracing::Instrument::instrument(async move {
         let started_us = now_us();
         if let Some(task) = &a.agent {
             let steps = reports.clone();
@@ -519,11 +528,16 @@ fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                     turn_json: serde_json::to_string(&turn).unwrap_or_default(),
                     spawns_json: serde_json::to_string(&spawns).unwrap_or_default(),
                 }),
-                Err(e) => pb::attempt_report::Outcome::Error(pb::AttemptError { kind: pb::FailureKind::from(e.kind).into(), message: e.message }),
+                Err(e) => {
+                    attempt_span.record("otel.status_code", "error");
+                    attempt_span.record("error.type", e.kind.as_str());
+                    pb::attempt_report::Outcome::Error(pb::AttemptError { kind: pb::FailureKind::from(e.kind).into(), message: e.message })
+                }
             };
             finish(&held, &reports, a, started_us, outcome).await;
             return;
         }
+        let known_tool = tool.is_some();
         let outcome = match tool {
             None => Err(ToolError::permanent(format!("tool `{}` is not offered by this worker", a.tool))),
             Some(tool) => {
@@ -557,6 +571,16 @@ fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                 Ok(text)
             }
         });
+        if known_tool {
+            let took = Duration::from_micros(now_us().saturating_sub(started_us));
+            telemetry::tool_done(&attempt_span, &a.tool, took, outcome.as_ref().err().map(|e| e.kind));
+            if swarm_telemetry::capture_content() {
+                attempt_span.record("gen_ai.tool.call.arguments", a.args_json.as_str());
+                if let Ok(text) = &outcome {
+                    attempt_span.record("gen_ai.tool.call.result", text.as_str());
+                }
+            }
+        }
         let outcome = match outcome {
             Ok(text) => pb::attempt_report::Outcome::OutputJson(text),
             Err(e) => pb::attempt_report::Outcome::Error(pb::AttemptError {
@@ -565,7 +589,7 @@ fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
             }),
         };
         finish(&held, &reports, a, started_us, outcome).await;
-    });
+    }, span));
 }
 
 /// Keeps the attempt's report until it is acknowledged, and sends it.

@@ -60,6 +60,14 @@ impl ModelError {
 #[async_trait::async_trait]
 pub trait ModelProvider: Send + Sync + 'static {
     async fn chat(&self, req: ChatRequest<'_>) -> Result<ChatResponse, ModelError>;
+    /// `gen_ai.provider.name` for telemetry.
+    fn provider(&self) -> &str {
+        "swarm.scripted"
+    }
+    /// The model requested (`gen_ai.request.model`), when the provider knows it.
+    fn model(&self) -> &str {
+        ""
+    }
 }
 
 /// Models by endpoint name.
@@ -389,6 +397,10 @@ impl OpenAiModel {
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
+        // W3C trace context of the current `chat` span: the model server's spans join the run's trace.
+        for (k, v) in swarm_telemetry::inject(&tracing::Span::current()) {
+            request = request.header(k, v);
+        }
         let resp = request.send().await.map_err(|e| {
             let kind = if e.is_timeout() { FailureKind::Timeout } else { FailureKind::Transient };
             (ModelError { kind, message: format!("request failed: {}", e.without_url()) }, None)
@@ -547,6 +559,19 @@ pub fn parse_completion(text: &str) -> Result<ChatResponse, ModelError> {
 
 #[async_trait::async_trait]
 impl ModelProvider for OpenAiModel {
+    fn provider(&self) -> &str {
+        match self.dialect {
+            Dialect::OpenAi => "openai",
+            Dialect::Kimi => "moonshot",
+            Dialect::Vllm => "vllm",
+            Dialect::Ollama => "ollama",
+        }
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
     async fn chat(&self, req: ChatRequest<'_>) -> Result<ChatResponse, ModelError> {
         let body = self.body(&req);
         let mut delays = backon::ExponentialBuilder::default()

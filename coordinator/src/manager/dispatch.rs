@@ -136,6 +136,7 @@ impl Manager {
                     timeout: node.timeout.map(|d| duration_us(d.as_micros() as u64)),
                     agent: None,
                     speculative: true,
+                    trace_context: entry.trace_context.clone(),
                 };
                 let worker = &mut self.workers[w];
                 worker.running += 1;
@@ -168,6 +169,7 @@ impl Manager {
             timeout: node.timeout.map(|d| duration_us(d.as_micros() as u64)),
             agent,
             speculative: false,
+            trace_context: entry.trace_context.clone(),
         };
         let worker = &mut self.workers[w];
         worker.running += 1;

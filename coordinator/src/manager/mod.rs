@@ -41,6 +41,8 @@ const COMMAND_QUEUE: usize = 4096;
 const TURN_COMMANDS: usize = 1024;
 /// How often running attempts are checked for stragglers.
 const SPECULATION_EVERY_US: u64 = 10_000;
+/// How often the queue, worker and run gauges are refreshed.
+const GAUGES_EVERY_US: u64 = 250_000;
 
 /// What the manager is configured with.
 #[derive(Clone, Debug)]
@@ -79,7 +81,7 @@ pub type WorkerTx = mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>;
 /// A request to the manager.
 pub enum Command {
     /// Start a run that is already stored.
-    Submit { run_id: RunId, dag: Arc<Dag>, header: RunHeader, reply: oneshot::Sender<()> },
+    Submit { run_id: RunId, dag: Arc<Dag>, header: RunHeader, span: tracing::Span, reply: oneshot::Sender<()> },
     /// One run's view.
     Get { run_id: RunId, include_subtasks: bool, reply: oneshot::Sender<Option<pb::Run>> },
     /// Runs newest first, with ids below `before`.
@@ -105,6 +107,8 @@ pub enum Command {
     Forget { ended_before_us: u64, reply: oneshot::Sender<Vec<RunId>> },
     /// Counters, for tests and benchmarks.
     Stats { reply: oneshot::Sender<ManagerStats> },
+    /// The connected workers.
+    Workers { reply: oneshot::Sender<Vec<pb::WorkerInfo>> },
 }
 
 /// Manager counters.
@@ -172,6 +176,10 @@ struct RunEntry {
     parked: Vec<u32>,
     /// When live accounting was last computed, and its (critical, total) steps.
     live: (u64, (u64, u64)),
+    /// The run's `invoke_workflow` span (ends when the entry is dropped or the run finishes).
+    span: tracing::Span,
+    /// Its W3C trace context, sent with every assignment.
+    trace_context: std::collections::HashMap<String, String>,
 }
 
 /// A run in the listing: live (an engine) or ended before this term (a header).
@@ -250,6 +258,7 @@ pub fn spawn(
         repeatable_tools: HashSet::new(),
         limiter,
         last_speculation_us: 0,
+        last_gauges_us: 0,
         expected_workers: startup.expected_workers,
     };
     manager.restore(startup.recovered);
@@ -290,12 +299,15 @@ struct Manager {
     limiter: crate::ratelimit::RateLimiter,
     /// When stragglers were last looked for (µs since the epoch).
     last_speculation_us: u64,
+    /// When the gauges were last refreshed (0: at the end of this turn).
+    last_gauges_us: u64,
     expected_workers: HashSet<WorkerId>,
 }
 
 impl Manager {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, term: CancellationToken) {
         loop {
+            let mut turn_started = None;
             let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
             // While attempts run or subtasks wait, look for stragglers and overdue waits often.
             let busy =
@@ -309,6 +321,7 @@ impl Manager {
                 _ = term.cancelled() => break,
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
+                    turn_started = Some(std::time::Instant::now());
                     self.handle(cmd);
                     for _ in 0..TURN_COMMANDS {
                         match rx.try_recv() {
@@ -332,15 +345,38 @@ impl Manager {
                 self.expire_unscheduled(now);
                 self.expire_silent(now);
             }
+            let dispatched_before = self.stats.dispatched;
             self.flush().await;
+            if let Some(t) = turn_started
+                && self.stats.dispatched > dispatched_before
+            {
+                swarm_telemetry::metrics().dispatch_latency.record(t.elapsed().as_secs_f64(), &[]);
+            }
+            if now >= self.last_gauges_us + GAUGES_EVERY_US {
+                self.last_gauges_us = now;
+                self.record_gauges();
+            }
         }
         info!(term = self.config.term, "run manager stopped");
     }
 
+    fn record_gauges(&self) {
+        let m = swarm_telemetry::metrics();
+        let alive = self.workers.iter().filter(|w| w.alive);
+        let (count, used, total) = alive.fold((0, 0, 0), |(n, u, t), w| (n + 1, u + w.running, t + w.slots));
+        m.workers.set(count, &[]);
+        m.slots.set(i64::from(used), &[("state", "used")]);
+        m.slots.set(i64::from(total.saturating_sub(used)), &[("state", "free")]);
+        let active = self.runs.values().filter(|r| !r.engine.state().is_terminal());
+        let (runs, queued) = active.fold((0i64, 0i64), |(r, q), e| (r + 1, q + e.engine.ready_len() as i64));
+        m.runs_active.set(runs, &[]);
+        m.queue_depth.set(queued, &[]);
+    }
+
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Submit { run_id, dag, header, reply } => {
-                self.add_run(run_id, dag, header, None);
+            Command::Submit { run_id, dag, header, span, reply } => {
+                self.add_run(run_id, dag, header, None, Some(span));
                 let _ = reply.send(());
             }
             Command::Get { run_id, include_subtasks, reply } => {
@@ -355,6 +391,19 @@ impl Manager {
                 let more = ids.len() > limit;
                 let runs = ids.iter().take(limit).filter_map(|id| self.view_by_id(id, false)).collect();
                 let _ = reply.send((runs, more));
+            }
+            Command::Workers { reply } => {
+                let workers = self
+                    .workers
+                    .iter()
+                    .filter(|w| w.alive)
+                    .map(|w| {
+                        let mut tools: Vec<String> = w.tools.iter().cloned().collect();
+                        tools.sort_unstable();
+                        pb::WorkerInfo { worker_id: w.id.to_string(), slots: w.slots, running: w.running, tools }
+                    })
+                    .collect();
+                let _ = reply.send(workers);
             }
             Command::Cancel { run_id, reason, reply } => {
                 let _ = reply.send(self.cancel(&run_id, &reason));

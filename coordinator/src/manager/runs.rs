@@ -22,6 +22,7 @@ impl Manager {
         dag: Arc<Dag>,
         header: RunHeader,
         engine: Option<RunEngine>,
+        span: Option<tracing::Span>,
     ) -> u32 {
         let seed = header.submitted_us ^ u64::from(self.next_run);
         let engine = engine.unwrap_or_else(|| {
@@ -30,9 +31,23 @@ impl Manager {
         let log = EventLog::new(run_id.clone(), &dag, now_us());
         let key = self.next_run;
         self.next_run += 1;
+        // A run resumed by a new leader gets a new trace.
+        let span = span.unwrap_or_else(|| crate::telemetry::workflow_span(None, &header.name, run_id.as_str()));
+        let trace_context = swarm_telemetry::inject(&span);
+        swarm_telemetry::metrics().runs_started.add(1, &[]);
         self.runs.insert(
             key,
-            RunEntry { engine, log, header, in_ring: false, recovering: false, parked: Vec::new(), live: (0, (0, 0)) },
+            RunEntry {
+                engine,
+                log,
+                header,
+                in_ring: false,
+                recovering: false,
+                parked: Vec::new(),
+                live: (0, (0, 0)),
+                span,
+                trace_context,
+            },
         );
         self.listing.insert(run_id, Listed::Live(key));
         self.enqueue(key);
@@ -56,7 +71,7 @@ impl Manager {
                 records,
             );
             engine.restore_agents(turns, calls);
-            let key = self.add_run(header.run_id.clone(), dag, header, Some(engine));
+            let key = self.add_run(header.run_id.clone(), dag, header, Some(engine), None);
             if let Some(entry) = self.runs.get_mut(&key) {
                 entry.recovering = true;
                 entry.in_ring = false;
@@ -109,6 +124,7 @@ impl Manager {
                     entry.log.sync_ids(entry.engine.dag());
                 }
                 let summary = matches!(update, Update::Finished { .. }).then(|| Arc::new(entry.engine.summary(now)));
+                crate::telemetry::count_update(&update);
                 let live = match update {
                     Update::Step { .. } => {
                         // Live accounting is a longest-path pass: refresh it at most every 20 ms.
@@ -206,6 +222,9 @@ impl Manager {
                     critical_steps = summary.critical_steps,
                     "run finished"
                 );
+                crate::telemetry::run_finished(&entry.span, state, &summary);
+                self.last_gauges_us = 0;
+                entry.span = tracing::Span::none();
                 entry.header.state = state;
                 entry.header.finished_us = entry.engine.finished_us();
                 entry.header.summary = Some(summary);
@@ -281,6 +300,15 @@ fn view(entry: &RunEntry, include_subtasks: bool) -> pb::Run {
                 error_message: slot.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
                 tool: node.tool.to_string(),
                 output_ref: slot.output_ref.as_deref().unwrap_or_default().to_owned(),
+                depends_on: node.deps.iter().map(|&d| engine.dag().node(d).id.to_string()).collect(),
+                kind: match node.work {
+                    swarm_core::dag::Work::Tool => "tool",
+                    swarm_core::dag::Work::Agent(_) => "agent",
+                    swarm_core::dag::Work::Orchestrator(_) => "orchestrator",
+                }
+                .to_owned(),
+                parent: node.parent.map(|p| engine.dag().node(p).id.to_string()).unwrap_or_default(),
+                stage: node.parent.map_or(0, |p| stage_of(node.id.as_str(), engine.dag().node(p).id.as_str())),
             })
             .collect()
     } else {
@@ -296,6 +324,15 @@ fn view(entry: &RunEntry, include_subtasks: bool) -> pb::Run {
         last_seq: entry.log.last_seq(),
         subtasks,
     }
+}
+
+/// The stage of a subagent from its id (`{orchestrator}:{stage}:{name}:{n}`).
+fn stage_of(id: &str, parent: &str) -> u32 {
+    id.strip_prefix(parent)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A view of a run known only by its stored header.

@@ -536,6 +536,10 @@ impl RunEngine {
     pub fn dag(&self) -> &Arc<Dag> {
         &self.dag
     }
+    /// Ready subtasks waiting for dispatch.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
     /// The run's state.
     pub fn state(&self) -> RunState {
         self.state

@@ -36,6 +36,10 @@ impl ReadyQueue {
         self.heap.pop().map(|(_, _, i)| i)
     }
 
+    pub(super) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }

@@ -1,0 +1,84 @@
+//! The coordinator's spans and metrics (see `swarm_telemetry`): one `invoke_workflow` span per
+//! run, gRPC server spans, and the scheduling metrics.
+
+use swarm_core::engine::{RunState, Update};
+use swarm_core::summary::RunSummary;
+use swarm_telemetry::metrics;
+
+/// The `invoke_workflow {name}` span of a run (GenAI semantic conventions), a child of `parent`
+/// when given (the SubmitRun server span) or the root of a new trace.
+pub fn workflow_span(parent: Option<&tracing::Span>, name: &str, run_id: &str) -> tracing::Span {
+    let parent = parent.and_then(|p| p.id());
+    tracing::info_span!(
+        target: "swarm_coordinator::run",
+        parent: parent,
+        "invoke_workflow",
+        otel.name = format!("invoke_workflow {name}"),
+        otel.kind = "internal",
+        otel.status_code = tracing::field::Empty,
+        gen_ai.operation.name = "invoke_workflow",
+        gen_ai.workflow.name = name,
+        swarm.run.id = run_id,
+        swarm.run.state = tracing::field::Empty,
+        swarm.critical_steps = tracing::field::Empty,
+        swarm.tool_calls = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// Records the end of a run on its span and in the metrics.
+pub fn run_finished(span: &tracing::Span, state: RunState, summary: &RunSummary) {
+    span.record("swarm.run.state", state.as_str());
+    span.record("swarm.critical_steps", summary.critical_steps);
+    span.record("swarm.tool_calls", summary.tool_calls_completed);
+    if state != RunState::Succeeded {
+        span.record("otel.status_code", "error");
+        span.record("error.type", state.as_str());
+    }
+    let m = metrics();
+    m.runs_finished.add(1, &[("state", state.as_str())]);
+    m.critical_steps.record(summary.critical_steps as f64, &[]);
+    if summary.parallelism.is_finite() && summary.parallelism > 0.0 {
+        m.parallelism.record(summary.parallelism, &[]);
+    }
+    if summary.speculative_wins > 0 {
+        m.speculation_wins.add(u64::from(summary.speculative_wins), &[]);
+    }
+}
+
+/// Counts attempts, retries and backups as the engine publishes them.
+pub fn count_update(update: &Update) {
+    let m = metrics();
+    match update {
+        Update::Started { attempt, .. } => {
+            m.attempts.add(1, &[("kind", if attempt.0 <= 1 { "first" } else { "retry" })]);
+        }
+        Update::Speculated { .. } => {
+            m.attempts.add(1, &[("kind", "speculative")]);
+            m.speculations.add(1, &[]);
+        }
+        Update::Failed { kind, retry_in_us: Some(_), .. } => m.retries.add(1, &[("error.type", kind.as_str())]),
+        _ => {}
+    }
+}
+
+/// A gRPC server span per call (RPC semantic conventions), continuing the caller's trace.
+pub fn grpc_span(req: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let path = req.uri().path().trim_start_matches('/');
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    if method == "Connect" || service.starts_with("grpc.") {
+        // Worker streams live for hours, health checks and reflection are noise: no spans.
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: "swarm_coordinator::grpc",
+        "grpc",
+        otel.name = path,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+    );
+    swarm_telemetry::set_parent_from_headers(&span, req.headers());
+    span
+}

@@ -1,0 +1,171 @@
+//! The live web view, served on the coordinator's HTTP port next to `/metrics`:
+//!
+//! - `/` — one page (plain HTML and JavaScript, `web/index.html`): the runs, the workers and
+//!   their slots, and one run's DAG by stage with states, durations and the critical path;
+//! - `/api/runs`, `/api/runs/{id}`, `/api/workers` — JSON views over the same calls as the gRPC
+//!   API (`ListRuns`, `GetRun`, `ListWorkers`);
+//! - `/api/runs/{id}/events` — the run's events as server-sent events, which the page follows to
+//!   update live.
+
+use std::convert::Infallible;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use swarm_proto::pb;
+use swarm_proto::pb::swarm_service_server::SwarmService;
+use tonic::Request;
+
+use crate::api::SwarmApi;
+
+const INDEX: &str = include_str!("../web/index.html");
+
+/// The web view's routes over `api`.
+pub fn router(api: SwarmApi) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(INDEX) }))
+        .route("/api/runs", get(runs))
+        .route("/api/runs/{id}", get(run))
+        .route("/api/runs/{id}/events", get(events))
+        .route("/api/workers", get(workers))
+        .with_state(api)
+}
+
+fn error(status: &tonic::Status) -> Response {
+    let code = match status.code() {
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (code, Json(json!({ "error": status.message() }))).into_response()
+}
+
+fn ms(t: Option<&prost_types::Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| json!(t.seconds as f64 * 1000.0 + f64::from(t.nanos) / 1e6))
+}
+
+fn duration_ms(d: Option<&prost_types::Duration>) -> f64 {
+    d.map_or(0.0, |d| d.seconds as f64 * 1000.0 + f64::from(d.nanos) / 1e6)
+}
+
+fn state_name(state: i32) -> &'static str {
+    pb::RunState::try_from(state).map_or("UNKNOWN", |s| s.as_str_name()).trim_start_matches("RUN_STATE_")
+}
+
+fn run_json(r: &pb::Run) -> Value {
+    let s = r.summary.clone().unwrap_or_default();
+    json!({
+        "run_id": r.run_id,
+        "name": r.name,
+        "state": state_name(r.state),
+        "submitted_ms": ms(r.submitted_at.as_ref()),
+        "finished_ms": ms(r.finished_at.as_ref()),
+        "total_subtasks": s.total_subtasks,
+        "tool_calls_completed": s.tool_calls_completed,
+        "tool_calls_failed": s.tool_calls_failed,
+        "wall_ms": duration_ms(s.wall_time.as_ref()),
+        "critical_path_ms": duration_ms(s.critical_path_time.as_ref()),
+        "critical_path": s.critical_path,
+        "critical_steps": s.critical_steps,
+        "total_steps": s.total_steps,
+        "parallelism": if s.parallelism.is_finite() { s.parallelism } else { 0.0 },
+        "speculative_attempts": s.speculative_attempts,
+        "last_seq": r.last_seq,
+    })
+}
+
+fn subtask_json(s: &pb::SubtaskStatus) -> Value {
+    let state = pb::SubtaskState::try_from(s.state).map_or("UNKNOWN", |x| x.as_str_name());
+    json!({
+        "id": s.id,
+        "state": state.trim_start_matches("SUBTASK_STATE_"),
+        "kind": s.kind,
+        "tool": s.tool,
+        "attempt": s.attempt,
+        "worker_id": s.worker_id,
+        "started_ms": ms(s.started_at.as_ref()),
+        "finished_ms": ms(s.finished_at.as_ref()),
+        "depends_on": s.depends_on,
+        "parent": s.parent,
+        "stage": s.stage,
+        "error": s.error_message,
+    })
+}
+
+async fn runs(State(api): State<SwarmApi>) -> Response {
+    match api.list_runs(Request::new(pb::ListRunsRequest { page_size: 100, page_token: String::new() })).await {
+        Ok(r) => Json(json!({ "runs": r.into_inner().runs.iter().map(run_json).collect::<Vec<_>>() })).into_response(),
+        Err(s) => error(&s),
+    }
+}
+
+async fn run(State(api): State<SwarmApi>, Path(id): Path<String>) -> Response {
+    match api.get_run(Request::new(pb::GetRunRequest { run_id: id, include_subtasks: true })).await {
+        Ok(r) => match r.into_inner().run {
+            Some(run) => Json(json!({
+                "run": run_json(&run),
+                "subtasks": run.subtasks.iter().map(subtask_json).collect::<Vec<_>>(),
+            }))
+            .into_response(),
+            None => error(&tonic::Status::not_found("no such run")),
+        },
+        Err(s) => error(&s),
+    }
+}
+
+async fn workers(State(api): State<SwarmApi>) -> Response {
+    match api.list_workers(Request::new(pb::ListWorkersRequest {})).await {
+        Ok(r) => {
+            let workers: Vec<Value> = r
+                .into_inner()
+                .workers
+                .iter()
+                .map(|w| json!({ "worker_id": w.worker_id, "slots": w.slots, "running": w.running, "tools": w.tools }))
+                .collect();
+            Json(json!({ "workers": workers })).into_response()
+        }
+        Err(s) => error(&s),
+    }
+}
+
+/// What one event says, for the page: its kind and the subtask it concerns.
+fn event_json(e: &pb::RunEvent) -> Value {
+    use pb::run_event::Event as E;
+    let (kind, subtask) = match &e.event {
+        Some(E::RunStarted(_)) => ("run_started", ""),
+        Some(E::SubtaskStarted(x)) => ("subtask_started", x.subtask_id.as_str()),
+        Some(E::SubtaskSucceeded(x)) => ("subtask_succeeded", x.subtask_id.as_str()),
+        Some(E::SubtaskFailed(x)) => ("subtask_failed", x.subtask_id.as_str()),
+        Some(E::SubtaskSkipped(x)) => ("subtask_skipped", x.subtask_id.as_str()),
+        Some(E::RunFinished(_)) => ("run_finished", ""),
+        Some(E::AgentStep(x)) => ("agent_step", x.subtask_id.as_str()),
+        Some(E::StageStarted(x)) => ("stage_started", x.subtask_id.as_str()),
+        Some(E::BudgetExceeded(_)) => ("budget_exceeded", ""),
+        Some(E::Warning(x)) => ("warning", x.subtask_id.as_str()),
+        Some(E::Speculated(x)) => ("speculated", x.subtask_id.as_str()),
+        None => ("unknown", ""),
+    };
+    json!({ "seq": e.seq, "kind": kind, "subtask_id": subtask })
+}
+
+async fn events(State(api): State<SwarmApi>, Path(id): Path<String>) -> Response {
+    match api.watch_run(Request::new(pb::WatchRunRequest { run_id: id, after_seq: 0 })).await {
+        Ok(stream) => {
+            let events = stream.into_inner().map(|item| {
+                let event = match item {
+                    Ok(e) => Event::default().id(e.seq.to_string()).data(event_json(&e).to_string()),
+                    Err(s) => Event::default().event("error").data(s.message().to_owned()),
+                };
+                Ok::<_, Infallible>(event)
+            });
+            Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+        }
+        Err(s) => error(&s),
+    }
+}
