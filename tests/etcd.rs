@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use swarm_store::{EtcdStore, StateStore};
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -31,6 +31,8 @@ pub enum Canned {
 pub struct Seen {
     pub at: tokio::time::Instant,
     pub authorization: Option<String>,
+    /// The W3C `traceparent` header, if any.
+    pub traceparent: Option<String>,
     pub body: Value,
 }
 
@@ -77,6 +79,7 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body
         inner.seen.push(Seen {
             at: tokio::time::Instant::now(),
             authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
+            traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned),
             body: serde_json::from_str(&body).unwrap_or(Value::Null),
         });
         inner.queue.pop_front()

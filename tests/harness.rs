@@ -145,7 +145,8 @@ impl TestCluster {
         workers: usize,
         slots: u32,
     ) -> anyhow::Result<Self> {
-        let mut opts = EmbeddedOptions { workers: 0, slots, models, ..EmbeddedOptions::default() };
+        let http_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let mut opts = EmbeddedOptions { workers: 0, slots, models, http_listen, ..EmbeddedOptions::default() };
         let payloads = PayloadStore::memory(swarm_store::payload::DEFAULT_THRESHOLD);
         opts.coordinator.payloads = payloads.clone();
         let cluster = Embedded::start_on(opts, store.clone(), None).await?;

@@ -4,5 +4,6 @@
 pub mod etcd;
 pub mod fixture;
 pub mod harness;
+pub mod otlp;
 pub mod proc_cluster;
 pub mod process;

@@ -58,11 +58,17 @@ pub struct SwarmProcess {
 impl SwarmProcess {
     /// Starts `swarm ARGS…`, logging to `{log_dir}/{name}.log`.
     pub fn spawn(name: &str, args: &[String], log_dir: &Path) -> anyhow::Result<Self> {
+        Self::spawn_env(name, args, &[], log_dir)
+    }
+
+    /// Starts `swarm ARGS…` with extra environment variables.
+    pub fn spawn_env(name: &str, args: &[String], env: &[(&str, &str)], log_dir: &Path) -> anyhow::Result<Self> {
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log)?;
         let child = Command::new(swarm_bin()?)
             .args(args)
             .env("SWARM_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone()?))
             .stderr(Stdio::from(file))
             .spawn()

@@ -282,8 +282,7 @@ fn main() -> ExitCode {
         etcd_metrics,
     } = &cli.command
     {
-        let filter =
-            tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG").unwrap_or_else(|_| default_filter.into());
+        let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG").unwrap_or_else(|_| default_filter.into());
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
         let (efficiency, throughput, agents, stragglers) = match scenario.as_str() {
             "all" => (true, true, addr.is_none(), true),
@@ -483,7 +482,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             config.manager.rate_limits = rate_limits.into_iter().collect();
             let coordinator = Coordinator::start(config, store.open().await?, token);
             if let Some(addr) = http_listen {
-                let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--http-listen {addr}"))?;
+                let http =
+                    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--http-listen {addr}"))?;
                 tracing::info!(addr = %http.local_addr()?, "web view and /metrics serving");
                 coordinator.serve_http(http);
             }
@@ -494,7 +494,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
             if let Some(addr) = http_listen {
-                let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--http-listen {addr}"))?;
+                let http =
+                    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--http-listen {addr}"))?;
                 tracing::info!(addr = %http.local_addr()?, "/metrics serving");
                 tokio::spawn(swarm_telemetry::serve_metrics(http, token.clone().cancelled_owned()));
             }

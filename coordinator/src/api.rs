@@ -80,7 +80,9 @@ impl SwarmApi {
         }
         // The run's trace continues the caller's (the SubmitRun server span is the parent).
         let span = crate::telemetry::workflow_span(Some(&tracing::Span::current()), &header.name, run_id.as_str());
-        ctx.manager.call(|reply| Command::Submit { run_id: run_id.clone(), dag, header, span, reply }).await?;
+        ctx.manager
+            .call(|reply| Command::Submit { run_id: run_id.clone(), dag, header: Box::new(header), span, reply })
+            .await?;
         Ok(pb::SubmitRunResponse { run_id: run_id.to_string(), created: true })
     }
 

@@ -13,8 +13,8 @@ pub mod ratelimit;
 pub mod recovery;
 pub mod sink;
 pub mod telemetry;
-pub mod web;
 pub mod watch;
+pub mod web;
 pub mod worker_api;
 
 use std::sync::Arc;

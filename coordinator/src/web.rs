@@ -160,7 +160,7 @@ async fn events(State(api): State<SwarmApi>, Path(id): Path<String>) -> Response
             let events = stream.into_inner().map(|item| {
                 let event = match item {
                     Ok(e) => Event::default().id(e.seq.to_string()).data(event_json(&e).to_string()),
-                    Err(s) => Event::default().event("error").data(s.message().to_owned()),
+                    Err(s) => Event::default().event("error").data(s.message()),
                 };
                 Ok::<_, Infallible>(event)
             });

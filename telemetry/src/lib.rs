@@ -29,6 +29,16 @@ pub use metrics::{Metrics, metrics};
 /// The OpenTelemetry GenAI semantic conventions version the spans and metrics follow.
 pub const GENAI_SEMCONV_VERSION: &str = "1.38.0";
 
+/// Targets of spans (not log events): `swarm_coordinator::run`, `…::grpc`, `swarm_worker::tool`,
+/// `…::agent`, `…::model`.
+const SPAN_TARGETS: [&str; 5] = [
+    "swarm_coordinator::run",
+    "swarm_coordinator::grpc",
+    "swarm_worker::tool",
+    "swarm_worker::agent",
+    "swarm_worker::model",
+];
+
 /// Handles to flush and stop exporters at exit.
 #[must_use = "call shutdown() before the process exits, or the last spans are lost"]
 pub struct Telemetry {
@@ -58,10 +68,18 @@ pub fn capture_content() -> bool {
 /// metrics for a process named `service` (unless `OTEL_SERVICE_NAME` names it). Call it inside
 /// a tokio runtime.
 pub fn init(service: &str, default_filter: &str) -> Telemetry {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG").unwrap_or_else(|_| default_filter.into());
+    // Span-only targets stay out of the log (they cost a span per call and print nothing); the
+    // exporter layer below has its own filter. SWARM_LOG overrides all of this.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG").unwrap_or_else(|_| {
+        let spans = SPAN_TARGETS.iter().map(|t| format!(",{t}=off")).collect::<String>();
+        format!("{default_filter}{spans}").into()
+    });
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     if !otlp_enabled() {
-        tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
         return Telemetry { tracer: None, meter: None };
     }
     let mut resource = opentelemetry_sdk::Resource::builder();
@@ -87,10 +105,9 @@ pub fn init(service: &str, default_filter: &str) -> Telemetry {
     // Spans only from our crates and the gRPC server layer reach the exporter; logs keep the
     // `SWARM_LOG` filter.
     let otel = tracer.as_ref().map(|t| {
-        let spans = tracing_subscriber::filter::Targets::new()
-            .with_target("swarm", tracing::Level::INFO)
-            .with_target("swarm_coordinator", tracing::Level::INFO)
-            .with_target("swarm_worker", tracing::Level::INFO);
+        let spans = SPAN_TARGETS
+            .iter()
+            .fold(tracing_subscriber::filter::Targets::new(), |t, target| t.with_target(*target, tracing::Level::INFO));
         tracing_subscriber::Layer::with_filter(
             tracing_opentelemetry::layer().with_tracer(t.tracer("swarm")).with_error_records_to_exceptions(false),
             spans,
@@ -191,7 +208,6 @@ pub async fn serve_http(
 ) -> std::io::Result<()> {
     axum::serve(listener, router.merge(metrics_router())).with_graceful_shutdown(shutdown).await
 }
-
 
 /// Serves only `/metrics` on `listener` until `shutdown` fires (worker processes).
 pub async fn serve_metrics(

@@ -81,6 +81,8 @@ fn ratios() -> Histogram {
 /// Every metric Swarm records.
 pub struct Metrics {
     registry: Registry,
+    /// The Prometheus family names, in registration order.
+    names: Vec<String>,
     /// `swarm.runs.started` — runs accepted.
     pub runs_started: CounterMetric,
     /// `swarm.runs.finished` by `state`.
@@ -130,8 +132,10 @@ impl Metrics {
     fn new() -> Self {
         let meter = opentelemetry::global::meter("swarm");
         let mut registry = Registry::default();
+        let mut names = Vec::new();
         let mut counter = |name: &'static str, help: &'static str, unit: &'static str| {
             let prom = Family::<Labels, Counter>::default();
+            names.push(name.replace('.', "_"));
             registry.register(name.replace('.', "_"), help, prom.clone());
             CounterMetric { prom, otel: meter.u64_counter(name).with_description(help).with_unit(unit).build() }
         };
@@ -143,6 +147,7 @@ impl Metrics {
         let speculation_wins = counter("swarm.speculation.wins", "Backup attempts that finished first", "{attempt}");
         let mut gauge = |name: &'static str, help: &'static str, unit: &'static str| {
             let prom = Family::<Labels, Gauge>::default();
+            names.push(name.replace('.', "_"));
             registry.register(name.replace('.', "_"), help, prom.clone());
             GaugeMetric { prom, otel: meter.i64_gauge(name).with_description(help).with_unit(unit).build() }
         };
@@ -153,6 +158,7 @@ impl Metrics {
         let mut histogram = |name: &'static str, help: &'static str, unit: &'static str, buckets: fn() -> Histogram| {
             let prom = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(buckets);
             let prom_name = name.replace('.', "_");
+            names.push(if unit == "s" { format!("{prom_name}_seconds") } else { prom_name.clone() });
             match unit {
                 "s" => registry.register_with_unit(prom_name, help, Unit::Seconds, prom.clone()),
                 _ => registry.register(prom_name, help, prom.clone()),
@@ -165,8 +171,7 @@ impl Metrics {
             "s",
             seconds,
         );
-        let critical_steps =
-            histogram("swarm.run.critical_steps", "Critical steps of finished runs", "{step}", counts);
+        let critical_steps = histogram("swarm.run.critical_steps", "Critical steps of finished runs", "{step}", counts);
         let parallelism =
             histogram("swarm.run.parallelism", "Total work / critical path of finished runs", "1", ratios);
         let store_batch_size =
@@ -176,10 +181,10 @@ impl Metrics {
         let tool_call_duration =
             histogram("swarm.tool_call.duration", "Duration of tool calls, by tool and outcome", "s", seconds);
         let token_usage = histogram("gen_ai.client.token.usage", "Tokens used by model calls", "{token}", counts);
-        let operation_duration =
-            histogram("gen_ai.client.operation.duration", "Duration of model calls", "s", seconds);
+        let operation_duration = histogram("gen_ai.client.operation.duration", "Duration of model calls", "s", seconds);
         Self {
             registry,
+            names,
             runs_started,
             runs_finished,
             runs_active,
@@ -201,6 +206,12 @@ impl Metrics {
         }
     }
 
+    /// The Prometheus family names (a counter's samples add `_total`, a histogram's `_bucket`,
+    /// `_sum` and `_count`).
+    pub fn prometheus_names(&self) -> &[String] {
+        &self.names
+    }
+
     /// The Prometheus text exposition (OpenMetrics) of every series.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -220,8 +231,44 @@ mod tests {
         m.runs_finished.add(1, &[("state", "SUCCEEDED")]);
         m.token_usage.record(12.0, &[("gen_ai.token.type", "input")]);
         let text = m.encode();
-        assert!(text.contains("swarm_tool_call_duration_seconds_count{gen_ai_tool_name=\"echo\",outcome=\"ok\"} 1"), "{text}");
+        assert!(
+            text.contains("swarm_tool_call_duration_seconds_count{gen_ai_tool_name=\"echo\",outcome=\"ok\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("swarm_runs_finished_total{state=\"SUCCEEDED\"} 1"), "{text}");
         assert!(text.contains("gen_ai_client_token_usage_sum{gen_ai_token_type=\"input\"} 12"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod dashboard {
+    use super::*;
+
+    /// Every metric the Grafana dashboard queries is one this registry exports.
+    #[test]
+    fn the_dashboard_queries_only_metrics_that_exist() {
+        let m = Metrics::new();
+        let exported = m.prometheus_names();
+        assert!(exported.len() >= 15, "{exported:?}");
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../deploy/grafana/swarm.json")).expect("dashboard JSON");
+        let mut queried = 0;
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if !(word.starts_with("swarm_") || word.starts_with("gen_ai_client_")) {
+                        continue;
+                    }
+                    let family = ["_bucket", "_count", "_sum", "_total"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s))
+                        .unwrap_or(word);
+                    assert!(exported.iter().any(|e| e == family), "`{word}` in `{expr}` is not exported: {exported:?}");
+                    queried += 1;
+                }
+            }
+        }
+        assert!(queried >= 14, "the dashboard queries our metrics");
     }
 }

@@ -10,3 +10,5 @@ mod resilience;
 mod runs;
 mod speculation;
 mod store_etcd;
+mod telemetry;
+mod web;

@@ -9,9 +9,9 @@
 //! [`AgentOutcome::Suspend`]; the subagents' answers arrive as the tool results of the next
 //! attempt.
 
-use tracing::Instrument;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use serde_json::{Value, json};
 use swarm_core::FailureKind;
@@ -204,7 +204,14 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
                 attempt: a.attempt,
                 cancel: a.cancel.child_token(),
             };
-            let span = crate::telemetry::tool_span(&name, &assistant.tool_calls[k].id, a.run_id, a.subtask_id, a.attempt, false);
+            let span = crate::telemetry::tool_span(
+                &name,
+                &assistant.tool_calls[k].id,
+                a.run_id,
+                a.subtask_id,
+                a.attempt,
+                false,
+            );
             if swarm_telemetry::capture_content() {
                 span.record("gen_ai.tool.call.arguments", args.to_string());
             }
@@ -220,7 +227,12 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
                     },
                     None => Err(err(FailureKind::Permanent, "unknown tool")),
                 };
-                crate::telemetry::tool_done(&tracing::Span::current(), &name_for_metrics, started.elapsed(), out.as_ref().err().map(|e| e.kind));
+                crate::telemetry::tool_done(
+                    &tracing::Span::current(),
+                    &name_for_metrics,
+                    started.elapsed(),
+                    out.as_ref().err().map(|e| e.kind),
+                );
                 (k, out)
             }
             .instrument(span)

@@ -12,7 +12,14 @@ use tracing::field::Empty;
 use crate::model::{ChatResponse, ModelError};
 
 /// `execute_tool {tool}`: one tool call (a DAG subtask's attempt, or a call an agent made).
-pub fn tool_span(tool: &str, call_id: &str, run_id: &str, subtask_id: &str, attempt: u32, speculative: bool) -> tracing::Span {
+pub fn tool_span(
+    tool: &str,
+    call_id: &str,
+    run_id: &str,
+    subtask_id: &str,
+    attempt: u32,
+    speculative: bool,
+) -> tracing::Span {
     tracing::info_span!(
         target: "swarm_worker::tool",
         "execute_tool",
@@ -80,7 +87,8 @@ pub fn chat_done(
     took: Duration,
     result: &Result<ChatResponse, ModelError>,
 ) {
-    let attrs = [("gen_ai.operation.name", "chat"), ("gen_ai.provider.name", provider), ("gen_ai.request.model", model)];
+    let attrs =
+        [("gen_ai.operation.name", "chat"), ("gen_ai.provider.name", provider), ("gen_ai.request.model", model)];
     let m = metrics();
     match result {
         Ok(r) => {

@@ -81,7 +81,7 @@ pub type WorkerTx = mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>;
 /// A request to the manager.
 pub enum Command {
     /// Start a run that is already stored.
-    Submit { run_id: RunId, dag: Arc<Dag>, header: RunHeader, span: tracing::Span, reply: oneshot::Sender<()> },
+    Submit { run_id: RunId, dag: Arc<Dag>, header: Box<RunHeader>, span: tracing::Span, reply: oneshot::Sender<()> },
     /// One run's view.
     Get { run_id: RunId, include_subtasks: bool, reply: oneshot::Sender<Option<pb::Run>> },
     /// Runs newest first, with ids below `before`.
@@ -333,6 +333,7 @@ impl Manager {
                 _ = sleep_until_us(wake.unwrap_or(0)), if wake.is_some() => {}
             }
             self.stats.turns += 1;
+            let dispatched_before = self.stats.dispatched;
             let now = now_us();
             self.fire_timers(now);
             if self.recovery_deadline.is_some_and(|d| d <= now) {
@@ -345,7 +346,6 @@ impl Manager {
                 self.expire_unscheduled(now);
                 self.expire_silent(now);
             }
-            let dispatched_before = self.stats.dispatched;
             self.flush().await;
             if let Some(t) = turn_started
                 && self.stats.dispatched > dispatched_before
@@ -376,7 +376,7 @@ impl Manager {
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Submit { run_id, dag, header, span, reply } => {
-                self.add_run(run_id, dag, header, None, Some(span));
+                self.add_run(run_id, dag, *header, None, Some(span));
                 let _ = reply.send(());
             }
             Command::Get { run_id, include_subtasks, reply } => {

@@ -1,0 +1,308 @@
+//! Telemetry across real processes: a `swarm coordinator` and a `swarm worker` export spans and
+//! metrics over OTLP to an in-test collector, serve `/metrics`, and pass the W3C trace context
+//! on every hop (coordinator → worker in the assignment, worker → model in HTTP headers).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+use swarm_core::agent::AgentSpec;
+use swarm_core::{RunSpec, SubtaskKind, SubtaskSpec};
+use swarm_proto::pb;
+use swarm_tests::etcd::free_port;
+use swarm_tests::fixture::{Canned, ModelFixture, completion};
+use swarm_tests::harness::{submit, wait_done};
+use swarm_tests::otlp::{Collector, ReceivedSpan};
+use swarm_tests::process::SwarmProcess;
+
+const SENTINEL: &str = "sk-sentinel-7c1f0d2e9b";
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("swarm-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Prometheus text → (series with labels, value), checking every sample line parses.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample line: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|e| panic!("bad value in `{line}`: {e}"));
+        let name = series.split('{').next().unwrap_or_default();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "not a Prometheus metric name: {name}"
+        );
+        out.insert(series.to_owned(), value);
+    }
+    out
+}
+
+/// The sum of every series of `name` whose labels include all of `labels`.
+fn sample(m: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    m.iter()
+        .filter(|(series, _)| series.split('{').next() == Some(name) && labels.iter().all(|l| series.contains(l)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// `GET path` from 127.0.0.1:port over HTTP/1.0 (the body, after checking for 200).
+async fn get_text(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+async fn wait_spans(
+    collector: &Collector,
+    deadline: Duration,
+    pred: impl Fn(&[ReceivedSpan]) -> bool,
+) -> Vec<ReceivedSpan> {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let spans = collector.spans();
+        if pred(&spans) {
+            return spans;
+        }
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        assert!(tokio::time::Instant::now() < until, "spans never arrived; got {names:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client of the process serving on `port`, once it accepts connections.
+async fn connect(port: u16, p: &SwarmProcess) -> swarm_cli::client::Client {
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match swarm_cli::client::connect(&format!("http://127.0.0.1:{port}")).await {
+            Ok(c) => return c,
+            Err(e) => assert!(tokio::time::Instant::now() < until, "{e}: {}", p.log_text()),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_named_series() {
+    let collector = Collector::start().await.expect("collector");
+    let fixture = ModelFixture::start(vec![
+        Canned::Ok(completion(None, vec![("call-7", "echo", r#"{"text": "from the model"}"#)])),
+        Canned::Ok(completion(Some("all done"), vec![])),
+    ])
+    .await
+    .expect("fixture");
+    let dir = temp_dir("telemetry");
+    let models = dir.join("models.yaml");
+    std::fs::write(
+        &models,
+        format!(
+            "fixture:\n  base_url: {}\n  model: fixture-model\n  api_key_env: SWARM_TEST_MODEL_KEY\n",
+            fixture.base_url()
+        ),
+    )
+    .expect("models file");
+    let (grpc, coord_http, worker_http) =
+        (free_port().expect("port"), free_port().expect("port"), free_port().expect("port"));
+    let endpoint = collector.endpoint();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "300"),
+        ("SWARM_TEST_MODEL_KEY", SENTINEL),
+    ];
+    let mut coordinator = SwarmProcess::spawn_env(
+        "coordinator",
+        &[
+            "coordinator".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{grpc}"),
+            "--http-listen".into(),
+            format!("127.0.0.1:{coord_http}"),
+        ],
+        &env,
+        &dir,
+    )
+    .expect("coordinator");
+    let mut worker = SwarmProcess::spawn_env(
+        "worker",
+        &[
+            "worker".into(),
+            "--coordinator".into(),
+            format!("http://127.0.0.1:{grpc}"),
+            "--id".into(),
+            "traced-worker".into(),
+            "--models".into(),
+            models.display().to_string(),
+            "--http-listen".into(),
+            format!("127.0.0.1:{worker_http}"),
+        ],
+        &env,
+        &dir,
+    )
+    .expect("worker");
+
+    let mut c = connect(grpc, &coordinator).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while c.list_workers(pb::ListWorkersRequest {}).await.map(|r| r.into_inner().workers.len()).unwrap_or(0) < 1 {
+        assert!(tokio::time::Instant::now() < until, "the worker never joined: {}", worker.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let helper = SubtaskSpec {
+        id: "helper".into(),
+        kind: SubtaskKind::Agent(AgentSpec {
+            instructions: "Use the tools.".into(),
+            input: "say something".into(),
+            model: "fixture".into(),
+            tools: vec!["echo".into()],
+            max_steps: None,
+        }),
+        depends_on: vec!["lookup".into()],
+        timeout: None,
+        retry: None,
+    };
+    let lookup = SubtaskSpec::tool("lookup", "echo", json!({"text": "first"}));
+    let run_id = submit(&mut c, &RunSpec::new("traced", vec![lookup, helper])).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}\n{}", worker.log_text());
+
+    let spans = wait_spans(&collector, Duration::from_secs(30), |spans| {
+        let has = |n: &str| spans.iter().any(|s| s.name.starts_with(n));
+        has("invoke_workflow traced")
+            && has("invoke_agent")
+            && has("chat fixture-model")
+            && spans.iter().filter(|s| s.name == "execute_tool echo").count() >= 2
+    })
+    .await;
+    let find = |name: &str| spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no `{name}` span"));
+    let workflow = find("invoke_workflow traced");
+    let agent = find("invoke_agent helper");
+    let chat = find("chat fixture-model");
+    let dag_tool = spans
+        .iter()
+        .find(|s| {
+            s.name == "execute_tool echo"
+                && s.attr("swarm.subtask.id") == Some("lookup")
+                && s.attr("gen_ai.tool.call.id") == Some("lookup")
+        })
+        .expect("the DAG tool call's span");
+    let agent_tool =
+        spans.iter().find(|s| s.attr("gen_ai.tool.call.id") == Some("call-7")).expect("the agent's tool call's span");
+
+    // One trace per run, across the process boundary.
+    assert_eq!(workflow.service, "swarm-coordinator");
+    for s in [agent, chat, dag_tool, agent_tool] {
+        assert_eq!(s.service, "swarm-worker", "{s:?}");
+        assert_eq!(s.trace_id, workflow.trace_id, "{} is in the run's trace", s.name);
+    }
+    assert_eq!(dag_tool.parent_span_id, workflow.span_id, "a DAG tool call is a child of the run");
+    assert_eq!(agent.parent_span_id, workflow.span_id, "an agent is a child of the run");
+    assert_eq!(agent_tool.parent_span_id, agent.span_id, "an agent's tool call is a child of the agent");
+    assert_eq!(chat.parent_span_id, agent.span_id, "a model call is a child of the agent");
+
+    // Semantic-convention names and required attributes.
+    assert_eq!(workflow.attr("gen_ai.operation.name"), Some("invoke_workflow"));
+    assert_eq!(workflow.attr("gen_ai.workflow.name"), Some("traced"));
+    assert_eq!(workflow.attr("swarm.run.id"), Some(run_id.as_str()));
+    assert_eq!(agent.attr("gen_ai.operation.name"), Some("invoke_agent"));
+    assert_eq!(agent.attr("gen_ai.agent.name"), Some("helper"));
+    assert_eq!(chat.attr("gen_ai.operation.name"), Some("chat"));
+    assert_eq!(chat.attr("gen_ai.provider.name"), Some("openai"));
+    assert_eq!(chat.attr("gen_ai.request.model"), Some("fixture-model"));
+    assert!(chat.attr("gen_ai.usage.input_tokens").is_some_and(|t| t.parse::<u64>().is_ok_and(|n| n > 0)), "{chat:?}");
+    assert_eq!(chat.kind, 3, "chat is a CLIENT span");
+    for t in [dag_tool, agent_tool] {
+        assert_eq!(t.attr("gen_ai.operation.name"), Some("execute_tool"));
+        assert_eq!(t.attr("gen_ai.tool.name"), Some("echo"));
+        assert!(t.attr("gen_ai.tool.call.arguments").is_none(), "content is off by default: {t:?}");
+    }
+    assert_eq!(dag_tool.attr("swarm.attempt"), Some("1"));
+    assert_eq!(dag_tool.attr("swarm.speculative"), Some("false"));
+    let rpc = spans.iter().find(|s| s.name == "swarm.v1.SwarmService/SubmitRun").expect("a gRPC server span");
+    assert_eq!((rpc.kind, rpc.attr("rpc.system")), (2, Some("grpc")), "SERVER span per the RPC conventions");
+
+    // The context reached the model server in HTTP headers.
+    let seen = fixture.seen();
+    assert_eq!(seen.len(), 2);
+    for s in &seen {
+        let tp = s.traceparent.as_deref().expect("traceparent header on the model call");
+        assert!(tp.contains(&hex(&workflow.trace_id)), "{tp} is in the run's trace");
+    }
+
+    // Prometheus endpoints: parse, and hold the named series with plausible values.
+    let cm = parse_metrics(&get_text(coord_http, "/metrics").await);
+    assert!(sample(&cm, "swarm_runs_finished_total", &["state=\"SUCCEEDED\""]) >= 1.0, "{cm:?}");
+    assert!(sample(&cm, "swarm_attempts_total", &["kind=\"first\""]) >= 2.0, "{cm:?}");
+    assert_eq!(sample(&cm, "swarm_workers", &[]), 1.0, "{cm:?}");
+    assert!(sample(&cm, "swarm_slots", &["state=\"free\""]) > 0.0, "{cm:?}");
+    assert!(sample(&cm, "swarm_store_commit_duration_seconds_count", &[]) >= 1.0, "{cm:?}");
+    assert!(sample(&cm, "swarm_run_critical_steps_count", &[]) >= 1.0, "{cm:?}");
+    assert!(sample(&cm, "swarm_dispatch_latency_seconds_count", &[]) >= 1.0, "{cm:?}");
+    let wm = parse_metrics(&get_text(worker_http, "/metrics").await);
+    let echo_ok = ["gen_ai_tool_name=\"echo\"", "outcome=\"ok\""];
+    assert_eq!(sample(&wm, "swarm_tool_call_duration_seconds_count", &echo_ok), 2.0, "{wm:?}");
+    let echo_secs = sample(&wm, "swarm_tool_call_duration_seconds_sum", &echo_ok);
+    assert!(echo_secs > 0.0 && echo_secs < 10.0, "plausible durations: {echo_secs}");
+    // The fixture reports 12 prompt and 3 completion tokens per call.
+    assert_eq!(sample(&wm, "gen_ai_client_token_usage_sum", &["gen_ai_token_type=\"input\""]), 24.0, "{wm:?}");
+    assert_eq!(sample(&wm, "gen_ai_client_token_usage_sum", &["gen_ai_token_type=\"output\""]), 6.0, "{wm:?}");
+    assert_eq!(sample(&wm, "gen_ai_client_operation_duration_seconds_count", &[]), 2.0, "{wm:?}");
+
+    // Metrics also went out over OTLP.
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !collector.metric_names().iter().any(|n| n == "gen_ai.client.token.usage") {
+        assert!(tokio::time::Instant::now() < until, "no OTLP metrics: {:?}", collector.metric_names());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(collector.metric_names().iter().any(|n| n == "swarm.runs.finished"));
+
+    // Clean shutdown, then: the API key is nowhere.
+    for p in [&mut worker, &mut coordinator] {
+        p.signal("TERM").expect("SIGTERM");
+        assert_eq!(p.wait_exit(Duration::from_secs(20)).await.expect("exit"), Some(0), "{}", p.log_text());
+    }
+    let everything = [collector.raw(), format!("{cm:?}{wm:?}"), coordinator.log_text(), worker.log_text()];
+    for (i, text) in everything.iter().enumerate() {
+        assert!(!text.contains(SENTINEL), "the API key leaked (source {i})");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_collector_listening_nothing_blocks_and_shutdown_is_bounded() {
+    let dir = temp_dir("no-collector");
+    let (grpc, dead) = (free_port().expect("port"), free_port().expect("port"));
+    let endpoint = format!("http://127.0.0.1:{dead}");
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "50")];
+    let mut up = SwarmProcess::spawn_env(
+        "up",
+        &["up".into(), "--listen".into(), format!("127.0.0.1:{grpc}"), "--workers".into(), "2".into()],
+        &env,
+        &dir,
+    )
+    .expect("up");
+    let mut c = connect(grpc, &up).await;
+    let spec = RunSpec::new(
+        "untraced",
+        (0..50).map(|i| SubtaskSpec::tool(format!("t{i}"), "sleep", json!({"ms": 5}))).collect(),
+    );
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, Duration::from_secs(30)).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32);
+    up.signal("TERM").expect("SIGTERM");
+    let started = tokio::time::Instant::now();
+    assert_eq!(up.wait_exit(Duration::from_secs(15)).await.expect("exit"), Some(0), "{}", up.log_text());
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let _ = std::fs::remove_dir_all(&dir);
+}

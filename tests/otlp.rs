@@ -1,0 +1,153 @@
+//! An in-test OpenTelemetry collector: OTLP/gRPC trace and metrics services on 127.0.0.1:0 that
+//! keep what they receive.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use tonic::{Request, Response, Status};
+
+/// A span as received, flattened with its process's `service.name`.
+#[derive(Clone, Debug)]
+pub struct ReceivedSpan {
+    pub service: String,
+    pub name: String,
+    pub kind: i32,
+    pub trace_id: Vec<u8>,
+    pub span_id: Vec<u8>,
+    pub parent_span_id: Vec<u8>,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl ReceivedSpan {
+    /// An attribute's value, as text.
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    spans: Vec<ReceivedSpan>,
+    /// Debug dumps of every request, to search for what must not be there.
+    raw: Vec<String>,
+    metric_names: Vec<String>,
+}
+
+/// The running collector.
+#[derive(Clone)]
+pub struct Collector {
+    inner: Arc<Mutex<Inner>>,
+    pub addr: SocketAddr,
+}
+
+fn text(v: &Option<AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn attrs(kvs: &[KeyValue]) -> Vec<(String, String)> {
+    kvs.iter().map(|kv| (kv.key.clone(), text(&kv.value))).collect()
+}
+
+struct Traces(Arc<Mutex<Inner>>);
+struct Metrics(Arc<Mutex<Inner>>);
+
+#[tonic::async_trait]
+impl TraceService for Traces {
+    async fn export(
+        &self,
+        req: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let req = req.into_inner();
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        inner.raw.push(format!("{req:?}"));
+        for rs in &req.resource_spans {
+            let resource = rs.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
+            let service =
+                resource.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone()).unwrap_or_default();
+            for ss in &rs.scope_spans {
+                for s in &ss.spans {
+                    inner.spans.push(ReceivedSpan {
+                        service: service.clone(),
+                        name: s.name.clone(),
+                        kind: s.kind,
+                        trace_id: s.trace_id.clone(),
+                        span_id: s.span_id.clone(),
+                        parent_span_id: s.parent_span_id.clone(),
+                        attributes: attrs(&s.attributes),
+                    });
+                }
+            }
+        }
+        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Metrics {
+    async fn export(
+        &self,
+        req: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let req = req.into_inner();
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        inner.raw.push(format!("{req:?}"));
+        for rm in &req.resource_metrics {
+            for sm in &rm.scope_metrics {
+                for m in &sm.metrics {
+                    inner.metric_names.push(m.name.clone());
+                }
+            }
+        }
+        Ok(Response::new(ExportMetricsServiceResponse { partial_success: None }))
+    }
+}
+
+impl Collector {
+    /// Serves on 127.0.0.1:0 until the test's runtime ends.
+    pub async fn start() -> anyhow::Result<Self> {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let router = tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Traces(inner.clone())))
+            .add_service(MetricsServiceServer::new(Metrics(inner.clone())));
+        tokio::spawn(async move {
+            let _ = router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)).await;
+        });
+        Ok(Self { inner, addr })
+    }
+
+    /// The endpoint for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Spans received so far.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).spans.clone()
+    }
+
+    /// Names of the metrics received so far.
+    pub fn metric_names(&self) -> Vec<String> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).metric_names.clone()
+    }
+
+    /// Everything received, as one debug dump.
+    pub fn raw(&self) -> String {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).raw.join("\n")
+    }
+}
