@@ -52,7 +52,8 @@ pub struct Embedded {
     role: tokio::sync::watch::Receiver<Role>,
     shutdown: CancellationToken,
     coordinator: JoinHandle<()>,
-    workers: Vec<(CancellationToken, Option<JoinHandle<()>>)>,
+    /// Per worker: its shutdown (drain) token, its abort token, its task.
+    workers: Vec<(CancellationToken, CancellationToken, Option<JoinHandle<()>>)>,
     /// Spawns coordinator tasks on this runtime (the current one if `None`).
     coordinator_rt: Option<tokio::runtime::Handle>,
     models: Arc<swarm_worker::model::ModelRegistry>,
@@ -145,9 +146,11 @@ impl Embedded {
         self.add_worker_with(config, tools)
     }
 
-    /// Stops one worker (its connection closes; the coordinator re-queues its attempts).
+    /// Stops one worker abruptly, as if it died: its connection closes and the coordinator
+    /// re-queues its attempts. (`Embedded::stop` drains the workers instead.)
     pub async fn stop_worker(&mut self, index: usize) {
-        let (token, handle) = &mut self.workers[index];
+        let (token, abort, handle) = &mut self.workers[index];
+        abort.cancel();
         token.cancel();
         if let Some(handle) = handle.take() {
             let _ = handle.await;
@@ -170,7 +173,7 @@ impl Embedded {
     /// Stops everything and waits for it.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        for (_, handle) in self.workers {
+        for (_, _, handle) in self.workers {
             if let Some(handle) = handle {
                 let _ = handle.await;
             }
@@ -182,13 +185,14 @@ impl Embedded {
     /// Adds a worker with a custom config (its source must point at this cluster).
     pub fn add_worker_with(&mut self, config: WorkerConfig, tools: Arc<ToolRegistry>) -> usize {
         let token = self.shutdown.child_token();
-        let t = token.clone();
+        let abort = CancellationToken::new();
+        let (t, a) = (token.clone(), abort.clone());
         let handle = tokio::spawn(async move {
-            if let Err(e) = swarm_worker::run(config, tools, t).await {
+            if let Err(e) = swarm_worker::run_with_abort(config, tools, t, a).await {
                 tracing::error!(error = %e, "worker failed");
             }
         });
-        self.workers.push((token, Some(handle)));
+        self.workers.push((token, abort, Some(handle)));
         self.workers.len() - 1
     }
 }

@@ -86,6 +86,9 @@ enum Command {
         /// Serve the web view and Prometheus `/metrics` on this address (e.g. 127.0.0.1:9090).
         #[arg(long, env = "SWARM_HTTP_LISTEN")]
         http_listen: Option<SocketAddr>,
+        /// Also serve `grpc.health.v1` alone on this plaintext address (Kubernetes gRPC probes).
+        #[arg(long, env = "SWARM_HEALTH_LISTEN")]
+        health_listen: Option<SocketAddr>,
     },
     /// A worker process: finds the leader through etcd (--etcd) or at a fixed --coordinator URL.
     Worker {
@@ -114,6 +117,13 @@ enum Command {
         /// Serve Prometheus `/metrics` on this address.
         #[arg(long, env = "SWARM_HTTP_LISTEN")]
         http_listen: Option<SocketAddr>,
+        /// Serve `grpc.health.v1` on this plaintext address: SERVING while the worker takes
+        /// attempts, NOT_SERVING from SIGTERM on (while it drains).
+        #[arg(long, env = "SWARM_HEALTH_LISTEN")]
+        health_listen: Option<SocketAddr>,
+        /// On SIGTERM, how long in-flight attempts may finish before they are handed back.
+        #[arg(long, env = "SWARM_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_ttl)]
+        drain_timeout: Duration,
     },
     /// Submits a run spec (YAML or JSON).
     Submit {
@@ -426,6 +436,29 @@ fn print_bench(r: &bench::BenchReport) {
     }
 }
 
+/// A worker's health: SERVING until `draining` fires, then NOT_SERVING until `exit`.
+async fn serve_worker_health(listener: tokio::net::TcpListener, draining: CancellationToken, exit: CancellationToken) {
+    let reporter = tonic_health::server::HealthReporter::new();
+    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
+    );
+    tokio::spawn(async move {
+        draining.cancelled().await;
+        reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    });
+    tokio::spawn(async move {
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let served = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, exit.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "health server failed");
+        }
+    });
+}
+
 /// Cancels the token on Ctrl-C or SIGTERM.
 fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
@@ -466,7 +499,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { spec, workers, slots, json } => demo(spec, workers, slots, json).await,
-        Command::Coordinator { listen, advertise, store, payloads, rate_limits, run_ttl, http_listen } => {
+        Command::Coordinator {
+            listen,
+            advertise,
+            store,
+            payloads,
+            rate_limits,
+            run_ttl,
+            http_listen,
+            health_listen,
+        } => {
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
             let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -487,20 +529,46 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 tracing::info!(addr = %http.local_addr()?, "web view and /metrics serving");
                 coordinator.serve_http(http);
             }
+            if let Some(addr) = health_listen {
+                let health =
+                    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--health-listen {addr}"))?;
+                coordinator.serve_health(health);
+            }
             coordinator.serve(listener, Duration::from_secs(10)).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker { coordinator, slots, id, store, append_dir, mcp, models, script, http_listen } => {
+        Command::Worker {
+            coordinator,
+            slots,
+            id,
+            store,
+            append_dir,
+            mcp,
+            models,
+            script,
+            http_listen,
+            health_listen,
+            drain_timeout,
+        } => {
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
+            // Serves until the process exits; NOT_SERVING once the drain starts.
+            let exit = CancellationToken::new();
+            let _exit_guard = exit.clone().drop_guard();
+            if let Some(addr) = health_listen {
+                let listener =
+                    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--health-listen {addr}"))?;
+                serve_worker_health(listener, token.clone(), exit.clone()).await;
+            }
             if let Some(addr) = http_listen {
                 let http =
                     tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--http-listen {addr}"))?;
                 tracing::info!(addr = %http.local_addr()?, "/metrics serving");
-                tokio::spawn(swarm_telemetry::serve_metrics(http, token.clone().cancelled_owned()));
+                tokio::spawn(swarm_telemetry::serve_metrics(http, exit.clone().cancelled_owned()));
             }
             let mut config = WorkerConfig::new(coordinator);
             config.slots = slots;
+            config.drain_timeout = drain_timeout;
             config.lease_ttl = store.lease_ttl;
             if let Some(id) = id {
                 config.worker_id = id.into();

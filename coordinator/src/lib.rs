@@ -78,6 +78,7 @@ pub struct Coordinator {
     worker_api: worker_api::WorkerApi,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    health: tonic_health::server::HealthReporter,
 }
 
 impl Coordinator {
@@ -89,7 +90,35 @@ impl Coordinator {
         let api = api::SwarmApi::new(role.clone(), config.limits.clone(), shutdown.clone());
         let worker_api = worker_api::WorkerApi::new(role.clone(), tracker.clone());
         tracker.spawn(node::run(config, store, role_tx, shutdown.clone()));
-        Self { role, api, worker_api, tracker, shutdown }
+        let health = tonic_health::server::HealthReporter::new();
+        // NOT_SERVING as soon as shutdown starts, on every port that serves health.
+        let (h, token) = (health.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            token.cancelled().await;
+            h.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            h.set_not_serving::<SwarmServiceServer<api::SwarmApi>>().await;
+            h.set_not_serving::<WorkerServiceServer<worker_api::WorkerApi>>().await;
+        });
+        Self { role, api, worker_api, tracker, shutdown, health }
+    }
+
+    /// Serves only `grpc.health.v1` on `listener` (plaintext, for Kubernetes gRPC probes) until
+    /// shutdown.
+    pub fn serve_health(&self, listener: TcpListener) {
+        let service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
+        );
+        let shutdown = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "health server failed");
+            }
+        });
     }
 
     /// The web view's routes (see [`web`]); serve them with `/metrics` on the HTTP port.
@@ -115,7 +144,11 @@ impl Coordinator {
 
     /// Serves gRPC on `listener` until shutdown, then waits (at most `grace`) for tasks to end.
     pub async fn serve(self, listener: TcpListener, grace: Duration) -> Result<(), tonic::transport::Error> {
-        let (health, health_service) = tonic_health::server::health_reporter();
+        let health = self.health.clone();
+        let health_service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(health.clone()),
+        );
+        health.set_service_status("", tonic_health::ServingStatus::Serving).await;
         health.set_serving::<SwarmServiceServer<api::SwarmApi>>().await;
         health.set_serving::<WorkerServiceServer<worker_api::WorkerApi>>().await;
         let reflection = || {
@@ -129,7 +162,6 @@ impl Coordinator {
         let addr = listener.local_addr().ok();
         info!(addr = ?addr, "coordinator serving");
         let shutdown = self.shutdown.clone();
-        let health_on_shutdown = health.clone();
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -144,12 +176,7 @@ impl Coordinator {
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
-        let result = router
-            .serve_with_incoming_shutdown(incoming, async move {
-                shutdown.cancelled().await;
-                health_on_shutdown.set_not_serving::<SwarmServiceServer<api::SwarmApi>>().await;
-            })
-            .await;
+        let result = router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await;
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
             tracing::warn!("coordinator tasks did not stop within the grace period");

@@ -88,6 +88,11 @@ impl WorkerService for WorkerApi {
                             break;
                         }
                     }
+                    Ok(Some(pb::WorkerMessage { msg: Some(Msg::Drain(_)) })) => {
+                        if manager.send(Command::WorkerDraining { conn }).await.is_err() {
+                            break;
+                        }
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(status) => {

@@ -75,6 +75,8 @@ pub struct WorkerConfig {
     pub models: Arc<model::ModelRegistry>,
     /// Send heartbeats (only tests turn them off, to play a silent worker).
     pub heartbeats: bool,
+    /// On shutdown, how long in-flight attempts may run on before they are handed back.
+    pub drain_timeout: Duration,
 }
 
 impl WorkerConfig {
@@ -88,6 +90,7 @@ impl WorkerConfig {
             lease_ttl: Duration::from_secs(5),
             models: Arc::new(model::ModelRegistry::new()),
             heartbeats: true,
+            drain_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -127,6 +130,12 @@ struct Held {
 }
 
 impl Held {
+    /// Nothing runs and every report is acknowledged.
+    fn idle(&self) -> bool {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+            && self.unacked.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
     fn declare(&self) -> Vec<pb::HeldAttempt> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let unacked = self.unacked.lock().unwrap_or_else(|e| e.into_inner());
@@ -155,10 +164,26 @@ impl Held {
 }
 
 /// Runs the worker until `shutdown` is cancelled, reconnecting whenever the stream breaks.
+///
+/// Shutdown drains: the worker tells the coordinator to assign it nothing more, lets its
+/// in-flight attempts finish and their reports be acknowledged (at most
+/// [`WorkerConfig::drain_timeout`]), then closes the stream and cancels what is left, which the
+/// coordinator re-queues elsewhere. Its registration lease is kept until then.
 pub async fn run(
     config: WorkerConfig,
     tools: Arc<ToolRegistry>,
     shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    run_with_abort(config, tools, shutdown, CancellationToken::new()).await
+}
+
+/// [`run`], with an `abort` token that ends the drain at once: attempts are cancelled and
+/// handed back without reports, as if the process had died (tests use it to lose a worker).
+pub async fn run_with_abort(
+    config: WorkerConfig,
+    tools: Arc<ToolRegistry>,
+    shutdown: CancellationToken,
+    abort: CancellationToken,
 ) -> Result<(), WorkerError> {
     if let CoordinatorSource::Static(url) = &config.source {
         tonic::transport::Endpoint::from_shared(url.clone())
@@ -175,7 +200,7 @@ pub async fn run(
             config.clone(),
             tools.clone(),
             held.clone(),
-            shutdown.clone(),
+            abort.clone(),
         ));
     }
     let backoff = backon::ExponentialBuilder::default()
@@ -191,6 +216,7 @@ pub async fn run(
         held: held.clone(),
         reports: report_tx,
         shutdown: shutdown.clone(),
+        abort: abort.clone(),
     };
     while !shutdown.is_cancelled() {
         let started = tokio::time::Instant::now();
@@ -242,6 +268,11 @@ pub async fn run(
             _ = new_leader => delays = backoff.build(),
         }
     }
+    let left = held.running.lock().unwrap_or_else(|e| e.into_inner()).len();
+    if left > 0 {
+        warn!(worker_id = %config.worker_id, attempts = left, "handing back unfinished attempts");
+    }
+    abort.cancel();
     held.cancel_all();
     attempts.close();
     if tokio::time::timeout(Duration::from_secs(5), attempts.wait()).await.is_err() {
@@ -323,7 +354,10 @@ struct AttemptCtx {
     attempts: TaskTracker,
     held: Arc<Held>,
     reports: mpsc::Sender<Up>,
+    /// The shutdown signal: drain.
     shutdown: CancellationToken,
+    /// Attempts' parent token: cancelled when the drain is over.
+    abort: CancellationToken,
 }
 
 /// One connection: hello (declaring held attempts), unacknowledged reports again, then
@@ -388,6 +422,7 @@ async fn session(
             return Ok(());
         }
     }
+    let mut drain_until: Option<tokio::time::Instant> = None;
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -453,7 +488,24 @@ async fn session(
                 let _ = out_tx.try_send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Heartbeat(beat)) });
             }
             _ = leader_changed.cancelled() => return Ok(()),
-            _ = ctx.shutdown.cancelled() => return Ok(()),
+            _ = ctx.abort.cancelled() => return Ok(()),
+            _ = ctx.shutdown.cancelled(), if drain_until.is_none() => {
+                let running = ctx.held.running.lock().unwrap_or_else(|e| e.into_inner()).len();
+                info!(worker_id = %config.worker_id, running, "draining: no new attempts; finishing those in flight");
+                drain_until = Some(tokio::time::Instant::now() + config.drain_timeout);
+                let drain = pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Drain(pb::Drain {})) };
+                if out_tx.send(drain).await.is_err() {
+                    return Ok(());
+                }
+            }
+            _ = tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)), if drain_until.is_some() => {
+                warn!(worker_id = %config.worker_id, "drain timeout");
+                return Ok(());
+            }
+        }
+        if drain_until.is_some() && ctx.held.idle() {
+            info!(worker_id = %config.worker_id, "drained");
+            return Ok(());
         }
     }
 }
@@ -473,7 +525,7 @@ fn batch_in_order(queued: Vec<Up>) -> Vec<pb::worker_message::Msg> {
 }
 
 fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
-    let token = ctx.shutdown.child_token();
+    let token = ctx.abort.child_token();
     ctx.held.running.lock().unwrap_or_else(|e| e.into_inner()).insert(
         a.fence,
         Running {
@@ -486,6 +538,7 @@ fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
     let tool = ctx.tools.get(&a.tool).cloned();
     let held = ctx.held.clone();
     let reports = ctx.reports.clone();
+    let abort = ctx.abort.clone();
     let tools = ctx.tools.clone();
     let models = ctx.models.clone();
     let span = match &a.agent {
@@ -534,7 +587,7 @@ fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                     pb::attempt_report::Outcome::Error(pb::AttemptError { kind: pb::FailureKind::from(e.kind).into(), message: e.message })
                 }
             };
-            finish(&held, &reports, a, started_us, outcome).await;
+            finish(&held, &reports, &abort, a, started_us, outcome).await;
             return;
         }
         let known_tool = tool.is_some();
@@ -588,7 +641,7 @@ fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                 message: e.message,
             }),
         };
-        finish(&held, &reports, a, started_us, outcome).await;
+        finish(&held, &reports, &abort, a, started_us, outcome).await;
     }, span));
 }
 
@@ -596,10 +649,16 @@ fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
 async fn finish(
     held: &Held,
     reports: &mpsc::Sender<Up>,
+    abort: &CancellationToken,
     a: pb::Assignment,
     started_us: u64,
     outcome: pb::attempt_report::Outcome,
 ) {
+    if abort.is_cancelled() {
+        // Handed back: the coordinator re-queues what the closed stream held.
+        held.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&a.fence);
+        return;
+    }
     let report = pb::AttemptReport {
         run_id: a.run_id,
         subtask_id: a.subtask_id,

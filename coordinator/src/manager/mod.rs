@@ -98,6 +98,8 @@ pub enum Command {
     WorkerSteps { conn: u64, steps: Vec<pb::AgentStepReport> },
     /// A worker's heartbeat: the fences of the attempts it runs.
     WorkerHeartbeat { conn: u64, fences: Vec<u64> },
+    /// A worker is shutting down: no new attempts for it.
+    WorkerDraining { conn: u64 },
     /// A worker's stream ended.
     WorkerLeft { conn: u64 },
     /// A worker's registration lease expired in the store.
@@ -196,6 +198,8 @@ struct WorkerEntry {
     tools: HashSet<String>,
     tx: WorkerTx,
     alive: bool,
+    /// Shutting down: it finishes what it runs and gets nothing new.
+    draining: bool,
     out_assign: Vec<pb::Assignment>,
     out_cancel: Vec<u64>,
 }
@@ -424,6 +428,12 @@ impl Manager {
             Command::WorkerSteps { conn, steps } => {
                 for step in steps {
                     self.agent_step(conn, step);
+                }
+            }
+            Command::WorkerDraining { conn } => {
+                if let Some(&w) = self.by_conn.get(&conn) {
+                    info!(worker_id = %self.workers[w].id, running = self.workers[w].running, "worker draining");
+                    self.workers[w].draining = true;
                 }
             }
             Command::WorkerHeartbeat { conn, fences } => {

@@ -17,7 +17,7 @@ impl Candidate for WorkerEntry {
         self.alive
     }
     fn free_slots(&self) -> u32 {
-        self.slots.saturating_sub(self.running)
+        if self.draining { 0 } else { self.slots.saturating_sub(self.running) }
     }
     fn offers(&self, tool: &str) -> bool {
         self.tools.contains(tool)
@@ -58,6 +58,7 @@ impl Manager {
                 .collect::<HashSet<_>>(),
             tx,
             alive: true,
+            draining: false,
             out_assign: Vec::new(),
             out_cancel: Vec::new(),
         };
