@@ -89,7 +89,13 @@ impl ProcCluster {
 
     /// Starts one more worker.
     pub fn add_worker(&mut self, id: &str) -> anyhow::Result<()> {
+        self.add_worker_args(id, &[])
+    }
+
+    /// Starts one more worker with extra arguments.
+    pub fn add_worker_args(&mut self, id: &str, extra: &[String]) -> anyhow::Result<()> {
         let mut args: Vec<String> = vec!["worker".into(), "--id".into(), id.into(), "--slots".into(), "32".into()];
+        args.extend(extra.iter().cloned());
         args.push("--append-dir".into());
         args.push(self.dir.0.join("append").display().to_string());
         args.push("--script".into());

@@ -287,3 +287,58 @@ async fn an_orchestrator_stage_survives_a_leader_sigkill() {
     let lead = run.subtasks.iter().find(|t| t.id == "lead").expect("lead");
     assert_eq!(lead.output_json, serde_json::json!({"answer": "all done"}).to_string());
 }
+
+/// The worker's health status on its health port (None if it does not answer).
+async fn health_status(addr: &str) -> Option<i32> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?.connect().await.ok()?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let r = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.ok()?;
+    Some(r.into_inner().status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_drains_on_sigterm_and_the_run_loses_nothing_and_runs_nothing_twice() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let _serial = SERIAL.lock().await;
+    let mut pc = ProcCluster::start(1, 1, 1, Duration::from_secs(2)).await.expect("cluster");
+    let health = format!("127.0.0.1:{}", swarm_tests::etcd::free_port().expect("port"));
+    pc.add_worker_args("drainer", &["--health-listen".into(), health.clone(), "--drain-timeout".into(), "20s".into()])
+        .expect("worker");
+    pc.wait_workers(2, Duration::from_secs(15)).await.expect("workers");
+    let until = Instant::now() + Duration::from_secs(15);
+    while health_status(&health).await != Some(ServingStatus::Serving as i32) {
+        assert!(Instant::now() < until, "the drainer never reported SERVING\n{}", pc.logs());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (leader, _) = pc.leader().await.expect("leader").expect("elected");
+    let mut c = pc.client(&leader).await.expect("client");
+    // 40 chains × 8 calls of 400 ms: both workers hold attempts when the drain starts.
+    let run_id = submit(&mut c, &append_swarm(40, 8, 400, "drain.log")).await.expect("submit");
+    wait_for_events(&mut c, &run_id, Duration::from_secs(60), |e| succeeded(e) >= 60).await.expect("progress");
+    let drainer = pc.workers.len() - 1;
+    pc.workers[drainer].signal("TERM").expect("SIGTERM");
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        match health_status(&health).await {
+            Some(s) if s == ServingStatus::NotServing as i32 => break,
+            other => assert!(Instant::now() < until, "health stayed {other:?} after SIGTERM"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let code = match pc.workers[drainer].wait_exit(Duration::from_secs(25)).await {
+        Ok(code) => code,
+        Err(e) => panic!("{e}: {}", pc.workers[drainer].log_text()),
+    };
+    assert_eq!(code, Some(0), "{}", pc.workers[drainer].log_text());
+    let log = pc.workers[drainer].log_text();
+    assert!(log.contains("draining") && log.contains("drained"), "it finished its attempts: {log}");
+    assert!(!log.contains("handing back"), "nothing was left to hand back: {log}");
+
+    let run = wait_run_done(&pc, &run_id, Duration::from_secs(120)).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    assert_eq!(completed(&run), 40 * 8 + 2);
+    let runs = executions(&pc, "drain.log");
+    assert_eq!(runs.len(), 40 * 8, "every call ran");
+    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "ran twice: {twice:?}");
+}

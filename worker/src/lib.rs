@@ -243,7 +243,10 @@ pub async fn run_with_abort(
         };
         if let Some(url) = url {
             match session(&url, &config, &ctx, &mut report_rx, &leader_changed).await {
-                Ok(()) if shutdown.is_cancelled() => break,
+                Ok(()) if shutdown.is_cancelled() => {
+                    leader_changed.cancel();
+                    break;
+                }
                 Ok(()) => info!(worker_id = %config.worker_id, "stream ended; reconnecting"),
                 Err(status) => debug!(worker_id = %config.worker_id, %status, "connection failed"),
             }
