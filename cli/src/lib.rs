@@ -3,5 +3,6 @@
 
 pub mod bench;
 pub mod client;
+pub mod config;
 pub mod embedded;
 pub mod specs;

@@ -28,6 +28,27 @@ const DEFAULT_ADDR: &str = "http://127.0.0.1:7070";
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// A YAML file of flag values (docs/configuration.md); flags and SWARM_* variables win.
+    #[arg(long, global = true, env = "SWARM_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// Parses the command line with the config file's values as defaults.
+fn parse_cli() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cmd = Cli::command();
+    if let Some(path) = swarm_cli::config::path_from(&args) {
+        match swarm_cli::config::load(&path, &cmd) {
+            Ok(file) => cmd = swarm_cli::config::apply(cmd, &file),
+            Err(e) => {
+                eprintln!("error: config file {e}");
+                std::process::exit(64);
+            }
+        }
+    }
+    let matches = cmd.get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 #[derive(Subcommand)]
@@ -273,7 +294,7 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     // One TLS crypto provider for every HTTPS client in the process (ring; no aws-lc).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let server = matches!(cli.command, Command::Up { .. } | Command::Coordinator { .. } | Command::Worker { .. });
     let default_filter = if server { "info" } else { "warn" };
     if let Command::Bench {

@@ -3,6 +3,7 @@
 
 mod agents;
 mod api;
+mod config;
 mod failover;
 mod mcp;
 mod payloads;
