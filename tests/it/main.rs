@@ -4,6 +4,7 @@
 mod agents;
 mod api;
 mod config;
+mod deploy;
 mod failover;
 mod mcp;
 mod payloads;
