@@ -342,3 +342,32 @@ async fn a_worker_drains_on_sigterm_and_the_run_loses_nothing_and_runs_nothing_t
     let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "ran twice: {twice:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_with_sigterm_resigns_and_a_standby_takes_over_at_once() {
+    let _serial = SERIAL.lock().await;
+    // A long lease: a takeover faster than it proves the leader resigned.
+    let ttl = Duration::from_secs(10);
+    let mut pc = ProcCluster::start(1, 2, 2, ttl).await.expect("cluster");
+    let (a_url, _) = pc.leader().await.expect("leader").expect("elected");
+    let a = pc.coordinators.iter().position(|(_, url)| *url == a_url).expect("leader is ours");
+    let mut c = pc.client(&a_url).await.expect("client");
+    let run_id = submit(&mut c, &append_swarm(40, 10, 40, "term.log")).await.expect("submit");
+    wait_for_events(&mut c, &run_id, Duration::from_secs(60), |e| succeeded(e) >= 50).await.expect("progress");
+
+    let stopped = Instant::now();
+    pc.coordinators[a].0.signal("TERM").expect("SIGTERM");
+    let (b_url, _) = pc.wait_leader(Some(&a_url), Duration::from_secs(30)).await.expect("standby takes over");
+    let took = stopped.elapsed();
+    assert!(took < ttl / 2, "takeover took {took:?}: the leader did not resign (lease TTL {ttl:?})");
+    assert_ne!(a_url, b_url);
+    let code = pc.coordinators[a].0.wait_exit(Duration::from_secs(15)).await.expect("the old leader exits");
+    assert_eq!(code, Some(0));
+
+    let run = wait_run_done(&pc, &run_id, Duration::from_secs(120)).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    let runs = executions(&pc, "term.log");
+    assert_eq!(runs.len(), 400, "every append call ran");
+    let twice: Vec<_> = runs.iter().filter(|&(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "ran twice: {twice:?}\n{}", pc.logs());
+}
