@@ -461,22 +461,10 @@ fn print_bench(r: &bench::BenchReport) {
 async fn serve_worker_health(listener: tokio::net::TcpListener, draining: CancellationToken, exit: CancellationToken) {
     let reporter = tonic_health::server::HealthReporter::new();
     reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-    let service = tonic_health::pb::health_server::HealthServer::new(
-        tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
-    );
+    tokio::spawn(swarm_coordinator::serve_health_only(listener, reporter.clone(), exit.cancelled_owned()));
     tokio::spawn(async move {
         draining.cancelled().await;
         reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-    });
-    tokio::spawn(async move {
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let served = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, exit.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "health server failed");
-        }
     });
 }
 

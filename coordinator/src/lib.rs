@@ -70,6 +70,24 @@ impl Default for CoordinatorConfig {
     }
 }
 
+/// Serves `grpc.health.v1` alone, as `reporter` says, on `listener` until `shutdown`: the
+/// plaintext health port of coordinators and workers (kubelet gRPC probes cannot use TLS).
+pub async fn serve_health_only(
+    listener: TcpListener,
+    reporter: tonic_health::server::HealthReporter,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(reporter),
+    );
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let served =
+        tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "health server failed");
+    }
+}
+
 /// A started coordinator node: it campaigns for leadership and, while leader, runs a run
 /// manager; [`Coordinator::serve`] exposes it over gRPC.
 pub struct Coordinator {
@@ -105,20 +123,7 @@ impl Coordinator {
     /// Serves only `grpc.health.v1` on `listener` (plaintext, for Kubernetes gRPC probes) until
     /// shutdown.
     pub fn serve_health(&self, listener: TcpListener) {
-        let service = tonic_health::pb::health_server::HealthServer::new(
-            tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
-        );
-        let shutdown = self.shutdown.clone();
-        self.tracker.spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let served = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "health server failed");
-            }
-        });
+        self.tracker.spawn(serve_health_only(listener, self.health.clone(), self.shutdown.clone().cancelled_owned()));
     }
 
     /// The web view's routes (see [`web`]); serve them with `/metrics` on the HTTP port.

@@ -32,6 +32,18 @@ fn time_server(marker: &str) -> McpConfig {
     McpConfig { servers: [("time".to_owned(), server)].into() }
 }
 
+/// A cluster with one worker offering the built-ins and `tools`.
+async fn cluster_with(tools: Vec<Arc<dyn swarm_worker::Tool>>) -> TestCluster {
+    let mut tc = TestCluster::start(0, 4).await.expect("cluster");
+    let mut registry = swarm_worker::ToolRegistry::builtin();
+    for t in tools {
+        registry.register(t);
+    }
+    tc.cluster.add_worker("mcp-worker", 4, Arc::new(registry));
+    tc.cluster.wait_for_workers(1, Duration::from_secs(10)).await.expect("worker");
+    tc
+}
+
 /// PIDs of processes whose environment holds `SWARM_MCP_MARKER=marker`.
 fn marked_pids(marker: &str) -> Vec<u32> {
     let needle = format!("SWARM_MCP_MARKER={marker}");
@@ -55,13 +67,7 @@ async fn a_real_mcp_server_serves_tool_calls_and_is_restarted_after_a_crash() {
     let names: Vec<String> = tools.iter().map(|t| t.info().name.clone()).collect();
     assert!(names.contains(&"get_current_time".to_owned()), "{names:?}");
 
-    let mut tc = TestCluster::start(0, 4).await.expect("cluster");
-    let mut registry = swarm_worker::ToolRegistry::builtin();
-    for t in tools {
-        registry.register(t);
-    }
-    tc.cluster.add_worker("mcp-worker", 4, Arc::new(registry));
-    tc.cluster.wait_for_workers(1, Duration::from_secs(10)).await.expect("worker");
+    let tc = cluster_with(tools).await;
     let mut c = tc.client().await.expect("client");
 
     let call = |id: &str| SubtaskSpec::tool(id, "get_current_time", json!({"timezone": "Europe/Paris"}));
@@ -131,13 +137,7 @@ async fn cancelling_a_run_sends_mcp_cancellation_to_the_server() {
     let config = McpConfig { servers: [("slow".to_owned(), server)].into() };
     let tools = swarm_worker::tools::mcp::load(&config).await.expect("the slow server starts");
 
-    let mut tc = TestCluster::start(0, 4).await.expect("cluster");
-    let mut registry = swarm_worker::ToolRegistry::builtin();
-    for t in tools {
-        registry.register(t);
-    }
-    tc.cluster.add_worker("mcp-worker", 4, Arc::new(registry));
-    tc.cluster.wait_for_workers(1, Duration::from_secs(10)).await.expect("worker");
+    let tc = cluster_with(tools).await;
     let mut c = tc.client().await.expect("client");
 
     let quick = SubtaskSpec::tool("quick", "echo", json!({"text": "done"}));
