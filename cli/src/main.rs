@@ -468,13 +468,24 @@ async fn serve_worker_health(listener: tokio::net::TcpListener, draining: Cancel
     });
 }
 
-/// Cancels the token on Ctrl-C or SIGTERM.
+/// Cancels the token on Ctrl-C or SIGTERM. The handlers are installed before this returns, so
+/// a signal that arrives while the process is still starting is not lost (nor fatal).
 fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            _ = recv(term.as_mut()) => {}
+            _ = recv(int.as_mut()) => {}
         }
         tracing::info!("shutting down");
         token.cancel();
@@ -493,6 +504,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             options.coordinator.prefix = store.prefix.clone();
             options.coordinator.lease_ttl = store.lease_ttl;
             options.coordinator.payloads = store.payloads(payloads.as_deref())?;
+            let token = CancellationToken::new();
+            cancel_on_signal(token.clone());
             let cluster = Embedded::start_on(options, store.open().await?, None).await?;
             eprintln!(
                 "swarm up: coordinator on {} with {workers} workers × {slots} slots ({backend}); Ctrl-C stops",
@@ -501,8 +514,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(addr) = cluster.http_addr {
                 eprintln!("swarm up: web view on http://{addr}/, metrics on http://{addr}/metrics");
             }
-            let token = CancellationToken::new();
-            cancel_on_signal(token.clone());
             token.cancelled().await;
             cluster.stop().await;
             Ok(ExitCode::SUCCESS)

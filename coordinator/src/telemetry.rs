@@ -1,9 +1,12 @@
 //! The coordinator's spans and metrics (see `swarm_telemetry`): one `invoke_workflow` span per
 //! run, gRPC server spans, and the scheduling metrics.
 
+use std::sync::OnceLock;
 use swarm_core::engine::{RunState, Update};
 use swarm_core::summary::RunSummary;
+
 use swarm_telemetry::metrics;
+use swarm_telemetry::metrics::BoundCounter;
 
 /// The `invoke_workflow {name}` span of a run (GenAI semantic conventions), a child of `parent`
 /// when given (the SubmitRun server span) or the root of a new trace.
@@ -46,16 +49,36 @@ pub fn run_finished(span: &tracing::Span, state: RunState, summary: &RunSummary)
     }
 }
 
+/// The attempt counters by kind, resolved once (they count every dispatch).
+struct Attempts {
+    first: BoundCounter,
+    retry: BoundCounter,
+    speculative: BoundCounter,
+    speculations: BoundCounter,
+}
+
+fn attempts() -> &'static Attempts {
+    static ATTEMPTS: OnceLock<Attempts> = OnceLock::new();
+    ATTEMPTS.get_or_init(|| {
+        let m = metrics();
+        Attempts {
+            first: m.attempts.bind(&[("kind", "first")]),
+            retry: m.attempts.bind(&[("kind", "retry")]),
+            speculative: m.attempts.bind(&[("kind", "speculative")]),
+            speculations: m.speculations.bind(&[]),
+        }
+    })
+}
+
 /// Counts attempts, retries and backups as the engine publishes them.
 pub fn count_update(update: &Update) {
     let m = metrics();
     match update {
-        Update::Started { attempt, .. } => {
-            m.attempts.add(1, &[("kind", if attempt.0 <= 1 { "first" } else { "retry" })]);
-        }
+        Update::Started { attempt, .. } if attempt.0 <= 1 => attempts().first.add(1),
+        Update::Started { .. } => attempts().retry.add(1),
         Update::Speculated { .. } => {
-            m.attempts.add(1, &[("kind", "speculative")]);
-            m.speculations.add(1, &[]);
+            attempts().speculative.add(1);
+            attempts().speculations.add(1);
         }
         Update::Failed { kind, retry_in_us: Some(_), .. } => m.retries.add(1, &[("error.type", kind.as_str())]),
         _ => {}

@@ -101,6 +101,7 @@ pub fn init(service: &str, default_filter: &str) -> Telemetry {
     });
     if let Some(m) = &meter {
         opentelemetry::global::set_meter_provider(m.clone());
+        metrics::set_otlp_enabled();
     }
     // Spans only from our crates and the gRPC server layer reach the exporter; logs keep the
     // `SWARM_LOG` filter.

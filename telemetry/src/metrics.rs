@@ -3,7 +3,9 @@
 //! OpenTelemetry conventions (dotted, UCUM units); Prometheus sees them with underscores and a
 //! unit suffix (`swarm.tool_call.duration` in `s` → `swarm_tool_call_duration_seconds`).
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter as OtelCounter, Gauge as OtelGauge, Histogram as OtelHistogram};
@@ -13,15 +15,33 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-type Labels = Vec<(String, String)>;
+/// Label keys are `'static` (the conventions' names); values are whatever was measured.
+type Labels = Vec<(Cow<'static, str>, String)>;
 
-/// Prometheus label names cannot hold dots: `gen_ai.tool.name` → `gen_ai_tool_name`.
-fn labels(kv: &[(&str, &str)]) -> Labels {
-    kv.iter().map(|(k, v)| (k.replace('.', "_"), (*v).to_owned())).collect()
+/// Set once OTLP metric export is installed: until then the OTel side is skipped (its
+/// instruments would be no-ops anyway, and building their attributes costs allocations).
+static OTLP: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn set_otlp_enabled() {
+    OTLP.store(true, Ordering::Relaxed);
 }
 
-fn otel_attrs(kv: &[(&str, &str)]) -> Vec<KeyValue> {
-    kv.iter().map(|(k, v)| KeyValue::new((*k).to_owned(), (*v).to_owned())).collect()
+fn otlp() -> bool {
+    OTLP.load(Ordering::Relaxed)
+}
+
+/// Prometheus label names cannot hold dots: `gen_ai.tool.name` → `gen_ai_tool_name`.
+fn labels(kv: &[(&'static str, &str)]) -> Labels {
+    kv.iter()
+        .map(|&(k, v)| {
+            let key = if k.contains('.') { Cow::Owned(k.replace('.', "_")) } else { Cow::Borrowed(k) };
+            (key, v.to_owned())
+        })
+        .collect()
+}
+
+fn otel_attrs(kv: &[(&'static str, &str)]) -> Vec<KeyValue> {
+    kv.iter().map(|&(k, v)| KeyValue::new(k, v.to_owned())).collect()
 }
 
 /// A counter in both registries.
@@ -32,9 +52,37 @@ pub struct CounterMetric {
 
 impl CounterMetric {
     /// Adds `n` to the series with these labels.
-    pub fn add(&self, n: u64, kv: &[(&str, &str)]) {
+    pub fn add(&self, n: u64, kv: &[(&'static str, &str)]) {
         self.prom.get_or_create(&labels(kv)).inc_by(n);
-        self.otel.add(n, &otel_attrs(kv));
+        if otlp() {
+            self.otel.add(n, &otel_attrs(kv));
+        }
+    }
+
+    /// The series with these labels, resolved once for a hot path.
+    pub fn bind(&self, kv: &[(&'static str, &str)]) -> BoundCounter {
+        BoundCounter {
+            prom: self.prom.get_or_create(&labels(kv)).clone(),
+            otel: self.otel.clone(),
+            attrs: otel_attrs(kv),
+        }
+    }
+}
+
+/// One series of a counter (see [`CounterMetric::bind`]).
+pub struct BoundCounter {
+    prom: Counter,
+    otel: OtelCounter<u64>,
+    attrs: Vec<KeyValue>,
+}
+
+impl BoundCounter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.prom.inc_by(n);
+        if otlp() {
+            self.otel.add(n, &self.attrs);
+        }
     }
 }
 
@@ -46,9 +94,11 @@ pub struct GaugeMetric {
 
 impl GaugeMetric {
     /// Sets the series with these labels.
-    pub fn set(&self, v: i64, kv: &[(&str, &str)]) {
+    pub fn set(&self, v: i64, kv: &[(&'static str, &str)]) {
         self.prom.get_or_create(&labels(kv)).set(v);
-        self.otel.record(v, &otel_attrs(kv));
+        if otlp() {
+            self.otel.record(v, &otel_attrs(kv));
+        }
     }
 }
 
@@ -60,9 +110,11 @@ pub struct HistogramMetric {
 
 impl HistogramMetric {
     /// Records one value.
-    pub fn record(&self, v: f64, kv: &[(&str, &str)]) {
+    pub fn record(&self, v: f64, kv: &[(&'static str, &str)]) {
         self.prom.get_or_create(&labels(kv)).observe(v);
-        self.otel.record(v, &otel_attrs(kv));
+        if otlp() {
+            self.otel.record(v, &otel_attrs(kv));
+        }
     }
 }
 
