@@ -23,6 +23,8 @@ pub struct ProcCluster {
     pub coordinators: Vec<(SwarmProcess, String)>,
     pub workers: Vec<SwarmProcess>,
     pub lease_ttl: Duration,
+    /// Extra environment of every process started from now on.
+    pub env: Vec<(String, String)>,
 }
 
 fn free_addr() -> anyhow::Result<String> {
@@ -39,6 +41,17 @@ impl ProcCluster {
         workers: usize,
         lease_ttl: Duration,
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(etcd_members, coordinators, workers, lease_ttl, Vec::new()).await
+    }
+
+    /// The same, with extra environment variables for every process.
+    pub async fn start_with_env(
+        etcd_members: usize,
+        coordinators: usize,
+        workers: usize,
+        lease_ttl: Duration,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
         let etcd = EtcdCluster::start(etcd_members).await?;
         let dir = TempDir::new("proc")?;
         std::fs::create_dir_all(dir.0.join("append"))?;
@@ -52,7 +65,7 @@ impl ProcCluster {
             assigns.join(", ")
         );
         std::fs::write(dir.0.join("script.yaml"), script)?;
-        let mut cluster = Self { etcd, dir, coordinators: Vec::new(), workers: Vec::new(), lease_ttl };
+        let mut cluster = Self { etcd, dir, coordinators: Vec::new(), workers: Vec::new(), lease_ttl, env };
         for _ in 0..coordinators {
             cluster.add_coordinator()?;
             if cluster.coordinators.len() == 1 {
@@ -83,7 +96,8 @@ impl ProcCluster {
             vec!["coordinator".into(), "--listen".into(), addr, "--advertise".into(), url.clone()];
         args.extend(self.common_args());
         let i = self.coordinators.len();
-        self.coordinators.push((SwarmProcess::spawn(&format!("coordinator-{i}"), &args, &self.dir.0)?, url));
+        let process = SwarmProcess::spawn_env(&format!("coordinator-{i}"), &args, &self.env_refs(), &self.dir.0)?;
+        self.coordinators.push((process, url));
         Ok(i)
     }
 
@@ -101,8 +115,12 @@ impl ProcCluster {
         args.push("--script".into());
         args.push(self.dir.0.join("script.yaml").display().to_string());
         args.extend(self.common_args());
-        self.workers.push(SwarmProcess::spawn(&format!("worker-{id}"), &args, &self.dir.0)?);
+        self.workers.push(SwarmProcess::spawn_env(&format!("worker-{id}"), &args, &self.env_refs(), &self.dir.0)?);
         Ok(())
+    }
+
+    fn env_refs(&self) -> Vec<(&str, &str)> {
+        self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
     }
 
     /// A store client of the cluster's etcd.

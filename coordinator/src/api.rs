@@ -62,6 +62,8 @@ impl SwarmApi {
         let ctx = self.leader()?;
         let submitted_us = now_us();
         let run_id = RunId::generate(submitted_us / 1000);
+        // The run's trace continues the caller's (the SubmitRun server span is the parent).
+        let span = crate::telemetry::workflow_span(Some(&tracing::Span::current()), &spec.name, run_id.as_str());
         let header = RunHeader {
             run_id: run_id.clone(),
             name: spec.name.clone(),
@@ -71,6 +73,7 @@ impl SwarmApi {
             idempotency_key: key,
             summary: None,
             term: ctx.repo.term(),
+            trace_context: swarm_telemetry::inject(&span).into_iter().collect(),
         };
         match ctx.repo.create_run(&header, &spec).await.map_err(store_error)? {
             Created::Existing(existing) => {
@@ -78,8 +81,6 @@ impl SwarmApi {
             }
             Created::New => {}
         }
-        // The run's trace continues the caller's (the SubmitRun server span is the parent).
-        let span = crate::telemetry::workflow_span(Some(&tracing::Span::current()), &header.name, run_id.as_str());
         ctx.manager
             .call(|reply| Command::Submit { run_id: run_id.clone(), dag, header: Box::new(header), span, reply })
             .await?;

@@ -39,6 +39,10 @@ pub struct RunHeader {
     /// The leadership term that wrote this version (0: unfenced).
     #[serde(default)]
     pub term: Revision,
+    /// W3C trace context of the run's first span, so a run resumed by a new leader stays in
+    /// its trace.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub trace_context: std::collections::BTreeMap<String, String>,
 }
 
 /// A subtask's record, written when it reaches a terminal state.
@@ -379,6 +383,7 @@ mod tests {
             idempotency_key: key.map(str::to_owned),
             summary: None,
             term: 0,
+            trace_context: Default::default(),
         }
     }
 

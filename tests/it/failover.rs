@@ -371,3 +371,43 @@ async fn a_leader_stopped_with_sigterm_resigns_and_a_standby_takes_over_at_once(
     let twice: Vec<_> = runs.iter().filter(|&(_, &n)| n > 1).collect();
     assert!(twice.is_empty(), "ran twice: {twice:?}\n{}", pc.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stays_in_one_trace_across_a_leader_failover() {
+    let _serial = SERIAL.lock().await;
+    let collector = swarm_tests::otlp::Collector::start().await.expect("collector");
+    let env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), collector.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "100".to_owned()),
+    ];
+    let ttl = Duration::from_secs(2);
+    let mut pc = ProcCluster::start_with_env(1, 2, 2, ttl, env).await.expect("cluster");
+    let (a_url, _) = pc.leader().await.expect("leader").expect("elected");
+    let a = pc.coordinators.iter().position(|(_, url)| *url == a_url).expect("leader is ours");
+    let mut c = pc.client(&a_url).await.expect("client");
+    let run_id = submit(&mut c, &append_swarm(20, 10, 100, "traced.log")).await.expect("submit");
+    wait_for_events(&mut c, &run_id, Duration::from_secs(60), |e| succeeded(e) >= 40).await.expect("progress");
+    pc.coordinators[a].0.kill();
+    pc.wait_leader(Some(&a_url), Duration::from_secs(15)).await.expect("standby takes over");
+    let run = wait_run_done(&pc, &run_id, Duration::from_secs(120)).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+
+    // The resumed run's span continues the stored trace, and every tool call of the run, before
+    // and after the failover, is in that trace.
+    let until = Instant::now() + Duration::from_secs(30);
+    let spans = loop {
+        let spans = collector.spans();
+        let of_run: Vec<_> =
+            spans.iter().filter(|s| s.attr("swarm.run.id") == Some(run_id.as_str())).cloned().collect();
+        let resumed = of_run.iter().any(|s| s.name.starts_with("invoke_workflow"));
+        if resumed && of_run.iter().filter(|s| s.name == "execute_tool append").count() >= 200 {
+            break of_run;
+        }
+        assert!(Instant::now() < until, "spans never arrived: {} of the run", of_run.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let workflow = spans.iter().find(|s| s.name.starts_with("invoke_workflow")).expect("the resumed run's span");
+    assert!(!workflow.parent_span_id.is_empty(), "the resumed span continues the first leader's");
+    let traces: std::collections::BTreeSet<&Vec<u8>> = spans.iter().map(|s| &s.trace_id).collect();
+    assert_eq!(traces.len(), 1, "one trace for the run, across the failover");
+}

@@ -31,8 +31,12 @@ impl Manager {
         let log = EventLog::new(run_id.clone(), &dag, now_us());
         let key = self.next_run;
         self.next_run += 1;
-        // A run resumed by a new leader gets a new trace.
-        let span = span.unwrap_or_else(|| crate::telemetry::workflow_span(None, &header.name, run_id.as_str()));
+        // A run resumed by a new leader continues its trace from the stored context.
+        let span = span.unwrap_or_else(|| {
+            let span = crate::telemetry::workflow_span(None, &header.name, run_id.as_str());
+            swarm_telemetry::set_parent(&span, &header.trace_context.clone().into_iter().collect());
+            span
+        });
         let trace_context = swarm_telemetry::inject(&span);
         swarm_telemetry::metrics().runs_started.add(1, &[]);
         self.runs.insert(
