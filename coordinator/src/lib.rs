@@ -170,7 +170,7 @@ impl Coordinator {
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .trace_fn(telemetry::grpc_span)
+            .layer(telemetry::GrpcSpanLayer)
             .add_service(health_service)
             .add_optional_service(reflection_v1.ok())
             .add_optional_service(reflection_v1alpha.ok())

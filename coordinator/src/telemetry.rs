@@ -4,6 +4,7 @@
 use std::sync::OnceLock;
 use swarm_core::engine::{RunState, Update};
 use swarm_core::summary::RunSummary;
+use tonic::codegen::http;
 
 use swarm_telemetry::metrics;
 use swarm_telemetry::metrics::BoundCounter;
@@ -85,12 +86,29 @@ pub fn count_update(update: &Update) {
     }
 }
 
-/// A gRPC server span per call (RPC semantic conventions), continuing the caller's trace.
-pub fn grpc_span(req: &tonic::codegen::http::Request<()>) -> tracing::Span {
+/// A gRPC server span per call (RPC semantic conventions), continuing the caller's trace, with
+/// the call's `rpc.grpc.status_code`. Worker streams (they live for hours), health checks and
+/// reflection get none.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcSpanLayer;
+
+impl<S> tower_layer::Layer<S> for GrpcSpanLayer {
+    type Service = GrpcSpan<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcSpan { inner }
+    }
+}
+
+/// See [`GrpcSpanLayer`].
+#[derive(Clone, Debug)]
+pub struct GrpcSpan<S> {
+    inner: S,
+}
+
+fn grpc_span<B>(req: &http::Request<B>) -> tracing::Span {
     let path = req.uri().path().trim_start_matches('/');
     let (service, method) = path.split_once('/').unwrap_or((path, ""));
     if method == "Connect" || service.starts_with("grpc.") {
-        // Worker streams live for hours, health checks and reflection are noise: no spans.
         return tracing::Span::none();
     }
     let span = tracing::info_span!(
@@ -98,10 +116,56 @@ pub fn grpc_span(req: &tonic::codegen::http::Request<()>) -> tracing::Span {
         "grpc",
         otel.name = path,
         otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         rpc.system = "grpc",
         rpc.service = service,
         rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
     );
     swarm_telemetry::set_parent_from_headers(&span, req.headers());
     span
+}
+
+impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for GrpcSpan<S>
+where
+    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let span = grpc_span(&req);
+        let call = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let resp = call.await?;
+                // Errors come "trailers-only": the status is in the headers. A response without
+                // it carries its status in trailers, after a body that went out: OK so far.
+                let code = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(0);
+                let current = tracing::Span::current();
+                current.record("rpc.grpc.status_code", code);
+                // Server errors per the conventions: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
+                // INTERNAL, UNAVAILABLE, DATA_LOSS.
+                if matches!(code, 2 | 4 | 12 | 13 | 14 | 15) {
+                    current.record("otel.status_code", "error");
+                }
+                Ok(resp)
+            },
+            span,
+        ))
+    }
 }

@@ -174,6 +174,9 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
     };
     let lookup = SubtaskSpec::tool("lookup", "echo", json!({"text": "first"}));
     let run_id = submit(&mut c, &RunSpec::new("traced", vec![lookup, helper])).await.expect("submit");
+    let missing =
+        c.get_run(pb::GetRunRequest { run_id: "r-000000000000-000000".into(), include_subtasks: false }).await;
+    assert_eq!(missing.expect_err("no such run").code(), tonic::Code::NotFound);
     let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
     assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}\n{}", worker.log_text());
 
@@ -231,6 +234,12 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
     assert_eq!(dag_tool.attr("swarm.speculative"), Some("false"));
     let rpc = spans.iter().find(|s| s.name == "swarm.v1.SwarmService/SubmitRun").expect("a gRPC server span");
     assert_eq!((rpc.kind, rpc.attr("rpc.system")), (2, Some("grpc")), "SERVER span per the RPC conventions");
+    assert_eq!(rpc.attr("rpc.grpc.status_code"), Some("0"));
+    let not_found = wait_spans(&collector, Duration::from_secs(10), |spans| {
+        spans.iter().any(|s| s.name == "swarm.v1.SwarmService/GetRun" && s.attr("rpc.grpc.status_code") == Some("5"))
+    })
+    .await;
+    assert!(!not_found.is_empty());
 
     // The context reached the model server in HTTP headers.
     let seen = fixture.seen();
