@@ -75,8 +75,12 @@ fn attempts() -> &'static Attempts {
 pub fn count_update(update: &Update) {
     let m = metrics();
     match update {
-        Update::Started { attempt, .. } if attempt.0 <= 1 => attempts().first.add(1),
-        Update::Started { .. } => attempts().retry.add(1),
+        Update::Started { attempt, waited_us, .. } => {
+            if attempt.0 <= 1 { &attempts().first } else { &attempts().retry }.add(1);
+            if let Some(us) = waited_us {
+                m.dispatch_latency.record(*us as f64 / 1e6, &[]);
+            }
+        }
         Update::Speculated { .. } => {
             attempts().speculative.add(1);
             attempts().speculations.add(1);

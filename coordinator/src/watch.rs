@@ -114,7 +114,7 @@ impl EventLog {
     fn to_wire(&self, seq: u64, e: &LogEntry) -> pb::RunEvent {
         let event = match &e.update {
             None => Event::RunStarted(pb::RunStarted { name: self.name.clone(), total_subtasks: self.total }),
-            Some(Update::Started { subtask, attempt, worker }) => Event::SubtaskStarted(pb::SubtaskStarted {
+            Some(Update::Started { subtask, attempt, worker, .. }) => Event::SubtaskStarted(pb::SubtaskStarted {
                 subtask_id: self.id(*subtask),
                 attempt: attempt.0,
                 worker_id: worker.to_string(),

@@ -143,8 +143,8 @@ pub struct Metrics {
     pub runs_active: GaugeMetric,
     /// `swarm.queue.depth` — ready subtasks waiting for a slot.
     pub queue_depth: GaugeMetric,
-    /// `swarm.dispatch.latency` (s) — from the coordinator turn that made work dispatchable to
-    /// the assignment leaving it.
+    /// `swarm.dispatch.latency` (s) — from a subtask becoming ready to its attempt's dispatch
+    /// (queueing for a free slot included).
     pub dispatch_latency: HistogramMetric,
     /// `swarm.attempts` by `kind` (first, retry, speculative).
     pub attempts: CounterMetric,
@@ -219,7 +219,7 @@ impl Metrics {
         };
         let dispatch_latency = histogram(
             "swarm.dispatch.latency",
-            "From the coordinator turn that made work dispatchable to the assignment leaving it",
+            "From a subtask becoming ready to its dispatch to a worker",
             "s",
             seconds,
         );

@@ -311,7 +311,6 @@ struct Manager {
 impl Manager {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, term: CancellationToken) {
         loop {
-            let mut turn_started = None;
             let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
             // While attempts run or subtasks wait, look for stragglers and overdue waits often.
             let busy =
@@ -325,7 +324,6 @@ impl Manager {
                 _ = term.cancelled() => break,
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
-                    turn_started = Some(std::time::Instant::now());
                     self.handle(cmd);
                     for _ in 0..TURN_COMMANDS {
                         match rx.try_recv() {
@@ -337,7 +335,6 @@ impl Manager {
                 _ = sleep_until_us(wake.unwrap_or(0)), if wake.is_some() => {}
             }
             self.stats.turns += 1;
-            let dispatched_before = self.stats.dispatched;
             let now = now_us();
             self.fire_timers(now);
             if self.recovery_deadline.is_some_and(|d| d <= now) {
@@ -351,11 +348,6 @@ impl Manager {
                 self.expire_silent(now);
             }
             self.flush().await;
-            if let Some(t) = turn_started
-                && self.stats.dispatched > dispatched_before
-            {
-                swarm_telemetry::metrics().dispatch_latency.record(t.elapsed().as_secs_f64(), &[]);
-            }
             if now >= self.last_gauges_us + GAUGES_EVERY_US {
                 self.last_gauges_us = now;
                 self.record_gauges();

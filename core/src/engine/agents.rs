@@ -146,7 +146,9 @@ impl RunEngine {
             let mut agent = spawn.agent;
             agent.max_steps = Some(agent.max_steps.unwrap_or(cap).min(cap));
             let child = Arc::make_mut(&mut self.dag).add_child(subtask, id, agent);
-            self.slots.push(Slot::new(0, true));
+            let mut slot = Slot::new(0, true);
+            slot.ready_since_us = now_us;
+            self.slots.push(slot);
             self.counts.open += 1;
             self.ready.push_back(child);
             if let Some(a) = self.agent_mut(subtask) {
@@ -170,6 +172,7 @@ impl RunEngine {
         let slot = &mut self.slots[subtask as usize];
         if accepted == 0 {
             slot.state = SubtaskState::Ready;
+            slot.ready_since_us = now_us;
             self.ready.push_back(subtask);
         } else {
             slot.state = SubtaskState::Waiting;
@@ -259,6 +262,7 @@ impl RunEngine {
         agent.waiting = agent.waiting.saturating_sub(1);
         if agent.waiting == 0 && self.slots[parent as usize].state == SubtaskState::Waiting {
             self.slots[parent as usize].state = SubtaskState::Ready;
+            self.slots[parent as usize].ready_since_us = self.clock_us;
             self.ready.push_back(parent);
         }
     }

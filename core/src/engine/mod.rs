@@ -262,7 +262,7 @@ pub struct RestoredSubtask {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Update {
     /// An attempt was dispatched to a worker.
-    Started { subtask: u32, attempt: AttemptNo, worker: WorkerId },
+    Started { subtask: u32, attempt: AttemptNo, worker: WorkerId, waited_us: Option<u64> },
     /// An attempt succeeded.
     Succeeded { subtask: u32, attempt: AttemptNo, duration_us: u64 },
     /// An attempt failed; `retry_in_us` is set when another attempt will follow.
@@ -354,6 +354,8 @@ pub struct RunEngine {
     depth: Vec<u32>,
     sibling_durations: Vec<Vec<u64>>,
     sibling_totals: Vec<u32>,
+    /// The time of the event being applied (µs): when subtasks become ready.
+    clock_us: u64,
 }
 
 impl RunEngine {
@@ -370,7 +372,11 @@ impl RunEngine {
                 if pending == 0 {
                     ready.push_back(i as u32);
                 }
-                Slot::new(pending, !matches!(node.work, Work::Tool))
+                let mut slot = Slot::new(pending, !matches!(node.work, Work::Tool));
+                if pending == 0 {
+                    slot.ready_since_us = submitted_us;
+                }
+                slot
             })
             .collect::<Vec<_>>();
         let counts = Counts { open: slots.len() as u32, ..Counts::default() };
@@ -389,6 +395,7 @@ impl RunEngine {
             depth: Vec::new(),
             sibling_durations: Vec::new(),
             sibling_totals: Vec::new(),
+            clock_us: submitted_us,
         }
         .with_depths()
     }
@@ -589,6 +596,7 @@ impl RunEngine {
 
     /// Applies one event at time `now_us`, appending the resulting actions to `out`.
     pub fn apply(&mut self, event: EngineEvent, now_us: u64, out: &mut Vec<Action>) {
+        self.clock_us = now_us;
         if self.state.is_terminal() {
             if !matches!(event, EngineEvent::CancelRequested | EngineEvent::RetryDue { .. }) {
                 self.counts.stale_reports += 1;
@@ -638,6 +646,7 @@ impl RunEngine {
                     dep.pending_deps -= 1;
                     if dep.pending_deps == 0 && dep.state == SubtaskState::Blocked {
                         dep.state = SubtaskState::Ready;
+                        dep.ready_since_us = now_us;
                         self.ready.push_back(d);
                     }
                 }
@@ -663,6 +672,7 @@ impl RunEngine {
                 let slot = &mut self.slots[subtask as usize];
                 if slot.state == SubtaskState::Backoff {
                     slot.state = SubtaskState::Ready;
+                    slot.ready_since_us = now_us;
                     self.ready.push_back(subtask);
                 }
             }
@@ -691,7 +701,7 @@ impl RunEngine {
                 }
                 self.counts.running += 1;
                 self.counts.attempts += 1;
-                out.push(Action::Publish(Update::Started { subtask, attempt: slot.attempt, worker }));
+                out.push(Action::Publish(Update::Started { subtask, attempt: slot.attempt, worker, waited_us: None }));
             }
         }
     }
@@ -704,6 +714,8 @@ impl RunEngine {
             return;
         }
         slot.state = SubtaskState::Running;
+        // From ready to dispatched (unknown for subtasks made ready before a restore).
+        let waited_us = (slot.ready_since_us > 0).then(|| self.clock_us.saturating_sub(slot.ready_since_us));
         slot.ready_since_us = 0;
         slot.attempt.0 += 1;
         slot.fence = fence;
@@ -711,7 +723,7 @@ impl RunEngine {
         let attempt = slot.attempt;
         self.counts.running += 1;
         self.counts.attempts += 1;
-        out.push(Action::Publish(Update::Started { subtask, attempt, worker }));
+        out.push(Action::Publish(Update::Started { subtask, attempt, worker, waited_us }));
         if let Some(agent) = self.slots[subtask as usize].agent.as_deref_mut() {
             agent.next_seq = 0;
         }
@@ -891,6 +903,27 @@ mod tests {
         assert!(out.contains(&Action::Finished { state: RunState::Succeeded }));
         let s = e.summary(30);
         assert_eq!((s.critical_steps, s.total_steps, s.critical_path_us), (2, 2, 20));
+    }
+
+    #[test]
+    fn started_reports_how_long_the_subtask_waited_since_it_became_ready() {
+        let dag = Dag::build(&RunSpec::new("t", vec![t("a"), t("b").after(["a"])]), &Limits::default()).expect("valid");
+        let mut e = RunEngine::new(RunId::from("r"), Arc::new(dag), RetryPolicy::default(), 1_000, 1);
+        let waited = |out: &[Action]| {
+            out.iter().find_map(|a| match a {
+                Action::Publish(Update::Started { waited_us, .. }) => Some(*waited_us),
+                _ => None,
+            })
+        };
+        let mut out = vec![];
+        let a = e.pop_ready().expect("a");
+        e.apply(EngineEvent::Dispatched { subtask: a, worker: WorkerId::from("w"), fence: Fence(1) }, 1_250, &mut out);
+        assert_eq!(waited(&out), Some(Some(250)), "a was ready at submission");
+        ok(&mut e, a, 1, 2_000, &mut out); // b becomes ready at 2_010
+        out.clear();
+        let b = e.pop_ready().expect("b");
+        e.apply(EngineEvent::Dispatched { subtask: b, worker: WorkerId::from("w"), fence: Fence(2) }, 2_400, &mut out);
+        assert_eq!(waited(&out), Some(Some(390)));
     }
 
     #[test]
