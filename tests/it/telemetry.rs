@@ -315,3 +315,36 @@ async fn with_no_collector_listening_nothing_blocks_and_shutdown_is_bounded() {
     assert!(started.elapsed() < Duration::from_secs(15));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_capture_records_tool_arguments_and_results_only_when_switched_on() {
+    let collector = Collector::start().await.expect("collector");
+    let dir = temp_dir("capture");
+    let grpc = free_port().expect("port");
+    let endpoint = collector.endpoint();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true"),
+    ];
+    let mut up = SwarmProcess::spawn_env(
+        "up",
+        &["up".into(), "--listen".into(), format!("127.0.0.1:{grpc}"), "--workers".into(), "1".into()],
+        &env,
+        &dir,
+    )
+    .expect("up");
+    let mut c = connect(grpc, &up).await;
+    let spec = RunSpec::new("captured", vec![SubtaskSpec::tool("say", "echo", json!({"text": "visible words"}))]);
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    wait_done(&mut c, &run_id, Duration::from_secs(30)).await.expect("done");
+    let spans =
+        wait_spans(&collector, Duration::from_secs(20), |spans| spans.iter().any(|s| s.name == "execute_tool echo"))
+            .await;
+    let tool = spans.iter().find(|s| s.name == "execute_tool echo").expect("tool span");
+    assert!(tool.attr("gen_ai.tool.call.arguments").is_some_and(|a| a.contains("visible words")), "{tool:?}");
+    assert!(tool.attr("gen_ai.tool.call.result").is_some_and(|a| a.contains("visible words")), "{tool:?}");
+    up.signal("TERM").expect("TERM");
+    assert_eq!(up.wait_exit(Duration::from_secs(15)).await.expect("exit"), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
