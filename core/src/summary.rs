@@ -172,7 +172,7 @@ mod tests {
     }
 
     impl Sim {
-        fn orchestrator(spec: RunSpec) -> Self {
+        fn new(spec: RunSpec) -> Self {
             let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
             Sim {
                 e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1),
@@ -232,7 +232,7 @@ mod tests {
 
     #[test]
     fn critical_steps_follow_kimis_definition() {
-        let mut sim = Sim::orchestrator(RunSpec::new("swarm", vec![lead_spec()]));
+        let mut sim = Sim::new(RunSpec::new("swarm", vec![lead_spec()]));
         let lead = sim.e.pop_ready().expect("lead is ready");
         // Stage 1: five subagents taking 12, 30, 8, 30 and 9 steps.
         let f = sim.dispatch(lead);
@@ -271,7 +271,7 @@ mod tests {
 
     #[test]
     fn serial_stages_raise_a_collapse_warning_once() {
-        let mut sim = Sim::orchestrator(RunSpec::new("serial", vec![lead_spec()]));
+        let mut sim = Sim::new(RunSpec::new("serial", vec![lead_spec()]));
         let lead = sim.e.pop_ready().expect("ready");
         for _ in 0..4 {
             let f = sim.dispatch(lead);
@@ -306,13 +306,7 @@ mod tests {
             }],
         );
         spec.limits.max_subagents = 2;
-        let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
-        let mut sim = Sim {
-            e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1),
-            fence: 0,
-            now: 1,
-            out: vec![],
-        };
+        let mut sim = Sim::new(spec);
         let lead = sim.e.pop_ready().expect("ready");
         let f = sim.dispatch(lead);
         let kids = sim.spawn(lead, f, 3);
@@ -335,13 +329,7 @@ mod tests {
             }],
         );
         spec.limits.max_tool_calls = 3;
-        let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
-        let mut sim = Sim {
-            e: RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1),
-            fence: 0,
-            now: 1,
-            out: vec![],
-        };
+        let mut sim = Sim::new(spec);
         let a = sim.e.pop_ready().expect("ready");
         let f = sim.dispatch(a);
         sim.steps(a, f, 4);
