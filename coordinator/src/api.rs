@@ -77,6 +77,9 @@ impl SwarmApi {
         };
         match ctx.repo.create_run(&header, &spec).await.map_err(store_error)? {
             Created::Existing(existing) => {
+                // The idempotency key named a run that exists: this span stands for nothing new.
+                span.record("swarm.run.id", existing.as_str());
+                span.record("swarm.duplicate", true);
                 return Ok(pb::SubmitRunResponse { run_id: existing.to_string(), created: false });
             }
             Created::New => {}

@@ -26,6 +26,7 @@ pub fn workflow_span(parent: Option<&tracing::Span>, name: &str, run_id: &str) -
         swarm.run.state = tracing::field::Empty,
         swarm.critical_steps = tracing::field::Empty,
         swarm.tool_calls = tracing::field::Empty,
+        swarm.duplicate = tracing::field::Empty,
         error.type = tracing::field::Empty,
     )
 }
