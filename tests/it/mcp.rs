@@ -12,11 +12,7 @@ use swarm_tests::harness::{TestCluster, submit, wait_done};
 use swarm_worker::tools::mcp::{McpConfig, McpServerConfig};
 
 fn python() -> PathBuf {
-    let p = std::env::var_os("SWARM_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pytools/bin/python"));
-    assert!(p.exists(), "{} is missing: run ./scripts/install-pytools (./scripts/test does)", p.display());
-    p
+    std::env::var_os("SWARM_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|| swarm_tests::process::pytool("python"))
 }
 
 fn time_server(marker: &str) -> McpConfig {
