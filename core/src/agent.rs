@@ -14,6 +14,9 @@ pub const CREATE_SUBAGENT: &str = "create_subagent";
 pub const ASSIGN_TASK: &str = "assign_task";
 /// The capability a worker advertises when it can run agent loops.
 pub const AGENT_CAPABILITY: &str = "@agent";
+/// The prefix of the capability a worker advertises for each model endpoint it serves
+/// (`@model:NAME`); an agent needs the one for its `model` (or for the part before a `:`).
+pub const MODEL_CAPABILITY_PREFIX: &str = "@model:";
 
 /// An agent subtask: a model working on `input` with `tools` until it answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

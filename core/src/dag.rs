@@ -63,6 +63,34 @@ pub struct Node {
     pub timeout: Option<Duration>,
 }
 
+impl Node {
+    /// The model an agent or orchestrator runs on; `None` for a tool call.
+    pub fn model(&self) -> Option<&str> {
+        match &self.work {
+            Work::Tool => None,
+            Work::Agent(a) => Some(&a.model),
+            Work::Orchestrator(o) => Some(&o.model),
+        }
+    }
+
+    /// The capability a worker must advertise to run it: the tool's name, or for an agent
+    /// `@model:MODEL` (see [`crate::agent::MODEL_CAPABILITY_PREFIX`]).
+    pub fn requirement(&self) -> std::borrow::Cow<'_, str> {
+        match self.model() {
+            None => std::borrow::Cow::Borrowed(&self.tool),
+            Some(model) => std::borrow::Cow::Owned(format!("{}{model}", crate::agent::MODEL_CAPABILITY_PREFIX)),
+        }
+    }
+
+    /// What [`Node::requirement`] names, for people: "tool `x`" or "model `m`".
+    pub fn describe_requirement(&self) -> String {
+        match self.model() {
+            None => format!("tool `{}`", self.tool),
+            Some(model) => format!("model `{model}`"),
+        }
+    }
+}
+
 /// A validated run: an acyclic graph of subtasks with a topological order.
 #[derive(Clone, Debug)]
 pub struct Dag {

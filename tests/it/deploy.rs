@@ -53,7 +53,8 @@ fn every_swarm_command_line_in_docker_compose_parses() {
 }
 
 fn render(overlay: &Path) -> Vec<Value> {
-    let out = Command::new(swarm_tests::process::pytool("kubectl")).arg("kustomize").arg(overlay).output().expect("kubectl");
+    let out =
+        Command::new(swarm_tests::process::pytool("kubectl")).arg("kustomize").arg(overlay).output().expect("kubectl");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout)).expect("YAML documents")
 }

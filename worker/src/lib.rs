@@ -401,6 +401,12 @@ async fn session(
                 read_only: false,
                 idempotent: false,
             }))
+            .chain(ctx.models.names().map(|name| pb::ToolInfo {
+                name: format!("{}{name}", swarm_core::agent::MODEL_CAPABILITY_PREFIX),
+                description: "a model endpoint for agents".into(),
+                read_only: false,
+                idempotent: false,
+            }))
             .collect(),
         labels: config.labels.clone(),
         held: ctx.held.declare(),

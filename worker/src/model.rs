@@ -95,6 +95,10 @@ impl ModelRegistry {
     pub fn get(&self, name: &str) -> Option<&Arc<dyn ModelProvider>> {
         self.models.get(name).or_else(|| name.split(':').next().and_then(|n| self.models.get(n)))
     }
+    /// The names models are registered under.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.models.keys().map(String::as_str)
+    }
     /// True when no model is configured.
     pub fn is_empty(&self) -> bool {
         self.models.is_empty()

@@ -2,7 +2,7 @@
 //! end-of-turn flush.
 
 use swarm_core::Fence;
-use swarm_core::engine::EngineEvent;
+use swarm_core::engine::{Action, EngineEvent, Update};
 use swarm_proto::convert::duration_us;
 use swarm_proto::pb;
 use tracing::warn;
@@ -14,6 +14,7 @@ use crate::sink::SinkBatch;
 impl Manager {
     /// Fills free worker slots from the ready subtasks of active runs, round-robin.
     pub(super) fn dispatch(&mut self) {
+        let mut warnings = Vec::new();
         let mut free: u32 = self.workers.iter().filter(|w| w.alive).map(|w| w.free_slots()).sum();
         let mut misses = 0;
         while free > 0 && misses <= self.ring.len() {
@@ -30,10 +31,11 @@ impl Manager {
             }
             let Some(sub) = entry.engine.pop_ready() else { continue };
             let node = entry.engine.dag().node(sub);
+            let need = node.requirement();
             // A retry goes to a worker the subtask has not failed on, when one is free.
             let failed_on = &entry.engine.slot(sub).failed_on;
             let placed = if failed_on.is_empty() {
-                place(&node.tool, &self.workers)
+                place(&need, &self.workers)
             } else {
                 let avoid: Vec<usize> = self
                     .workers
@@ -42,7 +44,7 @@ impl Manager {
                     .filter(|(_, w)| w.alive && failed_on.contains(&w.id))
                     .map(|(i, _)| i)
                     .collect();
-                place_avoiding(&node.tool, &self.workers, &avoid).or_else(|_| place(&node.tool, &self.workers))
+                place_avoiding(&need, &self.workers, &avoid).or_else(|_| place(&need, &self.workers))
             };
             let placed = match placed {
                 // At its rate limit the tool waits like a busy one; the loop wakes for the token.
@@ -63,13 +65,50 @@ impl Manager {
                     entry.engine.unpop(sub);
                 }
                 Err(NoPlacement::NoWorkerOffers) => {
-                    if entry.parked.is_empty() {
-                        warn!(run_id = %entry.engine.run_id(), tool = %node.tool, "no connected worker offers the tool; waiting");
+                    // Said once per run and tool (or model), at once: a typo must not wait in silence.
+                    if !entry.unoffered_warned.contains(need.as_ref()) {
+                        entry.unoffered_warned.insert(need.into_owned());
+                        let message = format!(
+                            "no connected worker offers {}; the subtask fails if none does within {} s",
+                            node.describe_requirement(),
+                            self.config.no_worker_timeout.as_secs()
+                        );
+                        warn!(run_id = %entry.engine.run_id(), subtask = %node.id, %message, "unplaceable subtask");
+                        warnings.push((key, sub, message));
                     }
                     entry.parked.push(sub);
                 }
             }
             self.enqueue(key);
+        }
+        let now = super::now_us();
+        for (key, subtask, message) in warnings {
+            self.act(key, Action::Publish(Update::Warning { subtask, message }), now);
+        }
+    }
+
+    /// Fails parked subtasks (no connected worker offers their tool or model) that have waited
+    /// longer than the coordinator's `no_worker_timeout`.
+    pub(super) fn expire_unplaceable(&mut self, now: u64) {
+        let limit_us = self.config.no_worker_timeout.as_micros() as u64;
+        if limit_us == 0 {
+            return;
+        }
+        let keys: Vec<u32> = self.runs.iter().filter(|(_, e)| !e.parked.is_empty()).map(|(k, _)| *k).collect();
+        for key in keys {
+            let mut actions = std::mem::take(&mut self.actions);
+            if let Some(entry) = self.runs.get_mut(&key) {
+                let engine = &mut entry.engine;
+                entry.parked.retain(|&sub| {
+                    let reason =
+                        format!("no connected worker offers {}", engine.dag().node(sub).describe_requirement());
+                    !engine.expire_unplaceable(sub, limit_us, &reason, now, &mut actions)
+                });
+            }
+            for action in actions.drain(..) {
+                self.act(key, action, now);
+            }
+            self.actions = actions;
         }
     }
 

@@ -44,6 +44,9 @@ const SPECULATION_EVERY_US: u64 = 10_000;
 /// How often the queue, worker and run gauges are refreshed.
 const GAUGES_EVERY_US: u64 = 250_000;
 
+/// The default of [`ManagerConfig::no_worker_timeout`].
+pub const DEFAULT_NO_WORKER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// What the manager is configured with.
 #[derive(Clone, Debug)]
 pub struct ManagerConfig {
@@ -60,6 +63,9 @@ pub struct ManagerConfig {
     pub coordinator_id: String,
     /// Cluster-wide rate limits by tool.
     pub rate_limits: HashMap<String, crate::ratelimit::RateLimit>,
+    /// How long a ready subtask waits for a worker that offers its tool or model when no
+    /// connected worker does; then it fails `permanent` saying so (0: wait forever).
+    pub no_worker_timeout: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -71,6 +77,7 @@ impl Default for ManagerConfig {
             recovery_grace: Duration::from_secs(6),
             coordinator_id: "swarm-coordinator".into(),
             rate_limits: HashMap::new(),
+            no_worker_timeout: DEFAULT_NO_WORKER_TIMEOUT,
         }
     }
 }
@@ -176,6 +183,8 @@ struct RunEntry {
     recovering: bool,
     /// Ready subtasks whose tool no connected worker offers.
     parked: Vec<u32>,
+    /// Tools and models (as `Node::requirement`) already warned about as offered by no worker.
+    unoffered_warned: HashSet<String>,
     /// When live accounting was last computed, and its (critical, total) steps.
     live: (u64, (u64, u64)),
     /// The run's `invoke_workflow` span (ends when the entry is dropped or the run finishes).
@@ -345,6 +354,7 @@ impl Manager {
                 self.last_speculation_us = now;
                 self.speculate(now);
                 self.expire_unscheduled(now);
+                self.expire_unplaceable(now);
                 self.expire_silent(now);
             }
             self.flush().await;

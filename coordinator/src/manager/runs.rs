@@ -1,6 +1,7 @@
 //! Runs: adding and restoring them, applying engine events and carrying out their actions,
 //! cancelling, forgetting, and views for the API.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use swarm_core::engine::{Action, EngineEvent, RunEngine, Update};
@@ -48,6 +49,7 @@ impl Manager {
                 in_ring: false,
                 recovering: false,
                 parked: Vec::new(),
+                unoffered_warned: HashSet::new(),
                 live: (0, (0, 0)),
                 span,
                 trace_context,
@@ -313,6 +315,8 @@ fn view(entry: &RunEntry, include_subtasks: bool) -> pb::Run {
                 .to_owned(),
                 parent: node.parent.map(|p| engine.dag().node(p).id.to_string()).unwrap_or_default(),
                 stage: node.parent.map_or(0, |p| stage_of(node.id.as_str(), engine.dag().node(p).id.as_str())),
+                ready_at: slot.ready_at_us().map(timestamp),
+                first_started_at: (slot.first_started_us > 0).then(|| timestamp(slot.first_started_us)),
             })
             .collect()
     } else {

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use swarm_core::agent::{AGENT_CAPABILITY, MODEL_CAPABILITY_PREFIX};
 use swarm_core::engine::{EngineEvent, SubtaskState};
 use swarm_core::{AttemptNo, Fence, WorkerId};
 use swarm_proto::convert::{self, duration_us};
@@ -19,8 +20,22 @@ impl Candidate for WorkerEntry {
     fn free_slots(&self) -> u32 {
         if self.draining { 0 } else { self.slots.saturating_sub(self.running) }
     }
-    fn offers(&self, tool: &str) -> bool {
-        self.tools.contains(tool)
+    /// A tool by name; a model as `@model:NAME` (exact, else the part before a `:`, as workers
+    /// resolve it). A worker that runs agents but lists no models (an older version) is taken
+    /// to serve every model.
+    fn offers(&self, need: &str) -> bool {
+        if self.tools.contains(need) {
+            return true;
+        }
+        let Some(model) = need.strip_prefix(MODEL_CAPABILITY_PREFIX) else { return false };
+        if !self.tools.contains(AGENT_CAPABILITY) {
+            return false;
+        }
+        let lists_models = self.tools.iter().any(|t| t.starts_with(MODEL_CAPABILITY_PREFIX));
+        !lists_models
+            || model
+                .split_once(':')
+                .is_some_and(|(base, _)| self.tools.contains(&format!("{MODEL_CAPABILITY_PREFIX}{base}")))
     }
 }
 

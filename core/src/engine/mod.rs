@@ -157,6 +157,9 @@ pub struct Slot {
     pub agent: Option<Box<AgentState>>,
     /// When the current attempt was dispatched (µs since the epoch, coordinator clock).
     pub dispatched_us: u64,
+    /// When the subtask first became ready (µs since the epoch, coordinator clock; 0: not yet,
+    /// or it became ready before a restore). See [`Slot::ready_at_us`].
+    pub first_ready_us: u64,
     /// Distinct workers on which attempts failed retryably (for poison quarantine).
     pub failed_on: Vec<WorkerId>,
     /// When the subtask was first seen ready and not started (0: not waiting).
@@ -174,6 +177,12 @@ pub struct Backup {
 }
 
 impl Slot {
+    /// When the subtask first became ready (µs since the epoch), if known: set at its first
+    /// dispatch, or the start of its current wait while it waits for the first one.
+    pub fn ready_at_us(&self) -> Option<u64> {
+        [self.first_ready_us, self.ready_since_us].into_iter().find(|&us| us > 0)
+    }
+
     /// Records the worker-measured times of an attempt that ended, and a step for a tool call.
     fn attempt_ended(&mut self, started_us: u64, finished_us: u64, counts_as_step: bool) {
         if self.first_started_us == 0 {
@@ -206,6 +215,7 @@ impl Slot {
             backup: None,
             failed_on: Vec::new(),
             ready_since_us: 0,
+            first_ready_us: 0,
         }
     }
 }
@@ -483,23 +493,47 @@ impl RunEngine {
         }
         for subtask in expired {
             let message = format!("not started within {limit_ms} ms (schedule-to-start)");
-            let slot = &mut self.slots[subtask as usize];
-            slot.state = SubtaskState::Failed;
-            slot.error = Some(Failure { kind: FailureKind::Timeout, message: message.clone() });
-            let attempt = slot.attempt;
-            self.counts.failed += 1;
-            self.counts.open -= 1;
-            out.push(Action::Publish(Update::Failed {
-                subtask,
-                attempt,
-                kind: FailureKind::Timeout,
-                message,
-                retry_in_us: None,
-            }));
-            out.push(Action::Persist { subtask });
-            self.skip_dependents(subtask, out);
+            self.fail_unstarted(subtask, FailureKind::Timeout, message, out);
         }
         self.check_finished(now_us, out);
+    }
+
+    /// Fails a ready subtask that no connected worker can run (its tool or model is offered by
+    /// none) once it has waited `limit_us` since it became ready; returns whether it failed.
+    /// The coordinator calls this for the subtasks it parked for want of a worker.
+    pub fn expire_unplaceable(
+        &mut self,
+        subtask: u32,
+        limit_us: u64,
+        reason: &str,
+        now_us: u64,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(slot) = self.slots.get(subtask as usize) else { return false };
+        if self.state.is_terminal() || slot.state != SubtaskState::Ready || slot.ready_since_us == 0 {
+            return false;
+        }
+        let waited_us = now_us.saturating_sub(slot.ready_since_us);
+        if waited_us <= limit_us {
+            return false;
+        }
+        let message = format!("{reason} (waited {} s for one)", waited_us / 1_000_000);
+        self.fail_unstarted(subtask, FailureKind::Permanent, message, out);
+        self.check_finished(now_us, out);
+        true
+    }
+
+    /// Fails a subtask that never started its current wait; its dependents are skipped.
+    fn fail_unstarted(&mut self, subtask: u32, kind: FailureKind, message: String, out: &mut Vec<Action>) {
+        let slot = &mut self.slots[subtask as usize];
+        slot.state = SubtaskState::Failed;
+        slot.error = Some(Failure { kind, message: message.clone() });
+        let attempt = slot.attempt;
+        self.counts.failed += 1;
+        self.counts.open -= 1;
+        out.push(Action::Publish(Update::Failed { subtask, attempt, kind, message, retry_in_us: None }));
+        out.push(Action::Persist { subtask });
+        self.skip_dependents(subtask, out);
     }
 
     /// Re-estimates every subtask's remaining critical path from measured durations.
@@ -716,6 +750,9 @@ impl RunEngine {
         slot.state = SubtaskState::Running;
         // From ready to dispatched (unknown for subtasks made ready before a restore).
         let waited_us = (slot.ready_since_us > 0).then(|| self.clock_us.saturating_sub(slot.ready_since_us));
+        if slot.first_ready_us == 0 {
+            slot.first_ready_us = slot.ready_since_us;
+        }
         slot.ready_since_us = 0;
         slot.attempt.0 += 1;
         slot.fence = fence;
