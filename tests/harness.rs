@@ -145,8 +145,20 @@ impl TestCluster {
         workers: usize,
         slots: u32,
     ) -> anyhow::Result<Self> {
+        Self::start_custom(store, models, workers, slots, |_| {}).await
+    }
+
+    /// The same, with the coordinator's options adjusted by `tweak` first.
+    pub async fn start_custom(
+        store: Arc<dyn StateStore>,
+        models: Arc<swarm_worker::model::ModelRegistry>,
+        workers: usize,
+        slots: u32,
+        tweak: impl FnOnce(&mut EmbeddedOptions),
+    ) -> anyhow::Result<Self> {
         let http_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         let mut opts = EmbeddedOptions { workers: 0, slots, models, http_listen, ..EmbeddedOptions::default() };
+        tweak(&mut opts);
         let payloads = PayloadStore::memory(swarm_store::payload::DEFAULT_THRESHOLD);
         opts.coordinator.payloads = payloads.clone();
         let cluster = Embedded::start_on(opts, store.clone(), None).await?;

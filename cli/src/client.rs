@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures_util::StreamExt;
 use serde::Serialize;
-use swarm_proto::convert::duration_to_us;
+use swarm_proto::convert::{duration_to_us, unix_us};
 use swarm_proto::pb::{self, swarm_service_client::SwarmServiceClient};
 use tonic::transport::Channel;
 
@@ -58,6 +58,130 @@ pub struct RunJson {
     pub tokens: u64,
     pub speculative_attempts: u32,
     pub speculative_wins: u32,
+    /// Every subtask, with `get --subtasks` (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subtasks: Option<Vec<SubtaskJson>>,
+}
+
+/// One subtask in `get --subtasks --json`. Times are Unix ms; `started_ms` is when its first
+/// attempt started, `finished_ms` when its last attempt ended, `waited_ms` the time from
+/// becoming ready to that first start, `duration_ms` the last attempt's run time. A time that
+/// is not known (yet) is `null`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SubtaskJson {
+    pub id: String,
+    /// `tool`, `agent` or `orchestrator`.
+    pub kind: String,
+    pub tool: String,
+    /// `PENDING`, `READY`, `RUNNING`, `SUCCEEDED`, `FAILED`, …
+    pub state: String,
+    /// The current or last attempt (1-based; 0 before the first).
+    pub attempt: u32,
+    /// The worker of that attempt.
+    pub worker: Option<String>,
+    /// The failure class of the last failure (`transient`, `permanent`, `timeout`, …).
+    pub error_kind: Option<String>,
+    /// The last failure's message.
+    pub error: Option<String>,
+    pub ready_ms: Option<u64>,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    pub waited_ms: Option<u64>,
+    pub duration_ms: Option<u64>,
+    pub depends_on: Vec<String>,
+    /// For a subagent: its orchestrator and stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<u32>,
+    /// The result (JSON), once succeeded, unless offloaded.
+    pub output: Option<serde_json::Value>,
+    /// Where an offloaded result lives in the payload store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_ref: Option<String>,
+}
+
+fn unix_ms(ts: &Option<prost_types::Timestamp>) -> Option<u64> {
+    ts.as_ref().map(|t| unix_us(t) / 1000).filter(|&ms| ms > 0)
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+impl From<&pb::SubtaskStatus> for SubtaskJson {
+    fn from(s: &pb::SubtaskStatus) -> Self {
+        let ready_ms = unix_ms(&s.ready_at);
+        let started_ms = unix_ms(&s.first_started_at).or_else(|| unix_ms(&s.started_at));
+        let last_started_ms = unix_ms(&s.started_at);
+        let finished_ms = unix_ms(&s.finished_at);
+        let kind = pb::FailureKind::try_from(s.error_kind).unwrap_or(pb::FailureKind::Unspecified);
+        Self {
+            id: s.id.clone(),
+            kind: s.kind.clone(),
+            tool: s.tool.clone(),
+            state: subtask_state_name(s.state),
+            attempt: s.attempt,
+            worker: non_empty(&s.worker_id),
+            error_kind: (kind != pb::FailureKind::Unspecified)
+                .then(|| kind.as_str_name().trim_start_matches("FAILURE_KIND_").to_lowercase()),
+            error: non_empty(&s.error_message),
+            ready_ms,
+            started_ms,
+            finished_ms,
+            waited_ms: ready_ms.zip(started_ms).map(|(r, st)| st.saturating_sub(r)),
+            duration_ms: last_started_ms.zip(finished_ms).map(|(st, f)| f.saturating_sub(st)),
+            depends_on: s.depends_on.clone(),
+            parent: non_empty(&s.parent),
+            stage: (s.stage > 0).then_some(s.stage),
+            // Outputs are JSON text; one that is not stays a string rather than being lost.
+            output: non_empty(&s.output_json).map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t))),
+            output_ref: non_empty(&s.output_ref),
+        }
+    }
+}
+
+/// The short state name (`SUCCEEDED`) of a wire subtask state.
+pub fn subtask_state_name(state: i32) -> String {
+    pb::SubtaskState::try_from(state)
+        .map(|s| s.as_str_name().trim_start_matches("SUBTASK_STATE_").to_owned())
+        .unwrap_or_else(|_| format!("UNKNOWN({state})"))
+}
+
+/// A duration in ms for people: `850 ms`, `12.4 s`, `3 m 05 s`.
+pub fn human_ms(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        _ => format!("{} m {:02} s", ms / 60_000, ms % 60_000 / 1000),
+    }
+}
+
+/// The human listing of `get --subtasks`: one line per subtask under a header.
+pub fn subtask_table(subtasks: &[SubtaskJson]) -> Vec<String> {
+    let width = subtasks.iter().map(|s| s.id.len()).max().unwrap_or(0).clamp(2, 48);
+    let mut lines = vec![format!(
+        "  {:<width$} {:<10} {:>7} {:<20} {:>9} {:>9}  ERROR",
+        "ID", "STATE", "ATTEMPT", "WORKER", "WAIT", "DURATION"
+    )];
+    for s in subtasks {
+        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), human_ms);
+        lines.push(
+            format!(
+                "  {:<width$} {:<10} {:>7} {:<20} {:>9} {:>9}  {}",
+                s.id,
+                s.state,
+                s.attempt,
+                s.worker.as_deref().unwrap_or("-"),
+                opt(s.waited_ms),
+                opt(s.duration_ms),
+                s.error.as_deref().unwrap_or("")
+            )
+            .trim_end()
+            .to_owned(),
+        );
+    }
+    lines
 }
 
 fn ms(d: &Option<prost_types::Duration>) -> f64 {
@@ -95,6 +219,7 @@ impl From<&pb::Run> for RunJson {
             tokens: s.tokens,
             speculative_attempts: s.speculative_attempts,
             speculative_wins: s.speculative_wins,
+            subtasks: (!run.subtasks.is_empty()).then(|| run.subtasks.iter().map(SubtaskJson::from).collect()),
         }
     }
 }

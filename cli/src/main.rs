@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use swarm_cli::bench::{self, BenchOptions};
 use swarm_cli::client::{self, RunJson};
 use swarm_cli::embedded::{Embedded, EmbeddedOptions};
-use swarm_cli::specs;
+use swarm_cli::{outln, specs};
 use swarm_coordinator::{Coordinator, CoordinatorConfig};
 use swarm_proto::pb;
 use swarm_store::{MemoryStore, StateStore};
@@ -70,6 +70,10 @@ enum Command {
         /// Serve the web view and Prometheus `/metrics` on this address (e.g. 127.0.0.1:9090).
         #[arg(long, env = "SWARM_HTTP_LISTEN")]
         http_listen: Option<SocketAddr>,
+        /// A ready subtask whose tool or model no connected worker offers fails after this long,
+        /// saying so (0: it waits for such a worker forever).
+        #[arg(long, env = "SWARM_NO_WORKER_TIMEOUT", default_value = "60s", value_parser = parse_ttl)]
+        no_worker_timeout: Duration,
     },
     /// Runs the 1,500-call swarm example on an embedded cluster and prints the summary.
     Demo {
@@ -110,6 +114,10 @@ enum Command {
         /// Also serve `grpc.health.v1` alone on this plaintext address (Kubernetes gRPC probes).
         #[arg(long, env = "SWARM_HEALTH_LISTEN")]
         health_listen: Option<SocketAddr>,
+        /// A ready subtask whose tool or model no connected worker offers fails after this long,
+        /// saying so (0: it waits for such a worker forever).
+        #[arg(long, env = "SWARM_NO_WORKER_TIMEOUT", default_value = "60s", value_parser = parse_ttl)]
+        no_worker_timeout: Duration,
     },
     /// A worker process: finds the leader through etcd (--etcd) or at a fixed --coordinator URL.
     Worker {
@@ -286,7 +294,8 @@ fn parse_rate_limit(text: &str) -> Result<(String, swarm_coordinator::ratelimit:
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
     if let Some(days) = text.strip_suffix('d') {
-        return days.parse::<u64>().map(|d| Duration::from_secs(d * 86_400)).map_err(|e| format!("`{text}`: {e}"));
+        let days = days.parse::<u64>().map_err(|e| format!("`{text}`: {e}"))?;
+        return days.checked_mul(86_400).map(Duration::from_secs).ok_or_else(|| format!("`{text}`: too long"));
     }
     swarm_core::spec::parse_duration(text)
 }
@@ -346,7 +355,7 @@ fn main() -> ExitCode {
         return match bench::run(&opts) {
             Ok(report) => {
                 if *json {
-                    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                    outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
                 } else {
                     print_bench(&report);
                 }
@@ -388,12 +397,16 @@ fn main() -> ExitCode {
 }
 
 fn print_bench(r: &bench::BenchReport) {
-    println!(
+    outln!(
         "swarm bench: {} chains × {} calls, {} workers × {} slots, {} cores",
-        r.chains, r.length, r.workers, r.slots, r.cores
+        r.chains,
+        r.length,
+        r.workers,
+        r.slots,
+        r.cores
     );
     for (i, e) in r.efficiency.iter().enumerate() {
-        println!(
+        outln!(
             "  efficiency #{}: ideal {:.1} ms, wall {:.1} ms (coordinator {:.1} ms) → {:.4}",
             i + 1,
             e.ideal_ms,
@@ -403,26 +416,30 @@ fn print_bench(r: &bench::BenchReport) {
         );
     }
     if let Some(m) = r.efficiency_median {
-        println!("  efficiency (median): {m:.4}");
+        outln!("  efficiency (median): {m:.4}");
     }
     if let Some(t) = &r.throughput {
-        println!(
+        outln!(
             "  throughput: {} runs, {} tool calls in {:.0} ms → {:.0} tool calls/s",
-            t.runs, t.tool_calls, t.wall_ms, t.tool_calls_per_sec
+            t.runs,
+            t.tool_calls,
+            t.wall_ms,
+            t.tool_calls_per_sec
         );
         if r.workers > 0 && !t.coordinator_cpu_us_per_call.is_nan() && t.coordinator_cpu_us_per_call > 0.0 {
-            println!(
+            outln!(
                 "  CPU per tool call: coordinator {:.1} µs, workers + client {:.1} µs",
-                t.coordinator_cpu_us_per_call, t.worker_cpu_us_per_call
+                t.coordinator_cpu_us_per_call,
+                t.worker_cpu_us_per_call
             );
         }
         if let (Some(txns), Some(props)) = (t.etcd_txns_per_call, t.etcd_proposals_per_call) {
-            println!("  etcd: {txns:.3} write transactions, {props:.3} raft proposals per tool call");
+            outln!("  etcd: {txns:.3} write transactions, {props:.3} raft proposals per tool call");
         }
     }
     if let Some(st) = &r.stragglers {
         for x in &st.runs {
-            println!(
+            outln!(
                 "  stragglers (2% of attempts 10× slower), seed {}: ideal {:.0} ms; speculation on {:.0} ms ({:.3}×, {} backups, {} won), off {:.0} ms ({:.3}×)",
                 x.seed,
                 x.ideal_ms,
@@ -434,13 +451,14 @@ fn print_bench(r: &bench::BenchReport) {
                 x.wall_off_ms / x.ideal_ms
             );
         }
-        println!(
+        outln!(
             "  stragglers: median wall / straggler-free ideal: {:.3}× with speculation, {:.3}× without",
-            st.median_ratio_speculation_on, st.median_ratio_speculation_off
+            st.median_ratio_speculation_on,
+            st.median_ratio_speculation_off
         );
     }
     if let Some(a) = &r.agents {
-        println!(
+        outln!(
             "  agents: orchestrator → 100 subagents × 15 calls of 50 ms: wall {:.1} ms, ideal {:.0} ms → {:.4}; \
              {} critical steps of {} total; overhead {:.2} ms per critical step",
             a.swarm_wall_ms,
@@ -450,9 +468,12 @@ fn print_bench(r: &bench::BenchReport) {
             a.swarm_total_steps,
             a.overhead_per_critical_step_ms
         );
-        println!(
+        outln!(
             "  agents: orchestrator → {} subagents, {} tool calls: wall {:.0} ms; peak RSS of the whole process {:.0} MB",
-            a.big_subagents, a.big_tool_calls, a.big_wall_ms, a.peak_rss_mb
+            a.big_subagents,
+            a.big_tool_calls,
+            a.big_wall_ms,
+            a.peak_rss_mb
         );
     }
 }
@@ -494,7 +515,7 @@ fn cancel_on_signal(token: CancellationToken) {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Up { listen, workers, slots, store, payloads, http_listen } => {
+        Command::Up { listen, workers, slots, store, payloads, http_listen, no_worker_timeout } => {
             let backend = if store.etcd.is_empty() {
                 "memory store".to_owned()
             } else {
@@ -503,6 +524,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let mut options = EmbeddedOptions { listen, workers, slots, http_listen, ..EmbeddedOptions::default() };
             options.coordinator.prefix = store.prefix.clone();
             options.coordinator.lease_ttl = store.lease_ttl;
+            options.coordinator.manager.no_worker_timeout = no_worker_timeout;
             options.coordinator.payloads = store.payloads(payloads.as_deref())?;
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
@@ -528,6 +550,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             run_ttl,
             http_listen,
             health_listen,
+            no_worker_timeout,
         } => {
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
@@ -542,6 +565,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let mut config = config;
             config.manager.rate_limits = rate_limits.into_iter().collect();
+            config.manager.no_worker_timeout = no_worker_timeout;
             let coordinator = Coordinator::start(config, store.open().await?, token);
             if let Some(addr) = http_listen {
                 let http =
@@ -643,9 +667,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if !wait {
                 if json {
                     let run = client::get(&mut c, &resp.run_id, false).await.map_err(|s| client::status_error(&s))?;
-                    println!("{}", serde_json::to_string(&RunJson::from(&run))?);
+                    outln!("{}", serde_json::to_string(&RunJson::from(&run))?);
                 } else {
-                    println!("{}", resp.run_id);
+                    outln!("{}", resp.run_id);
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -662,8 +686,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             bar.set_message(resp.run_id.clone());
             client::follow(&mut c, &resp.run_id, 0, |ev| {
                 use pb::run_event::Event;
-                if matches!(ev.event, Some(Event::SubtaskSucceeded(_) | Event::SubtaskSkipped(_))) {
-                    bar.inc(1);
+                match &ev.event {
+                    Some(Event::SubtaskSucceeded(_) | Event::SubtaskSkipped(_)) => bar.inc(1),
+                    // Said at once (a tool no worker offers, a refused spawn), also with --json:
+                    // on stderr, so stdout stays one JSON object.
+                    Some(Event::Warning(w)) => bar.suspend(|| eprintln!("warning: {}: {}", w.subtask_id, w.message)),
+                    _ => {}
                 }
             })
             .await?;
@@ -677,9 +705,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let run = client::get(&mut c, &run, subtasks).await.map_err(|s| client::status_error(&s))?;
             print_run(&run, json)?;
             if subtasks && !json {
-                for s in &run.subtasks {
-                    let state = pb::SubtaskState::try_from(s.state).map(|x| x.as_str_name()).unwrap_or("?");
-                    println!("  {:<32} {:<26} attempt {} {}", s.id, state, s.attempt, s.error_message);
+                let rows: Vec<client::SubtaskJson> = run.subtasks.iter().map(client::SubtaskJson::from).collect();
+                for line in client::subtask_table(&rows) {
+                    outln!("{line}");
                 }
             }
             Ok(exit_for(run.state))
@@ -694,11 +722,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             for run in &resp.runs {
                 let j = RunJson::from(run);
                 if json {
-                    println!("{}", serde_json::to_string(&j)?);
+                    outln!("{}", serde_json::to_string(&j)?);
                 } else {
-                    println!(
+                    outln!(
                         "{}  {:<10} {:<16} {}/{} calls",
-                        j.run_id, j.state, j.name, j.tool_calls_completed, j.total_subtasks
+                        j.run_id,
+                        j.state,
+                        j.name,
+                        j.tool_calls_completed,
+                        j.total_subtasks
                     );
                 }
             }
@@ -712,7 +744,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .map_err(|s| client::status_error(&s))?
                 .into_inner();
             let run = resp.run.unwrap_or_default();
-            println!("{} {}", run.run_id, client::state_name(run.state));
+            outln!("{} {}", run.run_id, client::state_name(run.state));
             Ok(ExitCode::SUCCESS)
         }
         Command::Watch { run, addr, after_seq, json } => {
@@ -721,11 +753,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             client::follow(&mut c, &run, after_seq, |ev| {
                 if json {
                     match event_json(ev) {
-                        Ok(line) => println!("{line}"),
+                        Ok(line) => outln!("{line}"),
                         Err(e) => failed = Some(e),
                     }
                 } else {
-                    println!("{}", client::describe(ev));
+                    outln!("{}", client::describe(ev));
                 }
             })
             .await?;
@@ -749,7 +781,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(r)
                     if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 =>
                 {
-                    println!("SERVING");
+                    outln!("SERVING");
                     Ok(ExitCode::SUCCESS)
                 }
                 Ok(r) => {
@@ -771,7 +803,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(64));
                 }
             };
-            println!("{}", serde_json::to_string_pretty(&spec)?);
+            outln!("{}", serde_json::to_string_pretty(&spec)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { .. } => unreachable!("handled before the runtime starts"),
@@ -797,21 +829,27 @@ fn exit_for(state: i32) -> ExitCode {
 fn print_run(run: &pb::Run, json: bool) -> anyhow::Result<()> {
     let j = RunJson::from(run);
     if json {
-        println!("{}", serde_json::to_string(&j)?);
+        outln!("{}", serde_json::to_string(&j)?);
         return Ok(());
     }
-    println!("run {} ({}): {}", j.run_id, j.name, j.state);
-    println!(
+    outln!("run {} ({}): {}", j.run_id, j.name, j.state);
+    outln!(
         "  subtasks: {} completed, {} failed, {} skipped of {} ({} attempts)",
-        j.tool_calls_completed, j.tool_calls_failed, j.tool_calls_skipped, j.total_subtasks, j.attempts
+        j.tool_calls_completed,
+        j.tool_calls_failed,
+        j.tool_calls_skipped,
+        j.total_subtasks,
+        j.attempts
     );
-    println!(
+    outln!(
         "  wall time {:.1} ms; critical path {:.1} ms; total work {:.1} ms",
-        j.wall_ms, j.critical_path_ms, j.total_work_ms
+        j.wall_ms,
+        j.critical_path_ms,
+        j.total_work_ms
     );
-    println!("  critical steps {}; total steps {}; parallelism {:.2}", j.critical_steps, j.total_steps, j.parallelism);
+    outln!("  critical steps {}; total steps {}; parallelism {:.2}", j.critical_steps, j.total_steps, j.parallelism);
     if j.subagents > 0 || j.agent_tool_calls > 0 {
-        println!("  agents: {} subagents, {} tool calls, {} tokens", j.subagents, j.agent_tool_calls, j.tokens);
+        outln!("  agents: {} subagents, {} tool calls, {} tokens", j.subagents, j.agent_tool_calls, j.tokens);
     }
     Ok(())
 }
@@ -844,7 +882,7 @@ async fn demo(spec: Option<PathBuf>, workers: usize, slots: u32, json: bool) -> 
     print_run(&run, json)?;
     if !json {
         let j = RunJson::from(&run);
-        println!(
+        outln!(
             "  one agent doing the same calls in sequence would need ≈ {:.1} ms: the swarm was {:.1}× faster",
             j.total_work_ms,
             j.total_work_ms / j.wall_ms.max(1e-9)
@@ -877,7 +915,7 @@ async fn demo(spec: Option<PathBuf>, workers: usize, slots: u32, json: bool) -> 
         if !json {
             let j = RunJson::from(&run);
             let serial_steps = j.total_steps;
-            println!(
+            outln!(
                 "  {} subagents, {} tool calls; a single agent doing the same work sequentially: {serial_steps} steps \
                  and ≈ {:.1} s of work, against {} critical steps and {:.2} s here ({:.0}× fewer steps, {:.0}× faster)",
                 j.subagents,

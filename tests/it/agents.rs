@@ -280,3 +280,63 @@ async fn the_agent_loop_reads_streamed_answers() {
     assert_eq!(run.summary.expect("summary").tokens, 2 * 24);
     tc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_a_model_no_worker_serves_is_warned_about_at_once_then_fails_saying_why() {
+    let script = ScriptedModel::from_yaml("agents:\n  '*':\n    - content: done\n").expect("script");
+    let tc = TestCluster::start_custom(Arc::new(MemoryStore::new()), models(script), 2, 4, |o| {
+        o.coordinator.manager.no_worker_timeout = Duration::from_millis(1500);
+    })
+    .await
+    .expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    // `fx` is a typo: the workers serve `scripted` only. `scripted:x` resolves to `scripted`.
+    let spec = RunSpec::new(
+        "typo",
+        vec![
+            subtask("typo", agent("go", "fx", &[])),
+            subtask("after", SubtaskKind::Tool { tool: "echo".into(), args: json!({"text": "x"}) }).after(["typo"]),
+            subtask("fine", SubtaskKind::Tool { tool: "echo".into(), args: json!({"text": "y"}) }),
+        ],
+    );
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    // The warning comes before the subtask fails: it is said when it is first parked.
+    let events = wait_for_events(&mut c, &run_id, DEADLINE, |e| {
+        e.iter().any(|e| matches!(&e.event, Some(Event::Warning(_)) | Some(Event::SubtaskFailed(_))))
+    })
+    .await
+    .expect("events");
+    let warning = events.iter().find_map(|e| match &e.event {
+        Some(Event::Warning(w)) => Some(w.clone()),
+        _ => None,
+    });
+    let warning = warning.expect("a Warning event before any failure");
+    assert_eq!(warning.subtask_id, "typo");
+    assert!(warning.message.contains("no connected worker offers model `fx`"), "{}", warning.message);
+
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Failed as i32);
+    let by_id = |id: &str| run.subtasks.iter().find(|s| s.id == id).expect("subtask").clone();
+    let typo = by_id("typo");
+    assert_eq!(typo.state, pb::SubtaskState::Failed as i32);
+    assert_eq!(typo.error_kind, pb::FailureKind::Permanent as i32);
+    assert!(typo.error_message.starts_with("no connected worker offers model `fx`"), "{}", typo.error_message);
+    assert_eq!(by_id("after").state, pb::SubtaskState::Skipped as i32);
+    assert_eq!(by_id("fine").state, pb::SubtaskState::Succeeded as i32, "the rest of the run goes on");
+    let warnings = wait_for_events(&mut c, &run_id, DEADLINE, |e| {
+        matches!(e.last().and_then(|e| e.event.as_ref()), Some(Event::RunFinished(_)))
+    })
+    .await
+    .expect("events")
+    .iter()
+    .filter(|e| matches!(e.event, Some(Event::Warning(_))))
+    .count();
+    assert_eq!(warnings, 1, "said once");
+
+    // A model name with a `:` suffix resolves to its base endpoint, as on the worker.
+    let ok = RunSpec::new("suffix", vec![subtask("a", agent("go", "scripted:variant", &[]))]);
+    let run_id = submit(&mut c, &ok).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+    tc.stop().await;
+}

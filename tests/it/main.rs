@@ -3,6 +3,7 @@
 
 mod agents;
 mod api;
+mod cli;
 mod config;
 mod deploy;
 mod failover;
