@@ -132,6 +132,9 @@ async fn start_term(
     term: &CancellationToken,
     revision: i64,
 ) -> Result<ManagerHandle, StoreError> {
+    let term_no = repo.next_term().await?;
+    let fences = swarm_core::fence::FenceSeq::for_term(term_no).map_err(|e| StoreError::Other(e.to_string()))?;
+    info!(term = term_no, revision, "term begins");
     let recovered = recovery::load(repo, &config.limits).await?;
     let workers = store.range(&repo.workers_prefix(), None, 0).await?;
     let prefix_len = repo.workers_prefix().len();
@@ -141,9 +144,9 @@ async fn start_term(
         .map(|kv| WorkerId::from(String::from_utf8_lossy(&kv.key[prefix_len..]).into_owned()))
         .collect();
     let manager_config =
-        ManagerConfig { term: revision, coordinator_id: config.advertise.clone(), ..config.manager.clone() };
-    let manager =
-        manager::spawn(manager_config, repo.clone(), tracker, term.clone(), Startup { recovered, expected_workers });
+        ManagerConfig { term: term_no, coordinator_id: config.advertise.clone(), ..config.manager.clone() };
+    let startup = Startup { recovered, expected_workers, fences };
+    let manager = manager::spawn(manager_config, repo.clone(), tracker, term.clone(), startup);
     tracker.spawn(watch_workers(store.clone(), repo.workers_prefix(), manager.clone(), term.clone()));
     if let Some(ttl) = config.run_ttl {
         tracker.spawn(janitor(repo.clone(), manager.clone(), ttl, term.clone()));

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod dag;
 pub mod engine;
 pub mod error;
+pub mod fence;
 pub mod ids;
 pub mod retry;
 pub mod spec;

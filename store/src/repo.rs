@@ -3,10 +3,15 @@
 //! Key layout under the configurable prefix (default `/swarm/v1/`):
 //!
 //! ```text
+//! {prefix}leader/{lease hex}         coordinator election (etcd's layout); value: its URL
+//! {prefix}term                       the leadership term number (see `RunRepo::next_term`)
+//! {prefix}workers/{worker}           worker registration, bound to the worker's lease
 //! {prefix}runs/{run}                 RunHeader (state, times, summary)
-//! {prefix}specs/{run}                the RunSpec, one value
+//! {prefix}specs/{run}                the RunSpec, one value (or a payload reference)
 //! {prefix}subtasks/{run}/{subtask}   SubtaskRecord, written when the subtask ends
 //! {prefix}idempotency/{key}          the run id created for an idempotency key
+//! {prefix}turns/{run}/{subtask}/{n}  an agent's transcript, turn by turn
+//! {prefix}spawns/{run}/{subtask}/{t} an orchestrator's stage t: the subagents it started
 //! ```
 //!
 //! Headers sit apart from per-subtask records so that listing runs reads headers only.
@@ -227,6 +232,45 @@ impl RunRepo {
         format!("{}leader", self.prefix)
     }
 
+    /// Where the leadership term counter lives (`{prefix}term`).
+    pub fn term_key(&self) -> Vec<u8> {
+        format!("{}term", self.prefix).into_bytes()
+    }
+
+    /// Begins a leadership term: increments the term counter (under this repository's fence,
+    /// compare-and-set) and returns the new term number, from which the term's attempt fences
+    /// are made (`swarm_core::fence`). A store without a counter yet (written by a version
+    /// that used the leader key's revision as the term) starts above that scheme's fences.
+    pub async fn next_term(&self) -> Result<u64, StoreError> {
+        let key = self.term_key();
+        let name = String::from_utf8_lossy(&key).into_owned();
+        let current = self.store.get(&key).await?;
+        let (next, guard) = match &current {
+            Some(kv) => {
+                let n: u64 = std::str::from_utf8(&kv.value)
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| StoreError::Corrupt { key: name.clone(), message: "not a term number".into() })?;
+                let next = n.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+                    key: name.clone(),
+                    message: "term number overflows".into(),
+                })?;
+                (next, Compare::ModRevision(key.clone(), kv.mod_revision))
+            }
+            None => {
+                let revision = u64::try_from(self.term()).unwrap_or(0);
+                (swarm_core::fence::FenceSeq::first_term_after_revision_scheme(revision), Compare::Absent(key.clone()))
+            }
+        };
+        if self.commit(Txn::new().when(guard).then(Op::put(key, next.to_string()))).await? {
+            Ok(next)
+        } else {
+            // Only the leader writes the counter, and each term once: a lost compare means
+            // another writer, which the fence should have stopped.
+            Err(StoreError::Other(format!("{name} changed while this term began")))
+        }
+    }
+
     /// Where worker registrations live (`{prefix}workers/`).
     pub fn workers_prefix(&self) -> Vec<u8> {
         format!("{}workers/", self.prefix).into_bytes()
@@ -409,6 +453,38 @@ mod tests {
         store.commit(Txn::new().then(Op::Delete { key: b"/leader/1".to_vec() })).await.expect("depose");
         assert_eq!(repo.create_run(&header("r3", None), &spec).await, Err(StoreError::Fenced(out.revision)));
         assert_eq!(repo.header(&RunId::from("r3")).await, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn each_term_gets_the_next_term_number_and_a_deposed_leader_gets_none() {
+        use swarm_core::fence::FenceSeq;
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        // Some history first, so the leader key's revision is not 1.
+        for i in 0..300 {
+            store.commit(Txn::new().then(Op::put(format!("/x/{i}"), "v"))).await.expect("write");
+        }
+        let out = store.commit(Txn::new().then(Op::put("/leader/1", "me"))).await.expect("leader key");
+        let fence = Fence { key: b"/leader/1".to_vec(), revision: out.revision };
+        let repo = RunRepo::new(store.clone(), DEFAULT_PREFIX).fenced(fence.clone());
+        // No counter yet: the first term starts above the fences the revision scheme gave out.
+        let first = repo.next_term().await.expect("term");
+        assert_eq!(first, FenceSeq::first_term_after_revision_scheme(out.revision as u64));
+        let old_scheme_max = ((out.revision as u64) << 32) | 0xFFFF_FFFF;
+        let mut fences = FenceSeq::for_term(first).expect("fits");
+        assert!(fences.next().expect("fence").0 > old_scheme_max);
+        // Later terms count up by one, whatever the revision has become.
+        assert_eq!(repo.next_term().await, Ok(first + 1));
+        assert_eq!(repo.next_term().await, Ok(first + 2));
+        // A deposed leader cannot begin a term.
+        store.commit(Txn::new().then(Op::Delete { key: b"/leader/1".to_vec() })).await.expect("depose");
+        assert_eq!(repo.next_term().await, Err(StoreError::Fenced(out.revision)));
+        // A counter that is not a number is reported with its key, never reset in silence.
+        let plain = RunRepo::new(store.clone(), DEFAULT_PREFIX);
+        store.commit(Txn::new().then(Op::put(plain.term_key(), "seven"))).await.expect("corrupt it");
+        match plain.next_term().await {
+            Err(StoreError::Corrupt { key, .. }) => assert!(key.ends_with("term"), "{key}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
     }
 
     #[tokio::test]

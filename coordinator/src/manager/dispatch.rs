@@ -5,7 +5,7 @@ use swarm_core::Fence;
 use swarm_core::engine::{Action, EngineEvent, Update};
 use swarm_proto::convert::duration_us;
 use swarm_proto::pb;
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::Manager;
 use crate::placement::{Candidate, NoPlacement, place, place_avoiding, place_except};
@@ -58,7 +58,12 @@ impl Manager {
                 Ok(w) => {
                     misses = 0;
                     free -= 1;
-                    self.start_attempt(key, sub, w);
+                    if !self.start_attempt(key, sub, w) {
+                        if let Some(entry) = self.runs.get_mut(&key) {
+                            entry.engine.unpop(sub);
+                        }
+                        break;
+                    }
                 }
                 Err(NoPlacement::Busy) => {
                     misses += 1;
@@ -158,8 +163,7 @@ impl Manager {
                     .as_ref()
                     .and_then(|id| self.workers.iter().position(|w| w.alive && &w.id == id));
                 let Ok(w) = place_except(&tool, &self.workers, original) else { continue };
-                let fence = self.next_fence;
-                self.next_fence += 1;
+                let Some(Fence(fence)) = self.take_fence() else { return };
                 self.stats.dispatched += 1;
                 let worker_id = self.workers[w].id.clone();
                 self.apply(key, EngineEvent::BackupDispatched { subtask: sub, worker: worker_id, fence: Fence(fence) });
@@ -189,13 +193,25 @@ impl Manager {
         }
     }
 
-    fn start_attempt(&mut self, key: u32, sub: u32, w: usize) {
-        let fence = self.next_fence;
-        self.next_fence += 1;
+    /// The next attempt fence of this term. When the term's fences are used up (after 2⁴⁰
+    /// attempts) the term ends, so the next one starts above them: nothing more is dispatched
+    /// here and the node steps down and campaigns again.
+    fn take_fence(&mut self) -> Option<Fence> {
+        let fence = self.fences.next();
+        if fence.is_none() && !self.term_token.is_cancelled() {
+            error!(term = self.config.term, "this term's attempt fences are used up; ending the term");
+            self.term_token.cancel();
+        }
+        fence
+    }
+
+    /// Dispatches subtask `sub` on worker `w`; false when no fence is left (the term ends).
+    fn start_attempt(&mut self, key: u32, sub: u32, w: usize) -> bool {
+        let Some(Fence(fence)) = self.take_fence() else { return false };
         self.stats.dispatched += 1;
         let worker_id = self.workers[w].id.clone();
         self.apply(key, EngineEvent::Dispatched { subtask: sub, worker: worker_id, fence: Fence(fence) });
-        let Some(entry) = self.runs.get(&key) else { return };
+        let Some(entry) = self.runs.get(&key) else { return true };
         let node = entry.engine.dag().node(sub);
         let agent = agent_task(&entry.engine, sub);
         let assignment = pb::Assignment {
@@ -216,6 +232,7 @@ impl Manager {
         self.dirty.push(w);
         self.inflight
             .insert(fence, super::Inflight { run: key, subtask: sub, worker: w, last_beat_us: super::now_us() });
+        true
     }
 
     /// Sends each worker its messages of this turn and hands the writes to the sink.

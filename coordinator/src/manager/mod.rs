@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_core::engine::{Action, RunEngine};
+use swarm_core::fence::FenceSeq;
 use swarm_core::{ApiError, Dag, RetryPolicy, RunId, WorkerId};
 use swarm_proto::pb;
 use swarm_store::RunRepo;
@@ -54,9 +55,9 @@ pub struct ManagerConfig {
     pub retry: RetryPolicy,
     /// How often workers should send heartbeats.
     pub heartbeat_interval: Duration,
-    /// The leadership term (0 when unfenced); fences of this term start above every fence of
-    /// earlier terms.
-    pub term: i64,
+    /// The leadership term number (0 when unfenced), for logs; the term's fences come in
+    /// [`Startup::fences`].
+    pub term: u64,
     /// How long resumed runs wait for workers to reconnect and declare held attempts.
     pub recovery_grace: Duration,
     /// This coordinator's name, sent to workers.
@@ -229,6 +230,8 @@ pub struct Startup {
     pub recovered: Recovered,
     /// Workers registered in the store when the term began.
     pub expected_workers: HashSet<WorkerId>,
+    /// The term's attempt fences: above every fence of earlier terms.
+    pub fences: FenceSeq,
 }
 
 /// Spawns the manager (and its sink) on the current runtime; both stop when `term` is
@@ -244,10 +247,10 @@ pub fn spawn(
     let (sink_tx, sink_rx) = mpsc::channel(64);
     let sink_stats = Arc::new(SinkStats::default());
     tracker.spawn(sink::run(repo.clone(), sink_rx, term.clone(), sink_stats.clone()));
-    let fence_base = if config.term > 0 { (config.term as u64) << 32 } else { 0 };
     let limiter = crate::ratelimit::RateLimiter::new(&config.rate_limits);
     let mut manager = Manager {
-        next_fence: fence_base + 1,
+        fences: startup.fences.clone(),
+        term_token: term.clone(),
         config,
         repo,
         sink: sink_tx,
@@ -293,7 +296,10 @@ struct Manager {
     by_conn: HashMap<u64, usize>,
     inflight: HashMap<u64, Inflight>,
     timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
-    next_fence: u64,
+    /// The term's attempt fences, handed out in order.
+    fences: FenceSeq,
+    /// Cancelled to end the term (when its fences run out).
+    term_token: CancellationToken,
     actions: Vec<Action>,
     writes: Vec<swarm_store::Op>,
     /// Offloaded outputs to upload with `writes`.
