@@ -209,6 +209,23 @@ impl Dag {
             });
         }
 
+        let mut check_retry = |path: &str, r: &crate::retry::RetrySpec| {
+            for (field, description) in r.violations() {
+                bad(format!("{path}.{field}"), description);
+            }
+        };
+        if let Some(r) = &spec.retry {
+            check_retry("retry", r);
+        }
+        for (tool, r) in &spec.tool_retry {
+            check_retry(&format!("tool_retry.{tool}"), r);
+        }
+        for (i, s) in spec.subtasks.iter().enumerate() {
+            if let Some(r) = &s.retry {
+                check_retry(&format!("subtasks[{i}].retry"), r);
+            }
+        }
+
         for (i, s) in spec.subtasks.iter().enumerate() {
             for (j, dep) in s.depends_on.iter().enumerate() {
                 let field = format!("subtasks[{i}].depends_on[{j}]");

@@ -37,7 +37,50 @@ pub struct RetrySpec {
     pub non_retryable: Vec<crate::error::FailureKind>,
 }
 
+/// The largest `backoff_coefficient` a spec may set.
+pub const MAX_BACKOFF_COEFFICIENT: f64 = 100.0;
+/// The longest interval (initial or maximum) a spec may set: 24 h.
+pub const MAX_INTERVAL_MS: u64 = 24 * 3600 * 1000;
+/// The most attempts a spec may allow.
+pub const MAX_ATTEMPTS: u32 = 100;
+
 impl RetrySpec {
+    /// Every problem with the fields that are set, as (field name, description), checked
+    /// before anything runs: finite, bounded numbers only, so no later arithmetic can panic.
+    pub fn violations(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(c) = self.backoff_coefficient
+            && !(c.is_finite() && (1.0..=MAX_BACKOFF_COEFFICIENT).contains(&c))
+        {
+            out.push(("backoff_coefficient", format!("must be a number in [1, {MAX_BACKOFF_COEFFICIENT}], not {c}")));
+        }
+        if let Some(j) = self.jitter
+            && !(j.is_finite() && (0.0..1.0).contains(&j))
+        {
+            out.push(("jitter", format!("must be a number in [0, 1), not {j}")));
+        }
+        for (field, value) in
+            [("initial_interval_ms", self.initial_interval_ms), ("maximum_interval_ms", self.maximum_interval_ms)]
+        {
+            if let Some(ms) = value
+                && ms > MAX_INTERVAL_MS
+            {
+                out.push((field, format!("must be at most {MAX_INTERVAL_MS} (24 h), not {ms}")));
+            }
+        }
+        if let (Some(initial), Some(max)) = (self.initial_interval_ms, self.maximum_interval_ms)
+            && max < initial
+        {
+            out.push(("maximum_interval_ms", format!("must not be below initial_interval_ms ({max} < {initial})")));
+        }
+        if let Some(n) = self.maximum_attempts
+            && !(1..=MAX_ATTEMPTS).contains(&n)
+        {
+            out.push(("maximum_attempts", format!("must be from 1 to {MAX_ATTEMPTS}, not {n}")));
+        }
+        out
+    }
+
     /// The policy, defaults filled in from `base`.
     pub fn resolve(&self, base: &RetryPolicy) -> RetryPolicy {
         RetryPolicy {
@@ -92,7 +135,9 @@ impl RetryPolicy {
         let base = self.initial_interval.as_secs_f64() * self.backoff_coefficient.powi(exp);
         let capped = base.min(self.maximum_interval.as_secs_f64());
         let factor = 1.0 + self.jitter * (2.0 * rng.f64() - 1.0);
-        Duration::from_secs_f64((capped * factor).max(0.0))
+        // Validated policies keep this finite and small; should one slip through, the delay is
+        // capped rather than panicking (`from_secs_f64` panics on NaN, infinity, overflow).
+        Duration::try_from_secs_f64((capped * factor).max(0.0)).unwrap_or(self.maximum_interval)
     }
 
     /// True when another attempt may follow attempt `attempt`.
@@ -121,6 +166,64 @@ mod tests {
         let a: Vec<_> = (2..6).map(|n| p.delay(n, &mut fastrand::Rng::with_seed(1))).collect();
         let b: Vec<_> = (2..6).map(|n| p.delay(n, &mut fastrand::Rng::with_seed(1))).collect();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn spec_values_that_would_break_arithmetic_are_refused_by_name() {
+        let fields = |r: RetrySpec| r.violations().into_iter().map(|(f, _)| f).collect::<Vec<_>>();
+        for bad in [1e300, f64::NAN, f64::INFINITY, -0.1, 1.0] {
+            assert_eq!(fields(RetrySpec { jitter: Some(bad), ..RetrySpec::default() }), ["jitter"], "{bad}");
+        }
+        for bad in [f64::NAN, f64::INFINITY, 0.5, 100.5, 1e300] {
+            assert_eq!(
+                fields(RetrySpec { backoff_coefficient: Some(bad), ..RetrySpec::default() }),
+                ["backoff_coefficient"],
+                "{bad}"
+            );
+        }
+        assert_eq!(fields(RetrySpec { maximum_attempts: Some(0), ..RetrySpec::default() }), ["maximum_attempts"]);
+        assert_eq!(
+            fields(RetrySpec { maximum_attempts: Some(u32::MAX), ..RetrySpec::default() }),
+            ["maximum_attempts"]
+        );
+        assert_eq!(
+            fields(RetrySpec { initial_interval_ms: Some(u64::MAX), ..RetrySpec::default() }),
+            ["initial_interval_ms"]
+        );
+        assert_eq!(
+            fields(RetrySpec {
+                initial_interval_ms: Some(500),
+                maximum_interval_ms: Some(100),
+                ..RetrySpec::default()
+            }),
+            ["maximum_interval_ms"]
+        );
+        let fine = RetrySpec {
+            initial_interval_ms: Some(0),
+            backoff_coefficient: Some(100.0),
+            maximum_interval_ms: Some(MAX_INTERVAL_MS),
+            maximum_attempts: Some(MAX_ATTEMPTS),
+            jitter: Some(0.99),
+            non_retryable: vec![],
+        };
+        assert!(fine.violations().is_empty());
+        // The bounds keep every delay finite: the largest policy allowed, at its largest attempt.
+        let p = fine.resolve(&RetryPolicy::default());
+        let mut rng = fastrand::Rng::with_seed(3);
+        assert!(p.delay(MAX_ATTEMPTS, &mut rng) <= Duration::from_millis(MAX_INTERVAL_MS * 2));
+    }
+
+    #[test]
+    fn a_delay_never_panics_even_on_a_policy_that_escaped_validation() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        for jitter in [1e300, f64::NAN, f64::INFINITY, -1e300] {
+            let p = RetryPolicy { jitter, ..RetryPolicy::default() };
+            for attempt in [2, 3, 50] {
+                assert!(p.delay(attempt, &mut rng) <= p.maximum_interval.max(Duration::from_secs(1e6 as u64)));
+            }
+        }
+        let p = RetryPolicy { backoff_coefficient: f64::MAX, ..RetryPolicy::default() };
+        let _ = p.delay(64, &mut rng);
     }
 
     #[test]

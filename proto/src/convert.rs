@@ -173,8 +173,10 @@ impl From<&RunSpec> for pb::RunSpec {
 
 fn retry_spec(p: pb::RetryPolicy) -> RetrySpec {
     RetrySpec {
-        initial_interval_ms: p.initial_interval.map(|d| duration_to_us(&d) / 1000).filter(|&v| v > 0),
-        backoff_coefficient: (p.backoff_coefficient > 0.0).then_some(p.backoff_coefficient),
+        // A present duration is meant, zero included (`initial_interval_ms: 0` retries at once).
+        initial_interval_ms: p.initial_interval.map(|d| duration_to_us(&d) / 1000),
+        // 0 is proto3's "unset"; anything else (NaN, negative, huge) goes on to validation.
+        backoff_coefficient: (p.backoff_coefficient != 0.0).then_some(p.backoff_coefficient),
         maximum_interval_ms: p.maximum_interval.map(|d| duration_to_us(&d) / 1000).filter(|&v| v > 0),
         maximum_attempts: (p.maximum_attempts > 0).then_some(p.maximum_attempts),
         jitter: p.jitter,
@@ -184,9 +186,9 @@ fn retry_spec(p: pb::RetryPolicy) -> RetrySpec {
 
 fn retry_wire(r: &RetrySpec) -> pb::RetryPolicy {
     pb::RetryPolicy {
-        initial_interval: r.initial_interval_ms.map(|ms| duration_us(ms * 1000)),
+        initial_interval: r.initial_interval_ms.map(|ms| duration_us(ms.saturating_mul(1000))),
         backoff_coefficient: r.backoff_coefficient.unwrap_or(0.0),
-        maximum_interval: r.maximum_interval_ms.map(|ms| duration_us(ms * 1000)),
+        maximum_interval: r.maximum_interval_ms.map(|ms| duration_us(ms.saturating_mul(1000))),
         maximum_attempts: r.maximum_attempts.unwrap_or(0),
         jitter: r.jitter,
         non_retryable: r.non_retryable.iter().map(|k| pb::FailureKind::from(*k) as i32).collect(),
@@ -203,7 +205,7 @@ pub fn unix_us(ts: &prost_types::Timestamp) -> u64 {
     if ts.seconds < 0 {
         return 0;
     }
-    ts.seconds as u64 * 1_000_000 + (ts.nanos.max(0) as u64) / 1_000
+    (ts.seconds as u64).saturating_mul(1_000_000).saturating_add((ts.nanos.max(0) as u64) / 1_000)
 }
 
 /// µs as a protobuf duration.
@@ -216,7 +218,8 @@ pub fn duration_to_us(d: &prost_types::Duration) -> u64 {
     if d.seconds < 0 || d.nanos < 0 {
         return 0;
     }
-    d.seconds as u64 * 1_000_000 + d.nanos as u64 / 1_000
+    // Saturating: a peer may send any i64 (no arithmetic on outside input may panic).
+    (d.seconds as u64).saturating_mul(1_000_000).saturating_add(d.nanos as u64 / 1_000)
 }
 
 impl From<RunState> for pb::RunState {
@@ -301,6 +304,21 @@ impl From<&RunSummary> for pb::RunSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_from_peers_saturate_instead_of_overflowing() {
+        let huge = prost_types::Duration { seconds: i64::MAX, nanos: 999_999_999 };
+        assert_eq!(duration_to_us(&huge), u64::MAX);
+        assert_eq!(duration_to_us(&prost_types::Duration { seconds: -5, nanos: 0 }), 0);
+        assert_eq!(unix_us(&prost_types::Timestamp { seconds: i64::MAX, nanos: i32::MAX }), u64::MAX);
+        assert_eq!(unix_us(&prost_types::Timestamp { seconds: 2, nanos: -7 }), 2_000_000);
+        // A present zero interval is kept: it means "retry at once".
+        let r = retry_spec(pb::RetryPolicy { initial_interval: Some(duration_us(0)), ..Default::default() });
+        assert_eq!(r.initial_interval_ms, Some(0));
+        assert_eq!(retry_spec(pb::RetryPolicy::default()).initial_interval_ms, None);
+        let r = retry_spec(pb::RetryPolicy { backoff_coefficient: f64::NAN, ..Default::default() });
+        assert!(r.backoff_coefficient.is_some_and(f64::is_nan), "passed on for validation to refuse");
+    }
 
     #[test]
     fn decoding_collects_every_field_error() {

@@ -200,3 +200,40 @@ async fn a_tool_no_worker_offers_is_said_at_once_and_fails_after_the_no_worker_t
     assert_eq!(up.wait_exit(Duration::from_secs(20)).await.expect("exit"), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_policy_that_would_break_arithmetic_is_refused_and_the_cluster_goes_on() {
+    let dir = temp_dir("jitter");
+    let (mut up, url) = up(&dir, &[]).await;
+    let spec = dir.join("c1.yaml");
+    // Once this stopped the cluster for good: the first retry panicked in the run manager.
+    std::fs::write(
+        &spec,
+        "name: c1\nretry: {jitter: 1e300}\nsubtasks:\n  - {id: f, tool: flaky, args: {fail_times: 2, ms: 10}}\n",
+    )
+    .expect("write");
+    let (code, _, err) = swarm(&["submit", &spec.display().to_string(), "--wait", "--addr", &url]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("InvalidArgument") && err.contains("retry.jitter"), "{err}");
+    // Values no YAML or JSON file carries come straight over gRPC.
+    let mut c = swarm_cli::client::connect(&url).await.expect("client");
+    let mut bad = swarm_core::RunSpec::new("c2", vec![swarm_tests::proc_cluster::echo("f")]);
+    bad.subtasks[0].retry = Some(swarm_core::retry::RetrySpec {
+        backoff_coefficient: Some(f64::NAN),
+        maximum_attempts: Some(1000),
+        ..Default::default()
+    });
+    let status = c
+        .submit_run(swarm_proto::pb::SubmitRunRequest { spec: Some((&bad).into()), idempotency_key: String::new() })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let fields: Vec<String> = swarm_proto::status::field_violations(&status).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(fields, ["subtasks[0].retry.backoff_coefficient", "subtasks[0].retry.maximum_attempts"]);
+    // The same cluster still runs work, retries included.
+    let (code, _, err) = swarm(&["submit", &example("small.yaml"), "--wait", "--addr", &url]).await;
+    assert_eq!(code, Some(0), "{err}");
+    up.signal("TERM").expect("TERM");
+    assert_eq!(up.wait_exit(Duration::from_secs(20)).await.expect("exit"), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
