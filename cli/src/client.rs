@@ -73,7 +73,7 @@ pub struct SubtaskJson {
     /// `tool`, `agent` or `orchestrator`.
     pub kind: String,
     pub tool: String,
-    /// `PENDING`, `READY`, `RUNNING`, `SUCCEEDED`, `FAILED`, …
+    /// `BLOCKED`, `READY`, `RUNNING`, `BACKOFF`, `SUCCEEDED`, `FAILED`, `SKIPPED`, …
     pub state: String,
     /// The current or last attempt (1-based; 0 before the first).
     pub attempt: u32,

@@ -27,6 +27,13 @@ async fn up(dir: &Path, extra: &[&str]) -> (SwarmProcess, String) {
     (up, url)
 }
 
+/// Stops `swarm up` gracefully (it must exit 0) and removes the test's directory.
+async fn stop(mut up: SwarmProcess, dir: &Path) {
+    up.signal("TERM").expect("TERM");
+    assert_eq!(up.wait_exit(Duration::from_secs(20)).await.expect("exit"), Some(0), "{}", up.log_text());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("swarm-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -51,7 +58,7 @@ async fn swarm(args: &[&str]) -> (Option<i32>, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_subtasks_lists_every_subtask_with_its_times_as_json_and_as_a_table() {
     let dir = temp_dir("get");
-    let (mut up, url) = up(&dir, &[]).await;
+    let (up, url) = up(&dir, &[]).await;
     let (code, out, err) = swarm(&["submit", &example("small.yaml"), "--wait", "--json", "--addr", &url]).await;
     assert_eq!(code, Some(0), "{err}");
     let submitted: Value = serde_json::from_str(out.trim()).expect("one JSON object");
@@ -99,9 +106,7 @@ async fn get_subtasks_lists_every_subtask_with_its_times_as_json_and_as_a_table(
     let row = out.lines().find(|l| l.trim_start().starts_with("search-papers ")).expect("a row per subtask");
     assert!(row.contains("SUCCEEDED") && row.contains(" ms"), "{row}");
 
-    up.signal("TERM").expect("TERM");
-    assert_eq!(up.wait_exit(Duration::from_secs(20)).await.expect("exit"), Some(0));
-    let _ = std::fs::remove_dir_all(&dir);
+    stop(up, &dir).await;
 }
 
 /// Runs `swarm ARGS` with its stdout a pipe whose reader is already gone.
@@ -120,7 +125,7 @@ fn into_closed_pipe(args: &[&str]) -> (Option<i32>, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_end_quietly_when_their_output_pipe_closes() {
     let dir = temp_dir("pipe");
-    let (mut up, url) = up(&dir, &[]).await;
+    let (up, url) = up(&dir, &[]).await;
     let (code, out, err) = swarm(&["submit", &example("small.yaml"), "--wait", "--addr", &url]).await;
     assert_eq!(code, Some(0), "{err}");
     let run_id = out.lines().find_map(|l| l.strip_prefix("run ")).and_then(|l| l.split_whitespace().next());
@@ -138,15 +143,13 @@ async fn commands_end_quietly_when_their_output_pipe_closes() {
         assert!(matches!(code, Some(0 | 141)), "swarm {args:?}: exit {code:?}: {stderr}");
         assert!(stderr.trim().is_empty(), "swarm {args:?} is quiet: {stderr}");
     }
-    up.signal("TERM").expect("TERM");
-    assert_eq!(up.wait_exit(Duration::from_secs(20)).await.expect("exit"), Some(0));
-    let _ = std::fs::remove_dir_all(&dir);
+    stop(up, &dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_no_worker_offers_is_said_at_once_and_fails_after_the_no_worker_timeout() {
     let dir = temp_dir("typo");
-    let (mut up, url) = up(&dir, &["--no-worker-timeout", "3s"]).await;
+    let (up, url) = up(&dir, &["--no-worker-timeout", "3s"]).await;
     let spec = dir.join("typo.yaml");
     std::fs::write(
         &spec,
@@ -196,15 +199,13 @@ async fn a_tool_no_worker_offers_is_said_at_once_and_fails_after_the_no_worker_t
     assert_eq!(by_id("b")["state"], "SKIPPED");
     assert_eq!(by_id("c")["state"], "SUCCEEDED");
 
-    up.signal("TERM").expect("TERM");
-    assert_eq!(up.wait_exit(Duration::from_secs(20)).await.expect("exit"), Some(0));
-    let _ = std::fs::remove_dir_all(&dir);
+    stop(up, &dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_policy_that_would_break_arithmetic_is_refused_and_the_cluster_goes_on() {
     let dir = temp_dir("jitter");
-    let (mut up, url) = up(&dir, &[]).await;
+    let (up, url) = up(&dir, &[]).await;
     let spec = dir.join("c1.yaml");
     // Once this stopped the cluster for good: the first retry panicked in the run manager.
     std::fs::write(
@@ -233,7 +234,5 @@ async fn a_retry_policy_that_would_break_arithmetic_is_refused_and_the_cluster_g
     // The same cluster still runs work, retries included.
     let (code, _, err) = swarm(&["submit", &example("small.yaml"), "--wait", "--addr", &url]).await;
     assert_eq!(code, Some(0), "{err}");
-    up.signal("TERM").expect("TERM");
-    assert_eq!(up.wait_exit(Duration::from_secs(20)).await.expect("exit"), Some(0));
-    let _ = std::fs::remove_dir_all(&dir);
+    stop(up, &dir).await;
 }
