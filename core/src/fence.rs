@@ -31,6 +31,20 @@ pub struct FenceSeq {
     last: u64,
 }
 
+/// The next fence, or `None` once the term's sequence is used up.
+impl Iterator for FenceSeq {
+    type Item = Fence;
+
+    fn next(&mut self) -> Option<Fence> {
+        if self.next > self.last {
+            return None;
+        }
+        let fence = Fence(self.next);
+        self.next += 1;
+        Some(fence)
+    }
+}
+
 /// The fences of term 0: an unfenced, single coordinator.
 impl Default for FenceSeq {
     fn default() -> Self {
@@ -46,16 +60,6 @@ impl FenceSeq {
         }
         let base = term << SEQ_BITS;
         Ok(Self { next: base + 1, last: base | SEQ_MASK })
-    }
-
-    /// The next fence, or `None` once the term's sequence is used up.
-    pub fn next(&mut self) -> Option<Fence> {
-        if self.next > self.last {
-            return None;
-        }
-        let fence = Fence(self.next);
-        self.next += 1;
-        Some(fence)
     }
 
     /// The term a fence was handed out in.

@@ -1,0 +1,309 @@
+//! The `swarm` command line: every subcommand's flags (the flag names, `SWARM_*` variables and
+//! defaults are a contract: docs/configuration.md), and their parsers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use swarm_store::{MemoryStore, StateStore};
+
+pub const DEFAULT_ADDR: &str = "http://127.0.0.1:7070";
+
+#[derive(Parser)]
+#[command(name = "swarm", version, about = "A distributed execution cluster for agent swarms")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// A YAML file of flag values (docs/configuration.md); flags and SWARM_* variables win.
+    #[arg(long, global = true, env = "SWARM_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Coordinator + in-process workers in one process, serving gRPC (memory store, or etcd).
+    Up(UpArgs),
+    /// Runs the 1,500-call swarm example on an embedded cluster and prints the summary.
+    Demo(DemoArgs),
+    /// A coordinator process. With --etcd, any number of them elect a leader; the others stand by.
+    Coordinator(CoordinatorArgs),
+    /// A worker process: finds the leader through etcd (--etcd) or at a fixed --coordinator URL.
+    Worker(WorkerArgs),
+    /// Submits a run spec (YAML or JSON).
+    Submit(SubmitArgs),
+    /// Shows one run.
+    Get(GetArgs),
+    /// Lists runs, newest first.
+    Runs(RunsArgs),
+    /// Cancels a run.
+    Cancel(CancelArgs),
+    /// Streams a run's events until it ends.
+    Watch(WatchArgs),
+    /// Benchmarks the embedded cluster (see docs/benchmarks.md).
+    Bench(BenchArgs),
+    /// Exits 0 when the gRPC server at --addr reports SERVING.
+    Healthcheck(HealthcheckArgs),
+    /// Prints an example run spec: `small` or `swarm` (1 → 100 × 15 → 1).
+    Example(ExampleArgs),
+}
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    #[arg(long, env = "SWARM_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    #[arg(long, env = "SWARM_WORKERS", default_value_t = 4)]
+    pub workers: usize,
+    #[arg(long, env = "SWARM_SLOTS", default_value_t = 64)]
+    pub slots: u32,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Where large outputs and specs go: a directory, file:///dir or memory:// (default:
+    /// memory:// with the memory store, ./swarm-payloads with etcd).
+    #[arg(long, env = "SWARM_PAYLOADS")]
+    pub payloads: Option<String>,
+    /// Serve the web view and Prometheus `/metrics` on this address (e.g. 127.0.0.1:9090).
+    #[arg(long, env = "SWARM_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// A ready subtask whose tool or model no connected worker offers fails after this long,
+    /// saying so (0: it waits for such a worker forever).
+    #[arg(long, env = "SWARM_NO_WORKER_TIMEOUT", default_value = "60s", value_parser = parse_ttl)]
+    pub no_worker_timeout: Duration,
+}
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Run this spec instead of the built-in swarm example.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    #[arg(long, default_value_t = 64)]
+    pub slots: u32,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct CoordinatorArgs {
+    #[arg(long, env = "SWARM_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// The address workers and clients reach this coordinator at (default: http://LISTEN).
+    #[arg(long, env = "SWARM_ADVERTISE")]
+    pub advertise: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Where large outputs and specs go: a directory, file:///dir or memory:// (default:
+    /// memory:// with the memory store, ./swarm-payloads with etcd; coordinators of one
+    /// cluster must share it).
+    #[arg(long, env = "SWARM_PAYLOADS")]
+    pub payloads: Option<String>,
+    /// A cluster-wide rate limit for a tool: TOOL=RATE[/BURST] (calls per second); repeatable.
+    #[arg(long = "rate-limit", value_parser = parse_rate_limit)]
+    pub rate_limits: Vec<(String, swarm_coordinator::ratelimit::RateLimit)>,
+    /// Ended runs are deleted after this long (0: never).
+    #[arg(long, env = "SWARM_RUN_TTL", default_value = "7d", value_parser = parse_ttl)]
+    pub run_ttl: Duration,
+    /// Serve the web view and Prometheus `/metrics` on this address (e.g. 127.0.0.1:9090).
+    #[arg(long, env = "SWARM_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Also serve `grpc.health.v1` alone on this plaintext address (Kubernetes gRPC probes).
+    #[arg(long, env = "SWARM_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// A ready subtask whose tool or model no connected worker offers fails after this long,
+    /// saying so (0: it waits for such a worker forever).
+    #[arg(long, env = "SWARM_NO_WORKER_TIMEOUT", default_value = "60s", value_parser = parse_ttl)]
+    pub no_worker_timeout: Duration,
+}
+
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    /// The coordinator's URL (without --etcd).
+    #[arg(long, env = "SWARM_COORDINATOR", default_value = DEFAULT_ADDR)]
+    pub coordinator: String,
+    #[arg(long, env = "SWARM_SLOTS", default_value_t = 64)]
+    pub slots: u32,
+    /// Worker id (default: generated).
+    #[arg(long, env = "SWARM_WORKER_ID")]
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Offer the side-effecting `append` tool, writing files in this directory.
+    #[arg(long, env = "SWARM_APPEND_DIR")]
+    pub append_dir: Option<PathBuf>,
+    /// MCP servers whose tools this worker offers (YAML; see docs/agents.md).
+    #[arg(long, env = "SWARM_MCP")]
+    pub mcp: Option<PathBuf>,
+    /// OpenAI-compatible model endpoints for agents (YAML: name → base_url, model, api_key_env…).
+    #[arg(long, env = "SWARM_MODELS")]
+    pub models: Option<PathBuf>,
+    /// A script for the `scripted` model (YAML).
+    #[arg(long, env = "SWARM_SCRIPT")]
+    pub script: Option<PathBuf>,
+    /// Serve Prometheus `/metrics` on this address.
+    #[arg(long, env = "SWARM_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Serve `grpc.health.v1` on this plaintext address: SERVING while the worker takes
+    /// attempts, NOT_SERVING from SIGTERM on (while it drains).
+    #[arg(long, env = "SWARM_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// On SIGTERM, how long in-flight attempts may finish before they are handed back.
+    #[arg(long, env = "SWARM_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_ttl)]
+    pub drain_timeout: Duration,
+}
+
+#[derive(clap::Args)]
+pub struct SubmitArgs {
+    pub file: PathBuf,
+    #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: String,
+    /// Wait for the run to end, showing progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print one JSON object (with --wait: at the end).
+    #[arg(long)]
+    pub json: bool,
+    /// Submitting again with the same key returns the same run.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct GetArgs {
+    pub run: String,
+    #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: String,
+    #[arg(long)]
+    pub json: bool,
+    /// Also list every subtask.
+    #[arg(long)]
+    pub subtasks: bool,
+}
+
+#[derive(clap::Args)]
+pub struct RunsArgs {
+    #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: String,
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct CancelArgs {
+    pub run: String,
+    #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: String,
+    #[arg(long, default_value = "cancelled from the CLI")]
+    pub reason: String,
+}
+
+#[derive(clap::Args)]
+pub struct WatchArgs {
+    pub run: String,
+    #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: String,
+    /// Start after this sequence number.
+    #[arg(long, default_value_t = 0)]
+    pub after_seq: u64,
+    /// One JSON object per event.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 100)]
+    pub chains: usize,
+    #[arg(long, default_value_t = 15)]
+    pub length: usize,
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    #[arg(long, default_value_t = 64)]
+    pub slots: u32,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 50.0)]
+    pub median_ms: f64,
+    #[arg(long, default_value_t = 0.5)]
+    pub sigma: f64,
+    /// Efficiency runs (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Concurrent runs in the throughput test.
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// efficiency, throughput, agents (embedded only), stragglers or all.
+    #[arg(long, default_value = "all")]
+    pub scenario: String,
+    #[arg(long)]
+    pub json: bool,
+    /// Benchmark the running cluster at this address instead of an embedded one.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// etcd's client URL: report etcd transactions per tool call.
+    #[arg(long)]
+    pub etcd_metrics: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct HealthcheckArgs {
+    #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: String,
+    /// The service to check ("" is the whole server).
+    #[arg(long, default_value = "")]
+    pub service: String,
+}
+
+#[derive(clap::Args)]
+pub struct ExampleArgs {
+    pub which: String,
+}
+
+/// Where state lives.
+#[derive(clap::Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// etcd endpoints, comma-separated (default: the in-memory store).
+    #[arg(long, env = "SWARM_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Key prefix in the store.
+    #[arg(long, env = "SWARM_PREFIX", default_value = "/swarm/v1/")]
+    pub prefix: String,
+    /// Lease TTL of coordinators and workers: how fast a dead one is noticed.
+    #[arg(long, env = "SWARM_LEASE_TTL", default_value = "5s", value_parser = parse_ttl)]
+    pub lease_ttl: Duration,
+}
+
+impl StoreArgs {
+    pub fn payloads(&self, url: Option<&str>) -> anyhow::Result<swarm_store::payload::PayloadStore> {
+        let default = if self.etcd.is_empty() { "memory://" } else { "./swarm-payloads" };
+        swarm_store::payload::PayloadStore::from_url(url.unwrap_or(default), swarm_store::payload::DEFAULT_THRESHOLD)
+            .map_err(|e| anyhow::anyhow!("--payloads: {e}"))
+    }
+
+    pub async fn open(&self) -> anyhow::Result<Arc<dyn StateStore>> {
+        if self.etcd.is_empty() {
+            return Ok(Arc::new(MemoryStore::new()));
+        }
+        let store = swarm_store::EtcdStore::connect(&self.etcd, Duration::from_secs(5))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach etcd at {}: {e}", self.etcd.join(",")))?;
+        Ok(Arc::new(store))
+    }
+}
+
+pub fn parse_rate_limit(text: &str) -> Result<(String, swarm_coordinator::ratelimit::RateLimit), String> {
+    let (tool, limit) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected TOOL=RATE[/BURST]"))?;
+    Ok((tool.to_owned(), limit.parse()?))
+}
+
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+    if let Some(days) = text.strip_suffix('d') {
+        let days = days.parse::<u64>().map_err(|e| format!("`{text}`: {e}"))?;
+        return days.checked_mul(86_400).map(Duration::from_secs).ok_or_else(|| format!("`{text}`: too long"));
+    }
+    swarm_core::spec::parse_duration(text)
+}

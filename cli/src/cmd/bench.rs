@@ -1,0 +1,154 @@
+//! `swarm bench`: runs the benchmarks (docs/benchmarks.md) and prints their report.
+
+use std::process::ExitCode;
+
+use swarm_cli::bench::{self, BenchOptions};
+use swarm_cli::outln;
+
+use crate::args::BenchArgs;
+
+/// `swarm bench`: runs on its own runtimes (see `swarm_cli::bench`), so it is called before
+/// `main` starts one.
+pub fn run(args: &BenchArgs) -> ExitCode {
+    let BenchArgs {
+        chains,
+        length,
+        workers,
+        slots,
+        seed,
+        median_ms,
+        sigma,
+        repeat,
+        runs,
+        scenario,
+        json,
+        addr,
+        etcd_metrics,
+    } = args;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let (efficiency, throughput, agents, stragglers) = match scenario.as_str() {
+        "all" => (true, true, addr.is_none(), true),
+        "efficiency" => (true, false, false, false),
+        "throughput" => (false, true, false, false),
+        "agents" => (false, false, true, false),
+        "stragglers" => (false, false, false, true),
+        other => {
+            eprintln!("error: --scenario must be efficiency, throughput, agents, stragglers or all, not `{other}`");
+            return ExitCode::from(64);
+        }
+    };
+    let opts = BenchOptions {
+        chains: *chains,
+        length: *length,
+        workers: *workers,
+        slots: *slots,
+        seed: *seed,
+        median_ms: *median_ms,
+        sigma: *sigma,
+        repeat: *repeat,
+        throughput_runs: *runs,
+        efficiency,
+        throughput,
+        agents,
+        stragglers,
+        addr: addr.clone(),
+        etcd_metrics: etcd_metrics.clone(),
+    };
+    match bench::run(&opts) {
+        Ok(report) => {
+            if *json {
+                outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                print_bench(&report);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_bench(r: &bench::BenchReport) {
+    outln!(
+        "swarm bench: {} chains × {} calls, {} workers × {} slots, {} cores",
+        r.chains,
+        r.length,
+        r.workers,
+        r.slots,
+        r.cores
+    );
+    for (i, e) in r.efficiency.iter().enumerate() {
+        outln!(
+            "  efficiency #{}: ideal {:.1} ms, wall {:.1} ms (coordinator {:.1} ms) → {:.4}",
+            i + 1,
+            e.ideal_ms,
+            e.wall_ms,
+            e.coordinator_wall_ms,
+            e.efficiency
+        );
+    }
+    if let Some(m) = r.efficiency_median {
+        outln!("  efficiency (median): {m:.4}");
+    }
+    if let Some(t) = &r.throughput {
+        outln!(
+            "  throughput: {} runs, {} tool calls in {:.0} ms → {:.0} tool calls/s",
+            t.runs,
+            t.tool_calls,
+            t.wall_ms,
+            t.tool_calls_per_sec
+        );
+        if r.workers > 0 && !t.coordinator_cpu_us_per_call.is_nan() && t.coordinator_cpu_us_per_call > 0.0 {
+            outln!(
+                "  CPU per tool call: coordinator {:.1} µs, workers + client {:.1} µs",
+                t.coordinator_cpu_us_per_call,
+                t.worker_cpu_us_per_call
+            );
+        }
+        if let (Some(txns), Some(props)) = (t.etcd_txns_per_call, t.etcd_proposals_per_call) {
+            outln!("  etcd: {txns:.3} write transactions, {props:.3} raft proposals per tool call");
+        }
+    }
+    if let Some(st) = &r.stragglers {
+        for x in &st.runs {
+            outln!(
+                "  stragglers (2% of attempts 10× slower), seed {}: ideal {:.0} ms; speculation on {:.0} ms ({:.3}×, {} backups, {} won), off {:.0} ms ({:.3}×)",
+                x.seed,
+                x.ideal_ms,
+                x.wall_on_ms,
+                x.wall_on_ms / x.ideal_ms,
+                x.speculative_attempts,
+                x.speculative_wins,
+                x.wall_off_ms,
+                x.wall_off_ms / x.ideal_ms
+            );
+        }
+        outln!(
+            "  stragglers: median wall / straggler-free ideal: {:.3}× with speculation, {:.3}× without",
+            st.median_ratio_speculation_on,
+            st.median_ratio_speculation_off
+        );
+    }
+    if let Some(a) = &r.agents {
+        outln!(
+            "  agents: orchestrator → 100 subagents × 15 calls of 50 ms: wall {:.1} ms, ideal {:.0} ms → {:.4}; \
+             {} critical steps of {} total; overhead {:.2} ms per critical step",
+            a.swarm_wall_ms,
+            a.swarm_ideal_ms,
+            a.swarm_efficiency,
+            a.swarm_critical_steps,
+            a.swarm_total_steps,
+            a.overhead_per_critical_step_ms
+        );
+        outln!(
+            "  agents: orchestrator → {} subagents, {} tool calls: wall {:.0} ms; peak RSS of the whole process {:.0} MB",
+            a.big_subagents,
+            a.big_tool_calls,
+            a.big_wall_ms,
+            a.peak_rss_mb
+        );
+    }
+}

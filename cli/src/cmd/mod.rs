@@ -1,0 +1,29 @@
+//! One module per group of commands; [`run`] dispatches a parsed command (`bench` runs before
+//! the runtime starts: see `main`).
+
+pub mod bench;
+pub mod demo;
+pub mod runs;
+pub mod server;
+
+use std::process::ExitCode;
+
+use crate::args::Command;
+
+/// Runs one command on the current runtime.
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up(args) => server::up(args).await,
+        Command::Coordinator(args) => server::coordinator(args).await,
+        Command::Worker(args) => server::worker(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Submit(args) => runs::submit(args).await,
+        Command::Get(args) => runs::get(args).await,
+        Command::Runs(args) => runs::runs(args).await,
+        Command::Cancel(args) => runs::cancel(args).await,
+        Command::Watch(args) => runs::watch(args).await,
+        Command::Healthcheck(args) => demo::healthcheck(args).await,
+        Command::Example(args) => demo::example(args).await,
+        Command::Bench(args) => Ok(bench::run(&args)),
+    }
+}

@@ -1,0 +1,177 @@
+//! The client commands on runs: `submit`, `get`, `runs`, `cancel` and `watch`.
+
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use swarm_cli::client::{self, RunJson};
+use swarm_cli::{outln, specs};
+use swarm_proto::pb;
+
+use crate::args::{CancelArgs, GetArgs, RunsArgs, SubmitArgs, WatchArgs};
+
+/// `swarm submit FILE [--wait] [--json]`.
+pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let SubmitArgs { file, addr, wait, json, idempotency_key } = args;
+    let spec = specs::load(&file)?;
+    let mut c = client::connect(&addr).await?;
+    let total = spec.subtasks.len() as u64;
+    let req = pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: idempotency_key.unwrap_or_default() };
+    let resp = c.submit_run(client::request(req)).await.map_err(|s| client::status_error(&s))?.into_inner();
+    if !wait {
+        if json {
+            let run = client::get(&mut c, &resp.run_id, false).await.map_err(|s| client::status_error(&s))?;
+            outln!("{}", serde_json::to_string(&RunJson::from(&run))?);
+        } else {
+            outln!("{}", resp.run_id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bar = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} calls {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    bar.set_message(resp.run_id.clone());
+    client::follow(&mut c, &resp.run_id, 0, |ev| {
+        use pb::run_event::Event;
+        match &ev.event {
+            Some(Event::SubtaskSucceeded(_) | Event::SubtaskSkipped(_)) => bar.inc(1),
+            // Said at once (a tool no worker offers, a refused spawn), also with --json:
+            // on stderr, so stdout stays one JSON object.
+            Some(Event::Warning(w)) => bar.suspend(|| eprintln!("warning: {}: {}", w.subtask_id, w.message)),
+            _ => {}
+        }
+    })
+    .await?;
+    bar.finish_and_clear();
+    let run = client::get(&mut c, &resp.run_id, false).await.map_err(|s| client::status_error(&s))?;
+    print_run(&run, json)?;
+    Ok(exit_for(run.state))
+}
+
+/// `swarm get RUN [--subtasks] [--json]`.
+pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    let GetArgs { run, addr, json, subtasks } = args;
+    let mut c = client::connect(&addr).await?;
+    let run = client::get(&mut c, &run, subtasks).await.map_err(|s| client::status_error(&s))?;
+    print_run(&run, json)?;
+    if subtasks && !json {
+        let rows: Vec<client::SubtaskJson> = run.subtasks.iter().map(client::SubtaskJson::from).collect();
+        for line in client::subtask_table(&rows) {
+            outln!("{line}");
+        }
+    }
+    Ok(exit_for(run.state))
+}
+
+/// `swarm runs`: newest first.
+pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
+    let RunsArgs { addr, limit, json } = args;
+    let mut c = client::connect(&addr).await?;
+    let resp = c
+        .list_runs(client::request(pb::ListRunsRequest { page_size: limit, page_token: String::new() }))
+        .await
+        .map_err(|s| client::status_error(&s))?
+        .into_inner();
+    for run in &resp.runs {
+        let j = RunJson::from(run);
+        if json {
+            outln!("{}", serde_json::to_string(&j)?);
+        } else {
+            outln!(
+                "{}  {:<10} {:<16} {}/{} calls",
+                j.run_id,
+                j.state,
+                j.name,
+                j.tool_calls_completed,
+                j.total_subtasks
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `swarm cancel RUN`.
+pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
+    let CancelArgs { run, addr, reason } = args;
+    let mut c = client::connect(&addr).await?;
+    let resp = c
+        .cancel_run(client::request(pb::CancelRunRequest { run_id: run, reason }))
+        .await
+        .map_err(|s| client::status_error(&s))?
+        .into_inner();
+    let run = resp.run.unwrap_or_default();
+    outln!("{} {}", run.run_id, client::state_name(run.state));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `swarm watch RUN`: every event until the run ends.
+pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
+    let WatchArgs { run, addr, after_seq, json } = args;
+    let mut c = client::connect(&addr).await?;
+    let mut failed = None;
+    client::follow(&mut c, &run, after_seq, |ev| {
+        if json {
+            match event_json(ev) {
+                Ok(line) => outln!("{line}"),
+                Err(e) => failed = Some(e),
+            }
+        } else {
+            outln!("{}", client::describe(ev));
+        }
+    })
+    .await?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn event_json(ev: &pb::RunEvent) -> anyhow::Result<String> {
+    let text = client::describe(ev);
+    Ok(serde_json::to_string(&serde_json::json!({
+        "run_id": ev.run_id,
+        "seq": ev.seq,
+        "time_us": ev.time.as_ref().map(swarm_proto::convert::unix_us),
+        "event": text.trim_start().split_once(' ').map(|(_, rest)| rest).unwrap_or(""),
+    }))?)
+}
+
+/// 2 when the run ended without succeeding; 0 otherwise (also while it is still running).
+pub fn exit_for(state: i32) -> ExitCode {
+    let ended_badly = state == pb::RunState::Failed as i32 || state == pb::RunState::Cancelled as i32;
+    if ended_badly { ExitCode::from(2) } else { ExitCode::SUCCESS }
+}
+
+pub fn print_run(run: &pb::Run, json: bool) -> anyhow::Result<()> {
+    let j = RunJson::from(run);
+    if json {
+        outln!("{}", serde_json::to_string(&j)?);
+        return Ok(());
+    }
+    outln!("run {} ({}): {}", j.run_id, j.name, j.state);
+    outln!(
+        "  subtasks: {} completed, {} failed, {} skipped of {} ({} attempts)",
+        j.tool_calls_completed,
+        j.tool_calls_failed,
+        j.tool_calls_skipped,
+        j.total_subtasks,
+        j.attempts
+    );
+    outln!(
+        "  wall time {:.1} ms; critical path {:.1} ms; total work {:.1} ms",
+        j.wall_ms,
+        j.critical_path_ms,
+        j.total_work_ms
+    );
+    outln!("  critical steps {}; total steps {}; parallelism {:.2}", j.critical_steps, j.total_steps, j.parallelism);
+    if j.subagents > 0 || j.agent_tool_calls > 0 {
+        outln!("  agents: {} subagents, {} tool calls, {} tokens", j.subagents, j.agent_tool_calls, j.tokens);
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! The server commands: `swarm up` (coordinator and workers in one process), `swarm
+//! coordinator` and `swarm worker`, with their signal handling and health ports.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use swarm_cli::embedded::{Embedded, EmbeddedOptions};
+use swarm_coordinator::{Coordinator, CoordinatorConfig};
+use swarm_worker::{ToolRegistry, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{CoordinatorArgs, UpArgs, WorkerArgs};
+
+/// `swarm up`: a coordinator and in-process workers until Ctrl-C or SIGTERM.
+pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let UpArgs { listen, workers, slots, store, payloads, http_listen, no_worker_timeout } = args;
+    let backend =
+        if store.etcd.is_empty() { "memory store".to_owned() } else { format!("etcd {}", store.etcd.join(",")) };
+    let mut options = EmbeddedOptions { listen, workers, slots, http_listen, ..EmbeddedOptions::default() };
+    options.coordinator.prefix = store.prefix.clone();
+    options.coordinator.lease_ttl = store.lease_ttl;
+    options.coordinator.manager.no_worker_timeout = no_worker_timeout;
+    options.coordinator.payloads = store.payloads(payloads.as_deref())?;
+    let token = CancellationToken::new();
+    cancel_on_signal(token.clone());
+    let cluster = Embedded::start_on(options, store.open().await?, None).await?;
+    eprintln!(
+        "swarm up: coordinator on {} with {workers} workers × {slots} slots ({backend}); Ctrl-C stops",
+        cluster.url()
+    );
+    if let Some(addr) = cluster.http_addr {
+        eprintln!("swarm up: web view on http://{addr}/, metrics on http://{addr}/metrics");
+    }
+    token.cancelled().await;
+    cluster.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `swarm coordinator`: one coordinator process (with etcd, one of several).
+pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
+    let CoordinatorArgs {
+        listen,
+        advertise,
+        store,
+        payloads,
+        rate_limits,
+        run_ttl,
+        http_listen,
+        health_listen,
+        no_worker_timeout,
+    } = args;
+    let token = CancellationToken::new();
+    cancel_on_signal(token.clone());
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let config = CoordinatorConfig {
+        prefix: store.prefix.clone(),
+        advertise: advertise.unwrap_or_else(|| format!("http://{listen}")),
+        lease_ttl: store.lease_ttl,
+        run_ttl: (!run_ttl.is_zero()).then_some(run_ttl),
+        payloads: store.payloads(payloads.as_deref())?,
+        ..CoordinatorConfig::default()
+    };
+    let mut config = config;
+    config.manager.rate_limits = rate_limits.into_iter().collect();
+    config.manager.no_worker_timeout = no_worker_timeout;
+    let coordinator = Coordinator::start(config, store.open().await?, token);
+    if let Some(addr) = http_listen {
+        let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--http-listen {addr}"))?;
+        tracing::info!(addr = %http.local_addr()?, "web view and /metrics serving");
+        coordinator.serve_http(http);
+    }
+    if let Some(addr) = health_listen {
+        let health = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--health-listen {addr}"))?;
+        coordinator.serve_health(health);
+    }
+    coordinator.serve(listener, Duration::from_secs(10)).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `swarm worker`: a worker process; drains on SIGTERM.
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let WorkerArgs {
+        coordinator,
+        slots,
+        id,
+        store,
+        append_dir,
+        mcp,
+        models,
+        script,
+        http_listen,
+        health_listen,
+        drain_timeout,
+    } = args;
+    let token = CancellationToken::new();
+    cancel_on_signal(token.clone());
+    // Serves until the process exits; NOT_SERVING once the drain starts.
+    let exit = CancellationToken::new();
+    let _exit_guard = exit.clone().drop_guard();
+    if let Some(addr) = health_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--health-listen {addr}"))?;
+        serve_worker_health(listener, token.clone(), exit.clone()).await;
+    }
+    if let Some(addr) = http_listen {
+        let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--http-listen {addr}"))?;
+        tracing::info!(addr = %http.local_addr()?, "/metrics serving");
+        tokio::spawn(swarm_telemetry::serve_metrics(http, exit.clone().cancelled_owned()));
+    }
+    let mut config = WorkerConfig::new(coordinator);
+    config.slots = slots;
+    config.drain_timeout = drain_timeout;
+    config.lease_ttl = store.lease_ttl;
+    if let Some(id) = id {
+        config.worker_id = id.into();
+    }
+    if !store.etcd.is_empty() {
+        config.source =
+            swarm_worker::CoordinatorSource::Store { store: store.open().await?, prefix: store.prefix.clone() };
+    }
+    let mut tools = ToolRegistry::builtin();
+    if let Some(dir) = append_dir {
+        anyhow::ensure!(dir.is_dir(), "--append-dir {} is not a directory", dir.display());
+        tools.register(Arc::new(swarm_worker::tools::builtin::Append::new(dir)));
+    }
+    if let Some(path) = mcp {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let config =
+            swarm_worker::tools::mcp::parse_config(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        for tool in swarm_worker::tools::mcp::load(&config).await.map_err(|e| anyhow::anyhow!(e))? {
+            tools.register(tool);
+        }
+    }
+    let mut registry = swarm_worker::model::ModelRegistry::new();
+    if let Some(path) = models {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let endpoints =
+            swarm_worker::model::load_endpoints(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        for (name, endpoint) in endpoints {
+            let model =
+                swarm_worker::model::OpenAiModel::new(&endpoint).map_err(|e| anyhow::anyhow!("model `{name}`: {e}"))?;
+            registry.register(&name, Arc::new(model));
+        }
+    }
+    if let Some(path) = script {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let model = swarm_worker::model::ScriptedModel::from_yaml(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        registry.register("scripted", Arc::new(model));
+    }
+    config.models = Arc::new(registry);
+    swarm_worker::run(config, Arc::new(tools), token).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A worker's health: SERVING until `draining` fires, then NOT_SERVING until `exit`.
+async fn serve_worker_health(listener: tokio::net::TcpListener, draining: CancellationToken, exit: CancellationToken) {
+    let reporter = tonic_health::server::HealthReporter::new();
+    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    tokio::spawn(swarm_coordinator::serve_health_only(listener, reporter.clone(), exit.cancelled_owned()));
+    tokio::spawn(async move {
+        draining.cancelled().await;
+        reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    });
+}
+
+/// Cancels the token on Ctrl-C or SIGTERM. The handlers are installed before this returns, so
+/// a signal that arrives while the process is still starting is not lost (nor fatal).
+pub fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = recv(term.as_mut()) => {}
+            _ = recv(int.as_mut()) => {}
+        }
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+}
