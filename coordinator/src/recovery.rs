@@ -7,13 +7,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::Deserialize;
-use swarm_core::agent::{AgentSpec, Turn};
+use swarm_core::agent::Turn;
 use swarm_core::engine::{Failure, RestoredSubtask};
-use swarm_core::{AttemptNo, Dag, Limits, RunId, SubtaskId, WorkerId};
+use swarm_core::{AttemptNo, Dag, Limits, RunId, WorkerId};
 use swarm_store::repo::{RunHeader, SubtaskRecord};
 use swarm_store::{RunRepo, StoreError};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// An active run to resume.
 pub struct RecoveredRun {
@@ -26,20 +25,13 @@ pub struct RecoveredRun {
     pub calls: HashMap<u32, String>,
 }
 
-/// One spawned subagent, as written by the manager.
-#[derive(Deserialize)]
-struct SpawnRecord {
-    id: String,
-    agent: AgentSpec,
-    #[serde(default)]
-    call_id: String,
-}
-
 /// What the store holds.
 #[derive(Default)]
 pub struct Recovered {
     pub active: Vec<RecoveredRun>,
     pub ended: Vec<RunHeader>,
+    /// Runs not resumed because a record of theirs is corrupt, with the key.
+    pub corrupt: Vec<(RunId, String)>,
 }
 
 /// A stored subtask record as the engine's restored state.
@@ -69,49 +61,111 @@ pub async fn load(repo: &RunRepo, limits: &Limits) -> Result<Recovered, StoreErr
                 out.ended.push(header);
                 continue;
             }
-            let Some(spec) = repo.spec(&header.run_id).await? else {
-                warn!(run_id = %header.run_id, "active run without a spec; skipped");
-                continue;
-            };
-            // Stored specs passed validation once; limits may have shrunk since, so allow them.
-            let lenient = Limits { max_subtasks: usize::MAX, max_args_bytes: usize::MAX, ..limits.clone() };
-            let mut dag = match Dag::build(&spec, &lenient) {
-                Ok(dag) => dag,
-                Err(e) => {
-                    warn!(run_id = %header.run_id, error = %e, "stored spec no longer valid; skipped");
-                    continue;
+            match load_run(repo, &header, limits).await {
+                Ok(Some(run)) => out.active.push(run),
+                Ok(None) => {}
+                // One run's damaged record must not stop the cluster from leading: that run is
+                // not resumed (it stays listed as it was last written), the others are.
+                Err(StoreError::Corrupt { key, message }) => {
+                    error!(run_id = %header.run_id, %key, %message, "corrupt record; the run is not resumed");
+                    out.corrupt.push((header.run_id.clone(), key));
+                    out.ended.push(header);
                 }
-            };
-            // Subagents spawned at run time come back first, so their records find them.
-            let mut calls = HashMap::new();
-            for (key, value) in repo.run_prefix_values(&header.run_id, "spawns").await? {
-                let parent = key.split('/').next().unwrap_or_default();
-                let Some(parent) = dag.index_of(parent) else { continue };
-                let children: Vec<SpawnRecord> = serde_json::from_slice(&value).unwrap_or_default();
-                for child in children {
-                    let i = dag.add_child(parent, SubtaskId::from(child.id), child.agent);
-                    calls.insert(i, child.call_id);
-                }
+                Err(e) => return Err(e),
             }
-            let dag = Arc::new(dag);
-            let mut turns: HashMap<u32, Vec<Arc<Turn>>> = HashMap::new();
-            for (key, value) in repo.run_prefix_values(&header.run_id, "turns").await? {
-                let subtask = key.rsplit_once('/').map_or(key.as_str(), |(s, _)| s);
-                if let (Some(i), Ok(turn)) = (dag.index_of(subtask), serde_json::from_slice::<Turn>(&value)) {
-                    turns.entry(i).or_default().push(Arc::new(turn));
-                }
-            }
-            let mut records = Vec::new();
-            for (id, record) in repo.subtasks(&header.run_id).await? {
-                if let Some(i) = dag.index_of(id.as_str()) {
-                    records.push((i, restored(record)));
-                }
-            }
-            info!(run_id = %header.run_id, recorded = records.len(), total = dag.len(), "resuming run");
-            out.active.push(RecoveredRun { header, dag, records, turns, calls });
         }
         if !more {
             return Ok(out);
         }
+    }
+}
+
+/// Reads one active run's spec and records; `None` for a run that cannot be resumed as stored.
+async fn load_run(repo: &RunRepo, header: &RunHeader, limits: &Limits) -> Result<Option<RecoveredRun>, StoreError> {
+    let Some(spec) = repo.spec(&header.run_id).await? else {
+        warn!(run_id = %header.run_id, "active run without a spec; skipped");
+        return Ok(None);
+    };
+    // Stored specs passed validation once; limits may have shrunk since, so allow them.
+    let lenient = Limits { max_subtasks: usize::MAX, max_args_bytes: usize::MAX, ..limits.clone() };
+    let mut dag = match Dag::build(&spec, &lenient) {
+        Ok(dag) => dag,
+        Err(e) => {
+            warn!(run_id = %header.run_id, error = %e, "stored spec no longer valid; skipped");
+            return Ok(None);
+        }
+    };
+    // Subagents spawned at run time come back first, so their records find them.
+    let mut calls = HashMap::new();
+    for (parent, _stage, children) in repo.spawns(&header.run_id).await? {
+        let Some(parent) = dag.index_of(parent.as_str()) else { continue };
+        for child in children {
+            let i = dag.add_child(parent, child.id, child.agent);
+            calls.insert(i, child.call_id);
+        }
+    }
+    let dag = Arc::new(dag);
+    let mut turns: HashMap<u32, Vec<Arc<Turn>>> = HashMap::new();
+    for (subtask, _n, turn) in repo.turns(&header.run_id).await? {
+        if let Some(i) = dag.index_of(subtask.as_str()) {
+            turns.entry(i).or_default().push(Arc::new(turn));
+        }
+    }
+    let mut records = Vec::new();
+    for (id, record) in repo.subtasks(&header.run_id).await? {
+        if let Some(i) = dag.index_of(id.as_str()) {
+            records.push((i, restored(record)));
+        }
+    }
+    info!(run_id = %header.run_id, recorded = records.len(), total = dag.len(), "resuming run");
+    Ok(Some(RecoveredRun { header: header.clone(), dag, records, turns, calls }))
+}
+
+#[cfg(test)]
+mod tests {
+    use swarm_core::engine::RunState;
+    use swarm_core::{RunSpec, SubtaskKind, SubtaskSpec};
+    use swarm_store::{MemoryStore, Op, StateStore, Txn};
+
+    use super::*;
+
+    fn header(run: &str) -> RunHeader {
+        RunHeader {
+            run_id: RunId::from(run),
+            name: "n".into(),
+            state: RunState::Running,
+            submitted_us: 1,
+            finished_us: None,
+            idempotency_key: None,
+            summary: None,
+            term: 0,
+            trace_context: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_keeps_its_run_from_resuming_and_names_the_key_while_others_resume() {
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        let repo = RunRepo::new(store.clone(), swarm_store::repo::DEFAULT_PREFIX);
+        let spec = RunSpec::new(
+            "n",
+            vec![SubtaskSpec {
+                id: "a".into(),
+                kind: SubtaskKind::Tool { tool: "echo".into(), args: serde_json::json!({"text": "x"}) },
+                depends_on: vec![],
+                timeout: None,
+                retry: None,
+            }],
+        );
+        for run in ["r1", "r2"] {
+            repo.create_run(&header(run), &spec).await.expect("create");
+        }
+        let bad_key = "/swarm/v1/turns/r1/a/000000";
+        store.commit(Txn::new().then(Op::put(bad_key, "{truncated"))).await.expect("corrupt");
+        let recovered = load(&repo, &Limits::default()).await.expect("the term can still begin");
+        let active: Vec<&str> = recovered.active.iter().map(|r| r.header.run_id.as_str()).collect();
+        assert_eq!(active, ["r2"]);
+        assert_eq!(recovered.corrupt, vec![(RunId::from("r1"), bad_key.to_owned())]);
+        assert_eq!(recovered.ended.len(), 1, "the corrupt run stays listed");
     }
 }

@@ -6,6 +6,7 @@
 //! default; the etcd backend implements the same trait and passes the same conformance suite
 //! ([`conformance`]).
 
+pub mod agent_records;
 pub mod conformance;
 pub mod election;
 pub mod etcd;

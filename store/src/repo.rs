@@ -287,16 +287,6 @@ impl RunRepo {
         ]
     }
 
-    /// The write of one turn of an agent's transcript (`turns/{run}/{subtask}/{index}`).
-    pub fn turn_op<T: Serialize>(&self, run: &RunId, subtask: &SubtaskId, index: u32, turn: &T) -> Op {
-        Op::put(format!("{}turns/{run}/{subtask}/{index:06}", self.prefix), encode(turn))
-    }
-
-    /// The write of an orchestrator's spawn record (`spawns/{run}/{subtask}/{stage}`).
-    pub fn spawn_op<T: Serialize>(&self, run: &RunId, subtask: &SubtaskId, stage: u32, record: &T) -> Op {
-        Op::put(format!("{}spawns/{run}/{subtask}/{stage:04}", self.prefix), encode(record))
-    }
-
     /// The write of a header, for batching.
     pub fn header_op(&self, header: &RunHeader) -> Op {
         Op::put(self.header_key(&header.run_id), encode(header))
@@ -359,33 +349,21 @@ impl RunRepo {
     /// Every recorded subtask of a run.
     pub async fn subtasks(&self, run: &RunId) -> Result<Vec<(SubtaskId, SubtaskRecord)>, StoreError> {
         let prefix = self.subtasks_prefix(run);
-        let mut out = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self.store.range(&prefix, after.as_deref(), 1000).await?;
-            for kv in &page.kvs {
-                let id = String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned();
-                out.push((SubtaskId::from(id), decode(kv)?));
-            }
-            after = page.kvs.last().map(|kv| kv.key.clone());
-            if !page.more {
-                return Ok(out);
-            }
-        }
+        self.range_all(&prefix)
+            .await?
+            .iter()
+            .map(|kv| Ok((SubtaskId::from(String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned()), decode(kv)?)))
+            .collect()
     }
 
-    /// Every `(key suffix, value)` under `{prefix}{kind}/{run}/`, in key order (kinds: `turns`,
-    /// `spawns`).
-    pub async fn run_prefix_values(&self, run: &RunId, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let prefix = format!("{}{kind}/{run}/", self.prefix).into_bytes();
+    /// Every key under `prefix`, read a page at a time.
+    pub(crate) async fn range_all(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let mut out = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let page = self.store.range(&prefix, after.as_deref(), 1000).await?;
-            for kv in &page.kvs {
-                out.push((String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned(), kv.value.clone()));
-            }
+            let page = self.store.range(prefix, after.as_deref(), 1000).await?;
             after = page.kvs.last().map(|kv| kv.key.clone());
+            out.extend(page.kvs);
             if !page.more {
                 return Ok(out);
             }
@@ -402,8 +380,10 @@ impl RunRepo {
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Serializing these plain structs cannot fail (string keys, no non-finite floats reach here).
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail: string keys only, and the only floats
+    // (summary figures, retry numbers) are finite (validated at submit, computed finitely).
+    // (Were it ever to fail, the empty value reads back as a Corrupt error naming the key.)
     serde_json::to_vec(value).unwrap_or_default()
 }
 

@@ -9,6 +9,7 @@ use swarm_core::{ApiError, Dag, RunId};
 use swarm_proto::convert::timestamp;
 use swarm_proto::pb;
 use swarm_store::RunRepo;
+use swarm_store::agent_records::SpawnedChild;
 use swarm_store::repo::{RunHeader, SubtaskRecord};
 use tracing::info;
 
@@ -166,19 +167,19 @@ impl Manager {
                     .map(|s| s.children.clone())
                     .unwrap_or_default();
                 let calls = engine.slot(subtask).agent.as_ref().map(|a| &a.child_calls);
-                let record: Vec<serde_json::Value> = children
+                let record: Vec<SpawnedChild> = children
                     .iter()
-                    .map(|&c| {
+                    .filter_map(|&c| {
                         let node = engine.dag().node(c);
-                        let spec = match &node.work {
-                            swarm_core::dag::Work::Agent(a) => serde_json::to_value(a.as_ref()).unwrap_or_default(),
-                            _ => serde_json::Value::Null,
-                        };
-                        let call_id = calls.and_then(|m| m.get(&c)).cloned().unwrap_or_default();
-                        serde_json::json!({ "id": node.id, "agent": spec, "call_id": call_id })
+                        let swarm_core::dag::Work::Agent(agent) = &node.work else { return None };
+                        Some(SpawnedChild {
+                            id: node.id.clone(),
+                            agent: agent.as_ref().clone(),
+                            call_id: calls.and_then(|m| m.get(&c)).cloned().unwrap_or_default(),
+                        })
                     })
                     .collect();
-                let op = self.repo.spawn_op(engine.run_id(), &engine.dag().node(subtask).id, stage, &record);
+                let op = self.repo.spawn_op(engine.run_id(), &engine.dag().node(subtask).id, stage, record);
                 self.writes.push(op);
             }
             Action::Persist { subtask } => {
