@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
-use swarm_core::{ApiError, Dag, Limits, RunId, RunSpec, engine::RunState};
+use swarm_core::{Dag, Limits, RunId, RunSpec, engine::RunState};
+use swarm_proto::ApiError;
 use swarm_proto::pb::{self, swarm_service_server::SwarmService};
 use swarm_proto::status::to_status;
 use swarm_store::repo::{Created, RunHeader};

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::Stream;
-use swarm_core::ApiError;
+use swarm_proto::ApiError;
 use swarm_proto::pb::{self, worker_message::Msg, worker_service_server::WorkerService};
 use swarm_proto::status::to_status;
 use tokio_stream::wrappers::ReceiverStream;

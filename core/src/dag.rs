@@ -13,20 +13,7 @@ use std::time::Duration;
 use crate::agent::{AGENT_CAPABILITY, AgentSpec, OrchestratorSpec, RunLimits};
 use crate::ids::SubtaskId;
 use crate::spec::{Limits, RunSpec, SubtaskKind};
-
-/// One problem with a spec: the field path and what is wrong there.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpecViolation {
-    /// The field path, e.g. `subtasks[3].depends_on[1]`.
-    pub field: String,
-    /// What is wrong, in words.
-    pub description: String,
-}
-
-/// All violations found in one spec (never empty when returned as an error).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid run spec: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
-pub struct SpecViolations(pub Vec<SpecViolation>);
+pub use crate::violation::{SpecViolation, SpecViolations};
 
 /// What a node does.
 #[derive(Clone, Debug)]

@@ -13,11 +13,13 @@ pub mod ids;
 pub mod retry;
 pub mod spec;
 pub mod summary;
+pub mod violation;
 
-pub use dag::{Dag, SpecViolation, SpecViolations};
+pub use dag::Dag;
 pub use engine::{Action, EngineEvent, RestoredSubtask, RunEngine, RunState, SubtaskState};
-pub use error::{ApiError, FailureKind, Retryable};
+pub use error::{FailureKind, Retryable};
 pub use ids::{AttemptNo, Fence, RunId, Seq, SubtaskId, WorkerId};
 pub use retry::RetryPolicy;
 pub use spec::{Limits, RunSpec, SubtaskKind, SubtaskSpec};
 pub use summary::RunSummary;
+pub use violation::{SpecViolation, SpecViolations};

@@ -14,7 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{RunEngine, RunState, SubtaskState};
+use crate::dag::Dag;
+use crate::engine::types::{Counts, RunState, Slot, SubtaskState};
 use crate::ids::{RunId, SubtaskId};
 
 /// The accounting of one run.
@@ -67,9 +68,24 @@ pub struct RunSummary {
     pub speculative_wins: u32,
 }
 
+/// What a summary reads of a run: a read-only view (the engine provides it), so the
+/// accounting cannot change the run and depends on nothing but these facts.
+pub trait RunView {
+    fn run_id(&self) -> &RunId;
+    fn dag(&self) -> &Dag;
+    fn slots(&self) -> &[Slot];
+    fn counts(&self) -> Counts;
+    fn state(&self) -> RunState;
+    fn submitted_us(&self) -> u64;
+    fn finished_us(&self) -> Option<u64>;
+    /// Critical steps of subtask `i` as a node of the DAG (an orchestrator: per stage, one
+    /// step plus its slowest subagent's; subagents count inside their orchestrator).
+    fn critical_weight(&self, i: u32) -> u64;
+}
+
 impl RunSummary {
-    /// Computes the accounting of `engine` as of `now_us`.
-    pub fn compute(engine: &RunEngine, now_us: u64) -> Self {
+    /// Computes the accounting of a run as of `now_us`.
+    pub fn compute(engine: &impl RunView, now_us: u64) -> Self {
         let dag = engine.dag();
         let slots = engine.slots();
         let measured = |i: u32| {

@@ -8,7 +8,9 @@ use swarm_core::dag::{SpecViolation, SpecViolations};
 use swarm_core::engine::{RunState, SubtaskState};
 use swarm_core::retry::RetrySpec;
 use swarm_core::spec::Speculation;
-use swarm_core::{ApiError, FailureKind, RunSpec, RunSummary, SubtaskId, SubtaskKind, SubtaskSpec};
+use swarm_core::{FailureKind, RunSpec, RunSummary, SubtaskId, SubtaskKind, SubtaskSpec};
+
+use crate::ApiError;
 
 use crate::pb;
 

@@ -2,7 +2,10 @@
 //! `swarm-core`, and the one mapping of domain errors to `tonic::Status`.
 
 pub mod convert;
+pub mod error;
 pub mod status;
+
+pub use error::ApiError;
 
 /// Generated code for `swarm.v1`.
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]

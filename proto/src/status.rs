@@ -1,7 +1,7 @@
 //! The one place where domain errors become gRPC statuses, with rich details
 //! (`google.rpc.BadRequest`, `RetryInfo`) in `grpc-status-details-bin`.
 
-use swarm_core::ApiError;
+use crate::ApiError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 

@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use swarm_core::engine::{Action, RunEngine};
 use swarm_core::fence::FenceSeq;
-use swarm_core::{ApiError, Dag, RetryPolicy, RunId, WorkerId};
+use swarm_core::{Dag, RetryPolicy, RunId, WorkerId};
+use swarm_proto::ApiError;
 use swarm_proto::pb;
 use swarm_store::RunRepo;
 use swarm_store::repo::RunHeader;

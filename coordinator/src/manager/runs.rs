@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use swarm_core::engine::{Action, EngineEvent, RunEngine, Update};
-use swarm_core::{ApiError, Dag, RunId};
+use swarm_core::{Dag, RunId};
+use swarm_proto::ApiError;
 use swarm_proto::convert::timestamp;
 use swarm_proto::pb;
 use swarm_store::RunRepo;

@@ -19,33 +19,8 @@ use crate::agent::{Message, SpawnRequest, Turn};
 use crate::dag::Work;
 use crate::ids::{Fence, SubtaskId};
 
-use super::{Action, RunEngine, RunState, Slot, SubtaskState, Update};
-
-/// One stage of an orchestrator: one tool-calling turn and the subagents it started.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stage {
-    /// Subagents started in this stage (subtask indexes).
-    pub children: Vec<u32>,
-}
-
-/// Agent and orchestrator state kept by the engine.
-#[derive(Clone, Debug, Default)]
-pub struct AgentState {
-    /// The transcript beyond the initial system and user messages, turn by turn.
-    pub turns: Vec<Arc<Turn>>,
-    /// Orchestrators: the stages so far.
-    pub stages: Vec<Stage>,
-    /// Orchestrators: subagents of the current stage that have not ended.
-    pub waiting: u32,
-    /// Orchestrators: answers not yet delivered (tool results for `assign_task` calls).
-    pub pending_results: Vec<Message>,
-    /// Orchestrators: the `assign_task` call each subagent answers.
-    pub child_calls: HashMap<u32, String>,
-    /// A serial-collapse warning was already given.
-    pub warned: bool,
-    /// The sequence number the current attempt's next turn must carry (older ones are repeats).
-    pub next_seq: u32,
-}
+use super::RunEngine;
+use super::types::{Action, AgentState, RunState, Slot, Stage, SubtaskState, Update};
 
 /// Stages in a row with at most one subagent before a serial-collapse warning.
 const COLLAPSE_STAGES: usize = 3;

@@ -1,0 +1,210 @@
+//! Unit tests of the engine's state machine.
+
+use super::*;
+use crate::ids::AttemptNo;
+use crate::spec::{Limits, RunSpec, SubtaskSpec};
+use serde_json::json;
+
+fn engine(subtasks: Vec<SubtaskSpec>, policy: RetryPolicy) -> RunEngine {
+    let dag = Dag::build(&RunSpec::new("t", subtasks), &Limits::default()).expect("valid");
+    RunEngine::new(RunId::from("r"), Arc::new(dag), policy, 0, 1)
+}
+fn t(id: &str) -> SubtaskSpec {
+    SubtaskSpec::tool(id, "echo", json!({}))
+}
+fn dispatch(e: &mut RunEngine, fence: u64, out: &mut Vec<Action>) -> u32 {
+    let i = e.pop_ready().expect("something ready");
+    e.apply(EngineEvent::Dispatched { subtask: i, worker: WorkerId::from("w"), fence: Fence(fence) }, 0, out);
+    i
+}
+fn ok(e: &mut RunEngine, i: u32, fence: u64, at: u64, out: &mut Vec<Action>) {
+    e.apply(
+        EngineEvent::Succeeded {
+            subtask: i,
+            fence: Fence(fence),
+            started_us: at,
+            finished_us: at + 10,
+            output: "1".into(),
+        },
+        at + 10,
+        out,
+    );
+}
+
+#[test]
+fn chain_runs_in_order_and_succeeds() {
+    let mut e = engine(vec![t("a"), t("b").after(["a"])], RetryPolicy::default());
+    let mut out = vec![];
+    let a = dispatch(&mut e, 1, &mut out);
+    assert!(e.pop_ready().is_none(), "b must wait for a");
+    ok(&mut e, a, 1, 0, &mut out);
+    let b = dispatch(&mut e, 2, &mut out);
+    ok(&mut e, b, 2, 10, &mut out);
+    assert_eq!(e.state(), RunState::Succeeded);
+    assert!(out.contains(&Action::Finished { state: RunState::Succeeded }));
+    let s = e.summary(30);
+    assert_eq!((s.critical_steps, s.total_steps, s.critical_path_us), (2, 2, 20));
+}
+
+#[test]
+fn started_reports_how_long_the_subtask_waited_since_it_became_ready() {
+    let dag = Dag::build(&RunSpec::new("t", vec![t("a"), t("b").after(["a"])]), &Limits::default()).expect("valid");
+    let mut e = RunEngine::new(RunId::from("r"), Arc::new(dag), RetryPolicy::default(), 1_000, 1);
+    let waited = |out: &[Action]| {
+        out.iter().find_map(|a| match a {
+            Action::Publish(Update::Started { waited_us, .. }) => Some(*waited_us),
+            _ => None,
+        })
+    };
+    let mut out = vec![];
+    let a = e.pop_ready().expect("a");
+    e.apply(EngineEvent::Dispatched { subtask: a, worker: WorkerId::from("w"), fence: Fence(1) }, 1_250, &mut out);
+    assert_eq!(waited(&out), Some(Some(250)), "a was ready at submission");
+    ok(&mut e, a, 1, 2_000, &mut out); // b becomes ready at 2_010
+    out.clear();
+    let b = e.pop_ready().expect("b");
+    e.apply(EngineEvent::Dispatched { subtask: b, worker: WorkerId::from("w"), fence: Fence(2) }, 2_400, &mut out);
+    assert_eq!(waited(&out), Some(Some(390)));
+}
+
+#[test]
+fn stale_fence_is_ignored() {
+    let mut e = engine(vec![t("a")], RetryPolicy::default());
+    let mut out = vec![];
+    let a = dispatch(&mut e, 5, &mut out);
+    ok(&mut e, a, 4, 0, &mut out);
+    assert_eq!(e.slot(a).state, SubtaskState::Running);
+    assert_eq!(e.counts().stale_reports, 1);
+}
+
+#[test]
+fn transient_failure_backs_off_then_retries() {
+    let mut e = engine(vec![t("a")], RetryPolicy::default());
+    let mut out = vec![];
+    let a = dispatch(&mut e, 1, &mut out);
+    out.clear();
+    e.apply(
+        EngineEvent::Failed {
+            subtask: a,
+            fence: Fence(1),
+            kind: FailureKind::Transient,
+            message: "x".into(),
+            started_us: 0,
+            finished_us: 1,
+        },
+        1_000,
+        &mut out,
+    );
+    let at = out.iter().find_map(|a| if let Action::ArmTimer { at_us, .. } = a { Some(*at_us) } else { None });
+    let at = at.expect("a retry timer");
+    assert!((1_000 + 80_000..=1_000 + 120_000).contains(&at), "{at}");
+    assert!(e.pop_ready().is_none());
+    e.apply(EngineEvent::RetryDue { subtask: a }, at, &mut out);
+    assert_eq!(dispatch(&mut e, 2, &mut out), a);
+    assert_eq!(e.slot(a).attempt, AttemptNo(2));
+}
+
+#[test]
+fn permanent_failure_skips_dependents_but_other_branches_finish() {
+    let mut e = engine(vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")], RetryPolicy::default());
+    let mut out = vec![];
+    let first = dispatch(&mut e, 1, &mut out);
+    let second = dispatch(&mut e, 2, &mut out);
+    let (a, x) = if e.dag().node(first).id.as_str() == "a" { (first, second) } else { (second, first) };
+    let (fa, fx) = if a == first { (1, 2) } else { (2, 1) };
+    e.apply(
+        EngineEvent::Failed {
+            subtask: a,
+            fence: Fence(fa),
+            kind: FailureKind::Permanent,
+            message: "bad".into(),
+            started_us: 0,
+            finished_us: 1,
+        },
+        1,
+        &mut out,
+    );
+    assert_eq!(e.counts().skipped, 2);
+    assert_eq!(e.state(), RunState::Running, "x is still running");
+    ok(&mut e, x, fx, 0, &mut out);
+    assert_eq!(e.state(), RunState::Failed);
+}
+
+#[test]
+fn attempts_are_capped_by_policy() {
+    let policy = RetryPolicy { maximum_attempts: 2, ..RetryPolicy::default() };
+    let mut e = engine(vec![t("a")], policy);
+    let mut out = vec![];
+    for fence in 1..=2 {
+        let a = dispatch(&mut e, fence, &mut out);
+        e.apply(EngineEvent::Lost { subtask: a, fence: Fence(fence), reason: "gone".into() }, 0, &mut out);
+    }
+    assert_eq!(e.state(), RunState::Failed);
+}
+
+#[test]
+fn restore_resumes_from_recorded_ends_and_adopts_held_attempts() {
+    let rec = |state| RestoredSubtask {
+        state,
+        attempt: AttemptNo(1),
+        worker: None,
+        started_us: 0,
+        finished_us: 5,
+        steps: 1,
+        output: Some("1".into()),
+        output_ref: None,
+        error: None,
+    };
+    let dag = Dag::build(
+        &RunSpec::new("t", vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")]),
+        &Limits::default(),
+    )
+    .expect("valid");
+    let dag = Arc::new(dag);
+    let (a, b, x) = (dag.index_of("a").expect("a"), dag.index_of("b").expect("b"), dag.index_of("x").expect("x"));
+    let mut e = RunEngine::restore(
+        RunId::from("r"),
+        dag.clone(),
+        RetryPolicy::default(),
+        0,
+        1,
+        [(a, rec(SubtaskState::Succeeded))],
+    );
+    let mut out = vec![];
+    e.settle(10, &mut out);
+    assert_eq!(e.state(), RunState::Running);
+    assert_eq!(e.slot(b).state, SubtaskState::Ready, "a's success unblocks b");
+    // x was running on a worker under the previous leader: adopt it instead of re-running.
+    e.apply(
+        EngineEvent::Adopt { subtask: x, worker: WorkerId::from("w"), fence: Fence(7), attempt: AttemptNo(1) },
+        10,
+        &mut out,
+    );
+    assert_eq!(e.slot(x).state, SubtaskState::Running);
+    let mut ready = vec![];
+    while let Some(i) = e.pop_ready() {
+        ready.push(i);
+    }
+    assert_eq!(ready, vec![b], "an adopted subtask is not dispatched again");
+    // A finished subtask is never adopted.
+    e.apply(
+        EngineEvent::Adopt { subtask: a, worker: WorkerId::from("w"), fence: Fence(8), attempt: AttemptNo(2) },
+        10,
+        &mut out,
+    );
+    assert_eq!(e.slot(a).state, SubtaskState::Succeeded);
+    ok(&mut e, x, 7, 10, &mut out);
+    assert_eq!(e.slot(x).state, SubtaskState::Succeeded);
+}
+
+#[test]
+fn cancel_ends_run_and_cancels_running_attempts() {
+    let mut e = engine(vec![t("a"), t("b"), t("c").after(["a"])], RetryPolicy::default());
+    let mut out = vec![];
+    dispatch(&mut e, 1, &mut out);
+    out.clear();
+    e.apply(EngineEvent::CancelRequested, 5, &mut out);
+    assert_eq!(e.state(), RunState::Cancelled);
+    assert!(e.pop_ready().is_none());
+    assert_eq!(out.iter().filter(|a| matches!(a, Action::CancelAttempt { .. })).count(), 1);
+}

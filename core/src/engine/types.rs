@@ -1,0 +1,332 @@
+//! The engine's vocabulary: run and subtask states, a subtask's slot, the events fed in and
+//! the actions that come out. No behaviour beyond small accessors (see `super` for that).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::agent::{Message, SpawnRequest, Turn};
+use crate::error::FailureKind;
+use crate::ids::{AttemptNo, Fence, WorkerId};
+
+/// Distinct workers a subtask may fail on before it is quarantined.
+pub const POISON_WORKERS: usize = 3;
+
+/// The state of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunState {
+    /// Accepted, not yet started.
+    Pending,
+    /// Subtasks are being executed.
+    Running,
+    /// Every subtask succeeded.
+    Succeeded,
+    /// At least one subtask failed (others ran to the end).
+    Failed,
+    /// Cancelled on request.
+    Cancelled,
+    /// Stopped because a run budget (tool calls, tokens) ran out; finished results are kept.
+    BudgetExceeded,
+}
+
+impl RunState {
+    /// True for `Succeeded`, `Failed`, `Cancelled` and `BudgetExceeded`.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::BudgetExceeded)
+    }
+    /// The stable upper-case name used in JSON and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Running => "RUNNING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+            Self::BudgetExceeded => "BUDGET_EXCEEDED",
+        }
+    }
+}
+
+/// The state of a subtask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SubtaskState {
+    /// Waiting for dependencies.
+    Blocked,
+    /// Queued for dispatch.
+    Ready,
+    /// An attempt is on a worker.
+    Running,
+    /// Waiting for a retry timer.
+    Backoff,
+    /// Done.
+    Succeeded,
+    /// Failed for good.
+    Failed,
+    /// Not run because a dependency failed.
+    Skipped,
+    /// Not finished because the run was cancelled.
+    Cancelled,
+    /// An orchestrator waiting for the subagents of its current stage.
+    Waiting,
+}
+
+impl SubtaskState {
+    /// True for states no event leaves.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Skipped | Self::Cancelled)
+    }
+}
+
+/// The last failure of a subtask.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    /// Its class.
+    pub kind: FailureKind,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Per-subtask runtime state.
+#[derive(Clone, Debug)]
+pub struct Slot {
+    /// Where the subtask is in its life.
+    pub state: SubtaskState,
+    /// Dependencies not yet succeeded.
+    pub pending_deps: u32,
+    /// The current (or last) attempt; 0 before the first.
+    pub attempt: AttemptNo,
+    /// The current attempt's fence.
+    pub fence: Fence,
+    /// The worker of the current (or last) attempt.
+    pub worker: Option<WorkerId>,
+    /// When the last attempt that reported started and finished, in µs since the Unix epoch.
+    pub started_us: u64,
+    /// See `started_us`.
+    pub finished_us: u64,
+    /// Attempts that ran to a result (steps taken).
+    pub steps: u32,
+    /// The result, JSON text.
+    pub output: Option<Arc<str>>,
+    /// Where the result was offloaded to (claim check), when it was.
+    pub output_ref: Option<Arc<str>>,
+    /// The last failure.
+    pub error: Option<Failure>,
+    /// When the first attempt that reported started (µs since the epoch; 0: none yet).
+    pub first_started_us: u64,
+    /// Agent and orchestrator state (transcript, stages); `None` for tool calls.
+    pub agent: Option<Box<AgentState>>,
+    /// When the current attempt was dispatched (µs since the epoch, coordinator clock).
+    pub dispatched_us: u64,
+    /// When the subtask first became ready (µs since the epoch, coordinator clock; 0: not yet,
+    /// or it became ready before a restore). See [`Slot::ready_at_us`].
+    pub first_ready_us: u64,
+    /// Distinct workers on which attempts failed retryably (for poison quarantine).
+    pub failed_on: Vec<WorkerId>,
+    /// When the subtask was first seen ready and not started (0: not waiting).
+    pub ready_since_us: u64,
+    /// A backup attempt racing the current one (straggler speculation).
+    pub backup: Option<Backup>,
+}
+
+/// A backup attempt of a straggling subtask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backup {
+    pub fence: Fence,
+    pub worker: WorkerId,
+    pub dispatched_us: u64,
+}
+
+impl Slot {
+    /// When the subtask first became ready (µs since the epoch), if known: set at its first
+    /// dispatch, or the start of its current wait while it waits for the first one.
+    pub fn ready_at_us(&self) -> Option<u64> {
+        [self.first_ready_us, self.ready_since_us].into_iter().find(|&us| us > 0)
+    }
+
+    /// Records the worker-measured times of an attempt that ended, and a step for a tool call.
+    pub(super) fn attempt_ended(&mut self, started_us: u64, finished_us: u64, counts_as_step: bool) {
+        if self.first_started_us == 0 {
+            self.first_started_us = started_us;
+        }
+        self.started_us = started_us;
+        self.finished_us = finished_us;
+        if counts_as_step {
+            self.steps += 1;
+        }
+    }
+
+    /// A subtask not yet run: ready without pending dependencies, else blocked.
+    pub(crate) fn new(pending_deps: u32, agent: bool) -> Self {
+        Self {
+            state: if pending_deps == 0 { SubtaskState::Ready } else { SubtaskState::Blocked },
+            pending_deps,
+            attempt: AttemptNo(0),
+            fence: Fence(0),
+            worker: None,
+            started_us: 0,
+            finished_us: 0,
+            steps: 0,
+            output: None,
+            output_ref: None,
+            error: None,
+            first_started_us: 0,
+            agent: agent.then(Box::default),
+            dispatched_us: 0,
+            backup: None,
+            failed_on: Vec::new(),
+            ready_since_us: 0,
+            first_ready_us: 0,
+        }
+    }
+}
+
+/// What happened to an attempt or a run; fed to [`RunEngine::apply`].
+#[derive(Clone, Debug)]
+pub enum EngineEvent {
+    /// The shell placed a ready subtask on a worker.
+    Dispatched { subtask: u32, worker: WorkerId, fence: Fence },
+    /// The attempt returned a result.
+    Succeeded { subtask: u32, fence: Fence, started_us: u64, finished_us: u64, output: Arc<str> },
+    /// The attempt failed.
+    Failed { subtask: u32, fence: Fence, kind: FailureKind, message: String, started_us: u64, finished_us: u64 },
+    /// The attempt's worker went away, or the attempt fell silent; `reason` says which.
+    Lost { subtask: u32, fence: Fence, reason: String },
+    /// A backoff timer armed by [`Action::ArmTimer`] fired.
+    RetryDue { subtask: u32 },
+    /// The user asked to cancel the run.
+    CancelRequested,
+    /// An agent or orchestrator finished a turn that called tools (and ran them).
+    StepRecorded { subtask: u32, fence: Fence, seq: u32, turn: Arc<Turn> },
+    /// An orchestrator's turn assigned tasks to subagents: the attempt ends and a stage opens.
+    Spawned {
+        subtask: u32,
+        fence: Fence,
+        turn: Arc<Turn>,
+        spawns: Vec<SpawnRequest>,
+        started_us: u64,
+        finished_us: u64,
+    },
+    /// The shell started a backup attempt of a straggling subtask on another worker.
+    BackupDispatched { subtask: u32, worker: WorkerId, fence: Fence },
+    /// A worker holds an attempt this engine did not dispatch (it was dispatched under an
+    /// earlier leader): adopt it as the subtask's running attempt, unless the subtask has
+    /// ended or runs another attempt.
+    Adopt { subtask: u32, worker: WorkerId, fence: Fence, attempt: AttemptNo },
+}
+
+/// A subtask's recorded end state, for [`RunEngine::restore`].
+#[derive(Clone, Debug)]
+pub struct RestoredSubtask {
+    pub state: SubtaskState,
+    pub attempt: AttemptNo,
+    pub worker: Option<WorkerId>,
+    pub started_us: u64,
+    pub finished_us: u64,
+    pub steps: u32,
+    pub output: Option<Arc<str>>,
+    pub output_ref: Option<Arc<str>>,
+    pub error: Option<Failure>,
+}
+
+/// A change watchers should see.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Update {
+    /// An attempt was dispatched to a worker.
+    Started { subtask: u32, attempt: AttemptNo, worker: WorkerId, waited_us: Option<u64> },
+    /// An attempt succeeded.
+    Succeeded { subtask: u32, attempt: AttemptNo, duration_us: u64 },
+    /// An attempt failed; `retry_in_us` is set when another attempt will follow.
+    Failed { subtask: u32, attempt: AttemptNo, kind: FailureKind, message: String, retry_in_us: Option<u64> },
+    /// A subtask will not run because dependency `because` failed.
+    Skipped { subtask: u32, because: u32 },
+    /// An agent recorded a step (`steps` so far, `tool_calls` in this turn).
+    Step { subtask: u32, steps: u32, tool_calls: u32 },
+    /// An orchestrator opened stage `stage` with these subagents.
+    Spawned { subtask: u32, stage: u32, children: Vec<u32>, refused: u32 },
+    /// A run budget ran out.
+    BudgetExceeded { what: String },
+    /// A backup attempt started, `after_us` into the original one.
+    Speculated { subtask: u32, worker: WorkerId, after_us: u64 },
+    /// Something users should know (e.g. a swarm that collapsed into serial work).
+    Warning { subtask: u32, message: String },
+    /// The run reached a terminal state.
+    Finished { state: RunState },
+}
+
+/// What the shell must do after an event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Show watchers this change.
+    Publish(Update),
+    /// The subtask's record reached a terminal state: write it to the store.
+    Persist { subtask: u32 },
+    /// Turn `index` of the subtask's transcript is new: write it to the store.
+    PersistTurn { subtask: u32, index: u32 },
+    /// The orchestrator's stage `stage` spawned subagents: write the spawn record.
+    PersistSpawn { subtask: u32, stage: u32 },
+    /// Tell `worker` to stop the attempt with `fence`.
+    CancelAttempt { worker: WorkerId, fence: Fence },
+    /// Feed `RetryDue { subtask }` back at `at_us`.
+    ArmTimer { subtask: u32, at_us: u64 },
+    /// The run ended; its summary is ready.
+    Finished { state: RunState },
+}
+
+/// Counters kept up to date on every transition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Subtasks not in a terminal state.
+    pub open: u32,
+    /// Attempts on workers now.
+    pub running: u32,
+    /// Succeeded subtasks.
+    pub succeeded: u32,
+    /// Failed subtasks.
+    pub failed: u32,
+    /// Skipped subtasks.
+    pub skipped: u32,
+    /// Attempts dispatched in all.
+    pub attempts: u32,
+    /// Reports ignored because their fence was stale.
+    pub stale_reports: u32,
+    /// Spawned subagents that failed (their orchestrator sees the error; the run does not fail).
+    pub child_failed: u32,
+    /// Tool calls made by agents and orchestrators (not counting `create_subagent` and
+    /// `assign_task`).
+    pub agent_tool_calls: u32,
+    /// Model tokens used.
+    pub tokens: u64,
+    /// Subagents spawned.
+    pub spawned: u32,
+    /// Backup attempts started for stragglers.
+    pub speculative: u32,
+    /// Backup attempts that finished first.
+    pub speculative_wins: u32,
+}
+
+/// One stage of an orchestrator: one tool-calling turn and the subagents it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stage {
+    /// Subagents started in this stage (subtask indexes).
+    pub children: Vec<u32>,
+}
+
+/// Agent and orchestrator state kept by the engine.
+#[derive(Clone, Debug, Default)]
+pub struct AgentState {
+    /// The transcript beyond the initial system and user messages, turn by turn.
+    pub turns: Vec<Arc<Turn>>,
+    /// Orchestrators: the stages so far.
+    pub stages: Vec<Stage>,
+    /// Orchestrators: subagents of the current stage that have not ended.
+    pub waiting: u32,
+    /// Orchestrators: answers not yet delivered (tool results for `assign_task` calls).
+    pub pending_results: Vec<Message>,
+    /// Orchestrators: the `assign_task` call each subagent answers.
+    pub child_calls: HashMap<u32, String>,
+    /// A serial-collapse warning was already given.
+    pub warned: bool,
+    /// The sequence number the current attempt's next turn must carry (older ones are repeats).
+    pub next_seq: u32,
+}
