@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use backon::BackoffBuilder;
 use futures_util::StreamExt;
 use serde::Serialize;
 use swarm_proto::convert::{duration_to_us, unix_us};
@@ -239,22 +240,31 @@ pub async fn follow(
     mut after_seq: u64,
     mut on_event: impl FnMut(&pb::RunEvent),
 ) -> anyhow::Result<u64> {
-    let mut retries = 0;
+    // A broken or refused stream is resumed after the last seen seq: 100 ms doubling to 3 s,
+    // jittered, 30 tries in a row at most; every event received resets the count.
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(3))
+        .with_jitter()
+        .with_max_times(30);
+    let mut delays = backoff.build();
     loop {
         let stream = client.watch_run(pb::WatchRunRequest { run_id: run_id.to_owned(), after_seq }).await;
         let mut stream = match stream {
             Ok(s) => s.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unavailable && retries < 30 => {
-                retries += 1;
-                tokio::time::sleep(Duration::from_millis(200 * retries)).await;
-                continue;
-            }
+            Err(s) if s.code() == tonic::Code::Unavailable => match delays.next() {
+                Some(delay) => {
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                None => return Err(status_error(&s)),
+            },
             Err(s) => return Err(status_error(&s)),
         };
         while let Some(item) = stream.next().await {
             match item {
                 Ok(ev) => {
-                    retries = 0;
+                    delays = backoff.build();
                     after_seq = ev.seq;
                     on_event(&ev);
                     if matches!(ev.event, Some(pb::run_event::Event::RunFinished(_))) {
@@ -265,9 +275,8 @@ pub async fn follow(
                 Err(s) => return Err(status_error(&s)),
             }
         }
-        retries += 1;
-        anyhow::ensure!(retries <= 30, "the event stream of {run_id} keeps breaking");
-        tokio::time::sleep(Duration::from_millis(100 * retries)).await;
+        let delay = delays.next().ok_or_else(|| anyhow::anyhow!("the event stream of {run_id} keeps breaking"))?;
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -6,12 +6,12 @@
 //! `grpc.health.v1` and server reflection (v1 and v1alpha) on a listener until shutdown.
 
 pub mod api;
+pub mod clock;
 pub mod manager;
 pub mod node;
 pub mod placement;
 pub mod ratelimit;
 pub mod recovery;
-pub mod sink;
 pub mod telemetry;
 pub mod watch;
 pub mod web;

@@ -8,6 +8,8 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+
+use backon::BackoffBuilder;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -50,12 +52,20 @@ pub async fn run(
     let base = RunRepo::new(store.clone(), config.prefix.clone()).with_payloads(config.payloads.clone());
     let election = Election::new(store.clone(), &base.election_name());
     let tracker = TaskTracker::new();
+    // Failed lease grants and campaigns are retried 100 ms doubling to 2 s, jittered; a term
+    // that began resets the delays.
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times();
+    let mut delays = backoff.build();
     while !shutdown.is_cancelled() {
         let lease = match store.grant_lease(config.lease_ttl).await {
             Ok(l) => l,
             Err(e) => {
                 warn!(error = %e, "cannot get a lease; retrying");
-                pause(&shutdown, Duration::from_secs(1)).await;
+                pause(&shutdown, delays.next().unwrap_or(Duration::from_secs(2))).await;
                 continue;
             }
         };
@@ -86,9 +96,11 @@ pub async fn run(
                 }
                 keeper_stop.cancel();
                 let _ = store.revoke_lease(lease).await;
+                pause(&shutdown, delays.next().unwrap_or(Duration::from_secs(2))).await;
                 continue;
             }
         };
+        delays = backoff.build();
         info!(term = leadership.revision, advertise = %config.advertise, "elected leader");
         let term = shutdown.child_token();
         let repo = base.fenced(leadership.fence());
@@ -145,7 +157,7 @@ async fn start_term(
         .collect();
     let manager_config =
         ManagerConfig { term: term_no, coordinator_id: config.advertise.clone(), ..config.manager.clone() };
-    let startup = Startup { recovered, expected_workers, fences };
+    let startup = Startup { recovered, expected_workers, fences, clock: None };
     let manager = manager::spawn(manager_config, repo.clone(), tracker, term.clone(), startup);
     tracker.spawn(watch_workers(store.clone(), repo.workers_prefix(), manager.clone(), term.clone()));
     if let Some(ttl) = config.run_ttl {

@@ -8,15 +8,16 @@ use swarm_proto::pb;
 use tracing::{error, warn};
 
 use super::Manager;
-use crate::placement::{Candidate, NoPlacement, place, place_avoiding, place_except};
-use crate::sink::SinkBatch;
+use super::registry::WorkerKey;
+use crate::placement::{NoPlacement, place, place_avoiding, place_except};
 
 impl Manager {
     /// Fills free worker slots from the ready subtasks of active runs, round-robin.
     pub(super) fn dispatch(&mut self) {
         let mut warnings = Vec::new();
-        let mut free: u32 = self.workers.iter().filter(|w| w.alive).map(|w| w.free_slots()).sum();
+        let mut free = self.registry.free_slots();
         let mut misses = 0;
+        let now = self.supervisor.now_us();
         while free > 0 && misses <= self.ring.len() {
             let Some(key) = self.ring.pop_front() else { break };
             let Some(entry) = self.runs.get_mut(&key) else { continue };
@@ -24,41 +25,29 @@ impl Manager {
             if entry.engine.state().is_terminal() || entry.recovering {
                 continue;
             }
-            let cap = entry.engine.dag().max_concurrency();
-            if cap > 0 && entry.engine.counts().running >= cap {
-                // At its cap: it waits for its own attempts to end (they re-enqueue it).
-                continue;
-            }
-            let Some(sub) = entry.engine.pop_ready() else { continue };
+            // At its concurrency cap a run waits for its own attempts to end (they re-enqueue it).
+            let Some(sub) = entry.engine.pop_dispatchable() else { continue };
             let node = entry.engine.dag().node(sub);
-            let need = node.requirement();
+            let needs = entry.engine.placement(sub);
+            let need = needs.need;
             // A retry goes to a worker the subtask has not failed on, when one is free.
-            let failed_on = &entry.engine.slot(sub).failed_on;
-            let placed = if failed_on.is_empty() {
-                place(&need, &self.workers)
+            let workers = self.registry.candidates();
+            let placed = if needs.avoid.is_empty() {
+                place(&need, workers)
             } else {
-                let avoid: Vec<usize> = self
-                    .workers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, w)| w.alive && failed_on.contains(&w.id))
-                    .map(|(i, _)| i)
-                    .collect();
-                place_avoiding(&need, &self.workers, &avoid).or_else(|_| place(&need, &self.workers))
+                let avoid = self.registry.indexes_of(needs.avoid);
+                place_avoiding(&need, workers, &avoid).or_else(|_| place(&need, workers))
             };
             let placed = match placed {
                 // At its rate limit the tool waits like a busy one; the loop wakes for the token.
-                Ok(w) if !self.limiter.try_take(&node.tool, super::now_us()) => {
-                    let _ = w;
-                    Err(NoPlacement::Busy)
-                }
-                other => other,
+                Ok(_) if !self.limiter.try_take(&node.tool, now) => Err(NoPlacement::Busy),
+                other => other.map(|i| self.registry.key_at(i)),
             };
             match placed {
                 Ok(w) => {
                     misses = 0;
                     free -= 1;
-                    if !self.start_attempt(key, sub, w) {
+                    if !self.start_attempt(key, sub, w, now) {
                         if let Some(entry) = self.runs.get_mut(&key) {
                             entry.engine.unpop(sub);
                         }
@@ -86,7 +75,6 @@ impl Manager {
             }
             self.enqueue(key);
         }
-        let now = super::now_us();
         for (key, subtask, message) in warnings {
             self.act(key, Action::Publish(Update::Warning { subtask, message }), now);
         }
@@ -161,11 +149,12 @@ impl Manager {
                     .slot(sub)
                     .worker
                     .as_ref()
-                    .and_then(|id| self.workers.iter().position(|w| w.alive && &w.id == id));
-                let Ok(w) = place_except(&tool, &self.workers, original) else { continue };
+                    .and_then(|id| self.registry.indexes_of(std::slice::from_ref(id)).first().copied());
+                let Ok(w) = place_except(&tool, self.registry.candidates(), original) else { continue };
+                let w = self.registry.key_at(w);
                 let Some(Fence(fence)) = self.take_fence() else { return };
                 self.stats.dispatched += 1;
-                let worker_id = self.workers[w].id.clone();
+                let Some(worker_id) = self.registry.id(w).cloned() else { continue };
                 self.apply(key, EngineEvent::BackupDispatched { subtask: sub, worker: worker_id, fence: Fence(fence) });
                 let Some(entry) = self.runs.get(&key) else { continue };
                 let node = entry.engine.dag().node(sub);
@@ -181,14 +170,7 @@ impl Manager {
                     speculative: true,
                     trace_context: entry.trace_context.clone(),
                 };
-                let worker = &mut self.workers[w];
-                worker.running += 1;
-                worker.out_assign.push(assignment);
-                self.dirty.push(w);
-                self.inflight.insert(
-                    fence,
-                    super::Inflight { run: key, subtask: sub, worker: w, last_beat_us: super::now_us() },
-                );
+                self.registry.assign(w, key, sub, assignment, now);
             }
         }
     }
@@ -206,10 +188,10 @@ impl Manager {
     }
 
     /// Dispatches subtask `sub` on worker `w`; false when no fence is left (the term ends).
-    fn start_attempt(&mut self, key: u32, sub: u32, w: usize) -> bool {
+    fn start_attempt(&mut self, key: u32, sub: u32, w: WorkerKey, now: u64) -> bool {
         let Some(Fence(fence)) = self.take_fence() else { return false };
+        let Some(worker_id) = self.registry.id(w).cloned() else { return true };
         self.stats.dispatched += 1;
-        let worker_id = self.workers[w].id.clone();
         self.apply(key, EngineEvent::Dispatched { subtask: sub, worker: worker_id, fence: Fence(fence) });
         let Some(entry) = self.runs.get(&key) else { return true };
         let node = entry.engine.dag().node(sub);
@@ -226,61 +208,17 @@ impl Manager {
             speculative: false,
             trace_context: entry.trace_context.clone(),
         };
-        let worker = &mut self.workers[w];
-        worker.running += 1;
-        worker.out_assign.push(assignment);
-        self.dirty.push(w);
-        self.inflight
-            .insert(fence, super::Inflight { run: key, subtask: sub, worker: w, last_beat_us: super::now_us() });
+        self.registry.assign(w, key, sub, assignment, now);
         true
     }
 
-    /// Sends each worker its messages of this turn and hands the writes to the sink.
+    /// Sends each worker its messages of this turn and hands the writes to the outbox.
     pub(super) async fn flush(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable();
-        dirty.dedup();
-        for &w in &dirty {
-            let worker = &mut self.workers[w];
-            let mut failed = false;
-            if !worker.out_assign.is_empty() {
-                let assignments = std::mem::take(&mut worker.out_assign);
-                let msg = pb::coordinator_message::Msg::Assignments(pb::Assignments { assignments });
-                failed |= worker.tx.try_send(Ok(pb::CoordinatorMessage { msg: Some(msg) })).is_err();
-            }
-            if !worker.out_cancel.is_empty() {
-                let fences = std::mem::take(&mut worker.out_cancel);
-                let msg = pb::coordinator_message::Msg::Cancels(pb::Cancels { fences });
-                failed |= worker.tx.try_send(Ok(pb::CoordinatorMessage { msg: Some(msg) })).is_err();
-            }
-            if failed && worker.alive {
-                warn!(worker_id = %worker.id, "worker stream closed or full; treating it as lost");
-                let conn = worker.conn;
-                self.by_conn.remove(&conn);
-                self.worker_lost(w);
-            }
+        for w in self.registry.flush() {
+            warn!(worker_id = %self.registry.id(w).map(ToString::to_string).unwrap_or_default(), "worker stream closed or full; treating it as lost");
+            self.worker_lost(w);
         }
-        dirty.clear();
-        self.dirty = dirty;
-        if self.writes.is_empty() && self.acks.is_empty() && self.step_acks.is_empty() {
-            return;
-        }
-        let mut per_worker: std::collections::HashMap<usize, pb::Acks> = std::collections::HashMap::new();
-        for (w, fences) in self.acks.drain() {
-            per_worker.entry(w).or_default().fences = fences;
-        }
-        for (w, steps) in self.step_acks.drain() {
-            per_worker.entry(w).or_default().steps = steps;
-        }
-        let acks = per_worker
-            .into_iter()
-            .filter(|(w, _)| self.workers[*w].alive)
-            .map(|(w, acks)| (self.workers[w].tx.clone(), acks))
-            .collect();
-        let batch = SinkBatch { blobs: std::mem::take(&mut self.blobs), ops: std::mem::take(&mut self.writes), acks };
-        if self.sink.send(batch).await.is_err() {
-            warn!("store sink stopped; writes dropped");
-        }
+        self.outbox.flush(&self.registry).await;
     }
 }
 

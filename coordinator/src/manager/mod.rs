@@ -1,12 +1,19 @@
-//! The run manager: the single owner of run state and of the worker registry, for one
-//! leadership term.
+//! The run manager: the single owner of run state for one leadership term. It routes commands
+//! to its parts, each a type with private state and its own tests:
+//!
+//! - the run engines (`swarm_core::RunEngine`, one per active run) decide;
+//! - the [`registry`] holds connected workers and the attempts each one runs;
+//! - the [`supervisor`] turns time (an injected clock) into events: retries due, the cadence of
+//!   straggler, overdue and silence checks, the end of recovery;
+//! - the [`outbox`] buffers a turn's store writes and the acknowledgements they make due, and
+//!   writes them in batches (the only owner of acknowledgements).
 //!
 //! Commands arrive over a bounded channel (each with a oneshot reply where one is expected). One
 //! loop turn handles every queued command, fires due timers, dispatches ready subtasks to workers
 //! with free slots (fair round-robin across runs, one subtask per run per step), then flushes:
 //! one message per worker with its new assignments and cancels, and one batch of store writes
-//! (with the acknowledgements they make due) to the [sink](crate::sink). Batching grows with
-//! load and adds no delay when idle.
+//! (with the acknowledgements they make due) to the outbox's writer. Batching grows with load
+//! and adds no delay when idle.
 //!
 //! After a failover the manager starts *recovering*: resumed runs do not dispatch until every
 //! worker registered in the store has reconnected (declaring the attempts it holds, which are
@@ -14,11 +21,15 @@
 //! twice.
 
 mod dispatch;
+pub mod outbox;
+pub mod registry;
 mod runs;
+pub mod supervisor;
+#[cfg(test)]
+mod tests;
 mod workers;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,18 +44,19 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+pub use registry::WorkerTx;
+
+use crate::clock::Clock;
 use crate::recovery::Recovered;
-use crate::sink::{self, SinkBatch, SinkStats};
 use crate::watch::EventLog;
+use outbox::Outbox;
+use registry::WorkerRegistry;
+use supervisor::Supervisor;
 
 /// Commands queued for the manager before senders wait.
 const COMMAND_QUEUE: usize = 4096;
 /// Commands handled in one loop turn at most, so timers and dispatch are never starved.
 const TURN_COMMANDS: usize = 1024;
-/// How often running attempts are checked for stragglers.
-const SPECULATION_EVERY_US: u64 = 10_000;
-/// How often the queue, worker and run gauges are refreshed.
-const GAUGES_EVERY_US: u64 = 250_000;
 
 /// The default of [`ManagerConfig::no_worker_timeout`].
 pub const DEFAULT_NO_WORKER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -83,9 +95,6 @@ impl Default for ManagerConfig {
         }
     }
 }
-
-/// The outbound half of a worker's `Connect` stream.
-pub type WorkerTx = mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>;
 
 /// A request to the manager.
 pub enum Command {
@@ -171,9 +180,9 @@ fn stopped() -> ApiError {
     ApiError::NotLeader { leader: None }
 }
 
-/// µs since the Unix epoch, now.
+/// µs since the Unix epoch, now, by the system clock (for callers outside the manager).
 pub fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    crate::clock::unix_now_us()
 }
 
 struct RunEntry {
@@ -201,29 +210,6 @@ enum Listed {
     Archived(Box<RunHeader>),
 }
 
-struct WorkerEntry {
-    id: WorkerId,
-    conn: u64,
-    slots: u32,
-    running: u32,
-    tools: HashSet<String>,
-    tx: WorkerTx,
-    alive: bool,
-    /// Shutting down: it finishes what it runs and gets nothing new.
-    draining: bool,
-    out_assign: Vec<pb::Assignment>,
-    out_cancel: Vec<u64>,
-}
-
-#[derive(Clone, Copy)]
-struct Inflight {
-    run: u32,
-    subtask: u32,
-    worker: usize,
-    /// When the attempt was last heard of (dispatch, heartbeat, turn).
-    last_beat_us: u64,
-}
-
 /// What the manager starts from.
 #[derive(Default)]
 pub struct Startup {
@@ -233,6 +219,8 @@ pub struct Startup {
     pub expected_workers: HashSet<WorkerId>,
     /// The term's attempt fences: above every fence of earlier terms.
     pub fences: FenceSeq,
+    /// The clock (default: the system clock; tests use tokio's paused time).
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 /// Spawns the manager (and its sink) on the current runtime; both stop when `term` is
@@ -245,37 +233,24 @@ pub fn spawn(
     startup: Startup,
 ) -> ManagerHandle {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let (sink_tx, sink_rx) = mpsc::channel(64);
-    let sink_stats = Arc::new(SinkStats::default());
-    tracker.spawn(sink::run(repo.clone(), sink_rx, term.clone(), sink_stats.clone()));
     let limiter = crate::ratelimit::RateLimiter::new(&config.rate_limits);
+    let clock = startup.clock.clone().unwrap_or_else(crate::clock::system);
     let mut manager = Manager {
         fences: startup.fences.clone(),
         term_token: term.clone(),
+        outbox: Outbox::spawn(repo.clone(), tracker, term.clone()),
+        supervisor: Supervisor::new(clock, config.heartbeat_interval),
+        registry: WorkerRegistry::new(),
         config,
         repo,
-        sink: sink_tx,
-        sink_stats,
         runs: HashMap::new(),
         next_run: 0,
         listing: BTreeMap::new(),
         ring: VecDeque::new(),
-        workers: Vec::new(),
-        by_conn: HashMap::new(),
-        inflight: HashMap::new(),
-        timers: BinaryHeap::new(),
         actions: Vec::new(),
-        writes: Vec::new(),
-        blobs: Vec::new(),
-        acks: HashMap::new(),
-        step_acks: HashMap::new(),
-        dirty: Vec::new(),
         stats: ManagerStats::default(),
-        recovery_deadline: None,
         repeatable_tools: HashSet::new(),
         limiter,
-        last_speculation_us: 0,
-        last_gauges_us: 0,
         expected_workers: startup.expected_workers,
     };
     manager.restore(startup.recovered);
@@ -286,55 +261,37 @@ pub fn spawn(
 struct Manager {
     config: ManagerConfig,
     repo: RunRepo,
-    sink: mpsc::Sender<SinkBatch>,
-    sink_stats: Arc<SinkStats>,
     runs: HashMap<u32, RunEntry>,
     next_run: u32,
     listing: BTreeMap<RunId, Listed>,
     /// Runs with ready subtasks, in round-robin order.
     ring: VecDeque<u32>,
-    workers: Vec<WorkerEntry>,
-    by_conn: HashMap<u64, usize>,
-    inflight: HashMap<u64, Inflight>,
-    timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    registry: WorkerRegistry,
+    outbox: Outbox,
+    supervisor: Supervisor,
     /// The term's attempt fences, handed out in order.
     fences: FenceSeq,
     /// Cancelled to end the term (when its fences run out).
     term_token: CancellationToken,
     actions: Vec<Action>,
-    writes: Vec<swarm_store::Op>,
-    /// Offloaded outputs to upload with `writes`.
-    blobs: Vec<(String, bytes::Bytes)>,
-    /// Fences to acknowledge per worker once this turn's writes are durable.
-    acks: HashMap<usize, Vec<u64>>,
-    /// Agent steps to acknowledge per worker, likewise.
-    step_acks: HashMap<usize, Vec<pb::StepAck>>,
-    dirty: Vec<usize>,
     stats: ManagerStats,
-    /// While set, resumed runs wait (µs since the epoch).
-    recovery_deadline: Option<u64>,
     /// Tools that may run twice (read-only or idempotent), as workers declared them.
     repeatable_tools: HashSet<String>,
     /// Per-tool token buckets.
     limiter: crate::ratelimit::RateLimiter,
-    /// When stragglers were last looked for (µs since the epoch).
-    last_speculation_us: u64,
-    /// When the gauges were last refreshed (0: at the end of this turn).
-    last_gauges_us: u64,
     expected_workers: HashSet<WorkerId>,
 }
 
 impl Manager {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, term: CancellationToken) {
+        let clock = self.supervisor.clock();
         loop {
-            let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
             // While attempts run or subtasks wait, look for stragglers and overdue waits often.
             let busy =
-                !self.inflight.is_empty() || !self.ring.is_empty() || self.runs.values().any(|r| !r.parked.is_empty());
-            let speculation = busy.then_some(self.last_speculation_us + SPECULATION_EVERY_US);
+                self.registry.busy() || !self.ring.is_empty() || self.runs.values().any(|r| !r.parked.is_empty());
             // A tool at its rate limit: wake when its next token arrives.
-            let token = if self.ring.is_empty() { None } else { self.limiter.next_token_us(now_us()) };
-            let wake = [next_timer, self.recovery_deadline, speculation, token].into_iter().flatten().min();
+            let token = if self.ring.is_empty() { None } else { self.limiter.next_token_us(self.supervisor.now_us()) };
+            let wake = self.supervisor.next_wake(busy, token);
             tokio::select! {
                 biased;
                 _ = term.cancelled() => break,
@@ -348,25 +305,26 @@ impl Manager {
                         }
                     }
                 }
-                _ = sleep_until_us(wake.unwrap_or(0)), if wake.is_some() => {}
+                _ = crate::clock::sleep_until(clock.as_ref(), wake.unwrap_or(0)), if wake.is_some() => {}
             }
             self.stats.turns += 1;
-            let now = now_us();
-            self.fire_timers(now);
-            if self.recovery_deadline.is_some_and(|d| d <= now) {
+            let now = self.supervisor.now_us();
+            for (key, subtask) in self.supervisor.due_retries(now) {
+                self.apply(key, swarm_core::EngineEvent::RetryDue { subtask });
+            }
+            let due = self.supervisor.due(now);
+            if due.recovery_over {
                 self.end_recovery("grace period over");
             }
             self.dispatch();
-            if now >= self.last_speculation_us + SPECULATION_EVERY_US {
-                self.last_speculation_us = now;
+            if due.tick {
                 self.speculate(now);
                 self.expire_unscheduled(now);
                 self.expire_unplaceable(now);
                 self.expire_silent(now);
             }
             self.flush().await;
-            if now >= self.last_gauges_us + GAUGES_EVERY_US {
-                self.last_gauges_us = now;
+            if due.gauges {
                 self.record_gauges();
             }
         }
@@ -375,9 +333,8 @@ impl Manager {
 
     fn record_gauges(&self) {
         let m = swarm_telemetry::metrics();
-        let alive = self.workers.iter().filter(|w| w.alive);
-        let (count, used, total) = alive.fold((0, 0, 0), |(n, u, t), w| (n + 1, u + w.running, t + w.slots));
-        m.workers.set(count, &[]);
+        let (count, used, total) = self.registry.usage();
+        m.workers.set(i64::from(count), &[]);
         m.slots.set(i64::from(used), &[("state", "used")]);
         m.slots.set(i64::from(total.saturating_sub(used)), &[("state", "free")]);
         let active = self.runs.values().filter(|r| !r.engine.state().is_terminal());
@@ -406,17 +363,7 @@ impl Manager {
                 let _ = reply.send((runs, more));
             }
             Command::Workers { reply } => {
-                let workers = self
-                    .workers
-                    .iter()
-                    .filter(|w| w.alive)
-                    .map(|w| {
-                        let mut tools: Vec<String> = w.tools.iter().cloned().collect();
-                        tools.sort_unstable();
-                        pb::WorkerInfo { worker_id: w.id.to_string(), slots: w.slots, running: w.running, tools }
-                    })
-                    .collect();
-                let _ = reply.send(workers);
+                let _ = reply.send(self.registry.infos());
             }
             Command::Cancel { run_id, reason, reply } => {
                 let _ = reply.send(self.cancel(&run_id, &reason));
@@ -440,32 +387,27 @@ impl Manager {
                 }
             }
             Command::WorkerDraining { conn } => {
-                if let Some(&w) = self.by_conn.get(&conn) {
-                    info!(worker_id = %self.workers[w].id, running = self.workers[w].running, "worker draining");
-                    self.workers[w].draining = true;
+                if let Some((id, running)) = self.registry.by_conn(conn).and_then(|w| self.registry.drain(w)) {
+                    info!(worker_id = %id, running, "worker draining");
                 }
             }
             Command::WorkerHeartbeat { conn, fences } => {
-                let now = now_us();
-                if let Some(&w) = self.by_conn.get(&conn) {
+                let now = self.supervisor.now_us();
+                if let Some(w) = self.registry.by_conn(conn) {
                     for fence in fences {
-                        if let Some(f) = self.inflight.get_mut(&fence).filter(|f| f.worker == w) {
-                            f.last_beat_us = now;
-                        }
+                        self.registry.touch(w, fence, now);
                     }
                 }
             }
             Command::WorkerLeft { conn } => {
-                if let Some(w) = self.by_conn.remove(&conn) {
-                    info!(worker_id = %self.workers[w].id, "worker left");
+                if let Some(w) = self.registry.remove_conn(conn) {
+                    info!(worker_id = %self.registry.id(w).map(ToString::to_string).unwrap_or_default(), "worker left");
                     self.worker_lost(w);
                 }
             }
             Command::WorkerExpired { worker_id } => {
-                if let Some(w) = self.workers.iter().position(|w| w.alive && w.id == worker_id) {
+                if let Some(w) = self.registry.find_alive(&worker_id) {
                     tracing::warn!(worker_id = %worker_id, "worker lease expired; its attempts are re-queued");
-                    let conn = self.workers[w].conn;
-                    self.by_conn.remove(&conn);
                     self.worker_lost(w);
                 }
                 self.expected_workers.remove(&worker_id);
@@ -476,11 +418,10 @@ impl Manager {
             }
             Command::Stats { reply } => {
                 let mut stats = self.stats;
-                stats.workers = self.workers.iter().filter(|w| w.alive).count() as u32;
+                stats.workers = self.registry.usage().0;
                 stats.active_runs = self.runs.values().filter(|r| !r.engine.state().is_terminal()).count() as u32;
-                stats.store_txns = self.sink_stats.txns.load(std::sync::atomic::Ordering::Relaxed);
-                stats.store_ops = self.sink_stats.ops.load(std::sync::atomic::Ordering::Relaxed);
-                stats.recovering = self.recovery_deadline.is_some();
+                (stats.store_txns, stats.store_ops) = self.outbox.written();
+                stats.recovering = self.supervisor.recovering();
                 let _ = reply.send(stats);
             }
         }
@@ -497,20 +438,10 @@ impl Manager {
         }
     }
 
-    fn fire_timers(&mut self, now: u64) {
-        while let Some(&Reverse((at, key, subtask))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            self.apply(key, swarm_core::EngineEvent::RetryDue { subtask });
-        }
-    }
-
     /// Ends recovery when every expected worker is back.
     fn check_recovery(&mut self) {
-        if self.recovery_deadline.is_some() {
-            let connected: HashSet<&WorkerId> = self.workers.iter().filter(|w| w.alive).map(|w| &w.id).collect();
+        if self.supervisor.recovering() {
+            let connected = self.registry.alive_ids();
             if self.expected_workers.iter().all(|w| connected.contains(w)) {
                 self.end_recovery("every registered worker reconnected");
             }
@@ -518,7 +449,7 @@ impl Manager {
     }
 
     fn end_recovery(&mut self, why: &str) {
-        if self.recovery_deadline.take().is_none() {
+        if !self.supervisor.end_recovery() {
             return;
         }
         info!(reason = why, "recovery over; resumed runs dispatch again");
@@ -530,9 +461,4 @@ impl Manager {
             self.enqueue(key);
         }
     }
-}
-
-async fn sleep_until_us(at_us: u64) {
-    let now = now_us();
-    tokio::time::sleep(Duration::from_micros(at_us.saturating_sub(now))).await;
 }

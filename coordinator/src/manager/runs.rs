@@ -14,7 +14,7 @@ use swarm_store::agent_records::SpawnedChild;
 use swarm_store::repo::{RunHeader, SubtaskRecord};
 use tracing::info;
 
-use super::{Listed, Manager, RunEntry, now_us};
+use super::{Listed, Manager, RunEntry};
 use crate::recovery::{Recovered, RecoveredRun};
 use crate::watch::{EventLog, LogEntry};
 
@@ -31,7 +31,7 @@ impl Manager {
         let engine = engine.unwrap_or_else(|| {
             RunEngine::new(run_id.clone(), dag.clone(), self.config.retry.clone(), header.submitted_us, seed)
         });
-        let log = EventLog::new(run_id.clone(), &dag, now_us());
+        let log = EventLog::new(run_id.clone(), &dag, self.supervisor.now_us());
         let key = self.next_run;
         self.next_run += 1;
         // A run resumed by a new leader continues its trace from the stored context.
@@ -87,26 +87,30 @@ impl Manager {
             self.ring.retain(|&k| k != key);
             // A run whose every subtask was recorded ends now.
             let mut actions = std::mem::take(&mut self.actions);
+            let now = self.supervisor.now_us();
             if let Some(entry) = self.runs.get_mut(&key) {
-                entry.engine.settle(now_us(), &mut actions);
+                entry.engine.settle(now, &mut actions);
             }
-            let now = now_us();
             for action in actions.drain(..) {
                 self.act(key, action, now);
             }
             self.actions = actions;
         }
         if resumed {
-            let grace = self.config.recovery_grace.as_micros() as u64;
-            self.recovery_deadline = Some(now_us() + grace);
-            info!(workers = self.expected_workers.len(), grace_ms = grace / 1000, "waiting for workers to reconnect");
+            let grace = self.config.recovery_grace;
+            self.supervisor.start_recovery(grace);
+            info!(
+                workers = self.expected_workers.len(),
+                grace_ms = grace.as_millis() as u64,
+                "waiting for workers to reconnect"
+            );
             self.check_recovery();
         }
     }
 
     /// Applies an event to a run's engine and carries out the resulting actions.
     pub(super) fn apply(&mut self, key: u32, event: EngineEvent) {
-        let now = now_us();
+        let now = self.supervisor.now_us();
         let mut actions = std::mem::take(&mut self.actions);
         if let Some(entry) = self.runs.get_mut(&key) {
             entry.engine.apply(event, now, &mut actions);
@@ -155,7 +159,7 @@ impl Manager {
                         index,
                         turn.as_ref(),
                     );
-                    self.writes.push(op);
+                    self.outbox.write(op);
                 }
             }
             Action::PersistSpawn { subtask, stage } => {
@@ -181,7 +185,7 @@ impl Manager {
                     })
                     .collect();
                 let op = self.repo.spawn_op(engine.run_id(), &engine.dag().node(subtask).id, stage, record);
-                self.writes.push(op);
+                self.outbox.write(op);
             }
             Action::Persist { subtask } => {
                 let slot = entry.engine.slot(subtask);
@@ -207,19 +211,18 @@ impl Manager {
                     term,
                 };
                 let op = self.repo.subtask_op(entry.engine.run_id(), &entry.engine.dag().node(subtask).id, &record);
-                self.writes.push(op);
+                self.outbox.write(op);
                 if let Some((path, value)) = offload {
                     entry.engine.set_output_ref(subtask, path.as_str().into());
-                    self.blobs.push((path, value));
+                    self.outbox.upload(path, value);
                 }
             }
             Action::CancelAttempt { worker, fence } => {
-                if let Some(w) = self.workers.iter().position(|w| w.alive && w.id == worker) {
-                    self.workers[w].out_cancel.push(fence.0);
-                    self.dirty.push(w);
+                if let Some(w) = self.registry.find_alive(&worker) {
+                    self.registry.cancel(w, fence.0);
                 }
             }
-            Action::ArmTimer { subtask, at_us } => self.timers.push(std::cmp::Reverse((at_us, key, subtask))),
+            Action::ArmTimer { subtask, at_us } => self.supervisor.arm_retry(at_us, key, subtask),
             Action::Finished { state } => {
                 let summary = entry.engine.summary(now);
                 info!(
@@ -231,14 +234,14 @@ impl Manager {
                     "run finished"
                 );
                 crate::telemetry::run_finished(&entry.span, state, &summary);
-                self.last_gauges_us = 0;
+                self.supervisor.gauges_soon();
                 entry.span = tracing::Span::none();
                 entry.header.state = state;
                 entry.header.finished_us = entry.engine.finished_us();
                 entry.header.summary = Some(summary);
                 entry.header.term = term;
                 let op = self.repo.header_op(&entry.header);
-                self.writes.push(op);
+                self.outbox.write(op);
             }
         }
     }
@@ -282,15 +285,15 @@ impl Manager {
 
     pub(super) fn view_by_id(&self, run_id: &RunId, include_subtasks: bool) -> Option<pb::Run> {
         match self.listing.get(run_id)? {
-            Listed::Live(k) => self.runs.get(k).map(|e| view(e, include_subtasks)),
+            Listed::Live(k) => self.runs.get(k).map(|e| view(e, include_subtasks, self.supervisor.now_us())),
             Listed::Archived(h) => Some(view_from_header(h)),
         }
     }
 }
 
-fn view(entry: &RunEntry, include_subtasks: bool) -> pb::Run {
+fn view(entry: &RunEntry, include_subtasks: bool, now_us: u64) -> pb::Run {
     let engine = &entry.engine;
-    let summary = engine.summary(now_us());
+    let summary = engine.summary(now_us);
     let subtasks = if include_subtasks {
         engine
             .slots()

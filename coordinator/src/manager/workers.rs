@@ -2,49 +2,20 @@
 
 use std::collections::HashSet;
 
-use swarm_core::agent::{AGENT_CAPABILITY, MODEL_CAPABILITY_PREFIX};
 use swarm_core::engine::{EngineEvent, SubtaskState};
 use swarm_core::{AttemptNo, Fence, WorkerId};
 use swarm_proto::convert::{self, duration_us};
 use swarm_proto::pb;
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::{Inflight, Listed, Manager, WorkerEntry, WorkerTx};
-use crate::placement::Candidate;
-
-impl Candidate for WorkerEntry {
-    fn alive(&self) -> bool {
-        self.alive
-    }
-    fn free_slots(&self) -> u32 {
-        if self.draining { 0 } else { self.slots.saturating_sub(self.running) }
-    }
-    /// A tool by name; a model as `@model:NAME` (exact, else the part before a `:`, as workers
-    /// resolve it). A worker that runs agents but lists no models (an older version) is taken
-    /// to serve every model.
-    fn offers(&self, need: &str) -> bool {
-        if self.tools.contains(need) {
-            return true;
-        }
-        let Some(model) = need.strip_prefix(MODEL_CAPABILITY_PREFIX) else { return false };
-        if !self.tools.contains(AGENT_CAPABILITY) {
-            return false;
-        }
-        let lists_models = self.tools.iter().any(|t| t.starts_with(MODEL_CAPABILITY_PREFIX));
-        !lists_models
-            || model
-                .split_once(':')
-                .is_some_and(|(base, _)| self.tools.contains(&format!("{MODEL_CAPABILITY_PREFIX}{base}")))
-    }
-}
+use super::registry::WorkerKey;
+use super::{Listed, Manager, WorkerTx};
 
 impl Manager {
     pub(super) fn worker_joined(&mut self, conn: u64, hello: pb::WorkerHello, tx: WorkerTx) {
         let id = WorkerId::from(hello.worker_id);
-        if let Some(old) = self.workers.iter().position(|w| w.alive && w.id == id) {
+        if let Some(old) = self.registry.find_alive(&id) {
             warn!(worker_id = %id, "worker reconnected; its previous connection is dropped");
-            self.by_conn.remove(&self.workers[old].conn);
             self.worker_lost(old);
         }
         let welcome = pb::CoordinatorMessage {
@@ -56,38 +27,17 @@ impl Manager {
         if tx.try_send(Ok(welcome)).is_err() {
             return;
         }
-        let entry = WorkerEntry {
-            id: id.clone(),
-            conn,
-            slots: hello.slots,
-            running: 0,
-            tools: hello
-                .tools
-                .into_iter()
-                .map(|t| {
-                    if t.read_only || t.idempotent {
-                        self.repeatable_tools.insert(t.name.clone());
-                    }
-                    t.name
-                })
-                .collect::<HashSet<_>>(),
-            tx,
-            alive: true,
-            draining: false,
-            out_assign: Vec::new(),
-            out_cancel: Vec::new(),
-        };
-        let w = match self.workers.iter().position(|w| !w.alive) {
-            Some(i) => {
-                self.workers[i] = entry;
-                i
-            }
-            None => {
-                self.workers.push(entry);
-                self.workers.len() - 1
-            }
-        };
-        self.by_conn.insert(conn, w);
+        let tools = hello
+            .tools
+            .into_iter()
+            .map(|t| {
+                if t.read_only || t.idempotent {
+                    self.repeatable_tools.insert(t.name.clone());
+                }
+                t.name
+            })
+            .collect::<HashSet<_>>();
+        let w = self.registry.join(conn, id.clone(), hello.slots, tools, tx);
         let held = hello.held.len();
         for h in hello.held {
             self.adopt(w, h);
@@ -103,12 +53,11 @@ impl Manager {
             }
             self.enqueue(key);
         }
-        self.dirty.push(w);
         self.check_recovery();
     }
 
     /// Takes over an attempt a reconnecting worker holds, or tells it to stop the attempt.
-    fn adopt(&mut self, w: usize, h: pb::HeldAttempt) {
+    fn adopt(&mut self, w: WorkerKey, h: pb::HeldAttempt) {
         let fence = Fence(h.fence);
         let target = match self.listing.get(&swarm_core::RunId::from(h.run_id.as_str())) {
             Some(Listed::Live(k)) => {
@@ -116,16 +65,14 @@ impl Manager {
             }
             _ => None,
         };
-        let adopted = match target {
-            Some((key, sub)) if !self.inflight.contains_key(&h.fence) => {
-                let worker = self.workers[w].id.clone();
+        let adopted = match (target, self.registry.id(w).cloned()) {
+            (Some((key, sub)), Some(worker)) if !self.registry.holds(h.fence) => {
                 self.apply(key, EngineEvent::Adopt { subtask: sub, worker, fence, attempt: AttemptNo(h.attempt) });
                 let slot = self.runs.get(&key).map(|e| e.engine.slot(sub));
                 let ok = slot.is_some_and(|s| s.state == SubtaskState::Running && s.fence == fence);
                 if ok {
-                    self.inflight
-                        .insert(h.fence, Inflight { run: key, subtask: sub, worker: w, last_beat_us: super::now_us() });
-                    self.workers[w].running += 1;
+                    let now = self.supervisor.now_us();
+                    self.registry.adopt(w, h.fence, key, sub, now);
                     self.stats.adopted += 1;
                 }
                 ok
@@ -134,44 +81,31 @@ impl Manager {
         };
         if !adopted {
             debug!(fence = h.fence, run_id = %h.run_id, subtask_id = %h.subtask_id, "held attempt not adopted; cancelling it");
-            self.workers[w].out_cancel.push(h.fence);
+            self.registry.cancel(w, h.fence);
         }
     }
 
-    pub(super) fn worker_lost(&mut self, w: usize) {
-        let worker = &mut self.workers[w];
-        worker.alive = false;
-        worker.out_assign.clear();
-        worker.out_cancel.clear();
-        // Dropping our sender ends the worker's stream, so a worker that is still there
-        // reconnects.
-        worker.tx = mpsc::channel(1).0;
-        self.acks.remove(&w);
-        self.step_acks.remove(&w);
-        let lost: Vec<(u64, Inflight)> =
-            self.inflight.iter().filter(|(_, f)| f.worker == w).map(|(fence, f)| (*fence, *f)).collect();
-        for (fence, f) in lost {
-            self.inflight.remove(&fence);
+    /// The worker is gone: its attempts go back to their runs as lost, and nothing more is
+    /// acknowledged to that connection.
+    pub(super) fn worker_lost(&mut self, w: WorkerKey) {
+        self.outbox.forget(w);
+        for (fence, held) in self.registry.lose(w) {
             let reason = "the worker running the attempt went away".to_owned();
-            self.apply(f.run, EngineEvent::Lost { subtask: f.subtask, fence: Fence(fence), reason });
+            self.apply(held.run, EngineEvent::Lost { subtask: held.subtask, fence: Fence(fence), reason });
         }
-        self.workers[w].running = 0;
     }
 
     pub(super) fn report(&mut self, conn: u64, r: pb::AttemptReport) {
         self.stats.reports += 1;
-        let Some(&w) = self.by_conn.get(&conn) else { return };
+        let Some(w) = self.registry.by_conn(conn) else { return };
         // Every report is acknowledged once this turn's writes are durable, stale ones too:
         // the worker may forget it either way.
-        self.acks.entry(w).or_default().push(r.fence);
-        let Some(f) = self.inflight.get(&r.fence).copied().filter(|f| f.worker == w) else {
+        self.outbox.ack(w, r.fence);
+        let Some(f) = self.registry.release(w, r.fence) else {
             self.stats.stale_reports += 1;
             debug!(fence = r.fence, "report for an attempt no longer in flight");
             return;
         };
-        self.inflight.remove(&r.fence);
-        let worker = &mut self.workers[w];
-        worker.running = worker.running.saturating_sub(1);
         let started_us = r.started_at.as_ref().map_or(0, convert::unix_us);
         let finished_us = r.finished_at.as_ref().map_or(0, convert::unix_us);
         let fence = Fence(r.fence);
@@ -226,20 +160,10 @@ impl Manager {
     /// Attempts not heard of for three heartbeat intervals are declared lost (re-queued, and
     /// cancelled on their worker in case it is merely slow).
     pub(super) fn expire_silent(&mut self, now: u64) {
-        let limit = 3 * self.config.heartbeat_interval.as_micros() as u64;
-        let silent: Vec<(u64, Inflight)> = self
-            .inflight
-            .iter()
-            .filter(|(_, f)| now.saturating_sub(f.last_beat_us) > limit)
-            .map(|(fence, f)| (*fence, *f))
-            .collect();
-        for (fence, f) in silent {
-            self.inflight.remove(&fence);
-            let worker = &mut self.workers[f.worker];
-            worker.running = worker.running.saturating_sub(1);
-            worker.out_cancel.push(fence);
-            self.dirty.push(f.worker);
-            warn!(fence, worker_id = %worker.id, "no heartbeat for the attempt; it is declared lost");
+        let limit = self.supervisor.silence_limit_us();
+        for (fence, f) in self.registry.silent(now, limit) {
+            let worker = self.registry.id(f.worker).map(ToString::to_string).unwrap_or_default();
+            warn!(fence, worker_id = %worker, "no heartbeat for the attempt; it is declared lost");
             let reason = format!("no heartbeat for {} ms", limit / 1000);
             self.apply(f.run, EngineEvent::Lost { subtask: f.subtask, fence: Fence(fence), reason });
         }
@@ -247,15 +171,14 @@ impl Manager {
 
     /// A turn of a running agent: extend its transcript.
     pub(super) fn agent_step(&mut self, conn: u64, step: pb::AgentStepReport) {
-        let Some(&w) = self.by_conn.get(&conn) else { return };
+        let Some(w) = self.registry.by_conn(conn) else { return };
         // Acknowledged once this turn's writes are durable, whether recorded or stale.
-        self.step_acks.entry(w).or_default().push(pb::StepAck { fence: step.fence, seq: step.seq });
-        let Some(f) = self.inflight.get_mut(&step.fence).filter(|f| f.worker == w) else {
+        self.outbox.ack_step(w, pb::StepAck { fence: step.fence, seq: step.seq });
+        let now = self.supervisor.now_us();
+        let Some(f) = self.registry.touch(w, step.fence, now) else {
             self.stats.stale_reports += 1;
             return;
         };
-        f.last_beat_us = super::now_us();
-        let f = *f;
         match serde_json::from_str::<swarm_core::agent::Turn>(&step.turn_json) {
             Ok(turn) => {
                 let event = EngineEvent::StepRecorded {

@@ -33,12 +33,14 @@
 //! a report whose fence is not the subtask's current one is stale and changes nothing.
 
 mod agents;
+mod policy;
 mod ready;
 mod speculation;
 pub mod types;
 
 use std::sync::Arc;
 
+pub use policy::{PlacementNeeds, SILENT_BEATS, silence_limit_us};
 pub use types::*;
 
 use crate::dag::{Dag, Work};

@@ -1,0 +1,209 @@
+//! The outbox: everything the manager's turn must make durable or tell workers afterwards.
+//! Store writes and offloaded payloads are buffered per turn and written by a writer task in
+//! batches (group commit); the acknowledgements of the reports those writes made durable are
+//! sent to the workers only after the commit. It is the only owner of acknowledgements.
+//!
+//! Batches queued while a commit is in flight are coalesced into the next one, so the number of
+//! store transactions per tool call falls as load rises. Writes are fenced by the leadership
+//! term (see `swarm_store::repo::Fence`); a fenced-out write means this coordinator is no longer
+//! the leader, and the writer cancels the term. Unavailable stores are retried with backoff,
+//! never dropped: the manager keeps going and the workers keep their unacknowledged reports
+//! meanwhile.
+//!
+//! May not touch: runs, engines or workers' attempts; it only reads the registry for streams.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use swarm_core::Retryable;
+use swarm_proto::pb;
+use swarm_store::{Op, RunRepo, StoreError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, warn};
+
+use super::registry::{WorkerKey, WorkerRegistry, WorkerTx};
+
+/// What one manager turn must make durable, and whom to tell once it is.
+#[derive(Debug)]
+pub struct Outbox {
+    writes: Vec<Op>,
+    /// Offloaded outputs to upload with `writes`.
+    blobs: Vec<(String, bytes::Bytes)>,
+    /// Fences to acknowledge per worker once this turn's writes are durable.
+    acks: HashMap<WorkerKey, Vec<u64>>,
+    /// Agent steps to acknowledge per worker, likewise.
+    step_acks: HashMap<WorkerKey, Vec<pb::StepAck>>,
+    writer: mpsc::Sender<SinkBatch>,
+    stats: Arc<SinkStats>,
+}
+
+impl Outbox {
+    /// An outbox whose writer task runs on `tracker` until `term` ends.
+    pub fn spawn(repo: RunRepo, tracker: &TaskTracker, term: CancellationToken) -> Self {
+        let (writer, rx) = mpsc::channel(64);
+        let stats = Arc::new(SinkStats::default());
+        tracker.spawn(write_loop(repo, rx, term, stats.clone()));
+        Self { writes: Vec::new(), blobs: Vec::new(), acks: HashMap::new(), step_acks: HashMap::new(), writer, stats }
+    }
+
+    /// A store write of this turn.
+    pub fn write(&mut self, op: Op) {
+        self.writes.push(op);
+    }
+
+    /// A payload to upload before this turn's writes (which reference it).
+    pub fn upload(&mut self, path: String, value: bytes::Bytes) {
+        self.blobs.push((path, value));
+    }
+
+    /// Acknowledge attempt report `fence` to `worker` once this turn is durable.
+    pub fn ack(&mut self, worker: WorkerKey, fence: u64) {
+        self.acks.entry(worker).or_default().push(fence);
+    }
+
+    /// Acknowledge an agent step likewise.
+    pub fn ack_step(&mut self, worker: WorkerKey, step: pb::StepAck) {
+        self.step_acks.entry(worker).or_default().push(step);
+    }
+
+    /// The worker is gone: nothing is acknowledged to that connection (it re-sends).
+    pub fn forget(&mut self, worker: WorkerKey) {
+        self.acks.remove(&worker);
+        self.step_acks.remove(&worker);
+    }
+
+    /// (store transactions, operations) written so far.
+    pub fn written(&self) -> (u64, u64) {
+        (self.stats.txns.load(Ordering::Relaxed), self.stats.ops.load(Ordering::Relaxed))
+    }
+
+    /// Hands this turn's writes and acknowledgements to the writer (waits while it is busy
+    /// with earlier turns' batches: back-pressure on the manager, never a drop).
+    pub async fn flush(&mut self, registry: &WorkerRegistry) {
+        if self.writes.is_empty() && self.acks.is_empty() && self.step_acks.is_empty() {
+            return;
+        }
+        let mut per_worker: HashMap<WorkerKey, pb::Acks> = HashMap::new();
+        for (w, fences) in self.acks.drain() {
+            per_worker.entry(w).or_default().fences = fences;
+        }
+        for (w, steps) in self.step_acks.drain() {
+            per_worker.entry(w).or_default().steps = steps;
+        }
+        let acks = per_worker.into_iter().filter_map(|(w, acks)| registry.tx(w).map(|tx| (tx.clone(), acks))).collect();
+        let batch = SinkBatch { blobs: std::mem::take(&mut self.blobs), ops: std::mem::take(&mut self.writes), acks };
+        if self.writer.send(batch).await.is_err() {
+            warn!("store writer stopped; writes dropped");
+        }
+    }
+}
+
+/// The longest wait between two tries of a write.
+const MAX_WRITE_DELAY: Duration = Duration::from_secs(2);
+
+/// Retries of a failed write: 50 ms doubling to 2 s, jittered, for as long as the term lasts.
+fn write_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(MAX_WRITE_DELAY)
+        .with_jitter()
+        .without_max_times()
+}
+
+/// Most operations coalesced into one sink round.
+const MAX_COALESCED_OPS: usize = 8192;
+
+/// One manager turn's writes and the acknowledgements due once they are durable.
+#[derive(Default)]
+struct SinkBatch {
+    /// Offloaded payloads to upload before `ops` (which reference them) are committed.
+    blobs: Vec<(String, bytes::Bytes)>,
+    ops: Vec<Op>,
+    acks: Vec<(WorkerTx, pb::Acks)>,
+}
+
+/// Writer counters.
+#[derive(Default, Debug)]
+struct SinkStats {
+    /// Store transactions committed.
+    txns: AtomicU64,
+    /// Operations written.
+    ops: AtomicU64,
+    /// Failed commit attempts (retried).
+    retries: AtomicU64,
+}
+
+/// Writes batches until the channel closes or the term is cancelled, then acknowledges.
+async fn write_loop(repo: RunRepo, mut rx: mpsc::Receiver<SinkBatch>, term: CancellationToken, stats: Arc<SinkStats>) {
+    while let Some(mut batch) = rx.recv().await {
+        while batch.ops.len() < MAX_COALESCED_OPS {
+            match rx.try_recv() {
+                Ok(more) => {
+                    batch.blobs.extend(more.blobs);
+                    batch.ops.extend(more.ops);
+                    batch.acks.extend(more.acks);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut delays = write_backoff().build();
+        loop {
+            if batch.ops.is_empty() {
+                break;
+            }
+            let uploaded = match repo.payloads() {
+                Some(payloads) if !batch.blobs.is_empty() => {
+                    let uploads = batch.blobs.iter().map(|(path, value)| payloads.put(path, value.clone()));
+                    futures_util::future::try_join_all(uploads).await.map(|_| ())
+                }
+                _ => Ok(()),
+            };
+            let started = std::time::Instant::now();
+            let written = match uploaded {
+                Ok(()) => repo.write_batch(&batch.ops).await,
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(txns) => {
+                    let m = swarm_telemetry::metrics();
+                    m.store_batch_size.record(batch.ops.len() as f64, &[]);
+                    m.store_commit_duration.record(started.elapsed().as_secs_f64(), &[]);
+                    batch.blobs.clear();
+                    stats.txns.fetch_add(txns as u64, Ordering::Relaxed);
+                    stats.ops.fetch_add(batch.ops.len() as u64, Ordering::Relaxed);
+                    break;
+                }
+                Err(StoreError::Fenced(term_rev)) => {
+                    error!(term = term_rev, "writes fenced out: this coordinator is no longer the leader");
+                    term.cancel();
+                    return;
+                }
+                Err(e) if e.is_retryable() => {
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let delay = delays.next().unwrap_or(MAX_WRITE_DELAY);
+                    warn!(error = %e, ops = batch.ops.len(), retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");
+                    tokio::select! {
+                        _ = term.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, ops = batch.ops.len(), "store write failed for good; the batch is dropped");
+                    batch.acks.clear();
+                    break;
+                }
+            }
+        }
+        for (tx, acks) in batch.acks {
+            let msg = pb::CoordinatorMessage { msg: Some(pb::coordinator_message::Msg::Acks(acks)) };
+            // A full or closed stream only delays the ack: the worker re-sends, and the report is
+            // recognised as stale and acknowledged again.
+            let _ = tx.try_send(Ok(msg));
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! The worker registry: connected workers (their streams, slots and tools), the attempts each
+//! one holds, and when each attempt was last heard of.
+//!
+//! Workers are addressed by a generational [`WorkerKey`]: the slot of a worker that left is
+//! reused, with a new generation, so a key of an earlier connection never reaches the
+//! worker that took its place. Outgoing assignments and cancels are queued per worker and sent
+//! once per manager turn ([`WorkerRegistry::flush`]).
+//!
+//! May not touch: runs, engines or the store. It reports what changed (attempts lost with a
+//! worker, silent attempts) and the manager turns that into engine events.
+
+use std::collections::{HashMap, HashSet};
+
+use swarm_core::WorkerId;
+use swarm_core::agent::{AGENT_CAPABILITY, MODEL_CAPABILITY_PREFIX};
+use swarm_proto::pb;
+use tokio::sync::mpsc;
+
+use crate::placement::Candidate;
+
+/// The outbound half of a worker's `Connect` stream.
+pub type WorkerTx = mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>;
+
+/// A worker connection: its slot in the registry and that slot's generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerKey {
+    index: u32,
+    generation: u32,
+}
+
+/// A `Connect` stream, as numbered by the worker service.
+pub type ConnId = u64;
+
+/// An attempt in flight on a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The run (the manager's key) and subtask index.
+    pub run: u32,
+    pub subtask: u32,
+    pub worker: WorkerKey,
+    /// When the attempt was last heard of (dispatch, heartbeat, turn), µs.
+    pub last_beat_us: u64,
+}
+
+/// One connected (or departed) worker.
+#[derive(Debug)]
+pub struct WorkerEntry {
+    id: WorkerId,
+    conn: ConnId,
+    generation: u32,
+    slots: u32,
+    running: u32,
+    tools: HashSet<String>,
+    tx: WorkerTx,
+    alive: bool,
+    /// Shutting down: it finishes what it runs and gets nothing new.
+    draining: bool,
+    out_assign: Vec<pb::Assignment>,
+    out_cancel: Vec<u64>,
+}
+
+impl WorkerEntry {
+    /// The worker's id.
+    pub fn id(&self) -> &WorkerId {
+        &self.id
+    }
+}
+
+impl Candidate for WorkerEntry {
+    fn alive(&self) -> bool {
+        self.alive
+    }
+    fn free_slots(&self) -> u32 {
+        if self.draining { 0 } else { self.slots.saturating_sub(self.running) }
+    }
+    /// A tool by name; a model as `@model:NAME` (exact, else the part before a `:`, as workers
+    /// resolve it). A worker that runs agents but lists no models (an older version) is taken
+    /// to serve every model.
+    fn offers(&self, need: &str) -> bool {
+        if self.tools.contains(need) {
+            return true;
+        }
+        let Some(model) = need.strip_prefix(MODEL_CAPABILITY_PREFIX) else { return false };
+        if !self.tools.contains(AGENT_CAPABILITY) {
+            return false;
+        }
+        let lists_models = self.tools.iter().any(|t| t.starts_with(MODEL_CAPABILITY_PREFIX));
+        !lists_models
+            || model
+                .split_once(':')
+                .is_some_and(|(base, _)| self.tools.contains(&format!("{MODEL_CAPABILITY_PREFIX}{base}")))
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct WorkerRegistry {
+    workers: Vec<WorkerEntry>,
+    by_conn: HashMap<ConnId, WorkerKey>,
+    inflight: HashMap<u64, Held>,
+    dirty: Vec<WorkerKey>,
+}
+
+impl WorkerRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a worker that opened stream `conn`. The caller has already dropped any live
+    /// connection with the same id ([`WorkerRegistry::find_alive`], [`WorkerRegistry::lose`]).
+    pub fn join(&mut self, conn: ConnId, id: WorkerId, slots: u32, tools: HashSet<String>, tx: WorkerTx) -> WorkerKey {
+        let index = self.workers.iter().position(|w| !w.alive);
+        let generation = index.map_or(0, |i| self.workers[i].generation.wrapping_add(1));
+        let entry = WorkerEntry {
+            id,
+            conn,
+            generation,
+            slots,
+            running: 0,
+            tools,
+            tx,
+            alive: true,
+            draining: false,
+            out_assign: Vec::new(),
+            out_cancel: Vec::new(),
+        };
+        let index = match index {
+            Some(i) => {
+                self.workers[i] = entry;
+                i
+            }
+            None => {
+                self.workers.push(entry);
+                self.workers.len() - 1
+            }
+        };
+        let key = WorkerKey { index: index as u32, generation };
+        self.by_conn.insert(conn, key);
+        self.dirty.push(key);
+        key
+    }
+
+    /// The live connection of worker `id`, if any.
+    pub fn find_alive(&self, id: &WorkerId) -> Option<WorkerKey> {
+        self.workers.iter().position(|w| w.alive && &w.id == id).map(|i| self.key_at(i))
+    }
+
+    /// The worker on stream `conn`.
+    pub fn by_conn(&self, conn: ConnId) -> Option<WorkerKey> {
+        self.by_conn.get(&conn).copied().filter(|&k| self.get(k).is_some())
+    }
+
+    /// The live worker `key` names (none once that connection is gone).
+    pub fn get(&self, key: WorkerKey) -> Option<&WorkerEntry> {
+        self.workers.get(key.index as usize).filter(|w| w.alive && w.generation == key.generation)
+    }
+
+    fn get_mut(&mut self, key: WorkerKey) -> Option<&mut WorkerEntry> {
+        self.workers.get_mut(key.index as usize).filter(|w| w.alive && w.generation == key.generation)
+    }
+
+    /// Every worker slot, for placement (whose answers are indexes: see [`Self::key_at`]).
+    pub fn candidates(&self) -> &[WorkerEntry] {
+        &self.workers
+    }
+
+    /// The key of the worker at placement index `i`.
+    pub fn key_at(&self, i: usize) -> WorkerKey {
+        WorkerKey { index: i as u32, generation: self.workers[i].generation }
+    }
+
+    /// Placement indexes of the live workers among `ids`.
+    pub fn indexes_of(&self, ids: &[WorkerId]) -> Vec<usize> {
+        (0..self.workers.len()).filter(|&i| self.workers[i].alive && ids.contains(&self.workers[i].id)).collect()
+    }
+
+    /// The live worker's id.
+    pub fn id(&self, key: WorkerKey) -> Option<&WorkerId> {
+        self.get(key).map(|w| &w.id)
+    }
+
+    /// Its stream, for acknowledgements.
+    pub fn tx(&self, key: WorkerKey) -> Option<&WorkerTx> {
+        self.get(key).map(|w| &w.tx)
+    }
+
+    /// Free slots over every live worker.
+    pub fn free_slots(&self) -> u32 {
+        self.workers.iter().filter(|w| w.alive).map(Candidate::free_slots).sum()
+    }
+
+    /// (live workers, slots in use, slots in all).
+    pub fn usage(&self) -> (u32, u32, u32) {
+        self.workers.iter().filter(|w| w.alive).fold((0, 0, 0), |(n, u, t), w| (n + 1, u + w.running, t + w.slots))
+    }
+
+    /// The ids of the live workers.
+    pub fn alive_ids(&self) -> HashSet<&WorkerId> {
+        self.workers.iter().filter(|w| w.alive).map(|w| &w.id).collect()
+    }
+
+    /// The live workers, for `ListWorkers`.
+    pub fn infos(&self) -> Vec<pb::WorkerInfo> {
+        self.workers
+            .iter()
+            .filter(|w| w.alive)
+            .map(|w| {
+                let mut tools: Vec<String> = w.tools.iter().cloned().collect();
+                tools.sort_unstable();
+                pb::WorkerInfo { worker_id: w.id.to_string(), slots: w.slots, running: w.running, tools }
+            })
+            .collect()
+    }
+
+    /// The worker is shutting down: nothing new goes to it. Returns (id, attempts running).
+    pub fn drain(&mut self, key: WorkerKey) -> Option<(WorkerId, u32)> {
+        let w = self.get_mut(key)?;
+        w.draining = true;
+        Some((w.id.clone(), w.running))
+    }
+
+    /// Forgets stream `conn`; returns the worker it carried, if still live.
+    pub fn remove_conn(&mut self, conn: ConnId) -> Option<WorkerKey> {
+        self.by_conn.remove(&conn).filter(|&k| self.get(k).is_some())
+    }
+
+    /// The worker is gone: its stream is dropped (a worker still there reconnects), its queued
+    /// messages discarded, and the attempts it held are returned, no longer in flight.
+    pub fn lose(&mut self, key: WorkerKey) -> Vec<(u64, Held)> {
+        let Some(w) = self.get_mut(key) else { return Vec::new() };
+        let conn = w.conn;
+        w.alive = false;
+        w.running = 0;
+        w.out_assign.clear();
+        w.out_cancel.clear();
+        w.tx = mpsc::channel(1).0;
+        if self.by_conn.get(&conn) == Some(&key) {
+            self.by_conn.remove(&conn);
+        }
+        let lost: Vec<u64> = self.inflight.iter().filter(|(_, h)| h.worker == key).map(|(f, _)| *f).collect();
+        lost.into_iter().filter_map(|f| self.inflight.remove(&f).map(|h| (f, h))).collect()
+    }
+
+    /// Queues an assignment for the worker and holds its attempt.
+    pub fn assign(&mut self, key: WorkerKey, run: u32, subtask: u32, assignment: pb::Assignment, now_us: u64) {
+        let fence = assignment.fence;
+        let Some(w) = self.get_mut(key) else { return };
+        w.running += 1;
+        w.out_assign.push(assignment);
+        self.dirty.push(key);
+        self.inflight.insert(fence, Held { run, subtask, worker: key, last_beat_us: now_us });
+    }
+
+    /// Holds an attempt a reconnecting worker already runs.
+    pub fn adopt(&mut self, key: WorkerKey, fence: u64, run: u32, subtask: u32, now_us: u64) {
+        let Some(w) = self.get_mut(key) else { return };
+        w.running += 1;
+        self.inflight.insert(fence, Held { run, subtask, worker: key, last_beat_us: now_us });
+    }
+
+    /// Queues a cancel of attempt `fence` for the worker.
+    pub fn cancel(&mut self, key: WorkerKey, fence: u64) {
+        if let Some(w) = self.get_mut(key) {
+            w.out_cancel.push(fence);
+            self.dirty.push(key);
+        }
+    }
+
+    /// True when attempt `fence` is held by some worker.
+    pub fn holds(&self, fence: u64) -> bool {
+        self.inflight.contains_key(&fence)
+    }
+
+    /// The attempt, if it is held.
+    pub fn held(&self, fence: u64) -> Option<&Held> {
+        self.inflight.get(&fence)
+    }
+
+    /// True while any attempt is in flight.
+    pub fn busy(&self) -> bool {
+        !self.inflight.is_empty()
+    }
+
+    /// The worker `key` ended attempt `fence` (it reported): no longer held. `None` when the
+    /// attempt is not held by that worker (a stale or forged report).
+    pub fn release(&mut self, key: WorkerKey, fence: u64) -> Option<Held> {
+        self.inflight.get(&fence).filter(|h| h.worker == key)?;
+        let held = self.inflight.remove(&fence)?;
+        if let Some(w) = self.get_mut(key) {
+            w.running = w.running.saturating_sub(1);
+        }
+        Some(held)
+    }
+
+    /// Attempt `fence` of worker `key` was heard of (a heartbeat or a turn).
+    pub fn touch(&mut self, key: WorkerKey, fence: u64, now_us: u64) -> Option<Held> {
+        let held = self.inflight.get_mut(&fence).filter(|h| h.worker == key)?;
+        held.last_beat_us = now_us;
+        Some(*held)
+    }
+
+    /// Attempts not heard of for longer than `limit_us`: released, and a cancel queued for
+    /// each on its worker (in case it is merely slow).
+    pub fn silent(&mut self, now_us: u64, limit_us: u64) -> Vec<(u64, Held)> {
+        let silent: Vec<u64> = self
+            .inflight
+            .iter()
+            .filter(|(_, h)| now_us.saturating_sub(h.last_beat_us) > limit_us)
+            .map(|(f, _)| *f)
+            .collect();
+        let mut out = Vec::with_capacity(silent.len());
+        for fence in silent {
+            let Some(held) = self.inflight.remove(&fence) else { continue };
+            if let Some(w) = self.get_mut(held.worker) {
+                w.running = w.running.saturating_sub(1);
+            }
+            self.cancel(held.worker, fence);
+            out.push((fence, held));
+        }
+        out
+    }
+
+    /// Sends each worker its queued assignments and cancels; returns the workers whose stream
+    /// is closed or full (the caller treats them as lost).
+    pub fn flush(&mut self) -> Vec<WorkerKey> {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        let mut failed = Vec::new();
+        for &key in &dirty {
+            let Some(w) = self.get_mut(key) else { continue };
+            let mut broken = false;
+            if !w.out_assign.is_empty() {
+                let assignments = std::mem::take(&mut w.out_assign);
+                let msg = pb::coordinator_message::Msg::Assignments(pb::Assignments { assignments });
+                broken |= w.tx.try_send(Ok(pb::CoordinatorMessage { msg: Some(msg) })).is_err();
+            }
+            if !w.out_cancel.is_empty() {
+                let fences = std::mem::take(&mut w.out_cancel);
+                let msg = pb::coordinator_message::Msg::Cancels(pb::Cancels { fences });
+                broken |= w.tx.try_send(Ok(pb::CoordinatorMessage { msg: Some(msg) })).is_err();
+            }
+            if broken {
+                failed.push(key);
+            }
+        }
+        dirty.clear();
+        self.dirty = dirty;
+        failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(
+        r: &mut WorkerRegistry,
+        conn: ConnId,
+        id: &str,
+    ) -> (WorkerKey, mpsc::Receiver<Result<pb::CoordinatorMessage, tonic::Status>>) {
+        let (tx, rx) = mpsc::channel(8);
+        let tools = ["echo".to_owned()].into_iter().collect();
+        (r.join(conn, WorkerId::from(id), 4, tools, tx), rx)
+    }
+
+    fn assignment(fence: u64) -> pb::Assignment {
+        pb::Assignment { fence, tool: "echo".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn a_reused_slot_gets_a_new_generation_and_old_keys_match_nothing() {
+        let mut r = WorkerRegistry::new();
+        let (a, _rx) = join(&mut r, 1, "a");
+        r.assign(a, 0, 0, assignment(10), 0);
+        let lost = r.lose(a);
+        assert_eq!(lost.len(), 1, "its attempt comes back");
+        assert!(r.get(a).is_none());
+        let (b, _rx2) = join(&mut r, 2, "b");
+        assert_ne!(a, b, "same slot, new generation");
+        assert!(r.get(a).is_none(), "the old key does not reach the new worker");
+        assert_eq!(r.id(b).map(WorkerId::as_str), Some("b"));
+        assert_eq!(r.release(a, 10), None);
+        assert!(r.by_conn(1).is_none());
+        assert_eq!(r.by_conn(2), Some(b));
+    }
+
+    #[test]
+    fn only_the_holder_can_release_or_touch_an_attempt() {
+        let mut r = WorkerRegistry::new();
+        let (a, _ra) = join(&mut r, 1, "a");
+        let (b, _rb) = join(&mut r, 2, "b");
+        r.assign(a, 3, 7, assignment(42), 100);
+        assert_eq!(r.usage(), (2, 1, 8));
+        assert_eq!(r.touch(b, 42, 200), None, "another worker's attempt");
+        assert_eq!(r.release(b, 42), None);
+        assert_eq!(r.touch(a, 42, 200).map(|h| h.last_beat_us), Some(200));
+        assert_eq!(r.release(a, 42).map(|h| (h.run, h.subtask)), Some((3, 7)));
+        assert_eq!(r.release(a, 42), None, "once");
+        assert_eq!(r.usage(), (2, 0, 8));
+    }
+
+    #[test]
+    fn silent_attempts_are_released_and_cancelled_on_their_worker() {
+        let mut r = WorkerRegistry::new();
+        let (a, mut rx) = join(&mut r, 1, "a");
+        r.assign(a, 0, 0, assignment(1), 0);
+        r.assign(a, 0, 1, assignment(2), 0);
+        r.touch(a, 2, 900);
+        assert!(r.flush().is_empty());
+        let silent = r.silent(1_000, 500);
+        assert_eq!(silent.iter().map(|(f, _)| *f).collect::<Vec<_>>(), [1]);
+        assert!(r.holds(2) && !r.holds(1));
+        assert!(r.flush().is_empty());
+        let mut cancels = Vec::new();
+        while let Ok(Ok(msg)) = rx.try_recv() {
+            if let Some(pb::coordinator_message::Msg::Cancels(c)) = msg.msg {
+                cancels.extend(c.fences);
+            }
+        }
+        assert_eq!(cancels, [1]);
+    }
+
+    #[test]
+    fn a_full_stream_is_reported_by_flush() {
+        let mut r = WorkerRegistry::new();
+        let (tx, _rx) = mpsc::channel(1);
+        let a = r.join(1, WorkerId::from("a"), 4, HashSet::new(), tx);
+        r.assign(a, 0, 0, assignment(1), 0);
+        r.cancel(a, 9);
+        assert_eq!(r.flush(), [a], "the second message did not fit");
+    }
+
+    #[test]
+    fn a_draining_worker_offers_no_slots() {
+        let mut r = WorkerRegistry::new();
+        let (a, _rx) = join(&mut r, 1, "a");
+        assert_eq!(r.free_slots(), 4);
+        assert_eq!(r.drain(a).map(|(_, running)| running), Some(0));
+        assert_eq!(r.free_slots(), 0);
+    }
+}

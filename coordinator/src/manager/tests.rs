@@ -1,0 +1,278 @@
+//! The manager with its parts, on tokio's paused time: a retry backoff, a schedule-to-start
+//! limit, a lost heartbeat and a straggler's backup each take seconds of the injected clock and
+//! milliseconds of real time. Workers are fakes on the manager's own channels; the store is
+//! the memory store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use swarm_core::engine::RunState;
+use swarm_core::fence::FenceSeq;
+use swarm_core::retry::RetrySpec;
+use swarm_core::{Dag, Limits, RunId, RunSpec, SubtaskSpec};
+use swarm_proto::convert::timestamp;
+use swarm_proto::pb;
+use swarm_store::repo::RunHeader;
+use swarm_store::{MemoryStore, RunRepo};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::*;
+use crate::clock::{Clock, TokioClock};
+
+type Inbox = mpsc::Receiver<Result<pb::CoordinatorMessage, tonic::Status>>;
+
+struct Rig {
+    manager: ManagerHandle,
+    clock: Arc<dyn Clock>,
+    term: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Rig {
+    fn start(config: ManagerConfig) -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+        let repo = RunRepo::new(Arc::new(MemoryStore::new()), swarm_store::repo::DEFAULT_PREFIX);
+        let tracker = TaskTracker::new();
+        let term = CancellationToken::new();
+        let startup =
+            Startup { fences: FenceSeq::for_term(1).expect("term"), clock: Some(clock.clone()), ..Startup::default() };
+        let manager = spawn(config, repo, &tracker, term.clone(), startup);
+        Self { manager, clock, term, tracker }
+    }
+
+    async fn submit(&self, spec: RunSpec) -> RunId {
+        let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid spec"));
+        let run_id = RunId::from(format!("r-{}", self.clock.now_us()));
+        let header = RunHeader {
+            run_id: run_id.clone(),
+            name: spec.name.clone(),
+            state: RunState::Running,
+            submitted_us: self.clock.now_us(),
+            finished_us: None,
+            idempotency_key: None,
+            summary: None,
+            term: 0,
+            trace_context: Default::default(),
+        };
+        let id = run_id.clone();
+        self.manager
+            .call(|reply| Command::Submit {
+                run_id: id,
+                dag,
+                header: Box::new(header),
+                span: tracing::Span::none(),
+                reply,
+            })
+            .await
+            .expect("submitted");
+        run_id
+    }
+
+    async fn join(&self, conn: u64, id: &str, slots: u32, tools: &[(&str, bool)]) -> Inbox {
+        let (tx, rx) = mpsc::channel(64);
+        let hello = pb::WorkerHello {
+            worker_id: id.into(),
+            slots,
+            tools: tools
+                .iter()
+                .map(|&(name, idempotent)| pb::ToolInfo { name: name.into(), idempotent, ..Default::default() })
+                .collect(),
+            ..Default::default()
+        };
+        self.manager.send(Command::WorkerJoined { conn, hello, tx }).await.expect("joined");
+        rx
+    }
+
+    async fn report(&self, conn: u64, a: &pb::Assignment, started_us: u64, outcome: pb::attempt_report::Outcome) {
+        let report = pb::AttemptReport {
+            run_id: a.run_id.clone(),
+            subtask_id: a.subtask_id.clone(),
+            attempt: a.attempt,
+            fence: a.fence,
+            started_at: Some(timestamp(started_us)),
+            finished_at: Some(timestamp(self.clock.now_us())),
+            outcome: Some(outcome),
+        };
+        self.manager.send(Command::WorkerReports { conn, reports: vec![report] }).await.expect("report");
+    }
+
+    async fn run(&self, run_id: &RunId) -> pb::Run {
+        let id = run_id.clone();
+        self.manager
+            .call(|reply| Command::Get { run_id: id, include_subtasks: true, reply })
+            .await
+            .expect("get")
+            .expect("run")
+    }
+
+    async fn stop(self) {
+        self.term.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// The next assignment (or, with `cancels`, cancel) on a worker's stream, skipping the rest.
+async fn next(inbox: &mut Inbox) -> pb::coordinator_message::Msg {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(3600), inbox.recv())
+            .await
+            .expect("a message within the hour")
+            .expect("stream open")
+            .expect("not an error");
+        match msg.msg {
+            Some(m @ (pb::coordinator_message::Msg::Assignments(_) | pb::coordinator_message::Msg::Cancels(_))) => {
+                return m;
+            }
+            _ => continue,
+        }
+    }
+}
+
+async fn next_assignment(inbox: &mut Inbox) -> pb::Assignment {
+    loop {
+        if let pb::coordinator_message::Msg::Assignments(a) = next(inbox).await {
+            return a.assignments.into_iter().next().expect("one assignment");
+        }
+    }
+}
+
+fn ok() -> pb::attempt_report::Outcome {
+    pb::attempt_report::Outcome::OutputJson("{}".into())
+}
+
+fn failed() -> pb::attempt_report::Outcome {
+    pb::attempt_report::Outcome::Error(pb::AttemptError {
+        kind: pb::FailureKind::Transient as i32,
+        message: "flaky".into(),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_waits_its_backoff_on_the_injected_clock() {
+    let rig = Rig::start(ManagerConfig::default());
+    let mut w = rig.join(1, "w", 4, &[("echo", false)]).await;
+    let mut spec = RunSpec::new("retry", vec![SubtaskSpec::tool("a", "echo", json!({}))]);
+    spec.retry = Some(RetrySpec {
+        initial_interval_ms: Some(30_000),
+        maximum_interval_ms: Some(60_000),
+        jitter: Some(0.0),
+        ..RetrySpec::default()
+    });
+    let run_id = rig.submit(spec).await;
+    let first = next_assignment(&mut w).await;
+    let t0 = rig.clock.now_us();
+    rig.report(1, &first, t0, failed()).await;
+    let second = next_assignment(&mut w).await;
+    let waited_ms = (rig.clock.now_us() - t0) / 1000;
+    assert!((30_000..30_100).contains(&waited_ms), "the backoff is 30 s, not {waited_ms} ms");
+    assert_eq!(second.attempt, 2);
+    assert!(second.fence > first.fence);
+    rig.report(1, &second, rig.clock.now_us(), ok()).await;
+    assert_eq!(rig.run(&run_id).await.state, pb::RunState::Succeeded as i32);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subtask_past_its_schedule_to_start_limit_fails_and_its_dependents_are_skipped() {
+    let config = ManagerConfig { no_worker_timeout: Duration::ZERO, ..ManagerConfig::default() };
+    let rig = Rig::start(config);
+    let _w = rig.join(1, "w", 4, &[("echo", false)]).await;
+    let mut spec = RunSpec::new(
+        "late",
+        vec![SubtaskSpec::tool("a", "missing", json!({})), SubtaskSpec::tool("b", "echo", json!({})).after(["a"])],
+    );
+    spec.schedule_to_start_ms = 5_000;
+    let run_id = rig.submit(spec).await;
+    let t0 = rig.clock.now_us();
+    let run = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let run = rig.run(&run_id).await;
+        if run.state != pb::RunState::Running as i32 {
+            break run;
+        }
+    };
+    let waited_ms = (rig.clock.now_us() - t0) / 1000;
+    assert!((5_000..6_000).contains(&waited_ms), "{waited_ms} ms");
+    assert_eq!(run.state, pb::RunState::Failed as i32);
+    assert_eq!(run.subtasks[0].error_kind, pb::FailureKind::Timeout as i32);
+    assert!(run.subtasks[0].error_message.contains("schedule-to-start"), "{}", run.subtasks[0].error_message);
+    assert_eq!(run.subtasks[1].state, pb::SubtaskState::Skipped as i32);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_silent_for_three_heartbeats_is_cancelled_and_run_again() {
+    let rig = Rig::start(ManagerConfig::default()); // heartbeats every 5 s
+    let mut w = rig.join(1, "w", 4, &[("echo", false)]).await;
+    let run_id = rig.submit(RunSpec::new("silent", vec![SubtaskSpec::tool("a", "echo", json!({}))])).await;
+    let first = next_assignment(&mut w).await;
+    let t0 = rig.clock.now_us();
+    // Heartbeats for 20 s keep it alive...
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        rig.manager.send(Command::WorkerHeartbeat { conn: 1, fences: vec![first.fence] }).await.expect("beat");
+    }
+    // ...then silence: lost after 15 s more, cancelled on the worker and dispatched again.
+    let cancelled = loop {
+        if let pb::coordinator_message::Msg::Cancels(c) = next(&mut w).await {
+            break c.fences;
+        }
+    };
+    let silent_ms = (rig.clock.now_us() - t0) / 1000 - 20_000;
+    assert!((15_000..15_100).contains(&silent_ms), "declared lost after {silent_ms} ms of silence");
+    assert_eq!(cancelled, [first.fence]);
+    let again = next_assignment(&mut w).await;
+    assert!(again.fence > first.fence && again.attempt == 2, "{again:?}");
+    rig.report(1, &again, rig.clock.now_us(), ok()).await;
+    assert_eq!(rig.run(&run_id).await.state, pb::RunState::Succeeded as i32);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_straggler_gets_a_backup_on_another_worker_and_the_loser_is_cancelled() {
+    let rig = Rig::start(ManagerConfig::default());
+    let mut a = rig.join(1, "a", 10, &[("echo", true)]).await;
+    let mut b = rig.join(2, "b", 10, &[("echo", true)]).await;
+    let subtasks = (0..10).map(|i| SubtaskSpec::tool(format!("s{i}").as_str(), "echo", json!({}))).collect();
+    let run_id = rig.submit(RunSpec::new("hedge", subtasks)).await;
+    // Placement spreads the ten calls over both workers.
+    let mut on_a = Vec::new();
+    let mut on_b = Vec::new();
+    while on_a.len() + on_b.len() < 10 {
+        tokio::select! {
+            m = next(&mut a) => if let pb::coordinator_message::Msg::Assignments(x) = m { on_a.extend(x.assignments) },
+            m = next(&mut b) => if let pb::coordinator_message::Msg::Assignments(x) = m { on_b.extend(x.assignments) },
+        }
+    }
+    assert!(!on_a.is_empty() && !on_b.is_empty());
+    // Nine finish in 100 ms; one on worker a straggles.
+    let t0 = rig.clock.now_us();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let straggler = on_a.pop().expect("one on a");
+    for x in &on_a {
+        rig.report(1, x, t0, ok()).await;
+    }
+    for x in &on_b {
+        rig.report(2, x, t0, ok()).await;
+    }
+    // Past 1.5 × the median (150 ms), a backup starts on b.
+    let backup = next_assignment(&mut b).await;
+    assert!(backup.speculative && backup.subtask_id == straggler.subtask_id, "{backup:?}");
+    let after_ms = (rig.clock.now_us() - t0) / 1000;
+    assert!((150..400).contains(&after_ms), "backup after {after_ms} ms");
+    rig.report(2, &backup, rig.clock.now_us(), ok()).await;
+    let cancelled = loop {
+        if let pb::coordinator_message::Msg::Cancels(c) = next(&mut a).await {
+            break c.fences;
+        }
+    };
+    assert_eq!(cancelled, [straggler.fence], "the loser is cancelled");
+    let run = rig.run(&run_id).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32);
+    assert_eq!(run.summary.expect("summary").speculative_wins, 1);
+    rig.stop().await;
+}
