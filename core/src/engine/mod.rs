@@ -36,6 +36,7 @@ mod agents;
 mod policy;
 mod ready;
 mod speculation;
+mod timeouts;
 pub mod types;
 
 use std::sync::Arc;
@@ -175,70 +176,6 @@ impl RunEngine {
         if let Some(slot) = self.slots.get_mut(subtask as usize) {
             slot.output_ref = Some(reference);
         }
-    }
-
-    /// Fails subtasks that have waited to start longer than the run's schedule-to-start limit
-    /// (for example because no connected worker offers their tool). Waiting is observed at each
-    /// call, so the precision is the caller's period.
-    pub fn expire_unscheduled(&mut self, now_us: u64, out: &mut Vec<Action>) {
-        let limit_ms = self.dag.schedule_to_start_ms();
-        if limit_ms == 0 || self.state.is_terminal() {
-            return;
-        }
-        let mut expired = Vec::new();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.state != SubtaskState::Ready {
-                continue;
-            }
-            if slot.ready_since_us == 0 {
-                slot.ready_since_us = now_us;
-            } else if now_us.saturating_sub(slot.ready_since_us) > limit_ms * 1000 {
-                expired.push(i as u32);
-            }
-        }
-        for subtask in expired {
-            let message = format!("not started within {limit_ms} ms (schedule-to-start)");
-            self.fail_unstarted(subtask, FailureKind::Timeout, message, out);
-        }
-        self.check_finished(now_us, out);
-    }
-
-    /// Fails a ready subtask that no connected worker can run (its tool or model is offered by
-    /// none) once it has waited `limit_us` since it became ready; returns whether it failed.
-    /// The coordinator calls this for the subtasks it parked for want of a worker.
-    pub fn expire_unplaceable(
-        &mut self,
-        subtask: u32,
-        limit_us: u64,
-        reason: &str,
-        now_us: u64,
-        out: &mut Vec<Action>,
-    ) -> bool {
-        let Some(slot) = self.slots.get(subtask as usize) else { return false };
-        if self.state.is_terminal() || slot.state != SubtaskState::Ready || slot.ready_since_us == 0 {
-            return false;
-        }
-        let waited_us = now_us.saturating_sub(slot.ready_since_us);
-        if waited_us <= limit_us {
-            return false;
-        }
-        let message = format!("{reason} (waited {} s for one)", waited_us / 1_000_000);
-        self.fail_unstarted(subtask, FailureKind::Permanent, message, out);
-        self.check_finished(now_us, out);
-        true
-    }
-
-    /// Fails a subtask that never started its current wait; its dependents are skipped.
-    fn fail_unstarted(&mut self, subtask: u32, kind: FailureKind, message: String, out: &mut Vec<Action>) {
-        let slot = &mut self.slots[subtask as usize];
-        slot.state = SubtaskState::Failed;
-        slot.error = Some(Failure { kind, message: message.clone() });
-        let attempt = slot.attempt;
-        self.counts.failed += 1;
-        self.counts.open -= 1;
-        out.push(Action::Publish(Update::Failed { subtask, attempt, kind, message, retry_in_us: None }));
-        out.push(Action::Persist { subtask });
-        self.skip_dependents(subtask, out);
     }
 
     /// Re-estimates every subtask's remaining critical path from measured durations.

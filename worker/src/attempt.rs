@@ -1,0 +1,236 @@
+//! One attempt on this worker: what the worker holds across connections (running attempts and
+//! unacknowledged reports), starting an attempt under its cancellation token and timeout, and
+//! reporting how it ended.
+
+use super::*;
+
+pub(crate) fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+pub(crate) struct Running {
+    pub(crate) run_id: String,
+    pub(crate) subtask_id: String,
+    pub(crate) attempt: u32,
+    pub(crate) token: CancellationToken,
+}
+
+/// What goes up the stream, in order.
+pub(crate) enum Up {
+    Report(pb::AttemptReport),
+    Step(pb::AgentStepReport),
+}
+
+/// What the worker holds across connections.
+#[derive(Default)]
+pub(crate) struct Held {
+    pub(crate) running: Mutex<HashMap<u64, Running>>,
+    pub(crate) unacked: Mutex<BTreeMap<u64, pb::AttemptReport>>,
+    /// Agent turns not yet acknowledged, by (fence, seq).
+    pub(crate) unacked_steps: Mutex<BTreeMap<(u64, u32), pb::AgentStepReport>>,
+}
+
+impl Held {
+    /// Nothing runs and every report is acknowledged.
+    pub(crate) fn idle(&self) -> bool {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+            && self.unacked.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    pub(crate) fn declare(&self) -> Vec<pb::HeldAttempt> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let unacked = self.unacked.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .iter()
+            .map(|(fence, r)| pb::HeldAttempt {
+                run_id: r.run_id.clone(),
+                subtask_id: r.subtask_id.clone(),
+                attempt: r.attempt,
+                fence: *fence,
+            })
+            .chain(unacked.values().map(|r| pb::HeldAttempt {
+                run_id: r.run_id.clone(),
+                subtask_id: r.subtask_id.clone(),
+                attempt: r.attempt,
+                fence: r.fence,
+            }))
+            .collect()
+    }
+
+    pub(crate) fn cancel_all(&self) {
+        for r in self.running.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            r.token.cancel();
+        }
+    }
+}
+
+/// What starting an attempt needs.
+pub(crate) struct AttemptCtx {
+    pub(crate) tools: Arc<ToolRegistry>,
+    pub(crate) models: Arc<model::ModelRegistry>,
+    pub(crate) attempts: TaskTracker,
+    pub(crate) held: Arc<Held>,
+    pub(crate) reports: mpsc::Sender<Up>,
+    /// The shutdown signal: drain.
+    pub(crate) shutdown: CancellationToken,
+    /// Attempts' parent token: cancelled when the drain is over.
+    pub(crate) abort: CancellationToken,
+}
+
+pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
+    let token = ctx.abort.child_token();
+    ctx.held.running.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        a.fence,
+        Running {
+            run_id: a.run_id.clone(),
+            subtask_id: a.subtask_id.clone(),
+            attempt: a.attempt,
+            token: token.clone(),
+        },
+    );
+    let tool = ctx.tools.get(&a.tool).cloned();
+    let held = ctx.held.clone();
+    let reports = ctx.reports.clone();
+    let abort = ctx.abort.clone();
+    let tools = ctx.tools.clone();
+    let models = ctx.models.clone();
+    let span = match &a.agent {
+        Some(task) => telemetry::agent_span(&task.name, &a.run_id, &a.subtask_id, a.attempt, task.orchestrator),
+        None => telemetry::tool_span(&a.tool, &a.subtask_id, &a.run_id, &a.subtask_id, a.attempt, a.speculative),
+    };
+    let trace_context: std::collections::HashMap<String, String> =
+        a.trace_context.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    swarm_telemetry::set_parent(&span, &trace_context);
+    let attempt_span = span.clone();
+    ctx.attempts.spawn(tracing::Instrument::instrument(async move {
+        let started_us = now_us();
+        if let Some(task) = &a.agent {
+            let steps = reports.clone();
+            let fence = a.fence;
+            let mut seq = 0u32;
+            let keep = held.clone();
+            let run = agent::AgentRun {
+                task,
+                run_id: &a.run_id,
+                subtask_id: &a.subtask_id,
+                attempt: a.attempt,
+                tools: &tools,
+                models: &models,
+                cancel: token.clone(),
+            };
+            let result = agent::run(run, |turn| {
+                let step = pb::AgentStepReport { fence, turn_json: serde_json::to_string(turn).unwrap_or_default(), seq };
+                seq += 1;
+                // Kept until acknowledged: a step lost with a stream is re-sent on reconnection.
+                keep.unacked_steps.lock().unwrap_or_else(|e| e.into_inner()).insert((fence, step.seq), step.clone());
+                let _ = steps.try_send(Up::Step(step));
+            })
+            .await;
+            let outcome = match result {
+                Ok(agent::AgentOutcome::Answer(text)) => {
+                    pb::attempt_report::Outcome::OutputJson(serde_json::json!({ "answer": text }).to_string())
+                }
+                Ok(agent::AgentOutcome::Suspend { turn, spawns }) => pb::attempt_report::Outcome::Suspended(pb::Suspended {
+                    turn_json: serde_json::to_string(&turn).unwrap_or_default(),
+                    spawns_json: serde_json::to_string(&spawns).unwrap_or_default(),
+                }),
+                Err(e) => {
+                    attempt_span.record("otel.status_code", "error");
+                    attempt_span.record("error.type", e.kind.as_str());
+                    pb::attempt_report::Outcome::Error(pb::AttemptError { kind: pb::FailureKind::from(e.kind).into(), message: e.message })
+                }
+            };
+            finish(&held, &reports, &abort, a, started_us, outcome).await;
+            return;
+        }
+        let known_tool = tool.is_some();
+        let outcome = match tool {
+            None => Err(ToolError::permanent(format!("tool `{}` is not offered by this worker", a.tool))),
+            Some(tool) => {
+                let timeout = a.timeout.as_ref().map(|d| Duration::from_micros(duration_to_us(d))).or(tool.info().timeout);
+                match serde_json::from_str::<serde_json::Value>(if a.args_json.is_empty() { "{}" } else { &a.args_json }) {
+                    Err(e) => Err(ToolError::permanent(format!("args are not JSON: {e}"))),
+                    Ok(args) => {
+                        let tctx = ToolContext {
+                            run_id: a.run_id.clone(),
+                            subtask_id: a.subtask_id.clone(),
+                            attempt: a.attempt,
+                            cancel: token.clone(),
+                        };
+                        let call = tool.call(args, tctx);
+                        tokio::select! {
+                            biased;
+                            _ = token.cancelled() => Err(ToolError { kind: FailureKind::Cancelled, message: "cancelled".into() }),
+                            r = with_timeout(call, timeout) => r,
+                        }
+                    }
+                }
+            }
+        };
+        let outcome = outcome.map(|value| value.to_string()).and_then(|text| {
+            if text.len() > MAX_OUTPUT_BYTES {
+                Err(ToolError::permanent(format!(
+                    "the output has {} bytes; the limit is {MAX_OUTPUT_BYTES} bytes (32 MiB)",
+                    text.len()
+                )))
+            } else {
+                Ok(text)
+            }
+        });
+        if known_tool {
+            let took = Duration::from_micros(now_us().saturating_sub(started_us));
+            telemetry::tool_done(&attempt_span, &a.tool, took, outcome.as_ref().err().map(|e| e.kind));
+            if swarm_telemetry::capture_content() {
+                attempt_span.record("gen_ai.tool.call.arguments", a.args_json.as_str());
+                if let Ok(text) = &outcome {
+                    attempt_span.record("gen_ai.tool.call.result", text.as_str());
+                }
+            }
+        }
+        let outcome = match outcome {
+            Ok(text) => pb::attempt_report::Outcome::OutputJson(text),
+            Err(e) => pb::attempt_report::Outcome::Error(pb::AttemptError {
+                kind: pb::FailureKind::from(e.kind).into(),
+                message: e.message,
+            }),
+        };
+        finish(&held, &reports, &abort, a, started_us, outcome).await;
+    }, span));
+}
+
+/// Keeps the attempt's report until it is acknowledged, and sends it.
+async fn finish(
+    held: &Held,
+    reports: &mpsc::Sender<Up>,
+    abort: &CancellationToken,
+    a: pb::Assignment,
+    started_us: u64,
+    outcome: pb::attempt_report::Outcome,
+) {
+    if abort.is_cancelled() {
+        // Handed back: the coordinator re-queues what the closed stream held.
+        held.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&a.fence);
+        return;
+    }
+    let report = pb::AttemptReport {
+        run_id: a.run_id,
+        subtask_id: a.subtask_id,
+        attempt: a.attempt,
+        fence: a.fence,
+        started_at: Some(timestamp(started_us)),
+        finished_at: Some(timestamp(now_us())),
+        outcome: Some(outcome),
+    };
+    held.unacked.lock().unwrap_or_else(|e| e.into_inner()).insert(a.fence, report.clone());
+    held.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&a.fence);
+    let _ = reports.send(Up::Report(report)).await;
+}
+
+async fn with_timeout(call: tools::ToolFuture, timeout: Option<Duration>) -> Result<serde_json::Value, ToolError> {
+    match timeout {
+        None => call.await,
+        Some(t) => tokio::time::timeout(t, call).await.unwrap_or_else(|_| {
+            Err(ToolError { kind: FailureKind::Timeout, message: format!("no result within {} ms", t.as_millis()) })
+        }),
+    }
+}
