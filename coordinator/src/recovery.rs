@@ -97,10 +97,10 @@ async fn load_run(repo: &RunRepo, header: &RunHeader, limits: &Limits) -> Result
     };
     // Subagents spawned at run time come back first, so their records find them.
     let mut calls = HashMap::new();
-    for (parent, _stage, children) in repo.spawns(&header.run_id).await? {
+    for (parent, stage, children) in repo.spawns(&header.run_id).await? {
         let Some(parent) = dag.index_of(parent.as_str()) else { continue };
         for child in children {
-            let i = dag.add_child(parent, child.id, child.agent);
+            let i = dag.add_child(parent, child.id, stage, &child.name, child.agent);
             calls.insert(i, child.call_id);
         }
     }

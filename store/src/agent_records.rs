@@ -33,6 +33,9 @@ pub struct TurnRecord {
 pub struct SpawnedChild {
     /// Its subtask id (`{orchestrator}:{stage}:{name}:{n}`).
     pub id: SubtaskId,
+    /// The name its orchestrator gave it (empty in records of earlier builds).
+    #[serde(default)]
+    pub name: String,
     pub agent: AgentSpec,
     /// The `assign_task` call its answer goes back to.
     #[serde(default)]
@@ -151,7 +154,8 @@ mod tests {
         let run = RunId::from("r1");
         let lead = SubtaskId::from("lead");
         let turn = Turn { messages: vec![], usage: Default::default(), fence: 7, seq: 2 };
-        let child = SpawnedChild { id: SubtaskId::from("lead:1:w:0"), agent: agent(), call_id: "c1".into() };
+        let child =
+            SpawnedChild { id: SubtaskId::from("lead:1:w:0"), name: "w".into(), agent: agent(), call_id: "c1".into() };
         repo.write_batch(&[repo.turn_op(&run, &lead, 0, &turn), repo.spawn_op(&run, &lead, 1, vec![child.clone()])])
             .await
             .expect("write");

@@ -235,11 +235,8 @@ fn agent_task(engine: &swarm_core::RunEngine, sub: u32) -> Option<pb::AgentTask>
     };
     let turns: Vec<&swarm_core::agent::Turn> =
         slot.agent.as_ref().map(|a| a.turns.iter().map(|t| t.as_ref()).collect()).unwrap_or_default();
-    // Spawned subagents are named `{orchestrator}:{stage}:{name}:{n}`; their name is the third part.
-    let name = match node.parent {
-        Some(_) => node.id.as_str().rsplit(':').nth(1).unwrap_or(node.id.as_str()).to_owned(),
-        None => node.id.to_string(),
-    };
+    // A subagent goes by the name its orchestrator gave it; others by their id.
+    let name = if node.name.is_empty() { node.id.to_string() } else { node.name.to_string() };
     Some(pb::AgentTask {
         orchestrator,
         spec_json: spec_json.unwrap_or_default(),

@@ -179,6 +179,7 @@ impl Manager {
                         let swarm_core::dag::Work::Agent(agent) = &node.work else { return None };
                         Some(SpawnedChild {
                             id: node.id.clone(),
+                            name: node.name.to_string(),
                             agent: agent.as_ref().clone(),
                             call_id: calls.and_then(|m| m.get(&c)).cloned().unwrap_or_default(),
                         })
@@ -187,8 +188,7 @@ impl Manager {
                 let op = self.repo.spawn_op(engine.run_id(), &engine.dag().node(subtask).id, stage, record);
                 self.outbox.write(op);
             }
-            Action::Persist { subtask } => {
-                let slot = entry.engine.slot(subtask);
+            Action::Persist { subtask, record: slot } => {
                 let offload = match (slot.output.as_deref(), self.repo.payloads()) {
                     (Some(out), Some(p)) if p.should_offload(out.len()) => {
                         let id = entry.engine.dag().node(subtask).id.as_str().replace(':', "_");
@@ -319,7 +319,7 @@ fn view(entry: &RunEntry, include_subtasks: bool, now_us: u64) -> pb::Run {
                 }
                 .to_owned(),
                 parent: node.parent.map(|p| engine.dag().node(p).id.to_string()).unwrap_or_default(),
-                stage: node.parent.map_or(0, |p| stage_of(node.id.as_str(), engine.dag().node(p).id.as_str())),
+                stage: node.stage,
                 ready_at: slot.ready_at_us().map(timestamp),
                 first_started_at: (slot.first_started_us > 0).then(|| timestamp(slot.first_started_us)),
             })
@@ -340,14 +340,6 @@ fn view(entry: &RunEntry, include_subtasks: bool, now_us: u64) -> pb::Run {
 }
 
 /// The stage of a subagent from its id (`{orchestrator}:{stage}:{name}:{n}`).
-fn stage_of(id: &str, parent: &str) -> u32 {
-    id.strip_prefix(parent)
-        .and_then(|rest| rest.strip_prefix(':'))
-        .and_then(|rest| rest.split(':').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 /// A view of a run known only by its stored header.
 pub fn view_from_header(header: &RunHeader) -> pb::Run {
     pb::Run {

@@ -39,6 +39,10 @@ pub struct Node {
     pub work: Work,
     /// The orchestrator that spawned it, for subagents added at run time.
     pub parent: Option<u32>,
+    /// For a subagent: the orchestrator's stage (1-based) that started it; 0 otherwise.
+    pub stage: u32,
+    /// For a subagent: the name its orchestrator gave it (`create_subagent`); empty otherwise.
+    pub name: Arc<str>,
     /// Its retry policy: the subtask's own, else its tool's, else the run's (else the
     /// coordinator's default applies).
     pub retry: Option<Arc<crate::retry::RetrySpec>>,
@@ -190,6 +194,8 @@ impl Dag {
                     .map(Arc::new),
                 work,
                 parent: None,
+                stage: 0,
+                name: Arc::from(""),
                 deps: Vec::with_capacity(s.depends_on.len()),
                 dependents: Vec::new(),
                 timeout: s.timeout,
@@ -294,7 +300,7 @@ impl Dag {
 
     /// Adds a subagent spawned by orchestrator `parent` at run time; returns its index. It has
     /// no dependencies in the DAG: it runs inside its orchestrator's stage.
-    pub fn add_child(&mut self, parent: u32, id: SubtaskId, agent: AgentSpec) -> u32 {
+    pub fn add_child(&mut self, parent: u32, id: SubtaskId, stage: u32, name: &str, agent: AgentSpec) -> u32 {
         let i = self.nodes.len() as u32;
         self.index.insert(id.clone(), i);
         self.nodes.push(Node {
@@ -303,6 +309,8 @@ impl Dag {
             args_json: Arc::from(""),
             work: Work::Agent(Arc::new(agent)),
             parent: Some(parent),
+            stage,
+            name: Arc::from(name),
             retry: None,
             deps: Vec::new(),
             dependents: Vec::new(),

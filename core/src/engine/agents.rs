@@ -120,7 +120,7 @@ impl RunEngine {
             let id = SubtaskId::from(format!("{parent_id}:{stage}:{name}:{k}"));
             let mut agent = spawn.agent;
             agent.max_steps = Some(agent.max_steps.unwrap_or(cap).min(cap));
-            let child = Arc::make_mut(&mut self.dag).add_child(subtask, id, agent);
+            let child = Arc::make_mut(&mut self.dag).add_child(subtask, id, stage, &spawn.name, agent);
             let mut slot = Slot::new(0, true);
             slot.ready_since_us = now_us;
             self.slots.push(slot);
@@ -189,9 +189,7 @@ impl RunEngine {
             let children: Vec<u32> =
                 (0..self.dag.len() as u32).filter(|&c| self.dag.node(c).parent == Some(o)).collect();
             self.counts.spawned += children.len() as u32;
-            let stage_of = |c: u32| -> u32 {
-                self.dag.node(c).id.as_str().rsplit(':').nth(2).and_then(|s| s.parse().ok()).unwrap_or(0)
-            };
+            let stage_of = |c: u32| self.dag.node(c).stage;
             let Some(agent) = self.slots[o as usize].agent.as_deref() else { continue };
             let answered: std::collections::HashSet<String> =
                 agent.turns.iter().flat_map(|t| &t.messages).filter_map(|m| m.tool_call_id.clone()).collect();

@@ -314,7 +314,7 @@ impl RunEngine {
                     attempt,
                     duration_us: finished_us.saturating_sub(started_us),
                 }));
-                out.push(Action::Persist { subtask });
+                out.push(self.persist(subtask));
                 self.child_ended(subtask);
                 for k in 0..self.dag.node(subtask).dependents.len() {
                     let d = self.dag.node(subtask).dependents[k];
@@ -469,7 +469,7 @@ impl RunEngine {
                     self.counts.failed += 1;
                 }
                 self.counts.open -= 1;
-                out.push(Action::Persist { subtask });
+                out.push(self.persist(subtask));
                 self.child_ended(subtask);
                 self.skip_dependents(subtask, out);
                 self.check_finished(now_us, out);
@@ -489,7 +489,7 @@ impl RunEngine {
                     self.counts.skipped += 1;
                     self.counts.open -= 1;
                     out.push(Action::Publish(Update::Skipped { subtask: d, because: failed }));
-                    out.push(Action::Persist { subtask: d });
+                    out.push(self.persist(d));
                     stack.push(d);
                 }
             }
@@ -529,6 +529,11 @@ impl RunEngine {
         self.finished_us = Some(now_us);
         out.push(Action::Publish(Update::Finished { state }));
         out.push(Action::Finished { state });
+    }
+
+    /// The action that stores subtask `subtask`'s record as it stands.
+    fn persist(&self, subtask: u32) -> Action {
+        Action::Persist { subtask, record: Box::new(self.slots[subtask as usize].outcome()) }
     }
 
     /// The run's accounting as of `now_us` (final once the run is terminal).

@@ -67,7 +67,7 @@ impl RunEngine {
         self.counts.failed += 1;
         self.counts.open -= 1;
         out.push(Action::Publish(Update::Failed { subtask, attempt, kind, message, retry_in_us: None }));
-        out.push(Action::Persist { subtask });
+        out.push(self.persist(subtask));
         self.skip_dependents(subtask, out);
     }
 }

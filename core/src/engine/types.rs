@@ -259,8 +259,8 @@ pub enum Update {
 pub enum Action {
     /// Show watchers this change.
     Publish(Update),
-    /// The subtask's record reached a terminal state: write it to the store.
-    Persist { subtask: u32 },
+    /// The subtask reached a terminal state: write `record` to the store.
+    Persist { subtask: u32, record: Box<SubtaskOutcome> },
     /// Turn `index` of the subtask's transcript is new: write it to the store.
     PersistTurn { subtask: u32, index: u32 },
     /// The orchestrator's stage `stage` spawned subagents: write the spawn record.
@@ -329,4 +329,36 @@ pub struct AgentState {
     pub warned: bool,
     /// The sequence number the current attempt's next turn must carry (older ones are repeats).
     pub next_seq: u32,
+}
+
+/// What a subtask's stored record holds once it ended: carried by [`Action::Persist`], so the
+/// shell stores it without reading engine state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubtaskOutcome {
+    pub state: SubtaskState,
+    /// The last attempt.
+    pub attempt: AttemptNo,
+    pub worker: Option<WorkerId>,
+    /// When the last attempt that reported started and finished (worker clock, µs).
+    pub started_us: u64,
+    pub finished_us: u64,
+    pub steps: u32,
+    pub output: Option<Arc<str>>,
+    pub error: Option<Failure>,
+}
+
+impl Slot {
+    /// The record of this slot as it stands.
+    pub fn outcome(&self) -> SubtaskOutcome {
+        SubtaskOutcome {
+            state: self.state,
+            attempt: self.attempt,
+            worker: self.worker.clone(),
+            started_us: self.started_us,
+            finished_us: self.finished_us,
+            steps: self.steps,
+            output: self.output.clone(),
+            error: self.error.clone(),
+        }
+    }
 }
