@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::Stream;
+use swarm_core::ConnId;
 use swarm_proto::ApiError;
 use swarm_proto::pb::{self, worker_message::Msg, worker_service_server::WorkerService};
 use swarm_proto::status::to_status;
@@ -67,7 +68,7 @@ impl WorkerService for WorkerApi {
             return Err(to_status(&ApiError::invalid("msg", "the first message must be a hello")));
         };
         validate(&hello).map_err(|e| to_status(&e))?;
-        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = tokio::sync::mpsc::channel(2 * hello.slots as usize + 256);
         manager.send(Command::WorkerJoined { conn, hello, tx }).await.map_err(|e| to_status(&e))?;
         self.tracker.spawn(async move {
@@ -96,7 +97,7 @@ impl WorkerService for WorkerApi {
                     Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(status) => {
-                        debug!(conn, %status, "worker stream failed");
+                        debug!(conn = conn.0, %status, "worker stream failed");
                         break;
                     }
                 }

@@ -95,6 +95,15 @@ number_id!(
     Seq(u64)
 );
 
+number_id!(
+    /// A run's key inside one coordinator's term (its run table), cheaper than the [`RunId`].
+    RunKey(u32)
+);
+number_id!(
+    /// A worker's `Connect` stream, as numbered by the coordinator that accepted it.
+    ConnId(u64)
+);
+
 impl RunId {
     /// A new, time-ordered run id such as `r-0193f1c2a4b7-5f3a9c`.
     pub fn generate(now_unix_ms: u64) -> Self {

@@ -1,8 +1,8 @@
 //! Dispatch (filling free worker slots from ready subtasks, round-robin across runs) and the
 //! end-of-turn flush.
 
-use swarm_core::Fence;
 use swarm_core::engine::{Action, EngineEvent, Update};
+use swarm_core::{Fence, RunKey};
 use swarm_proto::convert::duration_us;
 use swarm_proto::pb;
 use tracing::{error, warn};
@@ -87,7 +87,7 @@ impl Manager {
         if limit_us == 0 {
             return;
         }
-        let keys: Vec<u32> = self.runs.iter().filter(|(_, e)| !e.parked.is_empty()).map(|(k, _)| *k).collect();
+        let keys: Vec<RunKey> = self.runs.iter().filter(|(_, e)| !e.parked.is_empty()).map(|(k, _)| *k).collect();
         for key in keys {
             let mut actions = std::mem::take(&mut self.actions);
             if let Some(entry) = self.runs.get_mut(&key) {
@@ -107,7 +107,7 @@ impl Manager {
 
     /// Fails subtasks that waited too long to start (runs with a schedule-to-start limit).
     pub(super) fn expire_unscheduled(&mut self, now: u64) {
-        let keys: Vec<u32> = self
+        let keys: Vec<RunKey> = self
             .runs
             .iter()
             .filter(|(_, e)| {
@@ -129,7 +129,7 @@ impl Manager {
 
     /// Starts backup attempts for stragglers (see `swarm_core::engine::speculation`).
     pub(super) fn speculate(&mut self, now: u64) {
-        let keys: Vec<u32> = self
+        let keys: Vec<RunKey> = self
             .runs
             .iter()
             .filter(|(_, e)| !e.recovering && !e.engine.state().is_terminal())
@@ -188,7 +188,7 @@ impl Manager {
     }
 
     /// Dispatches subtask `sub` on worker `w`; false when no fence is left (the term ends).
-    fn start_attempt(&mut self, key: u32, sub: u32, w: WorkerKey, now: u64) -> bool {
+    fn start_attempt(&mut self, key: RunKey, sub: u32, w: WorkerKey, now: u64) -> bool {
         let Some(Fence(fence)) = self.take_fence() else { return false };
         let Some(worker_id) = self.registry.id(w).cloned() else { return true };
         self.stats.dispatched += 1;

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use swarm_core::engine::{Action, RunEngine};
 use swarm_core::fence::FenceSeq;
-use swarm_core::{Dag, RetryPolicy, RunId, WorkerId};
+use swarm_core::{ConnId, Dag, RetryPolicy, RunId, RunKey, WorkerId};
 use swarm_proto::ApiError;
 use swarm_proto::pb;
 use swarm_store::RunRepo;
@@ -109,17 +109,17 @@ pub enum Command {
     /// The event log of a run, for `WatchRun`.
     Watch { run_id: RunId, reply: oneshot::Sender<Option<Arc<EventLog>>> },
     /// A worker opened its `Connect` stream.
-    WorkerJoined { conn: u64, hello: pb::WorkerHello, tx: WorkerTx },
+    WorkerJoined { conn: ConnId, hello: pb::WorkerHello, tx: WorkerTx },
     /// Attempt results from a worker.
-    WorkerReports { conn: u64, reports: Vec<pb::AttemptReport> },
+    WorkerReports { conn: ConnId, reports: Vec<pb::AttemptReport> },
     /// Turns of agents running on a worker.
-    WorkerSteps { conn: u64, steps: Vec<pb::AgentStepReport> },
+    WorkerSteps { conn: ConnId, steps: Vec<pb::AgentStepReport> },
     /// A worker's heartbeat: the fences of the attempts it runs.
-    WorkerHeartbeat { conn: u64, fences: Vec<u64> },
+    WorkerHeartbeat { conn: ConnId, fences: Vec<u64> },
     /// A worker is shutting down: no new attempts for it.
-    WorkerDraining { conn: u64 },
+    WorkerDraining { conn: ConnId },
     /// A worker's stream ended.
-    WorkerLeft { conn: u64 },
+    WorkerLeft { conn: ConnId },
     /// A worker's registration lease expired in the store.
     WorkerExpired { worker_id: WorkerId },
     /// Forget runs that ended before `ended_before_us` (their store records are deleted by the
@@ -206,7 +206,7 @@ struct RunEntry {
 
 /// A run in the listing: live (an engine) or ended before this term (a header).
 enum Listed {
-    Live(u32),
+    Live(RunKey),
     Archived(Box<RunHeader>),
 }
 
@@ -261,11 +261,11 @@ pub fn spawn(
 struct Manager {
     config: ManagerConfig,
     repo: RunRepo,
-    runs: HashMap<u32, RunEntry>,
+    runs: HashMap<RunKey, RunEntry>,
     next_run: u32,
     listing: BTreeMap<RunId, Listed>,
     /// Runs with ready subtasks, in round-robin order.
-    ring: VecDeque<u32>,
+    ring: VecDeque<RunKey>,
     registry: WorkerRegistry,
     outbox: Outbox,
     supervisor: Supervisor,
@@ -427,7 +427,7 @@ impl Manager {
         }
     }
 
-    fn enqueue(&mut self, key: u32) {
+    fn enqueue(&mut self, key: RunKey) {
         if let Some(entry) = self.runs.get_mut(&key)
             && !entry.in_ring
             && !entry.recovering
@@ -453,7 +453,7 @@ impl Manager {
             return;
         }
         info!(reason = why, "recovery over; resumed runs dispatch again");
-        let keys: Vec<u32> = self.runs.keys().copied().collect();
+        let keys: Vec<RunKey> = self.runs.keys().copied().collect();
         for key in keys {
             if let Some(e) = self.runs.get_mut(&key) {
                 e.recovering = false;

@@ -11,8 +11,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use swarm_core::WorkerId;
 use swarm_core::agent::{AGENT_CAPABILITY, MODEL_CAPABILITY_PREFIX};
+use swarm_core::{ConnId, RunKey, WorkerId};
 use swarm_proto::pb;
 use tokio::sync::mpsc;
 
@@ -28,14 +28,11 @@ pub struct WorkerKey {
     generation: u32,
 }
 
-/// A `Connect` stream, as numbered by the worker service.
-pub type ConnId = u64;
-
 /// An attempt in flight on a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Held {
     /// The run (the manager's key) and subtask index.
-    pub run: u32,
+    pub run: RunKey,
     pub subtask: u32,
     pub worker: WorkerKey,
     /// When the attempt was last heard of (dispatch, heartbeat, turn), µs.
@@ -243,7 +240,7 @@ impl WorkerRegistry {
     }
 
     /// Queues an assignment for the worker and holds its attempt.
-    pub fn assign(&mut self, key: WorkerKey, run: u32, subtask: u32, assignment: pb::Assignment, now_us: u64) {
+    pub fn assign(&mut self, key: WorkerKey, run: RunKey, subtask: u32, assignment: pb::Assignment, now_us: u64) {
         let fence = assignment.fence;
         let Some(w) = self.get_mut(key) else { return };
         w.running += 1;
@@ -253,7 +250,7 @@ impl WorkerRegistry {
     }
 
     /// Holds an attempt a reconnecting worker already runs.
-    pub fn adopt(&mut self, key: WorkerKey, fence: u64, run: u32, subtask: u32, now_us: u64) {
+    pub fn adopt(&mut self, key: WorkerKey, fence: u64, run: RunKey, subtask: u32, now_us: u64) {
         let Some(w) = self.get_mut(key) else { return };
         w.running += 1;
         self.inflight.insert(fence, Held { run, subtask, worker: key, last_beat_us: now_us });
@@ -372,31 +369,31 @@ mod tests {
     #[test]
     fn a_reused_slot_gets_a_new_generation_and_old_keys_match_nothing() {
         let mut r = WorkerRegistry::new();
-        let (a, _rx) = join(&mut r, 1, "a");
-        r.assign(a, 0, 0, assignment(10), 0);
+        let (a, _rx) = join(&mut r, ConnId(1), "a");
+        r.assign(a, RunKey(0), 0, assignment(10), 0);
         let lost = r.lose(a);
         assert_eq!(lost.len(), 1, "its attempt comes back");
         assert!(r.get(a).is_none());
-        let (b, _rx2) = join(&mut r, 2, "b");
+        let (b, _rx2) = join(&mut r, ConnId(2), "b");
         assert_ne!(a, b, "same slot, new generation");
         assert!(r.get(a).is_none(), "the old key does not reach the new worker");
         assert_eq!(r.id(b).map(WorkerId::as_str), Some("b"));
         assert_eq!(r.release(a, 10), None);
-        assert!(r.by_conn(1).is_none());
-        assert_eq!(r.by_conn(2), Some(b));
+        assert!(r.by_conn(ConnId(1)).is_none());
+        assert_eq!(r.by_conn(ConnId(2)), Some(b));
     }
 
     #[test]
     fn only_the_holder_can_release_or_touch_an_attempt() {
         let mut r = WorkerRegistry::new();
-        let (a, _ra) = join(&mut r, 1, "a");
-        let (b, _rb) = join(&mut r, 2, "b");
-        r.assign(a, 3, 7, assignment(42), 100);
+        let (a, _ra) = join(&mut r, ConnId(1), "a");
+        let (b, _rb) = join(&mut r, ConnId(2), "b");
+        r.assign(a, RunKey(3), 7, assignment(42), 100);
         assert_eq!(r.usage(), (2, 1, 8));
         assert_eq!(r.touch(b, 42, 200), None, "another worker's attempt");
         assert_eq!(r.release(b, 42), None);
         assert_eq!(r.touch(a, 42, 200).map(|h| h.last_beat_us), Some(200));
-        assert_eq!(r.release(a, 42).map(|h| (h.run, h.subtask)), Some((3, 7)));
+        assert_eq!(r.release(a, 42).map(|h| (h.run, h.subtask)), Some((RunKey(3), 7)));
         assert_eq!(r.release(a, 42), None, "once");
         assert_eq!(r.usage(), (2, 0, 8));
     }
@@ -404,9 +401,9 @@ mod tests {
     #[test]
     fn silent_attempts_are_released_and_cancelled_on_their_worker() {
         let mut r = WorkerRegistry::new();
-        let (a, mut rx) = join(&mut r, 1, "a");
-        r.assign(a, 0, 0, assignment(1), 0);
-        r.assign(a, 0, 1, assignment(2), 0);
+        let (a, mut rx) = join(&mut r, ConnId(1), "a");
+        r.assign(a, RunKey(0), 0, assignment(1), 0);
+        r.assign(a, RunKey(0), 1, assignment(2), 0);
         r.touch(a, 2, 900);
         assert!(r.flush().is_empty());
         let silent = r.silent(1_000, 500);
@@ -426,8 +423,8 @@ mod tests {
     fn a_full_stream_is_reported_by_flush() {
         let mut r = WorkerRegistry::new();
         let (tx, _rx) = mpsc::channel(1);
-        let a = r.join(1, WorkerId::from("a"), 4, HashSet::new(), tx);
-        r.assign(a, 0, 0, assignment(1), 0);
+        let a = r.join(ConnId(1), WorkerId::from("a"), 4, HashSet::new(), tx);
+        r.assign(a, RunKey(0), 0, assignment(1), 0);
         r.cancel(a, 9);
         assert_eq!(r.flush(), [a], "the second message did not fit");
     }
@@ -435,7 +432,7 @@ mod tests {
     #[test]
     fn a_draining_worker_offers_no_slots() {
         let mut r = WorkerRegistry::new();
-        let (a, _rx) = join(&mut r, 1, "a");
+        let (a, _rx) = join(&mut r, ConnId(1), "a");
         assert_eq!(r.free_slots(), 4);
         assert_eq!(r.drain(a).map(|(_, running)| running), Some(0));
         assert_eq!(r.free_slots(), 0);

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use swarm_core::engine::{Action, EngineEvent, RunEngine, Update};
-use swarm_core::{Dag, RunId};
+use swarm_core::{Dag, RunId, RunKey};
 use swarm_proto::ApiError;
 use swarm_proto::convert::timestamp;
 use swarm_proto::pb;
@@ -26,13 +26,13 @@ impl Manager {
         header: RunHeader,
         engine: Option<RunEngine>,
         span: Option<tracing::Span>,
-    ) -> u32 {
+    ) -> RunKey {
         let seed = header.submitted_us ^ u64::from(self.next_run);
         let engine = engine.unwrap_or_else(|| {
             RunEngine::new(run_id.clone(), dag.clone(), self.config.retry.clone(), header.submitted_us, seed)
         });
         let log = EventLog::new(run_id.clone(), &dag, self.supervisor.now_us());
-        let key = self.next_run;
+        let key = RunKey(self.next_run);
         self.next_run += 1;
         // A run resumed by a new leader continues its trace from the stored context.
         let span = span.unwrap_or_else(|| {
@@ -109,7 +109,7 @@ impl Manager {
     }
 
     /// Applies an event to a run's engine and carries out the resulting actions.
-    pub(super) fn apply(&mut self, key: u32, event: EngineEvent) {
+    pub(super) fn apply(&mut self, key: RunKey, event: EngineEvent) {
         let now = self.supervisor.now_us();
         let mut actions = std::mem::take(&mut self.actions);
         if let Some(entry) = self.runs.get_mut(&key) {
@@ -127,7 +127,7 @@ impl Manager {
         self.enqueue(key);
     }
 
-    pub(super) fn act(&mut self, key: u32, action: Action, now: u64) {
+    pub(super) fn act(&mut self, key: RunKey, action: Action, now: u64) {
         let term = self.repo.term();
         let Some(entry) = self.runs.get_mut(&key) else { return };
         match action {

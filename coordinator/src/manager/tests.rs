@@ -10,7 +10,7 @@ use serde_json::json;
 use swarm_core::engine::RunState;
 use swarm_core::fence::FenceSeq;
 use swarm_core::retry::RetrySpec;
-use swarm_core::{Dag, Limits, RunId, RunSpec, SubtaskSpec};
+use swarm_core::{ConnId, Dag, Limits, RunId, RunSpec, SubtaskSpec};
 use swarm_proto::convert::timestamp;
 use swarm_proto::pb;
 use swarm_store::repo::RunHeader;
@@ -71,7 +71,7 @@ impl Rig {
         run_id
     }
 
-    async fn join(&self, conn: u64, id: &str, slots: u32, tools: &[(&str, bool)]) -> Inbox {
+    async fn join(&self, conn: ConnId, id: &str, slots: u32, tools: &[(&str, bool)]) -> Inbox {
         let (tx, rx) = mpsc::channel(64);
         let hello = pb::WorkerHello {
             worker_id: id.into(),
@@ -86,7 +86,7 @@ impl Rig {
         rx
     }
 
-    async fn report(&self, conn: u64, a: &pb::Assignment, started_us: u64, outcome: pb::attempt_report::Outcome) {
+    async fn report(&self, conn: ConnId, a: &pb::Assignment, started_us: u64, outcome: pb::attempt_report::Outcome) {
         let report = pb::AttemptReport {
             run_id: a.run_id.clone(),
             subtask_id: a.subtask_id.clone(),
@@ -154,7 +154,7 @@ fn failed() -> pb::attempt_report::Outcome {
 #[tokio::test(start_paused = true)]
 async fn a_retry_waits_its_backoff_on_the_injected_clock() {
     let rig = Rig::start(ManagerConfig::default());
-    let mut w = rig.join(1, "w", 4, &[("echo", false)]).await;
+    let mut w = rig.join(ConnId(1), "w", 4, &[("echo", false)]).await;
     let mut spec = RunSpec::new("retry", vec![SubtaskSpec::tool("a", "echo", json!({}))]);
     spec.retry = Some(RetrySpec {
         initial_interval_ms: Some(30_000),
@@ -165,13 +165,13 @@ async fn a_retry_waits_its_backoff_on_the_injected_clock() {
     let run_id = rig.submit(spec).await;
     let first = next_assignment(&mut w).await;
     let t0 = rig.clock.now_us();
-    rig.report(1, &first, t0, failed()).await;
+    rig.report(ConnId(1), &first, t0, failed()).await;
     let second = next_assignment(&mut w).await;
     let waited_ms = (rig.clock.now_us() - t0) / 1000;
     assert!((30_000..30_100).contains(&waited_ms), "the backoff is 30 s, not {waited_ms} ms");
     assert_eq!(second.attempt, 2);
     assert!(second.fence > first.fence);
-    rig.report(1, &second, rig.clock.now_us(), ok()).await;
+    rig.report(ConnId(1), &second, rig.clock.now_us(), ok()).await;
     assert_eq!(rig.run(&run_id).await.state, pb::RunState::Succeeded as i32);
     rig.stop().await;
 }
@@ -180,7 +180,7 @@ async fn a_retry_waits_its_backoff_on_the_injected_clock() {
 async fn a_subtask_past_its_schedule_to_start_limit_fails_and_its_dependents_are_skipped() {
     let config = ManagerConfig { no_worker_timeout: Duration::ZERO, ..ManagerConfig::default() };
     let rig = Rig::start(config);
-    let _w = rig.join(1, "w", 4, &[("echo", false)]).await;
+    let _w = rig.join(ConnId(1), "w", 4, &[("echo", false)]).await;
     let mut spec = RunSpec::new(
         "late",
         vec![SubtaskSpec::tool("a", "missing", json!({})), SubtaskSpec::tool("b", "echo", json!({})).after(["a"])],
@@ -207,14 +207,14 @@ async fn a_subtask_past_its_schedule_to_start_limit_fails_and_its_dependents_are
 #[tokio::test(start_paused = true)]
 async fn an_attempt_silent_for_three_heartbeats_is_cancelled_and_run_again() {
     let rig = Rig::start(ManagerConfig::default()); // heartbeats every 5 s
-    let mut w = rig.join(1, "w", 4, &[("echo", false)]).await;
+    let mut w = rig.join(ConnId(1), "w", 4, &[("echo", false)]).await;
     let run_id = rig.submit(RunSpec::new("silent", vec![SubtaskSpec::tool("a", "echo", json!({}))])).await;
     let first = next_assignment(&mut w).await;
     let t0 = rig.clock.now_us();
     // Heartbeats for 20 s keep it alive...
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        rig.manager.send(Command::WorkerHeartbeat { conn: 1, fences: vec![first.fence] }).await.expect("beat");
+        rig.manager.send(Command::WorkerHeartbeat { conn: ConnId(1), fences: vec![first.fence] }).await.expect("beat");
     }
     // ...then silence: lost after 15 s more, cancelled on the worker and dispatched again.
     let cancelled = loop {
@@ -227,7 +227,7 @@ async fn an_attempt_silent_for_three_heartbeats_is_cancelled_and_run_again() {
     assert_eq!(cancelled, [first.fence]);
     let again = next_assignment(&mut w).await;
     assert!(again.fence > first.fence && again.attempt == 2, "{again:?}");
-    rig.report(1, &again, rig.clock.now_us(), ok()).await;
+    rig.report(ConnId(1), &again, rig.clock.now_us(), ok()).await;
     assert_eq!(rig.run(&run_id).await.state, pb::RunState::Succeeded as i32);
     rig.stop().await;
 }
@@ -235,8 +235,8 @@ async fn an_attempt_silent_for_three_heartbeats_is_cancelled_and_run_again() {
 #[tokio::test(start_paused = true)]
 async fn a_straggler_gets_a_backup_on_another_worker_and_the_loser_is_cancelled() {
     let rig = Rig::start(ManagerConfig::default());
-    let mut a = rig.join(1, "a", 10, &[("echo", true)]).await;
-    let mut b = rig.join(2, "b", 10, &[("echo", true)]).await;
+    let mut a = rig.join(ConnId(1), "a", 10, &[("echo", true)]).await;
+    let mut b = rig.join(ConnId(2), "b", 10, &[("echo", true)]).await;
     let subtasks = (0..10).map(|i| SubtaskSpec::tool(format!("s{i}").as_str(), "echo", json!({}))).collect();
     let run_id = rig.submit(RunSpec::new("hedge", subtasks)).await;
     // Placement spreads the ten calls over both workers.
@@ -254,17 +254,17 @@ async fn a_straggler_gets_a_backup_on_another_worker_and_the_loser_is_cancelled(
     tokio::time::sleep(Duration::from_millis(100)).await;
     let straggler = on_a.pop().expect("one on a");
     for x in &on_a {
-        rig.report(1, x, t0, ok()).await;
+        rig.report(ConnId(1), x, t0, ok()).await;
     }
     for x in &on_b {
-        rig.report(2, x, t0, ok()).await;
+        rig.report(ConnId(2), x, t0, ok()).await;
     }
     // Past 1.5 × the median (150 ms), a backup starts on b.
     let backup = next_assignment(&mut b).await;
     assert!(backup.speculative && backup.subtask_id == straggler.subtask_id, "{backup:?}");
     let after_ms = (rig.clock.now_us() - t0) / 1000;
     assert!((150..400).contains(&after_ms), "backup after {after_ms} ms");
-    rig.report(2, &backup, rig.clock.now_us(), ok()).await;
+    rig.report(ConnId(2), &backup, rig.clock.now_us(), ok()).await;
     let cancelled = loop {
         if let pb::coordinator_message::Msg::Cancels(c) = next(&mut a).await {
             break c.fences;

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use swarm_core::engine::{EngineEvent, SubtaskState};
-use swarm_core::{AttemptNo, Fence, WorkerId};
+use swarm_core::{AttemptNo, ConnId, Fence, RunKey, WorkerId};
 use swarm_proto::convert::{self, duration_us};
 use swarm_proto::pb;
 use tracing::{debug, info, warn};
@@ -12,7 +12,7 @@ use super::registry::WorkerKey;
 use super::{Listed, Manager, WorkerTx};
 
 impl Manager {
-    pub(super) fn worker_joined(&mut self, conn: u64, hello: pb::WorkerHello, tx: WorkerTx) {
+    pub(super) fn worker_joined(&mut self, conn: ConnId, hello: pb::WorkerHello, tx: WorkerTx) {
         let id = WorkerId::from(hello.worker_id);
         if let Some(old) = self.registry.find_alive(&id) {
             warn!(worker_id = %id, "worker reconnected; its previous connection is dropped");
@@ -44,7 +44,7 @@ impl Manager {
         }
         info!(worker_id = %id, slots = hello.slots, held, "worker joined");
         // Subtasks parked for want of a tool may now have a worker.
-        let keys: Vec<u32> = self.runs.iter().filter(|(_, e)| !e.parked.is_empty()).map(|(k, _)| *k).collect();
+        let keys: Vec<RunKey> = self.runs.iter().filter(|(_, e)| !e.parked.is_empty()).map(|(k, _)| *k).collect();
         for key in keys {
             if let Some(entry) = self.runs.get_mut(&key) {
                 for sub in std::mem::take(&mut entry.parked).into_iter().rev() {
@@ -95,7 +95,7 @@ impl Manager {
         }
     }
 
-    pub(super) fn report(&mut self, conn: u64, r: pb::AttemptReport) {
+    pub(super) fn report(&mut self, conn: ConnId, r: pb::AttemptReport) {
         self.stats.reports += 1;
         let Some(w) = self.registry.by_conn(conn) else { return };
         // Every report is acknowledged once this turn's writes are durable, stale ones too:
@@ -170,7 +170,7 @@ impl Manager {
     }
 
     /// A turn of a running agent: extend its transcript.
-    pub(super) fn agent_step(&mut self, conn: u64, step: pb::AgentStepReport) {
+    pub(super) fn agent_step(&mut self, conn: ConnId, step: pb::AgentStepReport) {
         let Some(w) = self.registry.by_conn(conn) else { return };
         // Acknowledged once this turn's writes are durable, whether recorded or stale.
         self.outbox.ack_step(w, pb::StepAck { fence: step.fence, seq: step.seq });
