@@ -4,7 +4,7 @@
 //! candidate with the lowest create revision leads), built on the store trait so it works on
 //! etcd and on the memory store alike, and `etcdctl elect -l {name}` shows the same leader.
 //! The leader key's create revision is the leadership **term**: every write the leader makes is
-//! fenced on it ([`crate::repo::Fence`]), so a leader that was paused or cut off past its lease
+//! fenced on it ([`crate::repo::LeaderFence`]), so a leader that was paused or cut off past its lease
 //! cannot commit anything once its key is gone.
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::repo::Fence;
+use crate::repo::LeaderFence;
 use crate::types::*;
 
 /// An election under a name such as `/swarm/v1/leader`.
@@ -37,8 +37,8 @@ pub struct Leadership {
 
 impl Leadership {
     /// The fence for writes made under this leadership.
-    pub fn fence(&self) -> Fence {
-        Fence { key: self.key.clone(), revision: self.revision }
+    pub fn fence(&self) -> LeaderFence {
+        LeaderFence { key: self.key.clone(), revision: self.revision }
     }
 }
 

@@ -86,7 +86,7 @@ pub enum Created {
 /// The leadership a writer holds: every write it makes is guarded by the leader key still
 /// having this create revision, so a deposed leader (paused, partitioned) commits nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fence {
+pub struct LeaderFence {
     /// The leader key (its election key).
     pub key: Vec<u8>,
     /// The key's create revision: the leadership term.
@@ -98,7 +98,7 @@ pub struct Fence {
 pub struct RunRepo {
     store: Arc<dyn StateStore>,
     prefix: String,
-    fence: Option<Fence>,
+    fence: Option<LeaderFence>,
     payloads: Option<PayloadStore>,
 }
 
@@ -135,7 +135,7 @@ impl RunRepo {
     }
 
     /// The same repository, with every write fenced by `fence`.
-    pub fn fenced(&self, fence: Fence) -> Self {
+    pub fn fenced(&self, fence: LeaderFence) -> Self {
         Self { fence: Some(fence), ..self.clone() }
     }
 
@@ -426,7 +426,7 @@ mod tests {
         let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
         let out = store.commit(Txn::new().then(Op::put("/leader/1", "me"))).await.expect("leader key");
         let repo = RunRepo::new(store.clone(), DEFAULT_PREFIX)
-            .fenced(Fence { key: b"/leader/1".to_vec(), revision: out.revision });
+            .fenced(LeaderFence { key: b"/leader/1".to_vec(), revision: out.revision });
         let spec = RunSpec::new("n", vec![]);
         assert_eq!(repo.create_run(&header("r1", Some("k")), &spec).await, Ok(Created::New));
         assert_eq!(repo.create_run(&header("r2", Some("k")), &spec).await, Ok(Created::Existing(RunId::from("r1"))));
@@ -444,7 +444,7 @@ mod tests {
             store.commit(Txn::new().then(Op::put(format!("/x/{i}"), "v"))).await.expect("write");
         }
         let out = store.commit(Txn::new().then(Op::put("/leader/1", "me"))).await.expect("leader key");
-        let fence = Fence { key: b"/leader/1".to_vec(), revision: out.revision };
+        let fence = LeaderFence { key: b"/leader/1".to_vec(), revision: out.revision };
         let repo = RunRepo::new(store.clone(), DEFAULT_PREFIX).fenced(fence.clone());
         // No counter yet: the first term starts above the fences the revision scheme gave out.
         let first = repo.next_term().await.expect("term");

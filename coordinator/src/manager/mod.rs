@@ -395,7 +395,7 @@ impl Manager {
                 let now = self.supervisor.now_us();
                 if let Some(w) = self.registry.by_conn(conn) {
                     for fence in fences {
-                        self.registry.touch(w, fence, now);
+                        self.registry.touch(w, swarm_core::Fence(fence), now);
                     }
                 }
             }

@@ -5,7 +5,7 @@
 //!
 //! Batches queued while a commit is in flight are coalesced into the next one, so the number of
 //! store transactions per tool call falls as load rises. Writes are fenced by the leadership
-//! term (see `swarm_store::repo::Fence`); a fenced-out write means this coordinator is no longer
+//! term (see `swarm_store::repo::LeaderFence`); a fenced-out write means this coordinator is no longer
 //! the leader, and the writer cancels the term. Unavailable stores are retried with backoff,
 //! never dropped: the manager keeps going and the workers keep their unacknowledged reports
 //! meanwhile.

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 
 use swarm_core::agent::{AGENT_CAPABILITY, MODEL_CAPABILITY_PREFIX};
-use swarm_core::{ConnId, RunKey, WorkerId};
+use swarm_core::{ConnId, Fence, RunKey, WorkerId};
 use swarm_proto::pb;
 use tokio::sync::mpsc;
 
@@ -53,7 +53,7 @@ pub struct WorkerEntry {
     /// Shutting down: it finishes what it runs and gets nothing new.
     draining: bool,
     out_assign: Vec<pb::Assignment>,
-    out_cancel: Vec<u64>,
+    out_cancel: Vec<Fence>,
 }
 
 impl WorkerEntry {
@@ -94,7 +94,7 @@ impl Candidate for WorkerEntry {
 pub struct WorkerRegistry {
     workers: Vec<WorkerEntry>,
     by_conn: HashMap<ConnId, WorkerKey>,
-    inflight: HashMap<u64, Held>,
+    inflight: HashMap<Fence, Held>,
     dirty: Vec<WorkerKey>,
 }
 
@@ -224,7 +224,7 @@ impl WorkerRegistry {
 
     /// The worker is gone: its stream is dropped (a worker still there reconnects), its queued
     /// messages discarded, and the attempts it held are returned, no longer in flight.
-    pub fn lose(&mut self, key: WorkerKey) -> Vec<(u64, Held)> {
+    pub fn lose(&mut self, key: WorkerKey) -> Vec<(Fence, Held)> {
         let Some(w) = self.get_mut(key) else { return Vec::new() };
         let conn = w.conn;
         w.alive = false;
@@ -235,13 +235,13 @@ impl WorkerRegistry {
         if self.by_conn.get(&conn) == Some(&key) {
             self.by_conn.remove(&conn);
         }
-        let lost: Vec<u64> = self.inflight.iter().filter(|(_, h)| h.worker == key).map(|(f, _)| *f).collect();
+        let lost: Vec<Fence> = self.inflight.iter().filter(|(_, h)| h.worker == key).map(|(f, _)| *f).collect();
         lost.into_iter().filter_map(|f| self.inflight.remove(&f).map(|h| (f, h))).collect()
     }
 
     /// Queues an assignment for the worker and holds its attempt.
     pub fn assign(&mut self, key: WorkerKey, run: RunKey, subtask: u32, assignment: pb::Assignment, now_us: u64) {
-        let fence = assignment.fence;
+        let fence = Fence(assignment.fence);
         let Some(w) = self.get_mut(key) else { return };
         w.running += 1;
         w.out_assign.push(assignment);
@@ -250,14 +250,14 @@ impl WorkerRegistry {
     }
 
     /// Holds an attempt a reconnecting worker already runs.
-    pub fn adopt(&mut self, key: WorkerKey, fence: u64, run: RunKey, subtask: u32, now_us: u64) {
+    pub fn adopt(&mut self, key: WorkerKey, fence: Fence, run: RunKey, subtask: u32, now_us: u64) {
         let Some(w) = self.get_mut(key) else { return };
         w.running += 1;
         self.inflight.insert(fence, Held { run, subtask, worker: key, last_beat_us: now_us });
     }
 
     /// Queues a cancel of attempt `fence` for the worker.
-    pub fn cancel(&mut self, key: WorkerKey, fence: u64) {
+    pub fn cancel(&mut self, key: WorkerKey, fence: Fence) {
         if let Some(w) = self.get_mut(key) {
             w.out_cancel.push(fence);
             self.dirty.push(key);
@@ -265,12 +265,12 @@ impl WorkerRegistry {
     }
 
     /// True when attempt `fence` is held by some worker.
-    pub fn holds(&self, fence: u64) -> bool {
+    pub fn holds(&self, fence: Fence) -> bool {
         self.inflight.contains_key(&fence)
     }
 
     /// The attempt, if it is held.
-    pub fn held(&self, fence: u64) -> Option<&Held> {
+    pub fn held(&self, fence: Fence) -> Option<&Held> {
         self.inflight.get(&fence)
     }
 
@@ -281,7 +281,7 @@ impl WorkerRegistry {
 
     /// The worker `key` ended attempt `fence` (it reported): no longer held. `None` when the
     /// attempt is not held by that worker (a stale or forged report).
-    pub fn release(&mut self, key: WorkerKey, fence: u64) -> Option<Held> {
+    pub fn release(&mut self, key: WorkerKey, fence: Fence) -> Option<Held> {
         self.inflight.get(&fence).filter(|h| h.worker == key)?;
         let held = self.inflight.remove(&fence)?;
         if let Some(w) = self.get_mut(key) {
@@ -291,7 +291,7 @@ impl WorkerRegistry {
     }
 
     /// Attempt `fence` of worker `key` was heard of (a heartbeat or a turn).
-    pub fn touch(&mut self, key: WorkerKey, fence: u64, now_us: u64) -> Option<Held> {
+    pub fn touch(&mut self, key: WorkerKey, fence: Fence, now_us: u64) -> Option<Held> {
         let held = self.inflight.get_mut(&fence).filter(|h| h.worker == key)?;
         held.last_beat_us = now_us;
         Some(*held)
@@ -299,8 +299,8 @@ impl WorkerRegistry {
 
     /// Attempts not heard of for longer than `limit_us`: released, and a cancel queued for
     /// each on its worker (in case it is merely slow).
-    pub fn silent(&mut self, now_us: u64, limit_us: u64) -> Vec<(u64, Held)> {
-        let silent: Vec<u64> = self
+    pub fn silent(&mut self, now_us: u64, limit_us: u64) -> Vec<(Fence, Held)> {
+        let silent: Vec<Fence> = self
             .inflight
             .iter()
             .filter(|(_, h)| now_us.saturating_sub(h.last_beat_us) > limit_us)
@@ -334,7 +334,7 @@ impl WorkerRegistry {
                 broken |= w.tx.try_send(Ok(pb::CoordinatorMessage { msg: Some(msg) })).is_err();
             }
             if !w.out_cancel.is_empty() {
-                let fences = std::mem::take(&mut w.out_cancel);
+                let fences = std::mem::take(&mut w.out_cancel).into_iter().map(|f| f.0).collect();
                 let msg = pb::coordinator_message::Msg::Cancels(pb::Cancels { fences });
                 broken |= w.tx.try_send(Ok(pb::CoordinatorMessage { msg: Some(msg) })).is_err();
             }
@@ -378,7 +378,7 @@ mod tests {
         assert_ne!(a, b, "same slot, new generation");
         assert!(r.get(a).is_none(), "the old key does not reach the new worker");
         assert_eq!(r.id(b).map(WorkerId::as_str), Some("b"));
-        assert_eq!(r.release(a, 10), None);
+        assert_eq!(r.release(a, Fence(10)), None);
         assert!(r.by_conn(ConnId(1)).is_none());
         assert_eq!(r.by_conn(ConnId(2)), Some(b));
     }
@@ -390,11 +390,11 @@ mod tests {
         let (b, _rb) = join(&mut r, ConnId(2), "b");
         r.assign(a, RunKey(3), 7, assignment(42), 100);
         assert_eq!(r.usage(), (2, 1, 8));
-        assert_eq!(r.touch(b, 42, 200), None, "another worker's attempt");
-        assert_eq!(r.release(b, 42), None);
-        assert_eq!(r.touch(a, 42, 200).map(|h| h.last_beat_us), Some(200));
-        assert_eq!(r.release(a, 42).map(|h| (h.run, h.subtask)), Some((RunKey(3), 7)));
-        assert_eq!(r.release(a, 42), None, "once");
+        assert_eq!(r.touch(b, Fence(42), 200), None, "another worker's attempt");
+        assert_eq!(r.release(b, Fence(42)), None);
+        assert_eq!(r.touch(a, Fence(42), 200).map(|h| h.last_beat_us), Some(200));
+        assert_eq!(r.release(a, Fence(42)).map(|h| (h.run, h.subtask)), Some((RunKey(3), 7)));
+        assert_eq!(r.release(a, Fence(42)), None, "once");
         assert_eq!(r.usage(), (2, 0, 8));
     }
 
@@ -404,11 +404,11 @@ mod tests {
         let (a, mut rx) = join(&mut r, ConnId(1), "a");
         r.assign(a, RunKey(0), 0, assignment(1), 0);
         r.assign(a, RunKey(0), 1, assignment(2), 0);
-        r.touch(a, 2, 900);
+        r.touch(a, Fence(2), 900);
         assert!(r.flush().is_empty());
         let silent = r.silent(1_000, 500);
-        assert_eq!(silent.iter().map(|(f, _)| *f).collect::<Vec<_>>(), [1]);
-        assert!(r.holds(2) && !r.holds(1));
+        assert_eq!(silent.iter().map(|(f, _)| *f).collect::<Vec<_>>(), [Fence(1)]);
+        assert!(r.holds(Fence(2)) && !r.holds(Fence(1)));
         assert!(r.flush().is_empty());
         let mut cancels = Vec::new();
         while let Ok(Ok(msg)) = rx.try_recv() {
@@ -425,7 +425,7 @@ mod tests {
         let (tx, _rx) = mpsc::channel(1);
         let a = r.join(ConnId(1), WorkerId::from("a"), 4, HashSet::new(), tx);
         r.assign(a, RunKey(0), 0, assignment(1), 0);
-        r.cancel(a, 9);
+        r.cancel(a, Fence(9));
         assert_eq!(r.flush(), [a], "the second message did not fit");
     }
 

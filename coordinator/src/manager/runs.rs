@@ -219,7 +219,7 @@ impl Manager {
             }
             Action::CancelAttempt { worker, fence } => {
                 if let Some(w) = self.registry.find_alive(&worker) {
-                    self.registry.cancel(w, fence.0);
+                    self.registry.cancel(w, fence);
                 }
             }
             Action::ArmTimer { subtask, at_us } => self.supervisor.arm_retry(at_us, key, subtask),

@@ -66,13 +66,13 @@ impl Manager {
             _ => None,
         };
         let adopted = match (target, self.registry.id(w).cloned()) {
-            (Some((key, sub)), Some(worker)) if !self.registry.holds(h.fence) => {
+            (Some((key, sub)), Some(worker)) if !self.registry.holds(fence) => {
                 self.apply(key, EngineEvent::Adopt { subtask: sub, worker, fence, attempt: AttemptNo(h.attempt) });
                 let slot = self.runs.get(&key).map(|e| e.engine.slot(sub));
                 let ok = slot.is_some_and(|s| s.state == SubtaskState::Running && s.fence == fence);
                 if ok {
                     let now = self.supervisor.now_us();
-                    self.registry.adopt(w, h.fence, key, sub, now);
+                    self.registry.adopt(w, fence, key, sub, now);
                     self.stats.adopted += 1;
                 }
                 ok
@@ -81,7 +81,7 @@ impl Manager {
         };
         if !adopted {
             debug!(fence = h.fence, run_id = %h.run_id, subtask_id = %h.subtask_id, "held attempt not adopted; cancelling it");
-            self.registry.cancel(w, h.fence);
+            self.registry.cancel(w, fence);
         }
     }
 
@@ -91,7 +91,7 @@ impl Manager {
         self.outbox.forget(w);
         for (fence, held) in self.registry.lose(w) {
             let reason = "the worker running the attempt went away".to_owned();
-            self.apply(held.run, EngineEvent::Lost { subtask: held.subtask, fence: Fence(fence), reason });
+            self.apply(held.run, EngineEvent::Lost { subtask: held.subtask, fence, reason });
         }
     }
 
@@ -101,7 +101,7 @@ impl Manager {
         // Every report is acknowledged once this turn's writes are durable, stale ones too:
         // the worker may forget it either way.
         self.outbox.ack(w, r.fence);
-        let Some(f) = self.registry.release(w, r.fence) else {
+        let Some(f) = self.registry.release(w, Fence(r.fence)) else {
             self.stats.stale_reports += 1;
             debug!(fence = r.fence, "report for an attempt no longer in flight");
             return;
@@ -163,9 +163,9 @@ impl Manager {
         let limit = self.supervisor.silence_limit_us();
         for (fence, f) in self.registry.silent(now, limit) {
             let worker = self.registry.id(f.worker).map(ToString::to_string).unwrap_or_default();
-            warn!(fence, worker_id = %worker, "no heartbeat for the attempt; it is declared lost");
+            warn!(fence = fence.0, worker_id = %worker, "no heartbeat for the attempt; it is declared lost");
             let reason = format!("no heartbeat for {} ms", limit / 1000);
-            self.apply(f.run, EngineEvent::Lost { subtask: f.subtask, fence: Fence(fence), reason });
+            self.apply(f.run, EngineEvent::Lost { subtask: f.subtask, fence, reason });
         }
     }
 
@@ -175,7 +175,7 @@ impl Manager {
         // Acknowledged once this turn's writes are durable, whether recorded or stale.
         self.outbox.ack_step(w, pb::StepAck { fence: step.fence, seq: step.seq });
         let now = self.supervisor.now_us();
-        let Some(f) = self.registry.touch(w, step.fence, now) else {
+        let Some(f) = self.registry.touch(w, Fence(step.fence), now) else {
             self.stats.stale_reports += 1;
             return;
         };
