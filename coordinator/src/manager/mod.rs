@@ -148,9 +148,9 @@ pub struct ManagerStats {
     pub workers: u32,
     /// Runs not yet ended.
     pub active_runs: u32,
-    /// Store transactions committed by the sink.
+    /// Store transactions committed by the outbox.
     pub store_txns: u64,
-    /// Store operations written by the sink.
+    /// Store operations written by the outbox.
     pub store_ops: u64,
     /// True while resumed runs wait for workers.
     pub recovering: bool,
@@ -223,8 +223,8 @@ pub struct Startup {
     pub clock: Option<Arc<dyn Clock>>,
 }
 
-/// Spawns the manager (and its sink) on the current runtime; both stop when `term` is
-/// cancelled. The sink cancels `term` itself if its writes are fenced out.
+/// Spawns the manager (and its outbox writer) on the current runtime; both stop when `term` is
+/// cancelled. The writer cancels `term` itself if its writes are fenced out.
 pub fn spawn(
     config: ManagerConfig,
     repo: RunRepo,

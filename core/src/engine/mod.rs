@@ -252,7 +252,8 @@ impl RunEngine {
         !self.ready.is_empty()
     }
 
-    /// Takes the next ready subtask, in FIFO order. The shell either dispatches it
+    /// Takes the next ready subtask, longest remaining critical path first (ties in the order
+    /// they became ready; see `ready`). The shell either dispatches it
     /// ([`EngineEvent::Dispatched`]) or gives it back with [`RunEngine::unpop`].
     pub fn pop_ready(&mut self) -> Option<u32> {
         while let Some(i) = self.ready.pop_front() {
