@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use swarm_core::agent::Turn;
 use swarm_core::engine::{Failure, RestoredSubtask};
-use swarm_core::{AttemptNo, Dag, Limits, RunId, WorkerId};
+use swarm_core::{AttemptNo, Dag, Limits, RunId, SubtaskIx, WorkerId};
 use swarm_store::repo::{RunHeader, SubtaskRecord};
 use swarm_store::{RunRepo, StoreError};
 use tracing::{error, info, warn};
@@ -18,11 +18,11 @@ use tracing::{error, info, warn};
 pub struct RecoveredRun {
     pub header: RunHeader,
     pub dag: Arc<Dag>,
-    pub records: Vec<(u32, RestoredSubtask)>,
+    pub records: Vec<(SubtaskIx, RestoredSubtask)>,
     /// Agent transcripts, by subtask index.
-    pub turns: HashMap<u32, Vec<Arc<Turn>>>,
+    pub turns: HashMap<SubtaskIx, Vec<Arc<Turn>>>,
     /// The `assign_task` call each spawned subagent answers.
-    pub calls: HashMap<u32, String>,
+    pub calls: HashMap<SubtaskIx, String>,
 }
 
 /// What the store holds.
@@ -105,7 +105,7 @@ async fn load_run(repo: &RunRepo, header: &RunHeader, limits: &Limits) -> Result
         }
     }
     let dag = Arc::new(dag);
-    let mut turns: HashMap<u32, Vec<Arc<Turn>>> = HashMap::new();
+    let mut turns: HashMap<SubtaskIx, Vec<Arc<Turn>>> = HashMap::new();
     for (subtask, _n, turn) in repo.turns(&header.run_id).await? {
         if let Some(i) = dag.index_of(subtask.as_str()) {
             turns.entry(i).or_default().push(Arc::new(turn));

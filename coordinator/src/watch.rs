@@ -56,7 +56,7 @@ impl EventLog {
     pub fn sync_ids(&self, dag: &Dag) {
         let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
         for i in ids.len()..dag.len() {
-            ids.push(Arc::from(dag.node(i as u32).id.as_str()));
+            ids.push(Arc::from(dag.node(swarm_core::SubtaskIx(i as u32)).id.as_str()));
         }
     }
 
@@ -102,11 +102,11 @@ impl EventLog {
         (events, done)
     }
 
-    fn id(&self, subtask: u32) -> String {
+    fn id(&self, subtask: swarm_core::SubtaskIx) -> String {
         self.ids
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(subtask as usize)
+            .get(subtask.index())
             .map(|s| s.to_string())
             .unwrap_or_default()
     }

@@ -96,6 +96,11 @@ number_id!(
 );
 
 number_id!(
+    /// A subtask's index in its run's DAG and in the engine's slots: given at validation in spec
+    /// order; subagents take the next ones as they are spawned.
+    SubtaskIx(u32)
+);
+number_id!(
     /// A run's key inside one coordinator's term (its run table), cheaper than the [`RunId`].
     RunKey(u32)
 );
@@ -103,6 +108,13 @@ number_id!(
     /// A worker's `Connect` stream, as numbered by the coordinator that accepted it.
     ConnId(u64)
 );
+
+impl SubtaskIx {
+    /// As an index into the run's arrays.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
 
 impl RunId {
     /// A new, time-ordered run id such as `r-0193f1c2a4b7-5f3a9c`.

@@ -18,7 +18,7 @@ pub mod violation;
 pub use dag::Dag;
 pub use engine::{Action, EngineEvent, RestoredSubtask, RunEngine, RunState, SubtaskState};
 pub use error::{FailureKind, Retryable};
-pub use ids::{AttemptNo, ConnId, Fence, RunId, RunKey, Seq, SubtaskId, WorkerId};
+pub use ids::{AttemptNo, ConnId, Fence, RunId, RunKey, Seq, SubtaskId, SubtaskIx, WorkerId};
 pub use retry::RetryPolicy;
 pub use spec::{Limits, RunSpec, SubtaskKind, SubtaskSpec};
 pub use summary::RunSummary;

@@ -12,6 +12,7 @@
 //! orchestrator, not on their own. For tool-call DAGs every subtask is its own stage, so this
 //! reduces to the longest path counted in tool calls.
 
+use crate::ids::SubtaskIx;
 use serde::{Deserialize, Serialize};
 
 use crate::dag::Dag;
@@ -80,7 +81,7 @@ pub trait RunView {
     fn finished_us(&self) -> Option<u64>;
     /// Critical steps of subtask `i` as a node of the DAG (an orchestrator: per stage, one
     /// step plus its slowest subagent's; subagents count inside their orchestrator).
-    fn critical_weight(&self, i: u32) -> u64;
+    fn critical_weight(&self, i: SubtaskIx) -> u64;
 }
 
 impl RunSummary {
@@ -88,8 +89,8 @@ impl RunSummary {
     pub fn compute(engine: &impl RunView, now_us: u64) -> Self {
         let dag = engine.dag();
         let slots = engine.slots();
-        let measured = |i: u32| {
-            let s = &slots[i as usize];
+        let measured = |i: SubtaskIx| {
+            let s = &slots[i.index()];
             match dag.node(i).work {
                 crate::dag::Work::Tool if s.steps > 0 => s.finished_us.saturating_sub(s.started_us),
                 crate::dag::Work::Tool => 0,
@@ -97,12 +98,12 @@ impl RunSummary {
                 _ => 0,
             }
         };
-        let on_path = |i: u32| if dag.node(i).parent.is_some() { 0 } else { measured(i) };
+        let on_path = |i: SubtaskIx| if dag.node(i).parent.is_some() { 0 } else { measured(i) };
         let (critical_path_us, path) = dag.longest_path(on_path);
         let (critical_steps, _) = dag.longest_path(|i| engine.critical_weight(i));
         let duration = measured;
         let total_steps: u64 = slots.iter().map(|s| u64::from(s.steps)).sum();
-        let total_work_us: u64 = (0..slots.len() as u32).map(duration).sum();
+        let total_work_us: u64 = dag.indexes().map(duration).sum();
         let counts = engine.counts();
         let end = engine.finished_us().unwrap_or(now_us);
         Self {
@@ -119,7 +120,7 @@ impl RunSummary {
             critical_path_us,
             critical_path: path
                 .into_iter()
-                .filter(|&i| slots[i as usize].state != SubtaskState::Blocked && measured(i) > 0)
+                .filter(|&i| slots[i.index()].state != SubtaskState::Blocked && measured(i) > 0)
                 .map(|i| dag.node(i).id.clone())
                 .collect(),
             critical_steps,
@@ -142,7 +143,7 @@ mod tests {
 
     use crate::agent::{AgentSpec, Message, OrchestratorSpec, Role, SpawnRequest, ToolCallRequest, Turn};
     use crate::engine::{Action, EngineEvent, RunEngine, RunState};
-    use crate::ids::{Fence, RunId, WorkerId};
+    use crate::ids::{Fence, RunId, SubtaskIx, WorkerId};
     use crate::spec::{Limits, RunSpec, SubtaskKind, SubtaskSpec};
     use crate::{Dag, RetryPolicy};
 
@@ -198,7 +199,7 @@ mod tests {
             }
         }
 
-        fn dispatch(&mut self, i: u32) -> Fence {
+        fn dispatch(&mut self, i: SubtaskIx) -> Fence {
             self.fence += 1;
             let fence = Fence(self.fence);
             self.e.apply(
@@ -208,7 +209,7 @@ mod tests {
             );
             fence
         }
-        fn steps(&mut self, i: u32, fence: Fence, n: usize) {
+        fn steps(&mut self, i: SubtaskIx, fence: Fence, n: usize) {
             let first = self.e.slot(i).agent.as_ref().map_or(0, |a| a.next_seq);
             for k in 0..n as u32 {
                 self.now += 10;
@@ -216,7 +217,7 @@ mod tests {
                 self.e.apply(ev, self.now, &mut self.out);
             }
         }
-        fn answer(&mut self, i: u32, fence: Fence) {
+        fn answer(&mut self, i: SubtaskIx, fence: Fence) {
             self.now += 10;
             let ev = EngineEvent::Succeeded {
                 subtask: i,
@@ -227,7 +228,7 @@ mod tests {
             };
             self.e.apply(ev, self.now, &mut self.out);
         }
-        fn spawn(&mut self, i: u32, fence: Fence, n: usize) -> Vec<u32> {
+        fn spawn(&mut self, i: SubtaskIx, fence: Fence, n: usize) -> Vec<SubtaskIx> {
             let spawns = (0..n)
                 .map(|k| SpawnRequest { call_id: format!("a{k}"), name: "sub".into(), agent: agent("task") })
                 .collect();
@@ -242,7 +243,7 @@ mod tests {
                 finished_us: self.now,
             };
             self.e.apply(ev, self.now, &mut self.out);
-            (before..self.e.dag().len() as u32).collect()
+            (before..self.e.dag().len() as u32).map(SubtaskIx).collect()
         }
     }
 

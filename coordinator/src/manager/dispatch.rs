@@ -2,7 +2,7 @@
 //! end-of-turn flush.
 
 use swarm_core::engine::{Action, EngineEvent, Update};
-use swarm_core::{Fence, RunKey};
+use swarm_core::{Fence, RunKey, SubtaskIx};
 use swarm_proto::convert::duration_us;
 use swarm_proto::pb;
 use tracing::{error, warn};
@@ -188,7 +188,7 @@ impl Manager {
     }
 
     /// Dispatches subtask `sub` on worker `w`; false when no fence is left (the term ends).
-    fn start_attempt(&mut self, key: RunKey, sub: u32, w: WorkerKey, now: u64) -> bool {
+    fn start_attempt(&mut self, key: RunKey, sub: SubtaskIx, w: WorkerKey, now: u64) -> bool {
         let Some(Fence(fence)) = self.take_fence() else { return false };
         let Some(worker_id) = self.registry.id(w).cloned() else { return true };
         self.stats.dispatched += 1;
@@ -223,7 +223,7 @@ impl Manager {
 }
 
 /// The agent part of an assignment: spec, transcript so far, caps.
-fn agent_task(engine: &swarm_core::RunEngine, sub: u32) -> Option<pb::AgentTask> {
+fn agent_task(engine: &swarm_core::RunEngine, sub: SubtaskIx) -> Option<pb::AgentTask> {
     use swarm_core::dag::Work;
     let node = engine.dag().node(sub);
     let slot = engine.slot(sub);

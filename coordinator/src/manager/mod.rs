@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use swarm_core::engine::{Action, RunEngine};
 use swarm_core::fence::FenceSeq;
-use swarm_core::{ConnId, Dag, RetryPolicy, RunId, RunKey, WorkerId};
+use swarm_core::{ConnId, Dag, RetryPolicy, RunId, RunKey, SubtaskIx, WorkerId};
 use swarm_proto::ApiError;
 use swarm_proto::pb;
 use swarm_store::RunRepo;
@@ -193,7 +193,7 @@ struct RunEntry {
     /// Resumed after a failover and waiting for workers to reconnect.
     recovering: bool,
     /// Ready subtasks whose tool no connected worker offers.
-    parked: Vec<u32>,
+    parked: Vec<SubtaskIx>,
     /// Tools and models (as `Node::requirement`) already warned about as offered by no worker.
     unoffered_warned: HashSet<String>,
     /// When live accounting was last computed, and its (critical, total) steps.

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 
 use swarm_core::agent::{AGENT_CAPABILITY, MODEL_CAPABILITY_PREFIX};
-use swarm_core::{ConnId, Fence, RunKey, WorkerId};
+use swarm_core::{ConnId, Fence, RunKey, SubtaskIx, WorkerId};
 use swarm_proto::pb;
 use tokio::sync::mpsc;
 
@@ -33,7 +33,7 @@ pub struct WorkerKey {
 pub struct Held {
     /// The run (the manager's key) and subtask index.
     pub run: RunKey,
-    pub subtask: u32,
+    pub subtask: SubtaskIx,
     pub worker: WorkerKey,
     /// When the attempt was last heard of (dispatch, heartbeat, turn), µs.
     pub last_beat_us: u64,
@@ -240,7 +240,7 @@ impl WorkerRegistry {
     }
 
     /// Queues an assignment for the worker and holds its attempt.
-    pub fn assign(&mut self, key: WorkerKey, run: RunKey, subtask: u32, assignment: pb::Assignment, now_us: u64) {
+    pub fn assign(&mut self, key: WorkerKey, run: RunKey, subtask: SubtaskIx, assignment: pb::Assignment, now_us: u64) {
         let fence = Fence(assignment.fence);
         let Some(w) = self.get_mut(key) else { return };
         w.running += 1;
@@ -250,7 +250,7 @@ impl WorkerRegistry {
     }
 
     /// Holds an attempt a reconnecting worker already runs.
-    pub fn adopt(&mut self, key: WorkerKey, fence: Fence, run: RunKey, subtask: u32, now_us: u64) {
+    pub fn adopt(&mut self, key: WorkerKey, fence: Fence, run: RunKey, subtask: SubtaskIx, now_us: u64) {
         let Some(w) = self.get_mut(key) else { return };
         w.running += 1;
         self.inflight.insert(fence, Held { run, subtask, worker: key, last_beat_us: now_us });
@@ -370,7 +370,7 @@ mod tests {
     fn a_reused_slot_gets_a_new_generation_and_old_keys_match_nothing() {
         let mut r = WorkerRegistry::new();
         let (a, _rx) = join(&mut r, ConnId(1), "a");
-        r.assign(a, RunKey(0), 0, assignment(10), 0);
+        r.assign(a, RunKey(0), SubtaskIx(0), assignment(10), 0);
         let lost = r.lose(a);
         assert_eq!(lost.len(), 1, "its attempt comes back");
         assert!(r.get(a).is_none());
@@ -388,12 +388,12 @@ mod tests {
         let mut r = WorkerRegistry::new();
         let (a, _ra) = join(&mut r, ConnId(1), "a");
         let (b, _rb) = join(&mut r, ConnId(2), "b");
-        r.assign(a, RunKey(3), 7, assignment(42), 100);
+        r.assign(a, RunKey(3), SubtaskIx(7), assignment(42), 100);
         assert_eq!(r.usage(), (2, 1, 8));
         assert_eq!(r.touch(b, Fence(42), 200), None, "another worker's attempt");
         assert_eq!(r.release(b, Fence(42)), None);
         assert_eq!(r.touch(a, Fence(42), 200).map(|h| h.last_beat_us), Some(200));
-        assert_eq!(r.release(a, Fence(42)).map(|h| (h.run, h.subtask)), Some((RunKey(3), 7)));
+        assert_eq!(r.release(a, Fence(42)).map(|h| (h.run, h.subtask)), Some((RunKey(3), SubtaskIx(7))));
         assert_eq!(r.release(a, Fence(42)), None, "once");
         assert_eq!(r.usage(), (2, 0, 8));
     }
@@ -402,8 +402,8 @@ mod tests {
     fn silent_attempts_are_released_and_cancelled_on_their_worker() {
         let mut r = WorkerRegistry::new();
         let (a, mut rx) = join(&mut r, ConnId(1), "a");
-        r.assign(a, RunKey(0), 0, assignment(1), 0);
-        r.assign(a, RunKey(0), 1, assignment(2), 0);
+        r.assign(a, RunKey(0), SubtaskIx(0), assignment(1), 0);
+        r.assign(a, RunKey(0), SubtaskIx(1), assignment(2), 0);
         r.touch(a, Fence(2), 900);
         assert!(r.flush().is_empty());
         let silent = r.silent(1_000, 500);
@@ -424,7 +424,7 @@ mod tests {
         let mut r = WorkerRegistry::new();
         let (tx, _rx) = mpsc::channel(1);
         let a = r.join(ConnId(1), WorkerId::from("a"), 4, HashSet::new(), tx);
-        r.assign(a, RunKey(0), 0, assignment(1), 0);
+        r.assign(a, RunKey(0), SubtaskIx(0), assignment(1), 0);
         r.cancel(a, Fence(9));
         assert_eq!(r.flush(), [a], "the second message did not fit");
     }

@@ -10,7 +10,7 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use swarm_core::RunKey;
+use swarm_core::{RunKey, SubtaskIx};
 
 use crate::clock::Clock;
 
@@ -20,7 +20,7 @@ pub const TICK_EVERY_US: u64 = 10_000;
 pub const GAUGES_EVERY_US: u64 = 250_000;
 
 /// A retry timer: at (µs), run key, subtask index.
-type Timer = Reverse<(u64, RunKey, u32)>;
+type Timer = Reverse<(u64, RunKey, SubtaskIx)>;
 
 /// What is due at one loop turn.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,12 +68,12 @@ impl Supervisor {
     }
 
     /// Fire `(run, subtask)`'s retry at `at_us`.
-    pub fn arm_retry(&mut self, at_us: u64, run: RunKey, subtask: u32) {
+    pub fn arm_retry(&mut self, at_us: u64, run: RunKey, subtask: SubtaskIx) {
         self.timers.push(Reverse((at_us, run, subtask)));
     }
 
     /// The retries due by `now_us`, earliest first (each fires once).
-    pub fn due_retries(&mut self, now_us: u64) -> Vec<(RunKey, u32)> {
+    pub fn due_retries(&mut self, now_us: u64) -> Vec<(RunKey, SubtaskIx)> {
         let mut due = Vec::new();
         while let Some(&Reverse((at, run, subtask))) = self.timers.peek() {
             if at > now_us {
@@ -153,15 +153,15 @@ mod tests {
     async fn retries_fire_once_in_time_order_and_wake_the_loop_on_time() {
         let mut s = sup();
         let t0 = s.now_us();
-        s.arm_retry(t0 + 2_000_000, RunKey(1), 7);
-        s.arm_retry(t0 + 500_000, RunKey(1), 3);
+        s.arm_retry(t0 + 2_000_000, RunKey(1), SubtaskIx(7));
+        s.arm_retry(t0 + 500_000, RunKey(1), SubtaskIx(3));
         assert_eq!(s.next_wake(false, None), Some(t0 + 500_000));
         assert!(s.due_retries(t0).is_empty());
         s.sleep_until(t0 + 500_000).await;
-        assert_eq!(s.due_retries(s.now_us()), [(RunKey(1), 3)]);
+        assert_eq!(s.due_retries(s.now_us()), [(RunKey(1), SubtaskIx(3))]);
         assert_eq!(s.next_wake(false, None), Some(t0 + 2_000_000));
         s.sleep_until(t0 + 2_000_000).await;
-        assert_eq!(s.due_retries(s.now_us()), [(RunKey(1), 7)]);
+        assert_eq!(s.due_retries(s.now_us()), [(RunKey(1), SubtaskIx(7))]);
         assert!(s.due_retries(s.now_us() + 10_000_000).is_empty(), "each fires once");
         assert_eq!(s.next_wake(false, None), None, "idle: sleep until a command comes");
     }

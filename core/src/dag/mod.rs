@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent::{AGENT_CAPABILITY, AgentSpec, OrchestratorSpec, RunLimits};
-use crate::ids::SubtaskId;
+use crate::ids::{SubtaskId, SubtaskIx};
 use crate::spec::{Limits, RunSpec, SubtaskKind};
 pub use crate::violation::{SpecViolation, SpecViolations};
 
@@ -38,7 +38,7 @@ pub struct Node {
     /// What it does.
     pub work: Work,
     /// The orchestrator that spawned it, for subagents added at run time.
-    pub parent: Option<u32>,
+    pub parent: Option<SubtaskIx>,
     /// For a subagent: the orchestrator's stage (1-based) that started it; 0 otherwise.
     pub stage: u32,
     /// For a subagent: the name its orchestrator gave it (`create_subagent`); empty otherwise.
@@ -47,9 +47,9 @@ pub struct Node {
     /// coordinator's default applies).
     pub retry: Option<Arc<crate::retry::RetrySpec>>,
     /// Indexes of the subtasks this one depends on.
-    pub deps: Vec<u32>,
+    pub deps: Vec<SubtaskIx>,
     /// Indexes of the subtasks that depend on this one.
-    pub dependents: Vec<u32>,
+    pub dependents: Vec<SubtaskIx>,
     /// Start-to-close limit of one attempt.
     pub timeout: Option<Duration>,
 }
@@ -87,8 +87,8 @@ impl Node {
 pub struct Dag {
     name: String,
     nodes: Vec<Node>,
-    index: HashMap<SubtaskId, u32>,
-    topo: Vec<u32>,
+    index: HashMap<SubtaskId, SubtaskIx>,
+    topo: Vec<SubtaskIx>,
     limits: RunLimits,
     speculation: crate::spec::Speculation,
     max_concurrency: u32,
@@ -124,7 +124,7 @@ impl Dag {
             bad("limits".into(), "step caps must be at least 1".into());
         }
 
-        let mut index: HashMap<SubtaskId, u32> = HashMap::with_capacity(spec.subtasks.len());
+        let mut index: HashMap<SubtaskId, SubtaskIx> = HashMap::with_capacity(spec.subtasks.len());
         let mut nodes = Vec::with_capacity(spec.subtasks.len());
         for (i, s) in spec.subtasks.iter().enumerate() {
             let id = s.id.as_str();
@@ -135,7 +135,7 @@ impl Dag {
             } else if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
                 bad(format!("subtasks[{i}].id"), format!("`{id}` may only contain letters, digits and - _ . :"));
             }
-            if let Some(first) = index.insert(s.id.clone(), i as u32) {
+            if let Some(first) = index.insert(s.id.clone(), SubtaskIx(i as u32)) {
                 index.insert(s.id.clone(), first);
                 bad(format!("subtasks[{i}].id"), format!("duplicate id `{id}` (first used by subtasks[{first}])"));
             }
@@ -224,11 +224,11 @@ impl Dag {
                 let field = format!("subtasks[{i}].depends_on[{j}]");
                 match index.get(dep) {
                     None => bad(field, format!("unknown subtask `{dep}`")),
-                    Some(&d) if d as usize == i => bad(field, format!("subtask `{dep}` depends on itself")),
+                    Some(&d) if d.index() == i => bad(field, format!("subtask `{dep}` depends on itself")),
                     Some(&d) if nodes[i].deps.contains(&d) => bad(field, format!("`{dep}` is listed twice")),
                     Some(&d) => {
                         // A duplicate id's later occurrence has no node of its own in the index.
-                        if index.get(&s.id) == Some(&(i as u32)) {
+                        if index.get(&s.id) == Some(&SubtaskIx(i as u32)) {
                             nodes[i].deps.push(d);
                         }
                     }
@@ -237,8 +237,8 @@ impl Dag {
         }
         for i in 0..nodes.len() {
             for k in 0..nodes[i].deps.len() {
-                let d = nodes[i].deps[k] as usize;
-                nodes[d].dependents.push(i as u32);
+                let d = nodes[i].deps[k].index();
+                nodes[d].dependents.push(SubtaskIx(i as u32));
             }
         }
 
@@ -246,8 +246,8 @@ impl Dag {
             Ok(order) => order,
             Err(cycles) => {
                 for cycle in cycles {
-                    let first = cycle[0] as usize;
-                    let names: Vec<&str> = cycle.iter().map(|&n| nodes[n as usize].id.as_str()).collect();
+                    let first = cycle[0].index();
+                    let names: Vec<&str> = cycle.iter().map(|&n| nodes[n.index()].id.as_str()).collect();
                     let shown = if names.len() > 16 {
                         format!(
                             "{} → … ({} more) … → {}",
@@ -300,8 +300,15 @@ impl Dag {
 
     /// Adds a subagent spawned by orchestrator `parent` at run time; returns its index. It has
     /// no dependencies in the DAG: it runs inside its orchestrator's stage.
-    pub fn add_child(&mut self, parent: u32, id: SubtaskId, stage: u32, name: &str, agent: AgentSpec) -> u32 {
-        let i = self.nodes.len() as u32;
+    pub fn add_child(
+        &mut self,
+        parent: SubtaskIx,
+        id: SubtaskId,
+        stage: u32,
+        name: &str,
+        agent: AgentSpec,
+    ) -> SubtaskIx {
+        let i = SubtaskIx(self.nodes.len() as u32);
         self.index.insert(id.clone(), i);
         self.nodes.push(Node {
             id,
@@ -333,19 +340,23 @@ impl Dag {
         self.nodes.is_empty()
     }
     /// The subtask at `index`.
-    pub fn node(&self, index: u32) -> &Node {
-        &self.nodes[index as usize]
+    pub fn node(&self, index: SubtaskIx) -> &Node {
+        &self.nodes[index.index()]
+    }
+    /// Every subtask index, in index order.
+    pub fn indexes(&self) -> impl Iterator<Item = SubtaskIx> + use<> {
+        (0..self.nodes.len() as u32).map(SubtaskIx)
     }
     /// All subtasks, by index.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
     }
     /// The index of subtask `id`.
-    pub fn index_of(&self, id: &str) -> Option<u32> {
+    pub fn index_of(&self, id: &str) -> Option<SubtaskIx> {
         self.index.get(id).copied()
     }
     /// A topological order: every subtask after all its dependencies.
-    pub fn topo_order(&self) -> &[u32] {
+    pub fn topo_order(&self) -> &[SubtaskIx] {
         &self.topo
     }
 
@@ -353,28 +364,28 @@ impl Dag {
     /// weight and the subtasks along it, in execution order.
     pub fn longest_path<W: Copy + Default + PartialOrd + std::ops::Add<Output = W>>(
         &self,
-        weight: impl Fn(u32) -> W,
-    ) -> (W, Vec<u32>) {
+        weight: impl Fn(SubtaskIx) -> W,
+    ) -> (W, Vec<SubtaskIx>) {
         let n = self.nodes.len();
         let mut best: Vec<W> = vec![W::default(); n];
-        let mut parent: Vec<Option<u32>> = vec![None; n];
+        let mut parent: Vec<Option<SubtaskIx>> = vec![None; n];
         for &i in &self.topo {
-            let node = &self.nodes[i as usize];
+            let node = &self.nodes[i.index()];
             let mut base = W::default();
             for &d in &node.deps {
-                if parent[i as usize].is_none() || best[d as usize] > base {
-                    base = best[d as usize];
-                    parent[i as usize] = Some(d);
+                if parent[i.index()].is_none() || best[d.index()] > base {
+                    base = best[d.index()];
+                    parent[i.index()] = Some(d);
                 }
             }
-            best[i as usize] = base + weight(i);
+            best[i.index()] = base + weight(i);
         }
-        let Some(mut end) = (0..n as u32).reduce(|a, b| if best[b as usize] > best[a as usize] { b } else { a }) else {
+        let Some(mut end) = self.indexes().reduce(|a, b| if best[b.index()] > best[a.index()] { b } else { a }) else {
             return (W::default(), Vec::new());
         };
-        let total = best[end as usize];
+        let total = best[end.index()];
         let mut path = vec![end];
-        while let Some(p) = parent[end as usize] {
+        while let Some(p) = parent[end.index()] {
             path.push(p);
             end = p;
         }
@@ -416,17 +427,17 @@ fn check_agent(
 }
 
 /// Kahn's algorithm; on failure, up to ten distinct cycles among the nodes it could not order.
-fn topo_order(nodes: &[Node]) -> Result<Vec<u32>, Vec<Vec<u32>>> {
+fn topo_order(nodes: &[Node]) -> Result<Vec<SubtaskIx>, Vec<Vec<SubtaskIx>>> {
     let n = nodes.len();
     let mut indeg: Vec<u32> = nodes.iter().map(|x| x.deps.len() as u32).collect();
-    let mut order: Vec<u32> = (0..n as u32).filter(|&i| indeg[i as usize] == 0).collect();
+    let mut order: Vec<SubtaskIx> = (0..n as u32).map(SubtaskIx).filter(|i| indeg[i.index()] == 0).collect();
     let mut head = 0;
     while head < order.len() {
-        let i = order[head] as usize;
+        let i = order[head].index();
         head += 1;
         for &d in &nodes[i].dependents {
-            indeg[d as usize] -= 1;
-            if indeg[d as usize] == 0 {
+            indeg[d.index()] -= 1;
+            if indeg[d.index()] == 0 {
                 order.push(d);
             }
         }
@@ -439,7 +450,7 @@ fn topo_order(nodes: &[Node]) -> Result<Vec<u32>, Vec<Vec<u32>>> {
 
 /// Finds cycles with an iterative DFS along dependency edges (node → its deps) among nodes left
 /// with in-degree > 0; each cycle is returned in execution order.
-fn find_cycles(nodes: &[Node], indeg: &[u32], max: usize) -> Vec<Vec<u32>> {
+fn find_cycles(nodes: &[Node], indeg: &[u32], max: usize) -> Vec<Vec<SubtaskIx>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Color {
         White,
@@ -453,22 +464,22 @@ fn find_cycles(nodes: &[Node], indeg: &[u32], max: usize) -> Vec<Vec<u32>> {
             continue;
         }
         // Stack of (node, next dep position).
-        let mut stack: Vec<(u32, usize)> = vec![(start as u32, 0)];
+        let mut stack: Vec<(SubtaskIx, usize)> = vec![(SubtaskIx(start as u32), 0)];
         color[start] = Color::Gray;
         while let Some(&mut (node, ref mut pos)) = stack.last_mut() {
-            let deps = &nodes[node as usize].deps;
+            let deps = &nodes[node.index()].deps;
             if *pos < deps.len() {
                 let next = deps[*pos];
                 *pos += 1;
-                match color[next as usize] {
+                match color[next.index()] {
                     Color::White => {
-                        color[next as usize] = Color::Gray;
+                        color[next.index()] = Color::Gray;
                         stack.push((next, 0));
                     }
                     Color::Gray if cycles.len() < max => {
                         // The stack from `next` to the top is a cycle against dependency edges.
                         let from = stack.iter().position(|&(x, _)| x == next).unwrap_or(0);
-                        let mut cycle: Vec<u32> = stack[from..].iter().map(|&(x, _)| x).collect();
+                        let mut cycle: Vec<SubtaskIx> = stack[from..].iter().map(|&(x, _)| x).collect();
                         cycle.reverse();
                         // Start at the lowest index, so the same cycle is always named alike.
                         let min = (0..cycle.len()).min_by_key(|&k| cycle[k]).unwrap_or(0);
@@ -478,7 +489,7 @@ fn find_cycles(nodes: &[Node], indeg: &[u32], max: usize) -> Vec<Vec<u32>> {
                     _ => {}
                 }
             } else {
-                color[node as usize] = Color::Black;
+                color[node.index()] = Color::Black;
                 stack.pop();
             }
         }

@@ -101,7 +101,7 @@ fn longest_path_follows_weights() {
     )
     .expect("valid");
     let w = [1u64, 5, 1, 1];
-    let (total, path) = dag.longest_path(|i| w[i as usize]);
+    let (total, path) = dag.longest_path(|i| w[i.index()]);
     assert_eq!(total, 7);
     let ids: Vec<&str> = path.iter().map(|&i| dag.node(i).id.as_str()).collect();
     assert_eq!(ids, vec!["a", "b", "d"]);

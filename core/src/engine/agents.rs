@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::agent::{Message, SpawnRequest, Turn};
 use crate::dag::Work;
-use crate::ids::{Fence, SubtaskId};
+use crate::ids::{Fence, SubtaskId, SubtaskIx};
 
 use super::RunEngine;
 use super::types::{Action, AgentState, RunState, Slot, Stage, SubtaskState, Update};
@@ -26,17 +26,23 @@ use super::types::{Action, AgentState, RunState, Slot, Stage, SubtaskState, Upda
 const COLLAPSE_STAGES: usize = 3;
 
 impl RunEngine {
-    fn agent_mut(&mut self, subtask: u32) -> Option<&mut AgentState> {
-        self.slots.get_mut(subtask as usize).and_then(|s| s.agent.as_deref_mut())
+    fn agent_mut(&mut self, subtask: SubtaskIx) -> Option<&mut AgentState> {
+        self.slots.get_mut(subtask.index()).and_then(|s| s.agent.as_deref_mut())
     }
 
     /// Appends a turn; counts a step (and an orchestrator stage) when it called tools.
-    fn record_turn(&mut self, subtask: u32, turn: Arc<Turn>, stage_children: Option<Vec<u32>>, out: &mut Vec<Action>) {
+    fn record_turn(
+        &mut self,
+        subtask: SubtaskIx,
+        turn: Arc<Turn>,
+        stage_children: Option<Vec<SubtaskIx>>,
+        out: &mut Vec<Action>,
+    ) {
         let calls = turn.tool_calls() as u32;
         let work_calls = turn.work_calls() as u32;
         let tokens = turn.usage.input_tokens + turn.usage.output_tokens;
         let is_orchestrator = matches!(self.dag.node(subtask).work, Work::Orchestrator(_));
-        let slot = &mut self.slots[subtask as usize];
+        let slot = &mut self.slots[subtask.index()];
         if calls > 0 {
             slot.steps += 1;
         }
@@ -57,7 +63,7 @@ impl RunEngine {
 
     pub(super) fn step_recorded(
         &mut self,
-        subtask: u32,
+        subtask: SubtaskIx,
         fence: Fence,
         seq: u32,
         turn: Arc<Turn>,
@@ -82,7 +88,7 @@ impl RunEngine {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn spawned(
         &mut self,
-        subtask: u32,
+        subtask: SubtaskIx,
         fence: Fence,
         turn: Arc<Turn>,
         spawns: Vec<SpawnRequest>,
@@ -94,7 +100,7 @@ impl RunEngine {
         if !self.is_current(subtask, fence) || !matches!(self.dag.node(subtask).work, Work::Orchestrator(_)) {
             return;
         }
-        self.slots[subtask as usize].attempt_ended(started_us, finished_us, false);
+        self.slots[subtask.index()].attempt_ended(started_us, finished_us, false);
         self.counts.running -= 1;
         let stage = self.agent_mut(subtask).map_or(0, |a| a.stages.len() as u32 + 1);
         let limit = self.dag.limits().max_subagents;
@@ -144,7 +150,7 @@ impl RunEngine {
         let agent = self.agent_mut(subtask).expect("orchestrators have agent state");
         agent.pending_results.extend(refused);
         agent.waiting = accepted;
-        let slot = &mut self.slots[subtask as usize];
+        let slot = &mut self.slots[subtask.index()];
         if accepted == 0 {
             slot.state = SubtaskState::Ready;
             slot.ready_since_us = now_us;
@@ -157,8 +163,8 @@ impl RunEngine {
     }
 
     /// What an ended subagent tells its orchestrator.
-    fn answer_of(&self, child: u32) -> String {
-        let slot = &self.slots[child as usize];
+    fn answer_of(&self, child: SubtaskIx) -> String {
+        let slot = &self.slots[child.index()];
         match (slot.state, &slot.output, &slot.error) {
             (SubtaskState::Succeeded, Some(out), _) => answer_text(out),
             (_, _, Some(e)) => format!("error: the subagent failed ({}): {}", e.kind.as_str(), e.message),
@@ -169,10 +175,10 @@ impl RunEngine {
     /// Rebuilds agent state after a failover, once [`RunEngine::restore`] has applied the
     /// recorded subtask ends: transcripts (`turns`, by subtask), and for spawned subagents (which
     /// the caller added to the DAG before restoring) the `assign_task` call each answers.
-    pub fn restore_agents(&mut self, turns: HashMap<u32, Vec<Arc<Turn>>>, calls: HashMap<u32, String>) {
+    pub fn restore_agents(&mut self, turns: HashMap<SubtaskIx, Vec<Arc<Turn>>>, calls: HashMap<SubtaskIx, String>) {
         for (i, ts) in turns {
-            let terminal = self.slots.get(i as usize).is_some_and(|s| s.state.is_terminal());
-            let Some(slot) = self.slots.get_mut(i as usize) else { continue };
+            let terminal = self.slots.get(i.index()).is_some_and(|s| s.state.is_terminal());
+            let Some(slot) = self.slots.get_mut(i.index()) else { continue };
             let steps = ts.iter().filter(|t| t.tool_calls() > 0).count() as u32;
             self.counts.agent_tool_calls += ts.iter().map(|t| t.work_calls() as u32).sum::<u32>();
             self.counts.tokens += ts.iter().map(|t| t.usage.input_tokens + t.usage.output_tokens).sum::<u64>();
@@ -183,14 +189,13 @@ impl RunEngine {
                 agent.turns = ts;
             }
         }
-        let orchestrators: Vec<u32> =
-            (0..self.dag.len() as u32).filter(|&i| matches!(self.dag.node(i).work, Work::Orchestrator(_))).collect();
+        let orchestrators: Vec<SubtaskIx> =
+            self.dag.indexes().filter(|&i| matches!(self.dag.node(i).work, Work::Orchestrator(_))).collect();
         for o in orchestrators {
-            let children: Vec<u32> =
-                (0..self.dag.len() as u32).filter(|&c| self.dag.node(c).parent == Some(o)).collect();
+            let children: Vec<SubtaskIx> = self.dag.indexes().filter(|&c| self.dag.node(c).parent == Some(o)).collect();
             self.counts.spawned += children.len() as u32;
-            let stage_of = |c: u32| self.dag.node(c).stage;
-            let Some(agent) = self.slots[o as usize].agent.as_deref() else { continue };
+            let stage_of = |c: SubtaskIx| self.dag.node(c).stage;
+            let Some(agent) = self.slots[o.index()].agent.as_deref() else { continue };
             let answered: std::collections::HashSet<String> =
                 agent.turns.iter().flat_map(|t| &t.messages).filter_map(|m| m.tool_call_id.clone()).collect();
             let stage_turns = agent.turns.iter().filter(|t| t.tool_calls() > 0).count() as u32;
@@ -205,14 +210,14 @@ impl RunEngine {
                 if answered.contains(call) {
                     continue;
                 }
-                if self.slots[c as usize].state.is_terminal() {
+                if self.slots[c.index()].state.is_terminal() {
                     pending.push(Message::tool_result(call, self.answer_of(c)));
                 } else {
                     waiting += 1;
                     child_calls.insert(c, call.clone());
                 }
             }
-            let orchestrator_open = !self.slots[o as usize].state.is_terminal();
+            let orchestrator_open = !self.slots[o.index()].state.is_terminal();
             if let Some(agent) = self.agent_mut(o) {
                 agent.stages = stages;
                 agent.waiting = waiting;
@@ -220,28 +225,28 @@ impl RunEngine {
                 agent.pending_results = pending;
             }
             if orchestrator_open && waiting > 0 {
-                self.slots[o as usize].state = SubtaskState::Waiting;
+                self.slots[o.index()].state = SubtaskState::Waiting;
             }
         }
     }
 
     /// A subtask ended: if it is a subagent, hand its answer to its orchestrator.
-    pub(super) fn child_ended(&mut self, child: u32) {
+    pub(super) fn child_ended(&mut self, child: SubtaskIx) {
         let Some(parent) = self.dag.node(child).parent else { return };
         let answer = self.answer_of(child);
         let Some(agent) = self.agent_mut(parent) else { return };
         let Some(call_id) = agent.child_calls.remove(&child) else { return };
         agent.pending_results.push(Message::tool_result(call_id, answer));
         agent.waiting = agent.waiting.saturating_sub(1);
-        if agent.waiting == 0 && self.slots[parent as usize].state == SubtaskState::Waiting {
-            self.slots[parent as usize].state = SubtaskState::Ready;
-            self.slots[parent as usize].ready_since_us = self.clock_us;
+        if agent.waiting == 0 && self.slots[parent.index()].state == SubtaskState::Waiting {
+            self.slots[parent.index()].state = SubtaskState::Ready;
+            self.slots[parent.index()].ready_since_us = self.clock_us;
             self.ready.push_back(parent);
         }
     }
 
     /// Moves an orchestrator's pending answers into its transcript as it is dispatched again.
-    pub(super) fn deliver_results(&mut self, subtask: u32, out: &mut Vec<Action>) {
+    pub(super) fn deliver_results(&mut self, subtask: SubtaskIx, out: &mut Vec<Action>) {
         let Some(agent) = self.agent_mut(subtask) else { return };
         if agent.pending_results.is_empty() {
             return;
@@ -252,7 +257,7 @@ impl RunEngine {
         out.push(Action::PersistTurn { subtask, index });
     }
 
-    fn check_collapse(&mut self, subtask: u32, out: &mut Vec<Action>) {
+    fn check_collapse(&mut self, subtask: SubtaskIx, out: &mut Vec<Action>) {
         let Some(agent) = self.agent_mut(subtask) else { return };
         let n = agent.stages.len();
         if agent.warned || n < COLLAPSE_STAGES {
@@ -289,17 +294,17 @@ impl RunEngine {
     /// Critical steps of a subtask as a node of the DAG: for an orchestrator, the sum over its
     /// stages of one step plus its slowest subagent's steps; subagents count inside their
     /// orchestrator, not on their own; others, their steps.
-    pub(crate) fn critical_weight(&self, i: u32) -> u64 {
+    pub(crate) fn critical_weight(&self, i: SubtaskIx) -> u64 {
         let node = self.dag.node(i);
         if node.parent.is_some() {
             return 0;
         }
-        let slot = &self.slots[i as usize];
+        let slot = &self.slots[i.index()];
         match (&node.work, slot.agent.as_deref()) {
             (Work::Orchestrator(_), Some(agent)) => agent
                 .stages
                 .iter()
-                .map(|s| 1 + s.children.iter().map(|&c| u64::from(self.slots[c as usize].steps)).max().unwrap_or(0))
+                .map(|s| 1 + s.children.iter().map(|&c| u64::from(self.slots[c.index()].steps)).max().unwrap_or(0))
                 .sum(),
             _ => u64::from(slot.steps),
         }

@@ -46,7 +46,7 @@ pub use types::*;
 
 use crate::dag::{Dag, Work};
 use crate::error::{FailureKind, Retryable};
-use crate::ids::{Fence, RunId, WorkerId};
+use crate::ids::{Fence, RunId, SubtaskIx, WorkerId};
 use crate::retry::RetryPolicy;
 use crate::summary::RunSummary;
 
@@ -86,7 +86,7 @@ impl RunEngine {
             .map(|(i, node)| {
                 let pending = node.deps.len() as u32;
                 if pending == 0 {
-                    ready.push_back(i as u32);
+                    ready.push_back(SubtaskIx(i as u32));
                 }
                 let mut slot = Slot::new(pending, !matches!(node.work, Work::Tool));
                 if pending == 0 {
@@ -125,12 +125,12 @@ impl RunEngine {
         policy: RetryPolicy,
         submitted_us: u64,
         seed: u64,
-        records: impl IntoIterator<Item = (u32, RestoredSubtask)>,
+        records: impl IntoIterator<Item = (SubtaskIx, RestoredSubtask)>,
     ) -> Self {
         let mut engine = Self::new(run_id, dag, policy, submitted_us, seed);
         engine.ready.clear();
         for (i, r) in records {
-            let Some(slot) = engine.slots.get_mut(i as usize) else { continue };
+            let Some(slot) = engine.slots.get_mut(i.index()) else { continue };
             if !r.state.is_terminal() || r.state == SubtaskState::Cancelled {
                 continue;
             }
@@ -153,8 +153,8 @@ impl RunEngine {
         }
         for i in 0..engine.slots.len() {
             if engine.slots[i].state == SubtaskState::Succeeded {
-                for k in 0..engine.dag.node(i as u32).dependents.len() {
-                    let d = engine.dag.node(i as u32).dependents[k] as usize;
+                for k in 0..engine.dag.node(SubtaskIx(i as u32)).dependents.len() {
+                    let d = engine.dag.node(SubtaskIx(i as u32)).dependents[k].index();
                     engine.slots[d].pending_deps -= 1;
                 }
             }
@@ -164,7 +164,7 @@ impl RunEngine {
             if !slot.state.is_terminal() {
                 slot.state = if slot.pending_deps == 0 { SubtaskState::Ready } else { SubtaskState::Blocked };
                 if slot.state == SubtaskState::Ready {
-                    engine.ready.push_back(i as u32);
+                    engine.ready.push_back(SubtaskIx(i as u32));
                 }
             }
         }
@@ -172,22 +172,23 @@ impl RunEngine {
     }
 
     /// Records where a subtask's output was offloaded to.
-    pub fn set_output_ref(&mut self, subtask: u32, reference: Arc<str>) {
-        if let Some(slot) = self.slots.get_mut(subtask as usize) {
+    pub fn set_output_ref(&mut self, subtask: SubtaskIx, reference: Arc<str>) {
+        if let Some(slot) = self.slots.get_mut(subtask.index()) {
             slot.output_ref = Some(reference);
         }
     }
 
     /// Re-estimates every subtask's remaining critical path from measured durations.
-    fn refresh_priorities(&mut self, just_finished: u32, duration_us: u64) {
+    fn refresh_priorities(&mut self, just_finished: SubtaskIx, duration_us: u64) {
         let dag = &self.dag;
         let slots = &self.slots;
-        let samples = (0..dag.len() as u32)
+        let samples = dag
+            .indexes()
             .filter(|&i| {
-                ready::is_tool(dag, i) && (i == just_finished || slots[i as usize].state == SubtaskState::Succeeded)
+                ready::is_tool(dag, i) && (i == just_finished || slots[i.index()].state == SubtaskState::Succeeded)
             })
             .map(|i| {
-                let s = &slots[i as usize];
+                let s = &slots[i.index()];
                 let d = if i == just_finished { duration_us } else { s.finished_us.saturating_sub(s.started_us) };
                 (dag.node(i).tool.as_ref(), d.max(1))
             });
@@ -198,7 +199,7 @@ impl RunEngine {
             } else {
                 // Agents: a step is worth roughly a tool call.
                 let typical = medians.values().copied().max().unwrap_or(1);
-                typical * u64::from(slots[i as usize].steps.max(1))
+                typical * u64::from(slots[i.index()].steps.max(1))
             }
         });
         self.ready.reprioritize(bottom);
@@ -232,8 +233,8 @@ impl RunEngine {
         self.counts
     }
     /// The runtime state of subtask `index`.
-    pub fn slot(&self, index: u32) -> &Slot {
-        &self.slots[index as usize]
+    pub fn slot(&self, index: SubtaskIx) -> &Slot {
+        &self.slots[index.index()]
     }
     /// All slots, by subtask index.
     pub fn slots(&self) -> &[Slot] {
@@ -255,9 +256,9 @@ impl RunEngine {
     /// Takes the next ready subtask, longest remaining critical path first (ties in the order
     /// they became ready; see `ready`). The shell either dispatches it
     /// ([`EngineEvent::Dispatched`]) or gives it back with [`RunEngine::unpop`].
-    pub fn pop_ready(&mut self) -> Option<u32> {
+    pub fn pop_ready(&mut self) -> Option<SubtaskIx> {
         while let Some(i) = self.ready.pop_front() {
-            if self.slots[i as usize].state == SubtaskState::Ready {
+            if self.slots[i.index()].state == SubtaskState::Ready {
                 return Some(i);
             }
         }
@@ -265,8 +266,8 @@ impl RunEngine {
     }
 
     /// Gives back a subtask taken by [`RunEngine::pop_ready`] that could not be placed.
-    pub fn unpop(&mut self, subtask: u32) {
-        if self.slots[subtask as usize].state == SubtaskState::Ready {
+    pub fn unpop(&mut self, subtask: SubtaskIx) {
+        if self.slots[subtask.index()].state == SubtaskState::Ready {
             self.ready.push_front(subtask);
         }
     }
@@ -283,7 +284,7 @@ impl RunEngine {
         match event {
             EngineEvent::Dispatched { subtask, worker, fence } => {
                 self.dispatched(subtask, worker, fence, out);
-                if let Some(slot) = self.slots.get_mut(subtask as usize) {
+                if let Some(slot) = self.slots.get_mut(subtask.index()) {
                     slot.dispatched_us = now_us;
                 }
             }
@@ -302,7 +303,7 @@ impl RunEngine {
                     }
                 }
                 let is_tool = matches!(self.dag.node(subtask).work, Work::Tool);
-                let slot = &mut self.slots[subtask as usize];
+                let slot = &mut self.slots[subtask.index()];
                 slot.state = SubtaskState::Succeeded;
                 slot.attempt_ended(started_us, finished_us, is_tool);
                 slot.output = Some(output);
@@ -319,7 +320,7 @@ impl RunEngine {
                 self.child_ended(subtask);
                 for k in 0..self.dag.node(subtask).dependents.len() {
                     let d = self.dag.node(subtask).dependents[k];
-                    let dep = &mut self.slots[d as usize];
+                    let dep = &mut self.slots[d.index()];
                     dep.pending_deps -= 1;
                     if dep.pending_deps == 0 && dep.state == SubtaskState::Blocked {
                         dep.state = SubtaskState::Ready;
@@ -334,7 +335,7 @@ impl RunEngine {
                     return;
                 }
                 let is_tool = matches!(self.dag.node(subtask).work, Work::Tool);
-                self.slots[subtask as usize].attempt_ended(started_us, finished_us, is_tool);
+                self.slots[subtask.index()].attempt_ended(started_us, finished_us, is_tool);
                 self.counts.running -= 1;
                 self.failed(subtask, kind, message, now_us, out);
             }
@@ -346,7 +347,7 @@ impl RunEngine {
                 self.failed(subtask, FailureKind::WorkerLost, reason, now_us, out);
             }
             EngineEvent::RetryDue { subtask } => {
-                let slot = &mut self.slots[subtask as usize];
+                let slot = &mut self.slots[subtask.index()];
                 if slot.state == SubtaskState::Backoff {
                     slot.state = SubtaskState::Ready;
                     slot.ready_since_us = now_us;
@@ -361,7 +362,7 @@ impl RunEngine {
                 self.spawned(subtask, fence, turn, spawns, started_us, finished_us, now_us, out)
             }
             EngineEvent::Adopt { subtask, worker, fence, attempt } => {
-                let Some(slot) = self.slots.get_mut(subtask as usize) else { return };
+                let Some(slot) = self.slots.get_mut(subtask.index()) else { return };
                 if slot.state.is_terminal() || slot.state == SubtaskState::Running || fence <= slot.fence {
                     self.counts.stale_reports += 1;
                     return;
@@ -383,8 +384,8 @@ impl RunEngine {
         }
     }
 
-    fn dispatched(&mut self, subtask: u32, worker: WorkerId, fence: Fence, out: &mut Vec<Action>) {
-        let slot = &mut self.slots[subtask as usize];
+    fn dispatched(&mut self, subtask: SubtaskIx, worker: WorkerId, fence: Fence, out: &mut Vec<Action>) {
+        let slot = &mut self.slots[subtask.index()];
         debug_assert_eq!(slot.state, SubtaskState::Ready, "only a popped ready subtask is dispatched");
         debug_assert!(fence > slot.fence, "fences only grow");
         if slot.state != SubtaskState::Ready {
@@ -404,14 +405,14 @@ impl RunEngine {
         self.counts.running += 1;
         self.counts.attempts += 1;
         out.push(Action::Publish(Update::Started { subtask, attempt, worker, waited_us }));
-        if let Some(agent) = self.slots[subtask as usize].agent.as_deref_mut() {
+        if let Some(agent) = self.slots[subtask.index()].agent.as_deref_mut() {
             agent.next_seq = 0;
         }
         self.deliver_results(subtask, out);
     }
 
-    fn is_current(&mut self, subtask: u32, fence: Fence) -> bool {
-        let ok = self.slots.get(subtask as usize).is_some_and(|s| s.state == SubtaskState::Running && s.fence == fence);
+    fn is_current(&mut self, subtask: SubtaskIx, fence: Fence) -> bool {
+        let ok = self.slots.get(subtask.index()).is_some_and(|s| s.state == SubtaskState::Running && s.fence == fence);
         if !ok {
             self.counts.stale_reports += 1;
         }
@@ -419,12 +420,19 @@ impl RunEngine {
     }
 
     /// A running attempt ended in failure (already taken out of `running`).
-    fn failed(&mut self, subtask: u32, kind: FailureKind, mut message: String, now_us: u64, out: &mut Vec<Action>) {
+    fn failed(
+        &mut self,
+        subtask: SubtaskIx,
+        kind: FailureKind,
+        mut message: String,
+        now_us: u64,
+        out: &mut Vec<Action>,
+    ) {
         let policy = match &self.dag.node(subtask).retry {
             Some(spec) => spec.resolve(&self.policy),
             None => self.policy.clone(),
         };
-        let slot = &mut self.slots[subtask as usize];
+        let slot = &mut self.slots[subtask.index()];
         let attempt = slot.attempt;
         // Poison: a subtask that failed (or lost its worker) on POISON_WORKERS distinct workers
         // is quarantined instead of being tried on yet another one.
@@ -479,12 +487,12 @@ impl RunEngine {
     }
 
     /// Marks every transitive dependent of a failed subtask as skipped.
-    fn skip_dependents(&mut self, failed: u32, out: &mut Vec<Action>) {
+    fn skip_dependents(&mut self, failed: SubtaskIx, out: &mut Vec<Action>) {
         let mut stack = vec![failed];
         while let Some(i) = stack.pop() {
             for k in 0..self.dag.node(i).dependents.len() {
                 let d = self.dag.node(i).dependents[k];
-                let slot = &mut self.slots[d as usize];
+                let slot = &mut self.slots[d.index()];
                 if slot.state == SubtaskState::Blocked {
                     slot.state = SubtaskState::Skipped;
                     self.counts.skipped += 1;
@@ -533,8 +541,8 @@ impl RunEngine {
     }
 
     /// The action that stores subtask `subtask`'s record as it stands.
-    fn persist(&self, subtask: u32) -> Action {
-        Action::Persist { subtask, record: Box::new(self.slots[subtask as usize].outcome()) }
+    fn persist(&self, subtask: SubtaskIx) -> Action {
+        Action::Persist { subtask, record: Box::new(self.slots[subtask.index()].outcome()) }
     }
 
     /// The run's accounting as of `now_us` (final once the run is terminal).
@@ -565,7 +573,7 @@ impl crate::summary::RunView for RunEngine {
     fn finished_us(&self) -> Option<u64> {
         self.finished_us
     }
-    fn critical_weight(&self, i: u32) -> u64 {
+    fn critical_weight(&self, i: SubtaskIx) -> u64 {
         RunEngine::critical_weight(self, i)
     }
 }

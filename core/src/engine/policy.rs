@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use super::RunEngine;
-use crate::ids::WorkerId;
+use crate::ids::{SubtaskIx, WorkerId};
 
 /// Heartbeat intervals of silence after which a running attempt is declared lost.
 pub const SILENT_BEATS: u64 = 3;
@@ -29,7 +29,7 @@ impl RunEngine {
     /// The next ready subtask to dispatch, unless the run is at its `max_concurrency` (it then
     /// waits for its own attempts to end). Give it back with [`RunEngine::unpop`] if it cannot
     /// be placed now.
-    pub fn pop_dispatchable(&mut self) -> Option<u32> {
+    pub fn pop_dispatchable(&mut self) -> Option<SubtaskIx> {
         let cap = self.dag.max_concurrency();
         if cap > 0 && self.counts.running >= cap {
             return None;
@@ -38,8 +38,8 @@ impl RunEngine {
     }
 
     /// What placing `subtask` needs (see [`PlacementNeeds`]).
-    pub fn placement(&self, subtask: u32) -> PlacementNeeds<'_> {
-        let slot = &self.slots[subtask as usize];
+    pub fn placement(&self, subtask: SubtaskIx) -> PlacementNeeds<'_> {
+        let slot = &self.slots[subtask.index()];
         PlacementNeeds { need: self.dag.node(subtask).requirement(), avoid: &slot.failed_on }
     }
 }
@@ -53,7 +53,7 @@ mod tests {
     use super::*;
     use crate::dag::Dag;
     use crate::engine::EngineEvent;
-    use crate::ids::{Fence, RunId};
+    use crate::ids::{Fence, RunId, SubtaskIx};
     use crate::retry::RetryPolicy;
     use crate::spec::{Limits, RunSpec, SubtaskSpec};
 
@@ -75,13 +75,19 @@ mod tests {
         }
         assert_eq!(e.pop_dispatchable(), None, "two running: at the cap");
         e.apply(
-            EngineEvent::Succeeded { subtask: 0, fence: Fence(1), started_us: 0, finished_us: 5, output: "1".into() },
+            EngineEvent::Succeeded {
+                subtask: SubtaskIx(0),
+                fence: Fence(1),
+                started_us: 0,
+                finished_us: 5,
+                output: "1".into(),
+            },
             5,
             &mut out,
         );
         assert!(e.pop_dispatchable().is_some(), "one ended: room again");
-        assert_eq!(e.placement(0).need, "echo");
-        assert!(e.placement(0).avoid.is_empty());
+        assert_eq!(e.placement(SubtaskIx(0)).need, "echo");
+        assert!(e.placement(SubtaskIx(0)).avoid.is_empty());
         assert_eq!(silence_limit_us(5_000_000), 15_000_000);
         assert_eq!(silence_limit_us(u64::MAX), u64::MAX);
     }

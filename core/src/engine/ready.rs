@@ -7,6 +7,7 @@
 //! refreshed as calls finish (at 1, 2, 4, 8 … finished calls, then every 256), so early guesses
 //! give way to measurements. Ties keep submission order (FIFO).
 
+use crate::ids::SubtaskIx;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
@@ -14,25 +15,25 @@ use crate::dag::{Dag, Work};
 
 #[derive(Default, Debug)]
 pub(super) struct ReadyQueue {
-    heap: BinaryHeap<(u64, Reverse<u64>, u32)>,
+    heap: BinaryHeap<(u64, Reverse<u64>, SubtaskIx)>,
     seq: u64,
     priority: Vec<u64>,
 }
 
 impl ReadyQueue {
-    pub(super) fn push_back(&mut self, i: u32) {
+    pub(super) fn push_back(&mut self, i: SubtaskIx) {
         self.seq += 1;
-        let p = self.priority.get(i as usize).copied().unwrap_or(1);
+        let p = self.priority.get(i.index()).copied().unwrap_or(1);
         self.heap.push((p, Reverse(self.seq), i));
     }
 
     /// Back at the head among equals (a subtask that could not be placed).
-    pub(super) fn push_front(&mut self, i: u32) {
-        let p = self.priority.get(i as usize).copied().unwrap_or(1);
+    pub(super) fn push_front(&mut self, i: SubtaskIx) {
+        let p = self.priority.get(i.index()).copied().unwrap_or(1);
         self.heap.push((p, Reverse(0), i));
     }
 
-    pub(super) fn pop_front(&mut self) -> Option<u32> {
+    pub(super) fn pop_front(&mut self) -> Option<SubtaskIx> {
         self.heap.pop().map(|(_, _, i)| i)
     }
 
@@ -51,20 +52,20 @@ impl ReadyQueue {
     /// New priorities; queued entries are re-ranked.
     pub(super) fn reprioritize(&mut self, priority: Vec<u64>) {
         self.priority = priority;
-        let entries: Vec<(u64, Reverse<u64>, u32)> = self.heap.drain().collect();
+        let entries: Vec<(u64, Reverse<u64>, SubtaskIx)> = self.heap.drain().collect();
         for (_, seq, i) in entries {
-            let p = self.priority.get(i as usize).copied().unwrap_or(1);
+            let p = self.priority.get(i.index()).copied().unwrap_or(1);
             self.heap.push((p, seq, i));
         }
     }
 }
 
 /// Bottom levels of every subtask, with `estimate(i)` as its own weight.
-pub(super) fn bottom_levels(dag: &Dag, estimate: impl Fn(u32) -> u64) -> Vec<u64> {
+pub(super) fn bottom_levels(dag: &Dag, estimate: impl Fn(SubtaskIx) -> u64) -> Vec<u64> {
     let mut bottom = vec![0u64; dag.len()];
     for &i in dag.topo_order().iter().rev() {
-        let after = dag.node(i).dependents.iter().map(|&d| bottom[d as usize]).max().unwrap_or(0);
-        bottom[i as usize] = estimate(i).max(1) + after;
+        let after = dag.node(i).dependents.iter().map(|&d| bottom[d.index()]).max().unwrap_or(0);
+        bottom[i.index()] = estimate(i).max(1) + after;
     }
     bottom
 }
@@ -90,6 +91,6 @@ pub(super) fn refresh_due(n: u32) -> bool {
 }
 
 /// Whether a node is a plain tool call (only those have per-tool duration estimates).
-pub(super) fn is_tool(dag: &Dag, i: u32) -> bool {
+pub(super) fn is_tool(dag: &Dag, i: SubtaskIx) -> bool {
     matches!(dag.node(i).work, Work::Tool)
 }

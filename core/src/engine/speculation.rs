@@ -12,7 +12,7 @@
 //! of how far past their threshold they are.
 
 use crate::dag::Work;
-use crate::ids::{Fence, WorkerId};
+use crate::ids::{Fence, SubtaskIx, WorkerId};
 
 use super::{Action, Backup, RunEngine, SubtaskState, Update};
 
@@ -22,12 +22,12 @@ impl RunEngine {
         let n = self.dag.len();
         let mut depth = vec![0u32; n];
         for &i in self.dag.topo_order() {
-            depth[i as usize] = self.dag.node(i).deps.iter().map(|&d| depth[d as usize] + 1).max().unwrap_or(0);
+            depth[i.index()] = self.dag.node(i).deps.iter().map(|&d| depth[d.index()] + 1).max().unwrap_or(0);
         }
         let levels = depth.iter().max().map_or(0, |&m| m as usize + 1);
         let mut totals = vec![0u32; levels];
         for (i, &d) in depth.iter().enumerate() {
-            if matches!(self.dag.node(i as u32).work, Work::Tool) {
+            if matches!(self.dag.node(SubtaskIx(i as u32)).work, Work::Tool) {
                 totals[d as usize] += 1;
             }
         }
@@ -37,9 +37,9 @@ impl RunEngine {
         self
     }
 
-    pub(super) fn record_sibling_duration(&mut self, subtask: u32, duration_us: u64) {
+    pub(super) fn record_sibling_duration(&mut self, subtask: SubtaskIx, duration_us: u64) {
         if matches!(self.dag.node(subtask).work, Work::Tool)
-            && let Some(&d) = self.depth.get(subtask as usize)
+            && let Some(&d) = self.depth.get(subtask.index())
             && let Some(list) = self.sibling_durations.get_mut(d as usize)
         {
             list.push(duration_us);
@@ -48,8 +48,14 @@ impl RunEngine {
 
     /// Resolves a report for a subtask that has a backup attempt. Returns false when the event
     /// must be dropped (one of two racing attempts failed; the other runs on).
-    pub(super) fn settle_race(&mut self, subtask: u32, fence: Fence, success: bool, out: &mut Vec<Action>) -> bool {
-        let Some(slot) = self.slots.get_mut(subtask as usize) else { return true };
+    pub(super) fn settle_race(
+        &mut self,
+        subtask: SubtaskIx,
+        fence: Fence,
+        success: bool,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(slot) = self.slots.get_mut(subtask.index()) else { return true };
         let Some(backup) = slot.backup.clone() else { return true };
         if fence != slot.fence && fence != backup.fence {
             return true; // stale: the normal checks reject it
@@ -85,13 +91,13 @@ impl RunEngine {
 
     pub(super) fn backup_dispatched(
         &mut self,
-        subtask: u32,
+        subtask: SubtaskIx,
         worker: WorkerId,
         fence: Fence,
         now_us: u64,
         out: &mut Vec<Action>,
     ) {
-        let Some(slot) = self.slots.get_mut(subtask as usize) else { return };
+        let Some(slot) = self.slots.get_mut(subtask.index()) else { return };
         if slot.state != SubtaskState::Running || slot.backup.is_some() || fence <= slot.fence {
             return;
         }
@@ -105,7 +111,7 @@ impl RunEngine {
 
     /// Running tool calls that qualify for a backup now, slowest first, within the hedge
     /// budget. `eligible` says whether a subtask's tool may run twice (read-only/idempotent).
-    pub fn speculation_candidates(&self, now_us: u64, eligible: impl Fn(u32) -> bool) -> Vec<u32> {
+    pub fn speculation_candidates(&self, now_us: u64, eligible: impl Fn(SubtaskIx) -> bool) -> Vec<SubtaskIx> {
         let policy = self.dag.speculation();
         if !policy.enabled || self.state.is_terminal() {
             return Vec::new();
@@ -130,14 +136,14 @@ impl RunEngine {
                 Some(((median as f64 * policy.multiplier) as u64).max(policy.min_runtime_ms * 1000))
             })
             .collect();
-        let mut found: Vec<(u64, u32)> = self
+        let mut found: Vec<(u64, SubtaskIx)> = self
             .slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.state == SubtaskState::Running && s.backup.is_none())
             .filter_map(|(i, s)| {
-                let i = i as u32;
-                let limit = thresholds.get(*self.depth.get(i as usize)? as usize).copied().flatten()?;
+                let i = SubtaskIx(i as u32);
+                let limit = thresholds.get(*self.depth.get(i.index())? as usize).copied().flatten()?;
                 let elapsed = now_us.saturating_sub(s.dispatched_us);
                 // How far past its threshold, in thousandths: the worst stragglers first.
                 let overrun = elapsed.saturating_mul(1000) / limit.max(1);

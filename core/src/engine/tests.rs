@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::ids::AttemptNo;
+use crate::ids::SubtaskIx;
 use crate::spec::{Limits, RunSpec, SubtaskSpec};
 use serde_json::json;
 
@@ -12,12 +13,12 @@ fn engine(subtasks: Vec<SubtaskSpec>, policy: RetryPolicy) -> RunEngine {
 fn t(id: &str) -> SubtaskSpec {
     SubtaskSpec::tool(id, "echo", json!({}))
 }
-fn dispatch(e: &mut RunEngine, fence: u64, out: &mut Vec<Action>) -> u32 {
+fn dispatch(e: &mut RunEngine, fence: u64, out: &mut Vec<Action>) -> SubtaskIx {
     let i = e.pop_ready().expect("something ready");
     e.apply(EngineEvent::Dispatched { subtask: i, worker: WorkerId::from("w"), fence: Fence(fence) }, 0, out);
     i
 }
-fn ok(e: &mut RunEngine, i: u32, fence: u64, at: u64, out: &mut Vec<Action>) {
+fn ok(e: &mut RunEngine, i: SubtaskIx, fence: u64, at: u64, out: &mut Vec<Action>) {
     e.apply(
         EngineEvent::Succeeded {
             subtask: i,

@@ -5,6 +5,7 @@
 use super::RunEngine;
 use super::types::{Action, Failure, SubtaskState, Update};
 use crate::error::FailureKind;
+use crate::ids::SubtaskIx;
 
 impl RunEngine {
     /// Fails subtasks that have waited to start longer than the run's schedule-to-start limit
@@ -23,7 +24,7 @@ impl RunEngine {
             if slot.ready_since_us == 0 {
                 slot.ready_since_us = now_us;
             } else if now_us.saturating_sub(slot.ready_since_us) > limit_ms * 1000 {
-                expired.push(i as u32);
+                expired.push(SubtaskIx(i as u32));
             }
         }
         for subtask in expired {
@@ -38,13 +39,13 @@ impl RunEngine {
     /// The coordinator calls this for the subtasks it parked for want of a worker.
     pub fn expire_unplaceable(
         &mut self,
-        subtask: u32,
+        subtask: SubtaskIx,
         limit_us: u64,
         reason: &str,
         now_us: u64,
         out: &mut Vec<Action>,
     ) -> bool {
-        let Some(slot) = self.slots.get(subtask as usize) else { return false };
+        let Some(slot) = self.slots.get(subtask.index()) else { return false };
         if self.state.is_terminal() || slot.state != SubtaskState::Ready || slot.ready_since_us == 0 {
             return false;
         }
@@ -59,8 +60,8 @@ impl RunEngine {
     }
 
     /// Fails a subtask that never started its current wait; its dependents are skipped.
-    fn fail_unstarted(&mut self, subtask: u32, kind: FailureKind, message: String, out: &mut Vec<Action>) {
-        let slot = &mut self.slots[subtask as usize];
+    fn fail_unstarted(&mut self, subtask: SubtaskIx, kind: FailureKind, message: String, out: &mut Vec<Action>) {
+        let slot = &mut self.slots[subtask.index()];
         slot.state = SubtaskState::Failed;
         slot.error = Some(Failure { kind, message: message.clone() });
         let attempt = slot.attempt;

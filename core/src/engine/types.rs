@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::agent::{Message, SpawnRequest, Turn};
 use crate::error::FailureKind;
-use crate::ids::{AttemptNo, Fence, WorkerId};
+use crate::ids::{AttemptNo, Fence, SubtaskIx, WorkerId};
 
 /// Distinct workers a subtask may fail on before it is quarantined.
 pub const POISON_WORKERS: usize = 3;
@@ -185,22 +185,22 @@ impl Slot {
 #[derive(Clone, Debug)]
 pub enum EngineEvent {
     /// The shell placed a ready subtask on a worker.
-    Dispatched { subtask: u32, worker: WorkerId, fence: Fence },
+    Dispatched { subtask: SubtaskIx, worker: WorkerId, fence: Fence },
     /// The attempt returned a result.
-    Succeeded { subtask: u32, fence: Fence, started_us: u64, finished_us: u64, output: Arc<str> },
+    Succeeded { subtask: SubtaskIx, fence: Fence, started_us: u64, finished_us: u64, output: Arc<str> },
     /// The attempt failed.
-    Failed { subtask: u32, fence: Fence, kind: FailureKind, message: String, started_us: u64, finished_us: u64 },
+    Failed { subtask: SubtaskIx, fence: Fence, kind: FailureKind, message: String, started_us: u64, finished_us: u64 },
     /// The attempt's worker went away, or the attempt fell silent; `reason` says which.
-    Lost { subtask: u32, fence: Fence, reason: String },
+    Lost { subtask: SubtaskIx, fence: Fence, reason: String },
     /// A backoff timer armed by [`Action::ArmTimer`] fired.
-    RetryDue { subtask: u32 },
+    RetryDue { subtask: SubtaskIx },
     /// The user asked to cancel the run.
     CancelRequested,
     /// An agent or orchestrator finished a turn that called tools (and ran them).
-    StepRecorded { subtask: u32, fence: Fence, seq: u32, turn: Arc<Turn> },
+    StepRecorded { subtask: SubtaskIx, fence: Fence, seq: u32, turn: Arc<Turn> },
     /// An orchestrator's turn assigned tasks to subagents: the attempt ends and a stage opens.
     Spawned {
-        subtask: u32,
+        subtask: SubtaskIx,
         fence: Fence,
         turn: Arc<Turn>,
         spawns: Vec<SpawnRequest>,
@@ -208,11 +208,11 @@ pub enum EngineEvent {
         finished_us: u64,
     },
     /// The shell started a backup attempt of a straggling subtask on another worker.
-    BackupDispatched { subtask: u32, worker: WorkerId, fence: Fence },
+    BackupDispatched { subtask: SubtaskIx, worker: WorkerId, fence: Fence },
     /// A worker holds an attempt this engine did not dispatch (it was dispatched under an
     /// earlier leader): adopt it as the subtask's running attempt, unless the subtask has
     /// ended or runs another attempt.
-    Adopt { subtask: u32, worker: WorkerId, fence: Fence, attempt: AttemptNo },
+    Adopt { subtask: SubtaskIx, worker: WorkerId, fence: Fence, attempt: AttemptNo },
 }
 
 /// A subtask's recorded end state, for [`RunEngine::restore`].
@@ -233,23 +233,23 @@ pub struct RestoredSubtask {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Update {
     /// An attempt was dispatched to a worker.
-    Started { subtask: u32, attempt: AttemptNo, worker: WorkerId, waited_us: Option<u64> },
+    Started { subtask: SubtaskIx, attempt: AttemptNo, worker: WorkerId, waited_us: Option<u64> },
     /// An attempt succeeded.
-    Succeeded { subtask: u32, attempt: AttemptNo, duration_us: u64 },
+    Succeeded { subtask: SubtaskIx, attempt: AttemptNo, duration_us: u64 },
     /// An attempt failed; `retry_in_us` is set when another attempt will follow.
-    Failed { subtask: u32, attempt: AttemptNo, kind: FailureKind, message: String, retry_in_us: Option<u64> },
+    Failed { subtask: SubtaskIx, attempt: AttemptNo, kind: FailureKind, message: String, retry_in_us: Option<u64> },
     /// A subtask will not run because dependency `because` failed.
-    Skipped { subtask: u32, because: u32 },
+    Skipped { subtask: SubtaskIx, because: SubtaskIx },
     /// An agent recorded a step (`steps` so far, `tool_calls` in this turn).
-    Step { subtask: u32, steps: u32, tool_calls: u32 },
+    Step { subtask: SubtaskIx, steps: u32, tool_calls: u32 },
     /// An orchestrator opened stage `stage` with these subagents.
-    Spawned { subtask: u32, stage: u32, children: Vec<u32>, refused: u32 },
+    Spawned { subtask: SubtaskIx, stage: u32, children: Vec<SubtaskIx>, refused: u32 },
     /// A run budget ran out.
     BudgetExceeded { what: String },
     /// A backup attempt started, `after_us` into the original one.
-    Speculated { subtask: u32, worker: WorkerId, after_us: u64 },
+    Speculated { subtask: SubtaskIx, worker: WorkerId, after_us: u64 },
     /// Something users should know (e.g. a swarm that collapsed into serial work).
-    Warning { subtask: u32, message: String },
+    Warning { subtask: SubtaskIx, message: String },
     /// The run reached a terminal state.
     Finished { state: RunState },
 }
@@ -260,15 +260,15 @@ pub enum Action {
     /// Show watchers this change.
     Publish(Update),
     /// The subtask reached a terminal state: write `record` to the store.
-    Persist { subtask: u32, record: Box<SubtaskOutcome> },
+    Persist { subtask: SubtaskIx, record: Box<SubtaskOutcome> },
     /// Turn `index` of the subtask's transcript is new: write it to the store.
-    PersistTurn { subtask: u32, index: u32 },
+    PersistTurn { subtask: SubtaskIx, index: u32 },
     /// The orchestrator's stage `stage` spawned subagents: write the spawn record.
-    PersistSpawn { subtask: u32, stage: u32 },
+    PersistSpawn { subtask: SubtaskIx, stage: u32 },
     /// Tell `worker` to stop the attempt with `fence`.
     CancelAttempt { worker: WorkerId, fence: Fence },
     /// Feed `RetryDue { subtask }` back at `at_us`.
-    ArmTimer { subtask: u32, at_us: u64 },
+    ArmTimer { subtask: SubtaskIx, at_us: u64 },
     /// The run ended; its summary is ready.
     Finished { state: RunState },
 }
@@ -309,7 +309,7 @@ pub struct Counts {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stage {
     /// Subagents started in this stage (subtask indexes).
-    pub children: Vec<u32>,
+    pub children: Vec<SubtaskIx>,
 }
 
 /// Agent and orchestrator state kept by the engine.
@@ -324,7 +324,7 @@ pub struct AgentState {
     /// Orchestrators: answers not yet delivered (tool results for `assign_task` calls).
     pub pending_results: Vec<Message>,
     /// Orchestrators: the `assign_task` call each subagent answers.
-    pub child_calls: HashMap<u32, String>,
+    pub child_calls: HashMap<SubtaskIx, String>,
     /// A serial-collapse warning was already given.
     pub warned: bool,
     /// The sequence number the current attempt's next turn must carry (older ones are repeats).
