@@ -461,3 +461,58 @@ fn batch_in_order(queued: Vec<Up>) -> Vec<pb::worker_message::Msg> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(fence: u64) -> Up {
+        Up::Report(pb::AttemptReport { fence, ..Default::default() })
+    }
+
+    fn step(fence: u64, seq: u32) -> Up {
+        Up::Step(pb::AgentStepReport { fence, seq, turn_json: String::new() })
+    }
+
+    #[test]
+    fn reports_and_steps_are_batched_without_reordering_across_kinds() {
+        let batches = batch_in_order(vec![report(1), report(2), step(3, 0), step(3, 1), report(4)]);
+        let shape: Vec<(char, Vec<u64>)> = batches
+            .iter()
+            .map(|b| match b {
+                pb::worker_message::Msg::Reports(r) => ('r', r.reports.iter().map(|x| x.fence).collect()),
+                pb::worker_message::Msg::Steps(s) => ('s', s.steps.iter().map(|x| x.fence).collect()),
+                _ => ('?', vec![]),
+            })
+            .collect();
+        // A step must not overtake the report before it (nor a report the step before it).
+        assert_eq!(shape, [('r', vec![1, 2]), ('s', vec![3, 3]), ('r', vec![4])]);
+    }
+
+    #[test]
+    fn a_worker_declares_what_it_runs_and_what_is_not_yet_acknowledged() {
+        let held = Held::default();
+        assert!(held.idle());
+        let token = CancellationToken::new();
+        held.running.lock().expect("lock").insert(
+            5,
+            attempt::Running { run_id: "r".into(), subtask_id: "a".into(), attempt: 1, token: token.clone() },
+        );
+        held.unacked.lock().expect("lock").insert(
+            3,
+            pb::AttemptReport {
+                run_id: "r".into(),
+                subtask_id: "b".into(),
+                attempt: 2,
+                fence: 3,
+                ..Default::default()
+            },
+        );
+        let mut declared: Vec<(String, u64)> = held.declare().into_iter().map(|h| (h.subtask_id, h.fence)).collect();
+        declared.sort();
+        assert_eq!(declared, [("a".to_owned(), 5), ("b".to_owned(), 3)]);
+        assert!(!held.idle());
+        held.cancel_all();
+        assert!(token.is_cancelled(), "cancelling all reaches each attempt's token");
+    }
+}

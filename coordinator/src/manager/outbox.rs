@@ -207,3 +207,86 @@ async fn write_loop(repo: RunRepo, mut rx: mpsc::Receiver<SinkBatch>, term: Canc
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use swarm_core::WorkerId;
+    use swarm_store::repo::LeaderFence;
+    use swarm_store::{MemoryStore, StateStore, Txn};
+
+    use super::*;
+    use crate::clock::TokioClock;
+
+    fn worker(
+        registry: &mut WorkerRegistry,
+    ) -> (WorkerKey, mpsc::Receiver<Result<pb::CoordinatorMessage, tonic::Status>>) {
+        let (tx, rx) = mpsc::channel(8);
+        (registry.join(swarm_core::ConnId(1), WorkerId::from("w"), 4, HashSet::new(), tx), rx)
+    }
+
+    async fn acks(rx: &mut mpsc::Receiver<Result<pb::CoordinatorMessage, tonic::Status>>) -> pb::Acks {
+        loop {
+            let msg = rx.recv().await.expect("open").expect("message");
+            if let Some(pb::coordinator_message::Msg::Acks(a)) = msg.msg {
+                return a;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn acks_go_out_only_once_the_writes_are_in_the_store() {
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        let repo = RunRepo::new(store.clone(), swarm_store::repo::DEFAULT_PREFIX);
+        let tracker = TaskTracker::new();
+        let term = CancellationToken::new();
+        let mut outbox = Outbox::spawn(repo, &tracker, term.clone());
+        let mut registry = WorkerRegistry::new();
+        let (w, mut rx) = worker(&mut registry);
+        outbox.write(Op::put("/swarm/v1/x", "1"));
+        outbox.ack(w, 7);
+        outbox.ack_step(w, pb::StepAck { fence: 7, seq: 2 });
+        outbox.flush(&registry).await;
+        let got = acks(&mut rx).await;
+        assert_eq!(got.fences, [7]);
+        assert_eq!(got.steps, [pb::StepAck { fence: 7, seq: 2 }]);
+        assert!(store.get(b"/swarm/v1/x").await.expect("get").is_some(), "written before the ack was sent");
+        assert_eq!(outbox.written(), (1, 1));
+        // A worker that left is forgotten: nothing is acknowledged to it.
+        outbox.ack(w, 8);
+        outbox.forget(w);
+        outbox.write(Op::put("/swarm/v1/y", "2"));
+        outbox.ack(w, 9);
+        registry.lose(w);
+        outbox.flush(&registry).await;
+        drop(outbox); // the writer ends once its last batch is written
+        tracker.close();
+        tracker.wait().await;
+        assert!(store.get(b"/swarm/v1/y").await.expect("get").is_some());
+        assert!(rx.try_recv().is_err(), "no acks for a lost worker");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fenced_out_write_ends_the_term_and_acknowledges_nothing() {
+        let _clock = TokioClock::new();
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        let out = store.commit(Txn::new().then(Op::put("/leader/1", "me"))).await.expect("leader");
+        let repo = RunRepo::new(store.clone(), swarm_store::repo::DEFAULT_PREFIX)
+            .fenced(LeaderFence { key: b"/leader/1".to_vec(), revision: out.revision });
+        store.commit(Txn::new().then(Op::Delete { key: b"/leader/1".to_vec() })).await.expect("deposed");
+        let tracker = TaskTracker::new();
+        let term = CancellationToken::new();
+        let mut outbox = Outbox::spawn(repo, &tracker, term.clone());
+        let mut registry = WorkerRegistry::new();
+        let (w, mut rx) = worker(&mut registry);
+        outbox.write(Op::put("/swarm/v1/x", "1"));
+        outbox.ack(w, 7);
+        outbox.flush(&registry).await;
+        term.cancelled().await;
+        tracker.close();
+        tracker.wait().await;
+        assert!(store.get(b"/swarm/v1/x").await.expect("get").is_none());
+        assert!(rx.try_recv().is_err(), "a report whose write failed is never acknowledged");
+    }
+}
