@@ -263,6 +263,10 @@ impl Tool for Append {
             f.write_all(format!("{text}\n").as_bytes())
                 .await
                 .map_err(|e| ToolError::transient(format!("writing {file}: {e}")))?;
+            // tokio's File hands writes to a blocking thread: without this flush the call could
+            // report success while the line is still in a buffer, and a worker killed at that
+            // moment would lose a write it had reported (the run would not run it again).
+            f.flush().await.map_err(|e| ToolError::transient(format!("writing {file}: {e}")))?;
             Ok(json!({ "appended": text }))
         })
     }
@@ -329,5 +333,20 @@ mod tests {
         assert_eq!(out["truncated"], true);
         assert_eq!(out["body"].as_str().map(str::len), Some(100));
         server.await.expect("server");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_that_reported_success_is_in_the_file() {
+        let dir = std::env::temp_dir().join(format!("swarm-append-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let tool = Append::new(&dir);
+        for i in 0..200 {
+            let text = format!("line-{i}");
+            tool.call(json!({"file": "a.log", "text": text}), ctx(1)).await.expect("appended");
+            // Read at once, with no wait for background writes: the reported line must be there.
+            let body = std::fs::read_to_string(dir.join("a.log")).expect("read");
+            assert_eq!(body.lines().count(), i + 1, "line {i} was reported before it was written");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
