@@ -94,7 +94,7 @@ impl RunSummary {
             match dag.node(i).work {
                 crate::dag::Work::Tool if s.steps > 0 => s.finished_us.saturating_sub(s.started_us),
                 crate::dag::Work::Tool => 0,
-                _ if s.finished_us > 0 => s.finished_us.saturating_sub(s.first_started_us),
+                _ if s.finished_us > 0 => s.finished_us.saturating_sub(s.first_started_us.unwrap_or(s.finished_us)),
                 _ => 0,
             }
         };

@@ -321,7 +321,7 @@ fn view(entry: &RunEntry, include_subtasks: bool, now_us: u64) -> pb::Run {
                 parent: node.parent.map(|p| engine.dag().node(p).id.to_string()).unwrap_or_default(),
                 stage: node.stage,
                 ready_at: slot.ready_at_us().map(timestamp),
-                first_started_at: (slot.first_started_us > 0).then(|| timestamp(slot.first_started_us)),
+                first_started_at: slot.first_started_us.map(timestamp),
             })
             .collect()
     } else {

@@ -128,7 +128,7 @@ impl RunEngine {
             agent.max_steps = Some(agent.max_steps.unwrap_or(cap).min(cap));
             let child = Arc::make_mut(&mut self.dag).add_child(subtask, id, stage, &spawn.name, agent);
             let mut slot = Slot::new(0, true);
-            slot.ready_since_us = now_us;
+            slot.ready_since_us = Some(now_us);
             self.slots.push(slot);
             self.counts.open += 1;
             self.ready.push_back(child);
@@ -153,7 +153,7 @@ impl RunEngine {
         let slot = &mut self.slots[subtask.index()];
         if accepted == 0 {
             slot.state = SubtaskState::Ready;
-            slot.ready_since_us = now_us;
+            slot.ready_since_us = Some(now_us);
             self.ready.push_back(subtask);
         } else {
             slot.state = SubtaskState::Waiting;
@@ -240,7 +240,7 @@ impl RunEngine {
         agent.waiting = agent.waiting.saturating_sub(1);
         if agent.waiting == 0 && self.slots[parent.index()].state == SubtaskState::Waiting {
             self.slots[parent.index()].state = SubtaskState::Ready;
-            self.slots[parent.index()].ready_since_us = self.clock_us;
+            self.slots[parent.index()].ready_since_us = Some(self.clock_us);
             self.ready.push_back(parent);
         }
     }

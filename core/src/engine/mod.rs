@@ -90,7 +90,7 @@ impl RunEngine {
                 }
                 let mut slot = Slot::new(pending, !matches!(node.work, Work::Tool));
                 if pending == 0 {
-                    slot.ready_since_us = submitted_us;
+                    slot.ready_since_us = Some(submitted_us);
                 }
                 slot
             })
@@ -285,7 +285,7 @@ impl RunEngine {
             EngineEvent::Dispatched { subtask, worker, fence } => {
                 self.dispatched(subtask, worker, fence, out);
                 if let Some(slot) = self.slots.get_mut(subtask.index()) {
-                    slot.dispatched_us = now_us;
+                    slot.dispatched_us = Some(now_us);
                 }
             }
             EngineEvent::BackupDispatched { subtask, worker, fence } => {
@@ -324,7 +324,7 @@ impl RunEngine {
                     dep.pending_deps -= 1;
                     if dep.pending_deps == 0 && dep.state == SubtaskState::Blocked {
                         dep.state = SubtaskState::Ready;
-                        dep.ready_since_us = now_us;
+                        dep.ready_since_us = Some(now_us);
                         self.ready.push_back(d);
                     }
                 }
@@ -350,7 +350,7 @@ impl RunEngine {
                 let slot = &mut self.slots[subtask.index()];
                 if slot.state == SubtaskState::Backoff {
                     slot.state = SubtaskState::Ready;
-                    slot.ready_since_us = now_us;
+                    slot.ready_since_us = Some(now_us);
                     self.ready.push_back(subtask);
                 }
             }
@@ -393,11 +393,11 @@ impl RunEngine {
         }
         slot.state = SubtaskState::Running;
         // From ready to dispatched (unknown for subtasks made ready before a restore).
-        let waited_us = (slot.ready_since_us > 0).then(|| self.clock_us.saturating_sub(slot.ready_since_us));
-        if slot.first_ready_us == 0 {
+        let waited_us = slot.ready_since_us.map(|since| self.clock_us.saturating_sub(since));
+        if slot.first_ready_us.is_none() {
             slot.first_ready_us = slot.ready_since_us;
         }
-        slot.ready_since_us = 0;
+        slot.ready_since_us = None;
         slot.attempt.0 += 1;
         slot.fence = fence;
         slot.worker = Some(worker.clone());

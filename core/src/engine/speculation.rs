@@ -74,7 +74,7 @@ impl RunEngine {
             if winner_is_backup {
                 slot.fence = backup.fence;
                 slot.worker = Some(backup.worker);
-                slot.dispatched_us = backup.dispatched_us;
+                slot.dispatched_us = Some(backup.dispatched_us);
                 self.counts.speculative_wins += 1;
             }
             true
@@ -83,7 +83,7 @@ impl RunEngine {
                 // The original failed: the backup carries on as the current attempt.
                 slot.fence = backup.fence;
                 slot.worker = Some(backup.worker);
-                slot.dispatched_us = backup.dispatched_us;
+                slot.dispatched_us = Some(backup.dispatched_us);
             }
             false
         }
@@ -101,7 +101,7 @@ impl RunEngine {
         if slot.state != SubtaskState::Running || slot.backup.is_some() || fence <= slot.fence {
             return;
         }
-        let after_us = now_us.saturating_sub(slot.dispatched_us);
+        let after_us = now_us.saturating_sub(slot.dispatched_us.unwrap_or(now_us));
         slot.backup = Some(Backup { fence, worker: worker.clone(), dispatched_us: now_us });
         self.counts.running += 1;
         self.counts.attempts += 1;
@@ -144,7 +144,7 @@ impl RunEngine {
             .filter_map(|(i, s)| {
                 let i = SubtaskIx(i as u32);
                 let limit = thresholds.get(*self.depth.get(i.index())? as usize).copied().flatten()?;
-                let elapsed = now_us.saturating_sub(s.dispatched_us);
+                let elapsed = now_us.saturating_sub(s.dispatched_us.unwrap_or(now_us));
                 // How far past its threshold, in thousandths: the worst stragglers first.
                 let overrun = elapsed.saturating_mul(1000) / limit.max(1);
                 (elapsed > limit && matches!(self.dag.node(i).work, Work::Tool) && eligible(i)).then_some((overrun, i))

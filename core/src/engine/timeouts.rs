@@ -21,10 +21,12 @@ impl RunEngine {
             if slot.state != SubtaskState::Ready {
                 continue;
             }
-            if slot.ready_since_us == 0 {
-                slot.ready_since_us = now_us;
-            } else if now_us.saturating_sub(slot.ready_since_us) > limit_ms * 1000 {
-                expired.push(SubtaskIx(i as u32));
+            match slot.ready_since_us {
+                None => slot.ready_since_us = Some(now_us),
+                Some(since) if now_us.saturating_sub(since) > limit_ms.saturating_mul(1000) => {
+                    expired.push(SubtaskIx(i as u32));
+                }
+                Some(_) => {}
             }
         }
         for subtask in expired {
@@ -46,10 +48,12 @@ impl RunEngine {
         out: &mut Vec<Action>,
     ) -> bool {
         let Some(slot) = self.slots.get(subtask.index()) else { return false };
-        if self.state.is_terminal() || slot.state != SubtaskState::Ready || slot.ready_since_us == 0 {
+        let Some(since) =
+            slot.ready_since_us.filter(|_| !self.state.is_terminal() && slot.state == SubtaskState::Ready)
+        else {
             return false;
-        }
-        let waited_us = now_us.saturating_sub(slot.ready_since_us);
+        };
+        let waited_us = now_us.saturating_sub(since);
         if waited_us <= limit_us {
             return false;
         }

@@ -112,19 +112,19 @@ pub struct Slot {
     pub output_ref: Option<Arc<str>>,
     /// The last failure.
     pub error: Option<Failure>,
-    /// When the first attempt that reported started (µs since the epoch; 0: none yet).
-    pub first_started_us: u64,
+    /// When the first attempt that reported started (µs since the epoch).
+    pub first_started_us: Option<u64>,
     /// Agent and orchestrator state (transcript, stages); `None` for tool calls.
     pub agent: Option<Box<AgentState>>,
     /// When the current attempt was dispatched (µs since the epoch, coordinator clock).
-    pub dispatched_us: u64,
-    /// When the subtask first became ready (µs since the epoch, coordinator clock; 0: not yet,
-    /// or it became ready before a restore). See [`Slot::ready_at_us`].
-    pub first_ready_us: u64,
+    pub dispatched_us: Option<u64>,
+    /// When the subtask first became ready (µs since the epoch, coordinator clock; `None`: not
+    /// yet, or it became ready before a restore). See [`Slot::ready_at_us`].
+    pub first_ready_us: Option<u64>,
     /// Distinct workers on which attempts failed retryably (for poison quarantine).
     pub failed_on: Vec<WorkerId>,
-    /// When the subtask was first seen ready and not started (0: not waiting).
-    pub ready_since_us: u64,
+    /// Since when the subtask has been ready and not started (`None`: not waiting).
+    pub ready_since_us: Option<u64>,
     /// A backup attempt racing the current one (straggler speculation).
     pub backup: Option<Backup>,
 }
@@ -141,13 +141,13 @@ impl Slot {
     /// When the subtask first became ready (µs since the epoch), if known: set at its first
     /// dispatch, or the start of its current wait while it waits for the first one.
     pub fn ready_at_us(&self) -> Option<u64> {
-        [self.first_ready_us, self.ready_since_us].into_iter().find(|&us| us > 0)
+        self.first_ready_us.or(self.ready_since_us)
     }
 
     /// Records the worker-measured times of an attempt that ended, and a step for a tool call.
     pub(super) fn attempt_ended(&mut self, started_us: u64, finished_us: u64, counts_as_step: bool) {
-        if self.first_started_us == 0 {
-            self.first_started_us = started_us;
+        if self.first_started_us.is_none() {
+            self.first_started_us = Some(started_us);
         }
         self.started_us = started_us;
         self.finished_us = finished_us;
@@ -170,13 +170,13 @@ impl Slot {
             output: None,
             output_ref: None,
             error: None,
-            first_started_us: 0,
+            first_started_us: None,
             agent: agent.then(Box::default),
-            dispatched_us: 0,
+            dispatched_us: None,
             backup: None,
             failed_on: Vec::new(),
-            ready_since_us: 0,
-            first_ready_us: 0,
+            ready_since_us: None,
+            first_ready_us: None,
         }
     }
 }
