@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
-use swarm_core::{Dag, Limits, RunId, RunSpec, engine::RunState};
+use swarm_core::{Dag, Limits, RunId, RunSpec};
 use swarm_proto::ApiError;
 use swarm_proto::pb::{self, swarm_service_server::SwarmService};
 use swarm_proto::status::to_status;
@@ -66,15 +66,10 @@ impl SwarmApi {
         // The run's trace continues the caller's (the SubmitRun server span is the parent).
         let span = crate::telemetry::workflow_span(Some(&tracing::Span::current()), &spec.name, run_id.as_str());
         let header = RunHeader {
-            run_id: run_id.clone(),
-            name: spec.name.clone(),
-            state: RunState::Running,
-            submitted_us,
-            finished_us: None,
             idempotency_key: key,
-            summary: None,
             term: ctx.repo.term(),
             trace_context: swarm_telemetry::inject(&span).into_iter().collect(),
+            ..RunHeader::running(run_id.clone(), spec.name.clone(), submitted_us)
         };
         match ctx.repo.create_run(&header, &spec).await.map_err(store_error)? {
             Created::Existing(existing) => {

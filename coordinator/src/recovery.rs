@@ -123,24 +123,14 @@ async fn load_run(repo: &RunRepo, header: &RunHeader, limits: &Limits) -> Result
 
 #[cfg(test)]
 mod tests {
-    use swarm_core::engine::RunState;
+
     use swarm_core::{RunSpec, SubtaskKind, SubtaskSpec};
     use swarm_store::{MemoryStore, Op, StateStore, Txn};
 
     use super::*;
 
     fn header(run: &str) -> RunHeader {
-        RunHeader {
-            run_id: RunId::from(run),
-            name: "n".into(),
-            state: RunState::Running,
-            submitted_us: 1,
-            finished_us: None,
-            idempotency_key: None,
-            summary: None,
-            term: 0,
-            trace_context: Default::default(),
-        }
+        RunHeader::running(RunId::from(run), "n", 1)
     }
 
     #[tokio::test]

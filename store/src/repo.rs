@@ -50,6 +50,23 @@ pub struct RunHeader {
     pub trace_context: std::collections::BTreeMap<String, String>,
 }
 
+impl RunHeader {
+    /// The header of a run that starts now: running, unfenced, with no key, summary or trace.
+    pub fn running(run_id: RunId, name: impl Into<String>, submitted_us: u64) -> Self {
+        Self {
+            run_id,
+            name: name.into(),
+            state: RunState::Running,
+            submitted_us,
+            finished_us: None,
+            idempotency_key: None,
+            summary: None,
+            term: 0,
+            trace_context: Default::default(),
+        }
+    }
+}
+
 /// A subtask's record, written when it reaches a terminal state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SubtaskRecord {
@@ -398,17 +415,7 @@ mod tests {
     use crate::MemoryStore;
 
     fn header(run: &str, key: Option<&str>) -> RunHeader {
-        RunHeader {
-            run_id: RunId::from(run),
-            name: "n".into(),
-            state: RunState::Running,
-            submitted_us: 1,
-            finished_us: None,
-            idempotency_key: key.map(str::to_owned),
-            summary: None,
-            term: 0,
-            trace_context: Default::default(),
-        }
+        RunHeader { idempotency_key: key.map(str::to_owned), ..RunHeader::running(RunId::from(run), "n", 1) }
     }
 
     #[tokio::test]

@@ -226,6 +226,18 @@ mod tests {
         (registry.join(swarm_core::ConnId(1), WorkerId::from("w"), 4, HashSet::new(), tx), rx)
     }
 
+    type Inbox = mpsc::Receiver<Result<pb::CoordinatorMessage, tonic::Status>>;
+
+    /// An outbox on `repo` and a registry with one worker.
+    fn rig(repo: RunRepo) -> (TaskTracker, CancellationToken, Outbox, WorkerRegistry, WorkerKey, Inbox) {
+        let tracker = TaskTracker::new();
+        let term = CancellationToken::new();
+        let outbox = Outbox::spawn(repo, &tracker, term.clone());
+        let mut registry = WorkerRegistry::new();
+        let (w, rx) = worker(&mut registry);
+        (tracker, term, outbox, registry, w, rx)
+    }
+
     async fn acks(rx: &mut mpsc::Receiver<Result<pb::CoordinatorMessage, tonic::Status>>) -> pb::Acks {
         loop {
             let msg = rx.recv().await.expect("open").expect("message");
@@ -239,11 +251,8 @@ mod tests {
     async fn acks_go_out_only_once_the_writes_are_in_the_store() {
         let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
         let repo = RunRepo::new(store.clone(), swarm_store::repo::DEFAULT_PREFIX);
-        let tracker = TaskTracker::new();
-        let term = CancellationToken::new();
-        let mut outbox = Outbox::spawn(repo, &tracker, term.clone());
-        let mut registry = WorkerRegistry::new();
-        let (w, mut rx) = worker(&mut registry);
+        let (tracker, _term, mut outbox, registry, w, mut rx) = rig(repo);
+        let mut registry = registry;
         outbox.write(Op::put("/swarm/v1/x", "1"));
         outbox.ack(w, 7);
         outbox.ack_step(w, pb::StepAck { fence: 7, seq: 2 });
@@ -275,11 +284,7 @@ mod tests {
         let repo = RunRepo::new(store.clone(), swarm_store::repo::DEFAULT_PREFIX)
             .fenced(LeaderFence { key: b"/leader/1".to_vec(), revision: out.revision });
         store.commit(Txn::new().then(Op::Delete { key: b"/leader/1".to_vec() })).await.expect("deposed");
-        let tracker = TaskTracker::new();
-        let term = CancellationToken::new();
-        let mut outbox = Outbox::spawn(repo, &tracker, term.clone());
-        let mut registry = WorkerRegistry::new();
-        let (w, mut rx) = worker(&mut registry);
+        let (tracker, term, mut outbox, registry, w, mut rx) = rig(repo);
         outbox.write(Op::put("/swarm/v1/x", "1"));
         outbox.ack(w, 7);
         outbox.flush(&registry).await;

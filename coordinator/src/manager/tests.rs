@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use swarm_core::engine::RunState;
 use swarm_core::fence::FenceSeq;
 use swarm_core::retry::RetrySpec;
 use swarm_core::{ConnId, Dag, Limits, RunId, RunSpec, SubtaskSpec};
@@ -46,17 +45,7 @@ impl Rig {
     async fn submit(&self, spec: RunSpec) -> RunId {
         let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid spec"));
         let run_id = RunId::from(format!("r-{}", self.clock.now_us()));
-        let header = RunHeader {
-            run_id: run_id.clone(),
-            name: spec.name.clone(),
-            state: RunState::Running,
-            submitted_us: self.clock.now_us(),
-            finished_us: None,
-            idempotency_key: None,
-            summary: None,
-            term: 0,
-            trace_context: Default::default(),
-        };
+        let header = RunHeader::running(run_id.clone(), spec.name.clone(), self.clock.now_us());
         let id = run_id.clone();
         self.manager
             .call(|reply| Command::Submit {

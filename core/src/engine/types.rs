@@ -215,19 +215,9 @@ pub enum EngineEvent {
     Adopt { subtask: SubtaskIx, worker: WorkerId, fence: Fence, attempt: AttemptNo },
 }
 
-/// A subtask's recorded end state, for [`RunEngine::restore`].
-#[derive(Clone, Debug)]
-pub struct RestoredSubtask {
-    pub state: SubtaskState,
-    pub attempt: AttemptNo,
-    pub worker: Option<WorkerId>,
-    pub started_us: u64,
-    pub finished_us: u64,
-    pub steps: u32,
-    pub output: Option<Arc<str>>,
-    pub output_ref: Option<Arc<str>>,
-    pub error: Option<Failure>,
-}
+/// A subtask's recorded end state, for [`RunEngine::restore`](super::RunEngine::restore): what
+/// [`Action::Persist`] stored.
+pub type RestoredSubtask = SubtaskOutcome;
 
 /// A change watchers should see.
 #[derive(Clone, Debug, PartialEq)]
@@ -344,6 +334,8 @@ pub struct SubtaskOutcome {
     pub finished_us: u64,
     pub steps: u32,
     pub output: Option<Arc<str>>,
+    /// Where the output was offloaded to, when it was (set by the shell).
+    pub output_ref: Option<Arc<str>>,
     pub error: Option<Failure>,
 }
 
@@ -358,6 +350,7 @@ impl Slot {
             finished_us: self.finished_us,
             steps: self.steps,
             output: self.output.clone(),
+            output_ref: self.output_ref.clone(),
             error: self.error.clone(),
         }
     }
