@@ -45,7 +45,11 @@ pub fn restored(record: SubtaskRecord) -> RestoredSubtask {
         steps: record.steps,
         output: record.output.map(Arc::from),
         output_ref: record.output_ref.map(Arc::from),
-        error: record.error_kind.map(|kind| Failure { kind, message: record.error_message.unwrap_or_default() }),
+        error: record.error_kind.map(|kind| Failure {
+            kind,
+            // Records always carry the message with the kind; one without says so.
+            message: record.error_message.unwrap_or_else(|| "(no message was recorded)".to_owned()),
+        }),
     }
 }
 

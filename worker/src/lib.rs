@@ -257,6 +257,14 @@ async fn register(
         "tools": tools.infos().map(|t| t.name.clone()).collect::<Vec<_>>(),
     })
     .to_string();
+    // Failed registrations are retried 200 ms doubling to 5 s, jittered; a registration that
+    // held resets the delays.
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times();
+    let mut delays = backoff.build();
     while !shutdown.is_cancelled() {
         let registered = async {
             let lease = store.grant_lease(config.lease_ttl).await?;
@@ -273,6 +281,7 @@ async fn register(
         match registered {
             Ok(lease) => {
                 info!(worker_id = %config.worker_id, "registered");
+                delays = backoff.build();
                 if let Err(e) = keep_lease_alive(store.clone(), lease, config.lease_ttl, shutdown.clone()).await {
                     warn!(worker_id = %config.worker_id, error = %e, "registration lease lost; cancelling held attempts");
                     held.cancel_all();
@@ -285,7 +294,7 @@ async fn register(
                 warn!(worker_id = %config.worker_id, error = %e, "cannot register; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
                 }
             }
         }

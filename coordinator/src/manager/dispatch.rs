@@ -62,11 +62,13 @@ impl Manager {
                     // Said once per run and tool (or model), at once: a typo must not wait in silence.
                     if !entry.unoffered_warned.contains(need.as_ref()) {
                         entry.unoffered_warned.insert(need.into_owned());
-                        let message = format!(
-                            "no connected worker offers {}; the subtask fails if none does within {} s",
-                            node.describe_requirement(),
-                            self.config.no_worker_timeout.as_secs()
-                        );
+                        let limit = self.config.no_worker_timeout;
+                        let then = if limit.is_zero() {
+                            "the subtask waits for one".to_owned()
+                        } else {
+                            format!("the subtask fails if none does within {} s", limit.as_secs())
+                        };
+                        let message = format!("no connected worker offers {}; {then}", node.describe_requirement());
                         warn!(run_id = %entry.engine.run_id(), subtask = %node.id, %message, "unplaceable subtask");
                         warnings.push((key, sub, message));
                     }
