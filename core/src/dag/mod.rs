@@ -82,6 +82,9 @@ impl Node {
     }
 }
 
+/// The most violations a refused spec lists one by one; the rest are counted in one more.
+pub const MAX_VIOLATIONS: usize = 100;
+
 /// A validated run: an acyclic graph of subtasks with a topological order.
 #[derive(Clone, Debug)]
 pub struct Dag {
@@ -99,7 +102,17 @@ impl Dag {
     /// Validates `spec` against `limits`; on failure returns every violation found.
     pub fn build(spec: &RunSpec, limits: &Limits) -> Result<Self, SpecViolations> {
         let mut v = Vec::new();
-        let mut bad = |field: String, description: String| v.push(SpecViolation { field, description });
+        // At most MAX_VIOLATIONS are spelled out; the rest are counted. Each problem costs a
+        // formatted message only while under the cap, so a hostile spec (a million bad
+        // `depends_on` entries) is refused in time and memory linear in its size.
+        let mut more = 0usize;
+        let mut bad = |field: String, description: String| {
+            if v.len() < MAX_VIOLATIONS {
+                v.push(SpecViolation { field, description });
+            } else {
+                more += 1;
+            }
+        };
         if spec.subtasks.is_empty() {
             bad("subtasks".into(), "a run needs at least one subtask".into());
         }
@@ -219,14 +232,18 @@ impl Dag {
             }
         }
 
+        // `listed[d] == i + 1`: subtask d is already among subtask i's dependencies (one pass,
+        // no quadratic duplicate search).
+        let mut listed = vec![0u32; nodes.len()];
         for (i, s) in spec.subtasks.iter().enumerate() {
+            let field = |j: usize| format!("subtasks[{i}].depends_on[{j}]");
             for (j, dep) in s.depends_on.iter().enumerate() {
-                let field = format!("subtasks[{i}].depends_on[{j}]");
                 match index.get(dep) {
-                    None => bad(field, format!("unknown subtask `{dep}`")),
-                    Some(&d) if d.index() == i => bad(field, format!("subtask `{dep}` depends on itself")),
-                    Some(&d) if nodes[i].deps.contains(&d) => bad(field, format!("`{dep}` is listed twice")),
+                    None => bad(field(j), format!("unknown subtask `{dep}`")),
+                    Some(&d) if d.index() == i => bad(field(j), format!("subtask `{dep}` depends on itself")),
+                    Some(&d) if listed[d.index()] == i as u32 + 1 => bad(field(j), format!("`{dep}` is listed twice")),
                     Some(&d) => {
+                        listed[d.index()] = i as u32 + 1;
                         // A duplicate id's later occurrence has no node of its own in the index.
                         if index.get(&s.id) == Some(&SubtaskIx(i as u32)) {
                             nodes[i].deps.push(d);
@@ -263,6 +280,12 @@ impl Dag {
                 Vec::new()
             }
         };
+        if more > 0 {
+            v.push(SpecViolation {
+                field: "spec".into(),
+                description: format!("{more} more problems not listed (the first {MAX_VIOLATIONS} are)"),
+            });
+        }
         if !v.is_empty() {
             return Err(SpecViolations(v));
         }

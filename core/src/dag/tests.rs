@@ -159,3 +159,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_million_bad_dependencies_give_a_bounded_list_of_violations() {
+    let mut hostile = SubtaskSpec::tool("a", "echo", json!({}));
+    hostile.depends_on = (0..1_000_000).map(|_| SubtaskId::from("z")).collect();
+    let mut twice = SubtaskSpec::tool("b", "echo", json!({}));
+    twice.depends_on = vec![SubtaskId::from("a"); 50_000];
+    let spec = RunSpec::new("hostile", vec![hostile, twice]);
+    let err = Dag::build(&spec, &Limits::default()).expect_err("refused");
+    assert_eq!(err.0.len(), MAX_VIOLATIONS + 1, "the first 100 listed, the rest counted");
+    assert_eq!(err.0[0].field, "subtasks[0].depends_on[0]");
+    assert_eq!(err.0[0].description, "unknown subtask `z`");
+    let last = err.0.last().expect("summary");
+    assert_eq!(last.field, "spec");
+    assert_eq!(last.description, format!("{} more problems not listed (the first 100 are)", 1_000_000 + 49_999 - 100));
+}
