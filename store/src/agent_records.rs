@@ -106,24 +106,27 @@ impl RunRepo {
 
     /// Every stored turn of a run's agents, as (subtask, turn number, turn), in key order.
     pub async fn turns(&self, run: &RunId) -> Result<Vec<(SubtaskId, u32, Turn)>, StoreError> {
-        let prefix = self.agent_prefix("turns", run);
-        let mut out = Vec::new();
-        for kv in self.range_all(&prefix).await? {
-            let rest = String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned();
-            let (subtask, n) = split_key(&kv.key, &rest)?;
-            out.push((subtask, n, decode_turn(&kv.key, &kv.value)?));
-        }
-        Ok(out)
+        self.agent_records("turns", run, decode_turn).await
     }
 
     /// Every stored stage of a run's orchestrators, as (orchestrator, stage, children).
     pub async fn spawns(&self, run: &RunId) -> Result<Vec<(SubtaskId, u32, Vec<SpawnedChild>)>, StoreError> {
-        let prefix = self.agent_prefix("spawns", run);
+        self.agent_records("spawns", run, decode_spawn).await
+    }
+
+    /// Every `{kind}/{run}/{subtask}/{n}` record, decoded, in key order.
+    async fn agent_records<T>(
+        &self,
+        kind: &str,
+        run: &RunId,
+        decode: fn(&[u8], &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<(SubtaskId, u32, T)>, StoreError> {
+        let prefix = self.agent_prefix(kind, run);
         let mut out = Vec::new();
         for kv in self.range_all(&prefix).await? {
             let rest = String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned();
-            let (subtask, stage) = split_key(&kv.key, &rest)?;
-            out.push((subtask, stage, decode_spawn(&kv.key, &kv.value)?));
+            let (subtask, n) = split_key(&kv.key, &rest)?;
+            out.push((subtask, n, decode(&kv.key, &kv.value)?));
         }
         Ok(out)
     }
