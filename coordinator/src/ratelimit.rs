@@ -3,6 +3,13 @@
 
 use std::collections::HashMap;
 
+/// The slowest rate a limit may have: one call in about 17 minutes.
+pub const MIN_RATE: f64 = 0.001;
+/// The fastest rate a limit may have (calls per second).
+pub const MAX_RATE: f64 = 1_000_000.0;
+/// The largest burst a limit may allow.
+pub const MAX_BURST: u32 = 1_000_000;
+
 /// A limit: `rate` calls per second on average, bursts of up to `burst`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RateLimit {
@@ -17,16 +24,16 @@ impl std::str::FromStr for RateLimit {
     fn from_str(s: &str) -> Result<Self, String> {
         let (rate, burst) = s.split_once('/').unwrap_or((s, ""));
         let rate: f64 = rate.trim().parse().map_err(|_| format!("invalid rate `{rate}`"))?;
-        if !(rate.is_finite() && rate > 0.0) {
-            return Err(format!("the rate must be positive, not {rate}"));
+        if !(rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&rate)) {
+            return Err(format!("the rate must be from {MIN_RATE} to {MAX_RATE} calls per second, not {rate}"));
         }
         let burst = if burst.is_empty() {
             rate.ceil().max(1.0) as u32
         } else {
             burst.trim().parse().map_err(|_| format!("invalid burst `{burst}`"))?
         };
-        if burst == 0 {
-            return Err("the burst must be at least 1".into());
+        if !(1..=MAX_BURST).contains(&burst) {
+            return Err(format!("the burst must be from 1 to {MAX_BURST}, not {burst}"));
         }
         Ok(Self { rate, burst })
     }
@@ -80,7 +87,7 @@ impl RateLimiter {
         self.buckets
             .values()
             .filter(|b| b.tokens < 1.0)
-            .map(|b| now_us + (((1.0 - b.tokens) / b.limit.rate) * 1e6).ceil() as u64)
+            .map(|b| now_us.saturating_add((((1.0 - b.tokens) / b.limit.rate) * 1e6).ceil() as u64))
             .min()
     }
 }
@@ -100,6 +107,9 @@ mod tests {
         assert!(r.try_take("t", t0 + 100_000), "one more after 100 ms at 10/s");
         assert!(r.try_take("other", t0), "other tools are not limited");
         assert!("0".parse::<RateLimit>().is_err());
+        for bad in ["1e-300", "NaN", "inf", "1e300", "-1", "5/0", "5/4294967295", "5/-1", "5/x"] {
+            assert!(bad.parse::<RateLimit>().is_err(), "{bad} must be refused");
+        }
         assert_eq!("2.5".parse::<RateLimit>(), Ok(RateLimit { rate: 2.5, burst: 3 }));
     }
 }

@@ -86,6 +86,37 @@ impl Default for Speculation {
     }
 }
 
+impl Speculation {
+    /// What is wrong with the settings, as (field, description) pairs: every number finite and
+    /// in its range, so no later arithmetic on them can misbehave.
+    pub fn violations(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let mut check = |field, value: f64, ok: bool, range: &str| {
+            if !(value.is_finite() && ok) {
+                out.push((field, format!("must be a number in {range}, not {value}")));
+            }
+        };
+        check("quantile", self.quantile, self.quantile > 0.0 && self.quantile <= 1.0, "(0, 1]");
+        check("multiplier", self.multiplier, (1.0..=100.0).contains(&self.multiplier), "[1, 100]");
+        check("max_fraction", self.max_fraction, (0.0..=1.0).contains(&self.max_fraction), "[0, 1]");
+        if self.min_runtime_ms > MAX_TIMEOUT_MS {
+            out.push(("min_runtime_ms", format!("must be at most {MAX_TIMEOUT_MS} (24 h), not {}", self.min_runtime_ms)));
+        }
+        out
+    }
+}
+
+/// The longest timeout a subtask may have, and the longest speculation threshold (24 h).
+pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+/// The longest a ready subtask may be allowed to wait to start (7 days, the run TTL).
+pub const MAX_SCHEDULE_TO_START_MS: u64 = 7 * 24 * 3600 * 1000;
+/// The largest agent text field (`instructions`, `input`, `goal`).
+pub const MAX_AGENT_TEXT_BYTES: usize = 1 << 20;
+/// The most tools an agent or orchestrator may list.
+pub const MAX_AGENT_TOOLS: usize = 100;
+/// The longest tool or model name.
+pub const MAX_NAME_BYTES: usize = 256;
+
 fn is_default_limits(l: &RunLimits) -> bool {
     *l == RunLimits::default()
 }
@@ -250,8 +281,9 @@ impl<'de> Deserialize<'de> for DurationText {
             Text(String),
         }
         match Either::deserialize(d)? {
-            Either::Secs(s) if s.is_finite() && s >= 0.0 => Ok(Self(Duration::from_secs_f64(s))),
-            Either::Secs(s) => Err(serde::de::Error::custom(format!("invalid duration {s}"))),
+            Either::Secs(s) => Duration::try_from_secs_f64(s)
+                .map(Self)
+                .map_err(|_| serde::de::Error::custom(format!("invalid duration {s}"))),
             Either::Text(t) => parse_duration(&t).map(Self).map_err(serde::de::Error::custom),
         }
     }
@@ -272,10 +304,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             return Err(format!("invalid duration unit `{other}` in `{text}` (ms, s, m, h)"));
         }
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("invalid duration `{text}`"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    // `try_from`: NaN, negative and overflowing values are errors, never a panic.
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration `{text}`"))
 }
 
 /// Limits a run spec must respect; configurable per coordinator.

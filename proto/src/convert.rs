@@ -94,7 +94,9 @@ impl TryFrom<pb::RunSpec> for RunSpec {
         let speculation = match spec.speculation {
             None => d,
             Some(p) => {
-                let or = |v: f64, default: f64| if v > 0.0 { v } else { default };
+                // 0 is proto3's "unset"; anything else (NaN and negatives too) goes on to
+                // validation, which names the field.
+                let or = |v: f64, default: f64| if v == 0.0 { default } else { v };
                 Speculation {
                     enabled: !p.disabled,
                     quantile: or(p.quantile, d.quantile),

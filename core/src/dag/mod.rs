@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use crate::agent::{AGENT_CAPABILITY, AgentSpec, OrchestratorSpec, RunLimits};
 use crate::ids::{SubtaskId, SubtaskIx};
-use crate::spec::{Limits, RunSpec, SubtaskKind};
+use crate::spec::{
+    Limits, MAX_AGENT_TEXT_BYTES, MAX_AGENT_TOOLS, MAX_NAME_BYTES, MAX_SCHEDULE_TO_START_MS, MAX_TIMEOUT_MS, RunSpec,
+    SubtaskKind,
+};
 pub use crate::violation::{SpecViolation, SpecViolations};
 
 /// What a node does.
@@ -137,6 +140,16 @@ impl Dag {
             bad("limits".into(), "step caps must be at least 1".into());
         }
 
+        for (field, description) in spec.speculation.violations() {
+            bad(format!("speculation.{field}"), description);
+        }
+        if spec.schedule_to_start_ms > MAX_SCHEDULE_TO_START_MS {
+            bad(
+                "schedule_to_start_ms".into(),
+                format!("must be at most {MAX_SCHEDULE_TO_START_MS} (7 days), not {}", spec.schedule_to_start_ms),
+            );
+        }
+
         let mut index: HashMap<SubtaskId, SubtaskIx> = HashMap::with_capacity(spec.subtasks.len());
         let mut nodes = Vec::with_capacity(spec.subtasks.len());
         for (i, s) in spec.subtasks.iter().enumerate() {
@@ -155,7 +168,17 @@ impl Dag {
             let (tool, args, work) = match &s.kind {
                 SubtaskKind::Tool { tool, args } => (tool.as_str(), args, Work::Tool),
                 SubtaskKind::Agent(a) => {
-                    check_agent(&mut bad, i, "agent", &a.input, &a.model, &a.tools, a.max_steps, l.subagent_max_steps);
+                    check_agent(
+                        &mut bad,
+                        i,
+                        "agent",
+                        &a.input,
+                        &a.instructions,
+                        &a.model,
+                        &a.tools,
+                        a.max_steps,
+                        l.subagent_max_steps,
+                    );
                     (AGENT_CAPABILITY, &EMPTY_OBJECT, Work::Agent(Arc::new(a.clone())))
                 }
                 SubtaskKind::Orchestrator(o) => {
@@ -164,6 +187,7 @@ impl Dag {
                         i,
                         "orchestrator",
                         &o.goal,
+                        "",
                         &o.model,
                         &o.tools,
                         o.max_steps,
@@ -192,8 +216,15 @@ impl Dag {
                     String::new()
                 }
             };
-            if s.timeout == Some(Duration::ZERO) {
-                bad(format!("subtasks[{i}].timeout"), "must be greater than zero".into());
+            if tool.len() > MAX_NAME_BYTES {
+                bad(format!("subtasks[{i}].tool"), format!("longer than {MAX_NAME_BYTES} bytes"));
+            }
+            match s.timeout {
+                Some(Duration::ZERO) => bad(format!("subtasks[{i}].timeout"), "must be greater than zero".into()),
+                Some(t) if t > Duration::from_millis(MAX_TIMEOUT_MS) => {
+                    bad(format!("subtasks[{i}].timeout"), format!("must be at most 24 h, not {} s", t.as_secs()))
+                }
+                _ => {}
             }
             nodes.push(Node {
                 id: s.id.clone(),
@@ -425,6 +456,7 @@ fn check_agent(
     i: usize,
     kind: &str,
     task: &str,
+    instructions: &str,
     model: &str,
     tools: &[String],
     max_steps: Option<u32>,
@@ -433,12 +465,21 @@ fn check_agent(
     let what = if kind == "agent" { "input" } else { "goal" };
     if task.trim().is_empty() {
         bad(format!("subtasks[{i}].{kind}.{what}"), "must not be empty".into());
+    } else if task.len() > MAX_AGENT_TEXT_BYTES {
+        bad(format!("subtasks[{i}].{kind}.{what}"), format!("longer than {MAX_AGENT_TEXT_BYTES} bytes"));
+    }
+    if instructions.len() > MAX_AGENT_TEXT_BYTES {
+        bad(format!("subtasks[{i}].{kind}.instructions"), format!("longer than {MAX_AGENT_TEXT_BYTES} bytes"));
     }
     if model.trim().is_empty() {
         bad(format!("subtasks[{i}].{kind}.model"), "must not be empty".into());
+    } else if model.len() > MAX_NAME_BYTES {
+        bad(format!("subtasks[{i}].{kind}.model"), format!("longer than {MAX_NAME_BYTES} bytes"));
     }
-    if let Some(j) = tools.iter().position(|t| t.is_empty()) {
-        bad(format!("subtasks[{i}].{kind}.tools[{j}]"), "must not be empty".into());
+    if tools.len() > MAX_AGENT_TOOLS {
+        bad(format!("subtasks[{i}].{kind}.tools"), format!("{} tools exceed the limit of {MAX_AGENT_TOOLS}", tools.len()));
+    } else if let Some(j) = tools.iter().position(|t| t.is_empty() || t.len() > MAX_NAME_BYTES) {
+        bad(format!("subtasks[{i}].{kind}.tools[{j}]"), format!("must be 1 to {MAX_NAME_BYTES} bytes"));
     }
     match max_steps {
         Some(0) => bad(format!("subtasks[{i}].{kind}.max_steps"), "must be at least 1".into()),

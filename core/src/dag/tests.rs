@@ -175,3 +175,39 @@ fn a_million_bad_dependencies_give_a_bounded_list_of_violations() {
     assert_eq!(last.field, "spec");
     assert_eq!(last.description, format!("{} more problems not listed (the first 100 are)", 1_000_000 + 49_999 - 100));
 }
+
+#[test]
+fn every_out_of_range_number_is_a_named_violation() {
+    let text = r#"
+name: n
+schedule_to_start_ms: 18446744073709551615
+speculation: {quantile: .nan, multiplier: 1e300, max_fraction: -1, min_runtime_ms: 99999999999}
+subtasks:
+  - {id: a, tool: echo, timeout: 100000h}
+  - id: b
+    agent: {input: hi, model: m, tools: ["", x]}
+"#;
+    let s: RunSpec = serde_saphyr::from_str(text).expect("parses");
+    let fields: Vec<String> = violations(&s).into_iter().map(|(f, _)| f).collect();
+    for f in [
+        "schedule_to_start_ms",
+        "speculation.quantile",
+        "speculation.multiplier",
+        "speculation.max_fraction",
+        "speculation.min_runtime_ms",
+        "subtasks[0].timeout",
+        "subtasks[1].agent.tools[0]",
+    ] {
+        assert!(fields.iter().any(|x| x == f), "{f} missing from {fields:?}");
+    }
+}
+
+#[test]
+fn durations_too_large_to_represent_are_parse_errors_not_panics() {
+    let huge = format!("{}s", "9".repeat(300));
+    assert!(crate::spec::parse_duration(&huge).is_err());
+    let yaml = "name: n\nsubtasks:\n  - {id: a, tool: echo, timeout: 1e300}\n";
+    assert!(serde_saphyr::from_str::<RunSpec>(yaml).is_err());
+    let json = r#"{"subtasks": [{"id": "a", "tool": "echo", "timeout": -1}]}"#;
+    assert!(serde_json::from_str::<RunSpec>(json).is_err());
+}

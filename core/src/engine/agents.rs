@@ -40,7 +40,7 @@ impl RunEngine {
     ) {
         let calls = turn.tool_calls() as u32;
         let work_calls = turn.work_calls() as u32;
-        let tokens = turn.usage.input_tokens + turn.usage.output_tokens;
+        let tokens = turn.usage.input_tokens.saturating_add(turn.usage.output_tokens);
         let is_orchestrator = matches!(self.dag.node(subtask).work, Work::Orchestrator(_));
         let slot = &mut self.slots[subtask.index()];
         if calls > 0 {
@@ -54,7 +54,7 @@ impl RunEngine {
             agent.stages.push(Stage { children: stage_children.unwrap_or_default() });
         }
         self.counts.agent_tool_calls += work_calls;
-        self.counts.tokens += tokens;
+        self.counts.tokens = self.counts.tokens.saturating_add(tokens);
         out.push(Action::PersistTurn { subtask, index });
         if calls > 0 {
             out.push(Action::Publish(Update::Step { subtask, steps, tool_calls: calls }));
@@ -77,7 +77,7 @@ impl RunEngine {
         if seq < agent.next_seq {
             return; // re-sent after a reconnection: already recorded
         }
-        agent.next_seq = seq + 1;
+        agent.next_seq = seq.saturating_add(1);
         let mut turn = Arc::unwrap_or_clone(turn);
         turn.fence = fence.0;
         turn.seq = seq;
@@ -181,7 +181,8 @@ impl RunEngine {
             let Some(slot) = self.slots.get_mut(i.index()) else { continue };
             let steps = ts.iter().filter(|t| t.tool_calls() > 0).count() as u32;
             self.counts.agent_tool_calls += ts.iter().map(|t| t.work_calls() as u32).sum::<u32>();
-            self.counts.tokens += ts.iter().map(|t| t.usage.input_tokens + t.usage.output_tokens).sum::<u64>();
+            let tokens = ts.iter().fold(0u64, |n, t| n.saturating_add(t.usage.input_tokens).saturating_add(t.usage.output_tokens));
+            self.counts.tokens = self.counts.tokens.saturating_add(tokens);
             if !terminal {
                 slot.steps = steps;
             }

@@ -144,7 +144,7 @@ impl RunEngine {
             slot.output_ref = r.output_ref;
             slot.error = r.error;
             engine.counts.open -= 1;
-            engine.counts.attempts += r.attempt.0;
+            engine.counts.attempts = engine.counts.attempts.saturating_add(r.attempt.0);
             match r.state {
                 SubtaskState::Succeeded => engine.counts.succeeded += 1,
                 SubtaskState::Failed => engine.counts.failed += 1,
@@ -375,7 +375,7 @@ impl RunEngine {
                 // Turns of this attempt the store already has were recorded by the last leader.
                 if let Some(agent) = slot.agent.as_deref_mut() {
                     agent.next_seq =
-                        agent.turns.iter().filter(|t| t.fence == fence.0).map(|t| t.seq + 1).max().unwrap_or(0);
+                        agent.turns.iter().filter(|t| t.fence == fence.0).map(|t| t.seq.saturating_add(1)).max().unwrap_or(0);
                 }
                 self.counts.running += 1;
                 self.counts.attempts += 1;
@@ -398,7 +398,7 @@ impl RunEngine {
             slot.first_ready_us = slot.ready_since_us;
         }
         slot.ready_since_us = None;
-        slot.attempt.0 += 1;
+        slot.attempt.0 = slot.attempt.0.saturating_add(1);
         slot.fence = fence;
         slot.worker = Some(worker.clone());
         let attempt = slot.attempt;
@@ -454,7 +454,7 @@ impl RunEngine {
             Some(if kind == FailureKind::WorkerLost {
                 0
             } else {
-                policy.delay(attempt.0 + 1, &mut self.rng).as_micros() as u64
+                policy.delay(attempt.0.saturating_add(1), &mut self.rng).as_micros() as u64
             })
         } else {
             None
