@@ -59,6 +59,11 @@ pub struct RunJson {
     pub tokens: u64,
     pub speculative_attempts: u32,
     pub speculative_wins: u32,
+    /// Why the run itself failed (`internal`: the coordinator quarantined it); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Every subtask, with `get --subtasks` (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subtasks: Option<Vec<SubtaskJson>>,
@@ -116,7 +121,6 @@ impl From<&pb::SubtaskStatus> for SubtaskJson {
         let started_ms = unix_ms(&s.first_started_at).or_else(|| unix_ms(&s.started_at));
         let last_started_ms = unix_ms(&s.started_at);
         let finished_ms = unix_ms(&s.finished_at);
-        let kind = pb::FailureKind::try_from(s.error_kind).unwrap_or(pb::FailureKind::Unspecified);
         Self {
             id: s.id.clone(),
             kind: s.kind.clone(),
@@ -124,8 +128,7 @@ impl From<&pb::SubtaskStatus> for SubtaskJson {
             state: subtask_state_name(s.state),
             attempt: s.attempt,
             worker: non_empty(&s.worker_id),
-            error_kind: (kind != pb::FailureKind::Unspecified)
-                .then(|| kind.as_str_name().trim_start_matches("FAILURE_KIND_").to_lowercase()),
+            error_kind: (s.error_kind != 0).then(|| failure_kind_name(s.error_kind)),
             error: non_empty(&s.error_message),
             ready_ms,
             started_ms,
@@ -220,9 +223,18 @@ impl From<&pb::Run> for RunJson {
             tokens: s.tokens,
             speculative_attempts: s.speculative_attempts,
             speculative_wins: s.speculative_wins,
+            error_kind: (s.error_kind != 0).then(|| failure_kind_name(s.error_kind)),
+            error: (!s.error_message.is_empty()).then(|| s.error_message.clone()),
             subtasks: (!run.subtasks.is_empty()).then(|| run.subtasks.iter().map(SubtaskJson::from).collect()),
         }
     }
+}
+
+/// A failure kind's lowercase name (`transient`, `internal`, …).
+pub fn failure_kind_name(kind: i32) -> String {
+    pb::FailureKind::try_from(kind)
+        .map(|k| k.as_str_name().trim_start_matches("FAILURE_KIND_").to_lowercase())
+        .unwrap_or_else(|_| format!("unknown({kind})"))
 }
 
 /// Fetches one run.
@@ -333,8 +345,13 @@ pub fn describe(ev: &pb::RunEvent) -> String {
         Some(Event::Warning(e)) => format!("warning ({}): {}", e.subtask_id, e.message),
         Some(Event::RunFinished(e)) => {
             let s = e.summary.clone().unwrap_or_default();
+            let why = if s.error_message.is_empty() {
+                String::new()
+            } else {
+                format!(" ({}: {})", failure_kind_name(s.error_kind), s.error_message)
+            };
             format!(
-                "run finished {}: {} calls ok, {} failed, critical steps {}, parallelism {:.1}",
+                "run finished {}: {} calls ok, {} failed, critical steps {}, parallelism {:.1}{why}",
                 state_name(e.state),
                 s.tool_calls_completed,
                 s.tool_calls_failed,

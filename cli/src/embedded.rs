@@ -57,6 +57,8 @@ pub struct Embedded {
     /// Spawns coordinator tasks on this runtime (the current one if `None`).
     coordinator_rt: Option<tokio::runtime::Handle>,
     models: Arc<swarm_worker::model::ModelRegistry>,
+    /// Set when the coordinator stopped because it could not go on.
+    pub fatal: swarm_coordinator::manager::Fatal,
 }
 
 impl Embedded {
@@ -74,7 +76,7 @@ impl Embedded {
         let models = opts.models.clone();
         let mut config = opts.coordinator.clone();
         let token = shutdown.clone();
-        let (addr, http_addr, role, coordinator) = rt
+        let (addr, http_addr, role, coordinator, fatal) = rt
             .spawn(async move {
                 let listener = TcpListener::bind(listen).await?;
                 let addr = listener.local_addr()?;
@@ -92,16 +94,17 @@ impl Embedded {
                     None => None,
                 };
                 let role = coordinator.role();
+                let fatal = coordinator.fatal();
                 let handle = tokio::spawn(async move {
                     if let Err(e) = coordinator.serve(listener, Duration::from_secs(5)).await {
                         tracing::error!(error = %e, "coordinator server failed");
                     }
                 });
-                anyhow::Ok((addr, http_addr, role, handle))
+                anyhow::Ok((addr, http_addr, role, handle, fatal))
             })
             .await??;
         let mut cluster =
-            Self { addr, http_addr, role, shutdown, coordinator, workers: Vec::new(), coordinator_rt, models };
+            Self { addr, http_addr, role, shutdown, coordinator, workers: Vec::new(), coordinator_rt, models, fatal };
         cluster.wait_leader(Duration::from_secs(10)).await?;
         for i in 0..opts.workers {
             cluster.add_worker(&format!("embedded-{i}"), opts.slots, Arc::new(ToolRegistry::builtin()));
@@ -112,6 +115,11 @@ impl Embedded {
     /// Starts with a fresh memory store on the current runtime.
     pub async fn start(opts: EmbeddedOptions) -> anyhow::Result<Self> {
         Self::start_on(opts, Arc::new(MemoryStore::new()), None).await
+    }
+
+    /// Resolves when the coordinator shuts down (asked to, or because it could not go on).
+    pub async fn stopped(&self) {
+        self.shutdown.cancelled().await;
     }
 
     /// The coordinator's URL.

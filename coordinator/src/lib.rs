@@ -97,6 +97,7 @@ pub struct Coordinator {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     health: tonic_health::server::HealthReporter,
+    fatal: manager::Fatal,
 }
 
 impl Coordinator {
@@ -107,7 +108,8 @@ impl Coordinator {
         let (role_tx, role) = tokio::sync::watch::channel(Role::Standby { leader: None });
         let api = api::SwarmApi::new(role.clone(), config.limits.clone(), shutdown.clone());
         let worker_api = worker_api::WorkerApi::new(role.clone(), tracker.clone());
-        tracker.spawn(node::run(config, store, role_tx, shutdown.clone()));
+        let fatal = manager::Fatal::new(shutdown.clone());
+        tracker.spawn(node::run(config, store, role_tx, shutdown.clone(), fatal.clone()));
         let health = tonic_health::server::HealthReporter::new();
         // NOT_SERVING as soon as shutdown starts, on every port that serves health.
         let (h, token) = (health.clone(), shutdown.clone());
@@ -117,7 +119,13 @@ impl Coordinator {
             h.set_not_serving::<SwarmServiceServer<api::SwarmApi>>().await;
             h.set_not_serving::<WorkerServiceServer<worker_api::WorkerApi>>().await;
         });
-        Self { role, api, worker_api, tracker, shutdown, health }
+        Self { role, api, worker_api, tracker, shutdown, health, fatal }
+    }
+
+    /// Set when the node stopped because it could not go on (its run manager panicked): the
+    /// process should exit non-zero with this reason once [`Coordinator::serve`] returns.
+    pub fn fatal(&self) -> manager::Fatal {
+        self.fatal.clone()
     }
 
     /// Serves only `grpc.health.v1` on `listener` (plaintext, for Kubernetes gRPC probes) until

@@ -48,6 +48,7 @@ pub async fn run(
     store: Arc<dyn StateStore>,
     role: watch::Sender<Role>,
     shutdown: CancellationToken,
+    fatal: manager::Fatal,
 ) {
     let base = RunRepo::new(store.clone(), config.prefix.clone()).with_payloads(config.payloads.clone());
     let election = Election::new(store.clone(), &base.election_name());
@@ -104,7 +105,7 @@ pub async fn run(
         info!(term = leadership.revision, advertise = %config.advertise, "elected leader");
         let term = shutdown.child_token();
         let repo = base.fenced(leadership.fence());
-        match start_term(&config, &store, &repo, &tracker, &term, leadership.revision).await {
+        match start_term(&config, &store, &repo, &tracker, &term, leadership.revision, &fatal).await {
             Ok(manager) => {
                 role.send_replace(Role::Leader(Arc::new(LeaderCtx { manager, repo })));
                 tokio::select! {
@@ -116,7 +117,9 @@ pub async fn run(
         }
         role.send_replace(Role::Standby { leader: None });
         term.cancel();
-        if shutdown.is_cancelled() {
+        if let Some(reason) = fatal.reason() {
+            tracing::error!(term = leadership.revision, %reason, "cannot go on; resigning leadership");
+        } else if shutdown.is_cancelled() {
             info!(term = leadership.revision, "resigning leadership");
         } else {
             warn!(term = leadership.revision, "term over; campaigning again");
@@ -143,6 +146,7 @@ async fn start_term(
     tracker: &TaskTracker,
     term: &CancellationToken,
     revision: i64,
+    fatal: &manager::Fatal,
 ) -> Result<ManagerHandle, StoreError> {
     let term_no = repo.next_term().await?;
     let fences = swarm_core::fence::FenceSeq::for_term(term_no).map_err(|e| StoreError::Other(e.to_string()))?;
@@ -157,7 +161,7 @@ async fn start_term(
         .collect();
     let manager_config =
         ManagerConfig { term: term_no, coordinator_id: config.advertise.clone(), ..config.manager.clone() };
-    let startup = Startup { recovered, expected_workers, fences, clock: None };
+    let startup = Startup { recovered, expected_workers, fences, clock: None, fatal: fatal.clone() };
     let manager = manager::spawn(manager_config, repo.clone(), tracker, term.clone(), startup);
     tracker.spawn(watch_workers(store.clone(), repo.workers_prefix(), manager.clone(), term.clone()));
     if let Some(ttl) = config.run_ttl {

@@ -24,6 +24,9 @@ pub enum FailureKind {
     WorkerLost,
     /// The tool ran and reported an error itself (an MCP `isError` result): not retried.
     ToolReported,
+    /// The coordinator itself failed on this run (a bug: a panic, caught and quarantined): not
+    /// retried. Only runs end with it.
+    Internal,
 }
 
 impl FailureKind {
@@ -36,6 +39,7 @@ impl FailureKind {
             Self::Cancelled => "cancelled",
             Self::WorkerLost => "worker_lost",
             Self::ToolReported => "tool_reported",
+            Self::Internal => "internal",
         }
     }
 }

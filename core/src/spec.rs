@@ -100,7 +100,10 @@ impl Speculation {
         check("multiplier", self.multiplier, (1.0..=100.0).contains(&self.multiplier), "[1, 100]");
         check("max_fraction", self.max_fraction, (0.0..=1.0).contains(&self.max_fraction), "[0, 1]");
         if self.min_runtime_ms > MAX_TIMEOUT_MS {
-            out.push(("min_runtime_ms", format!("must be at most {MAX_TIMEOUT_MS} (24 h), not {}", self.min_runtime_ms)));
+            out.push((
+                "min_runtime_ms",
+                format!("must be at most {MAX_TIMEOUT_MS} (24 h), not {}", self.min_runtime_ms),
+            ));
         }
         out
     }

@@ -67,6 +67,18 @@ pub struct RunSummary {
     /// Backup attempts that finished first.
     #[serde(default)]
     pub speculative_wins: u32,
+    /// Why the run itself failed, when not through its subtasks (a quarantined run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RunError>,
+}
+
+/// A failure of the run as a whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunError {
+    /// Its class ([`crate::FailureKind::Internal`] for a quarantined run).
+    pub kind: crate::FailureKind,
+    /// What happened.
+    pub message: String,
 }
 
 /// What a summary reads of a run: a read-only view (the engine provides it), so the
@@ -85,6 +97,33 @@ pub trait RunView {
 }
 
 impl RunSummary {
+    /// A summary with no accounting: for a run whose engine cannot give one.
+    pub fn empty(run_id: RunId, name: String, total_subtasks: u32) -> Self {
+        Self {
+            run_id,
+            name,
+            state: RunState::Failed,
+            total_subtasks,
+            tool_calls_completed: 0,
+            tool_calls_failed: 0,
+            tool_calls_skipped: 0,
+            attempts: 0,
+            wall_us: 0,
+            total_work_us: 0,
+            critical_path_us: 0,
+            critical_path: Vec::new(),
+            critical_steps: 0,
+            total_steps: 0,
+            parallelism: 0.0,
+            agent_tool_calls: 0,
+            subagents: 0,
+            tokens: 0,
+            speculative_attempts: 0,
+            speculative_wins: 0,
+            error: None,
+        }
+    }
+
     /// Computes the accounting of a run as of `now_us`.
     pub fn compute(engine: &impl RunView, now_us: u64) -> Self {
         let dag = engine.dag();
@@ -131,6 +170,7 @@ impl RunSummary {
             tokens: counts.tokens,
             speculative_attempts: counts.speculative,
             speculative_wins: counts.speculative_wins,
+            error: None,
         }
     }
 }

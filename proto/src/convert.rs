@@ -264,6 +264,7 @@ impl From<FailureKind> for pb::FailureKind {
             FailureKind::Cancelled => Self::Cancelled,
             FailureKind::WorkerLost => Self::WorkerLost,
             FailureKind::ToolReported => Self::ToolReported,
+            FailureKind::Internal => Self::Internal,
         }
     }
 }
@@ -277,6 +278,8 @@ pub fn failure_kind(k: i32) -> FailureKind {
         Ok(pb::FailureKind::Cancelled) => FailureKind::Cancelled,
         Ok(pb::FailureKind::WorkerLost) => FailureKind::WorkerLost,
         Ok(pb::FailureKind::ToolReported) => FailureKind::ToolReported,
+        // A worker cannot fail an attempt as the coordinator's own bug; read it as permanent.
+        Ok(pb::FailureKind::Internal) => FailureKind::Permanent,
         _ => FailureKind::Transient,
     }
 }
@@ -301,6 +304,8 @@ impl From<&RunSummary> for pb::RunSummary {
             tokens: s.tokens,
             speculative_attempts: s.speculative_attempts,
             speculative_wins: s.speculative_wins,
+            error_kind: s.error.as_ref().map_or(pb::FailureKind::Unspecified, |e| e.kind.into()).into(),
+            error_message: s.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
         }
     }
 }

@@ -11,6 +11,7 @@ mod layout;
 mod mcp;
 mod payloads;
 mod resilience;
+mod robustness;
 mod runs;
 mod speculation;
 mod store_etcd;

@@ -33,9 +33,25 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = cluster.http_addr {
         eprintln!("swarm up: web view on http://{addr}/, metrics on http://{addr}/metrics");
     }
-    token.cancelled().await;
+    tokio::select! {
+        _ = token.cancelled() => {}
+        _ = cluster.stopped() => {}
+    }
+    let fatal = cluster.fatal.clone();
     cluster.stop().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_code(&fatal))
+}
+
+/// 70 (EX_SOFTWARE) when the coordinator stopped because it could not go on, so a supervisor
+/// restarts it; success otherwise.
+fn exit_code(fatal: &swarm_coordinator::manager::Fatal) -> ExitCode {
+    match fatal.reason() {
+        Some(reason) => {
+            eprintln!("swarm: the coordinator stopped: {reason}");
+            ExitCode::from(70)
+        }
+        None => ExitCode::SUCCESS,
+    }
 }
 
 /// `swarm coordinator`: one coordinator process (with etcd, one of several).
@@ -75,8 +91,9 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         let health = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--health-listen {addr}"))?;
         coordinator.serve_health(health);
     }
+    let fatal = coordinator.fatal();
     coordinator.serve(listener, Duration::from_secs(10)).await?;
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_code(&fatal))
 }
 
 /// `swarm worker`: a worker process; drains on SIGTERM.

@@ -21,6 +21,7 @@
 //! twice.
 
 mod dispatch;
+mod fault;
 pub mod outbox;
 pub mod registry;
 mod runs;
@@ -44,6 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+pub use fault::{FAULT_ENV, Fatal, FaultHook};
 pub use registry::WorkerTx;
 
 use crate::clock::Clock;
@@ -80,6 +82,8 @@ pub struct ManagerConfig {
     /// How long a ready subtask waits for a worker that offers its tool or model when no
     /// connected worker does; then it fails `permanent` saying so (0: wait forever).
     pub no_worker_timeout: Duration,
+    /// The test-only fault hook (from `SWARM_FAULT_INJECTION`; unset in production).
+    pub fault: Option<FaultHook>,
 }
 
 impl Default for ManagerConfig {
@@ -92,6 +96,7 @@ impl Default for ManagerConfig {
             coordinator_id: "swarm-coordinator".into(),
             rate_limits: HashMap::new(),
             no_worker_timeout: DEFAULT_NO_WORKER_TIMEOUT,
+            fault: FaultHook::from_env(),
         }
     }
 }
@@ -204,10 +209,11 @@ struct RunEntry {
     trace_context: std::collections::HashMap<String, String>,
 }
 
-/// A run in the listing: live (an engine) or ended before this term (a header).
+/// A run in the listing: live (an engine) or ended (its header, and its event log when it
+/// ended in this term).
 enum Listed {
     Live(RunKey),
-    Archived(Box<RunHeader>),
+    Archived { header: Box<RunHeader>, log: Option<Arc<EventLog>> },
 }
 
 /// What the manager starts from.
@@ -221,6 +227,8 @@ pub struct Startup {
     pub fences: FenceSeq,
     /// The clock (default: the system clock; tests use tokio's paused time).
     pub clock: Option<Arc<dyn Clock>>,
+    /// Tripped if the manager panics outside a run's guard (default: trips nothing).
+    pub fatal: Fatal,
 }
 
 /// Spawns the manager (and its outbox writer) on the current runtime; both stop when `term` is
@@ -253,8 +261,22 @@ pub fn spawn(
         limiter,
         expected_workers: startup.expected_workers,
     };
-    manager.restore(startup.recovered);
-    tracker.spawn(manager.run(rx, term));
+    let fatal = startup.fatal;
+    tracker.spawn(async move {
+        use futures_util::FutureExt;
+        // A panic a run's guard did not catch: this manager cannot go on. Its channel closes
+        // (callers get UNAVAILABLE), and the node is told to stop: NOT_SERVING, resign, exit
+        // non-zero, so a supervisor restarts it and a standby takes over.
+        let run = std::panic::AssertUnwindSafe(async move {
+            manager.restore(startup.recovered);
+            manager.run(rx, term).await;
+        });
+        if let Err(panic) = run.catch_unwind().await {
+            let message = fault::panic_message(panic.as_ref());
+            tracing::error!(%message, "run manager panicked; the coordinator stops");
+            fatal.trip(format!("run manager panicked: {message}"));
+        }
+    });
     ManagerHandle { tx }
 }
 
@@ -346,6 +368,7 @@ impl Manager {
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Submit { run_id, dag, header, span, reply } => {
+                FaultHook::on_submit(self.config.fault.as_ref(), &header.name);
                 self.add_run(run_id, dag, *header, None, Some(span));
                 let _ = reply.send(());
             }
@@ -371,7 +394,8 @@ impl Manager {
             Command::Watch { run_id, reply } => {
                 let log = match self.listing.get(&run_id) {
                     Some(Listed::Live(k)) => self.runs.get(k).map(|e| e.log.clone()),
-                    _ => None,
+                    Some(Listed::Archived { log, .. }) => log.clone(),
+                    None => None,
                 };
                 let _ = reply.send(log);
             }

@@ -264,6 +264,11 @@ impl WorkerRegistry {
         }
     }
 
+    /// The attempts held for run `run`, and the workers holding them.
+    pub fn held_for_run(&self, run: RunKey) -> Vec<(WorkerKey, Fence)> {
+        self.inflight.iter().filter(|(_, h)| h.run == run).map(|(f, h)| (h.worker, *f)).collect()
+    }
+
     /// True when attempt `fence` is held by some worker.
     pub fn holds(&self, fence: Fence) -> bool {
         self.inflight.contains_key(&fence)

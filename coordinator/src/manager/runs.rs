@@ -65,7 +65,7 @@ impl Manager {
     /// Loads what the store held at the start of the term.
     pub(super) fn restore(&mut self, recovered: Recovered) {
         for header in recovered.ended {
-            self.listing.insert(header.run_id.clone(), Listed::Archived(Box::new(header)));
+            self.listing.insert(header.run_id.clone(), Listed::Archived { header: Box::new(header), log: None });
         }
         let resumed = !recovered.active.is_empty();
         for RecoveredRun { header, dag, records, turns, calls } in recovered.active {
@@ -88,13 +88,19 @@ impl Manager {
             // A run whose every subtask was recorded ends now.
             let mut actions = std::mem::take(&mut self.actions);
             let now = self.supervisor.now_us();
-            if let Some(entry) = self.runs.get_mut(&key) {
-                entry.engine.settle(now, &mut actions);
-            }
-            for action in actions.drain(..) {
-                self.act(key, action, now);
-            }
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if let Some(entry) = self.runs.get_mut(&key) {
+                    entry.engine.settle(now, &mut actions);
+                }
+                for action in actions.drain(..) {
+                    self.act(key, action, now);
+                }
+            }));
+            actions.clear();
             self.actions = actions;
+            if let Err(panic) = outcome {
+                self.quarantine(key, &super::fault::panic_message(panic.as_ref()));
+            }
         }
         if resumed {
             let grace = self.config.recovery_grace;
@@ -109,16 +115,26 @@ impl Manager {
     }
 
     /// Applies an event to a run's engine and carries out the resulting actions.
+    /// A panic in the engine or in carrying out its actions quarantines the run (see
+    /// [`Manager::quarantine`]); the manager goes on.
     pub(super) fn apply(&mut self, key: RunKey, event: EngineEvent) {
         let now = self.supervisor.now_us();
         let mut actions = std::mem::take(&mut self.actions);
-        if let Some(entry) = self.runs.get_mut(&key) {
-            entry.engine.apply(event, now, &mut actions);
-        }
-        for action in actions.drain(..) {
-            self.act(key, action, now);
-        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Some(entry) = self.runs.get_mut(&key) {
+                super::FaultHook::before_apply(self.config.fault.as_ref(), &entry.engine, &event);
+                entry.engine.apply(event, now, &mut actions);
+            }
+            for action in actions.drain(..) {
+                self.act(key, action, now);
+            }
+        }));
+        actions.clear();
         self.actions = actions;
+        if let Err(panic) = outcome {
+            self.quarantine(key, &super::fault::panic_message(panic.as_ref()));
+            return;
+        }
         if let Some(entry) = self.runs.get(&key)
             && entry.log.known_ids() < entry.engine.dag().len()
         {
@@ -246,10 +262,50 @@ impl Manager {
         }
     }
 
+    /// Ends run `key` `FAILED` (class `internal`, with `message`) after a panic on it: its
+    /// engine is dropped, its attempts are cancelled, and its final header is written, so no
+    /// leader resumes it and dies the same way. Other runs are not touched.
+    pub(super) fn quarantine(&mut self, key: RunKey, message: &str) {
+        let Some(entry) = self.runs.remove(&key) else { return };
+        let now = self.supervisor.now_us();
+        let run_id = entry.engine.run_id().clone();
+        tracing::error!(run_id = %run_id, %message, "panic on a run: quarantined, it ends FAILED (internal)");
+        // The engine may be inconsistent: its summary is a best effort.
+        let summary = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry.engine.summary(now)));
+        let mut summary = summary.unwrap_or_else(|_| {
+            swarm_core::RunSummary::empty(run_id.clone(), entry.header.name.clone(), entry.engine.dag().len() as u32)
+        });
+        summary.state = swarm_core::RunState::Failed;
+        summary.error = Some(swarm_core::summary::RunError {
+            kind: swarm_core::FailureKind::Internal,
+            message: format!("the coordinator failed on this run and quarantined it: {message}"),
+        });
+        for (w, fence) in self.registry.held_for_run(key) {
+            self.registry.cancel(w, fence);
+        }
+        self.ring.retain(|&k| k != key);
+        crate::telemetry::run_finished(&entry.span, swarm_core::RunState::Failed, &summary);
+        let mut header = entry.header;
+        header.state = swarm_core::RunState::Failed;
+        header.finished_us = Some(now);
+        header.summary = Some(summary.clone());
+        header.term = self.repo.term();
+        self.outbox.write(self.repo.header_op(&header));
+        let state = swarm_core::RunState::Failed;
+        entry.log.append(LogEntry {
+            time_us: now,
+            update: Some(Update::Finished { state }),
+            summary: Some(Arc::new(summary)),
+            live: None,
+        });
+        self.supervisor.gauges_soon();
+        self.listing.insert(run_id, Listed::Archived { header: Box::new(header), log: Some(entry.log) });
+    }
+
     pub(super) fn cancel(&mut self, run_id: &RunId, reason: &str) -> Result<pb::Run, ApiError> {
         let key = match self.listing.get(run_id) {
             Some(Listed::Live(k)) => *k,
-            Some(Listed::Archived(h)) => {
+            Some(Listed::Archived { header: h, .. }) => {
                 return Err(ApiError::FailedPrecondition(format!("run {run_id} already ended {}", h.state.as_str())));
             }
             None => return Err(ApiError::NotFound(format!("run {run_id}"))),
@@ -269,7 +325,7 @@ impl Manager {
         self.listing.retain(|id, listed| {
             let finished = match listed {
                 Listed::Live(k) => self.runs.get(k).and_then(|e| e.engine.finished_us()),
-                Listed::Archived(h) => h.finished_us,
+                Listed::Archived { header: h, .. } => h.finished_us,
             };
             let expired = finished.is_some_and(|f| f < ended_before_us);
             if expired {
@@ -286,7 +342,11 @@ impl Manager {
     pub(super) fn view_by_id(&self, run_id: &RunId, include_subtasks: bool) -> Option<pb::Run> {
         match self.listing.get(run_id)? {
             Listed::Live(k) => self.runs.get(k).map(|e| view(e, include_subtasks, self.supervisor.now_us())),
-            Listed::Archived(h) => Some(view_from_header(h)),
+            Listed::Archived { header: h, log } => {
+                let mut run = view_from_header(h);
+                run.last_seq = log.as_ref().map_or(0, |l| l.last_seq());
+                Some(run)
+            }
         }
     }
 }

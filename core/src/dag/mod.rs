@@ -477,7 +477,10 @@ fn check_agent(
         bad(format!("subtasks[{i}].{kind}.model"), format!("longer than {MAX_NAME_BYTES} bytes"));
     }
     if tools.len() > MAX_AGENT_TOOLS {
-        bad(format!("subtasks[{i}].{kind}.tools"), format!("{} tools exceed the limit of {MAX_AGENT_TOOLS}", tools.len()));
+        bad(
+            format!("subtasks[{i}].{kind}.tools"),
+            format!("{} tools exceed the limit of {MAX_AGENT_TOOLS}", tools.len()),
+        );
     } else if let Some(j) = tools.iter().position(|t| t.is_empty() || t.len() > MAX_NAME_BYTES) {
         bad(format!("subtasks[{i}].{kind}.tools[{j}]"), format!("must be 1 to {MAX_NAME_BYTES} bytes"));
     }

@@ -181,7 +181,9 @@ impl RunEngine {
             let Some(slot) = self.slots.get_mut(i.index()) else { continue };
             let steps = ts.iter().filter(|t| t.tool_calls() > 0).count() as u32;
             self.counts.agent_tool_calls += ts.iter().map(|t| t.work_calls() as u32).sum::<u32>();
-            let tokens = ts.iter().fold(0u64, |n, t| n.saturating_add(t.usage.input_tokens).saturating_add(t.usage.output_tokens));
+            let tokens = ts
+                .iter()
+                .fold(0u64, |n, t| n.saturating_add(t.usage.input_tokens).saturating_add(t.usage.output_tokens));
             self.counts.tokens = self.counts.tokens.saturating_add(tokens);
             if !terminal {
                 slot.steps = steps;

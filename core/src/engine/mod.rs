@@ -374,8 +374,13 @@ impl RunEngine {
                 slot.worker = Some(worker.clone());
                 // Turns of this attempt the store already has were recorded by the last leader.
                 if let Some(agent) = slot.agent.as_deref_mut() {
-                    agent.next_seq =
-                        agent.turns.iter().filter(|t| t.fence == fence.0).map(|t| t.seq.saturating_add(1)).max().unwrap_or(0);
+                    agent.next_seq = agent
+                        .turns
+                        .iter()
+                        .filter(|t| t.fence == fence.0)
+                        .map(|t| t.seq.saturating_add(1))
+                        .max()
+                        .unwrap_or(0);
                 }
                 self.counts.running += 1;
                 self.counts.attempts += 1;

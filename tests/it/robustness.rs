@@ -1,0 +1,120 @@
+//! No request can crash or wedge the cluster, at process level: a panic on one run (provoked
+//! by the test-only fault hook) quarantines that run, stored as `FAILED` (internal) so the next
+//! leader does not replay it, while the coordinator keeps serving; a panic of the run manager
+//! itself makes the coordinator resign and exit non-zero.
+
+use std::path::Path;
+use std::time::Duration;
+
+use swarm_core::{RunSpec, SubtaskSpec};
+use swarm_proto::pb;
+use swarm_tests::etcd::{EtcdCluster, TempDir, free_port};
+use swarm_tests::harness::{submit, wait_done};
+use swarm_tests::process::SwarmProcess;
+use tokio::time::Instant;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+/// `swarm up` on a free port with `extra` flags and the fault hook `fault`; returns it and its
+/// URL once it serves.
+async fn up(dir: &Path, name: &str, extra: &[String], fault: Option<&str>) -> (SwarmProcess, String) {
+    let port = free_port().expect("port");
+    let mut args =
+        vec!["up".to_owned(), "--listen".into(), format!("127.0.0.1:{port}"), "--workers".into(), "2".into()];
+    args.extend(extra.iter().cloned());
+    let env: Vec<(&str, &str)> = fault.map(|f| ("SWARM_FAULT_INJECTION", f)).into_iter().collect();
+    let up = SwarmProcess::spawn_env(name, &args, &env, dir).expect("spawn");
+    let url = format!("http://127.0.0.1:{port}");
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut c) = swarm_cli::client::connect(&url).await
+            && c.list_runs(pb::ListRunsRequest::default()).await.is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "swarm up does not serve: {}", up.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (up, url)
+}
+
+async fn health(url: &str) -> Option<i32> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).ok()?.connect().await.ok()?;
+    let mut h = tonic_health::pb::health_client::HealthClient::new(channel);
+    Some(h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.ok()?.into_inner().status)
+}
+
+fn chain_with(boom: &str) -> RunSpec {
+    RunSpec::new(
+        "quarantine",
+        vec![
+            SubtaskSpec::tool("a", "echo", serde_json::json!({"text": "a"})),
+            SubtaskSpec::tool(boom, "echo", serde_json::json!({"text": "b"})).after(["a"]),
+            SubtaskSpec::tool("c", "echo", serde_json::json!({"text": "c"})).after([boom]),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_panic_quarantines_its_run_for_good_and_the_cluster_goes_on() {
+    let mut etcd = EtcdCluster::start(1).await.expect("etcd");
+    etcd.wait_ready(Duration::from_secs(20)).await.expect("etcd ready");
+    let dir = TempDir::new("quarantine").expect("dir");
+    let store = vec!["--etcd".to_owned(), etcd.endpoints().join(","), "--lease-ttl".into(), "2s".into()];
+    let (mut first, url) = up(&dir.0, "first", &store, Some("engine-panic:boom")).await;
+    let mut c = swarm_cli::client::connect(&url).await.expect("client");
+
+    let bad = submit(&mut c, &chain_with("boom")).await.expect("submit");
+    let run = wait_done(&mut c, &bad, Duration::from_secs(30)).await.expect("the quarantined run ends");
+    assert_eq!(run.state, pb::RunState::Failed as i32, "{run:?}");
+    let summary = run.summary.clone().expect("summary");
+    assert_eq!(summary.error_kind, pb::FailureKind::Internal as i32, "{summary:?}");
+    assert!(summary.error_message.contains("fault injection: engine panic on subtask `boom`"), "{summary:?}");
+
+    // The coordinator goes on: SERVING, and the next run (same shape, no hooked subtask) succeeds.
+    assert_eq!(health(&url).await, Some(ServingStatus::Serving as i32));
+    let good = submit(&mut c, &chain_with("b")).await.expect("submit");
+    let run = wait_done(&mut c, &good, Duration::from_secs(30)).await.expect("the next run ends");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}\n{}", first.log_text());
+
+    // A watcher of the quarantined run sees it end, with the reason.
+    let mut stream =
+        c.watch_run(pb::WatchRunRequest { run_id: bad.clone(), after_seq: 0 }).await.expect("watch").into_inner();
+    let mut last = None;
+    while let Some(ev) =
+        tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("no hang").expect("ok")
+    {
+        last = ev.event;
+    }
+    let Some(pb::run_event::Event::RunFinished(fin)) = last else { panic!("the stream ends with RunFinished") };
+    assert_eq!(fin.summary.expect("summary").error_kind, pb::FailureKind::Internal as i32);
+
+    // The next leader (no hook armed) reads it as ended: it is not resumed, and cannot fail again.
+    first.signal("TERM").expect("TERM");
+    assert_eq!(first.wait_exit(Duration::from_secs(20)).await.expect("exit"), Some(0), "{}", first.log_text());
+    let (mut second, url) = up(&dir.0, "second", &store, None).await;
+    let mut c = swarm_cli::client::connect(&url).await.expect("client");
+    let run = c.get_run(pb::GetRunRequest { run_id: bad, include_subtasks: false }).await.expect("get").into_inner();
+    let run = run.run.expect("run");
+    assert_eq!(run.state, pb::RunState::Failed as i32);
+    assert_eq!(run.summary.expect("summary").error_kind, pb::FailureKind::Internal as i32);
+    assert!(!second.log_text().contains("resuming run"), "nothing resumed: {}", second.log_text());
+    second.signal("TERM").expect("TERM");
+    assert_eq!(second.wait_exit(Duration::from_secs(20)).await.expect("exit"), Some(0), "{}", second.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_manager_panic_makes_the_coordinator_stop_serving_and_exit_non_zero() {
+    let dir = TempDir::new("manager-panic").expect("dir");
+    let (mut up, url) = up(&dir.0, "up", &[], Some("manager-panic:doom")).await;
+    let mut c = swarm_cli::client::connect(&url).await.expect("client");
+    let mut spec = chain_with("b");
+    spec.name = "doom".into();
+    // The submit itself may fail (the manager is gone before it answers) or succeed; either way
+    // the process must not stay up, wedged, answering "not the leader".
+    let _ = submit(&mut c, &spec).await;
+    let code = up.wait_exit(Duration::from_secs(20)).await.expect("the coordinator exits");
+    assert_eq!(code, Some(70), "{}", up.log_text());
+    let log = up.log_text();
+    assert!(log.contains("run manager panicked") && log.contains("fault injection: manager panic"), "{log}");
+    assert!(log.contains("cannot go on; resigning leadership"), "{log}");
+}
