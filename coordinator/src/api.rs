@@ -22,6 +22,12 @@ const MAX_IDEMPOTENCY_KEY: usize = 256;
 const WATCH_BATCH: usize = 256;
 
 /// The `SwarmService` implementation.
+/// The longest run id a request may name (ids are 26 characters; this leaves room).
+const MAX_RUN_ID: usize = 128;
+
+/// Specs larger than this (encoded) are validated on a blocking thread.
+const BLOCKING_VALIDATION_BYTES: usize = 256 * 1024;
+
 #[derive(Clone)]
 pub struct SwarmApi {
     role: tokio::sync::watch::Receiver<Role>,
@@ -54,12 +60,25 @@ impl SwarmApi {
                 crate::MAX_SUBMIT_BYTES
             )));
         }
-        let spec = RunSpec::try_from(req.spec.ok_or_else(|| ApiError::invalid("spec", "required"))?)?;
         let key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key);
         if key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY) {
             return Err(ApiError::invalid("idempotency_key", format!("longer than {MAX_IDEMPOTENCY_KEY} bytes")));
         }
-        let dag = Arc::new(Dag::build(&spec, &self.limits)?);
+        let wire = req.spec.ok_or_else(|| ApiError::invalid("spec", "required"))?;
+        let limits = self.limits.clone();
+        let validate = move || -> Result<(RunSpec, Dag), ApiError> {
+            let spec = RunSpec::try_from(wire)?;
+            let dag = Dag::build(&spec, &limits)?;
+            Ok((spec, dag))
+        };
+        // Validation is linear in the spec's size; a large spec is validated off the runtime's
+        // threads so it delays no other request.
+        let (spec, dag) = if size > BLOCKING_VALIDATION_BYTES {
+            tokio::task::spawn_blocking(validate).await.map_err(|e| ApiError::Internal(e.to_string()))??
+        } else {
+            validate()?
+        };
+        let dag = Arc::new(dag);
         let ctx = self.leader()?;
         let submitted_us = now_us();
         let run_id = RunId::generate(submitted_us / 1000);
@@ -110,6 +129,9 @@ impl SwarmApi {
 fn run_id(text: &str) -> Result<RunId, ApiError> {
     if text.is_empty() {
         return Err(ApiError::invalid("run_id", "required"));
+    }
+    if text.len() > MAX_RUN_ID {
+        return Err(ApiError::invalid("run_id", format!("longer than {MAX_RUN_ID} bytes: no run has such an id")));
     }
     Ok(RunId::from(text))
 }

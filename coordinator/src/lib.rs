@@ -9,6 +9,7 @@ pub mod api;
 pub mod clock;
 pub mod manager;
 pub mod node;
+pub mod oversize;
 pub mod placement;
 pub mod ratelimit;
 pub mod recovery;
@@ -31,11 +32,12 @@ use tracing::info;
 pub use manager::{ManagerConfig, ManagerHandle, ManagerStats};
 pub use node::Role;
 
-/// Largest `SubmitRun` request accepted (a 10,000-subtask spec fits comfortably); larger ones get
-/// RESOURCE_EXHAUSTED with the limit in the message.
+/// Largest request the client API decodes (a 10,000-subtask spec fits comfortably); larger
+/// ones are refused while decoding, with RESOURCE_EXHAUSTED naming the limit.
 pub const MAX_SUBMIT_BYTES: usize = 16 * 1024 * 1024;
-/// Largest message decoded at all (worker reports may carry outputs of up to 32 MiB).
-pub const MAX_DECODE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest message a worker stream decodes: one report with an output of up to
+/// `swarm_worker::MAX_OUTPUT_BYTES` (32 MiB) plus 1 MiB; workers batch up to 1 MiB.
+pub const MAX_WORKER_MESSAGE_BYTES: usize = 33 * 1024 * 1024;
 
 /// Coordinator settings.
 #[derive(Clone, Debug)]
@@ -179,11 +181,12 @@ impl Coordinator {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(telemetry::GrpcSpanLayer)
+            .layer(oversize::OversizeLayer { limit: MAX_SUBMIT_BYTES })
             .add_service(health_service)
             .add_optional_service(reflection_v1.ok())
             .add_optional_service(reflection_v1alpha.ok())
-            .add_service(SwarmServiceServer::new(self.api).max_decoding_message_size(MAX_DECODE_BYTES))
-            .add_service(WorkerServiceServer::new(self.worker_api).max_decoding_message_size(MAX_DECODE_BYTES));
+            .add_service(SwarmServiceServer::new(self.api).max_decoding_message_size(MAX_SUBMIT_BYTES))
+            .add_service(WorkerServiceServer::new(self.worker_api).max_decoding_message_size(MAX_WORKER_MESSAGE_BYTES));
         // Accepted sockets need TCP_NODELAY set here: the builder's setting only applies to
         // listeners it binds itself, and without it small responses wait for delayed ACKs.
         let incoming = tonic::transport::server::TcpIncoming::from(listener)

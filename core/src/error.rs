@@ -44,8 +44,42 @@ impl FailureKind {
     }
 }
 
+/// The longest failure message kept: a longer one (an MCP error that embeds a whole output, a
+/// stack trace) is cut at a character boundary and marked, so errors never make records or
+/// messages large.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// `message` cut to [`MAX_ERROR_MESSAGE_BYTES`] (at a character boundary), saying how much was
+/// cut.
+pub fn bounded_message(mut message: String) -> String {
+    if message.len() > MAX_ERROR_MESSAGE_BYTES {
+        let total = message.len();
+        let mut cut = MAX_ERROR_MESSAGE_BYTES;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str(&format!("… ({} of {total} bytes cut)", total - cut));
+    }
+    message
+}
+
 impl Retryable for FailureKind {
     fn is_retryable(&self) -> bool {
         matches!(self, Self::Transient | Self::Timeout | Self::WorkerLost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_char_boundary_and_say_so() {
+        assert_eq!(bounded_message("short".into()), "short");
+        let long = "é".repeat(MAX_ERROR_MESSAGE_BYTES); // 2 bytes each
+        let cut = bounded_message(long);
+        assert!(cut.len() < MAX_ERROR_MESSAGE_BYTES + 64, "{}", cut.len());
+        assert!(cut.ends_with(&format!("({} of {} bytes cut)", MAX_ERROR_MESSAGE_BYTES, 2 * MAX_ERROR_MESSAGE_BYTES)));
     }
 }

@@ -5,13 +5,31 @@ use crate::ApiError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+/// The most bytes of field violations a status carries (about 5.5 KiB once base64-encoded).
+const DETAILS_BUDGET: usize = 4096;
+
 /// Maps a domain error to a precise gRPC status.
 pub fn to_status(err: &ApiError) -> Status {
     match err {
         ApiError::InvalidSpec(violations) => {
+            // Statuses travel in HTTP/2 headers, which clients cap (grpcio at 8 KiB by
+            // default): violations are listed up to a byte budget and the rest counted.
+            let (listed, mut more) = violations.more();
             let mut details = ErrorDetails::new();
-            for v in &violations.0 {
+            let mut bytes = 0;
+            let mut shown = 0;
+            for v in listed {
+                bytes += v.field.len() + v.description.len() + 8;
+                if bytes > DETAILS_BUDGET {
+                    more += listed.len() - shown;
+                    break;
+                }
                 details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                shown += 1;
+            }
+            if more > 0 {
+                let last = swarm_core::SpecViolations::more_entry(more, shown);
+                details.add_bad_request_violation(last.field, last.description);
             }
             Status::with_error_details(Code::InvalidArgument, err.to_string(), details)
         }

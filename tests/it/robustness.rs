@@ -118,3 +118,74 @@ async fn a_run_manager_panic_makes_the_coordinator_stop_serving_and_exit_non_zer
     assert!(log.contains("run manager panicked") && log.contains("fault injection: manager panic"), "{log}");
     assert!(log.contains("cannot go on; resigning leadership"), "{log}");
 }
+
+/// The coordinator's resident set now and at its peak, in bytes (Linux).
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("field")
+            * 1024
+    };
+    (kb("VmRSS:"), kb("VmHWM:"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_16_mib_spec_of_a_million_unknown_dependencies_is_refused_quickly_in_bounded_memory() {
+    let dir = TempDir::new("decoding").expect("dir");
+    let (up, url) = up(&dir.0, "up", &[], None).await;
+    let pid = up.pid().expect("pid");
+    let mut c = swarm_cli::client::connect(&url).await.expect("client");
+    // Warm up (first submit allocates pools and caches), then measure.
+    let warm = submit(&mut c, &chain_with("b")).await.expect("submit");
+    wait_done(&mut c, &warm, Duration::from_secs(30)).await.expect("done");
+    let (before, _) = rss(pid);
+
+    let deps: Vec<String> = (0..1_000_000).map(|i| format!("m{i:013}")).collect();
+    let mut wire =
+        pb::RunSpec::from(&RunSpec::new("huge", vec![SubtaskSpec::tool("a", "echo", serde_json::json!({}))]));
+    wire.subtasks[0].depends_on = deps;
+    let request = pb::SubmitRunRequest { spec: Some(wire), idempotency_key: String::new() };
+    let size = prost::Message::encoded_len(&request);
+    assert!(size > 15 << 20 && size <= 16 << 20, "{size} bytes");
+    let started = Instant::now();
+    let err = c.submit_run(request).await.expect_err("refused");
+    let took = started.elapsed();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let violations = swarm_proto::status::field_violations(&err);
+    assert!((10..=101).contains(&violations.len()), "at most 100 listed, and one counting the rest");
+    assert_eq!(violations[0], ("subtasks[0].depends_on[0]".to_owned(), "unknown subtask `m0000000000000`".to_owned()));
+    let listed = violations.len() - 1;
+    let (field, last) = &violations[listed];
+    assert_eq!(field, "spec");
+    assert!(last.starts_with(&format!("{} more problems not listed", 1_000_000 - listed)), "{last}");
+    assert!(err.message().ends_with(&format!("and {} more", 1_000_000 - 3)), "{}", err.message());
+    let (_, peak) = rss(pid);
+    let grew = peak.saturating_sub(before);
+    eprintln!("16 MiB spec refused in {took:?}; peak RSS grew by {} MiB", grew >> 20);
+    assert!(grew < 200 << 20, "peak RSS grew by {} MiB", grew >> 20);
+    // Timing is measured in docs/benchmarks.md (release build); here only a generous ceiling
+    // for a debug build on a loaded 2-core machine catches a quadratic validation.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    // Over the limit: refused while decoding, RESOURCE_EXHAUSTED naming the limit.
+    let mut wire =
+        pb::RunSpec::from(&RunSpec::new("huge", vec![SubtaskSpec::tool("a", "echo", serde_json::json!({}))]));
+    wire.subtasks[0].depends_on = (0..1_200_000).map(|i| format!("m{i:013}")).collect();
+    let err = c
+        .submit_run(pb::SubmitRunRequest { spec: Some(wire), idempotency_key: String::new() })
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("limit of 16777216 bytes"), "{}", err.message());
+
+    // Nothing stored, and the coordinator serves on.
+    let runs = c.list_runs(pb::ListRunsRequest::default()).await.expect("list").into_inner().runs;
+    assert_eq!(runs.len(), 1, "only the warm-up run");
+    let next = submit(&mut c, &chain_with("b")).await.expect("submit");
+    let run = wait_done(&mut c, &next, Duration::from_secs(30)).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32);
+}

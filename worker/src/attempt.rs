@@ -137,7 +137,10 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                 Err(e) => {
                     attempt_span.record("otel.status_code", "error");
                     attempt_span.record("error.type", e.kind.as_str());
-                    pb::attempt_report::Outcome::Error(pb::AttemptError { kind: pb::FailureKind::from(e.kind).into(), message: e.message })
+                    pb::attempt_report::Outcome::Error(pb::AttemptError {
+                        kind: pb::FailureKind::from(e.kind).into(),
+                        message: swarm_core::error::bounded_message(e.message),
+                    })
                 }
             };
             finish(&held, &reports, &abort, a, started_us, outcome).await;
@@ -191,7 +194,7 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
             Ok(text) => pb::attempt_report::Outcome::OutputJson(text),
             Err(e) => pb::attempt_report::Outcome::Error(pb::AttemptError {
                 kind: pb::FailureKind::from(e.kind).into(),
-                message: e.message,
+                message: swarm_core::error::bounded_message(e.message),
             }),
         };
         finish(&held, &reports, &abort, a, started_us, outcome).await;

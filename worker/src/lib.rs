@@ -39,6 +39,10 @@ pub use tools::{Tool, ToolContext, ToolError, ToolInfo, ToolRegistry};
 
 /// Reports sent in one message at most.
 const REPORT_BATCH: usize = 1024;
+/// A batch of reports or steps grows up to about this many bytes; one larger report (an
+/// output of up to [`MAX_OUTPUT_BYTES`]) goes alone. The coordinator decodes messages of up
+/// to `MAX_OUTPUT_BYTES` + 1 MiB, so a batch never exceeds what it accepts.
+const BATCH_BYTES: usize = 1 << 20;
 /// Largest tool output reported; larger ones fail the attempt (permanently).
 pub const MAX_OUTPUT_BYTES: usize = 32 * 1024 * 1024;
 
@@ -355,16 +359,10 @@ async fn session(
     // Unacknowledged agent turns first, then reports: an attempt's turns precede its outcome.
     let steps: Vec<pb::AgentStepReport> =
         ctx.held.unacked_steps.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-    for chunk in steps.chunks(REPORT_BATCH) {
-        let msg = pb::worker_message::Msg::Steps(pb::AgentSteps { steps: chunk.to_vec() });
-        if out_tx.send(pb::WorkerMessage { msg: Some(msg) }).await.is_err() {
-            return Ok(());
-        }
-    }
     let resend: Vec<pb::AttemptReport> =
         ctx.held.unacked.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-    for chunk in resend.chunks(REPORT_BATCH) {
-        let msg = pb::worker_message::Msg::Reports(pb::AttemptReports { reports: chunk.to_vec() });
+    let queued = steps.into_iter().map(Up::Step).chain(resend.into_iter().map(Up::Report)).collect();
+    for msg in batch_in_order(queued) {
         if out_tx.send(pb::WorkerMessage { msg: Some(msg) }).await.is_err() {
             return Ok(());
         }
@@ -457,15 +455,36 @@ async fn session(
     }
 }
 
-/// Consecutive reports go in one message, consecutive steps in another.
+/// Consecutive reports go in one message, consecutive steps in another, each message up to
+/// [`REPORT_BATCH`] entries and about [`BATCH_BYTES`].
 fn batch_in_order(queued: Vec<Up>) -> Vec<pb::worker_message::Msg> {
+    use prost::Message;
     let mut out = Vec::new();
+    // The encoded size of the last message so far.
+    let mut size = 0usize;
     for up in queued {
+        let len = match &up {
+            Up::Report(r) => r.encoded_len(),
+            Up::Step(s) => s.encoded_len(),
+        };
+        let room = size + len <= BATCH_BYTES;
         match (up, out.last_mut()) {
-            (Up::Report(r), Some(pb::worker_message::Msg::Reports(b))) => b.reports.push(r),
-            (Up::Step(s), Some(pb::worker_message::Msg::Steps(b))) => b.steps.push(s),
-            (Up::Report(r), _) => out.push(pb::worker_message::Msg::Reports(pb::AttemptReports { reports: vec![r] })),
-            (Up::Step(s), _) => out.push(pb::worker_message::Msg::Steps(pb::AgentSteps { steps: vec![s] })),
+            (Up::Report(r), Some(pb::worker_message::Msg::Reports(b))) if room && b.reports.len() < REPORT_BATCH => {
+                b.reports.push(r);
+                size += len;
+            }
+            (Up::Step(s), Some(pb::worker_message::Msg::Steps(b))) if room && b.steps.len() < REPORT_BATCH => {
+                b.steps.push(s);
+                size += len;
+            }
+            (Up::Report(r), _) => {
+                out.push(pb::worker_message::Msg::Reports(pb::AttemptReports { reports: vec![r] }));
+                size = len;
+            }
+            (Up::Step(s), _) => {
+                out.push(pb::worker_message::Msg::Steps(pb::AgentSteps { steps: vec![s] }));
+                size = len;
+            }
         }
     }
     out
@@ -496,6 +515,26 @@ mod tests {
             .collect();
         // A step must not overtake the report before it (nor a report the step before it).
         assert_eq!(shape, [('r', vec![1, 2]), ('s', vec![3, 3]), ('r', vec![4])]);
+    }
+
+    #[test]
+    fn batches_stay_under_the_byte_budget_and_a_large_report_goes_alone() {
+        let big = |fence: u64, bytes: usize| {
+            Up::Report(pb::AttemptReport {
+                fence,
+                outcome: Some(pb::attempt_report::Outcome::OutputJson("x".repeat(bytes))),
+                ..Default::default()
+            })
+        };
+        let queued = vec![big(1, 600_000), big(2, 600_000), big(3, 5_000_000), big(4, 10), big(5, 10)];
+        let sizes: Vec<Vec<u64>> = batch_in_order(queued)
+            .iter()
+            .map(|b| match b {
+                pb::worker_message::Msg::Reports(r) => r.reports.iter().map(|x| x.fence).collect(),
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(sizes, [vec![1], vec![2], vec![3], vec![4, 5]]);
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl Manager {
                 subtask: f.subtask,
                 fence,
                 kind: convert::failure_kind(e.kind),
-                message: e.message,
+                message: swarm_core::error::bounded_message(e.message),
                 started_us,
                 finished_us,
             },

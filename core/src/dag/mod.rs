@@ -312,10 +312,7 @@ impl Dag {
             }
         };
         if more > 0 {
-            v.push(SpecViolation {
-                field: "spec".into(),
-                description: format!("{more} more problems not listed (the first {MAX_VIOLATIONS} are)"),
-            });
+            v.push(SpecViolations::more_entry(more, MAX_VIOLATIONS));
         }
         if !v.is_empty() {
             return Err(SpecViolations(v));
