@@ -70,6 +70,8 @@ pub struct UpArgs {
     /// saying so (0: it waits for such a worker forever).
     #[arg(long, env = "SWARM_NO_WORKER_TIMEOUT", default_value = "60s", value_parser = parse_ttl)]
     pub no_worker_timeout: Duration,
+    #[command(flatten)]
+    pub caps: CapsArgs,
 }
 
 #[derive(clap::Args)]
@@ -116,6 +118,8 @@ pub struct CoordinatorArgs {
     /// saying so (0: it waits for such a worker forever).
     #[arg(long, env = "SWARM_NO_WORKER_TIMEOUT", default_value = "60s", value_parser = parse_ttl)]
     pub no_worker_timeout: Duration,
+    #[command(flatten)]
+    pub caps: CapsArgs,
 }
 
 #[derive(clap::Args)]
@@ -154,6 +158,30 @@ pub struct WorkerArgs {
     pub drain_timeout: Duration,
 }
 
+/// Admission caps (docs/configuration.md): beyond them SubmitRun answers RESOURCE_EXHAUSTED.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct CapsArgs {
+    /// Runs not yet ended, at most.
+    #[arg(long, env = "SWARM_MAX_ACTIVE_RUNS", default_value_t = 1_000)]
+    pub max_active_runs: u32,
+    /// Subtasks of active runs not yet ended, cluster-wide, at most.
+    #[arg(long, env = "SWARM_MAX_QUEUED_SUBTASKS", default_value_t = 250_000)]
+    pub max_queued_subtasks: u64,
+    /// Events kept in one run's log (later progress events are counted, not kept).
+    #[arg(long, env = "SWARM_MAX_RUN_EVENTS", default_value_t = 100_000)]
+    pub max_run_events: usize,
+}
+
+impl From<CapsArgs> for swarm_coordinator::manager::AdmissionCaps {
+    fn from(c: CapsArgs) -> Self {
+        Self {
+            max_active_runs: c.max_active_runs,
+            max_queued_subtasks: c.max_queued_subtasks,
+            max_run_events: c.max_run_events,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct SubmitArgs {
     pub file: PathBuf,
@@ -168,6 +196,11 @@ pub struct SubmitArgs {
     /// Submitting again with the same key returns the same run.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// When the cluster is at an admission cap (RESOURCE_EXHAUSTED with a retry delay), wait
+    /// the delay it asks for and submit again, for up to 10 minutes (or `--retry-busy=DURATION`).
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, require_equals = true, default_missing_value = "10m",
+          value_parser = parse_ttl)]
+    pub retry_busy: Option<Duration>,
 }
 
 #[derive(clap::Args)]

@@ -34,11 +34,15 @@ pub struct EventLog {
     total: u32,
     entries: Mutex<Vec<LogEntry>>,
     last_seq: watch::Sender<u64>,
+    /// The most entries kept; later progress events are counted in `dropped`.
+    max_entries: usize,
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 impl EventLog {
-    /// A log whose first event says the run started.
-    pub fn new(run_id: RunId, dag: &Dag, time_us: u64) -> Arc<Self> {
+    /// A log whose first event says the run started, keeping at most `max_entries` events
+    /// (and the final one, always).
+    pub fn new(run_id: RunId, dag: &Dag, time_us: u64, max_entries: usize) -> Arc<Self> {
         let log = Arc::new(Self {
             run_id,
             name: dag.name().to_owned(),
@@ -46,6 +50,8 @@ impl EventLog {
             total: dag.len() as u32,
             entries: Mutex::new(Vec::new()),
             last_seq: watch::Sender::new(0),
+            max_entries: max_entries.max(2),
+            dropped: Default::default(),
         });
         log.sync_ids(dag);
         log.append(LogEntry { time_us, update: None, summary: None, live: None });
@@ -65,14 +71,40 @@ impl EventLog {
         self.ids.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Appends an event and wakes the watchers.
+    /// Appends an event and wakes the watchers. A full log keeps only the final event; the
+    /// first event it cannot keep is replaced by a warning saying so.
     pub fn append(&self, entry: LogEntry) {
         let seq = {
             let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            entries.push(entry);
+            let last = matches!(entry.update, Some(Update::Finished { .. }));
+            if entries.len() >= self.max_entries && !last {
+                let dropped = self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if dropped > 0 {
+                    return;
+                }
+                let message = format!(
+                    "the run's event log is full ({} events, --max-run-events): later progress events are not \
+                     kept (the run goes on; GetRun shows its state)",
+                    self.max_entries
+                );
+                let subtask = swarm_core::SubtaskIx(u32::MAX);
+                entries.push(LogEntry {
+                    time_us: entry.time_us,
+                    update: Some(Update::Warning { subtask, message }),
+                    summary: None,
+                    live: None,
+                });
+            } else {
+                entries.push(entry);
+            }
             entries.len() as u64
         };
         self.last_seq.send_replace(seq);
+    }
+
+    /// Progress events not kept because the log was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The seq of the latest event.
@@ -166,5 +198,37 @@ impl EventLog {
             }),
         };
         pb::RunEvent { run_id: self.run_id.to_string(), seq, time: Some(timestamp(e.time_us)), event: Some(event) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarm_core::{RunSpec, SubtaskIx, SubtaskSpec};
+
+    #[test]
+    fn a_full_log_keeps_one_warning_and_the_final_event() {
+        let spec = RunSpec::new("t", vec![SubtaskSpec::tool("a", "echo", serde_json::json!({}))]);
+        let dag = Dag::build(&spec, &swarm_core::Limits::default()).expect("valid");
+        let log = EventLog::new(RunId::from("r"), &dag, 0, 3);
+        let step = |t| LogEntry {
+            time_us: t,
+            update: Some(Update::Step { subtask: SubtaskIx(0), steps: 1, tool_calls: 1 }),
+            summary: None,
+            live: None,
+        };
+        for t in 1..=10 {
+            log.append(step(t));
+        }
+        let finished = Update::Finished { state: swarm_core::RunState::Succeeded };
+        log.append(LogEntry { time_us: 11, update: Some(finished), summary: None, live: None });
+        assert_eq!(log.dropped(), 8, "two steps fit after the start");
+        let (events, done) = log.read(0, 100);
+        assert!(done);
+        assert_eq!(events.len(), 5, "start, two steps, the warning, the end");
+        let Some(pb::run_event::Event::Warning(w)) = &events[3].event else { panic!("{:?}", events[3]) };
+        assert!(w.message.contains("event log is full (3 events"), "{}", w.message);
+        assert!(w.subtask_id.is_empty(), "a run-level warning");
+        assert!(matches!(events[4].event, Some(pb::run_event::Event::RunFinished(_))));
     }
 }

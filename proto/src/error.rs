@@ -39,6 +39,15 @@ pub enum ApiError {
     /// A quota or size limit was hit.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The cluster is at an admission cap (active runs, queued subtasks): nothing was
+    /// stored; the same request may be accepted after `retry_after`.
+    #[error("{message}")]
+    Busy {
+        /// Which cap, and its value.
+        message: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
     /// A bug or an unexpected failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -53,6 +62,6 @@ impl ApiError {
 
 impl swarm_core::Retryable for ApiError {
     fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::NotLeader { .. })
+        matches!(self, Self::Unavailable { .. } | Self::NotLeader { .. } | Self::Busy { .. })
     }
 }

@@ -51,8 +51,18 @@ pub fn to_status(err: &ApiError) -> Status {
             Status::with_error_details(Code::Unavailable, err.to_string(), details)
         }
         ApiError::ResourceExhausted(_) => Status::resource_exhausted(err.to_string()),
+        ApiError::Busy { retry_after, .. } => Status::with_error_details(
+            Code::ResourceExhausted,
+            err.to_string(),
+            ErrorDetails::with_retry_info(Some(*retry_after)),
+        ),
         ApiError::Internal(_) => Status::internal(err.to_string()),
     }
+}
+
+/// The delay a status's `RetryInfo` asks for, if it carries one.
+pub fn retry_after(status: &Status) -> Option<std::time::Duration> {
+    status.get_error_details().retry_info().and_then(|r| r.retry_delay)
 }
 
 /// The leader's address carried by a `NOT_LEADER` status from a standby.

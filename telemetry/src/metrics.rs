@@ -137,6 +137,8 @@ pub struct Metrics {
     names: Vec<String>,
     /// `swarm.runs.started` — runs accepted.
     pub runs_started: CounterMetric,
+    /// `swarm.runs.refused` — submits refused at an admission cap.
+    pub runs_refused: CounterMetric,
     /// `swarm.runs.finished` by `state`.
     pub runs_finished: CounterMetric,
     /// `swarm.runs.active` — runs not yet finished, on this coordinator.
@@ -192,6 +194,7 @@ impl Metrics {
             CounterMetric { prom, otel: meter.u64_counter(name).with_description(help).with_unit(unit).build() }
         };
         let runs_started = counter("swarm.runs.started", "Runs accepted", "{run}");
+        let runs_refused = counter("swarm.runs.refused", "Submits refused at an admission cap", "{run}");
         let runs_finished = counter("swarm.runs.finished", "Runs finished, by state", "{run}");
         let attempts = counter("swarm.attempts", "Attempts started, by kind", "{attempt}");
         let retries = counter("swarm.retries", "Retries scheduled, by error type", "{attempt}");
@@ -238,6 +241,7 @@ impl Metrics {
             registry,
             names,
             runs_started,
+            runs_refused,
             runs_finished,
             runs_active,
             queue_depth,

@@ -11,6 +11,7 @@ use swarm_proto::pb;
 use swarm_tests::etcd::{EtcdCluster, TempDir, free_port};
 use swarm_tests::harness::{submit, wait_done};
 use swarm_tests::process::SwarmProcess;
+use tokio::io::AsyncBufReadExt;
 use tokio::time::Instant;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -188,4 +189,63 @@ async fn a_16_mib_spec_of_a_million_unknown_dependencies_is_refused_quickly_in_b
     let next = submit(&mut c, &chain_with("b")).await.expect("submit");
     let run = wait_done(&mut c, &next, Duration::from_secs(30)).await.expect("done");
     assert_eq!(run.state, pb::RunState::Succeeded as i32);
+}
+
+fn sleeps(name: &str, n: usize, ms: u64) -> RunSpec {
+    let subtasks = (0..n).map(|i| SubtaskSpec::tool(format!("s{i}"), "sleep", serde_json::json!({"ms": ms}))).collect();
+    RunSpec::new(name, subtasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_an_admission_cap_submit_is_refused_with_retry_info_and_nothing_is_stored() {
+    let dir = TempDir::new("admission").expect("dir");
+    let caps = ["--max-active-runs", "2", "--max-queued-subtasks", "10"].map(String::from);
+    let (up, url) = up(&dir.0, "up", &caps, None).await;
+    let mut c = swarm_cli::client::connect(&url).await.expect("client");
+    // Three and two subtasks that sleep a minute: active until cancelled.
+    let a = submit(&mut c, &sleeps("a", 3, 60_000)).await.expect("a admitted");
+    let refused = |err: &tonic::Status| {
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+        assert_eq!(swarm_proto::status::retry_after(err), Some(Duration::from_secs(1)), "{err:?}");
+        err.message().to_owned()
+    };
+    let wire = |spec: &RunSpec| pb::SubmitRunRequest { spec: Some(spec.into()), idempotency_key: String::new() };
+    let err = c.submit_run(wire(&sleeps("b", 8, 10))).await.expect_err("3 + 8 queued is over 10");
+    let message = refused(&err);
+    assert!(message.contains("cap of 10 queued subtasks (--max-queued-subtasks)"), "{message}");
+    let c_run = submit(&mut c, &sleeps("c", 2, 60_000)).await.expect("c admitted: 5 queued, 2 active");
+    let err = c.submit_run(wire(&sleeps("d", 1, 10))).await.expect_err("a third active run");
+    let message = refused(&err);
+    assert!(message.contains("cap of 2 active runs (--max-active-runs)"), "{message}");
+    let runs = c.list_runs(pb::ListRunsRequest::default()).await.expect("list").into_inner().runs;
+    let mut names: Vec<String> = runs.into_iter().map(|r| r.name).collect();
+    names.sort();
+    assert_eq!(names, ["a", "c"], "refused runs are not stored");
+
+    // `swarm submit --retry-busy` waits for room: it gets in once a run ends.
+    let spec = dir.0.join("d.json");
+    std::fs::write(&spec, serde_json::to_string(&sleeps("d", 1, 10)).expect("json")).expect("write");
+    let mut submit_d = tokio::process::Command::new(swarm_tests::process::swarm_bin().expect("swarm"))
+        .args(["submit", &spec.display().to_string(), "--retry-busy=60s", "--wait", "--json", "--addr", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("swarm submit");
+    // Its first attempt is refused while the cluster is full; it says so and waits.
+    let mut stderr = tokio::io::BufReader::new(submit_d.stderr.take().expect("stderr")).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), stderr.next_line()).await.expect("in time");
+    let first = first.expect("read").expect("a line");
+    assert!(first.contains("active runs") && first.contains("retrying in"), "{first}");
+    c.cancel_run(pb::CancelRunRequest { run_id: a, reason: "room".into() }).await.expect("cancel");
+    while let Ok(Some(_)) = stderr.next_line().await {}
+    let out = tokio::time::timeout(Duration::from_secs(30), submit_d.wait_with_output())
+        .await
+        .expect("in time")
+        .expect("ran");
+    assert_eq!(out.status.code(), Some(0));
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(run["state"], "SUCCEEDED", "{run}");
+    c.cancel_run(pb::CancelRunRequest { run_id: c_run, reason: "done".into() }).await.expect("cancel");
+    drop(up);
 }

@@ -11,12 +11,31 @@ use crate::args::{CancelArgs, GetArgs, RunsArgs, SubmitArgs, WatchArgs};
 
 /// `swarm submit FILE [--wait] [--json]`.
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let SubmitArgs { file, addr, wait, json, idempotency_key } = args;
+    let SubmitArgs { file, addr, wait, json, idempotency_key, retry_busy } = args;
     let spec = specs::load(&file)?;
     let mut c = client::connect(&addr).await?;
     let total = spec.subtasks.len() as u64;
     let req = pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: idempotency_key.unwrap_or_default() };
-    let resp = c.submit_run(client::request(req)).await.map_err(|s| client::status_error(&s))?.into_inner();
+    let deadline = retry_busy.map(|d| tokio::time::Instant::now() + d);
+    let resp = loop {
+        match c.submit_run(client::request(req.clone())).await {
+            Ok(r) => break r.into_inner(),
+            Err(s) => {
+                // Busy (an admission cap, nothing stored): wait what the server asks, jittered.
+                let delay = (s.code() == tonic::Code::ResourceExhausted)
+                    .then(|| swarm_proto::status::retry_after(&s))
+                    .flatten()
+                    .map(|d| d.mul_f64(1.0 + fastrand::f64() * 0.5));
+                match (delay, deadline) {
+                    (Some(d), Some(end)) if tokio::time::Instant::now() + d < end => {
+                        eprintln!("swarm: {}; retrying in {} ms", s.message(), d.as_millis());
+                        tokio::time::sleep(d).await;
+                    }
+                    _ => return Err(client::status_error(&s)),
+                }
+            }
+        }
+    };
     if !wait {
         if json {
             let run = client::get(&mut c, &resp.run_id, false).await.map_err(|s| client::status_error(&s))?;

@@ -15,13 +15,14 @@ use crate::args::{CoordinatorArgs, UpArgs, WorkerArgs};
 
 /// `swarm up`: a coordinator and in-process workers until Ctrl-C or SIGTERM.
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let UpArgs { listen, workers, slots, store, payloads, http_listen, no_worker_timeout } = args;
+    let UpArgs { listen, workers, slots, store, payloads, http_listen, no_worker_timeout, caps } = args;
     let backend =
         if store.etcd.is_empty() { "memory store".to_owned() } else { format!("etcd {}", store.etcd.join(",")) };
     let mut options = EmbeddedOptions { listen, workers, slots, http_listen, ..EmbeddedOptions::default() };
     options.coordinator.prefix = store.prefix.clone();
     options.coordinator.lease_ttl = store.lease_ttl;
     options.coordinator.manager.no_worker_timeout = no_worker_timeout;
+    options.coordinator.manager.caps = caps.into();
     options.coordinator.payloads = store.payloads(payloads.as_deref())?;
     let token = CancellationToken::new();
     cancel_on_signal(token.clone());
@@ -66,6 +67,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         http_listen,
         health_listen,
         no_worker_timeout,
+        caps,
     } = args;
     let token = CancellationToken::new();
     cancel_on_signal(token.clone());
@@ -81,6 +83,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     let mut config = config;
     config.manager.rate_limits = rate_limits.into_iter().collect();
     config.manager.no_worker_timeout = no_worker_timeout;
+    config.manager.caps = caps.into();
     let coordinator = Coordinator::start(config, store.open().await?, token);
     if let Some(addr) = http_listen {
         let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--http-listen {addr}"))?;

@@ -82,6 +82,8 @@ pub struct ManagerConfig {
     /// How long a ready subtask waits for a worker that offers its tool or model when no
     /// connected worker does; then it fails `permanent` saying so (0: wait forever).
     pub no_worker_timeout: Duration,
+    /// Admission caps: beyond them `SubmitRun` is refused, nothing stored.
+    pub caps: AdmissionCaps,
     /// The test-only fault hook (from `SWARM_FAULT_INJECTION`; unset in production).
     pub fault: Option<FaultHook>,
 }
@@ -97,12 +99,38 @@ impl Default for ManagerConfig {
             rate_limits: HashMap::new(),
             no_worker_timeout: DEFAULT_NO_WORKER_TIMEOUT,
             fault: FaultHook::from_env(),
+            caps: AdmissionCaps::default(),
         }
     }
 }
 
+/// What the cluster admits at once (defaults sized for a 2-core coordinator; see
+/// docs/configuration.md). Subtasks per run are capped by spec validation
+/// (`Limits::max_subtasks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmissionCaps {
+    /// Runs not yet ended.
+    pub max_active_runs: u32,
+    /// Subtasks of active runs not yet ended, cluster-wide.
+    pub max_queued_subtasks: u64,
+    /// Events kept in one run's log; beyond it progress events are counted, not kept (the run
+    /// goes on and its final event is always kept).
+    pub max_run_events: usize,
+}
+
+impl Default for AdmissionCaps {
+    fn default() -> Self {
+        Self { max_active_runs: 1_000, max_queued_subtasks: 250_000, max_run_events: 100_000 }
+    }
+}
+
+/// How long a refused submit is told to wait before trying again.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+
 /// A request to the manager.
 pub enum Command {
+    /// May a run of `subtasks` subtasks be admitted now? (Checked before it is stored.)
+    Admit { subtasks: u32, reply: oneshot::Sender<Result<(), ApiError>> },
     /// Start a run that is already stored.
     Submit { run_id: RunId, dag: Arc<Dag>, header: Box<RunHeader>, span: tracing::Span, reply: oneshot::Sender<()> },
     /// One run's view.
@@ -372,6 +400,9 @@ impl Manager {
                 self.add_run(run_id, dag, *header, None, Some(span));
                 let _ = reply.send(());
             }
+            Command::Admit { subtasks, reply } => {
+                let _ = reply.send(self.admit(subtasks));
+            }
             Command::Get { run_id, include_subtasks, reply } => {
                 let _ = reply.send(self.view_by_id(&run_id, include_subtasks));
             }
@@ -449,6 +480,34 @@ impl Manager {
                 let _ = reply.send(stats);
             }
         }
+    }
+
+    /// Refuses a run that would take the cluster over an admission cap.
+    fn admit(&self, subtasks: u32) -> Result<(), ApiError> {
+        let caps = self.config.caps;
+        let (active, queued) = self
+            .runs
+            .values()
+            .filter(|r| !r.engine.state().is_terminal())
+            .fold((0u32, 0u64), |(a, q), r| (a + 1, q + u64::from(r.engine.counts().open)));
+        let refuse = |message: String| {
+            swarm_telemetry::metrics().runs_refused.add(1, &[]);
+            Err(ApiError::Busy { message, retry_after: BUSY_RETRY })
+        };
+        if active >= caps.max_active_runs {
+            return refuse(format!(
+                "the cluster is at its cap of {} active runs (--max-active-runs); try again later",
+                caps.max_active_runs
+            ));
+        }
+        if queued + u64::from(subtasks) > caps.max_queued_subtasks {
+            return refuse(format!(
+                "{queued} subtasks are queued and this run adds {subtasks}: over the cap of {} queued subtasks \
+                 (--max-queued-subtasks); try again later",
+                caps.max_queued_subtasks
+            ));
+        }
+        Ok(())
     }
 
     fn enqueue(&mut self, key: RunKey) {

@@ -31,7 +31,7 @@ impl Manager {
         let engine = engine.unwrap_or_else(|| {
             RunEngine::new(run_id.clone(), dag.clone(), self.config.retry.clone(), header.submitted_us, seed)
         });
-        let log = EventLog::new(run_id.clone(), &dag, self.supervisor.now_us());
+        let log = EventLog::new(run_id.clone(), &dag, self.supervisor.now_us(), self.config.caps.max_run_events);
         let key = RunKey(self.next_run);
         self.next_run += 1;
         // A run resumed by a new leader continues its trace from the stored context.
