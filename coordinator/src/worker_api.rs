@@ -21,7 +21,8 @@ use crate::node::Role;
 /// How long a new stream may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most slots one worker may declare.
-const MAX_SLOTS: u32 = 100_000;
+/// The most slots a worker may declare.
+pub const MAX_SLOTS: u32 = 100_000;
 
 /// The `WorkerService` implementation.
 #[derive(Clone)]

@@ -142,7 +142,7 @@ impl RunSummary {
         let (critical_steps, _) = dag.longest_path(|i| engine.critical_weight(i));
         let duration = measured;
         let total_steps: u64 = slots.iter().map(|s| u64::from(s.steps)).sum();
-        let total_work_us: u64 = dag.indexes().map(duration).sum();
+        let total_work_us = dag.indexes().map(duration).fold(0u64, u64::saturating_add);
         let counts = engine.counts();
         let end = engine.finished_us().unwrap_or(now_us);
         Self {

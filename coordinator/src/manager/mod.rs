@@ -22,6 +22,8 @@
 
 mod dispatch;
 mod fault;
+#[cfg(test)]
+mod fuzz;
 pub mod outbox;
 pub mod registry;
 mod runs;

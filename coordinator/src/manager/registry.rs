@@ -184,12 +184,14 @@ impl WorkerRegistry {
 
     /// Free slots over every live worker.
     pub fn free_slots(&self) -> u32 {
-        self.workers.iter().filter(|w| w.alive).map(Candidate::free_slots).sum()
+        self.workers.iter().filter(|w| w.alive).map(Candidate::free_slots).fold(0, u32::saturating_add)
     }
 
     /// (live workers, slots in use, slots in all).
     pub fn usage(&self) -> (u32, u32, u32) {
-        self.workers.iter().filter(|w| w.alive).fold((0, 0, 0), |(n, u, t), w| (n + 1, u + w.running, t + w.slots))
+        self.workers.iter().filter(|w| w.alive).fold((0u32, 0u32, 0u32), |(n, u, t), w| {
+            (n.saturating_add(1), u.saturating_add(w.running), t.saturating_add(w.slots))
+        })
     }
 
     /// The ids of the live workers.

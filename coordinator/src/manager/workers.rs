@@ -106,8 +106,11 @@ impl Manager {
             debug!(fence = r.fence, "report for an attempt no longer in flight");
             return;
         };
-        let started_us = r.started_at.as_ref().map_or(0, convert::unix_us);
-        let finished_us = r.finished_at.as_ref().map_or(0, convert::unix_us);
+        let (started_us, finished_us) = plausible_times(
+            r.started_at.as_ref().map_or(0, convert::unix_us),
+            r.finished_at.as_ref().map_or(0, convert::unix_us),
+            self.supervisor.now_us(),
+        );
         let fence = Fence(r.fence);
         let event = match r.outcome {
             Some(pb::attempt_report::Outcome::OutputJson(out)) => {
@@ -192,4 +195,12 @@ impl Manager {
             Err(e) => warn!(fence = step.fence, error = %e, "malformed agent step ignored"),
         }
     }
+}
+
+/// A worker's (started, finished) times, made plausible: not after now (plus a minute of clock
+/// skew), finished not before started. Durations computed from them stay within the run's life.
+pub(super) fn plausible_times(started_us: u64, finished_us: u64, now_us: u64) -> (u64, u64) {
+    let latest = now_us.saturating_add(60_000_000);
+    let finished = finished_us.min(latest);
+    (started_us.min(finished), finished)
 }

@@ -413,26 +413,23 @@ impl Dag {
 
     /// The longest path through the DAG where each subtask weighs `weight(index)`: the total
     /// weight and the subtasks along it, in execution order.
-    pub fn longest_path<W: Copy + Default + PartialOrd + std::ops::Add<Output = W>>(
-        &self,
-        weight: impl Fn(SubtaskIx) -> W,
-    ) -> (W, Vec<SubtaskIx>) {
+    pub fn longest_path(&self, weight: impl Fn(SubtaskIx) -> u64) -> (u64, Vec<SubtaskIx>) {
         let n = self.nodes.len();
-        let mut best: Vec<W> = vec![W::default(); n];
+        let mut best: Vec<u64> = vec![0; n];
         let mut parent: Vec<Option<SubtaskIx>> = vec![None; n];
         for &i in &self.topo {
             let node = &self.nodes[i.index()];
-            let mut base = W::default();
+            let mut base = 0;
             for &d in &node.deps {
                 if parent[i.index()].is_none() || best[d.index()] > base {
                     base = best[d.index()];
                     parent[i.index()] = Some(d);
                 }
             }
-            best[i.index()] = base + weight(i);
+            best[i.index()] = base.saturating_add(weight(i));
         }
         let Some(mut end) = self.indexes().reduce(|a, b| if best[b.index()] > best[a.index()] { b } else { a }) else {
-            return (W::default(), Vec::new());
+            return (0, Vec::new());
         };
         let total = best[end.index()];
         let mut path = vec![end];

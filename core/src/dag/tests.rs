@@ -89,7 +89,7 @@ fn deep_chain_does_not_overflow() {
     assert!(err.0[0].description.starts_with("cycle: n0 → n1 → n2"), "{}", &err.0[0].description[..40]);
     subtasks[0].depends_on.clear();
     let dag = Dag::build(&spec(subtasks), &limits).expect("valid");
-    assert_eq!(dag.longest_path(|_| 1u32).0, n as u32);
+    assert_eq!(dag.longest_path(|_| 1).0, n as u64);
 }
 
 #[test]
