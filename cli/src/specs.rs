@@ -74,7 +74,7 @@ mod tests {
         let spec = swarm(100, 15, None);
         let dag = Dag::build(&spec, &Limits::default()).expect("valid");
         assert_eq!(dag.len(), 1502);
-        assert_eq!(dag.longest_path(|_| 1u32).0, 17);
+        assert_eq!(dag.longest_path(|_| 1).0, 17);
     }
 
     #[test]
