@@ -3,6 +3,8 @@
 
 pub mod convert;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod status;
 
 pub use error::ApiError;
