@@ -319,10 +319,10 @@ proptest! {
         for (k, v) in &fields {
             text.push_str(&format!("    {k}: {v}\n"));
         }
-        if let Ok(spec) = serde_saphyr::from_str::<RunSpec>(&text) {
-            if let Ok(dag) = Dag::build(&spec, &Limits::default()) {
-                run_to_end(dag, &[1, 3, 4]);
-            }
+        if let Ok(spec) = serde_saphyr::from_str::<RunSpec>(&text)
+            && let Ok(dag) = Dag::build(&spec, &Limits::default())
+        {
+            run_to_end(dag, &[1, 3, 4]);
         }
     }
 }
