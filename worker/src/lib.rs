@@ -14,6 +14,8 @@
 
 pub mod agent;
 mod attempt;
+#[cfg(test)]
+mod fuzz;
 pub mod model;
 pub mod telemetry;
 pub mod tools;

@@ -161,16 +161,36 @@ impl OpenAiModel {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<f64>().ok())
-                .map(|s| Duration::from_secs_f64(s.clamp(0.0, 60.0)));
+                // NaN and infinities are no delay at all (`from_secs_f64` would panic on them).
+                .and_then(|s| Duration::try_from_secs_f64(s.clamp(0.0, 60.0)).ok());
             return Err((ModelError::transient(format!("HTTP {status}")), retry_after));
         }
-        let text = resp.text().await.map_err(|e| (ModelError::transient(format!("reading the answer: {e}")), None))?;
+        let text = read_bounded(resp, MAX_ANSWER_BYTES).await.map_err(|e| (e, None))?;
         if !status.is_success() {
             let snippet: String = text.chars().take(300).collect();
             return Err((ModelError::permanent(format!("HTTP {status}: {snippet}")), None));
         }
         if self.stream { parse_stream(&text) } else { parse_completion(&text) }.map_err(|e| (e, None))
     }
+}
+
+/// The largest answer read from a model server; a larger one fails the call (permanent).
+pub const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+/// The most tool calls one answer may carry.
+pub const MAX_TOOL_CALLS_PER_TURN: usize = 256;
+
+/// The response body as text, refusing more than `limit` bytes.
+async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<String, ModelError> {
+    let mut body = Vec::new();
+    while let Some(chunk) =
+        resp.chunk().await.map_err(|e| ModelError::transient(format!("reading the answer: {}", e.without_url())))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(ModelError::permanent(format!("the answer exceeds {limit} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| ModelError::transient("the answer is not UTF-8"))
 }
 
 /// Parses a streamed chat completion (server-sent `chat.completion.chunk` events up to
@@ -204,7 +224,12 @@ pub fn parse_stream(text: &str) -> Result<ChatResponse, ModelError> {
         content.push_str(delta["content"].as_str().unwrap_or(""));
         reasoning.push_str(delta["reasoning_content"].as_str().unwrap_or(""));
         for part in delta["tool_calls"].as_array().into_iter().flatten() {
-            let index = part["index"].as_u64().unwrap_or(calls.len() as u64) as usize;
+            let index = part["index"].as_u64().unwrap_or(calls.len() as u64);
+            // A hostile or broken server's index must not make the worker allocate without end.
+            let index = usize::try_from(index)
+                .ok()
+                .filter(|&i| i < MAX_TOOL_CALLS_PER_TURN)
+                .ok_or_else(|| ModelError::transient(format!("tool call index {index} out of range")))?;
             while calls.len() <= index {
                 calls.push(ToolCallRequest { id: String::new(), name: String::new(), arguments: String::new() });
             }
@@ -276,6 +301,9 @@ pub fn parse_completion(text: &str) -> Result<ChatResponse, ModelError> {
     let c: Completion =
         serde_json::from_str(text).map_err(|e| ModelError::transient(format!("malformed chat completion: {e}")))?;
     let choice = c.choices.into_iter().next().ok_or_else(|| ModelError::transient("the answer has no choices"))?;
+    if choice.message.tool_calls.as_ref().is_some_and(|t| t.len() > MAX_TOOL_CALLS_PER_TURN) {
+        return Err(ModelError::transient(format!("more than {MAX_TOOL_CALLS_PER_TURN} tool calls in one answer")));
+    }
     let tool_calls = choice
         .message
         .tool_calls

@@ -65,3 +65,14 @@ fn completions_parse_tool_calls_and_reasoning() {
     assert_eq!(r.usage, Usage { input_tokens: 10, output_tokens: 5 });
     assert_eq!(r.finish_reason, "tool_calls");
 }
+
+#[test]
+fn a_stream_with_a_huge_tool_call_index_is_an_error_not_an_endless_allocation() {
+    let text = "data: {\"choices\": [{\"delta\": {\"tool_calls\": [{\"index\": 18446744073709551615, \
+                \"function\": {\"name\": \"t\", \"arguments\": \"{}\"}}]}}]}\n\ndata: [DONE]\n";
+    let err = parse_stream(text).expect_err("refused");
+    assert!(err.message.contains("out of range"), "{err}");
+    let text =
+        "data: {\"choices\": [{\"delta\": {\"tool_calls\": [{\"index\": 3, \"function\": {\"name\": \"t\"}}]}}]}\n";
+    assert_eq!(parse_stream(text).expect("parsed").message.tool_calls.len(), 4);
+}

@@ -158,26 +158,32 @@ impl McpServer {
             }
             Ok(Ok(r)) => r,
         };
-        let value = serde_json::to_value(&result).unwrap_or(Value::Null);
-        let text: Vec<String> = value["content"]
-            .as_array()
-            .map(|items| items.iter().filter_map(|c| c["text"].as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
-        let output = match value.get("structuredContent") {
-            Some(v) if !v.is_null() => v.clone(),
-            _ => {
-                let joined = text.join("\n");
-                serde_json::from_str(&joined).unwrap_or(Value::String(joined))
-            }
-        };
-        if value["isError"].as_bool() == Some(true) {
-            return Err(ToolError {
-                kind: FailureKind::ToolReported,
-                message: format!("the tool reported an error: {output}"),
-            });
-        }
-        Ok(output)
+        tool_result(serde_json::to_value(&result).unwrap_or(Value::Null))
     }
+}
+
+/// A `tools/call` result (as JSON) as a tool outcome: `structuredContent` when present, else
+/// the text items joined (parsed as JSON when they are JSON); `isError` makes it a failure the
+/// tool reported.
+pub fn tool_result(value: Value) -> Result<Value, ToolError> {
+    let text: Vec<String> = value["content"]
+        .as_array()
+        .map(|items| items.iter().filter_map(|c| c["text"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    let output = match value.get("structuredContent") {
+        Some(v) if !v.is_null() => v.clone(),
+        _ => {
+            let joined = text.join("\n");
+            serde_json::from_str(&joined).unwrap_or(Value::String(joined))
+        }
+    };
+    if value["isError"].as_bool() == Some(true) {
+        return Err(ToolError {
+            kind: FailureKind::ToolReported,
+            message: format!("the tool reported an error: {output}"),
+        });
+    }
+    Ok(output)
 }
 
 /// One tool of an MCP server.
