@@ -237,10 +237,21 @@ pub fn failure_kind_name(kind: i32) -> String {
         .unwrap_or_else(|_| format!("unknown({kind})"))
 }
 
-/// Fetches one run.
+/// Fetches one run; with `include_subtasks`, every page of its subtasks.
 pub async fn get(client: &mut Client, run_id: &str, include_subtasks: bool) -> Result<pb::Run, tonic::Status> {
-    let resp = client.get_run(request(pb::GetRunRequest { run_id: run_id.to_owned(), include_subtasks })).await?;
-    resp.into_inner().run.ok_or_else(|| tonic::Status::internal("empty GetRun response"))
+    let mut subtasks = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let req = pb::GetRunRequest { run_id: run_id.to_owned(), include_subtasks, page_size: 0, page_token };
+        let resp = client.get_run(request(req)).await?.into_inner();
+        let mut run = resp.run.ok_or_else(|| tonic::Status::internal("empty GetRun response"))?;
+        subtasks.append(&mut run.subtasks);
+        if resp.next_page_token.is_empty() {
+            run.subtasks = subtasks;
+            return Ok(run);
+        }
+        page_token = resp.next_page_token;
+    }
 }
 
 /// Follows a run's events from `after_seq`, calling `on_event` for each, until the run ends.

@@ -12,7 +12,7 @@ use swarm_proto::status::to_status;
 use swarm_store::repo::{Created, RunHeader};
 use tonic::{Request, Response, Status};
 
-use crate::manager::{Command, now_us};
+use crate::manager::{Command, Page, now_us};
 use crate::node::{LeaderCtx, Role};
 use crate::watch::EventLog;
 
@@ -22,6 +22,11 @@ const MAX_IDEMPOTENCY_KEY: usize = 256;
 const WATCH_BATCH: usize = 256;
 
 /// The `SwarmService` implementation.
+/// Subtasks in one `GetRun` page by default, at most, and the outputs it carries (about).
+const DEFAULT_SUBTASK_PAGE: usize = 1000;
+const MAX_SUBTASK_PAGE: usize = 10_000;
+const PAGE_BYTES: usize = 4 << 20;
+
 /// The longest run id a request may name (ids are 26 characters; this leaves room).
 const MAX_RUN_ID: usize = 128;
 
@@ -107,15 +112,40 @@ impl SwarmApi {
         Ok(pb::SubmitRunResponse { run_id: run_id.to_string(), created: true })
     }
 
-    async fn get(&self, req: pb::GetRunRequest) -> Result<pb::Run, ApiError> {
+    async fn get(&self, req: pb::GetRunRequest) -> Result<pb::GetRunResponse, ApiError> {
         let run_id = run_id(&req.run_id)?;
-        let include_subtasks = req.include_subtasks;
+        let page = if req.include_subtasks {
+            let offset = match req.page_token.as_str() {
+                "" => 0,
+                t => t
+                    .strip_prefix('s')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| ApiError::invalid("page_token", "not a token this API returned"))?,
+            };
+            let size = match req.page_size {
+                0 => DEFAULT_SUBTASK_PAGE,
+                n => (n as usize).min(MAX_SUBTASK_PAGE),
+            };
+            Some(Page { offset, size, max_bytes: PAGE_BYTES })
+        } else {
+            None
+        };
         let id = run_id.clone();
         let ctx = self.leader()?;
-        match ctx.manager.call(|reply| Command::Get { run_id: id, include_subtasks, reply }).await? {
-            Some(run) => Ok(run),
-            None => Err(ApiError::NotFound(format!("run {run_id}"))),
+        let Some(mut found) = ctx.manager.call(|reply| Command::Get { run_id: id, page, reply }).await? else {
+            return Err(ApiError::NotFound(format!("run {run_id}")));
+        };
+        // An ended run's subtasks are read from the store, not kept in memory.
+        if let (Some(page), true) = (page, found.archived) {
+            let (subtasks, next) =
+                crate::recovery::stored_page(&ctx.repo, &found.run, page).await.map_err(store_error)?;
+            found.run.subtasks = subtasks;
+            found.next = next;
         }
+        Ok(pb::GetRunResponse {
+            run: Some(found.run),
+            next_page_token: found.next.map(|n| format!("s{n}")).unwrap_or_default(),
+        })
     }
 
     async fn watch_log(&self, run_id: RunId) -> Result<Arc<EventLog>, ApiError> {
@@ -159,8 +189,7 @@ impl SwarmService for SwarmApi {
     }
 
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::GetRunResponse>, Status> {
-        let run = self.get(req.into_inner()).await.map_err(|e| to_status(&e))?;
-        Ok(Response::new(pb::GetRunResponse { run: Some(run) }))
+        self.get(req.into_inner()).await.map(Response::new).map_err(|e| to_status(&e))
     }
 
     async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {

@@ -50,6 +50,8 @@ pub fn restored(record: SubtaskRecord) -> RestoredSubtask {
             // Records always carry the message with the kind; one without says so.
             message: record.error_message.unwrap_or_else(|| "(no message was recorded)".to_owned()),
         }),
+        ready_us: record.ready_us,
+        first_started_us: record.first_started_us,
     }
 }
 
@@ -65,7 +67,7 @@ pub async fn load(repo: &RunRepo, limits: &Limits) -> Result<Recovered, StoreErr
                 out.ended.push(header);
                 continue;
             }
-            match load_run(repo, &header, limits).await {
+            match load_state(repo, &header, limits, true).await {
                 Ok(Some(run)) => out.active.push(run),
                 Ok(None) => {}
                 // One run's damaged record must not stop the cluster from leading: that run is
@@ -84,8 +86,55 @@ pub async fn load(repo: &RunRepo, limits: &Limits) -> Result<Recovered, StoreErr
     }
 }
 
-/// Reads one active run's spec and records; `None` for a run that cannot be resumed as stored.
-async fn load_run(repo: &RunRepo, header: &RunHeader, limits: &Limits) -> Result<Option<RecoveredRun>, StoreError> {
+/// A page of a run's subtasks as the store has them (an ended run's, which the manager no
+/// longer holds): rebuilt from its spec, spawn records and subtask records.
+pub async fn stored_page(
+    repo: &RunRepo,
+    run: &swarm_proto::pb::Run,
+    page: crate::manager::Page,
+) -> Result<(Vec<swarm_proto::pb::SubtaskStatus>, Option<usize>), StoreError> {
+    let submitted_us = run.submitted_at.as_ref().map_or(0, swarm_proto::convert::unix_us);
+    let header = RunHeader::running(RunId::from(run.run_id.as_str()), run.name.clone(), submitted_us);
+    let Some(stored) = load_state(repo, &header, &Limits::default(), false).await? else {
+        return Ok((Vec::new(), None));
+    };
+    let engine = swarm_core::RunEngine::restore(
+        header.run_id,
+        stored.dag,
+        swarm_core::RetryPolicy::default(),
+        submitted_us,
+        0,
+        stored.records,
+    );
+    let (mut subtasks, mut next) = crate::manager::subtask_page(&engine, page);
+    // Offloaded outputs are served inline, as for live runs; the page stops at its byte budget.
+    if let Some(payloads) = repo.payloads() {
+        let mut bytes = 0usize;
+        for k in 0..subtasks.len() {
+            let s = &mut subtasks[k];
+            if s.output_json.is_empty() && !s.output_ref.is_empty() {
+                let data = payloads.get(&s.output_ref).await?;
+                s.output_json = String::from_utf8_lossy(&data).into_owned();
+            }
+            bytes = bytes.saturating_add(s.output_json.len());
+            if bytes >= page.max_bytes && k + 1 < subtasks.len() {
+                next = Some(page.offset + k + 1);
+                subtasks.truncate(k + 1);
+                break;
+            }
+        }
+    }
+    Ok((subtasks, next))
+}
+
+/// Reads one run's spec and records (and, when `resuming`, its agents' transcripts); `None`
+/// for a run that cannot be rebuilt as stored.
+pub async fn load_state(
+    repo: &RunRepo,
+    header: &RunHeader,
+    limits: &Limits,
+    resuming: bool,
+) -> Result<Option<RecoveredRun>, StoreError> {
     let Some(spec) = repo.spec(&header.run_id).await? else {
         warn!(run_id = %header.run_id, "active run without a spec; skipped");
         return Ok(None);
@@ -110,7 +159,8 @@ async fn load_run(repo: &RunRepo, header: &RunHeader, limits: &Limits) -> Result
     }
     let dag = Arc::new(dag);
     let mut turns: HashMap<SubtaskIx, Vec<Arc<Turn>>> = HashMap::new();
-    for (subtask, _n, turn) in repo.turns(&header.run_id).await? {
+    let stored_turns = if resuming { repo.turns(&header.run_id).await? } else { Vec::new() };
+    for (subtask, _n, turn) in stored_turns {
         if let Some(i) = dag.index_of(subtask.as_str()) {
             turns.entry(i).or_default().push(Arc::new(turn));
         }
@@ -121,7 +171,9 @@ async fn load_run(repo: &RunRepo, header: &RunHeader, limits: &Limits) -> Result
             records.push((i, restored(record)));
         }
     }
-    info!(run_id = %header.run_id, recorded = records.len(), total = dag.len(), "resuming run");
+    if resuming {
+        info!(run_id = %header.run_id, recorded = records.len(), total = dag.len(), "resuming run");
+    }
     Ok(Some(RecoveredRun { header: header.clone(), dag, records, turns, calls }))
 }
 

@@ -37,6 +37,8 @@ pub struct EventLog {
     /// The most entries kept; later progress events are counted in `dropped`.
     max_entries: usize,
     dropped: std::sync::atomic::AtomicU64,
+    /// Entry `k` has seq `base + k + 1` (non-zero only for [`EventLog::ended`]).
+    base: u64,
 }
 
 impl EventLog {
@@ -52,9 +54,36 @@ impl EventLog {
             last_seq: watch::Sender::new(0),
             max_entries: max_entries.max(2),
             dropped: Default::default(),
+            base: 0,
         });
         log.sync_ids(dag);
         log.append(LogEntry { time_us, update: None, summary: None, live: None });
+        log
+    }
+
+    /// The log of a run whose events are no longer kept: its final event only, with the seq it
+    /// had (`header.last_seq`), so watchers resuming after an earlier seq end cleanly.
+    pub fn ended(header: &swarm_store::repo::RunHeader) -> Arc<Self> {
+        let last = header.last_seq.max(1);
+        let log = Arc::new(Self {
+            run_id: header.run_id.clone(),
+            name: header.name.clone(),
+            ids: Mutex::new(Vec::new()),
+            total: header.summary.as_ref().map_or(0, |s| s.total_subtasks),
+            entries: Mutex::new(Vec::new()),
+            last_seq: watch::Sender::new(0),
+            max_entries: 1,
+            dropped: Default::default(),
+            base: last - 1,
+        });
+        let entry = LogEntry {
+            time_us: header.finished_us.unwrap_or(header.submitted_us),
+            update: Some(Update::Finished { state: header.state }),
+            summary: header.summary.clone().map(Arc::new),
+            live: None,
+        };
+        log.entries.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
+        log.last_seq.send_replace(last);
         log
     }
 
@@ -97,7 +126,7 @@ impl EventLog {
             } else {
                 entries.push(entry);
             }
-            entries.len() as u64
+            self.base + entries.len() as u64
         };
         self.last_seq.send_replace(seq);
     }
@@ -120,7 +149,7 @@ impl EventLog {
     /// Up to `max` wire events with seq > `after`, and whether the last of them ends the run.
     pub fn read(&self, after: u64, max: usize) -> (Vec<pb::RunEvent>, bool) {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let start = (after as usize).min(entries.len());
+        let start = usize::try_from(after.saturating_sub(self.base)).unwrap_or(usize::MAX).min(entries.len());
         let end = (start + max).min(entries.len());
         let mut done = false;
         let events = entries[start..end]
@@ -128,7 +157,7 @@ impl EventLog {
             .enumerate()
             .map(|(k, e)| {
                 done |= matches!(e.update, Some(Update::Finished { .. }));
-                self.to_wire((start + k + 1) as u64, e)
+                self.to_wire(self.base + (start + k + 1) as u64, e)
             })
             .collect();
         (events, done)

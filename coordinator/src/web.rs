@@ -4,8 +4,11 @@
 //!   their slots, and one run's DAG by stage with states, durations and the critical path;
 //! - `/api/runs`, `/api/runs/{id}`, `/api/workers` — JSON views over the same calls as the gRPC
 //!   API (`ListRuns`, `GetRun`, `ListWorkers`);
-//! - `/api/runs/{id}/events` — the run's events as server-sent events, which the page follows to
-//!   update live.
+//! - `/api/runs/{id}/summary` — the run without its subtasks (cheap);
+//! - `/api/runs/{id}/events` — the run's events as server-sent events, each with what changed
+//!   (a subtask's new state, times, worker, error; new subagents): the page loads a run once
+//!   and then applies events, refreshing only the summary (at most once a second) and the
+//!   whole run once when it ends.
 
 use std::convert::Infallible;
 
@@ -31,6 +34,7 @@ pub fn router(api: SwarmApi) -> Router {
         .route("/", get(|| async { Html(INDEX) }))
         .route("/api/runs", get(runs))
         .route("/api/runs/{id}", get(run))
+        .route("/api/runs/{id}/summary", get(summary))
         .route("/api/runs/{id}/events", get(events))
         .route("/api/workers", get(workers))
         .with_state(api)
@@ -106,13 +110,29 @@ async fn runs(State(api): State<SwarmApi>) -> Response {
 }
 
 async fn run(State(api): State<SwarmApi>, Path(id): Path<String>) -> Response {
-    match api.get_run(Request::new(pb::GetRunRequest { run_id: id, include_subtasks: true })).await {
+    // Every page of subtasks: the page loads a run once, then follows its events.
+    let mut subtasks = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let req = pb::GetRunRequest { run_id: id.clone(), include_subtasks: true, page_size: 0, page_token };
+        let resp = match api.get_run(Request::new(req)).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => return error(&s),
+        };
+        let Some(run) = resp.run else { return error(&tonic::Status::not_found("no such run")) };
+        subtasks.extend(run.subtasks.iter().map(subtask_json));
+        if resp.next_page_token.is_empty() {
+            return Json(json!({ "run": run_json(&run), "subtasks": subtasks })).into_response();
+        }
+        page_token = resp.next_page_token;
+    }
+}
+
+async fn summary(State(api): State<SwarmApi>, Path(id): Path<String>) -> Response {
+    let req = pb::GetRunRequest { run_id: id, ..Default::default() };
+    match api.get_run(Request::new(req)).await {
         Ok(r) => match r.into_inner().run {
-            Some(run) => Json(json!({
-                "run": run_json(&run),
-                "subtasks": run.subtasks.iter().map(subtask_json).collect::<Vec<_>>(),
-            }))
-            .into_response(),
+            Some(run) => Json(run_json(&run)).into_response(),
             None => error(&tonic::Status::not_found("no such run")),
         },
         Err(s) => error(&s),
@@ -134,28 +154,52 @@ async fn workers(State(api): State<SwarmApi>) -> Response {
     }
 }
 
-/// What one event says, for the page: its kind and the subtask it concerns.
+/// What one event says, for the page: its kind, the subtask it concerns, and what changed.
 fn event_json(e: &pb::RunEvent) -> Value {
     use pb::run_event::Event as E;
-    let (kind, subtask) = match &e.event {
-        Some(E::RunStarted(_)) => ("run_started", ""),
-        Some(E::SubtaskStarted(x)) => ("subtask_started", x.subtask_id.as_str()),
-        Some(E::SubtaskSucceeded(x)) => ("subtask_succeeded", x.subtask_id.as_str()),
-        Some(E::SubtaskFailed(x)) => ("subtask_failed", x.subtask_id.as_str()),
-        Some(E::SubtaskSkipped(x)) => ("subtask_skipped", x.subtask_id.as_str()),
-        Some(E::RunFinished(_)) => ("run_finished", ""),
-        Some(E::AgentStep(x)) => ("agent_step", x.subtask_id.as_str()),
-        Some(E::StageStarted(x)) => ("stage_started", x.subtask_id.as_str()),
-        Some(E::BudgetExceeded(_)) => ("budget_exceeded", ""),
-        Some(E::Warning(x)) => ("warning", x.subtask_id.as_str()),
-        Some(E::Speculated(x)) => ("speculated", x.subtask_id.as_str()),
-        None => ("unknown", ""),
+    let time_ms = ms(e.time.as_ref());
+    let mut v = match &e.event {
+        Some(E::RunStarted(_)) => json!({ "kind": "run_started", "subtask_id": "" }),
+        Some(E::SubtaskStarted(x)) => json!({ "kind": "subtask_started", "subtask_id": x.subtask_id,
+            "state": "RUNNING", "attempt": x.attempt, "worker_id": x.worker_id, "started_ms": time_ms }),
+        Some(E::SubtaskSucceeded(x)) => json!({ "kind": "subtask_succeeded", "subtask_id": x.subtask_id,
+            "state": "SUCCEEDED", "finished_ms": time_ms, "duration_ms": duration_ms(x.duration.as_ref()) }),
+        Some(E::SubtaskFailed(x)) => json!({ "kind": "subtask_failed", "subtask_id": x.subtask_id,
+            "state": if x.retry_in.is_some() { "READY" } else { "FAILED" }, "finished_ms": time_ms, "error": x.message }),
+        Some(E::SubtaskSkipped(x)) => {
+            json!({ "kind": "subtask_skipped", "subtask_id": x.subtask_id, "state": "SKIPPED" })
+        }
+        Some(E::RunFinished(x)) => json!({ "kind": "run_finished", "subtask_id": "", "state": state_name(x.state) }),
+        Some(E::AgentStep(x)) => json!({ "kind": "agent_step", "subtask_id": x.subtask_id }),
+        Some(E::StageStarted(x)) => json!({ "kind": "stage_started", "subtask_id": x.subtask_id,
+            "stage": x.stage, "subagent_ids": x.subagent_ids }),
+        Some(E::BudgetExceeded(_)) => json!({ "kind": "budget_exceeded", "subtask_id": "" }),
+        Some(E::Warning(x)) => json!({ "kind": "warning", "subtask_id": x.subtask_id, "message": x.message }),
+        Some(E::Speculated(x)) => json!({ "kind": "speculated", "subtask_id": x.subtask_id }),
+        None => json!({ "kind": "unknown", "subtask_id": "" }),
     };
-    json!({ "seq": e.seq, "kind": kind, "subtask_id": subtask })
+    v["seq"] = json!(e.seq);
+    v
 }
 
-async fn events(State(api): State<SwarmApi>, Path(id): Path<String>) -> Response {
-    match api.watch_run(Request::new(pb::WatchRunRequest { run_id: id, after_seq: 0 })).await {
+/// Events after `?after=SEQ`, or after the `Last-Event-ID` a reconnecting browser sends.
+async fn events(
+    State(api): State<SwarmApi>,
+    Path(id): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let after_query = query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("after="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let after_header =
+        headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let after_seq = after_query.max(after_header);
+    match api.watch_run(Request::new(pb::WatchRunRequest { run_id: id, after_seq })).await {
         Ok(stream) => {
             let events = stream.into_inner().map(|item| {
                 let event = match item {

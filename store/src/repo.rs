@@ -48,6 +48,14 @@ pub struct RunHeader {
     /// its trace.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub trace_context: std::collections::BTreeMap<String, String>,
+    /// The seq of the run's final event (set when it ends), so a watcher of a run whose events
+    /// are no longer kept still gets the final one with its number.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_seq: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl RunHeader {
@@ -63,6 +71,7 @@ impl RunHeader {
             summary: None,
             term: 0,
             trace_context: Default::default(),
+            last_seq: 0,
         }
     }
 }
@@ -89,6 +98,11 @@ pub struct SubtaskRecord {
     /// The leadership term that wrote this version (0: unfenced).
     #[serde(default)]
     pub term: Revision,
+    /// When the subtask first became ready, and its first attempt started (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_started_us: Option<u64>,
 }
 
 /// What [`RunRepo::create_run`] did.
@@ -490,6 +504,8 @@ mod tests {
             error_message: None,
             output_ref: None,
             term: 0,
+            ready_us: None,
+            first_started_us: None,
         };
         let ops: Vec<Op> =
             (0..300).map(|i| repo.subtask_op(&run, &SubtaskId::from(format!("s{i:03}")), &rec)).collect();

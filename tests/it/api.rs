@@ -94,8 +94,10 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
 async fn get_cancel_and_list_answer_with_precise_statuses() {
     let tc = TestCluster::start(1, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
-    let err =
-        c.get_run(pb::GetRunRequest { run_id: "r-nope".into(), include_subtasks: false }).await.expect_err("unknown");
+    let err = c
+        .get_run(pb::GetRunRequest { run_id: "r-nope".into(), include_subtasks: false, ..Default::default() })
+        .await
+        .expect_err("unknown");
     assert_eq!(err.code(), tonic::Code::NotFound);
     let err = c.get_run(pb::GetRunRequest::default()).await.expect_err("empty id");
     assert_eq!(field_violations(&err), vec![("run_id".to_owned(), "required".to_owned())]);
@@ -211,7 +213,10 @@ async fn ended_runs_expire_after_the_run_ttl() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(store.range(format!("/swarm/v1/subtasks/{id}/").as_bytes(), None, 0).await.expect("range").kvs.is_empty());
-    let err = c.get_run(pb::GetRunRequest { run_id: id, include_subtasks: false }).await.expect_err("forgotten");
+    let err = c
+        .get_run(pb::GetRunRequest { run_id: id, include_subtasks: false, ..Default::default() })
+        .await
+        .expect_err("forgotten");
     assert_eq!(err.code(), tonic::Code::NotFound);
     cluster.stop().await;
 }

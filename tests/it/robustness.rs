@@ -94,7 +94,11 @@ async fn an_engine_panic_quarantines_its_run_for_good_and_the_cluster_goes_on() 
     assert_eq!(first.wait_exit(Duration::from_secs(20)).await.expect("exit"), Some(0), "{}", first.log_text());
     let (mut second, url) = up(&dir.0, "second", &store, None).await;
     let mut c = swarm_cli::client::connect(&url).await.expect("client");
-    let run = c.get_run(pb::GetRunRequest { run_id: bad, include_subtasks: false }).await.expect("get").into_inner();
+    let run = c
+        .get_run(pb::GetRunRequest { run_id: bad, include_subtasks: false, ..Default::default() })
+        .await
+        .expect("get")
+        .into_inner();
     let run = run.run.expect("run");
     assert_eq!(run.state, pb::RunState::Failed as i32);
     assert_eq!(run.summary.expect("summary").error_kind, pb::FailureKind::Internal as i32);
@@ -181,7 +185,7 @@ async fn a_16_mib_spec_of_a_million_unknown_dependencies_is_refused_quickly_in_b
         .await
         .expect_err("refused");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
-    assert!(err.message().contains("limit of 16777216 bytes"), "{}", err.message());
+    assert!(err.message().contains("the limit is 16777216 bytes"), "{}", err.message());
 
     // Nothing stored, and the coordinator serves on.
     let runs = c.list_runs(pb::ListRunsRequest::default()).await.expect("list").into_inner().runs;

@@ -174,8 +174,13 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
     };
     let lookup = SubtaskSpec::tool("lookup", "echo", json!({"text": "first"}));
     let run_id = submit(&mut c, &RunSpec::new("traced", vec![lookup, helper])).await.expect("submit");
-    let missing =
-        c.get_run(pb::GetRunRequest { run_id: "r-000000000000-000000".into(), include_subtasks: false }).await;
+    let missing = c
+        .get_run(pb::GetRunRequest {
+            run_id: "r-000000000000-000000".into(),
+            include_subtasks: false,
+            ..Default::default()
+        })
+        .await;
     assert_eq!(missing.expect_err("no such run").code(), tonic::Code::NotFound);
     let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
     assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}\n{}", worker.log_text());

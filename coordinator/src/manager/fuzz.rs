@@ -286,10 +286,11 @@ async fn play(ops: Vec<Op>) {
     for run_id in runs {
         let id = run_id.clone();
         let run = manager
-            .call(|reply| Command::Get { run_id: id, include_subtasks: true, reply })
+            .call(|reply| Command::Get { run_id: id, page: Some(Page::all()), reply })
             .await
             .expect("the manager answers")
-            .expect("the run is known");
+            .expect("the run is known")
+            .run;
         let error = run.summary.as_ref().map_or(0, |s| s.error_kind);
         assert_ne!(error, pb::FailureKind::Internal as i32, "a panic was caught on {run_id}: {run:?}");
     }

@@ -49,6 +49,7 @@ use tracing::info;
 
 pub use fault::{FAULT_ENV, Fatal, FaultHook};
 pub use registry::WorkerTx;
+pub use runs::{run_view, subtask_page, subtask_status};
 
 use crate::clock::Clock;
 use crate::recovery::Recovered;
@@ -135,8 +136,8 @@ pub enum Command {
     Admit { subtasks: u32, reply: oneshot::Sender<Result<(), ApiError>> },
     /// Start a run that is already stored.
     Submit { run_id: RunId, dag: Arc<Dag>, header: Box<RunHeader>, span: tracing::Span, reply: oneshot::Sender<()> },
-    /// One run's view.
-    Get { run_id: RunId, include_subtasks: bool, reply: oneshot::Sender<Option<pb::Run>> },
+    /// One run's view, with a page of its subtasks when `page` is set.
+    Get { run_id: RunId, page: Option<Page>, reply: oneshot::Sender<Option<RunPage>> },
     /// Runs newest first, with ids below `before`.
     List { before: Option<RunId>, limit: usize, reply: oneshot::Sender<(Vec<pb::Run>, bool)> },
     /// Cancel a run.
@@ -164,6 +165,32 @@ pub enum Command {
     Stats { reply: oneshot::Sender<ManagerStats> },
     /// The connected workers.
     Workers { reply: oneshot::Sender<Vec<pb::WorkerInfo>> },
+}
+
+/// Which subtasks a `Get` returns: from index `offset`, at most `size` of them and about
+/// `max_bytes` of outputs (always at least one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub offset: usize,
+    pub size: usize,
+    pub max_bytes: usize,
+}
+
+impl Page {
+    /// Every subtask (tests).
+    pub fn all() -> Self {
+        Self { offset: 0, size: usize::MAX, max_bytes: usize::MAX }
+    }
+}
+
+/// A run's view and where its next page of subtasks starts.
+#[derive(Clone, Debug)]
+pub struct RunPage {
+    pub run: pb::Run,
+    /// The index the next page starts at, when more subtasks follow.
+    pub next: Option<usize>,
+    /// The run ended and its engine is no longer in memory: its subtasks are in the store.
+    pub archived: bool,
 }
 
 /// Manager counters.
@@ -239,12 +266,16 @@ struct RunEntry {
     trace_context: std::collections::HashMap<String, String>,
 }
 
-/// A run in the listing: live (an engine) or ended (its header, and its event log when it
-/// ended in this term).
+/// A run in the listing: live (an engine) or ended (its header, and its event log for a while
+/// after it ended in this term). An ended run keeps nothing else in memory.
 enum Listed {
     Live(RunKey),
     Archived { header: Box<RunHeader>, log: Option<Arc<EventLog>> },
 }
+
+/// How long the event log of a run that ended stays in memory (for watchers that come late
+/// or resume); after it, `WatchRun` sends the final event only.
+pub const ENDED_LOG_RETENTION: Duration = Duration::from_secs(600);
 
 /// What the manager starts from.
 #[derive(Default)]
@@ -290,6 +321,8 @@ pub fn spawn(
         repeatable_tools: HashSet::new(),
         limiter,
         expected_workers: startup.expected_workers,
+        ended: Vec::new(),
+        log_expiry: VecDeque::new(),
     };
     let fatal = startup.fatal;
     tracker.spawn(async move {
@@ -332,6 +365,10 @@ struct Manager {
     /// Per-tool token buckets.
     limiter: crate::ratelimit::RateLimiter,
     expected_workers: HashSet<WorkerId>,
+    /// Runs that ended this turn, archived at its end.
+    ended: Vec<RunKey>,
+    /// Ended runs whose event logs are still kept, oldest first, with when they ended.
+    log_expiry: VecDeque<(u64, RunId)>,
 }
 
 impl Manager {
@@ -376,6 +413,7 @@ impl Manager {
                 self.expire_silent(now);
             }
             self.flush().await;
+            self.archive_ended();
             if due.gauges {
                 self.record_gauges();
             }
@@ -405,8 +443,8 @@ impl Manager {
             Command::Admit { subtasks, reply } => {
                 let _ = reply.send(self.admit(subtasks));
             }
-            Command::Get { run_id, include_subtasks, reply } => {
-                let _ = reply.send(self.view_by_id(&run_id, include_subtasks));
+            Command::Get { run_id, page, reply } => {
+                let _ = reply.send(self.page_by_id(&run_id, page));
             }
             Command::List { before, limit, reply } => {
                 let iter: Box<dyn Iterator<Item = (&RunId, &Listed)>> = match &before {
@@ -415,7 +453,7 @@ impl Manager {
                 };
                 let ids: Vec<RunId> = iter.take(limit + 1).map(|(id, _)| id.clone()).collect();
                 let more = ids.len() > limit;
-                let runs = ids.iter().take(limit).filter_map(|id| self.view_by_id(id, false)).collect();
+                let runs = ids.iter().take(limit).filter_map(|id| self.view_by_id(id)).collect();
                 let _ = reply.send((runs, more));
             }
             Command::Workers { reply } => {
@@ -427,7 +465,9 @@ impl Manager {
             Command::Watch { run_id, reply } => {
                 let log = match self.listing.get(&run_id) {
                     Some(Listed::Live(k)) => self.runs.get(k).map(|e| e.log.clone()),
-                    Some(Listed::Archived { log, .. }) => log.clone(),
+                    Some(Listed::Archived { log: Some(log), .. }) => Some(log.clone()),
+                    // Its events are no longer kept: the final one, with its seq.
+                    Some(Listed::Archived { header, log: None }) => Some(EventLog::ended(header)),
                     None => None,
                 };
                 let _ = reply.send(log);

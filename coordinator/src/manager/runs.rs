@@ -225,6 +225,8 @@ impl Manager {
                     error_message: slot.error.as_ref().map(|e| e.message.clone()),
                     output_ref: offload.as_ref().map(|(path, _)| path.clone()),
                     term,
+                    ready_us: slot.ready_us,
+                    first_started_us: slot.first_started_us,
                 };
                 let op = self.repo.subtask_op(entry.engine.run_id(), &entry.engine.dag().node(subtask).id, &record);
                 self.outbox.write(op);
@@ -258,6 +260,7 @@ impl Manager {
                 entry.header.term = term;
                 let op = self.repo.header_op(&entry.header);
                 self.outbox.write(op);
+                self.ended.push(key);
             }
         }
     }
@@ -299,6 +302,8 @@ impl Manager {
             live: None,
         });
         self.supervisor.gauges_soon();
+        header.last_seq = entry.log.last_seq();
+        self.log_expiry.push_back((now, run_id.clone()));
         self.listing.insert(run_id, Listed::Archived { header: Box::new(header), log: Some(entry.log) });
     }
 
@@ -316,7 +321,7 @@ impl Manager {
         }
         info!(run_id = %run_id, reason = %reason, "cancelling run");
         self.apply(key, EngineEvent::CancelRequested);
-        self.view_by_id(run_id, false).ok_or_else(|| ApiError::Internal("cancelled run vanished".into()))
+        self.view_by_id(run_id).ok_or_else(|| ApiError::Internal("cancelled run vanished".into()))
     }
 
     /// Drops ended runs older than the cutoff from memory; returns their ids.
@@ -339,54 +344,56 @@ impl Manager {
         gone
     }
 
-    pub(super) fn view_by_id(&self, run_id: &RunId, include_subtasks: bool) -> Option<pb::Run> {
+    pub(super) fn view_by_id(&self, run_id: &RunId) -> Option<pb::Run> {
+        self.page_by_id(run_id, None).map(|p| p.run)
+    }
+
+    pub(super) fn page_by_id(&self, run_id: &RunId, page: Option<super::Page>) -> Option<super::RunPage> {
         match self.listing.get(run_id)? {
-            Listed::Live(k) => self.runs.get(k).map(|e| view(e, include_subtasks, self.supervisor.now_us())),
+            Listed::Live(k) => {
+                let e = self.runs.get(k)?;
+                let mut run = run_view(&e.engine, self.supervisor.now_us());
+                run.last_seq = e.log.last_seq();
+                let next = page.and_then(|p| {
+                    let (subtasks, next) = subtask_page(&e.engine, p);
+                    run.subtasks = subtasks;
+                    next
+                });
+                Some(super::RunPage { run, next, archived: false })
+            }
             Listed::Archived { header: h, log } => {
                 let mut run = view_from_header(h);
-                run.last_seq = log.as_ref().map_or(0, |l| l.last_seq());
-                Some(run)
+                run.last_seq = log.as_ref().map_or(h.last_seq, |l| l.last_seq());
+                Some(super::RunPage { run, next: None, archived: true })
+            }
+        }
+    }
+
+    /// Moves runs that ended out of the engines' map: only the header (with the summary) and,
+    /// for [`super::ENDED_LOG_RETENTION`], the event log stay in memory.
+    pub(super) fn archive_ended(&mut self) {
+        for key in std::mem::take(&mut self.ended) {
+            let Some(entry) = self.runs.remove(&key) else { continue };
+            self.ring.retain(|&k| k != key);
+            let mut header = entry.header;
+            header.last_seq = entry.log.last_seq();
+            let run_id = header.run_id.clone();
+            self.log_expiry.push_back((self.supervisor.now_us(), run_id.clone()));
+            self.listing.insert(run_id, Listed::Archived { header: Box::new(header), log: Some(entry.log) });
+        }
+        let cutoff = self.supervisor.now_us().saturating_sub(super::ENDED_LOG_RETENTION.as_micros() as u64);
+        while self.log_expiry.front().is_some_and(|(at, _)| *at < cutoff) {
+            let Some((_, run_id)) = self.log_expiry.pop_front() else { break };
+            if let Some(Listed::Archived { log, .. }) = self.listing.get_mut(&run_id) {
+                *log = None;
             }
         }
     }
 }
 
-fn view(entry: &RunEntry, include_subtasks: bool, now_us: u64) -> pb::Run {
-    let engine = &entry.engine;
+/// A run's view without subtasks.
+pub fn run_view(engine: &RunEngine, now_us: u64) -> pb::Run {
     let summary = engine.summary(now_us);
-    let subtasks = if include_subtasks {
-        engine
-            .slots()
-            .iter()
-            .zip(engine.dag().nodes())
-            .map(|(slot, node)| pb::SubtaskStatus {
-                id: node.id.to_string(),
-                state: pb::SubtaskState::from(slot.state).into(),
-                attempt: slot.attempt.0,
-                worker_id: slot.worker.as_ref().map(ToString::to_string).unwrap_or_default(),
-                started_at: (slot.steps > 0).then(|| timestamp(slot.started_us)),
-                finished_at: (slot.steps > 0).then(|| timestamp(slot.finished_us)),
-                output_json: slot.output.as_deref().unwrap_or_default().to_owned(),
-                error_kind: slot.error.as_ref().map_or(pb::FailureKind::Unspecified, |e| e.kind.into()).into(),
-                error_message: slot.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
-                tool: node.tool.to_string(),
-                output_ref: slot.output_ref.as_deref().unwrap_or_default().to_owned(),
-                depends_on: node.deps.iter().map(|&d| engine.dag().node(d).id.to_string()).collect(),
-                kind: match node.work {
-                    swarm_core::dag::Work::Tool => "tool",
-                    swarm_core::dag::Work::Agent(_) => "agent",
-                    swarm_core::dag::Work::Orchestrator(_) => "orchestrator",
-                }
-                .to_owned(),
-                parent: node.parent.map(|p| engine.dag().node(p).id.to_string()).unwrap_or_default(),
-                stage: node.stage,
-                ready_at: slot.ready_at_us().map(timestamp),
-                first_started_at: slot.first_started_us.map(timestamp),
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
     pb::Run {
         run_id: engine.run_id().to_string(),
         name: engine.dag().name().to_owned(),
@@ -394,12 +401,55 @@ fn view(entry: &RunEntry, include_subtasks: bool, now_us: u64) -> pb::Run {
         submitted_at: Some(timestamp(engine.submitted_us())),
         finished_at: engine.finished_us().map(timestamp),
         summary: Some(pb::RunSummary::from(&summary)),
-        last_seq: entry.log.last_seq(),
-        subtasks,
+        last_seq: 0,
+        subtasks: Vec::new(),
     }
 }
 
-/// The stage of a subagent from its id (`{orchestrator}:{stage}:{name}:{n}`).
+/// One page of a run's subtasks, and the index the next page starts at.
+pub fn subtask_page(engine: &RunEngine, page: super::Page) -> (Vec<pb::SubtaskStatus>, Option<usize>) {
+    let n = engine.dag().len();
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let mut i = page.offset.min(n);
+    while i < n && out.len() < page.size && (out.is_empty() || bytes < page.max_bytes) {
+        let status = subtask_status(engine, swarm_core::SubtaskIx(i as u32));
+        bytes = bytes.saturating_add(status.output_json.len() + status.error_message.len());
+        out.push(status);
+        i += 1;
+    }
+    (out, (i < n).then_some(i))
+}
+
+/// One subtask's status.
+pub fn subtask_status(engine: &RunEngine, i: swarm_core::SubtaskIx) -> pb::SubtaskStatus {
+    let (slot, node) = (engine.slot(i), engine.dag().node(i));
+    pb::SubtaskStatus {
+        id: node.id.to_string(),
+        state: pb::SubtaskState::from(slot.state).into(),
+        attempt: slot.attempt.0,
+        worker_id: slot.worker.as_ref().map(ToString::to_string).unwrap_or_default(),
+        started_at: (slot.steps > 0).then(|| timestamp(slot.started_us)),
+        finished_at: (slot.steps > 0).then(|| timestamp(slot.finished_us)),
+        output_json: slot.output.as_deref().unwrap_or_default().to_owned(),
+        error_kind: slot.error.as_ref().map_or(pb::FailureKind::Unspecified, |e| e.kind.into()).into(),
+        error_message: slot.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
+        tool: node.tool.to_string(),
+        output_ref: slot.output_ref.as_deref().unwrap_or_default().to_owned(),
+        depends_on: node.deps.iter().map(|&d| engine.dag().node(d).id.to_string()).collect(),
+        kind: match node.work {
+            swarm_core::dag::Work::Tool => "tool",
+            swarm_core::dag::Work::Agent(_) => "agent",
+            swarm_core::dag::Work::Orchestrator(_) => "orchestrator",
+        }
+        .to_owned(),
+        parent: node.parent.map(|p| engine.dag().node(p).id.to_string()).unwrap_or_default(),
+        stage: node.stage,
+        ready_at: slot.ready_at_us().map(timestamp),
+        first_started_at: slot.first_started_us.map(timestamp),
+    }
+}
+
 /// A view of a run known only by its stored header.
 pub fn view_from_header(header: &RunHeader) -> pb::Run {
     pb::Run {

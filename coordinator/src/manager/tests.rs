@@ -25,6 +25,7 @@ type Inbox = mpsc::Receiver<Result<pb::CoordinatorMessage, tonic::Status>>;
 
 struct Rig {
     manager: ManagerHandle,
+    repo: RunRepo,
     clock: Arc<dyn Clock>,
     term: CancellationToken,
     tracker: TaskTracker,
@@ -38,14 +39,15 @@ impl Rig {
         let term = CancellationToken::new();
         let startup =
             Startup { fences: FenceSeq::for_term(1).expect("term"), clock: Some(clock.clone()), ..Startup::default() };
-        let manager = spawn(config, repo, &tracker, term.clone(), startup);
-        Self { manager, clock, term, tracker }
+        let manager = spawn(config, repo.clone(), &tracker, term.clone(), startup);
+        Self { manager, repo, clock, term, tracker }
     }
 
     async fn submit(&self, spec: RunSpec) -> RunId {
         let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid spec"));
         let run_id = RunId::from(format!("r-{}", self.clock.now_us()));
         let header = RunHeader::running(run_id.clone(), spec.name.clone(), self.clock.now_us());
+        self.repo.create_run(&header, &spec).await.expect("stored");
         let id = run_id.clone();
         self.manager
             .call(|reply| Command::Submit {
@@ -88,13 +90,22 @@ impl Rig {
         self.manager.send(Command::WorkerReports { conn, reports: vec![report] }).await.expect("report");
     }
 
+    /// The run with every subtask (read from the store once it ended, as the API does).
     async fn run(&self, run_id: &RunId) -> pb::Run {
         let id = run_id.clone();
-        self.manager
-            .call(|reply| Command::Get { run_id: id, include_subtasks: true, reply })
+        let found = self
+            .manager
+            .call(|reply| Command::Get { run_id: id, page: Some(Page::all()), reply })
             .await
             .expect("get")
-            .expect("run")
+            .expect("run");
+        let mut run = found.run;
+        if found.archived {
+            // The outbox writes the end a turn later: wait for it.
+            self.manager.call(|reply| Command::Stats { reply }).await.expect("stats");
+            run.subtasks = crate::recovery::stored_page(&self.repo, &run, Page::all()).await.expect("stored").0;
+        }
+        run
     }
 
     async fn stop(self) {

@@ -143,6 +143,8 @@ impl RunEngine {
             slot.output = r.output;
             slot.output_ref = r.output_ref;
             slot.error = r.error;
+            slot.first_ready_us = r.ready_us;
+            slot.first_started_us = r.first_started_us;
             engine.counts.open -= 1;
             engine.counts.attempts = engine.counts.attempts.saturating_add(r.attempt.0);
             match r.state {

@@ -155,6 +155,8 @@ fn restore_resumes_from_recorded_ends_and_adopts_held_attempts() {
         output: Some("1".into()),
         output_ref: None,
         error: None,
+        ready_us: None,
+        first_started_us: None,
     };
     let dag = Dag::build(
         &RunSpec::new("t", vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")]),

@@ -337,6 +337,9 @@ pub struct SubtaskOutcome {
     /// Where the output was offloaded to, when it was (set by the shell).
     pub output_ref: Option<Arc<str>>,
     pub error: Option<Failure>,
+    /// When the subtask first became ready, and its first attempt started (µs), when known.
+    pub ready_us: Option<u64>,
+    pub first_started_us: Option<u64>,
 }
 
 impl Slot {
@@ -352,6 +355,8 @@ impl Slot {
             output: self.output.clone(),
             output_ref: self.output_ref.clone(),
             error: self.error.clone(),
+            ready_us: self.ready_at_us(),
+            first_started_us: self.first_started_us,
         }
     }
 }
