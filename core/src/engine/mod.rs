@@ -68,6 +68,7 @@ pub struct RunEngine {
     /// Speculation: each subtask's depth in the DAG, and the measured durations of the
     /// finished tool calls at each depth (their siblings).
     depth: Vec<u32>,
+    /// Finished tool-call durations by depth, each list sorted.
     sibling_durations: Vec<Vec<u64>>,
     sibling_totals: Vec<u32>,
     /// The time of the event being applied (µs): when subtasks become ready.

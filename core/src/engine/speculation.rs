@@ -42,7 +42,9 @@ impl RunEngine {
             && let Some(&d) = self.depth.get(subtask.index())
             && let Some(list) = self.sibling_durations.get_mut(d as usize)
         {
-            list.push(duration_us);
+            // Kept sorted as they arrive, so a median costs nothing when speculation looks.
+            let at = list.partition_point(|&x| x <= duration_us);
+            list.insert(at, duration_us);
         }
     }
 
@@ -119,9 +121,10 @@ impl RunEngine {
         let total_budget = ((self.dag.len() as f64) * policy.max_fraction).ceil() as u32;
         let progress = self.counts.succeeded + self.counts.failed + self.counts.running;
         let budget = total_budget.min(((progress as f64) * policy.max_fraction).ceil() as u32);
-        if self.counts.speculative >= budget {
+        if self.counts.speculative >= budget || self.counts.running == 0 {
             return Vec::new();
         }
+        // Durations are kept sorted ([`Self::record_sibling_duration`]): a median is a lookup.
         let thresholds: Vec<Option<u64>> = self
             .sibling_durations
             .iter()
@@ -130,12 +133,13 @@ impl RunEngine {
                 if total == 0 || (done.len() as f64) < policy.quantile * total as f64 || done.is_empty() {
                     return None;
                 }
-                let mut sorted = done.clone();
-                sorted.sort_unstable();
-                let median = sorted[sorted.len() / 2];
-                Some(((median as f64 * policy.multiplier) as u64).max(policy.min_runtime_ms * 1000))
+                let median = done[done.len() / 2];
+                Some(((median as f64 * policy.multiplier) as u64).max(policy.min_runtime_ms.saturating_mul(1000)))
             })
             .collect();
+        if thresholds.iter().all(Option::is_none) {
+            return Vec::new();
+        }
         let mut found: Vec<(u64, SubtaskIx)> = self
             .slots
             .iter()
