@@ -16,6 +16,10 @@ use futures_util::StreamExt;
 
 use crate::types::*;
 
+/// The largest range response read: a page of 1,000 records with inline values of up to 64 KiB
+/// each fits twice (the client's default, 4 MiB, made reading ordinary runs fail).
+pub const MAX_RESPONSE_BYTES: usize = 128 * 1024 * 1024;
+
 /// etcd's default `--max-txn-ops`.
 pub const ETCD_MAX_TXN_OPS: usize = 128;
 /// etcd's default `--max-request-bytes` (1.5 MiB).
@@ -131,7 +135,8 @@ impl StateStore for EtcdStore {
             _ => prefix.to_vec(),
         };
         let options = GetOptions::new().with_range(prefix_end(prefix)).with_limit(limit as i64);
-        let resp = self.client.kv_client().get(start, Some(options)).await.map_err(map_err)?;
+        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let resp = kv.get(start, Some(options)).await.map_err(map_err)?;
         Ok(RangePage {
             kvs: resp.kvs().iter().map(kv_of).collect(),
             more: resp.more(),

@@ -12,7 +12,8 @@ use swarm_tests::proc_cluster::{PREFIX, ProcCluster, append_swarm, echo};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-static SERIAL: Mutex<()> = Mutex::const_new(());
+/// Process-level fault tests (and other heavy ones) run one at a time: their timings stay meaningful.
+pub(crate) static SERIAL: Mutex<()> = Mutex::const_new(());
 
 /// Polls the current leader until the run has ended (at most `deadline`).
 async fn wait_run_done(pc: &ProcCluster, run_id: &str, deadline: Duration) -> pb::Run {

@@ -253,3 +253,58 @@ async fn beyond_an_admission_cap_submit_is_refused_with_retry_info_and_nothing_i
     c.cancel_run(pb::CancelRunRequest { run_id: c_run, reason: "done".into() }).await.expect("cancel");
     drop(up);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_200_runs_with_50_kib_outputs_end_the_coordinator_holds_only_their_summaries() {
+    let _serial = crate::failover::SERIAL.lock().await;
+    let pc = swarm_tests::proc_cluster::ProcCluster::start(1, 1, 2, Duration::from_secs(2)).await.expect("cluster");
+    let (leader, _) = pc.leader().await.expect("leader").expect("elected");
+    let pid = pc.coordinators[0].0.pid().expect("pid");
+    let mut c = pc.client(&leader).await.expect("client");
+    let warm = submit(&mut c, &chain_with("b")).await.expect("submit");
+    wait_done(&mut c, &warm, Duration::from_secs(30)).await.expect("done");
+    let (before, _) = rss(pid);
+
+    // 200 runs × 100 calls, each returning 50 KiB: 1 GB of outputs through the coordinator.
+    let kib = "x".repeat(1024);
+    let spec = |r: usize| {
+        let subtasks = (0..100)
+            .map(|i| SubtaskSpec::tool(format!("s{i}"), "echo", serde_json::json!({"text": kib, "repeat": 50})))
+            .collect();
+        RunSpec::new(format!("mem-{r}"), subtasks)
+    };
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for r in 0..200 {
+        ids.push(submit(&mut c, &spec(r)).await.expect("submit"));
+    }
+    for id in &ids {
+        let run = wait_done(&mut c, id, Duration::from_secs(600)).await.expect("done");
+        assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+    }
+    let (after, peak) = rss(pid);
+    eprintln!(
+        "200 × 100 × 50 KiB in {:?}: coordinator RSS {} MiB before, {} MiB after, peak {} MiB",
+        started.elapsed(),
+        before >> 20,
+        after >> 20,
+        peak >> 20
+    );
+    assert!(after < before + (100 << 20), "RSS grew from {} to {} MiB", before >> 20, after >> 20);
+
+    // Ended runs are still served whole, from the store: a page of subtasks with outputs.
+    let page = c
+        .get_run(pb::GetRunRequest {
+            run_id: ids[0].clone(),
+            include_subtasks: true,
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    let run = page.run.expect("run");
+    assert_eq!(run.subtasks.len(), 10);
+    assert_eq!(page.next_page_token, "s10");
+    assert!(run.subtasks.iter().all(|s| s.output_json.len() > 50 * 1024), "outputs served");
+}

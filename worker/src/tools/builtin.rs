@@ -57,7 +57,7 @@ pub struct Echo(ToolInfo);
 impl Echo {
     /// The tool.
     pub fn new() -> Self {
-        Self(info("echo", "Returns `text` unchanged.", true, true, None))
+        Self(info("echo", "Returns `text` unchanged (or `repeat` times over).", true, true, None))
     }
 }
 
@@ -74,7 +74,24 @@ impl Tool for Echo {
 
     fn call(&self, args: Value, _ctx: ToolContext) -> ToolFuture {
         let text = arg_str(&args, "text").map(str::to_owned);
-        Box::pin(async move { Ok(json!({ "text": text? })) })
+        let repeat = match args.get("repeat") {
+            None => Ok(1),
+            Some(v) => {
+                v.as_u64().filter(|&n| n >= 1).ok_or_else(|| ToolError::permanent("args.repeat must be an integer ≥ 1"))
+            }
+        };
+        Box::pin(async move {
+            let (text, repeat) = (text?, repeat?);
+            // Outputs of sizes chosen by the spec (benchmarks, memory tests), within the limit.
+            let len = (text.len() as u64).saturating_mul(repeat);
+            if len > crate::MAX_OUTPUT_BYTES as u64 {
+                return Err(ToolError::permanent(format!(
+                    "{len} bytes exceed the output limit of {} bytes",
+                    crate::MAX_OUTPUT_BYTES
+                )));
+            }
+            Ok(json!({ "text": text.repeat(repeat as usize) }))
+        })
     }
 }
 
