@@ -269,7 +269,8 @@ pub struct BenchArgs {
     /// Concurrent runs in the throughput test.
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
-    /// efficiency, throughput, agents (embedded only), stragglers or all.
+    /// efficiency, throughput, agents (embedded only), stragglers, overload, or all (all but
+    /// overload).
     #[arg(long, default_value = "all")]
     pub scenario: String,
     #[arg(long)]
@@ -280,6 +281,9 @@ pub struct BenchArgs {
     /// etcd's client URL: report etcd transactions per tool call.
     #[arg(long)]
     pub etcd_metrics: Option<String>,
+    /// With --addr: the coordinator's PID, to read its memory and CPU (overload scenario).
+    #[arg(long)]
+    pub coordinator_pid: Option<u32>,
 }
 
 #[derive(clap::Args)]

@@ -24,17 +24,21 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         json,
         addr,
         etcd_metrics,
+        coordinator_pid,
     } = args;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG").unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let (efficiency, throughput, agents, stragglers) = match scenario.as_str() {
-        "all" => (true, true, addr.is_none(), true),
-        "efficiency" => (true, false, false, false),
-        "throughput" => (false, true, false, false),
-        "agents" => (false, false, true, false),
-        "stragglers" => (false, false, false, true),
+    let (efficiency, throughput, agents, stragglers, overload) = match scenario.as_str() {
+        "all" => (true, true, addr.is_none(), true, false),
+        "efficiency" => (true, false, false, false, false),
+        "throughput" => (false, true, false, false, false),
+        "agents" => (false, false, true, false, false),
+        "stragglers" => (false, false, false, true, false),
+        "overload" => (false, false, false, false, true),
         other => {
-            eprintln!("error: --scenario must be efficiency, throughput, agents, stragglers or all, not `{other}`");
+            eprintln!(
+                "error: --scenario must be efficiency, throughput, agents, stragglers, overload or all, not `{other}`"
+            );
             return ExitCode::from(64);
         }
     };
@@ -54,6 +58,8 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         stragglers,
         addr: addr.clone(),
         etcd_metrics: etcd_metrics.clone(),
+        overload,
+        coordinator_pid: *coordinator_pid,
     };
     match bench::run(&opts) {
         Ok(report) => {
@@ -130,6 +136,24 @@ fn print_bench(r: &bench::BenchReport) {
             "  stragglers: median wall / straggler-free ideal: {:.3}× with speculation, {:.3}× without",
             st.median_ratio_speculation_on,
             st.median_ratio_speculation_off
+        );
+    }
+    for p in r.overload.iter().flatten() {
+        outln!(
+            "  overload, {}: {} calls in {:.0} ms → {:.0} calls/s; ready→start p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
+             RSS {:.0} → {:.0} MiB ({:.0} B per queued subtask); coordinator CPU {} per call; {} extra attempts",
+            p.name,
+            p.tool_calls,
+            p.wall_ms,
+            p.tool_calls_per_sec,
+            p.wait_p50_ms,
+            p.wait_p99_ms,
+            p.wait_max_ms,
+            p.rss_before_mb,
+            p.rss_peak_mb,
+            p.rss_bytes_per_queued_subtask,
+            p.coordinator_cpu_us_per_call.map_or("n/a".to_owned(), |c| format!("{c:.1} µs")),
+            p.extra_attempts
         );
     }
     if let Some(a) = &r.agents {

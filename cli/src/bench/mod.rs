@@ -16,6 +16,10 @@ use serde::Serialize;
 use swarm_proto::pb;
 use swarm_store::MemoryStore;
 
+mod overload;
+
+pub use overload::{OverloadPhase, Probe};
+
 use crate::client::{self, RunJson};
 use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::specs;
@@ -42,6 +46,10 @@ pub struct BenchOptions {
     pub addr: Option<String>,
     /// etcd's client URL, to count its transactions per tool call.
     pub etcd_metrics: Option<String>,
+    /// Run the overload benchmark.
+    pub overload: bool,
+    /// The remote coordinator's PID (its memory and CPU are read from /proc).
+    pub coordinator_pid: Option<u32>,
 }
 
 /// One efficiency measurement.
@@ -82,6 +90,7 @@ pub struct BenchReport {
     pub throughput: Option<Throughput>,
     pub agents: Option<AgentsBench>,
     pub stragglers: Option<StragglerBench>,
+    pub overload: Option<Vec<OverloadPhase>>,
 }
 
 /// The straggler workload: each attempt independently takes 10× as long with probability 2%.
@@ -144,6 +153,7 @@ async fn measure(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Re
         throughput: None,
         agents: None,
         stragglers: None,
+        overload: None,
     };
     if opts.efficiency {
         for i in 0..opts.repeat.max(1) {
@@ -169,6 +179,14 @@ async fn measure(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Re
     }
     if opts.stragglers {
         report.stragglers = Some(stragglers(client, opts).await?);
+    }
+    if opts.overload {
+        let probe = match (&opts.addr, opts.coordinator_pid) {
+            (None, _) => Probe::Embedded,
+            (Some(_), Some(pid)) => Probe::Pid(pid),
+            (Some(_), None) => Probe::None,
+        };
+        report.overload = Some(overload::overload(client, probe).await?);
     }
     Ok(report)
 }
