@@ -273,13 +273,14 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
     assert_eq!(sample(&wm, "gen_ai_client_token_usage_sum", &["gen_ai_token_type=\"output\""]), 6.0, "{wm:?}");
     assert_eq!(sample(&wm, "gen_ai_client_operation_duration_seconds_count", &[]), 2.0, "{wm:?}");
 
-    // Metrics also went out over OTLP.
+    // Metrics also went out over OTLP, from the worker and from the coordinator (each exports on
+    // its own schedule).
     let until = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !collector.metric_names().iter().any(|n| n == "gen_ai.client.token.usage") {
+    let exported = |name: &str| collector.metric_names().iter().any(|n| n == name);
+    while !(exported("gen_ai.client.token.usage") && exported("swarm.runs.finished")) {
         assert!(tokio::time::Instant::now() < until, "no OTLP metrics: {:?}", collector.metric_names());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(collector.metric_names().iter().any(|n| n == "swarm.runs.finished"));
 
     // Clean shutdown, then: the API key is nowhere.
     for p in [&mut worker, &mut coordinator] {
