@@ -127,6 +127,23 @@ impl Tool for Big {
     }
 }
 
+/// `panics {when: "call" | "poll"}`: panics while starting the call or while it runs (a bug
+/// in a tool), to show the worker reports it and goes on.
+struct Panics(ToolInfo);
+
+impl Tool for Panics {
+    fn info(&self) -> &ToolInfo {
+        &self.0
+    }
+    #[allow(clippy::panic)]
+    fn call(&self, args: Value, _ctx: ToolContext) -> ToolFuture {
+        if args.get("when").and_then(Value::as_str) == Some("call") {
+            panic!("a tool bug while starting");
+        }
+        Box::pin(async move { panic!("a tool bug while running") })
+    }
+}
+
 impl TestCluster {
     /// Starts `workers` workers with `slots` slots each and waits until all are connected.
     pub async fn start(workers: usize, slots: u32) -> anyhow::Result<Self> {
@@ -193,6 +210,13 @@ impl TestCluster {
                 slow,
             }));
         }
+        tools.register(Arc::new(Panics(ToolInfo {
+            name: "panics".into(),
+            description: "panics".into(),
+            read_only: true,
+            idempotent: true,
+            timeout: None,
+        })));
         tools.register(Arc::new(Big(ToolInfo {
             name: "big".into(),
             description: "returns a large string".into(),

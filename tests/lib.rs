@@ -2,6 +2,7 @@
 //! gRPC on loopback, and a recording tool that observes every execution from outside.
 
 pub mod etcd;
+pub mod fault_proxy;
 pub mod fixture;
 pub mod harness;
 pub mod otlp;

@@ -16,6 +16,7 @@ use args::{Cli, Command};
 /// mimalloc instead of the system allocator: it returns freed memory to the OS, so a
 /// coordinator's resident set comes back down after a burst of large outputs (glibc's malloc
 /// kept ~400 MiB of freed 50 KiB blocks after 200 runs; see docs/benchmarks.md).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -73,6 +73,7 @@ pub fn map_err(e: etcd_client::Error) -> StoreError {
                 | tonic::Code::DeadlineExceeded
                 | tonic::Code::Cancelled
                 | tonic::Code::Aborted => StoreError::Unavailable(msg),
+                _ if msg.contains("database space exceeded") || msg.contains("NOSPACE") => StoreError::NoSpace(msg),
                 _ if msg.contains("too many operations") || msg.contains("request is too large") => {
                     StoreError::TooLarge(msg)
                 }

@@ -25,6 +25,8 @@ const WATCH_BUFFER: usize = 4_096;
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     max_txn_ops: usize,
+    /// A space quota like etcd's (`--quota-backend-bytes`): beyond it, writes fail `NoSpace`.
+    quota_bytes: std::sync::atomic::AtomicUsize,
 }
 
 struct Lease {
@@ -59,7 +61,22 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// An empty store with etcd's default transaction limit (128 operations).
     pub fn new() -> Self {
-        Self { inner: Mutex::new(Inner { next_lease: 1, ..Inner::default() }), max_txn_ops: 128 }
+        Self {
+            inner: Mutex::new(Inner { next_lease: 1, ..Inner::default() }),
+            max_txn_ops: 128,
+            quota_bytes: usize::MAX.into(),
+        }
+    }
+
+    /// A store that holds at most `bytes` of keys and values (tests of a full store).
+    pub fn with_quota(self, bytes: usize) -> Self {
+        self.set_quota(Some(bytes));
+        self
+    }
+
+    /// Sets or lifts the quota (as an operator who compacts or raises it).
+    pub fn set_quota(&self, bytes: Option<usize>) {
+        self.quota_bytes.store(bytes.unwrap_or(usize::MAX), std::sync::atomic::Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -165,7 +182,21 @@ impl StateStore for MemoryStore {
         if txn.ops.len() > self.max_txn_ops {
             return Err(StoreError::TooLarge(format!("{} operations (limit {})", txn.ops.len(), self.max_txn_ops)));
         }
+        // etcd's request limit (`--max-request-bytes`, 1.5 MiB), so in-process tests see the
+        // failures a real cluster gives.
+        let size: usize = txn.ops.iter().map(Op::size).sum();
+        if size > self.max_request_bytes() {
+            return Err(StoreError::TooLarge(format!("etcdserver: request is too large ({size} bytes)")));
+        }
         let mut inner = self.lock();
+        let quota = self.quota_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        if quota != usize::MAX {
+            let used: usize = inner.kv.values().map(|kv| kv.key.len() + kv.value.len()).sum();
+            let added: usize = txn.ops.iter().map(|op| if let Op::Put { .. } = op { op.size() } else { 0 }).sum();
+            if added > 0 && used + added > quota {
+                return Err(StoreError::NoSpace("etcdserver: mvcc: database space exceeded".into()));
+            }
+        }
         if !txn.compares.iter().all(|c| inner.check(c)) {
             return Ok(TxnOutcome { succeeded: false, revision: inner.revision });
         }

@@ -105,6 +105,13 @@ pub struct SubtaskRecord {
     pub first_started_us: Option<u64>,
 }
 
+/// A batch that failed part-way: the first `committed` operations are durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchFailure {
+    pub committed: usize,
+    pub error: StoreError,
+}
+
 /// What [`RunRepo::create_run`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Created {
@@ -333,23 +340,35 @@ impl RunRepo {
     /// Commits independent writes in as few transactions as the store's limits allow
     /// (each op stands alone; none relies on another being in the same transaction).
     pub async fn write_batch(&self, ops: &[Op]) -> Result<usize, StoreError> {
+        self.write_batch_from(ops).await.map_err(|f| f.error)
+    }
+
+    /// [`Self::write_batch`], saying on failure how many of `ops` (a prefix) were committed,
+    /// so a caller retries only the rest and writes nothing twice.
+    pub async fn write_batch_from(&self, ops: &[Op]) -> Result<usize, BatchFailure> {
         let max_ops = self.store.max_txn_ops();
         let max_bytes = self.store.max_request_bytes() - 4096;
         let mut txns = 0;
-        let mut txn = Txn::new();
+        let mut committed = 0;
+        let mut start = 0;
         let mut bytes = 0;
-        for op in ops {
+        for (i, op) in ops.iter().enumerate() {
             let size = op.size();
-            if !txn.ops.is_empty() && (txn.ops.len() == max_ops || bytes + size > max_bytes) {
-                self.commit(std::mem::take(&mut txn)).await?;
+            if i > start && (i - start == max_ops || bytes + size > max_bytes) {
+                self.commit(Txn { compares: Vec::new(), ops: ops[start..i].to_vec() })
+                    .await
+                    .map_err(|error| BatchFailure { committed, error })?;
                 txns += 1;
+                committed = i;
+                start = i;
                 bytes = 0;
             }
             bytes += size;
-            txn.ops.push(op.clone());
         }
-        if !txn.ops.is_empty() {
-            self.commit(txn).await?;
+        if start < ops.len() {
+            self.commit(Txn { compares: Vec::new(), ops: ops[start..].to_vec() })
+                .await
+                .map_err(|error| BatchFailure { committed, error })?;
             txns += 1;
         }
         Ok(txns)

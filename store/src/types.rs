@@ -56,6 +56,15 @@ impl Op {
     pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
         Self::Put { key: key.into(), value: value.into(), lease: None }
     }
+    /// The key (or prefix) it writes, as text, for messages.
+    pub fn key_text(&self) -> String {
+        match self {
+            Self::Put { key, .. } | Self::Delete { key } | Self::DeletePrefix { prefix: key } => {
+                String::from_utf8_lossy(key).into_owned()
+            }
+        }
+    }
+
     /// Bytes this operation adds to a request (for request-size limits).
     pub fn size(&self) -> usize {
         match self {
@@ -145,6 +154,10 @@ pub enum StoreError {
     /// The transaction is larger than the store accepts.
     #[error("transaction too large: {0}")]
     TooLarge(String),
+    /// The store is full (etcd's NOSPACE alarm: its quota is reached until an operator compacts,
+    /// defragments or raises it). Writes are kept and retried, never dropped.
+    #[error("the store is out of space: {0}")]
+    NoSpace(String),
     /// The lease does not exist (expired or revoked).
     #[error("lease {0} not found")]
     LeaseNotFound(i64),
@@ -161,7 +174,7 @@ pub enum StoreError {
 
 impl Retryable for StoreError {
     fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::NoSpace(_))
     }
 }
 

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod deploy;
 mod failover;
+mod faults;
 mod layout;
 mod mcp;
 mod payloads;

@@ -308,3 +308,22 @@ async fn after_200_runs_with_50_kib_outputs_end_the_coordinator_holds_only_their
     assert_eq!(page.next_page_token, "s10");
     assert!(run.subtasks.iter().all(|s| s.output_json.len() > 50 * 1024), "outputs served");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_that_panics_fails_its_attempt_and_the_worker_goes_on() {
+    let tc = swarm_tests::harness::TestCluster::start(1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    for when in ["call", "poll"] {
+        let spec = RunSpec::new("panics", vec![SubtaskSpec::tool("p", "panics", serde_json::json!({"when": when}))]);
+        let id = submit(&mut c, &spec).await.expect("submit");
+        let run = wait_done(&mut c, &id, Duration::from_secs(20)).await.expect("the attempt was reported, not hung");
+        assert_eq!(run.state, pb::RunState::Failed as i32);
+        let p = &run.subtasks[0];
+        assert_eq!(p.error_kind, pb::FailureKind::Permanent as i32, "{p:?}");
+        assert!(p.error_message.contains("the worker panicked running the attempt: a tool bug"), "{p:?}");
+    }
+    let id = submit(&mut c, &chain_with("b")).await.expect("submit");
+    let run = wait_done(&mut c, &id, Duration::from_secs(20)).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "the worker still serves");
+    tc.stop().await;
+}

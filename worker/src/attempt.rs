@@ -118,13 +118,13 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                 models: &models,
                 cancel: token.clone(),
             };
-            let result = agent::run(run, |turn| {
+            let result = guarded(agent::run(run, |turn| {
                 let step = pb::AgentStepReport { fence, turn_json: serde_json::to_string(turn).unwrap_or_default(), seq };
                 seq += 1;
                 // Kept until acknowledged: a step lost with a stream is re-sent on reconnection.
                 keep.unacked_steps.lock().unwrap_or_else(|e| e.into_inner()).insert((fence, step.seq), step.clone());
                 let _ = steps.try_send(Up::Step(step));
-            })
+            }))
             .await;
             let outcome = match result {
                 Ok(agent::AgentOutcome::Answer(text)) => {
@@ -160,11 +160,16 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                             attempt: a.attempt,
                             cancel: token.clone(),
                         };
-                        let call = tool.call(args, tctx);
-                        tokio::select! {
-                            biased;
-                            _ = token.cancelled() => Err(ToolError { kind: FailureKind::Cancelled, message: "cancelled".into() }),
-                            r = with_timeout(call, timeout) => r,
+                        // A tool that panics fails its attempt (reported, so it is not kept
+                        // alive by heartbeats forever); the worker goes on.
+                        let call = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tool.call(args, tctx)));
+                        match call {
+                            Err(panic) => Err(panicked(panic.as_ref())),
+                            Ok(call) => tokio::select! {
+                                biased;
+                                _ = token.cancelled() => Err(ToolError { kind: FailureKind::Cancelled, message: "cancelled".into() }),
+                                r = guarded(with_timeout(call, timeout)) => r,
+                            },
                         }
                     }
                 }
@@ -227,6 +232,21 @@ async fn finish(
     held.unacked.lock().unwrap_or_else(|e| e.into_inner()).insert(a.fence, report.clone());
     held.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&a.fence);
     let _ = reports.send(Up::Report(report)).await;
+}
+
+/// `fut`'s result, or a permanent failure naming the panic if it panics.
+async fn guarded<T>(fut: impl std::future::Future<Output = Result<T, ToolError>>) -> Result<T, ToolError> {
+    use futures_util::FutureExt;
+    std::panic::AssertUnwindSafe(fut).catch_unwind().await.unwrap_or_else(|panic| Err(panicked(panic.as_ref())))
+}
+
+fn panicked(payload: &(dyn std::any::Any + Send)) -> ToolError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    ToolError::permanent(format!("the worker panicked running the attempt: {message}"))
 }
 
 async fn with_timeout(call: tools::ToolFuture, timeout: Option<Duration>) -> Result<serde_json::Value, ToolError> {

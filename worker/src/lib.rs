@@ -247,8 +247,10 @@ async fn watch_leader(election: Election, known: LeaderInfo, changed: Cancellati
     }
 }
 
-/// Keeps the worker registered under a lease; if the lease is lost, its attempts are cancelled
-/// (the coordinator has re-queued them) and the worker registers anew.
+/// Keeps the worker registered under a lease; if the lease is lost (etcd out of reach for
+/// longer than it), the worker registers anew and its attempts go on: when it reconnects it
+/// declares them, and the coordinator takes them back, or cancels those it has run again.
+/// (Cancelling them here turned every etcd outage longer than a lease into failed work.)
 async fn register(
     store: Arc<dyn StateStore>,
     prefix: String,
@@ -289,8 +291,8 @@ async fn register(
                 info!(worker_id = %config.worker_id, "registered");
                 delays = backoff.build();
                 if let Err(e) = keep_lease_alive(store.clone(), lease, config.lease_ttl, shutdown.clone()).await {
-                    warn!(worker_id = %config.worker_id, error = %e, "registration lease lost; cancelling held attempts");
-                    held.cancel_all();
+                    let running = held.running.lock().unwrap_or_else(|e| e.into_inner()).len();
+                    warn!(worker_id = %config.worker_id, error = %e, running, "registration lease lost; registering again (attempts go on)");
                 } else {
                     let _ = store.revoke_lease(lease).await;
                     return;
@@ -376,6 +378,7 @@ async fn session(
         tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Assignments(a)) })) => {
+                    debug!(worker_id = %config.worker_id, count = a.assignments.len(), "assignments received");
                     for assignment in a.assignments {
                         start_attempt(assignment, ctx);
                     }

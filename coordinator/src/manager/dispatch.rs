@@ -217,8 +217,8 @@ impl Manager {
     /// Sends each worker its messages of this turn and hands the writes to the outbox.
     pub(super) async fn flush(&mut self) {
         for w in self.registry.flush() {
-            warn!(worker_id = %self.registry.id(w).map(ToString::to_string).unwrap_or_default(), "worker stream closed or full; treating it as lost");
-            self.worker_lost(w);
+            warn!(worker_id = %self.registry.id(w).map(ToString::to_string).unwrap_or_default(), "worker stream closed or full; dropping it (the worker reconnects)");
+            self.worker_detached(w);
         }
         self.outbox.flush(&self.registry).await;
     }

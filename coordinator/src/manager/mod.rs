@@ -497,16 +497,13 @@ impl Manager {
                 }
             }
             Command::WorkerLeft { conn } => {
-                if let Some(w) = self.registry.remove_conn(conn) {
+                if let Some(w) = self.registry.by_conn(conn) {
                     info!(worker_id = %self.registry.id(w).map(ToString::to_string).unwrap_or_default(), "worker left");
-                    self.worker_lost(w);
+                    self.worker_detached(w);
                 }
             }
             Command::WorkerExpired { worker_id } => {
-                if let Some(w) = self.registry.find_alive(&worker_id) {
-                    tracing::warn!(worker_id = %worker_id, "worker lease expired; its attempts are re-queued");
-                    self.worker_lost(w);
-                }
+                self.worker_expired(&worker_id);
                 self.expected_workers.remove(&worker_id);
                 self.check_recovery();
             }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 use swarm_core::Retryable;
 use swarm_proto::pb;
+use swarm_store::repo::BatchFailure;
 use swarm_store::{Op, RunRepo, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -136,6 +137,8 @@ struct SinkStats {
     ops: AtomicU64,
     /// Failed commit attempts (retried).
     retries: AtomicU64,
+    /// Records dropped because one alone exceeds the store's request limit.
+    dropped: AtomicU64,
 }
 
 /// Writes batches until the channel closes or the term is cancelled, then acknowledges.
@@ -165,9 +168,14 @@ async fn write_loop(repo: RunRepo, mut rx: mpsc::Receiver<SinkBatch>, term: Canc
             };
             let started = std::time::Instant::now();
             let written = match uploaded {
-                Ok(()) => repo.write_batch(&batch.ops).await,
-                Err(e) => Err(e),
+                Ok(()) => repo.write_batch_from(&batch.ops).await,
+                Err(error) => Err(BatchFailure { committed: 0, error }),
             };
+            // What was committed is never written again: a retry takes the rest.
+            let written = written.map_err(|f| {
+                batch.ops.drain(..f.committed.min(batch.ops.len()));
+                f.error
+            });
             match written {
                 Ok(txns) => {
                     let m = swarm_telemetry::metrics();
@@ -183,10 +191,31 @@ async fn write_loop(repo: RunRepo, mut rx: mpsc::Receiver<SinkBatch>, term: Canc
                     term.cancel();
                     return;
                 }
+                Err(StoreError::TooLarge(message)) => {
+                    // Too large as a transaction: write the first operation alone; if it alone is
+                    // over the store's request limit, it cannot be written at all, and only it is
+                    // dropped (every other record of the batch, other runs' included, goes on).
+                    match repo.write_batch_from(&batch.ops[..1]).await {
+                        Ok(_) => {
+                            batch.ops.remove(0);
+                        }
+                        Err(BatchFailure { error: StoreError::TooLarge(_), .. }) => {
+                            let op = batch.ops.remove(0);
+                            error!(key = %op.key_text(), bytes = op.size(), %message, "a record over the store's request limit is dropped");
+                            stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {} // retried with the rest below
+                    }
+                }
                 Err(e) if e.is_retryable() => {
                     stats.retries.fetch_add(1, Ordering::Relaxed);
                     let delay = delays.next().unwrap_or(MAX_WRITE_DELAY);
-                    warn!(error = %e, ops = batch.ops.len(), retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");
+                    if matches!(e, StoreError::NoSpace(_)) {
+                        error!(error = %e, ops = batch.ops.len(), retry_in_ms = delay.as_millis() as u64,
+                            "the store is full (etcd NOSPACE): writes are kept and retried until an operator compacts, defragments or raises the quota");
+                    } else {
+                        warn!(error = %e, ops = batch.ops.len(), retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");
+                    }
                     tokio::select! {
                         _ = term.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
@@ -293,5 +322,45 @@ mod tests {
         tracker.wait().await;
         assert!(store.get(b"/swarm/v1/x").await.expect("get").is_none());
         assert!(rx.try_recv().is_err(), "a report whose write failed is never acknowledged");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_store_keeps_writes_until_space_returns_and_only_then_acknowledges() {
+        let memory = Arc::new(MemoryStore::new().with_quota(64));
+        let store: Arc<dyn StateStore> = memory.clone();
+        let repo = RunRepo::new(store.clone(), swarm_store::repo::DEFAULT_PREFIX);
+        let (_tracker, _term, mut outbox, registry, w, mut rx) = rig(repo);
+        outbox.write(Op::put("/swarm/v1/x", "x".repeat(100)));
+        outbox.ack(w, 7);
+        outbox.flush(&registry).await;
+        // Full: retried with backoff for a while (paused time passes quickly); nothing acked.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(rx.try_recv().is_err(), "not acknowledged while the write waits");
+        assert!(store.get(b"/swarm/v1/x").await.expect("get").is_none());
+        memory.set_quota(None); // the operator compacts and defragments
+        assert_eq!(acks(&mut rx).await.fences, [7]);
+        assert!(store.get(b"/swarm/v1/x").await.expect("get").is_some(), "the write was kept, not dropped");
+    }
+
+    #[tokio::test]
+    async fn one_record_over_the_request_limit_is_dropped_alone_and_nothing_is_written_twice() {
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        let repo = RunRepo::new(store.clone(), swarm_store::repo::DEFAULT_PREFIX);
+        let (_tracker, _term, mut outbox, registry, w, mut rx) = rig(repo);
+        // 300 small records around one of 2 MiB (over etcd's 1.5 MiB request limit).
+        for i in 0..150 {
+            outbox.write(Op::put(format!("/swarm/v1/a{i:03}"), "1"));
+        }
+        outbox.write(Op::put("/swarm/v1/huge", "x".repeat(2 << 20)));
+        for i in 0..150 {
+            outbox.write(Op::put(format!("/swarm/v1/b{i:03}"), "1"));
+        }
+        outbox.ack(w, 7);
+        outbox.flush(&registry).await;
+        assert_eq!(acks(&mut rx).await.fences, [7]);
+        let page = store.range(b"/swarm/v1/", None, 0).await.expect("range");
+        assert_eq!(page.kvs.len(), 300, "every other record written");
+        assert!(page.kvs.iter().all(|kv| kv.version == 1), "none written twice");
+        assert!(store.get(b"/swarm/v1/huge").await.expect("get").is_none());
     }
 }

@@ -96,6 +96,10 @@ pub struct WorkerRegistry {
     by_conn: HashMap<ConnId, WorkerKey>,
     inflight: HashMap<Fence, Held>,
     dirty: Vec<WorkerKey>,
+    /// Connections that ended while their worker may still be alive, by key, with the worker's
+    /// id: their attempts stay in flight (aging towards the silence limit) so the worker can
+    /// reconnect and take them back ([`WorkerRegistry::reattach`]).
+    detached: HashMap<WorkerKey, WorkerId>,
 }
 
 impl WorkerRegistry {
@@ -107,7 +111,9 @@ impl WorkerRegistry {
     /// Registers a worker that opened stream `conn`. The caller has already dropped any live
     /// connection with the same id ([`WorkerRegistry::find_alive`], [`WorkerRegistry::lose`]).
     pub fn join(&mut self, conn: ConnId, id: WorkerId, slots: u32, tools: HashSet<String>, tx: WorkerTx) -> WorkerKey {
-        let index = self.workers.iter().position(|w| !w.alive);
+        // A slot is reused only once no attempt is held by its departed connection.
+        let index =
+            (0..self.workers.len()).find(|&i| !self.workers[i].alive && !self.detached.contains_key(&self.key_at(i)));
         let generation = index.map_or(0, |i| self.workers[i].generation.wrapping_add(1));
         let entry = WorkerEntry {
             id,
@@ -219,11 +225,6 @@ impl WorkerRegistry {
         Some((w.id.clone(), w.running))
     }
 
-    /// Forgets stream `conn`; returns the worker it carried, if still live.
-    pub fn remove_conn(&mut self, conn: ConnId) -> Option<WorkerKey> {
-        self.by_conn.remove(&conn).filter(|&k| self.get(k).is_some())
-    }
-
     /// The worker is gone: its stream is dropped (a worker still there reconnects), its queued
     /// messages discarded, and the attempts it held are returned, no longer in flight.
     pub fn lose(&mut self, key: WorkerKey) -> Vec<(Fence, Held)> {
@@ -239,6 +240,59 @@ impl WorkerRegistry {
         }
         let lost: Vec<Fence> = self.inflight.iter().filter(|(_, h)| h.worker == key).map(|(f, _)| *f).collect();
         lost.into_iter().filter_map(|f| self.inflight.remove(&f).map(|h| (f, h))).collect()
+    }
+
+    /// The worker's connection ended, but the worker may be alive (a dropped connection, a proxy's
+    /// idle timeout): the stream is dropped like [`Self::lose`], but its attempts stay in flight,
+    /// held by the old key, until the worker reconnects and declares them, its lease expires, or
+    /// they fall silent. Returns how many attempts it held.
+    pub fn detach(&mut self, key: WorkerKey) -> usize {
+        let Some(id) = self.get(key).map(|w| w.id.clone()) else { return 0 };
+        let held = self.inflight.values().filter(|h| h.worker == key).count();
+        if let Some(w) = self.get_mut(key) {
+            let conn = w.conn;
+            w.alive = false;
+            w.running = 0;
+            w.out_assign.clear();
+            w.out_cancel.clear();
+            w.tx = mpsc::channel(1).0;
+            if self.by_conn.get(&conn) == Some(&key) {
+                self.by_conn.remove(&conn);
+            }
+        }
+        if held > 0 {
+            self.detached.insert(key, id);
+        }
+        held
+    }
+
+    /// The reconnected worker `key` declares attempt `fence`: if an earlier connection of the
+    /// same worker held it, it is held by `key` now (nothing re-runs). False otherwise.
+    pub fn reattach(&mut self, key: WorkerKey, fence: Fence, now_us: u64) -> bool {
+        let Some(id) = self.get(key).map(|w| w.id.clone()) else { return false };
+        let Some(held) = self.inflight.get_mut(&fence) else { return false };
+        if self.detached.get(&held.worker) != Some(&id) {
+            return false;
+        }
+        held.worker = key;
+        held.last_beat_us = now_us;
+        if let Some(w) = self.get_mut(key) {
+            w.running += 1;
+        }
+        true
+    }
+
+    /// Attempts still held by earlier, ended connections of worker `id` (after it reconnected
+    /// without declaring them, or its lease expired): released and returned.
+    pub fn take_detached(&mut self, id: &WorkerId) -> Vec<(Fence, Held)> {
+        let keys: HashSet<WorkerKey> = self.detached.iter().filter(|(_, w)| *w == id).map(|(k, _)| *k).collect();
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        self.detached.retain(|k, _| !keys.contains(k));
+        let gone: Vec<Fence> =
+            self.inflight.iter().filter(|(_, h)| keys.contains(&h.worker)).map(|(f, _)| *f).collect();
+        gone.into_iter().filter_map(|f| self.inflight.remove(&f).map(|h| (f, h))).collect()
     }
 
     /// Queues an assignment for the worker and holds its attempt.
@@ -321,6 +375,10 @@ impl WorkerRegistry {
             }
             self.cancel(held.worker, fence);
             out.push((fence, held));
+        }
+        if !out.is_empty() && !self.detached.is_empty() {
+            let holding: HashSet<WorkerKey> = self.inflight.values().map(|h| h.worker).collect();
+            self.detached.retain(|k, _| holding.contains(k));
         }
         out
     }

@@ -63,8 +63,21 @@ impl Rig {
     }
 
     async fn join(&self, conn: ConnId, id: &str, slots: u32, tools: &[(&str, bool)]) -> Inbox {
+        self.join_holding(conn, id, slots, tools, Vec::new()).await
+    }
+
+    /// Joins declaring attempts the worker holds (as a reconnecting worker does).
+    async fn join_holding(
+        &self,
+        conn: ConnId,
+        id: &str,
+        slots: u32,
+        tools: &[(&str, bool)],
+        held: Vec<pb::HeldAttempt>,
+    ) -> Inbox {
         let (tx, rx) = mpsc::channel(64);
         let hello = pb::WorkerHello {
+            held,
             worker_id: id.into(),
             slots,
             tools: tools
@@ -274,5 +287,109 @@ async fn a_straggler_gets_a_backup_on_another_worker_and_the_loser_is_cancelled(
     let run = rig.run(&run_id).await;
     assert_eq!(run.state, pb::RunState::Succeeded as i32);
     assert_eq!(run.summary.expect("summary").speculative_wins, 1);
+    rig.stop().await;
+}
+
+fn holding(a: &pb::Assignment) -> pb::HeldAttempt {
+    pb::HeldAttempt { run_id: a.run_id.clone(), subtask_id: a.subtask_id.clone(), attempt: a.attempt, fence: a.fence }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_reconnects_keeps_its_attempt_and_nothing_runs_twice() {
+    let rig = Rig::start(ManagerConfig::default());
+    let mut w = rig.join(ConnId(1), "w", 4, &[("append", false)]).await;
+    let mut other = rig.join(ConnId(2), "other", 4, &[("append", false)]).await;
+    let run_id = rig.submit(RunSpec::new("reconnect", vec![SubtaskSpec::tool("a", "append", json!({}))])).await;
+    let (first, mut holder, conn, id) = tokio::select! {
+        a = next_assignment(&mut w) => (a, w, ConnId(1), "w"),
+        a = next_assignment(&mut other) => (a, other, ConnId(2), "other"),
+    };
+    // The stream drops (a proxy's idle timeout); the worker reconnects 2 s later, declaring it.
+    rig.manager.send(Command::WorkerLeft { conn }).await.expect("left");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut back = rig.join_holding(ConnId(3), id, 4, &[("append", false)], vec![holding(&first)]).await;
+    rig.report(ConnId(3), &first, rig.clock.now_us(), ok()).await;
+    let run = rig.run(&run_id).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32);
+    assert_eq!(run.subtasks[0].attempt, 1, "the same attempt, not a second one");
+    // Nothing was dispatched again, to anyone, and nothing cancelled.
+    for inbox in [&mut holder, &mut back] {
+        while let Ok(Ok(msg)) = inbox.try_recv() {
+            assert!(
+                !matches!(
+                    msg.msg,
+                    Some(pb::coordinator_message::Msg::Assignments(_) | pb::coordinator_message::Msg::Cancels(_))
+                ),
+                "{msg:?}"
+            );
+        }
+    }
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disconnected_workers_attempt_runs_again_only_when_it_is_not_coming_back() {
+    let rig = Rig::start(ManagerConfig::default()); // heartbeats every 5 s: silent after 15 s
+    let mut w = rig.join(ConnId(1), "w", 4, &[("echo", false)]).await;
+    let run_id = rig.submit(RunSpec::new("gone", vec![SubtaskSpec::tool("a", "echo", json!({}))])).await;
+    let first = next_assignment(&mut w).await;
+    let t0 = rig.clock.now_us();
+    rig.manager.send(Command::WorkerLeft { conn: ConnId(1) }).await.expect("left");
+    // Another worker is there, but the attempt waits for its worker to come back...
+    let mut other = rig.join(ConnId(2), "other", 4, &[("echo", false)]).await;
+    let again = next_assignment(&mut other).await;
+    let waited_ms = (rig.clock.now_us() - t0) / 1000;
+    assert!((15_000..15_100).contains(&waited_ms), "re-run after {waited_ms} ms, the silence limit");
+    assert!(again.fence > first.fence && again.attempt == 2);
+    rig.report(ConnId(2), &again, rig.clock.now_us(), ok()).await;
+    assert_eq!(rig.run(&run_id).await.state, pb::RunState::Succeeded as i32);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_comes_back_without_its_attempt_has_it_run_again_at_once() {
+    let rig = Rig::start(ManagerConfig::default());
+    let mut w = rig.join(ConnId(1), "w", 4, &[("echo", false)]).await;
+    let run_id = rig.submit(RunSpec::new("restarted", vec![SubtaskSpec::tool("a", "echo", json!({}))])).await;
+    let first = next_assignment(&mut w).await;
+    rig.manager.send(Command::WorkerLeft { conn: ConnId(1) }).await.expect("left");
+    // It restarted: it holds nothing. The attempt runs again at once.
+    let t0 = rig.clock.now_us();
+    let mut back = rig.join(ConnId(2), "w", 4, &[("echo", false)]).await;
+    let again = next_assignment(&mut back).await;
+    assert!((rig.clock.now_us() - t0) < 100_000, "at once");
+    assert!(again.fence > first.fence && again.attempt == 2);
+    // A forged claim on another worker's attempt takes nothing over.
+    let mut thief = rig.join_holding(ConnId(3), "thief", 4, &[("echo", false)], vec![holding(&again)]).await;
+    let cancelled = loop {
+        if let pb::coordinator_message::Msg::Cancels(c) = next(&mut thief).await {
+            break c.fences;
+        }
+    };
+    assert_eq!(cancelled, [again.fence]);
+    rig.report(ConnId(3), &again, rig.clock.now_us(), ok()).await; // ignored: not its attempt
+    rig.report(ConnId(2), &again, rig.clock.now_us(), ok()).await;
+    let run = rig.run(&run_id).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32);
+    assert_eq!(run.subtasks[0].worker_id, "w");
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_its_worker_cancelled_runs_again() {
+    let rig = Rig::start(ManagerConfig::default());
+    let mut w = rig.join(ConnId(1), "w", 4, &[("echo", false)]).await;
+    let run_id = rig.submit(RunSpec::new("handed-back", vec![SubtaskSpec::tool("a", "echo", json!({}))])).await;
+    let first = next_assignment(&mut w).await;
+    // Not asked by the coordinator: the worker gave up on it (a drain that timed out).
+    let cancelled = pb::attempt_report::Outcome::Error(pb::AttemptError {
+        kind: pb::FailureKind::Cancelled as i32,
+        message: "drain timeout".into(),
+    });
+    rig.report(ConnId(1), &first, rig.clock.now_us(), cancelled).await;
+    let again = next_assignment(&mut w).await;
+    assert_eq!(again.attempt, 2, "run again, not failed");
+    rig.report(ConnId(1), &again, rig.clock.now_us(), ok()).await;
+    assert_eq!(rig.run(&run_id).await.state, pb::RunState::Succeeded as i32);
     rig.stop().await;
 }

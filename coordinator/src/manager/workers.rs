@@ -16,7 +16,7 @@ impl Manager {
         let id = WorkerId::from(hello.worker_id);
         if let Some(old) = self.registry.find_alive(&id) {
             warn!(worker_id = %id, "worker reconnected; its previous connection is dropped");
-            self.worker_lost(old);
+            self.worker_detached(old);
         }
         let welcome = pb::CoordinatorMessage {
             msg: Some(pb::coordinator_message::Msg::Welcome(pb::Welcome {
@@ -39,10 +39,23 @@ impl Manager {
             .collect::<HashSet<_>>();
         let w = self.registry.join(conn, id.clone(), hello.slots, tools, tx);
         let held = hello.held.len();
+        let now = self.supervisor.now_us();
+        let mut reattached = 0;
         for h in hello.held {
-            self.adopt(w, h);
+            // Held by an earlier connection of this worker (a dropped stream): it goes on, the
+            // same attempt, and nothing runs twice. Otherwise (after a failover) it is adopted.
+            if self.registry.reattach(w, Fence(h.fence), now) {
+                reattached += 1;
+            } else {
+                self.adopt(w, h);
+            }
         }
-        info!(worker_id = %id, slots = hello.slots, held, "worker joined");
+        // What an earlier connection held and the worker no longer declares is gone with it.
+        for (fence, held) in self.registry.take_detached(&id) {
+            let reason = "the worker reconnected without the attempt".to_owned();
+            self.apply(held.run, EngineEvent::Lost { subtask: held.subtask, fence, reason });
+        }
+        info!(worker_id = %id, slots = hello.slots, held, reattached, "worker joined");
         // Subtasks parked for want of a tool may now have a worker.
         let keys: Vec<RunKey> = self.runs.iter().filter(|(_, e)| !e.parked.is_empty()).map(|(k, _)| *k).collect();
         for key in keys {
@@ -85,6 +98,36 @@ impl Manager {
         }
     }
 
+    /// The worker's connection ended (or is unusable), the worker perhaps alive: its attempts
+    /// stay in flight for it to reconnect and declare them (until they fall silent, or its
+    /// lease expires); nothing more is acknowledged to that connection.
+    pub(super) fn worker_detached(&mut self, w: WorkerKey) {
+        self.outbox.forget(w);
+        let id = self.registry.id(w).cloned();
+        let held = self.registry.detach(w);
+        if held > 0 {
+            info!(
+                worker_id = %id.map(|i| i.to_string()).unwrap_or_default(),
+                held,
+                wait_ms = self.supervisor.silence_limit_us() / 1000,
+                "worker disconnected; its attempts wait for it to reconnect"
+            );
+        }
+    }
+
+    /// The worker is gone for good (its lease expired): the attempts of its connections go back
+    /// to their runs as lost.
+    pub(super) fn worker_expired(&mut self, id: &WorkerId) {
+        if let Some(w) = self.registry.find_alive(id) {
+            warn!(worker_id = %id, "worker lease expired; its attempts are re-queued");
+            self.worker_lost(w);
+        }
+        for (fence, held) in self.registry.take_detached(id) {
+            let reason = "the worker running the attempt went away (its lease expired)".to_owned();
+            self.apply(held.run, EngineEvent::Lost { subtask: held.subtask, fence, reason });
+        }
+    }
+
     /// The worker is gone: its attempts go back to their runs as lost, and nothing more is
     /// acknowledged to that connection.
     pub(super) fn worker_lost(&mut self, w: WorkerKey) {
@@ -115,6 +158,16 @@ impl Manager {
         let event = match r.outcome {
             Some(pb::attempt_report::Outcome::OutputJson(out)) => {
                 EngineEvent::Succeeded { subtask: f.subtask, fence, started_us, finished_us, output: out.into() }
+            }
+            // An attempt the coordinator did not cancel (those are no longer current, and their
+            // reports are ignored), cancelled by its worker (a drain that timed out, a worker
+            // shutting down): not the call's failure, so it runs again.
+            Some(pb::attempt_report::Outcome::Error(e))
+                if convert::failure_kind(e.kind) == swarm_core::FailureKind::Cancelled =>
+            {
+                let reason =
+                    format!("the worker cancelled the attempt: {}", swarm_core::error::bounded_message(e.message));
+                EngineEvent::Lost { subtask: f.subtask, fence, reason }
             }
             Some(pb::attempt_report::Outcome::Error(e)) => EngineEvent::Failed {
                 subtask: f.subtask,

@@ -1,0 +1,153 @@
+//! Network faults between real processes, injected by a loopback TCP proxy
+//! (`swarm_tests::fault_proxy`): a worker whose connection to the coordinator drops keeps its
+//! attempts, and no non-idempotent call runs twice.
+
+use std::time::Duration;
+
+use swarm_core::{RunSpec, SubtaskSpec};
+use swarm_proto::pb;
+use swarm_tests::fault_proxy::FaultProxy;
+use swarm_tests::harness::{submit, wait_done, wait_for_events};
+use swarm_tests::proc_cluster::ProcCluster;
+use swarm_tests::process::SwarmProcess;
+
+/// 40 independent `append` calls of `ms` each, one line per call in `file`.
+fn appends(file: &str, ms: u64) -> RunSpec {
+    let subtasks = (0..40)
+        .map(|i| {
+            SubtaskSpec::tool(
+                format!("a{i}"),
+                "append",
+                serde_json::json!({"file": file, "text": format!("a{i}"), "ms": ms}),
+            )
+        })
+        .collect();
+    RunSpec::new("appends", subtasks)
+}
+
+/// `text` without ANSI colour codes.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Assignments the worker logged as received.
+fn received(log: &str) -> usize {
+    plain(log)
+        .lines()
+        .filter(|l| l.contains("assignments received"))
+        .filter_map(|l| l.split("count=").nth(1)?.split_whitespace().next()?.parse::<usize>().ok())
+        .sum()
+}
+
+fn started(events: &[pb::RunEvent]) -> usize {
+    events.iter().filter(|e| matches!(e.event, Some(pb::run_event::Event::SubtaskStarted(_)))).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_worker_connection_runs_no_call_twice() {
+    let _serial = crate::failover::SERIAL.lock().await;
+    let pc = ProcCluster::start(1, 1, 0, Duration::from_secs(2)).await.expect("cluster");
+    let (leader, _) = pc.leader().await.expect("leader").expect("elected");
+    let upstream = leader.trim_start_matches("http://").parse().expect("address");
+    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    // A worker that reaches the coordinator only through the proxy (no etcd: no lease to expire).
+    let append_dir = pc.dir.0.join("append");
+    let args: Vec<String> = [
+        "worker",
+        "--id",
+        "flaky-link",
+        "--slots",
+        "64",
+        "--coordinator",
+        &proxy.url(),
+        "--append-dir",
+        &append_dir.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let env = [("SWARM_LOG", "info,swarm_worker=debug")];
+    let mut worker = SwarmProcess::spawn_env("worker-flaky-link", &args, &env, &pc.dir.0).expect("worker");
+    let mut c = pc.client(&leader).await.expect("client");
+    let run_id = submit(&mut c, &appends("drop.log", 1500)).await.expect("submit");
+    wait_for_events(&mut c, &run_id, Duration::from_secs(30), |e| started(e) == 40).await.expect("all 40 started");
+    // ... and the worker has them (dispatched is not yet received: the proxy may hold them).
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while received(&worker.log_text()) < 40 {
+        assert!(tokio::time::Instant::now() < until, "the worker never got its 40 calls: {}", worker.log_text());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Every call is running on the worker when its connection drops.
+    assert!(proxy.drop_connections() >= 1, "the worker was connected through the proxy");
+    let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}\n{}", pc.logs(), worker.log_text());
+    let summary = run.summary.expect("summary");
+    assert_eq!(summary.attempts, 40, "one attempt per call: {summary:?}\n{}\n{}", pc.logs(), worker.log_text());
+    let mut lines = pc.appended("drop.log");
+    lines.sort();
+    let mut expected: Vec<String> = (0..40).map(|i| format!("a{i}")).collect();
+    expected.sort();
+    assert_eq!(lines, expected, "each call ran exactly once");
+    let coordinator = plain(&pc.coordinators[0].0.log_text());
+    assert!(coordinator.contains("reattached=40"), "the worker took its attempts back: {coordinator}");
+    worker.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_of_an_ended_run_are_served_whole_after_a_leader_failover() {
+    let _serial = crate::failover::SERIAL.lock().await;
+    let mut pc = ProcCluster::start(1, 2, 1, Duration::from_secs(2)).await.expect("cluster");
+    let (a_url, _) = pc.leader().await.expect("leader").expect("elected");
+    let a = pc.coordinators.iter().position(|(_, url)| *url == a_url).expect("ours");
+    let mut c = pc.client(&a_url).await.expect("client");
+    let subtasks = (0..5)
+        .map(|i| SubtaskSpec::tool(format!("s{i}"), "echo", serde_json::json!({"text": format!("result {i}")})))
+        .collect();
+    let run_id = submit(&mut c, &RunSpec::new("results", subtasks)).await.expect("submit");
+    wait_done(&mut c, &run_id, Duration::from_secs(30)).await.expect("done");
+    let before = swarm_cli::client::get(&mut c, &run_id, true).await.expect("get");
+    assert_eq!(before.subtasks.len(), 5);
+    // Its end is durable before the leader dies.
+    let store = pc.store().await.expect("store");
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let header = store.get(format!("/swarm/v1/runs/{run_id}").as_bytes()).await.expect("get");
+        let state = header.and_then(|kv| serde_json::from_slice::<serde_json::Value>(&kv.value).ok());
+        if state.as_ref().and_then(|h| h["state"].as_str()) == Some("SUCCEEDED") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "never stored as ended: {state:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pc.coordinators[a].0.kill();
+    let (b_url, _) = pc.wait_leader(Some(&a_url), Duration::from_secs(15)).await.expect("failover");
+    let mut c = pc.client(&b_url).await.expect("client");
+    // The new leader serves once its term has started (until then it answers UNAVAILABLE).
+    let until = tokio::time::Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        match swarm_cli::client::get(&mut c, &run_id, true).await {
+            Ok(run) => break run,
+            Err(s) if s.code() == tonic::Code::Unavailable && tokio::time::Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(s) => panic!("get from the new leader: {s:?}"),
+        }
+    };
+    assert_eq!(after.state, pb::RunState::Succeeded as i32);
+    let outputs = |r: &pb::Run| r.subtasks.iter().map(|s| (s.id.clone(), s.output_json.clone())).collect::<Vec<_>>();
+    assert_eq!(outputs(&after), outputs(&before), "every subtask and its result, as before the failover");
+    assert!(after.subtasks.iter().all(|s| s.state == pb::SubtaskState::Succeeded as i32 && s.attempt == 1));
+}
