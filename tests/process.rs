@@ -74,8 +74,11 @@ impl SwarmProcess {
     pub fn spawn_env(name: &str, args: &[String], env: &[(&str, &str)], log_dir: &Path) -> anyhow::Result<Self> {
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log)?;
+        // Run in the test's directory: relative paths (`./swarm-payloads`) land there, not in the
+        // source tree.
         let child = Command::new(swarm_bin()?)
             .args(args)
+            .current_dir(log_dir)
             .env("SWARM_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone()?))

@@ -61,6 +61,32 @@ pub async fn run(
         .with_jitter()
         .without_max_times();
     let mut delays = backoff.build();
+    // Before standing by at all: this node must read the payload store the others write.
+    loop {
+        match base.payloads_shared().await {
+            Ok(true) => break,
+            Ok(false) => {
+                let reason = format!(
+                    "this coordinator's payload store ({:?}) does not hold the cluster's marker (named by {} \
+                     in the state store): coordinators of one cluster must share their payload store (--payloads: \
+                     a directory all of them mount; docs/deploy.md), or a standby could not resume runs with \
+                     offloaded specs or outputs. Refusing to stand by.",
+                    base.payloads(),
+                    base.payload_marker_key()
+                );
+                tracing::error!(%reason, "payload store not shared");
+                fatal.trip(reason);
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot check the payload store; retrying");
+                pause(&shutdown, delays.next().unwrap_or(Duration::from_secs(2))).await;
+                if shutdown.is_cancelled() {
+                    return;
+                }
+            }
+        }
+    }
     while !shutdown.is_cancelled() {
         let lease = match store.grant_lease(config.lease_ttl).await {
             Ok(l) => l,

@@ -105,6 +105,9 @@ pub struct SubtaskRecord {
     pub first_started_us: Option<u64>,
 }
 
+/// The bytes a paged read asks for at a time (about; see [`RunRepo::range_all`]).
+pub const PAGE_BYTES: usize = 8 * 1024 * 1024;
+
 /// A batch that failed part-way: the first `committed` operations are durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchFailure {
@@ -374,6 +377,37 @@ impl RunRepo {
         Ok(txns)
     }
 
+    /// Proves that this node reads the payload store the cluster writes: the first node to
+    /// check writes a marker object through its payload store and records its path in the
+    /// state store (`{prefix}payload-marker`); every other node must find that object through
+    /// its own. Coordinators that do not share one cannot read each other's offloaded specs and
+    /// outputs, so a standby would take over runs it cannot resume. `Ok(false)`: not shared.
+    pub async fn payloads_shared(&self) -> Result<bool, StoreError> {
+        let Some(payloads) = &self.payloads else { return Ok(true) };
+        let key = format!("{}payload-marker", self.prefix).into_bytes();
+        loop {
+            if let Some(kv) = self.store.get(&key).await? {
+                let path = String::from_utf8_lossy(&kv.value).into_owned();
+                return match payloads.get(&path).await {
+                    Ok(_) => Ok(true),
+                    Err(e @ StoreError::Unavailable(_)) => Err(e),
+                    Err(_) => Ok(false),
+                };
+            }
+            let mine = format!("markers/{:016x}", fastrand_u64());
+            payloads.put(&mine, bytes::Bytes::from_static(b"swarm payload store marker\n")).await?;
+            let txn = Txn::new().when(Compare::Absent(key.clone())).then(Op::put(key.clone(), mine.into_bytes()));
+            if self.store.commit(txn).await?.succeeded {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// The state store key of the payload marker (for messages).
+    pub fn payload_marker_key(&self) -> String {
+        format!("{}payload-marker", self.prefix)
+    }
+
     /// A run's header.
     pub async fn header(&self, run: &RunId) -> Result<Option<RunHeader>, StoreError> {
         self.store.get(&self.header_key(run)).await?.map(|kv| decode(&kv)).transpose()
@@ -406,13 +440,19 @@ impl RunRepo {
             .collect()
     }
 
-    /// Every key under `prefix`, read a page at a time.
+    /// Every key under `prefix`, read a page at a time. Pages are sized by bytes: each asks for
+    /// as many keys as fit [`PAGE_BYTES`] at the sizes seen so far (from 16 to 1,000), so large
+    /// values mean small pages, never a response over the client's limit.
     pub(crate) async fn range_all(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let mut out = Vec::new();
         let mut after: Option<Vec<u8>> = None;
+        let mut limit = 100;
         loop {
-            let page = self.store.range(prefix, after.as_deref(), 1000).await?;
+            let page = self.store.range(prefix, after.as_deref(), limit).await?;
             after = page.kvs.last().map(|kv| kv.key.clone());
+            let bytes: usize = page.kvs.iter().map(|kv| kv.key.len() + kv.value.len()).sum();
+            let per_key = bytes / page.kvs.len().max(1);
+            limit = (PAGE_BYTES / per_key.max(1)).clamp(16, 1000);
             out.extend(page.kvs);
             if !page.more {
                 return Ok(out);
@@ -440,6 +480,14 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, StoreError> {
     serde_json::from_slice(&kv.value)
         .map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(&kv.key).into_owned(), message: e.to_string() })
+}
+
+/// A random u64 without a dependency: the standard library's randomly keyed hasher.
+fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
 }
 
 #[cfg(test)]

@@ -151,3 +151,31 @@ async fn results_of_an_ended_run_are_served_whole_after_a_leader_failover() {
     assert_eq!(outputs(&after), outputs(&before), "every subtask and its result, as before the failover");
     assert!(after.subtasks.iter().all(|s| s.state == pb::SubtaskState::Succeeded as i32 && s.attempt == 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_that_does_not_share_the_payload_store_refuses_to_stand_by() {
+    let _serial = crate::failover::SERIAL.lock().await;
+    let pc = ProcCluster::start(1, 1, 0, Duration::from_secs(2)).await.expect("cluster");
+    pc.leader().await.expect("leader").expect("elected");
+    let own = pc.dir.0.join("elsewhere");
+    let port = swarm_tests::etcd::free_port().expect("port");
+    let args: Vec<String> = [
+        "coordinator",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--etcd",
+        &pc.etcd.endpoints().join(","),
+        "--payloads",
+        &own.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut stray = SwarmProcess::spawn("stray", &args, &pc.dir.0).expect("spawn");
+    let code = stray.wait_exit(Duration::from_secs(20)).await.expect("it exits");
+    assert_eq!(code, Some(70), "{}", stray.log_text());
+    let log = plain(&stray.log_text());
+    assert!(log.contains("must share their payload store") && log.contains("Refusing to stand by"), "{log}");
+    // The leader is untouched.
+    let (leader, _) = pc.leader().await.expect("leader").expect("still elected");
+    assert_eq!(leader, pc.coordinators[0].1);
+}
