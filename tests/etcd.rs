@@ -167,6 +167,18 @@ impl EtcdCluster {
         }
     }
 
+    /// Sends member `i` a signal (`STOP`, `CONT`) by PID.
+    pub fn signal(&self, i: usize, sig: &str) -> anyhow::Result<()> {
+        let pid = self.members[i]
+            .child
+            .as_ref()
+            .map(std::process::Child::id)
+            .ok_or_else(|| anyhow::anyhow!("member {i} is not running"))?;
+        let status = std::process::Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill -{sig} {pid} failed");
+        Ok(())
+    }
+
     /// Starts member `i` again on its data dir.
     pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         self.kill(i);

@@ -310,7 +310,7 @@ pub struct StoreArgs {
     #[arg(long, env = "SWARM_PREFIX", default_value = "/swarm/v1/")]
     pub prefix: String,
     /// Lease TTL of coordinators and workers: how fast a dead one is noticed.
-    #[arg(long, env = "SWARM_LEASE_TTL", default_value = "5s", value_parser = parse_ttl)]
+    #[arg(long, env = "SWARM_LEASE_TTL", default_value = "2s", value_parser = parse_ttl)]
     pub lease_ttl: Duration,
 }
 

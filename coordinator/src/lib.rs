@@ -65,7 +65,7 @@ impl Default for CoordinatorConfig {
             manager: ManagerConfig::default(),
             prefix: swarm_store::repo::DEFAULT_PREFIX.to_owned(),
             advertise: String::new(),
-            lease_ttl: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(2),
             run_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
             payloads: swarm_store::payload::PayloadStore::memory(swarm_store::payload::DEFAULT_THRESHOLD),
         }

@@ -95,7 +95,7 @@ impl WorkerConfig {
             source: CoordinatorSource::Static(coordinator.into()),
             slots: 64,
             labels: HashMap::new(),
-            lease_ttl: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(2),
             models: Arc::new(model::ModelRegistry::new()),
             heartbeats: true,
             drain_timeout: Duration::from_secs(20),
