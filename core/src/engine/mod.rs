@@ -366,11 +366,7 @@ impl RunEngine {
             }
             EngineEvent::Adopt { subtask, worker, fence, attempt } => {
                 let Some(slot) = self.slots.get_mut(subtask.index()) else { return };
-                // Only a subtask that could be dispatched now is adopted: one still waiting for
-                // its dependencies (their results were not durable when it was dispatched) must
-                // not run before them, so that attempt is refused (and cancelled).
-                let dispatchable = matches!(slot.state, SubtaskState::Ready | SubtaskState::Backoff);
-                if !dispatchable || fence <= slot.fence {
+                if slot.state.is_terminal() || slot.state == SubtaskState::Running || fence <= slot.fence {
                     self.counts.stale_reports += 1;
                     return;
                 }

@@ -196,14 +196,6 @@ fn restore_resumes_from_recorded_ends_and_adopts_held_attempts() {
         &mut out,
     );
     assert_eq!(e.slot(a).state, SubtaskState::Succeeded);
-    // Nor one whose dependencies have not finished (c waits for b): it must not run first.
-    let c = dag.index_of("c").expect("c");
-    e.apply(
-        EngineEvent::Adopt { subtask: c, worker: WorkerId::from("w"), fence: Fence(9), attempt: AttemptNo(1) },
-        10,
-        &mut out,
-    );
-    assert_eq!(e.slot(c).state, SubtaskState::Blocked);
     ok(&mut e, x, 7, 10, &mut out);
     assert_eq!(e.slot(x).state, SubtaskState::Succeeded);
 }
