@@ -10,17 +10,12 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use serde_json::json;
 use swarm_core::agent::{AgentSpec, OrchestratorSpec};
-use swarm_core::fence::FenceSeq;
 use swarm_core::{ConnId, Dag, Limits, RunId, RunSpec, SubtaskKind, SubtaskSpec};
 use swarm_proto::pb;
 use swarm_store::repo::RunHeader;
-use swarm_store::{MemoryStore, RunRepo};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::*;
-use crate::clock::{Clock, TokioClock};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -173,14 +168,8 @@ fn specs() -> Vec<RunSpec> {
 }
 
 async fn play(ops: Vec<Op>) {
-    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
-    let repo = RunRepo::new(Arc::new(MemoryStore::new()), swarm_store::repo::DEFAULT_PREFIX);
-    let tracker = TaskTracker::new();
-    let term = CancellationToken::new();
-    let startup =
-        Startup { fences: FenceSeq::for_term(1).expect("term"), clock: Some(clock.clone()), ..Startup::default() };
-    let manager =
-        spawn(ManagerConfig { fault: None, ..ManagerConfig::default() }, repo, &tracker, term.clone(), startup);
+    let rig = super::tests::Rig::start(ManagerConfig { fault: None, ..ManagerConfig::default() });
+    let (manager, clock) = (rig.manager.clone(), rig.clock.clone());
     let mut runs = Vec::new();
     for (i, spec) in specs().into_iter().enumerate() {
         let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
@@ -294,9 +283,7 @@ async fn play(ops: Vec<Op>) {
         let error = run.summary.as_ref().map_or(0, |s| s.error_kind);
         assert_ne!(error, pb::FailureKind::Internal as i32, "a panic was caught on {run_id}: {run:?}");
     }
-    term.cancel();
-    tracker.close();
-    tracker.wait().await;
+    rig.stop().await;
 }
 
 proptest! {

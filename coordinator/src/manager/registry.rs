@@ -228,15 +228,8 @@ impl WorkerRegistry {
     /// The worker is gone: its stream is dropped (a worker still there reconnects), its queued
     /// messages discarded, and the attempts it held are returned, no longer in flight.
     pub fn lose(&mut self, key: WorkerKey) -> Vec<(Fence, Held)> {
-        let Some(w) = self.get_mut(key) else { return Vec::new() };
-        let conn = w.conn;
-        w.alive = false;
-        w.running = 0;
-        w.out_assign.clear();
-        w.out_cancel.clear();
-        w.tx = mpsc::channel(1).0;
-        if self.by_conn.get(&conn) == Some(&key) {
-            self.by_conn.remove(&conn);
+        if !self.close(key) {
+            return Vec::new();
         }
         let lost: Vec<Fence> = self.inflight.iter().filter(|(_, h)| h.worker == key).map(|(f, _)| *f).collect();
         lost.into_iter().filter_map(|f| self.inflight.remove(&f).map(|h| (f, h))).collect()
@@ -249,17 +242,7 @@ impl WorkerRegistry {
     pub fn detach(&mut self, key: WorkerKey) -> usize {
         let Some(id) = self.get(key).map(|w| w.id.clone()) else { return 0 };
         let held = self.inflight.values().filter(|h| h.worker == key).count();
-        if let Some(w) = self.get_mut(key) {
-            let conn = w.conn;
-            w.alive = false;
-            w.running = 0;
-            w.out_assign.clear();
-            w.out_cancel.clear();
-            w.tx = mpsc::channel(1).0;
-            if self.by_conn.get(&conn) == Some(&key) {
-                self.by_conn.remove(&conn);
-            }
-        }
+        self.close(key);
         if held > 0 {
             self.detached.insert(key, id);
         }
@@ -293,6 +276,22 @@ impl WorkerRegistry {
         let gone: Vec<Fence> =
             self.inflight.iter().filter(|(_, h)| keys.contains(&h.worker)).map(|(f, _)| *f).collect();
         gone.into_iter().filter_map(|f| self.inflight.remove(&f).map(|h| (f, h))).collect()
+    }
+
+    /// Drops worker `key`'s stream and queued messages and marks it departed; false if it was
+    /// not live.
+    fn close(&mut self, key: WorkerKey) -> bool {
+        let Some(w) = self.get_mut(key) else { return false };
+        let conn = w.conn;
+        w.alive = false;
+        w.running = 0;
+        w.out_assign.clear();
+        w.out_cancel.clear();
+        w.tx = mpsc::channel(1).0;
+        if self.by_conn.get(&conn) == Some(&key) {
+            self.by_conn.remove(&conn);
+        }
+        true
     }
 
     /// Queues an assignment for the worker and holds its attempt.

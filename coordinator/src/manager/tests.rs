@@ -23,16 +23,17 @@ use crate::clock::{Clock, TokioClock};
 
 type Inbox = mpsc::Receiver<Result<pb::CoordinatorMessage, tonic::Status>>;
 
-struct Rig {
-    manager: ManagerHandle,
+/// A manager on a memory store and tokio's clock (also used by the property test in `fuzz`).
+pub(super) struct Rig {
+    pub(super) manager: ManagerHandle,
     repo: RunRepo,
-    clock: Arc<dyn Clock>,
+    pub(super) clock: Arc<dyn Clock>,
     term: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl Rig {
-    fn start(config: ManagerConfig) -> Self {
+    pub(super) fn start(config: ManagerConfig) -> Self {
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
         let repo = RunRepo::new(Arc::new(MemoryStore::new()), swarm_store::repo::DEFAULT_PREFIX);
         let tracker = TaskTracker::new();
@@ -121,7 +122,7 @@ impl Rig {
         run
     }
 
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         self.term.cancel();
         self.tracker.close();
         self.tracker.wait().await;
