@@ -365,8 +365,8 @@ struct Manager {
     /// Per-tool token buckets.
     limiter: crate::ratelimit::RateLimiter,
     expected_workers: HashSet<WorkerId>,
-    /// Runs that ended this turn, archived at its end.
-    ended: Vec<RunKey>,
+    /// Runs that ended, with the outbox mark of their last write: archived once it is settled.
+    ended: Vec<(RunKey, u64)>,
     /// Ended runs whose event logs are still kept, oldest first, with when they ended.
     log_expiry: VecDeque<(u64, RunId)>,
 }
@@ -376,8 +376,10 @@ impl Manager {
         let clock = self.supervisor.clock();
         loop {
             // While attempts run or subtasks wait, look for stragglers and overdue waits often.
-            let busy =
-                self.registry.busy() || !self.ring.is_empty() || self.runs.values().any(|r| !r.parked.is_empty());
+            let busy = self.registry.busy()
+                || !self.ring.is_empty()
+                || !self.ended.is_empty()
+                || self.runs.values().any(|r| !r.parked.is_empty());
             // A tool at its rate limit: wake when its next token arrives.
             let token = if self.ring.is_empty() { None } else { self.limiter.next_token_us(self.supervisor.now_us()) };
             let wake = self.supervisor.next_wake(busy, token);

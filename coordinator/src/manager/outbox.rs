@@ -41,6 +41,8 @@ pub struct Outbox {
     step_acks: HashMap<WorkerKey, Vec<pb::StepAck>>,
     writer: mpsc::Sender<SinkBatch>,
     stats: Arc<SinkStats>,
+    /// Operations handed to this outbox so far (see [`Outbox::settled`]).
+    queued: u64,
 }
 
 impl Outbox {
@@ -49,12 +51,33 @@ impl Outbox {
         let (writer, rx) = mpsc::channel(64);
         let stats = Arc::new(SinkStats::default());
         tracker.spawn(write_loop(repo, rx, term, stats.clone()));
-        Self { writes: Vec::new(), blobs: Vec::new(), acks: HashMap::new(), step_acks: HashMap::new(), writer, stats }
+        Self {
+            writes: Vec::new(),
+            blobs: Vec::new(),
+            acks: HashMap::new(),
+            step_acks: HashMap::new(),
+            writer,
+            stats,
+            queued: 0,
+        }
     }
 
     /// A store write of this turn.
     pub fn write(&mut self, op: Op) {
         self.writes.push(op);
+        self.queued += 1;
+    }
+
+    /// How many writes have been handed to the outbox so far: a mark to compare with
+    /// [`Outbox::settled`].
+    pub fn queued(&self) -> u64 {
+        self.queued
+    }
+
+    /// How many of the writes handed over are settled (committed, or dropped for good), in
+    /// order: every write up to this count is behind us.
+    pub fn settled(&self) -> u64 {
+        self.stats.settled.load(Ordering::Relaxed)
     }
 
     /// A payload to upload before this turn's writes (which reference it).
@@ -139,6 +162,8 @@ struct SinkStats {
     retries: AtomicU64,
     /// Records dropped because one alone exceeds the store's request limit.
     dropped: AtomicU64,
+    /// Operations settled (written or dropped), counted as batches finish, in order.
+    settled: AtomicU64,
 }
 
 /// Writes batches until the channel closes or the term is cancelled, then acknowledges.
@@ -154,6 +179,7 @@ async fn write_loop(repo: RunRepo, mut rx: mpsc::Receiver<SinkBatch>, term: Canc
                 Err(_) => break,
             }
         }
+        let total = batch.ops.len() as u64;
         let mut delays = write_backoff().build();
         loop {
             if batch.ops.is_empty() {
@@ -228,6 +254,7 @@ async fn write_loop(repo: RunRepo, mut rx: mpsc::Receiver<SinkBatch>, term: Canc
                 }
             }
         }
+        stats.settled.fetch_add(total, Ordering::Relaxed);
         for (tx, acks) in batch.acks {
             let msg = pb::CoordinatorMessage { msg: Some(pb::coordinator_message::Msg::Acks(acks)) };
             // A full or closed stream only delays the ack: the worker re-sends, and the report is

@@ -260,7 +260,9 @@ impl Manager {
                 entry.header.term = term;
                 let op = self.repo.header_op(&entry.header);
                 self.outbox.write(op);
-                self.ended.push(key);
+                // Archived once this and every earlier write is durable: until then GetRun
+                // serves the run from memory (the store may not have its last records yet).
+                self.ended.push((key, self.outbox.queued()));
             }
         }
     }
@@ -372,7 +374,11 @@ impl Manager {
     /// Moves runs that ended out of the engines' map: only the header (with the summary) and,
     /// for [`super::ENDED_LOG_RETENTION`], the event log stay in memory.
     pub(super) fn archive_ended(&mut self) {
-        for key in std::mem::take(&mut self.ended) {
+        let settled = self.outbox.settled();
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.ended).into_iter().partition(|&(_, mark)| mark <= settled);
+        self.ended = waiting;
+        for (key, _) in ready {
             let Some(entry) = self.runs.remove(&key) else { continue };
             self.ring.retain(|&k| k != key);
             let mut header = entry.header;
