@@ -64,6 +64,15 @@ pub fn bounded_message(mut message: String) -> String {
     message
 }
 
+/// The text of a caught panic's payload (`&str` or `String`; other payloads say so).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
 impl Retryable for FailureKind {
     fn is_retryable(&self) -> bool {
         matches!(self, Self::Transient | Self::Timeout | Self::WorkerLost)

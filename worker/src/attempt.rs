@@ -241,11 +241,7 @@ async fn guarded<T>(fut: impl std::future::Future<Output = Result<T, ToolError>>
 }
 
 fn panicked(payload: &(dyn std::any::Any + Send)) -> ToolError {
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned());
+    let message = swarm_core::error::panic_message(payload);
     ToolError::permanent(format!("the worker panicked running the attempt: {message}"))
 }
 

@@ -60,14 +60,7 @@ impl FaultHook {
     }
 }
 
-/// The text of a caught panic.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
+pub use swarm_core::error::panic_message;
 
 /// The process-wide "cannot go on" signal: set once by a manager that panicked outside any
 /// run's guard. It cancels the node's root token (health goes NOT_SERVING, the leader resigns,
