@@ -12,7 +12,7 @@ use swarm_proto::status::to_status;
 use swarm_store::repo::{Created, RunHeader};
 use tonic::{Request, Response, Status};
 
-use crate::manager::{Command, Page, now_us};
+use crate::manager::{Command, Page, Watchable, now_us};
 use crate::node::{LeaderCtx, Role};
 use crate::watch::EventLog;
 
@@ -150,11 +150,21 @@ impl SwarmApi {
 
     async fn watch_log(&self, run_id: RunId) -> Result<Arc<EventLog>, ApiError> {
         let id = run_id.clone();
-        self.leader()?
+        let ctx = self.leader()?;
+        let found = ctx
             .manager
             .call(|reply| Command::Watch { run_id: id, reply })
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("run {run_id} (or it is no longer watchable)")))
+            .ok_or_else(|| ApiError::NotFound(format!("run {run_id} (or it is no longer watchable)")))?;
+        match found {
+            Watchable::Log(log) => Ok(log),
+            // An ended run's log is no longer in memory (it ended long ago or under an
+            // earlier leader): read back from the store.
+            Watchable::Stored(header) => {
+                let events = crate::recovery::stored_events(&ctx.repo, &run_id).await.map_err(store_error)?;
+                Ok(EventLog::stored_ended(&header, events))
+            }
+        }
     }
 }
 
@@ -275,6 +285,10 @@ fn watch_stream(
             s.changes.borrow_and_update();
             if s.log.last_seq() > s.cursor {
                 continue;
+            }
+            // Resumed at or after the final event: nothing more will come.
+            if s.log.ended_by(s.cursor) {
+                return None;
             }
             tokio::select! {
                 changed = s.changes.changed() => if changed.is_err() { return None },

@@ -288,13 +288,13 @@ async fn janitor(repo: RunRepo, manager: ManagerHandle, ttl: Duration, term: Can
         if gone.is_empty() {
             continue;
         }
-        let ops: Vec<_> = gone.iter().flat_map(|run| repo.delete_run_ops(run)).collect();
+        let ops: Vec<_> = gone.iter().flat_map(|(run, key)| repo.delete_run_ops(run, key.as_deref())).collect();
         match repo.write_batch(&ops).await {
             Ok(_) => info!(runs = gone.len(), "expired runs deleted"),
             Err(e) => warn!(error = %e, runs = gone.len(), "deleting expired runs failed"),
         }
         if let Some(payloads) = repo.payloads() {
-            for run in &gone {
+            for (run, _) in &gone {
                 if let Err(e) = payloads.delete_prefix(&RunRepo::payload_prefix(run)).await {
                     warn!(run_id = %run, error = %e, "deleting payloads of an expired run failed");
                 }

@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use swarm_core::agent::Turn;
+use swarm_core::engine::Update;
 use swarm_core::engine::{Failure, RestoredSubtask};
-use swarm_core::{AttemptNo, Dag, Limits, RunId, SubtaskIx, WorkerId};
+use swarm_core::{AttemptNo, Dag, Limits, RunId, SubtaskIx, SubtaskState, WorkerId};
+use swarm_proto::pb::{self, run_event::Event};
 use swarm_store::repo::{RunHeader, SubtaskRecord};
 use swarm_store::{RunRepo, StoreError};
 use tracing::{error, info, warn};
@@ -23,6 +25,8 @@ pub struct RecoveredRun {
     pub turns: HashMap<SubtaskIx, Vec<Arc<Turn>>>,
     /// The `assign_task` call each spawned subagent answers.
     pub calls: HashMap<SubtaskIx, String>,
+    /// Its event log as written so far.
+    pub events: Vec<pb::RunEvent>,
 }
 
 /// What the store holds.
@@ -171,10 +175,77 @@ pub async fn load_state(
             records.push((i, restored(record)));
         }
     }
+    let events = if resuming { stored_events(repo, &header.run_id).await? } else { Vec::new() };
     if resuming {
-        info!(run_id = %header.run_id, recorded = records.len(), total = dag.len(), "resuming run");
+        info!(run_id = %header.run_id, recorded = records.len(), total = dag.len(), events = events.len(), "resuming run");
     }
-    Ok(Some(RecoveredRun { header: header.clone(), dag, records, turns, calls }))
+    Ok(Some(RecoveredRun { header: header.clone(), dag, records, turns, calls, events }))
+}
+
+/// A run's event log as stored. A chunk that does not decode is left out (with a warning):
+/// events are a view of the run, its records are the truth.
+pub async fn stored_events(repo: &RunRepo, run: &RunId) -> Result<Vec<pb::RunEvent>, StoreError> {
+    let mut events = Vec::new();
+    for chunk in repo.event_chunks(run).await? {
+        match crate::watch::decode_chunk(&chunk) {
+            Ok(mut decoded) => events.append(&mut decoded),
+            Err(e) => warn!(run_id = %run, error = %e, "an undecodable chunk of a run's event log is left out"),
+        }
+    }
+    Ok(events)
+}
+
+/// The events that say how the recorded subtasks ended, for those whose end is not in the
+/// stored log (the last leader stopped between writing a record and writing its event).
+pub fn unlogged_ends(dag: &Dag, records: &[(SubtaskIx, RestoredSubtask)], stored: &[pb::RunEvent]) -> Vec<Update> {
+    let logged: std::collections::HashSet<&str> = stored
+        .iter()
+        .filter_map(|e| match e.event.as_ref()? {
+            Event::SubtaskSucceeded(s) => Some(s.subtask_id.as_str()),
+            Event::SubtaskFailed(f) if f.retry_in.is_none() => Some(f.subtask_id.as_str()),
+            Event::SubtaskSkipped(s) => Some(s.subtask_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let states: HashMap<SubtaskIx, SubtaskState> = records.iter().map(|(i, r)| (*i, r.state)).collect();
+    let mut out = Vec::new();
+    for (i, r) in records {
+        if logged.contains(dag.node(*i).id.as_str()) {
+            continue;
+        }
+        let attempt = AttemptNo(r.attempt.0);
+        match r.state {
+            SubtaskState::Succeeded => out.push(Update::Succeeded {
+                subtask: *i,
+                attempt,
+                duration_us: r.finished_us.saturating_sub(r.started_us),
+            }),
+            SubtaskState::Failed => out.push(Update::Failed {
+                subtask: *i,
+                attempt,
+                kind: r.error.as_ref().map_or(swarm_core::FailureKind::Internal, |e| e.kind),
+                message: r.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
+                retry_in_us: None,
+            }),
+            SubtaskState::Skipped => {
+                let dag_node = dag.node(*i);
+                let because = dag_node
+                    .deps
+                    .iter()
+                    .copied()
+                    .find(|d| {
+                        matches!(
+                            states.get(d),
+                            Some(SubtaskState::Failed | SubtaskState::Skipped | SubtaskState::Cancelled)
+                        )
+                    })
+                    .unwrap_or(*i);
+                out.push(Update::Skipped { subtask: *i, because });
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! {prefix}idempotency/{key}          the run id created for an idempotency key
 //! {prefix}turns/{run}/{subtask}/{n}  an agent's transcript, turn by turn
 //! {prefix}spawns/{run}/{subtask}/{t} an orchestrator's stage t: the subagents it started
+//! {prefix}events/{run}/{seq hex}      a chunk of the run's event log, from event `seq` on
 //! ```
 //!
 //! Headers sit apart from per-subtask records so that listing runs reads headers only.
@@ -257,13 +258,27 @@ impl RunRepo {
                 self.store.max_request_bytes()
             )));
         }
-        if self.commit(txn).await? {
+        if self.commit(txn.clone()).await? {
             return Ok(Created::New);
         }
         if let Some(key) = &header.idempotency_key
             && let Some(kv) = self.store.get(&self.idempotency_key(key)).await?
         {
-            return Ok(Created::Existing(RunId::from(String::from_utf8_lossy(&kv.value).into_owned())));
+            let existing = RunId::from(String::from_utf8_lossy(&kv.value).into_owned());
+            if self.store.get(&self.header_key(&existing)).await?.is_some() {
+                return Ok(Created::Existing(existing));
+            }
+            // The key names a run that was deleted (its key outlived it): the key is free.
+            // Taken over only if nobody changed it meanwhile.
+            let stale = Txn::new()
+                .when(Compare::ModRevision(self.idempotency_key(key), kv.mod_revision))
+                .then(Op::Delete { key: self.idempotency_key(key) });
+            if self.commit(stale).await? && self.commit(txn).await? {
+                return Ok(Created::New);
+            }
+            if let Some(kv) = self.store.get(&self.idempotency_key(key)).await? {
+                return Ok(Created::Existing(RunId::from(String::from_utf8_lossy(&kv.value).into_owned())));
+            }
         }
         Err(StoreError::Other(format!("run {} already exists", header.run_id)))
     }
@@ -317,15 +332,37 @@ impl RunRepo {
         format!("{}workers/", self.prefix).into_bytes()
     }
 
-    /// The ops that delete everything of a run (header, spec, subtask records).
-    pub fn delete_run_ops(&self, run: &RunId) -> Vec<Op> {
-        vec![
+    /// The ops that delete everything of a run (header, spec, subtask records, transcripts,
+    /// event log, and its idempotency key, which would otherwise name a run that is gone).
+    pub fn delete_run_ops(&self, run: &RunId, idempotency_key: Option<&str>) -> Vec<Op> {
+        let mut ops = vec![
             Op::Delete { key: self.header_key(run) },
             Op::Delete { key: self.spec_key(run) },
             Op::DeletePrefix { prefix: self.subtasks_prefix(run) },
             Op::DeletePrefix { prefix: format!("{}turns/{run}/", self.prefix).into_bytes() },
             Op::DeletePrefix { prefix: format!("{}spawns/{run}/", self.prefix).into_bytes() },
-        ]
+            Op::DeletePrefix { prefix: self.events_prefix(run) },
+        ];
+        if let Some(key) = idempotency_key {
+            ops.push(Op::Delete { key: self.idempotency_key(key) });
+        }
+        ops
+    }
+
+    fn events_prefix(&self, run: &RunId) -> Vec<u8> {
+        format!("{}events/{run}/", self.prefix).into_bytes()
+    }
+
+    /// The write of a chunk of a run's event log whose first event has seq `first_seq`.
+    pub fn events_op(&self, run: &RunId, first_seq: u64, chunk: Vec<u8>) -> Op {
+        let mut key = self.events_prefix(run);
+        key.extend_from_slice(format!("{first_seq:016x}").as_bytes());
+        Op::put(key, chunk)
+    }
+
+    /// The stored chunks of a run's event log, in seq order.
+    pub async fn event_chunks(&self, run: &RunId) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self.range_all(&self.events_prefix(run)).await?.into_iter().map(|kv| kv.value).collect())
     }
 
     /// The write of a header, for batching.
@@ -507,6 +544,26 @@ mod tests {
         assert_eq!(repo.create_run(&header("r2", Some("k")), &spec).await, Ok(Created::Existing(RunId::from("r1"))));
         assert_eq!(repo.header(&RunId::from("r2")).await, Ok(None));
         assert_eq!(repo.headers(None, 10).await.expect("list").0.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_left_by_a_deleted_run_is_free_again() {
+        let repo = RunRepo::new(Arc::new(MemoryStore::new()), DEFAULT_PREFIX);
+        let spec = RunSpec::new("n", vec![]);
+        assert_eq!(repo.create_run(&header("r1", Some("k")), &spec).await.expect("create"), Created::New);
+        // The run is deleted but its key is left behind (as by versions before the janitor
+        // deleted keys, or a delete that failed half-way).
+        let ops: Vec<Op> = repo.delete_run_ops(&RunId::from("r1"), None);
+        repo.write_batch(&ops).await.expect("delete");
+        assert_eq!(repo.create_run(&header("r2", Some("k")), &spec).await.expect("create"), Created::New);
+        assert_eq!(
+            repo.create_run(&header("r3", Some("k")), &spec).await.expect("create"),
+            Created::Existing(RunId::from("r2")),
+            "the key now names the run that exists"
+        );
+        // The janitor's delete takes the key with the run.
+        repo.write_batch(&repo.delete_run_ops(&RunId::from("r2"), Some("k"))).await.expect("delete");
+        assert!(repo.store().get(b"/swarm/v1/idempotency/k").await.expect("get").is_none());
     }
 
     #[tokio::test]

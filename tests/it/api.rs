@@ -204,7 +204,9 @@ async fn ended_runs_expire_after_the_run_ttl() {
     opts.coordinator.run_ttl = Some(Duration::from_millis(300));
     let cluster = swarm_cli::embedded::Embedded::start_on(opts, store.clone(), None).await.expect("cluster");
     let mut c = swarm_cli::client::connect(&cluster.url()).await.expect("client");
-    let id = submit(&mut c, &RunSpec::new("short-lived", vec![t("a")])).await.expect("submit");
+    let spec = RunSpec::new("short-lived", vec![t("a")]);
+    let request = || pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: "job-7".into() };
+    let id = c.submit_run(request()).await.expect("submit").into_inner().run_id;
     wait_done(&mut c, &id, Duration::from_secs(10)).await.expect("done");
     let key = format!("/swarm/v1/runs/{id}");
     let until = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -212,11 +214,19 @@ async fn ended_runs_expire_after_the_run_ttl() {
         assert!(tokio::time::Instant::now() < until, "the run was not deleted after its TTL");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(store.range(format!("/swarm/v1/subtasks/{id}/").as_bytes(), None, 0).await.expect("range").kvs.is_empty());
+    for gone in ["subtasks", "events"] {
+        let left = store.range(format!("/swarm/v1/{gone}/{id}/").as_bytes(), None, 0).await.expect("range");
+        assert!(left.kvs.is_empty(), "{gone} of the expired run are left: {}", left.kvs.len());
+    }
+    assert!(store.get(b"/swarm/v1/idempotency/job-7").await.expect("get").is_none(), "its idempotency key is left");
     let err = c
-        .get_run(pb::GetRunRequest { run_id: id, include_subtasks: false, ..Default::default() })
+        .get_run(pb::GetRunRequest { run_id: id.clone(), include_subtasks: false, ..Default::default() })
         .await
         .expect_err("forgotten");
     assert_eq!(err.code(), tonic::Code::NotFound);
+    // The key is free again: a resubmit starts a new run, one that can be found.
+    let again = c.submit_run(request()).await.expect("resubmit").into_inner().run_id;
+    assert_ne!(again, id, "the key named a run that no longer exists");
+    wait_done(&mut c, &again, Duration::from_secs(10)).await.expect("the new run runs");
     cluster.stop().await;
 }

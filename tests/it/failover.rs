@@ -476,3 +476,98 @@ async fn measure_failover_time_and_stall_tolerance() {
     );
     let _ = c.cancel_run(pb::CancelRunRequest { run_id, reason: "measured".into() }).await;
 }
+
+/// Reads a run's events from `after` on whichever coordinator leads, reconnecting after stream
+/// breaks, until `RunFinished` or `until` says stop.
+async fn follow(
+    pc: &ProcCluster,
+    run_id: &str,
+    events: &mut Vec<pb::RunEvent>,
+    deadline: Duration,
+    until: impl Fn(&[pb::RunEvent]) -> bool,
+) {
+    let end = Instant::now() + deadline;
+    loop {
+        assert!(Instant::now() < end, "the run's events did not end within {deadline:?}\n{}", pc.logs());
+        let Ok(Some((leader, _))) = pc.leader().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(mut c) = pc.client(&leader).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let after_seq = events.last().map_or(0, |e| e.seq);
+        let Ok(stream) = c.watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_seq }).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let mut stream = stream.into_inner();
+        while let Ok(Some(Ok(ev))) = tokio::time::timeout_at(end, futures_util::StreamExt::next(&mut stream)).await {
+            events.push(ev);
+            if until(events)
+                || matches!(events.last().and_then(|e| e.event.as_ref()), Some(pb::run_event::Event::RunFinished(_)))
+            {
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_resumes_on_the_new_leader_with_no_event_missing_or_repeated() {
+    let _serial = SERIAL.lock().await;
+    let mut pc = ProcCluster::start(1, 2, 3, Duration::from_secs(2)).await.expect("cluster");
+    let (a_url, _) = pc.leader().await.expect("leader").expect("elected");
+    let a = pc.coordinators.iter().position(|(_, url)| *url == a_url).expect("leader is ours");
+    let mut c = pc.client(&a_url).await.expect("client");
+    let spec = append_swarm(30, 15, 150, "exec.log");
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let mut events = Vec::new();
+    follow(&pc, &run_id, &mut events, Duration::from_secs(60), |e| succeeded(e) >= 100).await;
+
+    pc.coordinators[a].0.kill();
+    follow(&pc, &run_id, &mut events, Duration::from_secs(120), |_| false).await;
+
+    // One numbering across both leaders: 1, 2, 3, ... with none missing or repeated.
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "{}", pc.logs());
+    let Some(pb::run_event::Event::RunFinished(end)) = events.last().and_then(|e| e.event.as_ref()) else {
+        panic!("the last event ends the run")
+    };
+    assert_eq!(end.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    // Every subtask's success was told exactly once, whichever leader saw it.
+    let mut told: HashMap<&str, usize> = HashMap::new();
+    for e in &events {
+        if let Some(pb::run_event::Event::SubtaskSucceeded(s)) = &e.event {
+            *told.entry(s.subtask_id.as_str()).or_default() += 1;
+        }
+    }
+    let ids: Vec<&str> = spec.subtasks.iter().map(|s| s.id.as_str()).collect();
+    for id in &ids {
+        assert_eq!(told.get(id), Some(&1), "subtask {id}'s success was told {:?} times", told.get(id));
+    }
+    assert_eq!(told.len(), ids.len());
+
+    // The run reports the seq of its last event; resuming there ends at once, and a watcher
+    // from the start gets the same events.
+    let (leader, _) = pc.leader().await.expect("leader").expect("elected");
+    let mut c = pc.client(&leader).await.expect("client");
+    let run = client::get(&mut c, &run_id, false).await.expect("get");
+    assert_eq!(run.last_seq, *seqs.last().expect("events"));
+    let mut at_end = c
+        .watch_run(pb::WatchRunRequest { run_id: run_id.clone(), after_seq: run.last_seq })
+        .await
+        .expect("watch")
+        .into_inner();
+    let next = tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut at_end)).await;
+    assert!(matches!(next, Ok(None)), "a watch resumed after the final event must close at once: {next:?}");
+    let again = wait_for_events(&mut c, &run_id, Duration::from_secs(30), |e| {
+        matches!(e.last().and_then(|e| e.event.as_ref()), Some(pb::run_event::Event::RunFinished(_)))
+    })
+    .await
+    .expect("replay");
+    assert_eq!(again.len(), events.len());
+    assert!(again.iter().zip(&events).all(|(x, y)| x.seq == y.seq && x.event == y.event));
+}

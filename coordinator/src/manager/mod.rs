@@ -143,7 +143,7 @@ pub enum Command {
     /// Cancel a run.
     Cancel { run_id: RunId, reason: String, reply: oneshot::Sender<Result<pb::Run, ApiError>> },
     /// The event log of a run, for `WatchRun`.
-    Watch { run_id: RunId, reply: oneshot::Sender<Option<Arc<EventLog>>> },
+    Watch { run_id: RunId, reply: oneshot::Sender<Option<Watchable>> },
     /// A worker opened its `Connect` stream.
     WorkerJoined { conn: ConnId, hello: pb::WorkerHello, tx: WorkerTx },
     /// Attempt results from a worker.
@@ -160,7 +160,7 @@ pub enum Command {
     WorkerExpired { worker_id: WorkerId },
     /// Forget runs that ended before `ended_before_us` (their store records are deleted by the
     /// caller).
-    Forget { ended_before_us: u64, reply: oneshot::Sender<Vec<RunId>> },
+    Forget { ended_before_us: u64, reply: oneshot::Sender<Vec<(RunId, Option<String>)>> },
     /// Counters, for tests and benchmarks.
     Stats { reply: oneshot::Sender<ManagerStats> },
     /// The connected workers.
@@ -273,8 +273,16 @@ enum Listed {
     Archived { header: Box<RunHeader>, log: Option<Arc<EventLog>> },
 }
 
+/// What `WatchRun` streams from.
+pub enum Watchable {
+    /// A log in memory.
+    Log(Arc<EventLog>),
+    /// A run that ended whose log is only in the store.
+    Stored(Box<RunHeader>),
+}
+
 /// How long the event log of a run that ended stays in memory (for watchers that come late
-/// or resume); after it, `WatchRun` sends the final event only.
+/// or resume); after it, `WatchRun` reads the log from the store.
 pub const ENDED_LOG_RETENTION: Duration = Duration::from_secs(600);
 
 /// What the manager starts from.
@@ -439,7 +447,7 @@ impl Manager {
         match cmd {
             Command::Submit { run_id, dag, header, span, reply } => {
                 FaultHook::on_submit(self.config.fault.as_ref(), &header.name);
-                self.add_run(run_id, dag, *header, None, Some(span));
+                self.add_run(run_id, dag, *header, None, Some(span), None);
                 let _ = reply.send(());
             }
             Command::Admit { subtasks, reply } => {
@@ -466,10 +474,10 @@ impl Manager {
             }
             Command::Watch { run_id, reply } => {
                 let log = match self.listing.get(&run_id) {
-                    Some(Listed::Live(k)) => self.runs.get(k).map(|e| e.log.clone()),
-                    Some(Listed::Archived { log: Some(log), .. }) => Some(log.clone()),
-                    // Its events are no longer kept: the final one, with its seq.
-                    Some(Listed::Archived { header, log: None }) => Some(EventLog::ended(header)),
+                    Some(Listed::Live(k)) => self.runs.get(k).map(|e| Watchable::Log(e.log.clone())),
+                    Some(Listed::Archived { log: Some(log), .. }) => Some(Watchable::Log(log.clone())),
+                    // Its events are no longer in memory: the caller reads them from the store.
+                    Some(Listed::Archived { header, log: None }) => Some(Watchable::Stored(header.clone())),
                     None => None,
                 };
                 let _ = reply.send(log);

@@ -10,6 +10,9 @@
 //! never dropped: the manager keeps going and the workers keep their unacknowledged reports
 //! meanwhile.
 //!
+//! Runs' event logs are written after the records of the same turn, and published to their
+//! watchers once written: a watcher never sees an event a later leader would not have.
+//!
 //! May not touch: runs, engines or workers' attempts; it only reads the registry for streams.
 
 use std::collections::HashMap;
@@ -28,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
 
 use super::registry::{WorkerKey, WorkerRegistry, WorkerTx};
+use crate::watch::EventLog;
 
 /// What one manager turn must make durable, and whom to tell once it is.
 #[derive(Debug)]
@@ -41,6 +45,8 @@ pub struct Outbox {
     step_acks: HashMap<WorkerKey, Vec<pb::StepAck>>,
     writer: mpsc::Sender<SinkBatch>,
     stats: Arc<SinkStats>,
+    /// Event logs with events appended this turn.
+    logs: Vec<Arc<EventLog>>,
     /// Operations handed to this outbox so far (see [`Outbox::settled`]).
     queued: u64,
 }
@@ -58,6 +64,7 @@ impl Outbox {
             step_acks: HashMap::new(),
             writer,
             stats,
+            logs: Vec::new(),
             queued: 0,
         }
     }
@@ -78,6 +85,12 @@ impl Outbox {
     /// order: every write up to this count is behind us.
     pub fn settled(&self) -> u64 {
         self.stats.settled.load(Ordering::Relaxed)
+    }
+
+    /// An event log with new events: they are written after this turn's writes, then shown
+    /// to watchers. Called once per log until the next flush (see [`EventLog::append`]).
+    pub fn events(&mut self, log: Arc<EventLog>) {
+        self.logs.push(log);
     }
 
     /// A payload to upload before this turn's writes (which reference it).
@@ -109,7 +122,7 @@ impl Outbox {
     /// Hands this turn's writes and acknowledgements to the writer (waits while it is busy
     /// with earlier turns' batches: back-pressure on the manager, never a drop).
     pub async fn flush(&mut self, registry: &WorkerRegistry) {
-        if self.writes.is_empty() && self.acks.is_empty() && self.step_acks.is_empty() {
+        if self.writes.is_empty() && self.acks.is_empty() && self.step_acks.is_empty() && self.logs.is_empty() {
             return;
         }
         let mut per_worker: HashMap<WorkerKey, pb::Acks> = HashMap::new();
@@ -120,7 +133,14 @@ impl Outbox {
             per_worker.entry(w).or_default().steps = steps;
         }
         let acks = per_worker.into_iter().filter_map(|(w, acks)| registry.tx(w).map(|tx| (tx.clone(), acks))).collect();
-        let batch = SinkBatch { blobs: std::mem::take(&mut self.blobs), ops: std::mem::take(&mut self.writes), acks };
+        // Up to the events appended by now: later ones come with their turn's records.
+        let logs = self.logs.drain(..).map(|log| {
+            let upto = log.take_dirty();
+            (log, upto)
+        });
+        let logs = logs.collect();
+        let batch =
+            SinkBatch { blobs: std::mem::take(&mut self.blobs), ops: std::mem::take(&mut self.writes), acks, logs };
         if self.writer.send(batch).await.is_err() {
             warn!("store writer stopped; writes dropped");
         }
@@ -149,6 +169,8 @@ struct SinkBatch {
     blobs: Vec<(String, bytes::Bytes)>,
     ops: Vec<Op>,
     acks: Vec<(WorkerTx, pb::Acks)>,
+    /// Event logs to write (after `ops`) up to a seq, and then publish.
+    logs: Vec<(Arc<EventLog>, u64)>,
 }
 
 /// Writer counters.
@@ -175,11 +197,17 @@ async fn write_loop(repo: RunRepo, mut rx: mpsc::Receiver<SinkBatch>, term: Canc
                     batch.blobs.extend(more.blobs);
                     batch.ops.extend(more.ops);
                     batch.acks.extend(more.acks);
+                    batch.logs.extend(more.logs);
                 }
                 Err(_) => break,
             }
         }
         let total = batch.ops.len() as u64;
+        for (log, upto) in &batch.logs {
+            for (first, chunk) in log.encode_unsaved(*upto) {
+                batch.ops.push(repo.events_op(log.run_id(), first, chunk));
+            }
+        }
         let mut delays = write_backoff().build();
         loop {
             if batch.ops.is_empty() {
@@ -255,6 +283,9 @@ async fn write_loop(repo: RunRepo, mut rx: mpsc::Receiver<SinkBatch>, term: Canc
             }
         }
         stats.settled.fetch_add(total, Ordering::Relaxed);
+        for (log, upto) in batch.logs {
+            log.publish(upto);
+        }
         for (tx, acks) in batch.acks {
             let msg = pb::CoordinatorMessage { msg: Some(pb::coordinator_message::Msg::Acks(acks)) };
             // A full or closed stream only delays the ack: the worker re-sends, and the report is

@@ -26,12 +26,18 @@ impl Manager {
         header: RunHeader,
         engine: Option<RunEngine>,
         span: Option<tracing::Span>,
+        log: Option<Arc<EventLog>>,
     ) -> RunKey {
         let seed = header.submitted_us ^ u64::from(self.next_run);
         let engine = engine.unwrap_or_else(|| {
             RunEngine::new(run_id.clone(), dag.clone(), self.config.retry.clone(), header.submitted_us, seed)
         });
-        let log = EventLog::new(run_id.clone(), &dag, self.supervisor.now_us(), self.config.caps.max_run_events);
+        let log = log.unwrap_or_else(|| {
+            EventLog::new(run_id.clone(), &dag, self.supervisor.now_us(), self.config.caps.max_run_events)
+        });
+        if log.dirty() {
+            self.outbox.events(log.clone());
+        }
         let key = RunKey(self.next_run);
         self.next_run += 1;
         // A run resumed by a new leader continues its trace from the stored context.
@@ -68,7 +74,11 @@ impl Manager {
             self.listing.insert(header.run_id.clone(), Listed::Archived { header: Box::new(header), log: None });
         }
         let resumed = !recovered.active.is_empty();
-        for RecoveredRun { header, dag, records, turns, calls } in recovered.active {
+        for RecoveredRun { header, dag, records, turns, calls, events } in recovered.active {
+            let now = self.supervisor.now_us();
+            let log = EventLog::resume(header.run_id.clone(), &dag, events, now, self.config.caps.max_run_events);
+            // Records whose events were not written before the last leader stopped.
+            let missing = crate::recovery::unlogged_ends(&dag, &records, log.stored());
             let seed = header.submitted_us ^ u64::from(self.next_run);
             let mut engine = RunEngine::restore(
                 header.run_id.clone(),
@@ -79,10 +89,17 @@ impl Manager {
                 records,
             );
             engine.restore_agents(turns, calls);
-            let key = self.add_run(header.run_id.clone(), dag, header, Some(engine), None);
+            let key = self.add_run(header.run_id.clone(), dag, header, Some(engine), None, Some(log.clone()));
             if let Some(entry) = self.runs.get_mut(&key) {
                 entry.recovering = true;
                 entry.in_ring = false;
+            }
+            let mut dirty = false;
+            for update in missing {
+                dirty |= log.append(LogEntry { time_us: now, update: Some(update), summary: None, live: None });
+            }
+            if dirty {
+                self.outbox.events(log);
             }
             self.ring.retain(|&k| k != key);
             // A run whose every subtask was recorded ends now.
@@ -164,7 +181,9 @@ impl Manager {
                     }
                     _ => None,
                 };
-                entry.log.append(LogEntry { time_us: now, update: Some(update), summary, live });
+                if entry.log.append(LogEntry { time_us: now, update: Some(update), summary, live }) {
+                    self.outbox.events(entry.log.clone());
+                }
             }
             Action::PersistTurn { subtask, index } => {
                 let turn = entry.engine.slot(subtask).agent.as_ref().and_then(|a| a.turns.get(index as usize));
@@ -258,6 +277,7 @@ impl Manager {
                 entry.header.finished_us = entry.engine.finished_us();
                 entry.header.summary = Some(summary);
                 entry.header.term = term;
+                entry.header.last_seq = entry.log.appended_seq();
                 let op = self.repo.header_op(&entry.header);
                 self.outbox.write(op);
                 // Archived once this and every earlier write is durable: until then GetRun
@@ -295,16 +315,19 @@ impl Manager {
         header.finished_us = Some(now);
         header.summary = Some(summary.clone());
         header.term = self.repo.term();
-        self.outbox.write(self.repo.header_op(&header));
         let state = swarm_core::RunState::Failed;
-        entry.log.append(LogEntry {
+        let dirty = entry.log.append(LogEntry {
             time_us: now,
             update: Some(Update::Finished { state }),
             summary: Some(Arc::new(summary)),
             live: None,
         });
+        header.last_seq = entry.log.appended_seq();
+        self.outbox.write(self.repo.header_op(&header));
+        if dirty {
+            self.outbox.events(entry.log.clone());
+        }
         self.supervisor.gauges_soon();
-        header.last_seq = entry.log.last_seq();
         self.log_expiry.push_back((now, run_id.clone()));
         self.listing.insert(run_id, Listed::Archived { header: Box::new(header), log: Some(entry.log) });
     }
@@ -326,20 +349,24 @@ impl Manager {
         self.view_by_id(run_id).ok_or_else(|| ApiError::Internal("cancelled run vanished".into()))
     }
 
-    /// Drops ended runs older than the cutoff from memory; returns their ids.
-    pub(super) fn forget(&mut self, ended_before_us: u64) -> Vec<RunId> {
+    /// Drops ended runs older than the cutoff from memory; returns their ids and idempotency
+    /// keys.
+    pub(super) fn forget(&mut self, ended_before_us: u64) -> Vec<(RunId, Option<String>)> {
         let mut gone = Vec::new();
         self.listing.retain(|id, listed| {
-            let finished = match listed {
-                Listed::Live(k) => self.runs.get(k).and_then(|e| e.engine.finished_us()),
-                Listed::Archived { header: h, .. } => h.finished_us,
+            let (finished, key) = match listed {
+                Listed::Live(k) => {
+                    let e = self.runs.get(k);
+                    (e.and_then(|e| e.engine.finished_us()), e.and_then(|e| e.header.idempotency_key.clone()))
+                }
+                Listed::Archived { header: h, .. } => (h.finished_us, h.idempotency_key.clone()),
             };
             let expired = finished.is_some_and(|f| f < ended_before_us);
             if expired {
                 if let Listed::Live(k) = listed {
                     self.runs.remove(k);
                 }
-                gone.push(id.clone());
+                gone.push((id.clone(), key));
             }
             !expired
         });
@@ -382,7 +409,7 @@ impl Manager {
             let Some(entry) = self.runs.remove(&key) else { continue };
             self.ring.retain(|&k| k != key);
             let mut header = entry.header;
-            header.last_seq = entry.log.last_seq();
+            header.last_seq = entry.log.appended_seq();
             let run_id = header.run_id.clone();
             self.log_expiry.push_back((self.supervisor.now_us(), run_id.clone()));
             self.listing.insert(run_id, Listed::Archived { header: Box::new(header), log: Some(entry.log) });
