@@ -69,7 +69,8 @@ impl ProcCluster {
         for _ in 0..coordinators {
             cluster.add_coordinator()?;
             if cluster.coordinators.len() == 1 {
-                cluster.wait_leader(None, Duration::from_secs(15)).await?;
+                let (leader, _) = cluster.wait_leader(None, Duration::from_secs(15)).await?;
+                cluster.wait_serving(&leader, Duration::from_secs(15)).await?;
             }
         }
         for i in 0..workers {
@@ -144,6 +145,21 @@ impl ProcCluster {
                 return Ok((leader, term));
             }
             anyhow::ensure!(tokio::time::Instant::now() < until, "no new leader within {deadline:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the coordinator at `url` serves the API as leader (elected is not yet
+    /// serving: it still reads the store).
+    pub async fn wait_serving(&self, url: &str, deadline: Duration) -> anyhow::Result<()> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            if let Ok(mut c) = self.client(url).await
+                && c.list_runs(swarm_proto::pb::ListRunsRequest::default()).await.is_ok()
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < until, "{url} did not serve within {deadline:?}");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }

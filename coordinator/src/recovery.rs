@@ -175,11 +175,43 @@ pub async fn load_state(
             records.push((i, restored(record)));
         }
     }
+    if resuming {
+        inline_offloaded(repo, &header.run_id, &mut records).await;
+    }
     let events = if resuming { stored_events(repo, &header.run_id).await? } else { Vec::new() };
     if resuming {
         info!(run_id = %header.run_id, recorded = records.len(), total = dag.len(), events = events.len(), "resuming run");
     }
     Ok(Some(RecoveredRun { header: header.clone(), dag, records, turns, calls, events }))
+}
+
+/// Most offloaded outputs read at once while resuming.
+const PAYLOAD_READS: usize = 16;
+
+/// Reads the offloaded outputs of a resumed run's records back into them: the new leader
+/// holds outputs as the last one did (orchestrators read their subagents' answers, GetRun
+/// shows them inline). A payload that cannot be read is left as a reference, with a warning.
+async fn inline_offloaded(repo: &RunRepo, run: &RunId, records: &mut [(SubtaskIx, RestoredSubtask)]) {
+    use futures_util::StreamExt;
+    let Some(payloads) = repo.payloads() else { return };
+    let wanted: Vec<(usize, Arc<str>)> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, r))| r.output.is_none())
+        .filter_map(|(k, (_, r))| r.output_ref.clone().map(|reference| (k, reference)))
+        .collect();
+    let reads = futures_util::stream::iter(wanted)
+        .map(|(k, reference)| async move { (k, payloads.get(&reference).await, reference) })
+        .buffer_unordered(PAYLOAD_READS);
+    let read: Vec<_> = reads.collect().await;
+    for (k, data, reference) in read {
+        match data {
+            Ok(data) => records[k].1.output = Some(Arc::from(String::from_utf8_lossy(&data).as_ref())),
+            Err(e) => {
+                warn!(run_id = %run, %reference, error = %e, "an offloaded output cannot be read; it stays a reference")
+            }
+        }
+    }
 }
 
 /// A run's event log as stored. A chunk that does not decode is left out (with a warning):
@@ -258,6 +290,36 @@ mod tests {
 
     fn header(run: &str) -> RunHeader {
         RunHeader::running(RunId::from(run), "n", 1)
+    }
+
+    #[tokio::test]
+    async fn a_resumed_run_gets_its_offloaded_outputs_back_inline() {
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        let payloads = swarm_store::payload::PayloadStore::memory(64 << 10);
+        let repo = RunRepo::new(store.clone(), swarm_store::repo::DEFAULT_PREFIX).with_payloads(payloads.clone());
+        let spec = RunSpec::new("n", vec![SubtaskSpec::tool("a", "echo", serde_json::json!({}))]);
+        repo.create_run(&header("r"), &spec).await.expect("create");
+        let big = "x".repeat(100 << 10);
+        let reference = payloads.put("runs/r/a/1", big.clone().into()).await.expect("upload");
+        let record = SubtaskRecord {
+            state: SubtaskState::Succeeded,
+            attempt: 1,
+            worker: None,
+            started_us: 1,
+            finished_us: 2,
+            steps: 1,
+            output: None,
+            error_kind: None,
+            error_message: None,
+            output_ref: Some(reference),
+            term: 0,
+            ready_us: None,
+            first_started_us: None,
+        };
+        repo.write_batch(&[repo.subtask_op(&RunId::from("r"), &"a".into(), &record)]).await.expect("record");
+        let recovered = load(&repo, &Limits::default()).await.expect("load");
+        let (_, a) = &recovered.active[0].records[0];
+        assert_eq!(a.output.as_deref(), Some(big.as_str()), "an orchestrator reading this answer gets it whole");
     }
 
     #[tokio::test]

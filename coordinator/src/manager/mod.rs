@@ -49,7 +49,7 @@ use tracing::info;
 
 pub use fault::{FAULT_ENV, Fatal, FaultHook};
 pub use registry::WorkerTx;
-pub use runs::{run_view, subtask_page, subtask_status};
+pub use runs::{Page, RunPage, run_view, subtask_page, subtask_status};
 
 use crate::clock::Clock;
 use crate::recovery::Recovered;
@@ -165,32 +165,6 @@ pub enum Command {
     Stats { reply: oneshot::Sender<ManagerStats> },
     /// The connected workers.
     Workers { reply: oneshot::Sender<Vec<pb::WorkerInfo>> },
-}
-
-/// Which subtasks a `Get` returns: from index `offset`, at most `size` of them and about
-/// `max_bytes` of outputs (always at least one).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Page {
-    pub offset: usize,
-    pub size: usize,
-    pub max_bytes: usize,
-}
-
-impl Page {
-    /// Every subtask (tests).
-    pub fn all() -> Self {
-        Self { offset: 0, size: usize::MAX, max_bytes: usize::MAX }
-    }
-}
-
-/// A run's view and where its next page of subtasks starts.
-#[derive(Clone, Debug)]
-pub struct RunPage {
-    pub run: pb::Run,
-    /// The index the next page starts at, when more subtasks follow.
-    pub next: Option<usize>,
-    /// The run ended and its engine is no longer in memory: its subtasks are in the store.
-    pub archived: bool,
 }
 
 /// Manager counters.
@@ -423,6 +397,16 @@ impl Manager {
                 self.expire_silent(now);
             }
             self.flush().await;
+            // Time this turn kept the manager from reading heartbeats (a slow store blocking
+            // the flush, above all) is not the workers' silence: their beats wait in the queue.
+            let held_up = self.supervisor.now_us().saturating_sub(now);
+            if held_up > self.supervisor.silence_limit_us() / 20 {
+                tracing::warn!(
+                    held_up_ms = held_up / 1000,
+                    "the manager was held up; heartbeat silence over that time is excused"
+                );
+                self.registry.excuse_silence(held_up);
+            }
             self.archive_ended();
             if due.gauges {
                 self.record_gauges();

@@ -359,6 +359,14 @@ impl WorkerRegistry {
 
     /// Attempts not heard of for longer than `limit_us`: released, and a cancel queued for
     /// each on its worker (in case it is merely slow).
+    /// Moves every held attempt's last heartbeat `us` later: the manager could not read
+    /// heartbeats for that long.
+    pub fn excuse_silence(&mut self, us: u64) {
+        for held in self.inflight.values_mut() {
+            held.last_beat_us = held.last_beat_us.saturating_add(us);
+        }
+    }
+
     pub fn silent(&mut self, now_us: u64, limit_us: u64) -> Vec<(Fence, Held)> {
         let silent: Vec<Fence> = self
             .inflight

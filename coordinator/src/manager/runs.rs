@@ -18,6 +18,32 @@ use super::{Listed, Manager, RunEntry};
 use crate::recovery::{Recovered, RecoveredRun};
 use crate::watch::{EventLog, LogEntry};
 
+/// Which subtasks a `Get` returns: from index `offset`, at most `size` of them and about
+/// `max_bytes` of outputs (always at least one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub offset: usize,
+    pub size: usize,
+    pub max_bytes: usize,
+}
+
+impl Page {
+    /// Every subtask (tests).
+    pub fn all() -> Self {
+        Self { offset: 0, size: usize::MAX, max_bytes: usize::MAX }
+    }
+}
+
+/// A run's view and where its next page of subtasks starts.
+#[derive(Clone, Debug)]
+pub struct RunPage {
+    pub run: pb::Run,
+    /// The index the next page starts at, when more subtasks follow.
+    pub next: Option<usize>,
+    /// The run ended and its engine is no longer in memory: its subtasks are in the store.
+    pub archived: bool,
+}
+
 impl Manager {
     pub(super) fn add_run(
         &mut self,
@@ -377,7 +403,7 @@ impl Manager {
         self.page_by_id(run_id, None).map(|p| p.run)
     }
 
-    pub(super) fn page_by_id(&self, run_id: &RunId, page: Option<super::Page>) -> Option<super::RunPage> {
+    pub(super) fn page_by_id(&self, run_id: &RunId, page: Option<Page>) -> Option<RunPage> {
         match self.listing.get(run_id)? {
             Listed::Live(k) => {
                 let e = self.runs.get(k)?;
@@ -388,12 +414,12 @@ impl Manager {
                     run.subtasks = subtasks;
                     next
                 });
-                Some(super::RunPage { run, next, archived: false })
+                Some(RunPage { run, next, archived: false })
             }
             Listed::Archived { header: h, log } => {
                 let mut run = view_from_header(h);
                 run.last_seq = log.as_ref().map_or(h.last_seq, |l| l.last_seq());
-                Some(super::RunPage { run, next: None, archived: true })
+                Some(RunPage { run, next: None, archived: true })
             }
         }
     }
@@ -440,7 +466,7 @@ pub fn run_view(engine: &RunEngine, now_us: u64) -> pb::Run {
 }
 
 /// One page of a run's subtasks, and the index the next page starts at.
-pub fn subtask_page(engine: &RunEngine, page: super::Page) -> (Vec<pb::SubtaskStatus>, Option<usize>) {
+pub fn subtask_page(engine: &RunEngine, page: Page) -> (Vec<pb::SubtaskStatus>, Option<usize>) {
     let n = engine.dag().len();
     let mut out = Vec::new();
     let mut bytes = 0usize;

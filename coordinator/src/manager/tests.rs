@@ -34,8 +34,13 @@ pub(super) struct Rig {
 
 impl Rig {
     pub(super) fn start(config: ManagerConfig) -> Self {
+        Self::start_on(config, Arc::new(MemoryStore::new()))
+    }
+
+    /// The same, on a given memory store (to make it full, for one).
+    pub(super) fn start_on(config: ManagerConfig, store: Arc<MemoryStore>) -> Self {
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
-        let repo = RunRepo::new(Arc::new(MemoryStore::new()), swarm_store::repo::DEFAULT_PREFIX);
+        let repo = RunRepo::new(store, swarm_store::repo::DEFAULT_PREFIX);
         let tracker = TaskTracker::new();
         let term = CancellationToken::new();
         let startup =
@@ -392,5 +397,48 @@ async fn an_attempt_its_worker_cancelled_runs_again() {
     assert_eq!(again.attempt, 2, "run again, not failed");
     rig.report(ConnId(1), &again, rig.clock.now_us(), ok()).await;
     assert_eq!(rig.run(&run_id).await.state, pb::RunState::Succeeded as i32);
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_holds_the_manager_up_does_not_make_live_attempts_look_silent() {
+    let memory = Arc::new(MemoryStore::new());
+    let rig = Rig::start_on(ManagerConfig::default(), memory.clone());
+    let mut w = rig.join(ConnId(1), "w", 4, &[("echo", false)]).await;
+    let run_id = rig.submit(RunSpec::new("held", vec![SubtaskSpec::tool("a", "echo", json!({}))])).await;
+    let a = next_assignment(&mut w).await;
+    let mut others = Vec::new();
+    for i in 0..100 {
+        tokio::time::advance(Duration::from_millis(1)).await; // distinct run ids
+        others
+            .push(rig.submit(RunSpec::new(format!("o{i}"), vec![SubtaskSpec::tool("x", "missing", json!({}))])).await);
+    }
+    // The store fills up: writes are kept and retried, the writer's queue fills with one batch
+    // per turn (a cancel each), and then the manager waits for it, reading nothing.
+    memory.set_quota(Some(0));
+    let manager = rig.manager.clone();
+    let cancels = tokio::spawn(async move {
+        for run_id in others {
+            let _ = manager.call(|reply| Command::Cancel { run_id, reason: "fill".into(), reply }).await;
+        }
+    });
+    // Held up for longer than the silence limit (15 s), while the worker's beats wait upstream.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    memory.set_quota(None);
+    // Two turns after the manager is free again: the first would have expired the attempt.
+    for _ in 0..2 {
+        rig.manager.call(|reply| Command::Stats { reply }).await.expect("stats");
+    }
+    while let Ok(Ok(msg)) = w.try_recv() {
+        if let Some(pb::coordinator_message::Msg::Cancels(c)) = msg.msg {
+            assert!(!c.fences.contains(&a.fence), "a live attempt was declared lost because the store was slow");
+        }
+    }
+    rig.manager.send(Command::WorkerHeartbeat { conn: ConnId(1), fences: vec![a.fence] }).await.expect("beat");
+    rig.report(ConnId(1), &a, rig.clock.now_us(), ok()).await;
+    cancels.await.expect("cancels");
+    let run = rig.run(&run_id).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32);
+    assert_eq!(run.subtasks[0].attempt, 1, "the first attempt's result counts: nothing ran twice");
     rig.stop().await;
 }
