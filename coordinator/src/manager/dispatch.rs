@@ -28,6 +28,13 @@ impl Manager {
             // At its concurrency cap a run waits for its own attempts to end (they re-enqueue it).
             let Some(sub) = entry.engine.pop_dispatchable() else { continue };
             let node = entry.engine.dag().node(sub);
+            entry.unsettled.settle(self.outbox.settled());
+            if entry.unsettled.blocks(node) {
+                // Its dependency's result is not durable yet: the run waits for the writer.
+                entry.engine.unpop(sub);
+                self.awaiting_writes.push(key);
+                continue;
+            }
             let needs = entry.engine.placement(sub);
             let need = needs.need;
             // A retry goes to a worker the subtask has not failed on, when one is free.

@@ -21,6 +21,7 @@
 //! twice.
 
 mod dispatch;
+mod durable;
 mod fault;
 #[cfg(test)]
 mod fuzz;
@@ -234,6 +235,8 @@ struct RunEntry {
     unoffered_warned: HashSet<String>,
     /// When live accounting was last computed, and its (critical, total) steps.
     live: (u64, (u64, u64)),
+    /// Its records not yet known durable: dependents wait for them.
+    unsettled: durable::Unsettled,
     /// The run's `invoke_workflow` span (ends when the entry is dropped or the run finishes).
     span: tracing::Span,
     /// Its W3C trace context, sent with every assignment.
@@ -305,6 +308,7 @@ pub fn spawn(
         expected_workers: startup.expected_workers,
         ended: Vec::new(),
         log_expiry: VecDeque::new(),
+        awaiting_writes: Vec::new(),
     };
     let fatal = startup.fatal;
     tracker.spawn(async move {
@@ -351,11 +355,14 @@ struct Manager {
     ended: Vec<(RunKey, u64)>,
     /// Ended runs whose event logs are still kept, oldest first, with when they ended.
     log_expiry: VecDeque<(u64, RunId)>,
+    /// Runs whose next subtask waits for a record to be durable (see `durable`).
+    awaiting_writes: Vec<RunKey>,
 }
 
 impl Manager {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, term: CancellationToken) {
         let clock = self.supervisor.clock();
+        let settled = self.outbox.settle_signal();
         loop {
             // While attempts run or subtasks wait, look for stragglers and overdue waits often.
             let busy = self.registry.busy()
@@ -379,9 +386,13 @@ impl Manager {
                     }
                 }
                 _ = crate::clock::sleep_until(clock.as_ref(), wake.unwrap_or(0)), if wake.is_some() => {}
+                _ = settled.notified(), if !self.awaiting_writes.is_empty() => {}
             }
             self.stats.turns += 1;
             let now = self.supervisor.now_us();
+            for key in std::mem::take(&mut self.awaiting_writes) {
+                self.enqueue(key);
+            }
             for (key, subtask) in self.supervisor.due_retries(now) {
                 self.apply(key, swarm_core::EngineEvent::RetryDue { subtask });
             }

@@ -84,13 +84,18 @@ impl Outbox {
     /// How many of the writes handed over are settled (committed, or dropped for good), in
     /// order: every write up to this count is behind us.
     pub fn settled(&self) -> u64 {
-        self.stats.settled.load(Ordering::Relaxed)
+        self.stats.settled.load(Ordering::Acquire)
     }
 
     /// An event log with new events: they are written after this turn's writes, then shown
     /// to watchers. Called once per log until the next flush (see [`EventLog::append`]).
     pub fn events(&mut self, log: Arc<EventLog>) {
         self.logs.push(log);
+    }
+
+    /// Signalled whenever [`Outbox::settled`] moves on.
+    pub fn settle_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.stats.settle_signal.clone()
     }
 
     /// A payload to upload before this turn's writes (which reference it).
@@ -186,6 +191,8 @@ struct SinkStats {
     dropped: AtomicU64,
     /// Operations settled (written or dropped), counted as batches finish, in order.
     settled: AtomicU64,
+    /// Signalled whenever `settled` moves.
+    settle_signal: Arc<tokio::sync::Notify>,
 }
 
 /// Writes batches until the channel closes or the term is cancelled, then acknowledges.
@@ -282,7 +289,8 @@ async fn write_loop(repo: RunRepo, mut rx: mpsc::Receiver<SinkBatch>, term: Canc
                 }
             }
         }
-        stats.settled.fetch_add(total, Ordering::Relaxed);
+        stats.settled.fetch_add(total, Ordering::Release);
+        stats.settle_signal.notify_one();
         for (log, upto) in batch.logs {
             log.publish(upto);
         }

@@ -85,6 +85,7 @@ impl Manager {
                 parked: Vec::new(),
                 unoffered_warned: HashSet::new(),
                 live: (0, (0, 0)),
+                unsettled: Default::default(),
                 span,
                 trace_context,
             },
@@ -248,6 +249,7 @@ impl Manager {
                     .collect();
                 let op = self.repo.spawn_op(engine.run_id(), &engine.dag().node(subtask).id, stage, record);
                 self.outbox.write(op);
+                entry.unsettled.written(subtask, self.outbox.queued());
             }
             Action::Persist { subtask, record: slot } => {
                 let offload = match (slot.output.as_deref(), self.repo.payloads()) {
@@ -275,6 +277,9 @@ impl Manager {
                 };
                 let op = self.repo.subtask_op(entry.engine.run_id(), &entry.engine.dag().node(subtask).id, &record);
                 self.outbox.write(op);
+                if record.state == swarm_core::SubtaskState::Succeeded {
+                    entry.unsettled.written(subtask, self.outbox.queued());
+                }
                 if let Some((path, value)) = offload {
                     entry.engine.set_output_ref(subtask, path.as_str().into());
                     self.outbox.upload(path, value);

@@ -442,3 +442,28 @@ async fn a_store_that_holds_the_manager_up_does_not_make_live_attempts_look_sile
     assert_eq!(run.subtasks[0].attempt, 1, "the first attempt's result counts: nothing ran twice");
     rig.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dependent_starts_only_once_its_dependencys_result_is_in_the_store() {
+    let memory = Arc::new(MemoryStore::new());
+    let rig = Rig::start_on(ManagerConfig::default(), memory.clone());
+    let mut w = rig.join(ConnId(1), "w", 4, &[("echo", false)]).await;
+    let spec = RunSpec::new(
+        "chain",
+        vec![SubtaskSpec::tool("a", "echo", json!({})), SubtaskSpec::tool("b", "echo", json!({})).after(["a"])],
+    );
+    let run_id = rig.submit(spec).await;
+    let a = next_assignment(&mut w).await;
+    memory.set_quota(Some(0)); // a's result cannot be written for now
+    rig.report(ConnId(1), &a, rig.clock.now_us(), ok()).await;
+    let waited = tokio::time::timeout(Duration::from_secs(20), next_assignment(&mut w)).await;
+    assert!(waited.is_err(), "b was dispatched while a's result was not durable: a new leader would not know it");
+    memory.set_quota(None);
+    let b = next_assignment(&mut w).await;
+    assert_eq!(b.subtask_id, "b");
+    let key = format!("/swarm/v1/subtasks/{run_id}/a");
+    assert!(rig.repo.store().get(key.as_bytes()).await.expect("get").is_some(), "a's record is in the store");
+    rig.report(ConnId(1), &b, rig.clock.now_us(), ok()).await;
+    assert_eq!(rig.run(&run_id).await.state, pb::RunState::Succeeded as i32);
+    rig.stop().await;
+}

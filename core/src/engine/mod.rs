@@ -366,7 +366,13 @@ impl RunEngine {
             }
             EngineEvent::Adopt { subtask, worker, fence, attempt } => {
                 let Some(slot) = self.slots.get_mut(subtask.index()) else { return };
-                if slot.state.is_terminal() || slot.state == SubtaskState::Running || fence <= slot.fence {
+                // A blocked subtask was never dispatched: its dependencies' results are durable
+                // before it starts (the manager waits for them), so this leader would know they
+                // ended. A worker declaring one is confused or lying.
+                if slot.state.is_terminal()
+                    || matches!(slot.state, SubtaskState::Running | SubtaskState::Blocked)
+                    || fence <= slot.fence
+                {
                     self.counts.stale_reports += 1;
                     return;
                 }

@@ -196,6 +196,14 @@ fn restore_resumes_from_recorded_ends_and_adopts_held_attempts() {
         &mut out,
     );
     assert_eq!(e.slot(a).state, SubtaskState::Succeeded);
+    // Nor is a blocked one: its dependency (b) has not ended, so it was never dispatched.
+    let c = dag.index_of("c").expect("c");
+    e.apply(
+        EngineEvent::Adopt { subtask: c, worker: WorkerId::from("w"), fence: Fence(9), attempt: AttemptNo(1) },
+        10,
+        &mut out,
+    );
+    assert_eq!(e.slot(c).state, SubtaskState::Blocked, "a declared attempt of a blocked subtask is refused");
     ok(&mut e, x, 7, 10, &mut out);
     assert_eq!(e.slot(x).state, SubtaskState::Succeeded);
 }
