@@ -5,6 +5,7 @@ pub mod etcd;
 pub mod fault_proxy;
 pub mod fixture;
 pub mod harness;
+pub mod nemesis;
 pub mod otlp;
 pub mod proc_cluster;
 pub mod process;

@@ -54,17 +54,7 @@ impl ProcCluster {
     ) -> anyhow::Result<Self> {
         let etcd = EtcdCluster::start(etcd_members).await?;
         let dir = TempDir::new("proc")?;
-        std::fs::create_dir_all(dir.0.join("append"))?;
-        // Every agent: eight turns, each appending `call-{turn}` after 150 ms, then an answer.
-        // `lead`: an orchestrator that starts six `helper`s, each appending four lines.
-        let assigns: Vec<String> = (0..6)
-            .map(|i| format!("{{name: assign_task, arguments: {{subagent: helper, task: 'part {i}'}}}}"))
-            .collect();
-        let script = format!(
-            "agents:\n  '*':\n    - repeat: 8\n      tool_calls: [{{name: append, arguments: {{file: agent.log, text: 'call-{{turn}}', ms: 150}}}}]\n    - content: finished\n  lead:\n    - tool_calls: [{{name: create_subagent, arguments: {{name: helper, system_prompt: help, tools: [append]}}}}, {}]\n    - content: all done\n  helper:\n    - repeat: 4\n      tool_calls: [{{name: append, arguments: {{file: helpers.log, text: 'h-{{turn}}', ms: 300}}}}]\n    - content: helped\n",
-            assigns.join(", ")
-        );
-        std::fs::write(dir.0.join("script.yaml"), script)?;
+        write_script(&dir.0)?;
         let mut cluster = Self { etcd, dir, coordinators: Vec::new(), workers: Vec::new(), lease_ttl, env };
         for _ in 0..coordinators {
             cluster.add_coordinator()?;
@@ -203,6 +193,21 @@ impl ProcCluster {
         }
         out
     }
+}
+
+/// Writes the scripted model's script (`script.yaml`) and the append directory into `dir`.
+/// Every agent: eight turns, each appending `call-{turn}` after 150 ms, then an answer.
+/// `lead`: an orchestrator that starts six `helper`s, each appending four lines.
+pub fn write_script(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("append"))?;
+    let assigns: Vec<String> =
+        (0..6).map(|i| format!("{{name: assign_task, arguments: {{subagent: helper, task: 'part {i}'}}}}")).collect();
+    let script = format!(
+        "agents:\n  '*':\n    - repeat: 8\n      tool_calls: [{{name: append, arguments: {{file: agent.log, text: 'call-{{turn}}', ms: 150}}}}]\n    - content: finished\n  lead:\n    - tool_calls: [{{name: create_subagent, arguments: {{name: helper, system_prompt: help, tools: [append]}}}}, {}]\n    - content: all done\n  helper:\n    - repeat: 4\n      tool_calls: [{{name: append, arguments: {{file: helpers.log, text: 'h-{{turn}}', ms: 300}}}}]\n    - content: helped\n",
+        assigns.join(", ")
+    );
+    std::fs::write(dir.join("script.yaml"), script)?;
+    Ok(())
 }
 
 fn tail(text: &str, n: usize) -> String {

@@ -62,6 +62,11 @@ pub struct SwarmProcess {
     /// Where its stdout and stderr go.
     pub log: PathBuf,
     child: Option<Child>,
+    /// How it was started, to start it again.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
+    starts: u32,
 }
 
 impl SwarmProcess {
@@ -72,20 +77,50 @@ impl SwarmProcess {
 
     /// Starts `swarm ARGS…` with extra environment variables.
     pub fn spawn_env(name: &str, args: &[String], env: &[(&str, &str)], log_dir: &Path) -> anyhow::Result<Self> {
-        let log = log_dir.join(format!("{name}.log"));
+        let env: Vec<(String, String)> = env.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let mut process = Self {
+            name: name.into(),
+            log: PathBuf::new(),
+            child: None,
+            args: args.to_vec(),
+            env,
+            dir: log_dir.into(),
+            starts: 0,
+        };
+        process.start()?;
+        Ok(process)
+    }
+
+    /// Starts the process again with the same arguments (SIGKILLing it first if it runs); its
+    /// log goes to a new file, `{name}.{n}.log`.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.start()
+    }
+
+    fn start(&mut self) -> anyhow::Result<()> {
+        let (name, log_dir) = (self.name.clone(), self.dir.clone());
+        self.starts += 1;
+        let log = if self.starts == 1 {
+            log_dir.join(format!("{name}.log"))
+        } else {
+            log_dir.join(format!("{name}.{}.log", self.starts))
+        };
         let file = std::fs::File::create(&log)?;
         // Run in the test's directory: relative paths (`./swarm-payloads`) land there, not in the
         // source tree.
         let child = Command::new(swarm_bin()?)
-            .args(args)
-            .current_dir(log_dir)
+            .args(&self.args)
+            .current_dir(&log_dir)
             .env("SWARM_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::from(file.try_clone()?))
             .stderr(Stdio::from(file))
             .spawn()
             .with_context(|| format!("starting {name}"))?;
-        Ok(Self { name: name.into(), log, child: Some(child) })
+        self.log = log;
+        self.child = Some(child);
+        Ok(())
     }
 
     /// The process id.

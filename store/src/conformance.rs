@@ -138,6 +138,16 @@ pub async fn txn_limit(s: &dyn StateStore) {
     assert!(s.range(p.as_bytes(), None, 0).await.expect("range").kvs.is_empty());
 }
 
+/// A transaction that writes one key twice is refused whole (etcd: "duplicate key given in
+/// txn request"); `RunRepo::write_batch` never sends one.
+pub async fn duplicate_keys(s: &dyn StateStore) {
+    let p = prefix("dup");
+    let txn = Txn::new().then(Op::put(k(&p, "a"), "1")).then(Op::put(k(&p, "b"), "1")).then(Op::put(k(&p, "a"), "2"));
+    let err = s.commit(txn).await.expect_err("a key twice");
+    assert!(matches!(err, StoreError::Other(ref m) if m.contains("duplicate key")), "{err:?}");
+    assert!(s.range(p.as_bytes(), None, 0).await.expect("range").kvs.is_empty());
+}
+
 /// A watch from a past revision replays, then follows live changes.
 pub async fn watch_replays_then_follows(s: &dyn StateStore) {
     let p = prefix("watch");
@@ -198,7 +208,7 @@ macro_rules! store_conformance_suite {
     ($make:expr) => {
         $crate::store_conformance_suite!(@tests $make;
             put_get_revisions, create_if_absent, cas_is_atomic, range_pages, deletes, txn_limit,
-            watch_replays_then_follows, watch_after_compaction, lease_revoke);
+            duplicate_keys, watch_replays_then_follows, watch_after_compaction, lease_revoke);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

@@ -188,6 +188,13 @@ impl StateStore for MemoryStore {
         if size > self.max_request_bytes() {
             return Err(StoreError::TooLarge(format!("etcdserver: request is too large ({size} bytes)")));
         }
+        // etcd refuses a transaction that writes a key twice (or a key under a range it deletes).
+        if let Some(key) = Txn::first_overlap(&txn.ops) {
+            return Err(StoreError::Other(format!(
+                "InvalidArgument: etcdserver: duplicate key given in txn request ({})",
+                String::from_utf8_lossy(key)
+            )));
+        }
         let mut inner = self.lock();
         let quota = self.quota_bytes.load(std::sync::atomic::Ordering::Relaxed);
         if quota != usize::MAX {

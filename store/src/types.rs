@@ -99,6 +99,33 @@ impl Txn {
     }
 }
 
+impl Txn {
+    /// The first key among `ops` that an earlier op of them also writes (or deletes under a
+    /// prefix), if any: etcd refuses such a transaction.
+    pub fn first_overlap(ops: &[Op]) -> Option<&[u8]> {
+        let mut keys: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+        let mut prefixes: Vec<&[u8]> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Put { key, .. } | Op::Delete { key } => {
+                    if !keys.insert(key) || prefixes.iter().any(|p| key.starts_with(p)) {
+                        return Some(key);
+                    }
+                }
+                Op::DeletePrefix { prefix } => {
+                    if keys.iter().any(|k| k.starts_with(prefix))
+                        || prefixes.iter().any(|p| p.starts_with(prefix) || prefix.starts_with(p))
+                    {
+                        return Some(prefix);
+                    }
+                    prefixes.push(prefix);
+                }
+            }
+        }
+        None
+    }
+}
+
 /// What a transaction did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxnOutcome {

@@ -10,6 +10,7 @@ mod failover;
 mod faults;
 mod layout;
 mod mcp;
+mod nemesis;
 mod payloads;
 mod resilience;
 mod robustness;

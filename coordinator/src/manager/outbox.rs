@@ -164,6 +164,9 @@ fn write_backoff() -> backon::ExponentialBuilder {
         .without_max_times()
 }
 
+/// Tries of a write that fails with an error of no known kind before its batch is dropped.
+const MAX_UNKNOWN_TRIES: u32 = 5;
+
 /// Most operations coalesced into one sink round.
 const MAX_COALESCED_OPS: usize = 8192;
 
@@ -216,6 +219,7 @@ async fn write_loop(repo: RunRepo, mut rx: mpsc::Receiver<SinkBatch>, term: Canc
             }
         }
         let mut delays = write_backoff().build();
+        let mut unknown_tries = 0;
         loop {
             if batch.ops.is_empty() {
                 break;
@@ -277,6 +281,18 @@ async fn write_loop(repo: RunRepo, mut rx: mpsc::Receiver<SinkBatch>, term: Canc
                     } else {
                         warn!(error = %e, ops = batch.ops.len(), retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");
                     }
+                    tokio::select! {
+                        _ = term.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                // An error of no known kind may still be passing (a connection torn mid-request
+                // can surface as one): tried a few more times before the batch is given up.
+                Err(e) if unknown_tries < MAX_UNKNOWN_TRIES => {
+                    unknown_tries += 1;
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let delay = delays.next().unwrap_or(MAX_WRITE_DELAY);
+                    warn!(error = %e, ops = batch.ops.len(), try_no = unknown_tries, "store write failed; retrying");
                     tokio::select! {
                         _ = term.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}

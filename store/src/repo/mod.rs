@@ -17,6 +17,7 @@
 //!
 //! Headers sit apart from per-subtask records so that listing runs reads headers only.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -392,9 +393,22 @@ impl RunRepo {
         let mut committed = 0;
         let mut start = 0;
         let mut bytes = 0;
+        // Keys in the open transaction: etcd refuses one that writes a key twice, so a key
+        // written again (a record rewritten in a later turn of the same batch) starts the next.
+        let mut keys: HashSet<&[u8]> = HashSet::new();
+        let mut prefixes: Vec<&[u8]> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             let size = op.size();
-            if i > start && (i - start == max_ops || bytes + size > max_bytes) {
+            let repeated = match op {
+                Op::Put { key, .. } | Op::Delete { key } => {
+                    keys.contains(key.as_slice()) || prefixes.iter().any(|p| key.starts_with(p))
+                }
+                Op::DeletePrefix { prefix } => {
+                    keys.iter().any(|k| k.starts_with(prefix))
+                        || prefixes.iter().any(|p| p.starts_with(prefix) || prefix.starts_with(p))
+                }
+            };
+            if i > start && (i - start == max_ops || bytes + size > max_bytes || repeated) {
                 self.commit(Txn { compares: Vec::new(), ops: ops[start..i].to_vec() })
                     .await
                     .map_err(|error| BatchFailure { committed, error })?;
@@ -402,8 +416,16 @@ impl RunRepo {
                 committed = i;
                 start = i;
                 bytes = 0;
+                keys.clear();
+                prefixes.clear();
             }
             bytes += size;
+            match op {
+                Op::Put { key, .. } | Op::Delete { key } => {
+                    keys.insert(key);
+                }
+                Op::DeletePrefix { prefix } => prefixes.push(prefix),
+            }
         }
         if start < ops.len() {
             self.commit(Txn { compares: Vec::new(), ops: ops[start..].to_vec() })

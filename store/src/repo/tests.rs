@@ -106,3 +106,22 @@ async fn batches_respect_the_txn_limit() {
     assert_eq!(repo.write_batch(&ops).await, Ok(3));
     assert_eq!(repo.subtasks(&run).await.expect("read").len(), 300);
 }
+
+#[tokio::test]
+async fn a_batch_that_writes_a_key_twice_is_split_so_the_store_takes_it_and_the_last_write_wins() {
+    let repo = RunRepo::new(Arc::new(MemoryStore::new()), DEFAULT_PREFIX);
+    let ops = vec![
+        Op::put("/swarm/v1/a", "1"),
+        Op::put("/swarm/v1/b", "1"),
+        Op::put("/swarm/v1/a", "2"),
+        Op::DeletePrefix { prefix: b"/swarm/v1/c/".to_vec() },
+        Op::put("/swarm/v1/c/x", "3"),
+    ];
+    assert_eq!(repo.write_batch(&ops).await.expect("written"), 3, "split before each overlap");
+    let get = |k: &'static str| {
+        let repo = repo.clone();
+        async move { repo.store().get(k.as_bytes()).await.expect("get").map(|kv| kv.value) }
+    };
+    assert_eq!(get("/swarm/v1/a").await.as_deref(), Some(&b"2"[..]));
+    assert_eq!(get("/swarm/v1/c/x").await.as_deref(), Some(&b"3"[..]));
+}

@@ -1,0 +1,561 @@
+//! A Jepsen-style nemesis for the process cluster: etcd (3 members), two coordinators and three
+//! workers as real processes; a seeded schedule of faults (SIGKILL and SIGSTOP of workers,
+//! leaders and etcd members, dropped connections, delays, partitions) while runs are submitted;
+//! then every fault is healed and invariants are checked from outside (see `check`).
+//!
+//! Every coordinator is reached only through a fault proxy of its own (it advertises the
+//! proxy's address, so workers and clients use it), and reaches each etcd member through a
+//! proxy of its own: a partition is a proxy that blackholes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::json;
+use swarm_cli::client::{self, Client};
+use swarm_core::{RunSpec, SubtaskSpec};
+use swarm_proto::pb;
+use swarm_store::StateStore;
+use tokio::time::{Instant, timeout};
+
+use crate::etcd::{EtcdCluster, TempDir, free_port};
+use crate::fault_proxy::{FaultProxy, Mode};
+use crate::proc_cluster::{PREFIX, write_script};
+use crate::process::SwarmProcess;
+
+/// The lease TTL of every process.
+pub const LEASE_TTL: Duration = Duration::from_secs(2);
+/// The longest any client call may take before the nemesis client gives up on it and retries.
+const CALL: Duration = Duration::from_secs(5);
+
+/// One fault, healed after its duration (or, for kills, by a restart after it).
+#[derive(Clone, Debug)]
+pub enum Fault {
+    KillWorker(usize, Duration),
+    PauseWorker(usize, Duration),
+    KillLeader(Duration),
+    PauseLeader(Duration),
+    PauseEtcd(usize, Duration),
+    KillEtcd(usize, Duration),
+    /// Drops every connection to the leader (workers' streams, clients).
+    DropLeaderLinks,
+    /// Delays every chunk to and from the leader.
+    SlowLeader(Duration, Duration),
+    /// Cuts the leader off from etcd: it loses its lease; a standby takes over.
+    IsolateLeaderFromEtcd(Duration),
+    /// Cuts the leader off from workers and clients (not from etcd).
+    IsolateLeaderFromWorkers(Duration),
+}
+
+/// A seeded schedule: (pause before, fault), filling about `window`.
+pub fn schedule(seed: u64, window: Duration) -> Vec<(Duration, Fault)> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut ms = |lo: u64, hi: u64| Duration::from_millis(rng.u64(lo..=hi));
+    let mut out = Vec::new();
+    let mut total = Duration::ZERO;
+    while total < window {
+        let gap = ms(300, 1500);
+        let kind = ms(0, 9).as_millis() as u64;
+        let who = ms(0, 2).as_millis() as usize;
+        let fault = match kind {
+            0 => Fault::KillWorker(who, ms(300, 2000)),
+            1 => Fault::PauseWorker(who, ms(300, 4000)),
+            2 => Fault::KillLeader(ms(500, 2500)),
+            3 => Fault::PauseLeader(ms(300, 4000)),
+            4 => Fault::PauseEtcd(who, ms(300, 3000)),
+            5 => Fault::KillEtcd(who, ms(500, 3000)),
+            6 => Fault::DropLeaderLinks,
+            7 => Fault::SlowLeader(ms(500, 3000), ms(5, 80)),
+            8 => Fault::IsolateLeaderFromEtcd(ms(1000, 5000)),
+            _ => Fault::IsolateLeaderFromWorkers(ms(500, 5000)),
+        };
+        total += gap + fault.duration();
+        out.push((gap, fault));
+    }
+    out
+}
+
+impl Fault {
+    fn duration(&self) -> Duration {
+        match self {
+            Self::KillWorker(_, d)
+            | Self::PauseWorker(_, d)
+            | Self::KillLeader(d)
+            | Self::PauseLeader(d)
+            | Self::PauseEtcd(_, d)
+            | Self::KillEtcd(_, d)
+            | Self::SlowLeader(d, _)
+            | Self::IsolateLeaderFromEtcd(d)
+            | Self::IsolateLeaderFromWorkers(d) => *d,
+            Self::DropLeaderLinks => Duration::ZERO,
+        }
+    }
+}
+
+struct Coordinator {
+    process: SwarmProcess,
+    /// Its advertised address: the proxy in front of it.
+    url: String,
+    front: FaultProxy,
+    /// Its links to the etcd members.
+    etcd_links: Vec<FaultProxy>,
+}
+
+/// The cluster under the nemesis.
+pub struct Nemesis {
+    pub etcd: EtcdCluster,
+    pub dir: TempDir,
+    coordinators: Vec<Coordinator>,
+    workers: Vec<SwarmProcess>,
+    /// Workers whose attempts may legitimately have been re-run: killed, or paused for long
+    /// enough to lose their lease.
+    disrupted: HashSet<String>,
+    /// What was done, for the failure message.
+    pub log: Vec<String>,
+}
+
+impl Nemesis {
+    pub async fn start() -> anyhow::Result<Self> {
+        let etcd = EtcdCluster::start(3).await?;
+        let dir = TempDir::new("nemesis")?;
+        write_script(&dir.0)?;
+        let mut n = Self {
+            etcd,
+            dir,
+            coordinators: Vec::new(),
+            workers: Vec::new(),
+            disrupted: HashSet::new(),
+            log: Vec::new(),
+        };
+        for i in 0..2 {
+            n.add_coordinator(i).await?;
+            if i == 0 {
+                n.wait_serving(Duration::from_secs(20)).await?;
+            }
+        }
+        for i in 0..3 {
+            let args: Vec<String> = ["worker", "--id", &format!("w{i}"), "--slots", "16", "--append-dir"]
+                .map(String::from)
+                .into_iter()
+                .chain([n.dir.0.join("append").display().to_string(), "--script".into()])
+                .chain([n.dir.0.join("script.yaml").display().to_string()])
+                .chain(n.etcd_args(&n.etcd.endpoints()))
+                .collect();
+            n.workers.push(SwarmProcess::spawn(&format!("worker-w{i}"), &args, &n.dir.0)?);
+        }
+        Ok(n)
+    }
+
+    fn etcd_args(&self, endpoints: &[String]) -> Vec<String> {
+        vec!["--etcd".into(), endpoints.join(","), "--lease-ttl".into(), format!("{}ms", LEASE_TTL.as_millis())]
+    }
+
+    async fn add_coordinator(&mut self, i: usize) -> anyhow::Result<()> {
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let front = FaultProxy::start(listen.parse()?).await?;
+        let mut etcd_links = Vec::new();
+        for endpoint in self.etcd.endpoints() {
+            etcd_links.push(FaultProxy::start(endpoint.trim_start_matches("http://").parse()?).await?);
+        }
+        let endpoints: Vec<String> = etcd_links.iter().map(FaultProxy::url).collect();
+        let url = front.url();
+        let mut args: Vec<String> =
+            vec!["coordinator".into(), "--listen".into(), listen, "--advertise".into(), url.clone()];
+        args.extend(self.etcd_args(&endpoints));
+        let process = SwarmProcess::spawn(&format!("coordinator-{i}"), &args, &self.dir.0)?;
+        self.coordinators.push(Coordinator { process, url, front, etcd_links });
+        Ok(())
+    }
+
+    /// The index of the coordinator that holds the leader key, if any.
+    pub async fn leader(&self) -> Option<usize> {
+        let store: std::sync::Arc<dyn StateStore> = self.etcd.store().await.ok()?;
+        let election = swarm_store::election::Election::new(store, &format!("{PREFIX}leader"));
+        let (leader, _) = timeout(CALL, election.leader()).await.ok()?.ok()?;
+        let url = leader?.value;
+        self.coordinators.iter().position(|c| c.url == url)
+    }
+
+    /// A client of whichever coordinator serves as leader now.
+    pub async fn client(&self) -> Option<Client> {
+        let i = self.leader().await?;
+        timeout(CALL, client::connect(&self.coordinators[i].url)).await.ok()?.ok()
+    }
+
+    async fn wait_serving(&self, deadline: Duration) -> anyhow::Result<()> {
+        let until = Instant::now() + deadline;
+        loop {
+            if let Some(mut c) = self.client().await
+                && timeout(CALL, c.list_runs(pb::ListRunsRequest::default())).await.is_ok_and(|r| r.is_ok())
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < until, "no coordinator served within {deadline:?}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Applies one fault and heals it.
+    pub async fn inflict(&mut self, fault: &Fault) {
+        let leader = self.leader().await;
+        self.log.push(format!("{fault:?} (leader: {leader:?})"));
+        let sleep = |d: Duration| tokio::time::sleep(d);
+        match *fault {
+            Fault::KillWorker(i, d) => {
+                self.workers[i].kill();
+                self.disrupted.insert(format!("w{i}"));
+                sleep(d).await;
+                let _ = self.workers[i].restart();
+            }
+            Fault::PauseWorker(i, d) => {
+                let _ = self.workers[i].signal("STOP");
+                if d >= LEASE_TTL / 2 {
+                    self.disrupted.insert(format!("w{i}"));
+                }
+                sleep(d).await;
+                let _ = self.workers[i].signal("CONT");
+            }
+            Fault::PauseEtcd(i, d) => {
+                let _ = self.etcd.signal(i, "STOP");
+                sleep(d).await;
+                let _ = self.etcd.signal(i, "CONT");
+            }
+            Fault::KillEtcd(i, d) => {
+                self.etcd.kill(i);
+                sleep(d).await;
+                let _ = self.etcd.restart(i);
+            }
+            _ => {
+                let Some(l) = leader else { return };
+                let c = &mut self.coordinators[l];
+                match *fault {
+                    Fault::KillLeader(d) => {
+                        c.process.kill();
+                        sleep(d).await;
+                        let _ = c.process.restart();
+                    }
+                    Fault::PauseLeader(d) => {
+                        let _ = c.process.signal("STOP");
+                        sleep(d).await;
+                        let _ = c.process.signal("CONT");
+                    }
+                    Fault::DropLeaderLinks => {
+                        c.front.drop_connections();
+                    }
+                    Fault::SlowLeader(d, delay) => {
+                        c.front.set(Mode::Delay(delay));
+                        sleep(d).await;
+                        c.front.set(Mode::Pass);
+                    }
+                    Fault::IsolateLeaderFromEtcd(d) => {
+                        c.etcd_links.iter().for_each(|p| p.set(Mode::Blackhole));
+                        sleep(d).await;
+                        c.etcd_links.iter().for_each(|p| p.set(Mode::Pass));
+                    }
+                    Fault::IsolateLeaderFromWorkers(d) => {
+                        c.front.set(Mode::Blackhole);
+                        sleep(d).await;
+                        c.front.set(Mode::Pass);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Heals everything: every process runs and every link passes.
+    pub async fn heal(&mut self) -> anyhow::Result<()> {
+        for i in 0..3 {
+            let _ = self.etcd.signal(i, "CONT");
+        }
+        for c in &mut self.coordinators {
+            let _ = c.process.signal("CONT");
+            c.front.set(Mode::Pass);
+            c.etcd_links.iter().for_each(|p| p.set(Mode::Pass));
+        }
+        for w in &self.workers {
+            let _ = w.signal("CONT");
+        }
+        self.wait_serving(Duration::from_secs(60)).await
+    }
+
+    /// Lines appended to `file` by the `append` tool.
+    pub fn appended(&self, file: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.0.join("append").join(file))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The tail of every process's log, after every error any coordinator logged.
+    pub fn logs(&self) -> String {
+        let mut out = String::from("--- coordinator errors ---\n");
+        let mut files: Vec<_> =
+            std::fs::read_dir(&self.dir.0).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        files.sort();
+        for path in files.iter().filter(|p| p.to_string_lossy().contains("coordinator-")) {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            for line in text.lines().filter(|l| l.contains("ERROR")).take(30) {
+                out += &format!("{}: {line}\n", path.file_name().unwrap_or_default().to_string_lossy());
+            }
+        }
+        let procs = self.coordinators.iter().map(|c| &c.process).chain(&self.workers);
+        for p in procs {
+            let text = p.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            out += &format!("--- {} ---\n{}\n", p.name, lines[lines.len().saturating_sub(25)..].join("\n"));
+        }
+        out
+    }
+}
+
+/// The workload: run `k` of a nemesis round.
+pub fn workload(k: usize) -> RunSpec {
+    let name = format!("nemesis-{k}");
+    let mut spec = match k % 3 {
+        // Non-idempotent calls in chains: each appends its id to the run's file.
+        0 => {
+            let mut spec = swarm_cli::specs::swarm(4, 6, None);
+            for s in &mut spec.subtasks {
+                if s.id.as_str().starts_with("agent-") {
+                    let args = json!({ "file": format!("{name}.log"), "text": s.id.to_string(), "ms": 60 });
+                    s.kind = swarm_core::SubtaskKind::Tool { tool: "append".into(), args };
+                }
+            }
+            spec
+        }
+        // Idempotent calls that fail once and are retried, and plain ones.
+        1 => {
+            let mut subtasks = Vec::new();
+            for i in 0..12 {
+                subtasks.push(SubtaskSpec::tool(format!("flaky-{i}"), "flaky", json!({ "fail_times": 1 })));
+                subtasks.push(
+                    SubtaskSpec::tool(format!("sleep-{i}"), "sleep", json!({ "ms": 100 }))
+                        .after([format!("flaky-{i}")]),
+                );
+            }
+            RunSpec::new("", subtasks)
+        }
+        // An orchestrator and its subagents (scripted model: six helpers, four appends each).
+        _ => RunSpec::new(
+            "",
+            vec![SubtaskSpec {
+                retry: None,
+                id: "lead".into(),
+                kind: swarm_core::SubtaskKind::Orchestrator(swarm_core::agent::OrchestratorSpec {
+                    goal: "get help".into(),
+                    model: "scripted".into(),
+                    tools: vec![],
+                    max_steps: None,
+                }),
+                depends_on: vec![],
+                timeout: None,
+            }],
+        ),
+    };
+    spec.name = name;
+    spec.retry = Some(swarm_core::retry::RetrySpec {
+        maximum_attempts: Some(20),
+        initial_interval_ms: Some(50),
+        maximum_interval_ms: Some(1000),
+        ..Default::default()
+    });
+    spec
+}
+
+/// Submits `spec` with an idempotency key, retrying through failovers until it is accepted.
+pub async fn submit(n: &Nemesis, spec: &RunSpec, deadline: Duration) -> anyhow::Result<String> {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(mut c) = n.client().await {
+            let request = pb::SubmitRunRequest { spec: Some(spec.into()), idempotency_key: spec.name.clone() };
+            if let Ok(Ok(r)) = timeout(CALL, c.submit_run(request)).await {
+                return Ok(r.into_inner().run_id);
+            }
+        }
+        anyhow::ensure!(Instant::now() < until, "{} was never accepted", spec.name);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every run has ended; returns them as the leader serves them (with subtasks).
+pub async fn wait_ended(n: &Nemesis, runs: &[String], deadline: Duration) -> anyhow::Result<Vec<pb::Run>> {
+    let until = Instant::now() + deadline;
+    let mut out = Vec::new();
+    for id in runs {
+        loop {
+            if let Some(mut c) = n.client().await
+                && let Ok(Ok(run)) = timeout(CALL, client::get(&mut c, id, true)).await
+                && run.state != pb::RunState::Running as i32
+            {
+                out.push(run);
+                break;
+            }
+            anyhow::ensure!(Instant::now() < until, "run {id} did not end in time");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(out)
+}
+
+/// The whole event log of an ended run, read from the leader.
+async fn events(n: &Nemesis, run_id: &str) -> anyhow::Result<Vec<pb::RunEvent>> {
+    let mut c = n.client().await.ok_or_else(|| anyhow::anyhow!("no leader"))?;
+    let request = pb::WatchRunRequest { run_id: run_id.into(), after_seq: 0 };
+    let mut stream = timeout(CALL, c.watch_run(request)).await??.into_inner();
+    let mut out = Vec::new();
+    while let Some(ev) = timeout(CALL, futures_util::StreamExt::next(&mut stream)).await? {
+        out.push(ev?);
+    }
+    Ok(out)
+}
+
+/// Checks the invariants of a round; returns the violations found (empty: all hold).
+pub async fn check(n: &Nemesis, runs: &[pb::Run]) -> anyhow::Result<Vec<String>> {
+    let mut bad = Vec::new();
+    let store = n.etcd.store().await?;
+    let mut names = HashSet::new();
+    for run in runs {
+        let id = &run.run_id;
+        if !names.insert(run.name.clone()) {
+            bad.push(format!("{}: two runs for one idempotency key", run.name));
+        }
+        // Every run ends, and succeeds: every fault is one a retry or a failover absorbs.
+        if run.state != pb::RunState::Succeeded as i32 {
+            let failed: Vec<_> = run
+                .subtasks
+                .iter()
+                .filter(|s| !s.error_message.is_empty())
+                .map(|s| (&s.id, &s.error_message))
+                .collect();
+            bad.push(format!("{}: ended {:?}: {failed:?}", run.name, pb::RunState::try_from(run.state)));
+        }
+        // The event log: one numbering from 1 with nothing missing or repeated, each subtask's
+        // success told once, and no start before the success of every dependency.
+        let events = events(n, id).await?;
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        if seqs != (1..=seqs.len() as u64).collect::<Vec<_>>() {
+            let chunks = store.range(format!("{PREFIX}events/{id}/").as_bytes(), None, 0).await?;
+            let chunks: Vec<String> = chunks
+                .kvs
+                .iter()
+                .map(|kv| {
+                    format!(
+                        "{}@{}",
+                        String::from_utf8_lossy(&kv.key).rsplit('/').next().unwrap_or_default(),
+                        kv.create_revision
+                    )
+                })
+                .collect();
+            let kinds: Vec<String> = events
+                .iter()
+                .map(|e| format!("{}:{:?}", e.seq, e.event.as_ref().map(std::mem::discriminant)))
+                .collect();
+            bad.push(format!(
+                "{}: event seqs are not 1..={}: {kinds:?}; stored chunks {chunks:?}",
+                run.name,
+                seqs.len()
+            ));
+        }
+        let mut succeeded_at: HashMap<&str, usize> = HashMap::new();
+        let mut started: BTreeMap<&str, Vec<(u32, String)>> = BTreeMap::new();
+        let deps: HashMap<&str, &Vec<String>> = run.subtasks.iter().map(|s| (s.id.as_str(), &s.depends_on)).collect();
+        for (k, e) in events.iter().enumerate() {
+            match &e.event {
+                Some(pb::run_event::Event::SubtaskSucceeded(s))
+                    if succeeded_at.insert(s.subtask_id.as_str(), k).is_some() =>
+                {
+                    bad.push(format!("{}: {} succeeded twice in the event log", run.name, s.subtask_id));
+                }
+                Some(pb::run_event::Event::SubtaskStarted(s)) => {
+                    for d in deps.get(s.subtask_id.as_str()).copied().into_iter().flatten() {
+                        if !succeeded_at.contains_key(d.as_str()) {
+                            bad.push(format!(
+                                "{}: {} started before its dependency {d} succeeded",
+                                run.name, s.subtask_id
+                            ));
+                        }
+                    }
+                    started.entry(s.subtask_id.as_str()).or_default().push((s.attempt, s.worker_id.clone()));
+                }
+                _ => {}
+            }
+        }
+        // Every result GetRun serves is the one recorded, and each record was written once.
+        let records = store.range(format!("{PREFIX}subtasks/{id}/").as_bytes(), None, 0).await?;
+        let stored: HashMap<String, (serde_json::Value, i64)> = records
+            .kvs
+            .iter()
+            .map(|kv| {
+                let key = String::from_utf8_lossy(&kv.key).rsplit('/').next().unwrap_or_default().to_owned();
+                (key, (serde_json::from_slice(&kv.value).unwrap_or_default(), kv.version))
+            })
+            .collect();
+        for s in &run.subtasks {
+            let Some((record, version)) = stored.get(&s.id) else {
+                if s.state == pb::SubtaskState::Succeeded as i32 {
+                    bad.push(format!("{}: {} succeeded with no record in the store", run.name, s.id));
+                }
+                continue;
+            };
+            if *version != 1 {
+                bad.push(format!("{}: {}'s record was written {version} times", run.name, s.id));
+            }
+            let recorded = record.get("output").and_then(|o| o.as_str()).unwrap_or_default();
+            if s.state == pb::SubtaskState::Succeeded as i32
+                && record.get("output_ref").is_none()
+                && recorded != s.output_json
+            {
+                bad.push(format!("{}: {} served {:?} but recorded {recorded:?}", run.name, s.id, s.output_json));
+            }
+        }
+        // Non-idempotent calls: each succeeded one appended its line once, or more only if an
+        // earlier attempt of it ran on a worker the nemesis killed or froze past its lease.
+        if run.subtasks.iter().any(|s| s.tool == "append") {
+            let mut lines: HashMap<String, usize> = HashMap::new();
+            for line in n.appended(&format!("{}.log", run.name)) {
+                *lines.entry(line).or_default() += 1;
+            }
+            for s in run.subtasks.iter().filter(|s| s.tool == "append" && s.state == pb::SubtaskState::Succeeded as i32)
+            {
+                let count = lines.get(&s.id).copied().unwrap_or(0);
+                let attempts = started.get(s.id.as_str()).cloned().unwrap_or_default();
+                let excused = attempts.iter().filter(|(a, w)| *a != s.attempt && n.disrupted.contains(w)).count();
+                if count == 0 || count > 1 + excused {
+                    bad.push(format!("{}: {} appended {count} times (attempts {attempts:?})", run.name, s.id));
+                }
+            }
+        }
+    }
+    Ok(bad)
+}
+
+/// One round: `window` of faults from `seed` while runs are submitted, then heal and check.
+/// Returns (faults inflicted, runs checked, tool calls completed).
+pub async fn round(seed: u64, window: Duration) -> anyhow::Result<(usize, usize, u64)> {
+    let mut n = Nemesis::start().await?;
+    let plan = schedule(seed, window);
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    for (k, (gap, fault)) in plan.iter().enumerate() {
+        runs.push(submit(&n, &workload(k), Duration::from_secs(60)).await?);
+        tokio::time::sleep(*gap).await;
+        n.inflict(fault).await;
+    }
+    n.heal().await?;
+    let done = wait_ended(&n, &runs, Duration::from_secs(180)).await;
+    let context =
+        || format!("seed {seed} (replay: SWARM_NEMESIS_SEED={seed})\nfaults:\n  {}\n{}", n.log.join("\n  "), n.logs());
+    let ended = done.map_err(|e| anyhow::anyhow!("{e}\n{}", context()))?;
+    let bad = check(&n, &ended).await?;
+    anyhow::ensure!(bad.is_empty(), "{} violations:\n  {}\n{}", bad.len(), bad.join("\n  "), context());
+    let calls = ended.iter().map(|r| r.summary.as_ref().map_or(0, |s| u64::from(s.tool_calls_completed))).sum();
+    eprintln!(
+        "nemesis seed {seed}: {} faults over {:?}, {} runs, {calls} tool calls; every invariant held\n  {}",
+        plan.len(),
+        started.elapsed(),
+        runs.len(),
+        n.log.join("\n  ")
+    );
+    Ok((plan.len(), runs.len(), calls))
+}
