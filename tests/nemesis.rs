@@ -44,6 +44,12 @@ pub enum Fault {
     IsolateLeaderFromEtcd(Duration),
     /// Cuts the leader off from workers and clients (not from etcd).
     IsolateLeaderFromWorkers(Duration),
+    /// Freezes every etcd member (longer than the lease: every lease runs out).
+    EtcdOutage(Duration),
+    /// SIGKILLs every coordinator, then starts them all again.
+    RestartCoordinators(Duration),
+    /// SIGKILLs every worker, then starts them all again.
+    RestartWorkers(Duration),
 }
 
 /// A seeded schedule: (pause before, fault), filling about `window`.
@@ -54,7 +60,7 @@ pub fn schedule(seed: u64, window: Duration) -> Vec<(Duration, Fault)> {
     let mut total = Duration::ZERO;
     while total < window {
         let gap = ms(300, 1500);
-        let kind = ms(0, 9).as_millis() as u64;
+        let kind = ms(0, 12).as_millis() as u64;
         let who = ms(0, 2).as_millis() as usize;
         let fault = match kind {
             0 => Fault::KillWorker(who, ms(300, 2000)),
@@ -66,7 +72,10 @@ pub fn schedule(seed: u64, window: Duration) -> Vec<(Duration, Fault)> {
             6 => Fault::DropLeaderLinks,
             7 => Fault::SlowLeader(ms(500, 3000), ms(5, 80)),
             8 => Fault::IsolateLeaderFromEtcd(ms(1000, 5000)),
-            _ => Fault::IsolateLeaderFromWorkers(ms(500, 5000)),
+            9 => Fault::IsolateLeaderFromWorkers(ms(500, 5000)),
+            10 => Fault::EtcdOutage(ms(2500, 6000)),
+            11 => Fault::RestartCoordinators(ms(200, 2000)),
+            _ => Fault::RestartWorkers(ms(200, 2000)),
         };
         total += gap + fault.duration();
         out.push((gap, fault));
@@ -85,7 +94,10 @@ impl Fault {
             | Self::KillEtcd(_, d)
             | Self::SlowLeader(d, _)
             | Self::IsolateLeaderFromEtcd(d)
-            | Self::IsolateLeaderFromWorkers(d) => *d,
+            | Self::IsolateLeaderFromWorkers(d)
+            | Self::EtcdOutage(d)
+            | Self::RestartCoordinators(d)
+            | Self::RestartWorkers(d) => *d,
             Self::DropLeaderLinks => Duration::ZERO,
         }
     }
@@ -223,6 +235,32 @@ impl Nemesis {
                 self.etcd.kill(i);
                 sleep(d).await;
                 let _ = self.etcd.restart(i);
+            }
+            Fault::EtcdOutage(d) => {
+                for i in 0..3 {
+                    let _ = self.etcd.signal(i, "STOP");
+                }
+                sleep(d).await;
+                for i in 0..3 {
+                    let _ = self.etcd.signal(i, "CONT");
+                }
+            }
+            Fault::RestartCoordinators(d) => {
+                self.coordinators.iter_mut().for_each(|c| c.process.kill());
+                sleep(d).await;
+                for c in &mut self.coordinators {
+                    let _ = c.process.restart();
+                }
+            }
+            Fault::RestartWorkers(d) => {
+                for (i, w) in self.workers.iter_mut().enumerate() {
+                    w.kill();
+                    self.disrupted.insert(format!("w{i}"));
+                }
+                sleep(d).await;
+                for w in &mut self.workers {
+                    let _ = w.restart();
+                }
             }
             _ => {
                 let Some(l) = leader else { return };
