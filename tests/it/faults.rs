@@ -179,3 +179,74 @@ async fn a_coordinator_that_does_not_share_the_payload_store_refuses_to_stand_by
     let (leader, _) = pc.leader().await.expect("leader").expect("still elected");
     assert_eq!(leader, pc.coordinators[0].1);
 }
+
+/// The faketime library Debian's `faketime` package installs (`scripts/install-deps test`).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+fn ms(d: &Option<prost_types::Duration>) -> i64 {
+    d.as_ref().map_or(0, |d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_whose_clocks_are_minutes_off_still_give_a_truthful_timeline() {
+    let _serial = crate::failover::SERIAL.lock().await;
+    assert!(std::path::Path::new(LIBFAKETIME).exists(), "{LIBFAKETIME} is missing: run scripts/install-deps test");
+    let mut pc = ProcCluster::start(1, 1, 0, Duration::from_secs(2)).await.expect("cluster");
+    for (id, offset) in [("ahead", "+300s"), ("behind", "-300s")] {
+        pc.env = [("LD_PRELOAD", LIBFAKETIME), ("FAKETIME", offset), ("FAKETIME_DONT_FAKE_MONOTONIC", "1")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .to_vec();
+        pc.add_worker(id).expect("worker");
+    }
+    pc.env.clear();
+    pc.wait_workers(2, Duration::from_secs(15)).await.expect("both workers registered (leases are etcd's clock)");
+    let (leader, _) = pc.leader().await.expect("leader").expect("elected");
+    let mut c = pc.client(&leader).await.expect("client");
+    // Two chains of ten 100 ms calls: the critical path is ~1 s whoever runs what.
+    let mut subtasks = Vec::new();
+    for chain in 0..2 {
+        for i in 0..10 {
+            let s = SubtaskSpec::tool(format!("c{chain}-{i}"), "sleep", serde_json::json!({"ms": 100}));
+            subtasks.push(if i == 0 { s } else { s.after([format!("c{chain}-{}", i - 1)]) });
+        }
+    }
+    let before = std::time::SystemTime::now();
+    let run_id = submit(&mut c, &RunSpec::new("skewed", subtasks)).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
+    let elapsed_ms = before.elapsed().expect("clock").as_millis() as i64;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    // The workers' clocks really are off: their own log lines are stamped five minutes away.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    for (w, offset) in pc.workers.iter().zip([300, -300]) {
+        let stamps: Vec<i64> = plain(&w.log_text()).lines().filter_map(log_unix_secs).collect();
+        let last = *stamps.last().unwrap_or_else(|| panic!("{} logged nothing", w.name));
+        assert!((last - now - offset).abs() < 60, "{}: stamped {last}, now {now}, offset {offset}", w.name);
+    }
+    let s = run.summary.expect("summary");
+    let (wall, critical) = (ms(&s.wall_time), ms(&s.critical_path_time));
+    assert!((1000..=elapsed_ms).contains(&wall), "wall {wall} ms, elapsed {elapsed_ms} ms");
+    assert!((900..=wall).contains(&critical), "critical path {critical} ms of wall {wall} ms");
+    let run = swarm_cli::client::get(&mut c, &run_id, true).await.expect("get");
+    let (start, end) = (run.submitted_at.expect("submitted"), run.finished_at.expect("finished"));
+    let secs = |t: &prost_types::Timestamp| t.seconds as f64 + f64::from(t.nanos) / 1e9;
+    for t in &run.subtasks {
+        let (a, b) = (secs(t.started_at.as_ref().expect("started")), secs(t.finished_at.as_ref().expect("finished")));
+        assert!(secs(&start) <= a && a <= b && b <= secs(&end), "{} ran {a}..{b}, the run {start:?}..{end:?}", t.id);
+        assert!((0.09..=1.0).contains(&(b - a)), "{} took {} s", t.id, b - a);
+    }
+}
+
+/// The Unix time (s) a log line is stamped with (`2026-12-01T16:23:02.351691Z …`).
+fn log_unix_secs(line: &str) -> Option<i64> {
+    let t = line.split_whitespace().next()?;
+    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d, hh, mm, ss) = (n(0..4)?, n(5..7)?, n(8..10)?, n(11..13)?, n(14..16)?, n(17..19)?);
+    // Days from the civil date (proleptic Gregorian), as in Howard Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}

@@ -37,6 +37,8 @@ pub struct Held {
     pub worker: WorkerKey,
     /// When the attempt was last heard of (dispatch, heartbeat, turn), µs.
     pub last_beat_us: u64,
+    /// When it was dispatched (0: adopted, started under an earlier leader), µs.
+    pub dispatched_us: u64,
 }
 
 /// One connected (or departed) worker.
@@ -301,14 +303,14 @@ impl WorkerRegistry {
         w.running += 1;
         w.out_assign.push(assignment);
         self.dirty.push(key);
-        self.inflight.insert(fence, Held { run, subtask, worker: key, last_beat_us: now_us });
+        self.inflight.insert(fence, Held { run, subtask, worker: key, last_beat_us: now_us, dispatched_us: now_us });
     }
 
     /// Holds an attempt a reconnecting worker already runs.
     pub fn adopt(&mut self, key: WorkerKey, fence: Fence, run: RunKey, subtask: SubtaskIx, now_us: u64) {
         let Some(w) = self.get_mut(key) else { return };
         w.running += 1;
-        self.inflight.insert(fence, Held { run, subtask, worker: key, last_beat_us: now_us });
+        self.inflight.insert(fence, Held { run, subtask, worker: key, last_beat_us: now_us, dispatched_us: 0 });
     }
 
     /// Queues a cancel of attempt `fence` for the worker.

@@ -149,9 +149,10 @@ impl Manager {
             debug!(fence = r.fence, "report for an attempt no longer in flight");
             return;
         };
-        let (started_us, finished_us) = plausible_times(
+        let (started_us, finished_us) = coordinator_times(
             r.started_at.as_ref().map_or(0, convert::unix_us),
             r.finished_at.as_ref().map_or(0, convert::unix_us),
+            f.dispatched_us,
             self.supervisor.now_us(),
         );
         let fence = Fence(r.fence);
@@ -250,10 +251,48 @@ impl Manager {
     }
 }
 
-/// A worker's (started, finished) times, made plausible: not after now (plus a minute of clock
-/// skew), finished not before started. Durations computed from them stay within the run's life.
-pub(super) fn plausible_times(started_us: u64, finished_us: u64, now_us: u64) -> (u64, u64) {
-    let latest = now_us.saturating_add(60_000_000);
-    let finished = finished_us.min(latest);
-    (started_us.min(finished), finished)
+/// How far a worker's clock may be off before its times are not taken as they are.
+const CLOCK_TOLERANCE_US: u64 = 1_000_000;
+
+/// A worker's (started, finished) times on the coordinator's clock. Times that fit between the
+/// dispatch and now (give or take [`CLOCK_TOLERANCE_US`]) are kept, clamped into that window.
+/// Otherwise the worker's clock is off (skew, a jump): its duration is kept (one clock measured
+/// both ends), capped by the time since dispatch, and placed to end now. `dispatched_us` 0: an
+/// adopted attempt, started under an earlier leader. Durations computed from the result stay
+/// within the run's life.
+pub(super) fn coordinator_times(started_us: u64, finished_us: u64, dispatched_us: u64, now_us: u64) -> (u64, u64) {
+    let duration = finished_us.saturating_sub(started_us);
+    let duration = if dispatched_us == 0 { duration } else { duration.min(now_us.saturating_sub(dispatched_us)) };
+    let fits = started_us <= finished_us
+        && started_us.saturating_add(CLOCK_TOLERANCE_US) >= dispatched_us
+        && finished_us <= now_us.saturating_add(CLOCK_TOLERANCE_US);
+    if fits {
+        let finished = finished_us.clamp(dispatched_us, now_us);
+        (started_us.clamp(dispatched_us, finished), finished)
+    } else {
+        (now_us.saturating_sub(duration), now_us)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coordinator_times;
+
+    const S: u64 = 1_000_000;
+
+    #[test]
+    fn a_worker_clock_that_is_off_keeps_its_durations_but_not_its_times() {
+        let (dispatched, now) = (1_000 * S, 1_010 * S);
+        // In step (within a second): kept as reported.
+        assert_eq!(coordinator_times(1_001 * S, 1_009 * S, dispatched, now), (1_001 * S, 1_009 * S));
+        // Five minutes ahead, or behind: the 8 s it took, ending now.
+        assert_eq!(coordinator_times(1_301 * S, 1_309 * S, dispatched, now), (1_002 * S, now));
+        assert_eq!(coordinator_times(701 * S, 709 * S, dispatched, now), (1_002 * S, now));
+        // A duration longer than the time since dispatch is a lie: capped.
+        assert_eq!(coordinator_times(0, 1_000_000 * S, dispatched, now), (dispatched, now));
+        // Finished before started: zero long, now.
+        assert_eq!(coordinator_times(1_009 * S, 1_001 * S, dispatched, now), (now, now));
+        // An adopted attempt (dispatched under an earlier leader) may have started long ago.
+        assert_eq!(coordinator_times(500 * S, 1_009 * S, 0, now), (500 * S, 1_009 * S));
+    }
 }
