@@ -14,6 +14,19 @@ use crate::types::*;
 /// The version of the records this build writes.
 pub const RECORD_VERSION: u32 = 1;
 
+/// Turns encoded larger than this go to the payload store (when there is one) and their record
+/// holds a reference: a transcript step carrying a huge tool result must not exceed etcd's
+/// request limit (1.5 MiB), or it could not be written at all.
+pub const TURN_INLINE_MAX: usize = 512 * 1024;
+
+/// A turn record that names where the turn is (`{"$ref": path, "v": 1}`).
+#[derive(Serialize, Deserialize)]
+struct TurnRef {
+    #[serde(rename = "$ref")]
+    reference: String,
+    v: u32,
+}
+
 fn version_1() -> u32 {
     1
 }
@@ -94,8 +107,26 @@ impl RunRepo {
 
     /// The write of one turn of an agent's transcript (`turns/{run}/{subtask}/{index}`).
     pub fn turn_op(&self, run: &RunId, subtask: &SubtaskId, index: u32, turn: &Turn) -> Op {
-        let record = TurnRecord { v: RECORD_VERSION, turn: turn.clone() };
-        Op::put(format!("{}turns/{run}/{subtask}/{index:06}", self.prefix()), crate::repo::encode(&record))
+        self.turn_write(run, subtask, index, turn).0
+    }
+
+    /// The same, and the payload to upload first when the turn is over [`TURN_INLINE_MAX`]
+    /// (the record then names it).
+    pub fn turn_write(
+        &self,
+        run: &RunId,
+        subtask: &SubtaskId,
+        index: u32,
+        turn: &Turn,
+    ) -> (Op, Option<(String, bytes::Bytes)>) {
+        let key = format!("{}turns/{run}/{subtask}/{index:06}", self.prefix());
+        let value = crate::repo::encode(&TurnRecord { v: RECORD_VERSION, turn: turn.clone() });
+        if value.len() > TURN_INLINE_MAX && self.payloads().is_some() {
+            let path = format!("{}/turns/{}/{index:06}", Self::payload_prefix(run), subtask.as_str().replace(':', "_"));
+            let record = crate::repo::encode(&TurnRef { reference: path.clone(), v: RECORD_VERSION });
+            return (Op::put(key, record), Some((path, value.into())));
+        }
+        (Op::put(key, value), None)
     }
 
     /// The write of an orchestrator's stage (`spawns/{run}/{subtask}/{stage}`).
@@ -106,7 +137,23 @@ impl RunRepo {
 
     /// Every stored turn of a run's agents, as (subtask, turn number, turn), in key order.
     pub async fn turns(&self, run: &RunId) -> Result<Vec<(SubtaskId, u32, Turn)>, StoreError> {
-        self.agent_records("turns", run, decode_turn).await
+        let prefix = self.agent_prefix("turns", run);
+        let mut out = Vec::new();
+        for kv in self.range_all(&prefix).await? {
+            let rest = String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned();
+            let (subtask, n) = split_key(&kv.key, &rest)?;
+            let turn = if kv.value.starts_with(br#"{"$ref""#) {
+                let r: TurnRef = serde_json::from_slice(&kv.value).map_err(|e| corrupt(&kv.key, e.to_string()))?;
+                check_version(&kv.key, r.v)?;
+                let payloads =
+                    self.payloads().ok_or_else(|| corrupt(&kv.key, "an offloaded turn, and no payload store"))?;
+                decode_turn(&kv.key, &payloads.get(&r.reference).await?)?
+            } else {
+                decode_turn(&kv.key, &kv.value)?
+            };
+            out.push((subtask, n, turn));
+        }
+        Ok(out)
     }
 
     /// Every stored stage of a run's orchestrators, as (orchestrator, stage, children).
@@ -148,6 +195,25 @@ mod tests {
             tools: vec!["echo".into()],
             max_steps: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_turn_over_the_inline_limit_goes_to_the_payload_store_and_reads_back_whole() {
+        let payloads = crate::payload::PayloadStore::memory(64 << 10);
+        let repo = RunRepo::new(Arc::new(MemoryStore::new()), DEFAULT_PREFIX).with_payloads(payloads.clone());
+        let (run, a) = (RunId::from("r"), SubtaskId::from("lead:1:w:0"));
+        let result = swarm_core::agent::Message::tool_result("c1", "x".repeat(2 << 20)); // a 2 MiB tool result
+        let big = Turn { messages: vec![result], usage: Default::default(), fence: 7, seq: 1 };
+        let small = Turn { messages: vec![], usage: Default::default(), fence: 7, seq: 2 };
+        let (op, offload) = repo.turn_write(&run, &a, 0, &big);
+        let (path, value) = offload.expect("offloaded");
+        assert!(op.size() < 1024, "the record only names the payload: {} bytes", op.size());
+        payloads.put(&path, value).await.expect("upload");
+        let (small_op, none) = repo.turn_write(&run, &a, 1, &small);
+        assert!(none.is_none());
+        repo.write_batch(&[op, small_op]).await.expect("write");
+        let turns = repo.turns(&run).await.expect("turns");
+        assert_eq!(turns, vec![(a.clone(), 0, big), (a, 1, small)]);
     }
 
     #[tokio::test]

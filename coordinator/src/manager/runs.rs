@@ -215,13 +215,16 @@ impl Manager {
             Action::PersistTurn { subtask, index } => {
                 let turn = entry.engine.slot(subtask).agent.as_ref().and_then(|a| a.turns.get(index as usize));
                 if let Some(turn) = turn {
-                    let op = self.repo.turn_op(
+                    let (op, offload) = self.repo.turn_write(
                         entry.engine.run_id(),
                         &entry.engine.dag().node(subtask).id,
                         index,
                         turn.as_ref(),
                     );
                     self.outbox.write(op);
+                    if let Some((path, value)) = offload {
+                        self.outbox.upload(path, value);
+                    }
                 }
             }
             Action::PersistSpawn { subtask, stage } => {
