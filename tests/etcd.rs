@@ -37,6 +37,8 @@ pub struct Member {
 /// A running etcd (one node or a cluster).
 pub struct EtcdCluster {
     pub members: Vec<Member>,
+    /// Extra flags of every member started from now on (`--quota-backend-bytes`, say).
+    pub extra_args: Vec<String>,
     token: String,
     _root: TempDir,
 }
@@ -47,7 +49,7 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     /// A new empty dir under the system temp dir.
     pub fn new(label: &str) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("swarm-{label}-{}-{:08x}", std::process::id(), fastrand_u32()));
+        let dir = std::env::temp_dir().join(format!("swarm-{label}-{}-{:08x}", std::process::id(), fastrand::u32(..)));
         std::fs::create_dir_all(&dir)?;
         Ok(Self(dir))
     }
@@ -59,21 +61,19 @@ impl Drop for TempDir {
     }
 }
 
-fn fastrand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
-    h.finish() as u32
-}
-
 impl EtcdCluster {
     /// Starts `n` members and waits until the cluster answers (with a leader). Free ports are
     /// picked by binding port 0, which can race with other tests: a member that exits at once
     /// (port taken) or a cluster that does not come up is started again on new ports.
     pub async fn start(n: usize) -> anyhow::Result<Self> {
+        Self::start_with(n, &[]).await
+    }
+
+    /// The same, with extra flags for every member.
+    pub async fn start_with(n: usize, extra_args: &[&str]) -> anyhow::Result<Self> {
         let mut last = None;
         for _ in 0..3 {
-            match Self::try_start(n).await {
+            match Self::try_start(n, extra_args.iter().map(|a| a.to_string()).collect()).await {
                 Ok(c) => return Ok(c),
                 Err(e) => last = Some(e),
             }
@@ -81,9 +81,9 @@ impl EtcdCluster {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd did not start")))
     }
 
-    async fn try_start(n: usize) -> anyhow::Result<Self> {
+    async fn try_start(n: usize, extra_args: Vec<String>) -> anyhow::Result<Self> {
         let root = TempDir::new("etcd")?;
-        let token = format!("swarm-test-{:08x}", fastrand_u32());
+        let token = format!("swarm-test-{:08x}", fastrand::u32(..));
         let mut members = Vec::new();
         for i in 0..n {
             members.push(Member {
@@ -94,7 +94,7 @@ impl EtcdCluster {
                 child: None,
             });
         }
-        let mut cluster = Self { members, token, _root: root };
+        let mut cluster = Self { members, extra_args, token, _root: root };
         for i in 0..n {
             cluster.spawn(i, "new")?;
         }
@@ -119,6 +119,7 @@ impl EtcdCluster {
             .args(["--initial-cluster-token", &self.token])
             .args(["--log-level", "error", "--logger", "zap"])
             .args(["--auto-compaction-mode", "revision", "--auto-compaction-retention", "100000"])
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

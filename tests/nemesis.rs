@@ -50,6 +50,35 @@ pub enum Fault {
     RestartCoordinators(Duration),
     /// SIGKILLs every worker, then starts them all again.
     RestartWorkers(Duration),
+    /// A rolling restart, as an upgrade does it: each worker, then the standby, then the
+    /// leader, stopped with SIGTERM (they drain or resign) and started again, one at a time.
+    RollingRestart,
+}
+
+/// Every kind of fault once, in an order and with durations drawn from `seed`: what the suite
+/// runs, so that each kind is exercised on every run of the suite.
+pub fn tour(seed: u64) -> Vec<(Duration, Fault)> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let ms = |rng: &mut fastrand::Rng, lo: u64, hi: u64| Duration::from_millis(rng.u64(lo..=hi));
+    let r = &mut rng;
+    let mut faults = vec![
+        Fault::KillWorker(0, ms(r, 300, 1500)),
+        Fault::PauseWorker(1, ms(r, 2500, 4000)),
+        Fault::KillLeader(ms(r, 500, 1500)),
+        Fault::PauseLeader(ms(r, 2500, 4000)),
+        Fault::PauseEtcd(0, ms(r, 500, 2000)),
+        Fault::KillEtcd(1, ms(r, 500, 2000)),
+        Fault::DropLeaderLinks,
+        Fault::SlowLeader(ms(r, 500, 2000), ms(r, 10, 60)),
+        Fault::IsolateLeaderFromEtcd(ms(r, 2500, 4000)),
+        Fault::IsolateLeaderFromWorkers(ms(r, 1000, 4000)),
+        Fault::EtcdOutage(ms(r, 3000, 5000)),
+        Fault::RestartCoordinators(ms(r, 200, 1000)),
+        Fault::RestartWorkers(ms(r, 200, 1000)),
+        Fault::RollingRestart,
+    ];
+    rng.shuffle(&mut faults);
+    faults.into_iter().map(|f| (ms(&mut rng, 200, 800), f)).collect()
 }
 
 /// A seeded schedule: (pause before, fault), filling about `window`.
@@ -60,7 +89,7 @@ pub fn schedule(seed: u64, window: Duration) -> Vec<(Duration, Fault)> {
     let mut total = Duration::ZERO;
     while total < window {
         let gap = ms(300, 1500);
-        let kind = ms(0, 12).as_millis() as u64;
+        let kind = ms(0, 13).as_millis() as u64;
         let who = ms(0, 2).as_millis() as usize;
         let fault = match kind {
             0 => Fault::KillWorker(who, ms(300, 2000)),
@@ -75,7 +104,8 @@ pub fn schedule(seed: u64, window: Duration) -> Vec<(Duration, Fault)> {
             9 => Fault::IsolateLeaderFromWorkers(ms(500, 5000)),
             10 => Fault::EtcdOutage(ms(2500, 6000)),
             11 => Fault::RestartCoordinators(ms(200, 2000)),
-            _ => Fault::RestartWorkers(ms(200, 2000)),
+            12 => Fault::RestartWorkers(ms(200, 2000)),
+            _ => Fault::RollingRestart,
         };
         total += gap + fault.duration();
         out.push((gap, fault));
@@ -99,6 +129,7 @@ impl Fault {
             | Self::RestartCoordinators(d)
             | Self::RestartWorkers(d) => *d,
             Self::DropLeaderLinks => Duration::ZERO,
+            Self::RollingRestart => Duration::from_secs(10),
         }
     }
 }
@@ -250,6 +281,24 @@ impl Nemesis {
                 sleep(d).await;
                 for c in &mut self.coordinators {
                     let _ = c.process.restart();
+                }
+            }
+            Fault::RollingRestart => {
+                for w in &mut self.workers {
+                    let _ = w.signal("TERM");
+                    let _ = w.wait_exit(Duration::from_secs(30)).await;
+                    let _ = w.restart();
+                }
+                let order: Vec<usize> = match leader {
+                    Some(l) => (0..self.coordinators.len()).filter(|&i| i != l).chain([l]).collect(),
+                    None => (0..self.coordinators.len()).collect(),
+                };
+                for i in order {
+                    let c = &mut self.coordinators[i];
+                    let _ = c.process.signal("TERM");
+                    let _ = c.process.wait_exit(Duration::from_secs(30)).await;
+                    let _ = c.process.restart();
+                    let _ = self.wait_serving(Duration::from_secs(30)).await;
                 }
             }
             Fault::RestartWorkers(d) => {
@@ -568,11 +617,10 @@ pub async fn check(n: &Nemesis, runs: &[pb::Run]) -> anyhow::Result<Vec<String>>
     Ok(bad)
 }
 
-/// One round: `window` of faults from `seed` while runs are submitted, then heal and check.
-/// Returns (faults inflicted, runs checked, tool calls completed).
-pub async fn round(seed: u64, window: Duration) -> anyhow::Result<(usize, usize, u64)> {
+/// One round: the faults of `plan` (made from `seed`) while runs are submitted, then heal and
+/// check. Returns (faults inflicted, runs checked, tool calls completed).
+pub async fn round(seed: u64, plan: Vec<(Duration, Fault)>) -> anyhow::Result<(usize, usize, u64)> {
     let mut n = Nemesis::start().await?;
-    let plan = schedule(seed, window);
     let started = Instant::now();
     let mut runs = Vec::new();
     for (k, (gap, fault)) in plan.iter().enumerate() {
