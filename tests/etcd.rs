@@ -155,6 +155,20 @@ impl EtcdCluster {
         }
     }
 
+    /// Waits until the members answer a status request (a write may still be refused: the
+    /// store may be full).
+    pub async fn wait_ready_or_full(&self) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(15);
+        while tokio::time::Instant::now() < until {
+            if let Ok(mut client) = etcd_client::Client::connect(self.endpoints(), None).await
+                && client.status().await.is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// A store connected to every member.
     pub async fn store(&self) -> anyhow::Result<Arc<EtcdStore>> {
         Ok(Arc::new(EtcdStore::connect(&self.endpoints(), Duration::from_secs(5)).await?))

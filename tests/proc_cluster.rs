@@ -53,6 +53,17 @@ impl ProcCluster {
         env: Vec<(String, String)>,
     ) -> anyhow::Result<Self> {
         let etcd = EtcdCluster::start(etcd_members).await?;
+        Self::start_on(etcd, coordinators, workers, lease_ttl, env).await
+    }
+
+    /// The same on an etcd the caller started (with flags of its own, say).
+    pub async fn start_on(
+        etcd: EtcdCluster,
+        coordinators: usize,
+        workers: usize,
+        lease_ttl: Duration,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
         let dir = TempDir::new("proc")?;
         write_script(&dir.0)?;
         let mut cluster = Self { etcd, dir, coordinators: Vec::new(), workers: Vec::new(), lease_ttl, env };

@@ -250,3 +250,61 @@ fn log_unix_secs(line: &str) -> Option<i64> {
     let days = era * 146_097 + doe - 719_468;
     Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_etcd_loses_nothing_and_the_run_finishes_once_an_operator_makes_room() {
+    use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
+    let _serial = crate::failover::SERIAL.lock().await;
+    // etcd with an 8 MiB quota; 400 results of 50 KB each (inline: under 64 KiB) need ~20 MB.
+    let etcd =
+        swarm_tests::etcd::EtcdCluster::start_with(1, &["--quota-backend-bytes", "8388608"]).await.expect("etcd");
+    let mut pc = ProcCluster::start_on(etcd, 1, 1, Duration::from_secs(2), Vec::new()).await.expect("cluster");
+    let (leader, _) = pc.leader().await.expect("leader").expect("elected");
+    let mut c = pc.client(&leader).await.expect("client");
+    let text = "0123456789".repeat(10);
+    let subtasks = (0..400)
+        .map(|i| SubtaskSpec::tool(format!("e{i}"), "echo", serde_json::json!({"text": text, "repeat": 500})))
+        .collect();
+    let run_id = submit(&mut c, &RunSpec::new("fills-etcd", subtasks)).await.expect("submit");
+    // The store fills up: the coordinator says so and keeps the writes.
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !pc.coordinators[0].0.log_text().contains("the store is full (etcd NOSPACE)") {
+        assert!(tokio::time::Instant::now() < until, "etcd never filled up\n{}", pc.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run = swarm_cli::client::get(&mut c, &run_id, false).await.expect("get");
+    assert_eq!(run.state, pb::RunState::Running as i32, "not ended while its results cannot be written");
+    // The operator makes room: a larger quota (a restart), and the alarm disarmed.
+    pc.etcd.extra_args = vec!["--quota-backend-bytes".into(), "1073741824".into()];
+    pc.etcd.restart(0).expect("restart etcd");
+    pc.etcd.wait_ready_or_full().await;
+    let mut admin = etcd_client::Client::connect(pc.etcd.endpoints(), None).await.expect("etcd client");
+    let alarms = admin.alarm(AlarmAction::Get, AlarmType::None, None).await.expect("alarms");
+    for a in alarms.alarms() {
+        let mut options = AlarmOptions::new();
+        options.with_member(a.member_id());
+        admin.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(options)).await.expect("disarm");
+    }
+    let run = wait_done_any_leader(&pc, &run_id, Duration::from_secs(120)).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    let store = pc.store().await.expect("store");
+    let records = store.range(format!("/swarm/v1/subtasks/{run_id}/").as_bytes(), None, 0).await.expect("range");
+    assert_eq!(records.kvs.len(), 400, "every result is in the store");
+    assert!(records.kvs.iter().all(|kv| kv.version == 1), "none written twice");
+}
+
+/// Polls whichever coordinator leads until the run has ended.
+async fn wait_done_any_leader(pc: &ProcCluster, run_id: &str, deadline: Duration) -> pb::Run {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Ok(Some((leader, _))) = pc.leader().await
+            && let Ok(mut c) = pc.client(&leader).await
+            && let Ok(run) = swarm_cli::client::get(&mut c, run_id, false).await
+            && run.state != pb::RunState::Running as i32
+        {
+            return run;
+        }
+        assert!(tokio::time::Instant::now() < until, "run {run_id} did not end\n{}", pc.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
