@@ -53,6 +53,14 @@ pub enum Command {
 pub struct UpArgs {
     #[arg(long, env = "SWARM_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// Principals, roles and tenants (YAML; docs/security.md). Without it every caller is an
+    /// administrator, which only a loopback listener allows (see --insecure).
+    #[arg(long, env = "SWARM_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Listen on a non-loopback address without --auth-file: anyone who reaches the port can
+    /// drive the cluster. For trusted networks only.
+    #[arg(long, env = "SWARM_INSECURE")]
+    pub insecure: bool,
     #[arg(long, env = "SWARM_WORKERS", default_value_t = 4)]
     pub workers: usize,
     #[arg(long, env = "SWARM_SLOTS", default_value_t = 64)]
@@ -92,6 +100,14 @@ pub struct DemoArgs {
 pub struct CoordinatorArgs {
     #[arg(long, env = "SWARM_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// Principals, roles and tenants (YAML; docs/security.md). Without it every caller is an
+    /// administrator, which only a loopback listener allows (see --insecure).
+    #[arg(long, env = "SWARM_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Listen on a non-loopback address without --auth-file: anyone who reaches the port can
+    /// drive the cluster. For trusted networks only.
+    #[arg(long, env = "SWARM_INSECURE")]
+    pub insecure: bool,
     /// The address workers and clients reach this coordinator at (default: http://LISTEN).
     #[arg(long, env = "SWARM_ADVERTISE")]
     pub advertise: Option<String>,
@@ -127,6 +143,9 @@ pub struct WorkerArgs {
     /// The coordinator's URL (without --etcd).
     #[arg(long, env = "SWARM_COORDINATOR", default_value = DEFAULT_ADDR)]
     pub coordinator: String,
+    /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
+    #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[arg(long, env = "SWARM_SLOTS", default_value_t = 64)]
     pub slots: u32,
     /// Worker id (default: generated).
@@ -187,6 +206,9 @@ pub struct SubmitArgs {
     pub file: PathBuf,
     #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: String,
+    /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
+    #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Wait for the run to end, showing progress.
     #[arg(long)]
     pub wait: bool,
@@ -208,6 +230,9 @@ pub struct GetArgs {
     pub run: String,
     #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: String,
+    /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
+    #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[arg(long)]
     pub json: bool,
     /// Also list every subtask.
@@ -219,6 +244,9 @@ pub struct GetArgs {
 pub struct RunsArgs {
     #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: String,
+    /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
+    #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
     #[arg(long)]
@@ -230,6 +258,9 @@ pub struct CancelArgs {
     pub run: String,
     #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: String,
+    /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
+    #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[arg(long, default_value = "cancelled from the CLI")]
     pub reason: String,
 }
@@ -239,6 +270,9 @@ pub struct WatchArgs {
     pub run: String,
     #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: String,
+    /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
+    #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Start after this sequence number.
     #[arg(long, default_value_t = 0)]
     pub after_seq: u64,

@@ -9,16 +9,59 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use swarm_proto::convert::{duration_to_us, unix_us};
 use swarm_proto::pb::{self, swarm_service_client::SwarmServiceClient};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// Deadline of unary calls.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connected client.
-pub type Client = SwarmServiceClient<Channel>;
+pub type Client = SwarmServiceClient<InterceptedService<Channel, Bearer>>;
 
-/// Connects to a coordinator at `addr` (`http://host:port`).
+/// Sends `authorization: Bearer TOKEN` with every call (when there is a token). The token is
+/// never logged: its `Debug` says only whether there is one.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bearer({})", if self.0.is_some() { "set" } else { "none" })
+    }
+}
+
+impl Bearer {
+    /// A bearer for `token` (`None`: send no credentials).
+    pub fn new(token: Option<&str>) -> anyhow::Result<Self> {
+        let value = token
+            .map(|t| {
+                let mut v: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {}", t.trim())
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("the token must be printable ASCII"))?;
+                v.set_sensitive(true);
+                anyhow::Ok(v)
+            })
+            .transpose()?;
+        Ok(Self(value))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// Connects to a coordinator at `addr` (`http://host:port`), with no credentials.
 pub async fn connect(addr: &str) -> anyhow::Result<Client> {
+    connect_with(addr, None).await
+}
+
+/// Connects to a coordinator at `addr`, sending `token` (`--token`, `SWARM_TOKEN`) if given.
+pub async fn connect_with(addr: &str, token: Option<&str>) -> anyhow::Result<Client> {
+    let bearer = Bearer::new(token)?;
     let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
         .with_context(|| format!("invalid address `{addr}`"))?
         .connect_timeout(Duration::from_secs(5))
@@ -26,7 +69,7 @@ pub async fn connect(addr: &str) -> anyhow::Result<Client> {
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {addr}"))?;
-    Ok(SwarmServiceClient::new(channel).max_decoding_message_size(256 * 1024 * 1024))
+    Ok(SwarmServiceClient::with_interceptor(channel, bearer).max_decoding_message_size(256 * 1024 * 1024))
 }
 
 /// A request with the unary deadline set.

@@ -59,6 +59,8 @@ pub struct Embedded {
     models: Arc<swarm_worker::model::ModelRegistry>,
     /// Set when the coordinator stopped because it could not go on.
     pub fatal: swarm_coordinator::manager::Fatal,
+    /// The in-process workers' token (with authentication on).
+    worker_token: Option<String>,
 }
 
 impl Embedded {
@@ -75,6 +77,17 @@ impl Embedded {
         let http_listen = opts.http_listen;
         let models = opts.models.clone();
         let mut config = opts.coordinator.clone();
+        // With authentication on, the in-process workers get a principal of their own.
+        let worker_token = if config.auth.enabled() {
+            let mut secret = [0u8; 32];
+            getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no OS randomness for a worker token: {e}"))?;
+            Some(secret.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        } else {
+            None
+        };
+        if let Some(t) = &worker_token {
+            config.auth = config.auth.clone().with_worker("embedded-workers", t);
+        }
         let token = shutdown.clone();
         let (addr, http_addr, role, coordinator, fatal) = rt
             .spawn(async move {
@@ -103,8 +116,18 @@ impl Embedded {
                 anyhow::Ok((addr, http_addr, role, handle, fatal))
             })
             .await??;
-        let mut cluster =
-            Self { addr, http_addr, role, shutdown, coordinator, workers: Vec::new(), coordinator_rt, models, fatal };
+        let mut cluster = Self {
+            addr,
+            http_addr,
+            role,
+            shutdown,
+            coordinator,
+            workers: Vec::new(),
+            coordinator_rt,
+            models,
+            fatal,
+            worker_token,
+        };
         cluster.wait_leader(Duration::from_secs(10)).await?;
         for i in 0..opts.workers {
             cluster.add_worker(&format!("embedded-{i}"), opts.slots, Arc::new(ToolRegistry::builtin()));
@@ -151,6 +174,7 @@ impl Embedded {
         config.worker_id = id.into();
         config.slots = slots;
         config.models = self.models.clone();
+        config.token = self.worker_token.clone();
         self.add_worker_with(config, tools)
     }
 

@@ -12,6 +12,7 @@ use swarm_proto::status::to_status;
 use swarm_store::repo::{Created, RunHeader};
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Principal, Role as Access, principal};
 use crate::manager::{Command, Page, Watchable, now_us};
 use crate::node::{LeaderCtx, Role};
 use crate::watch::EventLog;
@@ -57,7 +58,7 @@ impl SwarmApi {
         }
     }
 
-    async fn submit(&self, req: pb::SubmitRunRequest) -> Result<pb::SubmitRunResponse, ApiError> {
+    async fn submit(&self, req: pb::SubmitRunRequest, who: &Principal) -> Result<pb::SubmitRunResponse, ApiError> {
         let size = prost::Message::encoded_len(&req);
         if size > crate::MAX_SUBMIT_BYTES {
             return Err(ApiError::ResourceExhausted(format!(
@@ -69,6 +70,14 @@ impl SwarmApi {
         if key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY) {
             return Err(ApiError::invalid("idempotency_key", format!("longer than {MAX_IDEMPOTENCY_KEY} bytes")));
         }
+        if key.as_ref().is_some_and(|k| k.starts_with(TENANT_KEY_PREFIX)) {
+            return Err(ApiError::invalid("idempotency_key", format!("must not start with `{TENANT_KEY_PREFIX}`")));
+        }
+        // Idempotency keys are per tenant: the same key from two tenants names two runs.
+        let key = match (&who.tenant, key) {
+            (Some(tenant), Some(k)) => Some(format!("{TENANT_KEY_PREFIX}{tenant}/{k}")),
+            (_, k) => k,
+        };
         let wire = req.spec.ok_or_else(|| ApiError::invalid("spec", "required"))?;
         let limits = self.limits.clone();
         let validate = move || -> Result<(RunSpec, Dag), ApiError> {
@@ -93,6 +102,7 @@ impl SwarmApi {
         let span = crate::telemetry::workflow_span(Some(&tracing::Span::current()), &spec.name, run_id.as_str());
         let header = RunHeader {
             idempotency_key: key,
+            tenant: who.tenant.clone(),
             term: ctx.repo.term(),
             trace_context: swarm_telemetry::inject(&span).into_iter().collect(),
             ..RunHeader::running(run_id.clone(), spec.name.clone(), submitted_us)
@@ -106,13 +116,14 @@ impl SwarmApi {
             }
             Created::New => {}
         }
+        tracing::info!(principal = %who.name, tenant = who.tenant.as_deref().unwrap_or(""), run_id = %run_id, name = %spec.name, "run submitted");
         ctx.manager
             .call(|reply| Command::Submit { run_id: run_id.clone(), dag, header: Box::new(header), span, reply })
             .await?;
         Ok(pb::SubmitRunResponse { run_id: run_id.to_string(), created: true })
     }
 
-    async fn get(&self, req: pb::GetRunRequest) -> Result<pb::GetRunResponse, ApiError> {
+    async fn get(&self, req: pb::GetRunRequest, who: &Principal) -> Result<pb::GetRunResponse, ApiError> {
         let run_id = run_id(&req.run_id)?;
         let page = if req.include_subtasks {
             let offset = match req.page_token.as_str() {
@@ -132,7 +143,9 @@ impl SwarmApi {
         };
         let id = run_id.clone();
         let ctx = self.leader()?;
-        let Some(mut found) = ctx.manager.call(|reply| Command::Get { run_id: id, page, reply }).await? else {
+        let found = ctx.manager.call(|reply| Command::Get { run_id: id, page, reply }).await?;
+        // Another tenant's run is not there, as far as this caller can tell.
+        let Some(mut found) = found.filter(|f| who.sees(tenant(&f.run))) else {
             return Err(ApiError::NotFound(format!("run {run_id}")));
         };
         // An ended run's subtasks are read from the store, not kept in memory.
@@ -146,6 +159,19 @@ impl SwarmApi {
             run: Some(found.run),
             next_page_token: found.next.map(|n| format!("s{n}")).unwrap_or_default(),
         })
+    }
+
+    /// `NOT_FOUND` unless `who` sees the run (it exists and is of its tenant).
+    async fn check_visible(&self, run_id: &RunId, who: &Principal) -> Result<(), ApiError> {
+        if who.listing_tenant().is_none() {
+            return Ok(());
+        }
+        let id = run_id.clone();
+        let found = self.leader()?.manager.call(|reply| Command::Get { run_id: id, page: None, reply }).await?;
+        match found {
+            Some(f) if who.sees(tenant(&f.run)) => Ok(()),
+            _ => Err(ApiError::NotFound(format!("run {run_id}"))),
+        }
     }
 
     async fn watch_log(&self, run_id: RunId) -> Result<Arc<EventLog>, ApiError> {
@@ -167,6 +193,14 @@ impl SwarmApi {
         }
     }
 }
+
+/// A run's tenant as the manager reports it (empty: none).
+fn tenant(run: &pb::Run) -> Option<&str> {
+    (!run.tenant.is_empty()).then_some(run.tenant.as_str())
+}
+
+/// Where tenants' idempotency keys start (`tenant:{tenant}/{key}`); callers' keys may not.
+const TENANT_KEY_PREFIX: &str = "tenant:";
 
 fn run_id(text: &str) -> Result<RunId, ApiError> {
     if text.is_empty() {
@@ -195,14 +229,21 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Sen
 #[tonic::async_trait]
 impl SwarmService for SwarmApi {
     async fn submit_run(&self, req: Request<pb::SubmitRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {
-        self.submit(req.into_inner()).await.map(Response::new).map_err(|e| to_status(&e))
+        let who = principal(&req);
+        who.require(Access::Submit)?;
+        self.submit(req.into_inner(), &who).await.map(Response::new).map_err(|e| to_status(&e))
     }
 
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::GetRunResponse>, Status> {
-        self.get(req.into_inner()).await.map(Response::new).map_err(|e| to_status(&e))
+        let who = principal(&req);
+        who.require(Access::Read)?;
+        self.get(req.into_inner(), &who).await.map(Response::new).map_err(|e| to_status(&e))
     }
 
     async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let who = principal(&req);
+        who.require(Access::Read)?;
+        let tenant = who.listing_tenant();
         let req = req.into_inner();
         let limit = match req.page_size {
             0 => 50,
@@ -210,8 +251,11 @@ impl SwarmService for SwarmApi {
         };
         let before = (!req.page_token.is_empty()).then(|| RunId::from(req.page_token));
         let ctx = self.leader().map_err(|e| to_status(&e))?;
-        let (runs, more) =
-            ctx.manager.call(|reply| Command::List { before, limit, reply }).await.map_err(|e| to_status(&e))?;
+        let (runs, more) = ctx
+            .manager
+            .call(|reply| Command::List { before, limit, tenant, reply })
+            .await
+            .map_err(|e| to_status(&e))?;
         let next_page_token =
             if more { runs.last().map(|r| r.run_id.clone()).unwrap_or_default() } else { String::new() };
         Ok(Response::new(pb::ListRunsResponse { runs, next_page_token }))
@@ -219,16 +263,21 @@ impl SwarmService for SwarmApi {
 
     async fn list_workers(
         &self,
-        _req: Request<pb::ListWorkersRequest>,
+        req: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        principal(&req).require(Access::Read)?;
         let ctx = self.leader().map_err(|e| to_status(&e))?;
         let workers = ctx.manager.call(|reply| Command::Workers { reply }).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::ListWorkersResponse { workers }))
     }
 
     async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelRunResponse>, Status> {
+        let who = principal(&req);
+        who.require(Access::Cancel)?;
         let req = req.into_inner();
         let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
+        self.check_visible(&run_id, &who).await.map_err(|e| to_status(&e))?;
+        tracing::info!(principal = %who.name, run_id = %run_id, "run cancel requested");
         let reason = req.reason;
         let ctx = self.leader().map_err(|e| to_status(&e))?;
         let run = ctx
@@ -243,8 +292,11 @@ impl SwarmService for SwarmApi {
     type WatchRunStream = EventStream;
 
     async fn watch_run(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
+        let who = principal(&req);
+        who.require(Access::Read)?;
         let req = req.into_inner();
         let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
+        self.check_visible(&run_id, &who).await.map_err(|e| to_status(&e))?;
         let log = self.watch_log(run_id).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(Box::pin(watch_stream(log, req.after_seq, self.shutdown.clone()))))
     }

@@ -6,6 +6,7 @@
 //! `grpc.health.v1` and server reflection (v1 and v1alpha) on a listener until shutdown.
 
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod manager;
 pub mod node;
@@ -56,6 +57,8 @@ pub struct CoordinatorConfig {
     pub run_ttl: Option<Duration>,
     /// Where large outputs and specs go (claim check).
     pub payloads: swarm_store::payload::PayloadStore,
+    /// Who may call (`--auth-file`; off: everyone, as the anonymous administrator).
+    pub auth: auth::Authenticator,
 }
 
 impl Default for CoordinatorConfig {
@@ -68,6 +71,7 @@ impl Default for CoordinatorConfig {
             lease_ttl: Duration::from_secs(2),
             run_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
             payloads: swarm_store::payload::PayloadStore::memory(swarm_store::payload::DEFAULT_THRESHOLD),
+            auth: auth::Authenticator::off(),
         }
     }
 }
@@ -100,6 +104,7 @@ pub struct Coordinator {
     shutdown: CancellationToken,
     health: tonic_health::server::HealthReporter,
     fatal: manager::Fatal,
+    auth: auth::Authenticator,
 }
 
 impl Coordinator {
@@ -111,6 +116,7 @@ impl Coordinator {
         let api = api::SwarmApi::new(role.clone(), config.limits.clone(), shutdown.clone());
         let worker_api = worker_api::WorkerApi::new(role.clone(), tracker.clone());
         let fatal = manager::Fatal::new(shutdown.clone());
+        let auth = config.auth.clone();
         tracker.spawn(node::run(config, store, role_tx, shutdown.clone(), fatal.clone()));
         let health = tonic_health::server::HealthReporter::new();
         // NOT_SERVING as soon as shutdown starts, on every port that serves health.
@@ -121,7 +127,7 @@ impl Coordinator {
             h.set_not_serving::<SwarmServiceServer<api::SwarmApi>>().await;
             h.set_not_serving::<WorkerServiceServer<worker_api::WorkerApi>>().await;
         });
-        Self { role, api, worker_api, tracker, shutdown, health, fatal }
+        Self { role, api, worker_api, tracker, shutdown, health, fatal, auth }
     }
 
     /// Set when the node stopped because it could not go on (its run manager panicked): the
@@ -138,7 +144,7 @@ impl Coordinator {
 
     /// The web view's routes (see [`web`]); serve them with `/metrics` on the HTTP port.
     pub fn web_router(&self) -> axum::Router {
-        web::router(self.api.clone())
+        web::router(self.api.clone(), self.auth.clone())
     }
 
     /// Serves the web view and `/metrics` on `listener` (the HTTP port) until shutdown.
@@ -185,8 +191,14 @@ impl Coordinator {
             .add_service(health_service)
             .add_optional_service(reflection_v1.ok())
             .add_optional_service(reflection_v1alpha.ok())
-            .add_service(SwarmServiceServer::new(self.api).max_decoding_message_size(MAX_SUBMIT_BYTES))
-            .add_service(WorkerServiceServer::new(self.worker_api).max_decoding_message_size(MAX_WORKER_MESSAGE_BYTES));
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                SwarmServiceServer::new(self.api).max_decoding_message_size(MAX_SUBMIT_BYTES),
+                self.auth.clone(),
+            ))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                WorkerServiceServer::new(self.worker_api).max_decoding_message_size(MAX_WORKER_MESSAGE_BYTES),
+                self.auth.clone(),
+            ));
         // Accepted sockets need TCP_NODELAY set here: the builder's setting only applies to
         // listeners it binds itself, and without it small responses wait for delayed ACKs.
         let incoming = tonic::transport::server::TcpIncoming::from(listener)

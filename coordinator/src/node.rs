@@ -185,8 +185,12 @@ async fn start_term(
         .iter()
         .map(|kv| WorkerId::from(String::from_utf8_lossy(&kv.key[prefix_len..]).into_owned()))
         .collect();
-    let manager_config =
-        ManagerConfig { term: term_no, coordinator_id: config.advertise.clone(), ..config.manager.clone() };
+    let manager_config = ManagerConfig {
+        term: term_no,
+        coordinator_id: config.advertise.clone(),
+        trust_worker_tool_flags: config.manager.trust_worker_tool_flags && !config.auth.enabled(),
+        ..config.manager.clone()
+    };
     let startup = Startup { recovered, expected_workers, fences, clock: None, fatal: fatal.clone() };
     let manager = manager::spawn(manager_config, repo.clone(), tracker, term.clone(), startup);
     tracker.spawn(watch_workers(store.clone(), repo.workers_prefix(), manager.clone(), term.clone()));

@@ -13,7 +13,7 @@
 use std::convert::Infallible;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -25,11 +25,36 @@ use swarm_proto::pb::swarm_service_server::SwarmService;
 use tonic::Request;
 
 use crate::api::SwarmApi;
+use crate::auth::Authenticator;
+
+/// The web view's state: the API it calls and who may call it.
+#[derive(Clone)]
+pub struct Web {
+    api: SwarmApi,
+    auth: Authenticator,
+}
+
+/// A request to the API as the caller: authenticated from an `authorization: Bearer` header,
+/// or from the `swarm_token` cookie the page sets (an `EventSource` cannot send headers).
+fn authed<T>(web: &Web, headers: &HeaderMap, msg: T) -> Result<Request<T>, Box<Response>> {
+    let mut req = Request::new(msg);
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned).or_else(|| {
+        let cookies = headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok());
+        cookies
+            .flat_map(|c| c.split(';'))
+            .find_map(|kv| kv.trim().strip_prefix("swarm_token="))
+            .map(|t| format!("Bearer {}", percent_decode(t)))
+    });
+    if let Some(value) = bearer.and_then(|b| b.parse().ok()) {
+        req.metadata_mut().insert("authorization", value);
+    }
+    web.auth.authenticate(req).map_err(|s| Box::new(error(&s)))
+}
 
 const INDEX: &str = include_str!("../web/index.html");
 
 /// The web view's routes over `api`.
-pub fn router(api: SwarmApi) -> Router {
+pub fn router(api: SwarmApi, auth: Authenticator) -> Router {
     Router::new()
         .route("/", get(|| async { Html(INDEX) }))
         .route("/api/runs", get(runs))
@@ -37,7 +62,28 @@ pub fn router(api: SwarmApi) -> Router {
         .route("/api/runs/{id}/summary", get(summary))
         .route("/api/runs/{id}/events", get(events))
         .route("/api/workers", get(workers))
-        .with_state(api)
+        .with_state(Web { api, auth })
+}
+
+/// `%XX` escapes decoded (the page stores the token with `encodeURIComponent`).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn error(status: &tonic::Status) -> Response {
@@ -45,6 +91,8 @@ fn error(status: &tonic::Status) -> Response {
         tonic::Code::NotFound => StatusCode::NOT_FOUND,
         tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
         tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (code, Json(json!({ "error": status.message() }))).into_response()
@@ -102,20 +150,28 @@ fn subtask_json(s: &pb::SubtaskStatus) -> Value {
     })
 }
 
-async fn runs(State(api): State<SwarmApi>) -> Response {
-    match api.list_runs(Request::new(pb::ListRunsRequest { page_size: 100, page_token: String::new() })).await {
+async fn runs(State(web): State<Web>, headers: HeaderMap) -> Response {
+    let req = match authed(&web, &headers, pb::ListRunsRequest { page_size: 100, page_token: String::new() }) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    match web.api.list_runs(req).await {
         Ok(r) => Json(json!({ "runs": r.into_inner().runs.iter().map(run_json).collect::<Vec<_>>() })).into_response(),
         Err(s) => error(&s),
     }
 }
 
-async fn run(State(api): State<SwarmApi>, Path(id): Path<String>) -> Response {
+async fn run(State(web): State<Web>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     // Every page of subtasks: the page loads a run once, then follows its events.
     let mut subtasks = Vec::new();
     let mut page_token = String::new();
     loop {
         let req = pb::GetRunRequest { run_id: id.clone(), include_subtasks: true, page_size: 0, page_token };
-        let resp = match api.get_run(Request::new(req)).await {
+        let req = match authed(&web, &headers, req) {
+            Ok(r) => r,
+            Err(e) => return *e,
+        };
+        let resp = match web.api.get_run(req).await {
             Ok(r) => r.into_inner(),
             Err(s) => return error(&s),
         };
@@ -128,9 +184,12 @@ async fn run(State(api): State<SwarmApi>, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn summary(State(api): State<SwarmApi>, Path(id): Path<String>) -> Response {
-    let req = pb::GetRunRequest { run_id: id, ..Default::default() };
-    match api.get_run(Request::new(req)).await {
+async fn summary(State(web): State<Web>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let req = match authed(&web, &headers, pb::GetRunRequest { run_id: id, ..Default::default() }) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    match web.api.get_run(req).await {
         Ok(r) => match r.into_inner().run {
             Some(run) => Json(run_json(&run)).into_response(),
             None => error(&tonic::Status::not_found("no such run")),
@@ -139,8 +198,12 @@ async fn summary(State(api): State<SwarmApi>, Path(id): Path<String>) -> Respons
     }
 }
 
-async fn workers(State(api): State<SwarmApi>) -> Response {
-    match api.list_workers(Request::new(pb::ListWorkersRequest {})).await {
+async fn workers(State(web): State<Web>, headers: HeaderMap) -> Response {
+    let req = match authed(&web, &headers, pb::ListWorkersRequest {}) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    match web.api.list_workers(req).await {
         Ok(r) => {
             let workers: Vec<Value> = r
                 .into_inner()
@@ -184,10 +247,10 @@ fn event_json(e: &pb::RunEvent) -> Value {
 
 /// Events after `?after=SEQ`, or after the `Last-Event-ID` a reconnecting browser sends.
 async fn events(
-    State(api): State<SwarmApi>,
+    State(web): State<Web>,
     Path(id): Path<String>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
 ) -> Response {
     let after_query = query
         .as_deref()
@@ -199,7 +262,11 @@ async fn events(
     let after_header =
         headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let after_seq = after_query.max(after_header);
-    match api.watch_run(Request::new(pb::WatchRunRequest { run_id: id, after_seq })).await {
+    let req = match authed(&web, &headers, pb::WatchRunRequest { run_id: id, after_seq }) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    match web.api.watch_run(req).await {
         Ok(stream) => {
             let events = stream.into_inner().map(|item| {
                 let event = match item {

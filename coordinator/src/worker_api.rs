@@ -57,6 +57,8 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<Streaming<pb::WorkerMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
+        let who = crate::auth::principal(&req);
+        who.require(crate::auth::Role::Worker)?;
         let manager = match &*self.role.borrow() {
             Role::Leader(ctx) => ctx.manager.clone(),
             Role::Standby { leader } => return Err(to_status(&ApiError::NotLeader { leader: leader.clone() })),
@@ -71,7 +73,8 @@ impl WorkerService for WorkerApi {
         validate(&hello).map_err(|e| to_status(&e))?;
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = tokio::sync::mpsc::channel(2 * hello.slots as usize + 256);
-        manager.send(Command::WorkerJoined { conn, hello, tx }).await.map_err(|e| to_status(&e))?;
+        let principal = who.name.clone();
+        manager.send(Command::WorkerJoined { conn, hello, tx, principal }).await.map_err(|e| to_status(&e))?;
         self.tracker.spawn(async move {
             loop {
                 match inbound.message().await {

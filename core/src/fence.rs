@@ -62,6 +62,11 @@ impl FenceSeq {
         Ok(Self { next: base + 1, last: base | SEQ_MASK })
     }
 
+    /// The term this sequence hands out fences for.
+    pub fn term(&self) -> u64 {
+        self.last >> SEQ_BITS
+    }
+
     /// The term a fence was handed out in.
     pub fn term_of(fence: Fence) -> u64 {
         fence.0 >> SEQ_BITS

@@ -15,6 +15,7 @@ mod payloads;
 mod resilience;
 mod robustness;
 mod runs;
+mod security;
 mod speculation;
 mod store_etcd;
 mod telemetry;

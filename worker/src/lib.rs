@@ -85,6 +85,9 @@ pub struct WorkerConfig {
     pub heartbeats: bool,
     /// On shutdown, how long in-flight attempts may run on before they are handed back.
     pub drain_timeout: Duration,
+    /// The bearer token the worker authenticates with (`--token`; the coordinator's auth file
+    /// gives it the `worker` role). Never logged.
+    pub token: Option<String>,
 }
 
 impl WorkerConfig {
@@ -99,6 +102,7 @@ impl WorkerConfig {
             models: Arc::new(model::ModelRegistry::new()),
             heartbeats: true,
             drain_timeout: Duration::from_secs(20),
+            token: None,
         }
     }
 }
@@ -358,7 +362,15 @@ async fn session(
         held: ctx.held.declare(),
     };
     let _ = out_tx.send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Hello(hello)) }).await;
-    let mut inbound = client.connect(ReceiverStream::new(out_rx)).await?.into_inner();
+    let mut request = tonic::Request::new(ReceiverStream::new(out_rx));
+    if let Some(token) = &config.token {
+        let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {}", token.trim())
+            .parse()
+            .map_err(|_| tonic::Status::invalid_argument("the token must be printable ASCII"))?;
+        value.set_sensitive(true);
+        request.metadata_mut().insert("authorization", value);
+    }
+    let mut inbound = client.connect(request).await?.into_inner();
     info!(worker_id = %config.worker_id, coordinator = %url, slots = config.slots, "connected");
     // Unacknowledged agent turns first, then reports: an attempt's turns precede its outcome.
     let steps: Vec<pb::AgentStepReport> =

@@ -15,7 +15,9 @@ use crate::args::{CoordinatorArgs, UpArgs, WorkerArgs};
 
 /// `swarm up`: a coordinator and in-process workers until Ctrl-C or SIGTERM.
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let UpArgs { listen, workers, slots, store, payloads, http_listen, no_worker_timeout, caps } = args;
+    let UpArgs { listen, auth_file, insecure, workers, slots, store, payloads, http_listen, no_worker_timeout, caps } =
+        args;
+    let auth = authenticator(auth_file.as_deref(), listen, insecure)?;
     let backend =
         if store.etcd.is_empty() { "memory store".to_owned() } else { format!("etcd {}", store.etcd.join(",")) };
     let mut options = EmbeddedOptions { listen, workers, slots, http_listen, ..EmbeddedOptions::default() };
@@ -24,6 +26,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     options.coordinator.manager.no_worker_timeout = no_worker_timeout;
     options.coordinator.manager.caps = caps.into();
     options.coordinator.payloads = store.payloads(payloads.as_deref())?;
+    options.coordinator.auth = auth;
     let token = CancellationToken::new();
     cancel_on_signal(token.clone());
     let cluster = Embedded::start_on(options, store.open().await?, None).await?;
@@ -43,6 +46,29 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     Ok(exit_code(&fatal))
 }
 
+/// The coordinator's callers: the principals of `--auth-file`, or (without one) everyone as
+/// administrator, which is refused on a non-loopback address unless `--insecure` says so.
+fn authenticator(
+    auth_file: Option<&std::path::Path>,
+    listen: std::net::SocketAddr,
+    insecure: bool,
+) -> anyhow::Result<swarm_coordinator::auth::Authenticator> {
+    match auth_file {
+        Some(path) => swarm_coordinator::auth::Authenticator::from_file(path),
+        None if listen.ip().is_loopback() || insecure => {
+            if !listen.ip().is_loopback() {
+                tracing::warn!(%listen, "--insecure: no authentication on a non-loopback address; anyone who reaches it can drive the cluster");
+            }
+            Ok(swarm_coordinator::auth::Authenticator::off())
+        }
+        None => anyhow::bail!(
+            "refusing to listen on {listen} without --auth-file: anyone who can reach it could submit runs, read \
+             every run and connect as a worker. Give --auth-file FILE (docs/security.md), listen on a loopback \
+             address, or pass --insecure on a trusted network"
+        ),
+    }
+}
+
 /// 70 (EX_SOFTWARE) when the coordinator stopped because it could not go on, so a supervisor
 /// restarts it; success otherwise.
 fn exit_code(fatal: &swarm_coordinator::manager::Fatal) -> ExitCode {
@@ -59,6 +85,8 @@ fn exit_code(fatal: &swarm_coordinator::manager::Fatal) -> ExitCode {
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     let CoordinatorArgs {
         listen,
+        auth_file,
+        insecure,
         advertise,
         store,
         payloads,
@@ -69,10 +97,12 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         no_worker_timeout,
         caps,
     } = args;
+    let auth = authenticator(auth_file.as_deref(), listen, insecure)?;
     let token = CancellationToken::new();
     cancel_on_signal(token.clone());
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let config = CoordinatorConfig {
+        auth,
         prefix: store.prefix.clone(),
         advertise: advertise.unwrap_or_else(|| format!("http://{listen}")),
         lease_ttl: store.lease_ttl,
@@ -103,6 +133,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let WorkerArgs {
         coordinator,
+        token: auth_token,
         slots,
         id,
         store,
@@ -131,6 +162,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let mut config = WorkerConfig::new(coordinator);
     config.slots = slots;
     config.drain_timeout = drain_timeout;
+    config.token = auth_token;
     config.lease_ttl = store.lease_ttl;
     if let Some(id) = id {
         config.worker_id = id.into();

@@ -214,7 +214,14 @@ async fn play(ops: Vec<Op>) {
                         .collect(),
                     ..Default::default()
                 };
-                let _ = manager.send(Command::WorkerJoined { conn: ConnId(u64::from(conn)), hello, tx }).await;
+                let _ = manager
+                    .send(Command::WorkerJoined {
+                        conn: ConnId(u64::from(conn)),
+                        hello,
+                        tx,
+                        principal: "anonymous".into(),
+                    })
+                    .await;
             }
             Op::Report { conn, pick, forge, times, outcome } => {
                 let base = if seen.is_empty() { pb::Assignment::default() } else { seen.remove(pick % seen.len()) };

@@ -90,6 +90,9 @@ pub struct ManagerConfig {
     pub caps: AdmissionCaps,
     /// The test-only fault hook (from `SWARM_FAULT_INJECTION`; unset in production).
     pub fault: Option<FaultHook>,
+    /// Take workers' word for which non-built-in tools may run twice (read-only, idempotent).
+    /// Off when callers authenticate: a worker must not make a tool raceable by saying so.
+    pub trust_worker_tool_flags: bool,
 }
 
 impl Default for ManagerConfig {
@@ -97,6 +100,7 @@ impl Default for ManagerConfig {
         Self {
             retry: RetryPolicy::default(),
             heartbeat_interval: Duration::from_secs(5),
+            trust_worker_tool_flags: true,
             term: 0,
             recovery_grace: Duration::from_secs(6),
             coordinator_id: "swarm-coordinator".into(),
@@ -140,13 +144,20 @@ pub enum Command {
     /// One run's view, with a page of its subtasks when `page` is set.
     Get { run_id: RunId, page: Option<Page>, reply: oneshot::Sender<Option<RunPage>> },
     /// Runs newest first, with ids below `before`.
-    List { before: Option<RunId>, limit: usize, reply: oneshot::Sender<(Vec<pb::Run>, bool)> },
+    /// Runs, newest first, of one tenant (`Some(None)`: of no tenant) or of all (`None`).
+    List {
+        before: Option<RunId>,
+        limit: usize,
+        tenant: Option<Option<String>>,
+        reply: oneshot::Sender<(Vec<pb::Run>, bool)>,
+    },
     /// Cancel a run.
     Cancel { run_id: RunId, reason: String, reply: oneshot::Sender<Result<pb::Run, ApiError>> },
     /// The event log of a run, for `WatchRun`.
     Watch { run_id: RunId, reply: oneshot::Sender<Option<Watchable>> },
     /// A worker opened its `Connect` stream.
-    WorkerJoined { conn: ConnId, hello: pb::WorkerHello, tx: WorkerTx },
+    /// (`principal`: who it authenticated as; an id in use by another principal is refused.)
+    WorkerJoined { conn: ConnId, hello: pb::WorkerHello, tx: WorkerTx, principal: String },
     /// Attempt results from a worker.
     WorkerReports { conn: ConnId, reports: Vec<pb::AttemptReport> },
     /// Turns of agents running on a worker.
@@ -309,6 +320,7 @@ pub fn spawn(
         ended: Vec::new(),
         log_expiry: VecDeque::new(),
         awaiting_writes: Vec::new(),
+        worker_principals: HashMap::new(),
     };
     let fatal = startup.fatal;
     tracker.spawn(async move {
@@ -357,6 +369,8 @@ struct Manager {
     log_expiry: VecDeque<(u64, RunId)>,
     /// Runs whose next subtask waits for a record to be durable (see `durable`).
     awaiting_writes: Vec<RunKey>,
+    /// The principal each worker id was last used by.
+    worker_principals: HashMap<WorkerId, String>,
 }
 
 impl Manager {
@@ -451,12 +465,16 @@ impl Manager {
             Command::Get { run_id, page, reply } => {
                 let _ = reply.send(self.page_by_id(&run_id, page));
             }
-            Command::List { before, limit, reply } => {
+            Command::List { before, limit, tenant, reply } => {
                 let iter: Box<dyn Iterator<Item = (&RunId, &Listed)>> = match &before {
                     Some(b) => Box::new(self.listing.range(..b.clone()).rev()),
                     None => Box::new(self.listing.iter().rev()),
                 };
-                let ids: Vec<RunId> = iter.take(limit + 1).map(|(id, _)| id.clone()).collect();
+                let ids: Vec<RunId> = iter
+                    .filter(|(_, listed)| tenant.as_ref().is_none_or(|t| self.tenant_of(listed) == t.as_deref()))
+                    .take(limit + 1)
+                    .map(|(id, _)| id.clone())
+                    .collect();
                 let more = ids.len() > limit;
                 let runs = ids.iter().take(limit).filter_map(|id| self.view_by_id(id)).collect();
                 let _ = reply.send((runs, more));
@@ -477,7 +495,7 @@ impl Manager {
                 };
                 let _ = reply.send(log);
             }
-            Command::WorkerJoined { conn, hello, tx } => self.worker_joined(conn, hello, tx),
+            Command::WorkerJoined { conn, hello, tx, principal } => self.worker_joined(conn, hello, tx, principal),
             Command::WorkerReports { conn, reports } => {
                 for report in reports {
                     self.report(conn, report);

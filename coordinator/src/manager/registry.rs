@@ -343,6 +343,11 @@ impl WorkerRegistry {
 
     /// The worker `key` ended attempt `fence` (it reported): no longer held. `None` when the
     /// attempt is not held by that worker (a stale or forged report).
+    /// Whether a departed connection of worker `id` still holds attempts (it may reconnect).
+    pub fn holds_detached(&self, id: &WorkerId) -> bool {
+        self.detached.keys().any(|&k| self.id(k) == Some(id))
+    }
+
     pub fn release(&mut self, key: WorkerKey, fence: Fence) -> Option<Held> {
         self.inflight.get(&fence).filter(|h| h.worker == key)?;
         let held = self.inflight.remove(&fence)?;

@@ -407,6 +407,14 @@ impl Manager {
         gone
     }
 
+    /// The tenant a listed run belongs to.
+    pub(super) fn tenant_of<'a>(&'a self, listed: &'a Listed) -> Option<&'a str> {
+        match listed {
+            Listed::Live(k) => self.runs.get(k).and_then(|e| e.header.tenant.as_deref()),
+            Listed::Archived { header, .. } => header.tenant.as_deref(),
+        }
+    }
+
     pub(super) fn view_by_id(&self, run_id: &RunId) -> Option<pb::Run> {
         self.page_by_id(run_id, None).map(|p| p.run)
     }
@@ -417,6 +425,7 @@ impl Manager {
                 let e = self.runs.get(k)?;
                 let mut run = run_view(&e.engine, self.supervisor.now_us());
                 run.last_seq = e.log.last_seq();
+                run.tenant = e.header.tenant.clone().unwrap_or_default();
                 let next = page.and_then(|p| {
                     let (subtasks, next) = subtask_page(&e.engine, p);
                     run.subtasks = subtasks;
@@ -470,6 +479,7 @@ pub fn run_view(engine: &RunEngine, now_us: u64) -> pb::Run {
         summary: Some(pb::RunSummary::from(&summary)),
         last_seq: 0,
         subtasks: Vec::new(),
+        tenant: String::new(),
     }
 }
 
@@ -528,5 +538,6 @@ pub fn view_from_header(header: &RunHeader) -> pb::Run {
         summary: header.summary.as_ref().map(pb::RunSummary::from),
         last_seq: 0,
         subtasks: Vec::new(),
+        tenant: header.tenant.clone().unwrap_or_default(),
     }
 }

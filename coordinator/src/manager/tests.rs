@@ -92,7 +92,10 @@ impl Rig {
                 .collect(),
             ..Default::default()
         };
-        self.manager.send(Command::WorkerJoined { conn, hello, tx }).await.expect("joined");
+        self.manager
+            .send(Command::WorkerJoined { conn, hello, tx, principal: "anonymous".into() })
+            .await
+            .expect("joined");
         rx
     }
 

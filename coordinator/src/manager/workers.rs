@@ -11,9 +11,23 @@ use tracing::{debug, info, warn};
 use super::registry::WorkerKey;
 use super::{Listed, Manager, WorkerTx};
 
+/// The built-in tools and whether each may run twice (read-only or idempotent).
+const BUILTIN_TOOLS: &[(&str, bool)] =
+    &[("sleep", true), ("echo", true), ("flaky", true), ("http_get", true), ("append", false)];
+
 impl Manager {
-    pub(super) fn worker_joined(&mut self, conn: ConnId, hello: pb::WorkerHello, tx: WorkerTx) {
+    pub(super) fn worker_joined(&mut self, conn: ConnId, hello: pb::WorkerHello, tx: WorkerTx, principal: String) {
         let id = WorkerId::from(hello.worker_id);
+        // A worker id is bound to the principal that uses it while it is in use: another
+        // principal cannot take over a live worker's id (and its attempts).
+        let in_use = self.registry.find_alive(&id).is_some() || self.registry.holds_detached(&id);
+        if let Some(owner) = self.worker_principals.get(&id).filter(|o| **o != principal && in_use) {
+            warn!(worker_id = %id, %principal, owner = %owner, "worker id in use by another principal; refused");
+            let status = tonic::Status::permission_denied(format!("worker id {id} is in use by another principal"));
+            let _ = tx.try_send(Err(status));
+            return;
+        }
+        self.worker_principals.insert(id.clone(), principal.clone());
         if let Some(old) = self.registry.find_alive(&id) {
             warn!(worker_id = %id, "worker reconnected; its previous connection is dropped");
             self.worker_detached(old);
@@ -31,7 +45,12 @@ impl Manager {
             .tools
             .into_iter()
             .map(|t| {
-                if t.read_only || t.idempotent {
+                // Built-in tools' flags are fixed here, whatever a worker says.
+                let repeatable = match BUILTIN_TOOLS.iter().find(|(name, _)| *name == t.name) {
+                    Some(&(_, repeatable)) => repeatable,
+                    None => self.config.trust_worker_tool_flags && (t.read_only || t.idempotent),
+                };
+                if repeatable {
                     self.repeatable_tools.insert(t.name.clone());
                 }
                 t.name
@@ -55,7 +74,7 @@ impl Manager {
             let reason = "the worker reconnected without the attempt".to_owned();
             self.apply(held.run, EngineEvent::Lost { subtask: held.subtask, fence, reason });
         }
-        info!(worker_id = %id, slots = hello.slots, held, reattached, "worker joined");
+        info!(worker_id = %id, %principal, slots = hello.slots, held, reattached, "worker joined");
         // Subtasks parked for want of a tool may now have a worker.
         let keys: Vec<RunKey> = self.runs.iter().filter(|(_, e)| !e.parked.is_empty()).map(|(k, _)| *k).collect();
         for key in keys {
@@ -78,8 +97,14 @@ impl Manager {
             }
             _ => None,
         };
+        // Only an attempt of an earlier term can be adopted: this term's fences are handed out
+        // here, and one this leader did not give to this worker is forged.
+        let forged = swarm_core::fence::FenceSeq::term_of(fence) >= self.fences.term();
+        if forged {
+            warn!(fence = h.fence, run_id = %h.run_id, subtask_id = %h.subtask_id, "a declared attempt of a fence never handed out; refused");
+        }
         let adopted = match (target, self.registry.id(w).cloned()) {
-            (Some((key, sub)), Some(worker)) if !self.registry.holds(fence) => {
+            (Some((key, sub)), Some(worker)) if !forged && !self.registry.holds(fence) => {
                 self.apply(key, EngineEvent::Adopt { subtask: sub, worker, fence, attempt: AttemptNo(h.attempt) });
                 let slot = self.runs.get(&key).map(|e| e.engine.slot(sub));
                 let ok = slot.is_some_and(|s| s.state == SubtaskState::Running && s.fence == fence);

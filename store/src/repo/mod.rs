@@ -41,6 +41,9 @@ pub struct RunHeader {
     pub finished_us: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The tenant of the principal that submitted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<RunSummary>,
     /// The leadership term that wrote this version (0: unfenced).
@@ -70,6 +73,7 @@ impl RunHeader {
             submitted_us,
             finished_us: None,
             idempotency_key: None,
+            tenant: None,
             summary: None,
             term: 0,
             trace_context: Default::default(),

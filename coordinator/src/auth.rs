@@ -1,0 +1,301 @@
+//! Who is calling: principals with roles and a tenant, from `--auth-file`, authenticated by a
+//! bearer token (`authorization: Bearer TOKEN`) whose SHA-256 the file holds.
+//!
+//! ```yaml
+//! principals:
+//!   - {name: ci-bot, tenant: acme, roles: [submit, read, cancel], token_sha256: "<hex>"}
+//!   - {name: pool-a, roles: [worker], token_sha256: "<hex>"}
+//!   - {name: ops, roles: [admin], token_sha256: "<hex>"}
+//! ```
+//!
+//! Tokens are never stored or logged: the file holds their hashes, a presented token is hashed
+//! and compared with every principal's hash in constant time. Without an auth file every caller
+//! is the anonymous administrator (the embedded default, on loopback).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tonic::{Request, Status};
+
+/// What a principal may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Submit runs.
+    Submit,
+    /// Get, list and watch runs; list workers.
+    Read,
+    /// Cancel runs.
+    Cancel,
+    /// Connect as a worker.
+    Worker,
+    /// Everything, across tenants.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Submit => "submit",
+            Self::Read => "read",
+            Self::Cancel => "cancel",
+            Self::Worker => "worker",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    /// The tenant whose runs it sees and submits (`None`: no tenant; an admin sees all).
+    pub tenant: Option<String>,
+    pub roles: Vec<Role>,
+}
+
+impl Principal {
+    /// The caller when authentication is off.
+    pub fn anonymous() -> Self {
+        Self { name: "anonymous".into(), tenant: None, roles: vec![Role::Admin] }
+    }
+
+    /// Whether it may act as `role` (admins may do anything).
+    pub fn may(&self, role: Role) -> bool {
+        self.roles.iter().any(|&r| r == role || r == Role::Admin)
+    }
+
+    /// `PERMISSION_DENIED` unless it may act as `role`.
+    pub fn require(&self, role: Role) -> Result<(), Status> {
+        if self.may(role) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!("principal {} lacks the role `{}`", self.name, role.as_str())))
+        }
+    }
+
+    /// Whether it sees runs of `tenant` (its own; an admin sees every tenant's).
+    pub fn sees(&self, tenant: Option<&str>) -> bool {
+        self.roles.contains(&Role::Admin) || self.tenant.as_deref() == tenant
+    }
+
+    /// The tenant whose runs a listing shows (`None`: all, for an admin).
+    pub fn listing_tenant(&self) -> Option<Option<String>> {
+        if self.roles.contains(&Role::Admin) { None } else { Some(self.tenant.clone()) }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    principals: Vec<PrincipalEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalEntry {
+    name: String,
+    #[serde(default)]
+    tenant: Option<String>,
+    roles: Vec<Role>,
+    token_sha256: String,
+}
+
+/// A principal and its token's SHA-256.
+type Hashed = ([u8; 32], Arc<Principal>);
+
+/// Most principals an auth file may list.
+const MAX_PRINCIPALS: usize = 10_000;
+
+/// The principals of an auth file (or none: authentication off).
+#[derive(Clone, Default)]
+pub struct Authenticator {
+    principals: Option<Arc<Vec<Hashed>>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.principals {
+            None => write!(f, "Authenticator(off)"),
+            Some(p) => write!(f, "Authenticator({} principals)", p.len()),
+        }
+    }
+}
+
+impl Authenticator {
+    /// No authentication: every caller is [`Principal::anonymous`].
+    pub fn off() -> Self {
+        Self::default()
+    }
+
+    /// Whether callers must authenticate.
+    pub fn enabled(&self) -> bool {
+        self.principals.is_some()
+    }
+
+    /// Reads an auth file; errors name the principal and field at fault.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses an auth file's text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: AuthFile = serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(!file.principals.is_empty(), "no principals: nobody could call");
+        anyhow::ensure!(file.principals.len() <= MAX_PRINCIPALS, "more than {MAX_PRINCIPALS} principals");
+        let mut out = Vec::with_capacity(file.principals.len());
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in file.principals.into_iter().enumerate() {
+            let at = format!("principals[{i}] ({})", p.name);
+            anyhow::ensure!(!p.name.is_empty() && p.name.len() <= 128, "{at}: name must be 1 to 128 bytes");
+            anyhow::ensure!(names.insert(p.name.clone()), "{at}: a second principal of that name");
+            if let Some(t) = &p.tenant {
+                let ok = !t.is_empty()
+                    && t.len() <= 64
+                    && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                anyhow::ensure!(ok, "{at}: tenant must be 1 to 64 of [A-Za-z0-9._-]");
+            }
+            anyhow::ensure!(!p.roles.is_empty(), "{at}: no roles");
+            let hash = decode_hex32(&p.token_sha256)
+                .ok_or_else(|| anyhow::anyhow!("{at}: token_sha256 must be 64 hex digits (sha256sum of the token)"))?;
+            out.push((hash, Arc::new(Principal { name: p.name, tenant: p.tenant, roles: p.roles })));
+        }
+        Ok(Self { principals: Some(Arc::new(out)) })
+    }
+
+    /// The same, with one more principal, `name`, holding only the `worker` role, for `token`
+    /// (the in-process workers of `swarm up`, which authenticate like any other).
+    pub fn with_worker(mut self, name: &str, token: &str) -> Self {
+        if let Some(principals) = &self.principals {
+            let mut list = principals.as_ref().clone();
+            let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            list.push((hash, Arc::new(Principal { name: name.into(), tenant: None, roles: vec![Role::Worker] })));
+            self.principals = Some(Arc::new(list));
+        }
+        self
+    }
+
+    /// The principal a bearer token stands for. Every principal's hash is compared, in
+    /// constant time, whatever matches.
+    pub fn principal_for(&self, token: &str) -> Option<Arc<Principal>> {
+        let principals = self.principals.as_ref()?;
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for (h, p) in principals.iter() {
+            if bool::from(h.ct_eq(&hash)) {
+                found = Some(p.clone());
+            }
+        }
+        found
+    }
+
+    /// Authenticates a request (tonic interceptor): the principal goes into its extensions.
+    pub fn authenticate<T>(&self, mut req: Request<T>) -> Result<Request<T>, Status> {
+        let principal = if self.principals.is_none() {
+            Arc::new(Principal::anonymous())
+        } else {
+            let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+            let token = header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")));
+            let Some(token) = token else {
+                return Err(Status::unauthenticated("credentials required: send `authorization: Bearer TOKEN`"));
+            };
+            self.principal_for(token.trim()).ok_or_else(|| Status::unauthenticated("unknown token"))?
+        };
+        req.extensions_mut().insert(principal);
+        Ok(req)
+    }
+}
+
+impl tonic::service::Interceptor for Authenticator {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        self.authenticate(req)
+    }
+}
+
+/// The principal the interceptor authenticated (anonymous if none ran: authentication off).
+pub fn principal<T>(req: &Request<T>) -> Arc<Principal> {
+    req.extensions().get::<Arc<Principal>>().cloned().unwrap_or_else(|| Arc::new(Principal::anonymous()))
+}
+
+/// The hex SHA-256 of a token, as an auth file holds it (`swarm token hash`).
+pub fn token_sha256(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_hex32(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in text.as_bytes().chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> String {
+        format!(
+            "principals:\n  - {{name: ci-bot, tenant: acme, roles: [submit, read], token_sha256: \"{}\"}}\n  - {{name: ops, roles: [admin], token_sha256: \"{}\"}}\n",
+            token_sha256("s3cret"),
+            token_sha256("root")
+        )
+    }
+
+    #[test]
+    fn tokens_map_to_their_principals_and_nothing_else_does() {
+        let auth = Authenticator::parse(&file()).expect("valid");
+        let bot = auth.principal_for("s3cret").expect("known");
+        assert_eq!((bot.name.as_str(), bot.tenant.as_deref()), ("ci-bot", Some("acme")));
+        assert!(bot.may(Role::Submit) && !bot.may(Role::Cancel) && !bot.may(Role::Worker));
+        assert!(bot.sees(Some("acme")) && !bot.sees(Some("other")) && !bot.sees(None));
+        let ops = auth.principal_for("root").expect("known");
+        assert!(ops.may(Role::Cancel) && ops.sees(Some("anyone")));
+        for wrong in ["", "s3cre", "s3cret ", "S3CRET", &token_sha256("s3cret")] {
+            assert!(auth.principal_for(wrong).is_none(), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn requests_without_valid_credentials_are_unauthenticated() {
+        let auth = Authenticator::parse(&file()).expect("valid");
+        let with = |value: Option<&str>| {
+            let mut req = Request::new(());
+            if let Some(v) = value {
+                req.metadata_mut().insert("authorization", v.parse().expect("ascii"));
+            }
+            auth.authenticate(req)
+        };
+        for bad in [None, Some("s3cret"), Some("Bearer nope"), Some("Basic czNjcmV0")] {
+            assert_eq!(with(bad).expect_err("refused").code(), tonic::Code::Unauthenticated, "{bad:?}");
+        }
+        let req = with(Some("Bearer s3cret")).expect("authenticated");
+        assert_eq!(principal(&req).name, "ci-bot");
+        // Off: everyone is the anonymous administrator.
+        let req = Authenticator::off().authenticate(Request::new(())).expect("open");
+        assert!(principal(&req).may(Role::Admin));
+    }
+
+    #[test]
+    fn a_bad_file_names_the_principal_and_field() {
+        for (text, says) in [
+            ("principals: []", "no principals"),
+            ("principals:\n  - {name: a, roles: [read], token_sha256: abc}", "principals[0] (a): token_sha256"),
+            ("principals:\n  - {name: a, roles: [], token_sha256: abc}", "no roles"),
+            ("principals:\n  - {name: a, roles: [root], token_sha256: abc}", "root"),
+            ("principals:\n  - {name: a, tenant: 'a/b', roles: [read], token_sha256: abc}", "tenant"),
+        ] {
+            let err = Authenticator::parse(text).expect_err("refused").to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Authentication, roles and tenants over real gRPC: every RPC with no credentials, the wrong
+//! role, another tenant's principal and the right one; workers that claim an identity that is
+//! not theirs; a coordinator that would listen on the network without an auth file.
+
+use std::time::Duration;
+
+use swarm_cli::client::{self, Client};
+use swarm_cli::embedded::{Embedded, EmbeddedOptions};
+use swarm_coordinator::auth::{Authenticator, token_sha256};
+use swarm_core::{RunSpec, SubtaskSpec};
+use swarm_proto::pb;
+use swarm_tests::harness::wait_done;
+use tonic::Code;
+
+/// (name, tenant, roles, token)
+const PRINCIPALS: &[(&str, &str, &str, &str)] = &[
+    ("acme-bot", "acme", "[submit, read, cancel]", "tok-acme"),
+    ("acme-viewer", "acme", "[read]", "tok-viewer"),
+    ("beta-bot", "beta", "[submit, read, cancel]", "tok-beta"),
+    ("pool-a", "", "[worker]", "tok-pool-a"),
+    ("pool-b", "", "[worker]", "tok-pool-b"),
+    ("ops", "", "[admin]", "tok-ops"),
+];
+
+fn auth_file() -> String {
+    let mut out = String::from("principals:\n");
+    for (name, tenant, roles, token) in PRINCIPALS {
+        let tenant = if tenant.is_empty() { String::new() } else { format!("tenant: {tenant}, ") };
+        out += &format!("  - {{name: {name}, {tenant}roles: {roles}, token_sha256: \"{}\"}}\n", token_sha256(token));
+    }
+    out
+}
+
+async fn cluster() -> Embedded {
+    let mut opts = EmbeddedOptions { workers: 1, slots: 4, ..Default::default() };
+    opts.coordinator.auth = Authenticator::parse(&auth_file()).expect("auth file");
+    Embedded::start(opts).await.expect("cluster")
+}
+
+async fn as_(cluster: &Embedded, token: Option<&str>) -> Client {
+    client::connect_with(&cluster.url(), token).await.expect("client")
+}
+
+fn spec(name: &str) -> RunSpec {
+    RunSpec::new(name, vec![SubtaskSpec::tool("a", "echo", serde_json::json!({"text": "hi"}))])
+}
+
+fn submit_req(name: &str, key: &str) -> pb::SubmitRunRequest {
+    pb::SubmitRunRequest { spec: Some((&spec(name)).into()), idempotency_key: key.into() }
+}
+
+/// The code of every client RPC on `run_id` as the caller of `c`.
+async fn codes(c: &mut Client, run_id: &str) -> [Code; 6] {
+    let code = |r: Result<(), tonic::Status>| r.err().map_or(Code::Ok, |s| s.code());
+    let get = c.get_run(pb::GetRunRequest { run_id: run_id.into(), ..Default::default() }).await.map(|_| ());
+    let list = c.list_runs(pb::ListRunsRequest::default()).await.map(|_| ());
+    let watch = c.watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_seq: u64::MAX }).await.map(|_| ());
+    let workers = c.list_workers(pb::ListWorkersRequest {}).await.map(|_| ());
+    let submit = c.submit_run(submit_req("probe", "")).await.map(|_| ());
+    let cancel = c.cancel_run(pb::CancelRunRequest { run_id: run_id.into(), reason: "probe".into() }).await.map(|_| ());
+    [code(submit), code(get), code(list), code(watch), code(workers), code(cancel)]
+}
+
+#[tokio::test]
+async fn every_rpc_checks_credentials_roles_and_tenants() {
+    let cluster = cluster().await;
+    let mut acme = as_(&cluster, Some("tok-acme")).await;
+    let run_id = acme.submit_run(submit_req("acme-run", "")).await.expect("submit").into_inner().run_id;
+    wait_done(&mut acme, &run_id, Duration::from_secs(10)).await.expect("runs");
+
+    // [submit, get, list, watch, workers, cancel]; cancel of an ended run: FAILED_PRECONDITION.
+    let unauth = [Code::Unauthenticated; 6];
+    assert_eq!(codes(&mut as_(&cluster, None).await, &run_id).await, unauth, "no credentials");
+    assert_eq!(codes(&mut as_(&cluster, Some("tok-nobody")).await, &run_id).await, unauth, "an unknown token");
+    let denied = Code::PermissionDenied;
+    assert_eq!(
+        codes(&mut as_(&cluster, Some("tok-viewer")).await, &run_id).await,
+        [denied, Code::Ok, Code::Ok, Code::Ok, Code::Ok, denied],
+        "a reader reads and does nothing else"
+    );
+    assert_eq!(
+        codes(&mut as_(&cluster, Some("tok-pool-a")).await, &run_id).await,
+        [denied; 6],
+        "a worker is no client"
+    );
+    assert_eq!(
+        codes(&mut as_(&cluster, Some("tok-beta")).await, &run_id).await,
+        [Code::Ok, Code::NotFound, Code::Ok, Code::NotFound, Code::Ok, Code::NotFound],
+        "another tenant's run does not exist for it"
+    );
+    assert_eq!(
+        codes(&mut acme, &run_id).await,
+        [Code::Ok, Code::Ok, Code::Ok, Code::Ok, Code::Ok, Code::FailedPrecondition],
+        "its own run"
+    );
+    assert_eq!(
+        codes(&mut as_(&cluster, Some("tok-ops")).await, &run_id).await,
+        [Code::Ok, Code::Ok, Code::Ok, Code::Ok, Code::Ok, Code::FailedPrecondition],
+        "an administrator sees every tenant"
+    );
+
+    // Listings show one's own tenant's runs; an administrator's shows all.
+    let names = |runs: Vec<pb::Run>| {
+        let mut n: Vec<String> = runs.into_iter().map(|r| r.name).collect();
+        n.sort();
+        n.dedup();
+        n
+    };
+    let mut beta = as_(&cluster, Some("tok-beta")).await;
+    let listed = beta.list_runs(pb::ListRunsRequest::default()).await.expect("list").into_inner().runs;
+    assert!(listed.iter().all(|r| r.tenant == "beta"), "beta sees only its runs");
+    let all = as_(&cluster, Some("tok-ops")).await.list_runs(pb::ListRunsRequest::default()).await.expect("list");
+    assert_eq!(names(all.into_inner().runs), ["acme-run", "probe"]);
+
+    // Idempotency keys are per tenant: the same key names two runs, one per tenant.
+    let a = acme.submit_run(submit_req("keyed", "job-1")).await.expect("acme").into_inner();
+    let b = beta.submit_run(submit_req("keyed", "job-1")).await.expect("beta").into_inner();
+    assert!(a.created && b.created && a.run_id != b.run_id);
+    let again = acme.submit_run(submit_req("keyed", "job-1")).await.expect("acme again").into_inner();
+    assert_eq!((again.created, again.run_id), (false, a.run_id));
+    let reserved = acme.submit_run(submit_req("keyed", "tenant:beta/job-1")).await.expect_err("reserved prefix");
+    assert_eq!(reserved.code(), Code::InvalidArgument);
+    cluster.stop().await;
+}
+
+/// Opens a worker stream as `token` with `worker_id`; returns the first thing the coordinator
+/// sends (a welcome, or the refusal).
+async fn worker_hello(cluster: &Embedded, token: Option<&str>, worker_id: &str) -> Result<(), Code> {
+    let channel =
+        tonic::transport::Endpoint::from_shared(cluster.url()).expect("url").connect().await.expect("connect");
+    let mut client = pb::worker_service_client::WorkerServiceClient::new(channel);
+    let hello = pb::WorkerMessage {
+        msg: Some(pb::worker_message::Msg::Hello(pb::WorkerHello {
+            worker_id: worker_id.into(),
+            slots: 1,
+            ..Default::default()
+        })),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello).await.expect("queued");
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    if let Some(t) = token {
+        request.metadata_mut().insert("authorization", format!("Bearer {t}").parse().expect("ascii"));
+    }
+    let mut inbound = client.connect(request).await.map_err(|s| s.code())?.into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), inbound.message()).await.expect("an answer");
+    drop(tx);
+    match first {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Code::Unknown),
+        Err(s) => Err(s.code()),
+    }
+}
+
+#[tokio::test]
+async fn workers_must_be_who_they_say() {
+    let cluster = cluster().await;
+    assert_eq!(worker_hello(&cluster, None, "w-x").await, Err(Code::Unauthenticated));
+    assert_eq!(worker_hello(&cluster, Some("tok-acme"), "w-x").await, Err(Code::PermissionDenied), "a client");
+    // The in-process worker (its own principal) holds `embedded-0`: another principal cannot
+    // take that id over.
+    assert_eq!(worker_hello(&cluster, Some("tok-pool-a"), "embedded-0").await, Err(Code::PermissionDenied));
+    assert_eq!(worker_hello(&cluster, Some("tok-pool-a"), "pool-a-1").await, Ok(()), "its own id");
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_coordinator_refuses_to_listen_on_the_network_without_an_auth_file() {
+    let out = std::process::Command::new(swarm_tests::process::swarm_bin().expect("swarm"))
+        .args(["coordinator", "--listen", "0.0.0.0:0"])
+        .output()
+        .expect("ran");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started: {stderr}");
+    assert!(stderr.contains("without --auth-file") && stderr.contains("--insecure"), "{stderr}");
+}
+
+/// `GET path` on the web view with extra headers; returns the status code.
+async fn web_status(addr: std::net::SocketAddr, path: &str, headers: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8_lossy(&out);
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_web_view_asks_for_the_same_credentials() {
+    let mut opts = EmbeddedOptions {
+        workers: 1,
+        slots: 4,
+        http_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        ..Default::default()
+    };
+    opts.coordinator.auth = Authenticator::parse(&auth_file()).expect("auth file");
+    let cluster = Embedded::start(opts).await.expect("cluster");
+    let http = cluster.http_addr.expect("web view");
+    let mut acme = as_(&cluster, Some("tok-acme")).await;
+    let run_id = acme.submit_run(submit_req("acme-run", "")).await.expect("submit").into_inner().run_id;
+    let run = format!("/api/runs/{run_id}/summary");
+    assert_eq!(web_status(http, "/", "").await, 200, "the page itself holds no data");
+    assert_eq!(web_status(http, "/metrics", "").await, 200, "metrics stay open");
+    assert_eq!(web_status(http, "/api/runs", "").await, 401);
+    assert_eq!(web_status(http, &run, "Authorization: Bearer tok-nobody\r\n").await, 401);
+    assert_eq!(web_status(http, &run, "Authorization: Bearer tok-acme\r\n").await, 200);
+    assert_eq!(
+        web_status(http, &run, "Cookie: theme=dark; swarm_token=tok%2Dacme\r\n").await,
+        200,
+        "the page's cookie"
+    );
+    assert_eq!(web_status(http, &run, "Authorization: Bearer tok-beta\r\n").await, 404, "another tenant's run");
+    assert_eq!(web_status(http, "/api/workers", "Authorization: Bearer tok-pool-a\r\n").await, 403, "a worker");
+    cluster.stop().await;
+}
