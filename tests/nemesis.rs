@@ -434,6 +434,8 @@ pub fn workload(k: usize) -> RunSpec {
                     model: "scripted".into(),
                     tools: vec![],
                     max_steps: None,
+                    subagent_tools: vec!["append".into()],
+                    subagent_models: vec![],
                 }),
                 depends_on: vec![],
                 timeout: None,

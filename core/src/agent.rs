@@ -51,6 +51,36 @@ pub struct OrchestratorSpec {
     /// Step cap (default: the run's orchestrator cap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<u32>,
+    /// Tools it may hand on to its subagents, besides its own `tools`. A subagent asked for
+    /// with any other tool is refused (the orchestrator's transcript says why): a model's
+    /// output grants nothing the spec did not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subagent_tools: Vec<String>,
+    /// Models its subagents may use, besides its own `model`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subagent_models: Vec<String>,
+}
+
+impl OrchestratorSpec {
+    /// Why a subagent asking for `agent` may not be started (`None`: it may): a tool or model
+    /// the spec did not grant.
+    pub fn refuses(&self, agent: &AgentSpec) -> Option<String> {
+        let granted = |t: &String| self.tools.contains(t) || self.subagent_tools.contains(t);
+        if let Some(tool) = agent.tools.iter().find(|t| !granted(t)) {
+            return Some(format!(
+                "tool `{tool}` was not granted to this orchestrator's subagents (the spec grants {:?})",
+                self.tools.iter().chain(&self.subagent_tools).collect::<Vec<_>>()
+            ));
+        }
+        if agent.model != self.model && !self.subagent_models.contains(&agent.model) {
+            return Some(format!(
+                "model `{}` was not granted to this orchestrator's subagents (the spec grants {:?})",
+                agent.model,
+                std::iter::once(&self.model).chain(&self.subagent_models).collect::<Vec<_>>()
+            ));
+        }
+        None
+    }
 }
 
 /// Who speaks in a message.

@@ -51,6 +51,8 @@ impl TryFrom<pb::RunSpec> for RunSpec {
                     model: o.model,
                     tools: o.tools,
                     max_steps: (o.max_steps > 0).then_some(o.max_steps),
+                    subagent_tools: o.subagent_tools,
+                    subagent_models: o.subagent_models,
                 }),
                 None => {
                     bad("kind", "required: set tool_call, agent or orchestrator".into());
@@ -149,6 +151,8 @@ impl From<&RunSpec> for pb::RunSpec {
                             model: o.model.clone(),
                             tools: o.tools.clone(),
                             max_steps: o.max_steps.unwrap_or(0),
+                            subagent_tools: o.subagent_tools.clone(),
+                            subagent_models: o.subagent_models.clone(),
                         }),
                     }),
                 })

@@ -83,7 +83,8 @@ fn kind() -> impl Strategy<Value = Option<pb::subtask_spec::Kind>> {
                 })),
             1 => ("[a-z]{1,6}", prop_oneof![Just("m".to_owned()), ".{0,3}".prop_map(String::from)], tools, any::<u32>())
                 .prop_map(|(goal, model, tools, max_steps)| Kind::Orchestrator(pb::OrchestratorSpec {
-                    goal, model, tools, max_steps: max_steps % 12,
+                    subagent_tools: tools.iter().rev().cloned().collect(), goal, model, tools, max_steps: max_steps % 12,
+                    subagent_models: vec![],
                 })),
         ],
     )

@@ -51,6 +51,8 @@ async fn an_orchestrator_runs_100_subagents_across_3_workers() {
                 model: "scripted".into(),
                 tools: vec![],
                 max_steps: None,
+                subagent_tools: vec!["sleep".into()],
+                subagent_models: vec![],
             }),
         )],
     );
@@ -339,4 +341,45 @@ async fn an_agent_on_a_model_no_worker_serves_is_warned_about_at_once_then_fails
     let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
     assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
     tc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_cannot_hand_its_subagents_a_tool_the_spec_did_not_grant() {
+    // The orchestrator's model asks for a helper with the side-effecting `record` tool.
+    let script = ScriptedModel::from_yaml(
+        "agents:\n  lead:\n    - tool_calls: [{name: create_subagent, arguments: {name: helper, system_prompt: help, tools: [record]}}, {name: assign_task, arguments: {subagent: helper, task: go}}]\n    - content: all done\n  helper:\n    - tool_calls: [{name: record, arguments: {ms: 1}}]\n    - content: helped\n",
+    )
+    .expect("script");
+    let store = Arc::new(MemoryStore::new());
+    let tc = TestCluster::start_with(store.clone(), models(script), 1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let lead = |grant: &[&str]| {
+        subtask(
+            "lead",
+            SubtaskKind::Orchestrator(OrchestratorSpec {
+                goal: "delegate".into(),
+                model: "scripted".into(),
+                tools: vec![],
+                max_steps: None,
+                subagent_tools: grant.iter().map(|t| t.to_string()).collect(),
+                subagent_models: vec![],
+            }),
+        )
+    };
+    let run_id = submit(&mut c, &RunSpec::new("no-grant", vec![lead(&[])])).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+    assert_eq!(run.summary.expect("summary").subagents, 0, "no helper was started");
+    assert!(tc.log.of_run(&run_id).is_empty(), "`record` never ran");
+    let turns = swarm_store::StateStore::range(&*store, format!("/swarm/v1/turns/{run_id}/lead/").as_bytes(), None, 0)
+        .await
+        .expect("turns");
+    let transcript: String = turns.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()).collect();
+    assert!(transcript.contains("tool `record` was not granted"), "the orchestrator is told why: {transcript}");
+
+    // Granted in the spec, the same request starts the helper.
+    let run_id = submit(&mut c, &RunSpec::new("granted", vec![lead(&["record"])])).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.summary.expect("summary").subagents, 1);
+    assert_eq!(tc.log.of_run(&run_id).iter().filter(|e| e.completed).count(), 1);
 }

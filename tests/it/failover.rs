@@ -265,6 +265,8 @@ async fn an_orchestrator_stage_survives_a_leader_sigkill() {
             model: "scripted".into(),
             tools: vec![],
             max_steps: None,
+            subagent_tools: vec!["append".into()],
+            subagent_models: vec![],
         }),
         depends_on: vec![],
         timeout: None,

@@ -175,6 +175,8 @@ fn play(orchestrator: bool, stream: bool, answers: Vec<String>, results: Vec<Val
             model: "f".into(),
             tools: vec!["t".into()],
             max_steps: None,
+            subagent_tools: vec![],
+            subagent_models: vec![],
         })
     } else {
         serde_json::to_string(&AgentSpec {

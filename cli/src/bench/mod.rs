@@ -335,6 +335,8 @@ fn orchestrator(model: &str, max_subagents: u32, max_tool_calls: u32) -> swarm_c
             model: model.into(),
             tools: vec![],
             max_steps: None,
+            subagent_tools: vec!["sleep".into()],
+            subagent_models: vec![],
         }),
         depends_on: vec![],
         timeout: None,

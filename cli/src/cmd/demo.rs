@@ -109,6 +109,8 @@ async fn demo(spec: Option<PathBuf>, workers: usize, slots: u32, json: bool) -> 
                 model: "scripted".into(),
                 tools: vec![],
                 max_steps: None,
+                subagent_tools: vec!["sleep".into()],
+                subagent_models: vec![],
             }),
             depends_on: vec![],
             timeout: None,

@@ -158,7 +158,14 @@ fn specs() -> Vec<RunSpec> {
         tools: vec!["echo".into()],
         max_steps: Some(3),
     };
-    let orchestrator = OrchestratorSpec { goal: "split".into(), model: "m".into(), tools: vec![], max_steps: Some(3) };
+    let orchestrator = OrchestratorSpec {
+        goal: "split".into(),
+        model: "m".into(),
+        tools: vec![],
+        max_steps: Some(3),
+        subagent_tools: vec![],
+        subagent_models: vec![],
+    };
     let with = |id: &str, kind| SubtaskSpec { kind, ..tool(id) };
     vec![
         RunSpec::new("tools", vec![tool("a"), tool("b").after(["a"]), tool("c").after(["b"]), tool("d")]),

@@ -193,6 +193,22 @@ impl Dag {
                         o.max_steps,
                         l.orchestrator_max_steps,
                     );
+                    for (field, names) in
+                        [("subagent_tools", &o.subagent_tools), ("subagent_models", &o.subagent_models)]
+                    {
+                        if names.len() > MAX_AGENT_TOOLS {
+                            let n = names.len();
+                            bad(
+                                format!("subtasks[{i}].orchestrator.{field}"),
+                                format!("{n} exceed the limit of {MAX_AGENT_TOOLS}"),
+                            );
+                        } else if let Some(j) = names.iter().position(|t| t.is_empty() || t.len() > MAX_NAME_BYTES) {
+                            bad(
+                                format!("subtasks[{i}].orchestrator.{field}[{j}]"),
+                                format!("must be 1 to {MAX_NAME_BYTES} bytes"),
+                            );
+                        }
+                    }
                     (AGENT_CAPABILITY, &EMPTY_OBJECT, Work::Orchestrator(Arc::new(o.clone())))
                 }
             };

@@ -107,7 +107,15 @@ impl RunEngine {
         let cap = self.dag.limits().subagent_max_steps;
         let mut children = Vec::new();
         let mut refused = Vec::new();
+        let grant = match &self.dag.node(subtask).work {
+            Work::Orchestrator(o) => o.clone(),
+            _ => return,
+        };
         for (k, spawn) in spawns.into_iter().enumerate() {
+            if let Some(why) = grant.refuses(&spawn.agent) {
+                refused.push(Message::tool_result(&spawn.call_id, format!("error: {why}; the task was not assigned")));
+                continue;
+            }
             if self.counts.spawned >= limit {
                 refused.push(Message::tool_result(
                     &spawn.call_id,
