@@ -470,3 +470,41 @@ async fn a_dependent_starts_only_once_its_dependencys_result_is_in_the_store() {
     assert_eq!(rig.run(&run_id).await.state, pb::RunState::Succeeded as i32);
     rig.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_cannot_claim_or_report_attempts_that_are_not_its_own() {
+    let rig = Rig::start(ManagerConfig::default());
+    let mut a = rig.join(ConnId(1), "a", 1, &[("echo", false)]).await;
+    let spec = RunSpec::new(
+        "r",
+        vec![SubtaskSpec::tool("x", "echo", json!({})), SubtaskSpec::tool("y", "special", json!({}))],
+    );
+    let run_id = rig.submit(spec).await;
+    let given = next_assignment(&mut a).await;
+    // Worker b declares y (not yet dispatched: nobody offered `special`) under a fence of this
+    // term it was never given, hoping to have it adopted and report whatever it likes.
+    let forged =
+        pb::HeldAttempt { run_id: run_id.to_string(), subtask_id: "y".into(), attempt: 1, fence: (1 << 40) | 999 };
+    let mut b = rig.join_holding(ConnId(2), "b", 1, &[("special", false)], vec![forged.clone()]).await;
+    let mut cancelled = Vec::new();
+    let mut dispatched = None;
+    while dispatched.is_none() || cancelled.is_empty() {
+        match next(&mut b).await {
+            pb::coordinator_message::Msg::Cancels(c) => cancelled.extend(c.fences),
+            pb::coordinator_message::Msg::Assignments(x) => dispatched = x.assignments.into_iter().next(),
+            _ => {}
+        }
+    }
+    let y = dispatched.expect("y");
+    assert_eq!(cancelled, [forged.fence], "the forged attempt is refused");
+    assert!(y.fence != forged.fence && y.subtask_id == "y", "y is dispatched for real");
+    // b reports a made-up output for a's attempt: not its own, ignored.
+    let lie = pb::attempt_report::Outcome::OutputJson("\"made up\"".into());
+    rig.report(ConnId(2), &given, rig.clock.now_us(), lie).await;
+    rig.report(ConnId(1), &given, rig.clock.now_us(), ok()).await;
+    rig.report(ConnId(2), &y, rig.clock.now_us(), ok()).await;
+    let run = rig.run(&run_id).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32);
+    assert_eq!((run.subtasks[0].output_json.as_str(), run.subtasks[0].worker_id.as_str()), ("{}", "a"));
+    rig.stop().await;
+}
