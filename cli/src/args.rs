@@ -78,6 +78,9 @@ pub struct UpArgs {
     /// saying so (0: it waits for such a worker forever).
     #[arg(long, env = "SWARM_NO_WORKER_TIMEOUT", default_value = "60s", value_parser = parse_ttl)]
     pub no_worker_timeout: Duration,
+    /// Let the in-process workers' `http_get` reach this internal range (repeatable).
+    #[arg(long = "allow-egress", value_name = "CIDR")]
+    pub allow_egress: Vec<swarm_worker::tools::egress::Cidr>,
     #[command(flatten)]
     pub caps: CapsArgs,
 }
@@ -175,6 +178,10 @@ pub struct WorkerArgs {
     /// On SIGTERM, how long in-flight attempts may finish before they are handed back.
     #[arg(long, env = "SWARM_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_ttl)]
     pub drain_timeout: Duration,
+    /// Let `http_get` reach this internal range (CIDR or address; repeatable). Loopback,
+    /// link-local, private and unique-local addresses are refused otherwise.
+    #[arg(long = "allow-egress", value_name = "CIDR")]
+    pub allow_egress: Vec<swarm_worker::tools::egress::Cidr>,
 }
 
 /// Admission caps (docs/configuration.md): beyond them SubmitRun answers RESOURCE_EXHAUSTED.

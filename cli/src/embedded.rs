@@ -24,6 +24,8 @@ pub struct EmbeddedOptions {
     pub slots: u32,
     /// Coordinator settings.
     pub coordinator: CoordinatorConfig,
+    /// What the in-process workers' `http_get` may reach.
+    pub egress: swarm_worker::tools::egress::EgressPolicy,
     /// Models of the in-process workers (none: they run no agents).
     pub models: Arc<swarm_worker::model::ModelRegistry>,
     /// Where the web view and `/metrics` are served (none: not served).
@@ -39,6 +41,7 @@ impl Default for EmbeddedOptions {
             coordinator: CoordinatorConfig::default(),
             models: Arc::new(swarm_worker::model::ModelRegistry::new()),
             http_listen: None,
+            egress: swarm_worker::tools::egress::EgressPolicy::public_only(),
         }
     }
 }
@@ -130,7 +133,8 @@ impl Embedded {
         };
         cluster.wait_leader(Duration::from_secs(10)).await?;
         for i in 0..opts.workers {
-            cluster.add_worker(&format!("embedded-{i}"), opts.slots, Arc::new(ToolRegistry::builtin()));
+            let tools = ToolRegistry::builtin_with(Arc::new(opts.egress.clone()));
+            cluster.add_worker(&format!("embedded-{i}"), opts.slots, Arc::new(tools));
         }
         Ok(cluster)
     }

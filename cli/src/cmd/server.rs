@@ -15,8 +15,19 @@ use crate::args::{CoordinatorArgs, UpArgs, WorkerArgs};
 
 /// `swarm up`: a coordinator and in-process workers until Ctrl-C or SIGTERM.
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let UpArgs { listen, auth_file, insecure, workers, slots, store, payloads, http_listen, no_worker_timeout, caps } =
-        args;
+    let UpArgs {
+        listen,
+        auth_file,
+        insecure,
+        workers,
+        slots,
+        store,
+        payloads,
+        http_listen,
+        no_worker_timeout,
+        allow_egress,
+        caps,
+    } = args;
     let auth = authenticator(auth_file.as_deref(), listen, insecure)?;
     let backend =
         if store.etcd.is_empty() { "memory store".to_owned() } else { format!("etcd {}", store.etcd.join(",")) };
@@ -27,6 +38,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     options.coordinator.manager.caps = caps.into();
     options.coordinator.payloads = store.payloads(payloads.as_deref())?;
     options.coordinator.auth = auth;
+    options.egress = swarm_worker::tools::egress::EgressPolicy { allow: allow_egress };
     let token = CancellationToken::new();
     cancel_on_signal(token.clone());
     let cluster = Embedded::start_on(options, store.open().await?, None).await?;
@@ -144,6 +156,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         http_listen,
         health_listen,
         drain_timeout,
+        allow_egress,
     } = args;
     let token = CancellationToken::new();
     cancel_on_signal(token.clone());
@@ -171,7 +184,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         config.source =
             swarm_worker::CoordinatorSource::Store { store: store.open().await?, prefix: store.prefix.clone() };
     }
-    let mut tools = ToolRegistry::builtin();
+    let egress = swarm_worker::tools::egress::EgressPolicy { allow: allow_egress };
+    let mut tools = ToolRegistry::builtin_with(Arc::new(egress));
     if let Some(dir) = append_dir {
         anyhow::ensure!(dir.is_dir(), "--append-dir {} is not a directory", dir.display());
         tools.register(Arc::new(swarm_worker::tools::builtin::Append::new(dir)));

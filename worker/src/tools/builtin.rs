@@ -1,9 +1,11 @@
 //! Built-in tools: `sleep`, `echo`, `http_get` and `flaky`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::egress::EgressPolicy;
 use super::{Tool, ToolContext, ToolError, ToolFuture, ToolInfo, arg_f64_or, arg_str, arg_u64};
 
 fn info(name: &str, description: &str, read_only: bool, idempotent: bool, timeout: Option<Duration>) -> ToolInfo {
@@ -147,21 +149,31 @@ const HTTP_MAX_BYTES: u64 = 10 * 1024 * 1024;
 pub struct HttpGet {
     info: ToolInfo,
     client: reqwest::Client,
+    policy: Arc<EgressPolicy>,
 }
 
 impl HttpGet {
-    /// The tool, with its own connection pool.
+    /// The tool, with its own connection pool, reaching public addresses only.
     pub fn new() -> Self {
+        Self::with_policy(Arc::new(EgressPolicy::public_only()))
+    }
+
+    /// The tool under an egress policy (see [`super::egress`]).
+    pub fn with_policy(policy: Arc<EgressPolicy>) -> Self {
         // Installing the ring provider twice is harmless; the first install wins.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .user_agent(concat!("swarm-worker/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
+            .dns_resolver(Arc::new(super::egress::CheckedResolver(policy.clone())))
+            .redirect(super::egress::redirects(policy.clone()))
+            .no_proxy()
             .build()
             .unwrap_or_default();
         Self {
             info: info("http_get", "Fetches a URL with HTTP GET.", true, true, Some(Duration::from_secs(30))),
             client,
+            policy,
         }
     }
 }
@@ -179,21 +191,25 @@ impl Tool for HttpGet {
 
     fn call(&self, args: Value, _ctx: ToolContext) -> ToolFuture {
         let client = self.client.clone();
+        let policy = self.policy.clone();
         Box::pin(async move {
             let url = arg_str(&args, "url")?;
             let parsed = reqwest::Url::parse(url).map_err(|e| ToolError::permanent(format!("args.url: {e}")))?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 return Err(ToolError::permanent("args.url: only http and https are supported"));
             }
+            if let Some(why) = super::egress::refused_literal(&policy, &parsed) {
+                return Err(ToolError::permanent(why));
+            }
             let max =
                 args.get("max_bytes").and_then(Value::as_u64).unwrap_or(HTTP_DEFAULT_MAX_BYTES).min(HTTP_MAX_BYTES);
             let timeout = Duration::from_millis(args.get("timeout_ms").and_then(Value::as_u64).unwrap_or(10_000));
             let fetch = async {
-                let mut resp = client
-                    .get(parsed)
-                    .send()
-                    .await
-                    .map_err(|e| ToolError::transient(format!("request failed: {e}")))?;
+                let mut resp = client.get(parsed).send().await.map_err(|e| match super::egress::refusal_in(&e) {
+                    // Refused by policy: permanent, and said without the URL's query.
+                    Some(why) => ToolError::permanent(why),
+                    None => ToolError::transient(format!("request failed: {}", e.without_url())),
+                })?;
                 let status = resp.status();
                 let content_type = resp
                     .headers()
@@ -342,7 +358,7 @@ mod tests {
                 format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}", body.len());
             sock.write_all(resp.as_bytes()).await.expect("write");
         });
-        let out = HttpGet::new()
+        let out = HttpGet::with_policy(Arc::new(EgressPolicy::allow_all()))
             .call(json!({"url": format!("http://{addr}/"), "max_bytes": 100}), ctx(1))
             .await
             .expect("fetched");
@@ -365,5 +381,63 @@ mod tests {
             assert_eq!(body.lines().count(), i + 1, "line {i} was reported before it was written");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod egress_tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::tools::ToolContext;
+
+    fn ctx() -> ToolContext {
+        ToolContext {
+            run_id: "r".into(),
+            subtask_id: "s".into(),
+            attempt: 1,
+            cancel: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    async fn refusal(tool: &HttpGet, url: &str) -> ToolError {
+        tool.call(json!({"url": url}), ctx()).await.expect_err("refused")
+    }
+
+    #[tokio::test]
+    async fn internal_addresses_are_refused_by_literal_name_and_redirect() {
+        let tool = HttpGet::new();
+        for url in [
+            "http://127.0.0.1:9/x?token=secret",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::1]:9/",
+            "http://[::ffff:10.0.0.1]/",
+            "http://localhost:9/?token=secret",
+        ] {
+            let e = refusal(&tool, url).await;
+            assert_eq!(e.kind, swarm_core::FailureKind::Permanent, "{url}: {e:?}");
+            assert!(e.message.contains("egress policy"), "{url}: {}", e.message);
+            assert!(!e.message.contains("secret"), "no query string in the message: {}", e.message);
+        }
+        // A server the operator opened (127.0.0.1) redirects to one it did not (127.0.0.2).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 1024];
+            let _ = sock.read(&mut buf).await;
+            let resp =
+                format!("HTTP/1.1 302 Found\r\nlocation: http://127.0.0.2:{port}/inside\r\ncontent-length: 0\r\n\r\n");
+            sock.write_all(resp.as_bytes()).await.expect("write");
+        });
+        let opened = EgressPolicy { allow: vec!["127.0.0.1".parse().expect("cidr")] };
+        let tool = HttpGet::with_policy(Arc::new(opened));
+        let e = refusal(&tool, &format!("http://127.0.0.1:{port}/")).await;
+        assert_eq!(e.kind, swarm_core::FailureKind::Permanent, "{e:?}");
+        assert!(e.message.contains("127.0.0.2") && e.message.contains("egress policy"), "{}", e.message);
+        server.await.expect("server");
     }
 }

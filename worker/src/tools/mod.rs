@@ -3,6 +3,7 @@
 //! [`builtin`]; MCP-backed tools implement the same trait.
 
 pub mod builtin;
+pub mod egress;
 pub mod mcp;
 
 use std::collections::BTreeMap;
@@ -93,12 +94,17 @@ impl ToolRegistry {
         Self::default()
     }
 
-    /// The built-in tools: `sleep`, `echo`, `http_get`, `flaky`.
+    /// The built-in tools: `sleep`, `echo`, `http_get` (public addresses only), `flaky`.
     pub fn builtin() -> Self {
+        Self::builtin_with(Arc::new(egress::EgressPolicy::public_only()))
+    }
+
+    /// The same, `http_get` under `egress`.
+    pub fn builtin_with(egress: Arc<egress::EgressPolicy>) -> Self {
         let mut r = Self::new();
         r.register(Arc::new(builtin::Sleep::new()));
         r.register(Arc::new(builtin::Echo::new()));
-        r.register(Arc::new(builtin::HttpGet::new()));
+        r.register(Arc::new(builtin::HttpGet::with_policy(egress)));
         r.register(Arc::new(builtin::Flaky::new()));
         r
     }
