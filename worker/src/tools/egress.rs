@@ -5,7 +5,7 @@
 //! HTTP client connects with, so a name that resolves (or rebinds) to an internal address is
 //! refused as an IP literal is; every redirect hop is checked the same way.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// A range of addresses: `10.0.0.0/8`, `fd00::/8`, `127.0.0.1` (one address).
@@ -90,7 +90,6 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00 // fc00::/7, unique local
                 || (s[0] & 0xffc0) == 0xfe80 // fe80::/10, link local
-                || v6 == Ipv6Addr::from(Ipv4Addr::UNSPECIFIED.to_ipv6_compatible())
         }
     }
 }
