@@ -288,6 +288,18 @@ async fn a_full_etcd_loses_nothing_and_the_run_finishes_once_an_operator_makes_r
     let run = wait_done_any_leader(&pc, &run_id, Duration::from_secs(120)).await;
     assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
     let store = pc.store().await.expect("store");
+    // The final header is written after every record (writes are ordered): once it is stored,
+    // all of them are.
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let header = store.get(format!("/swarm/v1/runs/{run_id}").as_bytes()).await.expect("get");
+        let stored = header.and_then(|kv| serde_json::from_slice::<serde_json::Value>(&kv.value).ok());
+        if stored.as_ref().and_then(|h| h["state"].as_str()) == Some("SUCCEEDED") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "the final header was never stored\n{}", pc.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let records = store.range(format!("/swarm/v1/subtasks/{run_id}/").as_bytes(), None, 0).await.expect("range");
     assert_eq!(records.kvs.len(), 400, "every result is in the store");
     assert!(records.kvs.iter().all(|kv| kv.version == 1), "none written twice");

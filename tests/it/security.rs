@@ -215,3 +215,128 @@ async fn the_web_view_asks_for_the_same_credentials() {
     assert_eq!(web_status(http, "/api/workers", "Authorization: Bearer tok-pool-a\r\n").await, 403, "a worker");
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_store_the_logs_or_the_events() {
+    use swarm_tests::fixture::{Canned, ModelFixture, completion};
+    let _serial = crate::failover::SERIAL.lock().await;
+    const MODEL_KEY: &str = "sk-test-7f3e9a1c5b2d4e6f8091a2b3c4d5e6f7";
+    const CLIENT_TOKEN: &str = "client-token-3c1d9e7b5a2f4c6e";
+    const WORKER_TOKEN: &str = "worker-token-8a6f4d2b0c9e7a5c";
+    let fixture = ModelFixture::start(vec![
+        Canned::Status(500, None),
+        Canned::Ok(completion(None, vec![("c1", "echo", r#"{"text": "hello"}"#)])),
+        Canned::Ok(completion(Some("done"), vec![])),
+    ])
+    .await
+    .expect("fixture");
+    let etcd = swarm_tests::etcd::EtcdCluster::start(1).await.expect("etcd");
+    let dir = swarm_tests::etcd::TempDir::new("secrets").expect("dir");
+    let auth = format!(
+        "principals:\n  - {{name: app, tenant: t1, roles: [submit, read], token_sha256: \"{}\"}}\n  - {{name: pool, roles: [worker], token_sha256: \"{}\"}}\n",
+        token_sha256(CLIENT_TOKEN),
+        token_sha256(WORKER_TOKEN)
+    );
+    std::fs::write(dir.0.join("auth.yaml"), auth).expect("auth file");
+    let models = format!(
+        "fixture:\n  base_url: {}\n  model: m\n  api_key_env: SWARM_TEST_MODEL_KEY\n  max_retries: 2\n",
+        fixture.base_url()
+    );
+    std::fs::write(dir.0.join("models.yaml"), models).expect("models file");
+    let port = swarm_tests::etcd::free_port().expect("port");
+    let url = format!("http://127.0.0.1:{port}");
+    let endpoints = etcd.endpoints().join(",");
+    let debug = [("SWARM_LOG", "debug")];
+    let coordinator_args: Vec<String> = ["coordinator", "--listen", &format!("127.0.0.1:{port}"), "--etcd", &endpoints]
+        .into_iter()
+        .map(String::from)
+        .chain(["--auth-file".to_owned(), dir.0.join("auth.yaml").display().to_string()])
+        .collect();
+    let coordinator = swarm_tests::process::SwarmProcess::spawn_env("coordinator", &coordinator_args, &debug, &dir.0)
+        .expect("coordinator");
+    let worker_args: Vec<String> = ["worker", "--id", "w0", "--etcd", &endpoints, "--token", WORKER_TOKEN]
+        .into_iter()
+        .map(String::from)
+        .chain(["--models".to_owned(), dir.0.join("models.yaml").display().to_string()])
+        .collect();
+    let worker_env = [("SWARM_LOG", "debug"), ("SWARM_TEST_MODEL_KEY", MODEL_KEY)];
+    let worker =
+        swarm_tests::process::SwarmProcess::spawn_env("worker", &worker_args, &worker_env, &dir.0).expect("worker");
+
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut c = loop {
+        if let Ok(mut c) = client::connect_with(&url, Some(CLIENT_TOKEN)).await
+            && c.list_workers(pb::ListWorkersRequest {}).await.is_ok_and(|w| !w.into_inner().workers.is_empty())
+        {
+            break c;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no worker joined\n{}\n{}",
+            coordinator.log_text(),
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let agent = SubtaskSpec {
+        retry: None,
+        id: "a".into(),
+        kind: swarm_core::SubtaskKind::Agent(swarm_core::agent::AgentSpec {
+            instructions: "Be brief.".into(),
+            input: "say hello".into(),
+            model: "fixture".into(),
+            tools: vec!["echo".into()],
+            max_steps: None,
+        }),
+        depends_on: vec![],
+        timeout: None,
+    };
+    let run_id = c
+        .submit_run(pb::SubmitRunRequest {
+            spec: Some((&RunSpec::new("secret-run", vec![agent])).into()),
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect("submit")
+        .into_inner()
+        .run_id;
+    let run = wait_done(&mut c, &run_id, Duration::from_secs(30)).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", worker.log_text());
+    assert!(
+        fixture.seen().iter().all(|s| s.authorization.as_deref() == Some(&format!("Bearer {MODEL_KEY}"))),
+        "the key was used for every model call"
+    );
+
+    // Everything the cluster wrote or said: the whole key space, both logs, every event.
+    let mut etcd_client = etcd_client::Client::connect(etcd.endpoints(), None).await.expect("etcd client");
+    let all = etcd_client.get("\0", Some(etcd_client::GetOptions::new().with_from_key())).await.expect("dump");
+    let mut haystack: Vec<(String, String)> = all
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (format!("etcd {}", String::from_utf8_lossy(kv.key())), String::from_utf8_lossy(kv.value()).into_owned())
+        })
+        .collect();
+    assert!(haystack.len() > 5, "the run is in the store");
+    haystack.push(("coordinator log".into(), coordinator.log_text()));
+    haystack.push(("worker log".into(), worker.log_text()));
+    let events = wait_for_events_all(&mut c, &run_id).await;
+    haystack.push(("events".into(), format!("{events:?}")));
+    for secret in [MODEL_KEY, CLIENT_TOKEN, WORKER_TOKEN] {
+        for (place, text) in &haystack {
+            assert!(!text.contains(secret), "{secret} found in {place}");
+        }
+    }
+}
+
+async fn wait_for_events_all(c: &mut Client, run_id: &str) -> Vec<pb::RunEvent> {
+    let mut stream =
+        c.watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_seq: 0 }).await.expect("watch").into_inner();
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(e))) =
+        tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut stream)).await
+    {
+        out.push(e);
+    }
+    out
+}

@@ -1,0 +1,61 @@
+//! Admission: the caps that keep the cluster within what it can hold, checked before a run is
+//! stored.
+
+use std::time::Duration;
+
+use swarm_proto::ApiError;
+
+use super::Manager;
+
+/// What the cluster admits at once (defaults sized for a 2-core coordinator; see
+/// docs/configuration.md). Subtasks per run are capped by spec validation
+/// (`Limits::max_subtasks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmissionCaps {
+    /// Runs not yet ended.
+    pub max_active_runs: u32,
+    /// Subtasks of active runs not yet ended, cluster-wide.
+    pub max_queued_subtasks: u64,
+    /// Events kept in one run's log; beyond it progress events are counted, not kept (the run
+    /// goes on and its final event is always kept).
+    pub max_run_events: usize,
+}
+
+impl Default for AdmissionCaps {
+    fn default() -> Self {
+        Self { max_active_runs: 1_000, max_queued_subtasks: 250_000, max_run_events: 100_000 }
+    }
+}
+
+/// How long a refused submit is told to wait before trying again.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+
+impl Manager {
+    /// Refuses a run that would take the cluster over an admission cap.
+    pub(super) fn admit(&self, subtasks: u32) -> Result<(), ApiError> {
+        let caps = self.config.caps;
+        let (active, queued) = self
+            .runs
+            .values()
+            .filter(|r| !r.engine.state().is_terminal())
+            .fold((0u32, 0u64), |(a, q), r| (a + 1, q + u64::from(r.engine.counts().open)));
+        let refuse = |message: String| {
+            swarm_telemetry::metrics().runs_refused.add(1, &[]);
+            Err(ApiError::Busy { message, retry_after: BUSY_RETRY })
+        };
+        if active >= caps.max_active_runs {
+            return refuse(format!(
+                "the cluster is at its cap of {} active runs (--max-active-runs); try again later",
+                caps.max_active_runs
+            ));
+        }
+        if queued + u64::from(subtasks) > caps.max_queued_subtasks {
+            return refuse(format!(
+                "{queued} subtasks are queued and this run adds {subtasks}: over the cap of {} queued subtasks \
+                 (--max-queued-subtasks); try again later",
+                caps.max_queued_subtasks
+            ));
+        }
+        Ok(())
+    }
+}
