@@ -95,7 +95,8 @@ impl SwarmApi {
         let dag = Arc::new(dag);
         let ctx = self.leader()?;
         let subtasks = dag.len() as u32;
-        ctx.manager.call(|reply| Command::Admit { subtasks, reply }).await??;
+        let tenant = who.tenant.clone();
+        ctx.manager.call(|reply| Command::Admit { subtasks, tenant, reply }).await??;
         let submitted_us = now_us();
         let run_id = RunId::generate(submitted_us / 1000);
         // The run's trace continues the caller's (the SubmitRun server span is the parent).

@@ -92,6 +92,33 @@ impl Principal {
 #[serde(deny_unknown_fields)]
 struct AuthFile {
     principals: Vec<PrincipalEntry>,
+    #[serde(default)]
+    tenants: std::collections::BTreeMap<String, TenantQuota>,
+}
+
+/// A tenant's quotas and share of the slots (the auth file's `tenants:` section).
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantQuota {
+    /// Its share of busy slots relative to other tenants' (default 1).
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Its runs not yet ended, at most; beyond it `SubmitRun` is `RESOURCE_EXHAUSTED`.
+    #[serde(default)]
+    pub max_active_runs: Option<u32>,
+    /// Its attempts running at once, at most; beyond it its subtasks wait (queued).
+    #[serde(default)]
+    pub max_concurrent_calls: Option<u32>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Default for TenantQuota {
+    fn default() -> Self {
+        Self { weight: 1.0, max_active_runs: None, max_concurrent_calls: None }
+    }
 }
 
 #[derive(Deserialize)]
@@ -114,6 +141,7 @@ const MAX_PRINCIPALS: usize = 10_000;
 #[derive(Clone, Default)]
 pub struct Authenticator {
     principals: Option<Arc<Vec<Hashed>>>,
+    tenants: Arc<std::collections::BTreeMap<String, TenantQuota>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -164,7 +192,16 @@ impl Authenticator {
                 .ok_or_else(|| anyhow::anyhow!("{at}: token_sha256 must be 64 hex digits (sha256sum of the token)"))?;
             out.push((hash, Arc::new(Principal { name: p.name, tenant: p.tenant, roles: p.roles })));
         }
-        Ok(Self { principals: Some(Arc::new(out)) })
+        for (name, q) in &file.tenants {
+            let at = format!("tenants.{name}");
+            anyhow::ensure!(
+                q.weight.is_finite() && q.weight > 0.0 && q.weight <= 1000.0,
+                "{at}.weight: must be in (0, 1000]"
+            );
+            anyhow::ensure!(q.max_active_runs != Some(0), "{at}.max_active_runs: must be at least 1");
+            anyhow::ensure!(q.max_concurrent_calls != Some(0), "{at}.max_concurrent_calls: must be at least 1");
+        }
+        Ok(Self { principals: Some(Arc::new(out)), tenants: Arc::new(file.tenants) })
     }
 
     /// The same, with one more principal, `name`, holding only the `worker` role, for `token`
@@ -177,6 +214,11 @@ impl Authenticator {
             self.principals = Some(Arc::new(list));
         }
         self
+    }
+
+    /// The tenants' quotas and weights (empty: none configured).
+    pub fn tenants(&self) -> &std::collections::BTreeMap<String, TenantQuota> {
+        &self.tenants
     }
 
     /// The principal a bearer token stands for. Every principal's hash is compared, in

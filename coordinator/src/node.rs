@@ -189,6 +189,7 @@ async fn start_term(
         term: term_no,
         coordinator_id: config.advertise.clone(),
         trust_worker_tool_flags: config.manager.trust_worker_tool_flags && !config.auth.enabled(),
+        tenants: config.auth.tenants().clone(),
         ..config.manager.clone()
     };
     let startup = Startup { recovered, expected_workers, fences, clock: None, fatal: fatal.clone() };

@@ -19,4 +19,5 @@ mod security;
 mod speculation;
 mod store_etcd;
 mod telemetry;
+mod tenants;
 mod web;

@@ -32,7 +32,7 @@ const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 impl Manager {
     /// Refuses a run that would take the cluster over an admission cap.
-    pub(super) fn admit(&self, subtasks: u32) -> Result<(), ApiError> {
+    pub(super) fn admit(&self, subtasks: u32, tenant: Option<&str>) -> Result<(), ApiError> {
         let caps = self.config.caps;
         let (active, queued) = self
             .runs
@@ -48,6 +48,19 @@ impl Manager {
                 "the cluster is at its cap of {} active runs (--max-active-runs); try again later",
                 caps.max_active_runs
             ));
+        }
+        let quota = tenant.and_then(|t| self.config.tenants.get(t).map(|q| (t, q)));
+        if let Some((t, max)) = quota.and_then(|(t, q)| q.max_active_runs.map(|m| (t, m))) {
+            let mine = self
+                .runs
+                .values()
+                .filter(|r| !r.engine.state().is_terminal() && r.header.tenant.as_deref() == Some(t))
+                .count() as u32;
+            if mine >= max {
+                return refuse(format!(
+                    "tenant {t} has {mine} active runs, its quota (max_active_runs); try again later"
+                ));
+            }
         }
         if queued + u64::from(subtasks) > caps.max_queued_subtasks {
             return refuse(format!(

@@ -18,8 +18,13 @@ impl Manager {
         let mut free = self.registry.free_slots();
         let mut misses = 0;
         let now = self.supervisor.now_us();
+        let mut running = self.shares_by_tenant().then(|| self.running_by_tenant());
         while free > 0 && misses <= self.ring.len() {
-            let Some(key) = self.ring.pop_front() else { break };
+            let next = match &running {
+                Some(r) => self.next_fair_run(r),
+                None => self.ring.pop_front(),
+            };
+            let Some(key) = next else { break };
             let Some(entry) = self.runs.get_mut(&key) else { continue };
             entry.in_ring = false;
             if entry.engine.state().is_terminal() || entry.recovering {
@@ -54,6 +59,9 @@ impl Manager {
                 Ok(w) => {
                     misses = 0;
                     free -= 1;
+                    if let Some(r) = running.as_mut() {
+                        *r.entry(self.tenant_of_run(key)).or_default() += 1;
+                    }
                     if !self.start_attempt(key, sub, w, now) {
                         if let Some(entry) = self.runs.get_mut(&key) {
                             entry.engine.unpop(sub);

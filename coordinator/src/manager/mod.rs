@@ -23,6 +23,7 @@
 mod admission;
 mod dispatch;
 mod durable;
+mod fairness;
 mod fault;
 #[cfg(test)]
 mod fuzz;
@@ -92,6 +93,8 @@ pub struct ManagerConfig {
     pub caps: AdmissionCaps,
     /// The test-only fault hook (from `SWARM_FAULT_INJECTION`; unset in production).
     pub fault: Option<FaultHook>,
+    /// Tenants' quotas and weights (from the auth file; empty: plain round-robin over runs).
+    pub tenants: std::collections::BTreeMap<String, crate::auth::TenantQuota>,
     /// Take workers' word for which non-built-in tools may run twice (read-only, idempotent).
     /// Off when callers authenticate: a worker must not make a tool raceable by saying so.
     pub trust_worker_tool_flags: bool,
@@ -103,6 +106,7 @@ impl Default for ManagerConfig {
             retry: RetryPolicy::default(),
             heartbeat_interval: Duration::from_secs(5),
             trust_worker_tool_flags: true,
+            tenants: Default::default(),
             term: 0,
             recovery_grace: Duration::from_secs(6),
             coordinator_id: "swarm-coordinator".into(),
@@ -117,7 +121,7 @@ impl Default for ManagerConfig {
 /// A request to the manager.
 pub enum Command {
     /// May a run of `subtasks` subtasks be admitted now? (Checked before it is stored.)
-    Admit { subtasks: u32, reply: oneshot::Sender<Result<(), ApiError>> },
+    Admit { subtasks: u32, tenant: Option<String>, reply: oneshot::Sender<Result<(), ApiError>> },
     /// Start a run that is already stored.
     Submit { run_id: RunId, dag: Arc<Dag>, header: Box<RunHeader>, span: tracing::Span, reply: oneshot::Sender<()> },
     /// One run's view, with a page of its subtasks when `page` is set.
@@ -438,8 +442,8 @@ impl Manager {
                 self.add_run(run_id, dag, *header, None, Some(span), None);
                 let _ = reply.send(());
             }
-            Command::Admit { subtasks, reply } => {
-                let _ = reply.send(self.admit(subtasks));
+            Command::Admit { subtasks, tenant, reply } => {
+                let _ = reply.send(self.admit(subtasks, tenant.as_deref()));
             }
             Command::Get { run_id, page, reply } => {
                 let _ = reply.send(self.page_by_id(&run_id, page));

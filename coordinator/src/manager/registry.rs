@@ -343,6 +343,11 @@ impl WorkerRegistry {
 
     /// The worker `key` ended attempt `fence` (it reported): no longer held. `None` when the
     /// attempt is not held by that worker (a stale or forged report).
+    /// The run of every attempt in flight.
+    pub fn inflight_runs(&self) -> impl Iterator<Item = RunKey> + '_ {
+        self.inflight.values().map(|h| h.run)
+    }
+
     /// Whether a departed connection of worker `id` still holds attempts (it may reconnect).
     pub fn holds_detached(&self, id: &WorkerId) -> bool {
         self.detached.keys().any(|&k| self.id(k) == Some(id))

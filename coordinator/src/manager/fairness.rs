@@ -1,0 +1,61 @@
+//! Tenants' shares of the slots: with tenants configured (the auth file's `tenants:`), each
+//! dispatch goes to the tenant whose running attempts are fewest for its weight (weighted fair
+//! queuing over slots), skipping tenants at their `max_concurrent_calls` (their subtasks wait,
+//! queued); within a tenant, runs take turns as before.
+
+use std::collections::HashMap;
+
+use swarm_core::RunKey;
+
+use super::Manager;
+
+/// Running attempts per tenant (`None`: runs of no tenant), for one dispatch pass.
+pub(super) type Running = HashMap<Option<String>, u32>;
+
+impl Manager {
+    /// Whether dispatch shares slots among tenants (any tenant configured).
+    pub(super) fn shares_by_tenant(&self) -> bool {
+        !self.config.tenants.is_empty()
+    }
+
+    /// Attempts in flight per tenant.
+    pub(super) fn running_by_tenant(&self) -> Running {
+        let mut running = Running::new();
+        for run in self.registry.inflight_runs() {
+            let tenant = self.runs.get(&run).and_then(|e| e.header.tenant.clone());
+            *running.entry(tenant).or_default() += 1;
+        }
+        running
+    }
+
+    /// The tenant of run `key`.
+    pub(super) fn tenant_of_run(&self, key: RunKey) -> Option<String> {
+        self.runs.get(&key).and_then(|e| e.header.tenant.clone())
+    }
+
+    /// Takes the next run to dispatch from out of the ring: the first run of the tenant with
+    /// the fewest running attempts for its weight, among tenants under their concurrency cap
+    /// (`None` when every waiting run's tenant is at its cap).
+    pub(super) fn next_fair_run(&mut self, running: &Running) -> Option<RunKey> {
+        let mut best: Option<(f64, usize)> = None;
+        let mut seen: Vec<Option<String>> = Vec::new();
+        for (i, &key) in self.ring.iter().enumerate() {
+            let tenant = self.tenant_of_run(key);
+            if seen.contains(&tenant) {
+                continue;
+            }
+            let quota = tenant.as_ref().and_then(|t| self.config.tenants.get(t)).copied().unwrap_or_default();
+            let now = running.get(&tenant).copied().unwrap_or(0);
+            seen.push(tenant);
+            if quota.max_concurrent_calls.is_some_and(|cap| now >= cap) {
+                continue;
+            }
+            let load = f64::from(now + 1) / quota.weight;
+            if best.is_none_or(|(b, _)| load < b) {
+                best = Some((load, i));
+            }
+        }
+        let (_, i) = best?;
+        self.ring.remove(i)
+    }
+}

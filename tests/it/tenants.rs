@@ -1,0 +1,103 @@
+//! Tenants' quotas and shares (the auth file's `tenants:`): weighted fair sharing of the slots,
+//! a concurrency cap that queues, an active-run quota that refuses with a retry delay.
+
+use std::time::Duration;
+
+use swarm_cli::client::{self, Client};
+use swarm_cli::embedded::{Embedded, EmbeddedOptions};
+use swarm_coordinator::auth::{Authenticator, token_sha256};
+use swarm_core::{RunSpec, SubtaskSpec};
+use swarm_proto::pb::{self, run_event::Event};
+use swarm_tests::harness::wait_done;
+
+fn auth_file() -> String {
+    let mut out = String::from("principals:\n");
+    for t in ["a", "b", "c"] {
+        out += &format!(
+            "  - {{name: {t}-bot, tenant: {t}, roles: [submit, read], token_sha256: \"{}\"}}\n",
+            token_sha256(&format!("tok-{t}"))
+        );
+    }
+    out += "tenants:\n  a: {weight: 1}\n  b: {weight: 3}\n  c: {max_concurrent_calls: 1, max_active_runs: 1}\n";
+    out
+}
+
+fn sleeps(name: &str, n: usize, ms: u64) -> RunSpec {
+    let subtasks = (0..n).map(|i| SubtaskSpec::tool(format!("s{i}"), "sleep", serde_json::json!({"ms": ms}))).collect();
+    RunSpec::new(name, subtasks)
+}
+
+async fn as_tenant(cluster: &Embedded, t: &str) -> Client {
+    client::connect_with(&cluster.url(), Some(&format!("tok-{t}"))).await.expect("client")
+}
+
+async fn events(c: &mut Client, run_id: &str) -> Vec<pb::RunEvent> {
+    let req = pb::WatchRunRequest { run_id: run_id.into(), after_seq: 0 };
+    let mut stream = c.watch_run(req).await.expect("watch").into_inner();
+    let mut out = Vec::new();
+    while let Some(Ok(e)) = futures_util::StreamExt::next(&mut stream).await {
+        out.push(e);
+    }
+    out
+}
+
+fn secs(e: &pb::RunEvent) -> f64 {
+    e.time.as_ref().map_or(0.0, |t| t.seconds as f64 + f64::from(t.nanos) / 1e9)
+}
+
+fn starts(events: &[pb::RunEvent]) -> Vec<f64> {
+    events.iter().filter(|e| matches!(e.event, Some(Event::SubtaskStarted(_)))).map(secs).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_share_the_slots_by_weight_and_quotas_queue_or_refuse() {
+    let _serial = crate::failover::SERIAL.lock().await;
+    let mut opts = EmbeddedOptions { workers: 1, slots: 8, ..Default::default() };
+    opts.coordinator.auth = Authenticator::parse(&auth_file()).expect("auth file");
+    let cluster = Embedded::start(opts).await.expect("cluster");
+    let (mut a, mut b, mut c) =
+        (as_tenant(&cluster, "a").await, as_tenant(&cluster, "b").await, as_tenant(&cluster, "c").await);
+
+    // Both saturate the 8 slots: a (weight 1) and b (weight 3) should get them 1 : 3.
+    let submit = |spec: RunSpec| pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: String::new() };
+    let run_a = a.submit_run(submit(sleeps("a-work", 240, 50))).await.expect("a").into_inner().run_id;
+    let run_b = b.submit_run(submit(sleeps("b-work", 240, 50))).await.expect("b").into_inner().run_id;
+    for (cl, id) in [(&mut a, &run_a), (&mut b, &run_b)] {
+        assert_eq!(
+            wait_done(cl, id, Duration::from_secs(60)).await.expect("done").state,
+            pb::RunState::Succeeded as i32
+        );
+    }
+    let (ea, eb) = (events(&mut a, &run_a).await, events(&mut b, &run_b).await);
+    let (sa, sb) = (starts(&ea), starts(&eb));
+    // The window in which both had work waiting: from both runs' first start (plus the first
+    // round of 50 ms calls, which went to whoever came first) until b's last start.
+    let from = sa[0].max(sb[0]) + 0.1;
+    let until = sb.iter().copied().fold(0.0, f64::max);
+    let count = |s: &[f64]| s.iter().filter(|&&t| t >= from && t <= until).count() as f64;
+    let (na, nb) = (count(&sa), count(&sb));
+    let ratio = na / nb;
+    eprintln!("fair share: a : b = {na} : {nb} = {ratio:.3} (1 : 3 is 0.333)");
+    assert!(nb > 100.0, "a long enough window: {na} and {nb} starts");
+    assert!((ratio - 1.0 / 3.0).abs() <= 0.1 / 3.0, "a : b = {na} : {nb} = {ratio:.3}, not 1 : 3 within 10 %");
+
+    // c may run one call at a time (its calls queue) and have one active run (another is refused).
+    let run_c = c.submit_run(submit(sleeps("c-work", 6, 50))).await.expect("c").into_inner().run_id;
+    let refused = c.submit_run(submit(sleeps("c-more", 1, 1))).await.expect_err("over max_active_runs");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    assert!(swarm_proto::status::retry_after(&refused).is_some(), "with a retry delay");
+    wait_done(&mut c, &run_c, Duration::from_secs(30)).await.expect("c done");
+    let ec = events(&mut c, &run_c).await;
+    let mut open = 0;
+    let mut most = 0;
+    for e in &ec {
+        match e.event {
+            Some(Event::SubtaskStarted(_)) => open += 1,
+            Some(Event::SubtaskSucceeded(_)) => open -= 1,
+            _ => {}
+        }
+        most = most.max(open);
+    }
+    assert_eq!(most, 1, "c never ran two calls at once");
+    cluster.stop().await;
+}
