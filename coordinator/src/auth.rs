@@ -109,6 +109,10 @@ pub struct TenantQuota {
     /// Its attempts running at once, at most; beyond it its subtasks wait (queued).
     #[serde(default)]
     pub max_concurrent_calls: Option<u32>,
+    /// Its attempts started per minute, at most (bursts of a second's worth); beyond it its
+    /// subtasks wait (queued).
+    #[serde(default)]
+    pub tool_calls_per_minute: Option<u32>,
 }
 
 fn one() -> f64 {
@@ -117,7 +121,7 @@ fn one() -> f64 {
 
 impl Default for TenantQuota {
     fn default() -> Self {
-        Self { weight: 1.0, max_active_runs: None, max_concurrent_calls: None }
+        Self { weight: 1.0, max_active_runs: None, max_concurrent_calls: None, tool_calls_per_minute: None }
     }
 }
 
@@ -200,6 +204,10 @@ impl Authenticator {
             );
             anyhow::ensure!(q.max_active_runs != Some(0), "{at}.max_active_runs: must be at least 1");
             anyhow::ensure!(q.max_concurrent_calls != Some(0), "{at}.max_concurrent_calls: must be at least 1");
+            anyhow::ensure!(
+                q.tool_calls_per_minute.is_none_or(|n| (1..=60_000_000).contains(&n)),
+                "{at}.tool_calls_per_minute: must be 1 to 60,000,000"
+            );
         }
         Ok(Self { principals: Some(Arc::new(out)), tenants: Arc::new(file.tenants) })
     }

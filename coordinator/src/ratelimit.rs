@@ -82,6 +82,13 @@ impl RateLimiter {
         }
     }
 
+    /// Whether a call of `key` could take a token now (none is taken).
+    pub fn has_token(&mut self, key: &str, now_us: u64) -> bool {
+        let Some(b) = self.buckets.get_mut(key) else { return true };
+        Self::refill(b, now_us);
+        b.tokens >= 1.0
+    }
+
     /// When the next token of any empty bucket arrives (µs since the epoch).
     pub fn next_token_us(&self, now_us: u64) -> Option<u64> {
         self.buckets

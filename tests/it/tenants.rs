@@ -12,13 +12,13 @@ use swarm_tests::harness::wait_done;
 
 fn auth_file() -> String {
     let mut out = String::from("principals:\n");
-    for t in ["a", "b", "c"] {
+    for t in ["a", "b", "c", "d"] {
         out += &format!(
             "  - {{name: {t}-bot, tenant: {t}, roles: [submit, read], token_sha256: \"{}\"}}\n",
             token_sha256(&format!("tok-{t}"))
         );
     }
-    out += "tenants:\n  a: {weight: 1}\n  b: {weight: 3}\n  c: {max_concurrent_calls: 1, max_active_runs: 1}\n";
+    out += "tenants:\n  a: {weight: 1}\n  b: {weight: 3}\n  c: {max_concurrent_calls: 1, max_active_runs: 1}\n  d: {tool_calls_per_minute: 600}\n";
     out
 }
 
@@ -99,5 +99,13 @@ async fn tenants_share_the_slots_by_weight_and_quotas_queue_or_refuse() {
         most = most.max(open);
     }
     assert_eq!(most, 1, "c never ran two calls at once");
+
+    // d may start 600 calls a minute (10 a second, bursts of 10): 30 instant calls take ~2 s.
+    let mut d = as_tenant(&cluster, "d").await;
+    let run_d = d.submit_run(submit(sleeps("d-work", 30, 0))).await.expect("d").into_inner().run_id;
+    wait_done(&mut d, &run_d, Duration::from_secs(30)).await.expect("d done");
+    let sd = starts(&events(&mut d, &run_d).await);
+    let spread = sd.iter().copied().fold(0.0, f64::max) - sd.iter().copied().fold(f64::MAX, f64::min);
+    assert!((1.8..4.0).contains(&spread), "30 calls at 10/s after a burst of 10 started over {spread:.2} s");
     cluster.stop().await;
 }

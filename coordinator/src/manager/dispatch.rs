@@ -21,7 +21,7 @@ impl Manager {
         let mut running = self.shares_by_tenant().then(|| self.running_by_tenant());
         while free > 0 && misses <= self.ring.len() {
             let next = match &running {
-                Some(r) => self.next_fair_run(r),
+                Some(r) => self.next_fair_run(r, now),
                 None => self.ring.pop_front(),
             };
             let Some(key) = next else { break };
@@ -60,7 +60,11 @@ impl Manager {
                     misses = 0;
                     free -= 1;
                     if let Some(r) = running.as_mut() {
-                        *r.entry(self.tenant_of_run(key)).or_default() += 1;
+                        let tenant = self.tenant_of_run(key);
+                        if let Some(t) = &tenant {
+                            self.tenant_rates.try_take(t, now);
+                        }
+                        *r.entry(tenant).or_default() += 1;
                     }
                     if !self.start_attempt(key, sub, w, now) {
                         if let Some(entry) = self.runs.get_mut(&key) {

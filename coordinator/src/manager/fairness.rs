@@ -9,6 +9,21 @@ use swarm_core::RunKey;
 
 use super::Manager;
 
+/// Buckets for the tenants that have a `tool_calls_per_minute`, keyed by tenant name.
+pub(super) fn tenant_rates(
+    tenants: &std::collections::BTreeMap<String, crate::auth::TenantQuota>,
+) -> crate::ratelimit::RateLimiter {
+    let limits = tenants
+        .iter()
+        .filter_map(|(t, q)| q.tool_calls_per_minute.map(|n| (t, n)))
+        .map(|(t, n)| {
+            let rate = f64::from(n) / 60.0;
+            (t.clone(), crate::ratelimit::RateLimit { rate, burst: rate.ceil().max(1.0) as u32 })
+        })
+        .collect();
+    crate::ratelimit::RateLimiter::new(&limits)
+}
+
 /// Running attempts per tenant (`None`: runs of no tenant), for one dispatch pass.
 pub(super) type Running = HashMap<Option<String>, u32>;
 
@@ -36,7 +51,7 @@ impl Manager {
     /// Takes the next run to dispatch from out of the ring: the first run of the tenant with
     /// the fewest running attempts for its weight, among tenants under their concurrency cap
     /// (`None` when every waiting run's tenant is at its cap).
-    pub(super) fn next_fair_run(&mut self, running: &Running) -> Option<RunKey> {
+    pub(super) fn next_fair_run(&mut self, running: &Running, now_us: u64) -> Option<RunKey> {
         let mut best: Option<(f64, usize)> = None;
         let mut seen: Vec<Option<String>> = Vec::new();
         for (i, &key) in self.ring.iter().enumerate() {
@@ -48,6 +63,11 @@ impl Manager {
             let now = running.get(&tenant).copied().unwrap_or(0);
             seen.push(tenant);
             if quota.max_concurrent_calls.is_some_and(|cap| now >= cap) {
+                continue;
+            }
+            if let Some(t) = seen.last().and_then(Option::as_deref)
+                && !self.tenant_rates.has_token(t, now_us)
+            {
                 continue;
             }
             let load = f64::from(now + 1) / quota.weight;

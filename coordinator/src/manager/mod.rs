@@ -282,6 +282,7 @@ pub fn spawn(
 ) -> ManagerHandle {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let limiter = crate::ratelimit::RateLimiter::new(&config.rate_limits);
+    let tenant_rates = fairness::tenant_rates(&config.tenants);
     let clock = startup.clock.clone().unwrap_or_else(crate::clock::system);
     let mut manager = Manager {
         fences: startup.fences.clone(),
@@ -299,6 +300,7 @@ pub fn spawn(
         stats: ManagerStats::default(),
         repeatable_tools: HashSet::new(),
         limiter,
+        tenant_rates,
         expected_workers: startup.expected_workers,
         ended: Vec::new(),
         log_expiry: VecDeque::new(),
@@ -345,6 +347,8 @@ struct Manager {
     repeatable_tools: HashSet<String>,
     /// Per-tool token buckets.
     limiter: crate::ratelimit::RateLimiter,
+    /// Per-tenant buckets of `tool_calls_per_minute`.
+    tenant_rates: crate::ratelimit::RateLimiter,
     expected_workers: HashSet<WorkerId>,
     /// Runs that ended, with the outbox mark of their last write: archived once it is settled.
     ended: Vec<(RunKey, u64)>,
@@ -367,7 +371,12 @@ impl Manager {
                 || !self.ended.is_empty()
                 || self.runs.values().any(|r| !r.parked.is_empty());
             // A tool at its rate limit: wake when its next token arrives.
-            let token = if self.ring.is_empty() { None } else { self.limiter.next_token_us(self.supervisor.now_us()) };
+            let token = if self.ring.is_empty() {
+                None
+            } else {
+                let now = self.supervisor.now_us();
+                [self.limiter.next_token_us(now), self.tenant_rates.next_token_us(now)].into_iter().flatten().min()
+            };
             let wake = self.supervisor.next_wake(busy, token);
             tokio::select! {
                 biased;
@@ -504,7 +513,9 @@ impl Manager {
             }
             Command::WorkerLeft { conn } => {
                 if let Some(w) = self.registry.by_conn(conn) {
-                    info!(worker_id = %self.registry.id(w).map(ToString::to_string).unwrap_or_default(), "worker left");
+                    let id = self.registry.id(w).cloned();
+                    let principal = id.as_ref().and_then(|i| self.worker_principals.get(i)).map_or("", String::as_str);
+                    info!(worker_id = %id.map(|i| i.to_string()).unwrap_or_default(), %principal, "worker left");
                     self.worker_detached(w);
                 }
             }
