@@ -51,6 +51,10 @@ pub struct RunSpec {
     /// A subtask ready this long without starting fails as a timeout (0: waits forever).
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub schedule_to_start_ms: u64,
+    /// 0 (default) to 9: among runs of one tenant, a ready subtask of a higher-priority run is
+    /// dispatched first.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u32,
 }
 
 fn is_zero_u64(v: &u64) -> bool {
@@ -136,6 +140,7 @@ impl RunSpec {
             tool_retry: Default::default(),
             max_concurrency: 0,
             schedule_to_start_ms: 0,
+            priority: 0,
         }
     }
 }

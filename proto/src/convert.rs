@@ -116,6 +116,7 @@ impl TryFrom<pb::RunSpec> for RunSpec {
             tool_retry,
             max_concurrency: spec.max_concurrency,
             schedule_to_start_ms: spec.schedule_to_start_ms,
+            priority: spec.priority,
             name: spec.name,
             subtasks,
         })
@@ -161,6 +162,7 @@ impl From<&RunSpec> for pb::RunSpec {
             tool_retry: spec.tool_retry.iter().map(|(t, r)| (t.clone(), retry_wire(r))).collect(),
             max_concurrency: spec.max_concurrency,
             schedule_to_start_ms: spec.schedule_to_start_ms,
+            priority: spec.priority,
             speculation: Some(pb::Speculation {
                 disabled: !spec.speculation.enabled,
                 quantile: spec.speculation.quantile,
@@ -342,6 +344,7 @@ mod tests {
             tool_retry: Default::default(),
             max_concurrency: 0,
             schedule_to_start_ms: 0,
+            priority: 0,
             name: "x".into(),
             subtasks: vec![
                 pb::SubtaskSpec { id: "a".into(), kind: None, ..Default::default() },

@@ -49,6 +49,7 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
                 tool_retry: Default::default(),
                 max_concurrency: 0,
                 schedule_to_start_ms: 0,
+                priority: 0,
                 name: "wire".into(),
                 subtasks: vec![pb::SubtaskSpec {
                     id: "j".into(),

@@ -109,3 +109,26 @@ async fn tenants_share_the_slots_by_weight_and_quotas_queue_or_refuse() {
     assert!((1.8..4.0).contains(&spread), "30 calls at 10/s after a burst of 10 started over {spread:.2} s");
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_higher_priority_run_is_served_first() {
+    let cluster =
+        Embedded::start(EmbeddedOptions { workers: 1, slots: 4, ..Default::default() }).await.expect("cluster");
+    let mut c = client::connect(&cluster.url()).await.expect("client");
+    let submit = |spec: RunSpec| pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: String::new() };
+    let low = c.submit_run(submit(sleeps("low", 60, 40))).await.expect("low").into_inner().run_id;
+    let mut urgent = sleeps("urgent", 40, 40);
+    urgent.priority = 9;
+    let high = c.submit_run(submit(urgent)).await.expect("high").into_inner().run_id;
+    for id in [&low, &high] {
+        wait_done(&mut c, id, Duration::from_secs(60)).await.expect("done");
+    }
+    let (sl, sh) = (starts(&events(&mut c, &low).await), starts(&events(&mut c, &high).await));
+    let (first_h, last_h) = (sh.iter().copied().fold(f64::MAX, f64::min), sh.iter().copied().fold(0.0, f64::max));
+    let low_meanwhile = sl.iter().filter(|&&t| t > first_h && t < last_h).count();
+    assert_eq!(low_meanwhile, 0, "no low-priority call started while urgent ones waited");
+    assert!(sl.iter().any(|&t| t > last_h), "the low run went on afterwards");
+    let bad = c.submit_run(submit(RunSpec { priority: 10, ..sleeps("bad", 1, 1) })).await.expect_err("priority 10");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    cluster.stop().await;
+}

@@ -22,7 +22,7 @@ impl Manager {
         while free > 0 && misses <= self.ring.len() {
             let next = match &running {
                 Some(r) => self.next_fair_run(r, now),
-                None => self.ring.pop_front(),
+                None => self.next_run(),
             };
             let Some(key) = next else { break };
             let Some(entry) = self.runs.get_mut(&key) else { continue };

@@ -76,6 +76,34 @@ impl Manager {
             }
         }
         let (_, i) = best?;
+        let tenant = self.tenant_of_run(self.ring[i]);
+        let i = self.highest_priority(Some(&tenant)).unwrap_or(i);
         self.ring.remove(i)
+    }
+
+    /// Takes the next run to dispatch from without tenants: the first of the highest priority
+    /// (the ring's head while no run has asked for a priority).
+    pub(super) fn next_run(&mut self) -> Option<RunKey> {
+        if !self.prioritized {
+            return self.ring.pop_front();
+        }
+        let i = self.highest_priority(None)?;
+        self.ring.remove(i)
+    }
+
+    /// The ring index of the first run of the highest priority (of `tenant`'s runs, if given).
+    fn highest_priority(&self, tenant: Option<&Option<String>>) -> Option<usize> {
+        let mut best: Option<(u32, usize)> = None;
+        for (i, key) in self.ring.iter().enumerate() {
+            let Some(entry) = self.runs.get(key) else { continue };
+            if tenant.is_some_and(|t| entry.header.tenant != *t) {
+                continue;
+            }
+            let p = entry.engine.dag().priority();
+            if best.is_none_or(|(b, _)| p > b) {
+                best = Some((p, i));
+            }
+        }
+        best.map(|(_, i)| i)
     }
 }

@@ -301,6 +301,7 @@ pub fn spawn(
         repeatable_tools: HashSet::new(),
         limiter,
         tenant_rates,
+        prioritized: false,
         expected_workers: startup.expected_workers,
         ended: Vec::new(),
         log_expiry: VecDeque::new(),
@@ -349,6 +350,9 @@ struct Manager {
     limiter: crate::ratelimit::RateLimiter,
     /// Per-tenant buckets of `tool_calls_per_minute`.
     tenant_rates: crate::ratelimit::RateLimiter,
+    /// A run with a priority was seen: dispatch looks for the highest (until then, the
+    /// ring's head is as good, and cheaper).
+    prioritized: bool,
     expected_workers: HashSet<WorkerId>,
     /// Runs that ended, with the outbox mark of their last write: archived once it is settled.
     ended: Vec<(RunKey, u64)>,

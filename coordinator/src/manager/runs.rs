@@ -58,6 +58,7 @@ impl Manager {
         let engine = engine.unwrap_or_else(|| {
             RunEngine::new(run_id.clone(), dag.clone(), self.config.retry.clone(), header.submitted_us, seed)
         });
+        self.prioritized |= dag.priority() > 0;
         let log = log.unwrap_or_else(|| {
             EventLog::new(run_id.clone(), &dag, self.supervisor.now_us(), self.config.caps.max_run_events)
         });

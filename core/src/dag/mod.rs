@@ -99,6 +99,7 @@ pub struct Dag {
     speculation: crate::spec::Speculation,
     max_concurrency: u32,
     schedule_to_start_ms: u64,
+    priority: u32,
 }
 
 impl Dag {
@@ -142,6 +143,9 @@ impl Dag {
 
         for (field, description) in spec.speculation.violations() {
             bad(format!("speculation.{field}"), description);
+        }
+        if spec.priority > 9 {
+            bad("priority".into(), format!("must be 0 to 9, not {}", spec.priority));
         }
         if spec.schedule_to_start_ms > MAX_SCHEDULE_TO_START_MS {
             bad(
@@ -342,7 +346,13 @@ impl Dag {
             speculation: spec.speculation.clone(),
             max_concurrency: spec.max_concurrency,
             schedule_to_start_ms: spec.schedule_to_start_ms,
+            priority: spec.priority,
         })
+    }
+
+    /// The run's priority among its tenant's runs (0 to 9).
+    pub fn priority(&self) -> u32 {
+        self.priority
     }
 
     /// The run's agent limits.
