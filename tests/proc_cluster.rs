@@ -186,11 +186,7 @@ impl ProcCluster {
 
     /// Lines appended by the `append` tool to `file`.
     pub fn appended(&self, file: &str) -> Vec<String> {
-        std::fs::read_to_string(self.dir.0.join("append").join(file))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        appended_in(&self.dir.0, file)
     }
 
     /// The logs of every process, for failure messages.
@@ -239,6 +235,30 @@ pub fn append_swarm(chains: usize, length: usize, ms: u64, file: &str) -> RunSpe
         }
     }
     spec
+}
+
+/// Lines the `append` tool appended to `file` in `dir`'s append directory (see [`write_script`]).
+pub fn appended_in(dir: &std::path::Path, file: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join("append").join(file)).unwrap_or_default().lines().map(str::to_owned).collect()
+}
+
+/// The scripted orchestrator `lead` (see [`write_script`]): six `helper`s, four appends each,
+/// granted the `append` tool.
+pub fn lead() -> SubtaskSpec {
+    SubtaskSpec {
+        retry: None,
+        id: "lead".into(),
+        kind: swarm_core::SubtaskKind::Orchestrator(swarm_core::agent::OrchestratorSpec {
+            goal: "get help".into(),
+            model: "scripted".into(),
+            tools: vec![],
+            max_steps: None,
+            subagent_tools: vec!["append".into()],
+            subagent_models: vec![],
+        }),
+        depends_on: vec![],
+        timeout: None,
+    }
 }
 
 /// A subtask for quick probes.

@@ -257,20 +257,7 @@ async fn an_orchestrator_stage_survives_a_leader_sigkill() {
     let (a_url, _) = pc.leader().await.expect("leader").expect("elected");
     let a = pc.coordinators.iter().position(|(_, url)| *url == a_url).expect("leader is ours");
     let mut c = pc.client(&a_url).await.expect("client");
-    let lead = swarm_core::SubtaskSpec {
-        retry: None,
-        id: "lead".into(),
-        kind: swarm_core::SubtaskKind::Orchestrator(swarm_core::agent::OrchestratorSpec {
-            goal: "get help".into(),
-            model: "scripted".into(),
-            tools: vec![],
-            max_steps: None,
-            subagent_tools: vec!["append".into()],
-            subagent_models: vec![],
-        }),
-        depends_on: vec![],
-        timeout: None,
-    };
+    let lead = swarm_tests::proc_cluster::lead();
     let run_id = submit(&mut c, &swarm_core::RunSpec::new("orchestrated", vec![lead])).await.expect("submit");
     wait_for_events(&mut c, &run_id, Duration::from_secs(60), |e| {
         e.iter().filter(|e| matches!(e.event, Some(pb::run_event::Event::AgentStep(_)))).count() >= 4

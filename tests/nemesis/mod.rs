@@ -370,11 +370,7 @@ impl Nemesis {
 
     /// Lines appended to `file` by the `append` tool.
     pub fn appended(&self, file: &str) -> Vec<String> {
-        std::fs::read_to_string(self.dir.0.join("append").join(file))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        crate::proc_cluster::appended_in(&self.dir.0, file)
     }
 
     /// The tail of every process's log, after every error any coordinator logged.
@@ -427,23 +423,7 @@ pub fn workload(k: usize) -> RunSpec {
             RunSpec::new("", subtasks)
         }
         // An orchestrator and its subagents (scripted model: six helpers, four appends each).
-        _ => RunSpec::new(
-            "",
-            vec![SubtaskSpec {
-                retry: None,
-                id: "lead".into(),
-                kind: swarm_core::SubtaskKind::Orchestrator(swarm_core::agent::OrchestratorSpec {
-                    goal: "get help".into(),
-                    model: "scripted".into(),
-                    tools: vec![],
-                    max_steps: None,
-                    subagent_tools: vec!["append".into()],
-                    subagent_models: vec![],
-                }),
-                depends_on: vec![],
-                timeout: None,
-            }],
-        ),
+        _ => RunSpec::new("", vec![crate::proc_cluster::lead()]),
     };
     spec.name = name;
     spec.retry = Some(swarm_core::retry::RetrySpec {
