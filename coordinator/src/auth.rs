@@ -132,7 +132,14 @@ struct PrincipalEntry {
     #[serde(default)]
     tenant: Option<String>,
     roles: Vec<Role>,
-    token_sha256: String,
+    /// The token's SHA-256, hex; or where the token itself is (`token_env`, `token_file`: a
+    /// Kubernetes or compose secret), hashed at start. Exactly one of the three.
+    #[serde(default)]
+    token_sha256: Option<String>,
+    #[serde(default)]
+    token_env: Option<String>,
+    #[serde(default)]
+    token_file: Option<String>,
 }
 
 /// A principal and its token's SHA-256.
@@ -192,8 +199,22 @@ impl Authenticator {
                 anyhow::ensure!(ok, "{at}: tenant must be 1 to 64 of [A-Za-z0-9._-]");
             }
             anyhow::ensure!(!p.roles.is_empty(), "{at}: no roles");
-            let hash = decode_hex32(&p.token_sha256)
-                .ok_or_else(|| anyhow::anyhow!("{at}: token_sha256 must be 64 hex digits (sha256sum of the token)"))?;
+            let hash = match (&p.token_sha256, &p.token_env, &p.token_file) {
+                (Some(hex), None, None) => decode_hex32(hex).ok_or_else(|| {
+                    anyhow::anyhow!("{at}: token_sha256 must be 64 hex digits (sha256sum of the token)")
+                })?,
+                (None, Some(var), None) => {
+                    let token =
+                        std::env::var(var).map_err(|_| anyhow::anyhow!("{at}: token_env: ${var} is not set"))?;
+                    hash_token(&at, token.trim())?
+                }
+                (None, None, Some(path)) => {
+                    let token = std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("{at}: token_file: cannot read {path}: {e}"))?;
+                    hash_token(&at, token.trim())?
+                }
+                _ => anyhow::bail!("{at}: give exactly one of token_sha256, token_env, token_file"),
+            };
             out.push((hash, Arc::new(Principal { name: p.name, tenant: p.tenant, roles: p.roles })));
         }
         for (name, q) in &file.tenants {
@@ -276,6 +297,13 @@ pub fn token_sha256(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A token given in the clear (from the environment or a file), as its hash; short ones are
+/// refused (a token must not be guessable).
+fn hash_token(at: &str, token: &str) -> anyhow::Result<[u8; 32]> {
+    anyhow::ensure!(token.len() >= 16, "{at}: the token is shorter than 16 characters");
+    Ok(Sha256::digest(token.as_bytes()).into())
+}
+
 fn decode_hex32(text: &str) -> Option<[u8; 32]> {
     let text = text.trim();
     if text.len() != 64 {
@@ -333,6 +361,31 @@ mod tests {
         // Off: everyone is the anonymous administrator.
         let req = Authenticator::off().authenticate(Request::new(())).expect("open");
         assert!(principal(&req).may(Role::Admin));
+    }
+
+    #[test]
+    fn tokens_can_come_from_a_file_or_the_environment() {
+        let dir = std::env::temp_dir().join(format!("swarm-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("token");
+        std::fs::write(&file, "file-token-0123456789\n").expect("write");
+        // A variable every test process has (setting one would need `unsafe`).
+        let path = std::env::var("PATH").expect("PATH");
+        let text = format!(
+            "principals:\n  - {{name: f, roles: [read], token_file: {}}}\n  - {{name: e, roles: [worker], token_env: PATH}}\n",
+            file.display()
+        );
+        let auth = Authenticator::parse(&text).expect("valid");
+        assert_eq!(auth.principal_for("file-token-0123456789").map(|p| p.name.clone()).as_deref(), Some("f"));
+        assert_eq!(auth.principal_for(path.trim()).map(|p| p.name.clone()).as_deref(), Some("e"));
+        for (text, says) in [
+            ("principals:\n  - {name: a, roles: [read], token_env: SWARM_TEST_UNSET_VAR}", "is not set"),
+            ("principals:\n  - {name: a, roles: [read]}", "exactly one"),
+        ] {
+            let err = Authenticator::parse(text).expect_err("refused").to_string();
+            assert!(err.contains(says), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
