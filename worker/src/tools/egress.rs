@@ -134,13 +134,20 @@ impl reqwest::dns::Resolve for CheckedResolver {
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let refused = addrs.iter().find(|a| !policy.permits(a.ip())).map(SocketAddr::ip);
-            let permitted: Vec<SocketAddr> = addrs.into_iter().filter(|a| policy.permits(a.ip())).collect();
-            match (permitted.is_empty(), refused) {
-                (true, Some(ip)) => Err(EgressRefused(EgressPolicy::refusal(&host, ip)).into()),
-                _ => Ok(Box::new(permitted.into_iter()) as reqwest::dns::Addrs),
-            }
+            let permitted = screen(&policy, &host, addrs)?;
+            Ok(Box::new(permitted.into_iter()) as reqwest::dns::Addrs)
         })
+    }
+}
+
+/// The addresses `host` resolved to that the policy permits; refused when it resolved only to
+/// refused ones.
+pub fn screen(policy: &EgressPolicy, host: &str, addrs: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, EgressRefused> {
+    let refused = addrs.iter().find(|a| !policy.permits(a.ip())).map(SocketAddr::ip);
+    let permitted: Vec<SocketAddr> = addrs.into_iter().filter(|a| policy.permits(a.ip())).collect();
+    match (permitted.is_empty(), refused) {
+        (true, Some(ip)) => Err(EgressRefused(EgressPolicy::refusal(host, ip))),
+        _ => Ok(permitted),
     }
 }
 
@@ -229,5 +236,17 @@ mod tests {
         for bad in ["10.0.0.0/33", "nope", "::/129", "1.2.3.4/-1"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_name_that_resolves_inside_is_refused_and_a_mixed_one_keeps_its_public_addresses() {
+        let policy = EgressPolicy::public_only();
+        let at = |ip: &str| SocketAddr::new(ip.parse().expect("ip"), 80);
+        let err = screen(&policy, "rebind.example", vec![at("127.0.0.1"), at("169.254.169.254")]).expect_err("inside");
+        assert!(err.0.contains("rebind.example is 127.0.0.1") && err.0.contains("egress policy"), "{err}");
+        assert_eq!(
+            screen(&policy, "mixed.example", vec![at("10.0.0.1"), at("1.1.1.1")]).expect("public"),
+            [at("1.1.1.1")]
+        );
     }
 }
