@@ -81,6 +81,11 @@ pub struct UpArgs {
     /// Let the in-process workers' `http_get` reach this internal range (repeatable).
     #[arg(long = "allow-egress", value_name = "CIDR")]
     pub allow_egress: Vec<swarm_worker::tools::egress::Cidr>,
+    /// A tool (MCP, HTTP) that may run twice — read-only or idempotent — so it is speculated
+    /// like the built-in ones (repeatable). Built-in tools' flags are fixed; under --auth-file
+    /// workers' own claims about other tools are ignored, so list them here.
+    #[arg(long = "repeatable-tool", value_name = "TOOL")]
+    pub repeatable_tools: Vec<String>,
     #[command(flatten)]
     pub caps: CapsArgs,
 }
@@ -137,6 +142,11 @@ pub struct CoordinatorArgs {
     /// saying so (0: it waits for such a worker forever).
     #[arg(long, env = "SWARM_NO_WORKER_TIMEOUT", default_value = "60s", value_parser = parse_ttl)]
     pub no_worker_timeout: Duration,
+    /// A tool (MCP, HTTP) that may run twice — read-only or idempotent — so it is speculated
+    /// like the built-in ones (repeatable). Built-in tools' flags are fixed; under --auth-file
+    /// workers' own claims about other tools are ignored, so list them here.
+    #[arg(long = "repeatable-tool", value_name = "TOOL")]
+    pub repeatable_tools: Vec<String>,
     #[command(flatten)]
     pub caps: CapsArgs,
 }

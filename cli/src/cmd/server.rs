@@ -26,6 +26,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         http_listen,
         no_worker_timeout,
         allow_egress,
+        repeatable_tools,
         caps,
     } = args;
     let auth = authenticator(auth_file.as_deref(), listen, insecure)?;
@@ -36,6 +37,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     options.coordinator.lease_ttl = store.lease_ttl;
     options.coordinator.manager.no_worker_timeout = no_worker_timeout;
     options.coordinator.manager.caps = caps.into();
+    options.coordinator.manager.operator_repeatable = repeatable_tools.into_iter().collect();
     options.coordinator.payloads = store.payloads(payloads.as_deref())?;
     options.coordinator.auth = auth;
     options.egress = swarm_worker::tools::egress::EgressPolicy { allow: allow_egress };
@@ -107,6 +109,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         http_listen,
         health_listen,
         no_worker_timeout,
+        repeatable_tools,
         caps,
     } = args;
     let auth = authenticator(auth_file.as_deref(), listen, insecure)?;
@@ -126,6 +129,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     config.manager.rate_limits = rate_limits.into_iter().collect();
     config.manager.no_worker_timeout = no_worker_timeout;
     config.manager.caps = caps.into();
+    config.manager.operator_repeatable = repeatable_tools.into_iter().collect();
     let coordinator = Coordinator::start(config, store.open().await?, token);
     if let Some(addr) = http_listen {
         let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--http-listen {addr}"))?;

@@ -95,6 +95,9 @@ pub struct ManagerConfig {
     pub fault: Option<FaultHook>,
     /// Tenants' quotas and weights (from the auth file; empty: plain round-robin over runs).
     pub tenants: std::collections::BTreeMap<String, crate::auth::TenantQuota>,
+    /// Tools the operator declares may run twice (read-only or idempotent; `--repeatable-tool`):
+    /// speculated like the built-in ones, whatever workers say.
+    pub operator_repeatable: HashSet<String>,
     /// Take workers' word for which non-built-in tools may run twice (read-only, idempotent).
     /// Off when callers authenticate: a worker must not make a tool raceable by saying so.
     pub trust_worker_tool_flags: bool,
@@ -107,6 +110,7 @@ impl Default for ManagerConfig {
             heartbeat_interval: Duration::from_secs(5),
             trust_worker_tool_flags: true,
             tenants: Default::default(),
+            operator_repeatable: HashSet::new(),
             term: 0,
             recovery_grace: Duration::from_secs(6),
             coordinator_id: "swarm-coordinator".into(),
@@ -283,6 +287,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let limiter = crate::ratelimit::RateLimiter::new(&config.rate_limits);
     let tenant_rates = fairness::tenant_rates(&config.tenants);
+    let repeatable_tools = config.operator_repeatable.clone();
     let clock = startup.clock.clone().unwrap_or_else(crate::clock::system);
     let mut manager = Manager {
         fences: startup.fences.clone(),
@@ -298,7 +303,7 @@ pub fn spawn(
         ring: VecDeque::new(),
         actions: Vec::new(),
         stats: ManagerStats::default(),
-        repeatable_tools: HashSet::new(),
+        repeatable_tools,
         limiter,
         tenant_rates,
         prioritized: false,

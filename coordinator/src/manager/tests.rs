@@ -508,3 +508,50 @@ async fn a_worker_cannot_claim_or_report_attempts_that_are_not_its_own() {
     assert_eq!((run.subtasks[0].output_json.as_str(), run.subtasks[0].worker_id.as_str()), ("{}", "a"));
     rig.stop().await;
 }
+
+/// Whether a straggling call of `tool` gets a backup under `config` (the worker claims the tool
+/// is idempotent): nine calls finish in 100 ms, the tenth hangs.
+async fn straggler_gets_a_backup(config: ManagerConfig, tool: &str) -> bool {
+    let rig = Rig::start(config);
+    let mut a = rig.join(ConnId(1), "a", 10, &[(tool, true)]).await;
+    let mut b = rig.join(ConnId(2), "b", 10, &[(tool, true)]).await;
+    let subtasks = (0..10).map(|i| SubtaskSpec::tool(format!("s{i}").as_str(), tool, json!({}))).collect();
+    rig.submit(RunSpec::new("hedge", subtasks)).await;
+    let mut given = Vec::new();
+    while given.len() < 10 {
+        tokio::select! {
+            m = next(&mut a) => if let pb::coordinator_message::Msg::Assignments(x) = m { given.extend(x.assignments.into_iter().map(|x| (ConnId(1), x))) },
+            m = next(&mut b) => if let pb::coordinator_message::Msg::Assignments(x) = m { given.extend(x.assignments.into_iter().map(|x| (ConnId(2), x))) },
+        }
+    }
+    let t0 = rig.clock.now_us();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    given.pop();
+    for (conn, x) in &given {
+        rig.report(*conn, x, t0, ok()).await;
+    }
+    let backup = async {
+        loop {
+            tokio::select! {
+                m = next(&mut a) => if let pb::coordinator_message::Msg::Assignments(x) = m && x.assignments.iter().any(|x| x.speculative) { return },
+                m = next(&mut b) => if let pb::coordinator_message::Msg::Assignments(x) = m && x.assignments.iter().any(|x| x.speculative) { return },
+            }
+        }
+    };
+    let got = tokio::time::timeout(Duration::from_secs(5), backup).await.is_ok();
+    rig.stop().await;
+    got
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_coordinator_decides_which_tools_may_run_twice() {
+    let untrusting = || ManagerConfig { trust_worker_tool_flags: false, ..ManagerConfig::default() };
+    assert!(!straggler_gets_a_backup(untrusting(), "lookup").await, "a worker's claim alone races nothing");
+    let declared = ManagerConfig { operator_repeatable: ["lookup".to_owned()].into(), ..untrusting() };
+    assert!(straggler_gets_a_backup(declared, "lookup").await, "the operator's --repeatable-tool does");
+    assert!(
+        !straggler_gets_a_backup(ManagerConfig::default(), "append").await,
+        "append is never raced, whatever is claimed"
+    );
+    assert!(straggler_gets_a_backup(untrusting(), "echo").await, "a built-in read-only tool is");
+}

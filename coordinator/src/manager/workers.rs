@@ -48,7 +48,10 @@ impl Manager {
                 // Built-in tools' flags are fixed here, whatever a worker says.
                 let repeatable = match BUILTIN_TOOLS.iter().find(|(name, _)| *name == t.name) {
                     Some(&(_, repeatable)) => repeatable,
-                    None => self.config.trust_worker_tool_flags && (t.read_only || t.idempotent),
+                    None => {
+                        self.config.operator_repeatable.contains(&t.name)
+                            || (self.config.trust_worker_tool_flags && (t.read_only || t.idempotent))
+                    }
                 };
                 if repeatable {
                     self.repeatable_tools.insert(t.name.clone());
