@@ -335,6 +335,10 @@ pub struct BenchArgs {
     /// With --addr: the coordinator's PID, to read its memory and CPU (overload scenario).
     #[arg(long)]
     pub coordinator_pid: Option<u32>,
+    /// The embedded cluster authenticates every call (an auth file of one principal; the
+    /// client and the workers send bearer tokens), to measure what authentication costs.
+    #[arg(long)]
+    pub auth: bool,
 }
 
 #[derive(clap::Args)]

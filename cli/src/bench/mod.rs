@@ -50,6 +50,8 @@ pub struct BenchOptions {
     pub overload: bool,
     /// The remote coordinator's PID (its memory and CPU are read from /proc).
     pub coordinator_pid: Option<u32>,
+    /// The embedded cluster authenticates callers (bearer tokens).
+    pub auth: bool,
 }
 
 /// One efficiency measurement.
@@ -216,15 +218,23 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         let mut models = swarm_worker::model::ModelRegistry::new();
         models.register("scripted", Arc::new(swarm_worker::model::ScriptedModel::demo(100, 15, 50)));
         models.register("scripted-big", Arc::new(swarm_worker::model::ScriptedModel::demo(1000, 10, 0)));
-        let options = EmbeddedOptions {
+        let mut options = EmbeddedOptions {
             workers: opts.workers,
             slots: opts.slots,
             models: Arc::new(models),
             ..EmbeddedOptions::default()
         };
+        let token = "bench-token-0123456789abcdef";
+        if opts.auth {
+            let file = format!(
+                "principals:\n  - {{name: bench, roles: [admin], token_sha256: \"{}\"}}\n",
+                swarm_coordinator::auth::token_sha256(token)
+            );
+            options.coordinator.auth = swarm_coordinator::auth::Authenticator::parse(&file)?;
+        }
         let cluster = Embedded::start_on(options, Arc::new(MemoryStore::new()), Some(handle)).await?;
         cluster.wait_for_workers(opts.workers as u32, Duration::from_secs(10)).await?;
-        let mut client = client::connect(&cluster.url()).await?;
+        let mut client = client::connect_with(&cluster.url(), opts.auth.then_some(token)).await?;
         let report = measure(&mut client, opts).await?;
         cluster.stop().await;
         anyhow::Ok(report)

@@ -25,6 +25,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         addr,
         etcd_metrics,
         coordinator_pid,
+        auth,
     } = args;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG").unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -60,6 +61,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         etcd_metrics: etcd_metrics.clone(),
         overload,
         coordinator_pid: *coordinator_pid,
+        auth: *auth,
     };
     match bench::run(&opts) {
         Ok(report) => {
