@@ -138,6 +138,10 @@ pub struct CoordinatorArgs {
     /// Also serve `grpc.health.v1` alone on this plaintext address (Kubernetes gRPC probes).
     #[arg(long, env = "SWARM_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
+    /// Also serve Prometheus `/metrics` alone on this address (so the web view's port can
+    /// stay private while a scraper reaches the metrics).
+    #[arg(long, env = "SWARM_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// A ready subtask whose tool or model no connected worker offers fails after this long,
     /// saying so (0: it waits for such a worker forever).
     #[arg(long, env = "SWARM_NO_WORKER_TIMEOUT", default_value = "60s", value_parser = parse_ttl)]

@@ -340,3 +340,23 @@ async fn wait_for_events_all(c: &mut Client, run_id: &str) -> Vec<pb::RunEvent> 
     }
     out
 }
+
+#[tokio::test]
+async fn metrics_can_be_served_alone_on_their_own_address() {
+    let dir = swarm_tests::etcd::TempDir::new("metrics").expect("dir");
+    let (api, metrics) = (swarm_tests::etcd::free_port().expect("port"), swarm_tests::etcd::free_port().expect("port"));
+    let args: Vec<String> =
+        ["coordinator", "--listen", &format!("127.0.0.1:{api}"), "--metrics-listen", &format!("127.0.0.1:{metrics}")]
+            .map(String::from)
+            .to_vec();
+    let process = swarm_tests::process::SwarmProcess::spawn("coordinator", &args, &dir.0).expect("coordinator");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{metrics}").parse().expect("addr");
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(tokio::time::Instant::now() < until, "no metrics port\n{}", process.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(web_status(addr, "/metrics", "").await, 200);
+    assert_eq!(web_status(addr, "/api/runs", "").await, 404, "nothing but the metrics there");
+    assert_eq!(web_status(addr, "/", "").await, 404);
+}

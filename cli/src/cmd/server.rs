@@ -108,6 +108,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         run_ttl,
         http_listen,
         health_listen,
+        metrics_listen,
         no_worker_timeout,
         repeatable_tools,
         caps,
@@ -139,6 +140,13 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = health_listen {
         let health = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--health-listen {addr}"))?;
         coordinator.serve_health(health);
+    }
+    let metrics_stop = CancellationToken::new();
+    let _metrics_guard = metrics_stop.clone().drop_guard();
+    if let Some(addr) = metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--metrics-listen {addr}"))?;
+        tracing::info!(addr = %metrics.local_addr()?, "/metrics serving");
+        tokio::spawn(swarm_telemetry::serve_metrics(metrics, metrics_stop.cancelled_owned()));
     }
     let fatal = coordinator.fatal();
     coordinator.serve(listener, Duration::from_secs(10)).await?;
