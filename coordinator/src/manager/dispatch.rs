@@ -18,7 +18,8 @@ impl Manager {
         let mut free = self.registry.free_slots();
         let mut misses = 0;
         let now = self.supervisor.now_us();
-        let mut running = self.shares_by_tenant().then(|| self.running_by_tenant());
+        // Counted only when a slot is free: a full cluster dispatches nothing this turn.
+        let mut running = (free > 0 && self.shares_by_tenant()).then(|| self.running_by_tenant());
         while free > 0 && misses <= self.ring.len() {
             let next = match &running {
                 Some(r) => self.next_fair_run(r, now),

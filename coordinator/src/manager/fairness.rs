@@ -1,7 +1,8 @@
 //! Tenants' shares of the slots: with tenants configured (the auth file's `tenants:`), each
 //! dispatch goes to the tenant whose running attempts are fewest for its weight (weighted fair
-//! queuing over slots), skipping tenants at their `max_concurrent_calls` (their subtasks wait,
-//! queued); within a tenant, runs take turns as before.
+//! queuing over slots), skipping tenants at their `max_concurrent_calls` or out of their
+//! `tool_calls_per_minute` (their subtasks wait, queued); within a tenant, the runs of the
+//! highest `priority` go first, and runs of one priority take turns.
 
 use std::collections::HashMap;
 
