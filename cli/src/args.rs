@@ -47,6 +47,24 @@ pub enum Command {
     Healthcheck(HealthcheckArgs),
     /// Prints an example run spec: `small` or `swarm` (1 → 100 × 15 → 1).
     Example(ExampleArgs),
+    /// Writes a private CA, a server certificate and client certificates for TLS and mTLS.
+    Certs(CertsArgs),
+}
+
+#[derive(clap::Args)]
+pub struct CertsArgs {
+    /// Where to write them (an existing ca.pem + ca.key there is reused).
+    #[arg(long, default_value = "certs")]
+    pub dir: PathBuf,
+    /// A DNS name or IP address of the coordinator (repeatable, comma-separated).
+    #[arg(long = "host", value_delimiter = ',', default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+    pub hosts: Vec<String>,
+    /// A client certificate for this name (its DNS name; `cert_name` in --auth-file).
+    #[arg(long = "client", value_delimiter = ',')]
+    pub clients: Vec<String>,
+    /// Validity of the server and client certificates.
+    #[arg(long, default_value_t = 90)]
+    pub days: u32,
 }
 
 #[derive(clap::Args)]
@@ -61,6 +79,8 @@ pub struct UpArgs {
     /// drive the cluster. For trusted networks only.
     #[arg(long, env = "SWARM_INSECURE")]
     pub insecure: bool,
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
     #[arg(long, env = "SWARM_WORKERS", default_value_t = 4)]
     pub workers: usize,
     #[arg(long, env = "SWARM_SLOTS", default_value_t = 64)]
@@ -116,6 +136,8 @@ pub struct CoordinatorArgs {
     /// drive the cluster. For trusted networks only.
     #[arg(long, env = "SWARM_INSECURE")]
     pub insecure: bool,
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
     /// The address workers and clients reach this coordinator at (default: http://LISTEN).
     #[arg(long, env = "SWARM_ADVERTISE")]
     pub advertise: Option<String>,
@@ -163,6 +185,8 @@ pub struct WorkerArgs {
     /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
     #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
     #[arg(long, env = "SWARM_SLOTS", default_value_t = 64)]
     pub slots: u32,
     /// Worker id (default: generated).
@@ -198,6 +222,57 @@ pub struct WorkerArgs {
     pub allow_egress: Vec<swarm_worker::tools::egress::Cidr>,
 }
 
+/// TLS towards a coordinator at an `https://` URL.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TlsClientArgs {
+    /// The CA (PEM) that issued the coordinator's certificate (default: the system's roots).
+    #[arg(long, env = "SWARM_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), when the coordinator requires mTLS.
+    #[arg(long, env = "SWARM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, env = "SWARM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl From<TlsClientArgs> for swarm_worker::tls::ClientTls {
+    fn from(a: TlsClientArgs) -> Self {
+        Self { ca: a.tls_ca, cert: a.tls_cert, key: a.tls_key }
+    }
+}
+
+/// Server TLS on the API (and the web view): `--tls-cert`, `--tls-key`, `--tls-client-ca`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TlsServerArgs {
+    /// Serve the API over TLS with this certificate chain (PEM); reloaded when the file changes.
+    #[arg(long, env = "SWARM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, env = "SWARM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates issued by this CA (mTLS); a certificate may stand for a
+    /// principal (`cert_name` in --auth-file).
+    #[arg(long, env = "SWARM_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the certificate files are checked for a change.
+    #[arg(long, env = "SWARM_TLS_RELOAD", default_value = "10s", value_parser = parse_ttl)]
+    pub tls_reload: Duration,
+}
+
+impl TlsServerArgs {
+    /// The API's TLS, if configured (files are checked now: a bad one fails the start).
+    pub fn load(&self) -> anyhow::Result<Option<swarm_coordinator::tls::ServerTls>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        let files = swarm_coordinator::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: self.tls_client_ca.clone(),
+        };
+        Ok(Some(swarm_coordinator::tls::ServerTls::grpc(files)?))
+    }
+}
+
 /// Admission caps (docs/configuration.md): beyond them SubmitRun answers RESOURCE_EXHAUSTED.
 #[derive(clap::Args, Clone, Copy, Debug)]
 pub struct CapsArgs {
@@ -230,6 +305,8 @@ pub struct SubmitArgs {
     /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
     #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
     /// Wait for the run to end, showing progress.
     #[arg(long)]
     pub wait: bool,
@@ -254,6 +331,8 @@ pub struct GetArgs {
     /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
     #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
     #[arg(long)]
     pub json: bool,
     /// Also list every subtask.
@@ -268,6 +347,8 @@ pub struct RunsArgs {
     /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
     #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
     #[arg(long)]
@@ -282,6 +363,8 @@ pub struct CancelArgs {
     /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
     #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
     #[arg(long, default_value = "cancelled from the CLI")]
     pub reason: String,
 }
@@ -294,6 +377,8 @@ pub struct WatchArgs {
     /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
     #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
     /// Start after this sequence number.
     #[arg(long, default_value_t = 0)]
     pub after_seq: u64,
@@ -343,6 +428,10 @@ pub struct BenchArgs {
     /// client and the workers send bearer tokens), to measure what authentication costs.
     #[arg(long)]
     pub auth: bool,
+    /// The embedded cluster serves mTLS (certificates generated for the run; the client and the
+    /// workers present client certificates), to measure what TLS costs.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 #[derive(clap::Args)]
@@ -371,6 +460,18 @@ pub struct StoreArgs {
     /// Lease TTL of coordinators and workers: how fast a dead one is noticed.
     #[arg(long, env = "SWARM_LEASE_TTL", default_value = "2s", value_parser = parse_ttl)]
     pub lease_ttl: Duration,
+    /// The CA (PEM) that issued etcd's server certificate (`https://` endpoints).
+    #[arg(long, env = "SWARM_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for etcd's `--client-cert-auth`.
+    #[arg(long, env = "SWARM_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The key of --etcd-cert (PEM).
+    #[arg(long, env = "SWARM_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd's own authentication: this user, with the password in SWARM_ETCD_PASSWORD.
+    #[arg(long, env = "SWARM_ETCD_USER")]
+    pub etcd_user: Option<String>,
 }
 
 impl StoreArgs {
@@ -384,7 +485,19 @@ impl StoreArgs {
         if self.etcd.is_empty() {
             return Ok(Arc::new(MemoryStore::new()));
         }
-        let store = swarm_store::EtcdStore::connect(&self.etcd, Duration::from_secs(5))
+        let password = std::env::var("SWARM_ETCD_PASSWORD").ok();
+        anyhow::ensure!(
+            self.etcd_user.is_none() || password.is_some(),
+            "--etcd-user is given but SWARM_ETCD_PASSWORD is not set"
+        );
+        let security = swarm_store::EtcdSecurity {
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            user: self.etcd_user.clone(),
+            password,
+        };
+        let store = swarm_store::EtcdStore::connect_with(&self.etcd, Duration::from_secs(5), &security)
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach etcd at {}: {e}", self.etcd.join(",")))?;
         Ok(Arc::new(store))

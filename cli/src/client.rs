@@ -56,16 +56,20 @@ impl tonic::service::Interceptor for Bearer {
 
 /// Connects to a coordinator at `addr` (`http://host:port`), with no credentials.
 pub async fn connect(addr: &str) -> anyhow::Result<Client> {
-    connect_with(addr, None).await
+    connect_with(addr, None, &swarm_worker::tls::ClientTls::default()).await
 }
 
-/// Connects to a coordinator at `addr`, sending `token` (`--token`, `SWARM_TOKEN`) if given.
-pub async fn connect_with(addr: &str, token: Option<&str>) -> anyhow::Result<Client> {
+/// Connects to a coordinator at `addr`, sending `token` (`--token`, `SWARM_TOKEN`) if given,
+/// over TLS as `tls` says for an `https://` address.
+pub async fn connect_with(
+    addr: &str,
+    token: Option<&str>,
+    tls: &swarm_worker::tls::ClientTls,
+) -> anyhow::Result<Client> {
     let bearer = Bearer::new(token)?;
-    let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
-        .with_context(|| format!("invalid address `{addr}`"))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
+    let channel = tls
+        .endpoint(addr)
+        .map_err(|e| anyhow::anyhow!(e))?
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {addr}"))?;

@@ -30,6 +30,11 @@ pub struct EmbeddedOptions {
     pub models: Arc<swarm_worker::model::ModelRegistry>,
     /// Where the web view and `/metrics` are served (none: not served).
     pub http_listen: Option<SocketAddr>,
+    /// TLS on `listen` (and the web view). In-process workers then connect over TLS with
+    /// `worker_tls`, or, without it, through a private plaintext loopback listener of their own.
+    pub tls: Option<swarm_coordinator::tls::ServerTls>,
+    /// The in-process workers' client TLS (CA and, for mTLS, their certificate).
+    pub worker_tls: Option<swarm_worker::tls::ClientTls>,
 }
 
 impl Default for EmbeddedOptions {
@@ -41,6 +46,8 @@ impl Default for EmbeddedOptions {
             coordinator: CoordinatorConfig::default(),
             models: Arc::new(swarm_worker::model::ModelRegistry::new()),
             http_listen: None,
+            tls: None,
+            worker_tls: None,
             egress: swarm_worker::tools::egress::EgressPolicy::public_only(),
         }
     }
@@ -64,6 +71,10 @@ pub struct Embedded {
     pub fatal: swarm_coordinator::manager::Fatal,
     /// The in-process workers' token (with authentication on).
     worker_token: Option<String>,
+    /// Where the in-process workers connect, and how.
+    worker_url: String,
+    worker_tls: swarm_worker::tls::ClientTls,
+    tls: bool,
 }
 
 impl Embedded {
@@ -92,33 +103,50 @@ impl Embedded {
             config.auth = config.auth.clone().with_worker("embedded-workers", t);
         }
         let token = shutdown.clone();
-        let (addr, http_addr, role, coordinator, fatal) = rt
+        let tls = opts.tls.clone();
+        let private_listener = tls.is_some() && opts.worker_tls.is_none();
+        let (addr, private_addr, http_addr, role, coordinator, fatal) = rt
             .spawn(async move {
                 let listener = TcpListener::bind(listen).await?;
                 let addr = listener.local_addr()?;
+                let scheme = if tls.is_some() { "https" } else { "http" };
                 if config.advertise.is_empty() {
-                    config.advertise = format!("http://{addr}");
+                    config.advertise = format!("{scheme}://{addr}");
                 }
-                let coordinator = Coordinator::start(config, store, token);
+                let coordinator = Coordinator::start(config, store, token.clone());
                 let http_addr = match http_listen {
                     Some(addr) => {
                         let http = TcpListener::bind(addr).await?;
                         let bound = http.local_addr()?;
-                        coordinator.serve_http(http);
+                        let http_tls = tls.as_ref().map(|t| t.http());
+                        coordinator.serve_http_on(coordinator.incoming().listen(http, http_tls));
                         Some(bound)
                     }
                     None => None,
                 };
+                let mut incoming = coordinator.incoming().listen(listener, tls.clone());
+                let mut private_addr = None;
+                if private_listener {
+                    let private = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+                    private_addr = Some(private.local_addr()?);
+                    incoming = incoming.listen(private, None);
+                }
                 let role = coordinator.role();
                 let fatal = coordinator.fatal();
                 let handle = tokio::spawn(async move {
-                    if let Err(e) = coordinator.serve(listener, Duration::from_secs(5)).await {
+                    if let Err(e) = coordinator.serve_on(incoming, Duration::from_secs(5)).await {
                         tracing::error!(error = %e, "coordinator server failed");
                     }
                 });
-                anyhow::Ok((addr, http_addr, role, handle, fatal))
+                anyhow::Ok((addr, private_addr, http_addr, role, handle, fatal))
             })
             .await??;
+        let is_tls = opts.tls.is_some();
+        let worker_url = match private_addr {
+            Some(a) => format!("http://{a}"),
+            None if is_tls => format!("https://{addr}"),
+            None => format!("http://{addr}"),
+        };
         let mut cluster = Self {
             addr,
             http_addr,
@@ -130,6 +158,9 @@ impl Embedded {
             models,
             fatal,
             worker_token,
+            worker_url,
+            worker_tls: opts.worker_tls.clone().unwrap_or_default(),
+            tls: is_tls,
         };
         cluster.wait_leader(Duration::from_secs(10)).await?;
         for i in 0..opts.workers {
@@ -149,9 +180,9 @@ impl Embedded {
         self.shutdown.cancelled().await;
     }
 
-    /// The coordinator's URL.
+    /// The coordinator's URL (`https://` when it serves TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
     }
 
     /// Waits until the coordinator leads.
@@ -174,7 +205,8 @@ impl Embedded {
 
     /// Adds an in-process worker; returns its index (for [`Embedded::stop_worker`]).
     pub fn add_worker(&mut self, id: &str, slots: u32, tools: Arc<ToolRegistry>) -> usize {
-        let mut config = WorkerConfig::new(self.url());
+        let mut config = WorkerConfig::new(self.worker_url.clone());
+        config.tls = self.worker_tls.clone();
         config.worker_id = id.into();
         config.slots = slots;
         config.models = self.models.clone();

@@ -2,6 +2,7 @@
 //! helpers, spec files and generators, and the benchmarks.
 
 pub mod bench;
+pub mod certs;
 pub mod client;
 pub mod config;
 pub mod embedded;

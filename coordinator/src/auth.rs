@@ -140,6 +140,10 @@ struct PrincipalEntry {
     token_env: Option<String>,
     #[serde(default)]
     token_file: Option<String>,
+    /// Over mTLS: a client certificate with this DNS name among its subject alternative names
+    /// stands for this principal (with or without a token).
+    #[serde(default)]
+    cert_name: Option<String>,
 }
 
 /// A principal and its token's SHA-256.
@@ -152,6 +156,8 @@ const MAX_PRINCIPALS: usize = 10_000;
 #[derive(Clone, Default)]
 pub struct Authenticator {
     principals: Option<Arc<Vec<Hashed>>>,
+    /// Principals a verified client certificate stands for, by the DNS name it must carry.
+    cert_names: Arc<Vec<(rustls::pki_types::ServerName<'static>, Arc<Principal>)>>,
     tenants: Arc<std::collections::BTreeMap<String, TenantQuota>>,
 }
 
@@ -187,6 +193,7 @@ impl Authenticator {
         anyhow::ensure!(!file.principals.is_empty(), "no principals: nobody could call");
         anyhow::ensure!(file.principals.len() <= MAX_PRINCIPALS, "more than {MAX_PRINCIPALS} principals");
         let mut out = Vec::with_capacity(file.principals.len());
+        let mut cert_names = Vec::new();
         let mut names = std::collections::HashSet::new();
         for (i, p) in file.principals.into_iter().enumerate() {
             let at = format!("principals[{i}] ({})", p.name);
@@ -199,7 +206,20 @@ impl Authenticator {
                 anyhow::ensure!(ok, "{at}: tenant must be 1 to 64 of [A-Za-z0-9._-]");
             }
             anyhow::ensure!(!p.roles.is_empty(), "{at}: no roles");
+            let principal = Arc::new(Principal { name: p.name.clone(), tenant: p.tenant.clone(), roles: p.roles.clone() });
+            if let Some(name) = &p.cert_name {
+                let dns = rustls::pki_types::ServerName::try_from(name.clone())
+                    .ok()
+                    .filter(|n| matches!(n, rustls::pki_types::ServerName::DnsName(_)))
+                    .ok_or_else(|| anyhow::anyhow!("{at}: cert_name `{name}` is not a DNS name"))?;
+                anyhow::ensure!(
+                    cert_names.iter().all(|(n, _)| n != &dns),
+                    "{at}: cert_name `{name}` already stands for another principal"
+                );
+                cert_names.push((dns, principal.clone()));
+            }
             let hash = match (&p.token_sha256, &p.token_env, &p.token_file) {
+                (None, None, None) if p.cert_name.is_some() => continue,
                 (Some(hex), None, None) => decode_hex32(hex).ok_or_else(|| {
                     anyhow::anyhow!("{at}: token_sha256 must be 64 hex digits (sha256sum of the token)")
                 })?,
@@ -213,9 +233,9 @@ impl Authenticator {
                         .map_err(|e| anyhow::anyhow!("{at}: token_file: cannot read {path}: {e}"))?;
                     hash_token(&at, token.trim())?
                 }
-                _ => anyhow::bail!("{at}: give exactly one of token_sha256, token_env, token_file"),
+                _ => anyhow::bail!("{at}: give exactly one of token_sha256, token_env, token_file (or a cert_name)"),
             };
-            out.push((hash, Arc::new(Principal { name: p.name, tenant: p.tenant, roles: p.roles })));
+            out.push((hash, principal));
         }
         for (name, q) in &file.tenants {
             let at = format!("tenants.{name}");
@@ -230,7 +250,11 @@ impl Authenticator {
                 "{at}.tool_calls_per_minute: must be 1 to 60,000,000"
             );
         }
-        Ok(Self { principals: Some(Arc::new(out)), tenants: Arc::new(file.tenants) })
+        Ok(Self {
+            principals: Some(Arc::new(out)),
+            cert_names: Arc::new(cert_names),
+            tenants: Arc::new(file.tenants),
+        })
     }
 
     /// The same, with one more principal, `name`, holding only the `worker` role, for `token`
@@ -264,6 +288,13 @@ impl Authenticator {
         found
     }
 
+    /// The principal a verified client certificate chain (leaf first) stands for: the one
+    /// whose `cert_name` is among the leaf's DNS names.
+    pub fn principal_for_cert(&self, chain: &[rustls::pki_types::CertificateDer<'static>]) -> Option<Arc<Principal>> {
+        let leaf = webpki::EndEntityCert::try_from(chain.first()?).ok()?;
+        self.cert_names.iter().find(|(name, _)| leaf.verify_is_valid_for_subject_name(name).is_ok()).map(|(_, p)| p.clone())
+    }
+
     /// Authenticates a request (tonic interceptor): the principal goes into its extensions.
     pub fn authenticate<T>(&self, mut req: Request<T>) -> Result<Request<T>, Status> {
         let principal = if self.principals.is_none() {
@@ -271,10 +302,25 @@ impl Authenticator {
         } else {
             let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
             let token = header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")));
-            let Some(token) = token else {
-                return Err(Status::unauthenticated("credentials required: send `authorization: Bearer TOKEN`"));
-            };
-            self.principal_for(token.trim()).ok_or_else(|| Status::unauthenticated("unknown token"))?
+            match token {
+                // A token, when sent, decides (a wrong one is not rescued by a certificate).
+                Some(token) => self.principal_for(token.trim()).ok_or_else(|| Status::unauthenticated("unknown token"))?,
+                None => {
+                    let certs = req.extensions().get::<crate::tls::ConnInfo>().and_then(|c| c.peer_certs.clone());
+                    match certs {
+                        Some(chain) => self.principal_for_cert(&chain).ok_or_else(|| {
+                            Status::unauthenticated(
+                                "the client certificate names no principal (no cert_name in --auth-file matches its DNS names); send a token",
+                            )
+                        })?,
+                        None => {
+                            return Err(Status::unauthenticated(
+                                "credentials required: send `authorization: Bearer TOKEN` or a client certificate",
+                            ));
+                        }
+                    }
+                }
+            }
         };
         req.extensions_mut().insert(principal);
         Ok(req)

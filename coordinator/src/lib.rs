@@ -15,6 +15,7 @@ pub mod placement;
 pub mod ratelimit;
 pub mod recovery;
 pub mod telemetry;
+pub mod tls;
 pub mod watch;
 pub mod web;
 pub mod worker_api;
@@ -149,10 +150,20 @@ impl Coordinator {
 
     /// Serves the web view and `/metrics` on `listener` (the HTTP port) until shutdown.
     pub fn serve_http(&self, listener: TcpListener) {
+        self.serve_http_on(self.incoming().listen(listener, None));
+    }
+
+    /// Accepted connections, ending with this node (add listeners, TLS or not, then serve).
+    pub fn incoming(&self) -> tls::Incoming {
+        tls::Incoming::new(self.shutdown.clone())
+    }
+
+    /// Serves the web view and `/metrics` on `incoming` (HTTPS when its listener is TLS).
+    pub fn serve_http_on(&self, incoming: tls::Incoming) {
         let router = self.web_router();
         let shutdown = self.shutdown.clone().cancelled_owned();
         self.tracker.spawn(async move {
-            if let Err(e) = swarm_telemetry::serve_http(listener, router, shutdown).await {
+            if let Err(e) = swarm_telemetry::serve_http(incoming, router, shutdown).await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
@@ -165,6 +176,12 @@ impl Coordinator {
 
     /// Serves gRPC on `listener` until shutdown, then waits (at most `grace`) for tasks to end.
     pub async fn serve(self, listener: TcpListener, grace: Duration) -> Result<(), tonic::transport::Error> {
+        let incoming = self.incoming().listen(listener, None);
+        self.serve_on(incoming, grace).await
+    }
+
+    /// [`Coordinator::serve`] on the connections of `incoming` (TLS, plaintext or both).
+    pub async fn serve_on(self, incoming: tls::Incoming, grace: Duration) -> Result<(), tonic::transport::Error> {
         let health = self.health.clone();
         let health_service = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(health.clone()),
@@ -180,7 +197,7 @@ impl Coordinator {
         let reflection_v1 =
             reflection().build_v1().inspect_err(|e| tracing::error!(error = %e, "reflection setup failed"));
         let reflection_v1alpha = reflection().build_v1alpha();
-        let addr = listener.local_addr().ok();
+        let addr = incoming.local_addr();
         info!(addr = ?addr, "coordinator serving");
         let shutdown = self.shutdown.clone();
         let router = tonic::transport::Server::builder()
@@ -199,12 +216,9 @@ impl Coordinator {
                 WorkerServiceServer::new(self.worker_api).max_decoding_message_size(MAX_WORKER_MESSAGE_BYTES),
                 self.auth.clone(),
             ));
-        // Accepted sockets need TCP_NODELAY set here: the builder's setting only applies to
-        // listeners it binds itself, and without it small responses wait for delayed ACKs.
-        let incoming = tonic::transport::server::TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(Duration::from_secs(60)));
-        let result = router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await;
+        // Accepted sockets get TCP_NODELAY in the accept loop; dead peers are found by the
+        // HTTP/2 keepalive above.
+        let result = router.serve_with_incoming_shutdown(incoming.into_stream(), shutdown.cancelled_owned()).await;
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
             tracing::warn!("coordinator tasks did not stop within the grace period");

@@ -25,6 +25,30 @@ pub const ETCD_MAX_TXN_OPS: usize = 128;
 /// etcd's default `--max-request-bytes` (1.5 MiB).
 pub const ETCD_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 
+/// How to reach a secured etcd: TLS files (`--etcd-ca`, `--etcd-cert`, `--etcd-key`) and
+/// etcd's own user (`--etcd-user`, password from `SWARM_ETCD_PASSWORD`). The password is never
+/// printed by `Debug`.
+#[derive(Clone, Default)]
+pub struct EtcdSecurity {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for EtcdSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSecurity")
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
 /// A [`StateStore`] on an etcd cluster.
 #[derive(Clone)]
 pub struct EtcdStore {
@@ -36,10 +60,40 @@ impl EtcdStore {
     /// Connects to the given endpoints (`http://127.0.0.1:2379`, …). Calls time out after
     /// `timeout`; connections are kept alive with HTTP/2 pings.
     pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Self, StoreError> {
-        let options = ConnectOptions::new()
+        Self::connect_with(endpoints, timeout, &EtcdSecurity::default()).await
+    }
+
+    /// [`EtcdStore::connect`] over TLS (`https://` endpoints) and/or with etcd's own
+    /// authentication, as `security` says. The auth token is refreshed when etcd expires it.
+    pub async fn connect_with(
+        endpoints: &[String],
+        timeout: Duration,
+        security: &EtcdSecurity,
+    ) -> Result<Self, StoreError> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(timeout)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+        if endpoints.iter().any(|e| e.starts_with("https://")) || security.ca.is_some() || security.cert.is_some() {
+            let read = |p: &std::path::Path, flag: &str| {
+                std::fs::read(p).map_err(|e| StoreError::Other(format!("{flag} {}: {e}", p.display())))
+            };
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &security.ca {
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca, "--etcd-ca")?));
+            }
+            match (&security.cert, &security.key) {
+                (Some(c), Some(k)) => {
+                    tls = tls.identity(etcd_client::Identity::from_pem(read(c, "--etcd-cert")?, read(k, "--etcd-key")?));
+                }
+                (None, None) => {}
+                _ => return Err(StoreError::Other("--etcd-cert and --etcd-key go together".into())),
+            }
+            options = options.with_tls(tls);
+        }
+        if let Some(user) = &security.user {
+            options = options.with_user(user.clone(), security.password.clone().unwrap_or_default()).with_auto_token_refresh(true);
+        }
         let client = Client::connect(endpoints, Some(options)).await.map_err(map_err)?;
         Ok(Self { client, max_txn_ops: ETCD_MAX_TXN_OPS })
     }

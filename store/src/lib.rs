@@ -15,7 +15,7 @@ pub mod payload;
 pub mod repo;
 mod types;
 
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdSecurity, EtcdStore};
 pub use memory::MemoryStore;
 pub use repo::RunRepo;
 pub use types::*;

@@ -202,8 +202,8 @@ pub fn metrics_router() -> axum::Router {
 }
 
 /// Serves `router` (with `/metrics` merged in) on `listener` until `shutdown` fires.
-pub async fn serve_http(
-    listener: tokio::net::TcpListener,
+pub async fn serve_http<L: axum::serve::Listener<Addr: std::fmt::Debug>>(
+    listener: L,
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {

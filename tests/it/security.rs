@@ -38,7 +38,7 @@ async fn cluster() -> Embedded {
 }
 
 async fn as_(cluster: &Embedded, token: Option<&str>) -> Client {
-    client::connect_with(&cluster.url(), token).await.expect("client")
+    client::connect_with(&cluster.url(), token, &Default::default()).await.expect("client")
 }
 
 fn spec(name: &str) -> RunSpec {
@@ -265,7 +265,7 @@ async fn no_secret_reaches_the_store_the_logs_or_the_events() {
 
     let until = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut c = loop {
-        if let Ok(mut c) = client::connect_with(&url, Some(CLIENT_TOKEN)).await
+        if let Ok(mut c) = client::connect_with(&url, Some(CLIENT_TOKEN), &Default::default()).await
             && c.list_workers(pb::ListWorkersRequest {}).await.is_ok_and(|w| !w.into_inner().workers.is_empty())
         {
             break c;

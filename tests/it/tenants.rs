@@ -28,7 +28,7 @@ fn sleeps(name: &str, n: usize, ms: u64) -> RunSpec {
 }
 
 async fn as_tenant(cluster: &Embedded, t: &str) -> Client {
-    client::connect_with(&cluster.url(), Some(&format!("tok-{t}"))).await.expect("client")
+    client::connect_with(&cluster.url(), Some(&format!("tok-{t}")), &Default::default()).await.expect("client")
 }
 
 async fn events(c: &mut Client, run_id: &str) -> Vec<pb::RunEvent> {

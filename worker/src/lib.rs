@@ -18,6 +18,7 @@ mod attempt;
 mod fuzz;
 pub mod model;
 pub mod telemetry;
+pub mod tls;
 pub mod tools;
 
 use std::collections::{BTreeMap, HashMap};
@@ -88,6 +89,8 @@ pub struct WorkerConfig {
     /// The bearer token the worker authenticates with (`--token`; the coordinator's auth file
     /// gives it the `worker` role). Never logged.
     pub token: Option<String>,
+    /// TLS towards the coordinator (`https://` URLs; `--tls-ca`, `--tls-cert`, `--tls-key`).
+    pub tls: tls::ClientTls,
 }
 
 impl WorkerConfig {
@@ -103,6 +106,7 @@ impl WorkerConfig {
             heartbeats: true,
             drain_timeout: Duration::from_secs(20),
             token: None,
+            tls: tls::ClientTls::default(),
         }
     }
 }
@@ -138,8 +142,7 @@ pub async fn run_with_abort(
     abort: CancellationToken,
 ) -> Result<(), WorkerError> {
     if let CoordinatorSource::Static(url) = &config.source {
-        tonic::transport::Endpoint::from_shared(url.clone())
-            .map_err(|e| WorkerError::BadUrl(url.clone(), e.to_string()))?;
+        config.tls.endpoint(url).map_err(|e| WorkerError::BadUrl(url.clone(), e))?;
     }
     let held = Arc::new(Held::default());
     let attempts = TaskTracker::new();
@@ -322,10 +325,10 @@ async fn session(
     reports: &mut mpsc::Receiver<Up>,
     leader_changed: &CancellationToken,
 ) -> Result<(), tonic::Status> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
+    let endpoint = config
+        .tls
+        .endpoint(url)
+        .map_err(tonic::Status::invalid_argument)?
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;

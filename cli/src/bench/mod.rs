@@ -52,6 +52,8 @@ pub struct BenchOptions {
     pub coordinator_pid: Option<u32>,
     /// The embedded cluster authenticates callers (bearer tokens).
     pub auth: bool,
+    /// The embedded cluster serves mTLS to the client and the workers.
+    pub tls: bool,
 }
 
 /// One efficiency measurement.
@@ -202,6 +204,11 @@ async fn etcd_counter(base: &str, name: &str) -> anyhow::Result<f64> {
 }
 
 /// Runs the benchmarks on fresh runtimes.
+/// A fresh directory for the certificates of a `--tls` benchmark.
+fn tempdir_for_certs() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("swarm-bench-certs-{}-{}", std::process::id(), fastrand::u64(..)))
+}
+
 pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     if let Some(addr) = &opts.addr {
         return run_remote(opts, addr);
@@ -232,11 +239,25 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             );
             options.coordinator.auth = swarm_coordinator::auth::Authenticator::parse(&file)?;
         }
+        let certs = tempdir_for_certs();
+        let mut client_tls = swarm_worker::tls::ClientTls::default();
+        if opts.tls {
+            let issued = crate::certs::generate(&certs, &["127.0.0.1".into()], &["bench".into()], 1)?;
+            let (_, cert, key) = issued.clients[0].clone();
+            client_tls = swarm_worker::tls::ClientTls { ca: Some(issued.ca.clone()), cert: Some(cert), key: Some(key) };
+            options.tls = Some(swarm_coordinator::tls::ServerTls::grpc(swarm_coordinator::tls::TlsFiles {
+                cert: issued.server_cert,
+                key: issued.server_key,
+                client_ca: Some(issued.ca),
+            })?);
+            options.worker_tls = Some(client_tls.clone());
+        }
         let cluster = Embedded::start_on(options, Arc::new(MemoryStore::new()), Some(handle)).await?;
         cluster.wait_for_workers(opts.workers as u32, Duration::from_secs(10)).await?;
-        let mut client = client::connect_with(&cluster.url(), opts.auth.then_some(token)).await?;
+        let mut client = client::connect_with(&cluster.url(), opts.auth.then_some(token), &client_tls).await?;
         let report = measure(&mut client, opts).await?;
         cluster.stop().await;
+        let _ = std::fs::remove_dir_all(&certs);
         anyhow::Ok(report)
     })?;
     coord_rt.shutdown_timeout(Duration::from_secs(1));

@@ -26,6 +26,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         etcd_metrics,
         coordinator_pid,
         auth,
+        tls,
     } = args;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG").unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -62,6 +63,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         overload,
         coordinator_pid: *coordinator_pid,
         auth: *auth,
+        tls: *tls,
     };
     match bench::run(&opts) {
         Ok(report) => {

@@ -23,6 +23,15 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Cancel(args) => runs::cancel(args).await,
         Command::Watch(args) => runs::watch(args).await,
         Command::Healthcheck(args) => demo::healthcheck(args).await,
+        Command::Certs(args) => {
+            let issued = swarm_cli::certs::generate(&args.dir, &args.hosts, &args.clients, args.days)?;
+            println!("CA:     {}", issued.ca.display());
+            println!("server: {} {}", issued.server_cert.display(), issued.server_key.display());
+            for (name, cert, key) in &issued.clients {
+                println!("client {name}: {} {}", cert.display(), key.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Example(args) => demo::example(args).await,
         Command::Bench(args) => Ok(bench::run(&args)),
     }

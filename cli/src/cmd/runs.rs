@@ -11,9 +11,9 @@ use crate::args::{CancelArgs, GetArgs, RunsArgs, SubmitArgs, WatchArgs};
 
 /// `swarm submit FILE [--wait] [--json]`.
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let SubmitArgs { file, addr, token, wait, json, idempotency_key, retry_busy } = args;
+    let SubmitArgs { file, addr, token, tls, wait, json, idempotency_key, retry_busy } = args;
     let spec = specs::load(&file)?;
-    let mut c = client::connect_with(&addr, token.as_deref()).await?;
+    let mut c = client::connect_with(&addr, token.as_deref(), &tls.into()).await?;
     let total = spec.subtasks.len() as u64;
     let req = pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: idempotency_key.unwrap_or_default() };
     let deadline = retry_busy.map(|d| tokio::time::Instant::now() + d);
@@ -75,8 +75,8 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
 
 /// `swarm get RUN [--subtasks] [--json]`.
 pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
-    let GetArgs { run, addr, token, json, subtasks } = args;
-    let mut c = client::connect_with(&addr, token.as_deref()).await?;
+    let GetArgs { run, addr, token, tls, json, subtasks } = args;
+    let mut c = client::connect_with(&addr, token.as_deref(), &tls.into()).await?;
     let run = client::get(&mut c, &run, subtasks).await.map_err(|s| client::status_error(&s))?;
     print_run(&run, json)?;
     if subtasks && !json {
@@ -90,8 +90,8 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
 
 /// `swarm runs`: newest first.
 pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let RunsArgs { addr, token, limit, json } = args;
-    let mut c = client::connect_with(&addr, token.as_deref()).await?;
+    let RunsArgs { addr, token, tls, limit, json } = args;
+    let mut c = client::connect_with(&addr, token.as_deref(), &tls.into()).await?;
     let resp = c
         .list_runs(client::request(pb::ListRunsRequest { page_size: limit, page_token: String::new() }))
         .await
@@ -117,8 +117,8 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
 
 /// `swarm cancel RUN`.
 pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
-    let CancelArgs { run, addr, token, reason } = args;
-    let mut c = client::connect_with(&addr, token.as_deref()).await?;
+    let CancelArgs { run, addr, token, tls, reason } = args;
+    let mut c = client::connect_with(&addr, token.as_deref(), &tls.into()).await?;
     let resp = c
         .cancel_run(client::request(pb::CancelRunRequest { run_id: run, reason }))
         .await
@@ -131,8 +131,8 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
 
 /// `swarm watch RUN`: every event until the run ends.
 pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let WatchArgs { run, addr, token, after_seq, json } = args;
-    let mut c = client::connect_with(&addr, token.as_deref()).await?;
+    let WatchArgs { run, addr, token, tls, after_seq, json } = args;
+    let mut c = client::connect_with(&addr, token.as_deref(), &tls.into()).await?;
     let mut failed = None;
     client::follow(&mut c, &run, after_seq, |ev| {
         if json {

@@ -19,6 +19,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         listen,
         auth_file,
         insecure,
+        tls,
         workers,
         slots,
         store,
@@ -41,15 +42,20 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     options.coordinator.payloads = store.payloads(payloads.as_deref())?;
     options.coordinator.auth = auth;
     options.egress = swarm_worker::tools::egress::EgressPolicy { allow: allow_egress };
+    options.tls = tls.load()?;
     let token = CancellationToken::new();
     cancel_on_signal(token.clone());
+    if let Some(server_tls) = &options.tls {
+        server_tls.watch(tls.tls_reload, token.clone());
+    }
     let cluster = Embedded::start_on(options, store.open().await?, None).await?;
     eprintln!(
         "swarm up: coordinator on {} with {workers} workers × {slots} slots ({backend}); Ctrl-C stops",
         cluster.url()
     );
     if let Some(addr) = cluster.http_addr {
-        eprintln!("swarm up: web view on http://{addr}/, metrics on http://{addr}/metrics");
+        let scheme = if tls.tls_cert.is_some() { "https" } else { "http" };
+        eprintln!("swarm up: web view on {scheme}://{addr}/, metrics on {scheme}://{addr}/metrics");
     }
     tokio::select! {
         _ = token.cancelled() => {}
@@ -101,6 +107,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         listen,
         auth_file,
         insecure,
+        tls,
         advertise,
         store,
         payloads,
@@ -114,13 +121,18 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         caps,
     } = args;
     let auth = authenticator(auth_file.as_deref(), listen, insecure)?;
+    let server_tls = tls.load()?;
     let token = CancellationToken::new();
     cancel_on_signal(token.clone());
+    if let Some(server_tls) = &server_tls {
+        server_tls.watch(tls.tls_reload, token.clone());
+    }
     let listener = tokio::net::TcpListener::bind(listen).await?;
+    let scheme = if server_tls.is_some() { "https" } else { "http" };
     let config = CoordinatorConfig {
         auth,
         prefix: store.prefix.clone(),
-        advertise: advertise.unwrap_or_else(|| format!("http://{listen}")),
+        advertise: advertise.unwrap_or_else(|| format!("{scheme}://{listen}")),
         lease_ttl: store.lease_ttl,
         run_ttl: (!run_ttl.is_zero()).then_some(run_ttl),
         payloads: store.payloads(payloads.as_deref())?,
@@ -134,8 +146,8 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     let coordinator = Coordinator::start(config, store.open().await?, token);
     if let Some(addr) = http_listen {
         let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--http-listen {addr}"))?;
-        tracing::info!(addr = %http.local_addr()?, "web view and /metrics serving");
-        coordinator.serve_http(http);
+        tracing::info!(addr = %http.local_addr()?, tls = server_tls.is_some(), "web view and /metrics serving");
+        coordinator.serve_http_on(coordinator.incoming().listen(http, server_tls.as_ref().map(|t| t.http())));
     }
     if let Some(addr) = health_listen {
         let health = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--health-listen {addr}"))?;
@@ -149,7 +161,8 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(swarm_telemetry::serve_metrics(metrics, metrics_stop.cancelled_owned()));
     }
     let fatal = coordinator.fatal();
-    coordinator.serve(listener, Duration::from_secs(10)).await?;
+    let incoming = coordinator.incoming().listen(listener, server_tls);
+    coordinator.serve_on(incoming, Duration::from_secs(10)).await?;
     Ok(exit_code(&fatal))
 }
 
@@ -158,6 +171,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let WorkerArgs {
         coordinator,
         token: auth_token,
+        tls,
         slots,
         id,
         store,
@@ -188,6 +202,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     config.slots = slots;
     config.drain_timeout = drain_timeout;
     config.token = auth_token;
+    config.tls = tls.into();
     config.lease_ttl = store.lease_ttl;
     if let Some(id) = id {
         config.worker_id = id.into();

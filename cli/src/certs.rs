@@ -1,0 +1,152 @@
+//! `swarm certs`: a private CA and the certificates a TLS or mTLS cluster needs (the server's,
+//! and one client certificate per worker pool or client, whose DNS name an auth file's
+//! `cert_name` can point at). For development, tests and small deployments; production
+//! clusters usually issue them with cert-manager or their own PKI (docs/security.md).
+//!
+//! An existing `ca.pem` + `ca.key` in the directory is reused, so running it again issues more
+//! (or renewed) certificates under the same CA.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+
+/// What [`generate`] wrote.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// Per client name: its certificate and key.
+    pub clients: Vec<(String, PathBuf, PathBuf)>,
+}
+
+/// Writes into `dir` a CA (unless one is there), a server certificate for `hosts` (DNS names or
+/// IP addresses), and a client certificate per name in `clients` (the name is its DNS SAN and
+/// common name), each valid for `days`. Keys are written readable by the owner only.
+pub fn generate(dir: &Path, hosts: &[String], clients: &[String], days: u32) -> anyhow::Result<Issued> {
+    anyhow::ensure!(!hosts.is_empty(), "give at least one --host for the server certificate");
+    anyhow::ensure!((1..=3650).contains(&days), "--days must be 1 to 3650");
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (ca_pem, ca_key_pem) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let issuer = if ca_pem.exists() && ca_key_pem.exists() {
+        // The issuer is the CA's name and key: both as this function made them.
+        let key = KeyPair::from_pem(&std::fs::read_to_string(&ca_key_pem)?).context("ca.key")?;
+        Issuer::new(ca_params()?, key)
+    } else {
+        let key = KeyPair::generate()?;
+        let mut params = ca_params()?;
+        validity(&mut params, days.max(365) * 2);
+        let cert = params.self_signed(&key)?;
+        write(&ca_pem, cert.pem().as_bytes(), false)?;
+        write(&ca_key_pem, key.serialize_pem().as_bytes(), true)?;
+        Issuer::new(params, key)
+    };
+    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, stem: &str| -> anyhow::Result<(PathBuf, PathBuf)> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.clone()).with_context(|| format!("names {names:?}"))?;
+        params.distinguished_name.push(DnType::CommonName, names[0].clone());
+        params.extended_key_usages = vec![usage];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        validity(&mut params, days);
+        let cert = params.signed_by(&key, &issuer)?;
+        let (c, k) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+        write(&c, cert.pem().as_bytes(), false)?;
+        write(&k, key.serialize_pem().as_bytes(), true)?;
+        Ok((c, k))
+    };
+    let (server_cert, server_key) = leaf(hosts.to_vec(), ExtendedKeyUsagePurpose::ServerAuth, "server")?;
+    let mut issued = Vec::new();
+    for name in clients {
+        let ok = !name.is_empty() && name.len() <= 63 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+        anyhow::ensure!(ok, "client name `{name}`: use 1 to 63 of [A-Za-z0-9.-] (it becomes a DNS name)");
+        let (c, k) = leaf(vec![name.clone()], ExtendedKeyUsagePurpose::ClientAuth, name)?;
+        issued.push((name.clone(), c, k));
+    }
+    Ok(Issued { ca: ca_pem, server_cert, server_key, clients: issued })
+}
+
+fn ca_params() -> anyhow::Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, "Swarm private CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(params)
+}
+
+/// Valid from a day ago (clocks differ) for `days`.
+fn validity(params: &mut CertificateParams, days: u32) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let ymd = |t: Duration| {
+        let (y, m, d) = civil_from_days((t.as_secs() / 86_400) as i64);
+        rcgen::date_time_ymd(y as i32, m as u8, d as u8)
+    };
+    params.not_before = ymd(now.saturating_sub(Duration::from_secs(86_400)));
+    params.not_after = ymd(now + Duration::from_secs(u64::from(days) * 86_400));
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn write(path: &Path, bytes: &[u8], secret: bool) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let _ = secret;
+    // Written beside and renamed, so a server reloading its certificate never reads half a file.
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = options.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn a_second_run_reuses_the_ca() {
+        let dir = std::env::temp_dir().join(format!("swarm-certs-{}", fastrand::u64(..)));
+        let first = generate(&dir, &["localhost".into()], &["pool-a".into()], 30).expect("first");
+        let ca = std::fs::read(&first.ca).expect("ca");
+        let second = generate(&dir, &["localhost".into(), "127.0.0.1".into()], &["ci-bot".into()], 30).expect("second");
+        assert_eq!(std::fs::read(&second.ca).expect("ca"), ca, "the CA was replaced");
+        assert!(generate(&dir, &["localhost".into()], &["bad name".into()], 30).is_err());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&second.server_key).expect("key").permissions().mode();
+            assert_eq!(mode & 0o077, 0, "a key is readable by others: {mode:o}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

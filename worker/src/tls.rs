@@ -1,0 +1,54 @@
+//! Client TLS for connections to a coordinator (workers and the CLI): `https://` URLs, the CA
+//! to trust (`--tls-ca`; the system's roots without it) and, for mTLS, the client certificate
+//! and key (`--tls-cert`, `--tls-key`). Files are read at each connect, so a rotated client
+//! certificate is picked up at the next reconnection.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+/// How to reach a coordinator over TLS.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// The CA bundle (PEM) that issued the coordinator's certificate.
+    pub ca: Option<PathBuf>,
+    /// This client's certificate chain (PEM), for mTLS.
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTls {
+    /// Whether any TLS setting is given.
+    pub fn is_set(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+
+    /// An endpoint for `url` (`http://` or `https://host:port`) with TLS set up as configured;
+    /// errors say which setting or file is wrong.
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, String> {
+        let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| format!("invalid URL `{url}`: {e}"))?;
+        let endpoint = endpoint.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true);
+        if !url.starts_with("https://") {
+            if self.is_set() {
+                return Err(format!("--tls-ca/--tls-cert/--tls-key are given but `{url}` is not an https:// URL"));
+            }
+            return Ok(endpoint);
+        }
+        let read = |p: &PathBuf, flag: &str| std::fs::read(p).map_err(|e| format!("{flag} {}: {e}", p.display()));
+        let mut config = ClientTlsConfig::new();
+        config = match &self.ca {
+            Some(ca) => config.ca_certificate(Certificate::from_pem(read(ca, "--tls-ca")?)),
+            None => config.with_native_roots(),
+        };
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                config = config.identity(Identity::from_pem(read(cert, "--tls-cert")?, read(key, "--tls-key")?));
+            }
+            (None, None) => {}
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        }
+        endpoint.tls_config(config).map_err(|e| format!("TLS settings for {url}: {e}"))
+    }
+}
