@@ -39,6 +39,8 @@ pub struct EtcdCluster {
     pub members: Vec<Member>,
     /// Extra flags of every member started from now on (`--quota-backend-bytes`, say).
     pub extra_args: Vec<String>,
+    /// How clients reach it (TLS files, user; [`EtcdCluster::start_tls`]).
+    pub security: swarm_store::EtcdSecurity,
     token: String,
     _root: TempDir,
 }
@@ -71,9 +73,39 @@ impl EtcdCluster {
 
     /// The same, with extra flags for every member.
     pub async fn start_with(n: usize, extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_full(n, extra_args.iter().map(|a| a.to_string()).collect(), Default::default(), "http").await
+    }
+
+    /// One member serving clients over TLS with `server_cert`/`server_key` and requiring client
+    /// certificates issued by `ca` (`--client-cert-auth`); `security` is how clients reach it.
+    pub async fn start_tls(
+        ca: &std::path::Path,
+        server_cert: &std::path::Path,
+        server_key: &std::path::Path,
+        security: swarm_store::EtcdSecurity,
+    ) -> anyhow::Result<Self> {
+        let path = |p: &std::path::Path| p.display().to_string();
+        let args = vec![
+            "--cert-file".into(),
+            path(server_cert),
+            "--key-file".into(),
+            path(server_key),
+            "--trusted-ca-file".into(),
+            path(ca),
+            "--client-cert-auth".into(),
+        ];
+        Self::start_full(1, args, security, "https").await
+    }
+
+    async fn start_full(
+        n: usize,
+        extra_args: Vec<String>,
+        security: swarm_store::EtcdSecurity,
+        scheme: &'static str,
+    ) -> anyhow::Result<Self> {
         let mut last = None;
         for _ in 0..3 {
-            match Self::try_start(n, extra_args.iter().map(|a| a.to_string()).collect()).await {
+            match Self::try_start(n, extra_args.clone(), security.clone(), scheme).await {
                 Ok(c) => return Ok(c),
                 Err(e) => last = Some(e),
             }
@@ -81,20 +113,25 @@ impl EtcdCluster {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd did not start")))
     }
 
-    async fn try_start(n: usize, extra_args: Vec<String>) -> anyhow::Result<Self> {
+    async fn try_start(
+        n: usize,
+        extra_args: Vec<String>,
+        security: swarm_store::EtcdSecurity,
+        scheme: &'static str,
+    ) -> anyhow::Result<Self> {
         let root = TempDir::new("etcd")?;
         let token = format!("swarm-test-{:08x}", fastrand::u32(..));
         let mut members = Vec::new();
         for i in 0..n {
             members.push(Member {
                 name: format!("n{i}"),
-                client_url: format!("http://127.0.0.1:{}", free_port()?),
+                client_url: format!("{scheme}://127.0.0.1:{}", free_port()?),
                 peer_url: format!("http://127.0.0.1:{}", free_port()?),
                 dir: root.0.join(format!("n{i}")),
                 child: None,
             });
         }
-        let mut cluster = Self { members, extra_args, token, _root: root };
+        let mut cluster = Self { members, extra_args, security, token, _root: root };
         for i in 0..n {
             cluster.spawn(i, "new")?;
         }
@@ -145,7 +182,7 @@ impl EtcdCluster {
                     anyhow::bail!("etcd member {} exited at once ({status}); its port may be taken", m.name);
                 }
             }
-            if let Ok(store) = EtcdStore::connect(&self.endpoints(), Duration::from_secs(2)).await
+            if let Ok(store) = EtcdStore::connect_with(&self.endpoints(), Duration::from_secs(2), &self.security).await
                 && store.commit(swarm_store::Txn::new().then(swarm_store::Op::put("/ready", "1"))).await.is_ok()
             {
                 return Ok(());
@@ -171,7 +208,7 @@ impl EtcdCluster {
 
     /// A store connected to every member.
     pub async fn store(&self) -> anyhow::Result<Arc<EtcdStore>> {
-        Ok(Arc::new(EtcdStore::connect(&self.endpoints(), Duration::from_secs(5)).await?))
+        Ok(Arc::new(EtcdStore::connect_with(&self.endpoints(), Duration::from_secs(5), &self.security).await?))
     }
 
     /// SIGKILLs member `i`.

@@ -62,7 +62,9 @@ pub fn generate(dir: &Path, hosts: &[String], clients: &[String], days: u32) -> 
     let (server_cert, server_key) = leaf(hosts.to_vec(), ExtendedKeyUsagePurpose::ServerAuth, "server")?;
     let mut issued = Vec::new();
     for name in clients {
-        let ok = !name.is_empty() && name.len() <= 63 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+        let ok = !name.is_empty()
+            && name.len() <= 63
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
         anyhow::ensure!(ok, "client name `{name}`: use 1 to 63 of [A-Za-z0-9.-] (it becomes a DNS name)");
         let (c, k) = leaf(vec![name.clone()], ExtendedKeyUsagePurpose::ClientAuth, name)?;
         issued.push((name.clone(), c, k));

@@ -206,7 +206,8 @@ impl Authenticator {
                 anyhow::ensure!(ok, "{at}: tenant must be 1 to 64 of [A-Za-z0-9._-]");
             }
             anyhow::ensure!(!p.roles.is_empty(), "{at}: no roles");
-            let principal = Arc::new(Principal { name: p.name.clone(), tenant: p.tenant.clone(), roles: p.roles.clone() });
+            let principal =
+                Arc::new(Principal { name: p.name.clone(), tenant: p.tenant.clone(), roles: p.roles.clone() });
             if let Some(name) = &p.cert_name {
                 let dns = rustls::pki_types::ServerName::try_from(name.clone())
                     .ok()
@@ -250,11 +251,7 @@ impl Authenticator {
                 "{at}.tool_calls_per_minute: must be 1 to 60,000,000"
             );
         }
-        Ok(Self {
-            principals: Some(Arc::new(out)),
-            cert_names: Arc::new(cert_names),
-            tenants: Arc::new(file.tenants),
-        })
+        Ok(Self { principals: Some(Arc::new(out)), cert_names: Arc::new(cert_names), tenants: Arc::new(file.tenants) })
     }
 
     /// The same, with one more principal, `name`, holding only the `worker` role, for `token`
@@ -292,7 +289,10 @@ impl Authenticator {
     /// whose `cert_name` is among the leaf's DNS names.
     pub fn principal_for_cert(&self, chain: &[rustls::pki_types::CertificateDer<'static>]) -> Option<Arc<Principal>> {
         let leaf = webpki::EndEntityCert::try_from(chain.first()?).ok()?;
-        self.cert_names.iter().find(|(name, _)| leaf.verify_is_valid_for_subject_name(name).is_ok()).map(|(_, p)| p.clone())
+        self.cert_names
+            .iter()
+            .find(|(name, _)| leaf.verify_is_valid_for_subject_name(name).is_ok())
+            .map(|(_, p)| p.clone())
     }
 
     /// Authenticates a request (tonic interceptor): the principal goes into its extensions.
@@ -304,7 +304,9 @@ impl Authenticator {
             let token = header.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")));
             match token {
                 // A token, when sent, decides (a wrong one is not rescued by a certificate).
-                Some(token) => self.principal_for(token.trim()).ok_or_else(|| Status::unauthenticated("unknown token"))?,
+                Some(token) => {
+                    self.principal_for(token.trim()).ok_or_else(|| Status::unauthenticated("unknown token"))?
+                }
                 None => {
                     let certs = req.extensions().get::<crate::tls::ConnInfo>().and_then(|c| c.peer_certs.clone());
                     match certs {

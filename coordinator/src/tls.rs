@@ -117,7 +117,9 @@ impl ServerTls {
                         seen = now;
                     }
                     // Tried again at the next check (the files may still be being written).
-                    Err(e) => tracing::warn!(error = %e, "TLS files changed but do not load; keeping the last good ones"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TLS files changed but do not load; keeping the last good ones")
+                    }
                 }
             }
         })

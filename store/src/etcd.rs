@@ -84,7 +84,8 @@ impl EtcdStore {
             }
             match (&security.cert, &security.key) {
                 (Some(c), Some(k)) => {
-                    tls = tls.identity(etcd_client::Identity::from_pem(read(c, "--etcd-cert")?, read(k, "--etcd-key")?));
+                    tls =
+                        tls.identity(etcd_client::Identity::from_pem(read(c, "--etcd-cert")?, read(k, "--etcd-key")?));
                 }
                 (None, None) => {}
                 _ => return Err(StoreError::Other("--etcd-cert and --etcd-key go together".into())),
@@ -92,7 +93,9 @@ impl EtcdStore {
             options = options.with_tls(tls);
         }
         if let Some(user) = &security.user {
-            options = options.with_user(user.clone(), security.password.clone().unwrap_or_default()).with_auto_token_refresh(true);
+            options = options
+                .with_user(user.clone(), security.password.clone().unwrap_or_default())
+                .with_auto_token_refresh(true);
         }
         let client = Client::connect(endpoints, Some(options)).await.map_err(map_err)?;
         Ok(Self { client, max_txn_ops: ETCD_MAX_TXN_OPS })

@@ -20,4 +20,5 @@ mod speculation;
 mod store_etcd;
 mod telemetry;
 mod tenants;
+mod tls;
 mod web;
