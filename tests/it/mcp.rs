@@ -158,3 +158,99 @@ async fn cancelling_a_run_sends_mcp_cancellation_to_the_server() {
     tc.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An MCP server over streamable HTTP (the reference SDK) on a free port; killed on drop.
+struct HttpMcp {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for HttpMcp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn http_mcp() -> HttpMcp {
+    let port = swarm_tests::etcd::free_port().expect("port");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/http_mcp.py");
+    let child = std::process::Command::new(python())
+        .arg(script)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python");
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(tokio::time::Instant::now() < until, "the HTTP MCP server did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    HttpMcp { child, port }
+}
+
+fn http_config(url: String) -> McpConfig {
+    let server = McpServerConfig {
+        command: None,
+        args: vec![],
+        env: Default::default(),
+        url: Some(url),
+        read_only: true,
+        idempotent: true,
+        timeout_secs: Some(10),
+    };
+    McpConfig { servers: [("web".to_owned(), server)].into() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_mcp_server_is_reached_at_its_own_address_and_nowhere_else_internal() {
+    let server = http_mcp().await;
+    let policy = swarm_worker::tools::egress::EgressPolicy::public_only();
+    // The operator named this loopback server: its own address is allowed, for it alone.
+    let tools =
+        swarm_worker::tools::mcp::load_with(&http_config(format!("http://127.0.0.1:{}/mcp", server.port)), &policy)
+            .await
+            .expect("the HTTP server's tools load");
+    let tool = tools.iter().find(|t| t.info().name == "whereami").expect("whereami");
+    let ctx = swarm_worker::tools::ToolContext {
+        run_id: "r".into(),
+        subtask_id: "s".into(),
+        attempt: 1,
+        cancel: Default::default(),
+    };
+    let out = tool.call(json!({}), ctx).await.expect("called");
+    assert_eq!(out, json!({"result": format!("reached {}", server.port)}));
+
+    // A front that redirects to another internal address (127.0.0.2): refused, naming the policy.
+    let target = format!("http://127.0.0.2:{}/mcp", server.port);
+    let app = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move { (axum::http::StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, target)]) }
+    });
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let front_port = front.local_addr().expect("addr").port();
+    tokio::spawn(async move { axum::serve(front, app).await });
+    let refused =
+        swarm_worker::tools::mcp::load_with(&http_config(format!("http://127.0.0.1:{front_port}/mcp")), &policy)
+            .await
+            .err()
+            .expect("the redirect must be refused");
+    assert!(refused.contains("egress policy") && refused.contains("127.0.0.2"), "{refused}");
+    // The same server called as a tool fails permanent (no retry would help).
+    let server_cfg = http_config(format!("http://127.0.0.1:{front_port}/mcp")).servers["web"].clone();
+    let mut allowed = policy.clone();
+    allowed.allow.push("127.0.0.1".parse().expect("cidr"));
+    let direct = swarm_worker::tools::mcp::McpServer::with_egress("web", server_cfg, Arc::new(allowed));
+    let e = direct.call("whereami", json!({})).await.expect_err("refused");
+    assert_eq!(e.kind, swarm_core::FailureKind::Permanent, "{e:?}");
+    assert!(e.message.contains("egress policy"), "{}", e.message);
+    // A server given by an internal IP the worker's policy refuses, not through load: refused.
+    let stray = swarm_worker::tools::mcp::McpServer::with_egress(
+        "stray",
+        http_config(format!("http://127.0.0.1:{}/mcp", server.port)).servers["web"].clone(),
+        Arc::new(policy.clone()),
+    );
+    let e = stray.call("whereami", json!({})).await.expect_err("refused");
+    assert_eq!(e.kind, swarm_core::FailureKind::Permanent, "{e:?}");
+}

@@ -212,7 +212,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             swarm_worker::CoordinatorSource::Store { store: store.open().await?, prefix: store.prefix.clone() };
     }
     let egress = swarm_worker::tools::egress::EgressPolicy { allow: allow_egress };
-    let mut tools = ToolRegistry::builtin_with(Arc::new(egress));
+    let mut tools = ToolRegistry::builtin_with(Arc::new(egress.clone()));
     if let Some(dir) = append_dir {
         anyhow::ensure!(dir.is_dir(), "--append-dir {} is not a directory", dir.display());
         tools.register(Arc::new(swarm_worker::tools::builtin::Append::new(dir)));
@@ -221,7 +221,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let config =
             swarm_worker::tools::mcp::parse_config(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        for tool in swarm_worker::tools::mcp::load(&config).await.map_err(|e| anyhow::anyhow!(e))? {
+        for tool in swarm_worker::tools::mcp::load_with(&config, &egress).await.map_err(|e| anyhow::anyhow!(e))? {
             tools.register(tool);
         }
     }

@@ -165,7 +165,7 @@ impl HttpGet {
         let client = reqwest::Client::builder()
             .user_agent(concat!("swarm-worker/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
-            .dns_resolver(Arc::new(super::egress::CheckedResolver(policy.clone())))
+            .dns_resolver(Arc::new(super::egress::CheckedResolver(policy.clone(), None)))
             .redirect(super::egress::redirects(policy.clone()))
             .no_proxy()
             .build()

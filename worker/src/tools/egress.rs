@@ -39,6 +39,12 @@ impl std::str::FromStr for Cidr {
 }
 
 impl Cidr {
+    /// The range of one address.
+    pub fn host(addr: IpAddr) -> Self {
+        let addr = canonical(addr);
+        Self { addr, prefix: if addr.is_ipv4() { 32 } else { 128 } }
+    }
+
     /// Whether `ip` is in the range.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
@@ -126,17 +132,38 @@ impl EgressPolicy {
 }
 
 /// The HTTP client's resolver: the system's, keeping only addresses the policy permits.
-pub struct CheckedResolver(pub Arc<EgressPolicy>);
+pub struct CheckedResolver(pub Arc<EgressPolicy>, pub Option<Refusals>);
 
 impl reqwest::dns::Resolve for CheckedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = self.0.clone();
+        let refusals = self.1.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let permitted = screen(&policy, &host, addrs)?;
+            let permitted = screen(&policy, &host, addrs).inspect_err(|r| {
+                if let Some(log) = &refusals {
+                    log.record(&r.0);
+                }
+            })?;
             Ok(Box::new(permitted.into_iter()) as reqwest::dns::Addrs)
         })
+    }
+}
+
+/// The last refusal of a client's resolver or redirect policy, for callers whose libraries
+/// flatten error chains into text (the MCP transport).
+#[derive(Clone, Debug, Default)]
+pub struct Refusals(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Refusals {
+    fn record(&self, why: &str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_owned());
+    }
+
+    /// The refusal recorded since the last call, if any.
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -186,12 +213,22 @@ pub fn refused_literal(policy: &EgressPolicy, url: &reqwest::Url) -> Option<Stri
 /// The redirect policy: at most 10 hops, each to a URL the policy permits (names are checked
 /// again when they are resolved).
 pub fn redirects(policy: Arc<EgressPolicy>) -> reqwest::redirect::Policy {
+    redirects_logged(policy, None)
+}
+
+/// [`redirects`], recording refusals in `refusals`.
+pub fn redirects_logged(policy: Arc<EgressPolicy>, refusals: Option<Refusals>) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= 10 {
             return attempt.error(EgressRefused("too many redirects (10)".into()));
         }
         match refused_literal(&policy, attempt.url()) {
-            Some(why) => attempt.error(EgressRefused(why)),
+            Some(why) => {
+                if let Some(log) = &refusals {
+                    log.record(&why);
+                }
+                attempt.error(EgressRefused(why))
+            }
             None => attempt.follow(),
         }
     })

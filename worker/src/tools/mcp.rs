@@ -15,6 +15,12 @@
 //!     url: http://127.0.0.1:8765/mcp
 //!     timeout_secs: 30
 //! ```
+//!
+//! Servers over HTTP are reached under the worker's egress policy (`--allow-egress`), with one
+//! addition: the addresses the configured URL's host resolves to when the file is loaded (the
+//! operator named that server). Any other internal address — a redirect, or the name
+//! rebinding later to 169.254.169.254 — is refused, and the call fails `permanent` naming the
+//! policy.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +34,7 @@ use swarm_core::FailureKind;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
+use super::egress::{Cidr, EgressPolicy};
 use super::{Tool, ToolContext, ToolError, ToolFuture, ToolInfo};
 
 /// One MCP server in the config.
@@ -69,6 +76,10 @@ pub struct McpServer {
     name: String,
     config: McpServerConfig,
     client: Mutex<Option<Client>>,
+    /// What an HTTP server's connections may reach.
+    egress: Arc<EgressPolicy>,
+    /// Why its client last refused to connect somewhere.
+    refusals: super::egress::Refusals,
 }
 
 fn transient(message: String) -> ToolError {
@@ -76,9 +87,19 @@ fn transient(message: String) -> ToolError {
 }
 
 impl McpServer {
-    /// A server, not yet started.
+    /// A server, not yet started, reached under the public-only egress policy.
     pub fn new(name: &str, config: McpServerConfig) -> Self {
-        Self { name: name.to_owned(), config, client: Mutex::new(None) }
+        Self::with_egress(name, config, Arc::new(EgressPolicy::public_only()))
+    }
+
+    /// A server whose HTTP connections go only where `egress` permits.
+    pub fn with_egress(name: &str, config: McpServerConfig, egress: Arc<EgressPolicy>) -> Self {
+        Self { name: name.to_owned(), config, client: Mutex::new(None), egress, refusals: Default::default() }
+    }
+
+    /// A permanent failure when the last error was an egress refusal.
+    fn refused(&self) -> Option<ToolError> {
+        self.refusals.take().map(|why| ToolError::permanent(format!("MCP server `{}`: {why}", self.name)))
     }
 
     async fn connect(&self) -> Result<Client, ToolError> {
@@ -94,8 +115,31 @@ impl McpServer {
                 ().serve(transport).await.map_err(|e| failed(e.to_string()))
             }
             (None, Some(url)) => {
-                let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.clone());
-                ().serve(transport).await.map_err(|e| failed(e.to_string()))
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|e| ToolError::permanent(format!("MCP server `{}`: url: {e}", self.name)))?;
+                if let Some(why) = super::egress::refused_literal(&self.egress, &parsed) {
+                    return Err(ToolError::permanent(format!("MCP server `{}`: {why}", self.name)));
+                }
+                // Installing the ring provider twice is harmless; the first install wins.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                // No proxy: a proxy would resolve names where the policy cannot check them.
+                let http = reqwest::Client::builder()
+                    .no_proxy()
+                    .dns_resolver(Arc::new(super::egress::CheckedResolver(
+                        self.egress.clone(),
+                        Some(self.refusals.clone()),
+                    )))
+                    .redirect(super::egress::redirects_logged(self.egress.clone(), Some(self.refusals.clone())))
+                    .build()
+                    .map_err(|e| failed(e.to_string()))?;
+                let config =
+                    rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url.clone());
+                let transport = rmcp::transport::StreamableHttpClientTransport::with_client(http, config);
+                self.refusals.take();
+                match ().serve(transport).await {
+                    Ok(c) => Ok(c),
+                    Err(e) => Err(self.refused().unwrap_or_else(|| failed(e.to_string()))),
+                }
             }
             _ => {
                 Err(ToolError::permanent(format!("MCP server `{}`: set exactly one of `command` and `url`", self.name)))
@@ -154,6 +198,9 @@ impl McpServer {
             }
             Ok(Err(e)) => {
                 self.reset().await;
+                if let Some(refused) = self.refused() {
+                    return Err(refused);
+                }
                 return Err(transient(format!("MCP server `{}` failed: {e}; it will be started again", self.name)));
             }
             Ok(Ok(r)) => r,
@@ -204,11 +251,33 @@ impl Tool for McpTool {
     }
 }
 
-/// Starts every configured server and returns its tools.
+/// Starts every configured server and returns its tools (HTTP servers under the public-only
+/// egress policy plus their own addresses).
 pub async fn load(config: &McpConfig) -> Result<Vec<Arc<dyn Tool>>, String> {
+    load_with(config, &EgressPolicy::public_only()).await
+}
+
+/// [`load`] under the worker's egress policy: each HTTP server may also reach the addresses
+/// its configured host resolves to now.
+pub async fn load_with(config: &McpConfig, egress: &EgressPolicy) -> Result<Vec<Arc<dyn Tool>>, String> {
     let mut tools: Vec<Arc<dyn Tool>> = Vec::new();
     for (name, server_config) in &config.servers {
-        let server = Arc::new(McpServer::new(name, server_config.clone()));
+        let mut policy = egress.clone();
+        if let Some(url) = &server_config.url {
+            let parsed = reqwest::Url::parse(url).map_err(|e| format!("MCP server `{name}`: url `{url}`: {e}"))?;
+            let host = parsed.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+            let port = parsed.port_or_known_default().unwrap_or(80);
+            let addrs = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| format!("MCP server `{name}`: cannot resolve {host}: {e}"))?;
+            for addr in addrs {
+                if !egress.permits(addr.ip()) {
+                    info!(server = %name, ip = %addr.ip(), "MCP server at an internal address: allowed for this server only");
+                }
+                policy.allow.push(Cidr::host(addr.ip()));
+            }
+        }
+        let server = Arc::new(McpServer::with_egress(name, server_config.clone(), Arc::new(policy)));
         let listed = server.list().await.map_err(|e| e.message)?;
         info!(server = %name, tools = listed.len(), "MCP tools registered");
         for (tool, description) in listed {
