@@ -65,6 +65,10 @@ pub struct CertsArgs {
     /// Validity of the server and client certificates.
     #[arg(long, default_value_t = 90)]
     pub days: u32,
+    /// Do nothing when the directory already holds a server certificate (certificates an
+    /// operator put there are kept: compose's `certs` service).
+    #[arg(long)]
+    pub if_missing: bool,
 }
 
 #[derive(clap::Args)]
@@ -234,11 +238,15 @@ pub struct TlsClientArgs {
     /// The key of --tls-cert (PEM).
     #[arg(long, env = "SWARM_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Verify the coordinator's certificate for this name rather than the URL's host (for an
+    /// advertised address such as a pod IP).
+    #[arg(long, env = "SWARM_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 impl From<TlsClientArgs> for swarm_worker::tls::ClientTls {
     fn from(a: TlsClientArgs) -> Self {
-        Self { ca: a.tls_ca, cert: a.tls_cert, key: a.tls_key }
+        Self { ca: a.tls_ca, cert: a.tls_cert, key: a.tls_key, server_name: a.tls_server_name }
     }
 }
 

@@ -27,7 +27,12 @@ fn certs(dir: &Path) -> Issued {
 
 fn client_tls(issued: &Issued, name: Option<&str>) -> ClientTls {
     let pair = name.map(|n| issued.clients.iter().find(|(c, _, _)| c == n).expect("client cert").clone());
-    ClientTls { ca: Some(issued.ca.clone()), cert: pair.as_ref().map(|p| p.1.clone()), key: pair.map(|p| p.2) }
+    ClientTls {
+        ca: Some(issued.ca.clone()),
+        cert: pair.as_ref().map(|p| p.1.clone()),
+        key: pair.map(|p| p.2),
+        server_name: None,
+    }
 }
 
 const AUTH: &str = "principals:
@@ -179,6 +184,15 @@ async fn a_rotated_server_certificate_is_served_without_a_restart() {
     let old_ca = ClientTls { ca: Some(first.ca.clone()), ..Default::default() };
     let mut c = client::connect_with(&cluster.url(), None, &old_ca).await.expect("trusts the first CA");
     assert_eq!(submit_and_wait(&mut c, "before").await.state, pb::RunState::Succeeded as i32);
+    // --tls-server-name: the certificate is checked for that name instead of the URL's host.
+    let named = |name: &str| ClientTls { server_name: Some(name.into()), ..old_ca.clone() };
+    let mut by_name = client::connect_with(&cluster.url(), None, &named("localhost")).await.expect("localhost");
+    by_name.list_runs(pb::ListRunsRequest::default()).await.expect("the certificate names localhost");
+    let other = match client::connect_with(&cluster.url(), None, &named("coordinator.example")).await {
+        Err(_) => false,
+        Ok(mut c) => c.list_runs(pb::ListRunsRequest::default()).await.is_ok(),
+    };
+    assert!(!other, "a certificate was accepted for a name it does not carry");
 
     // A new CA issues a new server certificate, written over the files in use.
     let next_dir = TempDir::new("tls-next").expect("dir");

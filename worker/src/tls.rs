@@ -17,12 +17,15 @@ pub struct ClientTls {
     pub cert: Option<PathBuf>,
     /// Its private key (PEM).
     pub key: Option<PathBuf>,
+    /// The name the coordinator's certificate must carry, when the URL's host is not it (an
+    /// advertised pod IP: `--tls-server-name swarm-coordinator.swarm.svc`).
+    pub server_name: Option<String>,
 }
 
 impl ClientTls {
     /// Whether any TLS setting is given.
     pub fn is_set(&self) -> bool {
-        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some() || self.server_name.is_some()
     }
 
     /// An endpoint for `url` (`http://` or `https://host:port`) with TLS set up as configured;
@@ -32,7 +35,9 @@ impl ClientTls {
         let endpoint = endpoint.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true);
         if !url.starts_with("https://") {
             if self.is_set() {
-                return Err(format!("--tls-ca/--tls-cert/--tls-key are given but `{url}` is not an https:// URL"));
+                return Err(format!(
+                    "--tls-ca/--tls-cert/--tls-key/--tls-server-name are given but `{url}` is not an https:// URL"
+                ));
             }
             return Ok(endpoint);
         }
@@ -42,6 +47,9 @@ impl ClientTls {
             Some(ca) => config.ca_certificate(Certificate::from_pem(read(ca, "--tls-ca")?)),
             None => config.with_native_roots(),
         };
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name.clone());
+        }
         match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
                 config = config.identity(Identity::from_pem(read(cert, "--tls-cert")?, read(key, "--tls-key")?));

@@ -244,7 +244,12 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         if opts.tls {
             let issued = crate::certs::generate(&certs, &["127.0.0.1".into()], &["bench".into()], 1)?;
             let (_, cert, key) = issued.clients[0].clone();
-            client_tls = swarm_worker::tls::ClientTls { ca: Some(issued.ca.clone()), cert: Some(cert), key: Some(key) };
+            client_tls = swarm_worker::tls::ClientTls {
+                ca: Some(issued.ca.clone()),
+                cert: Some(cert),
+                key: Some(key),
+                server_name: None,
+            };
             options.tls = Some(swarm_coordinator::tls::ServerTls::grpc(swarm_coordinator::tls::TlsFiles {
                 cert: issued.server_cert,
                 key: issued.server_key,

@@ -23,6 +23,10 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Cancel(args) => runs::cancel(args).await,
         Command::Watch(args) => runs::watch(args).await,
         Command::Healthcheck(args) => demo::healthcheck(args).await,
+        Command::Certs(args) if args.if_missing && args.dir.join("server.pem").exists() => {
+            println!("{}: certificates present; kept", args.dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Certs(args) => {
             let issued = swarm_cli::certs::generate(&args.dir, &args.hosts, &args.clients, args.days)?;
             println!("CA:     {}", issued.ca.display());
