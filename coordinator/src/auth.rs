@@ -340,7 +340,7 @@ pub fn principal<T>(req: &Request<T>) -> Arc<Principal> {
     req.extensions().get::<Arc<Principal>>().cloned().unwrap_or_else(|| Arc::new(Principal::anonymous()))
 }
 
-/// The hex SHA-256 of a token, as an auth file holds it (`swarm token hash`).
+/// The hex SHA-256 of a token, as an auth file holds it (`echo -n TOKEN | sha256sum`).
 pub fn token_sha256(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
