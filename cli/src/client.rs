@@ -106,6 +106,14 @@ pub struct RunJson {
     pub tokens: u64,
     pub speculative_attempts: u32,
     pub speculative_wins: u32,
+    /// Where the wall time went along the chain that decided the run's end, in ms: `work`,
+    /// `waiting_for_slot`, `dispatch`, `retry_backoff`, `failed_attempts`, `straggler_wait`,
+    /// `other` (they add up to `wall_ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wall_breakdown_ms: Option<std::collections::BTreeMap<String, f64>>,
+    /// The same in one line: the biggest loss beyond the work.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wall_headline: Option<String>,
     /// Why the run itself failed (`internal`: the coordinator quarantined it); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<String>,
@@ -270,6 +278,23 @@ impl From<&pb::Run> for RunJson {
             tokens: s.tokens,
             speculative_attempts: s.speculative_attempts,
             speculative_wins: s.speculative_wins,
+            wall_breakdown_ms: s.wall_breakdown.as_ref().map(|b| {
+                let ms =
+                    |d: &Option<prost_types::Duration>| d.as_ref().map_or(0.0, |d| duration_to_us(d) as f64 / 1000.0);
+                [
+                    ("work", ms(&b.work)),
+                    ("waiting_for_slot", ms(&b.waiting_for_slot)),
+                    ("dispatch", ms(&b.dispatch)),
+                    ("retry_backoff", ms(&b.retry_backoff)),
+                    ("failed_attempts", ms(&b.failed_attempts)),
+                    ("straggler_wait", ms(&b.straggler_wait)),
+                    ("other", ms(&b.other)),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect()
+            }),
+            wall_headline: s.wall_breakdown.as_ref().map(|b| b.headline.clone()).filter(|h| !h.is_empty()),
             error_kind: (s.error_kind != 0).then(|| failure_kind_name(s.error_kind)),
             error: (!s.error_message.is_empty()).then(|| s.error_message.clone()),
             subtasks: (!run.subtasks.is_empty()).then(|| run.subtasks.iter().map(SubtaskJson::from).collect()),

@@ -21,5 +21,5 @@ pub use error::{FailureKind, Retryable};
 pub use ids::{AttemptNo, ConnId, Fence, RunId, RunKey, Seq, SubtaskId, SubtaskIx, WorkerId};
 pub use retry::RetryPolicy;
 pub use spec::{Limits, RunSpec, SubtaskKind, SubtaskSpec};
-pub use summary::RunSummary;
+pub use summary::{RunSummary, WallBreakdown};
 pub use violation::{SpecViolation, SpecViolations};

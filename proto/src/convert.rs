@@ -312,7 +312,25 @@ impl From<&RunSummary> for pb::RunSummary {
             speculative_wins: s.speculative_wins,
             error_kind: s.error.as_ref().map_or(pb::FailureKind::Unspecified, |e| e.kind.into()).into(),
             error_message: s.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
+            wall_breakdown: Some(wall_breakdown(&s.wall_breakdown, s.wall_us)),
         }
+    }
+}
+
+fn wall_breakdown(b: &swarm_core::WallBreakdown, wall_us: u64) -> pb::WallBreakdown {
+    let (part, subtask, lost) = b.biggest_loss.clone().unwrap_or_default();
+    pb::WallBreakdown {
+        work: Some(duration_us(b.work_us)),
+        waiting_for_slot: Some(duration_us(b.waiting_for_slot_us)),
+        dispatch: Some(duration_us(b.dispatch_us)),
+        retry_backoff: Some(duration_us(b.retry_backoff_us)),
+        failed_attempts: Some(duration_us(b.failed_attempts_us)),
+        straggler_wait: Some(duration_us(b.straggler_wait_us)),
+        other: Some(duration_us(b.other_us)),
+        biggest_loss_part: part,
+        biggest_loss_subtask: subtask,
+        biggest_loss: Some(duration_us(lost)),
+        headline: b.headline(wall_us),
     }
 }
 

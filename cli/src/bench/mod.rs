@@ -42,6 +42,8 @@ pub struct BenchOptions {
     pub agents: bool,
     /// Run the straggler benchmark (speculation on and off).
     pub stragglers: bool,
+    /// Run the retry benchmark (5 % transient failures; three policies).
+    pub retries: bool,
     /// Benchmark this running cluster instead of an embedded one.
     pub addr: Option<String>,
     /// etcd's client URL, to count its transactions per tool call.
@@ -94,7 +96,37 @@ pub struct BenchReport {
     pub throughput: Option<Throughput>,
     pub agents: Option<AgentsBench>,
     pub stragglers: Option<StragglerBench>,
+    pub retries: Option<RetriesBench>,
     pub overload: Option<Vec<OverloadPhase>>,
+}
+
+/// The retry workload: the efficiency DAG where 5 % of the calls (chosen by seed) fail once,
+/// transiently, after their full duration.
+#[derive(Clone, Debug, Serialize)]
+pub struct RetriesBench {
+    pub runs: Vec<RetriesRun>,
+    /// Medians of ideal / wall (the ideal is the failure-free critical path).
+    pub median_default: f64,
+    pub median_immediate: f64,
+    pub median_speculation_off: f64,
+}
+
+/// One seed under three policies.
+#[derive(Clone, Debug, Serialize)]
+pub struct RetriesRun {
+    pub seed: u64,
+    pub failures: usize,
+    pub ideal_ms: f64,
+    /// Default retry policy and speculation.
+    pub wall_default_ms: f64,
+    /// `retry: {initial_interval_ms: 0}`.
+    pub wall_immediate_ms: f64,
+    /// Default retry policy, `speculation: {enabled: false}`.
+    pub wall_speculation_off_ms: f64,
+    pub speculative_attempts: u32,
+    pub speculative_wins: u32,
+    /// The default run's wall-time breakdown (ms by part), as its summary gives it.
+    pub breakdown: std::collections::BTreeMap<String, f64>,
 }
 
 /// The straggler workload: each attempt independently takes 10× as long with probability 2%.
@@ -157,6 +189,7 @@ async fn measure(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Re
         throughput: None,
         agents: None,
         stragglers: None,
+        retries: None,
         overload: None,
     };
     if opts.efficiency {
@@ -183,6 +216,9 @@ async fn measure(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Re
     }
     if opts.stragglers {
         report.stragglers = Some(stragglers(client, opts).await?);
+    }
+    if opts.retries {
+        report.retries = Some(retries(client, opts).await?);
     }
     if opts.overload {
         let probe = match (&opts.addr, opts.coordinator_pid) {
@@ -459,6 +495,74 @@ async fn stragglers(client: &mut client::Client, opts: &BenchOptions) -> anyhow:
     Ok(StragglerBench {
         median_ratio_speculation_on: median(runs.iter().map(|r| r.wall_on_ms / r.ideal_ms).collect()),
         median_ratio_speculation_off: median(runs.iter().map(|r| r.wall_off_ms / r.ideal_ms).collect()),
+        runs,
+    })
+}
+
+/// The efficiency DAG with 5 % of its calls failing once (transient, after their duration),
+/// under the default policy, with immediate retries, and with speculation off.
+async fn retries(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Result<RetriesBench> {
+    let mut runs = Vec::new();
+    for k in 0..opts.repeat.max(1) {
+        let seed = opts.seed + k as u64;
+        let ms = specs::lognormal_ms(seed, opts.median_ms, opts.sigma, opts.chains, opts.length);
+        let ideal_ms = ms.iter().map(|c| c.iter().sum::<u64>()).max().unwrap_or(0) as f64;
+        let mut spec = specs::swarm(opts.chains, opts.length, Some(&|c, s| ms[c][s]));
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_fa11);
+        let mut failures = 0;
+        for t in &mut spec.subtasks {
+            if let swarm_core::SubtaskKind::Tool { tool, args } = &mut t.kind
+                && tool == "sleep"
+                && rng.f64() < 0.05
+            {
+                *tool = "flaky".into();
+                args["fail_times"] = serde_json::json!(1);
+                failures += 1;
+            }
+        }
+        let timed = |client: &mut client::Client, spec: swarm_core::RunSpec| {
+            let mut client = client.clone();
+            async move {
+                let t0 = Instant::now();
+                let summary = submit_and_wait(&mut client, &spec).await?;
+                anyhow::Ok((t0.elapsed().as_secs_f64() * 1000.0, summary))
+            }
+        };
+        let (wall_default_ms, default) = timed(client, spec.clone()).await?;
+        let mut immediate = spec.clone();
+        immediate.retry = Some(swarm_core::retry::RetrySpec { initial_interval_ms: Some(0), ..Default::default() });
+        let (wall_immediate_ms, _) = timed(client, immediate).await?;
+        let mut off = spec.clone();
+        off.speculation.enabled = false;
+        let (wall_speculation_off_ms, _) = timed(client, off).await?;
+        eprintln!(
+            "retries (seed {seed}, {failures} failures): ideal {ideal_ms:.0} ms; default {wall_default_ms:.0} ms ({:.3}, {} backups, {} won); immediate {wall_immediate_ms:.0} ms ({:.3}); speculation off {wall_speculation_off_ms:.0} ms ({:.3})",
+            ideal_ms / wall_default_ms,
+            default.speculative_attempts,
+            default.speculative_wins,
+            ideal_ms / wall_immediate_ms,
+            ideal_ms / wall_speculation_off_ms,
+        );
+        runs.push(RetriesRun {
+            seed,
+            failures,
+            ideal_ms,
+            wall_default_ms,
+            wall_immediate_ms,
+            wall_speculation_off_ms,
+            speculative_attempts: default.speculative_attempts,
+            speculative_wins: default.speculative_wins,
+            breakdown: default.wall_breakdown_ms.clone().unwrap_or_default(),
+        });
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(RetriesBench {
+        median_default: median(runs.iter().map(|r| r.ideal_ms / r.wall_default_ms).collect()),
+        median_immediate: median(runs.iter().map(|r| r.ideal_ms / r.wall_immediate_ms).collect()),
+        median_speculation_off: median(runs.iter().map(|r| r.ideal_ms / r.wall_speculation_off_ms).collect()),
         runs,
     })
 }

@@ -37,13 +37,15 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         "agents" => (false, false, true, false, false),
         "stragglers" => (false, false, false, true, false),
         "overload" => (false, false, false, false, true),
+        "retries" => (false, false, false, false, false),
         other => {
             eprintln!(
-                "error: --scenario must be efficiency, throughput, agents, stragglers, overload or all, not `{other}`"
+                "error: --scenario must be efficiency, throughput, agents, stragglers, retries, overload or all, not `{other}`"
             );
             return ExitCode::from(64);
         }
     };
+    let retries = matches!(scenario.as_str(), "retries" | "all");
     let opts = BenchOptions {
         chains: *chains,
         length: *length,
@@ -58,6 +60,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         throughput,
         agents,
         stragglers,
+        retries,
         addr: addr.clone(),
         etcd_metrics: etcd_metrics.clone(),
         overload,
@@ -140,6 +143,30 @@ fn print_bench(r: &bench::BenchReport) {
             "  stragglers: median wall / straggler-free ideal: {:.3}× with speculation, {:.3}× without",
             st.median_ratio_speculation_on,
             st.median_ratio_speculation_off
+        );
+    }
+    if let Some(rt) = &r.retries {
+        for run in &rt.runs {
+            outln!(
+                "  retries (5% of calls fail once), seed {}, {} failures: ideal {:.0} ms; default {:.0} ms ({:.3}; {} backups, {} won); immediate retry {:.0} ms ({:.3}); speculation off {:.0} ms ({:.3})",
+                run.seed,
+                run.failures,
+                run.ideal_ms,
+                run.wall_default_ms,
+                run.ideal_ms / run.wall_default_ms,
+                run.speculative_attempts,
+                run.speculative_wins,
+                run.wall_immediate_ms,
+                run.ideal_ms / run.wall_immediate_ms,
+                run.wall_speculation_off_ms,
+                run.ideal_ms / run.wall_speculation_off_ms
+            );
+        }
+        outln!(
+            "  retries: median efficiency {:.3} (default), {:.3} (initial_interval_ms: 0), {:.3} (speculation off)",
+            rt.median_default,
+            rt.median_immediate,
+            rt.median_speculation_off
         );
     }
     for p in r.overload.iter().flatten() {

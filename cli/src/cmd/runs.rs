@@ -189,6 +189,17 @@ pub fn print_run(run: &pb::Run, json: bool) -> anyhow::Result<()> {
         j.total_work_ms
     );
     outln!("  critical steps {}; total steps {}; parallelism {:.2}", j.critical_steps, j.total_steps, j.parallelism);
+    if let Some(line) = &j.wall_headline {
+        outln!("  {line}");
+    }
+    if let Some(parts) = &j.wall_breakdown_ms {
+        let shown: Vec<String> = parts
+            .iter()
+            .filter(|(_, ms)| **ms >= 0.5)
+            .map(|(k, ms)| format!("{k} {}", client::human_ms(*ms as u64)))
+            .collect();
+        outln!("  where the wall time went: {}", shown.join(", "));
+    }
     if j.subagents > 0 || j.agent_tool_calls > 0 {
         outln!("  agents: {} subagents, {} tool calls, {} tokens", j.subagents, j.agent_tool_calls, j.tokens);
     }

@@ -309,6 +309,8 @@ impl RunEngine {
                 let slot = &mut self.slots[subtask.index()];
                 slot.state = SubtaskState::Succeeded;
                 slot.attempt_ended(started_us, finished_us, is_tool);
+                slot.timing.done_us = Some(now_us);
+                slot.timing.final_dispatched_us = slot.dispatched_us;
                 slot.output = Some(output);
                 let attempt = slot.attempt;
                 self.counts.running -= 1;
@@ -352,6 +354,9 @@ impl RunEngine {
             EngineEvent::RetryDue { subtask } => {
                 let slot = &mut self.slots[subtask.index()];
                 if slot.state == SubtaskState::Backoff {
+                    if let Some(since) = slot.timing.backoff_since_us.take() {
+                        slot.timing.backoff_us += now_us.saturating_sub(since);
+                    }
                     slot.state = SubtaskState::Ready;
                     slot.ready_since_us = Some(now_us);
                     self.ready.push_back(subtask);
@@ -411,6 +416,7 @@ impl RunEngine {
         if slot.first_ready_us.is_none() {
             slot.first_ready_us = slot.ready_since_us;
         }
+        slot.timing.waited_us += waited_us.unwrap_or(0);
         slot.ready_since_us = None;
         slot.attempt.0 = slot.attempt.0.saturating_add(1);
         slot.fence = fence;
@@ -474,18 +480,25 @@ impl RunEngine {
             None
         };
         slot.error = Some(Failure { kind, message: message.clone() });
+        if let Some(dispatched) = slot.dispatched_us {
+            slot.timing.failed_us += now_us.saturating_sub(dispatched);
+        }
         out.push(Action::Publish(Update::Failed { subtask, attempt, kind, message, retry_in_us }));
         match retry_in_us {
             Some(0) => {
                 slot.state = SubtaskState::Ready;
+                slot.ready_since_us = Some(now_us);
                 self.ready.push_back(subtask);
             }
             Some(delay) => {
                 slot.state = SubtaskState::Backoff;
+                slot.timing.backoff_since_us = Some(now_us);
                 out.push(Action::ArmTimer { subtask, at_us: now_us + delay });
             }
             None => {
                 slot.state = SubtaskState::Failed;
+                slot.timing.done_us = Some(now_us);
+                slot.timing.final_dispatched_us = None;
                 if self.dag.node(subtask).parent.is_some() {
                     self.counts.child_failed += 1;
                 } else {

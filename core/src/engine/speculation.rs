@@ -74,6 +74,9 @@ impl RunEngine {
                 out.push(Action::CancelAttempt { worker, fence });
             }
             if winner_is_backup {
+                // The original's time before the backup started was lost to a straggler.
+                let original = slot.dispatched_us.unwrap_or(backup.dispatched_us);
+                slot.timing.straggler_us += backup.dispatched_us.saturating_sub(original);
                 slot.fence = backup.fence;
                 slot.worker = Some(backup.worker);
                 slot.dispatched_us = Some(backup.dispatched_us);
@@ -82,7 +85,10 @@ impl RunEngine {
             true
         } else {
             if !winner_is_backup {
-                // The original failed: the backup carries on as the current attempt.
+                // The original failed: the backup carries on as the current attempt, and the
+                // original's time before the backup started counts as a failed attempt's.
+                let original = slot.dispatched_us.unwrap_or(backup.dispatched_us);
+                slot.timing.failed_us += backup.dispatched_us.saturating_sub(original);
                 slot.fence = backup.fence;
                 slot.worker = Some(backup.worker);
                 slot.dispatched_us = Some(backup.dispatched_us);

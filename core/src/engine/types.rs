@@ -127,6 +127,28 @@ pub struct Slot {
     pub ready_since_us: Option<u64>,
     /// A backup attempt racing the current one (straggler speculation).
     pub backup: Option<Backup>,
+    /// Where this subtask's time went (coordinator clock), for the run's wall-time breakdown.
+    pub timing: Timing,
+}
+
+/// Where a subtask's time went, from first ready to its end, on the coordinator's clock:
+/// `waited + failed + backoff + straggler + (done − final_dispatched)` covers it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// Ready → dispatched, summed over attempts.
+    pub waited_us: u64,
+    /// Failure → retry due, summed over backoffs.
+    pub backoff_us: u64,
+    /// Dispatched → failure known, summed over attempts that failed or were lost.
+    pub failed_us: u64,
+    /// Original dispatched → backup dispatched, when the backup won (time lost to a straggler).
+    pub straggler_us: u64,
+    /// Since when the subtask has been in backoff.
+    pub backoff_since_us: Option<u64>,
+    /// When the engine learned the subtask ended (succeeded, or failed for good).
+    pub done_us: Option<u64>,
+    /// When the attempt that ended it was dispatched.
+    pub final_dispatched_us: Option<u64>,
 }
 
 /// A backup attempt of a straggling subtask.
@@ -177,6 +199,7 @@ impl Slot {
             failed_on: Vec::new(),
             ready_since_us: None,
             first_ready_us: None,
+            timing: Timing::default(),
         }
     }
 }
