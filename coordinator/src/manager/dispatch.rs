@@ -20,6 +20,11 @@ impl Manager {
         let now = self.supervisor.now_us();
         // Counted only when a slot is free: a full cluster dispatches nothing this turn.
         let mut running = (free > 0 && self.shares_by_tenant()).then(|| self.running_by_tenant());
+        // Ready primaries that found no free slot: they may take backups' slots.
+        let mut starved = 0usize;
+        if free == 0 && !self.backups.is_empty() {
+            starved = self.ring.iter().filter_map(|k| self.runs.get(k)).map(|e| e.engine.ready_len()).sum();
+        }
         while free > 0 && misses <= self.ring.len() {
             let next = match &running {
                 Some(r) => self.next_fair_run(r, now),
@@ -76,6 +81,7 @@ impl Manager {
                 }
                 Err(NoPlacement::Busy) => {
                     misses += 1;
+                    starved = starved.max(entry.engine.ready_len() + 1);
                     entry.engine.unpop(sub);
                 }
                 Err(NoPlacement::NoWorkerOffers) => {
@@ -99,6 +105,31 @@ impl Manager {
         }
         for (key, subtask, message) in warnings {
             self.act(key, Action::Publish(Update::Warning { subtask, message }), now);
+        }
+        if starved > 0 {
+            self.preempt_backups(starved);
+        }
+    }
+
+    /// Cancels up to `wanted` running backups, newest first, so ready primaries get their
+    /// slots (freed when the workers acknowledge; those already on their way count).
+    fn preempt_backups(&mut self, wanted: usize) {
+        let registry = &self.registry;
+        self.preempted.retain(|f| registry.holds(*f));
+        let mut wanted = wanted.saturating_sub(self.preempted.len());
+        while wanted > 0 {
+            let Some((key, sub, fence)) = self.backups.pop() else { break };
+            let live = self
+                .runs
+                .get(&key)
+                .is_some_and(|e| e.engine.slot(sub).backup.as_ref().is_some_and(|b| b.fence == fence));
+            if !live {
+                continue; // the race is over
+            }
+            self.stats.preempted_backups += 1;
+            self.apply(key, EngineEvent::BackupPreempted { subtask: sub, fence });
+            self.preempted.push(fence);
+            wanted -= 1;
         }
     }
 
@@ -151,6 +182,12 @@ impl Manager {
 
     /// Starts backup attempts for stragglers (see `swarm_core::engine::speculation`).
     pub(super) fn speculate(&mut self, now: u64) {
+        if self.backups.len() > 1024 {
+            let runs = &self.runs;
+            self.backups.retain(|(key, sub, fence)| {
+                runs.get(key).is_some_and(|e| e.engine.slot(*sub).backup.as_ref().is_some_and(|b| b.fence == *fence))
+            });
+        }
         let keys: Vec<RunKey> = self
             .runs
             .iter()
@@ -178,6 +215,7 @@ impl Manager {
                 self.stats.dispatched += 1;
                 let Some(worker_id) = self.registry.id(w).cloned() else { continue };
                 self.apply(key, EngineEvent::BackupDispatched { subtask: sub, worker: worker_id, fence: Fence(fence) });
+                self.backups.push((key, sub, Fence(fence)));
                 let Some(entry) = self.runs.get(&key) else { continue };
                 let node = entry.engine.dag().node(sub);
                 let assignment = pb::Assignment {

@@ -189,6 +189,8 @@ pub struct ManagerStats {
     pub store_ops: u64,
     /// True while resumed runs wait for workers.
     pub recovering: bool,
+    /// Backups cancelled because ready primary attempts needed their slots.
+    pub preempted_backups: u64,
 }
 
 /// A cheap, cloneable handle to the manager.
@@ -312,6 +314,8 @@ pub fn spawn(
         log_expiry: VecDeque::new(),
         awaiting_writes: Vec::new(),
         worker_principals: HashMap::new(),
+        backups: Vec::new(),
+        preempted: Vec::new(),
     };
     let fatal = startup.fatal;
     tracker.spawn(async move {
@@ -367,6 +371,11 @@ struct Manager {
     awaiting_writes: Vec<RunKey>,
     /// The principal each worker id was last used by.
     worker_principals: HashMap<WorkerId, String>,
+    /// Backups started (newest last), preempted when ready primaries need their slots; entries
+    /// of races already over are dropped as they are found.
+    backups: Vec<(RunKey, swarm_core::SubtaskIx, swarm_core::Fence)>,
+    /// Backups preempted whose slots the workers have not handed back yet.
+    preempted: Vec<swarm_core::Fence>,
 }
 
 impl Manager {

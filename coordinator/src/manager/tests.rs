@@ -555,3 +555,70 @@ async fn only_the_coordinator_decides_which_tools_may_run_twice() {
     );
     assert!(straggler_gets_a_backup(untrusting(), "echo").await, "a built-in read-only tool is");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_ready_primary_takes_a_backups_slot_and_the_backup_is_cancelled() {
+    let rig = Rig::start(ManagerConfig::default());
+    let mut a = rig.join(ConnId(1), "a", 5, &[("echo", true)]).await;
+    let mut b = rig.join(ConnId(2), "b", 5, &[("echo", true)]).await;
+    let calls = |prefix: &str, n: usize| {
+        (0..n).map(|i| SubtaskSpec::tool(format!("{prefix}{i}").as_str(), "echo", json!({}))).collect::<Vec<_>>()
+    };
+    let first = rig.submit(RunSpec::new("hedged", calls("s", 10))).await;
+    let mut given: Vec<(ConnId, pb::Assignment)> = Vec::new();
+    while given.len() < 10 {
+        tokio::select! {
+            m = next(&mut a) => if let pb::coordinator_message::Msg::Assignments(x) = m { given.extend(x.assignments.into_iter().map(|x| (ConnId(1), x))) },
+            m = next(&mut b) => if let pb::coordinator_message::Msg::Assignments(x) = m { given.extend(x.assignments.into_iter().map(|x| (ConnId(2), x))) },
+        }
+    }
+    // Nine finish in 100 ms; the tenth straggles, and a backup takes a free slot elsewhere.
+    let t0 = rig.clock.now_us();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (straggler_conn, straggler) = given.pop().expect("ten");
+    for (conn, x) in &given {
+        rig.report(*conn, x, t0, ok()).await;
+    }
+    let (backup_conn, mut backup_inbox, mut other_inbox) =
+        if straggler_conn == ConnId(1) { (ConnId(2), b, a) } else { (ConnId(1), a, b) };
+    let backup = next_assignment(&mut backup_inbox).await;
+    assert!(backup.speculative && backup.subtask_id == straggler.subtask_id, "{backup:?}");
+    // Nine ready primaries of another run, eight free slots: the ninth takes the backup's.
+    rig.submit(RunSpec::new("primaries", calls("p", 9))).await;
+    let mut primaries = 0;
+    let mut cancelled = None;
+    while primaries < 8 || cancelled.is_none() {
+        let (m, from_backup_worker) = tokio::select! {
+            m = next(&mut backup_inbox) => (m, true),
+            m = next(&mut other_inbox) => (m, false),
+        };
+        match m {
+            pb::coordinator_message::Msg::Assignments(x) => {
+                assert!(x.assignments.iter().all(|x| !x.speculative), "no new backup while primaries wait");
+                primaries += x.assignments.len();
+            }
+            pb::coordinator_message::Msg::Cancels(c) => {
+                assert!(from_backup_worker, "only the backup is cancelled");
+                cancelled = Some(c.fences);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(cancelled, Some(vec![backup.fence]), "the backup gives its slot back");
+    assert_eq!(primaries, 8);
+    // The worker acknowledges the cancel; the ninth primary gets the slot.
+    let gone = pb::attempt_report::Outcome::Error(pb::AttemptError {
+        kind: pb::FailureKind::Cancelled as i32,
+        message: "cancelled".into(),
+    });
+    rig.report(backup_conn, &backup, rig.clock.now_us(), gone).await;
+    let ninth = next_assignment(&mut backup_inbox).await;
+    assert!(ninth.subtask_id.starts_with('p') && !ninth.speculative, "{ninth:?}");
+    // The straggler, alone, still decides its subtask.
+    rig.report(straggler_conn, &straggler, t0, ok()).await;
+    let run = rig.run(&first).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32);
+    let summary = run.summary.expect("summary");
+    assert_eq!((summary.speculative_attempts, summary.speculative_wins), (1, 0));
+    rig.stop().await;
+}

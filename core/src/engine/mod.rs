@@ -65,12 +65,10 @@ pub struct RunEngine {
     submitted_us: u64,
     finished_us: Option<u64>,
     rng: fastrand::Rng,
-    /// Speculation: each subtask's depth in the DAG, and the measured durations of the
-    /// finished tool calls at each depth (their siblings).
-    depth: Vec<u32>,
-    /// Finished tool-call durations by depth, each list sorted.
-    sibling_durations: Vec<Vec<u64>>,
-    sibling_totals: Vec<u32>,
+    /// Speculation: per tool, the run's calls of it and the sorted durations of those finished.
+    latency: std::collections::HashMap<Arc<str>, speculation::Latency>,
+    /// Backups that count against the hedge budget (started and not preempted).
+    hedges: u32,
     /// The time of the event being applied (µs): when subtasks become ready.
     clock_us: u64,
 }
@@ -109,12 +107,11 @@ impl RunEngine {
             submitted_us,
             finished_us: None,
             rng: fastrand::Rng::with_seed(seed),
-            depth: Vec::new(),
-            sibling_durations: Vec::new(),
-            sibling_totals: Vec::new(),
+            latency: Default::default(),
+            hedges: 0,
             clock_us: submitted_us,
         }
-        .with_depths()
+        .with_latency_model()
     }
 
     /// Rebuilds an engine from recorded subtask ends (by subtask index). Subtasks without a
@@ -294,11 +291,12 @@ impl RunEngine {
             EngineEvent::BackupDispatched { subtask, worker, fence } => {
                 self.backup_dispatched(subtask, worker, fence, now_us, out)
             }
+            EngineEvent::BackupPreempted { subtask, fence } => self.backup_preempted(subtask, fence, out),
             EngineEvent::Succeeded { subtask, fence, started_us, finished_us, output } => {
                 if !self.settle_race(subtask, fence, true, out) || !self.is_current(subtask, fence) {
                     return;
                 }
-                self.record_sibling_duration(subtask, finished_us.saturating_sub(started_us));
+                self.record_latency(subtask, finished_us.saturating_sub(started_us));
                 if ready::is_tool(&self.dag, subtask) {
                     self.finished_tools += 1;
                     if ready::refresh_due(self.finished_tools) {

@@ -1,51 +1,100 @@
 //! Straggler speculation: backup attempts, first finisher wins.
 //!
-//! Siblings are the subtasks at the same depth of the DAG (longest path from a root, in
-//! subtasks). Once a share (`quantile`, 0.75) of a depth's tool calls has finished, a running
-//! attempt whose elapsed time exceeds `multiplier` (1.5) × their median duration and
-//! `min_runtime_ms` is a straggler; the shell starts a backup on another worker
-//! ([`EngineEvent::BackupDispatched`](super::EngineEvent)). Whichever attempt finishes first
-//! wins; the other is cancelled. A failure of one of the two only drops it: the other runs on.
-//! At most `max_fraction` of the run's subtasks are speculated (the hedge budget), and the budget
-//! opens with progress (`max_fraction` of the attempts finished or running so far), so early
-//! natural slowness cannot use it all up before the real stragglers come; candidates go in order
-//! of how far past their threshold they are.
+//! **Who is a straggler.** Each tool has a latency model: the sorted durations of its calls that
+//! finished in this run. Once enough of them have (`quantile` of the tool's calls, at most
+//! [`MIN_SAMPLES`]), a running attempt of that tool is a straggler when its elapsed time, from
+//! *its own* dispatch (a retried attempt starts its clock again), exceeds the tool's threshold:
+//! the largest of `multiplier` × the median, [`TAIL_MARGIN`] × the 95th percentile, and
+//! `min_runtime_ms`. The high quantile keeps natural slowness (a heavy-tailed latency) from
+//! looking like straggling; a backup of a call that is merely long cannot win.
+//!
+//! **What a backup may take.** Backups go only into slots left free after dispatch, and a ready
+//! primary attempt that finds no free slot preempts a backup
+//! ([`EngineEvent::BackupPreempted`](super::EngineEvent)): a backup never delays real work.
+//! Whichever attempt finishes first wins; the other is cancelled. A failure of one of the two
+//! only drops it: the other runs on, and neither counts as a retry.
+//!
+//! **How many.** At most `max_fraction` of the run's subtasks, opening with progress (so early
+//! natural slowness cannot use it all before the real stragglers come), and *earned*: after
+//! [`WARMUP_HEDGES`] backups, each further one needs a win ([`HEDGES_PER_WIN`] per win), so
+//! speculation that stops winning stops spending. Preempted backups are refunded. Candidates go
+//! in order of how far past their threshold they are.
+
+use std::sync::Arc;
 
 use crate::dag::Work;
 use crate::ids::{Fence, SubtaskIx, WorkerId};
 
 use super::{Action, Backup, RunEngine, SubtaskState, Update};
 
-impl RunEngine {
-    /// Computes each subtask's depth (after construction).
-    pub(super) fn with_depths(mut self) -> Self {
-        let n = self.dag.len();
-        let mut depth = vec![0u32; n];
-        for &i in self.dag.topo_order() {
-            depth[i.index()] = self.dag.node(i).deps.iter().map(|&d| depth[d.index()] + 1).max().unwrap_or(0);
+/// Samples a tool's latency model needs at most before its thresholds apply.
+pub const MIN_SAMPLES: usize = 20;
+/// A straggler has run past this many times the tool's 95th-percentile duration.
+pub const TAIL_MARGIN: f64 = 1.25;
+/// Backups a run may start before its first win.
+pub const WARMUP_HEDGES: u32 = 4;
+/// Further backups each win earns.
+pub const HEDGES_PER_WIN: u32 = 4;
+
+/// One tool's calls in a run, and the sorted durations (µs) of those that finished.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Latency {
+    total: u32,
+    done: Vec<u64>,
+}
+
+impl Latency {
+    /// The straggler threshold (µs) once the model has enough samples.
+    fn threshold_us(&self, policy: &crate::spec::Speculation) -> Option<u64> {
+        let needed = ((policy.quantile * f64::from(self.total)).ceil() as usize).clamp(1, MIN_SAMPLES);
+        if self.done.len() < needed {
+            return None;
         }
-        let levels = depth.iter().max().map_or(0, |&m| m as usize + 1);
-        let mut totals = vec![0u32; levels];
-        for (i, &d) in depth.iter().enumerate() {
-            if matches!(self.dag.node(SubtaskIx(i as u32)).work, Work::Tool) {
-                totals[d as usize] += 1;
+        let at = |q: f64| self.done[((self.done.len() - 1) as f64 * q).round() as usize] as f64;
+        let t = (at(0.5) * policy.multiplier).max(at(0.95) * TAIL_MARGIN);
+        Some((t as u64).max(policy.min_runtime_ms.saturating_mul(1000)))
+    }
+}
+
+impl RunEngine {
+    /// Counts each tool's calls (after construction).
+    pub(super) fn with_latency_model(mut self) -> Self {
+        let mut latency: std::collections::HashMap<Arc<str>, Latency> = Default::default();
+        for node in self.dag.nodes() {
+            if matches!(node.work, Work::Tool) {
+                latency.entry(node.tool.clone()).or_default().total += 1;
             }
         }
-        self.depth = depth;
-        self.sibling_totals = totals;
-        self.sibling_durations = vec![Vec::new(); levels];
+        self.latency = latency;
         self
     }
 
-    pub(super) fn record_sibling_duration(&mut self, subtask: SubtaskIx, duration_us: u64) {
-        if matches!(self.dag.node(subtask).work, Work::Tool)
-            && let Some(&d) = self.depth.get(subtask.index())
-            && let Some(list) = self.sibling_durations.get_mut(d as usize)
+    pub(super) fn record_latency(&mut self, subtask: SubtaskIx, duration_us: u64) {
+        let node = self.dag.node(subtask);
+        if matches!(node.work, Work::Tool)
+            && let Some(model) = self.latency.get_mut(&node.tool)
         {
-            // Kept sorted as they arrive, so a median costs nothing when speculation looks.
-            let at = list.partition_point(|&x| x <= duration_us);
-            list.insert(at, duration_us);
+            // Kept sorted as they arrive, so a quantile costs nothing when speculation looks.
+            let at = model.done.partition_point(|&x| x <= duration_us);
+            model.done.insert(at, duration_us);
         }
+    }
+
+    /// The backups racing now, as (subtask, backup fence), for the shell to preempt.
+    pub fn backups(&self) -> impl Iterator<Item = (SubtaskIx, Fence)> + '_ {
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.backup.as_ref().map(|b| (SubtaskIx(i as u32), b.fence)))
+    }
+
+    /// A ready primary needs backup `fence`'s slot: cancel the backup, refund the budget.
+    pub(super) fn backup_preempted(&mut self, subtask: SubtaskIx, fence: Fence, out: &mut Vec<Action>) {
+        let Some(slot) = self.slots.get_mut(subtask.index()) else { return };
+        if slot.backup.as_ref().is_none_or(|b| b.fence != fence) {
+            return;
+        }
+        let Some(backup) = slot.backup.take() else { return };
+        self.counts.running -= 1;
+        self.hedges = self.hedges.saturating_sub(1);
+        out.push(Action::CancelAttempt { worker: backup.worker, fence: backup.fence });
     }
 
     /// Resolves a report for a subtask that has a backup attempt. Returns false when the event
@@ -114,36 +163,27 @@ impl RunEngine {
         self.counts.running += 1;
         self.counts.attempts += 1;
         self.counts.speculative += 1;
+        self.hedges += 1;
         out.push(Action::Publish(Update::Speculated { subtask, worker, after_us }));
     }
 
-    /// Running tool calls that qualify for a backup now, slowest first, within the hedge
-    /// budget. `eligible` says whether a subtask's tool may run twice (read-only/idempotent).
+    /// Running tool calls that qualify for a backup now, worst first, within the hedge budget.
+    /// `eligible` says whether a subtask's tool may run twice (read-only/idempotent).
     pub fn speculation_candidates(&self, now_us: u64, eligible: impl Fn(SubtaskIx) -> bool) -> Vec<SubtaskIx> {
         let policy = self.dag.speculation();
-        if !policy.enabled || self.state.is_terminal() {
+        if !policy.enabled || self.state.is_terminal() || self.counts.running == 0 {
             return Vec::new();
         }
         let total_budget = ((self.dag.len() as f64) * policy.max_fraction).ceil() as u32;
         let progress = self.counts.succeeded + self.counts.failed + self.counts.running;
-        let budget = total_budget.min(((progress as f64) * policy.max_fraction).ceil() as u32);
-        if self.counts.speculative >= budget || self.counts.running == 0 {
+        let earned = WARMUP_HEDGES.saturating_add(self.counts.speculative_wins.saturating_mul(HEDGES_PER_WIN));
+        let budget = total_budget.min(((progress as f64) * policy.max_fraction).ceil() as u32).min(earned);
+        if self.hedges >= budget {
             return Vec::new();
         }
-        // Durations are kept sorted ([`Self::record_sibling_duration`]): a median is a lookup.
-        let thresholds: Vec<Option<u64>> = self
-            .sibling_durations
-            .iter()
-            .zip(&self.sibling_totals)
-            .map(|(done, &total)| {
-                if total == 0 || (done.len() as f64) < policy.quantile * total as f64 || done.is_empty() {
-                    return None;
-                }
-                let median = done[done.len() / 2];
-                Some(((median as f64 * policy.multiplier) as u64).max(policy.min_runtime_ms.saturating_mul(1000)))
-            })
-            .collect();
-        if thresholds.iter().all(Option::is_none) {
+        let thresholds: std::collections::HashMap<&Arc<str>, u64> =
+            self.latency.iter().filter_map(|(tool, m)| Some((tool, m.threshold_us(policy)?))).collect();
+        if thresholds.is_empty() {
             return Vec::new();
         }
         let mut found: Vec<(u64, SubtaskIx)> = self
@@ -153,14 +193,19 @@ impl RunEngine {
             .filter(|(_, s)| s.state == SubtaskState::Running && s.backup.is_none())
             .filter_map(|(i, s)| {
                 let i = SubtaskIx(i as u32);
-                let limit = thresholds.get(*self.depth.get(i.index())? as usize).copied().flatten()?;
+                let node = self.dag.node(i);
+                if !matches!(node.work, Work::Tool) {
+                    return None;
+                }
+                let limit = *thresholds.get(&node.tool)?;
+                // From this attempt's own dispatch: a retry is not late for its earlier attempts.
                 let elapsed = now_us.saturating_sub(s.dispatched_us.unwrap_or(now_us));
                 // How far past its threshold, in thousandths: the worst stragglers first.
                 let overrun = elapsed.saturating_mul(1000) / limit.max(1);
-                (elapsed > limit && matches!(self.dag.node(i).work, Work::Tool) && eligible(i)).then_some((overrun, i))
+                (elapsed > limit && eligible(i)).then_some((overrun, i))
             })
             .collect();
         found.sort_unstable_by_key(|&(overrun, _)| std::cmp::Reverse(overrun));
-        found.into_iter().take((budget - self.counts.speculative) as usize).map(|(_, i)| i).collect()
+        found.into_iter().take((budget - self.hedges) as usize).map(|(_, i)| i).collect()
     }
 }

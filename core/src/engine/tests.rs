@@ -219,3 +219,130 @@ fn cancel_ends_run_and_cancels_running_attempts() {
     assert!(e.pop_ready().is_none());
     assert_eq!(out.iter().filter(|a| matches!(a, Action::CancelAttempt { .. })).count(), 1);
 }
+
+/// 100 independent `echo` calls (a hedge budget of 10): enough for the latency model; every
+/// call takes 100 ms (µs times) unless said otherwise.
+fn wide() -> RunEngine {
+    engine((0..100).map(|i| t(&format!("c{i}"))).collect(), RetryPolicy { jitter: 0.0, ..RetryPolicy::default() })
+}
+
+/// Dispatches every ready call at `at` with fences from `first`; returns them in order.
+fn dispatch_all(e: &mut RunEngine, first: u64, at: u64, out: &mut Vec<Action>) -> Vec<(SubtaskIx, Fence)> {
+    let mut started = Vec::new();
+    let mut fence = first;
+    while let Some(i) = e.pop_ready() {
+        e.apply(EngineEvent::Dispatched { subtask: i, worker: WorkerId::from("w1"), fence: Fence(fence) }, at, out);
+        started.push((i, Fence(fence)));
+        fence += 1;
+    }
+    started
+}
+
+fn succeed_at(e: &mut RunEngine, i: SubtaskIx, fence: Fence, started: u64, finished: u64, out: &mut Vec<Action>) {
+    let ev =
+        EngineEvent::Succeeded { subtask: i, fence, started_us: started, finished_us: finished, output: "1".into() };
+    e.apply(ev, finished, out);
+}
+
+#[test]
+fn a_retried_attempt_is_not_a_straggler_for_its_earlier_attempts() {
+    let mut e = wide();
+    let mut out = vec![];
+    let calls = dispatch_all(&mut e, 1, 0, &mut out);
+    // 30 finish in 100 ms: the model's threshold is then max(1.5 × 100, 1.25 × 100) ms.
+    for &(i, f) in &calls[..30] {
+        succeed_at(&mut e, i, f, 0, 100_000, &mut out);
+    }
+    // c30 failed at once and is retried 2 s later; its retry has run 10 ms.
+    let (late, f) = calls[30];
+    let failed = EngineEvent::Failed {
+        subtask: late,
+        fence: f,
+        kind: FailureKind::Transient,
+        message: "503".into(),
+        started_us: 0,
+        finished_us: 1_000,
+    };
+    e.apply(failed, 1_000, &mut out);
+    e.apply(EngineEvent::RetryDue { subtask: late }, 2_000_000, &mut out);
+    let again = e.pop_ready().expect("the retry");
+    e.apply(
+        EngineEvent::Dispatched { subtask: again, worker: WorkerId::from("w2"), fence: Fence(100) },
+        2_000_000,
+        &mut out,
+    );
+    let now = 2_010_000;
+    let candidates = e.speculation_candidates(now, |_| true);
+    assert!(!candidates.contains(&late), "a retry 10 ms old was taken for a straggler");
+    // The 69 still running since 0 are stragglers (2 s against a 150 ms threshold).
+    assert_eq!(candidates.len(), 4, "the warm-up budget: {candidates:?}");
+}
+
+#[test]
+fn speculation_that_never_wins_stops_spending_and_a_win_earns_more() {
+    let mut e = wide();
+    let mut out = vec![];
+    let calls = dispatch_all(&mut e, 1, 0, &mut out);
+    for &(i, f) in &calls[..25] {
+        succeed_at(&mut e, i, f, 0, 100_000, &mut out);
+    }
+    let now = 1_000_000;
+    let first = e.speculation_candidates(now, |_| true);
+    assert_eq!(first.len(), speculation::WARMUP_HEDGES as usize);
+    let mut fence = 200;
+    let mut backups = Vec::new();
+    for &i in &first {
+        fence += 1;
+        e.apply(
+            EngineEvent::BackupDispatched { subtask: i, worker: WorkerId::from("w2"), fence: Fence(fence) },
+            now,
+            &mut out,
+        );
+        backups.push((i, Fence(fence)));
+    }
+    // The originals win every race: nothing more is spent.
+    for &(i, _) in &backups {
+        let original = calls.iter().find(|(c, _)| *c == i).expect("call").1;
+        succeed_at(&mut e, i, original, 0, now + 1_000, &mut out);
+    }
+    // (Later: the four slow originals raised the model's 95th percentile to 1 s.)
+    let later = now + 2_000_000;
+    assert!(e.speculation_candidates(later, |_| true).is_empty(), "spent without winning");
+    // A backup that wins earns HEDGES_PER_WIN more.
+    let rest: Vec<SubtaskIx> = calls[25..].iter().map(|c| c.0).filter(|i| !first.contains(i)).collect();
+    e.counts.speculative_wins += 1;
+    let next = e.speculation_candidates(later, |_| true);
+    assert_eq!(next.len(), (speculation::HEDGES_PER_WIN as usize).min(rest.len()));
+}
+
+#[test]
+fn a_preempted_backup_is_cancelled_refunded_and_its_late_report_ignored() {
+    let mut e = wide();
+    let mut out = vec![];
+    let calls = dispatch_all(&mut e, 1, 0, &mut out);
+    for &(i, f) in &calls[..25] {
+        succeed_at(&mut e, i, f, 0, 100_000, &mut out);
+    }
+    let now = 1_000_000;
+    let i = e.speculation_candidates(now, |_| true)[0];
+    e.apply(
+        EngineEvent::BackupDispatched { subtask: i, worker: WorkerId::from("w2"), fence: Fence(300) },
+        now,
+        &mut out,
+    );
+    let running = e.counts().running;
+    out.clear();
+    e.apply(EngineEvent::BackupPreempted { subtask: i, fence: Fence(300) }, now + 1, &mut out);
+    assert!(out.contains(&Action::CancelAttempt { worker: WorkerId::from("w2"), fence: Fence(300) }), "{out:?}");
+    assert_eq!(e.counts().running, running - 1);
+    assert!(e.slot(i).backup.is_none());
+    // Refunded: the warm-up budget is whole again.
+    assert_eq!(e.speculation_candidates(now + 2, |_| true).len(), speculation::WARMUP_HEDGES as usize);
+    // The cancelled backup's report changes nothing; the original still decides.
+    succeed_at(&mut e, i, Fence(300), now, now + 5, &mut out);
+    assert_eq!(e.slot(i).state, SubtaskState::Running);
+    let original = calls.iter().find(|(c, _)| *c == i).expect("call").1;
+    succeed_at(&mut e, i, original, 0, now + 10, &mut out);
+    assert_eq!(e.slot(i).state, SubtaskState::Succeeded);
+    assert_eq!(e.counts().speculative_wins, 0);
+}

@@ -215,6 +215,9 @@ pub enum EngineEvent {
     Failed { subtask: SubtaskIx, fence: Fence, kind: FailureKind, message: String, started_us: u64, finished_us: u64 },
     /// The attempt's worker went away, or the attempt fell silent; `reason` says which.
     Lost { subtask: SubtaskIx, fence: Fence, reason: String },
+    /// A ready primary attempt needed the slot of backup `fence` of `subtask`: it is cancelled
+    /// (and does not count against the hedge budget).
+    BackupPreempted { subtask: SubtaskIx, fence: Fence },
     /// A backoff timer armed by [`Action::ArmTimer`] fired.
     RetryDue { subtask: SubtaskIx },
     /// The user asked to cancel the run.

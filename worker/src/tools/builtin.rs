@@ -97,8 +97,9 @@ impl Tool for Echo {
     }
 }
 
-/// `flaky {fail_times, ms?}`: fails its first `fail_times` attempts (transiently), then
-/// succeeds; each attempt first waits `ms`. For tests and demos of retries.
+/// `flaky {fail_times, ms?, fail_ms?}`: fails its first `fail_times` attempts (transiently),
+/// then succeeds; a succeeding attempt first waits `ms`, a failing one `fail_ms` (default `ms`:
+/// a quick 503 is `fail_ms: 0`). For tests, demos and benchmarks of retries.
 pub struct Flaky(ToolInfo);
 
 impl Flaky {
@@ -123,10 +124,12 @@ impl Tool for Flaky {
         Box::pin(async move {
             let fail_times = arg_u64(&args, "fail_times")?;
             let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
-            if ms > 0 {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
+            let fails = u64::from(ctx.attempt) <= fail_times;
+            let wait = if fails { args.get("fail_ms").and_then(Value::as_u64).unwrap_or(ms) } else { ms };
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_millis(wait.min(24 * 3600 * 1000))).await;
             }
-            if u64::from(ctx.attempt) <= fail_times {
+            if fails {
                 return Err(ToolError::transient(format!(
                     "flaky: attempt {} of {fail_times} planned failures",
                     ctx.attempt
