@@ -3,6 +3,7 @@
 
 mod agents;
 mod api;
+mod breakdown;
 mod cli;
 mod config;
 mod deploy;
