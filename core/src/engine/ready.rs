@@ -37,11 +37,6 @@ impl ReadyQueue {
         self.heap.pop().map(|(_, _, i)| i)
     }
 
-    /// Subtask `i`'s priority: its estimated bottom level (µs once calls have finished).
-    pub(super) fn priority_of(&self, i: SubtaskIx) -> u64 {
-        self.priority.get(i.index()).copied().unwrap_or(1)
-    }
-
     pub(super) fn len(&self) -> usize {
         self.heap.len()
     }

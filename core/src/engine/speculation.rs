@@ -2,16 +2,12 @@
 //!
 //! **Who is a straggler.** Each tool has a latency model: the sorted durations of its calls that
 //! finished in this run. Once enough of them have (`quantile` of the tool's calls, at most
-//! [`MIN_SAMPLES`]), a running attempt of that tool whose elapsed time, from *its own* dispatch
-//! (a retried attempt starts its clock again), exceeds `multiplier` × the tool's median (and
-//! `min_runtime_ms`) is late.
-//!
-//! **Which late attempts matter.** Only those whose chain may decide the run's end: the engine
-//! projects each running or ready subtask's end of chain (its start, the larger of its elapsed
-//! time and its tool's median, then the estimated path after it, as the ready queue ranks
-//! subtasks) and hedges a late attempt only when its projection comes within one median of the
-//! latest projection; the most critical go first. A late call on a chain with slack is left
-//! alone until its lateness eats the slack, so natural slowness spends little of the budget.
+//! [`MIN_SAMPLES`]), a running attempt of that tool is late when its elapsed time, from *its
+//! own* dispatch (a retried attempt starts its clock again), exceeds the largest of `multiplier`
+//! × the median, [`TAIL_MARGIN`] × the 95th percentile, and `min_runtime_ms`. The high quantile
+//! keeps natural slowness (a heavy-tailed latency, where a backup of a merely long call cannot
+//! win) from passing for straggling. The latest go first, by how far past their threshold they
+//! are, so a 10× straggler outranks a call that is merely long.
 //!
 //! **What a backup may take.** Backups go only into slots left free after dispatch, and a ready
 //! primary attempt that finds no free slot preempts a backup
@@ -20,7 +16,7 @@
 //! only drops it: the other runs on, and neither counts as a retry.
 //!
 //! **How many.** At most `max_fraction` of the run's subtasks, opening with progress, and
-//! *earned*: after [`WARMUP_HEDGES`] backups, each further one needs a win ([`HEDGES_PER_WIN`]
+//! *earned*: after [`WARMUP_HEDGES`] backups, each further one needs wins ([`HEDGES_PER_WIN`]
 //! per win), so speculation that stops winning stops spending. Preempted backups are refunded.
 
 use std::sync::Arc;
@@ -32,10 +28,13 @@ use super::{Action, Backup, RunEngine, SubtaskState, Update};
 
 /// Samples a tool's latency model needs at most before its thresholds apply.
 pub const MIN_SAMPLES: usize = 20;
+/// A late attempt has run past this many times the tool's 95th-percentile duration (or
+/// `multiplier` × its median, whichever is later).
+pub const TAIL_MARGIN: f64 = 1.25;
 /// Backups a run may start before its first win.
-pub const WARMUP_HEDGES: u32 = 8;
+pub const WARMUP_HEDGES: u32 = 16;
 /// Further backups each win earns.
-pub const HEDGES_PER_WIN: u32 = 4;
+pub const HEDGES_PER_WIN: u32 = 8;
 
 /// One tool's calls in a run, and the sorted durations (µs) of those that finished.
 #[derive(Clone, Debug, Default)]
@@ -45,15 +44,18 @@ pub(super) struct Latency {
 }
 
 impl Latency {
-    /// The median duration (µs) and the lateness threshold, once the model has enough samples.
-    fn model_us(&self, policy: &crate::spec::Speculation) -> Option<(u64, u64)> {
+    /// The lateness threshold (µs), once the model has enough samples.
+    fn threshold_us(&self, policy: &crate::spec::Speculation) -> Option<u64> {
         let needed = ((policy.quantile * f64::from(self.total)).ceil() as usize).clamp(1, MIN_SAMPLES);
         if self.done.len() < needed {
             return None;
         }
         let median = self.done[self.done.len() / 2];
-        let late = ((median as f64 * policy.multiplier) as u64).max(policy.min_runtime_ms.saturating_mul(1000));
-        Some((median, late))
+        let p95 = self.done[((self.done.len() - 1) as f64 * 0.95).round() as usize];
+        let late = ((median as f64 * policy.multiplier) as u64)
+            .max((p95 as f64 * TAIL_MARGIN) as u64)
+            .max(policy.min_runtime_ms.saturating_mul(1000));
+        Some(late)
     }
 }
 
@@ -168,7 +170,7 @@ impl RunEngine {
         out.push(Action::Publish(Update::Speculated { subtask, worker, after_us }));
     }
 
-    /// Running tool calls that qualify for a backup now, most critical first, within the hedge
+    /// Running tool calls that qualify for a backup now, the worst first, within the hedge
     /// budget. `eligible` says whether a subtask's tool may run twice (read-only/idempotent).
     pub fn speculation_candidates(&self, now_us: u64, eligible: impl Fn(SubtaskIx) -> bool) -> Vec<SubtaskIx> {
         let policy = self.dag.speculation();
@@ -182,47 +184,32 @@ impl RunEngine {
         if self.hedges >= budget {
             return Vec::new();
         }
-        let models: std::collections::HashMap<&Arc<str>, (u64, u64)> =
-            self.latency.iter().filter_map(|(tool, m)| Some((tool, m.model_us(policy)?))).collect();
-        if models.is_empty() {
+        let thresholds: std::collections::HashMap<&Arc<str>, u64> =
+            self.latency.iter().filter_map(|(tool, m)| Some((tool, m.threshold_us(policy)?))).collect();
+        if thresholds.is_empty() {
             return Vec::new();
         }
-        // The estimated path after a subtask (the ready queue's bottom levels of its dependents).
-        let after =
-            |i: SubtaskIx| self.dag.node(i).dependents.iter().map(|&d| self.ready.priority_of(d)).max().unwrap_or(0);
-        // Each running or ready subtask's projected end of chain; the run ends at the latest.
-        let mut latest = 0u64;
-        let mut late: Vec<(u64, u64, SubtaskIx)> = Vec::new(); // (projected end, its median, subtask)
-        for (i, s) in self.slots.iter().enumerate() {
-            let i = SubtaskIx(i as u32);
-            let end = match s.state {
-                SubtaskState::Ready => now_us.saturating_add(self.ready.priority_of(i)),
-                SubtaskState::Running => {
-                    let node = self.dag.node(i);
-                    let model = models.get(&node.tool).filter(|_| matches!(node.work, Work::Tool));
-                    let own = match model {
-                        Some(&(median, _)) => median,
-                        None => self.ready.priority_of(i).saturating_sub(after(i)),
-                    };
-                    let started = s.dispatched_us.unwrap_or(now_us);
-                    let elapsed = now_us.saturating_sub(started);
-                    let end = started.saturating_add(elapsed.max(own)).saturating_add(after(i));
-                    if let Some(&(median, threshold)) = model
-                        && s.backup.is_none()
-                        && elapsed > threshold
-                        && eligible(i)
-                    {
-                        late.push((end, median, i));
-                    }
-                    end
+        let mut found: Vec<(u64, SubtaskIx)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state == SubtaskState::Running && s.backup.is_none())
+            .filter_map(|(i, s)| {
+                let i = SubtaskIx(i as u32);
+                let node = self.dag.node(i);
+                if !matches!(node.work, Work::Tool) {
+                    return None;
                 }
-                _ => continue,
-            };
-            latest = latest.max(end);
-        }
-        // Only late calls whose chains may decide the run's end; the most critical first.
-        late.retain(|&(end, median, _)| end.saturating_add(median) >= latest);
-        late.sort_unstable_by_key(|&(end, _, _)| std::cmp::Reverse(end));
-        late.into_iter().take((budget - self.hedges) as usize).map(|(_, _, i)| i).collect()
+                let limit = *thresholds.get(&node.tool)?;
+                // From this attempt's own dispatch: a retry is not late for its earlier attempts.
+                let elapsed = now_us.saturating_sub(s.dispatched_us.unwrap_or(now_us));
+                // How far past its threshold, in thousandths: the worst stragglers first (a 10×
+                // straggler outranks a call that is merely long).
+                let overrun = elapsed.saturating_mul(1000) / limit.max(1);
+                (elapsed > limit && eligible(i)).then_some((overrun, i))
+            })
+            .collect();
+        found.sort_unstable_by_key(|&(overrun, _)| std::cmp::Reverse(overrun));
+        found.into_iter().take((budget - self.hedges) as usize).map(|(_, i)| i).collect()
     }
 }
