@@ -15,9 +15,10 @@
 //! Whichever attempt finishes first wins; the other is cancelled. A failure of one of the two
 //! only drops it: the other runs on, and neither counts as a retry.
 //!
-//! **How many.** At most `max_fraction` of the run's subtasks, opening with progress, and
-//! *earned*: after [`WARMUP_HEDGES`] backups, each further one needs wins ([`HEDGES_PER_WIN`]
-//! per win), so speculation that stops winning stops spending. Preempted backups are refunded.
+//! **How many.** At most `max_fraction` of the run's subtasks running as backups, opening with
+//! progress (preempted backups are refunded here), and *earned*: after [`WARMUP_HEDGES`] backups
+//! started, each further one needs wins ([`HEDGES_PER_WIN`] per win), so speculation that stops
+//! winning stops spending.
 
 use std::sync::Arc;
 
@@ -179,9 +180,12 @@ impl RunEngine {
         }
         let total_budget = ((self.dag.len() as f64) * policy.max_fraction).ceil() as u32;
         let progress = self.counts.succeeded + self.counts.failed + self.counts.running;
+        // The cap counts backups that ran (preempted ones are refunded); what wins earn counts
+        // every backup started, so a run whose backups never win stops, preempted or not.
         let earned = WARMUP_HEDGES.saturating_add(self.counts.speculative_wins.saturating_mul(HEDGES_PER_WIN));
-        let budget = total_budget.min(((progress as f64) * policy.max_fraction).ceil() as u32).min(earned);
-        if self.hedges >= budget {
+        let cap = total_budget.min(((progress as f64) * policy.max_fraction).ceil() as u32);
+        let room = cap.saturating_sub(self.hedges).min(earned.saturating_sub(self.counts.speculative));
+        if room == 0 {
             return Vec::new();
         }
         let thresholds: std::collections::HashMap<&Arc<str>, u64> =
@@ -210,6 +214,6 @@ impl RunEngine {
             })
             .collect();
         found.sort_unstable_by_key(|&(overrun, _)| std::cmp::Reverse(overrun));
-        found.into_iter().take((budget - self.hedges) as usize).map(|(_, i)| i).collect()
+        found.into_iter().take(room as usize).map(|(_, i)| i).collect()
     }
 }
