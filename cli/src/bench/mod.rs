@@ -451,9 +451,7 @@ async fn stragglers(client: &mut client::Client, opts: &BenchOptions) -> anyhow:
     let mut runs = Vec::new();
     for k in 0..opts.repeat.max(1) {
         let seed = opts.seed + k as u64;
-        let ms = specs::lognormal_ms(seed, opts.median_ms, opts.sigma, opts.chains, opts.length);
-        let ideal_ms = ms.iter().map(|c| c.iter().sum::<u64>()).max().unwrap_or(0) as f64;
-        let mut spec = specs::swarm(opts.chains, opts.length, Some(&|c, s| ms[c][s]));
+        let (ideal_ms, mut spec) = seeded_swarm(opts, seed);
         if let Ok(text) = std::env::var("SWARM_BENCH_SPECULATION") {
             spec.speculation = serde_json::from_str(&text)?;
         }
@@ -488,10 +486,6 @@ async fn stragglers(client: &mut client::Client, opts: &BenchOptions) -> anyhow:
             speculative_wins: on.speculative_wins,
         });
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     Ok(StragglerBench {
         median_ratio_speculation_on: median(runs.iter().map(|r| r.wall_on_ms / r.ideal_ms).collect()),
         median_ratio_speculation_off: median(runs.iter().map(|r| r.wall_off_ms / r.ideal_ms).collect()),
@@ -505,9 +499,7 @@ async fn retries(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Re
     let mut runs = Vec::new();
     for k in 0..opts.repeat.max(1) {
         let seed = opts.seed + k as u64;
-        let ms = specs::lognormal_ms(seed, opts.median_ms, opts.sigma, opts.chains, opts.length);
-        let ideal_ms = ms.iter().map(|c| c.iter().sum::<u64>()).max().unwrap_or(0) as f64;
-        let mut spec = specs::swarm(opts.chains, opts.length, Some(&|c, s| ms[c][s]));
+        let (ideal_ms, mut spec) = seeded_swarm(opts, seed);
         let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_fa11);
         let mut failures = 0;
         for t in &mut spec.subtasks {
@@ -557,16 +549,26 @@ async fn retries(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Re
             breakdown: default.wall_breakdown_ms.clone().unwrap_or_default(),
         });
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     Ok(RetriesBench {
         median_default: median(runs.iter().map(|r| r.ideal_ms / r.wall_default_ms).collect()),
         median_immediate: median(runs.iter().map(|r| r.ideal_ms / r.wall_immediate_ms).collect()),
         median_speculation_off: median(runs.iter().map(|r| r.ideal_ms / r.wall_speculation_off_ms).collect()),
         runs,
     })
+}
+
+/// The median of `v` (the upper one of an even count; 0 for none).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The seeded workload of the straggler and retry scenarios: per-call durations, the straggler-
+/// free ideal, and the swarm DAG of `sleep` calls.
+fn seeded_swarm(opts: &BenchOptions, seed: u64) -> (f64, swarm_core::RunSpec) {
+    let ms = specs::lognormal_ms(seed, opts.median_ms, opts.sigma, opts.chains, opts.length);
+    let ideal_ms = ms.iter().map(|c| c.iter().sum::<u64>()).max().unwrap_or(0) as f64;
+    (ideal_ms, specs::swarm(opts.chains, opts.length, Some(&|c, s| ms[c][s])))
 }
 
 /// Peak resident set size of this process (VmHWM), in KiB.

@@ -509,6 +509,18 @@ async fn a_worker_cannot_claim_or_report_attempts_that_are_not_its_own() {
     rig.stop().await;
 }
 
+/// The first `n` assignments to workers `a` (connection 1) and `b` (connection 2).
+async fn assignments_of_two(a: &mut Inbox, b: &mut Inbox, n: usize) -> Vec<(ConnId, pb::Assignment)> {
+    let mut given = Vec::new();
+    while given.len() < n {
+        tokio::select! {
+            m = next(a) => if let pb::coordinator_message::Msg::Assignments(x) = m { given.extend(x.assignments.into_iter().map(|x| (ConnId(1), x))) },
+            m = next(b) => if let pb::coordinator_message::Msg::Assignments(x) = m { given.extend(x.assignments.into_iter().map(|x| (ConnId(2), x))) },
+        }
+    }
+    given
+}
+
 /// Whether a straggling call of `tool` gets a backup under `config` (the worker claims the tool
 /// is idempotent): nine calls finish in 100 ms, the tenth hangs.
 async fn straggler_gets_a_backup(config: ManagerConfig, tool: &str) -> bool {
@@ -517,13 +529,7 @@ async fn straggler_gets_a_backup(config: ManagerConfig, tool: &str) -> bool {
     let mut b = rig.join(ConnId(2), "b", 10, &[(tool, true)]).await;
     let subtasks = (0..10).map(|i| SubtaskSpec::tool(format!("s{i}").as_str(), tool, json!({}))).collect();
     rig.submit(RunSpec::new("hedge", subtasks)).await;
-    let mut given = Vec::new();
-    while given.len() < 10 {
-        tokio::select! {
-            m = next(&mut a) => if let pb::coordinator_message::Msg::Assignments(x) = m { given.extend(x.assignments.into_iter().map(|x| (ConnId(1), x))) },
-            m = next(&mut b) => if let pb::coordinator_message::Msg::Assignments(x) = m { given.extend(x.assignments.into_iter().map(|x| (ConnId(2), x))) },
-        }
-    }
+    let mut given = assignments_of_two(&mut a, &mut b, 10).await;
     let t0 = rig.clock.now_us();
     tokio::time::sleep(Duration::from_millis(100)).await;
     given.pop();
@@ -565,13 +571,7 @@ async fn a_ready_primary_takes_a_backups_slot_and_the_backup_is_cancelled() {
         (0..n).map(|i| SubtaskSpec::tool(format!("{prefix}{i}").as_str(), "echo", json!({}))).collect::<Vec<_>>()
     };
     let first = rig.submit(RunSpec::new("hedged", calls("s", 10))).await;
-    let mut given: Vec<(ConnId, pb::Assignment)> = Vec::new();
-    while given.len() < 10 {
-        tokio::select! {
-            m = next(&mut a) => if let pb::coordinator_message::Msg::Assignments(x) = m { given.extend(x.assignments.into_iter().map(|x| (ConnId(1), x))) },
-            m = next(&mut b) => if let pb::coordinator_message::Msg::Assignments(x) = m { given.extend(x.assignments.into_iter().map(|x| (ConnId(2), x))) },
-        }
-    }
+    let mut given = assignments_of_two(&mut a, &mut b, 10).await;
     // Nine finish in 100 ms; the tenth straggles, and a backup takes a free slot elsewhere.
     let t0 = rig.clock.now_us();
     tokio::time::sleep(Duration::from_millis(100)).await;
