@@ -360,3 +360,51 @@ fn a_preempted_backup_is_cancelled_refunded_and_its_late_report_ignored() {
     assert_eq!(e.slot(i).state, SubtaskState::Succeeded);
     assert_eq!(e.counts().speculative_wins, 0);
 }
+
+#[test]
+fn backups_never_count_as_retries_nor_raise_the_backoff() {
+    let mut e = wide();
+    let mut out = vec![];
+    let calls = dispatch_all(&mut e, 1, 0, &mut out);
+    for &(i, f) in &calls[..25] {
+        succeed_at(&mut e, i, f, 0, 100_000, &mut out);
+    }
+    let now = 1_000_000;
+    let i = e.speculation_candidates(now, |_| true)[0];
+    let original = calls.iter().find(|(c, _)| *c == i).expect("call").1;
+    e.apply(
+        EngineEvent::BackupDispatched { subtask: i, worker: WorkerId::from("w2"), fence: Fence(500) },
+        now,
+        &mut out,
+    );
+    let fail = |fence| EngineEvent::Failed {
+        subtask: i,
+        fence,
+        kind: FailureKind::Transient,
+        message: "503".into(),
+        started_us: now,
+        finished_us: now + 1,
+    };
+    // The original fails: dropped, the backup runs on; then the backup fails too.
+    e.apply(fail(original), now + 1, &mut out);
+    assert_eq!(e.slot(i).state, SubtaskState::Running);
+    out.clear();
+    e.apply(fail(Fence(500)), now + 2, &mut out);
+    // One failure of attempt 1, retried after the policy's first interval (100 ms, no jitter).
+    let failed: Vec<_> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Publish(Update::Failed { attempt, retry_in_us, .. }) => Some((attempt.0, *retry_in_us)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, vec![(1, Some(100_000))]);
+    e.apply(EngineEvent::RetryDue { subtask: i }, now + 100_002, &mut out);
+    let again = e.pop_ready().expect("the retry");
+    e.apply(
+        EngineEvent::Dispatched { subtask: again, worker: WorkerId::from("w3"), fence: Fence(600) },
+        now + 100_002,
+        &mut out,
+    );
+    assert_eq!(e.slot(i).attempt.0, 2, "the retry is attempt 2, whatever backups ran");
+}
