@@ -57,13 +57,23 @@ impl WallBreakdown {
         while let Some(i) = cur {
             let s = &slots[i.index()];
             let t = &s.timing;
-            let final_us = match (t.done_us, t.final_dispatched_us) {
-                (Some(d), Some(f)) => d.saturating_sub(f),
-                _ => 0,
+            let lost = t.waited_us + t.backoff_us + t.failed_us + t.straggler_us;
+            let (final_us, work) = if matches!(dag.node(i).work, crate::dag::Work::Tool) {
+                let final_us = match (t.done_us, t.final_dispatched_us) {
+                    (Some(d), Some(f)) => d.saturating_sub(f),
+                    _ => 0,
+                };
+                let measured = if s.steps > 0 { s.finished_us.saturating_sub(s.started_us) } else { 0 };
+                (final_us, measured.min(final_us))
+            } else {
+                // An agent or orchestrator works across turns (its subagents run inside it): from
+                // first ready to its end, all but its own waits is its work.
+                let span = match (t.done_us, s.ready_at_us()) {
+                    (Some(d), Some(r)) => d.saturating_sub(r).saturating_sub(lost),
+                    _ => 0,
+                };
+                (span, span)
             };
-            let measured =
-                if s.steps > 0 || s.agent.is_some() { s.finished_us.saturating_sub(s.started_us) } else { 0 };
-            let work = measured.min(final_us);
             b.work_us += work;
             b.dispatch_us += final_us - work;
             b.waiting_for_slot_us += t.waited_us;
@@ -133,7 +143,7 @@ impl WallBreakdown {
         };
         if (*us as f64) < 0.05 * wall_us as f64 {
             return format!(
-                "wall {}: {:.0} % of it tool work on the deciding chain",
+                "wall {}: {:.0} % of it work on the deciding chain",
                 secs(wall_us),
                 100.0 * self.work_us as f64 / wall_us.max(1) as f64
             );
@@ -228,7 +238,11 @@ mod tests {
         let b = &s.wall_breakdown;
         assert_eq!((b.work_us, b.dispatch_us, b.other_us), (300_000, 6_000, 0), "{b:?}");
         sums_to_wall(&s);
-        assert!(s.wall_breakdown.headline(s.wall_us).contains("tool work"), "{}", s.wall_breakdown.headline(s.wall_us));
+        assert!(
+            s.wall_breakdown.headline(s.wall_us).contains("work on the deciding chain"),
+            "{}",
+            s.wall_breakdown.headline(s.wall_us)
+        );
     }
 
     #[test]

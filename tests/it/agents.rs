@@ -64,6 +64,11 @@ async fn an_orchestrator_runs_100_subagents_across_3_workers() {
     assert_eq!(s.critical_steps, 1 + 15, "one orchestrator stage plus the slowest subagent's 15 steps");
     assert_eq!(s.total_steps, 1 + 100 * 15);
     assert_eq!(s.agent_tool_calls, 100 * 15, "orchestration calls do not count as work");
+    // The orchestrator works while its subagents run: that is work in the breakdown, not
+    // time the cluster cannot account for.
+    let j = swarm_cli::client::RunJson::from(&run);
+    let parts = j.wall_breakdown_ms.clone().expect("breakdown");
+    assert!(parts["work"] >= 0.9 * j.wall_ms && parts["other"] <= 0.05 * j.wall_ms, "{parts:?} of {} ms", j.wall_ms);
     let lead = run.subtasks.iter().find(|t| t.id == "lead").expect("lead");
     assert_eq!(lead.output_json, json!({"answer": "merged the findings"}).to_string());
     let workers: std::collections::BTreeSet<&str> =
