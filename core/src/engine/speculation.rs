@@ -41,8 +41,14 @@ pub const HEDGES_PER_WIN: u32 = 8;
 #[derive(Clone, Debug, Default)]
 pub(super) struct Latency {
     total: u32,
+    /// Finished calls seen; `done` holds a uniform sample of at most [`KEPT_SAMPLES`] of them.
+    seen: u64,
     done: Vec<u64>,
 }
+
+/// Durations kept per tool: quantiles of a uniform sample this size are as good as of all, and
+/// keeping it sorted stays cheap in a run of 250,000 calls of one tool.
+pub const KEPT_SAMPLES: usize = 2048;
 
 impl Latency {
     /// The lateness threshold (µs), once the model has enough samples.
@@ -78,15 +84,19 @@ impl RunEngine {
         if matches!(node.work, Work::Tool)
             && let Some(model) = self.latency.get_mut(&node.tool)
         {
+            model.seen += 1;
+            if model.done.len() >= KEPT_SAMPLES {
+                // Reservoir sampling: the k-th duration replaces a random kept one with
+                // probability KEPT_SAMPLES / k.
+                if self.rng.u64(..model.seen) >= KEPT_SAMPLES as u64 {
+                    return;
+                }
+                model.done.remove(self.rng.usize(..model.done.len()));
+            }
             // Kept sorted as they arrive, so a quantile costs nothing when speculation looks.
             let at = model.done.partition_point(|&x| x <= duration_us);
             model.done.insert(at, duration_us);
         }
-    }
-
-    /// The backups racing now, as (subtask, backup fence), for the shell to preempt.
-    pub fn backups(&self) -> impl Iterator<Item = (SubtaskIx, Fence)> + '_ {
-        self.slots.iter().enumerate().filter_map(|(i, s)| s.backup.as_ref().map(|b| (SubtaskIx(i as u32), b.fence)))
     }
 
     /// A ready primary needs backup `fence`'s slot: cancel the backup, refund the budget.
@@ -215,5 +225,48 @@ impl RunEngine {
             .collect();
         found.sort_unstable_by_key(|&(overrun, _)| std::cmp::Reverse(overrun));
         found.into_iter().take(room as usize).map(|(_, i)| i).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::engine::{EngineEvent, RunEngine};
+    use crate::ids::{Fence, RunId, WorkerId};
+    use crate::spec::{Limits, RunSpec, SubtaskSpec};
+    use crate::{Dag, RetryPolicy};
+
+    #[test]
+    fn a_tool_with_many_calls_keeps_a_bounded_uniform_sample() {
+        let n = 6000u64;
+        let calls = (0..n).map(|i| SubtaskSpec::tool(format!("c{i}"), "echo", serde_json::json!({}))).collect();
+        let dag = Arc::new(Dag::build(&RunSpec::new("many", calls), &Limits::default()).expect("valid"));
+        let mut e = RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 3);
+        let mut out = Vec::new();
+        for k in 0..n {
+            let i = e.pop_ready().expect("ready");
+            e.apply(
+                EngineEvent::Dispatched { subtask: i, worker: WorkerId::from("w"), fence: Fence(k + 1) },
+                0,
+                &mut out,
+            );
+            // Durations 1..=6000 µs in a shuffled-enough order.
+            let d = (k * 7919) % n + 1;
+            let ev = EngineEvent::Succeeded {
+                subtask: i,
+                fence: Fence(k + 1),
+                started_us: 0,
+                finished_us: d,
+                output: "1".into(),
+            };
+            e.apply(ev, d, &mut out);
+            out.clear();
+        }
+        let model = e.latency.values().next().expect("echo");
+        assert_eq!((model.seen, model.done.len()), (n, super::KEPT_SAMPLES));
+        assert!(model.done.windows(2).all(|w| w[0] <= w[1]), "kept sorted");
+        let median = model.done[model.done.len() / 2] as f64;
+        assert!((median - 3000.0).abs() < 300.0, "median {median} of a uniform 1..6000");
     }
 }
