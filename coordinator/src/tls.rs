@@ -77,11 +77,6 @@ impl ServerTls {
         Self { shared: self.shared.clone(), http: true }
     }
 
-    /// Whether clients of the API must present a certificate.
-    pub fn requires_client_cert(&self) -> bool {
-        self.shared.files.client_ca.is_some()
-    }
-
     /// Counts reloads (tests await a change instead of sleeping).
     pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.generation.subscribe()

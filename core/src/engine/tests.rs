@@ -247,6 +247,20 @@ fn dispatch_all(e: &mut RunEngine, first: u64, at: u64, out: &mut Vec<Action>) -
     started
 }
 
+/// Every call dispatched at 0, the first 25 finished in 100 ms: the latency model is learned.
+fn learned(mut e: RunEngine) -> (RunEngine, Vec<(SubtaskIx, Fence)>, Vec<Action>) {
+    let mut out = vec![];
+    let calls = dispatch_all(&mut e, 1, 0, &mut out);
+    for &(i, f) in &calls[..25] {
+        succeed_at(&mut e, i, f, 0, 100_000, &mut out);
+    }
+    (e, calls, out)
+}
+
+fn start_backup(e: &mut RunEngine, i: SubtaskIx, fence: Fence, now: u64, out: &mut Vec<Action>) {
+    e.apply(EngineEvent::BackupDispatched { subtask: i, worker: WorkerId::from("w2"), fence }, now, out);
+}
+
 fn succeed_at(e: &mut RunEngine, i: SubtaskIx, fence: Fence, started: u64, finished: u64, out: &mut Vec<Action>) {
     let ev =
         EngineEvent::Succeeded { subtask: i, fence, started_us: started, finished_us: finished, output: "1".into() };
@@ -289,12 +303,7 @@ fn a_retried_attempt_is_not_a_straggler_for_its_earlier_attempts() {
 
 #[test]
 fn speculation_that_never_wins_stops_spending_and_a_win_earns_more() {
-    let mut e = wide_n(400);
-    let mut out = vec![];
-    let calls = dispatch_all(&mut e, 1, 0, &mut out);
-    for &(i, f) in &calls[..25] {
-        succeed_at(&mut e, i, f, 0, 100_000, &mut out);
-    }
+    let (mut e, calls, mut out) = learned(wide_n(400));
     let now = 1_000_000;
     let first = e.speculation_candidates(now, |_| true);
     assert_eq!(first.len(), speculation::WARMUP_HEDGES as usize);
@@ -328,19 +337,10 @@ fn speculation_that_never_wins_stops_spending_and_a_win_earns_more() {
 
 #[test]
 fn a_preempted_backup_is_cancelled_refunded_and_its_late_report_ignored() {
-    let mut e = wide();
-    let mut out = vec![];
-    let calls = dispatch_all(&mut e, 1, 0, &mut out);
-    for &(i, f) in &calls[..25] {
-        succeed_at(&mut e, i, f, 0, 100_000, &mut out);
-    }
+    let (mut e, calls, mut out) = learned(wide());
     let now = 1_000_000;
     let i = e.speculation_candidates(now, |_| true)[0];
-    e.apply(
-        EngineEvent::BackupDispatched { subtask: i, worker: WorkerId::from("w2"), fence: Fence(300) },
-        now,
-        &mut out,
-    );
+    start_backup(&mut e, i, Fence(300), now, &mut out);
     let running = e.counts().running;
     out.clear();
     e.apply(EngineEvent::BackupPreempted { subtask: i, fence: Fence(300) }, now + 1, &mut out);
@@ -363,20 +363,11 @@ fn a_preempted_backup_is_cancelled_refunded_and_its_late_report_ignored() {
 
 #[test]
 fn backups_never_count_as_retries_nor_raise_the_backoff() {
-    let mut e = wide();
-    let mut out = vec![];
-    let calls = dispatch_all(&mut e, 1, 0, &mut out);
-    for &(i, f) in &calls[..25] {
-        succeed_at(&mut e, i, f, 0, 100_000, &mut out);
-    }
+    let (mut e, calls, mut out) = learned(wide());
     let now = 1_000_000;
     let i = e.speculation_candidates(now, |_| true)[0];
     let original = calls.iter().find(|(c, _)| *c == i).expect("call").1;
-    e.apply(
-        EngineEvent::BackupDispatched { subtask: i, worker: WorkerId::from("w2"), fence: Fence(500) },
-        now,
-        &mut out,
-    );
+    start_backup(&mut e, i, Fence(500), now, &mut out);
     let fail = |fence| EngineEvent::Failed {
         subtask: i,
         fence,
