@@ -147,6 +147,8 @@ pub struct StragglerRun {
     pub wall_off_ms: f64,
     pub speculative_attempts: u32,
     pub speculative_wins: u32,
+    /// The speculative run's wall-time breakdown (ms by part), as its summary gives it.
+    pub breakdown: std::collections::BTreeMap<String, f64>,
 }
 
 /// Agent figures.
@@ -470,11 +472,15 @@ async fn stragglers(client: &mut client::Client, opts: &BenchOptions) -> anyhow:
         let t1 = Instant::now();
         submit_and_wait(client, &spec).await?;
         let wall_off_ms = t1.elapsed().as_secs_f64() * 1000.0;
+        let breakdown = on.wall_breakdown_ms.clone().unwrap_or_default();
+        let parts: Vec<String> =
+            breakdown.iter().filter(|(_, ms)| **ms >= 1.0).map(|(part, ms)| format!("{part} {ms:.0}")).collect();
         eprintln!(
-            "stragglers (seed {seed}): ideal {ideal_ms:.0} ms; speculation on {wall_on_ms:.0} ms ({:.3}×, {} backups, {} won); off {wall_off_ms:.0} ms ({:.3}×)",
+            "stragglers (seed {seed}): ideal {ideal_ms:.0} ms; speculation on {wall_on_ms:.0} ms ({:.3}×, {} backups, {} won; {}); off {wall_off_ms:.0} ms ({:.3}×)",
             wall_on_ms / ideal_ms,
             on.speculative_attempts,
             on.speculative_wins,
+            parts.join(", "),
             wall_off_ms / ideal_ms
         );
         runs.push(StragglerRun {
@@ -484,6 +490,7 @@ async fn stragglers(client: &mut client::Client, opts: &BenchOptions) -> anyhow:
             wall_off_ms,
             speculative_attempts: on.speculative_attempts,
             speculative_wins: on.speculative_wins,
+            breakdown,
         });
     }
     Ok(StragglerBench {

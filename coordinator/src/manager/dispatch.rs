@@ -119,10 +119,7 @@ impl Manager {
         let mut wanted = wanted.saturating_sub(self.preempted.len());
         while wanted > 0 {
             let Some((key, sub, fence)) = self.backups.pop() else { break };
-            let live = self
-                .runs
-                .get(&key)
-                .is_some_and(|e| e.engine.slot(sub).backup.as_ref().is_some_and(|b| b.fence == fence));
+            let live = self.runs.get(&key).is_some_and(|e| e.engine.slot(sub).backups.iter().any(|b| b.fence == fence));
             if !live {
                 continue; // the race is over
             }
@@ -185,7 +182,7 @@ impl Manager {
         if self.backups.len() > 1024 {
             let runs = &self.runs;
             self.backups.retain(|(key, sub, fence)| {
-                runs.get(key).is_some_and(|e| e.engine.slot(*sub).backup.as_ref().is_some_and(|b| b.fence == *fence))
+                runs.get(key).is_some_and(|e| e.engine.slot(*sub).backups.iter().any(|b| b.fence == *fence))
             });
         }
         let keys: Vec<RunKey> = self

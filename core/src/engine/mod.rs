@@ -464,7 +464,7 @@ impl RunEngine {
             {
                 out.push(Action::CancelAttempt { worker: worker.clone(), fence: slot.fence });
             }
-            if let Some(b) = slot.backup.take() {
+            for b in slot.backups.drain(..) {
                 out.push(Action::CancelAttempt { worker: b.worker, fence: b.fence });
             }
             if !slot.state.is_terminal() {

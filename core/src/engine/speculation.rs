@@ -1,19 +1,25 @@
 //! Straggler speculation: backup attempts, first finisher wins.
 //!
-//! **Who is a straggler.** Each tool has a latency model: the sorted durations of its calls that
-//! finished in this run. Once enough of them have (`quantile` of the tool's calls, at most
-//! [`MIN_SAMPLES`]), a running attempt of that tool is late when its elapsed time, from *its
-//! own* dispatch (a retried attempt starts its clock again), exceeds the largest of `multiplier`
-//! × the median, [`TAIL_MARGIN`] × the 95th percentile, and `min_runtime_ms`. The high quantile
-//! keeps natural slowness (a heavy-tailed latency, where a backup of a merely long call cannot
-//! win) from passing for straggling. The latest go first, by how far past their threshold they
-//! are, so a 10× straggler outranks a call that is merely long.
+//! **Who is a straggler.** Each tool has a latency model: the durations of its calls that
+//! finished in this run, and its calls still running, counted as *censored* (they have taken at
+//! least their elapsed time; the quantiles are Kaplan–Meier estimates). Once enough have finished
+//! (`quantile` of the tool's calls, at most [`MIN_SAMPLES`]) and the median is known, a running
+//! attempt of that tool is late when its elapsed time, from *its own* dispatch (a retried
+//! attempt starts its clock again), exceeds the largest of `multiplier` × the median, the 95th
+//! percentile ([`TAIL_QUANTILE`]; while over 5 % still run, [`UNKNOWN_TAIL_FACTOR`] × the longest
+//! finished call), and `min_runtime_ms`. The high quantile keeps natural slowness (a
+//! heavy-tailed latency, where a backup of a merely long call cannot win) from passing for
+//! straggling; counting the running calls keeps the first finishers of a batch, the fastest,
+//! from making the rest look late. The latest go first, by how far past their threshold they
+//! are, so a 10× straggler outranks a call that is merely long. A backup that is late too, on
+//! its own clock, gets a second one beside it ([`MAX_BACKUPS`]): each attempt straggles on its
+//! own, and none is cancelled for being late (it may be a long call about to finish).
 //!
 //! **What a backup may take.** Backups go only into slots left free after dispatch, and a ready
 //! primary attempt that finds no free slot preempts a backup
 //! ([`EngineEvent::BackupPreempted`](super::EngineEvent)): a backup never delays real work.
-//! Whichever attempt finishes first wins; the other is cancelled. A failure of one of the two
-//! only drops it: the other runs on, and neither counts as a retry.
+//! Whichever attempt finishes first wins; the others are cancelled. A failure of one only drops
+//! it: the others run on, and none counts as a retry.
 //!
 //! **How many.** At most `max_fraction` of the run's subtasks running as backups, opening with
 //! progress (preempted backups are refunded here), and *earned*: after [`WARMUP_HEDGES`] backups
@@ -29,9 +35,13 @@ use super::{Action, Backup, RunEngine, SubtaskState, Update};
 
 /// Samples a tool's latency model needs at most before its thresholds apply.
 pub const MIN_SAMPLES: usize = 20;
-/// A late attempt has run past this many times the tool's 95th-percentile duration (or
-/// `multiplier` × its median, whichever is later).
-pub const TAIL_MARGIN: f64 = 1.25;
+/// A late attempt has run past this quantile of the tool's durations (and `multiplier` × its
+/// median): "The Tail at Scale" hedges at the 95th percentile.
+pub const TAIL_QUANTILE: f64 = 0.95;
+/// Backups one attempt may have running: when its backup is late too, on its own clock,
+/// another starts beside it (each attempt straggles independently, and one that is merely long
+/// may be about to finish: none is cancelled for being late).
+pub const MAX_BACKUPS: u8 = 2;
 /// Backups a run may start before its first win.
 pub const WARMUP_HEDGES: u32 = 16;
 /// Further backups each win earns.
@@ -51,18 +61,65 @@ pub(super) struct Latency {
 pub const KEPT_SAMPLES: usize = 2048;
 
 impl Latency {
-    /// The lateness threshold (µs), once the model has enough samples.
-    fn threshold_us(&self, policy: &crate::spec::Speculation) -> Option<u64> {
+    /// The lateness threshold (µs), once the model has enough samples. `running` holds the
+    /// elapsed times (µs, sorted) of the tool's attempts still running: each is *censored*, a
+    /// lower bound of its duration. Leaving them out would build the model from the first
+    /// finishers — the fastest — and make every call still running look late; taking their
+    /// elapsed time as their duration would make the slowest of a batch started together look
+    /// late as soon as it is the slowest. The quantiles are Kaplan–Meier estimates, which count
+    /// them as what they are. No threshold while the median is unknown (half the calls still
+    /// running); while the 95th percentile is, late means twice the longest finished call.
+    fn threshold_us(&self, policy: &crate::spec::Speculation, running: &[u64]) -> Option<u64> {
         let needed = ((policy.quantile * f64::from(self.total)).ceil() as usize).clamp(1, MIN_SAMPLES);
         if self.done.len() < needed {
             return None;
         }
-        let median = self.done[self.done.len() / 2];
-        let p95 = self.done[((self.done.len() - 1) as f64 * 0.95).round() as usize];
-        let late = ((median as f64 * policy.multiplier) as u64)
-            .max((p95 as f64 * TAIL_MARGIN) as u64)
-            .max(policy.min_runtime_ms.saturating_mul(1000));
+        let km = self.kaplan_meier(running);
+        let median = km.quantile(0.5)?;
+        let tail = km.quantile(TAIL_QUANTILE).unwrap_or(km.longest.saturating_mul(UNKNOWN_TAIL_FACTOR));
+        let late =
+            ((median as f64 * policy.multiplier) as u64).max(tail).max(policy.min_runtime_ms.saturating_mul(1000));
         Some(late)
+    }
+
+    /// The Kaplan–Meier estimate of the tool's duration from the finished calls (each kept
+    /// sample stands for `seen / kept` of them) and the running ones, censored at their elapsed
+    /// time: the survival function's steps, up to the longest finished call.
+    fn kaplan_meier(&self, running: &[u64]) -> KaplanMeier {
+        let weight = self.seen as f64 / self.done.len().max(1) as f64;
+        let mut at_risk = weight * self.done.len() as f64 + running.len() as f64;
+        let mut survival = 1.0f64;
+        let mut steps = Vec::with_capacity(self.done.len());
+        let mut r = running.iter().peekable();
+        for &x in &self.done {
+            // Ties: a call still running at x was at risk at x like one that finished then.
+            while r.next_if(|&&e| e < x).is_some() {
+                at_risk -= 1.0;
+            }
+            survival *= 1.0 - weight / at_risk.max(weight);
+            at_risk -= weight;
+            steps.push((x, survival));
+        }
+        KaplanMeier { longest: self.done.last().copied().unwrap_or(0), steps }
+    }
+}
+
+/// When a tool's 95th percentile is not known yet (over 5 % of its calls still running), late
+/// means this many times its longest finished call.
+pub const UNKNOWN_TAIL_FACTOR: u64 = 2;
+
+/// A duration's estimated survival function: (duration µs, share of calls taking longer).
+struct KaplanMeier {
+    longest: u64,
+    steps: Vec<(u64, f64)>,
+}
+
+impl KaplanMeier {
+    /// The `q` quantile, when known: the first duration that at least `q` of calls take no
+    /// longer than.
+    fn quantile(&self, q: f64) -> Option<u64> {
+        let k = self.steps.partition_point(|&(_, s)| s > 1.0 - q + 1e-9);
+        self.steps.get(k).map(|&(x, _)| x)
     }
 }
 
@@ -102,17 +159,15 @@ impl RunEngine {
     /// A ready primary needs backup `fence`'s slot: cancel the backup, refund the budget.
     pub(super) fn backup_preempted(&mut self, subtask: SubtaskIx, fence: Fence, out: &mut Vec<Action>) {
         let Some(slot) = self.slots.get_mut(subtask.index()) else { return };
-        if slot.backup.as_ref().is_none_or(|b| b.fence != fence) {
-            return;
-        }
-        let Some(backup) = slot.backup.take() else { return };
+        let Some(k) = slot.backups.iter().position(|b| b.fence == fence) else { return };
+        let backup = slot.backups.remove(k);
         self.counts.running -= 1;
         self.hedges = self.hedges.saturating_sub(1);
         out.push(Action::CancelAttempt { worker: backup.worker, fence: backup.fence });
     }
 
-    /// Resolves a report for a subtask that has a backup attempt. Returns false when the event
-    /// must be dropped (one of two racing attempts failed; the other runs on).
+    /// Resolves a report for a subtask that has backup attempts. Returns false when the event
+    /// must be dropped (one of the racing attempts failed; the others run on).
     pub(super) fn settle_race(
         &mut self,
         subtask: SubtaskIx,
@@ -121,43 +176,50 @@ impl RunEngine {
         out: &mut Vec<Action>,
     ) -> bool {
         let Some(slot) = self.slots.get_mut(subtask.index()) else { return true };
-        let Some(backup) = slot.backup.clone() else { return true };
-        if fence != slot.fence && fence != backup.fence {
+        if slot.backups.is_empty() {
+            return true;
+        }
+        let backup = slot.backups.iter().position(|b| b.fence == fence);
+        if fence != slot.fence && backup.is_none() {
             return true; // stale: the normal checks reject it
         }
-        slot.backup = None;
-        self.counts.running -= 1; // one of the two attempts is over either way
-        let (winner_is_backup, loser) = if fence == backup.fence {
-            (true, slot.worker.clone().map(|w| (w, slot.fence)))
-        } else {
-            (false, Some((backup.worker.clone(), backup.fence)))
-        };
+        let original = slot.dispatched_us;
         if success {
-            if let Some((worker, fence)) = loser {
-                out.push(Action::CancelAttempt { worker, fence });
-            }
-            if winner_is_backup {
-                // The original's time before the backup started was lost to a straggler.
-                let original = slot.dispatched_us.unwrap_or(backup.dispatched_us);
-                slot.timing.straggler_us += backup.dispatched_us.saturating_sub(original);
-                slot.fence = backup.fence;
-                slot.worker = Some(backup.worker);
-                slot.dispatched_us = Some(backup.dispatched_us);
+            // Every other attempt is cancelled; the winner goes on as the current attempt.
+            self.counts.running -= slot.backups.len() as u32;
+            let mut losers: Vec<(WorkerId, Fence)> = Vec::with_capacity(slot.backups.len());
+            if let Some(k) = backup {
+                let won = slot.backups.remove(k);
+                // The original's time before the winning backup started was lost to a straggler.
+                slot.timing.straggler_us += won.dispatched_us.saturating_sub(original.unwrap_or(won.dispatched_us));
+                losers.extend(slot.worker.replace(won.worker).map(|w| (w, slot.fence)));
+                slot.fence = won.fence;
+                slot.dispatched_us = Some(won.dispatched_us);
                 self.counts.speculative_wins += 1;
             }
-            true
-        } else {
-            if !winner_is_backup {
-                // The original failed: the backup carries on as the current attempt, and the
-                // original's time before the backup started counts as a failed attempt's.
-                let original = slot.dispatched_us.unwrap_or(backup.dispatched_us);
-                slot.timing.failed_us += backup.dispatched_us.saturating_sub(original);
-                slot.fence = backup.fence;
-                slot.worker = Some(backup.worker);
-                slot.dispatched_us = Some(backup.dispatched_us);
+            losers.extend(slot.backups.drain(..).map(|b| (b.worker, b.fence)));
+            for (worker, fence) in losers {
+                out.push(Action::CancelAttempt { worker, fence });
             }
-            false
+            return true;
         }
+        // A failure drops that attempt only; the others run on. When the original failed, the
+        // oldest backup carries on as the current attempt, and the original's time before it
+        // started counts as a failed attempt's.
+        self.counts.running -= 1;
+        match backup {
+            Some(k) => {
+                slot.backups.remove(k);
+            }
+            None => {
+                let next = slot.backups.remove(0);
+                slot.timing.failed_us += next.dispatched_us.saturating_sub(original.unwrap_or(next.dispatched_us));
+                slot.fence = next.fence;
+                slot.worker = Some(next.worker);
+                slot.dispatched_us = Some(next.dispatched_us);
+            }
+        }
+        false
     }
 
     pub(super) fn backup_dispatched(
@@ -169,11 +231,15 @@ impl RunEngine {
         out: &mut Vec<Action>,
     ) {
         let Some(slot) = self.slots.get_mut(subtask.index()) else { return };
-        if slot.state != SubtaskState::Running || slot.backup.is_some() || fence <= slot.fence {
+        if slot.state != SubtaskState::Running
+            || fence <= slot.fence
+            || slot.backups.len() >= usize::from(MAX_BACKUPS)
+            || slot.backups.iter().any(|b| fence <= b.fence)
+        {
             return;
         }
         let after_us = now_us.saturating_sub(slot.dispatched_us.unwrap_or(now_us));
-        slot.backup = Some(Backup { fence, worker: worker.clone(), dispatched_us: now_us });
+        slot.backups.push(Backup { fence, worker: worker.clone(), dispatched_us: now_us });
         self.counts.running += 1;
         self.counts.attempts += 1;
         self.counts.speculative += 1;
@@ -198,8 +264,26 @@ impl RunEngine {
         if room == 0 {
             return Vec::new();
         }
-        let thresholds: std::collections::HashMap<&Arc<str>, u64> =
-            self.latency.iter().filter_map(|(tool, m)| Some((tool, m.threshold_us(policy)?))).collect();
+        // Each tool's running attempts, at their elapsed time (see `Latency::threshold_us`).
+        let mut running: std::collections::HashMap<&Arc<str>, Vec<u64>> = Default::default();
+        for (i, s) in self.slots.iter().enumerate() {
+            let node = self.dag.node(SubtaskIx(i as u32));
+            if s.state == SubtaskState::Running && matches!(node.work, Work::Tool) {
+                let elapsed = now_us.saturating_sub(s.dispatched_us.unwrap_or(now_us));
+                running.entry(&node.tool).or_default().push(elapsed);
+            }
+        }
+        let thresholds: std::collections::HashMap<&Arc<str>, u64> = self
+            .latency
+            .iter()
+            .filter_map(|(tool, m)| {
+                let running = running.get_mut(tool).map(|r| {
+                    r.sort_unstable();
+                    &r[..]
+                });
+                Some((tool, m.threshold_us(policy, running.unwrap_or(&[]))?))
+            })
+            .collect();
         if thresholds.is_empty() {
             return Vec::new();
         }
@@ -207,7 +291,7 @@ impl RunEngine {
             .slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.state == SubtaskState::Running && s.backup.is_none())
+            .filter(|(_, s)| s.state == SubtaskState::Running && s.backups.len() < usize::from(MAX_BACKUPS))
             .filter_map(|(i, s)| {
                 let i = SubtaskIx(i as u32);
                 let node = self.dag.node(i);
@@ -215,8 +299,10 @@ impl RunEngine {
                     return None;
                 }
                 let limit = *thresholds.get(&node.tool)?;
-                // From this attempt's own dispatch: a retry is not late for its earlier attempts.
-                let elapsed = now_us.saturating_sub(s.dispatched_us.unwrap_or(now_us));
+                // From this attempt's own dispatch (a retry is not late for its earlier
+                // attempts), or its latest backup's: a backup late too gets another beside it.
+                let since = s.backups.last().map(|b| b.dispatched_us).or(s.dispatched_us).unwrap_or(now_us);
+                let elapsed = now_us.saturating_sub(since);
                 // How far past its threshold, in thousandths: the worst stragglers first (a 10×
                 // straggler outranks a call that is merely long).
                 let overrun = elapsed.saturating_mul(1000) / limit.max(1);

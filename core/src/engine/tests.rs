@@ -247,11 +247,12 @@ fn dispatch_all(e: &mut RunEngine, first: u64, at: u64, out: &mut Vec<Action>) -
     started
 }
 
-/// Every call dispatched at 0, the first 25 finished in 100 ms: the latency model is learned.
+/// Every call dispatched at 0, the first 60 % finished in 100 ms: the latency model knows the
+/// median (100 ms), not yet the 95th percentile, so late is twice the longest call (200 ms).
 fn learned(mut e: RunEngine) -> (RunEngine, Vec<(SubtaskIx, Fence)>, Vec<Action>) {
     let mut out = vec![];
     let calls = dispatch_all(&mut e, 1, 0, &mut out);
-    for &(i, f) in &calls[..25] {
+    for &(i, f) in &calls[..calls.len() * 3 / 5] {
         succeed_at(&mut e, i, f, 0, 100_000, &mut out);
     }
     (e, calls, out)
@@ -272,12 +273,12 @@ fn a_retried_attempt_is_not_a_straggler_for_its_earlier_attempts() {
     let mut e = wide();
     let mut out = vec![];
     let calls = dispatch_all(&mut e, 1, 0, &mut out);
-    // 30 finish in 100 ms: the model's threshold is then max(1.5 × 100, 1.25 × 100) ms.
-    for &(i, f) in &calls[..30] {
+    // 60 finish in 100 ms: the model's threshold is then max(1.5 × 100, 2 × 100) ms.
+    for &(i, f) in &calls[..60] {
         succeed_at(&mut e, i, f, 0, 100_000, &mut out);
     }
-    // c30 failed at once and is retried 2 s later; its retry has run 10 ms.
-    let (late, f) = calls[30];
+    // c60 failed at once and is retried 2 s later; its retry has run 10 ms.
+    let (late, f) = calls[60];
     let failed = EngineEvent::Failed {
         subtask: late,
         fence: f,
@@ -297,7 +298,7 @@ fn a_retried_attempt_is_not_a_straggler_for_its_earlier_attempts() {
     let now = 2_010_000;
     let candidates = e.speculation_candidates(now, |_| true);
     assert!(!candidates.contains(&late), "a retry 10 ms old was taken for a straggler");
-    // The 69 still running since 0 are stragglers (2 s against a 150 ms threshold).
+    // The 39 still running since 0 are stragglers (2 s against a 200 ms threshold).
     assert_eq!(candidates.len(), warmup_of_100(), "the warm-up budget: {candidates:?}");
 }
 
@@ -307,7 +308,7 @@ fn speculation_that_never_wins_stops_spending_and_a_win_earns_more() {
     let now = 1_000_000;
     let first = e.speculation_candidates(now, |_| true);
     assert_eq!(first.len(), speculation::WARMUP_HEDGES as usize);
-    let mut fence = 200;
+    let mut fence = 1_000;
     let mut backups = Vec::new();
     for &i in &first {
         fence += 1;
@@ -327,7 +328,7 @@ fn speculation_that_never_wins_stops_spending_and_a_win_earns_more() {
     let later = now + 2_000_000;
     assert!(e.speculation_candidates(later, |_| true).is_empty(), "spent without winning");
     // A backup that wins earns HEDGES_PER_WIN more.
-    let rest: Vec<SubtaskIx> = calls[25..].iter().map(|c| c.0).filter(|i| !first.contains(i)).collect();
+    let rest: Vec<SubtaskIx> = calls[240..].iter().map(|c| c.0).filter(|i| !first.contains(i)).collect();
     e.counts.speculative_wins += 1;
     let next = e.speculation_candidates(later, |_| true);
     // Within the run's cap: 10 % of 400 subtasks.
@@ -346,7 +347,7 @@ fn a_preempted_backup_is_cancelled_refunded_and_its_late_report_ignored() {
     e.apply(EngineEvent::BackupPreempted { subtask: i, fence: Fence(300) }, now + 1, &mut out);
     assert!(out.contains(&Action::CancelAttempt { worker: WorkerId::from("w2"), fence: Fence(300) }), "{out:?}");
     assert_eq!(e.counts().running, running - 1);
-    assert!(e.slot(i).backup.is_none());
+    assert!(e.slot(i).backups.is_empty());
     // Refunded against the run's cap, though not against what wins must earn.
     assert_eq!(
         e.speculation_candidates(now + 2, |_| true).len(),
@@ -398,4 +399,87 @@ fn backups_never_count_as_retries_nor_raise_the_backoff() {
         &mut out,
     );
     assert_eq!(e.slot(i).attempt.0, 2, "the retry is attempt 2, whatever backups ran");
+}
+
+#[test]
+fn the_first_finishers_of_a_batch_do_not_make_the_rest_look_late() {
+    // 100 calls start together; the 20 fastest finish in 20–39 ms. Those 20 alone would say the
+    // 95th percentile is 39 ms and all 80 still running at 60 ms are late; the 80 running are
+    // censored samples, so the median is not known yet and nothing is.
+    let mut e = wide();
+    let mut out = vec![];
+    let calls = dispatch_all(&mut e, 1, 0, &mut out);
+    for (k, &(i, f)) in calls[..20].iter().enumerate() {
+        succeed_at(&mut e, i, f, 0, 20_000 + k as u64 * 1_000, &mut out);
+    }
+    assert!(e.speculation_candidates(60_000, |_| true).is_empty());
+    // When most have finished (by 100 ms) the median is known; the 95th percentile is not (10
+    // still run), so late is twice the longest finished call: 200 ms.
+    for &(i, f) in &calls[20..90] {
+        succeed_at(&mut e, i, f, 0, 100_000, &mut out);
+    }
+    assert!(e.speculation_candidates(199_000, |_| true).is_empty());
+    let late = e.speculation_candidates(201_000, |_| true);
+    assert_eq!(late.len(), 10, "the ten calls 10 × slower than the rest: {late:?}");
+}
+
+#[test]
+fn a_late_backup_gets_another_beside_it_and_the_first_finisher_cancels_the_others() {
+    let (mut e, calls, mut out) = learned(wide());
+    let now = 1_000_000;
+    let i = e.speculation_candidates(now, |_| true)[0];
+    let original = calls.iter().find(|(c, _)| *c == i).expect("call").1;
+    let running = e.counts().running;
+    start_backup(&mut e, i, Fence(500), now, &mut out);
+    // The backup is judged on its own clock: not late 150 ms in, late 250 ms in (200 ms).
+    assert!(e.speculation_candidates(now + 150_000, |c| c == i).is_empty());
+    assert_eq!(e.speculation_candidates(now + 250_000, |c| c == i), vec![i]);
+    let ev = EngineEvent::BackupDispatched { subtask: i, worker: WorkerId::from("w3"), fence: Fence(501) };
+    e.apply(ev, now + 250_000, &mut out);
+    assert_eq!(e.slot(i).backups.len(), 2);
+    assert_eq!(e.counts().running, running + 2, "nothing was cancelled for being late");
+    // Two backups at most.
+    assert!(e.speculation_candidates(now + 900_000, |c| c == i).is_empty());
+    // The first backup finishes first: the original and the second backup are cancelled.
+    out.clear();
+    succeed_at(&mut e, i, Fence(500), now, now + 300_000, &mut out);
+    assert_eq!(e.slot(i).state, SubtaskState::Succeeded);
+    let cancelled: Vec<Fence> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::CancelAttempt { fence, .. } => Some(*fence),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancelled, vec![original, Fence(501)]);
+    assert_eq!(e.counts().running, running - 1);
+    assert_eq!(e.counts().speculative_wins, 1);
+    assert_eq!(e.slot(i).timing.straggler_us, now, "the original ran 1 s before the winner started");
+    // The losers' late reports change nothing.
+    succeed_at(&mut e, i, original, 0, now + 400_000, &mut out);
+    succeed_at(&mut e, i, Fence(501), now, now + 400_000, &mut out);
+    assert_eq!(e.counts().running, running - 1);
+    assert_eq!(e.counts().succeeded, 61);
+}
+
+#[test]
+fn when_the_original_fails_the_oldest_backup_carries_on_and_the_other_still_races() {
+    let (mut e, calls, mut out) = learned(wide());
+    let now = 1_000_000;
+    let i = e.speculation_candidates(now, |_| true)[0];
+    let original = calls.iter().find(|(c, _)| *c == i).expect("call").1;
+    let running = e.counts().running;
+    start_backup(&mut e, i, Fence(500), now, &mut out);
+    start_backup(&mut e, i, Fence(501), now + 250_000, &mut out);
+    let lost = EngineEvent::Lost { subtask: i, fence: original, reason: "worker gone".into() };
+    e.apply(lost, now + 260_000, &mut out);
+    assert_eq!(e.slot(i).state, SubtaskState::Running);
+    assert_eq!(e.slot(i).fence, Fence(500));
+    assert_eq!(e.slot(i).backups.iter().map(|b| b.fence).collect::<Vec<_>>(), vec![Fence(501)]);
+    assert_eq!(e.counts().running, running + 1);
+    // The second backup wins over the first, now the current attempt.
+    succeed_at(&mut e, i, Fence(501), now + 250_000, now + 270_000, &mut out);
+    assert_eq!(e.slot(i).state, SubtaskState::Succeeded);
+    assert_eq!(e.slot(i).attempt.0, 1, "no retry was spent");
+    assert_eq!(e.counts().running, running - 1);
 }

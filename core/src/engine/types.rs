@@ -125,8 +125,8 @@ pub struct Slot {
     pub failed_on: Vec<WorkerId>,
     /// Since when the subtask has been ready and not started (`None`: not waiting).
     pub ready_since_us: Option<u64>,
-    /// A backup attempt racing the current one (straggler speculation).
-    pub backup: Option<Backup>,
+    /// Backup attempts racing the current one (straggler speculation), oldest first.
+    pub backups: Vec<Backup>,
     /// Where this subtask's time went (coordinator clock), for the run's wall-time breakdown.
     pub timing: Timing,
 }
@@ -195,7 +195,7 @@ impl Slot {
             first_started_us: None,
             agent: agent.then(Box::default),
             dispatched_us: None,
-            backup: None,
+            backups: Vec::new(),
             failed_on: Vec::new(),
             ready_since_us: None,
             first_ready_us: None,
@@ -233,7 +233,8 @@ pub enum EngineEvent {
         started_us: u64,
         finished_us: u64,
     },
-    /// The shell started a backup attempt of a straggling subtask on another worker.
+    /// The shell started a backup attempt of a straggling subtask on another worker (beside
+    /// its earlier backup, if that one is late too).
     BackupDispatched { subtask: SubtaskIx, worker: WorkerId, fence: Fence },
     /// A worker holds an attempt this engine did not dispatch (it was dispatched under an
     /// earlier leader): adopt it as the subtask's running attempt, unless the subtask has
