@@ -27,6 +27,8 @@ pub enum Command {
     Up(UpArgs),
     /// Runs the 1,500-call swarm example on an embedded cluster and prints the summary.
     Demo(DemoArgs),
+    /// Runs one spec on a throwaway embedded cluster, with live progress, and prints the summary.
+    Run(RunArgs),
     /// A coordinator process. With --etcd, any number of them elect a leader; the others stand by.
     Coordinator(CoordinatorArgs),
     /// A worker process: finds the leader through etcd (--etcd) or at a fixed --coordinator URL.
@@ -110,6 +112,8 @@ pub struct UpArgs {
     /// workers' own claims about other tools are ignored, so list them here.
     #[arg(long = "repeatable-tool", value_name = "TOOL")]
     pub repeatable_tools: Vec<String>,
+    #[command(flatten)]
+    pub kit: WorkerKitArgs,
     #[command(flatten)]
     pub caps: CapsArgs,
 }
@@ -198,18 +202,8 @@ pub struct WorkerArgs {
     pub id: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Offer the side-effecting `append` tool, writing files in this directory.
-    #[arg(long, env = "SWARM_APPEND_DIR")]
-    pub append_dir: Option<PathBuf>,
-    /// MCP servers whose tools this worker offers (YAML; see docs/agents.md).
-    #[arg(long, env = "SWARM_MCP")]
-    pub mcp: Option<PathBuf>,
-    /// OpenAI-compatible model endpoints for agents (YAML: name → base_url, model, api_key_env…).
-    #[arg(long, env = "SWARM_MODELS")]
-    pub models: Option<PathBuf>,
-    /// A script for the `scripted` model (YAML).
-    #[arg(long, env = "SWARM_SCRIPT")]
-    pub script: Option<PathBuf>,
+    #[command(flatten)]
+    pub kit: WorkerKitArgs,
     /// Serve Prometheus `/metrics` on this address.
     #[arg(long, env = "SWARM_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
@@ -224,6 +218,24 @@ pub struct WorkerArgs {
     /// link-local, private and unique-local addresses are refused otherwise.
     #[arg(long = "allow-egress", value_name = "CIDR")]
     pub allow_egress: Vec<swarm_worker::tools::egress::Cidr>,
+}
+
+/// What workers offer besides the built-in tools: models for agents, MCP servers, `append`.
+/// The same flags on `swarm worker`, `swarm up` (its in-process workers) and `swarm run`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct WorkerKitArgs {
+    /// Offer the side-effecting `append` tool, writing files in this directory.
+    #[arg(long, env = "SWARM_APPEND_DIR")]
+    pub append_dir: Option<PathBuf>,
+    /// MCP servers whose tools the workers offer (YAML; see docs/agents.md).
+    #[arg(long, env = "SWARM_MCP")]
+    pub mcp: Option<PathBuf>,
+    /// OpenAI-compatible model endpoints for agents (YAML: name → base_url, model, api_key_env…).
+    #[arg(long, env = "SWARM_MODELS")]
+    pub models: Option<PathBuf>,
+    /// A script for the `scripted` model (YAML).
+    #[arg(long, env = "SWARM_SCRIPT")]
+    pub script: Option<PathBuf>,
 }
 
 /// TLS towards a coordinator at an `https://` URL.
@@ -329,6 +341,24 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "DURATION", num_args = 0..=1, require_equals = true, default_missing_value = "10m",
           value_parser = parse_ttl)]
     pub retry_busy: Option<Duration>,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The run spec (YAML or JSON).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub kit: WorkerKitArgs,
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    #[arg(long, default_value_t = 64)]
+    pub slots: u32,
+    /// Print one JSON object at the end (as `swarm submit --wait --json`).
+    #[arg(long)]
+    pub json: bool,
+    /// Let `http_get` (and MCP over HTTP) reach this internal range (repeatable).
+    #[arg(long = "allow-egress", value_name = "CIDR")]
+    pub allow_egress: Vec<swarm_worker::tools::egress::Cidr>,
 }
 
 #[derive(clap::Args)]

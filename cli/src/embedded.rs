@@ -35,6 +35,8 @@ pub struct EmbeddedOptions {
     pub tls: Option<swarm_coordinator::tls::ServerTls>,
     /// The in-process workers' client TLS (CA and, for mTLS, their certificate).
     pub worker_tls: Option<swarm_worker::tls::ClientTls>,
+    /// The in-process workers' tools (none: the built-in ones under `egress`).
+    pub tools: Option<Arc<ToolRegistry>>,
 }
 
 impl Default for EmbeddedOptions {
@@ -48,6 +50,7 @@ impl Default for EmbeddedOptions {
             http_listen: None,
             tls: None,
             worker_tls: None,
+            tools: None,
             egress: swarm_worker::tools::egress::EgressPolicy::public_only(),
         }
     }
@@ -163,9 +166,10 @@ impl Embedded {
             tls: is_tls,
         };
         cluster.wait_leader(Duration::from_secs(10)).await?;
+        let tools =
+            opts.tools.clone().unwrap_or_else(|| Arc::new(ToolRegistry::builtin_with(Arc::new(opts.egress.clone()))));
         for i in 0..opts.workers {
-            let tools = ToolRegistry::builtin_with(Arc::new(opts.egress.clone()));
-            cluster.add_worker(&format!("embedded-{i}"), opts.slots, Arc::new(tools));
+            cluster.add_worker(&format!("embedded-{i}"), opts.slots, tools.clone());
         }
         Ok(cluster)
     }

@@ -236,3 +236,18 @@ async fn a_retry_policy_that_would_break_arithmetic_is_refused_and_the_cluster_g
     assert_eq!(code, Some(0), "{err}");
     stop(up, &dir).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_up_runs_agents_with_the_script_it_was_given() {
+    let dir = temp_dir("up-script");
+    let script = example("agents/research-swarm.script.yaml");
+    // Without a script no worker offers the `scripted` model: the flag is what makes it work.
+    let (up, url) = up(&dir, &["--script", &script, "--no-worker-timeout", "5s"]).await;
+    let (code, out, err) =
+        swarm(&["submit", &example("agents/research-swarm.yaml"), "--wait", "--json", "--addr", &url]).await;
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let run: Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(run["state"], "SUCCEEDED", "{run}");
+    assert_eq!(run["subagents"], 3, "{run}");
+    stop(up, &dir).await;
+}

@@ -7,6 +7,7 @@ mod breakdown;
 mod cli;
 mod config;
 mod deploy;
+mod examples;
 mod failover;
 mod faults;
 mod layout;

@@ -17,6 +17,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Coordinator(args) => server::coordinator(args).await,
         Command::Worker(args) => server::worker(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Run(args) => runs::run(args).await,
         Command::Submit(args) => runs::submit(args).await,
         Command::Get(args) => runs::get(args).await,
         Command::Runs(args) => runs::runs(args).await,

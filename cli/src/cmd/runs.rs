@@ -1,4 +1,5 @@
-//! The client commands on runs: `submit`, `get`, `runs`, `cancel` and `watch`.
+//! The client commands on runs: `submit`, `get`, `runs`, `cancel` and `watch`; `run` (one spec
+//! on a throwaway embedded cluster).
 
 use std::process::ExitCode;
 
@@ -7,7 +8,8 @@ use swarm_cli::client::{self, RunJson};
 use swarm_cli::{outln, specs};
 use swarm_proto::pb;
 
-use crate::args::{CancelArgs, GetArgs, RunsArgs, SubmitArgs, WatchArgs};
+use crate::args::{CancelArgs, GetArgs, RunArgs, RunsArgs, SubmitArgs, WatchArgs};
+use swarm_cli::embedded::{Embedded, EmbeddedOptions};
 
 /// `swarm submit FILE [--wait] [--json]`.
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
@@ -45,6 +47,12 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    wait_and_print(&mut c, &resp.run_id, total, json).await
+}
+
+/// Follows run `run_id` to its end with a progress bar (on a terminal, without `json`), then
+/// prints it; the exit code says how it ended.
+pub async fn wait_and_print(c: &mut client::Client, run_id: &str, total: u64, json: bool) -> anyhow::Result<ExitCode> {
     let bar = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressBar::hidden()
     } else {
@@ -55,8 +63,8 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         );
         bar
     };
-    bar.set_message(resp.run_id.clone());
-    client::follow(&mut c, &resp.run_id, 0, |ev| {
+    bar.set_message(run_id.to_owned());
+    client::follow(c, run_id, 0, |ev| {
         use pb::run_event::Event;
         match &ev.event {
             Some(Event::SubtaskSucceeded(_) | Event::SubtaskSkipped(_)) => bar.inc(1),
@@ -68,9 +76,39 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     bar.finish_and_clear();
-    let run = client::get(&mut c, &resp.run_id, false).await.map_err(|s| client::status_error(&s))?;
+    let run = client::get(c, run_id, false).await.map_err(|s| client::status_error(&s))?;
     print_run(&run, json)?;
     Ok(exit_for(run.state))
+}
+
+/// `swarm run SPEC`: a throwaway embedded cluster (memory store, in-process workers with the
+/// given models, script, MCP servers) runs one spec; the output and exit code are `submit
+/// --wait`'s.
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let RunArgs { file, kit, workers, slots, json, allow_egress } = args;
+    let spec = specs::load(&file)?;
+    let egress = swarm_worker::tools::egress::EgressPolicy { allow: allow_egress };
+    let (tools, models) = super::server::load_kit(&kit, &egress).await?;
+    let options = EmbeddedOptions {
+        workers,
+        slots,
+        egress,
+        tools: Some(tools),
+        models: std::sync::Arc::new(models),
+        ..EmbeddedOptions::default()
+    };
+    let cluster = Embedded::start(options).await?;
+    let outcome = async {
+        cluster.wait_for_workers(workers as u32, std::time::Duration::from_secs(10)).await?;
+        let mut c = client::connect(&cluster.url()).await?;
+        let total = spec.subtasks.len() as u64;
+        let req = pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: String::new() };
+        let resp = c.submit_run(client::request(req)).await.map_err(|s| client::status_error(&s))?.into_inner();
+        wait_and_print(&mut c, &resp.run_id, total, json).await
+    }
+    .await;
+    cluster.stop().await;
+    outcome
 }
 
 /// `swarm get RUN [--subtasks] [--json]`.

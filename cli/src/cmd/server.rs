@@ -11,7 +11,7 @@ use swarm_coordinator::{Coordinator, CoordinatorConfig};
 use swarm_worker::{ToolRegistry, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{CoordinatorArgs, UpArgs, WorkerArgs};
+use crate::args::{CoordinatorArgs, UpArgs, WorkerArgs, WorkerKitArgs};
 
 /// `swarm up`: a coordinator and in-process workers until Ctrl-C or SIGTERM.
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -28,6 +28,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         no_worker_timeout,
         allow_egress,
         repeatable_tools,
+        kit,
         caps,
     } = args;
     let auth = authenticator(auth_file.as_deref(), listen, insecure)?;
@@ -42,6 +43,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     options.coordinator.payloads = store.payloads(payloads.as_deref())?;
     options.coordinator.auth = auth;
     options.egress = swarm_worker::tools::egress::EgressPolicy { allow: allow_egress };
+    let (tools, models) = load_kit(&kit, &options.egress).await?;
+    options.tools = Some(tools);
+    options.models = Arc::new(models);
     options.tls = tls.load()?;
     let token = CancellationToken::new();
     cancel_on_signal(token.clone());
@@ -175,10 +179,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         slots,
         id,
         store,
-        append_dir,
-        mcp,
-        models,
-        script,
+        kit,
         http_listen,
         health_listen,
         drain_timeout,
@@ -212,22 +213,34 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             swarm_worker::CoordinatorSource::Store { store: store.open().await?, prefix: store.prefix.clone() };
     }
     let egress = swarm_worker::tools::egress::EgressPolicy { allow: allow_egress };
+    let (tools, models) = load_kit(&kit, &egress).await?;
+    config.models = Arc::new(models);
+    swarm_worker::run(config, tools, token).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The tools (built-in under `egress`, `append`, MCP servers' tools) and models (endpoints, the
+/// scripted model) of `kit`.
+pub(crate) async fn load_kit(
+    kit: &WorkerKitArgs,
+    egress: &swarm_worker::tools::egress::EgressPolicy,
+) -> anyhow::Result<(Arc<ToolRegistry>, swarm_worker::model::ModelRegistry)> {
     let mut tools = ToolRegistry::builtin_with(Arc::new(egress.clone()));
-    if let Some(dir) = append_dir {
+    if let Some(dir) = &kit.append_dir {
         anyhow::ensure!(dir.is_dir(), "--append-dir {} is not a directory", dir.display());
-        tools.register(Arc::new(swarm_worker::tools::builtin::Append::new(dir)));
+        tools.register(Arc::new(swarm_worker::tools::builtin::Append::new(dir.clone())));
     }
-    if let Some(path) = mcp {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    if let Some(path) = &kit.mcp {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let config =
             swarm_worker::tools::mcp::parse_config(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        for tool in swarm_worker::tools::mcp::load_with(&config, &egress).await.map_err(|e| anyhow::anyhow!(e))? {
+        for tool in swarm_worker::tools::mcp::load_with(&config, egress).await.map_err(|e| anyhow::anyhow!(e))? {
             tools.register(tool);
         }
     }
     let mut registry = swarm_worker::model::ModelRegistry::new();
-    if let Some(path) = models {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    if let Some(path) = &kit.models {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let endpoints =
             swarm_worker::model::load_endpoints(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         for (name, endpoint) in endpoints {
@@ -236,15 +249,13 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             registry.register(&name, Arc::new(model));
         }
     }
-    if let Some(path) = script {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    if let Some(path) = &kit.script {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let model = swarm_worker::model::ScriptedModel::from_yaml(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         registry.register("scripted", Arc::new(model));
     }
-    config.models = Arc::new(registry);
-    swarm_worker::run(config, Arc::new(tools), token).await?;
-    Ok(ExitCode::SUCCESS)
+    Ok((Arc::new(tools), registry))
 }
 
 /// A worker's health: SERVING until `draining` fires, then NOT_SERVING until `exit`.

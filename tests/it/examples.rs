@@ -1,0 +1,91 @@
+//! The runnable examples in `examples/agents/`: each spec starts with `# run: swarm run …`, the
+//! command that runs it from the repository root; every scripted one is run exactly that way
+//! (with `--json` added), and every spec is checked against the limits the coordinator applies.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use swarm_tests::process::{pytool, swarm_bin};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repository root")
+}
+
+/// (spec file, the arguments after `swarm`) for every spec in examples/agents.
+fn runnable() -> Vec<(PathBuf, Vec<String>)> {
+    let dir = root().join("examples/agents");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("examples/agents") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let first = text.lines().next().unwrap_or_default();
+        if let Some(command) = first.strip_prefix("# run: swarm ") {
+            found.push((path, command.split_whitespace().map(str::to_owned).collect()));
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn every_agent_example_names_a_command_whose_files_exist_and_whose_spec_is_valid() {
+    let examples = runnable();
+    let names: Vec<String> =
+        examples.iter().map(|(p, _)| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    for expected in ["research-swarm.yaml", "openai-swarm.yaml", "mcp-time.yaml"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+    for (path, args) in &examples {
+        assert_eq!(args[0], "run", "{}: the command is `swarm run …`", path.display());
+        // The spec and every file a flag names, relative to the repository root.
+        assert_eq!(root().join(&args[1]), *path, "{}: the command runs another file", path.display());
+        for pair in args[2..].windows(2) {
+            if ["--script", "--models", "--mcp"].contains(&pair[0].as_str()) {
+                assert!(root().join(&pair[1]).is_file(), "{}: {} {} does not exist", path.display(), pair[0], pair[1]);
+            }
+        }
+        let spec = swarm_cli::specs::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        swarm_core::Dag::build(&spec, &swarm_core::spec::Limits::default())
+            .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scripted_agent_examples_run_with_the_command_they_give() {
+    // `python3` of the MCP example is the one scripts/install-pytools set up (mcp-server-time).
+    let pytools = pytool("python3").parent().expect("bin").to_path_buf();
+    let path = std::env::join_paths(
+        std::iter::once(pytools).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .expect("PATH");
+    let mut ran = Vec::new();
+    for (spec, args) in runnable() {
+        if !args.iter().any(|a| a == "--script") {
+            continue; // needs a real model endpoint
+        }
+        let out = tokio::process::Command::new(swarm_bin().expect("swarm"))
+            .args(&args)
+            .arg("--json")
+            .current_dir(root())
+            .env("PATH", &path)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("swarm run");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{}: {stdout}\n{stderr}", spec.display());
+        let summary: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        assert_eq!(summary["state"], "SUCCEEDED", "{}: {summary}", spec.display());
+        ran.push((spec.file_name().unwrap_or_default().to_string_lossy().into_owned(), summary));
+    }
+    let find = |name: &str| ran.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone()).expect(name);
+    let research = find("research-swarm.yaml");
+    assert_eq!(research["subagents"], 3, "{research}");
+    assert_eq!(research["agent_tool_calls"], 12, "three subagents × four tool calls: {research}");
+    let time = find("mcp-time.yaml");
+    assert_eq!(time["agent_tool_calls"], 2, "{time}");
+}
