@@ -84,6 +84,13 @@ pub fn request<T>(msg: T) -> tonic::Request<T> {
 }
 
 /// The JSON object `submit --json` and `get --json` print.
+/// One model's tokens in a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TokenUse {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RunJson {
     pub run_id: String,
@@ -104,6 +111,14 @@ pub struct RunJson {
     pub agent_tool_calls: u32,
     pub subagents: u32,
     pub tokens: u64,
+    /// Tokens by model: `{model: {input_tokens, output_tokens}}` (absent without agents).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tokens_by_model: std::collections::BTreeMap<String, TokenUse>,
+    /// The run's token budget (`limits.max_tokens`) and what is left of it (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_budget: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_left: Option<u64>,
     pub speculative_attempts: u32,
     pub speculative_wins: u32,
     /// Where the wall time went along the chain that decided the run's end, in ms: `work`,
@@ -276,6 +291,13 @@ impl From<&pb::Run> for RunJson {
             agent_tool_calls: s.agent_tool_calls,
             subagents: s.subagents,
             tokens: s.tokens,
+            tokens_by_model: s
+                .tokens_by_model
+                .iter()
+                .map(|m| (m.model.clone(), TokenUse { input_tokens: m.input_tokens, output_tokens: m.output_tokens }))
+                .collect(),
+            token_budget: (s.token_budget > 0).then_some(s.token_budget),
+            tokens_left: (s.token_budget > 0).then(|| s.token_budget.saturating_sub(s.tokens)),
             speculative_attempts: s.speculative_attempts,
             speculative_wins: s.speculative_wins,
             wall_breakdown_ms: s.wall_breakdown.as_ref().map(|b| {

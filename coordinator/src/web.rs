@@ -138,6 +138,12 @@ fn run_json(r: &pb::Run) -> Value {
             "other": duration_ms(b.other.as_ref()),
         })),
         "wall_headline": s.wall_breakdown.as_ref().map(|b| b.headline.clone()).unwrap_or_default(),
+        "tokens": s.tokens,
+        "tokens_by_model": s.tokens_by_model.iter()
+            .map(|m| (m.model.clone(), json!({"input_tokens": m.input_tokens, "output_tokens": m.output_tokens})))
+            .collect::<serde_json::Map<String, Value>>(),
+        "token_budget": (s.token_budget > 0).then_some(s.token_budget),
+        "tokens_left": (s.token_budget > 0).then(|| s.token_budget.saturating_sub(s.tokens)),
         "last_seq": r.last_seq,
     })
 }

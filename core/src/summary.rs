@@ -63,6 +63,12 @@ pub struct RunSummary {
     /// Model tokens used (input + output).
     #[serde(default)]
     pub tokens: u64,
+    /// Tokens by model (the agents' and orchestrators' `model`), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens_by_model: Vec<ModelTokens>,
+    /// The run's token budget (`limits.max_tokens`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_budget: Option<u64>,
     /// Backup attempts started for stragglers.
     #[serde(default)]
     pub speculative_attempts: u32,
@@ -75,6 +81,14 @@ pub struct RunSummary {
     /// Where the wall time went, along the chain of subtasks that decided the run's end.
     #[serde(default)]
     pub wall_breakdown: WallBreakdown,
+}
+
+/// One model's token use in a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelTokens {
+    pub model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
 }
 
 /// A failure of the run as a whole.
@@ -99,6 +113,8 @@ pub trait RunView {
     /// Critical steps of subtask `i` as a node of the DAG (an orchestrator: per stage, one
     /// step plus its slowest subagent's; subagents count inside their orchestrator).
     fn critical_weight(&self, i: SubtaskIx) -> u64;
+    /// Tokens used so far, by model.
+    fn tokens_by_model(&self) -> Vec<ModelTokens>;
 }
 
 impl RunSummary {
@@ -123,6 +139,8 @@ impl RunSummary {
             agent_tool_calls: 0,
             subagents: 0,
             tokens: 0,
+            tokens_by_model: Vec::new(),
+            token_budget: None,
             speculative_attempts: 0,
             speculative_wins: 0,
             error: None,
@@ -175,6 +193,8 @@ impl RunSummary {
             agent_tool_calls: counts.agent_tool_calls,
             subagents: counts.spawned,
             tokens: counts.tokens,
+            tokens_by_model: engine.tokens_by_model(),
+            token_budget: dag.limits().max_tokens,
             speculative_attempts: counts.speculative,
             speculative_wins: counts.speculative_wins,
             error: None,

@@ -313,6 +313,16 @@ impl From<&RunSummary> for pb::RunSummary {
             error_kind: s.error.as_ref().map_or(pb::FailureKind::Unspecified, |e| e.kind.into()).into(),
             error_message: s.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
             wall_breakdown: Some(wall_breakdown(&s.wall_breakdown, s.wall_us)),
+            tokens_by_model: s
+                .tokens_by_model
+                .iter()
+                .map(|m| pb::ModelTokens {
+                    model: m.model.clone(),
+                    input_tokens: m.input_tokens,
+                    output_tokens: m.output_tokens,
+                })
+                .collect(),
+            token_budget: s.token_budget.unwrap_or(0),
         }
     }
 }

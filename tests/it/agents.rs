@@ -132,6 +132,10 @@ async fn the_agent_loop_speaks_openai_and_survives_429_500_and_bad_json() {
     let s = run.summary.expect("summary");
     assert_eq!((s.critical_steps, s.agent_tool_calls), (1, 2));
     assert_eq!(s.tokens, 2 * 15, "token usage is recorded");
+    let by_model: Vec<(String, u64, u64)> =
+        s.tokens_by_model.iter().map(|m| (m.model.clone(), m.input_tokens, m.output_tokens)).collect();
+    assert_eq!(by_model, vec![("fixture".to_owned(), 2 * 12, 2 * 3)], "by the spec's model name, in and out");
+    assert_eq!(s.token_budget, 0, "no budget unless the spec sets one");
     tc.stop().await;
 }
 

@@ -86,6 +86,16 @@ async fn the_scripted_agent_examples_run_with_the_command_they_give() {
     let research = find("research-swarm.yaml");
     assert_eq!(research["subagents"], 3, "{research}");
     assert_eq!(research["agent_tool_calls"], 12, "three subagents × four tool calls: {research}");
+    // Token use by model, and the budget left (the spec sets max_tokens: 100000).
+    let scripted = &research["tokens_by_model"]["scripted"];
+    let used = research["tokens"].as_u64().expect("tokens");
+    assert!(used > 0, "{research}");
+    assert_eq!(
+        scripted["input_tokens"].as_u64().zip(scripted["output_tokens"].as_u64()).map(|(i, o)| i + o),
+        Some(used)
+    );
+    assert_eq!(research["token_budget"], 100_000);
+    assert_eq!(research["tokens_left"].as_u64(), Some(100_000 - used));
     let time = find("mcp-time.yaml");
     assert_eq!(time["agent_tool_calls"], 2, "{time}");
 }

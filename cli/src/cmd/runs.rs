@@ -241,5 +241,16 @@ pub fn print_run(run: &pb::Run, json: bool) -> anyhow::Result<()> {
     if j.subagents > 0 || j.agent_tool_calls > 0 {
         outln!("  agents: {} subagents, {} tool calls, {} tokens", j.subagents, j.agent_tool_calls, j.tokens);
     }
+    if !j.tokens_by_model.is_empty() || j.token_budget.is_some() {
+        let mut parts: Vec<String> = j
+            .tokens_by_model
+            .iter()
+            .map(|(model, t)| format!("{model} {} in / {} out", t.input_tokens, t.output_tokens))
+            .collect();
+        if let (Some(budget), Some(left)) = (j.token_budget, j.tokens_left) {
+            parts.push(format!("budget {budget}, {left} left"));
+        }
+        outln!("  tokens: {}", parts.join("; "));
+    }
     Ok(())
 }

@@ -41,6 +41,7 @@ impl RunEngine {
         let calls = turn.tool_calls() as u32;
         let work_calls = turn.work_calls() as u32;
         let tokens = turn.usage.input_tokens.saturating_add(turn.usage.output_tokens);
+        let turn_usage = turn.usage.clone();
         let is_orchestrator = matches!(self.dag.node(subtask).work, Work::Orchestrator(_));
         let slot = &mut self.slots[subtask.index()];
         if calls > 0 {
@@ -55,6 +56,7 @@ impl RunEngine {
         }
         self.counts.agent_tool_calls += work_calls;
         self.counts.tokens = self.counts.tokens.saturating_add(tokens);
+        self.count_tokens(subtask, std::slice::from_ref(&turn_usage));
         out.push(Action::PersistTurn { subtask, index });
         if calls > 0 {
             out.push(Action::Publish(Update::Step { subtask, steps, tool_calls: calls }));
@@ -185,14 +187,16 @@ impl RunEngine {
     /// the caller added to the DAG before restoring) the `assign_task` call each answers.
     pub fn restore_agents(&mut self, turns: HashMap<SubtaskIx, Vec<Arc<Turn>>>, calls: HashMap<SubtaskIx, String>) {
         for (i, ts) in turns {
-            let terminal = self.slots.get(i.index()).is_some_and(|s| s.state.is_terminal());
-            let Some(slot) = self.slots.get_mut(i.index()) else { continue };
+            let Some(terminal) = self.slots.get(i.index()).map(|s| s.state.is_terminal()) else { continue };
             let steps = ts.iter().filter(|t| t.tool_calls() > 0).count() as u32;
             self.counts.agent_tool_calls += ts.iter().map(|t| t.work_calls() as u32).sum::<u32>();
             let tokens = ts
                 .iter()
                 .fold(0u64, |n, t| n.saturating_add(t.usage.input_tokens).saturating_add(t.usage.output_tokens));
             self.counts.tokens = self.counts.tokens.saturating_add(tokens);
+            let usage: Vec<crate::agent::Usage> = ts.iter().map(|t| t.usage.clone()).collect();
+            self.count_tokens(i, &usage);
+            let Some(slot) = self.slots.get_mut(i.index()) else { continue };
             if !terminal {
                 slot.steps = steps;
             }
@@ -281,6 +285,20 @@ impl RunEngine {
             );
             out.push(Action::Publish(Update::Warning { subtask, message }));
         }
+    }
+
+    /// Adds `usage` to the token use of subtask `i`'s model.
+    fn count_tokens(&mut self, i: SubtaskIx, usage: &[crate::agent::Usage]) {
+        let Some(model) = self.dag.node(i).model() else { return };
+        let (input, output) = usage
+            .iter()
+            .fold((0u64, 0u64), |(a, b), u| (a.saturating_add(u.input_tokens), b.saturating_add(u.output_tokens)));
+        if input == 0 && output == 0 {
+            return;
+        }
+        let entry = self.token_use.entry(Arc::from(model)).or_default();
+        entry.0 = entry.0.saturating_add(input);
+        entry.1 = entry.1.saturating_add(output);
     }
 
     fn check_budgets(&mut self, now_us: u64, out: &mut Vec<Action>) {

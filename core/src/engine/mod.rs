@@ -70,6 +70,8 @@ pub struct RunEngine {
     latency: std::collections::HashMap<Arc<str>, speculation::Latency>,
     /// Backups that count against the hedge budget (started and not preempted).
     hedges: u32,
+    /// Tokens used by model: (input, output).
+    token_use: std::collections::BTreeMap<Arc<str>, (u64, u64)>,
     /// The time of the event being applied (µs): when subtasks become ready.
     clock_us: u64,
 }
@@ -110,6 +112,7 @@ impl RunEngine {
             rng: fastrand::Rng::with_seed(seed),
             latency: Default::default(),
             hedges: 0,
+            token_use: Default::default(),
             clock_us: submitted_us,
         }
         .with_latency_model()
@@ -504,6 +507,16 @@ impl RunEngine {
 }
 
 impl crate::summary::RunView for RunEngine {
+    fn tokens_by_model(&self) -> Vec<crate::summary::ModelTokens> {
+        self.token_use
+            .iter()
+            .map(|(model, &(input_tokens, output_tokens))| crate::summary::ModelTokens {
+                model: model.to_string(),
+                input_tokens,
+                output_tokens,
+            })
+            .collect()
+    }
     fn run_id(&self) -> &RunId {
         &self.run_id
     }
