@@ -29,6 +29,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Runs one spec on a throwaway embedded cluster, with live progress, and prints the summary.
     Run(RunArgs),
+    /// Decides an approval subtask: --approve [--data JSON] or --reject [--reason TEXT].
+    Signal(SignalArgs),
     /// A coordinator process. With --etcd, any number of them elect a leader; the others stand by.
     Coordinator(CoordinatorArgs),
     /// A worker process: finds the leader through etcd (--etcd) or at a fixed --coordinator URL.
@@ -405,6 +407,36 @@ pub struct CancelArgs {
     pub tls: TlsClientArgs,
     #[arg(long, default_value = "cancelled from the CLI")]
     pub reason: String,
+}
+
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("decision").required(true).args(["approve", "reject"]))]
+pub struct SignalArgs {
+    pub run: String,
+    /// The approval subtask.
+    pub subtask: String,
+    /// Approve: the subtask succeeds, with --data as its output.
+    #[arg(long)]
+    pub approve: bool,
+    /// Reject: the subtask fails (permanent) with --reason.
+    #[arg(long)]
+    pub reject: bool,
+    /// With --approve: the approval's output (JSON).
+    #[arg(long, value_name = "JSON")]
+    pub data: Option<String>,
+    /// With --reject: why.
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: String,
+    /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
+    #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
+    /// Print the answer as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args)]

@@ -448,6 +448,19 @@ pub fn describe(ev: &pb::RunEvent) -> String {
             format!("{} straggles after {:.0} ms: backup attempt on {}", e.subtask_id, ms(&e.after), e.worker_id)
         }
         Some(Event::Warning(e)) => format!("warning ({}): {}", e.subtask_id, e.message),
+        Some(Event::ApprovalRequested(e)) => {
+            let until = match &e.deadline {
+                Some(_) => format!(
+                    " (until its deadline, then {})",
+                    if e.on_timeout == pb::Decision::Approve as i32 { "approved" } else { "rejected" }
+                ),
+                None => String::new(),
+            };
+            format!(
+                "{} waits for a decision{until}: {} — swarm signal {} {} --approve|--reject",
+                e.subtask_id, e.prompt, ev.run_id, e.subtask_id
+            )
+        }
         Some(Event::RunFinished(e)) => {
             let s = e.summary.clone().unwrap_or_default();
             let why = if s.error_message.is_empty() {

@@ -227,6 +227,50 @@ fn store_error(e: swarm_store::StoreError) -> ApiError {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
 
+impl SwarmApi {
+    /// A signal for an approval of an ended run: its recorded decision, or why there is none.
+    async fn decided_in_store(&self, req: &pb::SignalRunRequest, who: &Principal) -> Result<pb::SignalRunResponse, ApiError> {
+        let mut page_token = String::new();
+        loop {
+            let get = pb::GetRunRequest {
+                run_id: req.run_id.clone(),
+                include_subtasks: true,
+                page_size: 0,
+                page_token: std::mem::take(&mut page_token),
+            };
+            let found = self.get(get, who).await?;
+            let run = found.run.unwrap_or_default();
+            if let Some(s) = run.subtasks.iter().find(|s| s.id == req.subtask_id) {
+                if s.kind != "approval" {
+                    return Err(ApiError::invalid("subtask_id", format!("{} is not an approval", req.subtask_id)));
+                }
+                return match pb::SubtaskState::try_from(s.state) {
+                    Ok(pb::SubtaskState::Succeeded) => Ok(pb::SignalRunResponse {
+                        decision: pb::Decision::Approve.into(),
+                        already_decided: true,
+                        payload_json: s.output_json.clone(),
+                        reason: String::new(),
+                    }),
+                    Ok(pb::SubtaskState::Failed) => Ok(pb::SignalRunResponse {
+                        decision: pb::Decision::Reject.into(),
+                        already_decided: true,
+                        payload_json: String::new(),
+                        reason: s.error_message.clone(),
+                    }),
+                    _ => Err(ApiError::FailedPrecondition(format!(
+                        "approval {} ended without a decision (the run ended first)",
+                        req.subtask_id
+                    ))),
+                };
+            }
+            if found.next_page_token.is_empty() {
+                return Err(ApiError::NotFound(format!("subtask {} of run {}", req.subtask_id, req.run_id)));
+            }
+            page_token = found.next_page_token;
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl SwarmService for SwarmApi {
     async fn submit_run(&self, req: Request<pb::SubmitRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {
@@ -288,6 +332,25 @@ impl SwarmService for SwarmApi {
             .and_then(|r| r)
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::CancelRunResponse { run: Some(run) }))
+    }
+
+    async fn signal_run(&self, req: Request<pb::SignalRunRequest>) -> Result<Response<pb::SignalRunResponse>, Status> {
+        let who = principal(&req);
+        who.require(Access::Approve)?;
+        let req = req.into_inner();
+        let id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
+        self.check_visible(&id, &who).await.map_err(|e| to_status(&e))?;
+        tracing::info!(principal = %who.name, run_id = %id, subtask = %req.subtask_id, decision = req.decision, "approval signal");
+        let ctx = self.leader().map_err(|e| to_status(&e))?;
+        let request = req.clone();
+        match ctx.manager.call(|reply| Command::Signal { request, reply }).await.and_then(|r| r) {
+            Ok(answer) => Ok(Response::new(answer)),
+            // The run has ended: its approvals' decisions are in its stored subtasks.
+            Err(ApiError::FailedPrecondition(m)) if m == crate::manager::ENDED => {
+                self.decided_in_store(&req, &who).await.map(Response::new).map_err(|e| to_status(&e))
+            }
+            Err(e) => Err(to_status(&e)),
+        }
     }
 
     type WatchRunStream = EventStream;

@@ -30,6 +30,8 @@ pub enum Role {
     Read,
     /// Cancel runs.
     Cancel,
+    /// Decide approvals (`SignalRun`).
+    Approve,
     /// Connect as a worker.
     Worker,
     /// Everything, across tenants.
@@ -42,6 +44,7 @@ impl Role {
             Self::Submit => "submit",
             Self::Read => "read",
             Self::Cancel => "cancel",
+            Self::Approve => "approve",
             Self::Worker => "worker",
             Self::Admin => "admin",
         }

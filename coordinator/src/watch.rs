@@ -365,6 +365,18 @@ impl EventLog {
                 after: Some(duration_us(*after_us)),
             }),
             Some(Update::BudgetExceeded { what }) => Event::BudgetExceeded(pb::BudgetExceeded { what: what.clone() }),
+            Some(Update::ApprovalRequested { subtask, prompt, deadline_us, on_timeout }) => {
+                Event::ApprovalRequested(pb::ApprovalRequested {
+                    subtask_id: self.id(*subtask),
+                    prompt: prompt.clone(),
+                    deadline: deadline_us.map(timestamp),
+                    on_timeout: match on_timeout {
+                        swarm_core::spec::OnTimeout::Approve => pb::Decision::Approve,
+                        swarm_core::spec::OnTimeout::Reject => pb::Decision::Reject,
+                    }
+                    .into(),
+                })
+            }
             Some(Update::Warning { subtask, message }) => {
                 Event::Warning(pb::Warning { subtask_id: self.id(*subtask), message: message.clone() })
             }

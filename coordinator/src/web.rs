@@ -255,6 +255,8 @@ fn event_json(e: &pb::RunEvent) -> Value {
         Some(E::BudgetExceeded(_)) => json!({ "kind": "budget_exceeded", "subtask_id": "" }),
         Some(E::Warning(x)) => json!({ "kind": "warning", "subtask_id": x.subtask_id, "message": x.message }),
         Some(E::Speculated(x)) => json!({ "kind": "speculated", "subtask_id": x.subtask_id }),
+        Some(E::ApprovalRequested(x)) => json!({ "kind": "approval_requested", "subtask_id": x.subtask_id,
+            "state": "WAITING", "prompt": x.prompt }),
         None => json!({ "kind": "unknown", "subtask_id": "" }),
     };
     v["seq"] = json!(e.seq);

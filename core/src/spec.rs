@@ -175,6 +175,51 @@ pub enum SubtaskKind {
     Agent(AgentSpec),
     /// An orchestrator: an agent that can create subagents and assign them tasks, in stages.
     Orchestrator(OrchestratorSpec),
+    /// A human decision: parks (holding no slot) until `SignalRun` approves or rejects it, or
+    /// its timeout passes.
+    Approval(ApprovalSpec),
+}
+
+/// What an approval asks, and what happens when nobody answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSpec {
+    /// What the approver is asked (shown in events, `swarm get` and the web view).
+    pub prompt: String,
+    /// How long to wait for a decision (none: for the run's lifetime).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_duration_text")]
+    pub timeout: Option<Duration>,
+    /// The decision when the timeout passes.
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+}
+
+/// The decision an approval's timeout makes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    #[default]
+    Reject,
+    Approve,
+}
+
+/// The longest an approval may wait (the run's time to live).
+pub const MAX_APPROVAL_TIMEOUT_MS: u64 = MAX_SCHEDULE_TO_START_MS;
+/// The longest approval prompt.
+pub const MAX_PROMPT_BYTES: usize = 16 * 1024;
+
+mod opt_duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(super::DurationText).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<super::DurationText>::deserialize(d)?.map(|t| t.0))
+    }
 }
 
 impl SubtaskSpec {
@@ -213,6 +258,8 @@ struct RawSubtask {
     agent: Option<AgentSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     orchestrator: Option<OrchestratorSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    approval: Option<ApprovalSpec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     depends_on: Vec<SubtaskId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,19 +272,23 @@ impl TryFrom<RawSubtask> for SubtaskSpec {
     type Error = String;
 
     fn try_from(raw: RawSubtask) -> Result<Self, Self::Error> {
-        let kind = match (raw.tool, raw.agent, raw.orchestrator) {
-            (Some(tool), None, None) => SubtaskKind::Tool {
+        let kind = match (raw.tool, raw.agent, raw.orchestrator, raw.approval) {
+            (Some(tool), None, None, None) => SubtaskKind::Tool {
                 tool,
                 args: raw.args.unwrap_or_else(|| serde_json::Value::Object(Default::default())),
             },
-            (None, Some(agent), None) if raw.args.is_none() => SubtaskKind::Agent(agent),
-            (None, None, Some(orchestrator)) if raw.args.is_none() => SubtaskKind::Orchestrator(orchestrator),
-            (None, None, None) => {
-                return Err(format!("subtask `{}`: `tool` is required (or `agent`, or `orchestrator`)", raw.id));
+            (None, Some(agent), None, None) if raw.args.is_none() => SubtaskKind::Agent(agent),
+            (None, None, Some(orchestrator), None) if raw.args.is_none() => SubtaskKind::Orchestrator(orchestrator),
+            (None, None, None, Some(approval)) if raw.args.is_none() => SubtaskKind::Approval(approval),
+            (None, None, None, None) => {
+                return Err(format!(
+                    "subtask `{}`: `tool` is required (or `agent`, `orchestrator`, `approval`)",
+                    raw.id
+                ));
             }
             _ => {
                 return Err(format!(
-                    "subtask `{}`: set exactly one of `tool` (with `args`), `agent`, `orchestrator`",
+                    "subtask `{}`: set exactly one of `tool` (with `args`), `agent`, `orchestrator`, `approval`",
                     raw.id
                 ));
             }
@@ -248,7 +299,7 @@ impl TryFrom<RawSubtask> for SubtaskSpec {
 
 impl From<SubtaskSpec> for RawSubtask {
     fn from(s: SubtaskSpec) -> Self {
-        let (mut tool, mut args, mut agent, mut orchestrator) = (None, None, None, None);
+        let (mut tool, mut args, mut agent, mut orchestrator, mut approval) = (None, None, None, None, None);
         match s.kind {
             SubtaskKind::Tool { tool: t, args: a } => {
                 tool = Some(t);
@@ -256,6 +307,7 @@ impl From<SubtaskSpec> for RawSubtask {
             }
             SubtaskKind::Agent(a) => agent = Some(a),
             SubtaskKind::Orchestrator(o) => orchestrator = Some(o),
+            SubtaskKind::Approval(a) => approval = Some(a),
         }
         Self {
             id: s.id,
@@ -263,6 +315,7 @@ impl From<SubtaskSpec> for RawSubtask {
             args,
             agent,
             orchestrator,
+            approval,
             depends_on: s.depends_on,
             timeout: s.timeout.map(DurationText),
             retry: s.retry,
@@ -294,6 +347,18 @@ impl<'de> Deserialize<'de> for DurationText {
                 .map_err(|_| serde::de::Error::custom(format!("invalid duration {s}"))),
             Either::Text(t) => parse_duration(&t).map(Self).map_err(serde::de::Error::custom),
         }
+    }
+}
+
+/// A duration as people write it: `1h`, `5m`, `30s` or `250ms` (the largest unit that fits).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0s".into(),
+        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        _ if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        _ => format!("{ms}ms"),
     }
 }
 

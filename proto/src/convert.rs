@@ -54,8 +54,27 @@ impl TryFrom<pb::RunSpec> for RunSpec {
                     subagent_tools: o.subagent_tools,
                     subagent_models: o.subagent_models,
                 }),
+                Some(pb::subtask_spec::Kind::Approval(a)) => {
+                    let timeout = match a.timeout.map(Duration::try_from) {
+                        None => None,
+                        Some(Ok(d)) => Some(d),
+                        Some(Err(_)) => {
+                            bad("approval.timeout", "must not be negative".into());
+                            None
+                        }
+                    };
+                    let on_timeout = match pb::Decision::try_from(a.on_timeout) {
+                        Ok(pb::Decision::Approve) => swarm_core::spec::OnTimeout::Approve,
+                        Ok(pb::Decision::Reject | pb::Decision::Unspecified) => swarm_core::spec::OnTimeout::Reject,
+                        Err(_) => {
+                            bad("approval.on_timeout", format!("unknown decision {}", a.on_timeout));
+                            swarm_core::spec::OnTimeout::Reject
+                        }
+                    };
+                    SubtaskKind::Approval(swarm_core::spec::ApprovalSpec { prompt: a.prompt, timeout, on_timeout })
+                }
                 None => {
-                    bad("kind", "required: set tool_call, agent or orchestrator".into());
+                    bad("kind", "required: set tool_call, agent, orchestrator or approval".into());
                     SubtaskKind::Tool { tool: String::new(), args: serde_json::Value::Null }
                 }
             };
@@ -154,6 +173,15 @@ impl From<&RunSpec> for pb::RunSpec {
                             max_steps: o.max_steps.unwrap_or(0),
                             subagent_tools: o.subagent_tools.clone(),
                             subagent_models: o.subagent_models.clone(),
+                        }),
+                        SubtaskKind::Approval(a) => pb::subtask_spec::Kind::Approval(pb::ApprovalSpec {
+                            prompt: a.prompt.clone(),
+                            timeout: a.timeout.and_then(|d| prost_types::Duration::try_from(d).ok()),
+                            on_timeout: match a.on_timeout {
+                                swarm_core::spec::OnTimeout::Approve => pb::Decision::Approve,
+                                swarm_core::spec::OnTimeout::Reject => pb::Decision::Reject,
+                            }
+                            .into(),
                         }),
                     }),
                 })

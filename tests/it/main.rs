@@ -2,6 +2,7 @@
 //! coordinators and workers.
 
 mod agents;
+mod approvals;
 mod api;
 mod breakdown;
 mod cli;

@@ -18,6 +18,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => server::worker(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Run(args) => runs::run(args).await,
+        Command::Signal(args) => runs::signal(args).await,
         Command::Submit(args) => runs::submit(args).await,
         Command::Get(args) => runs::get(args).await,
         Command::Runs(args) => runs::runs(args).await,

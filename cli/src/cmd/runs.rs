@@ -8,7 +8,7 @@ use swarm_cli::client::{self, RunJson};
 use swarm_cli::{outln, specs};
 use swarm_proto::pb;
 
-use crate::args::{CancelArgs, GetArgs, RunArgs, RunsArgs, SubmitArgs, WatchArgs};
+use crate::args::{CancelArgs, GetArgs, RunArgs, RunsArgs, SignalArgs, SubmitArgs, WatchArgs};
 use swarm_cli::embedded::{Embedded, EmbeddedOptions};
 
 /// `swarm submit FILE [--wait] [--json]`.
@@ -165,6 +165,42 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
     let run = resp.run.unwrap_or_default();
     outln!("{} {}", run.run_id, client::state_name(run.state));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `swarm signal RUN SUBTASK --approve [--data JSON] | --reject [--reason TEXT]`.
+pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
+    let SignalArgs { run, subtask, approve, reject: _, data, reason, addr, token, tls, json } = args;
+    if let Some(d) = &data {
+        serde_json::from_str::<serde_json::Value>(d).map_err(|e| anyhow::anyhow!("--data is not JSON: {e}"))?;
+    }
+    let mut c = client::connect_with(&addr, token.as_deref(), &tls.into()).await?;
+    let decision = if approve { pb::Decision::Approve } else { pb::Decision::Reject };
+    let req = pb::SignalRunRequest {
+        run_id: run.clone(),
+        subtask_id: subtask.clone(),
+        decision: decision.into(),
+        payload_json: data.unwrap_or_default(),
+        reason: reason.unwrap_or_default(),
+    };
+    let answer = c.signal_run(client::request(req)).await.map_err(|s| client::status_error(&s))?.into_inner();
+    let decided = if answer.decision == pb::Decision::Approve as i32 { "approved" } else { "rejected" };
+    if json {
+        let out = serde_json::json!({
+            "run_id": run,
+            "subtask_id": subtask,
+            "decision": decided,
+            "already_decided": answer.already_decided,
+            "output": serde_json::from_str::<serde_json::Value>(&answer.payload_json).ok(),
+            "reason": (!answer.reason.is_empty()).then_some(answer.reason.clone()),
+        });
+        outln!("{out}");
+    } else if answer.already_decided {
+        outln!("{run} {subtask}: already {decided}{}", if answer.reason.is_empty() { String::new() } else { format!(" ({})", answer.reason) });
+    } else {
+        outln!("{run} {subtask}: {decided}");
+    }
+    // A signal that did not get its way (decided the other way before) says so in its exit code.
+    Ok(if (answer.decision == decision as i32) || !answer.already_decided { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }
 
 /// `swarm watch RUN`: every event until the run ends.

@@ -286,7 +286,7 @@ fn agent_task(engine: &swarm_core::RunEngine, sub: SubtaskIx) -> Option<pb::Agen
     let slot = engine.slot(sub);
     let limits = engine.dag().limits();
     let (orchestrator, spec_json, cap, max) = match &node.work {
-        Work::Tool => return None,
+        Work::Tool | Work::Approval(_) => return None,
         Work::Agent(a) => (false, serde_json::to_string(a.as_ref()), limits.subagent_max_steps, a.max_steps),
         Work::Orchestrator(o) => (true, serde_json::to_string(o.as_ref()), limits.orchestrator_max_steps, o.max_steps),
     };

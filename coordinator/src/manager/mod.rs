@@ -53,7 +53,7 @@ use tracing::info;
 pub use admission::AdmissionCaps;
 pub use fault::{FAULT_ENV, Fatal, FaultHook};
 pub use registry::WorkerTx;
-pub use runs::{Page, RunPage, run_view, subtask_page, subtask_status};
+pub use runs::{ENDED, MAX_SIGNAL_PAYLOAD_BYTES, Page, RunPage, run_view, subtask_page, subtask_status};
 
 use crate::clock::Clock;
 use crate::recovery::Recovered;
@@ -140,6 +140,8 @@ pub enum Command {
     },
     /// Cancel a run.
     Cancel { run_id: RunId, reason: String, reply: oneshot::Sender<Result<pb::Run, ApiError>> },
+    /// Decide an approval (`SignalRun`).
+    Signal { request: pb::SignalRunRequest, reply: oneshot::Sender<Result<pb::SignalRunResponse, ApiError>> },
     /// The event log of a run, for `WatchRun`.
     Watch { run_id: RunId, reply: oneshot::Sender<Option<Watchable>> },
     /// A worker opened its `Connect` stream.
@@ -313,6 +315,7 @@ pub fn spawn(
         ended: Vec::new(),
         log_expiry: VecDeque::new(),
         awaiting_writes: Vec::new(),
+        signal_replies: Vec::new(),
         worker_principals: HashMap::new(),
         backups: Vec::new(),
         preempted: Vec::new(),
@@ -369,6 +372,9 @@ struct Manager {
     log_expiry: VecDeque<(u64, RunId)>,
     /// Runs whose next subtask waits for a record to be durable (see `durable`).
     awaiting_writes: Vec<RunKey>,
+    /// Answers to `SignalRun`, sent once the outbox has settled up to their mark: a decision is
+    /// told only once it is durable (a failover right after keeps it).
+    signal_replies: Vec<(u64, oneshot::Sender<Result<pb::SignalRunResponse, ApiError>>, pb::SignalRunResponse)>,
     /// The principal each worker id was last used by.
     worker_principals: HashMap<WorkerId, String>,
     /// Backups started (newest last), preempted when ready primaries need their slots; entries
@@ -410,7 +416,7 @@ impl Manager {
                     }
                 }
                 _ = crate::clock::sleep_until(clock.as_ref(), wake.unwrap_or(0)), if wake.is_some() => {}
-                _ = settled.notified(), if !self.awaiting_writes.is_empty() => {}
+                _ = settled.notified(), if !self.awaiting_writes.is_empty() || !self.signal_replies.is_empty() => {}
             }
             self.stats.turns += 1;
             let now = self.supervisor.now_us();
@@ -432,6 +438,15 @@ impl Manager {
                 self.expire_silent(now);
             }
             self.flush().await;
+            if !self.signal_replies.is_empty() {
+                let settled = self.outbox.settled();
+                let (due, wait): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut self.signal_replies).into_iter().partition(|(mark, _, _)| *mark <= settled);
+                self.signal_replies = wait;
+                for (_, reply, answer) in due {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
             // Time this turn kept the manager from reading heartbeats (a slow store blocking
             // the flush, above all) is not the workers' silence: their beats wait in the queue.
             let held_up = self.supervisor.now_us().saturating_sub(now);
@@ -495,6 +510,12 @@ impl Manager {
             Command::Cancel { run_id, reason, reply } => {
                 let _ = reply.send(self.cancel(&run_id, &reason));
             }
+            Command::Signal { request, reply } => match self.signal(request) {
+                Ok(answer) => self.signal_replies.push((self.outbox.queued(), reply, answer)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Command::Watch { run_id, reply } => {
                 let log = match self.listing.get(&run_id) {
                     Some(Listed::Live(k)) => self.runs.get(k).map(|e| Watchable::Log(e.log.clone())),

@@ -27,7 +27,12 @@ pub enum Work {
     Agent(Arc<AgentSpec>),
     /// An orchestrator loop.
     Orchestrator(Arc<OrchestratorSpec>),
+    /// A human decision: never dispatched (see [`crate::spec::ApprovalSpec`]).
+    Approval(Arc<crate::spec::ApprovalSpec>),
 }
+
+/// The `tool` name an approval's node carries (no worker offers it; approvals are never placed).
+pub const APPROVAL_TOOL: &str = "@approval";
 
 /// A validated subtask, with dependencies as indexes.
 #[derive(Clone, Debug)]
@@ -61,7 +66,7 @@ impl Node {
     /// The model an agent or orchestrator runs on; `None` for a tool call.
     pub fn model(&self) -> Option<&str> {
         match &self.work {
-            Work::Tool => None,
+            Work::Tool | Work::Approval(_) => None,
             Work::Agent(a) => Some(&a.model),
             Work::Orchestrator(o) => Some(&o.model),
         }
@@ -214,6 +219,27 @@ impl Dag {
                         }
                     }
                     (AGENT_CAPABILITY, &EMPTY_OBJECT, Work::Orchestrator(Arc::new(o.clone())))
+                }
+                SubtaskKind::Approval(a) => {
+                    if a.prompt.trim().is_empty() || a.prompt.len() > crate::spec::MAX_PROMPT_BYTES {
+                        bad(
+                            format!("subtasks[{i}].approval.prompt"),
+                            format!("must be 1 to {} bytes of text", crate::spec::MAX_PROMPT_BYTES),
+                        );
+                    }
+                    if a.timeout.is_some_and(|t| t.as_millis() > u128::from(crate::spec::MAX_APPROVAL_TIMEOUT_MS)) {
+                        bad(
+                            format!("subtasks[{i}].approval.timeout"),
+                            format!("must be at most {} h (the run's lifetime)", crate::spec::MAX_APPROVAL_TIMEOUT_MS / 3_600_000),
+                        );
+                    }
+                    if s.timeout.is_some() || s.retry.is_some() {
+                        bad(
+                            format!("subtasks[{i}]"),
+                            "an approval takes no `timeout` or `retry` of its own: use `approval.timeout`".into(),
+                        );
+                    }
+                    (APPROVAL_TOOL, &EMPTY_OBJECT, Work::Approval(Arc::new(a.clone())))
                 }
             };
             if tool.is_empty() {

@@ -33,6 +33,7 @@
 //! a report whose fence is not the subtask's current one is stale and changes nothing.
 
 mod agents;
+mod approvals;
 mod failure;
 mod policy;
 mod ready;
@@ -42,6 +43,7 @@ pub mod types;
 
 use std::sync::Arc;
 
+pub use approvals::{Decided, SignalError};
 pub use policy::{PlacementNeeds, SILENT_BEATS, silence_limit_us};
 pub use types::*;
 
@@ -70,6 +72,8 @@ pub struct RunEngine {
     latency: std::collections::HashMap<Arc<str>, speculation::Latency>,
     /// Backups that count against the hedge budget (started and not preempted).
     hedges: u32,
+    /// The DAG's approval subtasks.
+    approvals: Vec<SubtaskIx>,
     /// Tokens used by model: (input, output).
     token_use: std::collections::BTreeMap<Arc<str>, (u64, u64)>,
     /// The time of the event being applied (µs): when subtasks become ready.
@@ -90,7 +94,7 @@ impl RunEngine {
                 if pending == 0 {
                     ready.push_back(SubtaskIx(i as u32));
                 }
-                let mut slot = Slot::new(pending, !matches!(node.work, Work::Tool));
+                let mut slot = Slot::new(pending, matches!(node.work, Work::Agent(_) | Work::Orchestrator(_)));
                 if pending == 0 {
                     slot.ready_since_us = Some(submitted_us);
                 }
@@ -113,9 +117,11 @@ impl RunEngine {
             latency: Default::default(),
             hedges: 0,
             token_use: Default::default(),
+            approvals: Vec::new(),
             clock_us: submitted_us,
         }
         .with_latency_model()
+        .with_approvals()
     }
 
     /// Rebuilds an engine from recorded subtask ends (by subtask index). Subtasks without a
@@ -212,6 +218,7 @@ impl RunEngine {
     /// Ends the run if nothing is open (after [`RunEngine::restore`]).
     pub fn settle(&mut self, now_us: u64, out: &mut Vec<Action>) {
         if !self.state.is_terminal() {
+            self.park_approvals(now_us, out);
             self.check_finished(now_us, out);
         }
     }
@@ -278,6 +285,13 @@ impl RunEngine {
 
     /// Applies one event at time `now_us`, appending the resulting actions to `out`.
     pub fn apply(&mut self, event: EngineEvent, now_us: u64, out: &mut Vec<Action>) {
+        self.apply_event(event, now_us, out);
+        if !self.approvals.is_empty() && !self.state.is_terminal() {
+            self.park_approvals(now_us, out);
+        }
+    }
+
+    fn apply_event(&mut self, event: EngineEvent, now_us: u64, out: &mut Vec<Action>) {
         self.clock_us = now_us;
         if self.state.is_terminal() {
             if !matches!(event, EngineEvent::CancelRequested | EngineEvent::RetryDue { .. }) {
@@ -325,17 +339,11 @@ impl RunEngine {
                 }));
                 out.push(self.persist(subtask));
                 self.child_ended(subtask);
-                for k in 0..self.dag.node(subtask).dependents.len() {
-                    let d = self.dag.node(subtask).dependents[k];
-                    let dep = &mut self.slots[d.index()];
-                    dep.pending_deps -= 1;
-                    if dep.pending_deps == 0 && dep.state == SubtaskState::Blocked {
-                        dep.state = SubtaskState::Ready;
-                        dep.ready_since_us = Some(now_us);
-                        self.ready.push_back(d);
-                    }
-                }
+                self.release_dependents(subtask, now_us);
                 self.check_finished(now_us, out);
+            }
+            EngineEvent::Signal { subtask, approve, payload, reason } => {
+                self.decide(subtask, approve, payload, reason, now_us, out)
             }
             EngineEvent::Failed { subtask, fence, kind, message, started_us, finished_us } => {
                 if !self.settle_race(subtask, fence, false, out) || !self.is_current(subtask, fence) {
@@ -355,7 +363,9 @@ impl RunEngine {
             }
             EngineEvent::RetryDue { subtask } => {
                 let slot = &mut self.slots[subtask.index()];
-                if slot.state == SubtaskState::Backoff {
+                if slot.state == SubtaskState::Waiting {
+                    self.approval_timer(subtask, now_us, out);
+                } else if slot.state == SubtaskState::Backoff {
                     if let Some(since) = slot.timing.backoff_since_us.take() {
                         slot.timing.backoff_us += now_us.saturating_sub(since);
                     }
@@ -456,6 +466,20 @@ impl RunEngine {
                     out.push(self.persist(d));
                     stack.push(d);
                 }
+            }
+        }
+    }
+
+    /// Subtask `subtask` succeeded: dependents whose last dependency it was become ready.
+    fn release_dependents(&mut self, subtask: SubtaskIx, now_us: u64) {
+        for k in 0..self.dag.node(subtask).dependents.len() {
+            let d = self.dag.node(subtask).dependents[k];
+            let dep = &mut self.slots[d.index()];
+            dep.pending_deps -= 1;
+            if dep.pending_deps == 0 && dep.state == SubtaskState::Blocked {
+                dep.state = SubtaskState::Ready;
+                dep.ready_since_us = Some(now_us);
+                self.ready.push_back(d);
             }
         }
     }

@@ -233,6 +233,9 @@ pub enum EngineEvent {
         started_us: u64,
         finished_us: u64,
     },
+    /// A decision for an approval (`SignalRun`): approved with `payload` as its output, or
+    /// rejected for `reason`. Ignored unless the approval waits for one.
+    Signal { subtask: SubtaskIx, approve: bool, payload: Arc<str>, reason: String },
     /// The shell started a backup attempt of a straggling subtask on another worker (beside
     /// its earlier backup, if that one is late too).
     BackupDispatched { subtask: SubtaskIx, worker: WorkerId, fence: Fence },
@@ -267,6 +270,13 @@ pub enum Update {
     Speculated { subtask: SubtaskIx, worker: WorkerId, after_us: u64 },
     /// Something users should know (e.g. a swarm that collapsed into serial work).
     Warning { subtask: SubtaskIx, message: String },
+    /// An approval waits for a decision (until `deadline_us`, when it has a timeout).
+    ApprovalRequested {
+        subtask: SubtaskIx,
+        prompt: String,
+        deadline_us: Option<u64>,
+        on_timeout: crate::spec::OnTimeout,
+    },
     /// The run reached a terminal state.
     Finished { state: RunState },
 }
