@@ -358,6 +358,10 @@ pub struct RunArgs {
     /// Print one JSON object at the end (as `swarm submit --wait --json`).
     #[arg(long)]
     pub json: bool,
+    /// Where the throwaway coordinator listens (loopback only), so other commands can reach
+    /// the run meanwhile (`swarm signal`, `swarm watch`); its URL and the run id go to stderr.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
     /// Let `http_get` (and MCP over HTTP) reach this internal range (repeatable).
     #[arg(long = "allow-egress", value_name = "CIDR")]
     pub allow_egress: Vec<swarm_worker::tools::egress::Cidr>,

@@ -30,6 +30,11 @@ fn runnable() -> Vec<(PathBuf, Vec<String>)> {
     found
 }
 
+fn has_approval(spec: &Path) -> bool {
+    let spec = swarm_cli::specs::load(spec).expect("spec");
+    spec.subtasks.iter().any(|s| matches!(s.kind, swarm_core::SubtaskKind::Approval(_)))
+}
+
 #[test]
 fn every_agent_example_names_a_command_whose_files_exist_and_whose_spec_is_valid() {
     let examples = runnable();
@@ -66,6 +71,9 @@ async fn the_scripted_agent_examples_run_with_the_command_they_give() {
         if !args.iter().any(|a| a == "--script") {
             continue; // needs a real model endpoint
         }
+        if has_approval(&spec) {
+            continue; // waits for a person: see the next test
+        }
         let out = tokio::process::Command::new(swarm_bin().expect("swarm"))
             .args(&args)
             .arg("--json")
@@ -98,4 +106,57 @@ async fn the_scripted_agent_examples_run_with_the_command_they_give() {
     assert_eq!(research["tokens_left"].as_u64(), Some(100_000 - used));
     let time = find("mcp-time.yaml");
     assert_eq!(time["agent_tool_calls"], 2, "{time}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approval_example_waits_for_swarm_signal_from_another_process() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let (spec, mut args) = runnable().into_iter().find(|(p, _)| p.ends_with("approval.yaml")).expect("approval.yaml");
+    assert!(has_approval(&spec));
+    // Its own port, free here.
+    let port = swarm_tests::etcd::free_port().expect("port");
+    let at = args.iter().position(|a| a == "--listen").expect("the command names --listen");
+    args[at + 1] = format!("127.0.0.1:{port}");
+    let mut run = tokio::process::Command::new(swarm_bin().expect("swarm"))
+        .args(&args)
+        .arg("--json")
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("swarm run");
+    // "swarm run: run ID on URL (until it ends)"
+    let mut lines = BufReader::new(run.stderr.take().expect("stderr")).lines();
+    let (run_id, url) = loop {
+        let line = lines.next_line().await.expect("stderr").expect("swarm run says where its run is");
+        if let Some(rest) = line.strip_prefix("swarm run: run ") {
+            let mut words = rest.split_whitespace();
+            let id = words.next().expect("id").to_owned();
+            assert_eq!(words.next(), Some("on"));
+            break (id, words.next().expect("url").to_owned());
+        }
+    };
+    assert_eq!(url, format!("http://127.0.0.1:{port}"));
+    // The approval is asked for once the swarm has answered; `swarm signal` decides it.
+    let mut c = swarm_cli::client::connect(&url).await.expect("client");
+    swarm_tests::harness::wait_for_events(&mut c, &run_id, std::time::Duration::from_secs(60), |evs| {
+        evs.iter().any(|e| matches!(e.event, Some(swarm_proto::pb::run_event::Event::ApprovalRequested(_))))
+    })
+    .await
+    .expect("asked");
+    let out = tokio::process::Command::new(swarm_bin().expect("swarm"))
+        .args(["signal", &run_id, "ok-to-publish", "--approve", "--data", r#"{"by": "test"}"#, "--addr", &url, "--json"])
+        .output()
+        .await
+        .expect("swarm signal");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let told: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(told["decision"], "approved", "{told}");
+    assert_eq!(told["output"]["by"], "test", "{told}");
+    let out = run.wait_with_output().await.expect("swarm run ends");
+    assert_eq!(out.status.code(), Some(0));
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(summary["state"], "SUCCEEDED", "{summary}");
+    assert_eq!(summary["tool_calls_completed"], 6, "lead, 3 subagents, the approval, publish: {summary}");
 }

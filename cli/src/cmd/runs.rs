@@ -85,11 +85,13 @@ pub async fn wait_and_print(c: &mut client::Client, run_id: &str, total: u64, js
 /// given models, script, MCP servers) runs one spec; the output and exit code are `submit
 /// --wait`'s.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let RunArgs { file, kit, workers, slots, json, allow_egress } = args;
+    let RunArgs { file, kit, workers, slots, json, listen, allow_egress } = args;
+    anyhow::ensure!(listen.ip().is_loopback(), "--listen {listen}: swarm run serves loopback only (no authentication)");
     let spec = specs::load(&file)?;
     let egress = swarm_worker::tools::egress::EgressPolicy { allow: allow_egress };
     let (tools, models) = super::server::load_kit(&kit, &egress).await?;
     let options = EmbeddedOptions {
+        listen,
         workers,
         slots,
         egress,
@@ -104,6 +106,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let total = spec.subtasks.len() as u64;
         let req = pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: String::new() };
         let resp = c.submit_run(client::request(req)).await.map_err(|s| client::status_error(&s))?.into_inner();
+        eprintln!("swarm run: run {} on {} (until it ends)", resp.run_id, cluster.url());
         wait_and_print(&mut c, &resp.run_id, total, json).await
     }
     .await;
