@@ -229,7 +229,11 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Sen
 
 impl SwarmApi {
     /// A signal for an approval of an ended run: its recorded decision, or why there is none.
-    async fn decided_in_store(&self, req: &pb::SignalRunRequest, who: &Principal) -> Result<pb::SignalRunResponse, ApiError> {
+    async fn decided_in_store(
+        &self,
+        req: &pb::SignalRunRequest,
+        who: &Principal,
+    ) -> Result<pb::SignalRunResponse, ApiError> {
         let mut page_token = String::new();
         loop {
             let get = pb::GetRunRequest {

@@ -259,6 +259,16 @@ fn tamed(mut wire: pb::RunSpec) -> pb::RunSpec {
                 o.model = "m".into();
                 o.tools.retain(|t| !t.is_empty());
             }
+            Some(Kind::Approval(a)) => {
+                a.prompt = "ok?".into();
+                if !sane_duration(&a.timeout) {
+                    a.timeout = None;
+                }
+                a.on_timeout = a.on_timeout.rem_euclid(3);
+                // An approval takes no timeout or retry of its own.
+                s.timeout = None;
+                s.retry = None;
+            }
             None => s.kind = Some(Kind::ToolCall(pb::ToolCall { tool: "echo".into(), args_json: "{}".into() })),
         }
     }

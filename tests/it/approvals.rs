@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use swarm_cli::client::Client;
 use swarm_core::spec::{ApprovalSpec, OnTimeout};
 use swarm_core::{RunSpec, SubtaskKind, SubtaskSpec};
 use swarm_proto::pb;
 use swarm_proto::pb::run_event::Event;
-use swarm_cli::client::Client;
 use swarm_tests::harness::{TestCluster, submit, wait_done, wait_for_events};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -171,7 +171,8 @@ async fn an_approval_that_times_out_decides_as_its_spec_says() {
         let spec = ApprovalSpec { prompt: "ok?".into(), timeout: Some(Duration::from_millis(200)), on_timeout };
         SubtaskSpec { kind: SubtaskKind::Approval(spec), ..SubtaskSpec::tool("gate", "echo", serde_json::json!({})) }
     };
-    for (on_timeout, want) in [(OnTimeout::Approve, pb::RunState::Succeeded), (OnTimeout::Reject, pb::RunState::Failed)] {
+    for (on_timeout, want) in [(OnTimeout::Approve, pb::RunState::Succeeded), (OnTimeout::Reject, pb::RunState::Failed)]
+    {
         let spec = RunSpec::new("timed", vec![timed(on_timeout), sleep("after", 1).after(["gate"])]);
         let run_id = submit(&mut c, &spec).await.expect("submit");
         let asked = requested(&mut c, &run_id).await;

@@ -146,7 +146,17 @@ async fn the_approval_example_waits_for_swarm_signal_from_another_process() {
     .await
     .expect("asked");
     let out = tokio::process::Command::new(swarm_bin().expect("swarm"))
-        .args(["signal", &run_id, "ok-to-publish", "--approve", "--data", r#"{"by": "test"}"#, "--addr", &url, "--json"])
+        .args([
+            "signal",
+            &run_id,
+            "ok-to-publish",
+            "--approve",
+            "--data",
+            r#"{"by": "test"}"#,
+            "--addr",
+            &url,
+            "--json",
+        ])
         .output()
         .await
         .expect("swarm signal");

@@ -2,8 +2,8 @@
 //! coordinators and workers.
 
 mod agents;
-mod approvals;
 mod api;
+mod approvals;
 mod breakdown;
 mod cli;
 mod config;

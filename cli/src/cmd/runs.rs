@@ -198,12 +198,19 @@ pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
         });
         outln!("{out}");
     } else if answer.already_decided {
-        outln!("{run} {subtask}: already {decided}{}", if answer.reason.is_empty() { String::new() } else { format!(" ({})", answer.reason) });
+        outln!(
+            "{run} {subtask}: already {decided}{}",
+            if answer.reason.is_empty() { String::new() } else { format!(" ({})", answer.reason) }
+        );
     } else {
         outln!("{run} {subtask}: {decided}");
     }
     // A signal that did not get its way (decided the other way before) says so in its exit code.
-    Ok(if (answer.decision == decision as i32) || !answer.already_decided { ExitCode::SUCCESS } else { ExitCode::from(3) })
+    Ok(if (answer.decision == decision as i32) || !answer.already_decided {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }
 
 /// `swarm watch RUN`: every event until the run ends.

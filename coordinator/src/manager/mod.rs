@@ -122,6 +122,9 @@ impl Default for ManagerConfig {
     }
 }
 
+/// Where a `SignalRun` answer goes.
+type SignalReply = oneshot::Sender<Result<pb::SignalRunResponse, ApiError>>;
+
 /// A request to the manager.
 pub enum Command {
     /// May a run of `subtasks` subtasks be admitted now? (Checked before it is stored.)
@@ -374,7 +377,7 @@ struct Manager {
     awaiting_writes: Vec<RunKey>,
     /// Answers to `SignalRun`, sent once the outbox has settled up to their mark: a decision is
     /// told only once it is durable (a failover right after keeps it).
-    signal_replies: Vec<(u64, oneshot::Sender<Result<pb::SignalRunResponse, ApiError>>, pb::SignalRunResponse)>,
+    signal_replies: Vec<(u64, SignalReply, pb::SignalRunResponse)>,
     /// The principal each worker id was last used by.
     worker_principals: HashMap<WorkerId, String>,
     /// Backups started (newest last), preempted when ready primaries need their slots; entries

@@ -230,7 +230,10 @@ impl Dag {
                     if a.timeout.is_some_and(|t| t.as_millis() > u128::from(crate::spec::MAX_APPROVAL_TIMEOUT_MS)) {
                         bad(
                             format!("subtasks[{i}].approval.timeout"),
-                            format!("must be at most {} h (the run's lifetime)", crate::spec::MAX_APPROVAL_TIMEOUT_MS / 3_600_000),
+                            format!(
+                                "must be at most {} h (the run's lifetime)",
+                                crate::spec::MAX_APPROVAL_TIMEOUT_MS / 3_600_000
+                            ),
                         );
                     }
                     if s.timeout.is_some() || s.retry.is_some() {

@@ -41,7 +41,7 @@ impl RunEngine {
         let calls = turn.tool_calls() as u32;
         let work_calls = turn.work_calls() as u32;
         let tokens = turn.usage.input_tokens.saturating_add(turn.usage.output_tokens);
-        let turn_usage = turn.usage.clone();
+        let turn_usage = turn.usage;
         let is_orchestrator = matches!(self.dag.node(subtask).work, Work::Orchestrator(_));
         let slot = &mut self.slots[subtask.index()];
         if calls > 0 {
@@ -194,7 +194,7 @@ impl RunEngine {
                 .iter()
                 .fold(0u64, |n, t| n.saturating_add(t.usage.input_tokens).saturating_add(t.usage.output_tokens));
             self.counts.tokens = self.counts.tokens.saturating_add(tokens);
-            let usage: Vec<crate::agent::Usage> = ts.iter().map(|t| t.usage.clone()).collect();
+            let usage: Vec<crate::agent::Usage> = ts.iter().map(|t| t.usage).collect();
             self.count_tokens(i, &usage);
             let Some(slot) = self.slots.get_mut(i.index()) else { continue };
             if !terminal {

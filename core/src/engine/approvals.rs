@@ -83,9 +83,10 @@ impl RunEngine {
         match slot.state {
             SubtaskState::Waiting => Ok(None),
             SubtaskState::Blocked | SubtaskState::Ready => Err(SignalError::NotYetWaiting),
-            SubtaskState::Succeeded => {
-                Ok(Some(Decided::Approved { output: slot.output.clone().unwrap_or_else(|| "null".into()), earlier: true }))
-            }
+            SubtaskState::Succeeded => Ok(Some(Decided::Approved {
+                output: slot.output.clone().unwrap_or_else(|| "null".into()),
+                earlier: true,
+            })),
             SubtaskState::Failed => Ok(Some(Decided::Rejected {
                 reason: slot.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
                 earlier: true,
@@ -142,9 +143,14 @@ impl RunEngine {
                 let payload: Arc<str> = serde_json::json!({ "timed_out": true, "after": after }).to_string().into();
                 self.decide(subtask, true, payload, String::new(), now_us, out)
             }
-            OnTimeout::Reject => {
-                self.decide(subtask, false, "null".into(), format!("no decision within {after}: rejected (on_timeout)"), now_us, out)
-            }
+            OnTimeout::Reject => self.decide(
+                subtask,
+                false,
+                "null".into(),
+                format!("no decision within {after}: rejected (on_timeout)"),
+                now_us,
+                out,
+            ),
         }
     }
 }
@@ -161,14 +167,21 @@ mod tests {
 
     fn gate(timeout: Option<Duration>, on_timeout: OnTimeout) -> SubtaskSpec {
         let approval = ApprovalSpec { prompt: "Publish?".into(), timeout, on_timeout };
-        SubtaskSpec { kind: SubtaskKind::Approval(approval), ..SubtaskSpec::tool("gate", "echo", serde_json::json!({})) }
+        SubtaskSpec {
+            kind: SubtaskKind::Approval(approval),
+            ..SubtaskSpec::tool("gate", "echo", serde_json::json!({}))
+        }
     }
 
     /// gate (an approval), a (a tool call beside it), b (after gate); started and settled at 0.
     fn engine(g: SubtaskSpec) -> (RunEngine, Vec<Action>) {
         let spec = RunSpec::new(
             "approve",
-            vec![g, SubtaskSpec::tool("a", "echo", serde_json::json!({})), SubtaskSpec::tool("b", "echo", serde_json::json!({})).after(["gate"])],
+            vec![
+                g,
+                SubtaskSpec::tool("a", "echo", serde_json::json!({})),
+                SubtaskSpec::tool("b", "echo", serde_json::json!({})).after(["gate"]),
+            ],
         );
         let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
         let mut e = RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1);
@@ -185,7 +198,8 @@ mod tests {
         let a = e.pop_ready().expect("a is ready");
         assert_eq!(a, ix(e, "a"), "only the tool call is dispatched");
         e.apply(EngineEvent::Dispatched { subtask: a, worker: WorkerId::from("w"), fence: Fence(1) }, 1, out);
-        let done = EngineEvent::Succeeded { subtask: a, fence: Fence(1), started_us: 1, finished_us: 2, output: "1".into() };
+        let done =
+            EngineEvent::Succeeded { subtask: a, fence: Fence(1), started_us: 1, finished_us: 2, output: "1".into() };
         e.apply(done, 2, out);
     }
 
@@ -206,7 +220,8 @@ mod tests {
         assert!(e.pop_ready().is_none(), "b waits for the decision; the approval is never dispatched");
         assert_eq!(e.signal_outcome(ix(&e, "b")), Err(SignalError::NotAnApproval));
         assert_eq!(e.signal_outcome(g), Ok(None));
-        let signal = EngineEvent::Signal { subtask: g, approve: true, payload: r#"{"ok":true}"#.into(), reason: String::new() };
+        let signal =
+            EngineEvent::Signal { subtask: g, approve: true, payload: r#"{"ok":true}"#.into(), reason: String::new() };
         e.apply(signal, 10, &mut out);
         assert_eq!(e.slot(g).state, SubtaskState::Succeeded);
         assert_eq!(e.slot(g).output.as_deref(), Some(r#"{"ok":true}"#));
@@ -225,7 +240,12 @@ mod tests {
         let g = ix(&e, "gate");
         let mut out = Vec::new();
         run_a(&mut e, &mut out);
-        let signal = EngineEvent::Signal { subtask: g, approve: false, payload: "null".into(), reason: "rejected: not yet".into() };
+        let signal = EngineEvent::Signal {
+            subtask: g,
+            approve: false,
+            payload: "null".into(),
+            reason: "rejected: not yet".into(),
+        };
         e.apply(signal, 10, &mut out);
         assert_eq!(e.slot(g).state, SubtaskState::Failed);
         assert_eq!(e.slot(g).error.as_ref().map(|f| f.kind), Some(crate::FailureKind::Permanent));
