@@ -30,6 +30,8 @@ mod fuzz;
 pub mod outbox;
 pub mod registry;
 mod runs;
+mod signals;
+mod stats;
 pub mod supervisor;
 #[cfg(test)]
 mod tests;
@@ -53,7 +55,9 @@ use tracing::info;
 pub use admission::AdmissionCaps;
 pub use fault::{FAULT_ENV, Fatal, FaultHook};
 pub use registry::WorkerTx;
-pub use runs::{ENDED, MAX_SIGNAL_PAYLOAD_BYTES, Page, RunPage, run_view, subtask_page, subtask_status};
+pub use runs::{Page, RunPage, run_view, subtask_page, subtask_status};
+pub use signals::{ENDED, MAX_SIGNAL_PAYLOAD_BYTES};
+pub use stats::ManagerStats;
 
 use crate::clock::Clock;
 use crate::recovery::Recovered;
@@ -122,9 +126,6 @@ impl Default for ManagerConfig {
     }
 }
 
-/// Where a `SignalRun` answer goes.
-type SignalReply = oneshot::Sender<Result<pb::SignalRunResponse, ApiError>>;
-
 /// A request to the manager.
 pub enum Command {
     /// May a run of `subtasks` subtasks be admitted now? (Checked before it is stored.)
@@ -169,33 +170,6 @@ pub enum Command {
     Stats { reply: oneshot::Sender<ManagerStats> },
     /// The connected workers.
     Workers { reply: oneshot::Sender<Vec<pb::WorkerInfo>> },
-}
-
-/// Manager counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ManagerStats {
-    /// Attempts dispatched.
-    pub dispatched: u64,
-    /// Attempts adopted from workers after a failover.
-    pub adopted: u64,
-    /// Reports received.
-    pub reports: u64,
-    /// Reports for attempts that were no longer current.
-    pub stale_reports: u64,
-    /// Loop turns.
-    pub turns: u64,
-    /// Workers connected now.
-    pub workers: u32,
-    /// Runs not yet ended.
-    pub active_runs: u32,
-    /// Store transactions committed by the outbox.
-    pub store_txns: u64,
-    /// Store operations written by the outbox.
-    pub store_ops: u64,
-    /// True while resumed runs wait for workers.
-    pub recovering: bool,
-    /// Backups cancelled because ready primary attempts needed their slots.
-    pub preempted_backups: u64,
 }
 
 /// A cheap, cloneable handle to the manager.
@@ -377,7 +351,7 @@ struct Manager {
     awaiting_writes: Vec<RunKey>,
     /// Answers to `SignalRun`, sent once the outbox has settled up to their mark: a decision is
     /// told only once it is durable (a failover right after keeps it).
-    signal_replies: Vec<(u64, SignalReply, pb::SignalRunResponse)>,
+    signal_replies: Vec<(u64, signals::SignalReply, pb::SignalRunResponse)>,
     /// The principal each worker id was last used by.
     worker_principals: HashMap<WorkerId, String>,
     /// Backups started (newest last), preempted when ready primaries need their slots; entries
@@ -441,15 +415,7 @@ impl Manager {
                 self.expire_silent(now);
             }
             self.flush().await;
-            if !self.signal_replies.is_empty() {
-                let settled = self.outbox.settled();
-                let (due, wait): (Vec<_>, Vec<_>) =
-                    std::mem::take(&mut self.signal_replies).into_iter().partition(|(mark, _, _)| *mark <= settled);
-                self.signal_replies = wait;
-                for (_, reply, answer) in due {
-                    let _ = reply.send(Ok(answer));
-                }
-            }
+            self.answer_signals();
             // Time this turn kept the manager from reading heartbeats (a slow store blocking
             // the flush, above all) is not the workers' silence: their beats wait in the queue.
             let held_up = self.supervisor.now_us().saturating_sub(now);
@@ -513,12 +479,7 @@ impl Manager {
             Command::Cancel { run_id, reason, reply } => {
                 let _ = reply.send(self.cancel(&run_id, &reason));
             }
-            Command::Signal { request, reply } => match self.signal(request) {
-                Ok(answer) => self.signal_replies.push((self.outbox.queued(), reply, answer)),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+            Command::Signal { request, reply } => self.signal_command(request, reply),
             Command::Watch { run_id, reply } => {
                 let log = match self.listing.get(&run_id) {
                     Some(Listed::Live(k)) => self.runs.get(k).map(|e| Watchable::Log(e.log.clone())),

@@ -13,11 +13,6 @@ use swarm_store::RunRepo;
 use swarm_store::agent_records::SpawnedChild;
 use swarm_store::repo::{RunHeader, SubtaskRecord};
 
-/// The largest approval payload (it becomes the approval's output, kept inline).
-pub const MAX_SIGNAL_PAYLOAD_BYTES: usize = 64 * 1024;
-/// What a signal for an ended run's approval is told by the manager (the API then reads the
-/// decision from the store).
-pub const ENDED: &str = "the run has ended";
 use tracing::info;
 
 use super::{Listed, Manager, RunEntry};
@@ -400,90 +395,6 @@ impl Manager {
         info!(run_id = %run_id, reason = %reason, "cancelling run");
         self.apply(key, EngineEvent::CancelRequested);
         self.view_by_id(run_id).ok_or_else(|| ApiError::Internal("cancelled run vanished".into()))
-    }
-
-    /// Decides an approval of a live run (`SignalRun`); a decided one answers with its first
-    /// decision. An ended run's approvals are answered by the API from the store
-    /// ([`ApiError::FailedPrecondition`] here says so).
-    pub(super) fn signal(&mut self, request: pb::SignalRunRequest) -> Result<pb::SignalRunResponse, ApiError> {
-        use swarm_core::engine::{Decided, SignalError};
-        let run_id = RunId::from(request.run_id.as_str());
-        let key = match self.listing.get(&run_id) {
-            Some(Listed::Live(k)) => *k,
-            Some(Listed::Archived { .. }) => return Err(ApiError::FailedPrecondition(ENDED.into())),
-            None => return Err(ApiError::NotFound(format!("run {run_id}"))),
-        };
-        let entry = self.runs.get(&key).ok_or_else(|| ApiError::NotFound(format!("run {run_id}")))?;
-        let subtask = entry
-            .engine
-            .dag()
-            .index_of(request.subtask_id.as_str())
-            .ok_or_else(|| ApiError::NotFound(format!("subtask {} of run {run_id}", request.subtask_id)))?;
-        let approve = match pb::Decision::try_from(request.decision) {
-            Ok(pb::Decision::Approve) => true,
-            Ok(pb::Decision::Reject) => false,
-            _ => return Err(ApiError::invalid("decision", "must be APPROVE or REJECT")),
-        };
-        let answer = |d: &Decided| match d {
-            Decided::Approved { output, earlier } => pb::SignalRunResponse {
-                decision: pb::Decision::Approve.into(),
-                already_decided: *earlier,
-                payload_json: output.to_string(),
-                reason: String::new(),
-            },
-            Decided::Rejected { reason, earlier } => pb::SignalRunResponse {
-                decision: pb::Decision::Reject.into(),
-                already_decided: *earlier,
-                payload_json: String::new(),
-                reason: reason.clone(),
-            },
-        };
-        match entry.engine.signal_outcome(subtask) {
-            Ok(Some(earlier)) => return Ok(answer(&earlier)),
-            Ok(None) => {}
-            Err(SignalError::NotAnApproval) => {
-                return Err(ApiError::invalid("subtask_id", format!("{} is not an approval", request.subtask_id)));
-            }
-            Err(SignalError::NotYetWaiting) => {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "approval {} is not waiting for a decision yet (its dependencies have not all succeeded)",
-                    request.subtask_id
-                )));
-            }
-            Err(SignalError::Unresolvable(state)) => {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "approval {} ended {} without a decision",
-                    request.subtask_id,
-                    format!("{state:?}").to_uppercase()
-                )));
-            }
-        }
-        let payload: std::sync::Arc<str> = if !approve || request.payload_json.trim().is_empty() {
-            "null".into()
-        } else {
-            match serde_json::from_str::<serde_json::Value>(&request.payload_json) {
-                Ok(v) => v.to_string().into(),
-                Err(e) => return Err(ApiError::invalid("payload_json", format!("invalid JSON: {e}"))),
-            }
-        };
-        if payload.len() > MAX_SIGNAL_PAYLOAD_BYTES {
-            return Err(ApiError::invalid(
-                "payload_json",
-                format!("{} bytes exceed the limit of {MAX_SIGNAL_PAYLOAD_BYTES}", payload.len()),
-            ));
-        }
-        let reason = match request.reason.trim() {
-            "" => "rejected by the approver".to_owned(),
-            r => format!("rejected: {}", swarm_core::error::bounded_message(r.to_owned())),
-        };
-        info!(run_id = %run_id, subtask = %request.subtask_id, approve, "approval decided");
-        self.apply(key, EngineEvent::Signal { subtask, approve, payload, reason });
-        let entry = self.runs.get(&key).ok_or_else(|| ApiError::Internal("signalled run vanished".into()))?;
-        match entry.engine.signal_outcome(subtask) {
-            Ok(Some(Decided::Approved { output, .. })) => Ok(answer(&Decided::Approved { output, earlier: false })),
-            Ok(Some(Decided::Rejected { reason, .. })) => Ok(answer(&Decided::Rejected { reason, earlier: false })),
-            _ => Err(ApiError::Internal("the decision was not applied".into())),
-        }
     }
 
     /// Drops ended runs older than the cutoff from memory; returns their ids and idempotency

@@ -13,10 +13,12 @@ use std::time::Duration;
 use crate::agent::{AGENT_CAPABILITY, AgentSpec, OrchestratorSpec, RunLimits};
 use crate::ids::{SubtaskId, SubtaskIx};
 use crate::spec::{
-    Limits, MAX_AGENT_TEXT_BYTES, MAX_AGENT_TOOLS, MAX_NAME_BYTES, MAX_SCHEDULE_TO_START_MS, MAX_TIMEOUT_MS, RunSpec,
-    SubtaskKind,
+    Limits, MAX_AGENT_TOOLS, MAX_NAME_BYTES, MAX_SCHEDULE_TO_START_MS, MAX_TIMEOUT_MS, RunSpec, SubtaskKind,
 };
 pub use crate::violation::{SpecViolation, SpecViolations};
+
+mod checks;
+use checks::check_agent;
 
 /// What a node does.
 #[derive(Clone, Debug)]
@@ -221,27 +223,7 @@ impl Dag {
                     (AGENT_CAPABILITY, &EMPTY_OBJECT, Work::Orchestrator(Arc::new(o.clone())))
                 }
                 SubtaskKind::Approval(a) => {
-                    if a.prompt.trim().is_empty() || a.prompt.len() > crate::spec::MAX_PROMPT_BYTES {
-                        bad(
-                            format!("subtasks[{i}].approval.prompt"),
-                            format!("must be 1 to {} bytes of text", crate::spec::MAX_PROMPT_BYTES),
-                        );
-                    }
-                    if a.timeout.is_some_and(|t| t.as_millis() > u128::from(crate::spec::MAX_APPROVAL_TIMEOUT_MS)) {
-                        bad(
-                            format!("subtasks[{i}].approval.timeout"),
-                            format!(
-                                "must be at most {} h (the run's lifetime)",
-                                crate::spec::MAX_APPROVAL_TIMEOUT_MS / 3_600_000
-                            ),
-                        );
-                    }
-                    if s.timeout.is_some() || s.retry.is_some() {
-                        bad(
-                            format!("subtasks[{i}]"),
-                            "an approval takes no `timeout` or `retry` of its own: use `approval.timeout`".into(),
-                        );
-                    }
+                    checks::check_approval(&mut bad, i, s, a);
                     (APPROVAL_TOOL, &EMPTY_OBJECT, Work::Approval(Arc::new(a.clone())))
                 }
             };
@@ -498,49 +480,6 @@ impl Dag {
 }
 
 static EMPTY_OBJECT: serde_json::Value = serde_json::Value::Null;
-
-#[allow(clippy::too_many_arguments)]
-fn check_agent(
-    bad: &mut impl FnMut(String, String),
-    i: usize,
-    kind: &str,
-    task: &str,
-    instructions: &str,
-    model: &str,
-    tools: &[String],
-    max_steps: Option<u32>,
-    cap: u32,
-) {
-    let what = if kind == "agent" { "input" } else { "goal" };
-    if task.trim().is_empty() {
-        bad(format!("subtasks[{i}].{kind}.{what}"), "must not be empty".into());
-    } else if task.len() > MAX_AGENT_TEXT_BYTES {
-        bad(format!("subtasks[{i}].{kind}.{what}"), format!("longer than {MAX_AGENT_TEXT_BYTES} bytes"));
-    }
-    if instructions.len() > MAX_AGENT_TEXT_BYTES {
-        bad(format!("subtasks[{i}].{kind}.instructions"), format!("longer than {MAX_AGENT_TEXT_BYTES} bytes"));
-    }
-    if model.trim().is_empty() {
-        bad(format!("subtasks[{i}].{kind}.model"), "must not be empty".into());
-    } else if model.len() > MAX_NAME_BYTES {
-        bad(format!("subtasks[{i}].{kind}.model"), format!("longer than {MAX_NAME_BYTES} bytes"));
-    }
-    if tools.len() > MAX_AGENT_TOOLS {
-        bad(
-            format!("subtasks[{i}].{kind}.tools"),
-            format!("{} tools exceed the limit of {MAX_AGENT_TOOLS}", tools.len()),
-        );
-    } else if let Some(j) = tools.iter().position(|t| t.is_empty() || t.len() > MAX_NAME_BYTES) {
-        bad(format!("subtasks[{i}].{kind}.tools[{j}]"), format!("must be 1 to {MAX_NAME_BYTES} bytes"));
-    }
-    match max_steps {
-        Some(0) => bad(format!("subtasks[{i}].{kind}.max_steps"), "must be at least 1".into()),
-        Some(n) if n > cap => {
-            bad(format!("subtasks[{i}].{kind}.max_steps"), format!("{n} exceeds the run's cap of {cap}"))
-        }
-        _ => {}
-    }
-}
 
 /// Kahn's algorithm; on failure, up to ten distinct cycles among the nodes it could not order.
 fn topo_order(nodes: &[Node]) -> Result<Vec<SubtaskIx>, Vec<Vec<SubtaskIx>>> {
