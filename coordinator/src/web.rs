@@ -5,6 +5,8 @@
 //! - `/api/runs`, `/api/runs/{id}`, `/api/workers` — JSON views over the same calls as the gRPC
 //!   API (`ListRuns`, `GetRun`, `ListWorkers`);
 //! - `/api/runs/{id}/summary` — the run without its subtasks (cheap);
+//! - `POST /api/runs/{id}/signal` — decide an approval (`SignalRun`); the only route that
+//!   changes anything, guarded against cross-site requests (see [`signal`]);
 //! - `/api/runs/{id}/events` — the run's events as server-sent events, each with what changed
 //!   (a subtask's new state, times, worker, error; new subagents): the page loads a run once
 //!   and then applies events, refreshing only the summary (at most once a second) and the
@@ -16,7 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -62,6 +64,7 @@ pub fn router(api: SwarmApi, auth: Authenticator) -> Router {
         .route("/api/runs/{id}/summary", get(summary))
         .route("/api/runs/{id}/events", get(events))
         .route("/api/workers", get(workers))
+        .route("/api/runs/{id}/signal", post(signal))
         .with_state(Web { api, auth })
 }
 
@@ -93,6 +96,7 @@ fn error(status: &tonic::Status) -> Response {
         tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+        tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (code, Json(json!({ "error": status.message() }))).into_response()
@@ -163,6 +167,8 @@ fn subtask_json(s: &pb::SubtaskStatus) -> Value {
         "parent": s.parent,
         "stage": s.stage,
         "error": s.error_message,
+        "prompt": s.approval_prompt,
+        "output": if s.kind == "approval" { s.output_json.as_str() } else { "" },
     })
 }
 
@@ -210,6 +216,65 @@ async fn summary(State(web): State<Web>, Path(id): Path<String>, headers: Header
             Some(run) => Json(run_json(&run)).into_response(),
             None => error(&tonic::Status::not_found("no such run")),
         },
+        Err(s) => error(&s),
+    }
+}
+
+/// `POST /api/runs/{id}/signal` `{"subtask_id", "decision": "approve"|"reject", "payload",
+/// "reason"}`: `SignalRun` as the caller (role `approve`). The one route that changes
+/// anything, so it refuses what a page of another site could send: it needs the header
+/// `x-swarm-request: 1` (a cross-origin request with it needs a CORS preflight, which is never
+/// granted), a JSON body, and an `Origin`, when sent, naming this host.
+async fn signal(
+    State(web): State<Web>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let same_origin = match (header("origin"), header("host")) {
+        (None, _) => true,
+        (Some(origin), Some(host)) => {
+            origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host)
+        }
+        (Some(_), None) => false,
+    };
+    if header("x-swarm-request") != Some("1") || !same_origin {
+        let message = "cross-site request refused: send x-swarm-request: 1 from this page's origin";
+        return (StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response();
+    }
+    let Ok(Json(body)) = body else {
+        return error(&tonic::Status::invalid_argument(
+            "the body must be a JSON object (content-type: application/json)",
+        ));
+    };
+    let decision = match body["decision"].as_str() {
+        Some("approve") => pb::Decision::Approve,
+        Some("reject") => pb::Decision::Reject,
+        _ => return error(&tonic::Status::invalid_argument("decision: must be \"approve\" or \"reject\"")),
+    };
+    let request = pb::SignalRunRequest {
+        run_id: id,
+        subtask_id: body["subtask_id"].as_str().unwrap_or_default().to_owned(),
+        decision: decision.into(),
+        payload_json: if body["payload"].is_null() { String::new() } else { body["payload"].to_string() },
+        reason: body["reason"].as_str().unwrap_or_default().to_owned(),
+    };
+    let req = match authed(&web, &headers, request) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    match web.api.signal_run(req).await {
+        Ok(r) => {
+            let a = r.into_inner();
+            Json(json!({
+                "decision": if a.decision == pb::Decision::Approve as i32 { "approve" } else { "reject" },
+                "already_decided": a.already_decided,
+                "output": serde_json::from_str::<Value>(&a.payload_json).ok(),
+                "reason": a.reason,
+            }))
+            .into_response()
+        }
         Err(s) => error(&s),
     }
 }

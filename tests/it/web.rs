@@ -71,3 +71,87 @@ async fn the_web_view_shows_a_run_live_with_its_critical_path() {
     assert!(std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 1000), "a screenshot was taken");
     tc.stop().await;
 }
+
+/// `POST path` with `headers` and `body` to the web view; the HTTP status.
+async fn post(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req =
+        format!("POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status line")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_is_decided_in_the_web_view_and_other_sites_cannot_decide_it() {
+    use swarm_core::SubtaskKind;
+    use swarm_core::spec::{ApprovalSpec, OnTimeout};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let tc = TestCluster::start(1, 2).await.expect("cluster");
+    let http = tc.cluster.http_addr.expect("the web view is served");
+    let gate = ApprovalSpec { prompt: "Ship it?".into(), timeout: None, on_timeout: OnTimeout::Reject };
+    let spec = RunSpec::new(
+        "web-approval",
+        vec![
+            SubtaskSpec { kind: SubtaskKind::Approval(gate), ..SubtaskSpec::tool("gate", "echo", json!({})) },
+            SubtaskSpec::tool("ship", "echo", json!({"text": "shipped"})).after(["gate"]),
+        ],
+    );
+    let mut c = tc.client().await.expect("client");
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    swarm_tests::harness::wait_for_events(&mut c, &run_id, Duration::from_secs(30), |evs| {
+        evs.iter().any(|e| matches!(e.event, Some(pb::run_event::Event::ApprovalRequested(_))))
+    })
+    .await
+    .expect("asked");
+
+    // What another site's page could send is refused, and decides nothing.
+    let path = format!("/api/runs/{run_id}/signal");
+    let body = r#"{"subtask_id": "gate", "decision": "reject"}"#;
+    let json_type = ("content-type", "application/json");
+    assert_eq!(post(http, &path, &[json_type], body).await, 403, "no x-swarm-request header: a plain form post");
+    let evil = [json_type, ("x-swarm-request", "1"), ("origin", "http://evil.example")];
+    assert_eq!(post(http, &path, &evil, body).await, 403, "another origin");
+    let form = [("content-type", "application/x-www-form-urlencoded"), ("x-swarm-request", "1")];
+    assert_eq!(post(http, &path, &form, "decision=reject").await, 400, "not JSON");
+    let bad = [json_type, ("x-swarm-request", "1")];
+    assert_eq!(post(http, &path, &bad, r#"{"subtask_id": "gate", "decision": "maybe"}"#).await, 400);
+    assert_eq!(
+        post(http, &path, &bad, r#"{"subtask_id": "ship", "decision": "approve"}"#).await,
+        400,
+        "not an approval"
+    );
+    let run = swarm_cli::client::get(&mut c, &run_id, true).await.expect("get");
+    assert_eq!(run.subtasks.iter().find(|s| s.id == "gate").map(|s| s.state), Some(pb::SubtaskState::Waiting as i32));
+
+    // The page lists it with its prompt; its button decides it.
+    let screenshot = root.join("../target/web-approval.png");
+    let out = tokio::process::Command::new("node")
+        .arg(root.join("web/approve.mjs"))
+        .arg(format!("http://{http}"))
+        .arg(&run_id)
+        .arg("gate")
+        .arg(&screenshot)
+        .current_dir(root.join("web"))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), out).await.expect("the browser finished").expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON report");
+    assert_eq!(report["prompt"], "Ship it?");
+    assert_eq!((report["status"].as_u64(), report["answer"]["decision"].as_str()), (Some(200), Some("approve")));
+    let run = wait_done(&mut c, &run_id, Duration::from_secs(30)).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32);
+    let gate = run.subtasks.iter().find(|s| s.id == "gate").expect("gate");
+    assert_eq!(gate.output_json, r#"{"via":"web view"}"#);
+    assert!(std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 1000), "a screenshot was taken");
+    tc.stop().await;
+}

@@ -539,6 +539,10 @@ pub fn subtask_status(engine: &RunEngine, i: swarm_core::SubtaskIx) -> pb::Subta
         stage: node.stage,
         ready_at: slot.ready_at_us().map(timestamp),
         first_started_at: slot.first_started_us.map(timestamp),
+        approval_prompt: match &node.work {
+            swarm_core::dag::Work::Approval(a) => a.prompt.clone(),
+            _ => String::new(),
+        },
     }
 }
 
