@@ -113,6 +113,17 @@ impl SwarmApi {
                 // The idempotency key named a run that exists: this span stands for nothing new.
                 span.record("swarm.run.id", existing.as_str());
                 span.record("swarm.duplicate", true);
+                // A reused key with other content is a mistake, not a retry (as Stripe and
+                // Temporal treat it): say so rather than answer with a run of another spec.
+                // Compared as stored (the store's encoding, JSON, normalises both sides).
+                if let Some(stored) = ctx.repo.spec(&existing).await.map_err(store_error)?
+                    && serde_json::to_value(&stored).ok() != serde_json::to_value(&spec).ok()
+                {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "idempotency_key already names run {existing}, submitted with a different spec; use a new \
+                         key for a new run"
+                    )));
+                }
                 return Ok(pb::SubmitRunResponse { run_id: existing.to_string(), created: false });
             }
             Created::New => {}
@@ -298,6 +309,10 @@ impl SwarmService for SwarmApi {
             0 => 50,
             n => n.min(1000) as usize,
         };
+        // The token is the last run id of the previous page; anything else is not ours.
+        if !req.page_token.is_empty() && !RunId::is_well_formed(&req.page_token) {
+            return Err(to_status(&ApiError::invalid("page_token", "not a token this API returned")));
+        }
         let before = (!req.page_token.is_empty()).then(|| RunId::from(req.page_token));
         let ctx = self.leader().map_err(|e| to_status(&e))?;
         let (runs, more) = ctx

@@ -121,11 +121,28 @@ impl RunId {
     pub fn generate(now_unix_ms: u64) -> Self {
         Self(format!("r-{now_unix_ms:012x}-{:06x}", fastrand::u32(..0x100_0000)))
     }
+
+    /// Whether `text` has the shape [`RunId::generate`] gives (`r-` + 12 hex digits + `-` + 6
+    /// hex digits; more digits once the clock outgrows 12).
+    pub fn is_well_formed(text: &str) -> bool {
+        let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+        text.strip_prefix("r-")
+            .and_then(|rest| rest.split_once('-'))
+            .is_some_and(|(time, random)| time.len() >= 12 && hex(time) && random.len() == 6 && hex(random))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_run_ids_are_well_formed_and_other_text_is_not() {
+        assert!(RunId::is_well_formed(RunId::generate(1_000).as_str()));
+        for bad in ["", "r-", "garbage", "r-zzzzzzzzzzzz-000000", "r-000000000001-00000", "x-000000000001-000000"] {
+            assert!(!RunId::is_well_formed(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn generated_run_ids_sort_by_time() {

@@ -125,6 +125,15 @@ async fn get_cancel_and_list_answer_with_precise_statuses() {
     ids.reverse();
     assert_eq!(listed, ids, "newest first, paged without gaps");
     assert!(page2.next_page_token.is_empty());
+    // A token this API never gave is refused, not answered with an empty last page.
+    for garbage in ["garbage", "r-zz", "s1"] {
+        let err = c
+            .list_runs(pb::ListRunsRequest { page_size: 2, page_token: garbage.into() })
+            .await
+            .expect_err("a garbage page token");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{garbage}: {err:?}");
+        assert!(err.message().contains("page_token"), "{err:?}");
+    }
     tc.stop().await;
 }
 
@@ -138,6 +147,18 @@ async fn idempotency_key_returns_the_same_run() {
     let second = c.submit_run(req()).await.expect("submit").into_inner();
     assert!(first.created && !second.created);
     assert_eq!(first.run_id, second.run_id);
+    // The same key with another spec is a mistake, said as such; nothing new is stored.
+    let other = pb::RunSpec::from(&RunSpec::new("idem", vec![t("a"), t("b")]));
+    let s = c
+        .submit_run(pb::SubmitRunRequest { spec: Some(other), idempotency_key: "order-42".into() })
+        .await
+        .expect_err("a reused key with a different spec");
+    assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+    assert!(s.message().contains(&first.run_id) && s.message().contains("different spec"), "{s:?}");
+    let listed = c.list_runs(pb::ListRunsRequest { page_size: 10, page_token: String::new() }).await.expect("list");
+    assert_eq!(listed.into_inner().runs.len(), 1, "no second run");
+    // The same spec again, after all that: still the first run.
+    assert_eq!(c.submit_run(req()).await.expect("submit").into_inner().run_id, first.run_id);
     tc.stop().await;
 }
 
