@@ -9,6 +9,7 @@ use serde_json::json;
 use swarm_core::{RunSpec, SubtaskSpec};
 use swarm_proto::pb;
 use swarm_tests::harness::{TestCluster, submit, wait_done};
+use swarm_worker::Tool;
 use swarm_worker::tools::mcp::{McpConfig, McpServerConfig};
 
 fn python() -> PathBuf {
@@ -28,13 +29,11 @@ fn time_server(marker: &str) -> McpConfig {
     McpConfig { servers: [("time".to_owned(), server)].into() }
 }
 
-/// A cluster with one worker offering the built-ins and `tools`.
-async fn cluster_with(tools: Vec<Arc<dyn swarm_worker::Tool>>) -> TestCluster {
+/// A cluster with one worker offering the built-ins and the MCP `tools` (as a worker does).
+async fn cluster_with(tools: Vec<Arc<swarm_worker::tools::mcp::McpTool>>) -> TestCluster {
     let mut tc = TestCluster::start(0, 4).await.expect("cluster");
     let mut registry = swarm_worker::ToolRegistry::builtin();
-    for t in tools {
-        registry.register(t);
-    }
+    swarm_worker::tools::mcp::register(&mut registry, &tools);
     tc.cluster.add_worker("mcp-worker", 4, Arc::new(registry));
     tc.cluster.wait_for_workers(1, Duration::from_secs(10)).await.expect("worker");
     tc
@@ -61,7 +60,7 @@ async fn a_real_mcp_server_serves_tool_calls_and_is_restarted_after_a_crash() {
     let marker = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
     let tools = swarm_worker::tools::mcp::load(&time_server(&marker)).await.expect("the time server starts");
     let names: Vec<String> = tools.iter().map(|t| t.info().name.clone()).collect();
-    assert!(names.contains(&"get_current_time".to_owned()), "{names:?}");
+    assert!(names.contains(&"time__get_current_time".to_owned()), "{names:?}");
 
     let tc = cluster_with(tools).await;
     let mut c = tc.client().await.expect("client");
@@ -212,7 +211,7 @@ async fn an_http_mcp_server_is_reached_at_its_own_address_and_nowhere_else_inter
         swarm_worker::tools::mcp::load_with(&http_config(format!("http://127.0.0.1:{}/mcp", server.port)), &policy)
             .await
             .expect("the HTTP server's tools load");
-    let tool = tools.iter().find(|t| t.info().name == "whereami").expect("whereami");
+    let tool = tools.iter().find(|t| t.info().name == "web__whereami").expect("web__whereami");
     let ctx = swarm_worker::tools::ToolContext {
         run_id: "r".into(),
         subtask_id: "s".into(),

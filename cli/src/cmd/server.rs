@@ -234,9 +234,8 @@ pub(crate) async fn load_kit(
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let config =
             swarm_worker::tools::mcp::parse_config(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        for tool in swarm_worker::tools::mcp::load_with(&config, egress).await.map_err(|e| anyhow::anyhow!(e))? {
-            tools.register(tool);
-        }
+        let loaded = swarm_worker::tools::mcp::load_with(&config, egress).await.map_err(|e| anyhow::anyhow!(e))?;
+        swarm_worker::tools::mcp::register(&mut tools, &loaded);
     }
     let mut registry = swarm_worker::model::ModelRegistry::new();
     if let Some(path) = &kit.models {

@@ -233,10 +233,20 @@ pub fn tool_result(value: Value) -> Result<Value, ToolError> {
     Ok(output)
 }
 
-/// One tool of an MCP server.
+/// One tool of an MCP server, offered as `SERVER__TOOL` (see [`register`]).
+#[derive(Clone)]
 pub struct McpTool {
     info: ToolInfo,
+    /// The tool's own name on its server.
+    remote: String,
     server: Arc<McpServer>,
+}
+
+impl McpTool {
+    /// The tool's name on its server (its bare name).
+    pub fn remote_name(&self) -> &str {
+        &self.remote
+    }
 }
 
 impl Tool for McpTool {
@@ -246,21 +256,57 @@ impl Tool for McpTool {
 
     fn call(&self, args: Value, _ctx: ToolContext) -> ToolFuture {
         let server = self.server.clone();
-        let name = self.info.name.clone();
+        let name = self.remote.clone();
         Box::pin(async move { server.call(&name, args).await })
     }
 }
 
-/// Starts every configured server and returns its tools (HTTP servers under the public-only
-/// egress policy plus their own addresses).
-pub async fn load(config: &McpConfig) -> Result<Vec<Arc<dyn Tool>>, String> {
+/// The name a worker offers an MCP tool under: `SERVER__TOOL`, each part reduced to what an
+/// OpenAI function name allows (letters, digits, `_`, `-`), at most 64 characters.
+pub fn qualified_name(server: &str, tool: &str) -> String {
+    let clean = |s: &str| {
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect::<String>()
+    };
+    let mut name = format!("{}__{}", clean(server), clean(tool));
+    name.truncate(64);
+    name
+}
+
+/// Adds MCP tools to `registry`: each under its qualified name (`SERVER__TOOL`), and under its
+/// bare name only where no built-in tool and no other server's tool has it. Each collision is
+/// logged once, naming both sides; a bare built-in name never changes meaning.
+pub fn register(registry: &mut super::ToolRegistry, tools: &[Arc<McpTool>]) {
+    let mut bare: HashMap<&str, Vec<&Arc<McpTool>>> = HashMap::new();
+    for tool in tools {
+        registry.register(tool.clone());
+        bare.entry(tool.remote.as_str()).or_default().push(tool);
+    }
+    let mut names: Vec<_> = bare.into_iter().collect();
+    names.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, owners) in names {
+        let qualified: Vec<&str> = owners.iter().map(|t| t.info.name.as_str()).collect();
+        if registry.get(name).is_some() {
+            warn!(tool = name, mcp = ?qualified, "an MCP tool has the name of a tool this worker already offers (a built-in one): the bare name keeps meaning that; call the MCP one by its qualified name");
+        } else if owners.len() > 1 {
+            warn!(tool = name, mcp = ?qualified, "MCP servers share a tool name: the bare name is not offered; call each by its qualified name");
+        } else {
+            let mut alias = McpTool::clone(owners[0]);
+            alias.info.name = name.to_owned();
+            registry.register(Arc::new(alias));
+        }
+    }
+}
+
+/// Starts every configured server and returns its tools, named `SERVER__TOOL` (HTTP servers
+/// under the public-only egress policy plus their own addresses); [`register`] offers them.
+pub async fn load(config: &McpConfig) -> Result<Vec<Arc<McpTool>>, String> {
     load_with(config, &EgressPolicy::public_only()).await
 }
 
 /// [`load`] under the worker's egress policy: each HTTP server may also reach the addresses
 /// its configured host resolves to now.
-pub async fn load_with(config: &McpConfig, egress: &EgressPolicy) -> Result<Vec<Arc<dyn Tool>>, String> {
-    let mut tools: Vec<Arc<dyn Tool>> = Vec::new();
+pub async fn load_with(config: &McpConfig, egress: &EgressPolicy) -> Result<Vec<Arc<McpTool>>, String> {
+    let mut tools: Vec<Arc<McpTool>> = Vec::new();
     for (name, server_config) in &config.servers {
         let mut policy = egress.clone();
         if let Some(url) = &server_config.url {
@@ -283,12 +329,13 @@ pub async fn load_with(config: &McpConfig, egress: &EgressPolicy) -> Result<Vec<
         for (tool, description) in listed {
             tools.push(Arc::new(McpTool {
                 info: ToolInfo {
-                    name: tool,
+                    name: qualified_name(name, &tool),
                     description,
                     read_only: server_config.read_only,
                     idempotent: server_config.idempotent,
                     timeout: None,
                 },
+                remote: tool,
                 server: server.clone(),
             }));
         }
@@ -299,4 +346,53 @@ pub async fn load_with(config: &McpConfig, egress: &EgressPolicy) -> Result<Vec<
 /// Reads an `--mcp` file.
 pub fn parse_config(text: &str) -> Result<McpConfig, String> {
     serde_saphyr::from_str(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::tools::ToolRegistry;
+
+    fn tool(server: &Arc<McpServer>, remote: &str) -> Arc<McpTool> {
+        let info = ToolInfo {
+            name: qualified_name(&server.name, remote),
+            description: String::new(),
+            read_only: true,
+            idempotent: true,
+            timeout: None,
+        };
+        Arc::new(McpTool { info, remote: remote.into(), server: server.clone() })
+    }
+
+    #[test]
+    fn mcp_tools_get_qualified_names_and_bare_ones_only_where_nothing_else_has_them() {
+        let config = McpServerConfig {
+            command: Some("true".into()),
+            args: Vec::new(),
+            env: HashMap::new(),
+            url: None,
+            read_only: true,
+            idempotent: true,
+            timeout_secs: None,
+        };
+        let server = |name: &str| Arc::new(McpServer::with_egress(name, config.clone(), Default::default()));
+        let (a, b) = (server("search"), server("web.tools"));
+        let tools = vec![tool(&a, "echo"), tool(&a, "fetch"), tool(&b, "fetch"), tool(&b, "time.now")];
+        let mut registry = ToolRegistry::builtin();
+        let builtin_echo = registry.get("echo").map(|t| t.info().description.clone());
+        register(&mut registry, &tools);
+        // Every tool by SERVER__TOOL (as an OpenAI function name allows).
+        for name in ["search__echo", "search__fetch", "web_tools__fetch", "web_tools__time_now"] {
+            assert!(registry.get(name).is_some(), "{name}");
+        }
+        // A built-in name keeps its meaning; a name two servers share is offered by neither.
+        assert_eq!(registry.get("echo").map(|t| t.info().description.clone()), builtin_echo);
+        assert!(registry.get("fetch").is_none());
+        // A unique name also works bare, and calls the server's own name.
+        let alias = registry.get("time.now").expect("bare alias");
+        assert_eq!(alias.info().name, "time.now");
+        assert_eq!(qualified_name("s", &"x".repeat(100)).len(), 64);
+    }
 }
