@@ -258,6 +258,12 @@ fn learned(mut e: RunEngine) -> (RunEngine, Vec<(SubtaskIx, Fence)>, Vec<Action>
     (e, calls, out)
 }
 
+/// The first call speculation would back up at `now`, and its running attempt's fence.
+fn first_straggler(e: &RunEngine, calls: &[(SubtaskIx, Fence)], now: u64) -> (SubtaskIx, Fence) {
+    let i = e.speculation_candidates(now, |_| true)[0];
+    (i, calls.iter().find(|(c, _)| *c == i).expect("call").1)
+}
+
 fn start_backup(e: &mut RunEngine, i: SubtaskIx, fence: Fence, now: u64, out: &mut Vec<Action>) {
     e.apply(EngineEvent::BackupDispatched { subtask: i, worker: WorkerId::from("w2"), fence }, now, out);
 }
@@ -366,8 +372,7 @@ fn a_preempted_backup_is_cancelled_refunded_and_its_late_report_ignored() {
 fn backups_never_count_as_retries_nor_raise_the_backoff() {
     let (mut e, calls, mut out) = learned(wide());
     let now = 1_000_000;
-    let i = e.speculation_candidates(now, |_| true)[0];
-    let original = calls.iter().find(|(c, _)| *c == i).expect("call").1;
+    let (i, original) = first_straggler(&e, &calls, now);
     start_backup(&mut e, i, Fence(500), now, &mut out);
     let fail = |fence| EngineEvent::Failed {
         subtask: i,
@@ -427,8 +432,7 @@ fn the_first_finishers_of_a_batch_do_not_make_the_rest_look_late() {
 fn a_late_backup_gets_another_beside_it_and_the_first_finisher_cancels_the_others() {
     let (mut e, calls, mut out) = learned(wide());
     let now = 1_000_000;
-    let i = e.speculation_candidates(now, |_| true)[0];
-    let original = calls.iter().find(|(c, _)| *c == i).expect("call").1;
+    let (i, original) = first_straggler(&e, &calls, now);
     let running = e.counts().running;
     start_backup(&mut e, i, Fence(500), now, &mut out);
     // The backup is judged on its own clock: not late 150 ms in, late 250 ms in (200 ms).
@@ -466,8 +470,7 @@ fn a_late_backup_gets_another_beside_it_and_the_first_finisher_cancels_the_other
 fn when_the_original_fails_the_oldest_backup_carries_on_and_the_other_still_races() {
     let (mut e, calls, mut out) = learned(wide());
     let now = 1_000_000;
-    let i = e.speculation_candidates(now, |_| true)[0];
-    let original = calls.iter().find(|(c, _)| *c == i).expect("call").1;
+    let (i, original) = first_straggler(&e, &calls, now);
     let running = e.counts().running;
     start_backup(&mut e, i, Fence(500), now, &mut out);
     start_backup(&mut e, i, Fence(501), now + 250_000, &mut out);
