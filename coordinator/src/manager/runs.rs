@@ -96,17 +96,29 @@ impl Manager {
         self.enqueue(key);
         // Approvals with nothing to wait for are parked and announced at once.
         if self.runs.get(&key).is_some_and(|e| e.engine.has_approvals()) {
-            let now = self.supervisor.now_us();
-            let mut actions = std::mem::take(&mut self.actions);
+            self.settle(key);
+        }
+        key
+    }
+
+    /// Lets run `key`'s engine act on what it was built with (ready approvals park; a run whose
+    /// every subtask is recorded ends); a panic quarantines the run, as in `apply`.
+    fn settle(&mut self, key: RunKey) {
+        let mut actions = std::mem::take(&mut self.actions);
+        let now = self.supervisor.now_us();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if let Some(entry) = self.runs.get_mut(&key) {
                 entry.engine.settle(now, &mut actions);
             }
             for action in actions.drain(..) {
                 self.act(key, action, now);
             }
-            self.actions = actions;
+        }));
+        actions.clear();
+        self.actions = actions;
+        if let Err(panic) = outcome {
+            self.quarantine(key, &super::fault::panic_message(panic.as_ref()));
         }
-        key
     }
 
     /// Loads what the store held at the start of the term.
@@ -144,21 +156,7 @@ impl Manager {
             }
             self.ring.retain(|&k| k != key);
             // A run whose every subtask was recorded ends now.
-            let mut actions = std::mem::take(&mut self.actions);
-            let now = self.supervisor.now_us();
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                if let Some(entry) = self.runs.get_mut(&key) {
-                    entry.engine.settle(now, &mut actions);
-                }
-                for action in actions.drain(..) {
-                    self.act(key, action, now);
-                }
-            }));
-            actions.clear();
-            self.actions = actions;
-            if let Err(panic) = outcome {
-                self.quarantine(key, &super::fault::panic_message(panic.as_ref()));
-            }
+            self.settle(key);
         }
         if resumed {
             let grace = self.config.recovery_grace;
