@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod gateway;
 pub mod manager;
 pub mod node;
 pub mod oversize;
@@ -60,6 +61,8 @@ pub struct CoordinatorConfig {
     pub payloads: swarm_store::payload::PayloadStore,
     /// Who may call (`--auth-file`; off: everyone, as the anonymous administrator).
     pub auth: auth::Authenticator,
+    /// The model gateway's limits per endpoint (`--models`); empty: no gateway.
+    pub model_limits: std::collections::HashMap<String, gateway::Limits>,
 }
 
 impl Default for CoordinatorConfig {
@@ -73,6 +76,7 @@ impl Default for CoordinatorConfig {
             run_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
             payloads: swarm_store::payload::PayloadStore::memory(swarm_store::payload::DEFAULT_THRESHOLD),
             auth: auth::Authenticator::off(),
+            model_limits: std::collections::HashMap::new(),
         }
     }
 }
@@ -106,6 +110,7 @@ pub struct Coordinator {
     health: tonic_health::server::HealthReporter,
     fatal: manager::Fatal,
     auth: auth::Authenticator,
+    gateway: Option<gateway::GatewayHandle>,
 }
 
 impl Coordinator {
@@ -115,7 +120,9 @@ impl Coordinator {
         let tracker = TaskTracker::new();
         let (role_tx, role) = tokio::sync::watch::channel(Role::Standby { leader: None });
         let api = api::SwarmApi::new(role.clone(), config.limits.clone(), shutdown.clone());
-        let worker_api = worker_api::WorkerApi::new(role.clone(), tracker.clone());
+        let gateway =
+            (!config.model_limits.is_empty()).then(|| gateway::GatewayHandle::spawn(config.model_limits.clone()));
+        let worker_api = worker_api::WorkerApi::new(role.clone(), tracker.clone(), gateway.clone());
         let fatal = manager::Fatal::new(shutdown.clone());
         let auth = config.auth.clone();
         tracker.spawn(node::run(config, store, role_tx, shutdown.clone(), fatal.clone()));
@@ -128,7 +135,12 @@ impl Coordinator {
             h.set_not_serving::<SwarmServiceServer<api::SwarmApi>>().await;
             h.set_not_serving::<WorkerServiceServer<worker_api::WorkerApi>>().await;
         });
-        Self { role, api, worker_api, tracker, shutdown, health, fatal, auth }
+        Self { role, api, worker_api, tracker, shutdown, health, fatal, auth, gateway }
+    }
+
+    /// The model gateway, when `model_limits` set one up.
+    pub fn gateway(&self) -> Option<gateway::GatewayHandle> {
+        self.gateway.clone()
     }
 
     /// Set when the node stopped because it could not go on (its run manager panicked): the

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
+use crate::gateway::GatewayHandle;
 use crate::manager::Command;
 use crate::node::Role;
 
@@ -30,12 +31,14 @@ pub struct WorkerApi {
     role: tokio::sync::watch::Receiver<Role>,
     tracker: TaskTracker,
     next_conn: Arc<AtomicU64>,
+    gateway: Option<GatewayHandle>,
 }
 
 impl WorkerApi {
     /// An adapter over the node's role; reader tasks are spawned on `tracker`.
-    pub fn new(role: tokio::sync::watch::Receiver<Role>, tracker: TaskTracker) -> Self {
-        Self { role, tracker, next_conn: Arc::new(AtomicU64::new(1)) }
+    /// With a `gateway`, workers ask it for permits before calling the models it governs.
+    pub fn new(role: tokio::sync::watch::Receiver<Role>, tracker: TaskTracker, gateway: Option<GatewayHandle>) -> Self {
+        Self { role, tracker, next_conn: Arc::new(AtomicU64::new(1)), gateway }
     }
 }
 
@@ -74,6 +77,14 @@ impl WorkerService for WorkerApi {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = tokio::sync::mpsc::channel(2 * hello.slots as usize + 256);
         let principal = who.name.clone();
+        // First on every stream: which endpoints need a permit (none: the worker calls freely).
+        let endpoints = self.gateway.as_ref().map(|g| g.endpoints().to_vec()).unwrap_or_default();
+        let info = pb::CoordinatorMessage { msg: Some(pb::coordinator_message::Msg::Gateway(pb::GatewayInfo { endpoints })) };
+        let _ = tx.send(Ok(info)).await;
+        let gateway = self.gateway.clone();
+        if let Some(g) = &gateway {
+            g.connected(conn, tx.clone()).await;
+        }
         manager.send(Command::WorkerJoined { conn, hello, tx, principal }).await.map_err(|e| to_status(&e))?;
         self.tracker.spawn(async move {
             loop {
@@ -93,6 +104,11 @@ impl WorkerService for WorkerApi {
                             break;
                         }
                     }
+                    Ok(Some(pb::WorkerMessage { msg: Some(Msg::Permits(p)) })) => {
+                        if let Some(g) = &gateway {
+                            g.permits(conn, p).await;
+                        }
+                    }
                     Ok(Some(pb::WorkerMessage { msg: Some(Msg::Drain(_)) })) => {
                         if manager.send(Command::WorkerDraining { conn }).await.is_err() {
                             break;
@@ -105,6 +121,9 @@ impl WorkerService for WorkerApi {
                         break;
                     }
                 }
+            }
+            if let Some(g) = &gateway {
+                g.gone(conn).await;
             }
             let _ = manager.send(Command::WorkerLeft { conn }).await;
         });

@@ -120,6 +120,14 @@ pub struct Message {
 }
 
 impl Message {
+    /// Characters it carries (content, reasoning, tool calls' names and arguments): what the
+    /// model gateway estimates input tokens from.
+    pub fn chars(&self) -> usize {
+        self.content.as_ref().map_or(0, String::len)
+            + self.reasoning_content.as_ref().map_or(0, String::len)
+            + self.tool_calls.iter().map(|c| c.name.len() + c.arguments.len() + c.id.len()).sum::<usize>()
+    }
+
     /// A plain message.
     pub fn text(role: Role, content: impl Into<String>) -> Self {
         Self {

@@ -174,6 +174,14 @@ pub struct Metrics {
     pub token_usage: HistogramMetric,
     /// `gen_ai.client.operation.duration` (s) of model calls.
     pub operation_duration: HistogramMetric,
+    /// `swarm.gateway.queue.depth` by `endpoint` — model calls waiting for a permit.
+    pub gateway_queue_depth: GaugeMetric,
+    /// `swarm.gateway.wait` (s) by `endpoint` — from a permit's request to its grant.
+    pub gateway_wait: HistogramMetric,
+    /// `swarm.gateway.tokens` by `endpoint` and `gen_ai.token.type` — tokens settled.
+    pub gateway_tokens: CounterMetric,
+    /// `swarm.gateway.throttled` by `endpoint` — calls the endpoint refused for its rate limit.
+    pub gateway_throttled: CounterMetric,
 }
 
 /// The process-wide metrics.
@@ -200,6 +208,9 @@ impl Metrics {
         let retries = counter("swarm.retries", "Retries scheduled, by error type", "{attempt}");
         let speculations = counter("swarm.speculations", "Backup attempts started for stragglers", "{attempt}");
         let speculation_wins = counter("swarm.speculation.wins", "Backup attempts that finished first", "{attempt}");
+        let gateway_tokens = counter("swarm.gateway.tokens", "Tokens used through the model gateway", "{token}");
+        let gateway_throttled =
+            counter("swarm.gateway.throttled", "Model calls refused by the endpoint's rate limit (429/503)", "{call}");
         let mut gauge = |name: &'static str, help: &'static str, unit: &'static str| {
             let prom = Family::<Labels, Gauge>::default();
             names.push(name.replace('.', "_"));
@@ -210,6 +221,8 @@ impl Metrics {
         let queue_depth = gauge("swarm.queue.depth", "Ready subtasks waiting for a worker slot", "{subtask}");
         let workers = gauge("swarm.workers", "Connected workers", "{worker}");
         let slots = gauge("swarm.slots", "Worker slots, by state (used, free)", "{slot}");
+        let gateway_queue_depth =
+            gauge("swarm.gateway.queue.depth", "Model calls waiting for a gateway permit", "{call}");
         let mut histogram = |name: &'static str, help: &'static str, unit: &'static str, buckets: fn() -> Histogram| {
             let prom = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(buckets);
             let prom_name = name.replace('.', "_");
@@ -237,6 +250,8 @@ impl Metrics {
             histogram("swarm.tool_call.duration", "Duration of tool calls, by tool and outcome", "s", seconds);
         let token_usage = histogram("gen_ai.client.token.usage", "Tokens used by model calls", "{token}", counts);
         let operation_duration = histogram("gen_ai.client.operation.duration", "Duration of model calls", "s", seconds);
+        let gateway_wait =
+            histogram("swarm.gateway.wait", "From a model call's permit request to its grant", "s", seconds);
         Self {
             registry,
             names,
@@ -259,6 +274,10 @@ impl Metrics {
             tool_call_duration,
             token_usage,
             operation_duration,
+            gateway_queue_depth,
+            gateway_wait,
+            gateway_tokens,
+            gateway_throttled,
         }
     }
 

@@ -143,12 +143,10 @@ fn endpoint(fixture: &ModelFixture, model: &str, timeout_secs: u64, max_retries:
     EndpointConfig {
         base_url: fixture.base_url(),
         model: model.into(),
-        api_key_env: None,
-        api_key_file: None,
-        dialect: Default::default(),
         timeout_secs: Some(timeout_secs),
         max_retries: Some(max_retries),
         stream,
+        ..EndpointConfig::default()
     }
 }
 

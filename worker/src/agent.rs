@@ -19,7 +19,8 @@ use swarm_core::agent::{ASSIGN_TASK, AgentSpec, CREATE_SUBAGENT, Message, Orches
 use swarm_proto::pb;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{ChatRequest, ModelRegistry, ToolDef};
+use crate::gate::{Gate, PermitAsk};
+use crate::model::{ChatRequest, ChatResponse, ModelError, ModelProvider, ModelRegistry, ToolDef};
 use crate::tools::{ToolContext, ToolError, ToolRegistry};
 
 /// How an agent attempt ended.
@@ -39,6 +40,8 @@ pub struct AgentRun<'a> {
     pub attempt: u32,
     pub tools: &'a ToolRegistry,
     pub models: &'a ModelRegistry,
+    /// The model gateway's permits.
+    pub gate: &'a Arc<Gate>,
     pub cancel: CancellationToken,
 }
 
@@ -130,18 +133,7 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
                 format!("step cap of {} reached without an answer", a.task.max_steps),
             ));
         }
-        let requested = if model.model().is_empty() { model_name.as_str() } else { model.model() };
-        let chat_span = crate::telemetry::chat_span(model.provider(), requested);
-        if swarm_telemetry::capture_content() {
-            chat_span.record("gen_ai.input.messages", serde_json::to_string(&history).unwrap_or_default());
-        }
-        let started = std::time::Instant::now();
-        let response = tokio::select! {
-            _ = a.cancel.cancelled() => return Err(err(FailureKind::Cancelled, "cancelled")),
-            r = model.chat(ChatRequest { agent: &a.task.name, messages: &history, tools: &defs }).instrument(chat_span.clone()) => r,
-        };
-        crate::telemetry::chat_done(&chat_span, model.provider(), requested, started.elapsed(), &response);
-        let response = response.map_err(|e| err(e.kind, e.message))?;
+        let response = chat(&a, model.as_ref(), a.models.endpoint(&model_name), &model_name, &history, &defs).await?;
         let assistant = response.message;
         if assistant.tool_calls.is_empty() {
             // The answer is recorded too (its tokens count; it is not a step).
@@ -255,6 +247,60 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
         on_turn(&turn);
         history.extend(turn.messages);
         steps += 1;
+    }
+}
+
+/// One model call under the gateway: wait for a permit, call, give it back with the usage; a
+/// rate-limit refusal gives it back with the pause the endpoint asked for, and asks again (a
+/// call never fails for the limit; the attempt's timeout and cancellation still apply).
+async fn chat(
+    a: &AgentRun<'_>,
+    model: &dyn ModelProvider,
+    endpoint: &str,
+    model_name: &str,
+    history: &[Message],
+    defs: &[ToolDef],
+) -> Result<ChatResponse, ToolError> {
+    let requested = if model.model().is_empty() { model_name } else { model.model() };
+    let prompt_chars = history.iter().map(Message::chars).sum::<usize>()
+        + defs.iter().map(|d| d.name.len() + d.description.len() + d.parameters.to_string().len()).sum::<usize>();
+    loop {
+        let ask = PermitAsk {
+            endpoint: endpoint.to_owned(),
+            prompt_chars: prompt_chars as u64,
+            max_tokens: model.max_tokens(),
+            priority: a.task.priority,
+            orchestrator: a.task.orchestrator,
+            critical_path: a.task.critical_path,
+        };
+        let permit = tokio::select! {
+            _ = a.cancel.cancelled() => return Err(err(FailureKind::Cancelled, "cancelled")),
+            p = a.gate.acquire(ask) => p,
+        };
+        let gated = permit.gated();
+        let chat_span = crate::telemetry::chat_span(model.provider(), requested);
+        if swarm_telemetry::capture_content() {
+            chat_span.record("gen_ai.input.messages", serde_json::to_string(history).unwrap_or_default());
+        }
+        let started = std::time::Instant::now();
+        let response = tokio::select! {
+            _ = a.cancel.cancelled() => return Err(err(FailureKind::Cancelled, "cancelled")),
+            r = model.chat(ChatRequest { agent: &a.task.name, messages: history, tools: defs, gated }).instrument(chat_span.clone()) => r,
+        };
+        crate::telemetry::chat_done(&chat_span, model.provider(), requested, started.elapsed(), &response);
+        match response {
+            Ok(r) => {
+                permit.settle(r.usage, None);
+                return Ok(r);
+            }
+            Err(ModelError { throttle: Some(pause), .. }) if gated => {
+                permit.settle(Default::default(), Some(pause));
+            }
+            Err(e) => {
+                permit.settle(Default::default(), None);
+                return Err(err(e.kind, e.message));
+            }
+        }
     }
 }
 

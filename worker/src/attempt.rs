@@ -68,6 +68,8 @@ impl Held {
 pub(crate) struct AttemptCtx {
     pub(crate) tools: Arc<ToolRegistry>,
     pub(crate) models: Arc<model::ModelRegistry>,
+    /// The model gateway's permits.
+    pub(crate) gate: Arc<crate::gate::Gate>,
     pub(crate) attempts: TaskTracker,
     pub(crate) held: Arc<Held>,
     pub(crate) reports: mpsc::Sender<Up>,
@@ -94,6 +96,7 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
     let abort = ctx.abort.clone();
     let tools = ctx.tools.clone();
     let models = ctx.models.clone();
+    let gate = ctx.gate.clone();
     let span = match &a.agent {
         Some(task) => telemetry::agent_span(&task.name, &a.run_id, &a.subtask_id, a.attempt, task.orchestrator),
         None => telemetry::tool_span(&a.tool, &a.subtask_id, &a.run_id, &a.subtask_id, a.attempt, a.speculative),
@@ -116,6 +119,7 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                 attempt: a.attempt,
                 tools: &tools,
                 models: &models,
+                gate: &gate,
                 cancel: token.clone(),
             };
             let result = guarded(agent::run(run, |turn| {

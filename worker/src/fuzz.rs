@@ -194,7 +194,7 @@ fn play(orchestrator: bool, stream: bool, answers: Vec<String>, results: Vec<Val
         transcript_json: String::new(),
         name: "a".into(),
         max_steps: 6,
-        steps_taken: 0,
+        ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
@@ -205,6 +205,7 @@ fn play(orchestrator: bool, stream: bool, answers: Vec<String>, results: Vec<Val
             attempt: 1,
             tools: &tools,
             models: &models,
+            gate: &Arc::new(crate::gate::Gate::default()),
             cancel: CancellationToken::new(),
         };
         let ended = tokio::time::timeout(std::time::Duration::from_secs(30), agent::run(run, |_| {})).await;

@@ -16,6 +16,7 @@ pub mod agent;
 mod attempt;
 #[cfg(test)]
 mod fuzz;
+pub mod gate;
 pub mod model;
 pub mod telemetry;
 pub mod tls;
@@ -167,6 +168,7 @@ pub async fn run_with_abort(
     let ctx = AttemptCtx {
         tools,
         models: config.models.clone(),
+        gate: Arc::default(),
         attempts: attempts.clone(),
         held: held.clone(),
         reports: report_tx,
@@ -197,7 +199,9 @@ pub async fn run_with_abort(
             }
         };
         if let Some(url) = url {
-            match session(&url, &config, &ctx, &mut report_rx, &leader_changed).await {
+            let ended = session(&url, &config, &ctx, &mut report_rx, &leader_changed).await;
+            ctx.gate.disconnected();
+            match ended {
                 Ok(()) if shutdown.is_cancelled() => {
                     leader_changed.cancel();
                     break;
@@ -422,6 +426,8 @@ async fn session(
                         steps.retain(|(f, _), _| *f != fence);
                     }
                 }
+                Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Gateway(g)) })) => ctx.gate.configure(g.endpoints, out_tx.clone()),
+                Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Grants(g)) })) => ctx.gate.granted(&g.ids),
                 Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Welcome(w)) })) => {
                     if let Some(d) = w.heartbeat_interval.as_ref().map(duration_to_us).filter(|&us| us > 0) {
                         heartbeat = tokio::time::interval(Duration::from_micros(d));

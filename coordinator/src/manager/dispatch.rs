@@ -301,5 +301,7 @@ fn agent_task(engine: &swarm_core::RunEngine, sub: SubtaskIx) -> Option<pb::Agen
         name,
         max_steps: max.unwrap_or(cap).min(cap),
         steps_taken: slot.steps,
+        priority: engine.dag().priority(),
+        critical_path: engine.critical_path(sub),
     })
 }

@@ -247,6 +247,10 @@ impl RunEngine {
     pub fn slot(&self, index: SubtaskIx) -> &Slot {
         &self.slots[index.index()]
     }
+    /// The estimated remaining critical path from subtask `index` (its bottom level).
+    pub fn critical_path(&self, index: SubtaskIx) -> u64 {
+        self.ready.bottom_level(index)
+    }
     /// All slots, by subtask index.
     pub fn slots(&self) -> &[Slot] {
         &self.slots

@@ -33,6 +33,10 @@ impl ReadyQueue {
         self.heap.push((p, Reverse(0), i));
     }
 
+    pub(super) fn bottom_level(&self, i: SubtaskIx) -> u64 {
+        self.priority.get(i.index()).copied().unwrap_or(1)
+    }
+
     pub(super) fn pop_front(&mut self) -> Option<SubtaskIx> {
         self.heap.pop().map(|(_, _, i)| i)
     }

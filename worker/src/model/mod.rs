@@ -32,6 +32,10 @@ pub struct ChatRequest<'a> {
     pub agent: &'a str,
     pub messages: &'a [Message],
     pub tools: &'a [ToolDef],
+    /// Under the coordinator's model gateway: a 429 or 503 is returned at once (with
+    /// [`ModelError::throttle`]) for the gateway to pause the endpoint and retry, rather than
+    /// retried here.
+    pub gated: bool,
 }
 
 /// The model's answer.
@@ -49,14 +53,16 @@ pub struct ChatResponse {
 pub struct ModelError {
     pub kind: FailureKind,
     pub message: String,
+    /// The endpoint refused for its rate limit (429, 503) and asked to be left alone this long.
+    pub throttle: Option<std::time::Duration>,
 }
 
 impl ModelError {
     fn transient(message: impl Into<String>) -> Self {
-        Self { kind: FailureKind::Transient, message: message.into() }
+        Self { kind: FailureKind::Transient, message: message.into(), throttle: None }
     }
     fn permanent(message: impl Into<String>) -> Self {
-        Self { kind: FailureKind::Permanent, message: message.into() }
+        Self { kind: FailureKind::Permanent, message: message.into(), throttle: None }
     }
 }
 
@@ -71,6 +77,10 @@ pub trait ModelProvider: Send + Sync + 'static {
     /// The model requested (`gen_ai.request.model`), when the provider knows it.
     fn model(&self) -> &str {
         ""
+    }
+    /// The `max_tokens` sent with each request (0: none), for the gateway's estimate.
+    fn max_tokens(&self) -> u32 {
+        0
     }
 }
 
@@ -98,6 +108,10 @@ impl ModelRegistry {
     /// The model for a spec's `model` field: the exact name, else the part before `:`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn ModelProvider>> {
         self.models.get(name).or_else(|| name.split(':').next().and_then(|n| self.models.get(n)))
+    }
+    /// The name a spec's `model` field is registered under (the gateway's endpoint name).
+    pub fn endpoint<'a>(&'a self, name: &'a str) -> &'a str {
+        if self.models.contains_key(name) { name } else { name.split(':').next().unwrap_or(name) }
     }
     /// The names models are registered under.
     pub fn names(&self) -> impl Iterator<Item = &str> {

@@ -29,7 +29,7 @@ pub enum Dialect {
 }
 
 /// An endpoint as configured on a worker (`--models FILE`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// e.g. `https://api.moonshot.ai/v1` or `http://127.0.0.1:8000/v1`.
@@ -53,6 +53,17 @@ pub struct EndpointConfig {
     /// Ask for a streamed answer (server-sent events), for servers that only stream.
     #[serde(default)]
     pub stream: bool,
+    /// Sent as `max_tokens` with every request; the model gateway estimates answers by it.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// The model gateway's limits (read by the coordinator's `--models`; workers ignore them):
+    /// requests per minute, tokens per minute, requests at once.
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
 }
 
 /// An OpenAI-compatible `POST {base_url}/chat/completions` client (non-streaming). Retries 429
@@ -68,6 +79,7 @@ pub struct OpenAiModel {
     timeout: Duration,
     max_retries: u32,
     stream: bool,
+    max_tokens: Option<u32>,
 }
 
 impl OpenAiModel {
@@ -94,6 +106,7 @@ impl OpenAiModel {
             timeout: Duration::from_secs(config.timeout_secs.unwrap_or(120)),
             max_retries: config.max_retries.unwrap_or(4),
             stream: config.stream,
+            max_tokens: config.max_tokens,
         })
     }
 
@@ -122,6 +135,9 @@ impl OpenAiModel {
             })
             .collect();
         let mut body = json!({ "model": self.model, "messages": messages, "stream": self.stream });
+        if let Some(m) = self.max_tokens {
+            body["max_tokens"] = json!(m);
+        }
         if self.stream {
             body["stream_options"] = json!({ "include_usage": true });
         }
@@ -152,18 +168,22 @@ impl OpenAiModel {
         }
         let resp = request.send().await.map_err(|e| {
             let kind = if e.is_timeout() { FailureKind::Timeout } else { FailureKind::Transient };
-            (ModelError { kind, message: format!("request failed: {}", e.without_url()) }, None)
+            (ModelError { kind, message: format!("request failed: {}", e.without_url()), throttle: None }, None)
         })?;
         let status = resp.status();
         if status.as_u16() == 429 || status.is_server_error() {
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                // NaN and infinities are no delay at all (`from_secs_f64` would panic on them).
-                .and_then(|s| Duration::try_from_secs_f64(s.clamp(0.0, 60.0)).ok());
-            return Err((ModelError::transient(format!("HTTP {status}")), retry_after));
+            let pause = throttle_pause(resp.headers());
+            let throttled = matches!(status.as_u16(), 429 | 503);
+            let body = read_bounded(resp, 64 * 1024).await.unwrap_or_default();
+            // OpenAI answers 429 for an exhausted quota too: no wait fixes that.
+            if body.contains("insufficient_quota") {
+                return Err((ModelError::permanent(format!("HTTP {status}: insufficient_quota")), None));
+            }
+            let mut e = ModelError::transient(format!("HTTP {status}"));
+            if throttled {
+                e.throttle = Some(pause.unwrap_or(DEFAULT_THROTTLE));
+            }
+            return Err((e, pause));
         }
         let text = read_bounded(resp, MAX_ANSWER_BYTES).await.map_err(|e| (e, None))?;
         if !status.is_success() {
@@ -172,6 +192,55 @@ impl OpenAiModel {
         }
         if self.stream { parse_stream(&text) } else { parse_completion(&text) }.map_err(|e| (e, None))
     }
+}
+
+/// The pause after a 429 or 503 that names none.
+const DEFAULT_THROTTLE: Duration = Duration::from_secs(1);
+
+/// How long a rate-limited endpoint asks to be left alone: `retry-after-ms`, else the later
+/// of `x-ratelimit-reset-requests` and `x-ratelimit-reset-tokens` (`1s`, `6m0s`, `250ms`), else
+/// `retry-after` in seconds. At most a minute; NaN, negative and unreadable values are none.
+pub fn throttle_pause(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let secs = |s: f64| Duration::try_from_secs_f64(s.clamp(0.0, 60.0)).ok();
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite()) {
+        return secs(ms / 1000.0);
+    }
+    let reset = ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+        .into_iter()
+        .filter_map(|h| text(h).and_then(go_duration))
+        .reduce(f64::max);
+    if let Some(r) = reset {
+        return secs(r);
+    }
+    text("retry-after").and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite()).and_then(secs)
+}
+
+/// Seconds in a Go-style duration (`1h2m3.5s`, `250ms`, `0.5s`); a bare number is seconds.
+fn go_duration(text: &str) -> Option<f64> {
+    if let Ok(v) = text.parse::<f64>() {
+        return v.is_finite().then_some(v);
+    }
+    let mut total = 0.0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let value: f64 = rest[..split].parse().ok()?;
+        rest = &rest[split..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    total.is_finite().then_some(total)
 }
 
 /// The largest answer read from a model server; a larger one fails the call (permanent).
@@ -349,6 +418,10 @@ impl ModelProvider for OpenAiModel {
         &self.model
     }
 
+    fn max_tokens(&self) -> u32 {
+        self.max_tokens.unwrap_or(0)
+    }
+
     async fn chat(&self, req: ChatRequest<'_>) -> Result<ChatResponse, ModelError> {
         let body = self.body(&req);
         let mut delays = backon::ExponentialBuilder::default()
@@ -360,6 +433,8 @@ impl ModelProvider for OpenAiModel {
         loop {
             match self.once(&body).await {
                 Ok(r) => return Ok(r),
+                // Under the gateway, a rate limit is the gateway's to wait out, cluster-wide.
+                Err((e, _)) if req.gated && e.throttle.is_some() => return Err(e),
                 Err((e, retry_after)) if e.kind != FailureKind::Permanent => {
                     let Some(backoff) = delays.next() else { return Err(e) };
                     let wait = retry_after.unwrap_or(backoff);
