@@ -183,6 +183,10 @@ pub struct CoordinatorArgs {
     /// workers' own claims about other tools are ignored, so list them here.
     #[arg(long = "repeatable-tool", value_name = "TOOL")]
     pub repeatable_tools: Vec<String>,
+    /// The models file (docs/agents.md): its endpoints' `rpm`, `tpm` and `max_concurrency` are
+    /// the model gateway's cluster-wide limits (workers read their own copy for the rest).
+    #[arg(long, env = "SWARM_MODELS")]
+    pub models: Option<PathBuf>,
     #[command(flatten)]
     pub caps: CapsArgs,
 }
@@ -483,8 +487,9 @@ pub struct BenchArgs {
     /// Concurrent runs in the throughput test.
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
-    /// efficiency, throughput, agents (embedded only), stragglers, overload, or all (all but
-    /// overload).
+    /// efficiency, throughput, agents (embedded only), stragglers, retries, overload, gateway
+    /// (embedded only: the model gateway against a rate-limited fixture server), or all (all but
+    /// overload and gateway).
     #[arg(long, default_value = "all")]
     pub scenario: String,
     #[arg(long)]

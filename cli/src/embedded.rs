@@ -72,6 +72,8 @@ pub struct Embedded {
     models: Arc<swarm_worker::model::ModelRegistry>,
     /// Set when the coordinator stopped because it could not go on.
     pub fatal: swarm_coordinator::manager::Fatal,
+    /// The model gateway, when the coordinator has limits.
+    pub gateway: Option<swarm_coordinator::gateway::GatewayHandle>,
     /// The in-process workers' token (with authentication on).
     worker_token: Option<String>,
     /// Where the in-process workers connect, and how.
@@ -108,7 +110,7 @@ impl Embedded {
         let token = shutdown.clone();
         let tls = opts.tls.clone();
         let private_listener = tls.is_some() && opts.worker_tls.is_none();
-        let (addr, private_addr, http_addr, role, coordinator, fatal) = rt
+        let (addr, private_addr, http_addr, role, coordinator, fatal, gateway) = rt
             .spawn(async move {
                 let listener = TcpListener::bind(listen).await?;
                 let addr = listener.local_addr()?;
@@ -136,12 +138,13 @@ impl Embedded {
                 }
                 let role = coordinator.role();
                 let fatal = coordinator.fatal();
+                let gateway = coordinator.gateway();
                 let handle = tokio::spawn(async move {
                     if let Err(e) = coordinator.serve_on(incoming, Duration::from_secs(5)).await {
                         tracing::error!(error = %e, "coordinator server failed");
                     }
                 });
-                anyhow::Ok((addr, private_addr, http_addr, role, handle, fatal))
+                anyhow::Ok((addr, private_addr, http_addr, role, handle, fatal, gateway))
             })
             .await??;
         let is_tls = opts.tls.is_some();
@@ -160,6 +163,7 @@ impl Embedded {
             coordinator_rt,
             models,
             fatal,
+            gateway,
             worker_token,
             worker_url,
             worker_tls: opts.worker_tls.clone().unwrap_or_default(),

@@ -79,7 +79,8 @@ impl WorkerService for WorkerApi {
         let principal = who.name.clone();
         // First on every stream: which endpoints need a permit (none: the worker calls freely).
         let endpoints = self.gateway.as_ref().map(|g| g.endpoints().to_vec()).unwrap_or_default();
-        let info = pb::CoordinatorMessage { msg: Some(pb::coordinator_message::Msg::Gateway(pb::GatewayInfo { endpoints })) };
+        let info =
+            pb::CoordinatorMessage { msg: Some(pb::coordinator_message::Msg::Gateway(pb::GatewayInfo { endpoints })) };
         let _ = tx.send(Ok(info)).await;
         let gateway = self.gateway.clone();
         if let Some(g) = &gateway {

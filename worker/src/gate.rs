@@ -260,7 +260,7 @@ mod tests {
         .await;
         assert!(abandoned.is_err());
         let asked = permits(rx3.recv().await.expect("asked")).acquire[0].id;
-        let given_up = permits(rx3.recv().await.expect("given up")).release[0].clone();
+        let given_up = permits(rx3.recv().await.expect("given up")).release[0];
         assert_eq!((given_up.id, given_up.used), (asked, false));
         assert!(gate.lock().waiting.is_empty());
     }

@@ -17,6 +17,8 @@ use swarm_proto::pb;
 use swarm_store::MemoryStore;
 
 mod faults;
+pub mod gateway;
+pub mod model_server;
 mod overload;
 
 pub use overload::{OverloadPhase, Probe};

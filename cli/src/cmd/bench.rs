@@ -30,6 +30,9 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     } = args;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG").unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if scenario == "gateway" {
+        return gateway(*json);
+    }
     let (efficiency, throughput, agents, stragglers, overload) = match scenario.as_str() {
         "all" => (true, true, addr.is_none(), true, false),
         "efficiency" => (true, false, false, false, false),
@@ -40,7 +43,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         "retries" => (false, false, false, false, false),
         other => {
             eprintln!(
-                "error: --scenario must be efficiency, throughput, agents, stragglers, retries, overload or all, not `{other}`"
+                "error: --scenario must be efficiency, throughput, agents, stragglers, retries, overload, gateway or all, not `{other}`"
             );
             return ExitCode::from(64);
         }
@@ -75,6 +78,54 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             } else {
                 print_bench(&report);
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--scenario gateway`: its own clusters and fixture server (see `swarm_cli::bench::gateway`).
+fn gateway(json: bool) -> ExitCode {
+    match bench::gateway::run(bench::gateway::GatewayWorkload::default()) {
+        Ok(g) if json => {
+            outln!("{}", serde_json::to_string_pretty(&g).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(g) => {
+            let w = &g.workload;
+            outln!(
+                "swarm bench --scenario gateway: orchestrator → {} subagents × {} model turns, tpm {} (server and gateway)",
+                w.subagents,
+                w.turns,
+                w.server_tpm
+            );
+            outln!(
+                "  limited: {} ({} subtasks, {} attempts); {} calls, {} tokens in {:.0} ms; lower bound (tokens / tpm) {:.0} ms → {:.3}×",
+                g.limited.state,
+                g.limited.subtasks,
+                g.limited.attempts,
+                g.limited.server.served,
+                g.total_tokens,
+                g.limited.wall_ms,
+                g.lower_bound_ms,
+                g.ratio
+            );
+            outln!(
+                "  429s: {} of {} requests ({:.2} %); mean permit wait {:.0} ms",
+                g.limited.server.refused_429,
+                g.limited.server.served + g.limited.server.refused_429,
+                100.0 * g.refused_fraction,
+                g.limited.mean_wait_ms
+            );
+            outln!(
+                "  gateway cost: unlimited swarm {:.0} ms without a gateway, {:.0} ms through one → {:.2} ms per call on the path",
+                g.free_wall_ms,
+                g.open_gateway_wall_ms,
+                g.gateway_cost_per_call_ms
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -90,7 +90,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = specs::load(&file)?;
     let egress = swarm_worker::tools::egress::EgressPolicy { allow: allow_egress };
     let (tools, models) = super::server::load_kit(&kit, &egress).await?;
-    let options = EmbeddedOptions {
+    let mut options = EmbeddedOptions {
         listen,
         workers,
         slots,
@@ -99,6 +99,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         models: std::sync::Arc::new(models),
         ..EmbeddedOptions::default()
     };
+    options.coordinator.model_limits = super::server::model_limits(kit.models.as_deref())?;
     let cluster = Embedded::start(options).await?;
     let outcome = async {
         cluster.wait_for_workers(workers as u32, std::time::Duration::from_secs(10)).await?;

@@ -46,6 +46,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let (tools, models) = load_kit(&kit, &options.egress).await?;
     options.tools = Some(tools);
     options.models = Arc::new(models);
+    options.coordinator.model_limits = model_limits(kit.models.as_deref())?;
     options.tls = tls.load()?;
     let token = CancellationToken::new();
     cancel_on_signal(token.clone());
@@ -122,10 +123,12 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         metrics_listen,
         no_worker_timeout,
         repeatable_tools,
+        models,
         caps,
     } = args;
     let auth = authenticator(auth_file.as_deref(), listen, insecure)?;
     let server_tls = tls.load()?;
+    let model_limits = model_limits(models.as_deref())?;
     let token = CancellationToken::new();
     cancel_on_signal(token.clone());
     if let Some(server_tls) = &server_tls {
@@ -140,6 +143,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         lease_ttl: store.lease_ttl,
         run_ttl: (!run_ttl.is_zero()).then_some(run_ttl),
         payloads: store.payloads(payloads.as_deref())?,
+        model_limits,
         ..CoordinatorConfig::default()
     };
     let mut config = config;
@@ -255,6 +259,21 @@ pub(crate) async fn load_kit(
         registry.register("scripted", Arc::new(model));
     }
     Ok((Arc::new(tools), registry))
+}
+
+/// The model gateway's limits in a models file (`rpm`, `tpm`, `max_concurrency` beside each
+/// endpoint); none without a file.
+pub(crate) fn model_limits(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<std::collections::HashMap<String, swarm_coordinator::gateway::Limits>> {
+    let Some(path) = path else { return Ok(Default::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let limits = swarm_coordinator::gateway::limits_from_models_file(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for (name, l) in &limits {
+        tracing::info!(endpoint = %name, rpm = ?l.rpm, tpm = ?l.tpm, max_concurrency = ?l.max_concurrency, "model gateway limits");
+    }
+    Ok(limits)
 }
 
 /// A worker's health: SERVING until `draining` fires, then NOT_SERVING until `exit`.

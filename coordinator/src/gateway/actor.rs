@@ -106,8 +106,12 @@ async fn run(mut gateway: Gateway, mut rx: mpsc::Receiver<Cmd>) {
                         .map(std::time::Duration::from_micros);
                     if r.used {
                         let endpoint = gateway.holder_endpoint((conn, r.id)).unwrap_or_default();
-                        metrics.gateway_tokens.add(r.input_tokens, &[("endpoint", &endpoint), ("gen_ai.token.type", "input")]);
-                        metrics.gateway_tokens.add(r.output_tokens, &[("endpoint", &endpoint), ("gen_ai.token.type", "output")]);
+                        metrics
+                            .gateway_tokens
+                            .add(r.input_tokens, &[("endpoint", &endpoint), ("gen_ai.token.type", "input")]);
+                        metrics
+                            .gateway_tokens
+                            .add(r.output_tokens, &[("endpoint", &endpoint), ("gen_ai.token.type", "output")]);
                         if throttled_for.is_some() {
                             metrics.gateway_throttled.add(1, &[("endpoint", &endpoint)]);
                         }
