@@ -262,7 +262,10 @@ pub async fn wait_for_events(
     deadline: Duration,
     pred: impl Fn(&[pb::RunEvent]) -> bool,
 ) -> anyhow::Result<Vec<pb::RunEvent>> {
-    let mut stream = c.watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_seq: 0 }).await?.into_inner();
+    let mut stream = c
+        .watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_seq: 0, ..Default::default() })
+        .await?
+        .into_inner();
     let mut events = Vec::new();
     tokio::time::timeout(deadline, async {
         while let Some(ev) = stream.next().await {

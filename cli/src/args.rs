@@ -463,6 +463,9 @@ pub struct WatchArgs {
     /// One JSON object per event.
     #[arg(long)]
     pub json: bool,
+    /// Also print agents' partial output as it comes (model text, tool calls), per agent.
+    #[arg(long)]
+    pub follow_output: bool,
 }
 
 #[derive(clap::Args)]

@@ -354,9 +354,22 @@ pub async fn get(client: &mut Client, run_id: &str, include_subtasks: bool) -> R
 pub async fn follow(
     client: &mut Client,
     run_id: &str,
+    after_seq: u64,
+    on_event: impl FnMut(&pb::RunEvent),
+) -> anyhow::Result<u64> {
+    follow_with(client, run_id, after_seq, false, on_event).await
+}
+
+/// [`follow`], with agents' partial output too when `output` is set (resumed after the last
+/// `(output_epoch, output_seq)` seen, so a reconnect repeats nothing).
+pub async fn follow_with(
+    client: &mut Client,
+    run_id: &str,
     mut after_seq: u64,
+    output: bool,
     mut on_event: impl FnMut(&pb::RunEvent),
 ) -> anyhow::Result<u64> {
+    let (mut output_epoch, mut after_output_seq) = (0, 0);
     // A broken or refused stream is resumed after the last seen seq: 100 ms doubling to 3 s,
     // jittered, 30 tries in a row at most; every event received resets the count.
     let backoff = backon::ExponentialBuilder::default()
@@ -366,7 +379,14 @@ pub async fn follow(
         .with_max_times(30);
     let mut delays = backoff.build();
     loop {
-        let stream = client.watch_run(pb::WatchRunRequest { run_id: run_id.to_owned(), after_seq }).await;
+        let req = pb::WatchRunRequest {
+            run_id: run_id.to_owned(),
+            after_seq,
+            follow_output: output,
+            after_output_seq,
+            output_epoch,
+        };
+        let stream = client.watch_run(req).await;
         let mut stream = match stream {
             Ok(s) => s.into_inner(),
             Err(s) if s.code() == tonic::Code::Unavailable => match delays.next() {
@@ -382,7 +402,12 @@ pub async fn follow(
             match item {
                 Ok(ev) => {
                     delays = backoff.build();
-                    after_seq = ev.seq;
+                    match &ev.event {
+                        Some(pb::run_event::Event::AgentOutput(o)) => {
+                            (output_epoch, after_output_seq) = (o.output_epoch, o.output_seq);
+                        }
+                        _ => after_seq = ev.seq,
+                    }
                     on_event(&ev);
                     if matches!(ev.event, Some(pb::run_event::Event::RunFinished(_))) {
                         return Ok(after_seq);
@@ -407,10 +432,28 @@ pub fn status_error(status: &tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: the run spec is invalid:\n{}", status.code(), lines.join("\n"))
 }
 
+/// An agent's partial output as lines, each prefixed with `[subtask]`: its text, reasoning
+/// (`(thinking) …`), tool calls starting (`→ tool`) and ending (`← tool ok|failed`).
+pub fn describe_output(o: &pb::AgentOutput) -> String {
+    let mut lines = Vec::new();
+    for t in &o.tools_finished {
+        lines.push(format!("← {} {}", t.tool, if t.failed { "failed" } else { "ok" }));
+    }
+    for line in o.reasoning.lines().filter(|l| !l.trim().is_empty()) {
+        lines.push(format!("(thinking) {line}"));
+    }
+    lines.extend(o.text.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned));
+    for t in &o.tools_started {
+        lines.push(format!("→ {t}"));
+    }
+    lines.iter().map(|l| format!("[{}] {l}", o.subtask_id)).collect::<Vec<_>>().join("\n")
+}
+
 /// One line describing an event, for `swarm watch`.
 pub fn describe(ev: &pb::RunEvent) -> String {
     use pb::run_event::Event;
     let what = match &ev.event {
+        Some(Event::AgentOutput(o)) => return describe_output(o),
         Some(Event::RunStarted(e)) => {
             format!("run started: {} ({} subtasks)", e.name, e.total_subtasks)
         }

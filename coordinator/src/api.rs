@@ -381,27 +381,33 @@ impl SwarmService for SwarmApi {
         let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
         self.check_visible(&run_id, &who).await.map_err(|e| to_status(&e))?;
         let log = self.watch_log(run_id).await.map_err(|e| to_status(&e))?;
-        Ok(Response::new(Box::pin(watch_stream(log, req.after_seq, self.shutdown.clone()))))
+        let output = req.follow_output.then_some((req.output_epoch, req.after_output_seq));
+        Ok(Response::new(Box::pin(watch_stream(log, req.after_seq, output, self.shutdown.clone()))))
     }
 }
 
-/// Streams a log from `after` until the run's final event. The stream is pulled by the client:
-/// a slow client only holds its own cursor.
+/// Streams a log from `after` until the run's final event, with agents' partial output after
+/// `(epoch, output_seq)` when `output` is set. The stream is pulled by the client: a slow
+/// client only holds its own cursors.
 fn watch_stream(
     log: Arc<EventLog>,
     after: u64,
+    output: Option<(u64, u64)>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = Result<pb::RunEvent, Status>> + Send {
     struct State {
         log: Arc<EventLog>,
         cursor: u64,
         changes: tokio::sync::watch::Receiver<u64>,
+        /// Partial output: its changes and the cursor (epoch, output_seq).
+        output: Option<(tokio::sync::watch::Receiver<u64>, u64, u64)>,
         pending: std::collections::VecDeque<pb::RunEvent>,
         done: bool,
         shutdown: tokio_util::sync::CancellationToken,
     }
     let changes = log.subscribe();
-    let state = State { log, cursor: after, changes, pending: Default::default(), done: false, shutdown };
+    let output = output.map(|(epoch, seq)| (log.output().subscribe(), epoch, seq));
+    let state = State { log, cursor: after, changes, output, pending: Default::default(), done: false, shutdown };
     futures_util::stream::unfold(state, |mut s| async move {
         loop {
             if let Some(ev) = s.pending.pop_front() {
@@ -409,6 +415,21 @@ fn watch_stream(
             }
             if s.done {
                 return None;
+            }
+            if let Some((changes, epoch, seq)) = &mut s.output {
+                changes.borrow_and_update();
+                let chunks = s.log.output().read(*epoch, *seq, WATCH_BATCH);
+                if let Some(last) = chunks.last() {
+                    (*epoch, *seq) = (last.output_epoch, last.output_seq);
+                    let run_id = s.log.run_id().to_string();
+                    s.pending.extend(chunks.into_iter().map(|c| pb::RunEvent {
+                        run_id: run_id.clone(),
+                        seq: 0,
+                        time: None,
+                        event: Some(pb::run_event::Event::AgentOutput(c)),
+                    }));
+                    continue;
+                }
             }
             let (events, done) = s.log.read(s.cursor, WATCH_BATCH);
             if let Some(last) = events.last() {
@@ -425,8 +446,15 @@ fn watch_stream(
             if s.log.ended_by(s.cursor) {
                 return None;
             }
+            let output_changed = async {
+                match &mut s.output {
+                    Some((changes, _, _)) => changes.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 changed = s.changes.changed() => if changed.is_err() { return None },
+                alive = output_changed => if !alive { s.output = None },
                 _ = s.shutdown.cancelled() => {
                     let status = Status::unavailable("the coordinator is shutting down; resume with after_seq");
                     s.done = true;

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod gateway;
 pub mod manager;
 pub mod node;
+pub mod output;
 pub mod oversize;
 pub mod placement;
 pub mod ratelimit;

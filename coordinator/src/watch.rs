@@ -59,6 +59,8 @@ pub struct EventLog {
     base: u64,
     /// The seq of the final event, once appended.
     final_seq: Mutex<Option<u64>>,
+    /// Agents' partial output (not stored; see [`crate::output`]).
+    output: crate::output::OutputRing,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -85,6 +87,8 @@ impl EventLog {
             base,
             final_seq: Mutex::new(final_seq),
             stored,
+            // A new epoch per leader term: the log is built again by each leader.
+            output: crate::output::OutputRing::new(crate::clock::unix_now_us()),
         }
     }
 
@@ -264,6 +268,11 @@ impl EventLog {
     /// Progress events not kept because the log was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Agents' partial output (not stored).
+    pub fn output(&self) -> &crate::output::OutputRing {
+        &self.output
     }
 
     /// The seq of the latest event.

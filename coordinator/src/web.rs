@@ -322,13 +322,20 @@ fn event_json(e: &pb::RunEvent) -> Value {
         Some(E::Speculated(x)) => json!({ "kind": "speculated", "subtask_id": x.subtask_id }),
         Some(E::ApprovalRequested(x)) => json!({ "kind": "approval_requested", "subtask_id": x.subtask_id,
             "state": "WAITING", "prompt": x.prompt }),
+        Some(E::AgentOutput(x)) => json!({ "kind": "agent_output", "subtask_id": x.subtask_id,
+            "attempt": x.attempt, "turn": x.turn, "text": x.text, "reasoning": x.reasoning, "offset": x.offset,
+            "tools_started": x.tools_started,
+            "tools_finished": x.tools_finished.iter().map(|t| json!({"tool": t.tool, "failed": t.failed})).collect::<Vec<_>>(),
+            "output_seq": x.output_seq, "output_epoch": x.output_epoch }),
         None => json!({ "kind": "unknown", "subtask_id": "" }),
     };
     v["seq"] = json!(e.seq);
     v
 }
 
-/// Events after `?after=SEQ`, or after the `Last-Event-ID` a reconnecting browser sends.
+/// Events after `?after=SEQ`, or after the `Last-Event-ID` a reconnecting browser sends; with
+/// `output=1`, agents' partial output too (no SSE id: a reconnect resumes the durable events,
+/// and the page drops output it has by `output_epoch` and `output_seq`).
 async fn events(
     State(web): State<Web>,
     Path(id): Path<String>,
@@ -345,7 +352,12 @@ async fn events(
     let after_header =
         headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let after_seq = after_query.max(after_header);
-    let req = match authed(&web, &headers, pb::WatchRunRequest { run_id: id, after_seq }) {
+    let follow_output = query.as_deref().unwrap_or_default().split('&').any(|kv| kv == "output=1");
+    let req = match authed(
+        &web,
+        &headers,
+        pb::WatchRunRequest { run_id: id, after_seq, follow_output, ..Default::default() },
+    ) {
         Ok(r) => r,
         Err(e) => return *e,
     };
@@ -353,6 +365,7 @@ async fn events(
         Ok(stream) => {
             let events = stream.into_inner().map(|item| {
                 let event = match item {
+                    Ok(e) if e.seq == 0 => Event::default().data(event_json(&e).to_string()),
                     Ok(e) => Event::default().id(e.seq.to_string()).data(event_json(&e).to_string()),
                     Err(s) => Event::default().event("error").data(s.message()),
                 };

@@ -110,6 +110,10 @@ impl WorkerService for WorkerApi {
                             g.permits(conn, p).await;
                         }
                     }
+                    // Best effort: partial output never holds up reports behind it.
+                    Ok(Some(pb::WorkerMessage { msg: Some(Msg::Outputs(o)) })) => {
+                        manager.try_send(Command::WorkerOutput { conn, chunks: o.chunks });
+                    }
                     Ok(Some(pb::WorkerMessage { msg: Some(Msg::Drain(_)) })) => {
                         if manager.send(Command::WorkerDraining { conn }).await.is_err() {
                             break;

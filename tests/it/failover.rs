@@ -487,7 +487,9 @@ async fn follow(
             continue;
         };
         let after_seq = events.last().map_or(0, |e| e.seq);
-        let Ok(stream) = c.watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_seq }).await else {
+        let Ok(stream) =
+            c.watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_seq, ..Default::default() }).await
+        else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -546,7 +548,7 @@ async fn a_watcher_resumes_on_the_new_leader_with_no_event_missing_or_repeated()
     let run = client::get(&mut c, &run_id, false).await.expect("get");
     assert_eq!(run.last_seq, *seqs.last().expect("events"));
     let mut at_end = c
-        .watch_run(pb::WatchRunRequest { run_id: run_id.clone(), after_seq: run.last_seq })
+        .watch_run(pb::WatchRunRequest { run_id: run_id.clone(), after_seq: run.last_seq, ..Default::default() })
         .await
         .expect("watch")
         .into_inner();

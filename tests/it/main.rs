@@ -15,6 +15,7 @@ mod gateway;
 mod layout;
 mod mcp;
 mod nemesis;
+mod output;
 mod payloads;
 mod resilience;
 mod robustness;

@@ -78,8 +78,11 @@ async fn an_engine_panic_quarantines_its_run_for_good_and_the_cluster_goes_on() 
     assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}\n{}", first.log_text());
 
     // A watcher of the quarantined run sees it end, with the reason.
-    let mut stream =
-        c.watch_run(pb::WatchRunRequest { run_id: bad.clone(), after_seq: 0 }).await.expect("watch").into_inner();
+    let mut stream = c
+        .watch_run(pb::WatchRunRequest { run_id: bad.clone(), after_seq: 0, ..Default::default() })
+        .await
+        .expect("watch")
+        .into_inner();
     let mut last = None;
     while let Some(ev) =
         tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("no hang").expect("ok")

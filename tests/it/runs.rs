@@ -88,7 +88,7 @@ async fn watch_resumes_after_seq_without_gap_or_duplicate() {
     // Reconnect from the last seen seq and read to the end.
     let mut rest = Vec::new();
     let mut stream = c
-        .watch_run(pb::WatchRunRequest { run_id: run_id.clone(), after_seq: last_seen })
+        .watch_run(pb::WatchRunRequest { run_id: run_id.clone(), after_seq: last_seen, ..Default::default() })
         .await
         .expect("watch")
         .into_inner();

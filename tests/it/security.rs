@@ -54,7 +54,10 @@ async fn codes(c: &mut Client, run_id: &str) -> [Code; 6] {
     let code = |r: Result<(), tonic::Status>| r.err().map_or(Code::Ok, |s| s.code());
     let get = c.get_run(pb::GetRunRequest { run_id: run_id.into(), ..Default::default() }).await.map(|_| ());
     let list = c.list_runs(pb::ListRunsRequest::default()).await.map(|_| ());
-    let watch = c.watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_seq: u64::MAX }).await.map(|_| ());
+    let watch = c
+        .watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_seq: u64::MAX, ..Default::default() })
+        .await
+        .map(|_| ());
     let workers = c.list_workers(pb::ListWorkersRequest {}).await.map(|_| ());
     let submit = c.submit_run(submit_req("probe", "")).await.map(|_| ());
     let cancel = c.cancel_run(pb::CancelRunRequest { run_id: run_id.into(), reason: "probe".into() }).await.map(|_| ());
@@ -330,8 +333,11 @@ async fn no_secret_reaches_the_store_the_logs_or_the_events() {
 }
 
 async fn wait_for_events_all(c: &mut Client, run_id: &str) -> Vec<pb::RunEvent> {
-    let mut stream =
-        c.watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_seq: 0 }).await.expect("watch").into_inner();
+    let mut stream = c
+        .watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_seq: 0, ..Default::default() })
+        .await
+        .expect("watch")
+        .into_inner();
     let mut out = Vec::new();
     while let Ok(Some(Ok(e))) =
         tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut stream)).await

@@ -32,7 +32,7 @@ async fn as_tenant(cluster: &Embedded, t: &str) -> Client {
 }
 
 async fn events(c: &mut Client, run_id: &str) -> Vec<pb::RunEvent> {
-    let req = pb::WatchRunRequest { run_id: run_id.into(), after_seq: 0 };
+    let req = pb::WatchRunRequest { run_id: run_id.into(), after_seq: 0, ..Default::default() };
     let mut stream = c.watch_run(req).await.expect("watch").into_inner();
     let mut out = Vec::new();
     while let Some(Ok(e)) = futures_util::StreamExt::next(&mut stream).await {

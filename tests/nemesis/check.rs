@@ -13,7 +13,7 @@ use crate::proc_cluster::PREFIX;
 /// The whole event log of an ended run, read from the leader.
 async fn events(n: &Nemesis, run_id: &str) -> anyhow::Result<Vec<pb::RunEvent>> {
     let mut c = n.client().await.ok_or_else(|| anyhow::anyhow!("no leader"))?;
-    let request = pb::WatchRunRequest { run_id: run_id.into(), after_seq: 0 };
+    let request = pb::WatchRunRequest { run_id: run_id.into(), after_seq: 0, ..Default::default() };
     let mut stream = timeout(CALL, c.watch_run(request)).await??.into_inner();
     let mut out = Vec::new();
     while let Some(ev) = timeout(CALL, futures_util::StreamExt::next(&mut stream)).await? {

@@ -20,7 +20,7 @@ use swarm_proto::pb;
 use tokio_util::sync::CancellationToken;
 
 use crate::gate::{Gate, PermitAsk};
-use crate::model::{ChatRequest, ChatResponse, ModelError, ModelProvider, ModelRegistry, ToolDef};
+use crate::model::{ChatRequest, ChatResponse, ModelError, ModelProvider, ModelRegistry, OnDelta, ToolDef};
 use crate::tools::{ToolContext, ToolError, ToolRegistry};
 
 /// How an agent attempt ended.
@@ -42,6 +42,8 @@ pub struct AgentRun<'a> {
     pub models: &'a ModelRegistry,
     /// The model gateway's permits.
     pub gate: &'a Arc<Gate>,
+    /// Where partial output goes (model text as it comes, tool calls starting and ending).
+    pub output: Option<Arc<crate::output::OutputSink>>,
     pub cancel: CancellationToken,
 }
 
@@ -133,6 +135,9 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
                 format!("step cap of {} reached without an answer", a.task.max_steps),
             ));
         }
+        if let Some(o) = &a.output {
+            o.turn(steps);
+        }
         let response = chat(&a, model.as_ref(), a.models.endpoint(&model_name), &model_name, &history, &defs).await?;
         let assistant = response.message;
         if assistant.tool_calls.is_empty() {
@@ -209,7 +214,11 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
             }
             let started = std::time::Instant::now();
             let name_for_metrics = name.clone();
+            let progress = a.output.clone();
             async move {
+                if let Some(p) = &progress {
+                    p.tool_started(&name_for_metrics);
+                }
                 let out = match tool {
                     Some(t) => match t.info().timeout {
                         Some(limit) => tokio::time::timeout(limit, t.call(args, ctx))
@@ -219,6 +228,9 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
                     },
                     None => Err(err(FailureKind::Permanent, "unknown tool")),
                 };
+                if let Some(p) = &progress {
+                    p.tool_finished(&name_for_metrics, out.is_err());
+                }
                 crate::telemetry::tool_done(
                     &tracing::Span::current(),
                     &name_for_metrics,
@@ -283,14 +295,35 @@ async fn chat(
             chat_span.record("gen_ai.input.messages", serde_json::to_string(history).unwrap_or_default());
         }
         let started = std::time::Instant::now();
+        let streamed = std::sync::atomic::AtomicBool::new(false);
+        let on_delta = |text: &str, reasoning: &str| {
+            if let Some(o) = &a.output {
+                streamed.store(true, std::sync::atomic::Ordering::Relaxed);
+                o.text(text, reasoning);
+            }
+        };
+        let req = ChatRequest {
+            agent: &a.task.name,
+            messages: history,
+            tools: defs,
+            gated,
+            on_delta: a.output.is_some().then_some(OnDelta(&on_delta)),
+        };
         let response = tokio::select! {
             _ = a.cancel.cancelled() => return Err(err(FailureKind::Cancelled, "cancelled")),
-            r = model.chat(ChatRequest { agent: &a.task.name, messages: history, tools: defs, gated }).instrument(chat_span.clone()) => r,
+            r = model.chat(req).instrument(chat_span.clone()) => r,
         };
         crate::telemetry::chat_done(&chat_span, model.provider(), requested, started.elapsed(), &response);
         match response {
             Ok(r) => {
                 permit.settle(r.usage, None);
+                // A model that does not stream shows its output when it has answered.
+                if let Some(o) = &a.output
+                    && !streamed.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    let m = &r.message;
+                    o.text(m.content.as_deref().unwrap_or(""), m.reasoning_content.as_deref().unwrap_or(""));
+                }
                 return Ok(r);
             }
             Err(ModelError { throttle: Some(pause), .. }) if gated => {

@@ -70,6 +70,8 @@ pub(crate) struct AttemptCtx {
     pub(crate) models: Arc<model::ModelRegistry>,
     /// The model gateway's permits.
     pub(crate) gate: Arc<crate::gate::Gate>,
+    /// Where agents' partial output goes.
+    pub(crate) uplink: Arc<crate::output::Uplink>,
     pub(crate) attempts: TaskTracker,
     pub(crate) held: Arc<Held>,
     pub(crate) reports: mpsc::Sender<Up>,
@@ -97,6 +99,7 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
     let tools = ctx.tools.clone();
     let models = ctx.models.clone();
     let gate = ctx.gate.clone();
+    let uplink = ctx.uplink.clone();
     let span = match &a.agent {
         Some(task) => telemetry::agent_span(&task.name, &a.run_id, &a.subtask_id, a.attempt, task.orchestrator),
         None => telemetry::tool_span(&a.tool, &a.subtask_id, &a.run_id, &a.subtask_id, a.attempt, a.speculative),
@@ -112,6 +115,7 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
             let fence = a.fence;
             let mut seq = 0u32;
             let keep = held.clone();
+            let sink = crate::output::OutputSink::new(fence, a.attempt, uplink);
             let run = agent::AgentRun {
                 task,
                 run_id: &a.run_id,
@@ -120,6 +124,7 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                 tools: &tools,
                 models: &models,
                 gate: &gate,
+                output: Some(sink.clone()),
                 cancel: token.clone(),
             };
             let result = guarded(agent::run(run, |turn| {
@@ -130,6 +135,8 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                 let _ = steps.try_send(Up::Step(step));
             }))
             .await;
+            // What the interval held back goes before the outcome.
+            sink.flush();
             let outcome = match result {
                 Ok(agent::AgentOutcome::Answer(text)) => {
                     pb::attempt_report::Outcome::OutputJson(serde_json::json!({ "answer": text }).to_string())

@@ -206,6 +206,7 @@ fn play(orchestrator: bool, stream: bool, answers: Vec<String>, results: Vec<Val
             tools: &tools,
             models: &models,
             gate: &Arc::new(crate::gate::Gate::default()),
+            output: None,
             cancel: CancellationToken::new(),
         };
         let ended = tokio::time::timeout(std::time::Duration::from_secs(30), agent::run(run, |_| {})).await;

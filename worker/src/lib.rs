@@ -18,6 +18,7 @@ mod attempt;
 mod fuzz;
 pub mod gate;
 pub mod model;
+pub mod output;
 pub mod telemetry;
 pub mod tls;
 pub mod tools;
@@ -169,6 +170,7 @@ pub async fn run_with_abort(
         tools,
         models: config.models.clone(),
         gate: Arc::default(),
+        uplink: Arc::default(),
         attempts: attempts.clone(),
         held: held.clone(),
         reports: report_tx,
@@ -201,6 +203,7 @@ pub async fn run_with_abort(
         if let Some(url) = url {
             let ended = session(&url, &config, &ctx, &mut report_rx, &leader_changed).await;
             ctx.gate.disconnected();
+            ctx.uplink.set(None);
             match ended {
                 Ok(()) if shutdown.is_cancelled() => {
                     leader_changed.cancel();
@@ -378,6 +381,7 @@ async fn session(
         request.metadata_mut().insert("authorization", value);
     }
     let mut inbound = client.connect(request).await?.into_inner();
+    ctx.uplink.set(Some(out_tx.clone()));
     info!(worker_id = %config.worker_id, coordinator = %url, slots = config.slots, "connected");
     // Unacknowledged agent turns first, then reports: an attempt's turns precede its outcome.
     let steps: Vec<pb::AgentStepReport> =

@@ -216,17 +216,20 @@ pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
 
 /// `swarm watch RUN`: every event until the run ends.
 pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let WatchArgs { run, addr, token, tls, after_seq, json } = args;
+    let WatchArgs { run, addr, token, tls, after_seq, json, follow_output } = args;
     let mut c = client::connect_with(&addr, token.as_deref(), &tls.into()).await?;
     let mut failed = None;
-    client::follow(&mut c, &run, after_seq, |ev| {
+    client::follow_with(&mut c, &run, after_seq, follow_output, |ev| {
         if json {
             match event_json(ev) {
                 Ok(line) => outln!("{line}"),
                 Err(e) => failed = Some(e),
             }
         } else {
-            outln!("{}", client::describe(ev));
+            let line = client::describe(ev);
+            if !line.is_empty() {
+                outln!("{line}");
+            }
         }
     })
     .await?;
@@ -237,6 +240,23 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn event_json(ev: &pb::RunEvent) -> anyhow::Result<String> {
+    if let Some(pb::run_event::Event::AgentOutput(o)) = &ev.event {
+        return Ok(serde_json::to_string(&serde_json::json!({
+            "run_id": ev.run_id,
+            "seq": 0,
+            "event": "agent_output",
+            "subtask_id": o.subtask_id,
+            "attempt": o.attempt,
+            "turn": o.turn,
+            "text": o.text,
+            "reasoning": o.reasoning,
+            "offset": o.offset,
+            "tools_started": o.tools_started,
+            "tools_finished": o.tools_finished.iter().map(|t| serde_json::json!({"tool": t.tool, "failed": t.failed})).collect::<Vec<_>>(),
+            "output_seq": o.output_seq,
+            "output_epoch": o.output_epoch,
+        }))?);
+    }
     let text = client::describe(ev);
     Ok(serde_json::to_string(&serde_json::json!({
         "run_id": ev.run_id,

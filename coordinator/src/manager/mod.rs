@@ -155,6 +155,8 @@ pub enum Command {
     WorkerReports { conn: ConnId, reports: Vec<pb::AttemptReport> },
     /// Turns of agents running on a worker.
     WorkerSteps { conn: ConnId, steps: Vec<pb::AgentStepReport> },
+    /// Partial output of agents running on a worker.
+    WorkerOutput { conn: ConnId, chunks: Vec<pb::AgentOutputChunk> },
     /// A worker's heartbeat: the fences of the attempts it runs.
     WorkerHeartbeat { conn: ConnId, fences: Vec<u64> },
     /// A worker is shutting down: no new attempts for it.
@@ -189,6 +191,11 @@ impl ManagerHandle {
     /// Sends a command without a reply.
     pub async fn send(&self, cmd: Command) -> Result<(), ApiError> {
         self.tx.send(cmd).await.map_err(|_| stopped())
+    }
+
+    /// Sends a command if there is room now (for what may be dropped under load).
+    pub fn try_send(&self, cmd: Command) -> bool {
+        self.tx.try_send(cmd).is_ok()
     }
 }
 
@@ -501,6 +508,7 @@ impl Manager {
                     self.agent_step(conn, step);
                 }
             }
+            Command::WorkerOutput { conn, chunks } => self.agent_output(conn, chunks),
             Command::WorkerDraining { conn } => {
                 if let Some((id, running)) = self.registry.by_conn(conn).and_then(|w| self.registry.drain(w)) {
                     info!(worker_id = %id, running, "worker draining");

@@ -279,6 +279,22 @@ impl Manager {
     }
 }
 
+impl Manager {
+    /// Partial output of agents running on a worker: kept for watchers, only for attempts the
+    /// worker holds (the subtask is the coordinator's own idea of the fence's, never the
+    /// worker's say). Also proof that the attempt is alive.
+    pub(super) fn agent_output(&mut self, conn: ConnId, chunks: Vec<pb::AgentOutputChunk>) {
+        let Some(w) = self.registry.by_conn(conn) else { return };
+        let now = self.supervisor.now_us();
+        for chunk in chunks {
+            let Some(f) = self.registry.touch(w, Fence(chunk.fence), now) else { continue };
+            let (Some(mut output), Some(entry)) = (chunk.output, self.runs.get(&f.run)) else { continue };
+            output.subtask_id = entry.engine.dag().node(f.subtask).id.to_string();
+            entry.log.output().push(output);
+        }
+    }
+}
+
 /// How far a worker's clock may be off before its times are not taken as they are.
 const CLOCK_TOLERANCE_US: u64 = 1_000_000;
 

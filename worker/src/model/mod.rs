@@ -36,6 +36,18 @@ pub struct ChatRequest<'a> {
     /// [`ModelError::throttle`]) for the gateway to pause the endpoint and retry, rather than
     /// retried here.
     pub gated: bool,
+    /// Receives output text and reasoning as a streaming answer arrives (none: not wanted).
+    pub on_delta: Option<OnDelta<'a>>,
+}
+
+/// A callback for streamed output: `(text, reasoning)` deltas.
+#[derive(Clone, Copy)]
+pub struct OnDelta<'a>(pub &'a (dyn Fn(&str, &str) + Send + Sync));
+
+impl std::fmt::Debug for OnDelta<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnDelta")
+    }
 }
 
 /// The model's answer.

@@ -152,7 +152,11 @@ impl OpenAiModel {
         body
     }
 
-    async fn once(&self, body: &Value) -> Result<ChatResponse, (ModelError, Option<Duration>)> {
+    async fn once(
+        &self,
+        body: &Value,
+        on_delta: Option<OnDelta<'_>>,
+    ) -> Result<ChatResponse, (ModelError, Option<Duration>)> {
         let mut request = self
             .client
             .post(&self.url)
@@ -185,7 +189,11 @@ impl OpenAiModel {
             }
             return Err((e, pause));
         }
-        let text = read_bounded(resp, MAX_ANSWER_BYTES).await.map_err(|e| (e, None))?;
+        let text = match on_delta {
+            Some(cb) if self.stream && status.is_success() => read_streaming(resp, MAX_ANSWER_BYTES, cb).await,
+            _ => read_bounded(resp, MAX_ANSWER_BYTES).await,
+        }
+        .map_err(|e| (e, None))?;
         if !status.is_success() {
             let snippet: String = text.chars().take(300).collect();
             return Err((ModelError::permanent(format!("HTTP {status}: {snippet}")), None));
@@ -258,6 +266,40 @@ async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Strin
             return Err(ModelError::permanent(format!("the answer exceeds {limit} bytes")));
         }
         body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| ModelError::transient("the answer is not UTF-8"))
+}
+
+/// [`read_bounded`] for a stream of server-sent events, handing each chunk's content and
+/// reasoning deltas to `on_delta` as its line arrives.
+async fn read_streaming(
+    mut resp: reqwest::Response,
+    limit: usize,
+    on_delta: OnDelta<'_>,
+) -> Result<String, ModelError> {
+    let mut body = Vec::new();
+    let mut line_start = 0;
+    while let Some(chunk) =
+        resp.chunk().await.map_err(|e| ModelError::transient(format!("reading the answer: {}", e.without_url())))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(ModelError::permanent(format!("the answer exceeds {limit} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+        while let Some(nl) = body[line_start..].iter().position(|&b| b == b'\n') {
+            let line = &body[line_start..line_start + nl];
+            line_start += nl + 1;
+            let Some(data) = std::str::from_utf8(line).ok().and_then(|l| l.strip_prefix("data:")).map(str::trim) else {
+                continue;
+            };
+            if let Ok(v) = serde_json::from_str::<Value>(data) {
+                let delta = &v["choices"][0]["delta"];
+                (on_delta.0)(
+                    delta["content"].as_str().unwrap_or(""),
+                    delta["reasoning_content"].as_str().unwrap_or(""),
+                );
+            }
+        }
     }
     String::from_utf8(body).map_err(|_| ModelError::transient("the answer is not UTF-8"))
 }
@@ -431,7 +473,7 @@ impl ModelProvider for OpenAiModel {
             .with_max_times(self.max_retries as usize)
             .build();
         loop {
-            match self.once(&body).await {
+            match self.once(&body, req.on_delta).await {
                 Ok(r) => return Ok(r),
                 // Under the gateway, a rate limit is the gateway's to wait out, cluster-wide.
                 Err((e, _)) if req.gated && e.throttle.is_some() => return Err(e),

@@ -13,13 +13,23 @@ async fn scripted_model_replies_by_agent_and_turn() {
     .expect("script");
     let mut history = vec![Message::text(Role::User, "go")];
     for _ in 0..2 {
-        let r = m.chat(ChatRequest { agent: "a", messages: &history, tools: &[], gated: false }).await.expect("reply");
+        let r = m
+            .chat(ChatRequest { agent: "a", messages: &history, tools: &[], gated: false, on_delta: None })
+            .await
+            .expect("reply");
         assert_eq!(r.message.tool_calls[0].arguments, r#"{"text":"hi"}"#);
         history.push(r.message);
     }
-    let r = m.chat(ChatRequest { agent: "a", messages: &history, tools: &[], gated: false }).await.expect("reply");
+    let r = m
+        .chat(ChatRequest { agent: "a", messages: &history, tools: &[], gated: false, on_delta: None })
+        .await
+        .expect("reply");
     assert_eq!(r.message.content.as_deref(), Some("bye"));
-    assert!(m.chat(ChatRequest { agent: "nobody", messages: &history, tools: &[], gated: false }).await.is_err());
+    assert!(
+        m.chat(ChatRequest { agent: "nobody", messages: &history, tools: &[], gated: false, on_delta: None })
+            .await
+            .is_err()
+    );
 }
 
 #[test]
@@ -39,7 +49,7 @@ fn kimi_replays_reasoning_and_others_do_not() {
     };
     let messages = vec![Message::text(Role::User, "hi"), thought, Message::tool_result("c1", "{}")];
     let tools = [ToolDef { name: "echo".into(), description: "d".into(), parameters: json!({"type": "object"}) }];
-    let req = ChatRequest { agent: "a", messages: &messages, tools: &tools, gated: false };
+    let req = ChatRequest { agent: "a", messages: &messages, tools: &tools, gated: false, on_delta: None };
     let kimi = OpenAiModel::new(&config(Dialect::Kimi)).expect("client").body(&req);
     assert_eq!(kimi["messages"][1]["reasoning_content"], "let me think");
     assert_eq!(kimi["messages"][1]["tool_calls"][0]["function"]["name"], "echo");

@@ -1,0 +1,112 @@
+//! Live partial output: agents' model text and tool calls reach the watchers that ask for them
+//! (`WatchRun.follow_output`, `swarm watch --follow-output`), and only those; a watcher that
+//! resumes from its last `(output_epoch, output_seq)` is told nothing twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use swarm_core::agent::AgentSpec;
+use swarm_core::{RunSpec, SubtaskKind, SubtaskSpec};
+use swarm_proto::pb::{self, run_event::Event};
+use swarm_store::MemoryStore;
+use swarm_tests::fixture::{Canned, ModelFixture, streamed};
+use swarm_tests::harness::{TestCluster, submit, wait_done};
+use swarm_worker::model::{EndpointConfig, ModelRegistry, OpenAiModel};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn watch(c: &mut swarm_cli::client::Client, req: pb::WatchRunRequest) -> Vec<pb::RunEvent> {
+    let mut stream = c.watch_run(req).await.expect("watch").into_inner();
+    let mut events = Vec::new();
+    while let Some(ev) = tokio::time::timeout(DEADLINE, stream.next()).await.expect("in time") {
+        let ev = ev.expect("event");
+        let last = matches!(ev.event, Some(Event::RunFinished(_)));
+        events.push(ev);
+        if last {
+            break;
+        }
+    }
+    events
+}
+
+fn outputs(events: &[pb::RunEvent]) -> Vec<pb::AgentOutput> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::AgentOutput(o)) => Some(o.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_who_ask_see_an_agents_output_grow_and_a_resumed_watcher_sees_nothing_twice() {
+    let fixture = ModelFixture::start(vec![
+        Canned::Stream(streamed("let me echo", Some(("s1", "echo", r#"{"text": "streamed"}"#)))),
+        Canned::Stream(streamed("echoed: streamed", None)),
+    ])
+    .await
+    .expect("fixture");
+    let config = EndpointConfig {
+        base_url: fixture.base_url(),
+        model: "m".into(),
+        timeout_secs: Some(10),
+        max_retries: Some(1),
+        stream: true,
+        ..EndpointConfig::default()
+    };
+    let mut m = ModelRegistry::new();
+    m.register("fixture", Arc::new(OpenAiModel::new(&config).expect("client")));
+    let tc = TestCluster::start_with(Arc::new(MemoryStore::new()), Arc::new(m), 1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let agent = SubtaskKind::Agent(AgentSpec {
+        instructions: "Be brief.".into(),
+        input: "go".into(),
+        model: "fixture".into(),
+        tools: vec!["echo".into()],
+        max_steps: None,
+    });
+    let spec = RunSpec::new(
+        "output",
+        vec![SubtaskSpec { retry: None, id: "a".into(), kind: agent, depends_on: vec![], timeout: None }],
+    );
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let (mut c1, mut c2) = (tc.client().await.expect("client"), tc.client().await.expect("client"));
+    let follow = pb::WatchRunRequest { run_id: run_id.clone(), follow_output: true, ..Default::default() };
+    let plain = pb::WatchRunRequest { run_id: run_id.clone(), ..Default::default() };
+    let (live, ordinary) = tokio::join!(watch(&mut c1, follow.clone()), watch(&mut c2, plain));
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+
+    assert!(outputs(&ordinary).is_empty(), "ordinary watchers do not pay for output");
+    let seen = outputs(&live);
+    assert!(!seen.is_empty(), "{live:?}");
+    let text: String = seen.iter().map(|o| o.text.as_str()).collect();
+    assert_eq!(text, "let me echoechoed: streamed", "the model's text as it streamed, in order");
+    let mut offset = 0;
+    for o in &seen {
+        assert_eq!((o.subtask_id.as_str(), o.attempt, o.offset), ("a", 1, offset), "contiguous: {seen:?}");
+        offset += o.text.len() as u64;
+    }
+    let started: Vec<&str> = seen.iter().flat_map(|o| o.tools_started.iter().map(String::as_str)).collect();
+    let finished: Vec<(&str, bool)> =
+        seen.iter().flat_map(|o| o.tools_finished.iter().map(|t| (t.tool.as_str(), t.failed))).collect();
+    assert_eq!((started, finished), (vec!["echo"], vec![("echo", false)]));
+    assert!(live.iter().all(|e| matches!(e.event, Some(Event::AgentOutput(_))) == (e.seq == 0)));
+    let durable: Vec<u64> = live.iter().map(|e| e.seq).filter(|&s| s > 0).collect();
+    assert_eq!(durable, (1..=durable.len() as u64).collect::<Vec<_>>(), "durable events unchanged, in order");
+    let numbers: Vec<u64> = seen.iter().map(|o| o.output_seq).collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+
+    // Resumed after the first chunk (as a client does after a dropped stream): the rest only.
+    let first = &seen[0];
+    let resume =
+        pb::WatchRunRequest { after_output_seq: first.output_seq, output_epoch: first.output_epoch, ..follow.clone() };
+    let rest: Vec<u64> = outputs(&watch(&mut c1, resume).await).iter().map(|o| o.output_seq).collect();
+    assert_eq!(rest, numbers[1..], "nothing twice, nothing missing");
+    // A cursor from another epoch (an earlier leader) gets what this leader holds.
+    let other = pb::WatchRunRequest { after_output_seq: 999, output_epoch: 1, ..follow };
+    assert_eq!(outputs(&watch(&mut c1, other).await).len(), seen.len());
+    tc.stop().await;
+}

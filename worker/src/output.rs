@@ -1,0 +1,216 @@
+//! Agents' partial output on its way to the coordinator: model text as it streams and tool
+//! calls starting and ending, coalesced per attempt into at most one chunk per
+//! [`FLUSH_EVERY`] (plus one when the attempt ends). Best effort: sent on whatever stream is up,
+//! dropped when none is (the finished turn is in the transcript anyway; the offsets show gaps).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use swarm_proto::pb;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// The shortest time between two chunks of one attempt.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// The most text one chunk carries; more within one interval is cut (the offset counts it).
+pub const MAX_CHUNK_TEXT: usize = 32 << 10;
+
+/// The current stream to the coordinator, if any.
+#[derive(Default)]
+pub struct Uplink {
+    out: Mutex<Option<mpsc::Sender<pb::WorkerMessage>>>,
+}
+
+impl std::fmt::Debug for Uplink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Uplink")
+    }
+}
+
+impl Uplink {
+    pub(crate) fn set(&self, out: Option<mpsc::Sender<pb::WorkerMessage>>) {
+        *self.out.lock().unwrap_or_else(|e| e.into_inner()) = out;
+    }
+
+    fn try_send(&self, msg: pb::WorkerMessage) {
+        if let Some(out) = &*self.out.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = out.try_send(msg);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    chunk: Option<pb::AgentOutput>,
+    turn: u32,
+    /// Bytes of text this attempt produced so far.
+    offset: u64,
+    last_flush: Option<Instant>,
+    scheduled: bool,
+}
+
+/// One agent attempt's partial output.
+pub struct OutputSink {
+    fence: u64,
+    attempt: u32,
+    uplink: Arc<Uplink>,
+    pending: Mutex<Pending>,
+}
+
+fn push_cut(into: &mut String, text: &str) {
+    let room = MAX_CHUNK_TEXT.saturating_sub(into.len());
+    let mut end = text.len().min(room);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    into.push_str(&text[..end]);
+}
+
+impl OutputSink {
+    pub fn new(fence: u64, attempt: u32, uplink: Arc<Uplink>) -> Arc<Self> {
+        Arc::new(Self { fence, attempt, uplink, pending: Mutex::default() })
+    }
+
+    fn with(self: &Arc<Self>, f: impl FnOnce(&mut pb::AgentOutput, &mut u64)) {
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let (turn, attempt, offset) = (p.turn, self.attempt, p.offset);
+            let mut offset_now = offset;
+            let chunk = p.chunk.get_or_insert_with(|| pb::AgentOutput { attempt, turn, offset, ..Default::default() });
+            chunk.turn = turn;
+            f(chunk, &mut offset_now);
+            p.offset = offset_now;
+        }
+        self.maybe_flush();
+    }
+
+    /// The model call of this turn starts.
+    pub fn turn(&self, turn: u32) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).turn = turn;
+    }
+
+    /// Model output (and reasoning) text.
+    pub fn text(self: &Arc<Self>, text: &str, reasoning: &str) {
+        if text.is_empty() && reasoning.is_empty() {
+            return;
+        }
+        self.with(|c, offset| {
+            push_cut(&mut c.text, text);
+            push_cut(&mut c.reasoning, reasoning);
+            *offset += text.len() as u64;
+        });
+    }
+
+    /// A tool call starts.
+    pub fn tool_started(self: &Arc<Self>, tool: &str) {
+        self.with(|c, _| c.tools_started.push(tool.to_owned()));
+    }
+
+    /// A tool call ended.
+    pub fn tool_finished(self: &Arc<Self>, tool: &str, failed: bool) {
+        self.with(|c, _| c.tools_finished.push(pb::ToolFinished { tool: tool.to_owned(), failed }));
+    }
+
+    fn maybe_flush(self: &Arc<Self>) {
+        let wait = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let due = p.last_flush.map_or(Instant::now(), |t| t + FLUSH_EVERY);
+            if due <= Instant::now() {
+                None
+            } else if p.scheduled {
+                return;
+            } else {
+                p.scheduled = true;
+                Some(due)
+            }
+        };
+        match wait {
+            None => self.flush(),
+            Some(due) => {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(due).await;
+                    me.flush();
+                });
+            }
+        }
+    }
+
+    /// Sends what is pending now (also when the attempt ends).
+    pub fn flush(&self) {
+        let chunk = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.scheduled = false;
+            let Some(chunk) = p.chunk.take() else { return };
+            p.last_flush = Some(Instant::now());
+            chunk
+        };
+        let chunks = vec![pb::AgentOutputChunk { fence: self.fence, output: Some(chunk) }];
+        self.uplink
+            .try_send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Outputs(pb::AgentOutputs { chunks })) });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outputs(rx: &mut mpsc::Receiver<pb::WorkerMessage>) -> Vec<pb::AgentOutput> {
+        let mut out = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            if let Some(pb::worker_message::Msg::Outputs(o)) = m.msg {
+                out.extend(o.chunks.into_iter().filter_map(|c| c.output));
+            }
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_deltas_and_tool_calls_is_coalesced_to_one_chunk_per_interval() {
+        let uplink = Arc::new(Uplink::default());
+        let (tx, mut rx) = mpsc::channel(64);
+        uplink.set(Some(tx));
+        let sink = OutputSink::new(9, 2, uplink);
+        sink.turn(0);
+        for word in ["Hel", "lo", " world"] {
+            sink.text(word, "");
+        }
+        sink.tool_started("echo");
+        sink.tool_finished("echo", false);
+        sink.turn(1);
+        sink.text("!", "hm");
+        // The first delta went at once; the rest waits for the interval.
+        let first = outputs(&mut rx);
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].text.as_str(), first[0].offset, first[0].attempt), ("Hel", 0, 2));
+        tokio::time::sleep(FLUSH_EVERY).await;
+        tokio::task::yield_now().await;
+        let second = outputs(&mut rx);
+        assert_eq!(second.len(), 1, "one chunk for everything in the interval: {second:?}");
+        let c = &second[0];
+        assert_eq!((c.text.as_str(), c.reasoning.as_str(), c.offset, c.turn), ("lo world!", "hm", 3, 1));
+        assert_eq!(c.tools_started, ["echo"]);
+        assert_eq!(c.tools_finished, [pb::ToolFinished { tool: "echo".into(), failed: false }]);
+        sink.flush();
+        assert!(outputs(&mut rx).is_empty(), "nothing pending, nothing sent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_text_is_cut_per_chunk_and_counted_in_the_offset() {
+        let uplink = Arc::new(Uplink::default());
+        let (tx, mut rx) = mpsc::channel(64);
+        uplink.set(Some(tx));
+        let sink = OutputSink::new(1, 1, uplink);
+        sink.text("a", "");
+        sink.text(&"é".repeat(100_000), "");
+        sink.text("z", "");
+        tokio::time::sleep(FLUSH_EVERY).await;
+        tokio::task::yield_now().await;
+        let chunks = outputs(&mut rx);
+        assert!(chunks[1].text.len() <= MAX_CHUNK_TEXT && chunks[1].text.starts_with('é'));
+        sink.text("next", "");
+        tokio::time::sleep(FLUSH_EVERY).await;
+        tokio::task::yield_now().await;
+        assert_eq!(outputs(&mut rx)[0].offset, 1 + 200_000 + 1, "the offset counts what was cut");
+    }
+}
