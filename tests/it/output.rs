@@ -110,3 +110,52 @@ async fn watchers_who_ask_see_an_agents_output_grow_and_a_resumed_watcher_sees_n
     assert_eq!(outputs(&watch(&mut c1, other).await).len(), seen.len());
     tc.stop().await;
 }
+
+/// The web view shows the selected agent's output growing while it runs (headless Chromium).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_view_shows_the_selected_agents_output_growing() {
+    use swarm_worker::model::ScriptedModel;
+    let script = "agents:\n  a:\n    - repeat: 8\n      content: \"checking the next part\"\n      tool_calls: [{name: sleep, arguments: {ms: 300}}]\n    - content: \"all parts checked\"\n";
+    let mut m = ModelRegistry::new();
+    m.register("scripted", Arc::new(ScriptedModel::from_yaml(script).expect("script")));
+    let tc = TestCluster::start_with(Arc::new(MemoryStore::new()), Arc::new(m), 1, 4).await.expect("cluster");
+    let http = tc.cluster.http_addr.expect("the web view is served");
+    let mut c = tc.client().await.expect("client");
+    let agent = SubtaskKind::Agent(AgentSpec {
+        instructions: String::new(),
+        input: "check every part".into(),
+        model: "scripted".into(),
+        tools: vec!["sleep".into()],
+        max_steps: None,
+    });
+    let spec = RunSpec::new(
+        "web-output",
+        vec![SubtaskSpec { retry: None, id: "a".into(), kind: agent, depends_on: vec![], timeout: None }],
+    );
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let screenshot = root.join("../target/web-output.png");
+    let out = tokio::process::Command::new("node")
+        .arg(root.join("web/output.mjs"))
+        .arg(format!("http://{http}"))
+        .arg(&run_id)
+        .arg("a")
+        .arg(&screenshot)
+        .current_dir(root.join("web"))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), out).await.expect("the browser finished").expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON report");
+    let (early, last) = (report["early"].as_str().unwrap_or(""), report["final"].as_str().unwrap_or(""));
+    let done = |t: &str| t.matches("← sleep ok").count();
+    assert!(done(early) >= 2 && done(early) < 8, "seen while it ran: {early}");
+    assert!(early.contains("checking the next part") && early.contains("→ sleep"), "{early}");
+    assert_eq!(done(last), 8, "every call once, none twice: {last}");
+    assert!(last.trim_end().ends_with("all parts checked"), "{last}");
+    assert!(std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 1000), "a screenshot was taken");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32);
+    tc.stop().await;
+}

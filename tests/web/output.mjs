@@ -1,0 +1,32 @@
+// Watches an agent's live output in the web view (headless Chromium):
+//   node output.mjs BASE_URL RUN_ID SUBTASK SCREENSHOT
+//
+// Opens the run's page while the run goes on, clicks SUBTASK's box, waits until its output
+// panel has grown past two finished tool calls (taking a screenshot then), waits for the run to
+// end, and prints one JSON line: {"early": the panel's text then, "final": its text at the end}.
+import { chromium } from "playwright-core";
+
+const [base, runId, subtask, screenshot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.SWARM_CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.setDefaultTimeout(30000);
+  await page.goto(`${base}/#/runs/${encodeURIComponent(runId)}`);
+  await page.locator(`.node[data-id="${subtask}"]`).click();
+  await page.waitForFunction(() => {
+    const pre = document.querySelector("#output pre");
+    return pre && (pre.textContent.match(/← sleep ok/g) || []).length >= 2;
+  });
+  const early = await page.locator("#output pre").textContent();
+  await page.screenshot({ path: screenshot, fullPage: true });
+  await page.waitForSelector('#run[data-state="SUCCEEDED"]');
+  const final = await page.locator("#output pre").textContent();
+  console.log(JSON.stringify({ early, final }));
+} finally {
+  await browser.close();
+}
