@@ -159,3 +159,61 @@ async fn the_web_view_shows_the_selected_agents_output_growing() {
     assert_eq!(run.state, pb::RunState::Succeeded as i32);
     tc.stop().await;
 }
+
+/// `swarm watch --follow-output` prints each agent's output under its name; plain `swarm
+/// watch` does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_watch_follow_output_prints_it_per_agent() {
+    use swarm_worker::model::ScriptedModel;
+    let script = "agents:\n  '*':\n    - content: \"looking\"\n      tool_calls: [{name: echo, arguments: {text: hi}}]\n    - content: \"found it\"\n";
+    let mut m = ModelRegistry::new();
+    m.register("scripted", Arc::new(ScriptedModel::from_yaml(script).expect("script")));
+    let tc = TestCluster::start_with(Arc::new(MemoryStore::new()), Arc::new(m), 1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let agent = |id: &str| SubtaskSpec {
+        retry: None,
+        id: id.into(),
+        kind: SubtaskKind::Agent(AgentSpec {
+            instructions: String::new(),
+            input: "look".into(),
+            model: "scripted".into(),
+            tools: vec!["echo".into()],
+            max_steps: None,
+        }),
+        depends_on: vec![],
+        timeout: None,
+    };
+    let run_id = submit(&mut c, &RunSpec::new("cli-output", vec![agent("x"), agent("y")])).await.expect("submit");
+    wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    let url = tc.cluster.url();
+    let watch = |extra: &'static [&'static str]| {
+        let mut cmd = tokio::process::Command::new(swarm_tests::process::swarm_bin().expect("swarm"));
+        cmd.args(["watch", &run_id, "--addr", &url]).args(extra).kill_on_drop(true);
+        async move {
+            let out = cmd.output().await.expect("swarm watch");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let text = watch(&["--follow-output"]).await;
+    for agent in ["x", "y"] {
+        let mut at = 0;
+        for line in ["looking", "→ echo", "← echo ok", "found it"] {
+            let line = format!("[{agent}] {line}\n");
+            assert_eq!(text.matches(&line).count(), 1, "{line}{text}");
+            let pos = text.find(&line).unwrap_or(0);
+            assert!(pos >= at, "in the order it happened: {line}{text}");
+            at = pos;
+        }
+    }
+    assert!(text.contains("run finished"), "{text}");
+    assert!(!watch(&[]).await.contains("[x]"), "only when asked");
+    let json = watch(&["--follow-output", "--json"]).await;
+    let outputs: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+        .filter(|v| v["event"] == "agent_output")
+        .collect();
+    assert!(outputs.iter().any(|v| v["subtask_id"] == "x" && v["text"].as_str().unwrap_or("").contains("found it")));
+    tc.stop().await;
+}

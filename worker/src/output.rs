@@ -39,9 +39,24 @@ impl Uplink {
     }
 }
 
+/// Chunks in one flush at most: beyond, what comes is merged into the last one (its order
+/// within the chunk then follows the chunk's: finished tools, text, started tools).
+pub const MAX_CHUNKS_PER_FLUSH: usize = 4;
+
+/// Where an item goes in a chunk's order: finished tools, text, started tools.
+fn phase(c: &pb::AgentOutput) -> u8 {
+    if !c.tools_started.is_empty() {
+        2
+    } else if !c.text.is_empty() || !c.reasoning.is_empty() {
+        1
+    } else {
+        0
+    }
+}
+
 #[derive(Default)]
 struct Pending {
-    chunk: Option<pb::AgentOutput>,
+    chunks: Vec<pb::AgentOutput>,
     turn: u32,
     /// Bytes of text this attempt produced so far.
     offset: u64,
@@ -71,14 +86,21 @@ impl OutputSink {
         Arc::new(Self { fence, attempt, uplink, pending: Mutex::default() })
     }
 
-    fn with(self: &Arc<Self>, f: impl FnOnce(&mut pb::AgentOutput, &mut u64)) {
+    /// Adds to the pending chunk an item of `item_phase`; one that would come before what the
+    /// chunk holds starts a new chunk, so a chunk's fixed order stays the order things happened.
+    fn with(self: &Arc<Self>, item_phase: u8, f: impl FnOnce(&mut pb::AgentOutput, &mut u64)) {
         {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             let (turn, attempt, offset) = (p.turn, self.attempt, p.offset);
+            let fits = p.chunks.last().is_some_and(|c| phase(c) <= item_phase);
+            if !fits && p.chunks.len() < MAX_CHUNKS_PER_FLUSH {
+                p.chunks.push(pb::AgentOutput { attempt, turn, offset, ..Default::default() });
+            }
             let mut offset_now = offset;
-            let chunk = p.chunk.get_or_insert_with(|| pb::AgentOutput { attempt, turn, offset, ..Default::default() });
-            chunk.turn = turn;
-            f(chunk, &mut offset_now);
+            if let Some(chunk) = p.chunks.last_mut() {
+                chunk.turn = turn;
+                f(chunk, &mut offset_now);
+            }
             p.offset = offset_now;
         }
         self.maybe_flush();
@@ -94,7 +116,7 @@ impl OutputSink {
         if text.is_empty() && reasoning.is_empty() {
             return;
         }
-        self.with(|c, offset| {
+        self.with(1, |c, offset| {
             push_cut(&mut c.text, text);
             push_cut(&mut c.reasoning, reasoning);
             *offset += text.len() as u64;
@@ -103,12 +125,12 @@ impl OutputSink {
 
     /// A tool call starts.
     pub fn tool_started(self: &Arc<Self>, tool: &str) {
-        self.with(|c, _| c.tools_started.push(tool.to_owned()));
+        self.with(2, |c, _| c.tools_started.push(tool.to_owned()));
     }
 
     /// A tool call ended.
     pub fn tool_finished(self: &Arc<Self>, tool: &str, failed: bool) {
-        self.with(|c, _| c.tools_finished.push(pb::ToolFinished { tool: tool.to_owned(), failed }));
+        self.with(0, |c, _| c.tools_finished.push(pb::ToolFinished { tool: tool.to_owned(), failed }));
     }
 
     fn maybe_flush(self: &Arc<Self>) {
@@ -138,14 +160,16 @@ impl OutputSink {
 
     /// Sends what is pending now (also when the attempt ends).
     pub fn flush(&self) {
-        let chunk = {
+        let pending = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             p.scheduled = false;
-            let Some(chunk) = p.chunk.take() else { return };
+            if p.chunks.is_empty() {
+                return;
+            }
             p.last_flush = Some(Instant::now());
-            chunk
+            std::mem::take(&mut p.chunks)
         };
-        let chunks = vec![pb::AgentOutputChunk { fence: self.fence, output: Some(chunk) }];
+        let chunks = pending.into_iter().map(|c| pb::AgentOutputChunk { fence: self.fence, output: Some(c) }).collect();
         self.uplink
             .try_send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Outputs(pb::AgentOutputs { chunks })) });
     }
@@ -186,11 +210,16 @@ mod tests {
         tokio::time::sleep(FLUSH_EVERY).await;
         tokio::task::yield_now().await;
         let second = outputs(&mut rx);
-        assert_eq!(second.len(), 1, "one chunk for everything in the interval: {second:?}");
-        let c = &second[0];
-        assert_eq!((c.text.as_str(), c.reasoning.as_str(), c.offset, c.turn), ("lo world!", "hm", 3, 1));
-        assert_eq!(c.tools_started, ["echo"]);
-        assert_eq!(c.tools_finished, [pb::ToolFinished { tool: "echo".into(), failed: false }]);
+        // One message for the interval; a new chunk only where order would be lost (the tool
+        // finished after it started, and the next turn's text came after that).
+        assert_eq!(second.len(), 2, "{second:?}");
+        let (a, b) = (&second[0], &second[1]);
+        assert_eq!(
+            (a.text.as_str(), a.offset, a.tools_started.as_slice()),
+            ("lo world", 3, ["echo".to_owned()].as_slice())
+        );
+        assert_eq!(b.tools_finished, [pb::ToolFinished { tool: "echo".into(), failed: false }]);
+        assert_eq!((b.text.as_str(), b.reasoning.as_str(), b.offset, b.turn), ("!", "hm", 11, 1));
         sink.flush();
         assert!(outputs(&mut rx).is_empty(), "nothing pending, nothing sent");
     }
@@ -208,6 +237,16 @@ mod tests {
         tokio::task::yield_now().await;
         let chunks = outputs(&mut rx);
         assert!(chunks[1].text.len() <= MAX_CHUNK_TEXT && chunks[1].text.starts_with('é'));
+        // A flood of tiny turns: at most MAX_CHUNKS_PER_FLUSH chunks in one interval.
+        for _ in 0..100 {
+            sink.tool_started("t");
+            sink.tool_finished("t", true);
+        }
+        tokio::time::sleep(FLUSH_EVERY).await;
+        tokio::task::yield_now().await;
+        let flood = outputs(&mut rx);
+        assert!(flood.len() <= MAX_CHUNKS_PER_FLUSH, "{}", flood.len());
+        assert_eq!(flood.iter().map(|c| c.tools_finished.len()).sum::<usize>(), 100, "merged, not lost");
         sink.text("next", "");
         tokio::time::sleep(FLUSH_EVERY).await;
         tokio::task::yield_now().await;
