@@ -239,6 +239,42 @@ fn store_error(e: swarm_store::StoreError) -> ApiError {
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
 
 impl SwarmApi {
+    /// A signal for an agent of an ended run: the last decision in its stored transcript.
+    async fn agent_decision_in_store(&self, req: &pb::SignalRunRequest) -> Result<pb::SignalRunResponse, ApiError> {
+        use swarm_core::engine::Decided;
+        let ctx = self.leader()?;
+        let run_id = swarm_core::RunId::from(req.run_id.as_str());
+        let mut turns: Vec<(u32, swarm_core::agent::Turn)> = ctx
+            .repo
+            .turns(&run_id)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .filter(|(id, _, _)| id.as_str() == req.subtask_id)
+            .map(|(_, n, t)| (n, t))
+            .collect();
+        turns.sort_by_key(|(n, _)| *n);
+        let turns: Vec<Arc<swarm_core::agent::Turn>> = turns.into_iter().map(|(_, t)| Arc::new(t)).collect();
+        match swarm_core::engine::decision_in_transcript(&turns) {
+            Some(Decided::Approved { output, .. }) => Ok(pb::SignalRunResponse {
+                decision: pb::Decision::Approve.into(),
+                already_decided: true,
+                payload_json: output.to_string(),
+                reason: String::new(),
+            }),
+            Some(Decided::Rejected { reason, .. }) => Ok(pb::SignalRunResponse {
+                decision: pb::Decision::Reject.into(),
+                already_decided: true,
+                payload_json: String::new(),
+                reason,
+            }),
+            None => Err(ApiError::FailedPrecondition(format!(
+                "agent {} never had a decision (request_approval) and its run has ended",
+                req.subtask_id
+            ))),
+        }
+    }
+
     /// A signal for an approval of an ended run: its recorded decision, or why there is none.
     async fn decided_in_store(
         &self,
@@ -256,6 +292,9 @@ impl SwarmApi {
             let found = self.get(get, who).await?;
             let run = found.run.unwrap_or_default();
             if let Some(s) = run.subtasks.iter().find(|s| s.id == req.subtask_id) {
+                if s.kind == "agent" || s.kind == "orchestrator" {
+                    return self.agent_decision_in_store(req).await;
+                }
                 if s.kind != "approval" {
                     return Err(ApiError::invalid("subtask_id", format!("{} is not an approval", req.subtask_id)));
                 }

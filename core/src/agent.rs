@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 pub const CREATE_SUBAGENT: &str = "create_subagent";
 /// The name of the tool an orchestrator uses to start a subagent on a task.
 pub const ASSIGN_TASK: &str = "assign_task";
+/// The name of the tool an agent uses to ask a person before it goes on (granted like any
+/// tool, in the agent's `tools`): the agent parks until `SignalRun` decides.
+pub const REQUEST_APPROVAL: &str = "request_approval";
 /// The capability a worker advertises when it can run agent loops.
 pub const AGENT_CAPABILITY: &str = "@agent";
 /// The prefix of the capability a worker advertises for each model endpoint it serves
@@ -187,13 +190,13 @@ impl Turn {
     }
 
     /// Tool calls that do work: all but `create_subagent` and `assign_task`, which are
-    /// orchestration (bounded by the subagent budget instead).
+    /// orchestration (bounded by the subagent budget instead), and `request_approval`.
     pub fn work_calls(&self) -> usize {
         self.messages
             .iter()
             .filter(|m| m.role == Role::Assistant)
             .flat_map(|m| &m.tool_calls)
-            .filter(|c| c.name != CREATE_SUBAGENT && c.name != ASSIGN_TASK)
+            .filter(|c| c.name != CREATE_SUBAGENT && c.name != ASSIGN_TASK && c.name != REQUEST_APPROVAL)
             .count()
     }
 }

@@ -231,3 +231,90 @@ async fn a_waiting_approval_and_a_told_decision_survive_a_leader_sigkill() {
     assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
     assert_eq!(state_of(&run, "publish"), pb::SubtaskState::Succeeded);
 }
+
+/// An agent asks a person mid-loop (`request_approval`): it parks holding no slot (the run's
+/// other work goes on in the one slot there is), the decision is its tool call's result, and it
+/// goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_asks_parks_without_its_slot_and_goes_on_with_the_decision() {
+    use std::sync::Arc;
+    use swarm_core::agent::AgentSpec;
+    use swarm_tests::fixture::{Canned, ModelFixture, completion};
+    use swarm_worker::model::{EndpointConfig, ModelRegistry, OpenAiModel};
+    let fixture = ModelFixture::start(vec![
+        Canned::Ok(completion(None, vec![("c1", "request_approval", r#"{"question": "Publish the draft?"}"#)])),
+        Canned::Ok(completion(Some("published"), vec![])),
+    ])
+    .await
+    .expect("fixture");
+    let config = EndpointConfig {
+        base_url: fixture.base_url(),
+        model: "m".into(),
+        timeout_secs: Some(10),
+        max_retries: Some(0),
+        ..EndpointConfig::default()
+    };
+    let mut m = ModelRegistry::new();
+    m.register("fixture", Arc::new(OpenAiModel::new(&config).expect("client")));
+    // One slot in the whole cluster.
+    let tc =
+        TestCluster::start_with(Arc::new(swarm_store::MemoryStore::new()), Arc::new(m), 1, 1).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let writer = AgentSpec {
+        instructions: "Ask before you publish.".into(),
+        input: "publish the draft".into(),
+        model: "fixture".into(),
+        tools: vec!["request_approval".into()],
+        max_steps: None,
+    };
+    let spec = RunSpec::new(
+        "agent-asks",
+        vec![
+            SubtaskSpec {
+                kind: SubtaskKind::Agent(writer),
+                ..SubtaskSpec::tool("writer", "echo", serde_json::json!({}))
+            },
+            sleep("b1", 20),
+            sleep("b2", 20).after(["b1"]),
+        ],
+    );
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let asked = requested(&mut c, &run_id).await;
+    assert_eq!((asked.subtask_id.as_str(), asked.prompt.as_str()), ("writer", "Publish the draft?"));
+    wait_for_events(&mut c, &run_id, DEADLINE, |evs| {
+        evs.iter().any(|e| matches!(&e.event, Some(Event::SubtaskSucceeded(s)) if s.subtask_id == "b2"))
+    })
+    .await
+    .expect("the chain ran in the one slot while the agent waited");
+    let run = swarm_cli::client::get(&mut c, &run_id, true).await.expect("get");
+    assert_eq!(state_of(&run, "writer"), pb::SubtaskState::Waiting);
+    let writer = run.subtasks.iter().find(|s| s.id == "writer").expect("writer");
+    assert_eq!(writer.approval_prompt, "Publish the draft?", "listed as waiting for a decision");
+    let refused = c.signal_run(signal(&run_id, "b1", pb::Decision::Approve, "", "")).await.expect_err("a tool call");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+
+    let told = c
+        .signal_run(signal(&run_id, "writer", pb::Decision::Approve, r#"{"by": "ann"}"#, ""))
+        .await
+        .expect("signal")
+        .into_inner();
+    assert_eq!((told.decision, told.already_decided), (pb::Decision::Approve as i32, false));
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+    assert_eq!(
+        run.subtasks.iter().find(|s| s.id == "writer").map(|s| s.output_json.as_str()),
+        Some(r#"{"answer":"published"}"#)
+    );
+    // The model saw the decision as the result of its call.
+    let seen = fixture.seen();
+    let result = seen[1].body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["role"] == "tool" && m["tool_call_id"] == "c1").cloned())
+        .expect("the call's result");
+    assert_eq!(result["content"], r#"{"approved":true,"data":{"by":"ann"}}"#);
+    // Asked again, the first decision stands.
+    let again =
+        c.signal_run(signal(&run_id, "writer", pb::Decision::Reject, "", "no")).await.expect("signal").into_inner();
+    assert_eq!((again.decision, again.already_decided), (pb::Decision::Approve as i32, true));
+    tc.stop().await;
+}

@@ -15,7 +15,9 @@ use tracing::Instrument;
 
 use serde_json::{Value, json};
 use swarm_core::FailureKind;
-use swarm_core::agent::{ASSIGN_TASK, AgentSpec, CREATE_SUBAGENT, Message, OrchestratorSpec, Role, SpawnRequest, Turn};
+use swarm_core::agent::{
+    ASSIGN_TASK, AgentSpec, CREATE_SUBAGENT, Message, OrchestratorSpec, REQUEST_APPROVAL, Role, SpawnRequest, Turn,
+};
 use swarm_proto::pb;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +32,9 @@ pub enum AgentOutcome {
     Answer(String),
     /// An orchestrator assigned tasks: wait for the subagents.
     Suspend { turn: Turn, spawns: Vec<SpawnRequest> },
+    /// The agent asked a person (`request_approval`): wait for the decision, which becomes the
+    /// result of call `call_id` (the turn has no result for it).
+    AskApproval { turn: Turn, call_id: String, question: String },
 }
 
 /// What one agent attempt runs with.
@@ -91,6 +96,16 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
 
     let mut defs: Vec<ToolDef> = Vec::new();
     for name in &allowed {
+        if name == REQUEST_APPROVAL {
+            defs.push(ToolDef {
+                name: REQUEST_APPROVAL.into(),
+                description: "Ask a person to decide before you go on (you wait, holding nothing). The result \
+                              is {\"approved\": true, \"data\": …} or {\"approved\": false, \"reason\": …}."
+                    .into(),
+                parameters: json!({"type": "object", "properties": {"question": {"type": "string"}}, "required": ["question"]}),
+            });
+            continue;
+        }
         let tool = a
             .tools
             .get(name)
@@ -149,6 +164,7 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
         let mut results: Vec<Option<Message>> = vec![None; assistant.tool_calls.len()];
         let mut spawns = Vec::new();
         let mut calls = Vec::new();
+        let mut asked: Option<(usize, String)> = None;
         for (k, call) in assistant.tool_calls.iter().enumerate() {
             let reply = |text: String| Some(Message::tool_result(&call.id, text));
             if a.task.orchestrator && call.name == CREATE_SUBAGENT {
@@ -175,6 +191,12 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
                         }),
                         None => results[k] = reply(format!("error: no subagent named `{name}`; create it first")),
                     },
+                    Err(e) => results[k] = reply(format!("error: {e}")),
+                }
+            } else if call.name == REQUEST_APPROVAL && allowed.contains(&call.name) {
+                match parse_question(&call.arguments) {
+                    Ok(q) if asked.is_none() => asked = Some((k, q)),
+                    Ok(_) => results[k] = reply("error: one request_approval at a time; ask again later".into()),
                     Err(e) => results[k] = reply(format!("error: {e}")),
                 }
             } else if !allowed.contains(&call.name) {
@@ -250,11 +272,22 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
             };
             results[k] = Some(Message::tool_result(&call.id, text));
         }
+        if let Some((k, _)) = &asked
+            && !spawns.is_empty()
+        {
+            let text = "error: ask for approval in a turn without assign_task".to_owned();
+            results[*k] = Some(Message::tool_result(&assistant.tool_calls[*k].id, text));
+            asked = None;
+        }
         let mut messages = vec![assistant.clone()];
         messages.extend(results.into_iter().flatten());
         let turn = Turn { messages, usage: response.usage, fence: 0, seq: 0 };
         if !spawns.is_empty() {
             return Ok(AgentOutcome::Suspend { turn, spawns });
+        }
+        if let Some((k, question)) = asked {
+            let call_id = assistant.tool_calls[k].id.clone();
+            return Ok(AgentOutcome::AskApproval { turn, call_id, question });
         }
         on_turn(&turn);
         history.extend(turn.messages);
@@ -348,6 +381,12 @@ fn parse_template(arguments: &str) -> Result<(String, Template), String> {
         .unwrap_or_default();
     let model = v.get("model").and_then(Value::as_str).map(str::to_owned);
     Ok((name.to_owned(), Template { system_prompt, tools, model }))
+}
+
+fn parse_question(arguments: &str) -> Result<String, String> {
+    let v: Value = serde_json::from_str(arguments).map_err(|e| format!("the arguments are not valid JSON ({e})"))?;
+    let q = v.get("question").and_then(Value::as_str).map(str::trim).filter(|q| !q.is_empty());
+    q.map(str::to_owned).ok_or_else(|| "`question` is required".to_owned())
 }
 
 fn parse_assignment(arguments: &str) -> Result<(String, String), String> {

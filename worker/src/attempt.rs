@@ -144,7 +144,16 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                 Ok(agent::AgentOutcome::Suspend { turn, spawns }) => pb::attempt_report::Outcome::Suspended(pb::Suspended {
                     turn_json: serde_json::to_string(&turn).unwrap_or_default(),
                     spawns_json: serde_json::to_string(&spawns).unwrap_or_default(),
+                    ..Default::default()
                 }),
+                Ok(agent::AgentOutcome::AskApproval { turn, call_id, question }) => {
+                    pb::attempt_report::Outcome::Suspended(pb::Suspended {
+                        turn_json: serde_json::to_string(&turn).unwrap_or_default(),
+                        spawns_json: "[]".into(),
+                        approval_call_id: call_id,
+                        approval_question: question,
+                    })
+                }
                 Err(e) => {
                     attempt_span.record("otel.status_code", "error");
                     attempt_span.record("error.type", e.kind.as_str());

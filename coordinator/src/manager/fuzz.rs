@@ -62,6 +62,8 @@ enum Outcome {
     Output(String),
     Error(i32, String),
     Suspended(Text, Text),
+    /// An agent's approval request: turn text, question.
+    Asked(Text, Text),
     None,
 }
 
@@ -112,6 +114,7 @@ fn outcome() -> impl Strategy<Value = Outcome> {
         "(\\{\\}|null|[a-z\"{}]{0,20})".prop_map(Outcome::Output),
         (any::<i32>(), ".{0,20}").prop_map(|(k, m)| Outcome::Error(k, m)),
         (text(), text()).prop_map(|(t, s)| Outcome::Suspended(t, s)),
+        (text(), text()).prop_map(|(t, q)| Outcome::Asked(t, q)),
         Just(Outcome::None),
     ]
 }
@@ -240,6 +243,13 @@ async fn play(ops: Vec<Op>) {
                     Outcome::Suspended(t, s) => Some(pb::attempt_report::Outcome::Suspended(pb::Suspended {
                         turn_json: t.render(),
                         spawns_json: s.render(),
+                        ..Default::default()
+                    })),
+                    Outcome::Asked(t, q) => Some(pb::attempt_report::Outcome::Suspended(pb::Suspended {
+                        turn_json: t.render(),
+                        spawns_json: String::new(),
+                        approval_call_id: "call-1".into(),
+                        approval_question: q.render(),
                     })),
                     Outcome::None => None,
                 };

@@ -539,7 +539,7 @@ pub fn subtask_status(engine: &RunEngine, i: swarm_core::SubtaskIx) -> pb::Subta
         first_started_at: slot.first_started_us.map(timestamp),
         approval_prompt: match &node.work {
             swarm_core::dag::Work::Approval(a) => a.prompt.clone(),
-            _ => String::new(),
+            _ => engine.question(i).unwrap_or_default().to_owned(),
         },
     }
 }

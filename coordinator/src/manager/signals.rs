@@ -86,6 +86,12 @@ impl Manager {
             Err(SignalError::NotAnApproval) => {
                 return Err(ApiError::invalid("subtask_id", format!("{} is not an approval", request.subtask_id)));
             }
+            Err(SignalError::NotAsking) => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "agent {} has not asked for a decision (request_approval)",
+                    request.subtask_id
+                )));
+            }
             Err(SignalError::NotYetWaiting) => {
                 return Err(ApiError::FailedPrecondition(format!(
                     "approval {} is not waiting for a decision yet (its dependencies have not all succeeded)",

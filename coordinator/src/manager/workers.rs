@@ -206,6 +206,27 @@ impl Manager {
                 started_us,
                 finished_us,
             },
+            Some(pb::attempt_report::Outcome::Suspended(s)) if !s.approval_call_id.is_empty() => {
+                match serde_json::from_str::<swarm_core::agent::Turn>(&s.turn_json) {
+                    Ok(turn) => EngineEvent::AskedApproval {
+                        subtask: f.subtask,
+                        fence,
+                        turn: std::sync::Arc::new(turn),
+                        call_id: s.approval_call_id,
+                        question: s.approval_question,
+                        started_us,
+                        finished_us,
+                    },
+                    Err(e) => EngineEvent::Failed {
+                        subtask: f.subtask,
+                        fence,
+                        kind: swarm_core::FailureKind::Transient,
+                        message: format!("the worker's approval request was malformed: {e}"),
+                        started_us,
+                        finished_us,
+                    },
+                }
+            }
             Some(pb::attempt_report::Outcome::Suspended(s)) => {
                 let parsed = serde_json::from_str::<swarm_core::agent::Turn>(&s.turn_json).and_then(|turn| {
                     serde_json::from_str::<Vec<swarm_core::agent::SpawnRequest>>(&s.spawns_json)

@@ -31,7 +31,7 @@ impl RunEngine {
     }
 
     /// Appends a turn; counts a step (and an orchestrator stage) when it called tools.
-    fn record_turn(
+    pub(super) fn record_turn(
         &mut self,
         subtask: SubtaskIx,
         turn: Arc<Turn>,
@@ -204,6 +204,10 @@ impl RunEngine {
                 agent.turns = ts;
             }
         }
+        let agents: Vec<SubtaskIx> = self.dag.indexes().filter(|&i| self.slots[i.index()].agent.is_some()).collect();
+        for i in agents {
+            self.restore_question(i);
+        }
         let orchestrators: Vec<SubtaskIx> =
             self.dag.indexes().filter(|&i| matches!(self.dag.node(i).work, Work::Orchestrator(_))).collect();
         for o in orchestrators {
@@ -301,7 +305,7 @@ impl RunEngine {
         entry.1 = entry.1.saturating_add(output);
     }
 
-    fn check_budgets(&mut self, now_us: u64, out: &mut Vec<Action>) {
+    pub(super) fn check_budgets(&mut self, now_us: u64, out: &mut Vec<Action>) {
         if self.state.is_terminal() {
             return;
         }

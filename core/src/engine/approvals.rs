@@ -4,9 +4,17 @@
 //! succeeds with the approver's payload as its output; rejected, it fails `permanent` and its
 //! dependents are skipped. A decision is recorded like any subtask's end, so it survives a
 //! failover; an undecided approval is parked again by the next leader.
+//!
+//! Agents ask too (`request_approval {question}`): the attempt ends with the turn that asked,
+//! the agent waits holding no slot, and the same signal decides; the decision becomes the
+//! call's result in its transcript (`{"approved": true, "data": …}` or `{"approved": false,
+//! "reason": …}`, stored before the signal is answered) and the agent is ready again. Its
+//! transcript is what survives a failover: a last turn asking without an answer parks it
+//! again.
 
 use super::*;
 use crate::AttemptNo;
+use crate::agent::{Message, REQUEST_APPROVAL, Turn};
 use crate::spec::OnTimeout;
 
 /// How a signalled approval ended, for the caller (and a repeated signal).
@@ -27,6 +35,58 @@ pub enum SignalError {
     NotYetWaiting,
     /// It ended without a decision (skipped, cancelled).
     Unresolvable(SubtaskState),
+    /// An agent that has not asked (`request_approval`), or not yet.
+    NotAsking,
+}
+
+/// The longest question an agent may put (longer ones are cut).
+pub const MAX_QUESTION_BYTES: usize = 4096;
+
+/// What an agent's `request_approval` call is answered with.
+fn decision_result(approve: bool, payload: &str, reason: &str) -> String {
+    if approve {
+        let data: serde_json::Value = serde_json::from_str(payload).unwrap_or(serde_json::Value::Null);
+        serde_json::json!({ "approved": true, "data": data }).to_string()
+    } else {
+        serde_json::json!({ "approved": false, "reason": reason }).to_string()
+    }
+}
+
+/// The unanswered `request_approval` call of an agent's last turn, if any: (call id, question).
+fn unanswered_question(turns: &[Arc<crate::agent::Turn>]) -> Option<(String, String)> {
+    let last = turns.last()?;
+    let answered: std::collections::HashSet<&str> =
+        last.messages.iter().filter_map(|m| m.tool_call_id.as_deref()).collect();
+    last.messages.iter().flat_map(|m| &m.tool_calls).find_map(|c| {
+        (c.name == REQUEST_APPROVAL && !answered.contains(c.id.as_str())).then(|| {
+            let question = serde_json::from_str::<serde_json::Value>(&c.arguments)
+                .ok()
+                .and_then(|v| v.get("question").and_then(|q| q.as_str()).map(str::to_owned))
+                .unwrap_or_default();
+            (c.id.clone(), question)
+        })
+    })
+}
+
+/// The last decision in an agent's transcript: the result of its latest `request_approval`.
+pub fn decision_in_transcript(turns: &[Arc<crate::agent::Turn>]) -> Option<Decided> {
+    let asked: std::collections::HashSet<&str> = turns
+        .iter()
+        .flat_map(|t| &t.messages)
+        .flat_map(|m| &m.tool_calls)
+        .filter(|c| c.name == REQUEST_APPROVAL)
+        .map(|c| c.id.as_str())
+        .collect();
+    let result = turns
+        .iter()
+        .rev()
+        .flat_map(|t| t.messages.iter().rev())
+        .find(|m| m.tool_call_id.as_deref().is_some_and(|id| asked.contains(id)))?;
+    let v: serde_json::Value = serde_json::from_str(result.content.as_deref().unwrap_or("")).ok()?;
+    Some(match v.get("approved").and_then(serde_json::Value::as_bool) {
+        Some(true) => Decided::Approved { output: v["data"].to_string().into(), earlier: true },
+        _ => Decided::Rejected { reason: v["reason"].as_str().unwrap_or_default().to_owned(), earlier: true },
+    })
 }
 
 impl RunEngine {
@@ -36,8 +96,20 @@ impl RunEngine {
         self
     }
 
-    /// Parks approvals that became ready (after each event, and when a run starts or resumes).
+    /// Parks approvals that became ready (after each event, and when a run starts or resumes),
+    /// and announces again the questions of agents a failover found waiting.
     pub(super) fn park_approvals(&mut self, now_us: u64, out: &mut Vec<Action>) {
+        for i in std::mem::take(&mut self.announce) {
+            if let Some((_, question)) = self.slots[i.index()].agent.as_ref().and_then(|a| a.asking.clone()) {
+                let prompt = question;
+                out.push(Action::Publish(Update::ApprovalRequested {
+                    subtask: i,
+                    prompt,
+                    deadline_us: None,
+                    on_timeout: OnTimeout::Reject,
+                }));
+            }
+        }
         for k in 0..self.approvals.len() {
             let i = self.approvals[k];
             let Work::Approval(spec) = &self.dag.node(i).work else { continue };
@@ -67,19 +139,83 @@ impl RunEngine {
         !self.approvals.is_empty()
     }
 
-    /// True when subtask `i` is an approval waiting for a decision.
+    /// True when subtask `i` is an approval, or an agent that asked, waiting for a decision.
     pub fn awaits_decision(&self, i: SubtaskIx) -> bool {
-        matches!(self.dag.node(i).work, Work::Approval(_))
-            && self.slots.get(i.index()).is_some_and(|s| s.state == SubtaskState::Waiting)
+        let Some(slot) = self.slots.get(i.index()) else { return false };
+        slot.state == SubtaskState::Waiting
+            && (matches!(self.dag.node(i).work, Work::Approval(_))
+                || slot.agent.as_ref().is_some_and(|a| a.asking.is_some()))
+    }
+
+    /// The question an agent waits on (`request_approval`), if it does.
+    pub fn question(&self, i: SubtaskIx) -> Option<&str> {
+        let slot = self.slots.get(i.index())?;
+        if slot.state != SubtaskState::Waiting {
+            return None;
+        }
+        slot.agent.as_ref()?.asking.as_ref().map(|(_, q)| q.as_str())
+    }
+
+    /// An agent asked a person (see [`EngineEvent::AskedApproval`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn asked_approval(
+        &mut self,
+        subtask: SubtaskIx,
+        fence: Fence,
+        turn: Arc<Turn>,
+        (call_id, question): (String, String),
+        (started_us, finished_us): (u64, u64),
+        now_us: u64,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.is_current(subtask, fence) || self.slots[subtask.index()].agent.is_none() {
+            return;
+        }
+        self.slots[subtask.index()].attempt_ended(started_us, finished_us, false);
+        self.counts.running -= 1;
+        self.record_turn(subtask, turn, None, out);
+        let question = crate::error::bounded_message(question).chars().take(MAX_QUESTION_BYTES).collect::<String>();
+        let slot = &mut self.slots[subtask.index()];
+        slot.state = SubtaskState::Waiting;
+        if let Some(agent) = slot.agent.as_deref_mut() {
+            agent.asking = Some((call_id, question.clone()));
+        }
+        out.push(Action::Publish(Update::ApprovalRequested {
+            subtask,
+            prompt: question,
+            deadline_us: None,
+            on_timeout: OnTimeout::Reject,
+        }));
+        self.check_budgets(now_us, out);
+    }
+
+    /// After a failover: an agent whose transcript ends asking waits again, and says so.
+    pub(super) fn restore_question(&mut self, i: SubtaskIx) {
+        let Some(slot) = self.slots.get_mut(i.index()) else { return };
+        if slot.state.is_terminal() {
+            return;
+        }
+        let Some(agent) = slot.agent.as_deref_mut() else { return };
+        if let Some(asked) = unanswered_question(&agent.turns) {
+            agent.asking = Some(asked);
+            slot.state = SubtaskState::Waiting;
+            self.announce.push(i);
+        }
     }
 
     /// What a signal for subtask `i` would be answered with, without applying it: the earlier
     /// decision when there was one, or why it would be refused. `Ok(None)`: it waits.
     pub fn signal_outcome(&self, i: SubtaskIx) -> Result<Option<Decided>, SignalError> {
+        let slot = &self.slots[i.index()];
+        if let Some(agent) = slot.agent.as_deref() {
+            if agent.asking.is_some() && slot.state == SubtaskState::Waiting {
+                return Ok(None);
+            }
+            return decision_in_transcript(&agent.turns).map(Some).ok_or(SignalError::NotAsking);
+        }
         if !matches!(self.dag.node(i).work, Work::Approval(_)) {
             return Err(SignalError::NotAnApproval);
         }
-        let slot = &self.slots[i.index()];
         match slot.state {
             SubtaskState::Waiting => Ok(None),
             SubtaskState::Blocked | SubtaskState::Ready => Err(SignalError::NotYetWaiting),
@@ -106,6 +242,20 @@ impl RunEngine {
         out: &mut Vec<Action>,
     ) {
         if !self.awaits_decision(subtask) {
+            return;
+        }
+        let slot = &mut self.slots[subtask.index()];
+        if let Some(agent) = slot.agent.as_deref_mut()
+            && let Some((call_id, _)) = agent.asking.take()
+        {
+            // The decision is the call's result, stored before the signal is answered.
+            let result = Message::tool_result(&call_id, decision_result(approve, &payload, &reason));
+            agent.turns.push(Arc::new(Turn { messages: vec![result], usage: Default::default(), fence: 0, seq: 0 }));
+            let index = agent.turns.len() as u32 - 1;
+            slot.state = SubtaskState::Ready;
+            slot.ready_since_us = Some(now_us);
+            self.ready.push_back(subtask);
+            out.push(Action::PersistTurn { subtask, index });
             return;
         }
         if !approve {
@@ -286,5 +436,113 @@ mod tests {
         let bad = RunSpec::new("x", vec![gate(Some(Duration::from_secs(8 * 24 * 3600)), OnTimeout::Reject)]);
         let err = Dag::build(&bad, &Limits::default()).expect_err("too long");
         assert!(format!("{err:?}").contains("approval.timeout"), "{err:?}");
+    }
+
+    fn asking_agent() -> (RunEngine, crate::SubtaskIx) {
+        let agent = crate::agent::AgentSpec {
+            instructions: String::new(),
+            input: "write".into(),
+            model: "m".into(),
+            tools: vec!["request_approval".into()],
+            max_steps: None,
+        };
+        let spec = RunSpec::new(
+            "asks",
+            vec![SubtaskSpec {
+                kind: SubtaskKind::Agent(agent),
+                ..SubtaskSpec::tool("w", "echo", serde_json::json!({}))
+            }],
+        );
+        let dag = Arc::new(Dag::build(&spec, &Limits::default()).expect("valid"));
+        let mut e = RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1);
+        e.settle(0, &mut Vec::new());
+        let w = e.pop_ready().expect("ready");
+        e.apply(
+            EngineEvent::Dispatched { subtask: w, worker: WorkerId::from("x"), fence: Fence(1) },
+            1,
+            &mut Vec::new(),
+        );
+        (e, w)
+    }
+
+    fn asking_turn() -> Arc<crate::agent::Turn> {
+        let call = crate::agent::ToolCallRequest {
+            id: "c1".into(),
+            name: "request_approval".into(),
+            arguments: r#"{"question": "Send the mail?"}"#.into(),
+        };
+        let mut m = crate::agent::Message::text(crate::agent::Role::Assistant, "");
+        m.tool_calls = vec![call];
+        Arc::new(crate::agent::Turn { messages: vec![m], usage: Default::default(), fence: 0, seq: 0 })
+    }
+
+    #[test]
+    fn an_agent_that_asks_waits_without_a_slot_and_the_decision_becomes_its_tool_result() {
+        let (mut e, w) = asking_agent();
+        let mut out = Vec::new();
+        let asked = EngineEvent::AskedApproval {
+            subtask: w,
+            fence: Fence(1),
+            turn: asking_turn(),
+            call_id: "c1".into(),
+            question: "Send the mail?".into(),
+            started_us: 1,
+            finished_us: 5,
+        };
+        assert_eq!(e.signal_outcome(w), Err(SignalError::NotAsking), "not before it asks");
+        e.apply(asked, 5, &mut out);
+        assert_eq!((e.slot(w).state, e.counts().running), (SubtaskState::Waiting, 0), "parked, slot freed");
+        assert!(out.iter().any(
+            |a| matches!(a, Action::Publish(Update::ApprovalRequested { prompt, .. }) if prompt == "Send the mail?")
+        ));
+        assert_eq!((e.awaits_decision(w), e.question(w)), (true, Some("Send the mail?")));
+        assert!(e.pop_ready().is_none());
+        let mut out = Vec::new();
+        let signal =
+            EngineEvent::Signal { subtask: w, approve: true, payload: r#"{"by":"ann"}"#.into(), reason: String::new() };
+        e.apply(signal, 9, &mut out);
+        let turns = &e.slot(w).agent.as_ref().expect("agent").turns;
+        let result = turns.last().expect("result turn").messages[0].clone();
+        assert_eq!(result.tool_call_id.as_deref(), Some("c1"));
+        assert_eq!(result.content.as_deref(), Some(r#"{"approved":true,"data":{"by":"ann"}}"#));
+        assert!(out.contains(&Action::PersistTurn { subtask: w, index: 1 }), "stored before it is told: {out:?}");
+        assert_eq!(e.pop_ready(), Some(w), "ready again, to go on with the answer");
+        // Asked again later, the first decision stands.
+        let again = EngineEvent::Signal { subtask: w, approve: false, payload: "null".into(), reason: "no".into() };
+        e.apply(again, 10, &mut Vec::new());
+        assert_eq!(
+            e.signal_outcome(w),
+            Ok(Some(Decided::Approved { output: r#"{"by":"ann"}"#.into(), earlier: true }))
+        );
+    }
+
+    #[test]
+    fn after_a_failover_an_agent_whose_transcript_ends_asking_waits_again_and_says_so() {
+        let (e, w) = asking_agent();
+        let dag = e.dag().clone();
+        let mut fresh = RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1);
+        fresh.restore_agents(std::collections::HashMap::from([(w, vec![asking_turn()])]), Default::default());
+        let mut out = Vec::new();
+        fresh.settle(20, &mut out);
+        assert_eq!(fresh.slot(w).state, SubtaskState::Waiting);
+        assert!(fresh.pop_ready().is_none(), "not dispatched while it waits");
+        assert!(
+            out.iter().any(
+                |a| matches!(a, Action::Publish(Update::ApprovalRequested { prompt, .. }) if prompt == "Send the mail?")
+            ),
+            "{out:?}"
+        );
+        let reject = EngineEvent::Signal {
+            subtask: w,
+            approve: false,
+            payload: "null".into(),
+            reason: "rejected: later".into(),
+        };
+        fresh.apply(reject, 21, &mut Vec::new());
+        assert_eq!(
+            fresh.signal_outcome(w),
+            Ok(Some(Decided::Rejected { reason: "rejected: later".into(), earlier: true }))
+        );
+        assert_eq!(fresh.pop_ready(), Some(w), "a rejection is an answer too: the agent goes on");
     }
 }

@@ -43,7 +43,7 @@ pub mod types;
 
 use std::sync::Arc;
 
-pub use approvals::{Decided, SignalError};
+pub use approvals::{Decided, SignalError, decision_in_transcript};
 pub use policy::{PlacementNeeds, SILENT_BEATS, silence_limit_us};
 pub use types::*;
 
@@ -74,6 +74,8 @@ pub struct RunEngine {
     hedges: u32,
     /// The DAG's approval subtasks.
     approvals: Vec<SubtaskIx>,
+    /// Agents whose question (`request_approval`) is to be announced again (after a failover).
+    announce: Vec<SubtaskIx>,
     /// Tokens used by model: (input, output).
     token_use: std::collections::BTreeMap<Arc<str>, (u64, u64)>,
     /// The time of the event being applied (µs): when subtasks become ready.
@@ -118,6 +120,7 @@ impl RunEngine {
             hedges: 0,
             token_use: Default::default(),
             approvals: Vec::new(),
+            announce: Vec::new(),
             clock_us: submitted_us,
         }
         .with_latency_model()
@@ -345,6 +348,9 @@ impl RunEngine {
                 self.child_ended(subtask);
                 self.release_dependents(subtask, now_us);
                 self.check_finished(now_us, out);
+            }
+            EngineEvent::AskedApproval { subtask, fence, turn, call_id, question, started_us, finished_us } => {
+                self.asked_approval(subtask, fence, turn, (call_id, question), (started_us, finished_us), now_us, out)
             }
             EngineEvent::Signal { subtask, approve, payload, reason } => {
                 self.decide(subtask, approve, payload, reason, now_us, out)

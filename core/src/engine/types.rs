@@ -233,6 +233,17 @@ pub enum EngineEvent {
         started_us: u64,
         finished_us: u64,
     },
+    /// An agent asked a person (`request_approval`): `turn` is its last turn, without the
+    /// result of call `call_id`, which the decision becomes. The attempt ends; the agent waits.
+    AskedApproval {
+        subtask: SubtaskIx,
+        fence: Fence,
+        turn: Arc<Turn>,
+        call_id: String,
+        question: String,
+        started_us: u64,
+        finished_us: u64,
+    },
     /// A decision for an approval (`SignalRun`): approved with `payload` as its output, or
     /// rejected for `reason`. Ignored unless the approval waits for one.
     Signal { subtask: SubtaskIx, approve: bool, payload: Arc<str>, reason: String },
@@ -356,6 +367,8 @@ pub struct AgentState {
     pub warned: bool,
     /// The sequence number the current attempt's next turn must carry (older ones are repeats).
     pub next_seq: u32,
+    /// A question put to a person (`request_approval`) and not yet decided: (call id, question).
+    pub asking: Option<(String, String)>,
 }
 
 /// What a subtask's stored record holds once it ended: carried by [`Action::Persist`], so the
