@@ -121,8 +121,10 @@ impl Coordinator {
         let tracker = TaskTracker::new();
         let (role_tx, role) = tokio::sync::watch::channel(Role::Standby { leader: None });
         let api = api::SwarmApi::new(role.clone(), config.limits.clone(), shutdown.clone());
+        let mut config = config;
         let gateway =
             (!config.model_limits.is_empty()).then(|| gateway::GatewayHandle::spawn(config.model_limits.clone()));
+        config.manager.gateway_endpoints = gateway.as_ref().map(|g| g.endpoints().to_vec()).unwrap_or_default();
         let worker_api = worker_api::WorkerApi::new(role.clone(), tracker.clone(), gateway.clone());
         let fatal = manager::Fatal::new(shutdown.clone());
         let auth = config.auth.clone();

@@ -77,11 +77,6 @@ impl WorkerService for WorkerApi {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = tokio::sync::mpsc::channel(2 * hello.slots as usize + 256);
         let principal = who.name.clone();
-        // First on every stream: which endpoints need a permit (none: the worker calls freely).
-        let endpoints = self.gateway.as_ref().map(|g| g.endpoints().to_vec()).unwrap_or_default();
-        let info =
-            pb::CoordinatorMessage { msg: Some(pb::coordinator_message::Msg::Gateway(pb::GatewayInfo { endpoints })) };
-        let _ = tx.send(Ok(info)).await;
         let gateway = self.gateway.clone();
         if let Some(g) = &gateway {
             g.connected(conn, tx.clone()).await;

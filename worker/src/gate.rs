@@ -2,7 +2,7 @@
 //! ask it for a permit and wait for the grant; give the permit back after the call with the
 //! tokens used, or with the pause a 429 asked for.
 //!
-//! Requests outlive connections: on every new stream the coordinator first says which
+//! Requests outlive connections: on every new stream the coordinator's welcome says which
 //! endpoints it governs, and the worker asks again for everything still waiting (the new
 //! leader knows nothing of the old one's queue). An endpoint the new coordinator does not
 //! govern is called at once. A permit granted by an earlier connection is simply used; its
@@ -64,7 +64,7 @@ impl Gate {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new stream's `GatewayInfo`: these endpoints need permits, asked for on `out`. What
+    /// A new stream's welcome (`gateway_endpoints`): these endpoints need permits, asked for on `out`. What
     /// waits for a governed endpoint is asked for again; the rest goes at once.
     pub(crate) fn configure(&self, endpoints: Vec<String>, out: mpsc::Sender<pb::WorkerMessage>) {
         let mut s = self.lock();

@@ -430,9 +430,9 @@ async fn session(
                         steps.retain(|(f, _), _| *f != fence);
                     }
                 }
-                Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Gateway(g)) })) => ctx.gate.configure(g.endpoints, out_tx.clone()),
                 Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Grants(g)) })) => ctx.gate.granted(&g.ids),
                 Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Welcome(w)) })) => {
+                    ctx.gate.configure(w.gateway_endpoints, out_tx.clone());
                     if let Some(d) = w.heartbeat_interval.as_ref().map(duration_to_us).filter(|&us| us > 0) {
                         heartbeat = tokio::time::interval(Duration::from_micros(d));
                         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

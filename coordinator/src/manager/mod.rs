@@ -81,6 +81,8 @@ pub struct ManagerConfig {
     pub retry: RetryPolicy,
     /// How often workers should send heartbeats.
     pub heartbeat_interval: Duration,
+    /// The model endpoints whose calls need a gateway permit (told in each worker's welcome).
+    pub gateway_endpoints: Vec<String>,
     /// The leadership term number (0 when unfenced), for logs; the term's fences come in
     /// [`Startup::fences`].
     pub term: u64,
@@ -112,6 +114,7 @@ impl Default for ManagerConfig {
         Self {
             retry: RetryPolicy::default(),
             heartbeat_interval: Duration::from_secs(5),
+            gateway_endpoints: Vec::new(),
             trust_worker_tool_flags: true,
             tenants: Default::default(),
             operator_repeatable: HashSet::new(),

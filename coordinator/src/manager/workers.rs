@@ -36,6 +36,7 @@ impl Manager {
             msg: Some(pb::coordinator_message::Msg::Welcome(pb::Welcome {
                 coordinator_id: self.config.coordinator_id.clone(),
                 heartbeat_interval: Some(duration_us(self.config.heartbeat_interval.as_micros() as u64)),
+                gateway_endpoints: self.config.gateway_endpoints.clone(),
             })),
         };
         if tx.try_send(Ok(welcome)).is_err() {
