@@ -241,7 +241,11 @@ impl TestCluster {
 /// Submits a spec and returns the run id.
 pub async fn submit(c: &mut Client, spec: &RunSpec) -> anyhow::Result<String> {
     let resp = c
-        .submit_run(pb::SubmitRunRequest { spec: Some(spec.into()), idempotency_key: String::new() })
+        .submit_run(pb::SubmitRunRequest {
+            spec: Some(spec.into()),
+            idempotency_key: String::new(),
+            ..Default::default()
+        })
         .await
         .map_err(|s| client::status_error(&s))?;
     Ok(resp.into_inner().run_id)

@@ -78,10 +78,20 @@ impl SwarmApi {
             (Some(tenant), Some(k)) => Some(format!("{TENANT_KEY_PREFIX}{tenant}/{k}")),
             (_, k) => k,
         };
-        let wire = req.spec.ok_or_else(|| ApiError::invalid("spec", "required"))?;
+        let wire = match (req.spec, req.spec_text.is_empty()) {
+            (Some(_), false) => return Err(ApiError::invalid("spec_text", "give spec or spec_text, not both")),
+            (Some(w), true) => Ok(w),
+            (None, false) => Err(req.spec_text),
+            (None, true) => return Err(ApiError::invalid("spec", "required (or spec_text)")),
+        };
         let limits = self.limits.clone();
         let validate = move || -> Result<(RunSpec, Dag), ApiError> {
-            let spec = RunSpec::try_from(wire)?;
+            let spec = match wire {
+                Ok(w) => RunSpec::try_from(w)?,
+                // JSON is YAML: one parser for both, as the CLI reads files.
+                Err(text) => serde_saphyr::from_str::<RunSpec>(&text)
+                    .map_err(|e| ApiError::invalid("spec_text", swarm_core::error::bounded_message(e.to_string())))?,
+            };
             let dag = Dag::build(&spec, &limits)?;
             Ok((spec, dag))
         };

@@ -16,7 +16,7 @@ fn t(id: &str) -> SubtaskSpec {
 
 async fn rejected(c: &mut swarm_cli::client::Client, spec: pb::RunSpec) -> (tonic::Code, Vec<(String, String)>) {
     let err = c
-        .submit_run(pb::SubmitRunRequest { spec: Some(spec), idempotency_key: String::new() })
+        .submit_run(pb::SubmitRunRequest { spec: Some(spec), idempotency_key: String::new(), ..Default::default() })
         .await
         .expect_err("the spec is invalid");
     (err.code(), field_violations(&err))
@@ -142,7 +142,8 @@ async fn idempotency_key_returns_the_same_run() {
     let tc = TestCluster::start(1, 4).await.expect("cluster");
     let mut c = tc.client().await.expect("client");
     let spec = pb::RunSpec::from(&RunSpec::new("idem", vec![t("a")]));
-    let req = || pb::SubmitRunRequest { spec: Some(spec.clone()), idempotency_key: "order-42".into() };
+    let req =
+        || pb::SubmitRunRequest { spec: Some(spec.clone()), idempotency_key: "order-42".into(), ..Default::default() };
     let first = c.submit_run(req()).await.expect("submit").into_inner();
     let second = c.submit_run(req()).await.expect("submit").into_inner();
     assert!(first.created && !second.created);
@@ -150,7 +151,11 @@ async fn idempotency_key_returns_the_same_run() {
     // The same key with another spec is a mistake, said as such; nothing new is stored.
     let other = pb::RunSpec::from(&RunSpec::new("idem", vec![t("a"), t("b")]));
     let s = c
-        .submit_run(pb::SubmitRunRequest { spec: Some(other), idempotency_key: "order-42".into() })
+        .submit_run(pb::SubmitRunRequest {
+            spec: Some(other),
+            idempotency_key: "order-42".into(),
+            ..Default::default()
+        })
         .await
         .expect_err("a reused key with a different spec");
     assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
@@ -227,7 +232,8 @@ async fn ended_runs_expire_after_the_run_ttl() {
     let cluster = swarm_cli::embedded::Embedded::start_on(opts, store.clone(), None).await.expect("cluster");
     let mut c = swarm_cli::client::connect(&cluster.url()).await.expect("client");
     let spec = RunSpec::new("short-lived", vec![t("a")]);
-    let request = || pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: "job-7".into() };
+    let request =
+        || pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: "job-7".into(), ..Default::default() };
     let id = c.submit_run(request()).await.expect("submit").into_inner().run_id;
     wait_done(&mut c, &id, Duration::from_secs(10)).await.expect("done");
     let key = format!("/swarm/v1/runs/{id}");

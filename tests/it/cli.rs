@@ -225,7 +225,11 @@ async fn a_retry_policy_that_would_break_arithmetic_is_refused_and_the_cluster_g
         ..Default::default()
     });
     let status = c
-        .submit_run(swarm_proto::pb::SubmitRunRequest { spec: Some((&bad).into()), idempotency_key: String::new() })
+        .submit_run(swarm_proto::pb::SubmitRunRequest {
+            spec: Some((&bad).into()),
+            idempotency_key: String::new(),
+            ..Default::default()
+        })
         .await
         .expect_err("refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);

@@ -136,8 +136,13 @@ async fn a_paused_leader_is_fenced_out_when_it_resumes() {
     // The resumed leader must not get anything into the store: a submit to it fails...
     let mut old = pc.client(&a_url).await.expect("client of the old leader");
     let probe = swarm_core::RunSpec::new("after-resume", vec![echo("x")]);
-    let refused =
-        old.submit_run(pb::SubmitRunRequest { spec: Some((&probe).into()), idempotency_key: String::new() }).await;
+    let refused = old
+        .submit_run(pb::SubmitRunRequest {
+            spec: Some((&probe).into()),
+            idempotency_key: String::new(),
+            ..Default::default()
+        })
+        .await;
     assert!(refused.is_err(), "a deposed leader accepted a run");
 
     // ...and, from the store's contents: nothing written under its term after the takeover.

@@ -56,7 +56,11 @@ async fn an_oversized_submit_is_resource_exhausted_with_the_limit() {
         (0..300).map(|i| SubtaskSpec::tool(format!("s{i}"), "echo", json!({"text": text}))).collect(),
     );
     let err = c
-        .submit_run(pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: String::new() })
+        .submit_run(pb::SubmitRunRequest {
+            spec: Some((&spec).into()),
+            idempotency_key: String::new(),
+            ..Default::default()
+        })
         .await
         .expect_err("too big");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);

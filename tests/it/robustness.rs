@@ -156,7 +156,7 @@ async fn a_16_mib_spec_of_a_million_unknown_dependencies_is_refused_quickly_in_b
     let mut wire =
         pb::RunSpec::from(&RunSpec::new("huge", vec![SubtaskSpec::tool("a", "echo", serde_json::json!({}))]));
     wire.subtasks[0].depends_on = deps;
-    let request = pb::SubmitRunRequest { spec: Some(wire), idempotency_key: String::new() };
+    let request = pb::SubmitRunRequest { spec: Some(wire), idempotency_key: String::new(), ..Default::default() };
     let size = prost::Message::encoded_len(&request);
     assert!(size > 15 << 20 && size <= 16 << 20, "{size} bytes");
     let started = Instant::now();
@@ -184,7 +184,7 @@ async fn a_16_mib_spec_of_a_million_unknown_dependencies_is_refused_quickly_in_b
         pb::RunSpec::from(&RunSpec::new("huge", vec![SubtaskSpec::tool("a", "echo", serde_json::json!({}))]));
     wire.subtasks[0].depends_on = (0..1_200_000).map(|i| format!("m{i:013}")).collect();
     let err = c
-        .submit_run(pb::SubmitRunRequest { spec: Some(wire), idempotency_key: String::new() })
+        .submit_run(pb::SubmitRunRequest { spec: Some(wire), idempotency_key: String::new(), ..Default::default() })
         .await
         .expect_err("refused");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
@@ -216,7 +216,11 @@ async fn beyond_an_admission_cap_submit_is_refused_with_retry_info_and_nothing_i
         assert_eq!(swarm_proto::status::retry_after(err), Some(Duration::from_secs(1)), "{err:?}");
         err.message().to_owned()
     };
-    let wire = |spec: &RunSpec| pb::SubmitRunRequest { spec: Some(spec.into()), idempotency_key: String::new() };
+    let wire = |spec: &RunSpec| pb::SubmitRunRequest {
+        spec: Some(spec.into()),
+        idempotency_key: String::new(),
+        ..Default::default()
+    };
     let err = c.submit_run(wire(&sleeps("b", 8, 10))).await.expect_err("3 + 8 queued is over 10");
     let message = refused(&err);
     assert!(message.contains("cap of 10 queued subtasks (--max-queued-subtasks)"), "{message}");

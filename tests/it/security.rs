@@ -46,7 +46,7 @@ fn spec(name: &str) -> RunSpec {
 }
 
 fn submit_req(name: &str, key: &str) -> pb::SubmitRunRequest {
-    pb::SubmitRunRequest { spec: Some((&spec(name)).into()), idempotency_key: key.into() }
+    pb::SubmitRunRequest { spec: Some((&spec(name)).into()), idempotency_key: key.into(), ..Default::default() }
 }
 
 /// The code of every client RPC on `run_id` as the caller of `c`.
@@ -298,6 +298,7 @@ async fn no_secret_reaches_the_store_the_logs_or_the_events() {
         .submit_run(pb::SubmitRunRequest {
             spec: Some((&RunSpec::new("secret-run", vec![agent])).into()),
             idempotency_key: String::new(),
+            ..Default::default()
         })
         .await
         .expect("submit")

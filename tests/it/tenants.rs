@@ -59,7 +59,11 @@ async fn tenants_share_the_slots_by_weight_and_quotas_queue_or_refuse() {
         (as_tenant(&cluster, "a").await, as_tenant(&cluster, "b").await, as_tenant(&cluster, "c").await);
 
     // Both saturate the 8 slots: a (weight 1) and b (weight 3) should get them 1 : 3.
-    let submit = |spec: RunSpec| pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: String::new() };
+    let submit = |spec: RunSpec| pb::SubmitRunRequest {
+        spec: Some((&spec).into()),
+        idempotency_key: String::new(),
+        ..Default::default()
+    };
     let run_a = a.submit_run(submit(sleeps("a-work", 240, 50))).await.expect("a").into_inner().run_id;
     let run_b = b.submit_run(submit(sleeps("b-work", 240, 50))).await.expect("b").into_inner().run_id;
     for (cl, id) in [(&mut a, &run_a), (&mut b, &run_b)] {
@@ -115,7 +119,11 @@ async fn a_higher_priority_run_is_served_first() {
     let cluster =
         Embedded::start(EmbeddedOptions { workers: 1, slots: 4, ..Default::default() }).await.expect("cluster");
     let mut c = client::connect(&cluster.url()).await.expect("client");
-    let submit = |spec: RunSpec| pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: String::new() };
+    let submit = |spec: RunSpec| pb::SubmitRunRequest {
+        spec: Some((&spec).into()),
+        idempotency_key: String::new(),
+        ..Default::default()
+    };
     let low = c.submit_run(submit(sleeps("low", 60, 40))).await.expect("low").into_inner().run_id;
     let mut urgent = sleeps("urgent", 40, 40);
     urgent.priority = 9;

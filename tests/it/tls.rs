@@ -51,7 +51,11 @@ fn spec(name: &str) -> RunSpec {
 
 async fn submit_and_wait(c: &mut client::Client, name: &str) -> pb::Run {
     let run = c
-        .submit_run(pb::SubmitRunRequest { spec: Some((&spec(name)).into()), idempotency_key: String::new() })
+        .submit_run(pb::SubmitRunRequest {
+            spec: Some((&spec(name)).into()),
+            idempotency_key: String::new(),
+            ..Default::default()
+        })
         .await
         .expect("submit")
         .into_inner();

@@ -440,7 +440,11 @@ pub async fn submit(n: &Nemesis, spec: &RunSpec, deadline: Duration) -> anyhow::
     let until = Instant::now() + deadline;
     loop {
         if let Some(mut c) = n.client().await {
-            let request = pb::SubmitRunRequest { spec: Some(spec.into()), idempotency_key: spec.name.clone() };
+            let request = pb::SubmitRunRequest {
+                spec: Some(spec.into()),
+                idempotency_key: spec.name.clone(),
+                ..Default::default()
+            };
             if let Ok(Ok(r)) = timeout(CALL, c.submit_run(request)).await {
                 return Ok(r.into_inner().run_id);
             }

@@ -315,7 +315,11 @@ pub(super) async fn submit_and_wait(
     spec: &swarm_core::RunSpec,
 ) -> anyhow::Result<RunJson> {
     let resp = client
-        .submit_run(client::request(pb::SubmitRunRequest { spec: Some(spec.into()), idempotency_key: String::new() }))
+        .submit_run(client::request(pb::SubmitRunRequest {
+            spec: Some(spec.into()),
+            idempotency_key: String::new(),
+            ..Default::default()
+        }))
         .await
         .map_err(|s| client::status_error(&s))?
         .into_inner();

@@ -148,7 +148,11 @@ async fn demo(spec: Option<PathBuf>, workers: usize, slots: u32, json: bool) -> 
 
 async fn demo_run(c: &mut client::Client, spec: &swarm_core::RunSpec) -> anyhow::Result<pb::Run> {
     let resp = c
-        .submit_run(client::request(pb::SubmitRunRequest { spec: Some(spec.into()), idempotency_key: String::new() }))
+        .submit_run(client::request(pb::SubmitRunRequest {
+            spec: Some(spec.into()),
+            idempotency_key: String::new(),
+            ..Default::default()
+        }))
         .await
         .map_err(|s| client::status_error(&s))?
         .into_inner();

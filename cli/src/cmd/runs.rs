@@ -17,7 +17,11 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let spec = specs::load(&file)?;
     let mut c = client::connect_with(&addr, token.as_deref(), &tls.into()).await?;
     let total = spec.subtasks.len() as u64;
-    let req = pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: idempotency_key.unwrap_or_default() };
+    let req = pb::SubmitRunRequest {
+        spec: Some((&spec).into()),
+        idempotency_key: idempotency_key.unwrap_or_default(),
+        ..Default::default()
+    };
     let deadline = retry_busy.map(|d| tokio::time::Instant::now() + d);
     let resp = loop {
         match c.submit_run(client::request(req.clone())).await {
@@ -105,7 +109,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cluster.wait_for_workers(workers as u32, std::time::Duration::from_secs(10)).await?;
         let mut c = client::connect(&cluster.url()).await?;
         let total = spec.subtasks.len() as u64;
-        let req = pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: String::new() };
+        let req =
+            pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: String::new(), ..Default::default() };
         let resp = c.submit_run(client::request(req)).await.map_err(|s| client::status_error(&s))?.into_inner();
         eprintln!("swarm run: run {} on {} (until it ends)", resp.run_id, cluster.url());
         wait_and_print(&mut c, &resp.run_id, total, json).await

@@ -1,0 +1,192 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Iterator
+
+import grpc
+
+from . import _common as c
+from ._proto.swarm.v1 import swarm_pb2 as pb
+from ._proto.swarm.v1 import swarm_pb2_grpc as pb_grpc
+from .errors import DeadlineExceeded, SwarmError, Unavailable, from_rpc_error
+
+#: Times a call follows a leader hint before giving up.
+LEADER_HOPS = 3
+
+
+class Client:
+    """A connection to a Swarm coordinator.
+
+    ``target`` is ``http://HOST:PORT`` or ``https://HOST:PORT``; ``token`` a bearer token;
+    ``ca``, ``cert`` and ``key`` PEM file paths for https (``cert`` and ``key`` for mTLS). A
+    standby's "not the leader" answer is followed to the leader it names.
+    """
+
+    def __init__(
+        self,
+        target: str = "http://127.0.0.1:7070",
+        token: str | None = None,
+        *,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        timeout: float | None = 30.0,
+    ) -> None:
+        self._creds = c.Credentials(token, ca, cert, key)
+        self._timeout = timeout
+        self._open(target)
+
+    def _open(self, target: str) -> None:
+        t = c.Target.parse(target)
+        if t.tls:
+            self._channel = grpc.secure_channel(t.address, self._creds.channel_credentials(), c.OPTIONS)
+        else:
+            self._channel = grpc.insecure_channel(t.address, c.OPTIONS)
+        self._stub = pb_grpc.SwarmServiceStub(self._channel)
+        self.target = target
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, request: Any) -> Any:
+        for _ in range(LEADER_HOPS + 1):
+            try:
+                return getattr(self._stub, method)(request, timeout=self._timeout, metadata=self._creds.metadata())
+            except grpc.RpcError as e:
+                err = from_rpc_error(e)
+                if isinstance(err, Unavailable) and err.leader and err.leader != self.target:
+                    self.close()
+                    self._open(err.leader)
+                    continue
+                raise err from None
+        raise err
+
+    def submit(self, spec: c.Spec, idempotency_key: str | None = None) -> "Run":
+        """Submits a run (a dict in the spec format, a ``swarm.v1.RunSpec``, or YAML/JSON
+        text). Raises :class:`InvalidSpec` with every problem at once."""
+        resp = self._call("SubmitRun", c.submit_request(spec, idempotency_key))
+        return Run(self, resp.run_id, created=resp.created)
+
+    def submit_file(self, path: str | os.PathLike[str], idempotency_key: str | None = None) -> "Run":
+        """Submits the spec in a YAML or JSON file (the CLI's format)."""
+        return self.submit(c.read_spec_file(path), idempotency_key)
+
+    def get(self, run_id: str, subtasks: bool = False) -> c.RunResult:
+        """A run's state and summary (with every subtask's status when ``subtasks``)."""
+        token, pages = "", []
+        while True:
+            resp = self._call("GetRun", pb.GetRunRequest(run_id=run_id, include_subtasks=subtasks, page_token=token))
+            pages.append(resp.run)
+            token = resp.next_page_token
+            if not token:
+                break
+        run = pages[-1]
+        if subtasks and len(pages) > 1:
+            run = pb.Run()
+            run.CopyFrom(pages[-1])
+            del run.subtasks[:]
+            for p in pages:
+                run.subtasks.extend(p.subtasks)
+        return c.RunResult.from_proto(run)
+
+    def list_runs(self, limit: int = 50) -> list[c.RunResult]:
+        """The latest runs, newest first (at most ``limit``)."""
+        out: list[c.RunResult] = []
+        token = ""
+        while len(out) < limit:
+            resp = self._call("ListRuns", pb.ListRunsRequest(page_size=min(1000, limit - len(out)), page_token=token))
+            out.extend(c.RunResult.from_proto(r) for r in resp.runs)
+            token = resp.next_page_token
+            if not token:
+                break
+        return out[:limit]
+
+    def cancel(self, run_id: str, reason: str = "") -> c.RunResult:
+        """Cancels a run; finished results are kept."""
+        return c.RunResult.from_proto(self._call("CancelRun", pb.CancelRunRequest(run_id=run_id, reason=reason)).run)
+
+    def signal(
+        self, run_id: str, subtask_id: str, approve: bool, data: Any = None, reason: str = ""
+    ) -> pb.SignalRunResponse:
+        """Decides an approval (or an agent's ``request_approval``); a repeated signal is
+        answered with the first decision (``already_decided``)."""
+        return self._call("SignalRun", c.signal_request(run_id, subtask_id, approve, data, reason))
+
+    def workers(self) -> list[pb.WorkerInfo]:
+        """The connected workers."""
+        return list(self._call("ListWorkers", pb.ListWorkersRequest()).workers)
+
+    def events(
+        self, run_id: str, after_seq: int = 0, follow_output: bool = False, timeout: float | None = None
+    ) -> Iterator[pb.RunEvent]:
+        """A run's events from ``after_seq`` until it ends. A dropped stream is resumed where
+        it broke (through the leader, after a failover): no event twice, none missing."""
+        cursor = c.Cursor(after_seq)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failures = 0
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                stream = self._stub.WatchRun(
+                    cursor.request(run_id, follow_output), timeout=left, metadata=self._creds.metadata()
+                )
+                for ev in stream:
+                    failures = 0
+                    if not cursor.saw(ev):
+                        continue
+                    yield ev
+                    if ev.WhichOneof("event") == "run_finished":
+                        return
+            except grpc.RpcError as e:
+                err = from_rpc_error(e)
+                if isinstance(err, DeadlineExceeded) and deadline is not None:
+                    raise TimeoutError(f"run {run_id} did not end within {timeout} s") from None
+                if not isinstance(err, Unavailable):
+                    raise err from None
+                if err.leader and err.leader != self.target:
+                    self.close()
+                    self._open(err.leader)
+                    continue
+            # The stream broke or ended early: resume after a pause.
+            if failures >= c.MAX_RECONNECTS:
+                raise SwarmError(grpc.StatusCode.UNAVAILABLE, f"the event stream of {run_id} keeps breaking")
+            time.sleep(c.backoff(failures))
+            failures += 1
+
+
+class Run:
+    """A submitted run."""
+
+    def __init__(self, client: Client, run_id: str, created: bool = True) -> None:
+        self.client = client
+        self.run_id = run_id
+        #: False when the idempotency key named an existing run.
+        self.created = created
+
+    def __repr__(self) -> str:
+        return f"Run({self.run_id!r})"
+
+    def events(self, after_seq: int = 0, follow_output: bool = False) -> Iterator[pb.RunEvent]:
+        """See :meth:`Client.events`."""
+        return self.client.events(self.run_id, after_seq, follow_output)
+
+    def wait(self, timeout: float | None = None) -> c.RunResult:
+        """Waits for the run to end; its final state and summary. Raises ``TimeoutError``."""
+        for _ in self.client.events(self.run_id, timeout=timeout):
+            pass
+        return self.client.get(self.run_id)
+
+    def get(self, subtasks: bool = False) -> c.RunResult:
+        return self.client.get(self.run_id, subtasks)
+
+    def cancel(self, reason: str = "") -> c.RunResult:
+        return self.client.cancel(self.run_id, reason)
