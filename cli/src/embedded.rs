@@ -219,6 +219,8 @@ impl Embedded {
         config.slots = slots;
         config.models = self.models.clone();
         config.token = self.worker_token.clone();
+        // What operators see in the workers table (`swarm worker` sets none unless given).
+        config.labels.insert("process".into(), "embedded".into());
         self.add_worker_with(config, tools)
     }
 

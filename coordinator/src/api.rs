@@ -51,7 +51,7 @@ impl SwarmApi {
         Self { role, limits: Arc::new(limits), shutdown }
     }
 
-    fn leader(&self) -> Result<Arc<LeaderCtx>, ApiError> {
+    pub(crate) fn leader(&self) -> Result<Arc<LeaderCtx>, ApiError> {
         match &*self.role.borrow() {
             Role::Leader(ctx) => Ok(ctx.clone()),
             Role::Standby { leader } => Err(ApiError::NotLeader { leader: leader.clone() }),
@@ -184,7 +184,7 @@ impl SwarmApi {
     }
 
     /// `NOT_FOUND` unless `who` sees the run (it exists and is of its tenant).
-    async fn check_visible(&self, run_id: &RunId, who: &Principal) -> Result<(), ApiError> {
+    pub(crate) async fn check_visible(&self, run_id: &RunId, who: &Principal) -> Result<(), ApiError> {
         if who.listing_tenant().is_none() {
             return Ok(());
         }
@@ -196,7 +196,7 @@ impl SwarmApi {
         }
     }
 
-    async fn watch_log(&self, run_id: RunId) -> Result<Arc<EventLog>, ApiError> {
+    pub(crate) async fn watch_log(&self, run_id: RunId) -> Result<Arc<EventLog>, ApiError> {
         let id = run_id.clone();
         let ctx = self.leader()?;
         let found = ctx

@@ -27,3 +27,4 @@ mod telemetry;
 mod tenants;
 mod tls;
 mod web;
+mod web_ops;

@@ -520,6 +520,7 @@ impl Manager {
             Command::WorkerHeartbeat { conn, fences } => {
                 let now = self.supervisor.now_us();
                 if let Some(w) = self.registry.by_conn(conn) {
+                    self.registry.heard(w, now);
                     for fence in fences {
                         self.registry.touch(w, swarm_core::Fence(fence), now);
                     }

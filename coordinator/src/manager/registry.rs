@@ -54,6 +54,10 @@ pub struct WorkerEntry {
     alive: bool,
     /// Shutting down: it finishes what it runs and gets nothing new.
     draining: bool,
+    /// For operators: its labels, when it connected and when it was last heard of (µs).
+    labels: std::collections::HashMap<String, String>,
+    joined_us: u64,
+    heard_us: u64,
     out_assign: Vec<pb::Assignment>,
     out_cancel: Vec<Fence>,
 }
@@ -127,6 +131,9 @@ impl WorkerRegistry {
             tx,
             alive: true,
             draining: false,
+            labels: Default::default(),
+            joined_us: 0,
+            heard_us: 0,
             out_assign: Vec::new(),
             out_cancel: Vec::new(),
         };
@@ -215,9 +222,34 @@ impl WorkerRegistry {
             .map(|w| {
                 let mut tools: Vec<String> = w.tools.iter().cloned().collect();
                 tools.sort_unstable();
-                pb::WorkerInfo { worker_id: w.id.to_string(), slots: w.slots, running: w.running, tools }
+                pb::WorkerInfo {
+                    worker_id: w.id.to_string(),
+                    slots: w.slots,
+                    running: w.running,
+                    tools,
+                    labels: w.labels.clone(),
+                    last_heard: Some(swarm_proto::convert::timestamp(w.heard_us)),
+                    connected_at: Some(swarm_proto::convert::timestamp(w.joined_us)),
+                    draining: w.draining,
+                }
             })
             .collect()
+    }
+
+    /// What operators see of a worker that joined at `now_us`.
+    pub fn describe(&mut self, key: WorkerKey, labels: std::collections::HashMap<String, String>, now_us: u64) {
+        if let Some(w) = self.get_mut(key) {
+            w.labels = labels;
+            w.joined_us = now_us;
+            w.heard_us = now_us;
+        }
+    }
+
+    /// The worker was heard of (a heartbeat, a report, a turn).
+    pub fn heard(&mut self, key: WorkerKey, now_us: u64) {
+        if let Some(w) = self.get_mut(key) {
+            w.heard_us = now_us;
+        }
     }
 
     /// The worker is shutting down: nothing new goes to it. Returns (id, attempts running).

@@ -63,6 +63,14 @@ impl Manager {
         let w = self.registry.join(conn, id.clone(), hello.slots, tools, tx);
         let held = hello.held.len();
         let now = self.supervisor.now_us();
+        // Bounded like everything a worker says: at most 64 labels of 256 bytes.
+        let labels = hello
+            .labels
+            .iter()
+            .take(64)
+            .map(|(k, v)| (k.chars().take(256).collect(), v.chars().take(256).collect()))
+            .collect();
+        self.registry.describe(w, labels, now);
         let mut reattached = 0;
         for h in hello.held {
             // Held by an earlier connection of this worker (a dropped stream): it goes on, the

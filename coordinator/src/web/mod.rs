@@ -3,7 +3,8 @@
 //! - `/` — one page (plain HTML and JavaScript, `web/index.html`): the runs, the workers and
 //!   their slots, and one run's DAG by stage with states, durations and the critical path;
 //! - `/api/runs`, `/api/runs/{id}`, `/api/workers` — JSON views over the same calls as the gRPC
-//!   API (`ListRuns`, `GetRun`, `ListWorkers`);
+//!   API (`ListRuns`, `GetRun`, `ListWorkers`); runs filtered and paged, a run's timeline and
+//!   one subtask's detail: see [`ops`];
 //! - `/api/runs/{id}/summary` — the run without its subtasks (cheap);
 //! - `POST /api/runs/{id}/signal` — decide an approval (`SignalRun`); the only route that
 //!   changes anything, guarded against cross-site requests (see [`signal`]);
@@ -25,6 +26,8 @@ use serde_json::{Value, json};
 use swarm_proto::pb;
 use swarm_proto::pb::swarm_service_server::SwarmService;
 use tonic::Request;
+
+mod ops;
 
 use crate::api::SwarmApi;
 use crate::auth::Authenticator;
@@ -53,17 +56,19 @@ fn authed<T>(web: &Web, headers: &HeaderMap, msg: T) -> Result<Request<T>, Box<R
     web.auth.authenticate(req).map_err(|s| Box::new(error(&s)))
 }
 
-const INDEX: &str = include_str!("../web/index.html");
+const INDEX: &str = include_str!("../../web/index.html");
 
 /// The web view's routes over `api`.
 pub fn router(api: SwarmApi, auth: Authenticator) -> Router {
     Router::new()
         .route("/", get(|| async { Html(INDEX) }))
-        .route("/api/runs", get(runs))
+        .route("/api/runs", get(ops::runs))
+        .route("/api/runs/{id}/timeline", get(ops::run_timeline))
+        .route("/api/runs/{id}/subtasks/{sid}", get(ops::subtask_detail))
         .route("/api/runs/{id}", get(run))
         .route("/api/runs/{id}/summary", get(summary))
         .route("/api/runs/{id}/events", get(events))
-        .route("/api/workers", get(workers))
+        .route("/api/workers", get(ops::workers))
         .route("/api/runs/{id}/signal", post(signal))
         .with_state(Web { api, auth })
 }
@@ -172,17 +177,6 @@ fn subtask_json(s: &pb::SubtaskStatus) -> Value {
     })
 }
 
-async fn runs(State(web): State<Web>, headers: HeaderMap) -> Response {
-    let req = match authed(&web, &headers, pb::ListRunsRequest { page_size: 100, page_token: String::new() }) {
-        Ok(r) => r,
-        Err(e) => return *e,
-    };
-    match web.api.list_runs(req).await {
-        Ok(r) => Json(json!({ "runs": r.into_inner().runs.iter().map(run_json).collect::<Vec<_>>() })).into_response(),
-        Err(s) => error(&s),
-    }
-}
-
 async fn run(State(web): State<Web>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     // Every page of subtasks: the page loads a run once, then follows its events.
     let mut subtasks = Vec::new();
@@ -274,25 +268,6 @@ async fn signal(
                 "reason": a.reason,
             }))
             .into_response()
-        }
-        Err(s) => error(&s),
-    }
-}
-
-async fn workers(State(web): State<Web>, headers: HeaderMap) -> Response {
-    let req = match authed(&web, &headers, pb::ListWorkersRequest {}) {
-        Ok(r) => r,
-        Err(e) => return *e,
-    };
-    match web.api.list_workers(req).await {
-        Ok(r) => {
-            let workers: Vec<Value> = r
-                .into_inner()
-                .workers
-                .iter()
-                .map(|w| json!({ "worker_id": w.worker_id, "slots": w.slots, "running": w.running, "tools": w.tools }))
-                .collect();
-            Json(json!({ "workers": workers })).into_response()
         }
         Err(s) => error(&s),
     }

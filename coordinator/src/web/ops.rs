@@ -1,0 +1,340 @@
+//! The web view's operator routes:
+//!
+//! - `/api/runs?state=S&name=TEXT&limit=N&page_token=T` — runs filtered by state and a name
+//!   substring, a page at a time (newest first);
+//! - `/api/workers` — workers with their labels, when they connected and were last heard of,
+//!   and whether they drain;
+//! - `/api/runs/{id}/timeline` — every attempt as a bar (worker, start, end, outcome; backups
+//!   and their losers marked), built from the run's event log;
+//! - `/api/runs/{id}/subtasks/{sid}` — one subtask: its spec (arguments, or the agent's
+//!   instructions and input), output or offloaded reference, error, attempts, and for agents
+//!   the transcript.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use swarm_core::RunId;
+use swarm_proto::ApiError;
+use swarm_proto::pb;
+use swarm_proto::pb::swarm_service_server::SwarmService;
+use swarm_proto::status::to_status;
+
+use super::{Web, authed, error, ms, run_json, subtask_json};
+use crate::api::SwarmApi;
+use crate::auth::principal;
+
+/// Runs looked at for one filtered page at most (a filter matching little ends the page early,
+/// with a token to go on).
+const SCAN_PAGES: usize = 20;
+
+fn query(raw: &Option<String>, key: &str) -> Option<String> {
+    raw.as_deref()?.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')).map(super::percent_decode)
+}
+
+/// `/api/runs`: filtered by `state` (e.g. RUNNING) and `name` (a substring), `limit` per page.
+pub(super) async fn runs(State(web): State<Web>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let state = query(&raw, "state").filter(|s| !s.is_empty()).map(|s| s.to_uppercase());
+    let name = query(&raw, "name").unwrap_or_default().to_lowercase();
+    let limit = query(&raw, "limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(50).clamp(1, 500);
+    let mut token = query(&raw, "page_token").unwrap_or_default();
+    let mut out = Vec::new();
+    for _ in 0..SCAN_PAGES {
+        let req = pb::ListRunsRequest { page_size: 200, page_token: std::mem::take(&mut token) };
+        let req = match authed(&web, &headers, req) {
+            Ok(r) => r,
+            Err(e) => return *e,
+        };
+        let resp = match web.api.list_runs(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => return error(&s),
+        };
+        for r in &resp.runs {
+            let j = run_json(r);
+            let state_ok = state.as_deref().is_none_or(|s| j["state"] == s);
+            if state_ok && r.name.to_lowercase().contains(&name) && out.len() < limit {
+                out.push(j);
+            }
+        }
+        token = resp.next_page_token;
+        if token.is_empty() || out.len() >= limit {
+            break;
+        }
+    }
+    // A page that stopped on its limit mid-page resumes after its last run.
+    if out.len() >= limit {
+        token = out.last().and_then(|r| r["run_id"].as_str()).unwrap_or_default().to_owned();
+    }
+    Json(json!({ "runs": out, "next_page_token": token })).into_response()
+}
+
+/// `/api/workers`.
+pub(super) async fn workers(State(web): State<Web>, headers: HeaderMap) -> Response {
+    let req = match authed(&web, &headers, pb::ListWorkersRequest {}) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    match web.api.list_workers(req).await {
+        Ok(r) => {
+            let workers: Vec<Value> = r
+                .into_inner()
+                .workers
+                .iter()
+                .map(|w| {
+                    json!({ "worker_id": w.worker_id, "slots": w.slots, "running": w.running, "tools": w.tools,
+                        "labels": w.labels, "last_heard_ms": ms(w.last_heard.as_ref()),
+                        "connected_ms": ms(w.connected_at.as_ref()), "draining": w.draining })
+                })
+                .collect();
+            Json(json!({ "workers": workers })).into_response()
+        }
+        Err(s) => error(&s),
+    }
+}
+
+/// One attempt on the timeline.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Bar {
+    pub subtask: String,
+    pub attempt: u32,
+    pub worker: String,
+    pub start_ms: f64,
+    /// None while it runs.
+    pub end_ms: Option<f64>,
+    /// ok, failed, lost (a backup race), cancelled, running.
+    pub outcome: &'static str,
+    /// A backup attempt of a straggler.
+    pub backup: bool,
+}
+
+/// The attempts of a run from its events. `winners` names the worker each succeeded subtask's
+/// result came from (a backup race's winner; the events do not say which attempt won).
+pub fn timeline(events: &[pb::RunEvent], winners: &HashMap<String, String>) -> Vec<Bar> {
+    use pb::run_event::Event as E;
+    let mut bars: Vec<Bar> = Vec::new();
+    let mut open: HashMap<String, Vec<usize>> = HashMap::new();
+    let t = |e: &pb::RunEvent| e.time.as_ref().map_or(0.0, |t| t.seconds as f64 * 1000.0 + f64::from(t.nanos) / 1e6);
+    for e in events {
+        let at = t(e);
+        let started = match &e.event {
+            Some(E::SubtaskStarted(s)) => Some((s.subtask_id.as_str(), s.attempt, s.worker_id.as_str(), false)),
+            Some(E::Speculated(s)) => {
+                let attempt = open.get(&s.subtask_id).and_then(|o| o.first()).map_or(0, |&i| bars[i].attempt);
+                Some((s.subtask_id.as_str(), attempt, s.worker_id.as_str(), true))
+            }
+            _ => None,
+        };
+        if let Some((subtask, attempt, worker, backup)) = started {
+            open.entry(subtask.to_owned()).or_default().push(bars.len());
+            bars.push(Bar {
+                subtask: subtask.to_owned(),
+                attempt,
+                worker: worker.to_owned(),
+                start_ms: at,
+                end_ms: None,
+                outcome: "running",
+                backup,
+            });
+            continue;
+        }
+        match &e.event {
+            Some(E::SubtaskSucceeded(s)) => {
+                let racing = open.remove(&s.subtask_id).unwrap_or_default();
+                let winner = winners.get(&s.subtask_id);
+                let won = racing
+                    .iter()
+                    .copied()
+                    .find(|&i| winner.is_some_and(|w| *w == bars[i].worker))
+                    .or_else(|| racing.first().copied());
+                for i in racing {
+                    bars[i].end_ms = Some(at);
+                    bars[i].outcome = if Some(i) == won { "ok" } else { "lost" };
+                }
+            }
+            Some(E::SubtaskFailed(s)) => {
+                if let Some(list) = open.get_mut(&s.subtask_id)
+                    && let Some(k) =
+                        list.iter().position(|&i| bars[i].attempt == s.attempt).or(list.len().checked_sub(1))
+                {
+                    let i = list.remove(k);
+                    bars[i].end_ms = Some(at);
+                    bars[i].outcome = "failed";
+                }
+            }
+            Some(E::RunFinished(_)) => {
+                for i in open.drain().flat_map(|(_, v)| v) {
+                    bars[i].end_ms = Some(at);
+                    bars[i].outcome = "cancelled";
+                }
+            }
+            _ => {}
+        }
+    }
+    bars
+}
+
+impl SwarmApi {
+    /// Every event of a run logged so far (durable ones), without waiting for more.
+    async fn events_now(&self, run_id: &RunId) -> Result<Vec<pb::RunEvent>, ApiError> {
+        let log = self.watch_log(run_id.clone()).await?;
+        let mut out = Vec::new();
+        loop {
+            let (batch, _) = log.read(out.last().map_or(0, |e: &pb::RunEvent| e.seq), 10_000);
+            if batch.is_empty() {
+                return Ok(out);
+            }
+            out.extend(batch);
+        }
+    }
+}
+
+/// Every subtask status of a run (all pages), as the caller.
+async fn subtasks(web: &Web, headers: &HeaderMap, id: &str) -> Result<(pb::Run, Vec<pb::SubtaskStatus>), Response> {
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let req = pb::GetRunRequest { run_id: id.to_owned(), include_subtasks: true, page_size: 0, page_token };
+        let req = authed(web, headers, req).map_err(|e| *e)?;
+        let resp = web.api.get_run(req).await.map_err(|s| error(&s))?.into_inner();
+        let mut run = resp.run.ok_or_else(|| error(&tonic::Status::not_found("no such run")))?;
+        all.append(&mut run.subtasks);
+        if resp.next_page_token.is_empty() {
+            return Ok((run, all));
+        }
+        page_token = resp.next_page_token;
+    }
+}
+
+/// `/api/runs/{id}/timeline`: `{run, bars}`.
+pub(super) async fn run_timeline(State(web): State<Web>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let (run, statuses) = match subtasks(&web, &headers, &id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let winners: HashMap<String, String> = statuses.into_iter().map(|s| (s.id, s.worker_id)).collect();
+    match web.api.events_now(&RunId::from(id.as_str())).await {
+        Ok(events) => Json(json!({ "run": run_json(&run), "bars": timeline(&events, &winners) })).into_response(),
+        Err(e) => error(&to_status(&e)),
+    }
+}
+
+/// `/api/runs/{id}/subtasks/{sid}`.
+pub(super) async fn subtask_detail(
+    State(web): State<Web>,
+    Path((id, sid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let req = match authed(&web, &headers, ()) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    let who = principal(&req);
+    let (_, statuses) = match subtasks(&web, &headers, &id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(status) = statuses.iter().find(|s| s.id == sid) else {
+        return error(&tonic::Status::not_found(format!("subtask {sid} of run {id}")));
+    };
+    let run_id = RunId::from(id.as_str());
+    let detail = async {
+        web.api.check_visible(&run_id, &who).await?;
+        let repo = web.api.leader()?.repo.clone();
+        let store = |e: swarm_store::StoreError| ApiError::Internal(e.to_string());
+        let spec = repo.spec(&run_id).await.map_err(store)?;
+        let mut spec_json = spec
+            .as_ref()
+            .and_then(|s| s.subtasks.iter().find(|t| t.id.as_str() == sid))
+            .and_then(|t| serde_json::to_value(t).ok())
+            .unwrap_or(Value::Null);
+        if spec_json.is_null() && !status.parent.is_empty() {
+            // A subagent: its spec is in its orchestrator's spawn records.
+            let spawns = repo.spawns(&run_id).await.map_err(store)?;
+            if let Some(child) = spawns.iter().flat_map(|(_, _, c)| c).find(|c| c.id.as_str() == sid) {
+                spec_json = json!({ "id": sid, "name": child.name, "agent": child.agent });
+            }
+        }
+        let mut turns: Vec<(u32, swarm_core::agent::Turn)> = if status.kind == "agent" || status.kind == "orchestrator"
+        {
+            repo.turns(&run_id)
+                .await
+                .map_err(store)?
+                .into_iter()
+                .filter(|(s, _, _)| s.as_str() == sid)
+                .map(|(_, n, t)| (n, t))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        turns.sort_by_key(|(n, _)| *n);
+        let transcript: Vec<Value> =
+            turns.iter().flat_map(|(_, t)| &t.messages).filter_map(|m| serde_json::to_value(m).ok()).collect();
+        Ok::<_, ApiError>((spec_json, transcript))
+    };
+    match detail.await {
+        Ok((spec, transcript)) => {
+            let mut v = subtask_json(status);
+            v["spec"] = spec;
+            v["output"] = json!(status.output_json);
+            v["output_ref"] = json!(status.output_ref);
+            v["error_kind"] = json!(pb::FailureKind::try_from(status.error_kind).map_or("", |k| k.as_str_name()));
+            v["transcript"] = json!(transcript);
+            Json(v).into_response()
+        }
+        Err(e) => error(&to_status(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: i64, event: pb::run_event::Event) -> pb::RunEvent {
+        let time = prost_types::Timestamp { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 };
+        pb::RunEvent { run_id: "r".into(), seq: 0, time: Some(time), event: Some(event) }
+    }
+
+    #[test]
+    fn attempts_retries_and_a_backup_race_become_bars() {
+        use pb::run_event::Event as E;
+        let started = |s: &str, attempt, w: &str| {
+            E::SubtaskStarted(pb::SubtaskStarted { subtask_id: s.into(), attempt, worker_id: w.into() })
+        };
+        let events = vec![
+            at(0, started("a", 1, "w1")),
+            at(100, E::SubtaskFailed(pb::SubtaskFailed { subtask_id: "a".into(), attempt: 1, ..Default::default() })),
+            at(150, started("a", 2, "w2")),
+            at(160, started("b", 1, "w1")),
+            at(300, E::Speculated(pb::Speculated { subtask_id: "b".into(), worker_id: "w3".into(), after: None })),
+            at(400, E::SubtaskSucceeded(pb::SubtaskSucceeded { subtask_id: "b".into(), attempt: 1, duration: None })),
+            at(500, E::SubtaskSucceeded(pb::SubtaskSucceeded { subtask_id: "a".into(), attempt: 2, duration: None })),
+            at(520, started("c", 1, "w1")),
+            at(600, E::RunFinished(pb::RunFinished::default())),
+        ];
+        let winners = HashMap::from([("b".to_owned(), "w3".to_owned())]);
+        let bars = timeline(&events, &winners);
+        let shape: Vec<(&str, u32, &str, f64, Option<f64>, &str, bool)> = bars
+            .iter()
+            .map(|b| (b.subtask.as_str(), b.attempt, b.worker.as_str(), b.start_ms, b.end_ms, b.outcome, b.backup))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("a", 1, "w1", 0.0, Some(100.0), "failed", false),
+                ("a", 2, "w2", 150.0, Some(500.0), "ok", false),
+                ("b", 1, "w1", 160.0, Some(400.0), "lost", false),
+                ("b", 1, "w3", 300.0, Some(400.0), "ok", true),
+                ("c", 1, "w1", 520.0, Some(600.0), "cancelled", false),
+            ]
+        );
+        // Events out of order or about nobody (a forged log) make no bar and no panic.
+        let odd = vec![
+            at(5, E::SubtaskSucceeded(pb::SubtaskSucceeded { subtask_id: "zz".into(), attempt: 9, duration: None })),
+            at(5, E::SubtaskFailed(pb::SubtaskFailed { subtask_id: "zz".into(), attempt: 9, ..Default::default() })),
+        ];
+        assert!(timeline(&odd, &HashMap::new()).is_empty());
+    }
+}
