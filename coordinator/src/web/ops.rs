@@ -317,7 +317,7 @@ mod tests {
         let winners = HashMap::from([("b".to_owned(), "w3".to_owned())]);
         let bars = timeline(&events, &winners);
         type Shape<'a> = (&'a str, u32, &'a str, f64, Option<f64>, &'a str, bool);
-        let shape: Vec<Shape> = bars
+        let shape: Vec<Shape<'_>> = bars
             .iter()
             .map(|b| (b.subtask.as_str(), b.attempt, b.worker.as_str(), b.start_ms, b.end_ms, b.outcome, b.backup))
             .collect();
