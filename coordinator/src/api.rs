@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
+use swarm_core::dag::{MAX_VIOLATIONS, SpecViolations};
 use swarm_core::{Dag, Limits, RunId, RunSpec};
 use swarm_proto::ApiError;
 use swarm_proto::pb::{self, swarm_service_server::SwarmService};
@@ -87,7 +88,16 @@ impl SwarmApi {
         let limits = self.limits.clone();
         let validate = move || -> Result<(RunSpec, Dag), ApiError> {
             let spec = match wire {
-                Ok(w) => RunSpec::try_from(w)?,
+                Ok(w) => {
+                    // What the wire form got wrong and what the graph gets wrong, together.
+                    let (spec, wire_problems) = swarm_proto::convert::decode_spec(w);
+                    if !wire_problems.is_empty() {
+                        let structural = Dag::build(&spec, &limits).err().unwrap_or(SpecViolations(Vec::new()));
+                        let all = SpecViolations::merge(wire_problems, &structural, MAX_VIOLATIONS);
+                        return Err(ApiError::InvalidSpec(all));
+                    }
+                    spec
+                }
                 // JSON is YAML: one parser for both, as the CLI reads files.
                 Err(text) => serde_saphyr::from_str::<RunSpec>(&text)
                     .map_err(|e| ApiError::invalid("spec_text", swarm_core::error::bounded_message(e.to_string())))?,

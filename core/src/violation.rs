@@ -54,11 +54,55 @@ impl SpecViolations {
         split(&self.0)
     }
 
+    /// The problems two checks of one spec found, as one list: the first check's, then the
+    /// second's on fields the first did not name (the first replaced what it refused with a
+    /// stand-in, which the second must not be blamed for); at most `cap` listed, the rest
+    /// counted.
+    pub fn merge(first: Vec<SpecViolation>, second: &SpecViolations, cap: usize) -> SpecViolations {
+        let (listed, mut more) = second.more();
+        let named: std::collections::HashSet<&str> = first.iter().map(|v| v.field.as_str()).collect();
+        let rest: Vec<SpecViolation> = listed.iter().filter(|v| !named.contains(v.field.as_str())).cloned().collect();
+        let mut out = Vec::with_capacity(cap.min(first.len() + rest.len()) + 1);
+        for v in first.into_iter().chain(rest) {
+            if out.len() < cap {
+                out.push(v);
+            } else {
+                more += 1;
+            }
+        }
+        if more > 0 {
+            out.push(Self::more_entry(more, out.len()));
+        }
+        SpecViolations(out)
+    }
+
     /// The entry that says `more` problems were not listed after the first `listed`.
     pub fn more_entry(more: usize, listed: usize) -> SpecViolation {
         SpecViolation {
             field: MORE_FIELD.to_owned(),
             description: format!("{more}{MORE_SUFFIX} (the first {listed} are)"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(field: &str) -> SpecViolation {
+        SpecViolation { field: field.into(), description: "bad".into() }
+    }
+
+    #[test]
+    fn merge_keeps_the_first_checks_fields_and_counts_past_the_cap() {
+        let second = SpecViolations(vec![v("a"), v("c"), SpecViolations::more_entry(5, 2)]);
+        let merged = SpecViolations::merge(vec![v("a"), v("b")], &second, 100);
+        let fields: Vec<_> = merged.more().0.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["a", "b", "c"], "the stand-in's `a` is not blamed twice");
+        assert_eq!(merged.more().1, 5, "the second check's uncounted problems stay counted");
+
+        let merged = SpecViolations::merge((0..10).map(|i| v(&format!("f{i}"))).collect(), &second, 4);
+        assert_eq!(merged.more().0.len(), 4);
+        assert_eq!(merged.more().1, 6 + 2 + 5, "six of the first, `a` and `c`, and the five counted");
     }
 }

@@ -18,6 +18,16 @@ impl TryFrom<pb::RunSpec> for RunSpec {
     type Error = ApiError;
 
     fn try_from(spec: pb::RunSpec) -> Result<Self, ApiError> {
+        let (spec, violations) = decode_spec(spec);
+        if violations.is_empty() { Ok(spec) } else { Err(ApiError::InvalidSpec(SpecViolations(violations))) }
+    }
+}
+
+/// Decodes a wire spec, with what the wire form got wrong (a missing `kind`, `args_json` that
+/// is not JSON, a negative duration). Each refused value is replaced by a stand-in that passes
+/// structural validation, so the caller can validate the rest and report every problem at once.
+pub fn decode_spec(spec: pb::RunSpec) -> (RunSpec, Vec<SpecViolation>) {
+    {
         let mut violations = Vec::new();
         let mut subtasks = Vec::with_capacity(spec.subtasks.len());
         for (i, s) in spec.subtasks.into_iter().enumerate() {
@@ -33,7 +43,7 @@ impl TryFrom<pb::RunSpec> for RunSpec {
                             Ok(v) => v,
                             Err(e) => {
                                 bad("tool_call.args_json", format!("invalid JSON: {e}"));
-                                serde_json::Value::Null
+                                serde_json::Value::Object(Default::default())
                             }
                         }
                     };
@@ -75,7 +85,7 @@ impl TryFrom<pb::RunSpec> for RunSpec {
                 }
                 None => {
                     bad("kind", "required: set tool_call, agent, orchestrator or approval".into());
-                    SubtaskKind::Tool { tool: String::new(), args: serde_json::Value::Null }
+                    SubtaskKind::Tool { tool: "(missing)".into(), args: serde_json::Value::Object(Default::default()) }
                 }
             };
             let timeout = match s.timeout.map(Duration::try_from) {
@@ -93,9 +103,6 @@ impl TryFrom<pb::RunSpec> for RunSpec {
                 depends_on: s.depends_on.into_iter().map(SubtaskId::from).collect(),
                 timeout,
             });
-        }
-        if !violations.is_empty() {
-            return Err(ApiError::InvalidSpec(SpecViolations(violations)));
         }
         let limits = match spec.limits {
             None => RunLimits::default(),
@@ -128,7 +135,7 @@ impl TryFrom<pb::RunSpec> for RunSpec {
             }
         };
         let tool_retry = spec.tool_retry.into_iter().map(|(tool, p)| (tool, retry_spec(p))).collect();
-        Ok(RunSpec {
+        let spec = RunSpec {
             limits,
             speculation,
             retry: spec.retry.map(retry_spec),
@@ -138,7 +145,8 @@ impl TryFrom<pb::RunSpec> for RunSpec {
             priority: spec.priority,
             name: spec.name,
             subtasks,
-        })
+        };
+        (spec, violations)
     }
 }
 

@@ -62,6 +62,23 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
             },
             vec![("subtasks[0].tool_call.args_json", "invalid JSON: key must be a string at line 1 column 2")],
         ),
+        (
+            // Wire-level and structural problems are reported together, and a refused value's
+            // stand-in draws no complaint of its own.
+            {
+                let mut w = spec(vec![t("a").after(["b"]), t("b").after(["a"]), t("c"), t("c")]);
+                w.subtasks[0].kind = None;
+                w.subtasks[2].kind =
+                    Some(pb::subtask_spec::Kind::ToolCall(pb::ToolCall { tool: "echo".into(), args_json: "[".into() }));
+                w
+            },
+            vec![
+                ("subtasks[0].kind", "required: set tool_call, agent, orchestrator or approval"),
+                ("subtasks[2].tool_call.args_json", "invalid JSON: EOF while parsing a list at line 1 column 1"),
+                ("subtasks[3].id", "duplicate id `c` (first used by subtasks[2])"),
+                ("subtasks[0].depends_on", "cycle: a → b → a"),
+            ],
+        ),
     ];
     for (spec, want) in cases {
         let (code, got) = rejected(&mut c, spec).await;
@@ -75,7 +92,7 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
     assert_eq!(got, vec![("subtasks".to_owned(), "10001 subtasks exceed the limit of 10000".to_owned())]);
 
     let missing = c.submit_run(pb::SubmitRunRequest::default()).await.expect_err("no spec");
-    assert_eq!(field_violations(&missing), vec![("spec".to_owned(), "required".to_owned())]);
+    assert_eq!(field_violations(&missing), vec![("spec".to_owned(), "required (or spec_text)".to_owned())]);
 
     let stored = tc.store.range(b"/swarm/", None, 0).await.expect("range");
     let keys: Vec<String> = stored
