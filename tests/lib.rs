@@ -1,6 +1,7 @@
 //! Test harness for Swarm's integration tests (see `it/`): an in-process cluster over real
 //! gRPC on loopback, and a recording tool that observes every execution from outside.
 
+pub mod balancer;
 pub mod etcd;
 pub mod fault_proxy;
 pub mod fixture;

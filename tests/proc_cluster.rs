@@ -27,7 +27,7 @@ pub struct ProcCluster {
     pub env: Vec<(String, String)>,
 }
 
-fn free_addr() -> anyhow::Result<String> {
+pub fn free_addr() -> anyhow::Result<String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     Ok(format!("127.0.0.1:{port}"))
 }
@@ -92,10 +92,16 @@ impl ProcCluster {
 
     /// Starts one more coordinator; returns its index.
     pub fn add_coordinator(&mut self) -> anyhow::Result<usize> {
+        self.add_coordinator_args(&[])
+    }
+
+    /// Starts one more coordinator with extra arguments; returns its index.
+    pub fn add_coordinator_args(&mut self, extra: &[String]) -> anyhow::Result<usize> {
         let addr = free_addr()?;
         let url = format!("http://{addr}");
         let mut args: Vec<String> =
             vec!["coordinator".into(), "--listen".into(), addr, "--advertise".into(), url.clone()];
+        args.extend(extra.iter().cloned());
         args.extend(self.common_args());
         let i = self.coordinators.len();
         let process = SwarmProcess::spawn_env(&format!("coordinator-{i}"), &args, &self.env_refs(), &self.dir.0)?;

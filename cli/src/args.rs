@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+mod tls;
 use swarm_store::{MemoryStore, StateStore};
+pub use tls::{TlsClientArgs, TlsServerArgs};
 
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:7070";
 
@@ -148,6 +151,10 @@ pub struct CoordinatorArgs {
     pub insecure: bool,
     #[command(flatten)]
     pub tls: TlsServerArgs,
+    /// The CA that signed the other coordinators' certificates: a standby forwards API calls
+    /// to an `https://` leader trusting it (default: --tls-client-ca, else the system's roots).
+    #[arg(long, env = "SWARM_PEER_CA")]
+    pub peer_ca: Option<PathBuf>,
     /// The address workers and clients reach this coordinator at (default: http://LISTEN).
     #[arg(long, env = "SWARM_ADVERTISE")]
     pub advertise: Option<String>,
@@ -242,61 +249,6 @@ pub struct WorkerKitArgs {
     /// A script for the `scripted` model (YAML).
     #[arg(long, env = "SWARM_SCRIPT")]
     pub script: Option<PathBuf>,
-}
-
-/// TLS towards a coordinator at an `https://` URL.
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct TlsClientArgs {
-    /// The CA (PEM) that issued the coordinator's certificate (default: the system's roots).
-    #[arg(long, env = "SWARM_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// This client's certificate (PEM), when the coordinator requires mTLS.
-    #[arg(long, env = "SWARM_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The key of --tls-cert (PEM).
-    #[arg(long, env = "SWARM_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Verify the coordinator's certificate for this name rather than the URL's host (for an
-    /// advertised address such as a pod IP).
-    #[arg(long, env = "SWARM_TLS_SERVER_NAME")]
-    pub tls_server_name: Option<String>,
-}
-
-impl From<TlsClientArgs> for swarm_worker::tls::ClientTls {
-    fn from(a: TlsClientArgs) -> Self {
-        Self { ca: a.tls_ca, cert: a.tls_cert, key: a.tls_key, server_name: a.tls_server_name }
-    }
-}
-
-/// Server TLS on the API (and the web view): `--tls-cert`, `--tls-key`, `--tls-client-ca`.
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct TlsServerArgs {
-    /// Serve the API over TLS with this certificate chain (PEM); reloaded when the file changes.
-    #[arg(long, env = "SWARM_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The key of --tls-cert (PEM).
-    #[arg(long, env = "SWARM_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Require client certificates issued by this CA (mTLS); a certificate may stand for a
-    /// principal (`cert_name` in --auth-file).
-    #[arg(long, env = "SWARM_TLS_CLIENT_CA", requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// How often the certificate files are checked for a change.
-    #[arg(long, env = "SWARM_TLS_RELOAD", default_value = "10s", value_parser = parse_ttl)]
-    pub tls_reload: Duration,
-}
-
-impl TlsServerArgs {
-    /// The API's TLS, if configured (files are checked now: a bad one fails the start).
-    pub fn load(&self) -> anyhow::Result<Option<swarm_coordinator::tls::ServerTls>> {
-        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
-        let files = swarm_coordinator::tls::TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-            client_ca: self.tls_client_ca.clone(),
-        };
-        Ok(Some(swarm_coordinator::tls::ServerTls::grpc(files)?))
-    }
 }
 
 /// Admission caps (docs/configuration.md): beyond them SubmitRun answers RESOURCE_EXHAUSTED.

@@ -385,6 +385,7 @@ pub async fn follow_with(
             follow_output: output,
             after_output_seq,
             output_epoch,
+            catch_up_only: false,
         };
         let stream = client.watch_run(req).await;
         let mut stream = match stream {
@@ -413,13 +414,22 @@ pub async fn follow_with(
                         return Ok(after_seq);
                     }
                 }
-                Err(s) if s.code() == tonic::Code::Unavailable => break,
+                Err(s) if resumable(&s) => break,
                 Err(s) => return Err(status_error(&s)),
             }
         }
         let delay = delays.next().ok_or_else(|| anyhow::anyhow!("the event stream of {run_id} keeps breaking"))?;
         tokio::time::sleep(delay).await;
     }
+}
+
+/// Whether a broken event stream is worth resuming: the server said UNAVAILABLE, or the
+/// connection itself broke (a status made here from a transport error, which carries its
+/// source, not one the server sent).
+fn resumable(s: &tonic::Status) -> bool {
+    use tonic::Code::{Cancelled, Internal, Unavailable, Unknown};
+    s.code() == Unavailable
+        || (matches!(s.code(), Unknown | Cancelled | Internal) && std::error::Error::source(s).is_some())
 }
 
 /// An error with the status's message and, for INVALID_ARGUMENT, each field violation.

@@ -8,12 +8,15 @@ use futures_util::Stream;
 use swarm_core::dag::{MAX_VIOLATIONS, SpecViolations};
 use swarm_core::{Dag, Limits, RunId, RunSpec};
 use swarm_proto::ApiError;
+use swarm_proto::pb::swarm_service_client::SwarmServiceClient;
 use swarm_proto::pb::{self, swarm_service_server::SwarmService};
 use swarm_proto::status::to_status;
-use swarm_store::repo::{Created, RunHeader};
+use swarm_store::repo::{Created, RunHeader, RunRepo};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Principal, Role as Access, principal};
+use crate::forward::{self, Forwarder};
 use crate::manager::{Command, Page, Watchable, now_us};
 use crate::node::{LeaderCtx, Role};
 use crate::watch::EventLog;
@@ -40,6 +43,17 @@ pub struct SwarmApi {
     role: tokio::sync::watch::Receiver<Role>,
     limits: Arc<Limits>,
     shutdown: tokio_util::sync::CancellationToken,
+    forward: Forwarder,
+    /// Whether callers authenticate (then a forwarded call must carry its token).
+    auth_on: bool,
+    /// Reads of the store a standby may make too (the web view's subtask detail).
+    reads: RunRepo,
+}
+
+/// Where a call is served: here (this node leads), or by the leader it is sent on to.
+enum Route {
+    Here,
+    Leader(SwarmServiceClient<Channel>),
 }
 
 impl SwarmApi {
@@ -48,8 +62,34 @@ impl SwarmApi {
         role: tokio::sync::watch::Receiver<Role>,
         limits: Limits,
         shutdown: tokio_util::sync::CancellationToken,
+        forward: Forwarder,
+        auth_on: bool,
+        reads: RunRepo,
     ) -> Self {
-        Self { role, limits: Arc::new(limits), shutdown }
+        Self { role, limits: Arc::new(limits), shutdown, forward, auth_on, reads }
+    }
+
+    /// Read access to the store, as the leader's repository or (on a standby) unfenced.
+    pub(crate) fn reads(&self) -> RunRepo {
+        match &*self.role.borrow() {
+            Role::Leader(ctx) => ctx.repo.clone(),
+            Role::Standby { .. } => self.reads.clone(),
+        }
+    }
+
+    /// Serve `req` here, or send it on to the leader (see [`crate::forward`]).
+    fn route<T>(&self, req: &Request<T>) -> Result<Route, Status> {
+        let leader = match &*self.role.borrow() {
+            Role::Leader(_) => return Ok(Route::Here),
+            Role::Standby { leader } => leader.clone(),
+        };
+        let hint = || to_status(&ApiError::NotLeader { leader: leader.clone() });
+        match &leader {
+            Some(addr) if forward::forwardable(req.metadata(), self.auth_on) => {
+                self.forward.client(addr).map(Route::Leader).map_err(|e| to_status(&e))
+            }
+            _ => Err(hint()),
+        }
     }
 
     pub(crate) fn leader(&self) -> Result<Arc<LeaderCtx>, ApiError> {
@@ -350,18 +390,27 @@ impl SwarmService for SwarmApi {
     async fn submit_run(&self, req: Request<pb::SubmitRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {
         let who = principal(&req);
         who.require(Access::Submit)?;
+        if let Route::Leader(mut leader) = self.route(&req)? {
+            return leader.submit_run(self.forward.request(req)).await;
+        }
         self.submit(req.into_inner(), &who).await.map(Response::new).map_err(|e| to_status(&e))
     }
 
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::GetRunResponse>, Status> {
         let who = principal(&req);
         who.require(Access::Read)?;
+        if let Route::Leader(mut leader) = self.route(&req)? {
+            return leader.get_run(self.forward.request(req)).await;
+        }
         self.get(req.into_inner(), &who).await.map(Response::new).map_err(|e| to_status(&e))
     }
 
     async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
         let who = principal(&req);
         who.require(Access::Read)?;
+        if let Route::Leader(mut leader) = self.route(&req)? {
+            return leader.list_runs(self.forward.request(req)).await;
+        }
         let tenant = who.listing_tenant();
         let req = req.into_inner();
         let limit = match req.page_size {
@@ -389,6 +438,9 @@ impl SwarmService for SwarmApi {
         req: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         principal(&req).require(Access::Read)?;
+        if let Route::Leader(mut leader) = self.route(&req)? {
+            return leader.list_workers(self.forward.request(req)).await;
+        }
         let ctx = self.leader().map_err(|e| to_status(&e))?;
         let workers = ctx.manager.call(|reply| Command::Workers { reply }).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::ListWorkersResponse { workers }))
@@ -397,6 +449,9 @@ impl SwarmService for SwarmApi {
     async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelRunResponse>, Status> {
         let who = principal(&req);
         who.require(Access::Cancel)?;
+        if let Route::Leader(mut leader) = self.route(&req)? {
+            return leader.cancel_run(self.forward.request(req)).await;
+        }
         let req = req.into_inner();
         let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
         self.check_visible(&run_id, &who).await.map_err(|e| to_status(&e))?;
@@ -415,6 +470,9 @@ impl SwarmService for SwarmApi {
     async fn signal_run(&self, req: Request<pb::SignalRunRequest>) -> Result<Response<pb::SignalRunResponse>, Status> {
         let who = principal(&req);
         who.require(Access::Approve)?;
+        if let Route::Leader(mut leader) = self.route(&req)? {
+            return leader.signal_run(self.forward.request(req)).await;
+        }
         let req = req.into_inner();
         let id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
         self.check_visible(&id, &who).await.map_err(|e| to_status(&e))?;
@@ -436,12 +494,16 @@ impl SwarmService for SwarmApi {
     async fn watch_run(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
         let who = principal(&req);
         who.require(Access::Read)?;
+        if let Route::Leader(mut leader) = self.route(&req)? {
+            let stream = leader.watch_run(self.forward.request(req)).await?;
+            return Ok(stream.map(|s| Box::pin(forward::resumable(s)) as EventStream));
+        }
         let req = req.into_inner();
         let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
         self.check_visible(&run_id, &who).await.map_err(|e| to_status(&e))?;
         let log = self.watch_log(run_id).await.map_err(|e| to_status(&e))?;
         let output = req.follow_output.then_some((req.output_epoch, req.after_output_seq));
-        Ok(Response::new(Box::pin(watch_stream(log, req.after_seq, output, self.shutdown.clone()))))
+        Ok(Response::new(Box::pin(watch_stream(log, req.after_seq, output, req.catch_up_only, self.shutdown.clone()))))
     }
 }
 
@@ -452,6 +514,7 @@ fn watch_stream(
     log: Arc<EventLog>,
     after: u64,
     output: Option<(u64, u64)>,
+    catch_up_only: bool,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = Result<pb::RunEvent, Status>> + Send {
     struct State {
@@ -462,11 +525,21 @@ fn watch_stream(
         output: Option<(tokio::sync::watch::Receiver<u64>, u64, u64)>,
         pending: std::collections::VecDeque<pb::RunEvent>,
         done: bool,
+        catch_up_only: bool,
         shutdown: tokio_util::sync::CancellationToken,
     }
     let changes = log.subscribe();
     let output = output.map(|(epoch, seq)| (log.output().subscribe(), epoch, seq));
-    let state = State { log, cursor: after, changes, output, pending: Default::default(), done: false, shutdown };
+    let state = State {
+        log,
+        cursor: after,
+        changes,
+        output,
+        pending: Default::default(),
+        done: false,
+        catch_up_only,
+        shutdown,
+    };
     futures_util::stream::unfold(state, |mut s| async move {
         loop {
             if let Some(ev) = s.pending.pop_front() {
@@ -502,7 +575,7 @@ fn watch_stream(
                 continue;
             }
             // Resumed at or after the final event: nothing more will come.
-            if s.log.ended_by(s.cursor) {
+            if s.log.ended_by(s.cursor) || s.catch_up_only {
                 return None;
             }
             let output_changed = async {

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod forward;
 pub mod gateway;
 pub mod manager;
 pub mod node;
@@ -64,6 +65,9 @@ pub struct CoordinatorConfig {
     pub auth: auth::Authenticator,
     /// The model gateway's limits per endpoint (`--models`); empty: no gateway.
     pub model_limits: std::collections::HashMap<String, gateway::Limits>,
+    /// How a standby reaches an `https://` leader to forward API calls (`--peer-ca`); `None`:
+    /// the system's roots.
+    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Default for CoordinatorConfig {
@@ -78,6 +82,7 @@ impl Default for CoordinatorConfig {
             payloads: swarm_store::payload::PayloadStore::memory(swarm_store::payload::DEFAULT_THRESHOLD),
             auth: auth::Authenticator::off(),
             model_limits: std::collections::HashMap::new(),
+            peer_tls: None,
         }
     }
 }
@@ -120,7 +125,17 @@ impl Coordinator {
     pub fn start(config: CoordinatorConfig, store: Arc<dyn StateStore>, shutdown: CancellationToken) -> Self {
         let tracker = TaskTracker::new();
         let (role_tx, role) = tokio::sync::watch::channel(Role::Standby { leader: None });
-        let api = api::SwarmApi::new(role.clone(), config.limits.clone(), shutdown.clone());
+        let forwarder = forward::Forwarder::new(config.advertise.clone(), config.peer_tls.clone());
+        let reads = swarm_store::repo::RunRepo::new(store.clone(), config.prefix.clone())
+            .with_payloads(config.payloads.clone());
+        let api = api::SwarmApi::new(
+            role.clone(),
+            config.limits.clone(),
+            shutdown.clone(),
+            forwarder,
+            config.auth.enabled(),
+            reads,
+        );
         let mut config = config;
         let gateway =
             (!config.model_limits.is_empty()).then(|| gateway::GatewayHandle::spawn(config.model_limits.clone()));

@@ -113,6 +113,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         auth_file,
         insecure,
         tls,
+        peer_ca,
         advertise,
         store,
         payloads,
@@ -144,6 +145,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         run_ttl: (!run_ttl.is_zero()).then_some(run_ttl),
         payloads: store.payloads(payloads.as_deref())?,
         model_limits,
+        peer_tls: tls.peer_tls(peer_ca.as_deref())?,
         ..CoordinatorConfig::default()
     };
     let mut config = config;

@@ -16,6 +16,7 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use swarm_core::RunId;
 use swarm_proto::ApiError;
@@ -24,8 +25,6 @@ use swarm_proto::pb::swarm_service_server::SwarmService;
 use swarm_proto::status::to_status;
 
 use super::{Web, authed, error, ms, run_json, subtask_json};
-use crate::api::SwarmApi;
-use crate::auth::principal;
 
 /// Runs looked at for one filtered page at most (a filter matching little ends the page early,
 /// with a token to go on).
@@ -176,19 +175,17 @@ pub fn timeline(events: &[pb::RunEvent], winners: &HashMap<String, String>) -> V
     bars
 }
 
-impl SwarmApi {
-    /// Every event of a run logged so far (durable ones), without waiting for more.
-    async fn events_now(&self, run_id: &RunId) -> Result<Vec<pb::RunEvent>, ApiError> {
-        let log = self.watch_log(run_id.clone()).await?;
-        let mut out = Vec::new();
-        loop {
-            let (batch, _) = log.read(out.last().map_or(0, |e: &pb::RunEvent| e.seq), 10_000);
-            if batch.is_empty() {
-                return Ok(out);
-            }
-            out.extend(batch);
-        }
+/// Every event of a run written so far, as the caller, without waiting for more (a WatchRun
+/// that only catches up: served by the leader, or forwarded to it).
+async fn events_now(web: &Web, headers: &HeaderMap, id: &str) -> Result<Vec<pb::RunEvent>, Response> {
+    let req = pb::WatchRunRequest { run_id: id.to_owned(), catch_up_only: true, ..Default::default() };
+    let req = authed(web, headers, req).map_err(|e| *e)?;
+    let mut stream = web.api.watch_run(req).await.map_err(|s| error(&s))?.into_inner();
+    let mut out = Vec::new();
+    while let Some(event) = stream.next().await {
+        out.push(event.map_err(|s| error(&s))?);
     }
+    Ok(out)
 }
 
 /// Every subtask status of a run (all pages), as the caller.
@@ -215,9 +212,9 @@ pub(super) async fn run_timeline(State(web): State<Web>, Path(id): Path<String>,
         Err(r) => return r,
     };
     let winners: HashMap<String, String> = statuses.into_iter().map(|s| (s.id, s.worker_id)).collect();
-    match web.api.events_now(&RunId::from(id.as_str())).await {
+    match events_now(&web, &headers, &id).await {
         Ok(events) => Json(json!({ "run": run_json(&run), "bars": timeline(&events, &winners) })).into_response(),
-        Err(e) => error(&to_status(&e)),
+        Err(r) => r,
     }
 }
 
@@ -227,11 +224,6 @@ pub(super) async fn subtask_detail(
     Path((id, sid)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let req = match authed(&web, &headers, ()) {
-        Ok(r) => r,
-        Err(e) => return *e,
-    };
-    let who = principal(&req);
     let (_, statuses) = match subtasks(&web, &headers, &id).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -241,8 +233,8 @@ pub(super) async fn subtask_detail(
     };
     let run_id = RunId::from(id.as_str());
     let detail = async {
-        web.api.check_visible(&run_id, &who).await?;
-        let repo = web.api.leader()?.repo.clone();
+        // The caller may see the run: GetRun (here or at the leader) just said so.
+        let repo = web.api.reads();
         let store = |e: swarm_store::StoreError| ApiError::Internal(e.to_string());
         let spec = repo.spec(&run_id).await.map_err(store)?;
         let mut spec_json = spec

@@ -1,0 +1,123 @@
+//! Any coordinator serves the API: a standby sends each call on to the leader it follows (as
+//! Vault and Nomad standbys forward to their active node), WatchRun streams included, so a
+//! Kubernetes Service or a port in front of every coordinator just works.
+//!
+//! The caller's credentials travel with the call (its bearer token, its trace context) and the
+//! leader authenticates and authorizes it again: a standby adds no authority of its own. A call
+//! is forwarded at most once: it carries [`FORWARDED_BY`], and a node that receives a forwarded
+//! call it cannot serve (its leader changed meanwhile) answers `UNAVAILABLE` with the leader
+//! hint, as every node did before forwarding. A caller known only by its client certificate
+//! cannot be vouched for to the leader, so it gets that hint too.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use swarm_proto::ApiError;
+use swarm_proto::pb::swarm_service_client::SwarmServiceClient;
+use tonic::metadata::MetadataMap;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request, Status};
+
+/// The metadata key a forwarded call carries: the address of the node that forwarded it.
+pub const FORWARDED_BY: &str = "x-swarm-forwarded-by";
+
+/// Responses a forwarded call may bring back (a page of a run's subtasks is about 4 MiB).
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// A standby's way to its leader: one HTTP/2 connection, made on first use and kept while the
+/// leader stays the same.
+#[derive(Clone)]
+pub struct Forwarder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// This node's advertised address (a leader hint naming itself is stale).
+    me: String,
+    /// How to reach an `https://` leader: the CA that signed the coordinators' certificates
+    /// (`--peer-ca`), else the system's roots.
+    tls: Option<ClientTlsConfig>,
+    channel: Mutex<Option<(String, Channel)>>,
+}
+
+impl Forwarder {
+    pub fn new(me: String, tls: Option<ClientTlsConfig>) -> Self {
+        Self { inner: Arc::new(Inner { me, tls, channel: Mutex::new(None) }) }
+    }
+
+    /// A client of `leader`, or why there is none (then the caller gets the hint).
+    pub fn client(&self, leader: &str) -> Result<SwarmServiceClient<Channel>, ApiError> {
+        let hint = || ApiError::NotLeader { leader: Some(leader.to_owned()) };
+        if leader == self.inner.me {
+            return Err(hint());
+        }
+        let mut slot = self.inner.channel.lock().unwrap_or_else(PoisonError::into_inner);
+        let channel = match &*slot {
+            Some((addr, channel)) if addr == leader => channel.clone(),
+            _ => {
+                let mut endpoint = Endpoint::from_shared(leader.to_owned())
+                    .map_err(|_| hint())?
+                    .connect_timeout(Duration::from_secs(2))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5));
+                if leader.starts_with("https://") {
+                    let tls = self.inner.tls.clone().unwrap_or_else(|| ClientTlsConfig::new().with_native_roots());
+                    endpoint = endpoint.tls_config(tls).map_err(|e| {
+                        tracing::warn!(error = %e, leader, "cannot forward to the leader over TLS");
+                        hint()
+                    })?;
+                }
+                let channel = endpoint.connect_lazy();
+                *slot = Some((leader.to_owned(), channel.clone()));
+                channel
+            }
+        };
+        Ok(SwarmServiceClient::new(channel)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(crate::MAX_SUBMIT_BYTES))
+    }
+
+    /// The call to send on: the caller's message and metadata (tonic drops the reserved
+    /// headers), the current span's trace context in place of the caller's (the forwarding
+    /// hop is a span of the trace), and this node's mark.
+    pub fn request<T>(&self, req: Request<T>) -> Request<T> {
+        let (mut metadata, _, message) = req.into_parts();
+        for (key, value) in swarm_telemetry::inject(&tracing::Span::current()) {
+            if let (Ok(k), Ok(v)) = (key.parse::<tonic::metadata::MetadataKey<_>>(), value.parse()) {
+                metadata.insert(k, v);
+            }
+        }
+        if let Ok(me) = self.inner.me.parse() {
+            metadata.insert(FORWARDED_BY, me);
+        }
+        Request::from_parts(metadata, Default::default(), message)
+    }
+}
+
+/// Whether a call can be vouched for to the leader: it was not forwarded already, and it
+/// carries its credentials (a token) or needs none (authentication off).
+pub fn forwardable(metadata: &MetadataMap, auth_on: bool) -> bool {
+    !metadata.contains_key(FORWARDED_BY) && (!auth_on || metadata.contains_key("authorization"))
+}
+
+/// A stream from the leader as this node's own: when the connection to the leader breaks (the
+/// leader died), the caller hears UNAVAILABLE, which says "resume with after_seq", rather than
+/// the transport's UNKNOWN.
+pub fn resumable<T>(
+    stream: impl Stream<Item = Result<T, Status>> + Send,
+) -> impl Stream<Item = Result<T, Status>> + Send {
+    stream.map(|item| {
+        item.map_err(|s| {
+            if s.code() != Code::Unavailable && std::error::Error::source(&s).is_some() {
+                Status::unavailable(format!(
+                    "the stream from the leader broke ({}); resume with after_seq",
+                    s.message()
+                ))
+            } else {
+                s
+            }
+        })
+    })
+}

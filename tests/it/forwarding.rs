@@ -1,0 +1,131 @@
+//! Any coordinator serves the API: two coordinator processes on etcd behind a loopback TCP
+//! balancer (as a Kubernetes Service over every ready pod), calls answered whichever one a
+//! connection lands on, and a watcher that keeps its place when the leader is SIGKILLed.
+
+use std::time::Duration;
+
+use swarm_cli::client;
+use swarm_proto::pb;
+use swarm_tests::balancer::Balancer;
+use swarm_tests::harness::{submit, succeeded};
+use swarm_tests::proc_cluster::{ProcCluster, append_swarm, echo, free_addr};
+
+use crate::failover::SERIAL;
+
+/// `GET path` over HTTP/1.1: the status and the body.
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_coordinator_serves_the_api_and_a_watch_survives_the_leader_sigkill() {
+    let _serial = SERIAL.lock().await;
+    let mut pc = ProcCluster::start(1, 1, 3, Duration::from_secs(2)).await.expect("cluster");
+    // The second coordinator, a standby, also serves the web view.
+    let web = free_addr().expect("addr");
+    let b = pc.add_coordinator_args(&["--http-listen".into(), web.clone()]).expect("standby");
+    let standby_url = pc.coordinators[b].1.clone();
+    pc.wait_serving(&standby_url, Duration::from_secs(15)).await.expect("standby serving");
+    let (leader_url, _) = pc.leader().await.expect("leader").expect("elected");
+    assert_ne!(leader_url, standby_url, "the first coordinator leads");
+
+    // Straight to the standby: every call is served (sent on to the leader).
+    let mut standby = pc.client(&standby_url).await.expect("client");
+    let probe = swarm_core::RunSpec::new("probe", vec![echo("a"), echo("b").after(["a"])]);
+    let probe_id = submit(&mut standby, &probe).await.expect("submit through the standby");
+    let mut events = Vec::new();
+    client::follow(&mut standby, &probe_id, 0, |e| events.push(e.clone())).await.expect("watch through the standby");
+    let Some(pb::run_event::Event::RunFinished(end)) = events.last().and_then(|e| e.event.as_ref()) else {
+        panic!("the watch ends with the run: {events:?}")
+    };
+    assert_eq!(end.state, pb::RunState::Succeeded as i32);
+    let run = client::get(&mut standby, &probe_id, true).await.expect("get through the standby");
+    assert_eq!(run.subtasks.len(), 2);
+    let runs = standby.list_runs(pb::ListRunsRequest::default()).await.expect("list").into_inner().runs;
+    assert!(runs.iter().any(|r| r.run_id == probe_id));
+    let workers = standby.list_workers(pb::ListWorkersRequest::default()).await.expect("workers").into_inner();
+    assert_eq!(workers.workers.len(), 3);
+    // Errors come back as the leader gave them, with their details.
+    let err = standby
+        .get_run(pb::GetRunRequest { run_id: "r-nope".into(), ..Default::default() })
+        .await
+        .expect_err("no such run");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let bad = pb::RunSpec::from(&swarm_core::RunSpec::new("bad", vec![echo("x"), echo("x")]));
+    let err = standby
+        .submit_run(pb::SubmitRunRequest { spec: Some(bad), ..Default::default() })
+        .await
+        .expect_err("duplicate ids");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(swarm_proto::status::field_violations(&err)[0].0, "subtasks[1].id");
+
+    // The standby's web view: runs, a run's timeline (its events, caught up) and a subtask.
+    let (status, body) = http_get(&web, "/api/runs").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&probe_id), "{body}");
+    let (status, body) = http_get(&web, &format!("/api/runs/{probe_id}/timeline")).await;
+    assert_eq!(status, 200, "{body}");
+    let timeline: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(timeline["bars"].as_array().map(Vec::len), Some(2), "{body}");
+    let (status, body) = http_get(&web, &format!("/api/runs/{probe_id}/subtasks/b")).await;
+    assert_eq!(status, 200, "{body}");
+    let detail: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(detail["spec"]["args"]["text"], "b", "{body}");
+
+    // Through the balancer: connections alternate between the two; every call is answered.
+    let backends = pc.coordinators.iter().map(|(_, url)| url.trim_start_matches("http://").parse().expect("addr"));
+    let lb = Balancer::start(backends.collect()).await.expect("balancer");
+    for _ in 0..6 {
+        let mut c = pc.client(&lb.url()).await.expect("client");
+        c.list_runs(pb::ListRunsRequest::default()).await.expect("every coordinator answers");
+    }
+    assert!(lb.counts().iter().all(|&n| n >= 3), "both coordinators took connections: {:?}", lb.counts());
+
+    // A watch through the balancer; the leader dies in the middle of it.
+    let mut c = pc.client(&lb.url()).await.expect("client");
+    let spec = append_swarm(20, 10, 150, "exec.log");
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = tokio::spawn({
+        let (url, run_id) = (lb.url(), run_id.clone());
+        async move {
+            let mut c = client::connect(&url).await.expect("client");
+            client::follow(&mut c, &run_id, 0, |e| {
+                let _ = tx.send(e.clone());
+            })
+            .await
+        }
+    });
+    let mut seen = Vec::new();
+    while succeeded(&seen) < 60 {
+        seen.push(rx.recv().await.expect("events before the kill"));
+    }
+    let a = pc.coordinators.iter().position(|(_, url)| *url == leader_url).expect("leader is ours");
+    pc.coordinators[a].0.kill();
+    let last = tokio::time::timeout(Duration::from_secs(120), watcher)
+        .await
+        .unwrap_or_else(|_| panic!("the watch did not end\n{}", pc.logs()))
+        .expect("watcher")
+        .unwrap_or_else(|e| panic!("the watch failed: {e}\n{}", pc.logs()));
+    while let Ok(e) = rx.try_recv() {
+        seen.push(e);
+    }
+    let seqs: Vec<u64> = seen.iter().map(|e| e.seq).collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "no event missing or repeated\n{}", pc.logs());
+    assert_eq!(last, *seqs.last().expect("events"));
+    let Some(pb::run_event::Event::RunFinished(end)) = seen.last().and_then(|e| e.event.as_ref()) else {
+        panic!("the watch ends with the run")
+    };
+    assert_eq!(end.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    assert_eq!(pc.appended("exec.log").len(), 200, "every call ran once");
+}
