@@ -253,3 +253,148 @@ async fn an_http_mcp_server_is_reached_at_its_own_address_and_nowhere_else_inter
     let e = stray.call("whereami", json!({})).await.expect_err("refused");
     assert_eq!(e.kind, swarm_core::FailureKind::Permanent, "{e:?}");
 }
+
+/// The reference MCP server (`@modelcontextprotocol/server-everything`, npm, pinned in
+/// tests/web/package-lock.json) over streamable HTTP on `port`; killed on drop.
+struct Everything {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Everything {
+    /// POST requests the server has received (it logs each).
+    fn posts(&self) -> usize {
+        std::fs::read_to_string(&self.log).unwrap_or_default().matches("Received MCP POST request").count()
+    }
+
+    async fn start(port: u16) -> Self {
+        let log = std::env::temp_dir().join(format!("swarm-everything-{port}-{}.log", std::process::id()));
+        let out = std::fs::File::create(&log).expect("log");
+        let index = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("web/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+        assert!(index.exists(), "{} is missing: run ./scripts/install-deps test", index.display());
+        let child = std::process::Command::new("node")
+            .arg(index)
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("node");
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < until, "the reference MCP server did not listen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, log }
+    }
+}
+
+impl Drop for Everything {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_mcp_server_that_restarts_is_reached_again_at_once() {
+    let port = swarm_tests::etcd::free_port().expect("port");
+    let mut server = Everything::start(port).await;
+    let mut config = http_config(format!("http://127.0.0.1:{port}/mcp")).servers["web"].clone();
+    config.timeout_secs = Some(30);
+    let mut policy = swarm_worker::tools::egress::EgressPolicy::public_only();
+    policy.allow.push("127.0.0.1".parse().expect("cidr"));
+    let mcp = Arc::new(swarm_worker::tools::mcp::McpServer::with_egress("everything", config, Arc::new(policy)));
+    let out = mcp.call("echo", json!({"message": "one"})).await.expect("echo");
+    assert_eq!(out, json!("Echo: one"));
+
+    // Under load: long calls in flight when the server dies, and a burst of calls once it is
+    // back (on the same port, knowing nothing of the old session).
+    let before = server.posts();
+    let in_flight: Vec<_> = (0..8)
+        .map(|_| {
+            let mcp = mcp.clone();
+            tokio::spawn(async move {
+                let t = tokio::time::Instant::now();
+                let r = mcp.call("trigger-long-running-operation", json!({"duration": 20, "steps": 20})).await;
+                (r, t.elapsed())
+            })
+        })
+        .collect();
+    // Every call has reached the server before it dies.
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.posts() < before + 8 {
+        assert!(tokio::time::Instant::now() < until, "the calls did not reach the server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(in_flight.iter().all(|t| !t.is_finished()), "the calls take 20 s");
+    drop(server);
+    server = Everything::start(port).await;
+    let after: Vec<_> = (0..20)
+        .map(|i| {
+            let mcp = mcp.clone();
+            tokio::spawn(async move {
+                let t = tokio::time::Instant::now();
+                (mcp.call("echo", json!({"message": format!("m{i}")})).await, t.elapsed())
+            })
+        })
+        .collect();
+    for (i, task) in after.into_iter().enumerate() {
+        let (r, took) = task.await.expect("join");
+        assert_eq!(r.expect("answered by the restarted server"), json!(format!("Echo: m{i}")));
+        assert!(took < Duration::from_secs(3), "the stale session was replaced at once, not after a timeout: {took:?}");
+    }
+    // The calls in flight were lost with the server: they fail transient (the attempt's retry
+    // policy decides, as the server may have run them) in seconds, not at their 30 s timeout.
+    for task in in_flight {
+        let (r, took) = task.await.expect("join");
+        let e = r.expect_err("the server that ran it is gone");
+        assert_eq!(e.kind, swarm_core::FailureKind::Transient, "{e:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}: {e:?}");
+    }
+    drop(server);
+}
+
+/// The reference server over stdio has an `echo` of its own: it is reachable as
+/// `everything__echo`, and the bare `echo` stays the built-in, whatever the server offers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_servers_echo_never_shadows_the_built_in() {
+    let index = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("web/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let server = McpServerConfig {
+        command: Some("node".into()),
+        args: vec![index.display().to_string(), "stdio".into()],
+        env: Default::default(),
+        url: None,
+        read_only: true,
+        idempotent: true,
+        timeout_secs: Some(30),
+    };
+    let config = McpConfig { servers: [("everything".to_owned(), server)].into() };
+    let tools = swarm_worker::tools::mcp::load(&config).await.expect("the reference server starts");
+    let names: Vec<String> = tools.iter().map(|t| t.info().name.clone()).collect();
+    assert!(names.contains(&"everything__echo".to_owned()), "{names:?}");
+    let tc = cluster_with(tools).await;
+    let mut c = tc.client().await.expect("client");
+    let spec = RunSpec::new(
+        "echoes",
+        vec![
+            SubtaskSpec::tool("builtin", "echo", json!({"text": "plain"})),
+            SubtaskSpec::tool("mcp", "everything__echo", json!({"message": "over MCP"})),
+            SubtaskSpec::tool("sum", "get-sum", json!({"a": 2, "b": 3})),
+        ],
+    );
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+    let output = |id: &str| -> serde_json::Value {
+        let s = run.subtasks.iter().find(|s| s.id == id).expect("subtask");
+        serde_json::from_str(&s.output_json).expect("json")
+    };
+    assert_eq!(output("builtin"), json!({"text": "plain"}), "the built-in echo");
+    assert_eq!(output("mcp"), json!("Echo: over MCP"));
+    assert!(output("sum").to_string().contains('5'), "a bare name no built-in has: {}", output("sum"));
+    tc.stop().await;
+}

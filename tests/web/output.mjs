@@ -2,8 +2,8 @@
 //   node output.mjs BASE_URL RUN_ID SUBTASK SCREENSHOT
 //
 // Opens the run's page while the run goes on, clicks SUBTASK's box, waits until its output
-// panel has grown past two finished tool calls (taking a screenshot then), waits for the run to
-// end, and prints one JSON line: {"early": the panel's text then, "final": its text at the end}.
+// panel has grown past two finished tool calls (taking a screenshot then), approves the question
+// the agent then waits on, waits for the run to end, and prints one JSON line: {"early": the panel's text then, "final": its text at the end}.
 import { chromium } from "playwright-core";
 
 const [base, runId, subtask, screenshot] = process.argv.slice(2);
@@ -24,6 +24,16 @@ try {
   });
   const early = await page.locator("#output pre").textContent();
   await page.screenshot({ path: screenshot, fullPage: true });
+  // The agent waits for a person after three calls: answer it, as the page's button does.
+  const answered = await page.evaluate(async ([runId, subtask]) => {
+    const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/signal`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-swarm-request": "1" },
+      body: JSON.stringify({ subtask_id: subtask, decision: "approve" }),
+    });
+    return r.status;
+  }, [runId, subtask]);
+  if (answered !== 200) throw new Error(`the approval was answered ${answered}`);
   await page.waitForSelector('#run[data-state="SUCCEEDED"]');
   const final = await page.locator("#output pre").textContent();
   console.log(JSON.stringify({ early, final }));

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::CallToolRequestParams;
-use rmcp::service::{Peer, RoleClient, RunningService, ServiceExt};
+use rmcp::service::{Peer, RoleClient, RunningService, ServiceError, ServiceExt};
 use serde::Deserialize;
 use serde_json::Value;
 use swarm_core::FailureKind;
@@ -75,7 +75,10 @@ type Client = RunningService<RoleClient, ()>;
 pub struct McpServer {
     name: String,
     config: McpServerConfig,
-    client: Mutex<Option<Client>>,
+    /// The live client and its generation (each connection a new one).
+    client: Mutex<Option<(u64, Client)>>,
+    /// Connections made so far (the next one's generation).
+    connections: std::sync::atomic::AtomicU64,
     /// What an HTTP server's connections may reach.
     egress: Arc<EgressPolicy>,
     /// Why its client last refused to connect somewhere.
@@ -94,7 +97,14 @@ impl McpServer {
 
     /// A server whose HTTP connections go only where `egress` permits.
     pub fn with_egress(name: &str, config: McpServerConfig, egress: Arc<EgressPolicy>) -> Self {
-        Self { name: name.to_owned(), config, client: Mutex::new(None), egress, refusals: Default::default() }
+        Self {
+            name: name.to_owned(),
+            config,
+            client: Mutex::new(None),
+            connections: Default::default(),
+            egress,
+            refusals: Default::default(),
+        }
     }
 
     /// A permanent failure when the last error was an egress refusal.
@@ -132,9 +142,13 @@ impl McpServer {
                     .redirect(super::egress::redirects_logged(self.egress.clone(), Some(self.refusals.clone())))
                     .build()
                     .map_err(|e| failed(e.to_string()))?;
-                let config =
+                let mut config =
                     rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url.clone());
-                let transport = rmcp::transport::StreamableHttpClientTransport::with_client(http, config);
+                config.retry_config = super::mcp_http::resume_policy();
+                let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
+                    super::mcp_http::SessionAware(http),
+                    config,
+                );
                 self.refusals.take();
                 match ().serve(transport).await {
                     Ok(c) => Ok(c),
@@ -147,29 +161,35 @@ impl McpServer {
         }
     }
 
-    /// A live peer, starting (or restarting) the server if needed.
-    async fn peer(&self) -> Result<Peer<RoleClient>, ToolError> {
+    /// A live peer and its connection's generation, starting (or restarting) the server if
+    /// needed.
+    async fn peer(&self) -> Result<(u64, Peer<RoleClient>), ToolError> {
         let mut client = self.client.lock().await;
-        if client.as_ref().is_none_or(|c| c.is_closed()) {
+        if client.as_ref().is_none_or(|(_, c)| c.is_closed()) {
             if client.is_some() {
                 warn!(server = %self.name, "MCP server is gone; starting it again");
             }
-            *client = Some(self.connect().await?);
+            let generation = self.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *client = Some((generation, self.connect().await?));
             info!(server = %self.name, "MCP server connected");
         }
-        client.as_ref().map(|c| c.peer().clone()).ok_or_else(|| transient("no MCP client".into()))
+        client.as_ref().map(|(g, c)| (*g, c.peer().clone())).ok_or_else(|| transient("no MCP client".into()))
     }
 
-    /// Forgets the connection (the next call starts the server again).
-    async fn reset(&self) {
-        if let Some(mut c) = self.client.lock().await.take() {
+    /// Forgets connection `generation` if it is still the live one (the next call starts the
+    /// server again); a newer connection that another call made stays.
+    async fn reset(&self, generation: u64) {
+        let mut client = self.client.lock().await;
+        if client.as_ref().is_some_and(|(g, _)| *g == generation)
+            && let Some((_, mut c)) = client.take()
+        {
             let _ = tokio::time::timeout(Duration::from_secs(1), c.close()).await;
         }
     }
 
     /// The server's tools: (name, description).
     pub async fn list(&self) -> Result<Vec<(String, String)>, ToolError> {
-        let peer = self.peer().await?;
+        let (_, peer) = self.peer().await?;
         let tools =
             peer.list_all_tools().await.map_err(|e| transient(format!("listing tools of `{}`: {e}", self.name)))?;
         Ok(tools
@@ -180,7 +200,7 @@ impl McpServer {
 
     /// Calls a tool.
     pub async fn call(&self, tool: &str, args: Value) -> Result<Value, ToolError> {
-        let peer = self.peer().await?;
+        let (generation, peer) = self.peer().await?;
         let arguments = match args {
             Value::Object(map) => map,
             Value::Null => Default::default(),
@@ -190,18 +210,23 @@ impl McpServer {
         let timeout = Duration::from_secs(self.config.timeout_secs.unwrap_or(60));
         let result = match tokio::time::timeout(timeout, peer.call_tool(params)).await {
             Err(_) => {
-                self.reset().await;
+                self.reset(generation).await;
                 return Err(ToolError {
                     kind: FailureKind::Timeout,
                     message: format!("MCP server `{}` did not answer in {timeout:?}", self.name),
                 });
             }
             Ok(Err(e)) => {
-                self.reset().await;
+                // A broken transport (a server process that died) is started again by the next
+                // call. Any other error leaves the connection: an HTTP session that expired was
+                // re-initialised by the transport already, and other calls go on over it.
+                if matches!(e, ServiceError::TransportClosed | ServiceError::TransportSend(_)) {
+                    self.reset(generation).await;
+                }
                 if let Some(refused) = self.refused() {
                     return Err(refused);
                 }
-                return Err(transient(format!("MCP server `{}` failed: {e}; it will be started again", self.name)));
+                return Err(transient(format!("MCP server `{}` failed: {e}", self.name)));
             }
             Ok(Ok(r)) => r,
         };

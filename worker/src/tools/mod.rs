@@ -5,6 +5,7 @@
 pub mod builtin;
 pub mod egress;
 pub mod mcp;
+pub mod mcp_http;
 
 use std::collections::BTreeMap;
 use std::future::Future;
