@@ -23,12 +23,28 @@ pub struct ReceivedSpan {
     pub span_id: Vec<u8>,
     pub parent_span_id: Vec<u8>,
     pub attributes: Vec<(String, String)>,
+    /// Each attribute's OTLP value type: `string`, `int`, `bool`, `double`, `array`, ….
+    pub types: Vec<(String, &'static str)>,
+    /// The instrumentation scope: name, version, schema URL.
+    pub scope: (String, String, String),
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
 }
 
 impl ReceivedSpan {
     /// An attribute's value, as text.
     pub fn attr(&self, key: &str) -> Option<&str> {
         self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// An attribute's OTLP value type.
+    pub fn attr_type(&self, key: &str) -> Option<&'static str> {
+        self.types.iter().find(|(k, _)| k == key).map(|(_, t)| *t)
+    }
+
+    /// How long the span lasted.
+    pub fn duration(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.end_unix_nano.saturating_sub(self.start_unix_nano))
     }
 }
 
@@ -53,8 +69,24 @@ fn text(v: &Option<AnyValue>) -> String {
         Some(any_value::Value::IntValue(i)) => i.to_string(),
         Some(any_value::Value::BoolValue(b)) => b.to_string(),
         Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::ArrayValue(a)) => {
+            let items: Vec<String> = a.values.iter().map(|v| text(&Some(v.clone()))).collect();
+            format!("[{}]", items.join(","))
+        }
         Some(other) => format!("{other:?}"),
         None => String::new(),
+    }
+}
+
+fn kind(v: &Option<AnyValue>) -> &'static str {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(_)) => "string",
+        Some(any_value::Value::IntValue(_)) => "int",
+        Some(any_value::Value::BoolValue(_)) => "bool",
+        Some(any_value::Value::DoubleValue(_)) => "double",
+        Some(any_value::Value::ArrayValue(_)) => "array",
+        Some(_) => "other",
+        None => "none",
     }
 }
 
@@ -79,6 +111,8 @@ impl TraceService for Traces {
             let service =
                 resource.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone()).unwrap_or_default();
             for ss in &rs.scope_spans {
+                let scope = ss.scope.as_ref().map_or_else(Default::default, |s| (s.name.clone(), s.version.clone()));
+                let scope = (scope.0, scope.1, ss.schema_url.clone());
                 for s in &ss.spans {
                     inner.spans.push(ReceivedSpan {
                         service: service.clone(),
@@ -88,6 +122,10 @@ impl TraceService for Traces {
                         span_id: s.span_id.clone(),
                         parent_span_id: s.parent_span_id.clone(),
                         attributes: attrs(&s.attributes),
+                        types: s.attributes.iter().map(|kv| (kv.key.clone(), kind(&kv.value))).collect(),
+                        scope: scope.clone(),
+                        start_unix_nano: s.start_time_unix_nano,
+                        end_unix_nano: s.end_time_unix_nano,
                     });
                 }
             }

@@ -121,3 +121,30 @@ pub fn resumable<T>(
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_calls_the_leader_can_authenticate_are_forwarded_and_only_once() {
+        let mut md = MetadataMap::new();
+        assert!(forwardable(&md, false), "authentication off: everyone is the anonymous admin");
+        assert!(!forwardable(&md, true), "a caller known by its certificate alone cannot be vouched for");
+        md.insert("authorization", "Bearer t".parse().expect("value"));
+        assert!(forwardable(&md, true), "its token travels with it");
+        md.insert(FORWARDED_BY, "http://10.0.0.1:7070".parse().expect("value"));
+        assert!(!forwardable(&md, true), "forwarded once at most");
+    }
+
+    #[tokio::test]
+    async fn a_hint_naming_this_node_or_no_url_is_answered_with_the_hint() {
+        let f = Forwarder::new("http://127.0.0.1:7070".into(), None);
+        for leader in ["http://127.0.0.1:7070", "not a url \u{0}"] {
+            let Err(ApiError::NotLeader { leader: hint }) = f.client(leader) else { panic!("{leader} is no leader") };
+            assert_eq!(hint.as_deref(), Some(leader));
+        }
+        let req = f.request(Request::new(()));
+        assert_eq!(req.metadata().get(FORWARDED_BY).and_then(|v| v.to_str().ok()), Some("http://127.0.0.1:7070"));
+    }
+}

@@ -123,6 +123,7 @@ impl Coordinator {
     /// Starts the node over `store`. Everything stops when `shutdown` is cancelled (a leader
     /// resigns first).
     pub fn start(config: CoordinatorConfig, store: Arc<dyn StateStore>, shutdown: CancellationToken) -> Self {
+        telemetry::touch_series();
         let tracker = TaskTracker::new();
         let (role_tx, role) = tokio::sync::watch::channel(Role::Standby { leader: None });
         let forwarder = forward::Forwarder::new(config.advertise.clone(), config.peer_tls.clone());

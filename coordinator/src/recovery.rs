@@ -157,7 +157,7 @@ pub async fn load_state(
     for (parent, stage, children) in repo.spawns(&header.run_id).await? {
         let Some(parent) = dag.index_of(parent.as_str()) else { continue };
         for child in children {
-            let i = dag.add_child(parent, child.id, stage, &child.name, child.agent);
+            let i = dag.add_child(parent, child.id, stage, &child.name, child.agent, child.trace_context);
             calls.insert(i, child.call_id);
         }
     }

@@ -31,11 +31,30 @@ pub fn workflow_span(parent: Option<&tracing::Span>, name: &str, run_id: &str) -
     )
 }
 
+/// Makes the coordinator's series with known label values exist from the start (scraped as 0
+/// before they first happen).
+pub fn touch_series() {
+    let m = metrics();
+    for state in [RunState::Succeeded, RunState::Failed, RunState::Cancelled, RunState::BudgetExceeded] {
+        m.runs_finished.touch(&[("state", state.as_str())]);
+    }
+    for kind in ["first", "retry", "speculative"] {
+        m.attempts.touch(&[("kind", kind)]);
+    }
+    for kind in swarm_core::FailureKind::ALL {
+        m.retries.touch(&[("error.type", kind.as_str())]);
+    }
+    for state in ["used", "free"] {
+        m.slots.touch(&[("state", state)]);
+    }
+}
+
 /// Records the end of a run on its span and in the metrics.
 pub fn run_finished(span: &tracing::Span, state: RunState, summary: &RunSummary) {
     span.record("swarm.run.state", state.as_str());
-    span.record("swarm.critical_steps", summary.critical_steps);
-    span.record("swarm.tool_calls", summary.tool_calls_completed);
+    // Integers as integers (tracing hands the exporter a u64 as text).
+    span.record("swarm.critical_steps", i64::try_from(summary.critical_steps).unwrap_or(i64::MAX));
+    span.record("swarm.tool_calls", i64::from(summary.tool_calls_completed));
     if state != RunState::Succeeded {
         span.record("otel.status_code", "error");
         span.record("error.type", state.as_str());
@@ -131,14 +150,28 @@ fn grpc_span<B>(req: &http::Request<B>) -> tracing::Span {
     span
 }
 
+/// Records a gRPC status on the call's span; server errors per the conventions (UNKNOWN,
+/// DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS) mark it an error.
+fn record_status(span: &tracing::Span, headers: &http::HeaderMap) -> bool {
+    let Some(code) = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok())
+    else {
+        return false;
+    };
+    span.record("rpc.grpc.status_code", code);
+    if matches!(code, 2 | 4 | 12 | 13 | 14 | 15) {
+        span.record("otel.status_code", "error");
+    }
+    true
+}
+
 impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for GrpcSpan<S>
 where
     S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<SpanBody<ResBody>>;
     type Error = S::Error;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -150,27 +183,70 @@ where
             let _entered = span.enter();
             self.inner.call(req)
         };
+        let body_span = span.clone();
         Box::pin(tracing::Instrument::instrument(
             async move {
                 let resp = call.await?;
-                // Errors come "trailers-only": the status is in the headers. A response without
-                // it carries its status in trailers, after a body that went out: OK so far.
-                let code = resp
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i64>().ok())
-                    .unwrap_or(0);
-                let current = tracing::Span::current();
-                current.record("rpc.grpc.status_code", code);
-                // Server errors per the conventions: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
-                // INTERNAL, UNAVAILABLE, DATA_LOSS.
-                if matches!(code, 2 | 4 | 12 | 13 | 14 | 15) {
-                    current.record("otel.status_code", "error");
-                }
-                Ok(resp)
+                // Errors come "trailers-only": the status is in the headers, and the span ends
+                // with the response. Otherwise the status comes in the trailers, after the body
+                // (a whole stream, for WatchRun): the body holds the span until then.
+                let done = record_status(&tracing::Span::current(), resp.headers());
+                let span = if done { None } else { Some(Closing(body_span)) };
+                Ok(resp.map(|inner| SpanBody { inner, span }))
             },
             span,
         ))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its call's span open until the body ends (a server stream's
+    /// span covers the stream), recording the status from the trailers.
+    pub struct SpanBody<B> {
+        #[pin]
+        inner: B,
+        span: Option<Closing>,
+    }
+}
+
+/// A call's span that ends when this is dropped: the exporter takes a span's end from its
+/// last exit, so it is entered once more then.
+pub struct Closing(tracing::Span);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        let _entered = self.0.enter();
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for SpanBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(trailers), Some(span)) = (frame.trailers_ref(), this.span.as_ref()) {
+                    record_status(&span.0, trailers);
+                    *this.span = None;
+                }
+            }
+            std::task::Poll::Ready(None | Some(Err(_))) => *this.span = None,
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

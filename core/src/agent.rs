@@ -210,6 +210,10 @@ pub struct SpawnRequest {
     pub name: String,
     /// What it runs.
     pub agent: AgentSpec,
+    /// The W3C trace context of the call that asked for it (`traceparent`, `tracestate`):
+    /// the subagent's spans nest under it. Empty when unknown (records of earlier builds).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub trace_context: std::collections::BTreeMap<String, String>,
 }
 
 /// Per-run limits for agent work.

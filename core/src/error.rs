@@ -30,6 +30,17 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every failure class.
+    pub const ALL: [Self; 7] = [
+        Self::Transient,
+        Self::Permanent,
+        Self::Timeout,
+        Self::Cancelled,
+        Self::WorkerLost,
+        Self::ToolReported,
+        Self::Internal,
+    ];
+
     /// The stable lowercase name used in events, metrics and JSON.
     pub fn as_str(self) -> &'static str {
         match self {

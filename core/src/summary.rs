@@ -300,7 +300,12 @@ mod tests {
         }
         fn spawn(&mut self, i: SubtaskIx, fence: Fence, n: usize) -> Vec<SubtaskIx> {
             let spawns = (0..n)
-                .map(|k| SpawnRequest { call_id: format!("a{k}"), name: "sub".into(), agent: agent("task") })
+                .map(|k| SpawnRequest {
+                    call_id: format!("a{k}"),
+                    name: "sub".into(),
+                    agent: agent("task"),
+                    trace_context: Default::default(),
+                })
                 .collect();
             let before = self.e.dag().len() as u32;
             self.now += 10;

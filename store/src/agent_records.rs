@@ -53,6 +53,10 @@ pub struct SpawnedChild {
     /// The `assign_task` call its answer goes back to.
     #[serde(default)]
     pub call_id: String,
+    /// The W3C trace context of the call that started it (`traceparent`, `tracestate`):
+    /// the subagent's spans nest under it. Empty when unknown (records of earlier builds).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub trace_context: std::collections::BTreeMap<String, String>,
 }
 
 /// One stage of an orchestrator: the subagents it started.
@@ -223,8 +227,13 @@ mod tests {
         let run = RunId::from("r1");
         let lead = SubtaskId::from("lead");
         let turn = Turn { messages: vec![], usage: Default::default(), fence: 7, seq: 2 };
-        let child =
-            SpawnedChild { id: SubtaskId::from("lead:1:w:0"), name: "w".into(), agent: agent(), call_id: "c1".into() };
+        let child = SpawnedChild {
+            id: SubtaskId::from("lead:1:w:0"),
+            name: "w".into(),
+            agent: agent(),
+            call_id: "c1".into(),
+            trace_context: [("traceparent".to_owned(), "00-1-2-01".to_owned())].into(),
+        };
         repo.write_batch(&[repo.turn_op(&run, &lead, 0, &turn), repo.spawn_op(&run, &lead, 1, vec![child.clone()])])
             .await
             .expect("write");

@@ -29,6 +29,30 @@ pub use metrics::{Metrics, metrics};
 /// The OpenTelemetry GenAI semantic conventions version the spans and metrics follow.
 pub const GENAI_SEMCONV_VERSION: &str = "1.38.0";
 
+/// The schema URL of that semantic conventions version (set on the instrumentation scope).
+pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.38.0";
+
+/// The instrumentation scope of Swarm's spans and metrics: `swarm`, at this build's version,
+/// with the schema URL.
+pub fn scope() -> opentelemetry::InstrumentationScope {
+    opentelemetry::InstrumentationScope::builder("swarm")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .with_schema_url(SCHEMA_URL)
+        .build()
+}
+
+/// Whether spans also carry the tracing layer's bookkeeping (`code.*`, `thread.*`, `target`,
+/// `busy_ns`, `idle_ns`): `SWARM_TRACE_DETAILS=true`, for debugging Swarm itself.
+fn trace_details() -> bool {
+    std::env::var("SWARM_TRACE_DETAILS").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Sets a string-array attribute on `span` (a `tracing` field can only hold one value).
+pub fn set_strings(span: &tracing::Span, key: &'static str, values: Vec<String>) {
+    let values = values.into_iter().map(opentelemetry::StringValue::from).collect();
+    span.set_attribute(key, opentelemetry::Value::Array(opentelemetry::Array::String(values)));
+}
+
 /// Targets of spans (not log events): `swarm_coordinator::run`, `…::grpc`, `swarm_worker::tool`,
 /// `…::agent`, `…::model`.
 const SPAN_TARGETS: [&str; 5] = [
@@ -109,10 +133,15 @@ pub fn init(service: &str, default_filter: &str) -> Telemetry {
         let spans = SPAN_TARGETS
             .iter()
             .fold(tracing_subscriber::filter::Targets::new(), |t, target| t.with_target(*target, tracing::Level::INFO));
-        tracing_subscriber::Layer::with_filter(
-            tracing_opentelemetry::layer().with_tracer(t.tracer("swarm")).with_error_records_to_exceptions(false),
-            spans,
-        )
+        let details = trace_details();
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(t.tracer_with_scope(scope()))
+            .with_error_records_to_exceptions(false)
+            .with_location(details)
+            .with_threads(details)
+            .with_tracked_inactivity(details)
+            .with_target(details);
+        tracing_subscriber::Layer::with_filter(layer, spans)
     });
     tracing_subscriber::registry()
         .with(otel)

@@ -59,6 +59,12 @@ impl CounterMetric {
         }
     }
 
+    /// Makes the series with these labels exist (at zero) without counting: a known label
+    /// value is scraped as 0 before it first happens, not missing.
+    pub fn touch(&self, kv: &[(&'static str, &str)]) {
+        drop(self.prom.get_or_create(&labels(kv)));
+    }
+
     /// The series with these labels, resolved once for a hot path.
     pub fn bind(&self, kv: &[(&'static str, &str)]) -> BoundCounter {
         BoundCounter {
@@ -93,6 +99,11 @@ pub struct GaugeMetric {
 }
 
 impl GaugeMetric {
+    /// Makes the series with these labels exist (at zero).
+    pub fn touch(&self, kv: &[(&'static str, &str)]) {
+        drop(self.prom.get_or_create(&labels(kv)));
+    }
+
     /// Sets the series with these labels.
     pub fn set(&self, v: i64, kv: &[(&'static str, &str)]) {
         self.prom.get_or_create(&labels(kv)).set(v);
@@ -109,6 +120,11 @@ pub struct HistogramMetric {
 }
 
 impl HistogramMetric {
+    /// Makes the series with these labels exist (empty) without recording.
+    pub fn touch(&self, kv: &[(&'static str, &str)]) {
+        drop(self.prom.get_or_create(&labels(kv)));
+    }
+
     /// Records one value.
     pub fn record(&self, v: f64, kv: &[(&'static str, &str)]) {
         self.prom.get_or_create(&labels(kv)).observe(v);
@@ -192,7 +208,7 @@ pub fn metrics() -> &'static Metrics {
 
 impl Metrics {
     fn new() -> Self {
-        let meter = opentelemetry::global::meter("swarm");
+        let meter = opentelemetry::global::meter_with_scope(crate::scope());
         let mut registry = Registry::default();
         let mut names = Vec::new();
         let mut counter = |name: &'static str, help: &'static str, unit: &'static str| {
@@ -252,6 +268,16 @@ impl Metrics {
         let operation_duration = histogram("gen_ai.client.operation.duration", "Duration of model calls", "s", seconds);
         let gateway_wait =
             histogram("swarm.gateway.wait", "From a model call's permit request to its grant", "s", seconds);
+        // Series without labels exist from the start (a scraper sees 0, not nothing).
+        for c in [&runs_started, &runs_refused, &speculations, &speculation_wins] {
+            drop(c.prom.get_or_create(&Labels::default()));
+        }
+        for g in [&runs_active, &queue_depth, &workers] {
+            drop(g.prom.get_or_create(&Labels::default()));
+        }
+        for h in [&dispatch_latency, &critical_steps, &parallelism, &store_batch_size, &store_commit_duration] {
+            drop(h.prom.get_or_create(&Labels::default()));
+        }
         Self {
             registry,
             names,

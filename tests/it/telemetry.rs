@@ -99,6 +99,16 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
     let fixture = ModelFixture::start(vec![
         Canned::Ok(completion(None, vec![("call-7", "echo", r#"{"text": "from the model"}"#)])),
         Canned::Ok(completion(Some("all done"), vec![])),
+        // The orchestrator (after the helper): one subagent, whose answer it then sums up.
+        Canned::Ok(completion(
+            None,
+            vec![
+                ("call-c", "create_subagent", r#"{"name": "scout", "system_prompt": "look"}"#),
+                ("call-a", "assign_task", r#"{"subagent": "scout", "task": "look around"}"#),
+            ],
+        )),
+        Canned::Ok(completion(Some("looked"), vec![])),
+        Canned::Ok(completion(Some("orchestrated"), vec![])),
     ])
     .await
     .expect("fixture");
@@ -107,11 +117,20 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
     std::fs::write(
         &models,
         format!(
-            "fixture:\n  base_url: {}\n  model: fixture-model\n  api_key_env: SWARM_TEST_MODEL_KEY\n",
+            "fixture:\n  base_url: {}\n  model: fixture-model\n  api_key_env: SWARM_TEST_MODEL_KEY\n  rpm: 6000\n",
             fixture.base_url()
         ),
     )
     .expect("models file");
+    // The reference MCP server over stdio (npm, pinned in tests/web/package-lock.json).
+    let mcp = dir.join("mcp.yaml");
+    let everything = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("web/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    std::fs::write(
+        &mcp,
+        format!("servers:\n  everything:\n    command: node\n    args: [{:?}, stdio]\n", everything.display()),
+    )
+    .expect("mcp file");
     let (grpc, coord_http, worker_http) =
         (free_port().expect("port"), free_port().expect("port"), free_port().expect("port"));
     let endpoint = collector.endpoint();
@@ -129,6 +148,9 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
             format!("127.0.0.1:{grpc}"),
             "--http-listen".into(),
             format!("127.0.0.1:{coord_http}"),
+            // The model gateway on (its limits from the models file): its series are exported.
+            "--models".into(),
+            models.display().to_string(),
         ],
         &env,
         &dir,
@@ -144,6 +166,8 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
             "traced-worker".into(),
             "--models".into(),
             models.display().to_string(),
+            "--mcp".into(),
+            mcp.display().to_string(),
             "--http-listen".into(),
             format!("127.0.0.1:{worker_http}"),
         ],
@@ -173,7 +197,35 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
         retry: None,
     };
     let lookup = SubtaskSpec::tool("lookup", "echo", json!({"text": "first"}));
-    let run_id = submit(&mut c, &RunSpec::new("traced", vec![lookup, helper])).await.expect("submit");
+    let lead = SubtaskSpec {
+        id: "lead".into(),
+        kind: SubtaskKind::Orchestrator(swarm_core::agent::OrchestratorSpec {
+            goal: "look around".into(),
+            model: "fixture".into(),
+            tools: vec![],
+            max_steps: None,
+            subagent_tools: vec![],
+            subagent_models: vec![],
+        }),
+        depends_on: vec!["helper".into()],
+        timeout: None,
+        retry: None,
+    };
+    let over_mcp = SubtaskSpec::tool("over-mcp", "everything__echo", json!({"message": "hi"}));
+    let nap = SubtaskSpec::tool("nap", "sleep", json!({"ms": 800}));
+    let run_id =
+        submit(&mut c, &RunSpec::new("traced", vec![lookup, helper, lead, over_mcp, nap])).await.expect("submit");
+    // A watcher for the whole run: its server span lasts as long as its stream.
+    let mut watch = c
+        .watch_run(pb::WatchRunRequest { run_id: run_id.clone(), ..Default::default() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let watch_started = tokio::time::Instant::now();
+    while let Some(event) = futures_util::StreamExt::next(&mut watch).await {
+        event.expect("event");
+    }
+    let watched = watch_started.elapsed();
     let missing = c
         .get_run(pb::GetRunRequest {
             run_id: "r-000000000000-000000".into(),
@@ -191,6 +243,9 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
             && has("invoke_agent")
             && has("chat fixture-model")
             && spans.iter().filter(|s| s.name == "execute_tool echo").count() >= 2
+            && has("invoke_agent scout")
+            && has("tools/call echo")
+            && has("swarm.v1.SwarmService/WatchRun")
     })
     .await;
     let find = |name: &str| spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no `{name}` span"));
@@ -218,6 +273,54 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
     assert_eq!(agent.parent_span_id, workflow.span_id, "an agent is a child of the run");
     assert_eq!(agent_tool.parent_span_id, agent.span_id, "an agent's tool call is a child of the agent");
     assert_eq!(chat.parent_span_id, agent.span_id, "a model call is a child of the agent");
+
+    // Nested as the work is: the subagent under the orchestrator's `assign_task` call, under
+    // the orchestrator; the MCP call under the tool call that made it.
+    let lead = find("invoke_agent lead");
+    let scout = find("invoke_agent scout");
+    let assign = find("execute_tool assign_task");
+    let create = find("execute_tool create_subagent");
+    assert_eq!(create.parent_span_id, lead.span_id, "{create:?}");
+    assert_eq!(assign.parent_span_id, lead.span_id, "{assign:?}");
+    assert_eq!(scout.parent_span_id, assign.span_id, "the subagent nests under its assign_task call");
+    assert_eq!(scout.trace_id, workflow.trace_id);
+    let mcp_call = find("tools/call echo");
+    let mcp_tool = find("execute_tool everything__echo");
+    assert_eq!(mcp_call.parent_span_id, mcp_tool.span_id, "the MCP call is a child of its tool call");
+    assert_eq!(mcp_call.kind, 3, "an MCP call is a CLIENT span");
+    assert_eq!(mcp_call.attr("mcp.method.name"), Some("tools/call"));
+    assert_eq!(mcp_call.attr("gen_ai.tool.name"), Some("echo"));
+    assert_eq!(mcp_call.attr("network.transport"), Some("pipe"));
+
+    // Typed attributes: integers as integers, arrays as arrays; no tracing bookkeeping; the
+    // scope names its version and schema.
+    assert_eq!(chat.attr_type("gen_ai.usage.input_tokens"), Some("int"), "{chat:?}");
+    assert_eq!(chat.attr_type("gen_ai.usage.output_tokens"), Some("int"), "{chat:?}");
+    assert_eq!(chat.attr_type("gen_ai.response.finish_reasons"), Some("array"), "{chat:?}");
+    assert_eq!(find("chat fixture-model").attr("gen_ai.response.finish_reasons"), Some("[tool_calls]"));
+    assert_eq!(dag_tool.attr_type("swarm.attempt"), Some("int"));
+    assert_eq!(agent.attr_type("swarm.attempt"), Some("int"));
+    assert_eq!(workflow.attr_type("swarm.critical_steps"), Some("int"), "{workflow:?}");
+    assert_eq!(workflow.attr_type("swarm.tool_calls"), Some("int"), "{workflow:?}");
+    for s in &spans {
+        for (k, _) in &s.attributes {
+            let bookkeeping = k.starts_with("code.")
+                || k.starts_with("thread.")
+                || ["target", "busy_ns", "idle_ns", "level"].contains(&k.as_str());
+            assert!(!bookkeeping, "`{k}` on {}", s.name);
+        }
+        assert_eq!(s.scope.0, "swarm", "{s:?}");
+        assert_eq!(s.scope.1, env!("CARGO_PKG_VERSION"), "{s:?}");
+        assert!(s.scope.2.starts_with("https://opentelemetry.io/schemas/"), "{s:?}");
+    }
+    let watch_span = find("swarm.v1.SwarmService/WatchRun");
+    assert!(
+        watch_span.duration() >= watched.saturating_sub(Duration::from_millis(200)),
+        "the stream's span covers it: {:?} of {watched:?}",
+        watch_span.duration()
+    );
+    assert!(watched >= Duration::from_millis(800), "the watch followed the run ({watched:?})");
+    assert_eq!(watch_span.attr("rpc.grpc.status_code"), Some("0"), "{watch_span:?}");
 
     // Semantic-convention names and required attributes.
     assert_eq!(workflow.attr("gen_ai.operation.name"), Some("invoke_workflow"));
@@ -248,7 +351,7 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
 
     // The context reached the model server in HTTP headers.
     let seen = fixture.seen();
-    assert_eq!(seen.len(), 2);
+    assert_eq!(seen.len(), 5);
     for s in &seen {
         let tp = s.traceparent.as_deref().expect("traceparent header on the model call");
         assert!(tp.contains(&hex(&workflow.trace_id)), "{tp} is in the run's trace");
@@ -269,9 +372,19 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
     let echo_secs = sample(&wm, "swarm_tool_call_duration_seconds_sum", &echo_ok);
     assert!(echo_secs > 0.0 && echo_secs < 10.0, "plausible durations: {echo_secs}");
     // The fixture reports 12 prompt and 3 completion tokens per call.
-    assert_eq!(sample(&wm, "gen_ai_client_token_usage_sum", &["gen_ai_token_type=\"input\""]), 24.0, "{wm:?}");
-    assert_eq!(sample(&wm, "gen_ai_client_token_usage_sum", &["gen_ai_token_type=\"output\""]), 6.0, "{wm:?}");
-    assert_eq!(sample(&wm, "gen_ai_client_operation_duration_seconds_count", &[]), 2.0, "{wm:?}");
+    assert_eq!(sample(&wm, "gen_ai_client_token_usage_sum", &["gen_ai_token_type=\"input\""]), 60.0, "{wm:?}");
+    assert_eq!(sample(&wm, "gen_ai_client_token_usage_sum", &["gen_ai_token_type=\"output\""]), 15.0, "{wm:?}");
+    assert_eq!(sample(&wm, "gen_ai_client_operation_duration_seconds_count", &[]), 5.0, "{wm:?}");
+    // Every metric docs/observability.md names is exported by the process that records it.
+    let coordinator_text = get_text(coord_http, "/metrics").await;
+    let worker_text = get_text(worker_http, "/metrics").await;
+    for name in documented_metrics() {
+        let family = name.strip_suffix("_total").unwrap_or(&name);
+        let typed = |text: &str| text.lines().any(|l| l.starts_with(&format!("# TYPE {family} ")));
+        assert!(typed(&coordinator_text) || typed(&worker_text), "`{name}` is documented but not exported");
+    }
+    // Series without labels are there from the start, at zero if nothing happened.
+    assert_eq!(sample(&cm, "swarm_speculation_wins_total", &[]), 0.0, "{cm:?}");
 
     // Metrics also went out over OTLP, from the worker and from the coordinator (each exports on
     // its own schedule).
@@ -353,4 +466,20 @@ async fn content_capture_records_tool_arguments_and_results_only_when_switched_o
     up.signal("TERM").expect("TERM");
     assert_eq!(up.wait_exit(Duration::from_secs(15)).await.expect("exit"), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The Prometheus names in docs/observability.md's metrics table.
+fn documented_metrics() -> Vec<String> {
+    let docs = include_str!("../../docs/observability.md");
+    let mut names = Vec::new();
+    for line in docs.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | OTel name | Prometheus | type | labels | recorded by |
+        if cells.len() < 6 || !matches!(cells[3], "counter" | "gauge" | "histogram") {
+            continue;
+        }
+        names.extend(cells[2].split(',').map(|n| n.trim().trim_matches('`').to_owned()));
+    }
+    assert!(names.len() >= 20, "the table was read: {names:?}");
+    names
 }

@@ -167,13 +167,25 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
         let mut asked: Option<(usize, String)> = None;
         for (k, call) in assistant.tool_calls.iter().enumerate() {
             let reply = |text: String| Some(Message::tool_result(&call.id, text));
+            // The orchestration tools run here, each an `execute_tool` span of the agent's.
+            let orchestration = a.task.orchestrator && (call.name == CREATE_SUBAGENT || call.name == ASSIGN_TASK);
+            let span = orchestration
+                .then(|| crate::telemetry::tool_span(&call.name, &call.id, a.run_id, a.subtask_id, a.attempt, false));
+            let refused = |span: &Option<tracing::Span>| {
+                if let Some(s) = span {
+                    crate::telemetry::tool_done(s, &call.name, Default::default(), Some(FailureKind::Permanent));
+                }
+            };
             if a.task.orchestrator && call.name == CREATE_SUBAGENT {
                 results[k] = match parse_template(&call.arguments) {
                     Ok((name, t)) => {
                         templates.insert(name.clone(), t);
                         reply(format!("created subagent `{name}`"))
                     }
-                    Err(e) => reply(format!("error: {e}")),
+                    Err(e) => {
+                        refused(&span);
+                        reply(format!("error: {e}"))
+                    }
                 };
             } else if a.task.orchestrator && call.name == ASSIGN_TASK {
                 match parse_assignment(&call.arguments) {
@@ -188,10 +200,21 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
                                 tools: t.tools.clone(),
                                 max_steps: None,
                             },
+                            // The subagent's spans nest under this call's.
+                            trace_context: span
+                                .as_ref()
+                                .map(|s| swarm_telemetry::inject(s).into_iter().collect())
+                                .unwrap_or_default(),
                         }),
-                        None => results[k] = reply(format!("error: no subagent named `{name}`; create it first")),
+                        None => {
+                            refused(&span);
+                            results[k] = reply(format!("error: no subagent named `{name}`; create it first"))
+                        }
                     },
-                    Err(e) => results[k] = reply(format!("error: {e}")),
+                    Err(e) => {
+                        refused(&span);
+                        results[k] = reply(format!("error: {e}"))
+                    }
                 }
             } else if call.name == REQUEST_APPROVAL && allowed.contains(&call.name) {
                 match parse_question(&call.arguments) {

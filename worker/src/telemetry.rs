@@ -34,7 +34,7 @@ pub fn tool_span(
         gen_ai.tool.call.result = Empty,
         swarm.run.id = run_id,
         swarm.subtask.id = subtask_id,
-        swarm.attempt = attempt,
+        swarm.attempt = i64::from(attempt),
         swarm.speculative = speculative,
         error.type = Empty,
     )
@@ -53,7 +53,7 @@ pub fn agent_span(name: &str, run_id: &str, subtask_id: &str, attempt: u32, orch
         gen_ai.agent.id = subtask_id,
         swarm.run.id = run_id,
         swarm.subtask.id = subtask_id,
-        swarm.attempt = attempt,
+        swarm.attempt = i64::from(attempt),
         swarm.orchestrator = orchestrator,
         error.type = Empty,
     )
@@ -70,7 +70,6 @@ pub fn chat_span(provider: &str, model: &str) -> tracing::Span {
         gen_ai.operation.name = "chat",
         gen_ai.provider.name = provider,
         gen_ai.request.model = model,
-        gen_ai.response.finish_reasons = Empty,
         gen_ai.usage.input_tokens = Empty,
         gen_ai.usage.output_tokens = Empty,
         gen_ai.input.messages = Empty,
@@ -92,9 +91,10 @@ pub fn chat_done(
     let m = metrics();
     match result {
         Ok(r) => {
-            span.record("gen_ai.response.finish_reasons", format!("[\"{}\"]", r.finish_reason).as_str());
-            span.record("gen_ai.usage.input_tokens", r.usage.input_tokens);
-            span.record("gen_ai.usage.output_tokens", r.usage.output_tokens);
+            swarm_telemetry::set_strings(span, "gen_ai.response.finish_reasons", vec![r.finish_reason.to_string()]);
+            // Integers as integers (tracing hands the exporter a u64 as text).
+            span.record("gen_ai.usage.input_tokens", i64::try_from(r.usage.input_tokens).unwrap_or(i64::MAX));
+            span.record("gen_ai.usage.output_tokens", i64::try_from(r.usage.output_tokens).unwrap_or(i64::MAX));
             if swarm_telemetry::capture_content() {
                 span.record("gen_ai.output.messages", serde_json::to_string(&r.message).unwrap_or_default());
             }

@@ -35,6 +35,17 @@ impl GatewayHandle {
     pub fn spawn(limits: HashMap<String, Limits>) -> Self {
         let gateway = Gateway::new(limits, Instant::now());
         let endpoints = Arc::new(gateway.endpoints());
+        // Each endpoint's series exist from the start (scraped as 0, not missing).
+        let m = swarm_telemetry::metrics();
+        for e in endpoints.iter() {
+            let endpoint = [("endpoint", e.as_str())];
+            m.gateway_queue_depth.touch(&endpoint);
+            m.gateway_wait.touch(&endpoint);
+            m.gateway_throttled.touch(&endpoint);
+            for kind in ["input", "output"] {
+                m.gateway_tokens.touch(&[("endpoint", e.as_str()), ("gen_ai.token.type", kind)]);
+            }
+        }
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(run(gateway, rx));
         Self { tx, endpoints }

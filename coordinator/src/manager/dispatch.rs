@@ -225,7 +225,7 @@ impl Manager {
                     timeout: node.timeout.map(|d| duration_us(d.as_micros() as u64)),
                     agent: None,
                     speculative: true,
-                    trace_context: entry.trace_context.clone(),
+                    trace_context: trace_context(node, &entry.trace_context),
                 };
                 self.registry.assign(w, key, sub, assignment, now);
             }
@@ -263,7 +263,7 @@ impl Manager {
             timeout: node.timeout.map(|d| duration_us(d.as_micros() as u64)),
             agent,
             speculative: false,
-            trace_context: entry.trace_context.clone(),
+            trace_context: trace_context(node, &entry.trace_context),
         };
         self.registry.assign(w, key, sub, assignment, now);
         true
@@ -304,4 +304,16 @@ fn agent_task(engine: &swarm_core::RunEngine, sub: SubtaskIx) -> Option<pb::Agen
         priority: engine.dag().priority(),
         critical_path: engine.critical_path(sub),
     })
+}
+
+/// The trace context an attempt's spans continue: a subagent's own (the call that started
+/// it), else the run's.
+fn trace_context(
+    node: &swarm_core::dag::Node,
+    run: &std::collections::HashMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    match &node.trace_context {
+        Some(own) => own.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        None => run.clone(),
+    }
 }

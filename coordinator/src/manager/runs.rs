@@ -259,6 +259,7 @@ impl Manager {
                             name: node.name.to_string(),
                             agent: agent.as_ref().clone(),
                             call_id: calls.and_then(|m| m.get(&c)).cloned().unwrap_or_default(),
+                            trace_context: node.trace_context.as_deref().cloned().unwrap_or_default(),
                         })
                     })
                     .collect();

@@ -62,6 +62,9 @@ pub struct Node {
     pub dependents: Vec<SubtaskIx>,
     /// Start-to-close limit of one attempt.
     pub timeout: Option<Duration>,
+    /// For a subagent: the trace context of the call that started it (its spans' parent);
+    /// `None`: the run's.
+    pub trace_context: Option<Arc<std::collections::BTreeMap<String, String>>>,
 }
 
 impl Node {
@@ -274,6 +277,7 @@ impl Dag {
                 deps: Vec::with_capacity(s.depends_on.len()),
                 dependents: Vec::new(),
                 timeout: s.timeout,
+                trace_context: None,
             });
         }
 
@@ -395,6 +399,7 @@ impl Dag {
         stage: u32,
         name: &str,
         agent: AgentSpec,
+        trace_context: std::collections::BTreeMap<String, String>,
     ) -> SubtaskIx {
         let i = SubtaskIx(self.nodes.len() as u32);
         self.index.insert(id.clone(), i);
@@ -410,6 +415,7 @@ impl Dag {
             deps: Vec::new(),
             dependents: Vec::new(),
             timeout: None,
+            trace_context: (!trace_context.is_empty()).then(|| Arc::new(trace_context)),
         });
         self.topo.push(i);
         i

@@ -136,7 +136,8 @@ impl RunEngine {
             let id = SubtaskId::from(format!("{parent_id}:{stage}:{name}:{k}"));
             let mut agent = spawn.agent;
             agent.max_steps = Some(agent.max_steps.unwrap_or(cap).min(cap));
-            let child = Arc::make_mut(&mut self.dag).add_child(subtask, id, stage, &spawn.name, agent);
+            let child =
+                Arc::make_mut(&mut self.dag).add_child(subtask, id, stage, &spawn.name, agent, spawn.trace_context);
             let mut slot = Slot::new(0, true);
             slot.ready_since_us = Some(now_us);
             self.slots.push(slot);

@@ -200,6 +200,47 @@ impl McpServer {
 
     /// Calls a tool.
     pub async fn call(&self, tool: &str, args: Value) -> Result<Value, ToolError> {
+        let span = self.span(tool);
+        let result = tracing::Instrument::instrument(self.call_inner(tool, args), span.clone()).await;
+        if let Err(e) = &result {
+            span.record("otel.status_code", "error");
+            span.record("error.type", e.kind.as_str());
+        }
+        result
+    }
+
+    /// `tools/call {tool}`: the MCP call, a CLIENT span (MCP semantic conventions) under the
+    /// calling `execute_tool` span.
+    fn span(&self, tool: &str) -> tracing::Span {
+        let (transport, address, port) = match self.config.url.as_deref().and_then(|u| reqwest::Url::parse(u).ok()) {
+            Some(url) => ("tcp", url.host_str().unwrap_or_default().to_owned(), url.port_or_known_default()),
+            None => ("pipe", String::new(), None),
+        };
+        let span = tracing::info_span!(
+            target: "swarm_worker::tool",
+            "mcp",
+            otel.name = format!("tools/call {tool}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            mcp.method.name = "tools/call",
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = tool,
+            swarm.mcp.server = self.name.as_str(),
+            network.transport = transport,
+            server.address = tracing::field::Empty,
+            server.port = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        if !address.is_empty() {
+            span.record("server.address", address.as_str());
+        }
+        if let Some(p) = port {
+            span.record("server.port", i64::from(p));
+        }
+        span
+    }
+
+    async fn call_inner(&self, tool: &str, args: Value) -> Result<Value, ToolError> {
         let (generation, peer) = self.peer().await?;
         let arguments = match args {
             Value::Object(map) => map,
