@@ -126,16 +126,31 @@ class ListWorkersResponse(_message.Message):
     def __init__(self, workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "slots", "running", "tools")
+    __slots__ = ("worker_id", "slots", "running", "tools", "labels", "last_heard", "connected_at", "draining")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARD_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     slots: int
     running: int
     tools: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, worker_id: _Optional[str] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., tools: _Optional[_Iterable[str]] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    last_heard: _timestamp_pb2.Timestamp
+    connected_at: _timestamp_pb2.Timestamp
+    draining: bool
+    def __init__(self, worker_id: _Optional[str] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., tools: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., last_heard: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class RunSpec(_message.Message):
     __slots__ = ("name", "subtasks", "limits", "speculation", "retry", "tool_retry", "max_concurrency", "schedule_to_start_ms", "priority")
@@ -337,18 +352,20 @@ class CancelRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
 
 class WatchRunRequest(_message.Message):
-    __slots__ = ("run_id", "after_seq", "follow_output", "after_output_seq", "output_epoch")
+    __slots__ = ("run_id", "after_seq", "follow_output", "after_output_seq", "output_epoch", "catch_up_only")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     AFTER_OUTPUT_SEQ_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    CATCH_UP_ONLY_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     after_seq: int
     follow_output: bool
     after_output_seq: int
     output_epoch: int
-    def __init__(self, run_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., follow_output: _Optional[bool] = ..., after_output_seq: _Optional[int] = ..., output_epoch: _Optional[int] = ...) -> None: ...
+    catch_up_only: bool
+    def __init__(self, run_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., follow_output: _Optional[bool] = ..., after_output_seq: _Optional[int] = ..., output_epoch: _Optional[int] = ..., catch_up_only: _Optional[bool] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("run_id", "name", "state", "submitted_at", "finished_at", "summary", "last_seq", "subtasks", "tenant")
