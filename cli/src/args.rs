@@ -155,6 +155,10 @@ pub struct CoordinatorArgs {
     /// to an `https://` leader trusting it (default: --tls-client-ca, else the system's roots).
     #[arg(long, env = "SWARM_PEER_CA")]
     pub peer_ca: Option<PathBuf>,
+    /// Verify the leader's certificate for this name when forwarding, rather than the host of
+    /// its advertised URL (coordinators that advertise pod IPs).
+    #[arg(long, env = "SWARM_PEER_SERVER_NAME")]
+    pub peer_server_name: Option<String>,
     /// The address workers and clients reach this coordinator at (default: http://LISTEN).
     #[arg(long, env = "SWARM_ADVERTISE")]
     pub advertise: Option<String>,

@@ -46,27 +46,31 @@ pub fn generate(dir: &Path, hosts: &[String], clients: &[String], days: u32) -> 
         write(&ca_key_pem, key.serialize_pem().as_bytes(), true)?;
         Issuer::new(params, key)
     };
-    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, stem: &str| -> anyhow::Result<(PathBuf, PathBuf)> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(names.clone()).with_context(|| format!("names {names:?}"))?;
-        params.distinguished_name.push(DnType::CommonName, names[0].clone());
-        params.extended_key_usages = vec![usage];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        validity(&mut params, days);
-        let cert = params.signed_by(&key, &issuer)?;
-        let (c, k) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
-        write(&c, cert.pem().as_bytes(), false)?;
-        write(&k, key.serialize_pem().as_bytes(), true)?;
-        Ok((c, k))
-    };
-    let (server_cert, server_key) = leaf(hosts.to_vec(), ExtendedKeyUsagePurpose::ServerAuth, "server")?;
+    let leaf =
+        |names: Vec<String>, usage: &[ExtendedKeyUsagePurpose], stem: &str| -> anyhow::Result<(PathBuf, PathBuf)> {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(names.clone()).with_context(|| format!("names {names:?}"))?;
+            params.distinguished_name.push(DnType::CommonName, names[0].clone());
+            params.extended_key_usages = usage.to_vec();
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            validity(&mut params, days);
+            let cert = params.signed_by(&key, &issuer)?;
+            let (c, k) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+            write(&c, cert.pem().as_bytes(), false)?;
+            write(&k, key.serialize_pem().as_bytes(), true)?;
+            Ok((c, k))
+        };
+    // A coordinator's certificate also serves it as a client: a standby presents it when it
+    // forwards API calls to a leader that requires client certificates.
+    let server_usage = [ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let (server_cert, server_key) = leaf(hosts.to_vec(), &server_usage, "server")?;
     let mut issued = Vec::new();
     for name in clients {
         let ok = !name.is_empty()
             && name.len() <= 63
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
         anyhow::ensure!(ok, "client name `{name}`: use 1 to 63 of [A-Za-z0-9.-] (it becomes a DNS name)");
-        let (c, k) = leaf(vec![name.clone()], ExtendedKeyUsagePurpose::ClientAuth, name)?;
+        let (c, k) = leaf(vec![name.clone()], &[ExtendedKeyUsagePurpose::ClientAuth], name)?;
         issued.push((name.clone(), c, k));
     }
     Ok(Issued { ca: ca_pem, server_cert, server_key, clients: issued })

@@ -37,6 +37,8 @@ pub struct EmbeddedOptions {
     pub worker_tls: Option<swarm_worker::tls::ClientTls>,
     /// The in-process workers' tools (none: the built-in ones under `egress`).
     pub tools: Option<Arc<ToolRegistry>>,
+    /// Start without waiting to lead (a second coordinator on the same store stands by).
+    pub standby: bool,
 }
 
 impl Default for EmbeddedOptions {
@@ -52,6 +54,7 @@ impl Default for EmbeddedOptions {
             worker_tls: None,
             tools: None,
             egress: swarm_worker::tools::egress::EgressPolicy::public_only(),
+            standby: false,
         }
     }
 }
@@ -169,7 +172,9 @@ impl Embedded {
             worker_tls: opts.worker_tls.clone().unwrap_or_default(),
             tls: is_tls,
         };
-        cluster.wait_leader(Duration::from_secs(10)).await?;
+        if !opts.standby {
+            cluster.wait_leader(Duration::from_secs(10)).await?;
+        }
         let tools =
             opts.tools.clone().unwrap_or_else(|| Arc::new(ToolRegistry::builtin_with(Arc::new(opts.egress.clone()))));
         for i in 0..opts.workers {

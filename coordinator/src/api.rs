@@ -53,7 +53,7 @@ pub struct SwarmApi {
 /// Where a call is served: here (this node leads), or by the leader it is sent on to.
 enum Route {
     Here,
-    Leader(SwarmServiceClient<Channel>),
+    Leader(SwarmServiceClient<Channel>, String),
 }
 
 impl SwarmApi {
@@ -86,7 +86,7 @@ impl SwarmApi {
         let hint = || to_status(&ApiError::NotLeader { leader: leader.clone() });
         match &leader {
             Some(addr) if forward::forwardable(req.metadata(), self.auth_on) => {
-                self.forward.client(addr).map(Route::Leader).map_err(|e| to_status(&e))
+                self.forward.client(addr).map(|c| Route::Leader(c, addr.clone())).map_err(|e| to_status(&e))
             }
             _ => Err(hint()),
         }
@@ -390,8 +390,8 @@ impl SwarmService for SwarmApi {
     async fn submit_run(&self, req: Request<pb::SubmitRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {
         let who = principal(&req);
         who.require(Access::Submit)?;
-        if let Route::Leader(mut leader) = self.route(&req)? {
-            return leader.submit_run(self.forward.request(req)).await;
+        if let Route::Leader(mut leader, addr) = self.route(&req)? {
+            return leader.submit_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
         }
         self.submit(req.into_inner(), &who).await.map(Response::new).map_err(|e| to_status(&e))
     }
@@ -399,8 +399,8 @@ impl SwarmService for SwarmApi {
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::GetRunResponse>, Status> {
         let who = principal(&req);
         who.require(Access::Read)?;
-        if let Route::Leader(mut leader) = self.route(&req)? {
-            return leader.get_run(self.forward.request(req)).await;
+        if let Route::Leader(mut leader, addr) = self.route(&req)? {
+            return leader.get_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
         }
         self.get(req.into_inner(), &who).await.map(Response::new).map_err(|e| to_status(&e))
     }
@@ -408,8 +408,8 @@ impl SwarmService for SwarmApi {
     async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
         let who = principal(&req);
         who.require(Access::Read)?;
-        if let Route::Leader(mut leader) = self.route(&req)? {
-            return leader.list_runs(self.forward.request(req)).await;
+        if let Route::Leader(mut leader, addr) = self.route(&req)? {
+            return leader.list_runs(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
         }
         let tenant = who.listing_tenant();
         let req = req.into_inner();
@@ -438,8 +438,8 @@ impl SwarmService for SwarmApi {
         req: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         principal(&req).require(Access::Read)?;
-        if let Route::Leader(mut leader) = self.route(&req)? {
-            return leader.list_workers(self.forward.request(req)).await;
+        if let Route::Leader(mut leader, addr) = self.route(&req)? {
+            return leader.list_workers(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
         }
         let ctx = self.leader().map_err(|e| to_status(&e))?;
         let workers = ctx.manager.call(|reply| Command::Workers { reply }).await.map_err(|e| to_status(&e))?;
@@ -449,8 +449,8 @@ impl SwarmService for SwarmApi {
     async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelRunResponse>, Status> {
         let who = principal(&req);
         who.require(Access::Cancel)?;
-        if let Route::Leader(mut leader) = self.route(&req)? {
-            return leader.cancel_run(self.forward.request(req)).await;
+        if let Route::Leader(mut leader, addr) = self.route(&req)? {
+            return leader.cancel_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
         }
         let req = req.into_inner();
         let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
@@ -470,8 +470,8 @@ impl SwarmService for SwarmApi {
     async fn signal_run(&self, req: Request<pb::SignalRunRequest>) -> Result<Response<pb::SignalRunResponse>, Status> {
         let who = principal(&req);
         who.require(Access::Approve)?;
-        if let Route::Leader(mut leader) = self.route(&req)? {
-            return leader.signal_run(self.forward.request(req)).await;
+        if let Route::Leader(mut leader, addr) = self.route(&req)? {
+            return leader.signal_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
         }
         let req = req.into_inner();
         let id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
@@ -494,8 +494,8 @@ impl SwarmService for SwarmApi {
     async fn watch_run(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
         let who = principal(&req);
         who.require(Access::Read)?;
-        if let Route::Leader(mut leader) = self.route(&req)? {
-            let stream = leader.watch_run(self.forward.request(req)).await?;
+        if let Route::Leader(mut leader, addr) = self.route(&req)? {
+            let stream = leader.watch_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr))?;
             return Ok(stream.map(|s| Box::pin(forward::resumable(s)) as EventStream));
         }
         let req = req.into_inner();

@@ -102,6 +102,17 @@ pub fn forwardable(metadata: &MetadataMap, auth_on: bool) -> bool {
     !metadata.contains_key(FORWARDED_BY) && (!auth_on || metadata.contains_key("authorization"))
 }
 
+/// A forwarded call's failure as the caller should see it: one that never reached the leader
+/// (it is down, or refused this node's connection) is UNAVAILABLE with the leader hint, so a
+/// client can retry or go there itself; the leader's own answers pass unchanged.
+pub fn failed(status: Status, leader: &str) -> Status {
+    if std::error::Error::source(&status).is_none() {
+        return status;
+    }
+    tracing::debug!(leader, error = %status, "forwarding to the leader failed");
+    swarm_proto::status::to_status(&ApiError::NotLeader { leader: Some(leader.to_owned()) })
+}
+
 /// A stream from the leader as this node's own: when the connection to the leader breaks (the
 /// leader died), the caller hears UNAVAILABLE, which says "resume with after_seq", rather than
 /// the transport's UNKNOWN.

@@ -407,3 +407,74 @@ async fn the_cli_serves_and_calls_over_mtls() {
     up.signal("TERM").expect("TERM");
     assert_eq!(up.wait_exit(Duration::from_secs(20)).await.expect("exit"), Some(0), "{}", up.log_text());
 }
+
+/// A coordinator on `etcd` serving its API over mTLS with auth, forwarding as a standby with
+/// `peer`.
+async fn mtls_coordinator(
+    issued: &Issued,
+    etcd: &EtcdCluster,
+    payloads: &Path,
+    peer: &tonic::transport::ClientTlsConfig,
+    standby: bool,
+) -> Embedded {
+    let mut opts = EmbeddedOptions { workers: 0, standby, ..Default::default() };
+    opts.coordinator.auth = auth();
+    opts.coordinator.payloads =
+        swarm_store::payload::PayloadStore::local(payloads, swarm_store::payload::DEFAULT_THRESHOLD).expect("payloads");
+    opts.coordinator.peer_tls = Some(peer.clone());
+    opts.tls = Some(
+        ServerTls::grpc(TlsFiles {
+            cert: issued.server_cert.clone(),
+            key: issued.server_key.clone(),
+            client_ca: Some(issued.ca.clone()),
+        })
+        .expect("server TLS"),
+    );
+    let store = swarm_store::EtcdStore::connect(&etcd.endpoints(), Duration::from_secs(5)).await.expect("store");
+    Embedded::start_on(opts, Arc::new(store), None).await.expect("coordinator")
+}
+
+/// Two coordinators on etcd, their API over mTLS with auth: a standby forwards a caller's call
+/// to the leader presenting its own certificate (the leader requires client certificates) with
+/// the caller's token, which the leader checks again. A caller known only by its certificate
+/// cannot be vouched for, so it gets the leader hint instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_forwards_over_mtls_with_the_callers_token() {
+    let dir = TempDir::new("tls-forward").expect("dir");
+    let issued = certs(&dir.0);
+    let etcd = EtcdCluster::start(1).await.expect("etcd");
+    let payloads = dir.0.join("payloads");
+    let peer = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(&issued.ca).expect("ca")))
+        .identity(tonic::transport::Identity::from_pem(
+            std::fs::read(&issued.server_cert).expect("cert"),
+            std::fs::read(&issued.server_key).expect("key"),
+        ));
+    let mut leader = mtls_coordinator(&issued, &etcd, &payloads, &peer, false).await;
+    let mut config = WorkerConfig::new(leader.url());
+    config.worker_id = "pool-a-1".into();
+    config.slots = 4;
+    config.tls = client_tls(&issued, Some("pool-a"));
+    leader.add_worker_with(config, Arc::new(ToolRegistry::builtin()));
+    leader.wait_for_workers(1, Duration::from_secs(10)).await.expect("worker");
+    let standby = mtls_coordinator(&issued, &etcd, &payloads, &peer, true).await;
+
+    // An operator with a token (and a certificate, as the API requires) at the standby.
+    let ops = ClientTls { ca: Some(issued.ca.clone()), ..client_tls(&issued, Some("stranger")) };
+    let mut c = client::connect_with(&standby.url(), Some("ops-token-0123456789"), &ops).await.expect("client");
+    let run = submit_and_wait(&mut c, "forwarded-over-mtls").await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+
+    // ci-bot is known by its certificate alone: the standby cannot vouch for it.
+    let mut bot =
+        client::connect_with(&standby.url(), None, &client_tls(&issued, Some("ci-bot"))).await.expect("client");
+    let err = bot.list_runs(pb::ListRunsRequest::default()).await.expect_err("not forwarded");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(swarm_proto::status::leader_hint(&err).as_deref(), Some(leader.url().as_str()));
+    // At the leader itself it is served.
+    let mut at_leader =
+        client::connect_with(&leader.url(), None, &client_tls(&issued, Some("ci-bot"))).await.expect("client");
+    at_leader.list_runs(pb::ListRunsRequest::default()).await.expect("served by the leader");
+    standby.stop().await;
+    leader.stop().await;
+}

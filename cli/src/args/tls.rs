@@ -65,14 +65,21 @@ impl TlsServerArgs {
     /// How this coordinator, as a standby, reaches an `https://` leader to forward API calls:
     /// trusting `peer_ca` (default: --tls-client-ca, else the system's roots) and presenting
     /// its own certificate (a leader that requires client certificates accepts its peers).
-    pub fn peer_tls(&self, peer_ca: Option<&Path>) -> anyhow::Result<Option<ClientTlsConfig>> {
+    pub fn peer_tls(
+        &self,
+        peer_ca: Option<&Path>,
+        server_name: Option<&str>,
+    ) -> anyhow::Result<Option<ClientTlsConfig>> {
         let mut tls = ClientTlsConfig::new();
+        if let Some(name) = server_name {
+            tls = tls.domain_name(name);
+        }
         match peer_ca.or(self.tls_client_ca.as_deref()) {
             Some(ca) => {
                 let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
-            None if self.tls_cert.is_none() => return Ok(None),
+            None if self.tls_cert.is_none() && server_name.is_none() => return Ok(None),
             None => tls = tls.with_native_roots(),
         }
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {

@@ -114,6 +114,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         insecure,
         tls,
         peer_ca,
+        peer_server_name,
         advertise,
         store,
         payloads,
@@ -145,7 +146,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         run_ttl: (!run_ttl.is_zero()).then_some(run_ttl),
         payloads: store.payloads(payloads.as_deref())?,
         model_limits,
-        peer_tls: tls.peer_tls(peer_ca.as_deref())?,
+        peer_tls: tls.peer_tls(peer_ca.as_deref(), peer_server_name.as_deref())?,
         ..CoordinatorConfig::default()
     };
     let mut config = config;
