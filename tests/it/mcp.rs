@@ -181,12 +181,17 @@ async fn http_mcp() -> HttpMcp {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("python");
+    wait_listening(port, "the HTTP MCP server").await;
+    HttpMcp { child, port }
+}
+
+/// Waits (up to 30 s) until something listens on loopback `port`.
+async fn wait_listening(port: u16, what: &str) {
     let until = tokio::time::Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(tokio::time::Instant::now() < until, "the HTTP MCP server did not listen");
+        assert!(tokio::time::Instant::now() < until, "{what} did not listen on {port}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    HttpMcp { child, port }
 }
 
 fn http_config(url: String) -> McpConfig {
@@ -281,11 +286,7 @@ impl Everything {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("node");
-        let until = tokio::time::Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < until, "the reference MCP server did not listen");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_listening(port, "the reference MCP server").await;
         Self { child, log }
     }
 }

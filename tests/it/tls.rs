@@ -62,19 +62,22 @@ async fn submit_and_wait(c: &mut client::Client, name: &str) -> pb::Run {
     wait_done(c, &run.run_id, Duration::from_secs(30)).await.expect("run ends")
 }
 
+/// The coordinators' TLS: the server certificate, client certificates of the CA required.
+fn mtls_server(issued: &Issued) -> ServerTls {
+    ServerTls::grpc(TlsFiles {
+        cert: issued.server_cert.clone(),
+        key: issued.server_key.clone(),
+        client_ca: Some(issued.ca.clone()),
+    })
+    .expect("server TLS")
+}
+
 /// A cluster whose API requires client certificates, with one worker that authenticates by
 /// its certificate alone (no token).
 async fn mtls_cluster(issued: &Issued) -> Embedded {
     let mut opts = EmbeddedOptions { workers: 0, ..Default::default() };
     opts.coordinator.auth = auth();
-    opts.tls = Some(
-        ServerTls::grpc(TlsFiles {
-            cert: issued.server_cert.clone(),
-            key: issued.server_key.clone(),
-            client_ca: Some(issued.ca.clone()),
-        })
-        .expect("server TLS"),
-    );
+    opts.tls = Some(mtls_server(issued));
     opts.worker_tls = Some(client_tls(issued, Some("pool-a")));
     let mut cluster = Embedded::start(opts).await.expect("cluster");
     assert!(cluster.url().starts_with("https://"), "{}", cluster.url());
@@ -422,14 +425,7 @@ async fn mtls_coordinator(
     opts.coordinator.payloads =
         swarm_store::payload::PayloadStore::local(payloads, swarm_store::payload::DEFAULT_THRESHOLD).expect("payloads");
     opts.coordinator.peer_tls = Some(peer.clone());
-    opts.tls = Some(
-        ServerTls::grpc(TlsFiles {
-            cert: issued.server_cert.clone(),
-            key: issued.server_key.clone(),
-            client_ca: Some(issued.ca.clone()),
-        })
-        .expect("server TLS"),
-    );
+    opts.tls = Some(mtls_server(issued));
     let store = swarm_store::EtcdStore::connect(&etcd.endpoints(), Duration::from_secs(5)).await.expect("store");
     Embedded::start_on(opts, Arc::new(store), None).await.expect("coordinator")
 }
