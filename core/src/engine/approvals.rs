@@ -119,9 +119,11 @@ impl RunEngine {
             }
             slot.state = SubtaskState::Waiting;
             slot.attempt = AttemptNo(1);
-            slot.first_started_us = Some(now_us);
-            slot.started_us = now_us;
-            let deadline_us = spec.timeout.map(|t| now_us.saturating_add(t.as_micros() as u64));
+            // Parked since then: a failover keeps the time it was first parked (from its
+            // record), so a timeout counts from there, not from the new leader's start.
+            let parked = *slot.first_started_us.get_or_insert(now_us);
+            slot.started_us = parked;
+            let deadline_us = spec.timeout.map(|t| parked.saturating_add(t.as_micros() as u64));
             out.push(Action::Publish(Update::ApprovalRequested {
                 subtask: i,
                 prompt: spec.prompt.clone(),
@@ -131,6 +133,7 @@ impl RunEngine {
             if let Some(at_us) = deadline_us {
                 out.push(Action::ArmTimer { subtask: i, at_us });
             }
+            out.push(self.persist(i));
         }
     }
 
@@ -423,6 +426,38 @@ mod tests {
                 assert!(message.contains("no decision within 1m"), "{message}");
             }
         }
+    }
+
+    #[test]
+    fn after_a_failover_a_parked_approvals_timeout_counts_from_when_it_was_first_parked() {
+        let (e, out) = engine(gate(Some(Duration::from_secs(60)), OnTimeout::Reject));
+        let g = ix(&e, "gate");
+        // Parking stores a record (as the coordinator writes it), which the next leader reads.
+        let Some(Action::Persist { record, .. }) =
+            out.iter().find(|a| matches!(a, Action::Persist { subtask, .. } if *subtask == g))
+        else {
+            panic!("parking stores a record: {out:?}")
+        };
+        assert_eq!((record.state, record.first_started_us), (SubtaskState::Waiting, Some(0)));
+        let restored = (**record).clone();
+        // A new leader 50 s later: the timer is due at 60 s, not at 110 s.
+        let mut fresh =
+            RunEngine::restore(RunId::from("r"), e.dag().clone(), RetryPolicy::default(), 0, 1, [(g, restored)]);
+        let mut out = Vec::new();
+        fresh.settle(50_000_000, &mut out);
+        assert_eq!(fresh.slot(g).state, SubtaskState::Waiting);
+        assert!(out.contains(&Action::ArmTimer { subtask: g, at_us: 60_000_000 }), "{out:?}");
+        fresh.apply(EngineEvent::RetryDue { subtask: g }, 60_000_000, &mut out);
+        assert_eq!(fresh.slot(g).state, SubtaskState::Failed, "rejected on time");
+
+        // Cancelled while parked: its record says so.
+        let (mut e, _) = engine(gate(None, OnTimeout::Reject));
+        let mut out = Vec::new();
+        e.apply(EngineEvent::CancelRequested, 5, &mut out);
+        assert!(
+            out.iter().any(|a| matches!(a, Action::Persist { subtask, record } if *subtask == g && record.state == SubtaskState::Cancelled)),
+            "{out:?}"
+        );
     }
 
     #[test]

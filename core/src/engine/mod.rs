@@ -142,6 +142,12 @@ impl RunEngine {
         engine.ready.clear();
         for (i, r) in records {
             let Some(slot) = engine.slots.get_mut(i.index()) else { continue };
+            if r.state == SubtaskState::Waiting {
+                // A parked approval: parked again, its timeout counting from the first time.
+                slot.first_ready_us = r.ready_us;
+                slot.first_started_us = r.first_started_us;
+                continue;
+            }
             if !r.state.is_terminal() || r.state == SubtaskState::Cancelled {
                 continue;
             }
@@ -495,6 +501,9 @@ impl RunEngine {
     }
 
     fn cancel(&mut self, state: RunState, now_us: u64, out: &mut Vec<Action>) {
+        // Parked approvals have a record saying so: it must say how they ended.
+        let parked: Vec<SubtaskIx> =
+            self.approvals.iter().copied().filter(|&i| self.slots[i.index()].state == SubtaskState::Waiting).collect();
         for slot in &mut self.slots {
             if slot.state == SubtaskState::Running
                 && let Some(worker) = &slot.worker
@@ -507,6 +516,9 @@ impl RunEngine {
             if !slot.state.is_terminal() {
                 slot.state = SubtaskState::Cancelled;
             }
+        }
+        for i in parked {
+            out.push(self.persist(i));
         }
         self.ready.clear();
         self.counts.running = 0;
