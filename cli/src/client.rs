@@ -123,7 +123,7 @@ pub struct RunJson {
     pub speculative_wins: u32,
     /// Where the wall time went along the chain that decided the run's end, in ms: `work`,
     /// `waiting_for_slot`, `dispatch`, `retry_backoff`, `failed_attempts`, `straggler_wait`,
-    /// `other` (they add up to `wall_ms`).
+    /// `waiting_for_approval`, `other` (they add up to `wall_ms`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wall_breakdown_ms: Option<std::collections::BTreeMap<String, f64>>,
     /// The same in one line: the biggest loss beyond the work.
@@ -310,6 +310,7 @@ impl From<&pb::Run> for RunJson {
                     ("retry_backoff", ms(&b.retry_backoff)),
                     ("failed_attempts", ms(&b.failed_attempts)),
                     ("straggler_wait", ms(&b.straggler_wait)),
+                    ("waiting_for_approval", ms(&b.waiting_for_approval)),
                     ("other", ms(&b.other)),
                 ]
                 .into_iter()

@@ -24,6 +24,9 @@ pub struct WallBreakdown {
     pub failed_attempts_us: u64,
     /// A straggling attempt's time before the backup that beat it started.
     pub straggler_wait_us: u64,
+    /// An approval on the chain, from parked to decided: waiting for a person.
+    #[serde(default)]
+    pub waiting_for_approval_us: u64,
     /// The rest: submit → first ready, the end of the run after its last subtask, time the
     /// coordinator cannot attribute (a failover, clock differences).
     pub other_us: u64,
@@ -34,7 +37,7 @@ pub struct WallBreakdown {
 
 impl WallBreakdown {
     /// The parts as (name, µs), in a fixed order.
-    pub fn parts(&self) -> [(&'static str, u64); 7] {
+    pub fn parts(&self) -> [(&'static str, u64); 8] {
         [
             ("work", self.work_us),
             ("waiting_for_slot", self.waiting_for_slot_us),
@@ -42,6 +45,7 @@ impl WallBreakdown {
             ("retry_backoff", self.retry_backoff_us),
             ("failed_attempts", self.failed_attempts_us),
             ("straggler_wait", self.straggler_wait_us),
+            ("waiting_for_approval", self.waiting_for_approval_us),
             ("other", self.other_us),
         ]
     }
@@ -58,7 +62,15 @@ impl WallBreakdown {
             let s = &slots[i.index()];
             let t = &s.timing;
             let lost = t.waited_us + t.backoff_us + t.failed_us + t.straggler_us;
-            let (final_us, work) = if matches!(dag.node(i).work, crate::dag::Work::Tool) {
+            let approval = match (&dag.node(i).work, t.done_us, s.ready_at_us()) {
+                (crate::dag::Work::Approval(_), Some(d), Some(r)) => d.saturating_sub(r).saturating_sub(lost),
+                _ => 0,
+            };
+            b.waiting_for_approval_us += approval;
+            per_subtask.push(("waiting_for_approval", i, approval));
+            let (final_us, work) = if matches!(dag.node(i).work, crate::dag::Work::Approval(_)) {
+                (0, 0)
+            } else if matches!(dag.node(i).work, crate::dag::Work::Tool) {
                 let final_us = match (t.done_us, t.final_dispatched_us) {
                     (Some(d), Some(f)) => d.saturating_sub(f),
                     _ => 0,
@@ -99,7 +111,8 @@ impl WallBreakdown {
             + b.waiting_for_slot_us
             + b.retry_backoff_us
             + b.failed_attempts_us
-            + b.straggler_wait_us;
+            + b.straggler_wait_us
+            + b.waiting_for_approval_us;
         if counted > wall_us {
             // Only when clocks disagree (a failover restored a run): scale down, keep the shares.
             let k = wall_us as f64 / counted as f64;
@@ -110,6 +123,7 @@ impl WallBreakdown {
                 &mut b.retry_backoff_us,
                 &mut b.failed_attempts_us,
                 &mut b.straggler_wait_us,
+                &mut b.waiting_for_approval_us,
             ] {
                 *v = (*v as f64 * k) as u64;
             }
@@ -120,7 +134,8 @@ impl WallBreakdown {
                 + b.waiting_for_slot_us
                 + b.retry_backoff_us
                 + b.failed_attempts_us
-                + b.straggler_wait_us,
+                + b.straggler_wait_us
+                + b.waiting_for_approval_us,
         );
         let parts = b.parts();
         if let Some(&(part, total)) = parts.iter().skip(1).max_by_key(|(_, v)| *v).filter(|(_, v)| *v > 0) {
@@ -153,6 +168,7 @@ impl WallBreakdown {
             "waiting_for_slot" => format!("waiting for a free slot (most before {at})"),
             "failed_attempts" => format!("in failed attempts (most of {at})"),
             "straggler_wait" => format!("waiting on a straggler ({at}) before its backup"),
+            "waiting_for_approval" => format!("waiting for a person to decide {at}"),
             "dispatch" => "in dispatch and reporting".to_owned(),
             _ => "outside the subtasks (before the first, after the last, or not attributable)".to_owned(),
         };

@@ -372,6 +372,7 @@ fn wall_breakdown(b: &swarm_core::WallBreakdown, wall_us: u64) -> pb::WallBreakd
         retry_backoff: Some(duration_us(b.retry_backoff_us)),
         failed_attempts: Some(duration_us(b.failed_attempts_us)),
         straggler_wait: Some(duration_us(b.straggler_wait_us)),
+        waiting_for_approval: Some(duration_us(b.waiting_for_approval_us)),
         other: Some(duration_us(b.other_us)),
         biggest_loss_part: part,
         biggest_loss_subtask: subtask,

@@ -144,6 +144,7 @@ fn run_json(r: &pb::Run) -> Value {
             "retry_backoff": duration_ms(b.retry_backoff.as_ref()),
             "failed_attempts": duration_ms(b.failed_attempts.as_ref()),
             "straggler_wait": duration_ms(b.straggler_wait.as_ref()),
+            "waiting_for_approval": duration_ms(b.waiting_for_approval.as_ref()),
             "other": duration_ms(b.other.as_ref()),
         })),
         "wall_headline": s.wall_breakdown.as_ref().map(|b| b.headline.clone()).unwrap_or_default(),

@@ -388,6 +388,37 @@ mod tests {
     }
 
     #[test]
+    fn time_waiting_for_a_decision_is_its_own_part_of_the_wall_time() {
+        let (mut e, _) = engine(gate(None, OnTimeout::Reject));
+        let g = ix(&e, "gate");
+        let mut out = Vec::new();
+        run_a(&mut e, &mut out);
+        let signal = EngineEvent::Signal { subtask: g, approve: true, payload: "1".into(), reason: String::new() };
+        e.apply(signal, 30_000_000, &mut out);
+        let b = e.pop_ready().expect("b");
+        e.apply(
+            EngineEvent::Dispatched { subtask: b, worker: WorkerId::from("w"), fence: Fence(2) },
+            30_000_000,
+            &mut out,
+        );
+        let done = EngineEvent::Succeeded {
+            subtask: b,
+            fence: Fence(2),
+            started_us: 30_000_000,
+            finished_us: 31_000_000,
+            output: "2".into(),
+        };
+        e.apply(done, 31_000_000, &mut out);
+        assert_eq!(e.state(), RunState::Succeeded);
+        let w = e.summary(31_000_000).wall_breakdown;
+        assert_eq!(w.waiting_for_approval_us, 30_000_000, "{w:?}");
+        assert_eq!(w.work_us, 1_000_000, "the approval's wait is not work: {w:?}");
+        assert_eq!(w.biggest_loss, Some(("waiting_for_approval".into(), "gate".into(), 30_000_000)));
+        assert!(w.headline(31_000_000).contains("waiting for a person to decide gate"), "{}", w.headline(31_000_000));
+        assert_eq!(w.parts().iter().map(|(_, v)| v).sum::<u64>(), 31_000_000, "the parts add up");
+    }
+
+    #[test]
     fn a_rejection_fails_the_approval_permanently_and_skips_its_dependents() {
         let (mut e, _) = engine(gate(None, OnTimeout::Reject));
         let g = ix(&e, "gate");

@@ -448,7 +448,7 @@ class ModelTokens(_message.Message):
     def __init__(self, model: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
 
 class WallBreakdown(_message.Message):
-    __slots__ = ("work", "waiting_for_slot", "dispatch", "retry_backoff", "failed_attempts", "straggler_wait", "other", "biggest_loss_part", "biggest_loss_subtask", "biggest_loss", "headline")
+    __slots__ = ("work", "waiting_for_slot", "dispatch", "retry_backoff", "failed_attempts", "straggler_wait", "other", "biggest_loss_part", "biggest_loss_subtask", "biggest_loss", "headline", "waiting_for_approval")
     WORK_FIELD_NUMBER: _ClassVar[int]
     WAITING_FOR_SLOT_FIELD_NUMBER: _ClassVar[int]
     DISPATCH_FIELD_NUMBER: _ClassVar[int]
@@ -460,6 +460,7 @@ class WallBreakdown(_message.Message):
     BIGGEST_LOSS_SUBTASK_FIELD_NUMBER: _ClassVar[int]
     BIGGEST_LOSS_FIELD_NUMBER: _ClassVar[int]
     HEADLINE_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_APPROVAL_FIELD_NUMBER: _ClassVar[int]
     work: _duration_pb2.Duration
     waiting_for_slot: _duration_pb2.Duration
     dispatch: _duration_pb2.Duration
@@ -471,7 +472,8 @@ class WallBreakdown(_message.Message):
     biggest_loss_subtask: str
     biggest_loss: _duration_pb2.Duration
     headline: str
-    def __init__(self, work: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., waiting_for_slot: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dispatch: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., failed_attempts: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., straggler_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., other: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., biggest_loss_part: _Optional[str] = ..., biggest_loss_subtask: _Optional[str] = ..., biggest_loss: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., headline: _Optional[str] = ...) -> None: ...
+    waiting_for_approval: _duration_pb2.Duration
+    def __init__(self, work: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., waiting_for_slot: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dispatch: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., failed_attempts: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., straggler_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., other: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., biggest_loss_part: _Optional[str] = ..., biggest_loss_subtask: _Optional[str] = ..., biggest_loss: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., headline: _Optional[str] = ..., waiting_for_approval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SubtaskStatus(_message.Message):
     __slots__ = ("id", "state", "attempt", "worker_id", "started_at", "finished_at", "output_json", "error_kind", "error_message", "tool", "output_ref", "depends_on", "kind", "parent", "stage", "ready_at", "first_started_at", "approval_prompt")
