@@ -279,9 +279,9 @@ impl From<CapsArgs> for swarm_coordinator::manager::AdmissionCaps {
     }
 }
 
-#[derive(clap::Args)]
-pub struct SubmitArgs {
-    pub file: PathBuf,
+/// Which coordinator a client command calls, and how: `--addr`, `--token`, `--tls-*`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CoordinatorTarget {
     #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: String,
     /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
@@ -289,6 +289,20 @@ pub struct SubmitArgs {
     pub token: Option<String>,
     #[command(flatten)]
     pub tls: TlsClientArgs,
+}
+
+impl CoordinatorTarget {
+    /// A client of that coordinator.
+    pub async fn connect(self) -> anyhow::Result<swarm_cli::client::Client> {
+        swarm_cli::client::connect_with(&self.addr, self.token.as_deref(), &self.tls.into()).await
+    }
+}
+
+#[derive(clap::Args)]
+pub struct SubmitArgs {
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub to: CoordinatorTarget,
     /// Wait for the run to end, showing progress.
     #[arg(long)]
     pub wait: bool,
@@ -330,13 +344,8 @@ pub struct RunArgs {
 #[derive(clap::Args)]
 pub struct GetArgs {
     pub run: String,
-    #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
-    pub addr: String,
-    /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
-    #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     #[command(flatten)]
-    pub tls: TlsClientArgs,
+    pub to: CoordinatorTarget,
     #[arg(long)]
     pub json: bool,
     /// Also list every subtask.
@@ -346,13 +355,8 @@ pub struct GetArgs {
 
 #[derive(clap::Args)]
 pub struct RunsArgs {
-    #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
-    pub addr: String,
-    /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
-    #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     #[command(flatten)]
-    pub tls: TlsClientArgs,
+    pub to: CoordinatorTarget,
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
     #[arg(long)]
@@ -362,13 +366,8 @@ pub struct RunsArgs {
 #[derive(clap::Args)]
 pub struct CancelArgs {
     pub run: String,
-    #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
-    pub addr: String,
-    /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
-    #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     #[command(flatten)]
-    pub tls: TlsClientArgs,
+    pub to: CoordinatorTarget,
     #[arg(long, default_value = "cancelled from the CLI")]
     pub reason: String,
 }
@@ -391,13 +390,8 @@ pub struct SignalArgs {
     /// With --reject: why.
     #[arg(long)]
     pub reason: Option<String>,
-    #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
-    pub addr: String,
-    /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
-    #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     #[command(flatten)]
-    pub tls: TlsClientArgs,
+    pub to: CoordinatorTarget,
     /// Print the answer as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -406,13 +400,8 @@ pub struct SignalArgs {
 #[derive(clap::Args)]
 pub struct WatchArgs {
     pub run: String,
-    #[arg(long, env = "SWARM_ADDR", default_value = DEFAULT_ADDR)]
-    pub addr: String,
-    /// The bearer token to authenticate with (the coordinator's --auth-file holds its SHA-256).
-    #[arg(long, env = "SWARM_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     #[command(flatten)]
-    pub tls: TlsClientArgs,
+    pub to: CoordinatorTarget,
     /// Start after this sequence number.
     #[arg(long, default_value_t = 0)]
     pub after_seq: u64,

@@ -278,7 +278,10 @@ impl Everything {
         let index = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("web/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
         assert!(index.exists(), "{} is missing: run ./scripts/install-deps test", index.display());
+        let preload = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web/webcrypto.cjs");
         let child = std::process::Command::new("node")
+            .arg("--require")
+            .arg(preload)
             .arg(index)
             .arg("streamableHttp")
             .env("PORT", port.to_string())

@@ -18,10 +18,21 @@ try {
   page.setDefaultTimeout(30000);
   await page.goto(`${base}/#/runs/${encodeURIComponent(runId)}`);
   await page.locator(`.node[data-id="${subtask}"]`).click();
-  await page.waitForFunction(() => {
-    const pre = document.querySelector("#output pre");
-    return pre && (pre.textContent.match(/← sleep ok/g) || []).length >= 2;
-  });
+  try {
+    await page.waitForFunction(() => {
+      const pre = document.querySelector("#output pre");
+      return pre && (pre.textContent.match(/← sleep ok/g) || []).length >= 2;
+    }, null, { timeout: 60000 });
+  } catch (e) {
+    // Say what the page showed, so a failure can be told apart.
+    const seen = await page.evaluate(() => ({
+      state: document.querySelector("#run")?.getAttribute("data-state"),
+      panel: document.querySelector("#output")?.outerHTML?.slice(0, 2000),
+      body: document.body.innerText.slice(0, 2000),
+    }));
+    console.error(JSON.stringify(seen));
+    throw e;
+  }
   const early = await page.locator("#output pre").textContent();
   await page.screenshot({ path: screenshot, fullPage: true });
   // The agent waits for a person after three calls: answer it, as the page's button does.

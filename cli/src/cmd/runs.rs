@@ -13,9 +13,9 @@ use swarm_cli::embedded::{Embedded, EmbeddedOptions};
 
 /// `swarm submit FILE [--wait] [--json]`.
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let SubmitArgs { file, addr, token, tls, wait, json, idempotency_key, retry_busy } = args;
+    let SubmitArgs { file, to, wait, json, idempotency_key, retry_busy } = args;
     let spec = specs::load(&file)?;
-    let mut c = client::connect_with(&addr, token.as_deref(), &tls.into()).await?;
+    let mut c = to.connect().await?;
     let total = spec.subtasks.len() as u64;
     let req = pb::SubmitRunRequest {
         spec: Some((&spec).into()),
@@ -122,8 +122,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// `swarm get RUN [--subtasks] [--json]`.
 pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
-    let GetArgs { run, addr, token, tls, json, subtasks } = args;
-    let mut c = client::connect_with(&addr, token.as_deref(), &tls.into()).await?;
+    let GetArgs { run, to, json, subtasks } = args;
+    let mut c = to.connect().await?;
     let run = client::get(&mut c, &run, subtasks).await.map_err(|s| client::status_error(&s))?;
     print_run(&run, json)?;
     if subtasks && !json {
@@ -137,8 +137,8 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
 
 /// `swarm runs`: newest first.
 pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let RunsArgs { addr, token, tls, limit, json } = args;
-    let mut c = client::connect_with(&addr, token.as_deref(), &tls.into()).await?;
+    let RunsArgs { to, limit, json } = args;
+    let mut c = to.connect().await?;
     let resp = c
         .list_runs(client::request(pb::ListRunsRequest { page_size: limit, page_token: String::new() }))
         .await
@@ -164,8 +164,8 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
 
 /// `swarm cancel RUN`.
 pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
-    let CancelArgs { run, addr, token, tls, reason } = args;
-    let mut c = client::connect_with(&addr, token.as_deref(), &tls.into()).await?;
+    let CancelArgs { run, to, reason } = args;
+    let mut c = to.connect().await?;
     let resp = c
         .cancel_run(client::request(pb::CancelRunRequest { run_id: run, reason }))
         .await
@@ -178,11 +178,11 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
 
 /// `swarm signal RUN SUBTASK --approve [--data JSON] | --reject [--reason TEXT]`.
 pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
-    let SignalArgs { run, subtask, approve, reject: _, data, reason, addr, token, tls, json } = args;
+    let SignalArgs { run, subtask, approve, reject: _, data, reason, to, json } = args;
     if let Some(d) = &data {
         serde_json::from_str::<serde_json::Value>(d).map_err(|e| anyhow::anyhow!("--data is not JSON: {e}"))?;
     }
-    let mut c = client::connect_with(&addr, token.as_deref(), &tls.into()).await?;
+    let mut c = to.connect().await?;
     let decision = if approve { pb::Decision::Approve } else { pb::Decision::Reject };
     let req = pb::SignalRunRequest {
         run_id: run.clone(),
@@ -221,8 +221,8 @@ pub async fn signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
 
 /// `swarm watch RUN`: every event until the run ends.
 pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let WatchArgs { run, addr, token, tls, after_seq, json, follow_output } = args;
-    let mut c = client::connect_with(&addr, token.as_deref(), &tls.into()).await?;
+    let WatchArgs { run, to, after_seq, json, follow_output } = args;
+    let mut c = to.connect().await?;
     let mut failed = None;
     client::follow_with(&mut c, &run, after_seq, follow_output, |ev| {
         if json {
