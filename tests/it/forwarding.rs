@@ -129,3 +129,66 @@ async fn any_coordinator_serves_the_api_and_a_watch_survives_the_leader_sigkill(
     assert_eq!(end.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
     assert_eq!(pc.appended("exec.log").len(), 200, "every call ran once");
 }
+
+/// What a standby's hop costs: unary calls (GetRun of an ended run, ListRuns) and a watch of an
+/// ended run replayed, straight to the leader and through the standby, one at a time. Prints
+/// `forwarding: …` lines; asserts nothing about speed (docs/benchmarks.md has the figures).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: cargo test --release -p swarm-tests --test it -- --ignored forwarding::measure"]
+async fn measure_forwarding_overhead() {
+    let _serial = SERIAL.lock().await;
+    let mut pc = ProcCluster::start(1, 1, 1, Duration::from_secs(2)).await.expect("cluster");
+    let b = pc.add_coordinator().expect("standby");
+    let standby_url = pc.coordinators[b].1.clone();
+    pc.wait_serving(&standby_url, Duration::from_secs(15)).await.expect("standby serving");
+    let (leader_url, _) = pc.leader().await.expect("leader").expect("elected");
+    let mut leader = pc.client(&leader_url).await.expect("client");
+    let spec = swarm_core::RunSpec::new("probe", (0..200).map(|i| echo(&format!("e{i}"))).collect());
+    let run_id = submit(&mut leader, &spec).await.expect("submit");
+    client::follow(&mut leader, &run_id, 0, |_| {}).await.expect("run ends");
+    let mut standby = pc.client(&standby_url).await.expect("client");
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() - 1) as f64 * p) as usize]
+    };
+    for (what, c) in [("leader", &mut leader), ("standby", &mut standby)] {
+        let mut get = Vec::new();
+        let mut list = Vec::new();
+        let mut watch = Vec::new();
+        let mut events = 0;
+        for i in 0..1200 {
+            let t = std::time::Instant::now();
+            c.get_run(pb::GetRunRequest { run_id: run_id.clone(), ..Default::default() }).await.expect("get");
+            let g = t.elapsed();
+            let t = std::time::Instant::now();
+            c.list_runs(pb::ListRunsRequest::default()).await.expect("list");
+            let l = t.elapsed();
+            let t = std::time::Instant::now();
+            let mut s = c
+                .watch_run(pb::WatchRunRequest { run_id: run_id.clone(), ..Default::default() })
+                .await
+                .expect("watch")
+                .into_inner();
+            events = 0;
+            while futures_util::StreamExt::next(&mut s).await.is_some() {
+                events += 1;
+            }
+            let w = t.elapsed();
+            if i >= 200 {
+                // The first 200 warm the connections and caches.
+                get.push(g);
+                list.push(l);
+                watch.push(w);
+            }
+        }
+        println!(
+            "forwarding: {what}: GetRun p50 {:?} p99 {:?}; ListRuns p50 {:?} p99 {:?}; WatchRun of {events} events p50 {:?} p99 {:?}",
+            pct(&mut get, 0.5),
+            pct(&mut get, 0.99),
+            pct(&mut list, 0.5),
+            pct(&mut list, 0.99),
+            pct(&mut watch, 0.5),
+            pct(&mut watch, 0.99),
+        );
+    }
+}
