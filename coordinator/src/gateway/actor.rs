@@ -35,9 +35,9 @@ impl GatewayHandle {
     pub fn spawn(limits: HashMap<String, Limits>) -> Self {
         let gateway = Gateway::new(limits, Instant::now());
         let endpoints = Arc::new(gateway.endpoints());
-        // Each endpoint's series exist from the start (scraped as 0, not missing).
+        // Each budget's series exist from the start (scraped as 0, not missing).
         let m = swarm_telemetry::metrics();
-        for e in endpoints.iter() {
+        for e in gateway.budgets().iter() {
             let endpoint = [("endpoint", e.as_str())];
             m.gateway_queue_depth.touch(&endpoint);
             m.gateway_wait.touch(&endpoint);

@@ -45,12 +45,22 @@ pub struct Limits {
     /// Requests at once.
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// The budget it counts against: endpoints with the same non-zero `key` share one (the
+    /// models file gives the same key to entries with the same `base_url` and API key); 0: its
+    /// own.
+    #[serde(skip)]
+    pub key: u64,
 }
 
 impl Limits {
     /// True when any limit is set.
     pub fn any(&self) -> bool {
         self.rpm.is_some() || self.tpm.is_some() || self.max_concurrency.is_some()
+    }
+
+    /// The limits themselves, without the budget key.
+    fn values(&self) -> (Option<u32>, Option<u64>, Option<u32>) {
+        (self.rpm, self.tpm, self.max_concurrency)
     }
 
     /// Checks the values: zero would block every call forever.
@@ -62,16 +72,57 @@ impl Limits {
     }
 }
 
+/// One entry of a models file, as the gateway reads it.
+#[derive(Deserialize)]
+struct ModelEntry {
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    api_key_env: Option<String>,
+    #[serde(flatten)]
+    limits: Limits,
+}
+
 /// Reads the limits from a models file (docs/agents.md): `name: {base_url, …, rpm, tpm,
-/// max_concurrency}`. Endpoints without limits are not governed; other fields are the
-/// workers' business.
+/// max_concurrency}`. Limits are per API key: entries with the same `base_url` and
+/// `api_key_env` share one budget (the limits set on any of them, which must agree, govern them
+/// all). Endpoints of keys without limits are not governed; other fields are the workers'
+/// business.
 pub fn limits_from_models_file(text: &str) -> Result<HashMap<String, Limits>, String> {
-    let all: HashMap<String, Limits> = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+    let all: BTreeMap<String, ModelEntry> = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+    // Entries by key (base_url, api_key_env); an entry without a base_url is its own key.
+    let mut keys: BTreeMap<(String, String), Vec<&String>> = BTreeMap::new();
+    for (name, e) in &all {
+        e.limits.validate().map_err(|err| format!("{name}: {err}"))?;
+        let key = match &e.base_url {
+            Some(url) => (url.trim_end_matches('/').to_owned(), e.api_key_env.clone().unwrap_or_default()),
+            None => (format!("\u{0}{name}"), String::new()),
+        };
+        keys.entry(key).or_default().push(name);
+    }
     let mut out = HashMap::new();
-    for (name, limits) in all {
-        limits.validate().map_err(|e| format!("{name}: {e}"))?;
-        if limits.any() {
-            out.insert(name, limits);
+    for (k, names) in keys.values().enumerate() {
+        let mut governing: Option<(&String, Limits)> = None;
+        for &name in names {
+            let l = all[name].limits;
+            if !l.any() {
+                continue;
+            }
+            match governing {
+                Some((first, g)) if g.values() != l.values() => {
+                    return Err(format!(
+                        "{first} and {name} use the same API key at the same base_url but set different limits; \
+                         set them on one (they share its budget) or make them agree"
+                    ));
+                }
+                Some(_) => {}
+                None => governing = Some((name, l)),
+            }
+        }
+        if let Some((_, l)) = governing {
+            for &name in names {
+                out.insert(name.clone(), Limits { key: k as u64 + 1, ..l });
+            }
         }
     }
     Ok(out)
@@ -303,7 +354,10 @@ impl Endpoint {
 /// The gateway's state: pure, driven by [`Instant`]s the caller passes.
 #[derive(Debug)]
 pub struct Gateway {
+    /// The budgets, by governing name (the first endpoint name of a shared key).
     endpoints: HashMap<String, Endpoint>,
+    /// Each governed endpoint's budget.
+    budget_of: HashMap<String, String>,
     /// Where each waiting holder is queued.
     waiting: HashMap<Holder, (String, Order)>,
     /// Where each granted holder's permit counts.
@@ -314,12 +368,32 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway governing these endpoints.
     pub fn new(limits: HashMap<String, Limits>, now: Instant) -> Self {
-        let endpoints = limits.into_iter().map(|(name, l)| (name, Endpoint::new(l, now))).collect();
-        Self { endpoints, waiting: HashMap::new(), granted: HashMap::new(), seq: 0 }
+        let sorted: BTreeMap<String, Limits> = limits.into_iter().collect();
+        let mut first_of_key: HashMap<u64, String> = HashMap::new();
+        let mut endpoints = HashMap::new();
+        let mut budget_of = HashMap::new();
+        for (name, l) in sorted {
+            let budget = if l.key == 0 {
+                name.clone()
+            } else {
+                first_of_key.entry(l.key).or_insert_with(|| name.clone()).clone()
+            };
+            endpoints.entry(budget.clone()).or_insert_with(|| Endpoint::new(l, now));
+            budget_of.insert(name, budget);
+        }
+        Self { endpoints, budget_of, waiting: HashMap::new(), granted: HashMap::new(), seq: 0 }
     }
 
-    /// The endpoints it governs, sorted.
+    /// The endpoints it governs (workers ask permits for these), sorted.
     pub fn endpoints(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.budget_of.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The budgets (an endpoint's own, or the one its API key shares), sorted: the `endpoint`
+    /// label of the gateway's metrics.
+    pub fn budgets(&self) -> Vec<String> {
         let mut names: Vec<String> = self.endpoints.keys().cloned().collect();
         names.sort();
         names
@@ -328,13 +402,12 @@ impl Gateway {
     /// Queues a request; false if the endpoint is not governed (the caller grants it at once).
     /// A holder asking again replaces its earlier request.
     pub fn acquire(&mut self, now: Instant, holder: Holder, ask: Ask) -> bool {
-        if !self.endpoints.contains_key(&ask.endpoint) {
+        let Some(name) = self.budget_of.get(&ask.endpoint).cloned() else {
             return false;
-        }
+        };
         self.cancel(holder);
         self.seq += 1;
         let order = (Reverse(ask.priority), !ask.orchestrator, Reverse(ask.critical_path), self.seq);
-        let name = ask.endpoint.clone();
         if let Some(e) = self.endpoints.get_mut(&name) {
             e.queue.insert(order, Waiting { holder, ask, since: now });
         }

@@ -24,11 +24,36 @@ fn the_models_file_gives_limits_beside_each_endpoint_and_refuses_zero() {
     let text = "a: {base_url: http://x/v1, model: m, rpm: 60, tpm: 90000}\nb: {base_url: http://y/v1, model: n}\n";
     let limits = limits_from_models_file(text).expect("parses");
     assert_eq!(limits.len(), 1, "an endpoint without limits is not governed");
-    assert_eq!(limits["a"], Limits { rpm: Some(60), tpm: Some(90_000), max_concurrency: None });
+    assert_eq!(limits["a"], Limits { rpm: Some(60), tpm: Some(90_000), max_concurrency: None, key: limits["a"].key });
     let err = limits_from_models_file("a: {base_url: u, model: m, tpm: 0}").expect_err("zero blocks forever");
     assert!(err.contains("a:") && err.contains("at least 1"), "{err}");
     assert!(limits_from_models_file("a: {rpm: -1}").is_err());
     assert!(limits_from_models_file("a: {rpm: 1e300}").is_err());
+}
+
+#[test]
+fn entries_with_one_api_key_share_one_budget() {
+    let text = "fast: {base_url: http://x/v1/, model: small, api_key_env: KEY, max_concurrency: 1}\n\
+                big: {base_url: http://x/v1, model: large, api_key_env: KEY}\n\
+                other: {base_url: http://x/v1, model: large, api_key_env: OTHER_KEY}\n";
+    let limits = limits_from_models_file(text).expect("parses");
+    assert_eq!(limits.len(), 2, "`big` shares `fast`'s key, `other` has its own and no limits: {limits:?}");
+    assert_eq!(limits["big"].max_concurrency, Some(1));
+    assert_eq!(limits["big"].key, limits["fast"].key);
+    let now = Instant::now();
+    let mut g = Gateway::new(limits, now);
+    assert_eq!(g.endpoints(), ["big", "fast"], "workers ask permits for both");
+    assert_eq!(g.budgets(), ["big"], "one budget, named after the first");
+    assert!(g.acquire(now, (ConnId(1), 1), Ask { endpoint: "fast".into(), ..Ask::default() }));
+    assert!(g.acquire(now, (ConnId(1), 2), Ask { endpoint: "big".into(), ..Ask::default() }));
+    assert_eq!(granted(&mut g, now), [1], "one request at once for the key, whichever entry asks");
+    g.release(now, (ConnId(1), 1), used(10, 10));
+    assert_eq!(granted(&mut g, now), [2]);
+
+    let clash = "a: {base_url: http://x/v1, model: m, api_key_env: K, rpm: 60}\n\
+                 b: {base_url: http://x/v1, model: n, api_key_env: K, rpm: 120}\n";
+    let err = limits_from_models_file(clash).expect_err("two limits for one key");
+    assert!(err.contains("a and b") && err.contains("same API key"), "{err}");
 }
 
 #[test]
