@@ -24,6 +24,8 @@ pub enum Canned {
     Hang,
     /// 200 with these chunks as server-sent events, then `data: [DONE]`.
     Stream(Vec<Value>),
+    /// 200 with these chunks as server-sent events, then the connection is cut.
+    StreamBroken(Vec<Value>),
 }
 
 /// A recorded request.
@@ -99,6 +101,20 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body
         Some(Canned::Stream(chunks)) => {
             let mut body: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
             body.push_str("data: [DONE]\n\n");
+            (StatusCode::OK, [("content-type", "text/event-stream")], body).into_response()
+        }
+        Some(Canned::StreamBroken(chunks)) => {
+            let mut parts: Vec<Result<String, std::io::Error>> =
+                chunks.iter().map(|c| Ok(format!("data: {c}\n\n"))).collect();
+            parts.push(Err(std::io::Error::other("the fixture cuts the stream")));
+            // The cut comes a moment after the chunks, so they reach the client first.
+            let parts = futures_util::StreamExt::then(futures_util::stream::iter(parts), |p| async move {
+                if p.is_err() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                p
+            });
+            let body = axum::body::Body::from_stream(parts);
             (StatusCode::OK, [("content-type", "text/event-stream")], body).into_response()
         }
         Some(Canned::Hang) => {

@@ -230,3 +230,39 @@ async fn swarm_watch_follow_output_prints_it_per_agent() {
     assert!(outputs.iter().any(|v| v["subtask_id"] == "x" && v["text"].as_str().unwrap_or("").contains("found it")));
     tc.stop().await;
 }
+
+/// A streamed answer that breaks off is asked for again: what it showed stays, then a note that
+/// the answer starts over, then the new answer (a watcher never reads two answers run together).
+#[tokio::test]
+async fn a_stream_that_breaks_off_is_retried_and_says_so_in_the_live_output() {
+    let first = streamed("half an ans", None);
+    let fixture = ModelFixture::start(vec![
+        Canned::StreamBroken(first[..1].to_vec()),
+        Canned::Stream(streamed("the whole answer", None)),
+    ])
+    .await
+    .expect("fixture");
+    let config = EndpointConfig {
+        base_url: fixture.base_url(),
+        model: "m".into(),
+        timeout_secs: Some(10),
+        max_retries: Some(2),
+        stream: true,
+        ..EndpointConfig::default()
+    };
+    let model = OpenAiModel::new(&config).expect("client");
+    let shown = std::sync::Mutex::new(String::new());
+    let collect = |text: &str, _: &str| shown.lock().expect("lock").push_str(text);
+    let req = swarm_worker::model::ChatRequest {
+        agent: "a",
+        messages: &[swarm_core::agent::Message::text(swarm_core::agent::Role::User, "go")],
+        tools: &[],
+        gated: false,
+        on_delta: Some(swarm_worker::model::OnDelta(&collect)),
+    };
+    let answer = swarm_worker::model::ModelProvider::chat(&model, req).await.expect("answered on the retry");
+    assert_eq!(answer.message.content.as_deref(), Some("the whole answer"));
+    let note = swarm_worker::model::RETRY_NOTE;
+    assert_eq!(*shown.lock().expect("lock"), format!("half {note}the whole answer"));
+    assert_eq!(fixture.seen().len(), 2);
+}

@@ -272,6 +272,9 @@ async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Strin
 
 /// [`read_bounded`] for a stream of server-sent events, handing each chunk's content and
 /// reasoning deltas to `on_delta` as its line arrives.
+/// Shown in an agent's live output when a streamed answer broke off and is asked for again.
+pub const RETRY_NOTE: &str = "\n[the answer broke off; asking the model again]\n";
+
 async fn read_streaming(
     mut resp: reqwest::Response,
     limit: usize,
@@ -472,8 +475,25 @@ impl ModelProvider for OpenAiModel {
             .with_jitter()
             .with_max_times(self.max_retries as usize)
             .build();
+        // What a broken stream already showed stays shown: a retry says it starts over, so a
+        // watcher does not read two answers run together.
+        let emitted = std::sync::atomic::AtomicBool::new(false);
+        let relay = |text: &str, reasoning: &str| {
+            if !(text.is_empty() && reasoning.is_empty()) {
+                emitted.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            if let Some(d) = req.on_delta {
+                (d.0)(text, reasoning);
+            }
+        };
+        let on_delta = req.on_delta.map(|_| OnDelta(&relay));
         loop {
-            match self.once(&body, req.on_delta).await {
+            if emitted.swap(false, std::sync::atomic::Ordering::Relaxed)
+                && let Some(d) = req.on_delta
+            {
+                (d.0)(RETRY_NOTE, "");
+            }
+            match self.once(&body, on_delta).await {
                 Ok(r) => return Ok(r),
                 // Under the gateway, a rate limit is the gateway's to wait out, cluster-wide.
                 Err((e, _)) if req.gated && e.throttle.is_some() => return Err(e),
