@@ -302,7 +302,13 @@ async fn a_full_etcd_loses_nothing_and_the_run_finishes_once_an_operator_makes_r
     }
     let records = store.range(format!("/swarm/v1/subtasks/{run_id}/").as_bytes(), None, 0).await.expect("range");
     assert_eq!(records.kvs.len(), 400, "every result is in the store");
-    assert!(records.kvs.iter().all(|kv| kv.version == 1), "none written twice");
+    let twice: Vec<(String, i64)> = records
+        .kvs
+        .iter()
+        .filter(|kv| kv.version != 1)
+        .map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), kv.version))
+        .collect();
+    assert!(twice.is_empty(), "none written twice: {twice:?}\n{}", pc.logs());
 }
 
 /// Polls whichever coordinator leads until the run has ended.
