@@ -109,6 +109,10 @@ pub struct UpArgs {
     /// saying so (0: it waits for such a worker forever).
     #[arg(long, env = "SWARM_NO_WORKER_TIMEOUT", default_value = "60s", value_parser = parse_ttl)]
     pub no_worker_timeout: Duration,
+    /// How often workers send heartbeats; an attempt not heard of for three intervals is
+    /// re-queued (unless its worker's lease in etcd still lives).
+    #[arg(long, env = "SWARM_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_heartbeat)]
+    pub heartbeat_interval: Duration,
     /// Let the in-process workers' `http_get` reach this internal range (repeatable).
     #[arg(long = "allow-egress", value_name = "CIDR")]
     pub allow_egress: Vec<swarm_worker::tools::egress::Cidr>,
@@ -189,6 +193,10 @@ pub struct CoordinatorArgs {
     /// saying so (0: it waits for such a worker forever).
     #[arg(long, env = "SWARM_NO_WORKER_TIMEOUT", default_value = "60s", value_parser = parse_ttl)]
     pub no_worker_timeout: Duration,
+    /// How often workers send heartbeats; an attempt not heard of for three intervals is
+    /// re-queued (unless its worker's lease in etcd still lives).
+    #[arg(long, env = "SWARM_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_heartbeat)]
+    pub heartbeat_interval: Duration,
     /// A tool (MCP, HTTP) that may run twice — read-only or idempotent — so it is speculated
     /// like the built-in ones (repeatable). Built-in tools' flags are fixed; under --auth-file
     /// workers' own claims about other tools are ignored, so list them here.
@@ -235,6 +243,20 @@ pub struct WorkerArgs {
     /// link-local, private and unique-local addresses are refused otherwise.
     #[arg(long = "allow-egress", value_name = "CIDR")]
     pub allow_egress: Vec<swarm_worker::tools::egress::Cidr>,
+    /// How much faster or slower this machine's clock may run than etcd's, as a ratio (0.05:
+    /// 5 %). With --etcd the worker stops its attempts before its lease could expire, this
+    /// much earlier (docs/resilience.md, fencing).
+    #[arg(long, env = "SWARM_MAX_CLOCK_DRIFT", default_value_t = swarm_worker::hold::DEFAULT_DRIFT, value_parser = parse_drift)]
+    pub max_clock_drift: f64,
+    /// With --etcd: how long the worker may reach no coordinator before it stops its attempts
+    /// and gives its lease back, so they run elsewhere.
+    #[arg(long, env = "SWARM_LINK_HOLD", default_value = "30s", value_parser = parse_ttl)]
+    pub link_hold: Duration,
+}
+
+pub fn parse_drift(text: &str) -> Result<f64, String> {
+    let value: f64 = text.trim().parse().map_err(|e| format!("`{text}`: {e}"))?;
+    swarm_worker::hold::check_drift(value)
 }
 
 /// What workers offer besides the built-in tools: models for agents, MCP servers, `append`.
@@ -534,6 +556,14 @@ impl StoreArgs {
 pub fn parse_rate_limit(text: &str) -> Result<(String, swarm_coordinator::ratelimit::RateLimit), String> {
     let (tool, limit) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected TOOL=RATE[/BURST]"))?;
     Ok((tool.to_owned(), limit.parse()?))
+}
+
+pub fn parse_heartbeat(text: &str) -> Result<Duration, String> {
+    let d = parse_ttl(text)?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(600) {
+        return Err(format!("`{text}`: a heartbeat interval from 100ms to 10m"));
+    }
+    Ok(d)
 }
 
 pub fn parse_ttl(text: &str) -> Result<Duration, String> {

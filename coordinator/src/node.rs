@@ -241,6 +241,9 @@ async fn watch_workers(store: Arc<dyn StateStore>, prefix: Vec<u8>, manager: Man
         for gone in known.difference(&now) {
             let _ = manager.send(Command::WorkerExpired { worker_id: gone.clone() }).await;
         }
+        for id in &now {
+            let _ = manager.send(Command::WorkerRegistered { worker_id: id.clone() }).await;
+        }
         known = now;
         let mut watch = match store.watch(&prefix, page.revision + 1).await {
             Ok(w) => w,
@@ -260,7 +263,10 @@ async fn watch_workers(store: Arc<dyn StateStore>, prefix: Vec<u8>, manager: Man
                     for e in events {
                         match e {
                             WatchEvent::Put(kv) => {
-                                known.insert(id_of(&kv.key));
+                                let id = id_of(&kv.key);
+                                if known.insert(id.clone()) {
+                                    let _ = manager.send(Command::WorkerRegistered { worker_id: id }).await;
+                                }
                             }
                             WatchEvent::Delete { key, .. } => {
                                 let id = id_of(&key);

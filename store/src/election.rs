@@ -132,6 +132,19 @@ pub async fn keep_lease_alive(
     ttl: Duration,
     cancel: CancellationToken,
 ) -> Result<(), StoreError> {
+    keep_lease_alive_reporting(store, lease, ttl, cancel, |_| {}).await
+}
+
+/// [`keep_lease_alive`], calling `renewed(sent)` after each successful refresh with the time the
+/// refresh was *sent*: the store counts the lease's TTL from when it got the refresh, which is
+/// later, so the lease lives at least until `sent + ttl` (what a holder fencing itself needs).
+pub async fn keep_lease_alive_reporting(
+    store: Arc<dyn StateStore>,
+    lease: LeaseId,
+    ttl: Duration,
+    cancel: CancellationToken,
+    renewed: impl Fn(tokio::time::Instant),
+) -> Result<(), StoreError> {
     let mut last_ok = tokio::time::Instant::now();
     loop {
         let wait = if last_ok.elapsed() < ttl / 3 { ttl / 3 } else { Duration::from_millis(200) };
@@ -139,8 +152,19 @@ pub async fn keep_lease_alive(
             _ = cancel.cancelled() => return Ok(()),
             _ = tokio::time::sleep(wait) => {}
         }
-        match store.keep_alive(lease).await {
-            Ok(()) => last_ok = tokio::time::Instant::now(),
+        let sent = tokio::time::Instant::now();
+        let refreshed = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            // A refresh that hangs (a link that went silent) counts as failed after a TTL.
+            r = tokio::time::timeout(ttl, store.keep_alive(lease)) => {
+                r.unwrap_or_else(|_| Err(StoreError::Unavailable("lease refresh timed out".into())))
+            }
+        };
+        match refreshed {
+            Ok(()) => {
+                last_ok = tokio::time::Instant::now();
+                renewed(sent);
+            }
             Err(StoreError::LeaseNotFound(_)) => return Err(StoreError::LeaseNotFound(lease.0)),
             Err(e) => {
                 warn!(lease = lease.0, error = %e, "lease refresh failed");

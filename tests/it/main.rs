@@ -11,6 +11,7 @@ mod deploy;
 mod examples;
 mod failover;
 mod faults;
+mod fencing;
 mod forwarding;
 mod gateway;
 mod layout;

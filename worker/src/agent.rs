@@ -264,14 +264,24 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
                 if let Some(p) = &progress {
                     p.tool_started(&name_for_metrics);
                 }
-                let out = match tool {
-                    Some(t) => match t.info().timeout {
-                        Some(limit) => tokio::time::timeout(limit, t.call(args, ctx))
-                            .await
-                            .unwrap_or_else(|_| Err(err(FailureKind::Timeout, "the tool timed out"))),
-                        None => t.call(args, ctx).await,
-                    },
-                    None => Err(err(FailureKind::Permanent, "unknown tool")),
+                let cancel = ctx.cancel.clone();
+                let call = async {
+                    match tool {
+                        Some(t) => match t.info().timeout {
+                            Some(limit) => tokio::time::timeout(limit, t.call(args, ctx))
+                                .await
+                                .unwrap_or_else(|_| Err(err(FailureKind::Timeout, "the tool timed out"))),
+                            None => t.call(args, ctx).await,
+                        },
+                        None => Err(err(FailureKind::Permanent, "unknown tool")),
+                    }
+                };
+                // A cancelled attempt stops its calls where they are (a tool need not look at
+                // its token): a worker that fences itself must not finish a side effect.
+                let out = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => Err(err(FailureKind::Cancelled, "cancelled")),
+                    r = call => r,
                 };
                 if let Some(p) = &progress {
                     p.tool_finished(&name_for_metrics, out.is_err());

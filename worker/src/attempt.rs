@@ -79,10 +79,17 @@ pub(crate) struct AttemptCtx {
     pub(crate) shutdown: CancellationToken,
     /// Attempts' parent token: cancelled when the drain is over.
     pub(crate) abort: CancellationToken,
+    /// With a store: the lease hold (a fenced worker starts nothing).
+    pub(crate) hold: Option<Arc<crate::hold::LeaseHold>>,
 }
 
 pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
     let token = ctx.abort.child_token();
+    if let Some(hold) = ctx.hold.as_ref().filter(|h| !h.valid()) {
+        // Fenced between the assignment's arrival and now: never started, handed back.
+        hold.mark_stopped(a.fence, crate::hold::FENCED_MESSAGE);
+        token.cancel();
+    }
     ctx.held.running.lock().unwrap_or_else(|e| e.into_inner()).insert(
         a.fence,
         Running {
@@ -96,6 +103,7 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
     let held = ctx.held.clone();
     let reports = ctx.reports.clone();
     let abort = ctx.abort.clone();
+    let hold = ctx.hold.clone();
     let tools = ctx.tools.clone();
     let models = ctx.models.clone();
     let gate = ctx.gate.clone();
@@ -163,7 +171,7 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                     })
                 }
             };
-            finish(&held, &reports, &abort, a, started_us, outcome).await;
+            finish(&held, hold.as_deref(), &reports, &abort, a, started_us, outcome).await;
             return;
         }
         let known_tool = tool.is_some();
@@ -222,19 +230,30 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                 message: swarm_core::error::bounded_message(e.message),
             }),
         };
-        finish(&held, &reports, &abort, a, started_us, outcome).await;
+        finish(&held, hold.as_deref(), &reports, &abort, a, started_us, outcome).await;
     }, span));
 }
 
-/// Keeps the attempt's report until it is acknowledged, and sends it.
+/// Keeps the attempt's report until it is acknowledged, and sends it. An attempt the worker
+/// stopped itself ([`crate::hold`]) and that did not finish first is reported `worker_lost`:
+/// the coordinator re-queues it at once if it still holds it.
 async fn finish(
     held: &Held,
+    hold: Option<&crate::hold::LeaseHold>,
     reports: &mpsc::Sender<Up>,
     abort: &CancellationToken,
     a: pb::Assignment,
     started_us: u64,
     outcome: pb::attempt_report::Outcome,
 ) {
+    let stopped = hold.and_then(|h| h.take_stopped(a.fence));
+    let outcome = match (stopped, outcome) {
+        (Some(why), pb::attempt_report::Outcome::Error(_)) => pb::attempt_report::Outcome::Error(pb::AttemptError {
+            kind: pb::FailureKind::from(FailureKind::WorkerLost).into(),
+            message: why.to_owned(),
+        }),
+        (_, outcome) => outcome,
+    };
     if abort.is_cancelled() {
         // Handed back: the coordinator re-queues what the closed stream held.
         held.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&a.fence);

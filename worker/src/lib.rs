@@ -10,13 +10,15 @@
 //! tool call is neither lost nor run twice.
 //!
 //! With a store, the worker also registers under a lease (`{prefix}workers/{id}`); if the lease
-//! is lost the coordinator re-queues the worker's attempts, so the worker cancels them itself.
+//! is lost the coordinator re-queues the worker's attempts, so the worker stops them itself
+//! before the lease can expire ([`hold`]).
 
 pub mod agent;
 mod attempt;
 #[cfg(test)]
 mod fuzz;
 pub mod gate;
+pub mod hold;
 pub mod model;
 pub mod output;
 pub mod telemetry;
@@ -31,7 +33,7 @@ use backon::BackoffBuilder;
 use swarm_core::{FailureKind, WorkerId};
 use swarm_proto::convert::{duration_to_us, timestamp};
 use swarm_proto::pb::{self, coordinator_message::Msg, worker_service_client::WorkerServiceClient};
-use swarm_store::election::{Election, LeaderInfo, keep_lease_alive};
+use swarm_store::election::{Election, LeaderInfo};
 use swarm_store::{Op, StateStore, Txn};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -93,6 +95,12 @@ pub struct WorkerConfig {
     pub token: Option<String>,
     /// TLS towards the coordinator (`https://` URLs; `--tls-ca`, `--tls-cert`, `--tls-key`).
     pub tls: tls::ClientTls,
+    /// How much faster or slower this worker's clock may run than the store's (a ratio): the
+    /// worker stops its attempts that much earlier before its lease could expire ([`hold`]).
+    pub max_clock_drift: f64,
+    /// With a store: how long the worker may be without any coordinator stream before it gives
+    /// its attempts (and lease) back ([`hold`]).
+    pub link_hold: Duration,
 }
 
 impl WorkerConfig {
@@ -109,6 +117,8 @@ impl WorkerConfig {
             drain_timeout: Duration::from_secs(20),
             token: None,
             tls: tls::ClientTls::default(),
+            max_clock_drift: hold::DEFAULT_DRIFT,
+            link_hold: Duration::from_secs(30),
         }
     }
 }
@@ -150,15 +160,22 @@ pub async fn run_with_abort(
     let attempts = TaskTracker::new();
     let (report_tx, mut report_rx) = mpsc::channel::<Up>(config.slots as usize * 4 + 64);
     let background = TaskTracker::new();
+    let mut lease_hold = None;
     if let CoordinatorSource::Store { store, prefix } = &config.source {
+        // The margin covers the time cancelling takes and the scheduler's lateness.
+        let margin = (config.lease_ttl / 10).min(Duration::from_millis(500));
+        let hold = Arc::new(hold::LeaseHold::new(config.lease_ttl, config.max_clock_drift, margin));
         background.spawn(register(
             store.clone(),
             prefix.clone(),
             config.clone(),
             tools.clone(),
             held.clone(),
+            hold.clone(),
             abort.clone(),
         ));
+        background.spawn(enforce_hold(hold.clone(), held.clone(), config.clone(), abort.clone()));
+        lease_hold = Some(hold);
     }
     let backoff = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
@@ -176,8 +193,18 @@ pub async fn run_with_abort(
         reports: report_tx,
         shutdown: shutdown.clone(),
         abort: abort.clone(),
+        hold: lease_hold.clone(),
     };
     while !shutdown.is_cancelled() {
+        // A fenced worker (or one not registered yet) connects once it holds a lease again.
+        if let Some(hold) = &lease_hold
+            && !hold.valid()
+        {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = hold.restored() => {}
+            }
+        }
         let started = tokio::time::Instant::now();
         let leader_changed = CancellationToken::new();
         let mut tried: Option<(Election, Option<LeaderInfo>)> = None;
@@ -202,6 +229,9 @@ pub async fn run_with_abort(
         };
         if let Some(url) = url {
             let ended = session(&url, &config, &ctx, &mut report_rx, &leader_changed).await;
+            if let Some(hold) = &lease_hold {
+                hold.link_down();
+            }
             ctx.gate.disconnected();
             ctx.uplink.set(None);
             match ended {
@@ -262,15 +292,16 @@ async fn watch_leader(election: Election, known: LeaderInfo, changed: Cancellati
 }
 
 /// Keeps the worker registered under a lease; if the lease is lost (etcd out of reach for
-/// longer than it), the worker registers anew and its attempts go on: when it reconnects it
-/// declares them, and the coordinator takes them back, or cancels those it has run again.
-/// (Cancelling them here turned every etcd outage longer than a lease into failed work.)
+/// longer than it), the worker registers anew. Every grant and refresh extends the worker's
+/// [`hold::LeaseHold`], which stops the attempts before a lost lease could expire (see
+/// [`enforce_hold`]); a hold given back (no coordinator for the link hold) revokes the lease.
 async fn register(
     store: Arc<dyn StateStore>,
     prefix: String,
     config: WorkerConfig,
     tools: Arc<ToolRegistry>,
     held: Arc<Held>,
+    hold: Arc<hold::LeaseHold>,
     shutdown: CancellationToken,
 ) {
     let key = format!("{prefix}workers/{}", config.worker_id).into_bytes();
@@ -288,6 +319,7 @@ async fn register(
         .without_max_times();
     let mut delays = backoff.build();
     while !shutdown.is_cancelled() {
+        let sent = tokio::time::Instant::now();
         let registered = async {
             let lease = store.grant_lease(config.lease_ttl).await?;
             store
@@ -303,13 +335,35 @@ async fn register(
         match registered {
             Ok(lease) => {
                 info!(worker_id = %config.worker_id, "registered");
+                hold.renewed(sent);
                 delays = backoff.build();
-                if let Err(e) = keep_lease_alive(store.clone(), lease, config.lease_ttl, shutdown.clone()).await {
-                    let running = held.running.lock().unwrap_or_else(|e| e.into_inner()).len();
-                    warn!(worker_id = %config.worker_id, error = %e, running, "registration lease lost; registering again (attempts go on)");
-                } else {
-                    let _ = store.revoke_lease(lease).await;
-                    return;
+                let kept = swarm_store::election::keep_lease_alive_reporting(
+                    store.clone(),
+                    lease,
+                    config.lease_ttl,
+                    shutdown.clone(),
+                    |sent| hold.renewed(sent),
+                );
+                let ended = tokio::select! {
+                    r = kept => Some(r),
+                    _ = hold.given_back() => None,
+                };
+                match ended {
+                    Some(Ok(())) => {
+                        let _ = store.revoke_lease(lease).await;
+                        return;
+                    }
+                    Some(Err(e)) => {
+                        hold.lost();
+                        let running = held.running.lock().unwrap_or_else(|e| e.into_inner()).len();
+                        warn!(worker_id = %config.worker_id, error = %e, running, "registration lease lost; registering again");
+                    }
+                    None => {
+                        warn!(worker_id = %config.worker_id, "giving the registration lease back; registering again");
+                        if let Err(e) = store.revoke_lease(lease).await {
+                            warn!(worker_id = %config.worker_id, error = %e, "cannot revoke the lease; it expires by itself");
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -320,6 +374,50 @@ async fn register(
                 }
             }
         }
+    }
+}
+
+/// Stops every running attempt when the worker's lease hold lapses (the lease could expire
+/// soon, and the coordinator would re-queue them), and when no coordinator has been reachable
+/// for the link hold (then the lease is given back, so the coordinator re-queues them).
+async fn enforce_hold(hold: Arc<hold::LeaseHold>, held: Arc<Held>, config: WorkerConfig, shutdown: CancellationToken) {
+    let stop_all = |why: &'static str| {
+        let running = held.running.lock().unwrap_or_else(|e| e.into_inner());
+        for (fence, r) in running.iter() {
+            hold.mark_stopped(*fence, why);
+            r.token.cancel();
+        }
+        running.len()
+    };
+    let lease = async {
+        loop {
+            hold.restored().await;
+            hold.lapsed().await;
+            let stopped = stop_all(hold::FENCED_MESSAGE);
+            warn!(worker_id = %config.worker_id, stopped, "lease not renewed in time: attempts stopped, no new ones until registered again");
+        }
+    };
+    let link = async {
+        loop {
+            hold.link_lapsed(config.link_hold).await;
+            if held.idle() {
+                // Nothing to give back: wait for a stream, or for something to hold.
+                tokio::select! {
+                    _ = hold.link_restored() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            let stopped = stop_all(hold::LINK_MESSAGE);
+            warn!(worker_id = %config.worker_id, stopped, hold_ms = config.link_hold.as_millis() as u64, "no coordinator within the link hold: attempts stopped and the lease given back");
+            hold.give_back();
+            hold.link_restored().await;
+        }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = lease => {}
+        _ = link => {}
     }
 }
 
@@ -382,6 +480,9 @@ async fn session(
     }
     let mut inbound = client.connect(request).await?.into_inner();
     ctx.uplink.set(Some(out_tx.clone()));
+    if let Some(hold) = &ctx.hold {
+        hold.link_up();
+    }
     info!(worker_id = %config.worker_id, coordinator = %url, slots = config.slots, "connected");
     // Unacknowledged agent turns first, then reports: an attempt's turns precede its outcome.
     let steps: Vec<pb::AgentStepReport> =
@@ -464,6 +565,11 @@ async fn session(
             }
             _ = leader_changed.cancelled() => return Ok(()),
             _ = ctx.abort.cancelled() => return Ok(()),
+            // Fenced: the attempts are being stopped; leave until registered again.
+            _ = lapsed(ctx.hold.as_deref()) => {
+                warn!(worker_id = %config.worker_id, "lease hold lapsed; leaving the coordinator");
+                return Ok(());
+            }
             _ = ctx.shutdown.cancelled(), if drain_until.is_none() => {
                 let running = ctx.held.running.lock().unwrap_or_else(|e| e.into_inner()).len();
                 info!(worker_id = %config.worker_id, running, "draining: no new attempts; finishing those in flight");
@@ -482,6 +588,14 @@ async fn session(
             info!(worker_id = %config.worker_id, "drained");
             return Ok(());
         }
+    }
+}
+
+/// Resolves when `hold` lapses; never without one.
+async fn lapsed(hold: Option<&hold::LeaseHold>) {
+    match hold {
+        Some(h) => h.lapsed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -26,6 +26,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         payloads,
         http_listen,
         no_worker_timeout,
+        heartbeat_interval,
         allow_egress,
         repeatable_tools,
         kit,
@@ -38,6 +39,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     options.coordinator.prefix = store.prefix.clone();
     options.coordinator.lease_ttl = store.lease_ttl;
     options.coordinator.manager.no_worker_timeout = no_worker_timeout;
+    options.coordinator.manager.heartbeat_interval = heartbeat_interval;
     options.coordinator.manager.caps = caps.into();
     options.coordinator.manager.operator_repeatable = repeatable_tools.into_iter().collect();
     options.coordinator.payloads = store.payloads(payloads.as_deref())?;
@@ -124,6 +126,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         health_listen,
         metrics_listen,
         no_worker_timeout,
+        heartbeat_interval,
         repeatable_tools,
         models,
         caps,
@@ -152,6 +155,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     let mut config = config;
     config.manager.rate_limits = rate_limits.into_iter().collect();
     config.manager.no_worker_timeout = no_worker_timeout;
+    config.manager.heartbeat_interval = heartbeat_interval;
     config.manager.caps = caps.into();
     config.manager.operator_repeatable = repeatable_tools.into_iter().collect();
     let coordinator = Coordinator::start(config, store.open().await?, token);
@@ -191,6 +195,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         health_listen,
         drain_timeout,
         allow_egress,
+        max_clock_drift,
+        link_hold,
     } = args;
     let token = CancellationToken::new();
     cancel_on_signal(token.clone());
@@ -212,6 +218,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     config.token = auth_token;
     config.tls = tls.into();
     config.lease_ttl = store.lease_ttl;
+    config.max_clock_drift = max_clock_drift;
+    config.link_hold = link_hold;
     if let Some(id) = id {
         config.worker_id = id.into();
     }

@@ -168,6 +168,10 @@ pub enum Command {
     WorkerLeft { conn: ConnId },
     /// A worker's registration lease expired in the store.
     WorkerExpired { worker_id: WorkerId },
+    /// A worker is registered in the store under a live lease: while it is, its attempts are
+    /// re-queued when the lease ends, not when the worker merely falls silent (it may still
+    /// be running them, cut off from this coordinator only).
+    WorkerRegistered { worker_id: WorkerId },
     /// Forget runs that ended before `ended_before_us` (their store records are deleted by the
     /// caller).
     Forget { ended_before_us: u64, reply: oneshot::Sender<Vec<(RunId, Option<String>)>> },
@@ -304,6 +308,7 @@ pub fn spawn(
         awaiting_writes: Vec::new(),
         signal_replies: Vec::new(),
         worker_principals: HashMap::new(),
+        leased: HashSet::new(),
         backups: Vec::new(),
         preempted: Vec::new(),
     };
@@ -364,6 +369,8 @@ struct Manager {
     signal_replies: Vec<(u64, signals::SignalReply, pb::SignalRunResponse)>,
     /// The principal each worker id was last used by.
     worker_principals: HashMap<WorkerId, String>,
+    /// Workers registered in the store under a live lease (see [`Command::WorkerRegistered`]).
+    leased: HashSet<WorkerId>,
     /// Backups started (newest last), preempted when ready primaries need their slots; entries
     /// of races already over are dropped as they are found.
     backups: Vec<(RunKey, swarm_core::SubtaskIx, swarm_core::Fence)>,
@@ -534,7 +541,11 @@ impl Manager {
                     self.worker_detached(w);
                 }
             }
+            Command::WorkerRegistered { worker_id } => {
+                self.leased.insert(worker_id);
+            }
             Command::WorkerExpired { worker_id } => {
+                self.leased.remove(&worker_id);
                 self.worker_expired(&worker_id);
                 self.expected_workers.remove(&worker_id);
                 self.check_recovery();

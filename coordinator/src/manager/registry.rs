@@ -401,8 +401,6 @@ impl WorkerRegistry {
         Some(*held)
     }
 
-    /// Attempts not heard of for longer than `limit_us`: released, and a cancel queued for
-    /// each on its worker (in case it is merely slow).
     /// Moves every held attempt's last heartbeat `us` later: the manager could not read
     /// heartbeats for that long.
     pub fn excuse_silence(&mut self, us: u64) {
@@ -411,11 +409,20 @@ impl WorkerRegistry {
         }
     }
 
-    pub fn silent(&mut self, now_us: u64, limit_us: u64) -> Vec<(Fence, Held)> {
+    /// Attempts not heard of for longer than `limit_us` are released and returned, and a cancel
+    /// is queued for each on its worker (in case it is merely slow), except the attempts of a
+    /// worker in `leased` that is itself silent (disconnected, or no heartbeat within the limit):
+    /// its lease decides when they go.
+    pub fn silent(&mut self, now_us: u64, limit_us: u64, leased: &HashSet<WorkerId>) -> Vec<(Fence, Held)> {
+        let spared = |key: WorkerKey| {
+            self.get(key).is_some_and(|w| {
+                leased.contains(&w.id) && (!w.alive || now_us.saturating_sub(w.heard_us) > limit_us)
+            })
+        };
         let silent: Vec<Fence> = self
             .inflight
             .iter()
-            .filter(|(_, h)| now_us.saturating_sub(h.last_beat_us) > limit_us)
+            .filter(|(_, h)| now_us.saturating_sub(h.last_beat_us) > limit_us && !spared(h.worker))
             .map(|(f, _)| *f)
             .collect();
         let mut out = Vec::with_capacity(silent.len());
@@ -522,7 +529,7 @@ mod tests {
         r.assign(a, RunKey(0), SubtaskIx(1), assignment(2), 0);
         r.touch(a, Fence(2), 900);
         assert!(r.flush().is_empty());
-        let silent = r.silent(1_000, 500);
+        let silent = r.silent(1_000, 500, &HashSet::new());
         assert_eq!(silent.iter().map(|(f, _)| *f).collect::<Vec<_>>(), [Fence(1)]);
         assert!(r.holds(Fence(2)) && !r.holds(Fence(1)));
         assert!(r.flush().is_empty());
@@ -533,6 +540,31 @@ mod tests {
             }
         }
         assert_eq!(cancels, [1]);
+    }
+
+    #[test]
+    fn a_silent_worker_whose_lease_lives_keeps_its_attempts_until_the_lease_ends() {
+        let mut r = WorkerRegistry::new();
+        let (a, _rx_a) = join(&mut r, ConnId(1), "a");
+        let (b, _rx_b) = join(&mut r, ConnId(2), "b");
+        r.assign(a, RunKey(0), SubtaskIx(0), assignment(1), 0);
+        r.assign(b, RunKey(0), SubtaskIx(1), assignment(2), 0);
+        r.assign(b, RunKey(0), SubtaskIx(2), assignment(3), 0);
+        // `b` is heard (its heartbeats arrive) but says nothing of attempt 3.
+        r.heard(b, 900);
+        r.touch(b, Fence(2), 900);
+        let leased: HashSet<WorkerId> = ["a", "b"].into_iter().map(WorkerId::from).collect();
+        let silent = r.silent(1_000, 500, &leased);
+        // `a` is silent as a whole, its lease alive: cut off from us only, it keeps attempt 1.
+        // `b` speaks without attempt 3: that one is gone.
+        assert_eq!(silent.iter().map(|(f, _)| *f).collect::<Vec<_>>(), [Fence(3)]);
+        assert!(r.holds(Fence(1)));
+        // Detached, with its lease alive: still kept.
+        r.detach(a);
+        assert!(r.silent(5_000, 500, &leased).iter().all(|(f, _)| *f != Fence(1)));
+        // Its lease ended: silence decides again.
+        let silent = r.silent(5_000, 500, &HashSet::new());
+        assert!(silent.iter().any(|(f, _)| *f == Fence(1)), "{silent:?}");
     }
 
     #[test]

@@ -155,11 +155,15 @@ impl Manager {
     /// The worker is gone for good (its lease expired): the attempts of its connections go back
     /// to their runs as lost.
     pub(super) fn worker_expired(&mut self, id: &WorkerId) {
-        if let Some(w) = self.registry.find_alive(id) {
-            warn!(worker_id = %id, "worker lease expired; its attempts are re-queued");
+        let connected = self.registry.find_alive(id);
+        if let Some(w) = connected {
             self.worker_lost(w);
         }
-        for (fence, held) in self.registry.take_detached(id) {
+        let detached = self.registry.take_detached(id);
+        if connected.is_some() || !detached.is_empty() {
+            warn!(worker_id = %id, detached = detached.len(), "worker lease expired; its attempts are re-queued");
+        }
+        for (fence, held) in detached {
             let reason = "the worker running the attempt went away (its lease expired)".to_owned();
             self.apply(held.run, EngineEvent::Lost { subtask: held.subtask, fence, reason });
         }
@@ -273,10 +277,13 @@ impl Manager {
     }
 
     /// Attempts not heard of for three heartbeat intervals are declared lost (re-queued, and
-    /// cancelled on their worker in case it is merely slow).
+    /// cancelled on their worker in case it is merely slow). Not those of a worker that is
+    /// silent as a whole while its lease in the store lives: it may be cut off from this
+    /// coordinator only and still running them, so they go when the lease ends (the worker
+    /// stops them before it can; see `swarm_worker::hold`).
     pub(super) fn expire_silent(&mut self, now: u64) {
         let limit = self.supervisor.silence_limit_us();
-        for (fence, f) in self.registry.silent(now, limit) {
+        for (fence, f) in self.registry.silent(now, limit, &self.leased) {
             let worker = self.registry.id(f.worker).map(ToString::to_string).unwrap_or_default();
             warn!(fence = fence.0, worker_id = %worker, "no heartbeat for the attempt; it is declared lost");
             let reason = format!("no heartbeat for {} ms", limit / 1000);
