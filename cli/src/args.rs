@@ -113,6 +113,11 @@ pub struct UpArgs {
     /// re-queued (unless its worker's lease in etcd still lives).
     #[arg(long, env = "SWARM_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_heartbeat)]
     pub heartbeat_interval: Duration,
+    /// Write one JSON line per mutating call (submit, cancel, signal, worker_join) with time,
+    /// principal, tenant, action, run_id and result to this file (appended), or `-` for
+    /// standard output (docs/security.md, audit log).
+    #[arg(long, env = "SWARM_AUDIT_LOG")]
+    pub audit_log: Option<String>,
     /// Let the in-process workers' `http_get` reach this internal range (repeatable).
     #[arg(long = "allow-egress", value_name = "CIDR")]
     pub allow_egress: Vec<swarm_worker::tools::egress::Cidr>,
@@ -197,6 +202,11 @@ pub struct CoordinatorArgs {
     /// re-queued (unless its worker's lease in etcd still lives).
     #[arg(long, env = "SWARM_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_heartbeat)]
     pub heartbeat_interval: Duration,
+    /// Write one JSON line per mutating call (submit, cancel, signal, worker_join) with time,
+    /// principal, tenant, action, run_id and result to this file (appended), or `-` for
+    /// standard output (docs/security.md, audit log).
+    #[arg(long, env = "SWARM_AUDIT_LOG")]
+    pub audit_log: Option<String>,
     /// A tool (MCP, HTTP) that may run twice — read-only or idempotent — so it is speculated
     /// like the built-in ones (repeatable). Built-in tools' flags are fixed; under --auth-file
     /// workers' own claims about other tools are ignored, so list them here.

@@ -88,24 +88,11 @@ fn ca_params() -> anyhow::Result<CertificateParams> {
 fn validity(params: &mut CertificateParams, days: u32) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let ymd = |t: Duration| {
-        let (y, m, d) = civil_from_days((t.as_secs() / 86_400) as i64);
+        let (y, m, d) = swarm_core::time::civil_from_days((t.as_secs() / 86_400) as i64);
         rcgen::date_time_ymd(y as i32, m as u8, d as u8)
     };
     params.not_before = ymd(now.saturating_sub(Duration::from_secs(86_400)));
     params.not_after = ymd(now + Duration::from_secs(u64::from(days) * 86_400));
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 fn write(path: &Path, bytes: &[u8], secret: bool) -> anyhow::Result<()> {
@@ -130,14 +117,6 @@ fn write(path: &Path, bytes: &[u8], secret: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-    }
 
     #[test]
     fn a_second_run_reuses_the_ca() {

@@ -48,6 +48,8 @@ pub struct SwarmApi {
     auth_on: bool,
     /// Reads of the store a standby may make too (the web view's subtask detail).
     reads: RunRepo,
+    /// Who did what (`--audit-log`).
+    audit: Arc<crate::audit::AuditLog>,
 }
 
 /// Where a call is served: here (this node leads), or by the leader it is sent on to.
@@ -65,8 +67,21 @@ impl SwarmApi {
         forward: Forwarder,
         auth_on: bool,
         reads: RunRepo,
+        audit: Arc<crate::audit::AuditLog>,
     ) -> Self {
-        Self { role, limits: Arc::new(limits), shutdown, forward, auth_on, reads }
+        Self { role, limits: Arc::new(limits), shutdown, forward, auth_on, reads, audit }
+    }
+
+    /// Records a mutating call in the audit log (see [`crate::audit`]).
+    fn audit<T>(
+        &self,
+        who: &Principal,
+        action: crate::audit::Action,
+        run_id: &str,
+        result: &Result<T, Status>,
+        extra: &[(&str, serde_json::Value)],
+    ) {
+        self.audit.record(who, action, run_id, result.as_ref().map(|_| ()), extra);
     }
 
     /// Read access to the store, as the leader's repository or (on a standby) unfenced.
@@ -385,15 +400,64 @@ impl SwarmApi {
     }
 }
 
+impl SwarmApi {
+    /// `CancelRun` on the leader.
+    async fn cancel(
+        &self,
+        req: pb::CancelRunRequest,
+        who: &Principal,
+    ) -> Result<Response<pb::CancelRunResponse>, Status> {
+        let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
+        self.check_visible(&run_id, who).await.map_err(|e| to_status(&e))?;
+        tracing::info!(principal = %who.name, run_id = %run_id, "run cancel requested");
+        let reason = req.reason;
+        let ctx = self.leader().map_err(|e| to_status(&e))?;
+        let run = ctx
+            .manager
+            .call(|reply| Command::Cancel { run_id, reason, reply })
+            .await
+            .and_then(|r| r)
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::CancelRunResponse { run: Some(run) }))
+    }
+
+    /// `SignalRun` on the leader.
+    async fn signal(
+        &self,
+        req: pb::SignalRunRequest,
+        who: &Principal,
+    ) -> Result<Response<pb::SignalRunResponse>, Status> {
+        let id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
+        self.check_visible(&id, who).await.map_err(|e| to_status(&e))?;
+        tracing::info!(principal = %who.name, run_id = %id, subtask = %req.subtask_id, decision = req.decision, "approval signal");
+        let ctx = self.leader().map_err(|e| to_status(&e))?;
+        let request = req.clone();
+        match ctx.manager.call(|reply| Command::Signal { request, reply }).await.and_then(|r| r) {
+            Ok(answer) => Ok(Response::new(answer)),
+            // The run has ended: its approvals' decisions are in its stored subtasks.
+            Err(ApiError::FailedPrecondition(m)) if m == crate::manager::ENDED => {
+                self.decided_in_store(&req, who).await.map(Response::new).map_err(|e| to_status(&e))
+            }
+            Err(e) => Err(to_status(&e)),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl SwarmService for SwarmApi {
     async fn submit_run(&self, req: Request<pb::SubmitRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {
         let who = principal(&req);
-        who.require(Access::Submit)?;
-        if let Route::Leader(mut leader, addr) = self.route(&req)? {
-            return leader.submit_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
-        }
-        self.submit(req.into_inner(), &who).await.map(Response::new).map_err(|e| to_status(&e))
+        let result = match who.require(Access::Submit).and_then(|()| self.route(&req)) {
+            Err(e) => Err(e),
+            Ok(Route::Leader(mut leader, addr)) => {
+                // The leader records it.
+                return leader.submit_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
+            }
+            Ok(Route::Here) => self.submit(req.into_inner(), &who).await.map(Response::new).map_err(|e| to_status(&e)),
+        };
+        let run_id = result.as_ref().map_or("", |r| r.get_ref().run_id.as_str());
+        self.audit(&who, crate::audit::Action::Submit, run_id, &result, &[]);
+        result
     }
 
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::GetRunResponse>, Status> {
@@ -448,45 +512,34 @@ impl SwarmService for SwarmApi {
 
     async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelRunResponse>, Status> {
         let who = principal(&req);
-        who.require(Access::Cancel)?;
-        if let Route::Leader(mut leader, addr) = self.route(&req)? {
-            return leader.cancel_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
-        }
-        let req = req.into_inner();
-        let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
-        self.check_visible(&run_id, &who).await.map_err(|e| to_status(&e))?;
-        tracing::info!(principal = %who.name, run_id = %run_id, "run cancel requested");
-        let reason = req.reason;
-        let ctx = self.leader().map_err(|e| to_status(&e))?;
-        let run = ctx
-            .manager
-            .call(|reply| Command::Cancel { run_id, reason, reply })
-            .await
-            .and_then(|r| r)
-            .map_err(|e| to_status(&e))?;
-        Ok(Response::new(pb::CancelRunResponse { run: Some(run) }))
+        let run = req.get_ref().run_id.clone();
+        let result = match who.require(Access::Cancel).and_then(|()| self.route(&req)) {
+            Err(e) => Err(e),
+            Ok(Route::Leader(mut leader, addr)) => {
+                return leader.cancel_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
+            }
+            Ok(Route::Here) => self.cancel(req.into_inner(), &who).await,
+        };
+        self.audit(&who, crate::audit::Action::Cancel, &run, &result, &[]);
+        result
     }
 
     async fn signal_run(&self, req: Request<pb::SignalRunRequest>) -> Result<Response<pb::SignalRunResponse>, Status> {
         let who = principal(&req);
-        who.require(Access::Approve)?;
-        if let Route::Leader(mut leader, addr) = self.route(&req)? {
-            return leader.signal_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
-        }
-        let req = req.into_inner();
-        let id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
-        self.check_visible(&id, &who).await.map_err(|e| to_status(&e))?;
-        tracing::info!(principal = %who.name, run_id = %id, subtask = %req.subtask_id, decision = req.decision, "approval signal");
-        let ctx = self.leader().map_err(|e| to_status(&e))?;
-        let request = req.clone();
-        match ctx.manager.call(|reply| Command::Signal { request, reply }).await.and_then(|r| r) {
-            Ok(answer) => Ok(Response::new(answer)),
-            // The run has ended: its approvals' decisions are in its stored subtasks.
-            Err(ApiError::FailedPrecondition(m)) if m == crate::manager::ENDED => {
-                self.decided_in_store(&req, &who).await.map(Response::new).map_err(|e| to_status(&e))
+        let (run, subtask, decision) =
+            (req.get_ref().run_id.clone(), req.get_ref().subtask_id.clone(), req.get_ref().decision);
+        let result = match who.require(Access::Approve).and_then(|()| self.route(&req)) {
+            Err(e) => Err(e),
+            Ok(Route::Leader(mut leader, addr)) => {
+                return leader.signal_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
             }
-            Err(e) => Err(to_status(&e)),
-        }
+            Ok(Route::Here) => self.signal(req.into_inner(), &who).await,
+        };
+        let decision =
+            pb::Decision::try_from(decision).map_or_else(|_| decision.to_string(), |d| d.as_str_name().to_owned());
+        let extra = [("subtask_id", serde_json::json!(subtask)), ("decision", serde_json::json!(decision))];
+        self.audit(&who, crate::audit::Action::Signal, &run, &result, &extra);
+        result
     }
 
     type WatchRunStream = EventStream;

@@ -6,6 +6,7 @@
 //! `grpc.health.v1` and server reflection (v1 and v1alpha) on a listener until shutdown.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod forward;
@@ -68,6 +69,8 @@ pub struct CoordinatorConfig {
     /// How a standby reaches an `https://` leader to forward API calls (`--peer-ca`); `None`:
     /// the system's roots.
     pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Who did what (`--audit-log`; off by default).
+    pub audit: Arc<audit::AuditLog>,
 }
 
 impl Default for CoordinatorConfig {
@@ -83,6 +86,7 @@ impl Default for CoordinatorConfig {
             auth: auth::Authenticator::off(),
             model_limits: std::collections::HashMap::new(),
             peer_tls: None,
+            audit: Arc::default(),
         }
     }
 }
@@ -136,12 +140,15 @@ impl Coordinator {
             forwarder,
             config.auth.enabled(),
             reads,
+            config.audit.clone(),
         );
         let mut config = config;
         let gateway =
             (!config.model_limits.is_empty()).then(|| gateway::GatewayHandle::spawn(config.model_limits.clone()));
         config.manager.gateway_endpoints = gateway.as_ref().map(|g| g.endpoints().to_vec()).unwrap_or_default();
-        let worker_api = worker_api::WorkerApi::new(role.clone(), tracker.clone(), gateway.clone());
+        config.manager.audit = config.audit.clone();
+        let worker_api =
+            worker_api::WorkerApi::new(role.clone(), tracker.clone(), gateway.clone(), config.audit.clone());
         let fatal = manager::Fatal::new(shutdown.clone());
         let auth = config.auth.clone();
         tracker.spawn(node::run(config, store, role_tx, shutdown.clone(), fatal.clone()));

@@ -32,13 +32,19 @@ pub struct WorkerApi {
     tracker: TaskTracker,
     next_conn: Arc<AtomicU64>,
     gateway: Option<GatewayHandle>,
+    audit: Arc<crate::audit::AuditLog>,
 }
 
 impl WorkerApi {
     /// An adapter over the node's role; reader tasks are spawned on `tracker`.
     /// With a `gateway`, workers ask it for permits before calling the models it governs.
-    pub fn new(role: tokio::sync::watch::Receiver<Role>, tracker: TaskTracker, gateway: Option<GatewayHandle>) -> Self {
-        Self { role, tracker, next_conn: Arc::new(AtomicU64::new(1)), gateway }
+    pub fn new(
+        role: tokio::sync::watch::Receiver<Role>,
+        tracker: TaskTracker,
+        gateway: Option<GatewayHandle>,
+        audit: Arc<crate::audit::AuditLog>,
+    ) -> Self {
+        Self { role, tracker, next_conn: Arc::new(AtomicU64::new(1)), gateway, audit }
     }
 }
 
@@ -61,7 +67,10 @@ impl WorkerService for WorkerApi {
         req: Request<Streaming<pb::WorkerMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let who = crate::auth::principal(&req);
-        who.require(crate::auth::Role::Worker)?;
+        if let Err(e) = who.require(crate::auth::Role::Worker) {
+            self.audit.record(&who, crate::audit::Action::WorkerJoin, "", Err(&e), &[]);
+            return Err(e);
+        }
         let manager = match &*self.role.borrow() {
             Role::Leader(ctx) => ctx.manager.clone(),
             Role::Standby { leader } => return Err(to_status(&ApiError::NotLeader { leader: leader.clone() })),
@@ -73,7 +82,12 @@ impl WorkerService for WorkerApi {
         let Some(pb::WorkerMessage { msg: Some(Msg::Hello(hello)) }) = first else {
             return Err(to_status(&ApiError::invalid("msg", "the first message must be a hello")));
         };
-        validate(&hello).map_err(|e| to_status(&e))?;
+        if let Err(e) = validate(&hello) {
+            let status = to_status(&e);
+            let extra = [("worker_id", serde_json::json!(hello.worker_id.chars().take(128).collect::<String>()))];
+            self.audit.record(&who, crate::audit::Action::WorkerJoin, "", Err(&status), &extra);
+            return Err(status);
+        }
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = tokio::sync::mpsc::channel(2 * hello.slots as usize + 256);
         let principal = who.name.clone();

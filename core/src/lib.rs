@@ -14,6 +14,7 @@ pub mod ids;
 pub mod retry;
 pub mod spec;
 pub mod summary;
+pub mod time;
 pub mod violation;
 
 pub use dag::Dag;

@@ -127,12 +127,9 @@ async fn a_worker_cut_off_from_etcd_alone_stops_its_calls_before_they_run_elsewh
     proxy.set(Mode::Blackhole);
     pc.add_worker("spare").expect("spare worker");
     let coordinator_log = || pc.coordinators[0].0.log_text();
-    wait_text(
-        "the coordinator saw the cut worker's lease expire",
-        Duration::from_secs(20),
-        coordinator_log,
-        |t| strip_ansi(t).contains("worker lease expired"),
-    )
+    wait_text("the coordinator saw the cut worker's lease expire", Duration::from_secs(20), coordinator_log, |t| {
+        strip_ansi(t).contains("worker lease expired")
+    })
     .await;
     let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
     // Heal only after the run ended elsewhere: the cut worker's late reports change nothing.
@@ -151,9 +148,10 @@ async fn a_worker_cut_off_from_etcd_alone_stops_its_calls_before_they_run_elsewh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_cut_off_from_its_coordinator_alone_keeps_its_calls_while_its_lease_lives() {
     let _serial = crate::failover::SERIAL.lock().await;
-    let mut pc = ProcCluster::start_on(EtcdCluster::start(1).await.expect("etcd"), 0, 0, Duration::from_secs(2), vec![])
-        .await
-        .expect("cluster");
+    let mut pc =
+        ProcCluster::start_on(EtcdCluster::start(1).await.expect("etcd"), 0, 0, Duration::from_secs(2), vec![])
+            .await
+            .expect("cluster");
     // The coordinator advertises the proxy: workers that find it through etcd reach it there.
     let addr = free_addr().expect("port");
     let direct = format!("http://{addr}");
@@ -185,25 +183,21 @@ async fn a_worker_cut_off_from_its_coordinator_alone_keeps_its_calls_while_its_l
     let mut c = pc.client(&direct).await.expect("client");
     let run_id = submit(&mut c, &appends("kept.log", 2500)).await.expect("submit");
     wait_for_events(&mut c, &run_id, Duration::from_secs(30), |e| started(e) == CALLS).await.expect("all started");
-    wait_text("the far worker got every call", Duration::from_secs(10), || pc.workers[0].log_text(), |t| {
-        received(t) >= CALLS
-    })
+    wait_text(
+        "the far worker got every call",
+        Duration::from_secs(10),
+        || pc.workers[0].log_text(),
+        |t| received(t) >= CALLS,
+    )
     .await;
 
     // Cut the worker off from its coordinator; a second worker that reaches it directly joins.
     proxy.set(Mode::Blackhole);
     let append_dir = pc.dir.0.join("append");
-    let near_args: Vec<String> = [
-        "worker",
-        "--id",
-        "near",
-        "--coordinator",
-        &direct,
-        "--append-dir",
-        &append_dir.display().to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
+    let near_args: Vec<String> =
+        ["worker", "--id", "near", "--coordinator", &direct, "--append-dir", &append_dir.display().to_string()]
+            .map(String::from)
+            .to_vec();
     let mut near = SwarmProcess::spawn_env("worker-near", &near_args, &[], &pc.dir.0).expect("near worker");
     // The far worker finishes every call while cut off (its lease lives: it goes on) ...
     wait_text(

@@ -4,6 +4,7 @@
 mod agents;
 mod api;
 mod approvals;
+mod audit;
 mod breakdown;
 mod cli;
 mod config;

@@ -27,6 +27,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         http_listen,
         no_worker_timeout,
         heartbeat_interval,
+        audit_log,
         allow_egress,
         repeatable_tools,
         kit,
@@ -40,6 +41,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     options.coordinator.lease_ttl = store.lease_ttl;
     options.coordinator.manager.no_worker_timeout = no_worker_timeout;
     options.coordinator.manager.heartbeat_interval = heartbeat_interval;
+    options.coordinator.audit = audit(audit_log.as_deref())?;
     options.coordinator.manager.caps = caps.into();
     options.coordinator.manager.operator_repeatable = repeatable_tools.into_iter().collect();
     options.coordinator.payloads = store.payloads(payloads.as_deref())?;
@@ -127,6 +129,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         metrics_listen,
         no_worker_timeout,
         heartbeat_interval,
+        audit_log,
         repeatable_tools,
         models,
         caps,
@@ -150,6 +153,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         payloads: store.payloads(payloads.as_deref())?,
         model_limits,
         peer_tls: tls.peer_tls(peer_ca.as_deref(), peer_server_name.as_deref())?,
+        audit: audit(audit_log.as_deref())?,
         ..CoordinatorConfig::default()
     };
     let mut config = config;
@@ -179,6 +183,14 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     let incoming = coordinator.incoming().listen(listener, server_tls);
     coordinator.serve_on(incoming, Duration::from_secs(10)).await?;
     Ok(exit_code(&fatal))
+}
+
+/// The audit log of `--audit-log` (off without it).
+fn audit(path: Option<&str>) -> anyhow::Result<Arc<swarm_coordinator::audit::AuditLog>> {
+    Ok(Arc::new(match path {
+        None => swarm_coordinator::audit::AuditLog::off(),
+        Some(p) => swarm_coordinator::audit::AuditLog::open(p).with_context(|| format!("--audit-log {p}"))?,
+    }))
 }
 
 /// `swarm worker`: a worker process; drains on SIGTERM.

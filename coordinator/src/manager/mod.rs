@@ -107,6 +107,8 @@ pub struct ManagerConfig {
     /// Take workers' word for which non-built-in tools may run twice (read-only, idempotent).
     /// Off when callers authenticate: a worker must not make a tool raceable by saying so.
     pub trust_worker_tool_flags: bool,
+    /// Who did what (`--audit-log`): workers joining, and refused.
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 impl Default for ManagerConfig {
@@ -125,6 +127,7 @@ impl Default for ManagerConfig {
             no_worker_timeout: DEFAULT_NO_WORKER_TIMEOUT,
             fault: FaultHook::from_env(),
             caps: AdmissionCaps::default(),
+            audit: Arc::default(),
         }
     }
 }

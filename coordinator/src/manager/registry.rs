@@ -415,9 +415,8 @@ impl WorkerRegistry {
     /// its lease decides when they go.
     pub fn silent(&mut self, now_us: u64, limit_us: u64, leased: &HashSet<WorkerId>) -> Vec<(Fence, Held)> {
         let spared = |key: WorkerKey| {
-            self.get(key).is_some_and(|w| {
-                leased.contains(&w.id) && (!w.alive || now_us.saturating_sub(w.heard_us) > limit_us)
-            })
+            self.get(key)
+                .is_some_and(|w| leased.contains(&w.id) && (!w.alive || now_us.saturating_sub(w.heard_us) > limit_us))
         };
         let silent: Vec<Fence> = self
             .inflight

@@ -24,6 +24,7 @@ impl Manager {
         if let Some(owner) = self.worker_principals.get(&id).filter(|o| **o != principal && in_use) {
             warn!(worker_id = %id, %principal, owner = %owner, "worker id in use by another principal; refused");
             let status = tonic::Status::permission_denied(format!("worker id {id} is in use by another principal"));
+            self.audit_join(&principal, &id, Err(&status));
             let _ = tx.try_send(Err(status));
             return;
         }
@@ -87,6 +88,7 @@ impl Manager {
             self.apply(held.run, EngineEvent::Lost { subtask: held.subtask, fence, reason });
         }
         info!(worker_id = %id, %principal, slots = hello.slots, held, reattached, "worker joined");
+        self.audit_join(&principal, &id, Ok(()));
         // Subtasks parked for want of a tool may now have a worker.
         let keys: Vec<RunKey> = self.runs.iter().filter(|(_, e)| !e.parked.is_empty()).map(|(k, _)| *k).collect();
         for key in keys {
@@ -98,6 +100,12 @@ impl Manager {
             self.enqueue(key);
         }
         self.check_recovery();
+    }
+
+    fn audit_join(&self, principal: &str, id: &WorkerId, outcome: Result<(), &tonic::Status>) {
+        let who = crate::auth::Principal { name: principal.to_owned(), tenant: None, roles: vec![] };
+        let extra = [("worker_id", serde_json::json!(id.to_string()))];
+        self.config.audit.record(&who, crate::audit::Action::WorkerJoin, "", outcome, &extra);
     }
 
     /// Takes over an attempt a reconnecting worker holds, or tells it to stop the attempt.
