@@ -318,3 +318,68 @@ async fn an_agent_that_asks_parks_without_its_slot_and_goes_on_with_the_decision
     assert_eq!((again.decision, again.already_decided), (pb::Decision::Approve as i32, true));
     tc.stop().await;
 }
+
+/// An agent's question with a timeout and `on_timeout`: nobody decides, the decision it asked
+/// for applies, the model reads `timed_out`, and the run says which decision applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_question_nobody_answers_is_decided_by_its_on_timeout() {
+    use std::sync::Arc;
+    use swarm_core::agent::AgentSpec;
+    use swarm_tests::fixture::{Canned, ModelFixture, completion};
+    use swarm_worker::model::{EndpointConfig, ModelRegistry, OpenAiModel};
+    let asks = r#"{"question": "Publish the draft?", "timeout": "300ms", "on_timeout": "approve"}"#;
+    let fixture = ModelFixture::start(vec![
+        Canned::Ok(completion(None, vec![("c1", "request_approval", asks)])),
+        Canned::Ok(completion(Some("published"), vec![])),
+    ])
+    .await
+    .expect("fixture");
+    let config = EndpointConfig {
+        base_url: fixture.base_url(),
+        model: "m".into(),
+        timeout_secs: Some(10),
+        max_retries: Some(0),
+        ..EndpointConfig::default()
+    };
+    let mut m = ModelRegistry::new();
+    m.register("fixture", Arc::new(OpenAiModel::new(&config).expect("client")));
+    let tc =
+        TestCluster::start_with(Arc::new(swarm_store::MemoryStore::new()), Arc::new(m), 1, 1).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let writer = AgentSpec {
+        instructions: "Ask before you publish.".into(),
+        input: "publish the draft".into(),
+        model: "fixture".into(),
+        tools: vec!["request_approval".into()],
+        max_steps: None,
+    };
+    let spec = RunSpec::new(
+        "agent-asks-with-timeout",
+        vec![SubtaskSpec {
+            kind: SubtaskKind::Agent(writer),
+            ..SubtaskSpec::tool("writer", "echo", serde_json::json!({}))
+        }],
+    );
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let asked = requested(&mut c, &run_id).await;
+    assert!(asked.deadline.is_some(), "the question's deadline is announced: {asked:?}");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done without a decision");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+    let seen = fixture.seen();
+    let result = seen[1].body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["role"] == "tool" && m["tool_call_id"] == "c1").cloned())
+        .expect("the call's result");
+    let content: serde_json::Value = serde_json::from_str(result["content"].as_str().expect("text")).expect("json");
+    assert_eq!((content["approved"].as_bool(), content["data"]["timed_out"].as_bool()), (Some(true), Some(true)));
+    let events = wait_for_events(&mut c, &run_id, DEADLINE, |evs| {
+        evs.iter().any(|e| matches!(e.event, Some(Event::RunFinished(_))))
+    })
+    .await
+    .expect("events");
+    let said = events.iter().any(|e| {
+        matches!(&e.event, Some(Event::Warning(w)) if w.subtask_id == "writer" && w.message.contains("approved (on_timeout)"))
+    });
+    assert!(said, "the run says which decision applied: {events:?}");
+    tc.stop().await;
+}

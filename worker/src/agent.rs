@@ -100,9 +100,19 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
             defs.push(ToolDef {
                 name: REQUEST_APPROVAL.into(),
                 description: "Ask a person to decide before you go on (you wait, holding nothing). The result \
-                              is {\"approved\": true, \"data\": …} or {\"approved\": false, \"reason\": …}."
+                              is {\"approved\": true, \"data\": …} or {\"approved\": false, \"reason\": …}. \
+                              With a timeout, `on_timeout` (reject unless approve) applies when nobody decides \
+                              in time, and the result says \"timed_out\"."
                     .into(),
-                parameters: json!({"type": "object", "properties": {"question": {"type": "string"}}, "required": ["question"]}),
+                parameters: json!({
+                    "type": "object",
+                    "properties": {
+                        "question": {"type": "string"},
+                        "timeout": {"type": "string", "description": "how long to wait, e.g. \"30s\" or \"10m\""},
+                        "on_timeout": {"type": "string", "enum": ["reject", "approve"]}
+                    },
+                    "required": ["question"]
+                }),
             });
             continue;
         }
@@ -416,10 +426,9 @@ fn parse_template(arguments: &str) -> Result<(String, Template), String> {
     Ok((name.to_owned(), Template { system_prompt, tools, model }))
 }
 
+/// The question of a `request_approval` call; a bad timeout or decision is told to the model.
 fn parse_question(arguments: &str) -> Result<String, String> {
-    let v: Value = serde_json::from_str(arguments).map_err(|e| format!("the arguments are not valid JSON ({e})"))?;
-    let q = v.get("question").and_then(Value::as_str).map(str::trim).filter(|q| !q.is_empty());
-    q.map(str::to_owned).ok_or_else(|| "`question` is required".to_owned())
+    swarm_core::agent::Question::parse(arguments).map(|q| q.text)
 }
 
 fn parse_assignment(arguments: &str) -> Result<(String, String), String> {

@@ -369,6 +369,9 @@ pub struct AgentState {
     pub next_seq: u32,
     /// A question put to a person (`request_approval`) and not yet decided: (call id, question).
     pub asking: Option<(String, String)>,
+    /// When the question's timeout passes (µs), the decision that then applies, and the
+    /// timeout as asked (`request_approval {timeout, on_timeout}`); none: it waits.
+    pub asking_deadline: Option<(u64, crate::spec::OnTimeout, std::time::Duration)>,
 }
 
 /// What a subtask's stored record holds once it ended: carried by [`Action::Persist`], so the

@@ -10,12 +10,17 @@
 //! call's result in its transcript (`{"approved": true, "data": …}` or `{"approved": false,
 //! "reason": …}`, stored before the signal is answered) and the agent is ready again. Its
 //! transcript is what survives a failover: a last turn asking without an answer parks it
-//! again.
+//! again. An agent's question may carry a timeout and the decision that then applies
+//! (`request_approval {question, timeout: "10m", on_timeout: approve|reject}`); the timer
+//! decides as a person would, the result says `"timed_out": true`, and a warning event names
+//! the decision that applied. After a failover the timeout counts again from the new leader's
+//! start (a transcript does not hold when the question was put).
 
 use super::*;
 use crate::AttemptNo;
-use crate::agent::{Message, REQUEST_APPROVAL, Turn};
+use crate::agent::{Message, Question, REQUEST_APPROVAL, Turn};
 use crate::spec::OnTimeout;
+use std::time::Duration;
 
 /// How a signalled approval ended, for the caller (and a repeated signal).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,20 +57,32 @@ fn decision_result(approve: bool, payload: &str, reason: &str) -> String {
     }
 }
 
-/// The unanswered `request_approval` call of an agent's last turn, if any: (call id, question).
-fn unanswered_question(turns: &[Arc<crate::agent::Turn>]) -> Option<(String, String)> {
+/// A question's timeout and the decision that then applies.
+type AskedTimeout = Option<(Duration, OnTimeout)>;
+
+/// The unanswered `request_approval` call of an agent's last turn, if any: (call id, question,
+/// its timeout and decision then).
+fn unanswered_question(turns: &[Arc<crate::agent::Turn>]) -> Option<(String, String, AskedTimeout)> {
     let last = turns.last()?;
     let answered: std::collections::HashSet<&str> =
         last.messages.iter().filter_map(|m| m.tool_call_id.as_deref()).collect();
     last.messages.iter().flat_map(|m| &m.tool_calls).find_map(|c| {
         (c.name == REQUEST_APPROVAL && !answered.contains(c.id.as_str())).then(|| {
-            let question = serde_json::from_str::<serde_json::Value>(&c.arguments)
-                .ok()
-                .and_then(|v| v.get("question").and_then(|q| q.as_str()).map(str::to_owned))
-                .unwrap_or_default();
-            (c.id.clone(), question)
+            let (question, timeout) = match Question::parse(&c.arguments) {
+                Ok(q) => (q.text, q.timeout.map(|t| (t, q.on_timeout))),
+                Err(_) => (String::new(), None),
+            };
+            (c.id.clone(), question, timeout)
         })
     })
+}
+
+/// The timeout and decision then of call `call_id` in `turn` (a `request_approval`), if it
+/// asked for one. (The worker refused arguments that do not parse before they got here.)
+fn asked_timeout(turn: &Turn, call_id: &str) -> AskedTimeout {
+    let call = turn.messages.iter().flat_map(|m| &m.tool_calls).find(|c| c.id == call_id)?;
+    let q = Question::parse(&call.arguments).ok()?;
+    q.timeout.map(|t| (t, q.on_timeout))
 }
 
 /// The last decision in an agent's transcript: the result of its latest `request_approval`.
@@ -100,14 +117,21 @@ impl RunEngine {
     /// and announces again the questions of agents a failover found waiting.
     pub(super) fn park_approvals(&mut self, now_us: u64, out: &mut Vec<Action>) {
         for i in std::mem::take(&mut self.announce) {
-            if let Some((_, question)) = self.slots[i.index()].agent.as_ref().and_then(|a| a.asking.clone()) {
-                let prompt = question;
-                out.push(Action::Publish(Update::ApprovalRequested {
-                    subtask: i,
-                    prompt,
-                    deadline_us: None,
-                    on_timeout: OnTimeout::Reject,
-                }));
+            let Some(agent) = self.slots[i.index()].agent.as_deref_mut() else { continue };
+            let Some((_, prompt)) = agent.asking.clone() else { continue };
+            // The timeout counts again from now (see the module docs).
+            let deadline = agent.asking_deadline.as_mut().map(|d| {
+                d.0 = now_us.saturating_add(d.2.as_micros() as u64);
+                *d
+            });
+            out.push(Action::Publish(Update::ApprovalRequested {
+                subtask: i,
+                prompt,
+                deadline_us: deadline.map(|d| d.0),
+                on_timeout: deadline.map_or(OnTimeout::Reject, |d| d.1),
+            }));
+            if let Some((at_us, _, _)) = deadline {
+                out.push(Action::ArmTimer { subtask: i, at_us });
             }
         }
         for k in 0..self.approvals.len() {
@@ -178,17 +202,27 @@ impl RunEngine {
         self.counts.running -= 1;
         self.record_turn(subtask, turn, None, out);
         let question = crate::error::bounded_message(question).chars().take(MAX_QUESTION_BYTES).collect::<String>();
+        let timeout = self.slots[subtask.index()]
+            .agent
+            .as_ref()
+            .and_then(|a| a.turns.last())
+            .and_then(|t| asked_timeout(t, &call_id));
+        let deadline = timeout.map(|(t, on)| (now_us.saturating_add(t.as_micros() as u64), on, t));
         let slot = &mut self.slots[subtask.index()];
         slot.state = SubtaskState::Waiting;
         if let Some(agent) = slot.agent.as_deref_mut() {
             agent.asking = Some((call_id, question.clone()));
+            agent.asking_deadline = deadline;
         }
         out.push(Action::Publish(Update::ApprovalRequested {
             subtask,
             prompt: question,
-            deadline_us: None,
-            on_timeout: OnTimeout::Reject,
+            deadline_us: deadline.map(|d| d.0),
+            on_timeout: deadline.map_or(OnTimeout::Reject, |d| d.1),
         }));
+        if let Some((at_us, _, _)) = deadline {
+            out.push(Action::ArmTimer { subtask, at_us });
+        }
         self.check_budgets(now_us, out);
     }
 
@@ -199,8 +233,10 @@ impl RunEngine {
             return;
         }
         let Some(agent) = slot.agent.as_deref_mut() else { return };
-        if let Some(asked) = unanswered_question(&agent.turns) {
-            agent.asking = Some(asked);
+        if let Some((call_id, question, timeout)) = unanswered_question(&agent.turns) {
+            agent.asking = Some((call_id, question));
+            // The deadline is set when it is announced again (park_approvals).
+            agent.asking_deadline = timeout.map(|(t, on)| (u64::MAX, on, t));
             slot.state = SubtaskState::Waiting;
             self.announce.push(i);
         }
@@ -251,6 +287,7 @@ impl RunEngine {
         if let Some(agent) = slot.agent.as_deref_mut()
             && let Some((call_id, _)) = agent.asking.take()
         {
+            agent.asking_deadline = None;
             // The decision is the call's result, stored before the signal is answered.
             let result = Message::tool_result(&call_id, decision_result(approve, &payload, &reason));
             agent.turns.push(Arc::new(Turn { messages: vec![result], usage: Default::default(), fence: 0, seq: 0 }));
@@ -282,6 +319,10 @@ impl RunEngine {
 
     /// The timer of approval `subtask` fired: past its deadline it decides as `on_timeout` says.
     pub(super) fn approval_timer(&mut self, subtask: SubtaskIx, now_us: u64, out: &mut Vec<Action>) {
+        if let Some(agent) = self.slots[subtask.index()].agent.as_deref() {
+            self.question_timer(subtask, agent.asking_deadline, now_us, out);
+            return;
+        }
         let Work::Approval(spec) = &self.dag.node(subtask).work else { return };
         let Some(timeout) = spec.timeout else { return };
         let on_timeout = spec.on_timeout;
@@ -305,6 +346,37 @@ impl RunEngine {
                 out,
             ),
         }
+    }
+}
+
+impl RunEngine {
+    /// The timer of an agent's question fired: past its deadline the decision it asked for
+    /// applies, and a warning says which.
+    fn question_timer(
+        &mut self,
+        subtask: SubtaskIx,
+        deadline: Option<(u64, OnTimeout, Duration)>,
+        now_us: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let Some((at_us, on_timeout, timeout)) = deadline else { return };
+        if now_us < at_us || !self.awaits_decision(subtask) {
+            return;
+        }
+        let after = crate::spec::format_duration(timeout);
+        let (approve, payload, reason, said) = match on_timeout {
+            OnTimeout::Approve => {
+                (true, serde_json::json!({ "timed_out": true, "after": after }).to_string(), String::new(), "approved")
+            }
+            OnTimeout::Reject => {
+                (false, "null".to_owned(), format!("no decision within {after}: rejected (on_timeout)"), "rejected")
+            }
+        };
+        out.push(Action::Publish(Update::Warning {
+            subtask,
+            message: format!("no decision on the agent's question within {after}: {said} (on_timeout)"),
+        }));
+        self.decide(subtask, approve, payload.into(), reason, now_us, out);
     }
 }
 

@@ -278,3 +278,122 @@ fn after_a_failover_an_agent_whose_transcript_ends_asking_waits_again_and_says_s
     );
     assert_eq!(fresh.pop_ready(), Some(w), "a rejection is an answer too: the agent goes on");
 }
+
+fn asking_turn_with(arguments: &str) -> Arc<crate::agent::Turn> {
+    let call =
+        crate::agent::ToolCallRequest { id: "c1".into(), name: "request_approval".into(), arguments: arguments.into() };
+    let mut m = crate::agent::Message::text(crate::agent::Role::Assistant, "");
+    m.tool_calls = vec![call];
+    Arc::new(crate::agent::Turn { messages: vec![m], usage: Default::default(), fence: 0, seq: 0 })
+}
+
+fn ask(e: &mut RunEngine, w: crate::SubtaskIx, arguments: &str, at_us: u64) -> Vec<Action> {
+    let mut out = Vec::new();
+    let asked = EngineEvent::AskedApproval {
+        subtask: w,
+        fence: Fence(1),
+        turn: asking_turn_with(arguments),
+        call_id: "c1".into(),
+        question: "Send the mail?".into(),
+        started_us: 1,
+        finished_us: at_us,
+    };
+    e.apply(asked, at_us, &mut out);
+    out
+}
+
+fn last_result(e: &RunEngine, w: crate::SubtaskIx) -> serde_json::Value {
+    let turns = &e.slot(w).agent.as_ref().expect("agent").turns;
+    let content = turns.last().expect("turn").messages[0].content.clone().expect("a tool result");
+    serde_json::from_str(&content).expect("json")
+}
+
+#[test]
+fn an_agents_question_with_a_timeout_is_decided_by_its_on_timeout_and_the_run_says_so() {
+    let (mut e, w) = asking_agent();
+    let out = ask(&mut e, w, r#"{"question": "Send the mail?", "timeout": "30s", "on_timeout": "approve"}"#, 1_000);
+    let deadline = 1_000 + 30_000_000;
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Publish(Update::ApprovalRequested { deadline_us: Some(d), on_timeout: OnTimeout::Approve, .. }) if *d == deadline)),
+        "{out:?}"
+    );
+    assert!(out.contains(&Action::ArmTimer { subtask: w, at_us: deadline }), "{out:?}");
+    // Early: nothing changes.
+    let mut out = Vec::new();
+    e.apply(EngineEvent::RetryDue { subtask: w }, deadline - 1, &mut out);
+    assert_eq!(e.slot(w).state, SubtaskState::Waiting, "{out:?}");
+    // At the deadline: approved, as asked, and said.
+    let mut out = Vec::new();
+    e.apply(EngineEvent::RetryDue { subtask: w }, deadline, &mut out);
+    let result = last_result(&e, w);
+    assert_eq!(result["approved"], true, "{result}");
+    assert_eq!(result["data"]["timed_out"], true, "{result}");
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Publish(Update::Warning { message, .. }) if message.contains("approved (on_timeout)"))),
+        "{out:?}"
+    );
+    assert_eq!(e.pop_ready(), Some(w), "the agent goes on with the answer");
+    // A person's late signal finds it decided.
+    let late = EngineEvent::Signal { subtask: w, approve: false, payload: "null".into(), reason: "no".into() };
+    e.apply(late, deadline + 5, &mut Vec::new());
+    assert!(matches!(e.signal_outcome(w), Ok(Some(Decided::Approved { .. }))));
+}
+
+#[test]
+fn without_on_timeout_an_agents_question_is_rejected_and_a_person_who_decides_first_wins() {
+    let (mut e, w) = asking_agent();
+    ask(&mut e, w, r#"{"question": "Send the mail?", "timeout": 2}"#, 10);
+    let mut out = Vec::new();
+    e.apply(EngineEvent::RetryDue { subtask: w }, 10 + 2_000_000, &mut out);
+    let result = last_result(&e, w);
+    assert_eq!(result["approved"], false);
+    assert!(result["reason"].as_str().is_some_and(|r| r.contains("no decision within 2s: rejected")), "{result}");
+
+    // Decided by a person first: the timer that fires later changes nothing.
+    let (mut e, w) = asking_agent();
+    ask(&mut e, w, r#"{"question": "Send the mail?", "timeout": "1s"}"#, 10);
+    let yes =
+        EngineEvent::Signal { subtask: w, approve: true, payload: r#"{"by":"ann"}"#.into(), reason: String::new() };
+    e.apply(yes, 20, &mut Vec::new());
+    let mut out = Vec::new();
+    e.apply(EngineEvent::RetryDue { subtask: w }, 10 + 1_000_000, &mut out);
+    assert_eq!(last_result(&e, w)["data"]["by"], "ann");
+    assert!(!out.iter().any(|a| matches!(a, Action::Publish(Update::Warning { .. }))), "{out:?}");
+}
+
+#[test]
+fn after_a_failover_an_agents_question_times_out_counting_from_the_new_leader() {
+    let (e, w) = asking_agent();
+    let dag = e.dag().clone();
+    let mut fresh = RunEngine::new(RunId::from("r"), dag, RetryPolicy::default(), 0, 1);
+    let turn = asking_turn_with(r#"{"question": "Send the mail?", "timeout": "1m"}"#);
+    fresh.restore_agents(std::collections::HashMap::from([(w, vec![turn])]), Default::default());
+    let mut out = Vec::new();
+    fresh.settle(5_000_000, &mut out);
+    let deadline = 5_000_000 + 60_000_000;
+    assert!(out.contains(&Action::ArmTimer { subtask: w, at_us: deadline }), "{out:?}");
+    fresh.apply(EngineEvent::RetryDue { subtask: w }, deadline, &mut Vec::new());
+    assert_eq!(last_result(&fresh, w)["approved"], false);
+}
+
+#[test]
+fn a_questions_timeout_and_decision_are_checked_and_the_model_is_told_why() {
+    use crate::agent::Question;
+    let q = Question::parse(r#"{"question": " ok? ", "timeout": "10m", "on_timeout": "approve"}"#).expect("valid");
+    assert_eq!((q.text.as_str(), q.timeout, q.on_timeout), ("ok?", Some(Duration::from_secs(600)), OnTimeout::Approve));
+    assert_eq!(Question::parse(r#"{"question": "ok?"}"#).expect("valid").timeout, None);
+    for (bad, says) in [
+        (r#"{"question": "ok?", "timeout": 0}"#, "timeout"),
+        (r#"{"question": "ok?", "timeout": -5}"#, "timeout"),
+        (r#"{"question": "ok?", "timeout": 1e300}"#, "timeout"),
+        (r#"{"question": "ok?", "timeout": "99d"}"#, "timeout"),
+        (r#"{"question": "ok?", "timeout": "soon"}"#, "timeout"),
+        (r#"{"question": "ok?", "timeout": [1]}"#, "timeout"),
+        (r#"{"question": "ok?", "on_timeout": "maybe"}"#, "on_timeout"),
+        (r#"{"question": ""}"#, "question"),
+        (r#"not json"#, "JSON"),
+    ] {
+        let err = Question::parse(bad).expect_err(bad);
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+}
