@@ -140,3 +140,66 @@ async fn a_higher_priority_run_is_served_first() {
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     cluster.stop().await;
 }
+
+/// Each subtask's (start, end) in seconds, from its run's events.
+fn intervals(events: &[pb::RunEvent]) -> Vec<(f64, f64)> {
+    let mut started = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for e in events {
+        match &e.event {
+            Some(Event::SubtaskStarted(s)) => {
+                started.insert(s.subtask_id.clone(), secs(e));
+            }
+            Some(Event::SubtaskSucceeded(s)) => {
+                if let Some(t) = started.remove(&s.subtask_id) {
+                    out.push((t, secs(e)));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Slot-seconds of `intervals` inside [from, until].
+fn slot_seconds(intervals: &[(f64, f64)], from: f64, until: f64) -> f64 {
+    intervals.iter().map(|&(s, e)| (e.min(until) - s.max(from)).max(0.0)).sum()
+}
+
+/// Shares are slot-seconds, not started calls: a tenant whose calls are 10× longer gets the
+/// slot time its weight says, not 10× that (nor a tenth of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_with_calls_ten_times_longer_gets_its_weight_in_slot_seconds() {
+    let _serial = crate::failover::SERIAL.lock().await;
+    let mut opts = EmbeddedOptions { workers: 1, slots: 8, ..Default::default() };
+    opts.coordinator.auth = Authenticator::parse(&auth_file()).expect("auth file");
+    let cluster = Embedded::start(opts).await.expect("cluster");
+    let (mut a, mut b) = (as_tenant(&cluster, "a").await, as_tenant(&cluster, "b").await);
+    let submit = |spec: RunSpec| pb::SubmitRunRequest { spec: Some((&spec).into()), ..Default::default() };
+    // a (weight 1): 400 ms calls; b (weight 3): 40 ms calls. Both saturate the 8 slots.
+    let run_a = a.submit_run(submit(sleeps("a-long", 40, 400))).await.expect("a").into_inner().run_id;
+    let run_b = b.submit_run(submit(sleeps("b-short", 600, 40))).await.expect("b").into_inner().run_id;
+    for (cl, id) in [(&mut a, &run_a), (&mut b, &run_b)] {
+        let run = wait_done(cl, id, Duration::from_secs(60)).await.expect("done");
+        assert_eq!(run.state, pb::RunState::Succeeded as i32);
+    }
+    let (ia, ib) = (intervals(&events(&mut a, &run_a).await), intervals(&events(&mut b, &run_b).await));
+    // While both had work waiting: after the first round, until either's last start.
+    let first = |i: &[(f64, f64)]| i.iter().map(|x| x.0).fold(f64::MAX, f64::min);
+    let last = |i: &[(f64, f64)]| i.iter().map(|x| x.0).fold(0.0, f64::max);
+    let from = first(&ia).max(first(&ib)) + 0.5;
+    let until = last(&ia).min(last(&ib));
+    assert!(until - from > 1.5, "a long enough window: {from:.2}..{until:.2}");
+    let (sa, sb) = (slot_seconds(&ia, from, until), slot_seconds(&ib, from, until));
+    let ratio = sa / sb;
+    let (na, nb) = (
+        ia.iter().filter(|x| x.0 >= from && x.0 <= until).count(),
+        ib.iter().filter(|x| x.0 >= from && x.0 <= until).count(),
+    );
+    eprintln!("slot-seconds a : b = {sa:.2} : {sb:.2} = {ratio:.3} (1 : 3 is 0.333); starts {na} : {nb}");
+    assert!(
+        (ratio - 1.0 / 3.0).abs() <= 0.15 / 3.0,
+        "slot-seconds a : b = {sa:.2} : {sb:.2} = {ratio:.3}, not 1 : 3 within 15 %"
+    );
+    cluster.stop().await;
+}
