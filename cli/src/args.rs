@@ -76,6 +76,10 @@ pub struct CertsArgs {
     /// operator put there are kept: compose's `certs` service).
     #[arg(long)]
     pub if_missing: bool,
+    /// Revoke the certificate `DIR/NAME.pem` (repeatable): its serial joins `DIR/revoked.txt`
+    /// and `DIR/crl.pem` is written anew, for coordinators' `--tls-crl`. Issues nothing else.
+    #[arg(long = "revoke", value_name = "NAME", value_delimiter = ',')]
+    pub revoke: Vec<String>,
 }
 
 #[derive(clap::Args)]

@@ -84,6 +84,104 @@ fn ca_params() -> anyhow::Result<CertificateParams> {
     Ok(params)
 }
 
+/// Revokes the certificates `names` in `dir` (`NAME.pem`, as [`generate`] wrote them, or any
+/// PEM certificate this CA issued): their serial numbers join `dir/revoked.txt` (one `SERIAL
+/// NAME` line each) and `dir/crl.pem` is written anew from the whole list, signed by the CA,
+/// valid for a year. A coordinator given `--tls-crl dir/crl.pem` reloads it and refuses those
+/// certificates at the handshake. Returns the CRL's path.
+pub fn revoke(dir: &Path, names: &[String]) -> anyhow::Result<PathBuf> {
+    let (ca_pem, ca_key_pem) = (dir.join("ca.pem"), dir.join("ca.key"));
+    anyhow::ensure!(
+        ca_pem.exists() && ca_key_pem.exists(),
+        "{}: no ca.pem and ca.key to sign a CRL with",
+        dir.display()
+    );
+    let list = dir.join("revoked.txt");
+    let mut revoked: Vec<(String, String)> = std::fs::read_to_string(&list)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(s, n)| (s.to_owned(), n.to_owned())))
+        .collect();
+    for name in names {
+        let path = dir.join(format!("{name}.pem"));
+        let pem = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let der = rustls_pki_pem(&pem).with_context(|| format!("{}: no PEM certificate", path.display()))?;
+        let serial = serial_of(&der).with_context(|| format!("{}: not an X.509 certificate", path.display()))?;
+        let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
+        if !revoked.iter().any(|(s, _)| *s == hex) {
+            revoked.push((hex, name.clone()));
+        }
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let ymd = |t: Duration| {
+        let (y, m, d) = swarm_core::time::civil_from_days((t.as_secs() / 86_400) as i64);
+        rcgen::date_time_ymd(y as i32, m as u8, d as u8)
+    };
+    let this_update = ymd(now.saturating_sub(Duration::from_secs(86_400)));
+    let mut revoked_certs = Vec::with_capacity(revoked.len());
+    for (hex, name) in &revoked {
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .with_context(|| format!("{}: serial `{hex}` of {name} is not hex", list.display()))?;
+        revoked_certs.push(rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from_slice(&bytes),
+            revocation_time: this_update,
+            reason_code: None,
+            invalidity_date: None,
+        });
+    }
+    let key = KeyPair::from_pem(&std::fs::read_to_string(&ca_key_pem)?).context("ca.key")?;
+    let issuer = Issuer::new(ca_params()?, key);
+    let params = rcgen::CertificateRevocationListParams {
+        this_update,
+        next_update: ymd(now + Duration::from_secs(365 * 86_400)),
+        // Grows with each CRL written (seconds since 1970).
+        crl_number: rcgen::SerialNumber::from(now.as_secs()),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&issuer)?;
+    let text: String = revoked.iter().map(|(s, n)| format!("{s} {n}\n")).collect();
+    write(&list, text.as_bytes(), false)?;
+    let path = dir.join("crl.pem");
+    write(&path, crl.pem()?.as_bytes(), false)?;
+    Ok(path)
+}
+
+/// The DER of the first certificate in `pem`.
+fn rustls_pki_pem(pem: &str) -> Option<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).ok().map(|c| c.to_vec())
+}
+
+/// A certificate's serial number: `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE {
+/// [0] version OPTIONAL, serialNumber INTEGER, … } … }` (RFC 5280), read from its DER.
+fn serial_of(der: &[u8]) -> Option<Vec<u8>> {
+    /// (tag, contents, the rest after it)
+    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, b) = b.split_first()?;
+        let (&first, b) = b.split_first()?;
+        let (len, b) = if first < 0x80 {
+            (usize::from(first), b)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || b.len() < n {
+                return None;
+            }
+            (b[..n].iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x)), &b[n..])
+        };
+        (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
+    }
+    let (0x30, cert, _) = tlv(der)? else { return None };
+    let (0x30, tbs, _) = tlv(cert)? else { return None };
+    let (tag, body, rest) = tlv(tbs)?;
+    let (tag, body) = if tag == 0xa0 { tlv(rest).map(|(t, b, _)| (t, b))? } else { (tag, body) };
+    (tag == 0x02 && !body.is_empty()).then(|| body.to_vec())
+}
+
 /// Valid from a day ago (clocks differ) for `days`.
 fn validity(params: &mut CertificateParams, days: u32) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -117,6 +215,24 @@ fn write(path: &Path, bytes: &[u8], secret: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revoked_certificate_is_in_a_crl_signed_by_the_ca() {
+        let dir = std::env::temp_dir().join(format!("swarm-crl-{}", fastrand::u64(..)));
+        generate(&dir, &["localhost".into()], &["bad-bot".into(), "good-bot".into()], 30).expect("issued");
+        let pem = std::fs::read_to_string(dir.join("bad-bot.pem")).expect("pem");
+        let serial = serial_of(&rustls_pki_pem(&pem).expect("der")).expect("serial");
+        assert!(!serial.is_empty());
+        let crl = revoke(&dir, &["bad-bot".into()]).expect("revoked");
+        revoke(&dir, &["bad-bot".into()]).expect("again: no duplicate");
+        let list = std::fs::read_to_string(dir.join("revoked.txt")).expect("list");
+        assert_eq!(list.lines().count(), 1, "{list}");
+        assert!(list.ends_with(" bad-bot\n"));
+        assert!(std::fs::read_to_string(&crl).expect("crl").starts_with("-----BEGIN X509 CRL-----"));
+        assert!(revoke(&dir, &["nobody".into()]).is_err(), "an unknown name");
+        assert_eq!(serial_of(b"\x30\x03\x02\x01"), None, "truncated DER");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_second_run_reuses_the_ca() {

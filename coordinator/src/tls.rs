@@ -38,6 +38,9 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// With it, clients must present a certificate this CA (bundle, PEM) issued.
     pub client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM, one or more) checked against client certificates'
+    /// serial numbers (`--tls-crl`; `swarm certs --revoke` writes one); reloaded like the rest.
+    pub crl: Option<PathBuf>,
 }
 
 /// A server TLS configuration that follows its files: [`ServerTls::watch`] rebuilds it when
@@ -122,7 +125,7 @@ impl ServerTls {
 
     fn stamp(&self) -> Vec<Option<(SystemTime, u64)>> {
         let f = &self.shared.files;
-        [Some(&f.cert), Some(&f.key), f.client_ca.as_ref()]
+        [Some(&f.cert), Some(&f.key), f.client_ca.as_ref(), f.crl.as_ref()]
             .into_iter()
             .flatten()
             .map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
@@ -137,7 +140,7 @@ impl ServerTls {
 
 fn build_both(files: &TlsFiles) -> anyhow::Result<(Arc<ServerConfig>, Arc<ServerConfig>)> {
     let grpc = build(files, &[b"h2".to_vec()])?;
-    let web = build(&TlsFiles { client_ca: None, ..files.clone() }, &[b"http/1.1".to_vec()])?;
+    let web = build(&TlsFiles { client_ca: None, crl: None, ..files.clone() }, &[b"http/1.1".to_vec()])?;
     Ok((Arc::new(grpc), Arc::new(web)))
 }
 
@@ -162,9 +165,17 @@ fn build(files: &TlsFiles, alpn: &[Vec<u8>]) -> anyhow::Result<ServerConfig> {
             for cert in read_certs(ca, "--tls-client-ca")? {
                 roots.add(cert).map_err(|e| anyhow::anyhow!("--tls-client-ca {}: {e}", ca.display()))?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| anyhow::anyhow!("--tls-client-ca {}: {e}", ca.display()))?;
+            let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if let Some(path) = &files.crl {
+                let crls = rustls::pki_types::CertificateRevocationListDer::pem_file_iter(path)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| anyhow::anyhow!("--tls-crl {}: {e}", path.display()))?;
+                anyhow::ensure!(!crls.is_empty(), "--tls-crl {}: no PEM CRL in it", path.display());
+                // Leaf certificates are checked; a CA no list speaks for is not refused for it.
+                verifier =
+                    verifier.with_crls(crls).only_check_end_entity_revocation().allow_unknown_revocation_status();
+            }
+            let verifier = verifier.build().map_err(|e| anyhow::anyhow!("--tls-client-ca {}: {e}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };

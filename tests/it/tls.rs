@@ -68,6 +68,7 @@ fn mtls_server(issued: &Issued) -> ServerTls {
         cert: issued.server_cert.clone(),
         key: issued.server_key.clone(),
         client_ca: Some(issued.ca.clone()),
+        crl: None,
     })
     .expect("server TLS")
 }
@@ -175,13 +176,58 @@ async fn a_worker_certificate_cannot_act_as_a_client_and_a_client_certificate_ca
     cluster.stop().await;
 }
 
+/// `swarm certs --revoke` and `--tls-crl`: a stolen client certificate stops working once the
+/// CRL is written, without a restart; the others go on.
+#[tokio::test]
+async fn a_revoked_client_certificate_is_refused_once_the_crl_reloads() {
+    let dir = TempDir::new("tls-crl").expect("dir");
+    let issued = certs(&dir.0);
+    let crl = swarm_cli::certs::revoke(&dir.0, &[]).expect("an empty CRL");
+    let tls = ServerTls::grpc(TlsFiles {
+        cert: issued.server_cert.clone(),
+        key: issued.server_key.clone(),
+        client_ca: Some(issued.ca.clone()),
+        crl: Some(crl),
+    })
+    .expect("server TLS");
+    let mut opts = EmbeddedOptions { workers: 0, ..Default::default() };
+    opts.coordinator.auth = auth();
+    opts.tls = Some(tls.clone());
+    let cluster = Embedded::start(opts).await.expect("cluster");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut reloads = tls.reloads();
+    tls.watch(Duration::from_millis(50), stop.clone());
+    let works = |name: &'static str| {
+        let (url, tls) = (cluster.url(), client_tls(&issued, Some(name)));
+        async move {
+            match client::connect_with(&url, None, &tls).await {
+                Err(_) => None,
+                Ok(mut c) => Some(c.list_runs(pb::ListRunsRequest::default()).await.map(|_| ()).map_err(|s| s.code())),
+            }
+        }
+    };
+    assert_eq!(works("ci-bot").await, Some(Ok(())), "before the revocation");
+    swarm_cli::certs::revoke(&dir.0, &["ci-bot".into()]).expect("revoked");
+    tokio::time::timeout(Duration::from_secs(10), reloads.changed()).await.expect("reloaded").expect("watch");
+    let after = works("ci-bot").await;
+    assert!(!matches!(after, Some(Ok(()))), "a revoked certificate still works: {after:?}");
+    // Another certificate of the same CA still gets through the handshake (pool-a may not list).
+    assert_eq!(works("pool-a").await, Some(Err(Code::PermissionDenied)));
+    stop.cancel();
+    cluster.stop().await;
+}
+
 #[tokio::test]
 async fn a_rotated_server_certificate_is_served_without_a_restart() {
     let dir = TempDir::new("tls").expect("dir");
     let first = certs(&dir.0);
-    let tls =
-        ServerTls::grpc(TlsFiles { cert: first.server_cert.clone(), key: first.server_key.clone(), client_ca: None })
-            .expect("server TLS");
+    let tls = ServerTls::grpc(TlsFiles {
+        cert: first.server_cert.clone(),
+        key: first.server_key.clone(),
+        client_ca: None,
+        crl: None,
+    })
+    .expect("server TLS");
     let mut opts = EmbeddedOptions { workers: 1, slots: 2, ..Default::default() };
     opts.tls = Some(tls.clone());
     let cluster = Embedded::start(opts).await.expect("cluster");
@@ -296,8 +342,13 @@ async fn the_cluster_runs_on_etcd_with_tls_client_certificates_and_auth() {
     let mut opts = EmbeddedOptions { workers: 1, slots: 4, ..Default::default() };
     opts.coordinator.payloads = swarm_store::payload::PayloadStore::memory(swarm_store::payload::DEFAULT_THRESHOLD);
     opts.tls = Some(
-        ServerTls::grpc(TlsFiles { cert: issued.server_cert.clone(), key: issued.server_key.clone(), client_ca: None })
-            .expect("server TLS"),
+        ServerTls::grpc(TlsFiles {
+            cert: issued.server_cert.clone(),
+            key: issued.server_key.clone(),
+            client_ca: None,
+            crl: None,
+        })
+        .expect("server TLS"),
     );
     opts.worker_tls = Some(ClientTls { ca: Some(issued.ca.clone()), ..Default::default() });
     let cluster = Embedded::start_on(opts, store, None).await.expect("cluster on secured etcd");

@@ -45,6 +45,10 @@ pub struct TlsServerArgs {
     /// principal (`cert_name` in --auth-file).
     #[arg(long, env = "SWARM_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Refuse client certificates revoked by these CRLs (PEM; `swarm certs --revoke NAME`
+    /// writes `crl.pem`); reloaded when the file changes, like the certificates.
+    #[arg(long, env = "SWARM_TLS_CRL", requires = "tls_client_ca")]
+    pub tls_crl: Option<PathBuf>,
     /// How often the certificate files are checked for a change.
     #[arg(long, env = "SWARM_TLS_RELOAD", default_value = "10s", value_parser = parse_ttl)]
     pub tls_reload: Duration,
@@ -58,6 +62,7 @@ impl TlsServerArgs {
             cert: cert.clone(),
             key: key.clone(),
             client_ca: self.tls_client_ca.clone(),
+            crl: self.tls_crl.clone(),
         };
         Ok(Some(swarm_coordinator::tls::ServerTls::grpc(files)?))
     }

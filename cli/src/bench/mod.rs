@@ -295,6 +295,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
                 cert: issued.server_cert,
                 key: issued.server_key,
                 client_ca: Some(issued.ca),
+                crl: None,
             })?);
             options.worker_tls = Some(client_tls.clone());
         }

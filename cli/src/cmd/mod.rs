@@ -29,6 +29,11 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}: certificates present; kept", args.dir.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Certs(args) if !args.revoke.is_empty() => {
+            let crl = swarm_cli::certs::revoke(&args.dir, &args.revoke)?;
+            println!("revoked {}: {}", args.revoke.join(", "), crl.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Certs(args) => {
             let issued = swarm_cli::certs::generate(&args.dir, &args.hosts, &args.clients, args.days)?;
             println!("CA:     {}", issued.ca.display());
