@@ -203,6 +203,52 @@ pub enum OnTimeout {
     Approve,
 }
 
+/// What an agent's `request_approval` call asks: a question, and optionally how long to wait
+/// for a person (`timeout`: `"30s"`, `"10m"`, or seconds as a number; at most the longest an
+/// approval subtask may wait) and what then applies (`on_timeout`: `reject`, the default, or
+/// `approve`). Without a timeout the agent waits for the run's lifetime.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Question {
+    pub text: String,
+    pub timeout: Option<std::time::Duration>,
+    pub on_timeout: OnTimeout,
+}
+
+impl Question {
+    /// Parses a `request_approval` call's arguments; the error is told to the model.
+    pub fn parse(arguments: &str) -> Result<Self, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(arguments).map_err(|e| format!("the arguments are not valid JSON ({e})"))?;
+        let text = v.get("question").and_then(serde_json::Value::as_str).map(str::trim).filter(|q| !q.is_empty());
+        let text = text.ok_or("`question` is required")?.to_owned();
+        let max = std::time::Duration::from_millis(MAX_APPROVAL_TIMEOUT_MS);
+        let timeout = match v.get("timeout") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(t)) => Some(parse_duration(t).map_err(|e| format!("`timeout`: {e}"))?),
+            Some(serde_json::Value::Number(n)) => {
+                let secs = n
+                    .as_f64()
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .ok_or("`timeout`: a positive number of seconds")?;
+                Some(std::time::Duration::from_secs_f64(secs.min(max.as_secs_f64() + 1.0)))
+            }
+            Some(_) => return Err("`timeout`: a duration such as \"30s\" or \"10m\"".into()),
+        };
+        if let Some(t) = timeout
+            && (t.is_zero() || t > max)
+        {
+            return Err(format!("`timeout`: from 1ms to {}", format_duration(max)));
+        }
+        let on_timeout = match v.get("on_timeout").and_then(serde_json::Value::as_str) {
+            None => OnTimeout::Reject,
+            Some("reject") => OnTimeout::Reject,
+            Some("approve") => OnTimeout::Approve,
+            Some(other) => return Err(format!("`on_timeout`: `approve` or `reject`, not `{other}`")),
+        };
+        Ok(Self { text, timeout, on_timeout })
+    }
+}
+
 /// The longest an approval may wait (the run's time to live).
 pub const MAX_APPROVAL_TIMEOUT_MS: u64 = MAX_SCHEDULE_TO_START_MS;
 /// The longest approval prompt.

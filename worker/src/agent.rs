@@ -428,7 +428,7 @@ fn parse_template(arguments: &str) -> Result<(String, Template), String> {
 
 /// The question of a `request_approval` call; a bad timeout or decision is told to the model.
 fn parse_question(arguments: &str) -> Result<String, String> {
-    swarm_core::agent::Question::parse(arguments).map(|q| q.text)
+    swarm_core::spec::Question::parse(arguments).map(|q| q.text)
 }
 
 fn parse_assignment(arguments: &str) -> Result<(String, String), String> {

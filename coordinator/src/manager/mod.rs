@@ -171,9 +171,7 @@ pub enum Command {
     WorkerLeft { conn: ConnId },
     /// A worker's registration lease expired in the store.
     WorkerExpired { worker_id: WorkerId },
-    /// A worker is registered in the store under a live lease: while it is, its attempts are
-    /// re-queued when the lease ends, not when the worker merely falls silent (it may still
-    /// be running them, cut off from this coordinator only).
+    /// A worker is registered under a live lease: its attempts go with the lease, not silence.
     WorkerRegistered { worker_id: WorkerId },
     /// Forget runs that ended before `ended_before_us` (their store records are deleted by the
     /// caller).
@@ -372,7 +370,7 @@ struct Manager {
     signal_replies: Vec<(u64, signals::SignalReply, pb::SignalRunResponse)>,
     /// The principal each worker id was last used by.
     worker_principals: HashMap<WorkerId, String>,
-    /// Workers registered in the store under a live lease (see [`Command::WorkerRegistered`]).
+    /// Workers registered under a live lease ([`Command::WorkerRegistered`]).
     leased: HashSet<WorkerId>,
     /// Backups started (newest last), preempted when ready primaries need their slots; entries
     /// of races already over are dropped as they are found.
@@ -544,9 +542,7 @@ impl Manager {
                     self.worker_detached(w);
                 }
             }
-            Command::WorkerRegistered { worker_id } => {
-                self.leased.insert(worker_id);
-            }
+            Command::WorkerRegistered { worker_id } => _ = self.leased.insert(worker_id),
             Command::WorkerExpired { worker_id } => {
                 self.leased.remove(&worker_id);
                 self.worker_expired(&worker_id);

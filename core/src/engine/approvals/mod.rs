@@ -18,8 +18,9 @@
 
 use super::*;
 use crate::AttemptNo;
-use crate::agent::{Message, Question, REQUEST_APPROVAL, Turn};
+use crate::agent::{Message, REQUEST_APPROVAL, Turn};
 use crate::spec::OnTimeout;
+use crate::spec::Question;
 use std::time::Duration;
 
 /// How a signalled approval ended, for the caller (and a repeated signal).

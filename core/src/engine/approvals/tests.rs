@@ -378,7 +378,7 @@ fn after_a_failover_an_agents_question_times_out_counting_from_the_new_leader() 
 
 #[test]
 fn a_questions_timeout_and_decision_are_checked_and_the_model_is_told_why() {
-    use crate::agent::Question;
+    use crate::spec::Question;
     let q = Question::parse(r#"{"question": " ok? ", "timeout": "10m", "on_timeout": "approve"}"#).expect("valid");
     assert_eq!((q.text.as_str(), q.timeout, q.on_timeout), ("ok?", Some(Duration::from_secs(600)), OnTimeout::Approve));
     assert_eq!(Question::parse(r#"{"question": "ok?"}"#).expect("valid").timeout, None);

@@ -21,6 +21,8 @@ use crate::manager::{Command, Page, Watchable, now_us};
 use crate::node::{LeaderCtx, Role};
 use crate::watch::EventLog;
 
+mod mutations;
+
 /// Longest accepted idempotency key.
 const MAX_IDEMPOTENCY_KEY: usize = 256;
 /// Events a watch stream reads from the log at a time.
@@ -70,18 +72,6 @@ impl SwarmApi {
         audit: Arc<crate::audit::AuditLog>,
     ) -> Self {
         Self { role, limits: Arc::new(limits), shutdown, forward, auth_on, reads, audit }
-    }
-
-    /// Records a mutating call in the audit log (see [`crate::audit`]).
-    fn audit<T>(
-        &self,
-        who: &Principal,
-        action: crate::audit::Action,
-        run_id: &str,
-        result: &Result<T, Status>,
-        extra: &[(&str, serde_json::Value)],
-    ) {
-        self.audit.record(who, action, run_id, result.as_ref().map(|_| ()), extra);
     }
 
     /// Read access to the store, as the leader's repository or (on a standby) unfenced.
@@ -396,49 +386,6 @@ impl SwarmApi {
                 return Err(ApiError::NotFound(format!("subtask {} of run {}", req.subtask_id, req.run_id)));
             }
             page_token = found.next_page_token;
-        }
-    }
-}
-
-impl SwarmApi {
-    /// `CancelRun` on the leader.
-    async fn cancel(
-        &self,
-        req: pb::CancelRunRequest,
-        who: &Principal,
-    ) -> Result<Response<pb::CancelRunResponse>, Status> {
-        let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
-        self.check_visible(&run_id, who).await.map_err(|e| to_status(&e))?;
-        tracing::info!(principal = %who.name, run_id = %run_id, "run cancel requested");
-        let reason = req.reason;
-        let ctx = self.leader().map_err(|e| to_status(&e))?;
-        let run = ctx
-            .manager
-            .call(|reply| Command::Cancel { run_id, reason, reply })
-            .await
-            .and_then(|r| r)
-            .map_err(|e| to_status(&e))?;
-        Ok(Response::new(pb::CancelRunResponse { run: Some(run) }))
-    }
-
-    /// `SignalRun` on the leader.
-    async fn signal(
-        &self,
-        req: pb::SignalRunRequest,
-        who: &Principal,
-    ) -> Result<Response<pb::SignalRunResponse>, Status> {
-        let id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
-        self.check_visible(&id, who).await.map_err(|e| to_status(&e))?;
-        tracing::info!(principal = %who.name, run_id = %id, subtask = %req.subtask_id, decision = req.decision, "approval signal");
-        let ctx = self.leader().map_err(|e| to_status(&e))?;
-        let request = req.clone();
-        match ctx.manager.call(|reply| Command::Signal { request, reply }).await.and_then(|r| r) {
-            Ok(answer) => Ok(Response::new(answer)),
-            // The run has ended: its approvals' decisions are in its stored subtasks.
-            Err(ApiError::FailedPrecondition(m)) if m == crate::manager::ENDED => {
-                self.decided_in_store(&req, who).await.map(Response::new).map_err(|e| to_status(&e))
-            }
-            Err(e) => Err(to_status(&e)),
         }
     }
 }
