@@ -191,8 +191,10 @@ async fn a_worker_cut_off_from_its_coordinator_alone_keeps_its_calls_while_its_l
     )
     .await;
 
-    // Cut the worker off from its coordinator; a second worker that reaches it directly joins.
+    // Cut the worker off from its coordinator (its stream ends: the coordinator holds the
+    // attempts of a detached worker); a second worker that reaches it directly joins.
     proxy.set(Mode::Blackhole);
+    assert!(proxy.drop_connections() >= 1, "the worker was connected through the proxy");
     let append_dir = pc.dir.0.join("append");
     let near_args: Vec<String> =
         ["worker", "--id", "near", "--coordinator", &direct, "--append-dir", &append_dir.display().to_string()]

@@ -222,6 +222,7 @@ async fn an_http_mcp_server_is_reached_at_its_own_address_and_nowhere_else_inter
         subtask_id: "s".into(),
         attempt: 1,
         cancel: Default::default(),
+        hold: None,
     };
     let out = tool.call(json!({}), ctx).await.expect("called");
     assert_eq!(out, json!({"result": format!("reached {}", server.port)}));

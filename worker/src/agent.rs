@@ -50,6 +50,8 @@ pub struct AgentRun<'a> {
     /// Where partial output goes (model text as it comes, tool calls starting and ending).
     pub output: Option<Arc<crate::output::OutputSink>>,
     pub cancel: CancellationToken,
+    /// With a store: the worker's lease hold, handed to tools ([`ToolContext::may_act`]).
+    pub hold: Option<Arc<crate::hold::LeaseHold>>,
 }
 
 /// A subagent template from `create_subagent`.
@@ -255,6 +257,7 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
                 subtask_id: a.subtask_id.to_owned(),
                 attempt: a.attempt,
                 cancel: a.cancel.child_token(),
+                hold: a.hold.clone(),
             };
             let span = crate::telemetry::tool_span(
                 &name,

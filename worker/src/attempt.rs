@@ -134,6 +134,7 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                 gate: &gate,
                 output: Some(sink.clone()),
                 cancel: token.clone(),
+                hold: hold.clone(),
             };
             let result = guarded(agent::run(run, |turn| {
                 let step = pb::AgentStepReport { fence, turn_json: serde_json::to_string(turn).unwrap_or_default(), seq };
@@ -187,6 +188,7 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                             subtask_id: a.subtask_id.clone(),
                             attempt: a.attempt,
                             cancel: token.clone(),
+                            hold: hold.clone(),
                         };
                         // A tool that panics fails its attempt (reported, so it is not kept
                         // alive by heartbeats forever); the worker goes on.

@@ -208,6 +208,7 @@ fn play(orchestrator: bool, stream: bool, answers: Vec<String>, results: Vec<Val
             gate: &Arc::new(crate::gate::Gate::default()),
             output: None,
             cancel: CancellationToken::new(),
+            hold: None,
         };
         let ended = tokio::time::timeout(std::time::Duration::from_secs(30), agent::run(run, |_| {})).await;
         assert!(ended.is_ok(), "the agent loop did not end");

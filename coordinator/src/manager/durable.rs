@@ -36,6 +36,11 @@ impl Unsettled {
         }
     }
 
+    /// The mark of the latest write handed over (settled or not).
+    pub(super) fn last_mark(&self) -> Option<u64> {
+        self.order.back().map(|&(mark, _)| mark)
+    }
+
     /// Whether `node` builds on a record not yet durable.
     pub(super) fn blocks(&self, node: &Node) -> bool {
         !self.marks.is_empty() && node.deps.iter().chain(node.parent.iter()).any(|d| self.marks.contains_key(d))

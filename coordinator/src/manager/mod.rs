@@ -17,8 +17,7 @@
 //!
 //! After a failover the manager starts *recovering*: resumed runs do not dispatch until every
 //! worker registered in the store has reconnected (declaring the attempts it holds, which are
-//! adopted) or the grace period has passed, so no attempt still running somewhere is started
-//! twice.
+//! adopted) or the grace period has passed, so no attempt running somewhere starts twice.
 
 mod admission;
 mod dispatch;
@@ -28,6 +27,7 @@ mod fault;
 #[cfg(test)]
 mod fuzz;
 pub mod outbox;
+mod reads;
 pub mod registry;
 mod runs;
 mod signals;
@@ -44,8 +44,7 @@ use std::time::Duration;
 use swarm_core::engine::{Action, RunEngine};
 use swarm_core::fence::FenceSeq;
 use swarm_core::{ConnId, Dag, RetryPolicy, RunId, RunKey, SubtaskIx, WorkerId};
-use swarm_proto::ApiError;
-use swarm_proto::pb;
+use swarm_proto::{ApiError, pb};
 use swarm_store::RunRepo;
 use swarm_store::repo::RunHeader;
 use tokio::sync::{mpsc, oneshot};
@@ -308,6 +307,7 @@ pub fn spawn(
         log_expiry: VecDeque::new(),
         awaiting_writes: Vec::new(),
         signal_replies: Vec::new(),
+        read_replies: Vec::new(),
         worker_principals: HashMap::new(),
         leased: HashSet::new(),
         backups: Vec::new(),
@@ -368,6 +368,8 @@ struct Manager {
     /// Answers to `SignalRun`, sent once the outbox has settled up to their mark: a decision is
     /// told only once it is durable (a failover right after keeps it).
     signal_replies: Vec<(u64, signals::SignalReply, pb::SignalRunResponse)>,
+    /// Answers to `GetRun` waiting for the writes they show (`reads`).
+    read_replies: Vec<(u64, reads::GetReply, Option<RunPage>)>,
     /// The principal each worker id was last used by.
     worker_principals: HashMap<WorkerId, String>,
     /// Workers registered under a live lease ([`Command::WorkerRegistered`]).
@@ -411,7 +413,7 @@ impl Manager {
                     }
                 }
                 _ = crate::clock::sleep_until(clock.as_ref(), wake.unwrap_or(0)), if wake.is_some() => {}
-                _ = settled.notified(), if !self.awaiting_writes.is_empty() || !self.signal_replies.is_empty() => {}
+                _ = settled.notified(), if self.waits_for_writes() => {}
             }
             self.stats.turns += 1;
             let now = self.supervisor.now_us();
@@ -474,9 +476,7 @@ impl Manager {
             Command::Admit { subtasks, tenant, reply } => {
                 let _ = reply.send(self.admit(subtasks, tenant.as_deref()));
             }
-            Command::Get { run_id, page, reply } => {
-                let _ = reply.send(self.page_by_id(&run_id, page));
-            }
+            Command::Get { run_id, page, reply } => self.get_command(run_id, page, reply),
             Command::List { before, limit, tenant, reply } => {
                 let iter: Box<dyn Iterator<Item = (&RunId, &Listed)>> = match &before {
                     Some(b) => Box::new(self.listing.range(..b.clone()).rev()),

@@ -414,9 +414,10 @@ impl WorkerRegistry {
     /// worker in `leased` that is itself silent (disconnected, or no heartbeat within the limit):
     /// its lease decides when they go.
     pub fn silent(&mut self, now_us: u64, limit_us: u64, leased: &HashSet<WorkerId>) -> Vec<(Fence, Held)> {
-        let spared = |key: WorkerKey| {
-            self.get(key)
-                .is_some_and(|w| leased.contains(&w.id) && (!w.alive || now_us.saturating_sub(w.heard_us) > limit_us))
+        let spared = |key: WorkerKey| match self.get(key) {
+            Some(w) => leased.contains(&w.id) && now_us.saturating_sub(w.heard_us) > limit_us,
+            // Its connection ended (detached): the worker may still run them.
+            None => self.detached.get(&key).is_some_and(|id| leased.contains(id)),
         };
         let silent: Vec<Fence> = self
             .inflight

@@ -622,3 +622,27 @@ async fn a_ready_primary_takes_a_backups_slot_and_the_backup_is_cancelled() {
     assert_eq!((summary.speculative_attempts, summary.speculative_wins), (1, 0));
     rig.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn get_run_tells_a_result_or_an_end_only_once_it_is_in_the_store() {
+    let memory = Arc::new(MemoryStore::new());
+    let rig = Rig::start_on(ManagerConfig::default(), memory.clone());
+    let mut w = rig.join(ConnId(1), "w", 4, &[("echo", false)]).await;
+    let run_id = rig.submit(RunSpec::new("read-your-writes", vec![SubtaskSpec::tool("a", "echo", json!({}))])).await;
+    let a = next_assignment(&mut w).await;
+    memory.set_quota(Some(0)); // the result and the end cannot be written for now
+    rig.report(ConnId(1), &a, rig.clock.now_us(), ok()).await;
+    let (manager, id) = (rig.manager.clone(), run_id.clone());
+    let get =
+        tokio::spawn(
+            async move { manager.call(|reply| Command::Get { run_id: id, page: Some(Page::all()), reply }).await },
+        );
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(!get.is_finished(), "GetRun told a result a failover now would lose");
+    memory.set_quota(None);
+    let found = get.await.expect("task").expect("get").expect("run");
+    assert_eq!(found.run.state, pb::RunState::Succeeded as i32);
+    let key = format!("/swarm/v1/subtasks/{run_id}/a");
+    assert!(rig.repo.store().get(key.as_bytes()).await.expect("get").is_some(), "what it told is in the store");
+    rig.stop().await;
+}

@@ -274,7 +274,7 @@ impl Tool for Append {
         &self.info
     }
 
-    fn call(&self, args: Value, _ctx: ToolContext) -> ToolFuture {
+    fn call(&self, args: Value, ctx: ToolContext) -> ToolFuture {
         let dir = self.dir.clone();
         Box::pin(async move {
             let file = arg_str(&args, "file")?;
@@ -288,6 +288,13 @@ impl Tool for Append {
             let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
             if ms > 0 {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            // The side effect happens only while the attempt is still this worker's.
+            if !ctx.may_act() {
+                return Err(ToolError {
+                    kind: swarm_core::FailureKind::Cancelled,
+                    message: "cancelled before appending".into(),
+                });
             }
             use tokio::io::AsyncWriteExt;
             let mut f = tokio::fs::OpenOptions::new()
@@ -314,7 +321,13 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     fn ctx(attempt: u32) -> ToolContext {
-        ToolContext { run_id: "r".into(), subtask_id: "s".into(), attempt, cancel: CancellationToken::new() }
+        ToolContext {
+            run_id: "r".into(),
+            subtask_id: "s".into(),
+            attempt,
+            cancel: CancellationToken::new(),
+            hold: None,
+        }
     }
 
     #[tokio::test]
@@ -385,6 +398,24 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_append_whose_lease_hold_lapsed_while_it_waited_writes_nothing() {
+        let dir = std::env::temp_dir().join(format!("swarm-append-held-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let tool = Append::new(&dir);
+        let hold = std::sync::Arc::new(crate::hold::LeaseHold::new(Duration::from_secs(2), 0.0, Duration::ZERO));
+        hold.renewed(tokio::time::Instant::now());
+        let held = ToolContext { hold: Some(hold.clone()), ..ctx(1) };
+        // Waits 3 s, past the 2 s hold (as a worker frozen and thawed would find it).
+        let err = tool.call(json!({"file": "h.log", "text": "x", "ms": 3000}), held).await.expect_err("refused");
+        assert_eq!(err.kind, swarm_core::FailureKind::Cancelled);
+        assert!(!dir.join("h.log").exists(), "appended after the hold lapsed");
+        hold.renewed(tokio::time::Instant::now());
+        let held = ToolContext { hold: Some(hold), ..ctx(1) };
+        tool.call(json!({"file": "h.log", "text": "y"}), held).await.expect("appended while held");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[cfg(test)]
@@ -402,6 +433,7 @@ mod egress_tests {
             subtask_id: "s".into(),
             attempt: 1,
             cancel: tokio_util::sync::CancellationToken::new(),
+            hold: None,
         }
     }
 

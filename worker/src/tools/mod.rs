@@ -43,6 +43,18 @@ pub struct ToolContext {
     pub attempt: u32,
     /// Cancelled when the attempt must stop.
     pub cancel: CancellationToken,
+    /// With a store: the worker's lease hold. A tool about to make a side effect asks
+    /// [`ToolContext::may_act`] first (a worker frozen past its lease and thawed must not act
+    /// before its own enforcement has stopped the attempt).
+    pub hold: Option<std::sync::Arc<crate::hold::LeaseHold>>,
+}
+
+impl ToolContext {
+    /// Whether the attempt may still act: not cancelled, and the worker's lease hold (if any)
+    /// has not lapsed (checked on the clock, not on a timer that may not have fired yet).
+    pub fn may_act(&self) -> bool {
+        !self.cancel.is_cancelled() && self.hold.as_ref().is_none_or(|h| h.valid())
+    }
 }
 
 /// A failed call.
