@@ -22,13 +22,17 @@ async fn events(n: &Nemesis, run_id: &str) -> anyhow::Result<Vec<pb::RunEvent>> 
     Ok(out)
 }
 
-/// Checks the invariants of a round; returns the violations found (empty: all hold).
-pub async fn check(n: &Nemesis, runs: &[pb::Run]) -> anyhow::Result<Vec<String>> {
+/// Checks the invariants of a round, and its clients' history `ops` (see `history`); returns
+/// the violations found (empty: all hold).
+pub async fn check(n: &Nemesis, runs: &[pb::Run], ops: &[super::history::Op]) -> anyhow::Result<Vec<String>> {
     let mut bad = Vec::new();
     let store = n.etcd.store().await?;
     let mut names = HashSet::new();
+    let mut last = BTreeMap::new();
+    let mut finished = BTreeMap::new();
     for run in runs {
         let id = &run.run_id;
+        last.insert(run.name.clone(), (id.clone(), super::history::seen(run)));
         if !names.insert(run.name.clone()) {
             bad.push(format!("{}: two runs for one idempotency key", run.name));
         }
@@ -45,6 +49,8 @@ pub async fn check(n: &Nemesis, runs: &[pb::Run]) -> anyhow::Result<Vec<String>>
         // The event log: one numbering from 1 with nothing missing or repeated, each subtask's
         // success told once, and no start before the success of every dependency.
         let events = events(n, id).await?;
+        let ends = events.iter().filter(|e| matches!(e.event, Some(pb::run_event::Event::RunFinished(_)))).count();
+        finished.insert(id.clone(), ends);
         let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
         if seqs != (1..=seqs.len() as u64).collect::<Vec<_>>() {
             let chunks = store.range(format!("{PREFIX}events/{id}/").as_bytes(), None, 0).await?;
@@ -139,5 +145,6 @@ pub async fn check(n: &Nemesis, runs: &[pb::Run]) -> anyhow::Result<Vec<String>>
             }
         }
     }
+    bad.extend(super::history::check(ops, &last, &finished));
     Ok(bad)
 }

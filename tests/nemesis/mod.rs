@@ -5,7 +5,8 @@
 //!
 //! Every coordinator is reached only through a fault proxy of its own (it advertises the
 //! proxy's address, so workers and clients use it), and reaches each etcd member through a
-//! proxy of its own: a partition is a proxy that blackholes.
+//! proxy of its own, as does each worker: a partition is a proxy that blackholes. The clients'
+//! operations are recorded in a [`history::History`] and checked with the rest.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -22,8 +23,10 @@ use crate::fault_proxy::{FaultProxy, Mode};
 use crate::proc_cluster::{PREFIX, write_script};
 
 mod check;
+pub mod history;
 use crate::process::SwarmProcess;
 pub use check::check;
+use history::{Finder, History, Outcome};
 
 /// The lease TTL of every process.
 pub const LEASE_TTL: Duration = Duration::from_secs(2);
@@ -53,6 +56,9 @@ pub enum Fault {
     RestartCoordinators(Duration),
     /// SIGKILLs every worker, then starts them all again.
     RestartWorkers(Duration),
+    /// Cuts worker `i` off from etcd (not from its coordinator) for longer than its lease:
+    /// it must stop its attempts before they run elsewhere.
+    IsolateWorkerFromEtcd(usize, Duration),
     /// A rolling restart, as an upgrade does it: each worker, then the standby, then the
     /// leader, stopped with SIGTERM (they drain or resign) and started again, one at a time.
     RollingRestart,
@@ -78,6 +84,7 @@ pub fn tour(seed: u64) -> Vec<(Duration, Fault)> {
         Fault::EtcdOutage(ms(r, 3000, 5000)),
         Fault::RestartCoordinators(ms(r, 200, 1000)),
         Fault::RestartWorkers(ms(r, 200, 1000)),
+        Fault::IsolateWorkerFromEtcd(2, ms(r, 2500, 4000)),
         Fault::RollingRestart,
     ];
     rng.shuffle(&mut faults);
@@ -92,7 +99,7 @@ pub fn schedule(seed: u64, window: Duration) -> Vec<(Duration, Fault)> {
     let mut total = Duration::ZERO;
     while total < window {
         let gap = ms(300, 1500);
-        let kind = ms(0, 13).as_millis() as u64;
+        let kind = ms(0, 14).as_millis() as u64;
         let who = ms(0, 2).as_millis() as usize;
         let fault = match kind {
             0 => Fault::KillWorker(who, ms(300, 2000)),
@@ -108,6 +115,7 @@ pub fn schedule(seed: u64, window: Duration) -> Vec<(Duration, Fault)> {
             10 => Fault::EtcdOutage(ms(2500, 6000)),
             11 => Fault::RestartCoordinators(ms(200, 2000)),
             12 => Fault::RestartWorkers(ms(200, 2000)),
+            13 => Fault::IsolateWorkerFromEtcd(who, ms(2500, 5000)),
             _ => Fault::RollingRestart,
         };
         total += gap + fault.duration();
@@ -130,7 +138,8 @@ impl Fault {
             | Self::IsolateLeaderFromWorkers(d)
             | Self::EtcdOutage(d)
             | Self::RestartCoordinators(d)
-            | Self::RestartWorkers(d) => *d,
+            | Self::RestartWorkers(d)
+            | Self::IsolateWorkerFromEtcd(_, d) => *d,
             Self::DropLeaderLinks => Duration::ZERO,
             Self::RollingRestart => Duration::from_secs(10),
         }
@@ -152,6 +161,8 @@ pub struct Nemesis {
     pub dir: TempDir,
     coordinators: Vec<Coordinator>,
     workers: Vec<SwarmProcess>,
+    /// Each worker's links to the etcd members.
+    worker_links: Vec<Vec<FaultProxy>>,
     /// Workers whose attempts may legitimately have been re-run: killed, or paused for long
     /// enough to lose their lease.
     disrupted: HashSet<String>,
@@ -169,6 +180,7 @@ impl Nemesis {
             dir,
             coordinators: Vec::new(),
             workers: Vec::new(),
+            worker_links: Vec::new(),
             disrupted: HashSet::new(),
             log: Vec::new(),
         };
@@ -179,14 +191,20 @@ impl Nemesis {
             }
         }
         for i in 0..3 {
+            let mut links = Vec::new();
+            for endpoint in n.etcd.endpoints() {
+                links.push(FaultProxy::start(endpoint.trim_start_matches("http://").parse()?).await?);
+            }
+            let endpoints: Vec<String> = links.iter().map(FaultProxy::url).collect();
             let args: Vec<String> = ["worker", "--id", &format!("w{i}"), "--slots", "16", "--append-dir"]
                 .map(String::from)
                 .into_iter()
                 .chain([n.dir.0.join("append").display().to_string(), "--script".into()])
                 .chain([n.dir.0.join("script.yaml").display().to_string()])
-                .chain(n.etcd_args(&n.etcd.endpoints()))
+                .chain(n.etcd_args(&endpoints))
                 .collect();
             n.workers.push(SwarmProcess::spawn(&format!("worker-w{i}"), &args, &n.dir.0)?);
+            n.worker_links.push(links);
         }
         Ok(n)
     }
@@ -219,6 +237,11 @@ impl Nemesis {
         let (leader, _) = timeout(CALL, election.leader()).await.ok()?.ok()?;
         let url = leader?.value;
         self.coordinators.iter().position(|c| c.url == url)
+    }
+
+    /// How clients outside the nemesis find the leader.
+    pub fn finder(&self) -> Finder {
+        Finder { etcd: self.etcd.endpoints(), urls: self.coordinators.iter().map(|c| c.url.clone()).collect() }
     }
 
     /// A client of whichever coordinator serves as leader now.
@@ -304,6 +327,11 @@ impl Nemesis {
                     let _ = self.wait_serving(Duration::from_secs(30)).await;
                 }
             }
+            Fault::IsolateWorkerFromEtcd(i, d) => {
+                self.worker_links[i].iter().for_each(|p| p.set(Mode::Blackhole));
+                sleep(d).await;
+                self.worker_links[i].iter().for_each(|p| p.set(Mode::Pass));
+            }
             Fault::RestartWorkers(d) => {
                 for (i, w) in self.workers.iter_mut().enumerate() {
                     w.kill();
@@ -365,6 +393,7 @@ impl Nemesis {
         for w in &self.workers {
             let _ = w.signal("CONT");
         }
+        self.worker_links.iter().flatten().for_each(|p| p.set(Mode::Pass));
         self.wait_serving(Duration::from_secs(60)).await
     }
 
@@ -435,8 +464,9 @@ pub fn workload(k: usize) -> RunSpec {
     spec
 }
 
-/// Submits `spec` with an idempotency key, retrying through failovers until it is accepted.
-pub async fn submit(n: &Nemesis, spec: &RunSpec, deadline: Duration) -> anyhow::Result<String> {
+/// Submits `spec` with an idempotency key, retrying through failovers until it is accepted;
+/// the acknowledgement goes into `history`.
+pub async fn submit(n: &Nemesis, spec: &RunSpec, deadline: Duration, history: &History) -> anyhow::Result<String> {
     let until = Instant::now() + deadline;
     loop {
         if let Some(mut c) = n.client().await {
@@ -445,8 +475,11 @@ pub async fn submit(n: &Nemesis, spec: &RunSpec, deadline: Duration) -> anyhow::
                 idempotency_key: spec.name.clone(),
                 ..Default::default()
             };
+            let invoked = Instant::now();
             if let Ok(Ok(r)) = timeout(CALL, c.submit_run(request)).await {
-                return Ok(r.into_inner().run_id);
+                let run_id = r.into_inner().run_id;
+                history.record("submit", &spec.name, invoked, Outcome::Submitted(run_id.clone()));
+                return Ok(run_id);
             }
         }
         anyhow::ensure!(Instant::now() < until, "{} was never accepted", spec.name);
@@ -479,25 +512,36 @@ pub async fn wait_ended(n: &Nemesis, runs: &[String], deadline: Duration) -> any
 pub async fn round(seed: u64, plan: Vec<(Duration, Fault)>) -> anyhow::Result<(usize, usize, u64)> {
     let mut n = Nemesis::start().await?;
     let started = Instant::now();
+    let history = History::new();
+    let (observers, stop) = (tokio_util::task::TaskTracker::new(), tokio_util::sync::CancellationToken::new());
     let mut runs = Vec::new();
     for (k, (gap, fault)) in plan.iter().enumerate() {
-        runs.push(submit(&n, &workload(k), Duration::from_secs(60)).await?);
+        let spec = workload(k);
+        let run_id = submit(&n, &spec, Duration::from_secs(60), &history).await?;
+        observers.spawn(history.clone().observe(n.finder(), spec.name.clone(), run_id.clone(), stop.clone()));
+        runs.push(run_id);
         tokio::time::sleep(*gap).await;
         n.inflict(fault).await;
     }
     n.heal().await?;
     let done = wait_ended(&n, &runs, Duration::from_secs(180)).await;
+    // Observers that saw their run end ask again a few times (through whichever leader).
+    observers.close();
+    let _ = timeout(Duration::from_secs(20), observers.wait()).await;
+    stop.cancel();
+    observers.wait().await;
     let context =
         || format!("seed {seed} (replay: SWARM_NEMESIS_SEED={seed})\nfaults:\n  {}\n{}", n.log.join("\n  "), n.logs());
     let ended = done.map_err(|e| anyhow::anyhow!("{e}\n{}", context()))?;
-    let bad = check(&n, &ended).await?;
+    let bad = check(&n, &ended, &history.ops()).await?;
     anyhow::ensure!(bad.is_empty(), "{} violations:\n  {}\n{}", bad.len(), bad.join("\n  "), context());
     let calls = ended.iter().map(|r| r.summary.as_ref().map_or(0, |s| u64::from(s.tool_calls_completed))).sum();
     eprintln!(
-        "nemesis seed {seed}: {} faults over {:?}, {} runs, {calls} tool calls; every invariant held\n  {}",
+        "nemesis seed {seed}: {} faults over {:?}, {} runs, {calls} tool calls, {} client operations checked; every invariant held\n  {}",
         plan.len(),
         started.elapsed(),
         runs.len(),
+        history.ops().len(),
         n.log.join("\n  ")
     );
     Ok((plan.len(), runs.len(), calls))
