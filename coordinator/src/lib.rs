@@ -198,10 +198,12 @@ impl Coordinator {
 
     /// Serves the web view and `/metrics` on `incoming` (HTTPS when its listener is TLS).
     pub fn serve_http_on(&self, incoming: tls::Incoming) {
-        let router = self.web_router();
+        let router = self.web_router().merge(swarm_telemetry::metrics_router());
         let shutdown = self.shutdown.clone().cancelled_owned();
         self.tracker.spawn(async move {
-            if let Err(e) = swarm_telemetry::serve_http(incoming, router, shutdown).await {
+            // Handlers see each connection's client certificate (mTLS principals).
+            let app = router.into_make_service_with_connect_info::<tls::ConnInfo>();
+            if let Err(e) = axum::serve(incoming, app).with_graceful_shutdown(shutdown).await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });

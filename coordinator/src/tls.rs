@@ -49,7 +49,7 @@ pub struct TlsFiles {
 #[derive(Clone)]
 pub struct ServerTls {
     shared: Arc<Shared>,
-    /// The web view's configuration (HTTP/1.1, no client certificate) rather than the API's.
+    /// The web view's configuration (HTTP/1.1) rather than the API's (h2).
     http: bool,
 }
 
@@ -74,8 +74,9 @@ impl ServerTls {
         Ok(Self { shared: Arc::new(shared), http: false })
     }
 
-    /// The same certificate for an HTTP/1.1 server (the web view). Browsers authenticate with
-    /// tokens there, so no client certificate is asked for.
+    /// The same certificate for an HTTP/1.1 server (the web view), behind the same mTLS as the
+    /// API: with a client CA, a browser (or script) presents a certificate of that CA, which
+    /// may stand for a principal as on the API; tokens work there too.
     pub fn http(&self) -> Self {
         Self { shared: self.shared.clone(), http: true }
     }
@@ -140,7 +141,7 @@ impl ServerTls {
 
 fn build_both(files: &TlsFiles) -> anyhow::Result<(Arc<ServerConfig>, Arc<ServerConfig>)> {
     let grpc = build(files, &[b"h2".to_vec()])?;
-    let web = build(&TlsFiles { client_ca: None, crl: None, ..files.clone() }, &[b"http/1.1".to_vec()])?;
+    let web = build(files, &[b"http/1.1".to_vec()])?;
     Ok((Arc::new(grpc), Arc::new(web)))
 }
 
@@ -307,6 +308,13 @@ impl Incoming {
     pub fn into_stream(mut self) -> impl futures_util::Stream<Item = io::Result<Conn>> + Send + 'static {
         self.tx = None; // ends when every accept loop has
         futures_util::stream::unfold(self.rx, |mut rx| async move { rx.recv().await.map(|c| (Ok(c), rx)) })
+    }
+}
+
+/// The web view's handlers see the connection as the API's do (its client certificate).
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Incoming>> for ConnInfo {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Incoming>) -> Self {
+        stream.io().info()
     }
 }
 

@@ -31,3 +31,4 @@ mod tenants;
 mod tls;
 mod web;
 mod web_ops;
+mod web_tls;

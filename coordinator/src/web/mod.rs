@@ -39,10 +39,31 @@ pub struct Web {
     auth: Authenticator,
 }
 
+/// Who calls the web view: the request's headers and, over TLS, its connection (whose client
+/// certificate may stand for a principal, as on the API).
+pub(crate) struct Caller {
+    headers: HeaderMap,
+    conn: Option<crate::tls::ConnInfo>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Infallible> {
+        let conn = parts.extensions.get::<axum::extract::ConnectInfo<crate::tls::ConnInfo>>().map(|c| c.0.clone());
+        Ok(Self { headers: parts.headers.clone(), conn })
+    }
+}
+
 /// A request to the API as the caller: authenticated from an `authorization: Bearer` header,
-/// or from the `swarm_token` cookie the page sets (an `EventSource` cannot send headers).
-fn authed<T>(web: &Web, headers: &HeaderMap, msg: T) -> Result<Request<T>, Box<Response>> {
+/// from the `swarm_token` cookie the page sets (an `EventSource` cannot send headers), or from
+/// the connection's client certificate.
+fn authed<T>(web: &Web, caller: &Caller, msg: T) -> Result<Request<T>, Box<Response>> {
     let mut req = Request::new(msg);
+    if let Some(conn) = &caller.conn {
+        req.extensions_mut().insert(conn.clone());
+    }
+    let headers = &caller.headers;
     let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned).or_else(|| {
         let cookies = headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok());
         cookies
@@ -178,13 +199,13 @@ fn subtask_json(s: &pb::SubtaskStatus) -> Value {
     })
 }
 
-async fn run(State(web): State<Web>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn run(State(web): State<Web>, Path(id): Path<String>, caller: Caller) -> Response {
     // Every page of subtasks: the page loads a run once, then follows its events.
     let mut subtasks = Vec::new();
     let mut page_token = String::new();
     loop {
         let req = pb::GetRunRequest { run_id: id.clone(), include_subtasks: true, page_size: 0, page_token };
-        let req = match authed(&web, &headers, req) {
+        let req = match authed(&web, &caller, req) {
             Ok(r) => r,
             Err(e) => return *e,
         };
@@ -201,8 +222,8 @@ async fn run(State(web): State<Web>, Path(id): Path<String>, headers: HeaderMap)
     }
 }
 
-async fn summary(State(web): State<Web>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let req = match authed(&web, &headers, pb::GetRunRequest { run_id: id, ..Default::default() }) {
+async fn summary(State(web): State<Web>, Path(id): Path<String>, caller: Caller) -> Response {
+    let req = match authed(&web, &caller, pb::GetRunRequest { run_id: id, ..Default::default() }) {
         Ok(r) => r,
         Err(e) => return *e,
     };
@@ -223,10 +244,10 @@ async fn summary(State(web): State<Web>, Path(id): Path<String>, headers: Header
 async fn signal(
     State(web): State<Web>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let header = |name: &str| caller.headers.get(name).and_then(|v| v.to_str().ok());
     let same_origin = match (header("origin"), header("host")) {
         (None, _) => true,
         (Some(origin), Some(host)) => {
@@ -255,7 +276,7 @@ async fn signal(
         payload_json: if body["payload"].is_null() { String::new() } else { body["payload"].to_string() },
         reason: body["reason"].as_str().unwrap_or_default().to_owned(),
     };
-    let req = match authed(&web, &headers, request) {
+    let req = match authed(&web, &caller, request) {
         Ok(r) => r,
         Err(e) => return *e,
     };
@@ -316,7 +337,7 @@ async fn events(
     State(web): State<Web>,
     Path(id): Path<String>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Response {
     let after_query = query
         .as_deref()
@@ -325,18 +346,20 @@ async fn events(
         .find_map(|kv| kv.strip_prefix("after="))
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    let after_header =
-        headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let after_header = caller
+        .headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     let after_seq = after_query.max(after_header);
     let follow_output = query.as_deref().unwrap_or_default().split('&').any(|kv| kv == "output=1");
-    let req = match authed(
-        &web,
-        &headers,
-        pb::WatchRunRequest { run_id: id, after_seq, follow_output, ..Default::default() },
-    ) {
-        Ok(r) => r,
-        Err(e) => return *e,
-    };
+    let req =
+        match authed(&web, &caller, pb::WatchRunRequest { run_id: id, after_seq, follow_output, ..Default::default() })
+        {
+            Ok(r) => r,
+            Err(e) => return *e,
+        };
     match web.api.watch_run(req).await {
         Ok(stream) => {
             let events = stream.into_inner().map(|item| {

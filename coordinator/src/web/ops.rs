@@ -14,7 +14,6 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -24,7 +23,7 @@ use swarm_proto::pb;
 use swarm_proto::pb::swarm_service_server::SwarmService;
 use swarm_proto::status::to_status;
 
-use super::{Web, authed, error, ms, run_json, subtask_json};
+use super::{Caller, Web, authed, error, ms, run_json, subtask_json};
 
 /// Runs looked at for one filtered page at most (a filter matching little ends the page early,
 /// with a token to go on).
@@ -35,7 +34,7 @@ fn query(raw: &Option<String>, key: &str) -> Option<String> {
 }
 
 /// `/api/runs`: filtered by `state` (e.g. RUNNING) and `name` (a substring), `limit` per page.
-pub(super) async fn runs(State(web): State<Web>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+pub(super) async fn runs(State(web): State<Web>, RawQuery(raw): RawQuery, caller: Caller) -> Response {
     let state = query(&raw, "state").filter(|s| !s.is_empty()).map(|s| s.to_uppercase());
     let name = query(&raw, "name").unwrap_or_default().to_lowercase();
     let limit = query(&raw, "limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(50).clamp(1, 500);
@@ -43,7 +42,7 @@ pub(super) async fn runs(State(web): State<Web>, RawQuery(raw): RawQuery, header
     let mut out = Vec::new();
     for _ in 0..SCAN_PAGES {
         let req = pb::ListRunsRequest { page_size: 200, page_token: std::mem::take(&mut token) };
-        let req = match authed(&web, &headers, req) {
+        let req = match authed(&web, &caller, req) {
             Ok(r) => r,
             Err(e) => return *e,
         };
@@ -71,8 +70,8 @@ pub(super) async fn runs(State(web): State<Web>, RawQuery(raw): RawQuery, header
 }
 
 /// `/api/workers`.
-pub(super) async fn workers(State(web): State<Web>, headers: HeaderMap) -> Response {
-    let req = match authed(&web, &headers, pb::ListWorkersRequest {}) {
+pub(super) async fn workers(State(web): State<Web>, caller: Caller) -> Response {
+    let req = match authed(&web, &caller, pb::ListWorkersRequest {}) {
         Ok(r) => r,
         Err(e) => return *e,
     };
@@ -177,9 +176,9 @@ pub fn timeline(events: &[pb::RunEvent], winners: &HashMap<String, String>) -> V
 
 /// Every event of a run written so far, as the caller, without waiting for more (a WatchRun
 /// that only catches up: served by the leader, or forwarded to it).
-async fn events_now(web: &Web, headers: &HeaderMap, id: &str) -> Result<Vec<pb::RunEvent>, Response> {
+async fn events_now(web: &Web, caller: &Caller, id: &str) -> Result<Vec<pb::RunEvent>, Response> {
     let req = pb::WatchRunRequest { run_id: id.to_owned(), catch_up_only: true, ..Default::default() };
-    let req = authed(web, headers, req).map_err(|e| *e)?;
+    let req = authed(web, caller, req).map_err(|e| *e)?;
     let mut stream = web.api.watch_run(req).await.map_err(|s| error(&s))?.into_inner();
     let mut out = Vec::new();
     while let Some(event) = stream.next().await {
@@ -189,12 +188,12 @@ async fn events_now(web: &Web, headers: &HeaderMap, id: &str) -> Result<Vec<pb::
 }
 
 /// Every subtask status of a run (all pages), as the caller.
-async fn subtasks(web: &Web, headers: &HeaderMap, id: &str) -> Result<(pb::Run, Vec<pb::SubtaskStatus>), Response> {
+async fn subtasks(web: &Web, caller: &Caller, id: &str) -> Result<(pb::Run, Vec<pb::SubtaskStatus>), Response> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
         let req = pb::GetRunRequest { run_id: id.to_owned(), include_subtasks: true, page_size: 0, page_token };
-        let req = authed(web, headers, req).map_err(|e| *e)?;
+        let req = authed(web, caller, req).map_err(|e| *e)?;
         let resp = web.api.get_run(req).await.map_err(|s| error(&s))?.into_inner();
         let mut run = resp.run.ok_or_else(|| error(&tonic::Status::not_found("no such run")))?;
         all.append(&mut run.subtasks);
@@ -206,13 +205,13 @@ async fn subtasks(web: &Web, headers: &HeaderMap, id: &str) -> Result<(pb::Run, 
 }
 
 /// `/api/runs/{id}/timeline`: `{run, bars}`.
-pub(super) async fn run_timeline(State(web): State<Web>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let (run, statuses) = match subtasks(&web, &headers, &id).await {
+pub(super) async fn run_timeline(State(web): State<Web>, Path(id): Path<String>, caller: Caller) -> Response {
+    let (run, statuses) = match subtasks(&web, &caller, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
     let winners: HashMap<String, String> = statuses.into_iter().map(|s| (s.id, s.worker_id)).collect();
-    match events_now(&web, &headers, &id).await {
+    match events_now(&web, &caller, &id).await {
         Ok(events) => Json(json!({ "run": run_json(&run), "bars": timeline(&events, &winners) })).into_response(),
         Err(r) => r,
     }
@@ -222,9 +221,9 @@ pub(super) async fn run_timeline(State(web): State<Web>, Path(id): Path<String>,
 pub(super) async fn subtask_detail(
     State(web): State<Web>,
     Path((id, sid)): Path<(String, String)>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Response {
-    let (_, statuses) = match subtasks(&web, &headers, &id).await {
+    let (_, statuses) = match subtasks(&web, &caller, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
