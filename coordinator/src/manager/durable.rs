@@ -36,9 +36,10 @@ impl Unsettled {
         }
     }
 
-    /// The mark of the latest write handed over (settled or not).
-    pub(super) fn last_mark(&self) -> Option<u64> {
-        self.order.back().map(|&(mark, _)| mark)
+    /// Whether `subtask`'s latest record is not yet durable, the outbox having settled up to
+    /// `settled`.
+    pub(super) fn pending(&self, subtask: SubtaskIx, settled: u64) -> bool {
+        self.marks.get(&subtask).is_some_and(|&mark| mark > settled)
     }
 
     /// Whether `node` builds on a record not yet durable.

@@ -307,7 +307,6 @@ pub fn spawn(
         log_expiry: VecDeque::new(),
         awaiting_writes: Vec::new(),
         signal_replies: Vec::new(),
-        read_replies: Vec::new(),
         worker_principals: HashMap::new(),
         leased: HashSet::new(),
         backups: Vec::new(),
@@ -368,8 +367,6 @@ struct Manager {
     /// Answers to `SignalRun`, sent once the outbox has settled up to their mark: a decision is
     /// told only once it is durable (a failover right after keeps it).
     signal_replies: Vec<(u64, signals::SignalReply, pb::SignalRunResponse)>,
-    /// Answers to `GetRun` waiting for the writes they show (`reads`).
-    read_replies: Vec<(u64, reads::GetReply, Option<RunPage>)>,
     /// The principal each worker id was last used by.
     worker_principals: HashMap<WorkerId, String>,
     /// Workers registered under a live lease ([`Command::WorkerRegistered`]).
@@ -413,7 +410,7 @@ impl Manager {
                     }
                 }
                 _ = crate::clock::sleep_until(clock.as_ref(), wake.unwrap_or(0)), if wake.is_some() => {}
-                _ = settled.notified(), if self.waits_for_writes() => {}
+                _ = settled.notified(), if !self.awaiting_writes.is_empty() || !self.signal_replies.is_empty() => {}
             }
             self.stats.turns += 1;
             let now = self.supervisor.now_us();
@@ -476,7 +473,7 @@ impl Manager {
             Command::Admit { subtasks, tenant, reply } => {
                 let _ = reply.send(self.admit(subtasks, tenant.as_deref()));
             }
-            Command::Get { run_id, page, reply } => self.get_command(run_id, page, reply),
+            Command::Get { run_id, page, reply } => _ = reply.send(self.get_durable(&run_id, page)),
             Command::List { before, limit, tenant, reply } => {
                 let iter: Box<dyn Iterator<Item = (&RunId, &Listed)>> = match &before {
                     Some(b) => Box::new(self.listing.range(..b.clone()).rev()),

@@ -1,54 +1,38 @@
-//! `GetRun` tells only what is durable: an answer that shows results (or the run's end) whose
-//! records are still on their way to the store waits until the outbox has written them. A
-//! client that reads a run as ended, then reads it again through the next leader after a
-//! failover, sees the same results (read-your-writes across failover); a leader that dies
-//! before the write sends no answer, and the client asks the next one.
+//! `GetRun` tells only what is durable: a result, or the run's end, whose record is still on
+//! its way to the store is shown as not yet there (the subtask `RUNNING` without its output,
+//! the run `RUNNING`), so a client that reads a run as ended, then reads it again through the
+//! next leader after a failover, sees the same end and the same results (read-your-writes
+//! across failover). The answer never waits for the store: while etcd is full or out of reach,
+//! `GetRun` still answers, with what it holds.
 
 use swarm_core::RunId;
-use tokio::sync::oneshot;
+use swarm_proto::pb;
 
 use super::{Listed, Manager, Page, RunPage};
 
-/// Where a `GetRun` answer goes.
-pub(super) type GetReply = oneshot::Sender<Option<RunPage>>;
-
 impl Manager {
-    /// `Command::Get`: answered now, or once the writes it shows are durable.
-    pub(super) fn get_command(&mut self, run_id: RunId, page: Option<Page>, reply: GetReply) {
-        let answer = self.page_by_id(&run_id, page);
-        match self.durable_mark(&run_id) {
-            Some(mark) if mark > self.outbox.settled() => self.read_replies.push((mark, reply, answer)),
-            _ => {
-                let _ = reply.send(answer);
+    /// `Command::Get`: the run as the store would tell it (see the module docs).
+    pub(super) fn get_durable(&self, run_id: &RunId, page: Option<Page>) -> Option<RunPage> {
+        let mut found = self.page_by_id(run_id, page)?;
+        let Some(Listed::Live(key)) = self.listing.get(run_id) else { return Some(found) };
+        let settled = self.outbox.settled();
+        let run = &mut found.run;
+        if self.ended.iter().any(|&(k, mark)| k == *key && mark > settled) {
+            run.state = pb::RunState::Running as i32;
+            run.finished_at = None;
+        }
+        if let Some(entry) = self.runs.get(key) {
+            let dag = entry.engine.dag();
+            for s in &mut run.subtasks {
+                let pending = dag.index_of(&s.id).is_some_and(|i| entry.unsettled.pending(i, settled));
+                if pending && s.state == pb::SubtaskState::Succeeded as i32 {
+                    s.state = pb::SubtaskState::Running as i32;
+                    s.finished_at = None;
+                    s.output_json.clear();
+                    s.output_ref.clear();
+                }
             }
         }
-    }
-
-    /// The outbox mark of the last write a view of `run_id` may show (its results, spawns and,
-    /// once it ended, its final header); `None`: nothing of it is in flight.
-    fn durable_mark(&self, run_id: &RunId) -> Option<u64> {
-        let Some(Listed::Live(key)) = self.listing.get(run_id) else { return None };
-        let ended = self.ended.iter().filter(|(k, _)| k == key).map(|&(_, mark)| mark).max();
-        let written = self.runs.get(key).and_then(|e| e.unsettled.last_mark());
-        ended.max(written)
-    }
-
-    /// Whether an answer waits for the outbox.
-    pub(super) fn waits_for_writes(&self) -> bool {
-        !self.awaiting_writes.is_empty() || !self.signal_replies.is_empty() || !self.read_replies.is_empty()
-    }
-
-    /// Sends the `GetRun` answers whose writes the outbox has settled.
-    pub(super) fn answer_reads(&mut self) {
-        if self.read_replies.is_empty() {
-            return;
-        }
-        let settled = self.outbox.settled();
-        let (due, wait): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.read_replies).into_iter().partition(|(mark, _, _)| *mark <= settled);
-        self.read_replies = wait;
-        for (_, reply, answer) in due {
-            let _ = reply.send(answer);
-        }
+        Some(found)
     }
 }

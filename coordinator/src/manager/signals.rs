@@ -30,9 +30,8 @@ impl Manager {
         }
     }
 
-    /// Sends the answers whose decisions (and reads, see `reads`) the outbox has settled.
+    /// Sends the answers whose decisions the outbox has settled.
     pub(super) fn answer_signals(&mut self) {
-        self.answer_reads();
         if self.signal_replies.is_empty() {
             return;
         }

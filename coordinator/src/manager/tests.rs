@@ -112,15 +112,25 @@ impl Rig {
         self.manager.send(Command::WorkerReports { conn, reports: vec![report] }).await.expect("report");
     }
 
-    /// The run with every subtask (read from the store once it ended, as the API does).
+    /// The run with every subtask (read from the store once it ended, as the API does). A
+    /// run whose end is not yet durable reads as running: this waits (up to a second) for the
+    /// outbox to write what the last report changed.
     async fn run(&self, run_id: &RunId) -> pb::Run {
-        let id = run_id.clone();
-        let found = self
-            .manager
-            .call(|reply| Command::Get { run_id: id, page: Some(Page::all()), reply })
-            .await
-            .expect("get")
-            .expect("run");
+        let mut tries = 0;
+        let found = loop {
+            let id = run_id.clone();
+            let found = self
+                .manager
+                .call(|reply| Command::Get { run_id: id, page: Some(Page::all()), reply })
+                .await
+                .expect("get")
+                .expect("run");
+            tries += 1;
+            if found.run.state != pb::RunState::Running as i32 || tries == 100 {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         let mut run = found.run;
         if found.archived {
             // The outbox writes the end a turn later: wait for it.
@@ -632,16 +642,27 @@ async fn get_run_tells_a_result_or_an_end_only_once_it_is_in_the_store() {
     let a = next_assignment(&mut w).await;
     memory.set_quota(Some(0)); // the result and the end cannot be written for now
     rig.report(ConnId(1), &a, rig.clock.now_us(), ok()).await;
-    let (manager, id) = (rig.manager.clone(), run_id.clone());
-    let get =
-        tokio::spawn(
-            async move { manager.call(|reply| Command::Get { run_id: id, page: Some(Page::all()), reply }).await },
-        );
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    assert!(!get.is_finished(), "GetRun told a result a failover now would lose");
+    let get = || {
+        let (manager, id) = (rig.manager.clone(), run_id.clone());
+        async move {
+            let found = manager.call(|reply| Command::Get { run_id: id, page: Some(Page::all()), reply }).await;
+            found.expect("get").expect("run").run
+        }
+    };
+    // Answered at once (a full store does not hold GetRun up), with nothing a failover now
+    // would lose: neither the end nor a's result.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let told = get().await;
+    assert_eq!(told.state, pb::RunState::Running as i32, "told ended before its end was stored");
+    assert_eq!(told.subtasks[0].state, pb::SubtaskState::Running as i32, "told a result not yet stored");
+    assert!(told.subtasks[0].output_json.is_empty());
     memory.set_quota(None);
-    let found = get.await.expect("task").expect("get").expect("run");
-    assert_eq!(found.run.state, pb::RunState::Succeeded as i32);
+    while get().await.state == pb::RunState::Running as i32 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let told = rig.run(&run_id).await;
+    assert_eq!(told.state, pb::RunState::Succeeded as i32);
+    assert_eq!(told.subtasks[0].state, pb::SubtaskState::Succeeded as i32);
     let key = format!("/swarm/v1/subtasks/{run_id}/a");
     assert!(rig.repo.store().get(key.as_bytes()).await.expect("get").is_some(), "what it told is in the store");
     rig.stop().await;
