@@ -36,7 +36,14 @@ pub enum Role {
     Worker,
     /// Everything, across tenants.
     Admin,
+    /// A coordinator: a standby may forward the calls of a principal known by its client
+    /// certificate, naming it in [`ON_BEHALF_OF`] (its own certificate proves the standby).
+    Peer,
 }
+
+/// The metadata key a standby names a certificate-known caller by when it forwards the call;
+/// taken only from a principal with the `peer` role.
+pub const ON_BEHALF_OF: &str = "x-swarm-on-behalf-of";
 
 impl Role {
     pub fn as_str(self) -> &'static str {
@@ -47,6 +54,7 @@ impl Role {
             Self::Approve => "approve",
             Self::Worker => "worker",
             Self::Admin => "admin",
+            Self::Peer => "peer",
         }
     }
 }
@@ -327,8 +335,32 @@ impl Authenticator {
                 }
             }
         };
+        let principal = match req.metadata().get(ON_BEHALF_OF) {
+            None => principal,
+            Some(value) => self.on_behalf_of(&principal, value.to_str().unwrap_or_default())?,
+        };
         req.extensions_mut().insert(principal);
         Ok(req)
+    }
+
+    /// The principal a peer forwards a call for: one known by its client certificate (a caller
+    /// with a token sends it along instead). Only a `peer` may name one.
+    fn on_behalf_of(&self, peer: &Principal, name: &str) -> Result<Arc<Principal>, Status> {
+        if !peer.roles.contains(&Role::Peer) {
+            return Err(Status::unauthenticated(format!(
+                "{ON_BEHALF_OF} is taken only from a coordinator (role `peer`); {} is not one",
+                peer.name
+            )));
+        }
+        self.cert_names.iter().find(|(_, p)| p.name == name).map(|(_, p)| p.clone()).ok_or_else(|| {
+            Status::unauthenticated(format!("{ON_BEHALF_OF}: no principal `{name}` known by a client certificate"))
+        })
+    }
+
+    /// Whether a standby can vouch for callers known by their certificate: the auth file names
+    /// the coordinators (a principal with the `peer` role and a `cert_name`).
+    pub fn vouches(&self) -> bool {
+        self.cert_names.iter().any(|(_, p)| p.roles.contains(&Role::Peer))
     }
 }
 

@@ -6,8 +6,11 @@
 //! leader authenticates and authorizes it again: a standby adds no authority of its own. A call
 //! is forwarded at most once: it carries [`FORWARDED_BY`], and a node that receives a forwarded
 //! call it cannot serve (its leader changed meanwhile) answers `UNAVAILABLE` with the leader
-//! hint, as every node did before forwarding. A caller known only by its client certificate
-//! cannot be vouched for to the leader, so it gets that hint too.
+//! hint, as every node did before forwarding. A caller known only by its client certificate is
+//! forwarded when the auth file names the coordinators (a principal with the `peer` role and a
+//! `cert_name` their certificates carry): the standby names the caller in
+//! [`crate::auth::ON_BEHALF_OF`] and the leader, seeing a peer's certificate, takes it; without
+//! such a principal the caller gets the hint.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -82,8 +85,15 @@ impl Forwarder {
     /// The call to send on: the caller's message and metadata (tonic drops the reserved
     /// headers), the current span's trace context in place of the caller's (the forwarding
     /// hop is a span of the trace), and this node's mark.
-    pub fn request<T>(&self, req: Request<T>) -> Request<T> {
+    pub fn request<T>(&self, req: Request<T>, who: &crate::auth::Principal) -> Request<T> {
         let (mut metadata, _, message) = req.into_parts();
+        // A caller without a token is named for the leader (see the module docs).
+        metadata.remove(crate::auth::ON_BEHALF_OF);
+        if !metadata.contains_key("authorization")
+            && let Ok(name) = who.name.parse()
+        {
+            metadata.insert(crate::auth::ON_BEHALF_OF, name);
+        }
         for (key, value) in swarm_telemetry::inject(&tracing::Span::current()) {
             if let (Ok(k), Ok(v)) = (key.parse::<tonic::metadata::MetadataKey<_>>(), value.parse()) {
                 metadata.insert(k, v);
@@ -97,9 +107,10 @@ impl Forwarder {
 }
 
 /// Whether a call can be vouched for to the leader: it was not forwarded already, and it
-/// carries its credentials (a token) or needs none (authentication off).
-pub fn forwardable(metadata: &MetadataMap, auth_on: bool) -> bool {
-    !metadata.contains_key(FORWARDED_BY) && (!auth_on || metadata.contains_key("authorization"))
+/// carries its credentials (a token), or needs none (authentication off), or the standby can
+/// name its caller (`vouches`: the coordinators are peers in the auth file).
+pub fn forwardable(metadata: &MetadataMap, auth_on: bool, vouches: bool) -> bool {
+    !metadata.contains_key(FORWARDED_BY) && (!auth_on || vouches || metadata.contains_key("authorization"))
 }
 
 /// A forwarded call's failure as the caller should see it: one that never reached the leader
@@ -140,12 +151,13 @@ mod tests {
     #[test]
     fn only_calls_the_leader_can_authenticate_are_forwarded_and_only_once() {
         let mut md = MetadataMap::new();
-        assert!(forwardable(&md, false), "authentication off: everyone is the anonymous admin");
-        assert!(!forwardable(&md, true), "a caller known by its certificate alone cannot be vouched for");
+        assert!(forwardable(&md, false, false), "authentication off: everyone is the anonymous admin");
+        assert!(!forwardable(&md, true, false), "a caller known by its certificate alone, and no peers");
+        assert!(forwardable(&md, true, true), "a caller known by its certificate, the coordinators peers");
         md.insert("authorization", "Bearer t".parse().expect("value"));
-        assert!(forwardable(&md, true), "its token travels with it");
+        assert!(forwardable(&md, true, false), "its token travels with it");
         md.insert(FORWARDED_BY, "http://10.0.0.1:7070".parse().expect("value"));
-        assert!(!forwardable(&md, true), "forwarded once at most");
+        assert!(!forwardable(&md, true, true), "forwarded once at most");
     }
 
     #[tokio::test]
@@ -155,7 +167,16 @@ mod tests {
             let Err(ApiError::NotLeader { leader: hint }) = f.client(leader) else { panic!("{leader} is no leader") };
             assert_eq!(hint.as_deref(), Some(leader));
         }
-        let req = f.request(Request::new(()));
+        let mut forged = Request::new(());
+        forged.metadata_mut().insert(crate::auth::ON_BEHALF_OF, "admin".parse().expect("value"));
+        let who = crate::auth::Principal { name: "ci-bot".into(), tenant: None, roles: vec![] };
+        let req = f.request(forged, &who);
         assert_eq!(req.metadata().get(FORWARDED_BY).and_then(|v| v.to_str().ok()), Some("http://127.0.0.1:7070"));
+        let named = req.metadata().get(crate::auth::ON_BEHALF_OF).and_then(|v| v.to_str().ok());
+        assert_eq!(named, Some("ci-bot"), "the caller as the standby knows it, not what it claimed");
+        let mut with_token = Request::new(());
+        with_token.metadata_mut().insert("authorization", "Bearer t".parse().expect("value"));
+        let req = f.request(with_token, &who);
+        assert!(req.metadata().get(crate::auth::ON_BEHALF_OF).is_none(), "a token speaks for itself");
     }
 }

@@ -138,7 +138,7 @@ impl Coordinator {
             config.limits.clone(),
             shutdown.clone(),
             forwarder,
-            config.auth.enabled(),
+            (config.auth.enabled(), config.auth.vouches()),
             reads,
             config.audit.clone(),
         );

@@ -36,6 +36,7 @@ fn client_tls(issued: &Issued, name: Option<&str>) -> ClientTls {
 }
 
 const AUTH: &str = "principals:
+  - {name: coordinators, roles: [peer], cert_name: localhost}
   - {name: pool-a, roles: [worker], cert_name: pool-a}
   - {name: ci-bot, tenant: acme, roles: [submit, read], cert_name: ci-bot}
   - {name: ops, roles: [admin], token_sha256: \"OPS\"}
@@ -484,7 +485,8 @@ async fn mtls_coordinator(
 /// Two coordinators on etcd, their API over mTLS with auth: a standby forwards a caller's call
 /// to the leader presenting its own certificate (the leader requires client certificates) with
 /// the caller's token, which the leader checks again. A caller known only by its certificate
-/// cannot be vouched for, so it gets the leader hint instead.
+/// is named for the leader (the coordinators are `peer`s in the auth file); a caller that
+/// names someone itself is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_forwards_over_mtls_with_the_callers_token() {
     let dir = TempDir::new("tls-forward").expect("dir");
@@ -512,16 +514,27 @@ async fn a_standby_forwards_over_mtls_with_the_callers_token() {
     let run = submit_and_wait(&mut c, "forwarded-over-mtls").await;
     assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
 
-    // ci-bot is known by its certificate alone: the standby cannot vouch for it.
+    // ci-bot is known by its certificate alone: the standby names it, as ci-bot (tenant acme:
+    // it sees its own runs, not the operator's), and ci-bot's roles apply at the leader.
     let mut bot =
         client::connect_with(&standby.url(), None, &client_tls(&issued, Some("ci-bot"))).await.expect("client");
-    let err = bot.list_runs(pb::ListRunsRequest::default()).await.expect_err("not forwarded");
-    assert_eq!(err.code(), Code::Unavailable);
-    assert_eq!(swarm_proto::status::leader_hint(&err).as_deref(), Some(leader.url().as_str()));
-    // At the leader itself it is served.
-    let mut at_leader =
-        client::connect_with(&leader.url(), None, &client_tls(&issued, Some("ci-bot"))).await.expect("client");
-    at_leader.list_runs(pb::ListRunsRequest::default()).await.expect("served by the leader");
+    let listed = bot.list_runs(pb::ListRunsRequest::default()).await.expect("forwarded").into_inner();
+    assert!(listed.runs.iter().all(|r| r.run_id != run.run_id), "ci-bot saw another tenant's run: {listed:?}");
+    let mine = submit_and_wait(&mut bot, "cert-only-through-the-standby").await;
+    assert_eq!(mine.state, pb::RunState::Succeeded as i32, "{mine:?}");
+    let denied = bot
+        .cancel_run(pb::CancelRunRequest { run_id: mine.run_id.clone(), reason: "probe".into() })
+        .await
+        .expect_err("ci-bot holds no cancel role");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    // A caller that is no peer cannot name someone else, at the leader or at the standby.
+    for url in [leader.url(), standby.url()] {
+        let mut forger = client::connect_with(&url, None, &client_tls(&issued, Some("ci-bot"))).await.expect("client");
+        let mut req = tonic::Request::new(pb::ListRunsRequest::default());
+        req.metadata_mut().insert(swarm_coordinator::auth::ON_BEHALF_OF, "ops".parse().expect("value"));
+        let refused = forger.list_runs(req).await.expect_err("forged");
+        assert_eq!(refused.code(), Code::Unauthenticated, "{url}: {refused:?}");
+    }
     standby.stop().await;
     leader.stop().await;
 }

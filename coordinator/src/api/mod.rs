@@ -46,8 +46,10 @@ pub struct SwarmApi {
     limits: Arc<Limits>,
     shutdown: tokio_util::sync::CancellationToken,
     forward: Forwarder,
-    /// Whether callers authenticate (then a forwarded call must carry its token).
+    /// Whether callers authenticate (then a forwarded call must carry its token, or be one the
+    /// standby can vouch for: `vouches`).
     auth_on: bool,
+    vouches: bool,
     /// Reads of the store a standby may make too (the web view's subtask detail).
     reads: RunRepo,
     /// Who did what (`--audit-log`).
@@ -67,11 +69,11 @@ impl SwarmApi {
         limits: Limits,
         shutdown: tokio_util::sync::CancellationToken,
         forward: Forwarder,
-        auth_on: bool,
+        (auth_on, vouches): (bool, bool),
         reads: RunRepo,
         audit: Arc<crate::audit::AuditLog>,
     ) -> Self {
-        Self { role, limits: Arc::new(limits), shutdown, forward, auth_on, reads, audit }
+        Self { role, limits: Arc::new(limits), shutdown, forward, auth_on, vouches, reads, audit }
     }
 
     /// Read access to the store, as the leader's repository or (on a standby) unfenced.
@@ -90,7 +92,7 @@ impl SwarmApi {
         };
         let hint = || to_status(&ApiError::NotLeader { leader: leader.clone() });
         match &leader {
-            Some(addr) if forward::forwardable(req.metadata(), self.auth_on) => {
+            Some(addr) if forward::forwardable(req.metadata(), self.auth_on, self.vouches) => {
                 self.forward.client(addr).map(|c| Route::Leader(c, addr.clone())).map_err(|e| to_status(&e))
             }
             _ => Err(hint()),
@@ -398,7 +400,7 @@ impl SwarmService for SwarmApi {
             Err(e) => Err(e),
             Ok(Route::Leader(mut leader, addr)) => {
                 // The leader records it.
-                return leader.submit_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
+                return leader.submit_run(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
             }
             Ok(Route::Here) => self.submit(req.into_inner(), &who).await.map(Response::new).map_err(|e| to_status(&e)),
         };
@@ -411,7 +413,7 @@ impl SwarmService for SwarmApi {
         let who = principal(&req);
         who.require(Access::Read)?;
         if let Route::Leader(mut leader, addr) = self.route(&req)? {
-            return leader.get_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
+            return leader.get_run(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
         }
         self.get(req.into_inner(), &who).await.map(Response::new).map_err(|e| to_status(&e))
     }
@@ -420,7 +422,7 @@ impl SwarmService for SwarmApi {
         let who = principal(&req);
         who.require(Access::Read)?;
         if let Route::Leader(mut leader, addr) = self.route(&req)? {
-            return leader.list_runs(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
+            return leader.list_runs(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
         }
         let tenant = who.listing_tenant();
         let req = req.into_inner();
@@ -448,9 +450,10 @@ impl SwarmService for SwarmApi {
         &self,
         req: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
-        principal(&req).require(Access::Read)?;
+        let who = principal(&req);
+        who.require(Access::Read)?;
         if let Route::Leader(mut leader, addr) = self.route(&req)? {
-            return leader.list_workers(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
+            return leader.list_workers(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
         }
         let ctx = self.leader().map_err(|e| to_status(&e))?;
         let workers = ctx.manager.call(|reply| Command::Workers { reply }).await.map_err(|e| to_status(&e))?;
@@ -463,7 +466,7 @@ impl SwarmService for SwarmApi {
         let result = match who.require(Access::Cancel).and_then(|()| self.route(&req)) {
             Err(e) => Err(e),
             Ok(Route::Leader(mut leader, addr)) => {
-                return leader.cancel_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
+                return leader.cancel_run(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
             }
             Ok(Route::Here) => self.cancel(req.into_inner(), &who).await,
         };
@@ -478,7 +481,7 @@ impl SwarmService for SwarmApi {
         let result = match who.require(Access::Approve).and_then(|()| self.route(&req)) {
             Err(e) => Err(e),
             Ok(Route::Leader(mut leader, addr)) => {
-                return leader.signal_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr));
+                return leader.signal_run(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
             }
             Ok(Route::Here) => self.signal(req.into_inner(), &who).await,
         };
@@ -495,7 +498,8 @@ impl SwarmService for SwarmApi {
         let who = principal(&req);
         who.require(Access::Read)?;
         if let Route::Leader(mut leader, addr) = self.route(&req)? {
-            let stream = leader.watch_run(self.forward.request(req)).await.map_err(|s| forward::failed(s, &addr))?;
+            let stream =
+                leader.watch_run(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr))?;
             return Ok(stream.map(|s| Box::pin(forward::resumable(s)) as EventStream));
         }
         let req = req.into_inner();
