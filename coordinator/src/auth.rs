@@ -335,7 +335,8 @@ impl Authenticator {
                 }
             }
         };
-        let principal = match req.metadata().get(ON_BEHALF_OF) {
+        // With authentication off everyone is the anonymous administrator: the header means nothing.
+        let principal = match req.metadata().get(ON_BEHALF_OF).filter(|_| self.enabled()) {
             None => principal,
             Some(value) => self.on_behalf_of(&principal, value.to_str().unwrap_or_default())?,
         };

@@ -93,6 +93,23 @@ fn assert_once(lines: Vec<String>, logs: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_cut_off_from_etcd_alone_stops_its_calls_before_they_run_elsewhere() {
     let _serial = crate::failover::SERIAL.lock().await;
+    cut_off_from_etcd(&[]).await;
+}
+
+/// The same with the cut-off worker's clocks (wall and monotonic) running 4 % slow under
+/// libfaketime: within the 5 % drift bound it assumes, it still stops in time (its hold is cut
+/// by the bound; a clock slower than its bound could let a call outlive the lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_clock_runs_slow_within_its_drift_bound_still_stops_in_time() {
+    let _serial = crate::failover::SERIAL.lock().await;
+    const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(std::path::Path::new(LIBFAKETIME).exists(), "{LIBFAKETIME} is missing: run scripts/install-deps test");
+    cut_off_from_etcd(&[("LD_PRELOAD", LIBFAKETIME), ("FAKETIME", "+0 x0.96")]).await;
+}
+
+/// A worker (with `env`) reaching etcd through a proxy runs every call; the proxy blackholes;
+/// a spare worker joins; every call ran exactly once.
+async fn cut_off_from_etcd(extra_env: &[(&str, &str)]) {
     let mut pc = ProcCluster::start(1, 1, 0, Duration::from_secs(2)).await.expect("cluster");
     let (leader, _) = pc.leader().await.expect("leader").expect("elected");
     let etcd = pc.etcd.endpoints()[0].trim_start_matches("http://").parse().expect("etcd address");
@@ -114,7 +131,8 @@ async fn a_worker_cut_off_from_etcd_alone_stops_its_calls_before_they_run_elsewh
     ]
     .map(String::from)
     .to_vec();
-    let env = [("SWARM_LOG", "info,swarm_worker=debug")];
+    let mut env = vec![("SWARM_LOG", "info,swarm_worker=debug")];
+    env.extend_from_slice(extra_env);
     let mut cut = SwarmProcess::spawn_env("worker-cut", &args, &env, &pc.dir.0).expect("worker");
     pc.wait_workers(1, Duration::from_secs(15)).await.expect("registered");
     let mut c = pc.client(&leader).await.expect("client");

@@ -25,6 +25,7 @@ fn time_server(marker: &str) -> McpConfig {
         read_only: true,
         idempotent: true,
         timeout_secs: Some(30),
+        internal: false,
     };
     McpConfig { servers: [("time".to_owned(), server)].into() }
 }
@@ -128,6 +129,7 @@ async fn cancelling_a_run_sends_mcp_cancellation_to_the_server() {
         read_only: true,
         idempotent: true,
         timeout_secs: Some(120),
+        internal: false,
     };
     let config = McpConfig { servers: [("slow".to_owned(), server)].into() };
     let tools = swarm_worker::tools::mcp::load(&config).await.expect("the slow server starts");
@@ -203,6 +205,7 @@ fn http_config(url: String) -> McpConfig {
         read_only: true,
         idempotent: true,
         timeout_secs: Some(10),
+        internal: true,
     };
     McpConfig { servers: [("web".to_owned(), server)].into() }
 }
@@ -211,7 +214,15 @@ fn http_config(url: String) -> McpConfig {
 async fn an_http_mcp_server_is_reached_at_its_own_address_and_nowhere_else_internal() {
     let server = http_mcp().await;
     let policy = swarm_worker::tools::egress::EgressPolicy::public_only();
-    // The operator named this loopback server: its own address is allowed, for it alone.
+    // At an internal address (loopback) the egress policy forbids: refused at load, unless the
+    // operator says so in its entry.
+    let mut undeclared = http_config(format!("http://127.0.0.1:{}/mcp", server.port));
+    undeclared.servers.values_mut().for_each(|s| s.internal = false);
+    match swarm_worker::tools::mcp::load_with(&undeclared, &policy).await {
+        Ok(_) => panic!("an internal MCP server was reached without `internal: true`"),
+        Err(e) => assert!(e.contains("internal: true") && e.contains("127.0.0.1"), "{e}"),
+    }
+    // Declared `internal: true`: its own address is allowed, for it alone.
     let tools =
         swarm_worker::tools::mcp::load_with(&http_config(format!("http://127.0.0.1:{}/mcp", server.port)), &policy)
             .await
@@ -376,6 +387,7 @@ async fn the_reference_servers_echo_never_shadows_the_built_in() {
         read_only: true,
         idempotent: true,
         timeout_secs: Some(30),
+        internal: false,
     };
     let config = McpConfig { servers: [("everything".to_owned(), server)].into() };
     let tools = swarm_worker::tools::mcp::load(&config).await.expect("the reference server starts");

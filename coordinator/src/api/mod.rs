@@ -22,6 +22,7 @@ use crate::node::{LeaderCtx, Role};
 use crate::watch::EventLog;
 
 mod mutations;
+use mutations::run_id;
 
 /// Longest accepted idempotency key.
 const MAX_IDEMPOTENCY_KEY: usize = 256;
@@ -46,8 +47,8 @@ pub struct SwarmApi {
     limits: Arc<Limits>,
     shutdown: tokio_util::sync::CancellationToken,
     forward: Forwarder,
-    /// Whether callers authenticate (then a forwarded call must carry its token, or be one the
-    /// standby can vouch for: `vouches`).
+    /// Whether callers authenticate, and whether this node can vouch for certificate-known ones
+    /// (see `forward::forwardable`).
     auth_on: bool,
     vouches: bool,
     /// Reads of the store a standby may make too (the web view's subtask detail).
@@ -280,16 +281,6 @@ fn tenant(run: &pb::Run) -> Option<&str> {
 
 /// Where tenants' idempotency keys start (`tenant:{tenant}/{key}`); callers' keys may not.
 const TENANT_KEY_PREFIX: &str = "tenant:";
-
-fn run_id(text: &str) -> Result<RunId, ApiError> {
-    if text.is_empty() {
-        return Err(ApiError::invalid("run_id", "required"));
-    }
-    if text.len() > MAX_RUN_ID {
-        return Err(ApiError::invalid("run_id", format!("longer than {MAX_RUN_ID} bytes: no run has such an id")));
-    }
-    Ok(RunId::from(text))
-}
 
 fn store_error(e: swarm_store::StoreError) -> ApiError {
     match e {

@@ -58,3 +58,14 @@ impl SwarmApi {
         }
     }
 }
+
+/// A run id from a request: required, and no longer than any run's.
+pub(super) fn run_id(text: &str) -> Result<RunId, ApiError> {
+    if text.is_empty() {
+        return Err(ApiError::invalid("run_id", "required"));
+    }
+    if text.len() > MAX_RUN_ID {
+        return Err(ApiError::invalid("run_id", format!("longer than {MAX_RUN_ID} bytes: no run has such an id")));
+    }
+    Ok(RunId::from(text))
+}

@@ -16,11 +16,13 @@
 //!     timeout_secs: 30
 //! ```
 //!
-//! Servers over HTTP are reached under the worker's egress policy (`--allow-egress`), with one
-//! addition: the addresses the configured URL's host resolves to when the file is loaded (the
-//! operator named that server). Any other internal address — a redirect, or the name
-//! rebinding later to 169.254.169.254 — is refused, and the call fails `permanent` naming the
-//! policy.
+//! Servers over HTTP are reached under the worker's egress policy (`--allow-egress`), as
+//! `http_get` is: a URL whose host resolves to an internal address (loopback, private,
+//! link-local, …) is refused when the file is loaded, naming the address, unless the server's
+//! entry says `internal: true` (or `--allow-egress` covers it); then the addresses it resolves
+//! to at load are allowed for that server alone. Any other internal address — a redirect, or
+//! the name rebinding later to 169.254.169.254 — is refused, and the call fails `permanent`
+//! naming the policy.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,6 +62,10 @@ pub struct McpServerConfig {
     /// Per-call timeout (default 60 s).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// An HTTP server at an internal address the egress policy forbids (a sidecar, a service
+    /// in the cluster): reach it there, and only there.
+    #[serde(default)]
+    pub internal: bool,
 }
 
 /// The `--mcp` file.
@@ -369,8 +375,9 @@ pub async fn load(config: &McpConfig) -> Result<Vec<Arc<McpTool>>, String> {
     load_with(config, &EgressPolicy::public_only()).await
 }
 
-/// [`load`] under the worker's egress policy: each HTTP server may also reach the addresses
-/// its configured host resolves to now.
+/// [`load`] under the worker's egress policy: an HTTP server at an internal address is refused
+/// unless its entry says `internal: true`, which allows the addresses its host resolves to now,
+/// for it alone.
 pub async fn load_with(config: &McpConfig, egress: &EgressPolicy) -> Result<Vec<Arc<McpTool>>, String> {
     let mut tools: Vec<Arc<McpTool>> = Vec::new();
     for (name, server_config) in &config.servers {
@@ -383,9 +390,18 @@ pub async fn load_with(config: &McpConfig, egress: &EgressPolicy) -> Result<Vec<
                 .await
                 .map_err(|e| format!("MCP server `{name}`: cannot resolve {host}: {e}"))?;
             for addr in addrs {
-                if !egress.permits(addr.ip()) {
-                    info!(server = %name, ip = %addr.ip(), "MCP server at an internal address: allowed for this server only");
+                if egress.permits(addr.ip()) {
+                    continue;
                 }
+                if !server_config.internal {
+                    return Err(format!(
+                        "MCP server `{name}`: {url} is at the internal address {}, which the egress policy forbids; \
+                         set `internal: true` on it in the --mcp file (or --allow-egress {}) to reach it there",
+                        addr.ip(),
+                        addr.ip()
+                    ));
+                }
+                info!(server = %name, ip = %addr.ip(), "MCP server at an internal address (internal: true): allowed for this server only");
                 policy.allow.push(Cidr::host(addr.ip()));
             }
         }
@@ -442,6 +458,7 @@ mod tests {
             read_only: true,
             idempotent: true,
             timeout_secs: None,
+            internal: false,
         };
         let server = |name: &str| Arc::new(McpServer::with_egress(name, config.clone(), Default::default()));
         let (a, b) = (server("search"), server("web.tools"));
