@@ -55,6 +55,47 @@ pub fn swarm_bin() -> anyhow::Result<PathBuf> {
     .map_err(|e| anyhow::anyhow!(e))
 }
 
+/// Builds the `swarm` binary of git revision `rev` of this repository (checked out with `git
+/// archive` under `target/prev-src/REV`, built into `target/prev`, whose dependencies stay
+/// built between runs); returns its path.
+pub fn build_revision(rev: &str) -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize()?;
+    let out = Command::new("git").arg("-C").arg(&root).args(["rev-parse", "--verify", rev]).output()?;
+    anyhow::ensure!(out.status.success(), "git rev-parse {rev}: {}", String::from_utf8_lossy(&out.stderr));
+    let commit = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let src = root.join("target/prev-src").join(&commit);
+    if !src.join("Cargo.toml").exists() {
+        std::fs::create_dir_all(&src)?;
+        let archive = Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(["archive", "--format=tar", &commit])
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let status =
+            Command::new("tar").arg("-x").arg("-C").arg(&src).stdin(archive.stdout.context("git archive")?).status()?;
+        anyhow::ensure!(status.success(), "unpacking {commit}");
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "LD_LIBRARY_PATH" || key == "OUT_DIR" {
+            build.env_remove(key.as_ref());
+        }
+    }
+    let target = root.join("target/prev");
+    let status = build
+        .args(["build", "--locked", "-p", "swarm-cli", "--bin", "swarm", "--manifest-path"])
+        .arg(src.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .stderr(Stdio::inherit())
+        .status()?;
+    anyhow::ensure!(status.success(), "building {commit} failed");
+    Ok(target.join("debug/swarm"))
+}
+
 /// A running `swarm` process.
 pub struct SwarmProcess {
     /// A label for messages.
@@ -67,6 +108,8 @@ pub struct SwarmProcess {
     env: Vec<(String, String)>,
     dir: PathBuf,
     starts: u32,
+    /// Another `swarm` binary than this build's (an older release, in upgrade tests).
+    bin: Option<PathBuf>,
 }
 
 impl SwarmProcess {
@@ -86,9 +129,38 @@ impl SwarmProcess {
             env,
             dir: log_dir.into(),
             starts: 0,
+            bin: None,
         };
         process.start()?;
         Ok(process)
+    }
+
+    /// Starts `bin ARGS…` (another build of `swarm`) with extra environment variables.
+    pub fn spawn_bin(
+        bin: &Path,
+        name: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let env: Vec<(String, String)> = env.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let mut process = Self {
+            name: name.into(),
+            log: PathBuf::new(),
+            child: None,
+            args: args.to_vec(),
+            env,
+            dir: log_dir.into(),
+            starts: 0,
+            bin: Some(bin.to_owned()),
+        };
+        process.start()?;
+        Ok(process)
+    }
+
+    /// From the next start on, runs this build's `swarm` (an upgrade).
+    pub fn upgrade(&mut self) {
+        self.bin = None;
     }
 
     /// Starts the process again with the same arguments (SIGKILLing it first if it runs); its
@@ -109,7 +181,11 @@ impl SwarmProcess {
         let file = std::fs::File::create(&log)?;
         // Run in the test's directory: relative paths (`./swarm-payloads`) land there, not in the
         // source tree.
-        let child = Command::new(swarm_bin()?)
+        let bin = match &self.bin {
+            Some(b) => b.clone(),
+            None => swarm_bin()?,
+        };
+        let child = Command::new(bin)
             .args(&self.args)
             .current_dir(&log_dir)
             .env("SWARM_LOG", "info")

@@ -29,6 +29,7 @@ mod store_etcd;
 mod telemetry;
 mod tenants;
 mod tls;
+mod upgrade;
 mod web;
 mod web_ops;
 mod web_tls;
