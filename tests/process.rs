@@ -120,24 +120,22 @@ impl SwarmProcess {
 
     /// Starts `swarm ARGS…` with extra environment variables.
     pub fn spawn_env(name: &str, args: &[String], env: &[(&str, &str)], log_dir: &Path) -> anyhow::Result<Self> {
-        let env: Vec<(String, String)> = env.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect();
-        let mut process = Self {
-            name: name.into(),
-            log: PathBuf::new(),
-            child: None,
-            args: args.to_vec(),
-            env,
-            dir: log_dir.into(),
-            starts: 0,
-            bin: None,
-        };
-        process.start()?;
-        Ok(process)
+        Self::spawn_with(None, name, args, env, log_dir)
     }
 
     /// Starts `bin ARGS…` (another build of `swarm`) with extra environment variables.
     pub fn spawn_bin(
         bin: &Path,
+        name: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::spawn_with(Some(bin.to_owned()), name, args, env, log_dir)
+    }
+
+    fn spawn_with(
+        bin: Option<PathBuf>,
         name: &str,
         args: &[String],
         env: &[(&str, &str)],
@@ -152,7 +150,7 @@ impl SwarmProcess {
             env,
             dir: log_dir.into(),
             starts: 0,
-            bin: Some(bin.to_owned()),
+            bin,
         };
         process.start()?;
         Ok(process)

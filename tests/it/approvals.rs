@@ -232,17 +232,14 @@ async fn a_waiting_approval_and_a_told_decision_survive_a_leader_sigkill() {
     assert_eq!(state_of(&run, "publish"), pb::SubtaskState::Succeeded);
 }
 
-/// An agent asks a person mid-loop (`request_approval`): it parks holding no slot (the run's
-/// other work goes on in the one slot there is), the decision is its tool call's result, and it
-/// goes on from there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_that_asks_parks_without_its_slot_and_goes_on_with_the_decision() {
+/// A one-slot cluster whose model (the OpenAI-compatible fixture, as `fixture`) first calls
+/// `request_approval` with `asks`, then answers "published".
+async fn asking_writer(asks: &str) -> (swarm_tests::fixture::ModelFixture, TestCluster) {
     use std::sync::Arc;
-    use swarm_core::agent::AgentSpec;
     use swarm_tests::fixture::{Canned, ModelFixture, completion};
     use swarm_worker::model::{EndpointConfig, ModelRegistry, OpenAiModel};
     let fixture = ModelFixture::start(vec![
-        Canned::Ok(completion(None, vec![("c1", "request_approval", r#"{"question": "Publish the draft?"}"#)])),
+        Canned::Ok(completion(None, vec![("c1", "request_approval", asks)])),
         Canned::Ok(completion(Some("published"), vec![])),
     ])
     .await
@@ -256,17 +253,31 @@ async fn an_agent_that_asks_parks_without_its_slot_and_goes_on_with_the_decision
     };
     let mut m = ModelRegistry::new();
     m.register("fixture", Arc::new(OpenAiModel::new(&config).expect("client")));
-    // One slot in the whole cluster.
     let tc =
         TestCluster::start_with(Arc::new(swarm_store::MemoryStore::new()), Arc::new(m), 1, 1).await.expect("cluster");
-    let mut c = tc.client().await.expect("client");
-    let writer = AgentSpec {
+    (fixture, tc)
+}
+
+/// The agent of [`asking_writer`]'s model, granted `request_approval`.
+fn writer() -> swarm_core::agent::AgentSpec {
+    swarm_core::agent::AgentSpec {
         instructions: "Ask before you publish.".into(),
         input: "publish the draft".into(),
         model: "fixture".into(),
         tools: vec!["request_approval".into()],
         max_steps: None,
-    };
+    }
+}
+
+/// An agent asks a person mid-loop (`request_approval`): it parks holding no slot (the run's
+/// other work goes on in the one slot there is), the decision is its tool call's result, and it
+/// goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_asks_parks_without_its_slot_and_goes_on_with_the_decision() {
+    // One slot in the whole cluster.
+    let (fixture, tc) = asking_writer(r#"{"question": "Publish the draft?"}"#).await;
+    let mut c = tc.client().await.expect("client");
+    let writer = writer();
     let spec = RunSpec::new(
         "agent-asks",
         vec![
@@ -323,36 +334,10 @@ async fn an_agent_that_asks_parks_without_its_slot_and_goes_on_with_the_decision
 /// for applies, the model reads `timed_out`, and the run says which decision applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_question_nobody_answers_is_decided_by_its_on_timeout() {
-    use std::sync::Arc;
-    use swarm_core::agent::AgentSpec;
-    use swarm_tests::fixture::{Canned, ModelFixture, completion};
-    use swarm_worker::model::{EndpointConfig, ModelRegistry, OpenAiModel};
     let asks = r#"{"question": "Publish the draft?", "timeout": "300ms", "on_timeout": "approve"}"#;
-    let fixture = ModelFixture::start(vec![
-        Canned::Ok(completion(None, vec![("c1", "request_approval", asks)])),
-        Canned::Ok(completion(Some("published"), vec![])),
-    ])
-    .await
-    .expect("fixture");
-    let config = EndpointConfig {
-        base_url: fixture.base_url(),
-        model: "m".into(),
-        timeout_secs: Some(10),
-        max_retries: Some(0),
-        ..EndpointConfig::default()
-    };
-    let mut m = ModelRegistry::new();
-    m.register("fixture", Arc::new(OpenAiModel::new(&config).expect("client")));
-    let tc =
-        TestCluster::start_with(Arc::new(swarm_store::MemoryStore::new()), Arc::new(m), 1, 1).await.expect("cluster");
+    let (fixture, tc) = asking_writer(asks).await;
     let mut c = tc.client().await.expect("client");
-    let writer = AgentSpec {
-        instructions: "Ask before you publish.".into(),
-        input: "publish the draft".into(),
-        model: "fixture".into(),
-        tools: vec!["request_approval".into()],
-        max_steps: None,
-    };
+    let writer = writer();
     let spec = RunSpec::new(
         "agent-asks-with-timeout",
         vec![SubtaskSpec {

@@ -7,12 +7,14 @@ use serde_json::Value;
 use swarm_cli::client::{self, Client};
 use swarm_cli::embedded::{Embedded, EmbeddedOptions};
 use swarm_coordinator::audit::AuditLog;
-use swarm_coordinator::auth::{Authenticator, token_sha256};
+use swarm_coordinator::auth::Authenticator;
 use swarm_core::spec::{ApprovalSpec, OnTimeout};
 use swarm_core::{RunSpec, SubtaskKind, SubtaskSpec};
 use swarm_proto::pb;
 use swarm_tests::harness::wait_for_events;
 use tonic::Code;
+
+use crate::security::{auth_file_of, worker_hello};
 
 /// (name, tenant, roles, token)
 const PRINCIPALS: &[(&str, &str, &str, &str)] = &[
@@ -21,15 +23,6 @@ const PRINCIPALS: &[(&str, &str, &str, &str)] = &[
     ("acme-approver", "acme", "[read, approve]", "tok-approver"),
     ("pool-a", "", "[worker]", "tok-pool-a"),
 ];
-
-fn auth_file() -> String {
-    let mut out = String::from("principals:\n");
-    for (name, tenant, roles, token) in PRINCIPALS {
-        let tenant = if tenant.is_empty() { String::new() } else { format!("tenant: {tenant}, ") };
-        out += &format!("  - {{name: {name}, {tenant}roles: {roles}, token_sha256: \"{}\"}}\n", token_sha256(token));
-    }
-    out
-}
 
 async fn as_(cluster: &Embedded, token: &str) -> Client {
     client::connect_with(&cluster.url(), Some(token), &Default::default()).await.expect("client")
@@ -57,41 +50,13 @@ fn lines(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
-/// Opens a worker stream as `token`; the first answer's code.
-async fn worker_hello(cluster: &Embedded, token: &str, worker_id: &str) -> Code {
-    let channel =
-        tonic::transport::Endpoint::from_shared(cluster.url()).expect("url").connect().await.expect("connect");
-    let mut client = pb::worker_service_client::WorkerServiceClient::new(channel);
-    let hello = pb::WorkerMessage {
-        msg: Some(pb::worker_message::Msg::Hello(pb::WorkerHello {
-            worker_id: worker_id.into(),
-            slots: 1,
-            ..Default::default()
-        })),
-    };
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(hello).await.expect("queued");
-    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
-    let code = match client.connect(request).await {
-        Err(s) => s.code(),
-        Ok(r) => match tokio::time::timeout(Duration::from_secs(10), r.into_inner().message()).await {
-            Ok(Ok(Some(_))) => Code::Ok,
-            Ok(Err(s)) => s.code(),
-            _ => Code::Unknown,
-        },
-    };
-    drop(tx);
-    code
-}
-
 #[tokio::test]
 async fn every_mutating_call_is_one_line_of_the_audit_log() {
     let dir = std::env::temp_dir().join(format!("swarm-audit-{}", fastrand::u64(..)));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("audit.jsonl");
     let mut opts = EmbeddedOptions { workers: 1, slots: 4, ..Default::default() };
-    opts.coordinator.auth = Authenticator::parse(&auth_file()).expect("auth file");
+    opts.coordinator.auth = Authenticator::parse(&auth_file_of(PRINCIPALS)).expect("auth file");
     opts.coordinator.audit = std::sync::Arc::new(AuditLog::open(&path.display().to_string()).expect("audit log"));
     let cluster = Embedded::start(opts).await.expect("cluster");
 
@@ -121,8 +86,8 @@ async fn every_mutating_call_is_one_line_of_the_audit_log() {
         Code::PermissionDenied
     );
     bot.cancel_run(cancel("enough")).await.expect("cancelled");
-    assert_eq!(worker_hello(&cluster, "tok-pool-a", "pool-a-1").await, Code::Ok);
-    assert_eq!(worker_hello(&cluster, "tok-acme", "pool-a-2").await, Code::PermissionDenied);
+    assert_eq!(worker_hello(&cluster, Some("tok-pool-a"), "pool-a-1").await, Ok(()));
+    assert_eq!(worker_hello(&cluster, Some("tok-acme"), "pool-a-2").await, Err(Code::PermissionDenied));
 
     let got = lines(&path);
     let find = |action: &str, principal: &str| {

@@ -13,7 +13,12 @@ use swarm_tests::process::SwarmProcess;
 
 /// 40 independent `append` calls of `ms` each, one line per call in `file`.
 fn appends(file: &str, ms: u64) -> RunSpec {
-    let subtasks = (0..40)
+    appends_of(40, "appends", file, ms)
+}
+
+/// `n` independent `append` calls of `ms` each (`a0`, `a1`, …), one line per call in `file`.
+pub(crate) fn appends_of(n: usize, name: &str, file: &str, ms: u64) -> RunSpec {
+    let subtasks = (0..n)
         .map(|i| {
             SubtaskSpec::tool(
                 format!("a{i}"),
@@ -22,11 +27,11 @@ fn appends(file: &str, ms: u64) -> RunSpec {
             )
         })
         .collect();
-    RunSpec::new("appends", subtasks)
+    RunSpec::new(name, subtasks)
 }
 
 /// `text` without ANSI colour codes.
-fn plain(text: &str) -> String {
+pub(crate) fn plain(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
@@ -44,7 +49,7 @@ fn plain(text: &str) -> String {
 }
 
 /// Assignments the worker logged as received.
-fn received(log: &str) -> usize {
+pub(crate) fn received(log: &str) -> usize {
     plain(log)
         .lines()
         .filter(|l| l.contains("assignments received"))
@@ -52,7 +57,7 @@ fn received(log: &str) -> usize {
         .sum()
 }
 
-fn started(events: &[pb::RunEvent]) -> usize {
+pub(crate) fn started(events: &[pb::RunEvent]) -> usize {
     events.iter().filter(|e| matches!(e.event, Some(pb::run_event::Event::SubtaskStarted(_)))).count()
 }
 

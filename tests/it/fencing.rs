@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use swarm_core::{RunSpec, SubtaskSpec};
+use swarm_core::RunSpec;
 use swarm_proto::pb;
 use swarm_tests::etcd::EtcdCluster;
 use swarm_tests::fault_proxy::{FaultProxy, Mode};
@@ -18,52 +18,15 @@ use swarm_tests::harness::{submit, wait_done, wait_for_events};
 use swarm_tests::proc_cluster::{ProcCluster, free_addr};
 use swarm_tests::process::SwarmProcess;
 
+use crate::faults::{appends_of, plain, received, started};
+
 /// Calls in flight on the cut-off worker when the fault comes (the issue asks for 0 duplicates
 /// over 50 trials: each call is one).
 const CALLS: usize = 50;
 
 /// `CALLS` independent `append` calls of `ms` each, one line per call in `file`.
 fn appends(file: &str, ms: u64) -> RunSpec {
-    let subtasks = (0..CALLS)
-        .map(|i| {
-            SubtaskSpec::tool(
-                format!("a{i}"),
-                "append",
-                serde_json::json!({"file": file, "text": format!("a{i}"), "ms": ms}),
-            )
-        })
-        .collect();
-    RunSpec::new("fenced-appends", subtasks)
-}
-
-fn started(events: &[pb::RunEvent]) -> usize {
-    events.iter().filter(|e| matches!(e.event, Some(pb::run_event::Event::SubtaskStarted(_)))).count()
-}
-
-/// Assignments the worker logged as received.
-fn received(log: &str) -> usize {
-    strip_ansi(log)
-        .lines()
-        .filter(|l| l.contains("assignments received"))
-        .filter_map(|l| l.split("count=").nth(1)?.split_whitespace().next()?.parse::<usize>().ok())
-        .sum()
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    appends_of(CALLS, "fenced-appends", file, ms)
 }
 
 /// Waits until `cond(text)` holds for the text `read` returns, or fails with it.
@@ -74,7 +37,7 @@ async fn wait_text(what: &str, deadline: Duration, read: impl Fn() -> String, co
         if cond(&text) {
             return;
         }
-        assert!(tokio::time::Instant::now() < until, "{what} within {deadline:?}:\n{}", strip_ansi(&text));
+        assert!(tokio::time::Instant::now() < until, "{what} within {deadline:?}:\n{}", plain(&text));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -146,16 +109,16 @@ async fn cut_off_from_etcd(extra_env: &[(&str, &str)]) {
     pc.add_worker("spare").expect("spare worker");
     let coordinator_log = || pc.coordinators[0].0.log_text();
     wait_text("the coordinator saw the cut worker's lease expire", Duration::from_secs(20), coordinator_log, |t| {
-        strip_ansi(t).contains("worker lease expired")
+        plain(t).contains("worker lease expired")
     })
     .await;
     let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
     // Heal only after the run ended elsewhere: the cut worker's late reports change nothing.
     proxy.set(Mode::Pass);
-    let logs = format!("{}\n--- worker-cut ---\n{}", pc.logs(), strip_ansi(&cut.log_text()));
+    let logs = format!("{}\n--- worker-cut ---\n{}", pc.logs(), plain(&cut.log_text()));
     assert_eq!(run.state, pb::RunState::Succeeded as i32, "{logs}");
     assert_once(pc.appended("fenced.log"), &logs);
-    assert!(strip_ansi(&cut.log_text()).contains("lease not renewed in time"), "the worker fenced itself: {logs}");
+    assert!(plain(&cut.log_text()).contains("lease not renewed in time"), "the worker fenced itself: {logs}");
     let summary = run.summary.expect("summary");
     assert!(summary.attempts as usize >= 2 * CALLS, "every call ran again on the spare worker: {summary:?}");
     // Healed, the worker registers again and takes work.
@@ -233,7 +196,7 @@ async fn a_worker_cut_off_from_its_coordinator_alone_keeps_its_calls_while_its_l
     tokio::time::sleep(Duration::from_secs(3)).await;
     proxy.set(Mode::Pass);
     let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
-    let logs = format!("{}\n--- worker-near ---\n{}", pc.logs(), strip_ansi(&near.log_text()));
+    let logs = format!("{}\n--- worker-near ---\n{}", pc.logs(), plain(&near.log_text()));
     assert_eq!(run.state, pb::RunState::Succeeded as i32, "{logs}");
     assert_once(pc.appended("kept.log"), &logs);
     let summary = run.summary.expect("summary");

@@ -23,8 +23,13 @@ const PRINCIPALS: &[(&str, &str, &str, &str)] = &[
 ];
 
 fn auth_file() -> String {
+    auth_file_of(PRINCIPALS)
+}
+
+/// An auth file of token principals: (name, tenant or "", roles, token).
+pub(crate) fn auth_file_of(principals: &[(&str, &str, &str, &str)]) -> String {
     let mut out = String::from("principals:\n");
-    for (name, tenant, roles, token) in PRINCIPALS {
+    for (name, tenant, roles, token) in principals {
         let tenant = if tenant.is_empty() { String::new() } else { format!("tenant: {tenant}, ") };
         out += &format!("  - {{name: {name}, {tenant}roles: {roles}, token_sha256: \"{}\"}}\n", token_sha256(token));
     }
@@ -128,7 +133,7 @@ async fn every_rpc_checks_credentials_roles_and_tenants() {
 
 /// Opens a worker stream as `token` with `worker_id`; returns the first thing the coordinator
 /// sends (a welcome, or the refusal).
-async fn worker_hello(cluster: &Embedded, token: Option<&str>, worker_id: &str) -> Result<(), Code> {
+pub(crate) async fn worker_hello(cluster: &Embedded, token: Option<&str>, worker_id: &str) -> Result<(), Code> {
     let channel =
         tonic::transport::Endpoint::from_shared(cluster.url()).expect("url").connect().await.expect("connect");
     let mut client = pb::worker_service_client::WorkerServiceClient::new(channel);

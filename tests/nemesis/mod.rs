@@ -328,6 +328,11 @@ impl Nemesis {
                 }
             }
             Fault::IsolateWorkerFromEtcd(i, d) => {
+                // Past its lease it is a lost worker to a leader that starts meanwhile (it cannot
+                // find one): a call it finished but whose report died with its leader runs again.
+                if d >= LEASE_TTL / 2 {
+                    self.disrupted.insert(format!("w{i}"));
+                }
                 self.worker_links[i].iter().for_each(|p| p.set(Mode::Blackhole));
                 sleep(d).await;
                 self.worker_links[i].iter().for_each(|p| p.set(Mode::Pass));
