@@ -367,6 +367,9 @@ async fn session(
         }
     }
     let mut drain_until: Option<tokio::time::Instant> = None;
+    // One future for the whole session (not a fresh subscription per message handled).
+    let hold_lapsed = lapsed(ctx.hold.as_deref());
+    tokio::pin!(hold_lapsed);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -437,7 +440,7 @@ async fn session(
             _ = leader_changed.cancelled() => return Ok(()),
             _ = ctx.abort.cancelled() => return Ok(()),
             // Fenced: the attempts are being stopped; leave until registered again.
-            _ = lapsed(ctx.hold.as_deref()) => {
+            _ = &mut hold_lapsed => {
                 warn!(worker_id = %config.worker_id, "lease hold lapsed; leaving the coordinator");
                 return Ok(());
             }
