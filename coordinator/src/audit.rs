@@ -93,8 +93,8 @@ impl AuditLog {
         extra: &[(&str, Value)],
     ) {
         let Some(out) = &self.out else { return };
-        let now_ms =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        // The wall clock as it reads now: an auditor compares it with other systems' clocks.
+        let now_ms = (swarm_core::time::wall_clock_us() / 1000) as i64;
         let mut line = Map::new();
         line.insert("time".into(), json!(swarm_core::time::rfc3339_ms(now_ms)));
         line.insert("principal".into(), json!(who.name));

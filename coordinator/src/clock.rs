@@ -1,12 +1,13 @@
 //! The coordinator's clock, injected so that timers can be tested on tokio's paused time.
 //!
 //! Times are µs since the Unix epoch, comparable with the times workers report.
-//! [`SystemClock`] reads the system clock; [`TokioClock`] is anchored to it once and then
+//! [`SystemClock`] reads the system clock (its wall time at start, advanced by the monotonic
+//! clock: a step of the system clock moves no timer); [`TokioClock`] is anchored to it once and then
 //! advances with tokio's clock, so under `#[tokio::test(start_paused = true)]` a retry backoff,
 //! a heartbeat limit or a schedule-to-start limit passes in no real time.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// A source of the current time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -55,9 +56,9 @@ pub fn system() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
 }
 
-/// µs since the Unix epoch by the system clock (0 before it).
+/// µs since the Unix epoch by the process's step-free clock ([`swarm_core::time::unix_now_us`]).
 pub fn unix_now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    swarm_core::time::unix_now_us()
 }
 
 /// Sleeps until `at_us` by `clock` (at once if that has passed).

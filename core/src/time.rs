@@ -1,4 +1,28 @@
-//! Calendar dates and RFC 3339 timestamps without a date-time dependency.
+//! The clock Swarm's processes keep time by, and calendar dates and RFC 3339 timestamps
+//! without a date-time dependency.
+
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// µs since the Unix epoch, now, on a clock that does not step: the system's wall clock read
+/// once (at the first call), advanced since by the monotonic clock. A step of the system clock
+/// (an NTP correction, an operator's `date -s`, a VM restored from a snapshot) moves no timer,
+/// deadline or duration of a running process: a coordinator whose clock jumped an hour ahead
+/// would otherwise time out every running attempt at once, and one stepped back would hold every
+/// retry backoff for an hour. The monotonic clock is slewed by NTP like the wall clock, so the
+/// two agree up to the steps taken since the process started (start processes after the host's
+/// time is synchronised; `systemd-time-wait-sync`, a Kubernetes node).
+pub fn unix_now_us() -> u64 {
+    static ANCHOR: OnceLock<(u64, Instant)> = OnceLock::new();
+    let (wall_us, at) = ANCHOR.get_or_init(|| (wall_clock_us(), Instant::now()));
+    wall_us.saturating_add(at.elapsed().as_micros() as u64)
+}
+
+/// µs since the Unix epoch by the system's wall clock as it reads now (steps and all): for
+/// records a human reads against other clocks (the audit log), never for timers.
+pub fn wall_clock_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
 
 /// The proleptic Gregorian date (year, month, day) of a day count since 1970-01-01.
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -24,6 +48,18 @@ pub fn rfc3339_ms(unix_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clock_starts_at_the_wall_clock_and_never_goes_back() {
+        let (a, wall) = (unix_now_us(), wall_clock_us());
+        assert!(a.abs_diff(wall) < 5_000_000, "anchored at the wall clock: {a} vs {wall}");
+        let mut last = a;
+        for _ in 0..1000 {
+            let now = unix_now_us();
+            assert!(now >= last);
+            last = now;
+        }
+    }
 
     #[test]
     fn civil_dates() {

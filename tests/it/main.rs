@@ -7,6 +7,7 @@ mod approvals;
 mod audit;
 mod breakdown;
 mod cli;
+mod clocks;
 mod config;
 mod deploy;
 mod examples;

@@ -5,7 +5,7 @@
 use super::*;
 
 pub(crate) fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    swarm_core::time::unix_now_us()
 }
 
 pub(crate) struct Running {
