@@ -219,6 +219,11 @@ impl EtcdCluster {
         }
     }
 
+    /// Member `i`'s process id, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(std::process::Child::id)
+    }
+
     /// Sends member `i` a signal (`STOP`, `CONT`) by PID.
     pub fn signal(&self, i: usize, sig: &str) -> anyhow::Result<()> {
         let pid = self.members[i]

@@ -16,6 +16,29 @@ pub fn pytool(name: &str) -> PathBuf {
     p
 }
 
+/// The faketime library Debian's `faketime` package installs (`scripts/install-deps test`).
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Environment that runs a process under libfaketime with `vars` (panics naming the install
+/// step when the library is missing).
+pub fn faketime(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    assert!(Path::new(LIBFAKETIME).exists(), "{LIBFAKETIME} is missing: run scripts/install-deps test");
+    [("LD_PRELOAD", LIBFAKETIME)].iter().chain(vars).map(|&(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+/// Environment that runs a process with its wall clock (only: the monotonic clock is left
+/// alone) offset by what `file` says in libfaketime's syntax (`+1h`, `-90s`), re-read every
+/// second; `file` is created saying `+0`.
+pub fn stepped_wall_clock(file: &Path) -> Vec<(String, String)> {
+    std::fs::write(file, "+0\n").expect("clock file");
+    let file = file.display().to_string();
+    faketime(&[
+        ("FAKETIME_TIMESTAMP_FILE", &file),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ("FAKETIME_CACHE_DURATION", "1"),
+    ])
+}
+
 /// The `swarm` binary: `$SWARM_BIN`, else built (or found up to date) with cargo.
 pub fn swarm_bin() -> anyhow::Result<PathBuf> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();

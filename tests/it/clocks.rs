@@ -11,26 +11,9 @@ use swarm_core::{RunSpec, SubtaskSpec};
 use swarm_proto::pb;
 use swarm_tests::harness::{submit, wait_done, wait_for_events};
 use swarm_tests::proc_cluster::ProcCluster;
+use swarm_tests::process::stepped_wall_clock;
 
 use crate::faults::{appends_of, started};
-
-/// The faketime library Debian's `faketime` package installs (`scripts/install-deps test`).
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-
-/// Environment that runs a process with its wall clock (only) offset by what `file` says,
-/// re-read every second.
-pub(crate) fn stepped_wall_clock(file: &std::path::Path) -> Vec<(String, String)> {
-    assert!(std::path::Path::new(LIBFAKETIME).exists(), "{LIBFAKETIME} is missing: run scripts/install-deps test");
-    std::fs::write(file, "+0\n").expect("clock file");
-    [
-        ("LD_PRELOAD", LIBFAKETIME),
-        ("FAKETIME_TIMESTAMP_FILE", &file.display().to_string()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-        ("FAKETIME_CACHE_DURATION", "1"),
-    ]
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .to_vec()
-}
 
 /// Steps the clock of the process reading `file` to `offset` (libfaketime's syntax, `+1h`), and
 /// waits until `audit` (its audit log) shows a time past `past` (`ahead`) or before it: each

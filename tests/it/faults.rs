@@ -185,9 +185,6 @@ async fn a_coordinator_that_does_not_share_the_payload_store_refuses_to_stand_by
     assert_eq!(leader, pc.coordinators[0].1);
 }
 
-/// The faketime library Debian's `faketime` package installs (`scripts/install-deps test`).
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-
 fn ms(d: &Option<prost_types::Duration>) -> i64 {
     d.as_ref().map_or(0, |d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000)
 }
@@ -195,12 +192,9 @@ fn ms(d: &Option<prost_types::Duration>) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_whose_clocks_are_minutes_off_still_give_a_truthful_timeline() {
     let _serial = crate::failover::SERIAL.lock().await;
-    assert!(std::path::Path::new(LIBFAKETIME).exists(), "{LIBFAKETIME} is missing: run scripts/install-deps test");
     let mut pc = ProcCluster::start(1, 1, 0, Duration::from_secs(2)).await.expect("cluster");
     for (id, offset) in [("ahead", "+300s"), ("behind", "-300s")] {
-        pc.env = [("LD_PRELOAD", LIBFAKETIME), ("FAKETIME", offset), ("FAKETIME_DONT_FAKE_MONOTONIC", "1")]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .to_vec();
+        pc.env = swarm_tests::process::faketime(&[("FAKETIME", offset), ("FAKETIME_DONT_FAKE_MONOTONIC", "1")]);
         pc.add_worker(id).expect("worker");
     }
     pc.env.clear();

@@ -65,9 +65,8 @@ async fn a_worker_cut_off_from_etcd_alone_stops_its_calls_before_they_run_elsewh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_clock_runs_slow_within_its_drift_bound_still_stops_in_time() {
     let _serial = crate::failover::SERIAL.lock().await;
-    const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-    assert!(std::path::Path::new(LIBFAKETIME).exists(), "{LIBFAKETIME} is missing: run scripts/install-deps test");
-    cut_off_from_etcd(&[("LD_PRELOAD", LIBFAKETIME), ("FAKETIME", "+0 x0.96")]).await;
+    let env = swarm_tests::process::faketime(&[("FAKETIME", "+0 x0.96")]);
+    cut_off_from_etcd(&env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>()).await;
 }
 
 /// A worker (with `env`) reaching etcd through a proxy runs every call; the proxy blackholes;

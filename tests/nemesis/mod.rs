@@ -23,128 +23,17 @@ use crate::fault_proxy::{FaultProxy, Mode};
 use crate::proc_cluster::{PREFIX, write_script};
 
 mod check;
+mod faults;
 pub mod history;
 use crate::process::SwarmProcess;
 pub use check::check;
+pub use faults::{Fault, schedule, tour};
 use history::{Finder, History, Outcome};
 
 /// The lease TTL of every process.
 pub const LEASE_TTL: Duration = Duration::from_secs(2);
 /// The longest any client call may take before the nemesis client gives up on it and retries.
 const CALL: Duration = Duration::from_secs(5);
-
-/// One fault, healed after its duration (or, for kills, by a restart after it).
-#[derive(Clone, Debug)]
-pub enum Fault {
-    KillWorker(usize, Duration),
-    PauseWorker(usize, Duration),
-    KillLeader(Duration),
-    PauseLeader(Duration),
-    PauseEtcd(usize, Duration),
-    KillEtcd(usize, Duration),
-    /// Drops every connection to the leader (workers' streams, clients).
-    DropLeaderLinks,
-    /// Delays every chunk to and from the leader.
-    SlowLeader(Duration, Duration),
-    /// Cuts the leader off from etcd: it loses its lease; a standby takes over.
-    IsolateLeaderFromEtcd(Duration),
-    /// Cuts the leader off from workers and clients (not from etcd).
-    IsolateLeaderFromWorkers(Duration),
-    /// Freezes every etcd member (longer than the lease: every lease runs out).
-    EtcdOutage(Duration),
-    /// SIGKILLs every coordinator, then starts them all again.
-    RestartCoordinators(Duration),
-    /// SIGKILLs every worker, then starts them all again.
-    RestartWorkers(Duration),
-    /// Cuts worker `i` off from etcd (not from its coordinator) for longer than its lease:
-    /// it must stop its attempts before they run elsewhere.
-    IsolateWorkerFromEtcd(usize, Duration),
-    /// A rolling restart, as an upgrade does it: each worker, then the standby, then the
-    /// leader, stopped with SIGTERM (they drain or resign) and started again, one at a time.
-    RollingRestart,
-}
-
-/// Every kind of fault once, in an order and with durations drawn from `seed`: what the suite
-/// runs, so that each kind is exercised on every run of the suite.
-pub fn tour(seed: u64) -> Vec<(Duration, Fault)> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let ms = |rng: &mut fastrand::Rng, lo: u64, hi: u64| Duration::from_millis(rng.u64(lo..=hi));
-    let r = &mut rng;
-    let mut faults = vec![
-        Fault::KillWorker(0, ms(r, 300, 1500)),
-        Fault::PauseWorker(1, ms(r, 2500, 4000)),
-        Fault::KillLeader(ms(r, 500, 1500)),
-        Fault::PauseLeader(ms(r, 2500, 4000)),
-        Fault::PauseEtcd(0, ms(r, 500, 2000)),
-        Fault::KillEtcd(1, ms(r, 500, 2000)),
-        Fault::DropLeaderLinks,
-        Fault::SlowLeader(ms(r, 500, 2000), ms(r, 10, 60)),
-        Fault::IsolateLeaderFromEtcd(ms(r, 2500, 4000)),
-        Fault::IsolateLeaderFromWorkers(ms(r, 1000, 4000)),
-        Fault::EtcdOutage(ms(r, 3000, 5000)),
-        Fault::RestartCoordinators(ms(r, 200, 1000)),
-        Fault::RestartWorkers(ms(r, 200, 1000)),
-        Fault::IsolateWorkerFromEtcd(2, ms(r, 2500, 4000)),
-        Fault::RollingRestart,
-    ];
-    rng.shuffle(&mut faults);
-    faults.into_iter().map(|f| (ms(&mut rng, 200, 800), f)).collect()
-}
-
-/// A seeded schedule: (pause before, fault), filling about `window`.
-pub fn schedule(seed: u64, window: Duration) -> Vec<(Duration, Fault)> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let mut ms = |lo: u64, hi: u64| Duration::from_millis(rng.u64(lo..=hi));
-    let mut out = Vec::new();
-    let mut total = Duration::ZERO;
-    while total < window {
-        let gap = ms(300, 1500);
-        let kind = ms(0, 14).as_millis() as u64;
-        let who = ms(0, 2).as_millis() as usize;
-        let fault = match kind {
-            0 => Fault::KillWorker(who, ms(300, 2000)),
-            1 => Fault::PauseWorker(who, ms(300, 4000)),
-            2 => Fault::KillLeader(ms(500, 2500)),
-            3 => Fault::PauseLeader(ms(300, 4000)),
-            4 => Fault::PauseEtcd(who, ms(300, 3000)),
-            5 => Fault::KillEtcd(who, ms(500, 3000)),
-            6 => Fault::DropLeaderLinks,
-            7 => Fault::SlowLeader(ms(500, 3000), ms(5, 80)),
-            8 => Fault::IsolateLeaderFromEtcd(ms(1000, 5000)),
-            9 => Fault::IsolateLeaderFromWorkers(ms(500, 5000)),
-            10 => Fault::EtcdOutage(ms(2500, 6000)),
-            11 => Fault::RestartCoordinators(ms(200, 2000)),
-            12 => Fault::RestartWorkers(ms(200, 2000)),
-            13 => Fault::IsolateWorkerFromEtcd(who, ms(2500, 5000)),
-            _ => Fault::RollingRestart,
-        };
-        total += gap + fault.duration();
-        out.push((gap, fault));
-    }
-    out
-}
-
-impl Fault {
-    fn duration(&self) -> Duration {
-        match self {
-            Self::KillWorker(_, d)
-            | Self::PauseWorker(_, d)
-            | Self::KillLeader(d)
-            | Self::PauseLeader(d)
-            | Self::PauseEtcd(_, d)
-            | Self::KillEtcd(_, d)
-            | Self::SlowLeader(d, _)
-            | Self::IsolateLeaderFromEtcd(d)
-            | Self::IsolateLeaderFromWorkers(d)
-            | Self::EtcdOutage(d)
-            | Self::RestartCoordinators(d)
-            | Self::RestartWorkers(d)
-            | Self::IsolateWorkerFromEtcd(_, d) => *d,
-            Self::DropLeaderLinks => Duration::ZERO,
-            Self::RollingRestart => Duration::from_secs(10),
-        }
-    }
-}
 
 struct Coordinator {
     process: SwarmProcess,
@@ -168,6 +57,10 @@ pub struct Nemesis {
     disrupted: HashSet<String>,
     /// What was done, for the failure message.
     pub log: Vec<String>,
+    /// The file coordinator 0's wall clock offset is read from (libfaketime).
+    clock: std::path::PathBuf,
+    /// strace processes delaying etcd's fsyncs, until healed.
+    disk_stalls: Vec<std::process::Child>,
 }
 
 impl Nemesis {
@@ -183,7 +76,10 @@ impl Nemesis {
             worker_links: Vec::new(),
             disrupted: HashSet::new(),
             log: Vec::new(),
+            clock: std::path::PathBuf::new(),
+            disk_stalls: Vec::new(),
         };
+        n.clock = n.dir.0.join("clock-0");
         for i in 0..2 {
             n.add_coordinator(i).await?;
             if i == 0 {
@@ -225,7 +121,14 @@ impl Nemesis {
         let mut args: Vec<String> =
             vec!["coordinator".into(), "--listen".into(), listen, "--advertise".into(), url.clone()];
         args.extend(self.etcd_args(&endpoints));
-        let process = SwarmProcess::spawn(&format!("coordinator-{i}"), &args, &self.dir.0)?;
+        // Coordinator 0's wall clock is stepped by `Fault::StepClock`; coordinator 1's clocks
+        // (wall and monotonic) run 5 % slow throughout: a leader slow to see its lease run out.
+        let env = match i {
+            0 => crate::process::stepped_wall_clock(&self.clock),
+            _ => crate::process::faketime(&[("FAKETIME", "+0 x0.95")]),
+        };
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let process = SwarmProcess::spawn_env(&format!("coordinator-{i}"), &args, &env, &self.dir.0)?;
         self.coordinators.push(Coordinator { process, url, front, etcd_links });
         Ok(())
     }
@@ -337,6 +240,27 @@ impl Nemesis {
                 sleep(d).await;
                 self.worker_links[i].iter().for_each(|p| p.set(Mode::Pass));
             }
+            Fault::StepClock(secs, d) => {
+                let _ = std::fs::write(&self.clock, format!("{secs:+}s\n"));
+                sleep(d).await;
+                let _ = std::fs::write(&self.clock, "+0\n");
+            }
+            Fault::SlowEtcdDisks(d, delay) => {
+                self.stall_disks(delay);
+                // A witness that the stall took: one commit, timed.
+                let t = Instant::now();
+                let put = swarm_store::Txn::new().then(swarm_store::Op::put("/nemesis/disk", "1"));
+                if let Ok(store) = self.etcd.store().await {
+                    let ok = timeout(d, store.commit(put)).await.is_ok_and(|r| r.is_ok());
+                    self.log.push(format!(
+                        "  a commit during the stall: {:?} ({})",
+                        t.elapsed(),
+                        if ok { "ok" } else { "not within the fault" }
+                    ));
+                }
+                sleep(d.saturating_sub(t.elapsed())).await;
+                self.unstall_disks();
+            }
             Fault::RestartWorkers(d) => {
                 for (i, w) in self.workers.iter_mut().enumerate() {
                     w.kill();
@@ -385,8 +309,41 @@ impl Nemesis {
         }
     }
 
+    /// Delays every fsync and fdatasync of every etcd member by `delay` (strace attached to it,
+    /// injecting the delay), until [`Self::unstall_disks`].
+    fn stall_disks(&mut self, delay: Duration) {
+        let inject = format!("inject=fsync,fdatasync:delay_enter={}us", delay.as_micros());
+        for pid in (0..3).filter_map(|i| self.etcd.pid(i)) {
+            let strace = std::process::Command::new("strace")
+                .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync,fdatasync", "-e", &inject, "-p"])
+                .arg(pid.to_string())
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            match strace {
+                Ok(child) => self.disk_stalls.push(child),
+                Err(e) => self.log.push(format!("  strace did not start ({e}): run scripts/install-deps test")),
+            }
+        }
+        // Until every thread of every member is traced (or 5 s).
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while (0..3).filter_map(|i| self.etcd.pid(i)).any(|pid| !traced(pid)) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Detaches every strace [`Self::stall_disks`] attached (SIGINT: it lets its tracees go).
+    fn unstall_disks(&mut self) {
+        for mut child in self.disk_stalls.drain(..) {
+            let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+
     /// Heals everything: every process runs and every link passes.
     pub async fn heal(&mut self) -> anyhow::Result<()> {
+        self.unstall_disks();
+        let _ = std::fs::write(&self.clock, "+0\n");
         for i in 0..3 {
             let _ = self.etcd.signal(i, "CONT");
         }
@@ -426,6 +383,21 @@ impl Nemesis {
             out += &format!("--- {} ---\n{}\n", p.name, lines[lines.len().saturating_sub(25)..].join("\n"));
         }
         out
+    }
+}
+
+/// Whether every thread of process `pid` has a tracer.
+fn traced(pid: u32) -> bool {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+    tasks.into_iter().all(|t| {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        status.lines().any(|l| l.starts_with("TracerPid:") && l.split_whitespace().nth(1) != Some("0"))
+    })
+}
+
+impl Drop for Nemesis {
+    fn drop(&mut self) {
+        self.unstall_disks();
     }
 }
 
