@@ -11,9 +11,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use serde_json::json;
 use swarm_cli::client::{self, Client};
-use swarm_core::{RunSpec, SubtaskSpec};
+use swarm_core::RunSpec;
 use swarm_proto::pb;
 use swarm_store::StateStore;
 use tokio::time::{Instant, timeout};
@@ -24,6 +23,8 @@ use crate::proc_cluster::{PREFIX, write_script};
 
 mod check;
 mod faults;
+mod workload;
+pub use workload::{Kind, workload};
 pub mod history;
 use crate::process::SwarmProcess;
 pub use check::check;
@@ -95,7 +96,7 @@ impl Nemesis {
             let args: Vec<String> = ["worker", "--id", &format!("w{i}"), "--slots", "16", "--append-dir"]
                 .map(String::from)
                 .into_iter()
-                .chain([n.dir.0.join("append").display().to_string(), "--script".into()])
+                .chain([n.append_dir(&format!("w{i}"))?.display().to_string(), "--script".into()])
                 .chain([n.dir.0.join("script.yaml").display().to_string()])
                 .chain(n.etcd_args(&endpoints))
                 .collect();
@@ -359,9 +360,23 @@ impl Nemesis {
         self.wait_serving(Duration::from_secs(60)).await
     }
 
-    /// Lines appended to `file` by the `append` tool.
-    pub fn appended(&self, file: &str) -> Vec<String> {
-        crate::proc_cluster::appended_in(&self.dir.0, file)
+    /// Worker `id`'s append directory (created): each worker's own, so that an effect names
+    /// the worker that made it.
+    fn append_dir(&self, id: &str) -> anyhow::Result<std::path::PathBuf> {
+        let dir = self.dir.0.join(format!("append-{id}"));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Lines appended to `file` by the `append` tool, with the worker that appended each.
+    pub fn appended(&self, file: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for i in 0..self.workers.len() {
+            let path = self.dir.0.join(format!("append-w{i}")).join(file);
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            out.extend(text.lines().map(|l| (format!("w{i}"), l.to_owned())));
+        }
+        out
     }
 
     /// The tail of every process's log, after every error any coordinator logged.
@@ -399,46 +414,6 @@ impl Drop for Nemesis {
     fn drop(&mut self) {
         self.unstall_disks();
     }
-}
-
-/// The workload: run `k` of a nemesis round.
-pub fn workload(k: usize) -> RunSpec {
-    let name = format!("nemesis-{k}");
-    let mut spec = match k % 3 {
-        // Non-idempotent calls in chains: each appends its id to the run's file.
-        0 => {
-            let mut spec = swarm_cli::specs::swarm(4, 6, None);
-            for s in &mut spec.subtasks {
-                if s.id.as_str().starts_with("agent-") {
-                    let args = json!({ "file": format!("{name}.log"), "text": s.id.to_string(), "ms": 60 });
-                    s.kind = swarm_core::SubtaskKind::Tool { tool: "append".into(), args };
-                }
-            }
-            spec
-        }
-        // Idempotent calls that fail once and are retried, and plain ones.
-        1 => {
-            let mut subtasks = Vec::new();
-            for i in 0..12 {
-                subtasks.push(SubtaskSpec::tool(format!("flaky-{i}"), "flaky", json!({ "fail_times": 1 })));
-                subtasks.push(
-                    SubtaskSpec::tool(format!("sleep-{i}"), "sleep", json!({ "ms": 100 }))
-                        .after([format!("flaky-{i}")]),
-                );
-            }
-            RunSpec::new("", subtasks)
-        }
-        // An orchestrator and its subagents (scripted model: six helpers, four appends each).
-        _ => RunSpec::new("", vec![crate::proc_cluster::lead()]),
-    };
-    spec.name = name;
-    spec.retry = Some(swarm_core::retry::RetrySpec {
-        maximum_attempts: Some(20),
-        initial_interval_ms: Some(50),
-        maximum_interval_ms: Some(1000),
-        ..Default::default()
-    });
-    spec
 }
 
 /// Submits `spec` with an idempotency key, retrying through failovers until it is accepted;
@@ -496,6 +471,7 @@ pub async fn round(seed: u64, plan: Vec<(Duration, Fault)>) -> anyhow::Result<(u
         let spec = workload(k);
         let run_id = submit(&n, &spec, Duration::from_secs(60), &history).await?;
         observers.spawn(history.clone().observe(n.finder(), spec.name.clone(), run_id.clone(), stop.clone()));
+        observers.spawn(history.clone().watch(n.finder(), spec.name.clone(), run_id.clone(), stop.clone()));
         runs.push(run_id);
         tokio::time::sleep(*gap).await;
         n.inflict(fault).await;
@@ -514,11 +490,12 @@ pub async fn round(seed: u64, plan: Vec<(Duration, Fault)>) -> anyhow::Result<(u
     anyhow::ensure!(bad.is_empty(), "{} violations:\n  {}\n{}", bad.len(), bad.join("\n  "), context());
     let calls = ended.iter().map(|r| r.summary.as_ref().map_or(0, |s| u64::from(s.tool_calls_completed))).sum();
     eprintln!(
-        "nemesis seed {seed}: {} faults over {:?}, {} runs, {calls} tool calls, {} client operations checked; every invariant held\n  {}",
+        "nemesis seed {seed}: {} faults over {:?}, {} runs, {calls} tool calls, {} client operations checked ({}); every invariant held\n  {}",
         plan.len(),
         started.elapsed(),
         runs.len(),
         history.ops().len(),
+        history.counts(),
         n.log.join("\n  ")
     );
     Ok((plan.len(), runs.len(), calls))

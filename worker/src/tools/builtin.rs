@@ -251,8 +251,9 @@ impl Tool for HttpGet {
     }
 }
 
-/// `append {file, text, ms?}`: waits `ms`, then appends `text` and a newline to `file` in the
-/// worker's append directory (a plain file name; no paths). Side-effecting: neither read-only
+/// `append {file, text, ms?, stamp?}`: waits `ms`, then appends `text` and a newline to `file`
+/// in the worker's append directory (a plain file name; no paths); with `stamp: true` the line
+/// ends ` attempt=N`, naming the attempt that wrote it (the nemesis attributes effects). Side-effecting: neither read-only
 /// nor idempotent. Only offered when the worker is given a directory (`--append-dir`).
 pub struct Append {
     info: ToolInfo,
@@ -286,6 +287,10 @@ impl Tool for Append {
                 return Err(ToolError::permanent("args.text: one line (no newline)"));
             }
             let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0);
+            let line = match args.get("stamp").and_then(Value::as_bool) {
+                Some(true) => format!("{text} attempt={}\n", ctx.attempt),
+                _ => format!("{text}\n"),
+            };
             if ms > 0 {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
@@ -303,9 +308,7 @@ impl Tool for Append {
                 .open(dir.join(file))
                 .await
                 .map_err(|e| ToolError::transient(format!("opening {file}: {e}")))?;
-            f.write_all(format!("{text}\n").as_bytes())
-                .await
-                .map_err(|e| ToolError::transient(format!("writing {file}: {e}")))?;
+            f.write_all(line.as_bytes()).await.map_err(|e| ToolError::transient(format!("writing {file}: {e}")))?;
             // tokio's File hands writes to a blocking thread: without this flush the call could
             // report success while the line is still in a buffer, and a worker killed at that
             // moment would lose a write it had reported (the run would not run it again).
@@ -396,6 +399,8 @@ mod tests {
             let body = std::fs::read_to_string(dir.join("a.log")).expect("read");
             assert_eq!(body.lines().count(), i + 1, "line {i} was reported before it was written");
         }
+        tool.call(json!({"file": "s.log", "text": "x", "stamp": true}), ctx(3)).await.expect("appended");
+        assert_eq!(std::fs::read_to_string(dir.join("s.log")).expect("read"), "x attempt=3\n");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
