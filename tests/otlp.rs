@@ -1,9 +1,11 @@
-//! An in-test OpenTelemetry collector: OTLP/gRPC trace and metrics services on 127.0.0.1:0 that
-//! keep what they receive.
+//! An in-test OpenTelemetry collector: OTLP/gRPC trace, metrics and logs services on 127.0.0.1:0
+//! that keep what they receive.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -48,8 +50,28 @@ impl ReceivedSpan {
     }
 }
 
+/// A log record as received.
+#[derive(Clone, Debug)]
+pub struct ReceivedLog {
+    pub service: String,
+    pub event_name: String,
+    pub severity_text: String,
+    pub body: String,
+    pub attributes: Vec<(String, String)>,
+    pub trace_id: Vec<u8>,
+    pub span_id: Vec<u8>,
+}
+
+impl ReceivedLog {
+    /// An attribute's value, as text.
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
 #[derive(Default)]
 struct Inner {
+    logs: Vec<ReceivedLog>,
     spans: Vec<ReceivedSpan>,
     /// Debug dumps of every request, to search for what must not be there.
     raw: Vec<String>,
@@ -95,6 +117,38 @@ fn attrs(kvs: &[KeyValue]) -> Vec<(String, String)> {
 }
 
 struct Traces(Arc<Mutex<Inner>>);
+struct Logs(Arc<Mutex<Inner>>);
+
+#[tonic::async_trait]
+impl LogsService for Logs {
+    async fn export(
+        &self,
+        req: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let req = req.into_inner();
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        inner.raw.push(format!("{req:?}"));
+        for rl in &req.resource_logs {
+            let resource = rl.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
+            let service =
+                resource.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone()).unwrap_or_default();
+            for sl in &rl.scope_logs {
+                for r in &sl.log_records {
+                    inner.logs.push(ReceivedLog {
+                        service: service.clone(),
+                        event_name: r.event_name.clone(),
+                        severity_text: r.severity_text.clone(),
+                        body: text(&r.body),
+                        attributes: attrs(&r.attributes),
+                        trace_id: r.trace_id.clone(),
+                        span_id: r.span_id.clone(),
+                    });
+                }
+            }
+        }
+        Ok(Response::new(ExportLogsServiceResponse { partial_success: None }))
+    }
+}
 struct Metrics(Arc<Mutex<Inner>>);
 
 #[tonic::async_trait]
@@ -162,7 +216,8 @@ impl Collector {
         let addr = listener.local_addr()?;
         let router = tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(Traces(inner.clone())))
-            .add_service(MetricsServiceServer::new(Metrics(inner.clone())));
+            .add_service(MetricsServiceServer::new(Metrics(inner.clone())))
+            .add_service(LogsServiceServer::new(Logs(inner.clone())));
         tokio::spawn(async move {
             let _ = router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)).await;
         });
@@ -177,6 +232,11 @@ impl Collector {
     /// Spans received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).spans.clone()
+    }
+
+    /// Log records received so far.
+    pub fn logs(&self) -> Vec<ReceivedLog> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).logs.clone()
     }
 
     /// Names of the metrics received so far.

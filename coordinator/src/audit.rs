@@ -12,7 +12,8 @@
 //! a standby forwards and the leader records (a call refused on the standby, for its role say,
 //! is recorded there). Calls refused before any principal is known (no or unknown credentials)
 //! are not: nobody is there to name. Each line is also a `tracing` event (target `swarm::audit`),
-//! so it reaches the OpenTelemetry export as an event of the call's span.
+//! and, when OTLP export is on, an OpenTelemetry log record (event name `swarm.audit`, the line
+//! as its body, each field an attribute `swarm.audit.FIELD`, in the trace of the call).
 //!
 //! Lines are written whole under a lock and flushed (not synced: the log follows the process's
 //! other logs, and a call is far rarer than a write).
@@ -121,7 +122,17 @@ impl AuditLog {
             result = %result,
             "audit"
         );
-        let mut text = Value::Object(line).to_string();
+        let line = Value::Object(line);
+        let mut text = line.to_string();
+        if swarm_telemetry::events::enabled() {
+            let attributes = line
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (format!("swarm.audit.{k}"), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                .collect();
+            swarm_telemetry::events::emit("swarm.audit", text.clone(), attributes);
+        }
         text.push('\n');
         let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {

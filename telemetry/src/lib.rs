@@ -12,6 +12,7 @@
 //! Message and argument content (prompts, completions, tool arguments and results) is recorded
 //! only when `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`: it may hold personal data.
 
+pub mod events;
 pub mod metrics;
 
 use std::collections::HashMap;
@@ -68,6 +69,7 @@ const SPAN_TARGETS: [&str; 5] = [
 pub struct Telemetry {
     tracer: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
     meter: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
+    logs: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
 }
 
 fn env_set(name: &str) -> bool {
@@ -80,7 +82,8 @@ pub fn otlp_enabled() -> bool {
     !disabled
         && (env_set("OTEL_EXPORTER_OTLP_ENDPOINT")
             || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            || env_set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+            || env_set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+            || env_set("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"))
 }
 
 /// Whether message and argument content may be recorded on spans.
@@ -104,7 +107,7 @@ pub fn init(service: &str, default_filter: &str) -> Telemetry {
             .with(filter)
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
             .init();
-        return Telemetry { tracer: None, meter: None };
+        return Telemetry { tracer: None, meter: None, logs: None };
     }
     let mut resource = opentelemetry_sdk::Resource::builder();
     if !env_set("OTEL_SERVICE_NAME") {
@@ -119,10 +122,20 @@ pub fn init(service: &str, default_filter: &str) -> Telemetry {
     });
     let meter = opentelemetry_otlp::MetricExporter::builder().with_tonic().build().ok().map(|exporter| {
         opentelemetry_sdk::metrics::SdkMeterProvider::builder()
-            .with_resource(resource)
+            .with_resource(resource.clone())
             .with_periodic_exporter(exporter)
             .build()
     });
+    let logs = opentelemetry_otlp::LogExporter::builder().with_tonic().build().ok().map(|exporter| {
+        opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+            .with_resource(resource)
+            .with_batch_exporter(exporter)
+            .build()
+    });
+    if let Some(provider) = &logs {
+        use opentelemetry::logs::LoggerProvider;
+        let _ = events::LOGGER.set(provider.logger_with_scope(scope()));
+    }
     if let Some(m) = &meter {
         opentelemetry::global::set_meter_provider(m.clone());
         metrics::set_otlp_enabled();
@@ -150,13 +163,13 @@ pub fn init(service: &str, default_filter: &str) -> Telemetry {
             filter,
         ))
         .init();
-    Telemetry { tracer, meter }
+    Telemetry { tracer, meter, logs }
 }
 
 impl Telemetry {
     /// Flushes and stops the exporters, waiting at most `limit` (off the async threads).
     pub fn shutdown(self, limit: Duration) {
-        if self.tracer.is_none() && self.meter.is_none() {
+        if self.tracer.is_none() && self.meter.is_none() && self.logs.is_none() {
             return;
         }
         let (tx, rx) = std::sync::mpsc::channel();
@@ -166,6 +179,9 @@ impl Telemetry {
             }
             if let Some(m) = self.meter {
                 let _ = m.shutdown_with_timeout(limit);
+            }
+            if let Some(l) = self.logs {
+                let _ = l.shutdown_with_timeout(limit);
             }
             let _ = tx.send(());
         });

@@ -409,6 +409,55 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// With export on, each audit line is also an OpenTelemetry log record (event `swarm.audit`),
+/// in the trace of the call it records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lines_are_exported_as_log_records_in_the_trace_of_their_call() {
+    let collector = Collector::start().await.expect("collector");
+    let dir = temp_dir("audit-otlp");
+    let audit = dir.join("audit.jsonl");
+    let grpc = free_port().expect("port");
+    let endpoint = collector.endpoint();
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BLRP_SCHEDULE_DELAY", "50")];
+    let args: Vec<String> = ["up", "--listen", &format!("127.0.0.1:{grpc}"), "--workers", "1", "--audit-log"]
+        .map(String::from)
+        .into_iter()
+        .chain([audit.display().to_string()])
+        .collect();
+    let mut up = SwarmProcess::spawn_env("up", &args, &env, &dir).expect("up");
+    let mut c = connect(grpc, &up).await;
+    let spec = RunSpec::new("audited", vec![SubtaskSpec::tool("s", "sleep", json!({"ms": 60_000}))]);
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    c.cancel_run(pb::CancelRunRequest { run_id: run_id.clone(), reason: "audit".into() }).await.expect("cancel");
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    let records = loop {
+        let mine: Vec<_> = collector
+            .logs()
+            .into_iter()
+            .filter(|l| l.event_name == "swarm.audit" && l.attr("swarm.audit.run_id") == Some(run_id.as_str()))
+            .collect();
+        if mine.len() >= 2 {
+            break mine;
+        }
+        assert!(tokio::time::Instant::now() < until, "no audit records: {:?}\n{}", collector.logs(), up.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let lines = std::fs::read_to_string(&audit).expect("audit log");
+    for (record, action) in records.iter().zip(["submit", "cancel"]) {
+        assert_eq!(record.attr("swarm.audit.action"), Some(action), "{record:?}");
+        assert_eq!(record.attr("swarm.audit.result"), Some("ok"));
+        assert_eq!(record.severity_text, "INFO");
+        assert!(lines.lines().any(|l| l == record.body), "the body is the line written: {record:?}\n{lines}");
+        assert_eq!(record.trace_id.len(), 16, "in a trace: {record:?}");
+    }
+    // The trace is the call's: its server span arrives with the same trace id.
+    let trace = records[0].trace_id.clone();
+    wait_spans(&collector, Duration::from_secs(20), |spans| spans.iter().any(|s| s.trace_id == trace)).await;
+    up.signal("TERM").expect("SIGTERM");
+    let _ = up.wait_exit(Duration::from_secs(15)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_collector_listening_nothing_blocks_and_shutdown_is_bounded() {
     let dir = temp_dir("no-collector");
