@@ -18,7 +18,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates bubblewrap python3-minimal \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 swarm \
  && useradd --system --uid 10001 --gid swarm --home-dir /var/lib/swarm --create-home swarm

@@ -289,6 +289,16 @@ pub struct WorkerKitArgs {
     /// A script for the `scripted` model (YAML).
     #[arg(long, env = "SWARM_SCRIPT")]
     pub script: Option<PathBuf>,
+    /// Do not offer the sandboxed `exec` tool (offered by default where bubblewrap works).
+    #[arg(long, env = "SWARM_NO_EXEC")]
+    pub no_exec: bool,
+    /// Where subtasks' workspaces live (`exec` runs in them); default: a directory under the
+    /// system's temporary directory.
+    #[arg(long, env = "SWARM_WORKSPACE_DIR")]
+    pub workspace_dir: Option<PathBuf>,
+    /// How long a run's workspaces are kept once untouched (for debugging), e.g. `1h`.
+    #[arg(long, env = "SWARM_WORKSPACE_TTL", default_value = "1h", value_parser = parse_ttl)]
+    pub workspace_ttl: std::time::Duration,
 }
 
 /// Admission caps (docs/configuration.md): beyond them SubmitRun answers RESOURCE_EXHAUSTED.

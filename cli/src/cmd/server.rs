@@ -246,6 +246,38 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Offers `exec` when bubblewrap works here, saying which limits are in force; otherwise says
+/// exactly what is missing (the worker serves on without it).
+async fn register_exec(tools: &mut ToolRegistry, kit: &WorkerKitArgs) {
+    use swarm_worker::tools::exec::{Exec, Limits, Sandbox, Workspaces};
+    let sandbox = match Sandbox::probe().await {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::warn!("the sandboxed `exec` tool is off: {why} (--no-exec silences this)");
+            return;
+        }
+    };
+    let root = kit.workspace_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("swarm-workspaces"));
+    let workspaces = match Workspaces::new(&root, kit.workspace_ttl) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("the sandboxed `exec` tool is off: workspace directory {}: {e}", root.display());
+            return;
+        }
+    };
+    tracing::info!(workspaces = %root.display(), limits = sandbox.describe(), "sandboxed `exec` offered");
+    // Workspaces of runs untouched for the TTL go, now and every tenth of it.
+    let gc = workspaces.clone();
+    tokio::spawn(async move {
+        loop {
+            let w = gc.clone();
+            let _ = tokio::task::spawn_blocking(move || w.collect_garbage()).await;
+            tokio::time::sleep((gc.ttl / 10).max(std::time::Duration::from_secs(1))).await;
+        }
+    });
+    tools.register(Arc::new(Exec::new(Arc::new(sandbox), workspaces, Limits::default())));
+}
+
 /// The tools (built-in under `egress`, `append`, MCP servers' tools) and models (endpoints, the
 /// scripted model) of `kit`.
 pub(crate) async fn load_kit(
@@ -256,6 +288,9 @@ pub(crate) async fn load_kit(
     if let Some(dir) = &kit.append_dir {
         anyhow::ensure!(dir.is_dir(), "--append-dir {} is not a directory", dir.display());
         tools.register(Arc::new(swarm_worker::tools::builtin::Append::new(dir.clone())));
+    }
+    if !kit.no_exec {
+        register_exec(&mut tools, kit).await;
     }
     if let Some(path) = &kit.mcp {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -4,6 +4,7 @@
 
 pub mod builtin;
 pub mod egress;
+pub mod exec;
 pub mod mcp;
 pub mod mcp_http;
 

@@ -1,0 +1,228 @@
+//! The sandboxed `exec` tool against real bubblewrap (docs/security.md, "The exec sandbox"):
+//! what a call sees and can do, each escape attempt failing to do harm, each limit stopping
+//! what it bounds with the result saying which, and nothing of a call outliving it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use swarm_worker::tools::exec::{Exec, Limits, Sandbox, Workspaces};
+use swarm_worker::tools::{Tool, ToolContext};
+use tokio_util::sync::CancellationToken;
+
+struct Kit {
+    exec: Exec,
+    root: std::path::PathBuf,
+}
+
+impl Drop for Kit {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+async fn kit(limits: Limits) -> Kit {
+    let sandbox =
+        Sandbox::probe().await.unwrap_or_else(|e| panic!("bubblewrap must work here (scripts/install-deps test): {e}"));
+    let root = std::env::temp_dir().join(format!("swarm-sandbox-test-{:x}", fastrand::u64(..)));
+    let workspaces = Workspaces::new(&root, Duration::from_secs(3600)).expect("workspaces");
+    Kit { exec: Exec::new(Arc::new(sandbox), workspaces, limits), root }
+}
+
+fn ctx(subtask: &str) -> ToolContext {
+    ToolContext {
+        run_id: "r1".into(),
+        subtask_id: subtask.into(),
+        attempt: 1,
+        cancel: CancellationToken::new(),
+        hold: None,
+    }
+}
+
+async fn sh(k: &Kit, script: &str) -> Value {
+    k.exec.call(json!({"script": script}), ctx("s")).await.expect("the sandbox ran")
+}
+
+fn out(v: &Value) -> &str {
+    v["stdout"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_call_runs_python_and_sh_in_its_workspace_and_answers_what_happened() {
+    let k = kit(Limits::default()).await;
+    let v = k.exec.call(json!({"cmd": ["python3", "-c", "print(6*7)"]}), ctx("s")).await.expect("ran");
+    assert_eq!((v["exit_code"].as_i64(), out(&v)), (Some(0), "42\n"), "{v}");
+    let v = sh(&k, "echo kept > notes.txt; pwd; id -u; hostname; echo oops >&2; exit 3").await;
+    assert_eq!(v["exit_code"], 3, "{v}");
+    assert_eq!(out(&v), "/workspace\n65534\nsandbox\n");
+    assert_eq!(v["stderr"], "oops\n");
+    // The workspace is kept between calls of the subtask, and is the subtask's own.
+    assert_eq!(out(&sh(&k, "cat notes.txt").await), "kept\n");
+    let other = k.exec.call(json!({"script": "ls"}), ctx("other")).await.expect("ran");
+    assert_eq!(out(&other), "", "{other}");
+    let v = k.exec.call(json!({"script": "import sys; print(sys.stdin.read().upper())", "lang": "python", "stdin": "abc", "env": {"X_1": "y"}}), ctx("s")).await.expect("ran");
+    assert_eq!(out(&v), "ABC\n", "{v}");
+    // Bad arguments are the call's error, with the field.
+    for (args, field) in [
+        (json!({}), "args.cmd or args.script"),
+        (json!({"cmd": []}), "args.cmd"),
+        (json!({"script": "x", "lang": "ruby"}), "args.lang"),
+        (json!({"script": "x", "env": {"A=B": "1"}}), "args.env.A=B"),
+        (json!({"script": "x", "timeout_ms": -1}), "args.timeout_ms"),
+        (json!({"script": "x", "limits": {"gpu": 1}}), "args.limits.gpu"),
+    ] {
+        let e = k.exec.call(args.clone(), ctx("s")).await.expect_err("refused");
+        assert!(e.message.contains(field), "{args}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn nothing_of_the_worker_is_visible_or_reachable_from_inside() {
+    let k = kit(Limits::default()).await;
+    // SAFETY of the check: the variable is this test process's, which bwrap would pass on.
+    let secret = std::env::var("PATH").unwrap_or_default();
+    let v = sh(&k, "env; cat /proc/1/environ | tr '\\0' '\\n'; cat /proc/self/environ | tr '\\0' '\\n'").await;
+    assert!(!out(&v).contains("CARGO"), "the worker's environment leaked: {v}");
+    assert!(!out(&v).contains(&secret) || secret == "/usr/local/bin:/usr/bin:/bin", "{v}");
+    // Files outside the workspace: the host's /etc, /root, this test's files, through `..`,
+    // a symlink, /proc/self/root, a hard link.
+    let host_file = k.root.join("host-secret.txt");
+    std::fs::write(&host_file, "top secret").expect("host file");
+    let probes = format!(
+        "cat /etc/shadow; cat /etc/hostname; ls /root; cat {0}; cat ../../host-secret.txt; \
+         ln -s {0} link && cat link; cat /proc/self/root{0}; ln {0} hard 2>&1; cat hard; \
+         cat /proc/1/root{0}; echo done",
+        host_file.display()
+    );
+    let v = sh(&k, &probes).await;
+    assert!(!out(&v).contains("top secret") && !v["stderr"].as_str().unwrap_or("").contains("top secret"), "{v}");
+    assert!(out(&v).ends_with("done\n"), "{v}");
+    // Writes outside the workspace fail; /tmp is private.
+    let v =
+        sh(&k, &format!("echo x > {0}/escaped; echo x > /usr/escaped; echo x > /tmp/mine; ls /tmp", k.root.display()))
+            .await;
+    assert!(!k.root.join("escaped").exists() && !std::path::Path::new("/usr/escaped").exists(), "{v}");
+    assert!(!std::path::Path::new("/tmp/mine").exists() || std::fs::read_to_string("/tmp/mine").is_err(), "{v}");
+    // No network: not the worker's loopback services, not an outside name.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let script = format!(
+        "import socket\nfor host in [('127.0.0.1', {port}), ('example.com', 80)]:\n  try:\n    socket.create_connection(host, timeout=2); print('connected', host)\n  except Exception as e:\n    print('refused', type(e).__name__)\n"
+    );
+    let v = k.exec.call(json!({"script": script, "lang": "python"}), ctx("s")).await.expect("ran");
+    assert!(!out(&v).contains("connected"), "{v}");
+    assert_eq!(out(&v).matches("refused").count(), 2, "{v}");
+}
+
+#[tokio::test]
+async fn each_limit_stops_what_it_bounds_and_the_result_names_it() {
+    let limits = Limits {
+        wall: Duration::from_secs(20),
+        cpu_seconds: 2,
+        memory_bytes: 64 << 20,
+        processes: 32,
+        output_bytes: 1 << 20,
+        file_bytes: 10 << 20,
+        workspace_bytes: 50 << 20,
+    };
+    let k = kit(limits).await;
+    // 100 MB of stdout: cut at 1 MiB, with a marker.
+    let v = sh(&k, "head -c 100000000 /dev/zero | tr '\\0' a").await;
+    assert_eq!(v["truncated"], true);
+    assert!(
+        out(&v).len() < (1 << 20) + 100 && out(&v).ends_with("[output truncated at 1048576 bytes]"),
+        "{}",
+        out(&v).len()
+    );
+    // A 10 GB write: stopped at the file-size limit.
+    let v = sh(&k, "head -c 10000000000 /dev/zero > big; ls -l big").await;
+    assert_eq!(v["limit"], "file_size", "{v}");
+    assert!(std::fs::metadata(k.root.join("r1/s/big")).map_or(0, |m| m.len()) <= 10 << 20);
+    // CPU: a busy loop ends at 2 CPU seconds.
+    let v = k.exec.call(json!({"script": "while True: pass", "lang": "python"}), ctx("s")).await.expect("ran");
+    assert_eq!(v["limit"], "cpu", "{v}");
+    // Memory: a memory bomb is stopped.
+    let v = k
+        .exec
+        .call(json!({"script": "x = bytearray(512 << 20); print('allocated')", "lang": "python"}), ctx("s"))
+        .await
+        .expect("ran");
+    assert!(!out(&v).contains("allocated"), "{v}");
+    assert_ne!(v["exit_code"], 0, "{v}");
+    // A fork bomb: capped (processes), and gone when the call ends.
+    let v =
+        k.exec.call(json!({"script": "b() { b | b & }; b; sleep 2", "timeout_ms": 5000}), ctx("s")).await.expect("ran");
+    assert!(v["limit"].is_string(), "{v}");
+    // Wall time: a process that ignores SIGTERM is killed at the timeout.
+    let started = std::time::Instant::now();
+    let v = k.exec.call(json!({"script": "trap '' TERM; sleep 60", "timeout_ms": 500}), ctx("s")).await.expect("ran");
+    assert_eq!(v["limit"], "wall", "{v}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The workspace limit is reported once passed.
+    let v = sh(&k, "for i in 1 2 3 4 5 6; do head -c 9000000 /dev/zero > f$i; done").await;
+    assert_eq!(v["limit"], "workspace", "{v}");
+    // The worker's side still serves.
+    assert_eq!(sh(&k, "echo alive").await["stdout"], "alive\n");
+}
+
+/// Processes named by a marker in their command line, anywhere on the host.
+fn running(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker)))
+        .count()
+}
+
+#[tokio::test]
+async fn nothing_of_a_call_outlives_it_cancelled_timed_out_or_double_forked() {
+    let k = kit(Limits::default()).await;
+    // A daemon that double-forks and outlives its parent's exit.
+    let marker = format!("marker{:x}", fastrand::u64(..));
+    let v = sh(&k, &format!("(setsid sh -c 'exec -a {marker} sleep 300' &) ; sleep 0.2; echo started")).await;
+    assert_eq!(out(&v), "started\n", "{v}");
+    assert_eq!(running(&marker), 0, "a daemon outlived its call");
+    // A cancelled call: the whole tree goes.
+    let marker = format!("marker{:x}", fastrand::u64(..));
+    let c = ctx("s");
+    let cancel = c.cancel.clone();
+    let call = k.exec.call(json!({"script": format!("exec -a {marker} sleep 300")}), c);
+    let handle = tokio::spawn(call);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while running(&marker) == 0 {
+        assert!(std::time::Instant::now() < until, "the call never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cancel.cancel();
+    let e = handle.await.expect("joined").expect_err("cancelled");
+    assert_eq!(e.kind, swarm_core::FailureKind::Cancelled);
+    assert_eq!(running(&marker), 0, "the cancelled call's process lives on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_calls_at_once_all_succeed_and_leave_nothing_behind() {
+    let k = Arc::new(kit(Limits::default()).await);
+    let before = running("bwrap");
+    let calls = (0..200).map(|i| {
+        let k = k.clone();
+        tokio::spawn(
+            async move { k.exec.call(json!({"cmd": ["python3", "-c", "print(1)"]}), ctx(&format!("c{i}"))).await },
+        )
+    });
+    for call in futures_util::future::join_all(calls).await {
+        let v = call.expect("joined").expect("ran");
+        assert_eq!((v["exit_code"].as_i64(), out(&v)), (Some(0), "1\n"), "{v}");
+    }
+    assert_eq!(running("bwrap"), before, "bwrap processes left");
+    let leaked: Vec<_> = ["memory", "pids"]
+        .iter()
+        .flat_map(|c| std::fs::read_dir(format!("/sys/fs/cgroup/{c}")).into_iter().flatten().flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("swarm-exec-{}", std::process::id())))
+        .collect();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while leaked.iter().any(|e| e.path().exists()) && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(leaked.iter().all(|e| !e.path().exists()), "cgroups left: {leaked:?}");
+}
