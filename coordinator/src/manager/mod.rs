@@ -306,7 +306,7 @@ pub fn spawn(
         ended: Vec::new(),
         log_expiry: VecDeque::new(),
         awaiting_writes: Vec::new(),
-        signal_replies: Vec::new(),
+        durable_replies: Vec::new(),
         worker_principals: HashMap::new(),
         leased: HashSet::new(),
         backups: Vec::new(),
@@ -364,9 +364,9 @@ struct Manager {
     log_expiry: VecDeque<(u64, RunId)>,
     /// Runs whose next subtask waits for a record to be durable (see `durable`).
     awaiting_writes: Vec<RunKey>,
-    /// Answers to `SignalRun`, sent once the outbox has settled up to their mark: a decision is
-    /// told only once it is durable (a failover right after keeps it).
-    signal_replies: Vec<(u64, signals::SignalReply, pb::SignalRunResponse)>,
+    /// Answers to `SignalRun` and `CancelRun`, sent once the outbox has settled up to their
+    /// mark: a decision or a cancel is told only once it is durable (a failover keeps it).
+    durable_replies: Vec<(u64, signals::Answer)>,
     /// The principal each worker id was last used by.
     worker_principals: HashMap<WorkerId, String>,
     /// Workers registered under a live lease ([`Command::WorkerRegistered`]).
@@ -410,7 +410,7 @@ impl Manager {
                     }
                 }
                 _ = crate::clock::sleep_until(clock.as_ref(), wake.unwrap_or(0)), if wake.is_some() => {}
-                _ = settled.notified(), if !self.awaiting_writes.is_empty() || !self.signal_replies.is_empty() => {}
+                _ = settled.notified(), if !self.awaiting_writes.is_empty() || !self.durable_replies.is_empty() => {}
             }
             self.stats.turns += 1;
             let now = self.supervisor.now_us();
@@ -432,7 +432,7 @@ impl Manager {
                 self.expire_silent(now);
             }
             self.flush().await;
-            self.answer_signals();
+            self.answer_settled();
             // Time this turn kept the manager from reading heartbeats (a slow store blocking
             // the flush, above all) is not the workers' silence: their beats wait in the queue.
             let held_up = self.supervisor.now_us().saturating_sub(now);
@@ -491,9 +491,10 @@ impl Manager {
             Command::Workers { reply } => {
                 let _ = reply.send(self.registry.infos());
             }
-            Command::Cancel { run_id, reason, reply } => {
-                let _ = reply.send(self.cancel(&run_id, &reason));
-            }
+            Command::Cancel { run_id, reason, reply } => match self.cancel(&run_id, &reason) {
+                Ok(run) => self.answer_when_durable(Box::new(move || drop(reply.send(Ok(run))))),
+                Err(e) => drop(reply.send(Err(e))),
+            },
             Command::Signal { request, reply } => self.signal_command(request, reply),
             Command::Watch { run_id, reply } => {
                 let log = match self.listing.get(&run_id) {

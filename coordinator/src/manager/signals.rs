@@ -19,28 +19,36 @@ pub const ENDED: &str = "the run has ended";
 /// Where a `SignalRun` answer goes.
 pub(super) type SignalReply = oneshot::Sender<Result<pb::SignalRunResponse, ApiError>>;
 
+/// An answer to send once what it tells is durable.
+pub(super) type Answer = Box<dyn FnOnce() + Send>;
+
 impl Manager {
     /// `Command::Signal`: refused at once, or answered once the decision is durable.
     pub(super) fn signal_command(&mut self, request: pb::SignalRunRequest, reply: SignalReply) {
         match self.signal(request) {
-            Ok(answer) => self.signal_replies.push((self.outbox.queued(), reply, answer)),
+            Ok(answer) => self.answer_when_durable(Box::new(move || drop(reply.send(Ok(answer))))),
             Err(e) => {
                 let _ = reply.send(Err(e));
             }
         }
     }
 
-    /// Sends the answers whose decisions the outbox has settled.
-    pub(super) fn answer_signals(&mut self) {
-        if self.signal_replies.is_empty() {
+    /// Sends `answer` once every write handed to the outbox so far has settled.
+    pub(super) fn answer_when_durable(&mut self, answer: Answer) {
+        self.durable_replies.push((self.outbox.queued(), answer));
+    }
+
+    /// Sends the answers whose writes the outbox has settled.
+    pub(super) fn answer_settled(&mut self) {
+        if self.durable_replies.is_empty() {
             return;
         }
         let settled = self.outbox.settled();
         let (due, wait): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.signal_replies).into_iter().partition(|(mark, _, _)| *mark <= settled);
-        self.signal_replies = wait;
-        for (_, reply, answer) in due {
-            let _ = reply.send(Ok(answer));
+            std::mem::take(&mut self.durable_replies).into_iter().partition(|(mark, _)| *mark <= settled);
+        self.durable_replies = wait;
+        for (_, answer) in due {
+            answer();
         }
     }
 

@@ -430,10 +430,19 @@ async fn a_store_that_holds_the_manager_up_does_not_make_live_attempts_look_sile
     // per turn (a cancel each), and then the manager waits for it, reading nothing.
     memory.set_quota(Some(0));
     let manager = rig.manager.clone();
+    // One cancel per turn: a cancel is answered only once stored, so each is followed by a
+    // call answered at the end of its turn (the manager is held up once the queue is full).
     let cancels = tokio::spawn(async move {
+        let mut answers = Vec::new();
         for run_id in others {
-            let _ = manager.call(|reply| Command::Cancel { run_id, reason: "fill".into(), reply }).await;
+            let m = manager.clone();
+            answers.push(tokio::spawn(async move {
+                m.call(|reply| Command::Cancel { run_id, reason: "fill".into(), reply }).await
+            }));
+            tokio::task::yield_now().await;
+            let _ = manager.call(|reply| Command::Stats { reply }).await;
         }
+        futures_util::future::join_all(answers).await
     });
     // Held up for longer than the silence limit (15 s), while the worker's beats wait upstream.
     tokio::time::sleep(Duration::from_secs(40)).await;
@@ -665,5 +674,32 @@ async fn get_run_tells_a_result_or_an_end_only_once_it_is_in_the_store() {
     assert_eq!(told.subtasks[0].state, pb::SubtaskState::Succeeded as i32);
     let key = format!("/swarm/v1/subtasks/{run_id}/a");
     assert!(rig.repo.store().get(key.as_bytes()).await.expect("get").is_some(), "what it told is in the store");
+    rig.stop().await;
+}
+
+/// An acknowledged cancel is durable: a leader that dies right after answering must leave a
+/// successor that knows the run was cancelled (the nemesis found a run that ended SUCCEEDED
+/// after its cancel had been acknowledged CANCELLED).
+#[tokio::test(start_paused = true)]
+async fn a_cancel_is_acknowledged_only_once_it_is_in_the_store() {
+    let memory = Arc::new(MemoryStore::new());
+    let rig = Rig::start_on(ManagerConfig::default(), memory.clone());
+    let mut w = rig.join(ConnId(1), "w", 4, &[("echo", false)]).await;
+    let run_id = rig.submit(RunSpec::new("cancelled", vec![SubtaskSpec::tool("a", "echo", json!({}))])).await;
+    let _a = next_assignment(&mut w).await;
+    memory.set_quota(Some(0)); // the end cannot be written for now
+    let (manager, id) = (rig.manager.clone(), run_id.clone());
+    let mut cancel = tokio::spawn(async move {
+        manager.call(|reply| Command::Cancel { run_id: id, reason: "test".into(), reply }).await
+    });
+    tokio::select! {
+        answered = &mut cancel => panic!("answered before the cancel was stored: {answered:?}"),
+        () = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+    memory.set_quota(None);
+    let told = cancel.await.expect("joined").expect("manager").expect("cancelled");
+    assert_eq!(told.state, pb::RunState::Cancelled as i32);
+    let header = rig.repo.store().get(format!("/swarm/v1/runs/{run_id}").as_bytes()).await.expect("get");
+    assert!(header.is_some_and(|kv| String::from_utf8_lossy(&kv.value).contains("cancelled")), "the end is stored");
     rig.stop().await;
 }
