@@ -6,13 +6,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use swarm_worker::tools::exec::files::FileTool;
 use swarm_worker::tools::exec::{Exec, Limits, Sandbox, Workspaces};
 use swarm_worker::tools::{Tool, ToolContext};
 use tokio_util::sync::CancellationToken;
 
 struct Kit {
     exec: Exec,
+    files: Vec<FileTool>,
     root: std::path::PathBuf,
+}
+
+impl Kit {
+    async fn file(&self, name: &str, args: Value) -> Result<Value, swarm_worker::tools::ToolError> {
+        let tool = self.files.iter().find(|t| t.info().name == name).expect("a file tool");
+        tool.call(args, ctx("s")).await
+    }
 }
 
 impl Drop for Kit {
@@ -26,7 +35,8 @@ async fn kit(limits: Limits) -> Kit {
         Sandbox::probe().await.unwrap_or_else(|e| panic!("bubblewrap must work here (scripts/install-deps test): {e}"));
     let root = std::env::temp_dir().join(format!("swarm-sandbox-test-{:x}", fastrand::u64(..)));
     let workspaces = Workspaces::new(&root, Duration::from_secs(3600)).expect("workspaces");
-    Kit { exec: Exec::new(Arc::new(sandbox), workspaces, limits), root }
+    let sandbox = Arc::new(sandbox);
+    Kit { files: FileTool::all(&sandbox, &workspaces), exec: Exec::new(sandbox, workspaces, limits), root }
 }
 
 fn ctx(subtask: &str) -> ToolContext {
@@ -225,4 +235,43 @@ async fn two_hundred_calls_at_once_all_succeed_and_leave_nothing_behind() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(leaked.iter().all(|e| !e.path().exists()), "cgroups left: {leaked:?}");
+}
+
+#[tokio::test]
+async fn file_tools_work_in_the_workspace_and_nowhere_else() {
+    let k = kit(Limits::default()).await;
+    let wrote = k.file("write_file", json!({"path": "src/lib.py", "content": "x = 1\n"})).await.expect("written");
+    assert_eq!(wrote["bytes"], 6);
+    k.file("write_file", json!({"path": "src/lib.py", "content": "y = 2\n", "append": true})).await.expect("appended");
+    let read = k.file("read_file", json!({"path": "src/lib.py"})).await.expect("read");
+    assert_eq!(read["content"], "x = 1\ny = 2\n");
+    // exec sees what the file tools wrote, and the other way round.
+    assert_eq!(
+        out(&sh(&k, "python3 -c 'import sys; sys.path.insert(0, \"src\"); import lib; print(lib.x + lib.y)'").await),
+        "3\n"
+    );
+    let listed = k.file("list_files", json!({})).await.expect("listed");
+    let names: Vec<&str> =
+        listed["entries"].as_array().expect("entries").iter().filter_map(|e| e["path"].as_str()).collect();
+    assert!(names.contains(&"src") && names.contains(&"src/lib.py"), "{listed}");
+    k.file("delete_file", json!({"path": "src"})).await.expect("deleted");
+    assert!(k.file("read_file", json!({"path": "src/lib.py"})).await.is_err());
+    // Outside: refused early, or led nowhere by a planted link.
+    for path in ["/etc/passwd", "../x", "a/../../x", ""] {
+        let e = k.file("read_file", json!({"path": path})).await.expect_err("refused");
+        assert!(e.message.contains("args.path"), "{path}: {e}");
+    }
+    let host_file = k.root.join("host-secret.txt");
+    std::fs::write(&host_file, "top secret").expect("host file");
+    sh(&k, &format!("ln -s {} planted; ln -s /proc/self/root/etc/hostname host", host_file.display())).await;
+    for path in ["planted", "host"] {
+        let r = k.file("read_file", json!({"path": path})).await;
+        assert!(
+            r.as_ref().map_or(true, |v| !v["content"].as_str().unwrap_or("").contains("top secret")),
+            "{path}: {r:?}"
+        );
+    }
+    let r = k.file("write_file", json!({"path": "planted", "content": "overwritten"})).await;
+    assert_eq!(std::fs::read_to_string(&host_file).expect("host file"), "top secret", "{r:?}");
+    assert!(k.file("delete_file", json!({"path": "."})).await.is_err(), "the workspace itself is not deleted");
 }

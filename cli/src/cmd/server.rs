@@ -275,7 +275,11 @@ async fn register_exec(tools: &mut ToolRegistry, kit: &WorkerKitArgs) {
             tokio::time::sleep((gc.ttl / 10).max(std::time::Duration::from_secs(1))).await;
         }
     });
-    tools.register(Arc::new(Exec::new(Arc::new(sandbox), workspaces, Limits::default())));
+    let sandbox = Arc::new(sandbox);
+    for tool in swarm_worker::tools::exec::files::FileTool::all(&sandbox, &workspaces) {
+        tools.register(Arc::new(tool));
+    }
+    tools.register(Arc::new(Exec::new(sandbox, workspaces, Limits::default())));
 }
 
 /// The tools (built-in under `egress`, `append`, MCP servers' tools) and models (endpoints, the

@@ -13,6 +13,7 @@
 //! (what a plain tool subtask usually wants; an agent reads the result instead). Side-effecting:
 //! neither read-only nor idempotent, so never speculated.
 
+pub mod files;
 pub mod sandbox;
 
 use std::path::{Path, PathBuf};
