@@ -40,7 +40,7 @@ fn every_agent_example_names_a_command_whose_files_exist_and_whose_spec_is_valid
     let examples = runnable();
     let names: Vec<String> =
         examples.iter().map(|(p, _)| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
-    for expected in ["research-swarm.yaml", "openai-swarm.yaml", "mcp-time.yaml"] {
+    for expected in ["research-swarm.yaml", "openai-swarm.yaml", "mcp-time.yaml", "coding-swarm.yaml"] {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
     for (path, args) in &examples {
@@ -67,6 +67,8 @@ async fn the_scripted_agent_examples_run_with_the_command_they_give() {
     )
     .expect("PATH");
     let mut ran = Vec::new();
+    // Workspaces of the `exec` examples, inspected below.
+    let workspaces = std::env::temp_dir().join(format!("swarm-examples-ws-{:x}", fastrand::u64(..)));
     for (spec, args) in runnable() {
         if !args.iter().any(|a| a == "--script") {
             continue; // needs a real model endpoint
@@ -79,6 +81,7 @@ async fn the_scripted_agent_examples_run_with_the_command_they_give() {
             .arg("--json")
             .current_dir(root())
             .env("PATH", &path)
+            .env("SWARM_WORKSPACE_DIR", &workspaces)
             .kill_on_drop(true)
             .output()
             .await
@@ -106,6 +109,24 @@ async fn the_scripted_agent_examples_run_with_the_command_they_give() {
     assert_eq!(research["tokens_left"].as_u64(), Some(100_000 - used));
     let time = find("mcp-time.yaml");
     assert_eq!(time["agent_tool_calls"], 2, "{time}");
+    // The coding swarm: three coders, two writes and one sandboxed test run each, in their own
+    // workspaces, where Python's byte code shows the tests ran (and they pass run again here).
+    let coding = find("coding-swarm.yaml");
+    assert_eq!((coding["subagents"].as_u64(), coding["agent_tool_calls"].as_u64()), (Some(3), Some(9)), "{coding}");
+    let run_dir = workspaces.join(coding["run_id"].as_str().expect("run id"));
+    for module in ["alpha", "beta", "gamma"] {
+        let dir = std::fs::read_dir(&run_dir)
+            .expect("the run's workspaces")
+            .flatten()
+            .map(|e| e.path())
+            .find(|d| d.join(format!("{module}.py")).is_file())
+            .unwrap_or_else(|| panic!("no workspace holds {module}.py"));
+        let compiled = std::fs::read_dir(dir.join("__pycache__")).into_iter().flatten().flatten().count();
+        assert!(compiled > 0, "{module}'s tests never ran in {}", dir.display());
+        let again = std::process::Command::new("python3").arg(format!("test_{module}.py")).current_dir(&dir).output();
+        assert!(again.is_ok_and(|o| o.status.success()), "{module}'s tests fail");
+    }
+    let _ = std::fs::remove_dir_all(&workspaces);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,7 +43,7 @@ pub struct Script {
 
 /// Deterministic replies from a [`Script`]: the n-th assistant turn of an agent gets the n-th
 /// reply of its script; past the end it answers "done". `{turn}` in a string argument becomes
-/// the turn number (from 0).
+/// the turn number (from 0), `{task}` the agent's task (its first user message).
 pub struct ScriptedModel {
     replies: HashMap<String, Vec<ScriptTurn>>,
 }
@@ -119,6 +119,10 @@ impl ModelProvider for ScriptedModel {
             .or_else(|| self.replies.get("*"))
             .ok_or_else(|| ModelError::permanent(format!("no script for agent `{}`", req.agent)))?;
         let turn_no = req.messages.iter().filter(|m| m.role == Role::Assistant).count();
+        // `{task}`: the agent's task (its first user message), escaped for the JSON text.
+        let task = req.messages.iter().find(|m| m.role == Role::User).and_then(|m| m.content.as_deref()).unwrap_or("");
+        let task = serde_json::Value::from(task).to_string();
+        let task = &task[1..task.len() - 1];
         let chars: usize = req.messages.iter().map(|m| m.content.as_deref().map_or(0, str::len)).sum();
         let (message, finish) = match script.get(turn_no) {
             Some(t) if !t.tool_calls.is_empty() => {
@@ -129,10 +133,9 @@ impl ModelProvider for ScriptedModel {
                     .map(|(k, c)| ToolCallRequest {
                         id: format!("call-{turn_no}-{k}"),
                         name: c.name.clone(),
-                        arguments: c
-                            .raw_arguments
-                            .clone()
-                            .unwrap_or_else(|| c.arguments.to_string().replace("{turn}", &turn_no.to_string())),
+                        arguments: c.raw_arguments.clone().unwrap_or_else(|| {
+                            c.arguments.to_string().replace("{turn}", &turn_no.to_string()).replace("{task}", task)
+                        }),
                     })
                     .collect();
                 let m = Message {
