@@ -482,8 +482,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
     /// efficiency, throughput, agents (embedded only), stragglers, retries, overload, gateway
-    /// (embedded only: the model gateway against a rate-limited fixture server), or all (all but
-    /// overload and gateway).
+    /// (embedded only: the model gateway against a rate-limited fixture server), exec (the
+    /// sandbox's overhead and 200 calls at once), or all (all but overload, gateway and exec).
     #[arg(long, default_value = "all")]
     pub scenario: String,
     #[arg(long)]

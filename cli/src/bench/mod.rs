@@ -17,6 +17,7 @@ use swarm_proto::pb;
 use swarm_store::MemoryStore;
 
 mod faults;
+pub mod exec;
 pub mod gateway;
 pub mod model_server;
 mod overload;

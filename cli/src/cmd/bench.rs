@@ -33,6 +33,9 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     if scenario == "gateway" {
         return gateway(*json);
     }
+    if scenario == "exec" {
+        return exec(*json);
+    }
     let (efficiency, throughput, agents, stragglers, overload) = match scenario.as_str() {
         "all" => (true, true, addr.is_none(), true, false),
         "efficiency" => (true, false, false, false, false),
@@ -43,7 +46,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         "retries" => (false, false, false, false, false),
         other => {
             eprintln!(
-                "error: --scenario must be efficiency, throughput, agents, stragglers, retries, overload, gateway or all, not `{other}`"
+                "error: --scenario must be efficiency, throughput, agents, stragglers, retries, overload, gateway, exec or all, not `{other}`"
             );
             return ExitCode::from(64);
         }
@@ -78,6 +81,40 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             } else {
                 print_bench(&report);
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--scenario exec`: the sandbox's overhead and 200 calls at once (`swarm_cli::bench::exec`).
+fn exec(json: bool) -> ExitCode {
+    match bench::exec::run(300) {
+        Ok(b) if json => {
+            outln!("{}", serde_json::to_string_pretty(&b).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(b) => {
+            outln!("swarm bench --scenario exec ({}):", b.limits);
+            outln!(
+                "  exec {{cmd: [/bin/true]}}, {} calls as the tool sees them: p50 {:.1} ms, p99 {:.1} ms (bare bwrap: p50 {:.1} ms, p99 {:.1} ms)",
+                b.calls,
+                b.tool_p50_ms,
+                b.tool_p99_ms,
+                b.bare_p50_ms,
+                b.bare_p99_ms
+            );
+            outln!(
+                "  {} exec subtasks at once (4 workers × 64 slots): {} succeeded in {:.0} ms; leaked: {} processes, {} cgroups",
+                b.concurrent_calls,
+                b.concurrent_succeeded,
+                b.concurrent_wall_ms,
+                b.leaked_processes,
+                b.leaked_cgroups
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
