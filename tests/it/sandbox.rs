@@ -275,3 +275,61 @@ async fn file_tools_work_in_the_workspace_and_nowhere_else() {
     assert_eq!(std::fs::read_to_string(&host_file).expect("host file"), "top secret", "{r:?}");
     assert!(k.file("delete_file", json!({"path": "."})).await.is_err(), "the workspace itself is not deleted");
 }
+
+/// `tool: exec` as a plain subtask of a run: its structured result is the output; with
+/// `check: true` a failing command fails the subtask (permanently, not retried) with what
+/// happened; `CancelRun` ends a running sandbox's whole tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_subtasks_run_fail_and_cancel_through_the_cluster() {
+    use swarm_cli::embedded::{Embedded, EmbeddedOptions};
+    use swarm_core::{RunSpec, SubtaskSpec};
+    use swarm_proto::pb;
+    let k = kit(Limits::default()).await;
+    let marker = format!("marker{:x}", fastrand::u64(..));
+    let mut tools = swarm_worker::tools::ToolRegistry::builtin();
+    let exec = Exec::new(
+        Arc::new(Sandbox::probe().await.expect("bwrap")),
+        Workspaces::new(&k.root, Duration::from_secs(3600)).expect("ws"),
+        Limits::default(),
+    );
+    tools.register(Arc::new(exec));
+    let cluster =
+        Embedded::start(EmbeddedOptions { workers: 1, slots: 8, tools: Some(Arc::new(tools)), ..Default::default() })
+            .await
+            .expect("cluster");
+    let mut c = swarm_cli::client::connect(&cluster.url()).await.expect("client");
+    let spec = RunSpec::new(
+        "exec-run",
+        vec![
+            SubtaskSpec::tool("ok", "exec", json!({"script": "print('hi')", "lang": "python"})),
+            SubtaskSpec::tool("bad", "exec", json!({"script": "echo broken >&2; exit 4", "check": true})),
+        ],
+    );
+    let run_id = swarm_tests::harness::submit(&mut c, &spec).await.expect("submit");
+    let run = swarm_tests::harness::wait_done(&mut c, &run_id, Duration::from_secs(30)).await.expect("done");
+    let by_id = |id: &str| run.subtasks.iter().find(|s| s.id == id).expect("subtask").clone();
+    let ok: Value = serde_json::from_str(&by_id("ok").output_json).expect("json");
+    assert_eq!((ok["exit_code"].as_i64(), ok["stdout"].as_str()), (Some(0), Some("hi\n")), "{ok}");
+    let bad = by_id("bad");
+    assert_eq!(bad.state, pb::SubtaskState::Failed as i32);
+    assert_eq!(bad.attempt, 1, "a permanent failure is not retried");
+    assert!(bad.error_message.contains("\"exit_code\":4") && bad.error_message.contains("broken"), "{bad:?}");
+    // Cancelled while it runs: nothing of it is left.
+    let spec = RunSpec::new(
+        "exec-cancel",
+        vec![SubtaskSpec::tool("long", "exec", json!({"script": format!("exec -a {marker} sleep 300")}))],
+    );
+    let run_id = swarm_tests::harness::submit(&mut c, &spec).await.expect("submit");
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while running(&marker) == 0 {
+        assert!(std::time::Instant::now() < until, "the sandbox never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.cancel_run(pb::CancelRunRequest { run_id: run_id.clone(), reason: "test".into() }).await.expect("cancel");
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while running(&marker) > 0 {
+        assert!(std::time::Instant::now() < until, "the cancelled sandbox lives on");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.stop().await;
+}

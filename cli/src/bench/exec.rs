@@ -76,8 +76,26 @@ pub fn run(calls: usize) -> anyhow::Result<ExecBench> {
         };
         // Alternating pairs: one tool call, one bare bwrap.
         let bare_args = [
-            "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
-            "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "/bin/true",
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+            "--symlink",
+            "usr/bin",
+            "/bin",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "/bin/true",
         ];
         let (mut tool, mut bare) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
         for _ in 0..calls {
@@ -98,7 +116,9 @@ pub fn run(calls: usize) -> anyhow::Result<ExecBench> {
         let before = bwraps();
         let concurrent = 200;
         let subtasks = (0..concurrent)
-            .map(|i| SubtaskSpec::tool(format!("p{i}"), "exec", json!({"cmd": ["python3", "-c", "print(1)"], "check": true})))
+            .map(|i| {
+                SubtaskSpec::tool(format!("p{i}"), "exec", json!({"cmd": ["python3", "-c", "print(1)"], "check": true}))
+            })
             .collect();
         let mut c = crate::client::connect(&cluster.url()).await?;
         let t = Instant::now();

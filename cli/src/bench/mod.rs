@@ -16,8 +16,8 @@ use serde::Serialize;
 use swarm_proto::pb;
 use swarm_store::MemoryStore;
 
-mod faults;
 pub mod exec;
+mod faults;
 pub mod gateway;
 pub mod model_server;
 mod overload;
