@@ -10,3 +10,4 @@ pub mod nemesis;
 pub mod otlp;
 pub mod proc_cluster;
 pub mod process;
+pub mod s3;

@@ -2,7 +2,7 @@
 //! large specs — go to an object store, and the state store keeps only a reference.
 //!
 //! The backend is the `object_store` crate: a local directory by default (`file:///path` or a
-//! plain path); cloud stores (S3, GCS, Azure) are the same trait behind that crate's features.
+//! plain path), or an S3-compatible bucket (`s3://bucket/prefix`: AWS, SeaweedFS, MinIO, …).
 //! References are object paths (`payloads/{run}/…`); deleting a run deletes its prefix.
 
 use std::path::Path;
@@ -52,11 +52,51 @@ impl PayloadStore {
         Self { objects: Arc::new(object_store::memory::InMemory::new()), threshold }
     }
 
-    /// Payloads at a URL: `file:///dir` or `memory://`. Other schemes need the matching
-    /// `object_store` feature, which this build does not enable.
+    /// Payloads in an S3-compatible bucket, under `prefix`. Credentials, region and endpoint come
+    /// from the usual AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`, `AWS_DEFAULT_REGION`/`AWS_REGION`, web identity, ECS roles), and
+    /// `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT`) names a store other than AWS (path-style
+    /// requests; plain `http://` is allowed only when the endpoint says so).
+    pub fn s3(bucket: &str, prefix: &str, threshold: usize) -> Result<Self, StoreError> {
+        // Its HTTP client speaks TLS through rustls: ring, as everywhere in Swarm.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+            .or_else(|_| std::env::var("AWS_ENDPOINT"))
+            .ok()
+            .filter(|e| !e.trim().is_empty());
+        if let Some(endpoint) = endpoint {
+            builder = builder.with_allow_http(endpoint.starts_with("http://")).with_endpoint(endpoint);
+        }
+        if let Ok(region) = std::env::var("AWS_REGION") {
+            builder = builder.with_region(region);
+        }
+        let s3 = builder.build().map_err(|e| StoreError::Other(format!("s3://{bucket}: {e}")))?;
+        Ok(Self::with_objects(Box::new(s3), prefix, threshold))
+    }
+
+    /// Payloads in any `object_store` backend, under `prefix` (none when empty).
+    pub fn with_objects(objects: Box<dyn ObjectStore>, prefix: &str, threshold: usize) -> Self {
+        let objects: Arc<dyn ObjectStore> = match prefix.trim_matches('/') {
+            "" => Arc::from(objects),
+            p => Arc::new(object_store::prefix::PrefixStore::new(objects, p)),
+        };
+        Self { objects, threshold }
+    }
+
+    /// Payloads at a URL: `file:///dir`, a plain directory, `memory://`, or
+    /// `s3://bucket/prefix` (see [`Self::s3`]).
     pub fn from_url(url: &str, threshold: usize) -> Result<Self, StoreError> {
         if let Some(dir) = url.strip_prefix("file://") {
             return Self::local(Path::new(dir), threshold);
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(StoreError::Other(format!("`{url}`: s3://BUCKET[/PREFIX]")));
+            }
+            return Self::s3(bucket, prefix, threshold);
         }
         if url == "memory://" {
             return Ok(Self::memory(threshold));
@@ -64,7 +104,9 @@ impl PayloadStore {
         if !url.contains("://") {
             return Self::local(Path::new(url), threshold);
         }
-        Err(StoreError::Other(format!("unsupported payload store `{url}` (file:///dir or memory://)")))
+        Err(StoreError::Other(format!(
+            "unsupported payload store `{url}` (a directory, file:///dir, s3://bucket/prefix or memory://)"
+        )))
     }
 
     /// True when a value of `len` bytes should be offloaded.

@@ -24,6 +24,7 @@ mod payloads;
 mod resilience;
 mod robustness;
 mod runs;
+mod s3;
 mod sandbox;
 mod security;
 mod speculation;
