@@ -31,6 +31,9 @@ pub struct LeaderCtx {
     pub manager: ManagerHandle,
     /// The term's fenced repository.
     pub repo: RunRepo,
+    /// Cancelled when the term ends: streams it serves end then (the caller resumes on the
+    /// next leader), rather than wait on a log that no longer grows.
+    pub term: CancellationToken,
 }
 
 /// This node's role, as the request handlers see it.
@@ -133,7 +136,7 @@ pub async fn run(
         let repo = base.fenced(leadership.fence());
         match start_term(&config, &store, &repo, &tracker, &term, leadership.revision, &fatal).await {
             Ok(manager) => {
-                role.send_replace(Role::Leader(Arc::new(LeaderCtx { manager, repo })));
+                role.send_replace(Role::Leader(Arc::new(LeaderCtx { manager, repo, term: term.clone() })));
                 tokio::select! {
                     _ = lease_lost.cancelled() => warn!(term = leadership.revision, "lease lost; stepping down"),
                     _ = term.cancelled() => {}

@@ -32,7 +32,15 @@ impl ClientTls {
     /// errors say which setting or file is wrong.
     pub fn endpoint(&self, url: &str) -> Result<Endpoint, String> {
         let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| format!("invalid URL `{url}`: {e}"))?;
-        let endpoint = endpoint.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true);
+        // HTTP/2 pings find a connection that went silent (a partition, a peer frozen): a
+        // watch or a worker's stream on it then fails and is resumed elsewhere, where without
+        // them it would wait on a dead link for as long as TCP does (minutes).
+        let endpoint = endpoint
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
         if !url.starts_with("https://") {
             if self.is_set() {
                 return Err(format!(

@@ -22,6 +22,7 @@ use crate::node::{LeaderCtx, Role};
 use crate::watch::EventLog;
 
 mod mutations;
+mod stream;
 use mutations::run_id;
 
 /// Longest accepted idempotency key.
@@ -496,98 +497,12 @@ impl SwarmService for SwarmApi {
         let req = req.into_inner();
         let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
         self.check_visible(&run_id, &who).await.map_err(|e| to_status(&e))?;
+        let term = self.leader().map_err(|e| to_status(&e))?.term.clone();
         let log = self.watch_log(run_id).await.map_err(|e| to_status(&e))?;
         let output = req.follow_output.then_some((req.output_epoch, req.after_output_seq));
-        Ok(Response::new(Box::pin(watch_stream(log, req.after_seq, output, req.catch_up_only, self.shutdown.clone()))))
+        // Ends with UNAVAILABLE when the process stops or this term ends (deposed, the caller
+        // resumes with after_seq on the next leader).
+        let stops = [self.shutdown.clone(), term];
+        Ok(Response::new(Box::pin(stream::watch_stream(log, req.after_seq, output, req.catch_up_only, stops))))
     }
-}
-
-/// Streams a log from `after` until the run's final event, with agents' partial output after
-/// `(epoch, output_seq)` when `output` is set. The stream is pulled by the client: a slow
-/// client only holds its own cursors.
-fn watch_stream(
-    log: Arc<EventLog>,
-    after: u64,
-    output: Option<(u64, u64)>,
-    catch_up_only: bool,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> impl Stream<Item = Result<pb::RunEvent, Status>> + Send {
-    struct State {
-        log: Arc<EventLog>,
-        cursor: u64,
-        changes: tokio::sync::watch::Receiver<u64>,
-        /// Partial output: its changes and the cursor (epoch, output_seq).
-        output: Option<(tokio::sync::watch::Receiver<u64>, u64, u64)>,
-        pending: std::collections::VecDeque<pb::RunEvent>,
-        done: bool,
-        catch_up_only: bool,
-        shutdown: tokio_util::sync::CancellationToken,
-    }
-    let changes = log.subscribe();
-    let output = output.map(|(epoch, seq)| (log.output().subscribe(), epoch, seq));
-    let state = State {
-        log,
-        cursor: after,
-        changes,
-        output,
-        pending: Default::default(),
-        done: false,
-        catch_up_only,
-        shutdown,
-    };
-    futures_util::stream::unfold(state, |mut s| async move {
-        loop {
-            if let Some(ev) = s.pending.pop_front() {
-                return Some((Ok(ev), s));
-            }
-            if s.done {
-                return None;
-            }
-            if let Some((changes, epoch, seq)) = &mut s.output {
-                changes.borrow_and_update();
-                let chunks = s.log.output().read(*epoch, *seq, WATCH_BATCH);
-                if let Some(last) = chunks.last() {
-                    (*epoch, *seq) = (last.output_epoch, last.output_seq);
-                    let run_id = s.log.run_id().to_string();
-                    s.pending.extend(chunks.into_iter().map(|c| pb::RunEvent {
-                        run_id: run_id.clone(),
-                        seq: 0,
-                        time: None,
-                        event: Some(pb::run_event::Event::AgentOutput(c)),
-                    }));
-                    continue;
-                }
-            }
-            let (events, done) = s.log.read(s.cursor, WATCH_BATCH);
-            if let Some(last) = events.last() {
-                s.cursor = last.seq;
-                s.done = done;
-                s.pending.extend(events);
-                continue;
-            }
-            s.changes.borrow_and_update();
-            if s.log.last_seq() > s.cursor {
-                continue;
-            }
-            // Resumed at or after the final event: nothing more will come.
-            if s.log.ended_by(s.cursor) || s.catch_up_only {
-                return None;
-            }
-            let output_changed = async {
-                match &mut s.output {
-                    Some((changes, _, _)) => changes.changed().await.is_ok(),
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                changed = s.changes.changed() => if changed.is_err() { return None },
-                alive = output_changed => if !alive { s.output = None },
-                _ = s.shutdown.cancelled() => {
-                    let status = Status::unavailable("the coordinator is shutting down; resume with after_seq");
-                    s.done = true;
-                    return Some((Err(status), s));
-                }
-            }
-        }
-    })
 }

@@ -1,0 +1,100 @@
+//! `WatchRun`'s stream of a run's event log.
+
+use std::sync::Arc;
+
+use futures_util::Stream;
+use swarm_proto::pb;
+use tonic::Status;
+
+use super::WATCH_BATCH;
+use crate::watch::EventLog;
+
+/// Streams a log from `after` until the run's final event, with agents' partial output after
+/// `(epoch, output_seq)` when `output` is set. The stream is pulled by the client: a slow
+/// client only holds its own cursors.
+pub(super) fn watch_stream(
+    log: Arc<EventLog>,
+    after: u64,
+    output: Option<(u64, u64)>,
+    catch_up_only: bool,
+    stops: [tokio_util::sync::CancellationToken; 2],
+) -> impl Stream<Item = Result<pb::RunEvent, Status>> + Send {
+    struct State {
+        log: Arc<EventLog>,
+        cursor: u64,
+        changes: tokio::sync::watch::Receiver<u64>,
+        /// Partial output: its changes and the cursor (epoch, output_seq).
+        output: Option<(tokio::sync::watch::Receiver<u64>, u64, u64)>,
+        pending: std::collections::VecDeque<pb::RunEvent>,
+        done: bool,
+        catch_up_only: bool,
+        stops: [tokio_util::sync::CancellationToken; 2],
+    }
+    let changes = log.subscribe();
+    let output = output.map(|(epoch, seq)| (log.output().subscribe(), epoch, seq));
+    let state =
+        State { log, cursor: after, changes, output, pending: Default::default(), done: false, catch_up_only, stops };
+    futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(ev) = s.pending.pop_front() {
+                return Some((Ok(ev), s));
+            }
+            if s.done {
+                return None;
+            }
+            if let Some((changes, epoch, seq)) = &mut s.output {
+                changes.borrow_and_update();
+                let chunks = s.log.output().read(*epoch, *seq, WATCH_BATCH);
+                if let Some(last) = chunks.last() {
+                    (*epoch, *seq) = (last.output_epoch, last.output_seq);
+                    let run_id = s.log.run_id().to_string();
+                    s.pending.extend(chunks.into_iter().map(|c| pb::RunEvent {
+                        run_id: run_id.clone(),
+                        seq: 0,
+                        time: None,
+                        event: Some(pb::run_event::Event::AgentOutput(c)),
+                    }));
+                    continue;
+                }
+            }
+            let (events, done) = s.log.read(s.cursor, WATCH_BATCH);
+            if let Some(last) = events.last() {
+                s.cursor = last.seq;
+                s.done = done;
+                s.pending.extend(events);
+                continue;
+            }
+            s.changes.borrow_and_update();
+            if s.log.last_seq() > s.cursor {
+                continue;
+            }
+            // Resumed at or after the final event: nothing more will come.
+            if s.log.ended_by(s.cursor) || s.catch_up_only {
+                return None;
+            }
+            let output_changed = async {
+                match &mut s.output {
+                    Some((changes, _, _)) => changes.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = s.changes.changed() => if changed.is_err() { return None },
+                alive = output_changed => if !alive { s.output = None },
+                () = stopped(&s.stops) => {
+                    let status = Status::unavailable("this coordinator stopped leading or is shutting down; resume with after_seq");
+                    s.done = true;
+                    return Some((Err(status), s));
+                }
+            }
+        }
+    })
+}
+
+/// Returns once either token is cancelled.
+async fn stopped(stops: &[tokio_util::sync::CancellationToken; 2]) {
+    tokio::select! {
+        () = stops[0].cancelled() => {}
+        () = stops[1].cancelled() => {}
+    }
+}
