@@ -44,7 +44,10 @@ fn compose_commands_parse(overrides: &[&str]) -> Vec<String> {
     let out = cmd
         .arg("config")
         .env_remove("SWARM_IMAGE")
-        .envs(["SWARM_CLIENT_TOKEN", "SWARM_WORKER_TOKEN", "SWARM_ADMIN_TOKEN"].map(|v| (v, "validate-only-token")))
+        .envs(
+            ["SWARM_CLIENT_TOKEN", "SWARM_WORKER_TOKEN", "SWARM_ADMIN_TOKEN", "SWARM_S3_SECRET_KEY"]
+                .map(|v| (v, "validate-only-token")),
+        )
         .output()
         .expect("docker-compose (./scripts/install-deps test installs it)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -65,6 +68,13 @@ fn compose_commands_parse(overrides: &[&str]) -> Vec<String> {
     }
     checked.sort();
     assert_eq!(compose["services"]["worker"]["deploy"]["replicas"], 3);
+    // Payloads in S3 (SeaweedFS), not on a volume every coordinator must share.
+    for c in ["coordinator-1", "coordinator-2"] {
+        let command = strings(&compose["services"][c]["command"]);
+        assert!(command.iter().any(|a| a == "--payloads=s3://swarm/payloads"), "{c}: {command:?}");
+        assert_eq!(compose["services"][c]["environment"]["AWS_ENDPOINT_URL"], "http://seaweedfs:8333");
+    }
+    assert!(strings(&compose["services"]["seaweedfs"]["command"]).iter().any(|a| a == "-bucket=swarm"));
     checked
 }
 
