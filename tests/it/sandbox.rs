@@ -68,6 +68,8 @@ async fn a_call_runs_python_and_sh_in_its_workspace_and_answers_what_happened() 
     assert_eq!(v["stderr"], "oops\n");
     // The workspace is kept between calls of the subtask, and is the subtask's own.
     assert_eq!(out(&sh(&k, "cat notes.txt").await), "kept\n");
+    let v = sh(&k, "mkdir -p data && echo 1 > data/a.csv && echo 2 > b.txt").await;
+    assert_eq!(v["files_written"], json!(["b.txt", "data/a.csv"]), "{v}");
     let other = k.exec.call(json!({"script": "ls"}), ctx("other")).await.expect("ran");
     assert_eq!(out(&other), "", "{other}");
     let v = k.exec.call(json!({"script": "import sys; print(sys.stdin.read().upper())", "lang": "python", "stdin": "abc", "env": {"X_1": "y"}}), ctx("s")).await.expect("ran");
@@ -332,4 +334,25 @@ async fn exec_subtasks_run_fail_and_cancel_through_the_cluster() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     cluster.stop().await;
+}
+
+/// Where bubblewrap is missing, a worker says exactly that at start and serves on without
+/// `exec` (a run that needs it is told no worker offers it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_bubblewrap_the_worker_says_what_is_missing_and_serves_on() {
+    let dir = std::env::temp_dir().join(format!("swarm-nobwrap-{:x}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let spec = dir.join("echo.yaml");
+    std::fs::write(&spec, "name: no-bwrap\nsubtasks:\n  - {id: a, tool: echo, args: {text: hi}}\n").expect("spec");
+    let out = tokio::process::Command::new(swarm_tests::process::swarm_bin().expect("swarm"))
+        .args(["run", &spec.display().to_string(), "--json"])
+        .env("PATH", "/nonexistent")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("swarm run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("the sandboxed `exec` tool is off: bubblewrap (`bwrap`) is not installed"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

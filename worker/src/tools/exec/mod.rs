@@ -3,7 +3,7 @@
 //!
 //! ```json
 //! {"exit_code": 0, "signal": null, "stdout": "1\n", "stderr": "", "truncated": false,
-//!  "limit": null, "duration_ms": 7}
+//!  "limit": null, "duration_ms": 7, "files_written": ["out.csv"]}
 //! ```
 //!
 //! Arguments: `cmd: [argv…]` or `script: "…"` with `lang: sh|python` (default `sh`); optional
@@ -214,10 +214,20 @@ fn stream(bytes: &[u8], cut: bool, cap: usize) -> String {
     s
 }
 
-/// Bytes under `dir` (regular files, not following links), and the largest file's among those
-/// written since `since`.
-fn du(dir: &Path, since: std::time::SystemTime) -> (u64, u64) {
-    let (mut total, mut largest) = (0, 0);
+/// What a call left in its workspace: bytes of regular files (links not followed), and the
+/// files written since `since` (workspace-relative paths, the first [`MAX_LISTED`], and the
+/// largest one's size).
+struct Usage {
+    total: u64,
+    written: Vec<String>,
+    largest_written: u64,
+}
+
+/// Files a result lists as written at most.
+const MAX_LISTED: usize = 100;
+
+fn usage(dir: &Path, since: std::time::SystemTime) -> Usage {
+    let mut u = Usage { total: 0, written: Vec::new(), largest_written: 0 };
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
@@ -225,16 +235,22 @@ fn du(dir: &Path, since: std::time::SystemTime) -> (u64, u64) {
                 Ok(t) if t.is_dir() => todo.push(e.path()),
                 Ok(t) if t.is_file() => {
                     let Ok(m) = e.metadata() else { continue };
-                    total += m.len();
+                    u.total += m.len();
                     if m.modified().is_ok_and(|t| t >= since) {
-                        largest = largest.max(m.len());
+                        u.largest_written = u.largest_written.max(m.len());
+                        if u.written.len() < MAX_LISTED
+                            && let Ok(rel) = e.path().strip_prefix(dir)
+                        {
+                            u.written.push(rel.display().to_string());
+                        }
                     }
                 }
                 _ => {}
             }
         }
     }
-    (total, largest)
+    u.written.sort();
+    u
 }
 
 impl Tool for Exec {
@@ -264,17 +280,17 @@ impl Tool for Exec {
                 return Err(ToolError { kind: swarm_core::FailureKind::Cancelled, message: "cancelled".into() });
             }
             let mut limit = o.limit;
-            let (used, largest) = tokio::task::spawn_blocking({
-                let dir = dir.clone();
-                move || du(&dir, began)
-            })
-            .await
-            .unwrap_or_default();
+            let dir2 = dir.clone();
+            let used = tokio::task::spawn_blocking(move || usage(&dir2, began)).await.unwrap_or(Usage {
+                total: 0,
+                written: Vec::new(),
+                largest_written: 0,
+            });
             // A file at the size limit was stopped there (the command may have gone on).
-            if limit.is_none() && largest >= call.limits.file_bytes {
+            if limit.is_none() && used.largest_written >= call.limits.file_bytes {
                 limit = Some("file_size");
             }
-            if limit.is_none() && used > call.limits.workspace_bytes {
+            if limit.is_none() && used.total > call.limits.workspace_bytes {
                 limit = Some("workspace");
             }
             let cap = call.limits.output_bytes;
@@ -286,6 +302,8 @@ impl Tool for Exec {
                 "truncated": o.truncated,
                 "limit": limit,
                 "duration_ms": o.duration.as_millis() as u64,
+                // What it wrote (the transcript keeps it: which files an agent made).
+                "files_written": used.written,
             });
             if call.check && (o.exit_code != Some(0) || limit.is_some()) {
                 return Err(ToolError::permanent(format!("exec failed: {result}")));
