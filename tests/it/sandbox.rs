@@ -115,6 +115,9 @@ async fn nothing_of_the_worker_is_visible_or_reachable_from_inside() {
             .await;
     assert!(!k.root.join("escaped").exists() && !std::path::Path::new("/usr/escaped").exists(), "{v}");
     assert!(!std::path::Path::new("/tmp/mine").exists() || std::fs::read_to_string("/tmp/mine").is_err(), "{v}");
+    // No nested user namespace (and so no mounts or capabilities of its own).
+    let v = sh(&k, "unshare -U true && echo nested || echo refused").await;
+    assert_eq!(out(&v), "refused\n", "{v}");
     // No network: not the worker's loopback services, not an outside name.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
     let port = listener.local_addr().expect("addr").port();
@@ -190,16 +193,33 @@ fn running(marker: &str) -> usize {
 #[tokio::test]
 async fn nothing_of_a_call_outlives_it_cancelled_timed_out_or_double_forked() {
     let k = kit(Limits::default()).await;
-    // A daemon that double-forks and outlives its parent's exit.
-    let marker = format!("marker{:x}", fastrand::u64(..));
-    let v = sh(&k, &format!("(setsid sh -c 'exec -a {marker} sleep 300' &) ; sleep 0.2; echo started")).await;
+    // A daemon that double-forks and outlives its parent's exit. The marker is put together
+    // inside, so only the daemon's command line holds it (not the call's own arguments); it is
+    // seen running while the call lasts, and gone once it returned.
+    let tail = format!("{:x}", fastrand::u64(..));
+    let marker = format!("daemon{tail}");
+    let script = format!("m=daemon; (setsid sh -c \"sleep 300; echo ${{m}}{tail}\" &); sleep 3; echo started");
+    let call = tokio::spawn({
+        let exec = Exec::new(
+            Arc::new(Sandbox::probe().await.expect("bwrap")),
+            Workspaces::new(&k.root, Duration::from_secs(60)).expect("ws"),
+            Limits::default(),
+        );
+        async move { exec.call(json!({"script": script}), ctx("s")).await }
+    });
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while running(&marker) == 0 {
+        assert!(std::time::Instant::now() < until, "the daemon never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let v = call.await.expect("joined").expect("ran");
     assert_eq!(out(&v), "started\n", "{v}");
     assert_eq!(running(&marker), 0, "a daemon outlived its call");
     // A cancelled call: the whole tree goes.
     let marker = format!("marker{:x}", fastrand::u64(..));
     let c = ctx("s");
     let cancel = c.cancel.clone();
-    let call = k.exec.call(json!({"script": format!("exec -a {marker} sleep 300")}), c);
+    let call = k.exec.call(json!({"script": format!("sleep 300; echo {marker}")}), c);
     let handle = tokio::spawn(call);
     let until = std::time::Instant::now() + Duration::from_secs(10);
     while running(&marker) == 0 {
@@ -214,29 +234,36 @@ async fn nothing_of_a_call_outlives_it_cancelled_timed_out_or_double_forked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_calls_at_once_all_succeed_and_leave_nothing_behind() {
-    let k = Arc::new(kit(Limits::default()).await);
-    let before = running("bwrap");
+    let k = kit(Limits::default()).await;
+    // Its own sandbox, so that its cgroups are told apart from other tests'.
+    let sandbox = Arc::new(Sandbox::probe().await.expect("bwrap"));
+    let prefix = sandbox.group_prefix().to_owned();
+    let exec =
+        Arc::new(Exec::new(sandbox, Workspaces::new(&k.root, Duration::from_secs(60)).expect("ws"), Limits::default()));
+    let marker = format!("many{:x}", fastrand::u64(..));
     let calls = (0..200).map(|i| {
-        let k = k.clone();
-        tokio::spawn(
-            async move { k.exec.call(json!({"cmd": ["python3", "-c", "print(1)"]}), ctx(&format!("c{i}"))).await },
-        )
+        let (exec, script) = (exec.clone(), format!("print(1)  # {marker}"));
+        tokio::spawn(async move { exec.call(json!({"cmd": ["python3", "-c", script]}), ctx(&format!("c{i}"))).await })
     });
     for call in futures_util::future::join_all(calls).await {
         let v = call.expect("joined").expect("ran");
         assert_eq!((v["exit_code"].as_i64(), out(&v)), (Some(0), "1\n"), "{v}");
     }
-    assert_eq!(running("bwrap"), before, "bwrap processes left");
-    let leaked: Vec<_> = ["memory", "pids"]
-        .iter()
-        .flat_map(|c| std::fs::read_dir(format!("/sys/fs/cgroup/{c}")).into_iter().flatten().flatten())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("swarm-exec-{}", std::process::id())))
-        .collect();
+    assert_eq!(running(&marker), 0, "processes of the calls left");
+    let ours = || -> Vec<std::path::PathBuf> {
+        ["/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect()
+    };
+    // Removed off the async threads once their last process is reaped: shortly after.
     let until = std::time::Instant::now() + Duration::from_secs(5);
-    while leaked.iter().any(|e| e.path().exists()) && std::time::Instant::now() < until {
+    while !ours().is_empty() && std::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(leaked.iter().all(|e| !e.path().exists()), "cgroups left: {leaked:?}");
+    assert_eq!(ours(), Vec::<std::path::PathBuf>::new(), "cgroups left");
 }
 
 #[tokio::test]
@@ -319,7 +346,7 @@ async fn exec_subtasks_run_fail_and_cancel_through_the_cluster() {
     // Cancelled while it runs: nothing of it is left.
     let spec = RunSpec::new(
         "exec-cancel",
-        vec![SubtaskSpec::tool("long", "exec", json!({"script": format!("exec -a {marker} sleep 300")}))],
+        vec![SubtaskSpec::tool("long", "exec", json!({"script": format!("sleep 300; echo {marker}")}))],
     );
     let run_id = swarm_tests::harness::submit(&mut c, &spec).await.expect("submit");
     let until = std::time::Instant::now() + Duration::from_secs(20);

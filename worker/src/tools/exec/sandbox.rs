@@ -96,8 +96,11 @@ impl Sandbox {
         let bwrap = find_in_path("bwrap").ok_or_else(|| {
             "bubblewrap (`bwrap`) is not installed: `apt-get install bubblewrap` (scripts/install-deps does)".to_owned()
         })?;
-        let sandbox =
-            Self { bwrap, cgroups: detect_cgroups(), group_prefix: format!("swarm-exec-{}", std::process::id()) };
+        let sandbox = Self {
+            bwrap,
+            cgroups: detect_cgroups(),
+            group_prefix: format!("swarm-exec-{}-{:08x}", std::process::id(), fastrand::u32(..)),
+        };
         let dir = std::env::temp_dir().join(format!("swarm-exec-probe-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let limits = Limits { wall: Duration::from_secs(10), ..Limits::default() };
@@ -118,6 +121,11 @@ impl Sandbox {
         }
     }
 
+    /// The prefix of the cgroups this sandbox creates (`swarm-exec-PID-RANDOM`).
+    pub fn group_prefix(&self) -> &str {
+        &self.group_prefix
+    }
+
     /// Which limits are in force, for the worker's start message.
     pub fn describe(&self) -> &'static str {
         match self.cgroups {
@@ -135,6 +143,9 @@ impl Sandbox {
             "--die-with-parent",
             "--new-session",
             "--unshare-user",
+            // No user namespace inside it: the kernel's largest attack surface for a process
+            // without capabilities stays shut.
+            "--disable-userns",
             "--unshare-pid",
             "--unshare-ipc",
             "--unshare-uts",
