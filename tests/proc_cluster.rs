@@ -190,6 +190,23 @@ impl ProcCluster {
         client::connect(url).await
     }
 
+    /// After the leader at `old` is gone: `run_id` as the next leader serves it (with its
+    /// subtasks), once its term has started (until then it answers UNAVAILABLE).
+    pub async fn get_from_next_leader(&self, old: &str, run_id: &str) -> anyhow::Result<swarm_proto::pb::Run> {
+        let (url, _) = self.wait_leader(Some(old), Duration::from_secs(15)).await?;
+        let mut c = self.client(&url).await?;
+        let until = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            match swarm_cli::client::get(&mut c, run_id, true).await {
+                Ok(run) => return Ok(run),
+                Err(s) if s.code() == tonic::Code::Unavailable && tokio::time::Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(s) => anyhow::bail!("get from the new leader: {s:?}"),
+            }
+        }
+    }
+
     /// Lines appended by the `append` tool to `file`.
     pub fn appended(&self, file: &str) -> Vec<String> {
         appended_in(&self.dir.0, file)

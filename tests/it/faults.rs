@@ -138,19 +138,7 @@ async fn results_of_an_ended_run_are_served_whole_after_a_leader_failover() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     pc.coordinators[a].0.kill();
-    let (b_url, _) = pc.wait_leader(Some(&a_url), Duration::from_secs(15)).await.expect("failover");
-    let mut c = pc.client(&b_url).await.expect("client");
-    // The new leader serves once its term has started (until then it answers UNAVAILABLE).
-    let until = tokio::time::Instant::now() + Duration::from_secs(15);
-    let after = loop {
-        match swarm_cli::client::get(&mut c, &run_id, true).await {
-            Ok(run) => break run,
-            Err(s) if s.code() == tonic::Code::Unavailable && tokio::time::Instant::now() < until => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(s) => panic!("get from the new leader: {s:?}"),
-        }
-    };
+    let after = pc.get_from_next_leader(&a_url, &run_id).await.expect("served by the next leader");
     assert_eq!(after.state, pb::RunState::Succeeded as i32);
     let outputs = |r: &pb::Run| r.subtasks.iter().map(|s| (s.id.clone(), s.output_json.clone())).collect::<Vec<_>>();
     assert_eq!(outputs(&after), outputs(&before), "every subtask and its result, as before the failover");

@@ -68,18 +68,7 @@ async fn a_leader_failover_loses_none_of_the_outputs_kept_in_s3() {
         assert!(kept.len() > 200_000);
     }
     pc.coordinators[a].0.kill();
-    let (b_url, _) = pc.wait_leader(Some(&a_url), Duration::from_secs(15)).await.expect("failover");
-    let mut c = pc.client(&b_url).await.expect("client");
-    let until = tokio::time::Instant::now() + Duration::from_secs(15);
-    let after = loop {
-        match swarm_cli::client::get(&mut c, &run_id, true).await {
-            Ok(run) => break run,
-            Err(s) if s.code() == tonic::Code::Unavailable && tokio::time::Instant::now() < until => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(s) => panic!("get from the new leader: {s:?}"),
-        }
-    };
+    let after = pc.get_from_next_leader(&a_url, &run_id).await.expect("served by the next leader");
     let outputs = |r: &pb::Run| r.subtasks.iter().map(|s| (s.id.clone(), s.output_json.clone())).collect::<Vec<_>>();
     assert_eq!(outputs(&after), outputs(&before), "every big output, read back from S3 by the new leader");
     assert!(after.subtasks.iter().all(|s| s.output_json.len() > 200_000));
