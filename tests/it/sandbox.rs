@@ -230,6 +230,36 @@ async fn nothing_of_a_call_outlives_it_cancelled_timed_out_or_double_forked() {
     let e = handle.await.expect("joined").expect_err("cancelled");
     assert_eq!(e.kind, swarm_core::FailureKind::Cancelled);
     assert_eq!(running(&marker), 0, "the cancelled call's process lives on");
+    // Dropped mid-call, as the worker drops a cancelled or timed-out call's future: the tree
+    // and its cgroups go all the same.
+    let sandbox = Arc::new(Sandbox::probe().await.expect("bwrap"));
+    let prefix = sandbox.group_prefix().to_owned();
+    let exec = Exec::new(sandbox, Workspaces::new(&k.root, Duration::from_secs(60)).expect("ws"), Limits::default());
+    let marker = format!("marker{:x}", fastrand::u64(..));
+    let handle = tokio::spawn(exec.call(json!({"script": format!("sleep 300; echo {marker}")}), ctx("s")));
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while running(&marker) == 0 {
+        assert!(std::time::Instant::now() < until, "the call never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.abort();
+    let _ = handle.await;
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while (running(&marker) > 0 || !cgroups_of(&prefix).is_empty()) && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(running(&marker), 0, "a dropped call's process lives on");
+    assert_eq!(cgroups_of(&prefix), Vec::<std::path::PathBuf>::new(), "a dropped call's cgroups are left");
+}
+
+/// The cgroups whose names start with `prefix` (a sandbox's: `Sandbox::group_prefix`).
+fn cgroups_of(prefix: &str) -> Vec<std::path::PathBuf> {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,14 +280,7 @@ async fn two_hundred_calls_at_once_all_succeed_and_leave_nothing_behind() {
         assert_eq!((v["exit_code"].as_i64(), out(&v)), (Some(0), "1\n"), "{v}");
     }
     assert_eq!(running(&marker), 0, "processes of the calls left");
-    let ours = || -> Vec<std::path::PathBuf> {
-        ["/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"]
-            .iter()
-            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-            .map(|e| e.path())
-            .collect()
-    };
+    let ours = || cgroups_of(&prefix);
     // Removed off the async threads once their last process is reaped: shortly after.
     let until = std::time::Instant::now() + Duration::from_secs(5);
     while !ours().is_empty() && std::time::Instant::now() < until {

@@ -220,7 +220,14 @@ impl Sandbox {
         cancel: &CancellationToken,
     ) -> Result<Outcome, String> {
         let started = Instant::now();
-        let group = Group::create(&self.cgroups, &format!("{}-{:016x}", self.group_prefix, fastrand::u64(..)), limits);
+        // With cgroups, a call whose groups cannot be made does not run without its limits.
+        let group = match &self.cgroups {
+            Cgroups::None => None,
+            c => Some(
+                Group::create(c, &format!("{}-{:016x}", self.group_prefix, fastrand::u64(..)), limits)
+                    .ok_or("cannot create the call's cgroups (its memory and process limits)")?,
+            ),
+        };
         let mut child = tokio::process::Command::new(&self.bwrap)
             .args(self.args(argv, env, workspace, limits))
             .env_clear()
@@ -280,10 +287,7 @@ impl Sandbox {
                 _ => None,
             });
         }
-        if let Some(group) = group {
-            // Its last processes may take a moment to be reaped: off the async threads.
-            tokio::task::spawn_blocking(move || group.remove());
-        }
+        drop(group); // removed (see `Group`'s `Drop`)
         Ok(Outcome { exit_code, signal, stdout, stderr, truncated: t1 || t2, limit, duration: started.elapsed() })
     }
 }
@@ -366,10 +370,12 @@ impl Group {
             }
             Cgroups::V1 { memory, pids } => {
                 let (m, p) = (memory.join(name), pids.join(name));
+                // Each directory is owned (removed on drop) from the moment it exists.
+                let mut group = Self { dirs: Vec::new(), v2: false };
                 std::fs::create_dir(&m).ok()?;
-                let group = Self { dirs: vec![m.clone()], v2: false };
+                group.dirs.push(m.clone());
                 std::fs::create_dir(&p).ok()?;
-                let group = Self { dirs: vec![m.clone(), p.clone()], ..group };
+                group.dirs.push(p.clone());
                 let ok = write(&m, "memory.limit_in_bytes", limits.memory_bytes.to_string())
                     && write(&p, "pids.max", limits.processes.to_string());
                 let _ = write(&m, "memory.memsw.limit_in_bytes", limits.memory_bytes.to_string());
@@ -443,16 +449,24 @@ impl Group {
         }
         None
     }
+}
 
-    /// Removes the groups (once empty).
-    fn remove(self) {
-        for dir in &self.dirs {
-            for _ in 0..50 {
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
+/// However the call ends — returned, or its future dropped (the worker drops a cancelled or
+/// timed-out call's future): every process of the groups is killed, and the groups removed
+/// once their last process is reaped (on a thread of their own: that takes a moment).
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill_all();
+        let dirs = std::mem::take(&mut self.dirs);
+        std::thread::spawn(move || {
+            for dir in &dirs {
+                for _ in 0..250 {
+                    if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
                 }
-                std::thread::sleep(Duration::from_millis(2));
             }
-        }
+        });
     }
 }
