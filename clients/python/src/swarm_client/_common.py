@@ -65,6 +65,12 @@ class Credentials:
 OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
+    # HTTP/2 pings every 10 s (5 s to answer), also while only a watch is open: a link that
+    # went silent (a partition, a frozen coordinator) fails and the watch resumes elsewhere.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
 ]
 
 
