@@ -158,11 +158,21 @@ impl EtcdCluster {
             .args(["--auto-compaction-mode", "revision", "--auto-compaction-retention", "100000"])
             .args(&self.extra_args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(m.dir.with_extension("log"))?))
             .spawn()
             .context("starting etcd")?;
         m.child = Some(child);
         Ok(())
+    }
+
+    /// How member `i` ended, if its process exited (not killed by [`Self::kill`]), with the tail
+    /// of its log (errors only).
+    pub fn exited(&mut self, i: usize) -> Option<String> {
+        let m = &mut self.members[i];
+        let status = m.child.as_mut()?.try_wait().ok()??;
+        let log = std::fs::read_to_string(m.dir.with_extension("log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        Some(format!("{status}: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | ")))
     }
 
     /// Client URLs of the running members.

@@ -26,7 +26,16 @@ async fn events(n: &Nemesis, run_id: &str) -> anyhow::Result<Vec<pb::RunEvent>> 
 /// the violations found (empty: all hold).
 pub async fn check(n: &Nemesis, runs: &[pb::Run], ops: &[super::history::Op]) -> anyhow::Result<Vec<String>> {
     let mut bad = Vec::new();
-    let store = n.etcd.store().await?;
+    // Every member runs again after the heal; a connection may still take a moment.
+    let mut store = n.etcd.store().await;
+    for _ in 0..50 {
+        if store.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        store = n.etcd.store().await;
+    }
+    let store = store?;
     let mut names = HashSet::new();
     let mut last = BTreeMap::new();
     let mut finished = BTreeMap::new();

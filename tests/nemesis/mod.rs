@@ -344,6 +344,14 @@ impl Nemesis {
     /// Heals everything: every process runs and every link passes.
     pub async fn heal(&mut self) -> anyhow::Result<()> {
         self.unstall_disks();
+        // A member that exited by itself (no fault kills it without restarting it) is an
+        // anomaly to report, and to restart so the round can be checked.
+        for i in 0..3 {
+            if let Some(how) = self.etcd.exited(i) {
+                self.log.push(format!("  etcd member {i} had exited ({how}); restarted"));
+                let _ = self.etcd.restart(i);
+            }
+        }
         let _ = std::fs::write(&self.clock, "+0\n");
         for i in 0..3 {
             let _ = self.etcd.signal(i, "CONT");
