@@ -486,9 +486,11 @@ pub async fn round(seed: u64, plan: Vec<(Duration, Fault)>) -> anyhow::Result<(u
     }
     n.heal().await?;
     let done = wait_ended(&n, &runs, Duration::from_secs(180)).await;
-    // Observers that saw their run end ask again a few times (through whichever leader).
+    // Observers that saw their run end ask again a few times (through whichever leader);
+    // watchers end at the run's end (one stuck on a link that went silent needs HTTP/2
+    // keepalive, ~15 s, to find out and resume).
     observers.close();
-    let _ = timeout(Duration::from_secs(20), observers.wait()).await;
+    let _ = timeout(Duration::from_secs(45), observers.wait()).await;
     stop.cancel();
     observers.wait().await;
     let context =
