@@ -247,7 +247,7 @@ impl Nemesis {
                 let _ = std::fs::write(&self.clock, "+0\n");
             }
             Fault::SlowEtcdDisks(d, delay) => {
-                self.stall_disks(delay);
+                self.stall_disks(delay).await;
                 // A witness that the stall took: one commit, timed.
                 let t = Instant::now();
                 let put = swarm_store::Txn::new().then(swarm_store::Op::put("/nemesis/disk", "1"));
@@ -312,7 +312,7 @@ impl Nemesis {
 
     /// Delays every fsync and fdatasync of every etcd member by `delay` (strace attached to it,
     /// injecting the delay), until [`Self::unstall_disks`].
-    fn stall_disks(&mut self, delay: Duration) {
+    async fn stall_disks(&mut self, delay: Duration) {
         let inject = format!("inject=fsync,fdatasync:delay_enter={}us", delay.as_micros());
         for pid in (0..3).filter_map(|i| self.etcd.pid(i)) {
             let strace = std::process::Command::new("strace")
@@ -326,10 +326,10 @@ impl Nemesis {
                 Err(e) => self.log.push(format!("  strace did not start ({e}): run scripts/install-deps test")),
             }
         }
-        // Until every thread of every member is traced (or 5 s).
-        let until = std::time::Instant::now() + Duration::from_secs(5);
-        while (0..3).filter_map(|i| self.etcd.pid(i)).any(|pid| !traced(pid)) && std::time::Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10));
+        // Until every thread of every member is traced (or 5 s), without holding up the runtime.
+        let until = Instant::now() + Duration::from_secs(5);
+        while (0..3).filter_map(|i| self.etcd.pid(i)).any(|pid| !traced(pid)) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

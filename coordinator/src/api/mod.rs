@@ -255,7 +255,11 @@ impl SwarmApi {
         }
     }
 
-    pub(crate) async fn watch_log(&self, run_id: RunId) -> Result<Arc<EventLog>, ApiError> {
+    /// The run's event log, and the token of the term serving it (a watch ends with the term).
+    pub(crate) async fn watch_log(
+        &self,
+        run_id: RunId,
+    ) -> Result<(Arc<EventLog>, tokio_util::sync::CancellationToken), ApiError> {
         let id = run_id.clone();
         let ctx = self.leader()?;
         let found = ctx
@@ -263,13 +267,14 @@ impl SwarmApi {
             .call(|reply| Command::Watch { run_id: id, reply })
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("run {run_id} (or it is no longer watchable)")))?;
+        let term = ctx.term.clone();
         match found {
-            Watchable::Log(log) => Ok(log),
+            Watchable::Log(log) => Ok((log, term)),
             // An ended run's log is no longer in memory (it ended long ago or under an
             // earlier leader): read back from the store.
             Watchable::Stored(header) => {
                 let events = crate::recovery::stored_events(&ctx.repo, &run_id).await.map_err(store_error)?;
-                Ok(EventLog::stored_ended(&header, events))
+                Ok((EventLog::stored_ended(&header, events), term))
             }
         }
     }
@@ -497,8 +502,7 @@ impl SwarmService for SwarmApi {
         let req = req.into_inner();
         let run_id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
         self.check_visible(&run_id, &who).await.map_err(|e| to_status(&e))?;
-        let term = self.leader().map_err(|e| to_status(&e))?.term.clone();
-        let log = self.watch_log(run_id).await.map_err(|e| to_status(&e))?;
+        let (log, term) = self.watch_log(run_id).await.map_err(|e| to_status(&e))?;
         let output = req.follow_output.then_some((req.output_epoch, req.after_output_seq));
         // Ends with UNAVAILABLE when the process stops or this term ends (deposed, the caller
         // resumes with after_seq on the next leader).

@@ -239,8 +239,8 @@ impl Sandbox {
             .spawn()
             .map_err(|e| format!("starting bwrap: {e}"))?;
         let pid = child.id();
-        // bwrap sets the namespaces up and blocks on stdin: move its processes into the groups,
-        // then release it.
+        // bwrap sets the namespaces up; the prelude inside waits for a line on stdin: move the
+        // tree into the groups, then release it.
         if let (Some(group), Some(pid)) = (&group, pid) {
             group.adopt_tree(pid);
         }
@@ -262,7 +262,9 @@ impl Sandbox {
             () = cancel.cancelled() => None,
         };
         // Whatever ended it, nothing of the tree outlives the call (a double-forked daemon
-        // included: it is in the groups, and in the PID namespace whose init is gone).
+        // included: it is in the groups, and in the PID namespace whose init is gone). Killed
+        // here, before the output is read to its end: a daemon holding stdout open would
+        // otherwise keep the readers waiting (`Group`'s `Drop` covers a dropped future).
         if let Some(group) = &group {
             group.kill_all();
         }
