@@ -270,6 +270,7 @@ pub fn appended_in(dir: &std::path::Path, file: &str) -> Vec<String> {
 pub fn lead() -> SubtaskSpec {
     SubtaskSpec {
         retry: None,
+        outputs: Default::default(),
         id: "lead".into(),
         kind: swarm_core::SubtaskKind::Orchestrator(swarm_core::agent::OrchestratorSpec {
             goal: "get help".into(),

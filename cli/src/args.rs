@@ -46,6 +46,8 @@ pub enum Command {
     Runs(RunsArgs),
     /// Cancels a run.
     Cancel(CancelArgs),
+    /// Downloads an artifact a subtask handed on.
+    Artifact(ArtifactArgs),
     /// Streams a run's events until it ends.
     Watch(WatchArgs),
     /// Benchmarks the embedded cluster (see docs/benchmarks.md).
@@ -113,6 +115,10 @@ pub struct UpArgs {
     /// saying so (0: it waits for such a worker forever).
     #[arg(long, env = "SWARM_NO_WORKER_TIMEOUT", default_value = "60s", value_parser = parse_ttl)]
     pub no_worker_timeout: Duration,
+    /// The bytes of artifacts one run may hand on (`outputs: {artifacts}`), e.g. `100MB`,
+    /// `1GiB`; a tenant's `max_artifact_bytes` in --auth-file overrides it.
+    #[arg(long, env = "SWARM_MAX_ARTIFACT_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub max_artifact_bytes: u64,
     /// How often workers send heartbeats; an attempt not heard of for three intervals is
     /// re-queued (unless its worker's lease in etcd still lives).
     #[arg(long, env = "SWARM_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_heartbeat)]
@@ -202,6 +208,10 @@ pub struct CoordinatorArgs {
     /// saying so (0: it waits for such a worker forever).
     #[arg(long, env = "SWARM_NO_WORKER_TIMEOUT", default_value = "60s", value_parser = parse_ttl)]
     pub no_worker_timeout: Duration,
+    /// The bytes of artifacts one run may hand on (`outputs: {artifacts}`), e.g. `100MB`,
+    /// `1GiB`; a tenant's `max_artifact_bytes` in --auth-file overrides it.
+    #[arg(long, env = "SWARM_MAX_ARTIFACT_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub max_artifact_bytes: u64,
     /// How often workers send heartbeats; an attempt not heard of for three intervals is
     /// re-queued (unless its worker's lease in etcd still lives).
     #[arg(long, env = "SWARM_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_heartbeat)]
@@ -397,6 +407,24 @@ pub struct GetArgs {
     /// Also list every subtask.
     #[arg(long)]
     pub subtasks: bool,
+    /// Also list the artifacts the subtasks handed on (path, size, SHA-256; `swarm artifact`
+    /// downloads one).
+    #[arg(long)]
+    pub artifacts: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ArtifactArgs {
+    pub run: String,
+    /// The subtask that handed the file on.
+    pub subtask: String,
+    /// The file's path, as `swarm get RUN --artifacts` lists it.
+    pub path: String,
+    /// Where to write it (default: standard output; `-` too).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub to: CoordinatorTarget,
 }
 
 #[derive(clap::Args)]
@@ -596,4 +624,38 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
         return days.checked_mul(86_400).map(Duration::from_secs).ok_or_else(|| format!("`{text}`: too long"));
     }
     swarm_core::spec::parse_duration(text)
+}
+
+/// A size in bytes: `1048576`, `100MB`, `512KiB`, `1GiB` (decimal and binary units).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{text}`: a number of bytes, e.g. 100MB or 1GiB"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" | "Ki" | "K" => 1 << 10,
+        "MiB" | "Mi" | "M" => 1 << 20,
+        "GiB" | "Gi" | "G" => 1 << 30,
+        "TiB" | "Ti" | "T" => 1 << 40,
+        other => return Err(format!("`{text}`: unknown unit `{other}` (B, KB, MB, GB, KiB, MiB, GiB)")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod byte_tests {
+    #[test]
+    fn sizes_parse_in_decimal_and_binary_units_and_overflow_is_refused() {
+        assert_eq!(super::parse_bytes("100MB"), Ok(100_000_000));
+        assert_eq!(super::parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(super::parse_bytes("42"), Ok(42));
+        assert!(super::parse_bytes("1.5GB").is_err());
+        assert!(super::parse_bytes("99999999999TiB").is_err());
+        assert!(super::parse_bytes("-1").is_err());
+    }
 }

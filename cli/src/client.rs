@@ -175,6 +175,26 @@ pub struct SubtaskJson {
     /// Where an offloaded result lives in the payload store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_ref: Option<String>,
+    /// The files it handed on (`outputs: {artifacts: […]}`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactJson>,
+}
+
+/// An artifact, as `--json` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ArtifactJson {
+    /// The subtask that handed it on (in `swarm get --artifacts` listings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subtask_id: Option<String>,
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl ArtifactJson {
+    pub fn of(a: &pb::Artifact, subtask: Option<&str>) -> Self {
+        Self { subtask_id: subtask.map(str::to_owned), path: a.path.clone(), size: a.size, sha256: a.sha256.clone() }
+    }
 }
 
 fn unix_ms(ts: &Option<prost_types::Timestamp>) -> Option<u64> {
@@ -211,6 +231,7 @@ impl From<&pb::SubtaskStatus> for SubtaskJson {
             // Outputs are JSON text; one that is not stays a string rather than being lost.
             output: non_empty(&s.output_json).map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t))),
             output_ref: non_empty(&s.output_ref),
+            artifacts: s.artifacts.iter().map(|a| ArtifactJson::of(a, None)).collect(),
         }
     }
 }

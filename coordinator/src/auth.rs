@@ -124,6 +124,10 @@ pub struct TenantQuota {
     /// subtasks wait (queued).
     #[serde(default)]
     pub tool_calls_per_minute: Option<u32>,
+    /// The bytes of artifacts one of its runs may hand on, at most (default: the
+    /// coordinator's, 1 GiB); beyond it the subtask that would exceed it fails.
+    #[serde(default)]
+    pub max_artifact_bytes: Option<u64>,
 }
 
 fn one() -> f64 {
@@ -132,7 +136,13 @@ fn one() -> f64 {
 
 impl Default for TenantQuota {
     fn default() -> Self {
-        Self { weight: 1.0, max_active_runs: None, max_concurrent_calls: None, tool_calls_per_minute: None }
+        Self {
+            weight: 1.0,
+            max_active_runs: None,
+            max_concurrent_calls: None,
+            tool_calls_per_minute: None,
+            max_artifact_bytes: None,
+        }
     }
 }
 

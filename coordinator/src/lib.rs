@@ -6,6 +6,7 @@
 //! `grpc.health.v1` and server reflection (v1 and v1alpha) on a listener until shutdown.
 
 pub mod api;
+pub mod artifacts;
 pub mod audit;
 pub mod auth;
 pub mod clock;

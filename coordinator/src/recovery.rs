@@ -49,6 +49,7 @@ pub fn restored(record: SubtaskRecord) -> RestoredSubtask {
         steps: record.steps,
         output: record.output.map(Arc::from),
         output_ref: record.output_ref.map(Arc::from),
+        artifacts: (!record.artifacts.is_empty()).then(|| Arc::from(record.artifacts)),
         error: record.error_kind.map(|kind| Failure {
             kind,
             // Records always carry the message with the kind; one without says so.
@@ -312,6 +313,7 @@ mod tests {
             error_kind: None,
             error_message: None,
             output_ref: Some(reference),
+            artifacts: vec![],
             term: 0,
             ready_us: None,
             first_started_us: None,
@@ -334,6 +336,7 @@ mod tests {
                 depends_on: vec![],
                 timeout: None,
                 retry: None,
+                outputs: Default::default(),
             }],
         );
         for run in ["r1", "r2"] {

@@ -143,4 +143,43 @@ impl WorkerService for WorkerApi {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    async fn put_artifacts(
+        &self,
+        req: Request<Streaming<pb::ArtifactUpload>>,
+    ) -> Result<Response<pb::ArtifactManifest>, Status> {
+        let (who, ctx) = self.leader_for_worker(&req)?;
+        crate::artifacts::receive(&ctx.manager, ctx.repo.payloads(), &who.name, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| to_status(&e))
+    }
+
+    type GetInputArtifactStream = crate::artifacts::ChunkStream;
+
+    async fn get_input_artifact(
+        &self,
+        req: Request<pb::InputArtifactRequest>,
+    ) -> Result<Response<Self::GetInputArtifactStream>, Status> {
+        let (who, ctx) = self.leader_for_worker(&req)?;
+        crate::artifacts::input(&ctx.manager, ctx.repo.payloads(), &who.name, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| to_status(&e))
+    }
+}
+
+impl WorkerApi {
+    /// The caller (it must have the worker role) and this term, if this node leads.
+    fn leader_for_worker<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<(Arc<crate::auth::Principal>, Arc<crate::node::LeaderCtx>), Status> {
+        let who = crate::auth::principal(req);
+        who.require(crate::auth::Role::Worker)?;
+        match &*self.role.borrow() {
+            Role::Leader(ctx) => Ok((who, ctx.clone())),
+            Role::Standby { leader } => Err(to_status(&ApiError::NotLeader { leader: leader.clone() })),
+        }
+    }
 }

@@ -228,7 +228,10 @@ mod tests {
             let subtask = self.e.dag().index_of(id).expect("id");
             let (started_us, finished_us) = (dispatched + 1_000, dispatched + 101_000);
             let output = Arc::from("{}");
-            self.at(finished_us + 1_000, EngineEvent::Succeeded { subtask, fence, started_us, finished_us, output });
+            self.at(
+                finished_us + 1_000,
+                EngineEvent::Succeeded { subtask, fence, started_us, finished_us, output, artifacts: None },
+            );
             finished_us + 1_000
         }
         fn summary(&self) -> RunSummary {

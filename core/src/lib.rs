@@ -5,6 +5,7 @@
 //! decision the cluster makes can be unit- and property-tested.
 
 pub mod agent;
+pub mod artifact;
 pub mod breakdown;
 pub mod dag;
 pub mod engine;

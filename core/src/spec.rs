@@ -159,6 +159,8 @@ pub struct SubtaskSpec {
     pub timeout: Option<Duration>,
     /// This subtask's retry policy (the most specific).
     pub retry: Option<crate::retry::RetrySpec>,
+    /// The files it hands on ([`crate::artifact`]).
+    pub outputs: crate::artifact::Outputs,
 }
 
 /// What a subtask does.
@@ -277,6 +279,7 @@ impl SubtaskSpec {
             depends_on: Vec::new(),
             timeout: None,
             retry: None,
+            outputs: Default::default(),
         }
     }
 
@@ -312,6 +315,8 @@ struct RawSubtask {
     timeout: Option<DurationText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retry: Option<crate::retry::RetrySpec>,
+    #[serde(default, skip_serializing_if = "crate::artifact::Outputs::is_empty")]
+    outputs: crate::artifact::Outputs,
 }
 
 impl TryFrom<RawSubtask> for SubtaskSpec {
@@ -339,7 +344,14 @@ impl TryFrom<RawSubtask> for SubtaskSpec {
                 ));
             }
         };
-        Ok(Self { id: raw.id, kind, depends_on: raw.depends_on, timeout: raw.timeout.map(|d| d.0), retry: raw.retry })
+        Ok(Self {
+            id: raw.id,
+            kind,
+            depends_on: raw.depends_on,
+            timeout: raw.timeout.map(|d| d.0),
+            retry: raw.retry,
+            outputs: raw.outputs,
+        })
     }
 }
 
@@ -365,6 +377,7 @@ impl From<SubtaskSpec> for RawSubtask {
             depends_on: s.depends_on,
             timeout: s.timeout.map(DurationText),
             retry: s.retry,
+            outputs: s.outputs,
         }
     }
 }

@@ -244,6 +244,7 @@ mod tests {
     fn lead_spec() -> SubtaskSpec {
         SubtaskSpec {
             retry: None,
+            outputs: Default::default(),
             id: "lead".into(),
             kind: SubtaskKind::Orchestrator(OrchestratorSpec {
                 goal: "g".into(),
@@ -295,6 +296,7 @@ mod tests {
                 started_us: self.now - 5,
                 finished_us: self.now,
                 output: Arc::from(json!({"answer": "done"}).to_string()),
+                artifacts: None,
             };
             self.e.apply(ev, self.now, &mut self.out);
         }
@@ -386,6 +388,7 @@ mod tests {
             "tight",
             vec![SubtaskSpec {
                 retry: None,
+                outputs: Default::default(),
                 id: "lead".into(),
                 kind: SubtaskKind::Orchestrator(OrchestratorSpec {
                     goal: "g".into(),
@@ -416,6 +419,7 @@ mod tests {
             "budget",
             vec![SubtaskSpec {
                 retry: None,
+                outputs: Default::default(),
                 id: "a".into(),
                 kind: SubtaskKind::Agent(agent("x")),
                 depends_on: vec![],

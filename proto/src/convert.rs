@@ -102,6 +102,9 @@ pub fn decode_spec(spec: pb::RunSpec) -> (RunSpec, Vec<SpecViolation>) {
                 kind,
                 depends_on: s.depends_on.into_iter().map(SubtaskId::from).collect(),
                 timeout,
+                outputs: swarm_core::artifact::Outputs {
+                    artifacts: s.outputs.map(|o| o.artifacts).unwrap_or_default(),
+                },
             });
         }
         let limits = match spec.limits {
@@ -162,6 +165,8 @@ impl From<&RunSpec> for pb::RunSpec {
                     id: s.id.to_string(),
                     depends_on: s.depends_on.iter().map(ToString::to_string).collect(),
                     timeout: s.timeout.and_then(|d| prost_types::Duration::try_from(d).ok()),
+                    outputs: (!s.outputs.is_empty())
+                        .then(|| pb::SubtaskOutputs { artifacts: s.outputs.artifacts.clone() }),
                     kind: Some(match &s.kind {
                         SubtaskKind::Tool { tool, args } => pb::subtask_spec::Kind::ToolCall(pb::ToolCall {
                             tool: tool.clone(),
@@ -446,5 +451,17 @@ mod tests {
         let us = 1_700_000_000_123_456;
         assert_eq!(unix_us(&timestamp(us)), us);
         assert_eq!(duration_to_us(&duration_us(1_234_567)), 1_234_567);
+    }
+}
+
+impl From<&swarm_core::artifact::Artifact> for pb::Artifact {
+    fn from(a: &swarm_core::artifact::Artifact) -> Self {
+        pb::Artifact { path: a.path.clone(), size: a.size, sha256: a.sha256.clone(), key: a.key.clone() }
+    }
+}
+
+impl From<pb::Artifact> for swarm_core::artifact::Artifact {
+    fn from(a: pb::Artifact) -> Self {
+        swarm_core::artifact::Artifact { path: a.path, size: a.size, sha256: a.sha256, key: a.key }
     }
 }

@@ -90,9 +90,25 @@ fn kind() -> impl Strategy<Value = Option<pb::subtask_spec::Kind>> {
     )
 }
 
+/// Artifact patterns, good and bad (climbing, absolute, empty, under `inputs/`).
+fn outputs() -> impl Strategy<Value = Option<pb::SubtaskOutputs>> {
+    let pattern =
+        prop::sample::select(vec!["a.md", "data/*.csv", "**", "../../x", "/etc/passwd", "", "inputs/a", "a**"]);
+    prop::option::of(prop::collection::vec(pattern.prop_map(String::from), 0..4))
+        .prop_map(|v| v.map(|artifacts| pb::SubtaskOutputs { artifacts }))
+}
+
 fn subtask() -> impl Strategy<Value = pb::SubtaskSpec> {
-    (id(), prop::collection::vec(id(), 0..3), duration(), retry(), kind())
-        .prop_map(|(id, depends_on, timeout, retry, kind)| pb::SubtaskSpec { id, depends_on, timeout, retry, kind })
+    (id(), prop::collection::vec(id(), 0..3), duration(), retry(), kind(), outputs()).prop_map(
+        |(id, depends_on, timeout, retry, kind, outputs)| pb::SubtaskSpec {
+            id,
+            depends_on,
+            timeout,
+            retry,
+            kind,
+            outputs,
+        },
+    )
 }
 
 /// Subtasks `s0`, `s1`, … each depending on earlier ones (valid DAGs), with one of them
@@ -193,7 +209,14 @@ fn run_to_end(dag: Dag, script: &[u8]) {
             now += u64::from(b) * 1000;
             let (started_us, finished_us) = (now.saturating_sub(u64::from(b) * 900), now);
             let ev = match b % 5 {
-                0 | 1 => EngineEvent::Succeeded { subtask: i, fence: f, started_us, finished_us, output: "{}".into() },
+                0 | 1 => EngineEvent::Succeeded {
+                    subtask: i,
+                    fence: f,
+                    started_us,
+                    finished_us,
+                    output: "{}".into(),
+                    artifacts: None,
+                },
                 2 => EngineEvent::Lost { subtask: i, fence: f, reason: "gone".into() },
                 k => EngineEvent::Failed {
                     subtask: i,

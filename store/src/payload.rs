@@ -128,6 +128,31 @@ impl PayloadStore {
         self.objects.get(&p).await.map_err(err)?.bytes().await.map_err(err)
     }
 
+    /// A writer of a value at `path` of `len` bytes (known beforehand): small values are
+    /// buffered and put at once, large ones go up in parts as they come.
+    pub async fn writer(&self, path: &str, len: u64) -> Result<PayloadWriter, StoreError> {
+        let p = ObjectPath::parse(path).map_err(|e| StoreError::Other(format!("payload path {path}: {e}")))?;
+        let inner = if len <= SINGLE_PUT_MAX {
+            WriterKind::Buffer(bytes::BytesMut::with_capacity(len as usize))
+        } else {
+            WriterKind::Parts(Box::new(object_store::WriteMultipart::new(
+                self.objects.put_multipart(&p).await.map_err(err)?,
+            )))
+        };
+        Ok(PayloadWriter { objects: self.objects.clone(), path: p, inner })
+    }
+
+    /// Reads a value by reference as a stream of chunks.
+    pub async fn get_stream(
+        &self,
+        reference: &str,
+    ) -> Result<futures_util::stream::BoxStream<'static, Result<Bytes, StoreError>>, StoreError> {
+        let p =
+            ObjectPath::parse(reference).map_err(|e| StoreError::Other(format!("payload path {reference}: {e}")))?;
+        let got = self.objects.get(&p).await.map_err(err)?;
+        Ok(got.into_stream().map(|r| r.map_err(err)).boxed())
+    }
+
     /// Deletes every value under a prefix.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
         let p = ObjectPath::parse(prefix).map_err(|e| StoreError::Other(format!("payload path {prefix}: {e}")))?;
@@ -138,6 +163,57 @@ impl PayloadStore {
         }
         Ok(())
     }
+}
+
+/// Values up to this size are put in one request (larger ones in parts).
+const SINGLE_PUT_MAX: u64 = 8 << 20;
+
+/// A value being written ([`PayloadStore::writer`]).
+pub struct PayloadWriter {
+    objects: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    inner: WriterKind,
+}
+
+enum WriterKind {
+    Buffer(bytes::BytesMut),
+    Parts(Box<object_store::WriteMultipart>),
+}
+
+impl PayloadWriter {
+    /// Adds bytes (waiting while too many parts are in flight).
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        match &mut self.inner {
+            WriterKind::Buffer(b) => b.extend_from_slice(data),
+            WriterKind::Parts(w) => {
+                w.wait_for_capacity(4).await.map_err(err)?;
+                w.write(data);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores what was written.
+    pub async fn finish(self) -> Result<(), StoreError> {
+        match self.inner {
+            WriterKind::Buffer(b) => self.objects.put(&self.path, b.freeze().into()).await.map(drop).map_err(err),
+            WriterKind::Parts(w) => w.finish().await.map(drop).map_err(err),
+        }
+    }
+
+    /// Gives up: nothing is stored.
+    pub async fn abort(self) {
+        if let WriterKind::Parts(w) = self.inner {
+            let _ = w.abort().await;
+        }
+    }
+}
+
+/// An object path with each component encoded as the store needs (`run`, `subtask`, … and a
+/// `/`-separated relative `path` whose components were checked).
+pub fn object_path<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    let parts = parts.into_iter().flat_map(|p| p.split('/')).map(object_store::path::PathPart::from);
+    ObjectPath::from_iter(parts).to_string()
 }
 
 #[cfg(test)]
@@ -157,5 +233,25 @@ mod tests {
         assert!(store.get(&r).await.is_err());
         assert_eq!(store.get("payloads/r2/a/1").await.expect("kept"), Bytes::from_static(b"keep"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn large_values_go_up_in_parts_and_stream_back() {
+        let store = PayloadStore::memory(10);
+        for len in [3u64, SINGLE_PUT_MAX + 1] {
+            let key = object_path(["payloads", "r", "a:1", &format!("d/{len} x.bin")]);
+            let mut w = store.writer(&key, len).await.expect("writer");
+            let data = vec![7u8; len as usize];
+            for chunk in data.chunks(1 << 20) {
+                w.write(chunk).await.expect("write");
+            }
+            w.finish().await.expect("finish");
+            let mut got = Vec::new();
+            let mut s = store.get_stream(&key).await.expect("stream");
+            while let Some(c) = s.next().await {
+                got.extend_from_slice(&c.expect("chunk"));
+            }
+            assert_eq!(got, data);
+        }
     }
 }

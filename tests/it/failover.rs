@@ -213,6 +213,7 @@ async fn an_agent_resumes_from_its_transcript_after_its_worker_is_sigkilled() {
     let mut c = pc.client(&leader).await.expect("client");
     let agent = swarm_core::SubtaskSpec {
         retry: None,
+        outputs: Default::default(),
         id: "solo".into(),
         kind: swarm_core::SubtaskKind::Agent(swarm_core::agent::AgentSpec {
             instructions: String::new(),

@@ -69,7 +69,14 @@ async fn watchers_who_ask_see_an_agents_output_grow_and_a_resumed_watcher_sees_n
     });
     let spec = RunSpec::new(
         "output",
-        vec![SubtaskSpec { retry: None, id: "a".into(), kind: agent, depends_on: vec![], timeout: None }],
+        vec![SubtaskSpec {
+            retry: None,
+            outputs: Default::default(),
+            id: "a".into(),
+            kind: agent,
+            depends_on: vec![],
+            timeout: None,
+        }],
     );
     let run_id = submit(&mut c, &spec).await.expect("submit");
     let (mut c1, mut c2) = (tc.client().await.expect("client"), tc.client().await.expect("client"));
@@ -143,7 +150,14 @@ async fn the_web_view_shows_the_selected_agents_output_growing() {
     });
     let spec = RunSpec::new(
         "web-output",
-        vec![SubtaskSpec { retry: None, id: "a".into(), kind: agent, depends_on: vec![], timeout: None }],
+        vec![SubtaskSpec {
+            retry: None,
+            outputs: Default::default(),
+            id: "a".into(),
+            kind: agent,
+            depends_on: vec![],
+            timeout: None,
+        }],
     );
     let run_id = submit(&mut c, &spec).await.expect("submit");
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -185,6 +199,7 @@ async fn swarm_watch_follow_output_prints_it_per_agent() {
     let mut c = tc.client().await.expect("client");
     let agent = |id: &str| SubtaskSpec {
         retry: None,
+        outputs: Default::default(),
         id: id.into(),
         kind: SubtaskKind::Agent(AgentSpec {
             instructions: String::new(),

@@ -288,6 +288,7 @@ async fn no_secret_reaches_the_store_the_logs_or_the_events() {
     };
     let agent = SubtaskSpec {
         retry: None,
+        outputs: Default::default(),
         id: "a".into(),
         kind: swarm_core::SubtaskKind::Agent(swarm_core::agent::AgentSpec {
             instructions: "Be brief.".into(),

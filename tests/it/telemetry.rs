@@ -195,6 +195,7 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
         depends_on: vec!["lookup".into()],
         timeout: None,
         retry: None,
+        outputs: Default::default(),
     };
     let lookup = SubtaskSpec::tool("lookup", "echo", json!({"text": "first"}));
     let lead = SubtaskSpec {
@@ -210,6 +211,7 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
         depends_on: vec!["helper".into()],
         timeout: None,
         retry: None,
+        outputs: Default::default(),
     };
     let over_mcp = SubtaskSpec::tool("over-mcp", "everything__echo", json!({"message": "hi"}));
     let nap = SubtaskSpec::tool("nap", "sleep", json!({"ms": 1200}));

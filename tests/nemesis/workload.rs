@@ -90,6 +90,7 @@ pub fn workload(k: usize) -> RunSpec {
                 depends_on: vec![],
                 timeout: None,
                 retry: None,
+                outputs: Default::default(),
             };
             let mut subtasks = vec![gate];
             subtasks.extend(appends(&name, 2, 3, 60, Some("gate")));

@@ -81,6 +81,9 @@ pub(crate) struct AttemptCtx {
     pub(crate) abort: CancellationToken,
     /// With a store: the lease hold (a fenced worker starts nothing).
     pub(crate) hold: Option<Arc<crate::hold::LeaseHold>>,
+    /// The coordinator link artifacts move over, and this worker's id.
+    pub(crate) artifacts: Arc<crate::artifacts::ArtifactLink>,
+    pub(crate) worker_id: String,
 }
 
 pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
@@ -108,6 +111,8 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
     let models = ctx.models.clone();
     let gate = ctx.gate.clone();
     let uplink = ctx.uplink.clone();
+    let link = ctx.artifacts.clone();
+    let worker_id = ctx.worker_id.clone();
     let span = match &a.agent {
         Some(task) => telemetry::agent_span(&task.name, &a.run_id, &a.subtask_id, a.attempt, task.orchestrator),
         None => telemetry::tool_span(&a.tool, &a.subtask_id, &a.run_id, &a.subtask_id, a.attempt, a.speculative),
@@ -118,6 +123,17 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
     let attempt_span = span.clone();
     ctx.attempts.spawn(tracing::Instrument::instrument(async move {
         let started_us = now_us();
+        let workspaces = tools.workspaces();
+        let staged = tokio::select! {
+            biased;
+            _ = token.cancelled() => Err(ToolError { kind: FailureKind::Cancelled, message: "cancelled".into() }),
+            r = crate::artifacts::stage_inputs(&link, workspaces, &worker_id, &a) => r,
+        };
+        if let Err(e) = staged {
+            let outcome = error_outcome(e);
+            finish(&held, hold.as_deref(), &reports, &abort, a, started_us, outcome, Vec::new()).await;
+            return;
+        }
         if let Some(task) = &a.agent {
             let steps = reports.clone();
             let fence = a.fence;
@@ -172,7 +188,8 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                     })
                 }
             };
-            finish(&held, hold.as_deref(), &reports, &abort, a, started_us, outcome).await;
+            let (outcome, artifacts) = handed_on(outcome, &link, workspaces, &worker_id, &a, &token).await;
+            finish(&held, hold.as_deref(), &reports, &abort, a, started_us, outcome, artifacts).await;
             return;
         }
         let known_tool = tool.is_some();
@@ -227,18 +244,48 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
         }
         let outcome = match outcome {
             Ok(text) => pb::attempt_report::Outcome::OutputJson(text),
-            Err(e) => pb::attempt_report::Outcome::Error(pb::AttemptError {
-                kind: pb::FailureKind::from(e.kind).into(),
-                message: swarm_core::error::bounded_message(e.message),
-            }),
+            Err(e) => error_outcome(e),
         };
-        finish(&held, hold.as_deref(), &reports, &abort, a, started_us, outcome).await;
+        let (outcome, artifacts) = handed_on(outcome, &link, workspaces, &worker_id, &a, &token).await;
+        finish(&held, hold.as_deref(), &reports, &abort, a, started_us, outcome, artifacts).await;
     }, span));
+}
+
+fn error_outcome(e: ToolError) -> pb::attempt_report::Outcome {
+    pb::attempt_report::Outcome::Error(pb::AttemptError {
+        kind: pb::FailureKind::from(e.kind).into(),
+        message: swarm_core::error::bounded_message(e.message),
+    })
+}
+
+/// After a success: the artifacts the subtask declared, collected and stored; their failure
+/// (a file missing, the quota, the link) is the attempt's.
+async fn handed_on(
+    outcome: pb::attempt_report::Outcome,
+    link: &crate::artifacts::ArtifactLink,
+    workspaces: Option<&tools::exec::Workspaces>,
+    worker_id: &str,
+    a: &pb::Assignment,
+    token: &CancellationToken,
+) -> (pb::attempt_report::Outcome, Vec<pb::Artifact>) {
+    if a.artifacts.is_empty() || !matches!(outcome, pb::attempt_report::Outcome::OutputJson(_)) {
+        return (outcome, Vec::new());
+    }
+    let stored = tokio::select! {
+        biased;
+        _ = token.cancelled() => Err(ToolError { kind: FailureKind::Cancelled, message: "cancelled".into() }),
+        r = crate::artifacts::hand_on(link, workspaces, worker_id, a) => r,
+    };
+    match stored {
+        Ok(artifacts) => (outcome, artifacts),
+        Err(e) => (error_outcome(e), Vec::new()),
+    }
 }
 
 /// Keeps the attempt's report until it is acknowledged, and sends it. An attempt the worker
 /// stopped itself ([`crate::hold`]) and that did not finish first is reported `worker_lost`:
 /// the coordinator re-queues it at once if it still holds it.
+#[allow(clippy::too_many_arguments)]
 async fn finish(
     held: &Held,
     hold: Option<&crate::hold::LeaseHold>,
@@ -247,6 +294,7 @@ async fn finish(
     a: pb::Assignment,
     started_us: u64,
     outcome: pb::attempt_report::Outcome,
+    artifacts: Vec<pb::Artifact>,
 ) {
     let stopped = hold.and_then(|h| h.take_stopped(a.fence));
     let outcome = match (stopped, outcome) {
@@ -269,6 +317,7 @@ async fn finish(
         started_at: Some(timestamp(started_us)),
         finished_at: Some(timestamp(now_us())),
         outcome: Some(outcome),
+        artifacts,
     };
     held.unacked.lock().unwrap_or_else(|e| e.into_inner()).insert(a.fence, report.clone());
     held.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&a.fence);

@@ -14,6 +14,7 @@
 //! before the lease can expire ([`hold`]).
 
 pub mod agent;
+pub mod artifacts;
 mod attempt;
 #[cfg(test)]
 mod fuzz;
@@ -195,6 +196,8 @@ pub async fn run_with_abort(
         shutdown: shutdown.clone(),
         abort: abort.clone(),
         hold: lease_hold.clone(),
+        artifacts: Arc::default(),
+        worker_id: config.worker_id.to_string(),
     };
     while !shutdown.is_cancelled() {
         // A fenced worker (or one not registered yet) connects once it holds a lease again.
@@ -235,6 +238,7 @@ pub async fn run_with_abort(
             }
             ctx.gate.disconnected();
             ctx.uplink.set(None);
+            ctx.artifacts.set(None, None);
             match ended {
                 Ok(()) if shutdown.is_cancelled() => {
                     leader_changed.cancel();
@@ -342,14 +346,17 @@ async fn session(
     };
     let _ = out_tx.send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Hello(hello)) }).await;
     let mut request = tonic::Request::new(ReceiverStream::new(out_rx));
+    let mut bearer = None;
     if let Some(token) = &config.token {
         let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {}", token.trim())
             .parse()
             .map_err(|_| tonic::Status::invalid_argument("the token must be printable ASCII"))?;
         value.set_sensitive(true);
-        request.metadata_mut().insert("authorization", value);
+        request.metadata_mut().insert("authorization", value.clone());
+        bearer = Some(value);
     }
     let mut inbound = client.connect(request).await?.into_inner();
+    ctx.artifacts.set(Some(client.clone()), bearer);
     ctx.uplink.set(Some(out_tx.clone()));
     if let Some(hold) = &ctx.hold {
         hold.link_up();

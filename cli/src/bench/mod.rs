@@ -415,6 +415,7 @@ async fn throughput(client: &mut client::Client, opts: &BenchOptions) -> anyhow:
 fn orchestrator(model: &str, max_subagents: u32, max_tool_calls: u32) -> swarm_core::RunSpec {
     let lead = swarm_core::SubtaskSpec {
         retry: None,
+        outputs: Default::default(),
         id: "lead".into(),
         kind: swarm_core::SubtaskKind::Orchestrator(swarm_core::agent::OrchestratorSpec {
             goal: "split the work".into(),

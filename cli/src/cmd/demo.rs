@@ -103,6 +103,7 @@ async fn demo(spec: Option<PathBuf>, workers: usize, slots: u32, json: bool) -> 
     if !custom {
         let lead = swarm_core::SubtaskSpec {
             retry: None,
+            outputs: Default::default(),
             id: "lead".into(),
             kind: swarm_core::SubtaskKind::Orchestrator(swarm_core::agent::OrchestratorSpec {
                 goal: "research the question in 100 parts".into(),

@@ -23,6 +23,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Get(args) => runs::get(args).await,
         Command::Runs(args) => runs::runs(args).await,
         Command::Cancel(args) => runs::cancel(args).await,
+        Command::Artifact(args) => runs::artifact(args).await,
         Command::Watch(args) => runs::watch(args).await,
         Command::Healthcheck(args) => demo::healthcheck(args).await,
         Command::Certs(args) if args.if_missing && args.dir.join("server.pem").exists() => {

@@ -122,10 +122,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// `swarm get RUN [--subtasks] [--json]`.
 pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
-    let GetArgs { run, to, json, subtasks } = args;
+    let GetArgs { run, to, json, subtasks, artifacts } = args;
     let mut c = to.connect().await?;
-    let run = client::get(&mut c, &run, subtasks).await.map_err(|s| client::status_error(&s))?;
+    let run = client::get(&mut c, &run, subtasks || artifacts).await.map_err(|s| client::status_error(&s))?;
+    let listed: Vec<client::ArtifactJson> = run
+        .subtasks
+        .iter()
+        .flat_map(|s| s.artifacts.iter().map(|a| client::ArtifactJson::of(a, Some(&s.id))))
+        .collect();
+    if artifacts && json {
+        let mut j = serde_json::to_value(RunJson::from(&run))?;
+        j["artifacts"] = serde_json::to_value(&listed)?;
+        if subtasks {
+            let rows: Vec<client::SubtaskJson> = run.subtasks.iter().map(client::SubtaskJson::from).collect();
+            j["subtasks"] = serde_json::to_value(rows)?;
+        }
+        outln!("{}", serde_json::to_string(&j)?);
+        return Ok(exit_for(run.state));
+    }
     print_run(&run, json)?;
+    if artifacts {
+        outln!("artifacts: {}", listed.len());
+        for a in &listed {
+            outln!("  {:<24} {:<40} {:>10}  {}", a.subtask_id.as_deref().unwrap_or(""), a.path, a.size, a.sha256);
+        }
+    }
     if subtasks && !json {
         let rows: Vec<client::SubtaskJson> = run.subtasks.iter().map(client::SubtaskJson::from).collect();
         for line in client::subtask_table(&rows) {
@@ -158,6 +179,43 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 j.total_subtasks
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `swarm artifact RUN SUBTASK PATH [-o FILE]`.
+pub async fn artifact(args: crate::args::ArtifactArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    use std::io::Write;
+    let crate::args::ArtifactArgs { run, subtask, path, output, to } = args;
+    let mut c = to.connect().await?;
+    let req = pb::GetArtifactRequest { run_id: run, subtask_id: subtask, path };
+    let mut stream = c.get_artifact(client::request(req)).await.map_err(|s| client::status_error(&s))?.into_inner();
+    let to_file = output.as_ref().filter(|p| p.as_os_str() != "-");
+    // A file is written whole or not at all: into a temporary beside it, renamed at the end.
+    let tmp = to_file.map(|p| p.with_extension("swarm-part"));
+    let mut sink: Box<dyn Write + Send> = match &tmp {
+        Some(t) => Box::new(std::fs::File::create(t).with_context(|| format!("creating {}", t.display()))?),
+        None => Box::new(std::io::stdout()),
+    };
+    let copied: anyhow::Result<()> = async {
+        while let Some(chunk) = stream.message().await.map_err(|s| client::status_error(&s))? {
+            sink.write_all(&chunk.data)?;
+        }
+        sink.flush()?;
+        Ok(())
+    }
+    .await;
+    drop(sink);
+    match (copied, tmp, to_file) {
+        (Ok(()), Some(tmp), Some(dest)) => {
+            tokio::fs::rename(&tmp, dest).await.with_context(|| format!("writing {}", dest.display()))?
+        }
+        (Err(e), Some(tmp), _) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        (result, _, _) => result?,
     }
     Ok(ExitCode::SUCCESS)
 }

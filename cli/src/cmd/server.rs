@@ -26,6 +26,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         payloads,
         http_listen,
         no_worker_timeout,
+        max_artifact_bytes,
         heartbeat_interval,
         audit_log,
         allow_egress,
@@ -40,6 +41,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     options.coordinator.prefix = store.prefix.clone();
     options.coordinator.lease_ttl = store.lease_ttl;
     options.coordinator.manager.no_worker_timeout = no_worker_timeout;
+    options.coordinator.manager.max_artifact_bytes = max_artifact_bytes;
     options.coordinator.manager.heartbeat_interval = heartbeat_interval;
     options.coordinator.audit = audit(audit_log.as_deref())?;
     options.coordinator.manager.caps = caps.into();
@@ -128,6 +130,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         health_listen,
         metrics_listen,
         no_worker_timeout,
+        max_artifact_bytes,
         heartbeat_interval,
         audit_log,
         repeatable_tools,
@@ -159,6 +162,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     let mut config = config;
     config.manager.rate_limits = rate_limits.into_iter().collect();
     config.manager.no_worker_timeout = no_worker_timeout;
+    config.manager.max_artifact_bytes = max_artifact_bytes;
     config.manager.heartbeat_interval = heartbeat_interval;
     config.manager.caps = caps.into();
     config.manager.operator_repeatable = repeatable_tools.into_iter().collect();
@@ -246,27 +250,17 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Offers `exec` when bubblewrap works here, saying which limits are in force; otherwise says
-/// exactly what is missing (the worker serves on without it).
-async fn register_exec(tools: &mut ToolRegistry, kit: &WorkerKitArgs) {
-    use swarm_worker::tools::exec::{Exec, Limits, Sandbox, Workspaces};
-    let sandbox = match Sandbox::probe().await {
-        Ok(s) => s,
-        Err(why) => {
-            tracing::warn!("the sandboxed `exec` tool is off: {why} (--no-exec silences this)");
-            return;
-        }
-    };
+/// Where this worker keeps subtasks' workspaces (`exec`, the file tools and artifacts use
+/// them); runs' workspaces untouched for the TTL are removed, now and every tenth of it.
+fn workspaces(kit: &WorkerKitArgs) -> Option<swarm_worker::tools::exec::Workspaces> {
     let root = kit.workspace_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("swarm-workspaces"));
-    let workspaces = match Workspaces::new(&root, kit.workspace_ttl) {
+    let workspaces = match swarm_worker::tools::exec::Workspaces::new(&root, kit.workspace_ttl) {
         Ok(w) => w,
         Err(e) => {
-            tracing::warn!("the sandboxed `exec` tool is off: workspace directory {}: {e}", root.display());
-            return;
+            tracing::warn!("no workspaces (`exec` and artifacts are off): workspace directory {}: {e}", root.display());
+            return None;
         }
     };
-    tracing::info!(workspaces = %root.display(), limits = sandbox.describe(), "sandboxed `exec` offered");
-    // Workspaces of runs untouched for the TTL go, now and every tenth of it.
     let gc = workspaces.clone();
     tokio::spawn(async move {
         loop {
@@ -275,6 +269,21 @@ async fn register_exec(tools: &mut ToolRegistry, kit: &WorkerKitArgs) {
             tokio::time::sleep((gc.ttl / 10).max(std::time::Duration::from_secs(1))).await;
         }
     });
+    Some(workspaces)
+}
+
+/// Offers `exec` when bubblewrap works here, saying which limits are in force; otherwise says
+/// exactly what is missing (the worker serves on without it).
+async fn register_exec(tools: &mut ToolRegistry, workspaces: swarm_worker::tools::exec::Workspaces) {
+    use swarm_worker::tools::exec::{Exec, Limits, Sandbox};
+    let sandbox = match Sandbox::probe().await {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::warn!("the sandboxed `exec` tool is off: {why} (--no-exec silences this)");
+            return;
+        }
+    };
+    tracing::info!(workspaces = %workspaces.root.display(), limits = sandbox.describe(), "sandboxed `exec` offered");
     let sandbox = Arc::new(sandbox);
     for tool in swarm_worker::tools::exec::files::FileTool::all(&sandbox, &workspaces) {
         tools.register(Arc::new(tool));
@@ -293,8 +302,11 @@ pub(crate) async fn load_kit(
         anyhow::ensure!(dir.is_dir(), "--append-dir {} is not a directory", dir.display());
         tools.register(Arc::new(swarm_worker::tools::builtin::Append::new(dir.clone())));
     }
-    if !kit.no_exec {
-        register_exec(&mut tools, kit).await;
+    if let Some(workspaces) = workspaces(kit) {
+        tools.set_workspaces(workspaces.clone());
+        if !kit.no_exec {
+            register_exec(&mut tools, workspaces).await;
+        }
     }
     if let Some(path) = &kit.mcp {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -345,44 +345,55 @@ impl SwarmApi {
         req: &pb::SignalRunRequest,
         who: &Principal,
     ) -> Result<pb::SignalRunResponse, ApiError> {
+        let s = self.find_subtask(&req.run_id, &req.subtask_id, who).await?;
+        if s.kind == "agent" || s.kind == "orchestrator" {
+            return self.agent_decision_in_store(req).await;
+        }
+        if s.kind != "approval" {
+            return Err(ApiError::invalid("subtask_id", format!("{} is not an approval", req.subtask_id)));
+        }
+        match pb::SubtaskState::try_from(s.state) {
+            Ok(pb::SubtaskState::Succeeded) => Ok(pb::SignalRunResponse {
+                decision: pb::Decision::Approve.into(),
+                already_decided: true,
+                payload_json: s.output_json.clone(),
+                reason: String::new(),
+            }),
+            Ok(pb::SubtaskState::Failed) => Ok(pb::SignalRunResponse {
+                decision: pb::Decision::Reject.into(),
+                already_decided: true,
+                payload_json: String::new(),
+                reason: s.error_message.clone(),
+            }),
+            _ => Err(ApiError::FailedPrecondition(format!(
+                "approval {} ended without a decision (the run ended first)",
+                req.subtask_id
+            ))),
+        }
+    }
+
+    /// One subtask's status, from the run's pages (NOT_FOUND naming what is missing).
+    pub(crate) async fn find_subtask(
+        &self,
+        run_id: &str,
+        subtask_id: &str,
+        who: &Principal,
+    ) -> Result<pb::SubtaskStatus, ApiError> {
         let mut page_token = String::new();
         loop {
             let get = pb::GetRunRequest {
-                run_id: req.run_id.clone(),
+                run_id: run_id.to_owned(),
                 include_subtasks: true,
                 page_size: 0,
                 page_token: std::mem::take(&mut page_token),
             };
             let found = self.get(get, who).await?;
-            let run = found.run.unwrap_or_default();
-            if let Some(s) = run.subtasks.iter().find(|s| s.id == req.subtask_id) {
-                if s.kind == "agent" || s.kind == "orchestrator" {
-                    return self.agent_decision_in_store(req).await;
-                }
-                if s.kind != "approval" {
-                    return Err(ApiError::invalid("subtask_id", format!("{} is not an approval", req.subtask_id)));
-                }
-                return match pb::SubtaskState::try_from(s.state) {
-                    Ok(pb::SubtaskState::Succeeded) => Ok(pb::SignalRunResponse {
-                        decision: pb::Decision::Approve.into(),
-                        already_decided: true,
-                        payload_json: s.output_json.clone(),
-                        reason: String::new(),
-                    }),
-                    Ok(pb::SubtaskState::Failed) => Ok(pb::SignalRunResponse {
-                        decision: pb::Decision::Reject.into(),
-                        already_decided: true,
-                        payload_json: String::new(),
-                        reason: s.error_message.clone(),
-                    }),
-                    _ => Err(ApiError::FailedPrecondition(format!(
-                        "approval {} ended without a decision (the run ended first)",
-                        req.subtask_id
-                    ))),
-                };
+            let mut run = found.run.unwrap_or_default();
+            if let Some(i) = run.subtasks.iter().position(|s| s.id == subtask_id) {
+                return Ok(run.subtasks.swap_remove(i));
             }
             if found.next_page_token.is_empty() {
-                return Err(ApiError::NotFound(format!("subtask {} of run {}", req.subtask_id, req.run_id)));
+                return Err(ApiError::NotFound(format!("subtask {subtask_id} of run {run_id}")));
             }
             page_token = found.next_page_token;
         }
@@ -487,6 +498,33 @@ impl SwarmService for SwarmApi {
         let extra = [("subtask_id", serde_json::json!(subtask)), ("decision", serde_json::json!(decision))];
         self.audit(&who, crate::audit::Action::Signal, &run, &result, &extra);
         result
+    }
+
+    type GetArtifactStream = crate::artifacts::ChunkStream;
+
+    async fn get_artifact(
+        &self,
+        req: Request<pb::GetArtifactRequest>,
+    ) -> Result<Response<Self::GetArtifactStream>, Status> {
+        let who = principal(&req);
+        who.require(Access::Read)?;
+        if let Route::Leader(mut leader, addr) = self.route(&req)? {
+            let stream =
+                leader.get_artifact(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr))?;
+            return Ok(stream.map(|s| Box::pin(s) as crate::artifacts::ChunkStream));
+        }
+        let req = req.into_inner();
+        let result = async {
+            let status = self.find_subtask(&req.run_id, &req.subtask_id, &who).await?;
+            let artifact = status.artifacts.iter().find(|a| a.path == req.path).ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "artifact `{}` of subtask {} of run {}",
+                    req.path, req.subtask_id, req.run_id
+                ))
+            })?;
+            crate::artifacts::send(self.leader()?.repo.payloads(), &artifact.key).await
+        };
+        result.await.map(Response::new).map_err(|e| to_status(&e))
     }
 
     type WatchRunStream = EventStream;

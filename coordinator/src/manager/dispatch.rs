@@ -215,6 +215,7 @@ impl Manager {
                 self.backups.push((key, sub, Fence(fence)));
                 let Some(entry) = self.runs.get(&key) else { continue };
                 let node = entry.engine.dag().node(sub);
+                let (artifacts, artifact_bytes_left, inputs) = self.assignment_artifacts(entry, sub);
                 let assignment = pb::Assignment {
                     run_id: entry.engine.run_id().to_string(),
                     subtask_id: node.id.to_string(),
@@ -226,6 +227,9 @@ impl Manager {
                     agent: None,
                     speculative: true,
                     trace_context: trace_context(node, &entry.trace_context),
+                    artifacts,
+                    artifact_bytes_left,
+                    inputs,
                 };
                 self.registry.assign(w, key, sub, assignment, now);
             }
@@ -253,6 +257,7 @@ impl Manager {
         let Some(entry) = self.runs.get(&key) else { return true };
         let node = entry.engine.dag().node(sub);
         let agent = agent_task(&entry.engine, sub);
+        let (artifacts, artifact_bytes_left, inputs) = self.assignment_artifacts(entry, sub);
         let assignment = pb::Assignment {
             run_id: entry.engine.run_id().to_string(),
             subtask_id: node.id.to_string(),
@@ -264,6 +269,9 @@ impl Manager {
             agent,
             speculative: false,
             trace_context: trace_context(node, &entry.trace_context),
+            artifacts,
+            artifact_bytes_left,
+            inputs,
         };
         self.registry.assign(w, key, sub, assignment, now);
         true

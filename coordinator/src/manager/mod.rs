@@ -20,6 +20,8 @@
 //! adopted) or the grace period has passed, so no attempt running somewhere starts twice.
 
 mod admission;
+mod artifacts;
+mod config;
 mod dispatch;
 mod durable;
 mod fairness;
@@ -43,7 +45,7 @@ use std::time::Duration;
 
 use swarm_core::engine::{Action, RunEngine};
 use swarm_core::fence::FenceSeq;
-use swarm_core::{ConnId, Dag, RetryPolicy, RunId, RunKey, SubtaskIx, WorkerId};
+use swarm_core::{ConnId, Dag, RunId, RunKey, SubtaskIx, WorkerId};
 use swarm_proto::{ApiError, pb};
 use swarm_store::RunRepo;
 use swarm_store::repo::RunHeader;
@@ -52,6 +54,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use admission::AdmissionCaps;
+pub use artifacts::ArtifactAccess;
+pub use config::ManagerConfig;
 pub use fault::{FAULT_ENV, Fatal, FaultHook};
 pub use registry::WorkerTx;
 pub use runs::{Page, RunPage, run_view, subtask_page, subtask_status};
@@ -72,64 +76,6 @@ const TURN_COMMANDS: usize = 1024;
 
 /// The default of [`ManagerConfig::no_worker_timeout`].
 pub const DEFAULT_NO_WORKER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// What the manager is configured with.
-#[derive(Clone, Debug)]
-pub struct ManagerConfig {
-    /// The default retry policy of runs.
-    pub retry: RetryPolicy,
-    /// How often workers should send heartbeats.
-    pub heartbeat_interval: Duration,
-    /// The model endpoints whose calls need a gateway permit (told in each worker's welcome).
-    pub gateway_endpoints: Vec<String>,
-    /// The leadership term number (0 when unfenced), for logs; the term's fences come in
-    /// [`Startup::fences`].
-    pub term: u64,
-    /// How long resumed runs wait for workers to reconnect and declare held attempts.
-    pub recovery_grace: Duration,
-    /// This coordinator's name, sent to workers.
-    pub coordinator_id: String,
-    /// Cluster-wide rate limits by tool.
-    pub rate_limits: HashMap<String, crate::ratelimit::RateLimit>,
-    /// How long a ready subtask waits for a worker that offers its tool or model when no
-    /// connected worker does; then it fails `permanent` saying so (0: wait forever).
-    pub no_worker_timeout: Duration,
-    /// Admission caps: beyond them `SubmitRun` is refused, nothing stored.
-    pub caps: AdmissionCaps,
-    /// The test-only fault hook (from `SWARM_FAULT_INJECTION`; unset in production).
-    pub fault: Option<FaultHook>,
-    /// Tenants' quotas and weights (from the auth file; empty: plain round-robin over runs).
-    pub tenants: std::collections::BTreeMap<String, crate::auth::TenantQuota>,
-    /// Tools the operator declares may run twice (read-only or idempotent; `--repeatable-tool`):
-    /// speculated like the built-in ones, whatever workers say.
-    pub operator_repeatable: HashSet<String>,
-    /// Take workers' word for which non-built-in tools may run twice (read-only, idempotent).
-    /// Off when callers authenticate: a worker must not make a tool raceable by saying so.
-    pub trust_worker_tool_flags: bool,
-    /// Who did what (`--audit-log`): workers joining, and refused.
-    pub audit: Arc<crate::audit::AuditLog>,
-}
-
-impl Default for ManagerConfig {
-    fn default() -> Self {
-        Self {
-            retry: RetryPolicy::default(),
-            heartbeat_interval: Duration::from_secs(5),
-            gateway_endpoints: Vec::new(),
-            trust_worker_tool_flags: true,
-            tenants: Default::default(),
-            operator_repeatable: HashSet::new(),
-            term: 0,
-            recovery_grace: Duration::from_secs(6),
-            coordinator_id: "swarm-coordinator".into(),
-            rate_limits: HashMap::new(),
-            no_worker_timeout: DEFAULT_NO_WORKER_TIMEOUT,
-            fault: FaultHook::from_env(),
-            caps: AdmissionCaps::default(),
-            audit: Arc::default(),
-        }
-    }
-}
 
 /// A request to the manager.
 pub enum Command {
@@ -179,6 +125,15 @@ pub enum Command {
     Stats { reply: oneshot::Sender<ManagerStats> },
     /// The connected workers.
     Workers { reply: oneshot::Sender<Vec<pb::WorkerInfo>> },
+    /// May worker `worker_id` (authenticated as `principal`) store `reserve` artifact bytes for
+    /// its attempt `fence`, or read its run's artifacts?
+    ArtifactAccess {
+        worker_id: String,
+        principal: String,
+        fence: u64,
+        reserve: u64,
+        reply: oneshot::Sender<Result<ArtifactAccess, ApiError>>,
+    },
 }
 
 /// A cheap, cloneable handle to the manager.
@@ -234,6 +189,8 @@ struct RunEntry {
     span: tracing::Span,
     /// Its W3C trace context, sent with every assignment.
     trace_context: std::collections::HashMap<String, String>,
+    /// Artifact bytes its attempts have stored or are storing (against its quota).
+    artifact_bytes: u64,
 }
 
 /// A run in the listing: live (an engine) or ended (its header, and its event log for a while
@@ -490,6 +447,9 @@ impl Manager {
             }
             Command::Workers { reply } => {
                 let _ = reply.send(self.registry.infos());
+            }
+            Command::ArtifactAccess { worker_id, principal, fence, reserve, reply } => {
+                let _ = reply.send(self.artifact_access(&worker_id, &principal, fence, reserve));
             }
             Command::Cancel { run_id, reason, reply } => match self.cancel(&run_id, &reason) {
                 Ok(run) => self.answer_when_durable(Box::new(move || drop(reply.send(Ok(run))))),

@@ -15,6 +15,7 @@ use swarm_store::repo::{RunHeader, SubtaskRecord};
 
 use tracing::info;
 
+use super::artifacts;
 use super::{Listed, Manager, RunEntry};
 use crate::recovery::{Recovered, RecoveredRun};
 use crate::watch::{EventLog, LogEntry};
@@ -90,8 +91,12 @@ impl Manager {
                 unsettled: Default::default(),
                 span,
                 trace_context,
+                artifact_bytes: 0,
             },
         );
+        if let Some(entry) = self.runs.get_mut(&key) {
+            entry.artifact_bytes = artifacts::stored_bytes(&entry.engine);
+        }
         self.listing.insert(run_id, Listed::Live(key));
         self.enqueue(key);
         // Approvals with nothing to wait for are parked and announced at once.
@@ -287,6 +292,7 @@ impl Manager {
                     error_kind: slot.error.as_ref().map(|e| e.kind),
                     error_message: slot.error.as_ref().map(|e| e.message.clone()),
                     output_ref: offload.as_ref().map(|(path, _)| path.clone()),
+                    artifacts: slot.artifacts.as_deref().map(<[_]>::to_vec).unwrap_or_default(),
                     term,
                     ready_us: slot.ready_us,
                     first_started_us: slot.first_started_us,
@@ -542,6 +548,7 @@ pub fn subtask_status(engine: &RunEngine, i: swarm_core::SubtaskIx) -> pb::Subta
             swarm_core::dag::Work::Approval(a) => a.prompt.clone(),
             _ => engine.question(i).unwrap_or_default().to_owned(),
         },
+        artifacts: slot.artifacts.iter().flat_map(|a| a.iter()).map(pb::Artifact::from).collect(),
     }
 }
 

@@ -108,6 +108,7 @@ impl Rig {
             started_at: Some(timestamp(started_us)),
             finished_at: Some(timestamp(self.clock.now_us())),
             outcome: Some(outcome),
+            artifacts: vec![],
         };
         self.manager.send(Command::WorkerReports { conn, reports: vec![report] }).await.expect("report");
     }

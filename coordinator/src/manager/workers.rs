@@ -187,7 +187,7 @@ impl Manager {
         }
     }
 
-    pub(super) fn report(&mut self, conn: ConnId, r: pb::AttemptReport) {
+    pub(super) fn report(&mut self, conn: ConnId, mut r: pb::AttemptReport) {
         self.stats.reports += 1;
         let Some(w) = self.registry.by_conn(conn) else { return };
         // Every report is acknowledged once this turn's writes are durable, stale ones too:
@@ -205,21 +205,41 @@ impl Manager {
             self.supervisor.now_us(),
         );
         let fence = Fence(r.fence);
-        let event = match r.outcome {
-            Some(pb::attempt_report::Outcome::OutputJson(out)) => {
-                EngineEvent::Succeeded { subtask: f.subtask, fence, started_us, finished_us, output: out.into() }
+        let stored = match self.runs.get(&f.run) {
+            Some(entry) if !r.artifacts.is_empty() => {
+                let id = entry.engine.dag().node(f.subtask).id.to_string();
+                super::artifacts::reported(entry.engine.run_id(), &id, fence, std::mem::take(&mut r.artifacts))
             }
+            _ => Ok(None),
+        };
+        let event = match (r.outcome, stored) {
+            (Some(pb::attempt_report::Outcome::OutputJson(_)), Err(why)) => EngineEvent::Failed {
+                subtask: f.subtask,
+                fence,
+                kind: swarm_core::FailureKind::Permanent,
+                message: why,
+                started_us,
+                finished_us,
+            },
+            (Some(pb::attempt_report::Outcome::OutputJson(out)), Ok(artifacts)) => EngineEvent::Succeeded {
+                subtask: f.subtask,
+                fence,
+                started_us,
+                finished_us,
+                output: out.into(),
+                artifacts,
+            },
             // An attempt the coordinator did not cancel (those are no longer current, and their
             // reports are ignored), cancelled by its worker (a drain that timed out, a worker
             // shutting down): not the call's failure, so it runs again.
-            Some(pb::attempt_report::Outcome::Error(e))
+            (Some(pb::attempt_report::Outcome::Error(e)), _)
                 if convert::failure_kind(e.kind) == swarm_core::FailureKind::Cancelled =>
             {
                 let reason =
                     format!("the worker cancelled the attempt: {}", swarm_core::error::bounded_message(e.message));
                 EngineEvent::Lost { subtask: f.subtask, fence, reason }
             }
-            Some(pb::attempt_report::Outcome::Error(e)) => EngineEvent::Failed {
+            (Some(pb::attempt_report::Outcome::Error(e)), _) => EngineEvent::Failed {
                 subtask: f.subtask,
                 fence,
                 kind: convert::failure_kind(e.kind),
@@ -227,7 +247,7 @@ impl Manager {
                 started_us,
                 finished_us,
             },
-            Some(pb::attempt_report::Outcome::Suspended(s)) if !s.approval_call_id.is_empty() => {
+            (Some(pb::attempt_report::Outcome::Suspended(s)), _) if !s.approval_call_id.is_empty() => {
                 match serde_json::from_str::<swarm_core::agent::Turn>(&s.turn_json) {
                     Ok(turn) => EngineEvent::AskedApproval {
                         subtask: f.subtask,
@@ -248,7 +268,7 @@ impl Manager {
                     },
                 }
             }
-            Some(pb::attempt_report::Outcome::Suspended(s)) => {
+            (Some(pb::attempt_report::Outcome::Suspended(s)), _) => {
                 let parsed = serde_json::from_str::<swarm_core::agent::Turn>(&s.turn_json).and_then(|turn| {
                     serde_json::from_str::<Vec<swarm_core::agent::SpawnRequest>>(&s.spawns_json)
                         .map(|spawns| (turn, spawns))
@@ -272,7 +292,7 @@ impl Manager {
                     },
                 }
             }
-            None => EngineEvent::Failed {
+            (None, _) => EngineEvent::Failed {
                 subtask: f.subtask,
                 fence,
                 kind: swarm_core::FailureKind::Transient,

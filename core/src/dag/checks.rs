@@ -66,3 +66,26 @@ pub(super) fn check_approval(bad: &mut impl FnMut(String, String), i: usize, s: 
         );
     }
 }
+
+/// The files a subtask hands on: well-formed patterns, not too many; none for an approval.
+pub(super) fn check_outputs(bad: &mut impl FnMut(String, String), i: usize, s: &SubtaskSpec) {
+    use crate::artifact::{MAX_PATTERNS, check_pattern};
+    let patterns = &s.outputs.artifacts;
+    if patterns.is_empty() {
+        return;
+    }
+    if matches!(s.kind, crate::spec::SubtaskKind::Approval(_)) {
+        bad(format!("subtasks[{i}].outputs.artifacts"), "an approval has no workspace to hand files on from".into());
+    } else if patterns.len() > MAX_PATTERNS {
+        bad(
+            format!("subtasks[{i}].outputs.artifacts"),
+            format!("{} patterns exceed the limit of {MAX_PATTERNS}", patterns.len()),
+        );
+    } else {
+        for (j, p) in patterns.iter().enumerate() {
+            if let Err(why) = check_pattern(p) {
+                bad(format!("subtasks[{i}].outputs.artifacts[{j}]"), why);
+            }
+        }
+    }
+}

@@ -65,6 +65,8 @@ pub struct Node {
     /// For a subagent: the trace context of the call that started it (its spans' parent);
     /// `None`: the run's.
     pub trace_context: Option<Arc<std::collections::BTreeMap<String, String>>>,
+    /// The files it hands on (patterns, [`crate::artifact`]); empty for most.
+    pub artifacts: Arc<[String]>,
 }
 
 impl Node {
@@ -260,6 +262,7 @@ impl Dag {
                 }
                 _ => {}
             }
+            checks::check_outputs(&mut bad, i, s);
             nodes.push(Node {
                 id: s.id.clone(),
                 tool: Arc::from(tool),
@@ -278,6 +281,7 @@ impl Dag {
                 dependents: Vec::new(),
                 timeout: s.timeout,
                 trace_context: None,
+                artifacts: s.outputs.artifacts.iter().cloned().collect(),
             });
         }
 
@@ -416,6 +420,7 @@ impl Dag {
             dependents: Vec::new(),
             timeout: None,
             trace_context: (!trace_context.is_empty()).then(|| Arc::new(trace_context)),
+            artifacts: Arc::from([]),
         });
         self.topo.push(i);
         i

@@ -159,6 +159,7 @@ impl RunEngine {
             slot.steps = r.steps;
             slot.output = r.output;
             slot.output_ref = r.output_ref;
+            slot.artifacts = r.artifacts;
             slot.error = r.error;
             slot.first_ready_us = r.ready_us;
             slot.first_started_us = r.first_started_us;
@@ -323,7 +324,7 @@ impl RunEngine {
                 self.backup_dispatched(subtask, worker, fence, now_us, out)
             }
             EngineEvent::BackupPreempted { subtask, fence } => self.backup_preempted(subtask, fence, out),
-            EngineEvent::Succeeded { subtask, fence, started_us, finished_us, output } => {
+            EngineEvent::Succeeded { subtask, fence, started_us, finished_us, output, artifacts } => {
                 if !self.settle_race(subtask, fence, true, out) || !self.is_current(subtask, fence) {
                     return;
                 }
@@ -341,6 +342,7 @@ impl RunEngine {
                 slot.timing.done_us = Some(now_us);
                 slot.timing.final_dispatched_us = slot.dispatched_us;
                 slot.output = Some(output);
+                slot.artifacts = artifacts;
                 let attempt = slot.attempt;
                 self.counts.running -= 1;
                 self.counts.succeeded += 1;

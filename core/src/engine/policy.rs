@@ -81,6 +81,7 @@ mod tests {
                 started_us: 0,
                 finished_us: 5,
                 output: "1".into(),
+                artifacts: None,
             },
             5,
             &mut out,

@@ -345,6 +345,7 @@ mod tests {
                 started_us: 0,
                 finished_us: d,
                 output: "1".into(),
+                artifacts: None,
             };
             e.apply(ev, d, &mut out);
             out.clear();

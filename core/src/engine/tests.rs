@@ -26,6 +26,7 @@ fn ok(e: &mut RunEngine, i: SubtaskIx, fence: u64, at: u64, out: &mut Vec<Action
             started_us: at,
             finished_us: at + 10,
             output: "1".into(),
+            artifacts: None,
         },
         at + 10,
         out,
@@ -154,6 +155,7 @@ fn restore_resumes_from_recorded_ends_and_adopts_held_attempts() {
         steps: 1,
         output: Some("1".into()),
         output_ref: None,
+        artifacts: None,
         error: None,
         ready_us: None,
         first_started_us: None,
@@ -269,8 +271,14 @@ fn start_backup(e: &mut RunEngine, i: SubtaskIx, fence: Fence, now: u64, out: &m
 }
 
 fn succeed_at(e: &mut RunEngine, i: SubtaskIx, fence: Fence, started: u64, finished: u64, out: &mut Vec<Action>) {
-    let ev =
-        EngineEvent::Succeeded { subtask: i, fence, started_us: started, finished_us: finished, output: "1".into() };
+    let ev = EngineEvent::Succeeded {
+        subtask: i,
+        fence,
+        started_us: started,
+        finished_us: finished,
+        output: "1".into(),
+        artifacts: None,
+    };
     e.apply(ev, finished, out);
 }
 

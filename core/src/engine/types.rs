@@ -110,6 +110,8 @@ pub struct Slot {
     pub output: Option<Arc<str>>,
     /// Where the result was offloaded to (claim check), when it was.
     pub output_ref: Option<Arc<str>>,
+    /// The files it handed on, once it succeeded.
+    pub artifacts: Option<Arc<[crate::artifact::Artifact]>>,
     /// The last failure.
     pub error: Option<Failure>,
     /// When the first attempt that reported started (µs since the epoch).
@@ -191,6 +193,7 @@ impl Slot {
             steps: 0,
             output: None,
             output_ref: None,
+            artifacts: None,
             error: None,
             first_started_us: None,
             agent: agent.then(Box::default),
@@ -210,7 +213,15 @@ pub enum EngineEvent {
     /// The shell placed a ready subtask on a worker.
     Dispatched { subtask: SubtaskIx, worker: WorkerId, fence: Fence },
     /// The attempt returned a result.
-    Succeeded { subtask: SubtaskIx, fence: Fence, started_us: u64, finished_us: u64, output: Arc<str> },
+    /// (`artifacts`: the files it handed on, stored by the shell.)
+    Succeeded {
+        subtask: SubtaskIx,
+        fence: Fence,
+        started_us: u64,
+        finished_us: u64,
+        output: Arc<str>,
+        artifacts: Option<Arc<[crate::artifact::Artifact]>>,
+    },
     /// The attempt failed.
     Failed { subtask: SubtaskIx, fence: Fence, kind: FailureKind, message: String, started_us: u64, finished_us: u64 },
     /// The attempt's worker went away, or the attempt fell silent; `reason` says which.
@@ -389,6 +400,8 @@ pub struct SubtaskOutcome {
     pub output: Option<Arc<str>>,
     /// Where the output was offloaded to, when it was (set by the shell).
     pub output_ref: Option<Arc<str>>,
+    /// The files it handed on.
+    pub artifacts: Option<Arc<[crate::artifact::Artifact]>>,
     pub error: Option<Failure>,
     /// When the subtask first became ready, and its first attempt started (µs), when known.
     pub ready_us: Option<u64>,
@@ -407,6 +420,7 @@ impl Slot {
             steps: self.steps,
             output: self.output.clone(),
             output_ref: self.output_ref.clone(),
+            artifacts: self.artifacts.clone(),
             error: self.error.clone(),
             ready_us: self.ready_at_us(),
             first_started_us: self.first_started_us,

@@ -101,6 +101,9 @@ pub struct SubtaskRecord {
     /// Where a large output lives instead of `output` (a payload-store path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_ref: Option<String>,
+    /// The files it handed on (in the payload store).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<swarm_core::artifact::Artifact>,
     /// The leadership term that wrote this version (0: unfenced).
     #[serde(default)]
     pub term: Revision,

@@ -98,6 +98,7 @@ async fn batches_respect_the_txn_limit() {
         error_kind: None,
         error_message: None,
         output_ref: None,
+        artifacts: vec![],
         term: 0,
         ready_us: None,
         first_started_us: None,

@@ -100,6 +100,8 @@ pub trait Tool: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct ToolRegistry {
     tools: BTreeMap<String, Arc<dyn Tool>>,
+    /// Where subtasks' workspaces are (for artifacts), when this worker keeps them.
+    workspaces: Option<exec::Workspaces>,
 }
 
 impl std::fmt::Debug for ToolRegistry {
@@ -135,6 +137,15 @@ impl ToolRegistry {
     }
 
     /// The tool called `name`.
+    pub fn set_workspaces(&mut self, workspaces: exec::Workspaces) {
+        self.workspaces = Some(workspaces);
+    }
+
+    /// Where subtasks' workspaces are, when this worker keeps them (artifacts need them).
+    pub fn workspaces(&self) -> Option<&exec::Workspaces> {
+        self.workspaces.as_ref()
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
         self.tools.get(name)
     }

@@ -38,8 +38,14 @@ fn run_a(e: &mut RunEngine, out: &mut Vec<Action>) {
     let a = e.pop_ready().expect("a is ready");
     assert_eq!(a, ix(e, "a"), "only the tool call is dispatched");
     e.apply(EngineEvent::Dispatched { subtask: a, worker: WorkerId::from("w"), fence: Fence(1) }, 1, out);
-    let done =
-        EngineEvent::Succeeded { subtask: a, fence: Fence(1), started_us: 1, finished_us: 2, output: "1".into() };
+    let done = EngineEvent::Succeeded {
+        subtask: a,
+        fence: Fence(1),
+        started_us: 1,
+        finished_us: 2,
+        output: "1".into(),
+        artifacts: None,
+    };
     e.apply(done, 2, out);
 }
 
@@ -90,6 +96,7 @@ fn time_waiting_for_a_decision_is_its_own_part_of_the_wall_time() {
         started_us: 30_000_000,
         finished_us: 31_000_000,
         output: "2".into(),
+        artifacts: None,
     };
     e.apply(done, 31_000_000, &mut out);
     assert_eq!(e.state(), RunState::Succeeded);

@@ -34,7 +34,7 @@ pub struct Workspaces {
 }
 
 /// A path component from an id: `[A-Za-z0-9._-]` kept, anything else `_`, never `.`/`..`.
-fn component(id: &str) -> String {
+pub fn component(id: &str) -> String {
     let s: String =
         id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
     if s.is_empty() || s.starts_with('.') { format!("_{s}") } else { s }

@@ -180,6 +180,11 @@ impl Sandbox {
         }
         a.extend(["--proc", "/proc", "--dev", "/dev", "--size", "67108864", "--tmpfs", "/tmp"].map(String::from));
         a.extend(["--bind".into(), workspace.display().to_string(), "/workspace".into()]);
+        // The dependencies' artifacts: read-only, over the read-write workspace.
+        let inputs = workspace.join(swarm_core::artifact::INPUTS_DIR);
+        if inputs.is_dir() {
+            a.extend(["--ro-bind".into(), inputs.display().to_string(), "/workspace/inputs".into()]);
+        }
         a.extend(["--chdir", "/workspace", "--clearenv"].map(String::from));
         let base =
             [("PATH", "/usr/local/bin:/usr/bin:/bin"), ("HOME", "/workspace"), ("TMPDIR", "/tmp"), ("LANG", "C.UTF-8")];
