@@ -309,6 +309,15 @@ pub struct WorkerKitArgs {
     /// How long a run's workspaces are kept once untouched (for debugging), e.g. `1h`.
     #[arg(long, env = "SWARM_WORKSPACE_TTL", default_value = "1h", value_parser = parse_ttl)]
     pub workspace_ttl: std::time::Duration,
+    /// The most memory one `exec` call may use (default 512MiB; a call may ask for less).
+    #[arg(long, env = "SWARM_EXEC_MEMORY", value_parser = parse_bytes)]
+    pub exec_memory: Option<u64>,
+    /// The largest file one `exec` call may write (default 100MiB).
+    #[arg(long, env = "SWARM_EXEC_FILE_SIZE", value_parser = parse_bytes)]
+    pub exec_file_size: Option<u64>,
+    /// The most a workspace may hold after an `exec` call (default 1GiB).
+    #[arg(long, env = "SWARM_EXEC_WORKSPACE_SIZE", value_parser = parse_bytes)]
+    pub exec_workspace_size: Option<u64>,
 }
 
 /// Admission caps (docs/configuration.md): beyond them SubmitRun answers RESOURCE_EXHAUSTED.

@@ -4,6 +4,7 @@
 mod agents;
 mod api;
 mod approvals;
+mod artifacts;
 mod audit;
 mod breakdown;
 mod cli;

@@ -274,7 +274,11 @@ fn workspaces(kit: &WorkerKitArgs) -> Option<swarm_worker::tools::exec::Workspac
 
 /// Offers `exec` when bubblewrap works here, saying which limits are in force; otherwise says
 /// exactly what is missing (the worker serves on without it).
-async fn register_exec(tools: &mut ToolRegistry, workspaces: swarm_worker::tools::exec::Workspaces) {
+async fn register_exec(
+    tools: &mut ToolRegistry,
+    workspaces: swarm_worker::tools::exec::Workspaces,
+    kit: &WorkerKitArgs,
+) {
     use swarm_worker::tools::exec::{Exec, Limits, Sandbox};
     let sandbox = match Sandbox::probe().await {
         Ok(s) => s,
@@ -288,7 +292,11 @@ async fn register_exec(tools: &mut ToolRegistry, workspaces: swarm_worker::tools
     for tool in swarm_worker::tools::exec::files::FileTool::all(&sandbox, &workspaces) {
         tools.register(Arc::new(tool));
     }
-    tools.register(Arc::new(Exec::new(sandbox, workspaces, Limits::default())));
+    let mut limits = Limits::default();
+    limits.memory_bytes = kit.exec_memory.unwrap_or(limits.memory_bytes);
+    limits.file_bytes = kit.exec_file_size.unwrap_or(limits.file_bytes);
+    limits.workspace_bytes = kit.exec_workspace_size.unwrap_or(limits.workspace_bytes);
+    tools.register(Arc::new(Exec::new(sandbox, workspaces, limits)));
 }
 
 /// The tools (built-in under `egress`, `append`, MCP servers' tools) and models (endpoints, the
@@ -305,7 +313,7 @@ pub(crate) async fn load_kit(
     if let Some(workspaces) = workspaces(kit) {
         tools.set_workspaces(workspaces.clone());
         if !kit.no_exec {
-            register_exec(&mut tools, workspaces).await;
+            register_exec(&mut tools, workspaces, kit).await;
         }
     }
     if let Some(path) = &kit.mcp {
