@@ -48,20 +48,32 @@ async fn a_leader_failover_loses_none_of_the_outputs_kept_in_s3() {
     let a = pc.coordinators.iter().position(|(_, url)| *url == a_url).expect("ours");
     let mut c = pc.client(&a_url).await.expect("client");
     // Outputs of 200 KB (printed in the exec sandbox): above the 64 KiB threshold, so in S3.
-    let subtasks = (0..4)
+    let mut subtasks: Vec<SubtaskSpec> = (0..4)
         .map(|i| {
             let print = format!("print('{i}' * 200000)");
             SubtaskSpec::tool(format!("big{i}"), "exec", serde_json::json!({"cmd": ["python3", "-c", print]}))
         })
         .collect();
+    // An artifact of 300 KB in S3, handed to a dependent.
+    let mut art = SubtaskSpec::tool(
+        "art",
+        "exec",
+        serde_json::json!({"script": "head -c 300000 /dev/urandom > r.bin", "check": true}),
+    );
+    art.outputs.artifacts = vec!["r.bin".into()];
+    subtasks.push(art);
+    subtasks.push(
+        SubtaskSpec::tool("use", "exec", serde_json::json!({"script": "sha256sum inputs/art/r.bin", "check": true}))
+            .after(["art"]),
+    );
     let run_id = submit(&mut c, &RunSpec::new("s3-outputs", subtasks)).await.expect("submit");
     let before = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
     assert_eq!(before.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
     // Kept in S3, not in etcd.
     let store = pc.store().await.expect("store");
     let records = store.range(format!("/swarm/v1/subtasks/{run_id}/").as_bytes(), None, 0).await.expect("records");
-    assert_eq!(records.kvs.len(), 4);
-    for kv in &records.kvs {
+    assert_eq!(records.kvs.len(), 6);
+    for kv in records.kvs.iter().filter(|kv| String::from_utf8_lossy(&kv.key).contains("/big")) {
         let record: serde_json::Value = serde_json::from_slice(&kv.value).expect("record");
         let reference = record["output_ref"].as_str().unwrap_or_else(|| panic!("offloaded: {record}"));
         let kept = s3.payloads("swarm-payloads").expect("store").get(reference).await.expect("in S3");
@@ -71,5 +83,22 @@ async fn a_leader_failover_loses_none_of_the_outputs_kept_in_s3() {
     let after = pc.get_from_next_leader(&a_url, &run_id).await.expect("served by the next leader");
     let outputs = |r: &pb::Run| r.subtasks.iter().map(|s| (s.id.clone(), s.output_json.clone())).collect::<Vec<_>>();
     assert_eq!(outputs(&after), outputs(&before), "every big output, read back from S3 by the new leader");
-    assert!(after.subtasks.iter().all(|s| s.output_json.len() > 200_000));
+    assert!(after.subtasks.iter().filter(|s| s.id.starts_with("big")).all(|s| s.output_json.len() > 200_000));
+    // The artifact: listed by the new leader as before, and read back from S3 as stored.
+    let art = |r: &pb::Run| r.subtasks.iter().find(|s| s.id == "art").expect("art").artifacts.clone();
+    assert_eq!(art(&after), art(&before));
+    let listed = art(&after).pop().expect("r.bin");
+    let used = before.subtasks.iter().find(|s| s.id == "use").expect("use");
+    assert!(used.output_json.contains(&format!("{}  inputs/art/r.bin", listed.sha256)), "{}", used.output_json);
+    let (b_url, _) = pc.wait_leader(Some(&a_url), Duration::from_secs(15)).await.expect("next leader");
+    let mut c = pc.client(&b_url).await.expect("client");
+    let req = pb::GetArtifactRequest { run_id: run_id.clone(), subtask_id: "art".into(), path: "r.bin".into() };
+    let mut stream = c.get_artifact(req).await.expect("download").into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        bytes.extend_from_slice(&chunk.data);
+    }
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!((bytes.len() as u64, sha), (listed.size, listed.sha256.clone()));
 }
