@@ -164,3 +164,40 @@ def test_the_checked_in_stubs_are_what_the_protos_generate(tmp_path: pathlib.Pat
     assert fresh.keys() == shipped.keys()
     stale = [str(k) for k in fresh if fresh[k] != shipped[k]]
     assert not stale, f"regenerate with clients/python/generate: {stale}"
+
+
+def test_artifacts_are_listed_and_downloaded_sync_and_async(swarm_url: str) -> None:
+    spec = {
+        "name": "artifacts",
+        "subtasks": [
+            {
+                "id": "make",
+                "tool": "exec",
+                "args": {"script": "mkdir -p out; printf 'a,b\\n1,2\\n' > out/t.csv", "check": True},
+                "outputs": {"artifacts": ["out/*.csv"]},
+            },
+            {
+                "id": "use",
+                "tool": "exec",
+                "args": {"script": "cat inputs/make/out/t.csv", "check": True},
+                "depends_on": ["make"],
+            },
+        ],
+    }
+    with Client(swarm_url) as client:
+        run = client.submit(spec)
+        assert run.wait(timeout=60).succeeded
+        listed = client.artifacts(run.run_id)
+        assert [(a["subtask_id"], a["path"], a["size"]) for a in listed] == [("make", "out/t.csv", 8)]
+        assert client.artifact(run.run_id, "make", "out/t.csv") == b"a,b\n1,2\n"
+        used = client.get(run.run_id, subtasks=True)
+        assert [s["output"]["stdout"] for s in used.subtasks if s["id"] == "use"] == ["a,b\n1,2\n"]
+        with pytest.raises(NotFound):
+            client.artifact(run.run_id, "make", "../../etc/passwd")
+
+    async def main() -> bytes:
+        async with AsyncClient(swarm_url) as client:
+            assert len(await client.artifacts(run.run_id)) == 1
+            return await client.artifact(run.run_id, "make", "out/t.csv")
+
+    assert asyncio.run(main()) == b"a,b\n1,2\n"

@@ -167,6 +167,7 @@ class RunResult:
                     "output_ref": t.output_ref,
                     "error": t.error_message,
                     "depends_on": list(t.depends_on),
+                    "artifacts": [{"path": a.path, "size": a.size, "sha256": a.sha256} for a in t.artifacts],
                 }
                 for t in run.subtasks
             ],

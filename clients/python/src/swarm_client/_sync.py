@@ -121,6 +121,28 @@ class Client:
         answered with the first decision (``already_decided``)."""
         return self._call("SignalRun", c.signal_request(run_id, subtask_id, approve, data, reason))
 
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        """The files the run's subtasks handed on (``outputs: {artifacts: [...]}``): each with
+        ``subtask_id``, ``path``, ``size`` and ``sha256``."""
+        run = self.get(run_id, subtasks=True)
+        return [dict(a, subtask_id=t["id"]) for t in run.subtasks for a in t["artifacts"]]
+
+    def artifact(self, run_id: str, subtask_id: str, path: str) -> bytes:
+        """The contents of one artifact (``NotFound`` names what is missing)."""
+        request = pb.GetArtifactRequest(run_id=run_id, subtask_id=subtask_id, path=path)
+        for _ in range(LEADER_HOPS + 1):
+            try:
+                chunks = self._stub.GetArtifact(request, timeout=self._timeout, metadata=self._creds.metadata())
+                return b"".join(chunk.data for chunk in chunks)
+            except grpc.RpcError as e:
+                err = from_rpc_error(e)
+                if isinstance(err, Unavailable) and err.leader and err.leader != self.target:
+                    self.close()
+                    self._open(err.leader)
+                    continue
+                raise err from None
+        raise err
+
     def workers(self) -> list[pb.WorkerInfo]:
         """The connected workers."""
         return list(self._call("ListWorkers", pb.ListWorkersRequest()).workers)

@@ -126,6 +126,28 @@ class Client:
     ) -> pb.SignalRunResponse:
         return await self._call("SignalRun", c.signal_request(run_id, subtask_id, approve, data, reason))
 
+    async def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        """The files the run's subtasks handed on, each with ``subtask_id``, ``path``, ``size``
+        and ``sha256``."""
+        run = await self.get(run_id, subtasks=True)
+        return [dict(a, subtask_id=t["id"]) for t in run.subtasks for a in t["artifacts"]]
+
+    async def artifact(self, run_id: str, subtask_id: str, path: str) -> bytes:
+        """The contents of one artifact (``NotFound`` names what is missing)."""
+        request = pb.GetArtifactRequest(run_id=run_id, subtask_id=subtask_id, path=path)
+        for _ in range(LEADER_HOPS + 1):
+            try:
+                stream = self._stub.GetArtifact(request, timeout=self._timeout, metadata=self._creds.metadata())
+                return b"".join([chunk.data async for chunk in stream])
+            except grpc.aio.AioRpcError as e:
+                err = from_rpc_error(e)
+                if isinstance(err, Unavailable) and err.leader and err.leader != self.target:
+                    await self.close()
+                    self._open(err.leader)
+                    continue
+                raise err from None
+        raise err
+
     async def workers(self) -> list[pb.WorkerInfo]:
         return list((await self._call("ListWorkers", pb.ListWorkersRequest())).workers)
 

@@ -256,11 +256,12 @@ class OrchestratorSpec(_message.Message):
     def __init__(self, goal: _Optional[str] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., max_steps: _Optional[int] = ..., subagent_tools: _Optional[_Iterable[str]] = ..., subagent_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubtaskSpec(_message.Message):
-    __slots__ = ("id", "depends_on", "timeout", "retry", "tool_call", "agent", "orchestrator", "approval")
+    __slots__ = ("id", "depends_on", "timeout", "retry", "outputs", "tool_call", "agent", "orchestrator", "approval")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     RETRY_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     ORCHESTRATOR_FIELD_NUMBER: _ClassVar[int]
@@ -269,11 +270,46 @@ class SubtaskSpec(_message.Message):
     depends_on: _containers.RepeatedScalarFieldContainer[str]
     timeout: _duration_pb2.Duration
     retry: RetryPolicy
+    outputs: SubtaskOutputs
     tool_call: ToolCall
     agent: AgentSpec
     orchestrator: OrchestratorSpec
     approval: ApprovalSpec
-    def __init__(self, id: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., agent: _Optional[_Union[AgentSpec, _Mapping]] = ..., orchestrator: _Optional[_Union[OrchestratorSpec, _Mapping]] = ..., approval: _Optional[_Union[ApprovalSpec, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., outputs: _Optional[_Union[SubtaskOutputs, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., agent: _Optional[_Union[AgentSpec, _Mapping]] = ..., orchestrator: _Optional[_Union[OrchestratorSpec, _Mapping]] = ..., approval: _Optional[_Union[ApprovalSpec, _Mapping]] = ...) -> None: ...
+
+class SubtaskOutputs(_message.Message):
+    __slots__ = ("artifacts",)
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    artifacts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, artifacts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Artifact(_message.Message):
+    __slots__ = ("path", "size", "sha256", "key")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    sha256: str
+    key: str
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+
+class GetArtifactRequest(_message.Message):
+    __slots__ = ("run_id", "subtask_id", "path")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBTASK_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    subtask_id: str
+    path: str
+    def __init__(self, run_id: _Optional[str] = ..., subtask_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class ArtifactChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class ToolCall(_message.Message):
     __slots__ = ("tool", "args_json")
@@ -476,7 +512,7 @@ class WallBreakdown(_message.Message):
     def __init__(self, work: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., waiting_for_slot: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dispatch: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., failed_attempts: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., straggler_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., other: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., biggest_loss_part: _Optional[str] = ..., biggest_loss_subtask: _Optional[str] = ..., biggest_loss: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., headline: _Optional[str] = ..., waiting_for_approval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SubtaskStatus(_message.Message):
-    __slots__ = ("id", "state", "attempt", "worker_id", "started_at", "finished_at", "output_json", "error_kind", "error_message", "tool", "output_ref", "depends_on", "kind", "parent", "stage", "ready_at", "first_started_at", "approval_prompt")
+    __slots__ = ("id", "state", "attempt", "worker_id", "started_at", "finished_at", "output_json", "error_kind", "error_message", "tool", "output_ref", "depends_on", "kind", "parent", "stage", "ready_at", "first_started_at", "approval_prompt", "artifacts")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
@@ -495,6 +531,7 @@ class SubtaskStatus(_message.Message):
     READY_AT_FIELD_NUMBER: _ClassVar[int]
     FIRST_STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: SubtaskState
     attempt: int
@@ -513,7 +550,8 @@ class SubtaskStatus(_message.Message):
     ready_at: _timestamp_pb2.Timestamp
     first_started_at: _timestamp_pb2.Timestamp
     approval_prompt: str
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[SubtaskState, str]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., output_json: _Optional[str] = ..., error_kind: _Optional[_Union[FailureKind, str]] = ..., error_message: _Optional[str] = ..., tool: _Optional[str] = ..., output_ref: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., kind: _Optional[str] = ..., parent: _Optional[str] = ..., stage: _Optional[int] = ..., ready_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first_started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approval_prompt: _Optional[str] = ...) -> None: ...
+    artifacts: _containers.RepeatedCompositeFieldContainer[Artifact]
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[SubtaskState, str]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., output_json: _Optional[str] = ..., error_kind: _Optional[_Union[FailureKind, str]] = ..., error_message: _Optional[str] = ..., tool: _Optional[str] = ..., output_ref: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., kind: _Optional[str] = ..., parent: _Optional[str] = ..., stage: _Optional[int] = ..., ready_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first_started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approval_prompt: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("run_id", "seq", "time", "run_started", "subtask_started", "subtask_succeeded", "subtask_failed", "subtask_skipped", "run_finished", "agent_step", "stage_started", "budget_exceeded", "warning", "speculated", "approval_requested", "agent_output")

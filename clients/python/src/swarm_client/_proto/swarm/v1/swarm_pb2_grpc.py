@@ -70,6 +70,11 @@ class SwarmServiceStub:
                 request_serializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SignalRunRequest.SerializeToString,
                 response_deserializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SignalRunResponse.FromString,
                 _registered_method=True)
+        self.GetArtifact = channel.unary_stream(
+                '/swarm.v1.SwarmService/GetArtifact',
+                request_serializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.GetArtifactRequest.SerializeToString,
+                response_deserializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.ArtifactChunk.FromString,
+                _registered_method=True)
 
 
 class SwarmServiceServicer:
@@ -134,6 +139,14 @@ class SwarmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetArtifact(self, request, context):
+        """One artifact of a succeeded subtask (see SubtaskStatus.artifacts), in chunks of at most
+        256 KiB. NOT_FOUND names what is missing (the run, the subtask, the path).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SwarmServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +184,11 @@ def add_SwarmServiceServicer_to_server(servicer, server):
                     servicer.SignalRun,
                     request_deserializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SignalRunRequest.FromString,
                     response_serializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SignalRunResponse.SerializeToString,
+            ),
+            'GetArtifact': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetArtifact,
+                    request_deserializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.GetArtifactRequest.FromString,
+                    response_serializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.ArtifactChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -363,6 +381,33 @@ class SwarmService:
             '/swarm.v1.SwarmService/SignalRun',
             swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SignalRunRequest.SerializeToString,
             swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SignalRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/swarm.v1.SwarmService/GetArtifact',
+            swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.GetArtifactRequest.SerializeToString,
+            swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.ArtifactChunk.FromString,
             options,
             channel_credentials,
             insecure,
