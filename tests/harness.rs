@@ -110,6 +110,36 @@ pub struct TestCluster {
     pub store: Arc<dyn StateStore>,
     pub payloads: PayloadStore,
     pub log: ExecLog,
+    /// The workers' workspaces (`{dir}/{worker}`), removed with the cluster.
+    pub workspaces: crate::etcd::TempDir,
+}
+
+/// `write_files {files: {path: text}}`: writes files into the calling subtask's workspace
+/// (no sandbox: tests of artifacts that need no bubblewrap); answers with the paths.
+pub struct WriteFiles(ToolInfo, swarm_worker::tools::exec::Workspaces);
+
+impl Tool for WriteFiles {
+    fn info(&self) -> &ToolInfo {
+        &self.0
+    }
+    fn call(&self, args: Value, ctx: ToolContext) -> ToolFuture {
+        let dir = self.1.dir(&ctx.run_id, &ctx.subtask_id);
+        Box::pin(async move {
+            let dir = dir.map_err(|e| swarm_worker::tools::ToolError::transient(e.to_string()))?;
+            let files = args.get("files").and_then(Value::as_object).cloned().unwrap_or_default();
+            for (path, text) in &files {
+                swarm_core::artifact::check_path(path).map_err(swarm_worker::tools::ToolError::permanent)?;
+                let file = dir.join(path);
+                if let Some(parent) = file.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| swarm_worker::tools::ToolError::transient(e.to_string()))?;
+                }
+                std::fs::write(&file, text.as_str().unwrap_or_default())
+                    .map_err(|e| swarm_worker::tools::ToolError::transient(e.to_string()))?;
+            }
+            Ok(json!(files.keys().collect::<Vec<_>>()))
+        })
+    }
 }
 
 /// `big {bytes}`: returns a string of `bytes` bytes (to test large outputs).
@@ -179,7 +209,8 @@ impl TestCluster {
         let payloads = PayloadStore::memory(swarm_store::payload::DEFAULT_THRESHOLD);
         opts.coordinator.payloads = payloads.clone();
         let cluster = Embedded::start_on(opts, store.clone(), None).await?;
-        let mut me = Self { cluster, store, payloads, log: ExecLog::default() };
+        let workspaces = crate::etcd::TempDir::new("workspaces")?;
+        let mut me = Self { cluster, store, payloads, log: ExecLog::default(), workspaces };
         for i in 0..workers {
             me.add_worker(&format!("w{i}"), slots);
         }
@@ -196,6 +227,20 @@ impl TestCluster {
     /// Adds a worker whose `record` sleeps are `slow` times longer.
     pub fn add_slow_worker(&mut self, id: &str, slots: u32, slow: u64) -> usize {
         let mut tools = ToolRegistry::builtin();
+        let workspaces =
+            swarm_worker::tools::exec::Workspaces::new(self.workspaces.0.join(id), Duration::from_secs(3600))
+                .expect("workspaces");
+        tools.set_workspaces(workspaces.clone());
+        tools.register(Arc::new(WriteFiles(
+            ToolInfo {
+                name: "write_files".into(),
+                description: "writes files into the workspace".into(),
+                read_only: false,
+                idempotent: true,
+                timeout: None,
+            },
+            workspaces,
+        )));
         for (name, repeatable) in [("record", true), ("record_once", false)] {
             tools.register(Arc::new(Record {
                 info: ToolInfo {

@@ -168,3 +168,181 @@ fn walk_size(dir: &std::path::Path) -> u64 {
         })
         .sum()
 }
+
+/// A worker stream opened by hand as `token`, offering `tools`.
+struct RawWorker {
+    tx: tokio::sync::mpsc::Sender<pb::WorkerMessage>,
+    inbound: tonic::Streaming<pb::CoordinatorMessage>,
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
+    request
+}
+
+async fn worker_client(url: &str) -> pb::worker_service_client::WorkerServiceClient<tonic::transport::Channel> {
+    let channel =
+        tonic::transport::Endpoint::from_shared(url.to_owned()).expect("url").connect().await.expect("connect");
+    pb::worker_service_client::WorkerServiceClient::new(channel)
+}
+
+impl RawWorker {
+    async fn connect(url: &str, token: &str, worker_id: &str, tools: &[&str]) -> Self {
+        let hello = pb::WorkerHello {
+            worker_id: worker_id.into(),
+            slots: 4,
+            tools: tools.iter().map(|t| pb::ToolInfo { name: t.to_string(), ..Default::default() }).collect(),
+            ..Default::default()
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tx.send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Hello(hello)) }).await.expect("queued");
+        let request = with_token(tokio_stream::wrappers::ReceiverStream::new(rx), token);
+        let inbound = worker_client(url).await.connect(request).await.expect("joined").into_inner();
+        Self { tx, inbound }
+    }
+
+    /// The next assignments the coordinator sends.
+    async fn assignments(&mut self, n: usize) -> Vec<pb::Assignment> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let msg = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
+                .await
+                .expect("an assignment in time")
+                .expect("the stream")
+                .expect("open");
+            if let Some(pb::coordinator_message::Msg::Assignments(a)) = msg.msg {
+                got.extend(a.assignments);
+            }
+        }
+        got
+    }
+
+    async fn succeed(&self, a: &pb::Assignment, artifacts: Vec<pb::Artifact>) {
+        let now = prost_types::Timestamp::from(std::time::SystemTime::now());
+        let report = pb::AttemptReport {
+            run_id: a.run_id.clone(),
+            subtask_id: a.subtask_id.clone(),
+            attempt: a.attempt,
+            fence: a.fence,
+            started_at: Some(now),
+            finished_at: Some(now),
+            outcome: Some(pb::attempt_report::Outcome::OutputJson("{}".into())),
+            artifacts,
+        };
+        let msg = pb::worker_message::Msg::Reports(pb::AttemptReports { reports: vec![report] });
+        self.tx.send(pb::WorkerMessage { msg: Some(msg) }).await.expect("reported");
+    }
+}
+
+/// `PutArtifacts` of `files` (declared) followed by `chunks` (sent), as `token`.
+async fn put(
+    url: &str,
+    token: &str,
+    worker_id: &str,
+    fence: u64,
+    files: &[(&str, u64)],
+    chunks: &[&[u8]],
+) -> Result<Vec<pb::Artifact>, tonic::Status> {
+    let header = pb::ArtifactUploadHeader {
+        worker_id: worker_id.into(),
+        fence,
+        files: files.iter().map(|(p, s)| pb::ArtifactFile { path: p.to_string(), size: *s }).collect(),
+    };
+    let mut msgs = vec![pb::ArtifactUpload { msg: Some(pb::artifact_upload::Msg::Header(header)) }];
+    for c in chunks {
+        let chunk = pb::ArtifactChunk { data: bytes::Bytes::copy_from_slice(c) };
+        msgs.push(pb::ArtifactUpload { msg: Some(pb::artifact_upload::Msg::Chunk(chunk)) });
+    }
+    let request = with_token(futures_util::stream::iter(msgs), token);
+    worker_client(url).await.put_artifacts(request).await.map(|r| r.into_inner().artifacts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_artifact_protocol_refuses_forged_attempts_principals_paths_sizes_and_manifests() {
+    use swarm_cli::embedded::{Embedded, EmbeddedOptions};
+    let mut opts = EmbeddedOptions { workers: 0, slots: 4, ..Default::default() };
+    let auth = crate::security::auth_file_of(crate::security::PRINCIPALS);
+    opts.coordinator.auth = swarm_coordinator::auth::Authenticator::parse(&auth).expect("auth file");
+    let cluster = Embedded::start(opts).await.expect("cluster");
+    let url = cluster.url();
+    let mut worker = RawWorker::connect(&url, "tok-pool-a", "pool-a-1", &["fake"]).await;
+    let mut acme = swarm_cli::client::connect_with(&url, Some("tok-acme"), &Default::default()).await.expect("client");
+    let with = |id: &str| {
+        let mut s = SubtaskSpec::tool(id, "fake", json!({}));
+        s.outputs.artifacts = vec!["r.md".into()];
+        s
+    };
+    let run_id = submit(&mut acme, &RunSpec::new("forged", vec![with("good"), with("forged")])).await.expect("submit");
+    let mut got = worker.assignments(2).await;
+    got.sort_by(|a, b| a.subtask_id.cmp(&b.subtask_id));
+    let (forged, good) = (got[0].clone(), got[1].clone());
+    assert_eq!((good.subtask_id.as_str(), good.artifacts.clone()), ("good", vec!["r.md".to_string()]));
+    assert_eq!(good.artifact_bytes_left, 1 << 30, "the default quota");
+    let code = |r: Result<Vec<pb::Artifact>, tonic::Status>| r.map(|_| ()).map_err(|s| s.code());
+    let f = good.fence;
+    use tonic::Code;
+    // Not this principal's attempt, not a live attempt, not a worker at all.
+    assert_eq!(
+        code(put(&url, "tok-pool-b", "pool-a-1", f, &[("r.md", 5)], &[b"hello"]).await),
+        Err(Code::FailedPrecondition)
+    );
+    assert_eq!(
+        code(put(&url, "tok-pool-a", "pool-a-1", f + 1000, &[("r.md", 5)], &[b"hello"]).await),
+        Err(Code::FailedPrecondition)
+    );
+    assert_eq!(
+        code(put(&url, "tok-pool-a", "pool-a-9", f, &[("r.md", 5)], &[b"hello"]).await),
+        Err(Code::FailedPrecondition)
+    );
+    assert_eq!(
+        code(put(&url, "tok-acme", "pool-a-1", f, &[("r.md", 5)], &[b"hello"]).await),
+        Err(Code::PermissionDenied)
+    );
+    // Paths that climb, sizes that lie, more than the quota.
+    for path in ["../r.md", "/etc/passwd", "a//b", "inputs/../../x"] {
+        assert_eq!(
+            code(put(&url, "tok-pool-a", "pool-a-1", f, &[(path, 1)], &[b"x"]).await),
+            Err(Code::InvalidArgument),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        code(put(&url, "tok-pool-a", "pool-a-1", f, &[("r.md", 3)], &[b"hello"]).await),
+        Err(Code::InvalidArgument)
+    );
+    assert_eq!(
+        code(put(&url, "tok-pool-a", "pool-a-1", f, &[("r.md", 5)], &[b"hel"]).await),
+        Err(Code::InvalidArgument)
+    );
+    let too_big = [("r.md", 2u64 << 30)];
+    assert_eq!(code(put(&url, "tok-pool-a", "pool-a-1", f, &too_big, &[]).await), Err(Code::ResourceExhausted));
+    let stored = put(&url, "tok-pool-a", "pool-a-1", f, &[("r.md", 5)], &[b"he", b"llo"]).await.expect("stored");
+    assert_eq!((stored.len(), stored[0].sha256.clone()), (1, hex(b"hello")));
+    // Reading: only keys of the attempt's own run.
+    let mut wc = worker_client(&url).await;
+    let other = pb::InputArtifactRequest {
+        worker_id: "pool-a-1".into(),
+        fence: f,
+        key: stored[0].key.replace(run_id.as_str(), "r-someone-else"),
+    };
+    assert_eq!(
+        wc.get_input_artifact(with_token(other, "tok-pool-a")).await.err().map(|s| s.code()),
+        Some(Code::InvalidArgument)
+    );
+
+    // A report naming what another attempt stored fails its subtask; its own succeeds.
+    worker.succeed(&good, stored.clone()).await;
+    worker.succeed(&forged, stored.clone()).await;
+    let run = wait_done(&mut acme, &run_id, Duration::from_secs(10)).await.expect("done");
+    let find = |id: &str| run.subtasks.iter().find(|s| s.id == id).expect("subtask").clone();
+    assert_eq!(find("good").artifacts, stored);
+    assert_eq!(find("forged").state, pb::SubtaskState::Failed as i32);
+    assert!(find("forged").error_message.contains("not stored for this attempt"), "{}", find("forged").error_message);
+    // The tenant reads it; another tenant cannot see it.
+    assert_eq!(download(&mut acme, &run_id, "good", "r.md").await.expect("download"), b"hello");
+    let mut beta = swarm_cli::client::connect_with(&url, Some("tok-beta"), &Default::default()).await.expect("client");
+    assert_eq!(download(&mut beta, &run_id, "good", "r.md").await.err().map(|s| s.code()), Some(Code::NotFound));
+    drop(worker);
+    cluster.stop().await;
+}

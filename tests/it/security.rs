@@ -13,7 +13,7 @@ use swarm_tests::harness::wait_done;
 use tonic::Code;
 
 /// (name, tenant, roles, token)
-const PRINCIPALS: &[(&str, &str, &str, &str)] = &[
+pub(crate) const PRINCIPALS: &[(&str, &str, &str, &str)] = &[
     ("acme-bot", "acme", "[submit, read, cancel]", "tok-acme"),
     ("acme-viewer", "acme", "[read]", "tok-viewer"),
     ("beta-bot", "beta", "[submit, read, cancel]", "tok-beta"),

@@ -86,6 +86,7 @@ pub fn router(api: SwarmApi, auth: Authenticator) -> Router {
         .route("/api/runs", get(ops::runs))
         .route("/api/runs/{id}/timeline", get(ops::run_timeline))
         .route("/api/runs/{id}/subtasks/{sid}", get(ops::subtask_detail))
+        .route("/api/runs/{id}/artifacts/{sid}/{*path}", get(ops::artifact))
         .route("/api/runs/{id}", get(run))
         .route("/api/runs/{id}/summary", get(summary))
         .route("/api/runs/{id}/events", get(events))

@@ -273,9 +273,44 @@ pub(super) async fn subtask_detail(
             v["output_ref"] = json!(status.output_ref);
             v["error_kind"] = json!(pb::FailureKind::try_from(status.error_kind).map_or("", |k| k.as_str_name()));
             v["transcript"] = json!(transcript);
+            v["artifacts"] =
+                status.artifacts.iter().map(|a| json!({"path": a.path, "size": a.size, "sha256": a.sha256})).collect();
             Json(v).into_response()
         }
         Err(e) => error(&to_status(&e)),
+    }
+}
+
+/// `GET /api/runs/{id}/artifacts/{sid}/{path}`: one artifact's bytes (`GetArtifact` as the
+/// caller), as a download.
+pub(super) async fn artifact(
+    State(web): State<Web>,
+    Path((id, sid, path)): Path<(String, String, String)>,
+    caller: Caller,
+) -> Response {
+    let name: String = path
+        .rsplit('/')
+        .next()
+        .unwrap_or("artifact")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .collect();
+    let req = match authed(&web, &caller, pb::GetArtifactRequest { run_id: id, subtask_id: sid, path }) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    match web.api.get_artifact(req).await {
+        Ok(stream) => {
+            let bytes = stream
+                .into_inner()
+                .map(|c| c.map(|c| c.data).map_err(|s| std::io::Error::other(s.message().to_owned())));
+            let headers = [
+                (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+            ];
+            (headers, axum::body::Body::from_stream(bytes)).into_response()
+        }
+        Err(s) => error(&s),
     }
 }
 
