@@ -31,7 +31,12 @@ async fn operators_filter_runs_read_workers_and_follow_a_run_on_its_timeline() {
             SubtaskSpec::tool("plan", "echo", json!({"text": "plan"})),
             SubtaskSpec::tool("flaky", "flaky", json!({"fail_times": 1, "ms": 30})).after(["plan"]),
             SubtaskSpec::tool("side", "sleep", json!({"ms": 5})).after(["plan"]),
-            SubtaskSpec::tool("join", "echo", json!({"text": "done"})).after(["flaky", "side"]),
+            // It hands a file on: the subtask panel lists it with a download link.
+            SubtaskSpec {
+                outputs: swarm_core::artifact::Outputs { artifacts: vec!["out/report.md".into()] },
+                ..SubtaskSpec::tool("join", "write_files", json!({"files": {"out/report.md": "# done\n"}}))
+                    .after(["flaky", "side"])
+            },
         ],
     );
     let writer = AgentSpec {
@@ -101,6 +106,11 @@ async fn operators_filter_runs_read_workers_and_follow_a_run_on_its_timeline() {
     assert!(flaky["text"].as_str().is_some_and(|s| s.contains("attempts2") && s.contains("SUCCEEDED")), "{flaky}");
     assert!(flaky["spec"].as_str().is_some_and(|s| s.contains("fail_times")), "{flaky}");
     assert!(flaky["output"].as_str().is_some_and(|s| !s.is_empty()), "{flaky}");
+    // The artifact, listed and downloaded through the page's link (as the signed-in user).
+    let join = &r["join"];
+    assert!(join["artifacts"].as_str().is_some_and(|s| s.contains("out/report.md") && s.contains("sha256")), "{join}");
+    assert_eq!(join["download"], "# done\n", "{join}");
+    assert!(join["disposition"].as_str().is_some_and(|d| d.contains("report.md")), "{join}");
     // The agent's transcript: its tool call, the result, its answer.
     let transcript = r["transcript"].as_str().expect("transcript");
     assert!(

@@ -45,6 +45,15 @@ try {
     output: await page.locator("#subtask-output pre").textContent(),
   };
   await page.screenshot({ path: `${shots}/web-timeline.png`, fullPage: true });
+  await page.locator('.node[data-id="join"]').click();
+  await page.waitForSelector('#subtask[data-id="join"] #subtask-artifacts a');
+  report.join = {
+    artifacts: await page.locator("#subtask-artifacts").textContent(),
+    ...(await page.$eval("#subtask-artifacts a", async a => {
+      const r = await fetch(a.href);
+      return { download: await r.text(), disposition: r.headers.get("content-disposition") || "" };
+    })),
+  };
 
   await page.goto(`${base}/#/runs/${encodeURIComponent(runs.agent)}`);
   await page.locator('.node[data-id="writer"]').click();
