@@ -279,6 +279,7 @@ pub fn lead() -> SubtaskSpec {
             max_steps: None,
             subagent_tools: vec!["append".into()],
             subagent_models: vec![],
+            subagent_artifacts: vec![],
         }),
         depends_on: vec![],
         timeout: None,

@@ -62,6 +62,11 @@ pub struct OrchestratorSpec {
     /// Models its subagents may use, besides its own `model`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subagent_models: Vec<String>,
+    /// Files each subagent hands on from its workspace (patterns, as `outputs.artifacts`).
+    /// The orchestrator hands on all of them, merged at their paths (a later subagent's file
+    /// replaces an earlier one's), to the subtasks that depend on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subagent_artifacts: Vec<String>,
 }
 
 impl OrchestratorSpec {

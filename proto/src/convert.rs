@@ -63,6 +63,7 @@ pub fn decode_spec(spec: pb::RunSpec) -> (RunSpec, Vec<SpecViolation>) {
                     max_steps: (o.max_steps > 0).then_some(o.max_steps),
                     subagent_tools: o.subagent_tools,
                     subagent_models: o.subagent_models,
+                    subagent_artifacts: o.subagent_artifacts.clone(),
                 }),
                 Some(pb::subtask_spec::Kind::Approval(a)) => {
                     let timeout = match a.timeout.map(Duration::try_from) {
@@ -186,6 +187,7 @@ impl From<&RunSpec> for pb::RunSpec {
                             max_steps: o.max_steps.unwrap_or(0),
                             subagent_tools: o.subagent_tools.clone(),
                             subagent_models: o.subagent_models.clone(),
+                            subagent_artifacts: o.subagent_artifacts.clone(),
                         }),
                         SubtaskKind::Approval(a) => pb::subtask_spec::Kind::Approval(pb::ApprovalSpec {
                             prompt: a.prompt.clone(),

@@ -85,6 +85,7 @@ fn kind() -> impl Strategy<Value = Option<pb::subtask_spec::Kind>> {
                 .prop_map(|(goal, model, tools, max_steps)| Kind::Orchestrator(pb::OrchestratorSpec {
                     subagent_tools: tools.iter().rev().cloned().collect(), goal, model, tools, max_steps: max_steps % 12,
                     subagent_models: vec![],
+                    subagent_artifacts: vec![],
                 })),
         ],
     )

@@ -126,6 +126,14 @@ async fn the_scripted_agent_examples_run_with_the_command_they_give() {
         let again = std::process::Command::new("python3").arg(format!("test_{module}.py")).current_dir(&dir).output();
         assert!(again.is_ok_and(|o| o.status.success()), "{module}'s tests fail");
     }
+    // The final step got every coder's files as artifacts (through the payload store, under
+    // inputs/lead/) and ran the whole suite there.
+    let report = std::fs::read_to_string(run_dir.join("test-all/test-report.txt")).expect("test-all's report");
+    let files = std::fs::read_to_string(run_dir.join("test-all/files.txt")).expect("test-all's listing");
+    for module in ["alpha", "beta", "gamma"] {
+        assert!(report.contains(&format!("{module}: tests pass")), "{report}");
+        assert!(files.contains(&format!("{module}.py")) && files.contains(&format!("test_{module}.py")), "{files}");
+    }
     let _ = std::fs::remove_dir_all(&workspaces);
 }
 

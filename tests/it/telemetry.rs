@@ -207,6 +207,7 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
             max_steps: None,
             subagent_tools: vec![],
             subagent_models: vec![],
+            subagent_artifacts: vec![],
         }),
         depends_on: vec!["helper".into()],
         timeout: None,

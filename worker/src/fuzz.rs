@@ -177,6 +177,7 @@ fn play(orchestrator: bool, stream: bool, answers: Vec<String>, results: Vec<Val
             max_steps: None,
             subagent_tools: vec![],
             subagent_models: vec![],
+            subagent_artifacts: vec![],
         })
     } else {
         serde_json::to_string(&AgentSpec {

@@ -424,6 +424,7 @@ fn orchestrator(model: &str, max_subagents: u32, max_tool_calls: u32) -> swarm_c
             max_steps: None,
             subagent_tools: vec!["sleep".into()],
             subagent_models: vec![],
+            subagent_artifacts: vec![],
         }),
         depends_on: vec![],
         timeout: None,

@@ -112,6 +112,7 @@ async fn demo(spec: Option<PathBuf>, workers: usize, slots: u32, json: bool) -> 
                 max_steps: None,
                 subagent_tools: vec!["sleep".into()],
                 subagent_models: vec![],
+                subagent_artifacts: vec![],
             }),
             depends_on: vec![],
             timeout: None,

@@ -71,6 +71,24 @@ pub fn reported(
     Ok(Some(artifacts.into_iter().map(Artifact::from).collect()))
 }
 
+/// What orchestrator `sub` hands on: its subagents' artifacts merged at their paths (a later
+/// subagent's file replaces an earlier one's), then its own on top. `None` for other subtasks
+/// and when there is nothing.
+pub fn with_subagents(engine: &RunEngine, sub: SubtaskIx, own: Option<Arc<[Artifact]>>) -> Option<Arc<[Artifact]>> {
+    if !matches!(engine.dag().node(sub).work, swarm_core::dag::Work::Orchestrator(_)) {
+        return own;
+    }
+    let mut merged: std::collections::BTreeMap<&str, &Artifact> = Default::default();
+    let children = (0..engine.dag().len())
+        .map(|i| SubtaskIx(i as u32))
+        .filter(|&c| engine.dag().node(c).parent == Some(sub))
+        .filter_map(|c| engine.slot(c).artifacts.as_ref());
+    for a in children.flat_map(|a| a.iter()).chain(own.iter().flat_map(|a| a.iter())) {
+        merged.insert(a.path.as_str(), a);
+    }
+    (!merged.is_empty()).then(|| merged.into_values().cloned().collect())
+}
+
 impl Manager {
     /// The artifact quota of a run of `tenant`.
     fn artifact_quota(&self, tenant: Option<&str>) -> u64 {

@@ -168,6 +168,7 @@ fn specs() -> Vec<RunSpec> {
         max_steps: Some(3),
         subagent_tools: vec![],
         subagent_models: vec![],
+        subagent_artifacts: vec![],
     };
     let with = |id: &str, kind| SubtaskSpec { kind, ..tool(id) };
     vec![

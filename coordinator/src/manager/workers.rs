@@ -212,6 +212,11 @@ impl Manager {
             }
             _ => Ok(None),
         };
+        // An orchestrator hands on what its subagents did.
+        let stored = match (stored, self.runs.get(&f.run)) {
+            (Ok(own), Some(entry)) => Ok(super::artifacts::with_subagents(&entry.engine, f.subtask, own)),
+            (other, _) => other,
+        };
         let event = match (r.outcome, stored) {
             (Some(pb::attempt_report::Outcome::OutputJson(_)), Err(why)) => EngineEvent::Failed {
                 subtask: f.subtask,

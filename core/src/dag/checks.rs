@@ -70,6 +70,19 @@ pub(super) fn check_approval(bad: &mut impl FnMut(String, String), i: usize, s: 
 /// The files a subtask hands on: well-formed patterns, not too many; none for an approval.
 pub(super) fn check_outputs(bad: &mut impl FnMut(String, String), i: usize, s: &SubtaskSpec) {
     use crate::artifact::{MAX_PATTERNS, check_pattern};
+    if let crate::spec::SubtaskKind::Orchestrator(o) = &s.kind {
+        if o.subagent_artifacts.len() > MAX_PATTERNS {
+            bad(
+                format!("subtasks[{i}].orchestrator.subagent_artifacts"),
+                format!("{} patterns exceed the limit of {MAX_PATTERNS}", o.subagent_artifacts.len()),
+            );
+        }
+        for (j, p) in o.subagent_artifacts.iter().enumerate().take(MAX_PATTERNS) {
+            if let Err(why) = check_pattern(p) {
+                bad(format!("subtasks[{i}].orchestrator.subagent_artifacts[{j}]"), why);
+            }
+        }
+    }
     let patterns = &s.outputs.artifacts;
     if patterns.is_empty() {
         return;

@@ -407,6 +407,10 @@ impl Dag {
     ) -> SubtaskIx {
         let i = SubtaskIx(self.nodes.len() as u32);
         self.index.insert(id.clone(), i);
+        let artifacts = match &self.nodes[parent.index()].work {
+            Work::Orchestrator(o) => o.subagent_artifacts.iter().cloned().collect(),
+            _ => Arc::from([]),
+        };
         self.nodes.push(Node {
             id,
             tool: Arc::from(AGENT_CAPABILITY),
@@ -420,7 +424,7 @@ impl Dag {
             dependents: Vec::new(),
             timeout: None,
             trace_context: (!trace_context.is_empty()).then(|| Arc::new(trace_context)),
-            artifacts: Arc::from([]),
+            artifacts,
         });
         self.topo.push(i);
         i
