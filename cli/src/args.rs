@@ -520,7 +520,8 @@ pub struct BenchArgs {
     pub runs: usize,
     /// efficiency, throughput, agents (embedded only), stragglers, retries, overload, gateway
     /// (embedded only: the model gateway against a rate-limited fixture server), exec (the
-    /// sandbox's overhead and 200 calls at once), or all (all but overload, gateway and exec).
+    /// sandbox's overhead and 200 calls at once), artifacts (1,000 files handed from 100
+    /// producers to one reducer), or all (all but overload, gateway, exec and artifacts).
     #[arg(long, default_value = "all")]
     pub scenario: String,
     #[arg(long)]

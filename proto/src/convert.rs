@@ -388,6 +388,18 @@ fn wall_breakdown(b: &swarm_core::WallBreakdown, wall_us: u64) -> pb::WallBreakd
     }
 }
 
+impl From<&swarm_core::artifact::Artifact> for pb::Artifact {
+    fn from(a: &swarm_core::artifact::Artifact) -> Self {
+        pb::Artifact { path: a.path.clone(), size: a.size, sha256: a.sha256.clone(), key: a.key.clone() }
+    }
+}
+
+impl From<pb::Artifact> for swarm_core::artifact::Artifact {
+    fn from(a: pb::Artifact) -> Self {
+        swarm_core::artifact::Artifact { path: a.path, size: a.size, sha256: a.sha256, key: a.key }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,17 +465,5 @@ mod tests {
         let us = 1_700_000_000_123_456;
         assert_eq!(unix_us(&timestamp(us)), us);
         assert_eq!(duration_to_us(&duration_us(1_234_567)), 1_234_567);
-    }
-}
-
-impl From<&swarm_core::artifact::Artifact> for pb::Artifact {
-    fn from(a: &swarm_core::artifact::Artifact) -> Self {
-        pb::Artifact { path: a.path.clone(), size: a.size, sha256: a.sha256.clone(), key: a.key.clone() }
-    }
-}
-
-impl From<pb::Artifact> for swarm_core::artifact::Artifact {
-    fn from(a: pb::Artifact) -> Self {
-        swarm_core::artifact::Artifact { path: a.path, size: a.size, sha256: a.sha256, key: a.key }
     }
 }

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use swarm_core::FailureKind;
 use swarm_core::artifact::{INPUTS_DIR, MAX_FILES, check_path, is_glob, matches};
 use swarm_proto::pb::{self, worker_service_client::WorkerServiceClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 use crate::tools::ToolError;
@@ -26,6 +26,8 @@ use crate::tools::exec::{Workspaces, component};
 
 /// Bytes per chunk sent.
 const CHUNK_BYTES: usize = 256 * 1024;
+/// Input artifacts downloaded at once.
+const FETCHES_AT_ONCE: usize = 16;
 /// Directory levels walked at most.
 const MAX_DEPTH: usize = 64;
 /// How long an attempt waits for a coordinator link to move its artifacts.
@@ -108,18 +110,37 @@ pub async fn stage_inputs(
         workspaces.ok_or_else(|| ToolError::permanent("this worker keeps no workspaces for input artifacts"))?;
     let dir = workspaces.dir(&a.run_id, &a.subtask_id).map_err(|e| io_error("the workspace", e))?;
     let link = link.get().await?;
+    let mut files = Vec::new();
     for input in &a.inputs {
         let base = dir.join(INPUTS_DIR).join(component(&input.subtask_id));
         for artifact in &input.artifacts {
             check_path(&artifact.path).map_err(|e| ToolError::permanent(format!("input artifact: {e}")))?;
-            let dest = base.join(&artifact.path);
-            if same_file(&dest, artifact).await {
-                continue;
-            }
-            fetch(&link, worker_id, a.fence, artifact, &dest).await?;
+            files.push((artifact.clone(), base.join(&artifact.path)));
         }
     }
+    // A few downloads at once: many small files are bound by round trips, not bytes.
+    let (worker_id, fence) = (worker_id.to_owned(), a.fence);
+    let mut fetches = futures_util::stream::iter(files)
+        .map(|(artifact, dest)| place(link.clone(), worker_id.clone(), fence, artifact, dest))
+        .buffer_unordered(FETCHES_AT_ONCE);
+    while let Some(done) = fetches.next().await {
+        done?;
+    }
     Ok(())
+}
+
+/// One input artifact at `dest`, unless the same is there already.
+async fn place(
+    link: Link,
+    worker_id: String,
+    fence: u64,
+    artifact: pb::Artifact,
+    dest: PathBuf,
+) -> Result<(), ToolError> {
+    if same_file(&dest, &artifact).await {
+        return Ok(());
+    }
+    fetch(&link, &worker_id, fence, &artifact, &dest).await
 }
 
 /// Whether `path` is a regular file with `artifact`'s size and hash.

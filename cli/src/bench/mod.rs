@@ -16,6 +16,7 @@ use serde::Serialize;
 use swarm_proto::pb;
 use swarm_store::MemoryStore;
 
+pub mod artifacts;
 pub mod exec;
 mod faults;
 pub mod gateway;

@@ -36,6 +36,9 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     if scenario == "exec" {
         return exec(*json);
     }
+    if scenario == "artifacts" {
+        return artifacts(*json);
+    }
     let (efficiency, throughput, agents, stragglers, overload) = match scenario.as_str() {
         "all" => (true, true, addr.is_none(), true, false),
         "efficiency" => (true, false, false, false, false),
@@ -81,6 +84,33 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             } else {
                 print_bench(&report);
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--scenario artifacts`: 1,000 files from 100 producers handed to one reducer.
+fn artifacts(json: bool) -> ExitCode {
+    match bench::artifacts::run(5) {
+        Ok(b) if json => {
+            outln!("{}", serde_json::to_string_pretty(&b).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(b) => {
+            outln!("swarm bench --scenario artifacts ({} alternating pairs, medians):", b.pairs);
+            outln!(
+                "  {} files ({} KiB) from 100 producers handed to one reducer: its attempt {:.0} ms (without inputs {:.0} ms); {} found",
+                b.files,
+                b.bytes / 1024,
+                b.reducer_ms,
+                b.reducer_baseline_ms,
+                b.found
+            );
+            outln!("  the whole run: {:.0} ms (without artifacts {:.0} ms)", b.run_ms, b.run_baseline_ms);
             ExitCode::SUCCESS
         }
         Err(e) => {
