@@ -3,13 +3,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod parse;
+mod store;
 mod tls;
-use swarm_store::{MemoryStore, StateStore};
+pub use parse::{parse_bytes, parse_drift, parse_heartbeat, parse_rate_limit, parse_ttl};
+pub use store::StoreArgs;
 pub use tls::{TlsClientArgs, TlsServerArgs};
 
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:7070";
@@ -276,11 +278,6 @@ pub struct WorkerArgs {
     /// and gives its lease back, so they run elsewhere.
     #[arg(long, env = "SWARM_LINK_HOLD", default_value = "30s", value_parser = parse_ttl)]
     pub link_hold: Duration,
-}
-
-pub fn parse_drift(text: &str) -> Result<f64, String> {
-    let value: f64 = text.trim().parse().map_err(|e| format!("`{text}`: {e}"))?;
-    swarm_worker::hold::check_drift(value)
 }
 
 /// What workers offer besides the built-in tools: models for agents, MCP servers, `append`.
@@ -557,115 +554,4 @@ pub struct HealthcheckArgs {
 #[derive(clap::Args)]
 pub struct ExampleArgs {
     pub which: String,
-}
-
-/// Where state lives.
-#[derive(clap::Args, Clone, Debug)]
-pub struct StoreArgs {
-    /// etcd endpoints, comma-separated (default: the in-memory store).
-    #[arg(long, env = "SWARM_ETCD", value_delimiter = ',')]
-    pub etcd: Vec<String>,
-    /// Key prefix in the store.
-    #[arg(long, env = "SWARM_PREFIX", default_value = "/swarm/v1/")]
-    pub prefix: String,
-    /// Lease TTL of coordinators and workers: how fast a dead one is noticed.
-    #[arg(long, env = "SWARM_LEASE_TTL", default_value = "2s", value_parser = parse_ttl)]
-    pub lease_ttl: Duration,
-    /// The CA (PEM) that issued etcd's server certificate (`https://` endpoints).
-    #[arg(long, env = "SWARM_ETCD_CA")]
-    pub etcd_ca: Option<PathBuf>,
-    /// A client certificate (PEM) for etcd's `--client-cert-auth`.
-    #[arg(long, env = "SWARM_ETCD_CERT", requires = "etcd_key")]
-    pub etcd_cert: Option<PathBuf>,
-    /// The key of --etcd-cert (PEM).
-    #[arg(long, env = "SWARM_ETCD_KEY", requires = "etcd_cert")]
-    pub etcd_key: Option<PathBuf>,
-    /// etcd's own authentication: this user, with the password in SWARM_ETCD_PASSWORD.
-    #[arg(long, env = "SWARM_ETCD_USER")]
-    pub etcd_user: Option<String>,
-}
-
-impl StoreArgs {
-    pub fn payloads(&self, url: Option<&str>) -> anyhow::Result<swarm_store::payload::PayloadStore> {
-        let default = if self.etcd.is_empty() { "memory://" } else { "./swarm-payloads" };
-        swarm_store::payload::PayloadStore::from_url(url.unwrap_or(default), swarm_store::payload::DEFAULT_THRESHOLD)
-            .map_err(|e| anyhow::anyhow!("--payloads: {e}"))
-    }
-
-    pub async fn open(&self) -> anyhow::Result<Arc<dyn StateStore>> {
-        if self.etcd.is_empty() {
-            return Ok(Arc::new(MemoryStore::new()));
-        }
-        let password = std::env::var("SWARM_ETCD_PASSWORD").ok();
-        anyhow::ensure!(
-            self.etcd_user.is_none() || password.is_some(),
-            "--etcd-user is given but SWARM_ETCD_PASSWORD is not set"
-        );
-        let security = swarm_store::EtcdSecurity {
-            ca: self.etcd_ca.clone(),
-            cert: self.etcd_cert.clone(),
-            key: self.etcd_key.clone(),
-            user: self.etcd_user.clone(),
-            password,
-        };
-        let store = swarm_store::EtcdStore::connect_with(&self.etcd, Duration::from_secs(5), &security)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach etcd at {}: {e}", self.etcd.join(",")))?;
-        Ok(Arc::new(store))
-    }
-}
-
-pub fn parse_rate_limit(text: &str) -> Result<(String, swarm_coordinator::ratelimit::RateLimit), String> {
-    let (tool, limit) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected TOOL=RATE[/BURST]"))?;
-    Ok((tool.to_owned(), limit.parse()?))
-}
-
-pub fn parse_heartbeat(text: &str) -> Result<Duration, String> {
-    let d = parse_ttl(text)?;
-    if d < Duration::from_millis(100) || d > Duration::from_secs(600) {
-        return Err(format!("`{text}`: a heartbeat interval from 100ms to 10m"));
-    }
-    Ok(d)
-}
-
-pub fn parse_ttl(text: &str) -> Result<Duration, String> {
-    if let Some(days) = text.strip_suffix('d') {
-        let days = days.parse::<u64>().map_err(|e| format!("`{text}`: {e}"))?;
-        return days.checked_mul(86_400).map(Duration::from_secs).ok_or_else(|| format!("`{text}`: too long"));
-    }
-    swarm_core::spec::parse_duration(text)
-}
-
-/// A size in bytes: `1048576`, `100MB`, `512KiB`, `1GiB` (decimal and binary units).
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{text}`: a number of bytes, e.g. 100MB or 1GiB"))?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        "KiB" | "Ki" | "K" => 1 << 10,
-        "MiB" | "Mi" | "M" => 1 << 20,
-        "GiB" | "Gi" | "G" => 1 << 30,
-        "TiB" | "Ti" | "T" => 1 << 40,
-        other => return Err(format!("`{text}`: unknown unit `{other}` (B, KB, MB, GB, KiB, MiB, GiB)")),
-    };
-    n.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
-}
-
-#[cfg(test)]
-mod byte_tests {
-    #[test]
-    fn sizes_parse_in_decimal_and_binary_units_and_overflow_is_refused() {
-        assert_eq!(super::parse_bytes("100MB"), Ok(100_000_000));
-        assert_eq!(super::parse_bytes("1GiB"), Ok(1 << 30));
-        assert_eq!(super::parse_bytes("42"), Ok(42));
-        assert!(super::parse_bytes("1.5GB").is_err());
-        assert!(super::parse_bytes("99999999999TiB").is_err());
-        assert!(super::parse_bytes("-1").is_err());
-    }
 }
