@@ -392,3 +392,55 @@ async fn a_model_cannot_hand_its_subagents_a_tool_the_spec_did_not_grant() {
     assert_eq!(run.summary.expect("summary").subagents, 1);
     assert_eq!(tc.log.of_run(&run_id).iter().filter(|e| e.completed).count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_cannot_open_execs_network_only_the_spec_can() {
+    let script = ScriptedModel::from_yaml(
+        "agents:\n  a:\n    - tool_calls: [{name: exec, arguments: {cmd: [curl, 'http://10.0.0.1'], network: true}}]\n    - content: tried\n",
+    )
+    .expect("script");
+    let store = Arc::new(MemoryStore::new());
+    let mut tc = TestCluster::start_with(store.clone(), models(script), 0, 4).await.expect("cluster");
+    // A worker whose `exec` counts its calls (none must come).
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tools = swarm_worker::ToolRegistry::builtin();
+    tools.register(Arc::new(CountingExec(calls.clone())));
+    tc.cluster.add_worker("w0", 4, Arc::new(tools));
+    tc.cluster.wait_for_workers(1, DEADLINE).await.expect("worker");
+    let mut c = tc.client().await.expect("client");
+    let spec = RunSpec::new("net", vec![subtask("a", agent("fetch it", "scripted", &["exec"]))]);
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+    let turns = swarm_store::StateStore::range(&*store, format!("/swarm/v1/turns/{run_id}/a/").as_bytes(), None, 0)
+        .await
+        .expect("turns");
+    let transcript: String = turns.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()).collect();
+    assert!(transcript.contains("`network` is opened by the run spec"), "the model is told why: {transcript}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0, "exec was called");
+    tc.stop().await;
+}
+
+/// An `exec` that only counts its calls.
+struct CountingExec(Arc<std::sync::atomic::AtomicUsize>);
+
+impl swarm_worker::tools::Tool for CountingExec {
+    fn info(&self) -> &swarm_worker::tools::ToolInfo {
+        static INFO: std::sync::OnceLock<swarm_worker::tools::ToolInfo> = std::sync::OnceLock::new();
+        INFO.get_or_init(|| swarm_worker::tools::ToolInfo {
+            name: "exec".into(),
+            description: "counts".into(),
+            read_only: false,
+            idempotent: false,
+            timeout: None,
+        })
+    }
+    fn call(
+        &self,
+        _args: serde_json::Value,
+        _ctx: swarm_worker::tools::ToolContext,
+    ) -> swarm_worker::tools::ToolFuture {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async { Ok(serde_json::json!({})) })
+    }
+}

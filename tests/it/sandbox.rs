@@ -406,3 +406,63 @@ async fn without_bubblewrap_the_worker_says_what_is_missing_and_serves_on() {
     assert!(stderr.contains("the sandboxed `exec` tool is off: bubblewrap (`bwrap`) is not installed"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An HTTP server on loopback answering every request with `hello`; its port.
+async fn hello_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello").await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_is_opened_by_the_spec_and_reaches_only_what_the_egress_policy_permits() {
+    use swarm_worker::tools::egress::{Cidr, EgressPolicy};
+    let k = kit(Limits::default()).await;
+    let port = hello_server().await;
+    let sandbox = Arc::new(Sandbox::probe().await.expect("bwrap"));
+    let ws = || Workspaces::new(&k.root, Duration::from_secs(60)).expect("ws");
+    let loopback: Cidr = "127.0.0.1/32".parse().expect("cidr");
+    let open = Exec::new(sandbox.clone(), ws(), Limits::default())
+        .with_egress(Arc::new(EgressPolicy { allow: vec![loopback] }));
+    let public_only =
+        Exec::new(sandbox.clone(), ws(), Limits::default()).with_egress(Arc::new(EgressPolicy::public_only()));
+    let fetch = format!(
+        "import urllib.request\ntry:\n    print(urllib.request.urlopen('http://127.0.0.1:{port}/x', timeout=5).read().decode())\nexcept Exception as e:\n    print('ERR', e)"
+    );
+    // HTTPS goes by CONNECT: the tunnel opens, and bytes pass both ways.
+    let tunnel = format!(
+        "import socket\ns = socket.create_connection(('127.0.0.1', 3128), timeout=5)\ns.sendall(b'CONNECT 127.0.0.1:{port} HTTP/1.1\\r\\n\\r\\n')\nprint(s.recv(100).split(b'\\r\\n')[0].decode())\ns.sendall(b'GET / HTTP/1.1\\r\\n\\r\\n')\nprint(s.recv(1000).decode().split('\\r\\n')[-1])"
+    );
+    let run = |exec: &Exec, script: &str, network: bool| {
+        exec.call(json!({"script": script, "lang": "python", "network": network}), ctx("net"))
+    };
+    let v = run(&open, &fetch, true).await.expect("ran");
+    assert_eq!(out(&v), "hello\n", "{v}");
+    let v = run(&open, &tunnel, true).await.expect("ran");
+    assert_eq!(out(&v), "HTTP/1.1 200 Connection established\nhello\n", "{v}");
+    // Not asked for: no network at all (no proxy, the sandbox's own loopback only).
+    let v = run(&open, &fetch, false).await.expect("ran");
+    assert!(out(&v).starts_with("ERR"), "{v}");
+    // Under the default policy, loopback (the coordinator, etcd) is refused by the proxy.
+    let v = run(&public_only, &fetch, true).await.expect("ran");
+    assert!(out(&v).starts_with("ERR") && out(&v).contains("403"), "{v}");
+    // A worker that offers no network says so.
+    let e = k.exec.call(json!({"cmd": ["true"], "network": true}), ctx("net")).await.expect_err("no network here");
+    assert!(e.message.contains("no network"), "{}", e.message);
+    let e = k.exec.call(json!({"cmd": ["true"], "network": "yes"}), ctx("net")).await.expect_err("a bool");
+    assert!(e.message.contains("args.network"), "{}", e.message);
+    // Nothing of the proxies is left.
+    let dir = std::env::temp_dir().join(format!("swarm-exec-proxy-{}", std::process::id()));
+    let left: Vec<_> = std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "{left:?}");
+}

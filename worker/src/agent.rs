@@ -245,6 +245,14 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
                     Err(e) => {
                         results[k] = reply(format!("error: the arguments are not valid JSON ({e}); send a JSON object"))
                     }
+                    // Network for `exec` is the run spec's to open (a tool subtask's args), never
+                    // a model's.
+                    Ok(args) if call.name == "exec" && args.get("network").is_some_and(|n| n != &Value::Bool(false)) => {
+                        results[k] = reply(
+                            "error: exec's `network` is opened by the run spec (a tool subtask's args), not by an agent"
+                                .into(),
+                        )
+                    }
                     Ok(args) => calls.push((k, call.name.clone(), args)),
                 }
             }

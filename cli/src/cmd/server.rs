@@ -278,6 +278,7 @@ async fn register_exec(
     tools: &mut ToolRegistry,
     workspaces: swarm_worker::tools::exec::Workspaces,
     kit: &WorkerKitArgs,
+    egress: &swarm_worker::tools::egress::EgressPolicy,
 ) {
     use swarm_worker::tools::exec::{Exec, Limits, Sandbox};
     let sandbox = match Sandbox::probe().await {
@@ -296,7 +297,7 @@ async fn register_exec(
     limits.memory_bytes = kit.exec_memory.unwrap_or(limits.memory_bytes);
     limits.file_bytes = kit.exec_file_size.unwrap_or(limits.file_bytes);
     limits.workspace_bytes = kit.exec_workspace_size.unwrap_or(limits.workspace_bytes);
-    tools.register(Arc::new(Exec::new(sandbox, workspaces, limits)));
+    tools.register(Arc::new(Exec::new(sandbox, workspaces, limits).with_egress(Arc::new(egress.clone()))));
 }
 
 /// The tools (built-in under `egress`, `append`, MCP servers' tools) and models (endpoints, the
@@ -313,7 +314,7 @@ pub(crate) async fn load_kit(
     if let Some(workspaces) = workspaces(kit) {
         tools.set_workspaces(workspaces.clone());
         if !kit.no_exec {
-            register_exec(&mut tools, workspaces, kit).await;
+            register_exec(&mut tools, workspaces, kit, egress).await;
         }
     }
     if let Some(path) = &kit.mcp {

@@ -10,10 +10,13 @@
 //! `stdin`, `env` (names `[A-Za-z_][A-Za-z0-9_]*`), `timeout_ms`, `limits` (`cpu_seconds`,
 //! `memory_mb`, `processes`, `output_bytes`, `file_mb`: each may only lower the worker's), and
 //! `check: true` to fail the call (permanently) when the command exits non-zero or hits a limit
-//! (what a plain tool subtask usually wants; an agent reads the result instead). Side-effecting:
+//! (what a plain tool subtask usually wants; an agent reads the result instead), and
+//! `network: true` for HTTP(S) out through the worker's egress policy ([`proxy`]; the run spec
+//! opens it, a model cannot: agents' calls are refused it). Side-effecting:
 //! neither read-only nor idempotent, so never speculated.
 
 pub mod files;
+pub mod proxy;
 pub mod sandbox;
 
 use std::path::{Path, PathBuf};
@@ -83,6 +86,8 @@ pub struct Exec {
     sandbox: Arc<Sandbox>,
     workspaces: Workspaces,
     limits: Limits,
+    /// The policy `network: true` calls reach the network through (none: no network at all).
+    egress: Option<Arc<crate::tools::egress::EgressPolicy>>,
 }
 
 impl Exec {
@@ -98,7 +103,14 @@ impl Exec {
             idempotent: false,
             timeout: None,
         };
-        Self { info, sandbox, workspaces, limits }
+        Self { info, sandbox, workspaces, limits, egress: None }
+    }
+
+    /// Calls that ask for `network: true` get it, through an HTTP proxy under `policy`
+    /// ([`proxy`]).
+    pub fn with_egress(mut self, policy: Arc<crate::tools::egress::EgressPolicy>) -> Self {
+        self.egress = Some(policy);
+        self
     }
 }
 
@@ -109,6 +121,7 @@ struct Call {
     stdin: Vec<u8>,
     limits: Limits,
     check: bool,
+    network: bool,
 }
 
 fn bad(message: impl Into<String>) -> ToolError {
@@ -118,8 +131,12 @@ fn bad(message: impl Into<String>) -> ToolError {
 fn parse(args: &Value, max: &Limits) -> Result<Call, ToolError> {
     let obj = args.as_object().ok_or_else(|| bad("args: an object"))?;
     for key in obj.keys() {
-        if !["cmd", "script", "lang", "stdin", "env", "timeout_ms", "limits", "check"].contains(&key.as_str()) {
-            return Err(bad(format!("args.{key}: unknown (cmd, script, lang, stdin, env, timeout_ms, limits, check)")));
+        if !["cmd", "script", "lang", "stdin", "env", "timeout_ms", "limits", "check", "network"]
+            .contains(&key.as_str())
+        {
+            return Err(bad(format!(
+                "args.{key}: unknown (cmd, script, lang, stdin, env, timeout_ms, limits, check, network)"
+            )));
         }
     }
     let text = |v: &Value, what: &str, max: usize| -> Result<String, ToolError> {
@@ -202,7 +219,12 @@ fn parse(args: &Value, max: &Limits) -> Result<Call, ToolError> {
         }
     }
     let check = obj.get("check").and_then(Value::as_bool).unwrap_or(false);
-    Ok(Call { argv, env, stdin, limits, check })
+    let network = match obj.get("network") {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => return Err(bad("args.network: true or false")),
+    };
+    Ok(Call { argv, env, stdin, limits, check, network })
 }
 
 /// Text of a stream, with a marker where it was cut.
@@ -260,8 +282,20 @@ impl Tool for Exec {
 
     fn call(&self, args: Value, ctx: ToolContext) -> ToolFuture {
         let (sandbox, workspaces, max) = (self.sandbox.clone(), self.workspaces.clone(), self.limits.clone());
+        let egress = self.egress.clone();
         Box::pin(async move {
             let call = parse(&args, &max)?;
+            let proxy = match (call.network, egress) {
+                (false, _) => None,
+                (true, None) => return Err(bad("args.network: this worker offers `exec` no network")),
+                (true, Some(policy)) => {
+                    let dir = std::env::temp_dir().join(format!("swarm-exec-proxy-{}", std::process::id()));
+                    Some(
+                        proxy::Proxy::start(&dir, policy)
+                            .map_err(|e| ToolError::transient(format!("starting the network proxy: {e}")))?,
+                    )
+                }
+            };
             let dir = workspaces
                 .dir(&ctx.run_id, &ctx.subtask_id)
                 .map_err(|e| ToolError::transient(format!("creating the workspace: {e}")))?;
@@ -273,7 +307,15 @@ impl Tool for Exec {
             }
             let began = std::time::SystemTime::now();
             let o = sandbox
-                .run(&call.argv, &call.env, &call.stdin, &dir, &call.limits, &ctx.cancel)
+                .run_with(
+                    &call.argv,
+                    &call.env,
+                    &call.stdin,
+                    &dir,
+                    &call.limits,
+                    &ctx.cancel,
+                    proxy.as_ref().map(|p| p.path()),
+                )
                 .await
                 .map_err(|e| ToolError::transient(format!("sandbox: {e}")))?;
             if ctx.cancel.is_cancelled() {

@@ -138,7 +138,14 @@ impl Sandbox {
     }
 
     /// bwrap's arguments for a call in `workspace` running `argv` with `env`.
-    fn args(&self, argv: &[String], env: &[(String, String)], workspace: &Path, limits: &Limits) -> Vec<String> {
+    fn args(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        workspace: &Path,
+        limits: &Limits,
+        proxy: Option<&Path>,
+    ) -> Vec<String> {
         let mut a: Vec<String> = [
             "--die-with-parent",
             "--new-session",
@@ -185,11 +192,20 @@ impl Sandbox {
         if inputs.is_dir() {
             a.extend(["--ro-bind".into(), inputs.display().to_string(), "/workspace/inputs".into()]);
         }
+        if let Some(socket) = proxy {
+            a.extend(["--bind".into(), socket.display().to_string(), super::proxy::SOCKET_IN_SANDBOX.into()]);
+        }
         a.extend(["--chdir", "/workspace", "--clearenv"].map(String::from));
         let base =
             [("PATH", "/usr/local/bin:/usr/bin:/bin"), ("HOME", "/workspace"), ("TMPDIR", "/tmp"), ("LANG", "C.UTF-8")];
         for (k, v) in base.iter().map(|(k, v)| (k.to_string(), v.to_string())).chain(env.iter().cloned()) {
             a.extend(["--setenv".into(), k, v]);
+        }
+        if proxy.is_some() {
+            for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                a.extend(["--setenv".into(), k.into(), super::proxy::PROXY_URL.into()]);
+            }
+            a.extend(["--setenv".into(), "SWARM_PROXY_FORWARDER".into(), super::proxy::FORWARDER.into()]);
         }
         a.push("--".into());
         // The prelude: rlimits the sandbox cannot raise (dash counts file size in 512-byte
@@ -206,7 +222,14 @@ impl Sandbox {
         }
         // Held until the worker has moved the tree into its groups and sends a line (dash reads
         // a pipe byte by byte: the call's stdin after it is left whole).
-        prelude += " && read -r _ && exec \"$@\"";
+        prelude += " && read -r _";
+        if proxy.is_some() {
+            // The forwarder starts inside the call's groups, and the command once it listens.
+            prelude += " && { python3 -c \"$SWARM_PROXY_FORWARDER\" </dev/null >/dev/null 2>&1 & } \
+                        && i=0 && while [ ! -e /tmp/.swarm-proxy-ready ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done \
+                        && unset SWARM_PROXY_FORWARDER";
+        }
+        prelude += " && exec \"$@\"";
         a.extend(["/bin/sh".into(), "-c".into(), prelude, "sh".into()]);
         a.extend(argv.iter().cloned());
         a
@@ -224,6 +247,22 @@ impl Sandbox {
         limits: &Limits,
         cancel: &CancellationToken,
     ) -> Result<Outcome, String> {
+        self.run_with(argv, env, stdin, workspace, limits, cancel, None).await
+    }
+
+    /// [`Sandbox::run`], with network through the proxy at `proxy` when given
+    /// ([`super::proxy`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_with(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        stdin: &[u8],
+        workspace: &Path,
+        limits: &Limits,
+        cancel: &CancellationToken,
+        proxy: Option<&Path>,
+    ) -> Result<Outcome, String> {
         let started = Instant::now();
         // With cgroups, a call whose groups cannot be made does not run without its limits.
         let group = match &self.cgroups {
@@ -234,7 +273,7 @@ impl Sandbox {
             ),
         };
         let mut child = tokio::process::Command::new(&self.bwrap)
-            .args(self.args(argv, env, workspace, limits))
+            .args(self.args(argv, env, workspace, limits, proxy))
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .stdin(Stdio::piped())
