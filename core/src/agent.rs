@@ -15,6 +15,9 @@ pub const ASSIGN_TASK: &str = "assign_task";
 /// The name of the tool an agent uses to ask a person before it goes on (granted like any
 /// tool, in the agent's `tools`): the agent parks until `SignalRun` decides.
 pub const REQUEST_APPROVAL: &str = "request_approval";
+/// The tool an agent granted it calls to hand a file of its workspace on (`{path}`: a path
+/// or pattern, as `outputs.artifacts`); the files are kept once it answers.
+pub const MARK_ARTIFACT: &str = "mark_artifact";
 /// The capability a worker advertises when it can run agent loops.
 pub const AGENT_CAPABILITY: &str = "@agent";
 /// The prefix of the capability a worker advertises for each model endpoint it serves
@@ -195,13 +198,19 @@ impl Turn {
     }
 
     /// Tool calls that do work: all but `create_subagent` and `assign_task`, which are
-    /// orchestration (bounded by the subagent budget instead), and `request_approval`.
+    /// orchestration (bounded by the subagent budget instead), `request_approval` and
+    /// `mark_artifact`.
     pub fn work_calls(&self) -> usize {
         self.messages
             .iter()
             .filter(|m| m.role == Role::Assistant)
             .flat_map(|m| &m.tool_calls)
-            .filter(|c| c.name != CREATE_SUBAGENT && c.name != ASSIGN_TASK && c.name != REQUEST_APPROVAL)
+            .filter(|c| {
+                c.name != CREATE_SUBAGENT
+                    && c.name != ASSIGN_TASK
+                    && c.name != REQUEST_APPROVAL
+                    && c.name != MARK_ARTIFACT
+            })
             .count()
     }
 }
@@ -255,4 +264,26 @@ impl RunLimits {
     pub const MAX_SUBAGENTS: u32 = 1000;
     /// See [`RunLimits::MAX_SUBAGENTS`].
     pub const MAX_TOOL_CALLS: u32 = 10_000;
+}
+
+/// The patterns `mark_artifact` calls in `messages` marked (well-formed ones, in order, once).
+pub fn marked_artifacts<'a>(messages: impl IntoIterator<Item = &'a Message>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in messages.into_iter().flat_map(|m| &m.tool_calls).filter(|c| c.name == MARK_ARTIFACT) {
+        if let Ok(path) = mark_artifact_path(&c.arguments)
+            && !out.contains(&path)
+        {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The path of a `mark_artifact` call's arguments, checked (what the model is told when not).
+pub fn mark_artifact_path(arguments: &str) -> Result<String, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(arguments).map_err(|e| format!("the arguments are not JSON: {e}"))?;
+    let path = v.get("path").and_then(serde_json::Value::as_str).ok_or("`path` (a string) is required")?;
+    crate::artifact::check_pattern(path)?;
+    Ok(path.to_owned())
 }

@@ -346,3 +346,43 @@ async fn the_artifact_protocol_refuses_forged_attempts_principals_paths_sizes_an
     drop(worker);
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_marks_files_to_hand_on_and_its_dependent_finds_them() {
+    use swarm_core::SubtaskKind;
+    use swarm_core::agent::AgentSpec;
+    let script = "agents:\n  writer:\n    - tool_calls:\n        - {name: write_files, arguments: {files: {notes/a.md: alpha, notes/b.md: beta, scratch.txt: no}}}\n        - {name: mark_artifact, arguments: {path: 'notes/*.md'}}\n        - {name: mark_artifact, arguments: {path: '../../etc/passwd'}}\n    - content: written\n";
+    let mut m = swarm_worker::model::ModelRegistry::new();
+    m.register("scripted", std::sync::Arc::new(swarm_worker::model::ScriptedModel::from_yaml(script).expect("script")));
+    let tc = swarm_tests::harness::TestCluster::start_with(
+        std::sync::Arc::new(swarm_store::MemoryStore::new()),
+        std::sync::Arc::new(m),
+        1,
+        8,
+    )
+    .await
+    .expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let writer = SubtaskSpec {
+        kind: SubtaskKind::Agent(AgentSpec {
+            instructions: "Write notes.".into(),
+            input: "notes".into(),
+            model: "scripted".into(),
+            tools: vec!["write_files".into(), "mark_artifact".into()],
+            max_steps: None,
+        }),
+        ..SubtaskSpec::tool("writer", "echo", json!({}))
+    };
+    let reader = SubtaskSpec::tool("reader", "write_files", json!({"files": {}})).after(["writer"]);
+    let run_id = submit(&mut c, &RunSpec::new("marked", vec![writer, reader])).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, Duration::from_secs(30)).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+    let w = run.subtasks.iter().find(|s| s.id == "writer").expect("writer");
+    let listed: Vec<&str> = w.artifacts.iter().map(|a| a.path.as_str()).collect();
+    assert_eq!(listed, ["notes/a.md", "notes/b.md"], "only what was marked, and nothing that climbs");
+    assert_eq!(download(&mut c, &run_id, "writer", "notes/b.md").await.expect("download"), b"beta");
+    // The dependent's workspace holds them under inputs/writer/.
+    let placed = tc.workspaces.0.join("w0").join(&run_id).join("reader/inputs/writer/notes/a.md");
+    assert_eq!(std::fs::read(&placed).expect("placed"), b"alpha");
+    tc.stop().await;
+}

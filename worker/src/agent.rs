@@ -16,7 +16,8 @@ use tracing::Instrument;
 use serde_json::{Value, json};
 use swarm_core::FailureKind;
 use swarm_core::agent::{
-    ASSIGN_TASK, AgentSpec, CREATE_SUBAGENT, Message, OrchestratorSpec, REQUEST_APPROVAL, Role, SpawnRequest, Turn,
+    ASSIGN_TASK, AgentSpec, CREATE_SUBAGENT, MARK_ARTIFACT, Message, OrchestratorSpec, REQUEST_APPROVAL, Role,
+    SpawnRequest, Turn,
 };
 use swarm_proto::pb;
 use tokio_util::sync::CancellationToken;
@@ -28,8 +29,8 @@ use crate::tools::{ToolContext, ToolError, ToolRegistry};
 /// How an agent attempt ended.
 #[derive(Debug)]
 pub enum AgentOutcome {
-    /// The final answer.
-    Answer(String),
+    /// The final answer, and the files its `mark_artifact` calls marked.
+    Answer(String, Vec<String>),
     /// An orchestrator assigned tasks: wait for the subagents.
     Suspend { turn: Turn, spawns: Vec<SpawnRequest> },
     /// The agent asked a person (`request_approval`): wait for the decision, which becomes the
@@ -98,6 +99,16 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
 
     let mut defs: Vec<ToolDef> = Vec::new();
     for name in &allowed {
+        if name == MARK_ARTIFACT {
+            defs.push(ToolDef {
+                name: MARK_ARTIFACT.into(),
+                description: "Hand a file of your workspace on to the subtasks that depend on you: a path or \
+                              pattern relative to the workspace (report.md, out/*.csv). It is kept once you answer."
+                    .into(),
+                parameters: json!({"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}),
+            });
+            continue;
+        }
         if name == REQUEST_APPROVAL {
             defs.push(ToolDef {
                 name: REQUEST_APPROVAL.into(),
@@ -171,7 +182,7 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
             // The answer is recorded too (its tokens count; it is not a step).
             let answer = assistant.content.clone().unwrap_or_default();
             on_turn(&Turn { messages: vec![assistant], usage: response.usage, fence: 0, seq: 0 });
-            return Ok(AgentOutcome::Answer(answer));
+            return Ok(AgentOutcome::Answer(answer, swarm_core::agent::marked_artifacts(&history)));
         }
         let mut results: Vec<Option<Message>> = vec![None; assistant.tool_calls.len()];
         let mut spawns = Vec::new();
@@ -228,6 +239,11 @@ pub async fn run(a: AgentRun<'_>, mut on_turn: impl FnMut(&Turn)) -> Result<Agen
                         results[k] = reply(format!("error: {e}"))
                     }
                 }
+            } else if call.name == MARK_ARTIFACT && allowed.contains(&call.name) {
+                results[k] = reply(match swarm_core::agent::mark_artifact_path(&call.arguments) {
+                    Ok(path) => format!("marked `{path}`: it is handed on once you answer"),
+                    Err(e) => format!("error: {e}"),
+                });
             } else if call.name == REQUEST_APPROVAL && allowed.contains(&call.name) {
                 match parse_question(&call.arguments) {
                     Ok(q) if asked.is_none() => asked = Some((k, q)),

@@ -344,20 +344,22 @@ pub async fn upload(
     Ok(answer.map_err(|s| status_error("storing the artifacts", s))?.into_inner().artifacts)
 }
 
-/// What `a` hands on, if anything: collected and uploaded (blocking work off the runtime).
+/// What `a` hands on (the files `patterns` name), collected and uploaded (blocking work off
+/// the runtime).
 pub async fn hand_on(
     link: &ArtifactLink,
     workspaces: Option<&Workspaces>,
     worker_id: &str,
     a: &pb::Assignment,
+    patterns: Vec<String>,
 ) -> Result<Vec<pb::Artifact>, ToolError> {
-    if a.artifacts.is_empty() {
+    if patterns.is_empty() {
         return Ok(Vec::new());
     }
     let workspaces =
         workspaces.ok_or_else(|| ToolError::permanent("this worker keeps no workspaces to hand artifacts on from"))?;
     let dir = workspaces.dir(&a.run_id, &a.subtask_id).map_err(|e| io_error("the workspace", e))?;
-    let (patterns, left, walk_dir) = (a.artifacts.clone(), a.artifact_bytes_left, dir.clone());
+    let (left, walk_dir) = (a.artifact_bytes_left, dir.clone());
     let files = tokio::task::spawn_blocking(move || collect(&walk_dir, &patterns, left))
         .await
         .map_err(|e| ToolError::transient(format!("collecting artifacts: {e}")))??;

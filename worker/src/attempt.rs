@@ -152,6 +152,7 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                 cancel: token.clone(),
                 hold: hold.clone(),
             };
+            let mut marked_by_agent = Vec::new();
             let result = guarded(agent::run(run, |turn| {
                 let step = pb::AgentStepReport { fence, turn_json: serde_json::to_string(turn).unwrap_or_default(), seq };
                 seq += 1;
@@ -163,7 +164,8 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
             // What the interval held back goes before the outcome.
             sink.flush();
             let outcome = match result {
-                Ok(agent::AgentOutcome::Answer(text)) => {
+                Ok(agent::AgentOutcome::Answer(text, marked)) => {
+                    marked_by_agent = marked;
                     pb::attempt_report::Outcome::OutputJson(serde_json::json!({ "answer": text }).to_string())
                 }
                 Ok(agent::AgentOutcome::Suspend { turn, spawns }) => pb::attempt_report::Outcome::Suspended(pb::Suspended {
@@ -188,7 +190,8 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
                     })
                 }
             };
-            let (outcome, artifacts) = handed_on(outcome, &link, workspaces, &worker_id, &a, &token).await;
+            let (outcome, artifacts) =
+                handed_on(outcome, &link, workspaces, &worker_id, &a, marked_by_agent, &token).await;
             finish(&held, hold.as_deref(), &reports, &abort, a, started_us, outcome, artifacts).await;
             return;
         }
@@ -246,7 +249,7 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
             Ok(text) => pb::attempt_report::Outcome::OutputJson(text),
             Err(e) => error_outcome(e),
         };
-        let (outcome, artifacts) = handed_on(outcome, &link, workspaces, &worker_id, &a, &token).await;
+        let (outcome, artifacts) = handed_on(outcome, &link, workspaces, &worker_id, &a, Vec::new(), &token).await;
         finish(&held, hold.as_deref(), &reports, &abort, a, started_us, outcome, artifacts).await;
     }, span));
 }
@@ -258,7 +261,8 @@ fn error_outcome(e: ToolError) -> pb::attempt_report::Outcome {
     })
 }
 
-/// After a success: the artifacts the subtask declared, collected and stored; their failure
+/// After a success: the artifacts the subtask declared (and an agent marked), collected and
+/// stored; their failure
 /// (a file missing, the quota, the link) is the attempt's.
 async fn handed_on(
     outcome: pb::attempt_report::Outcome,
@@ -266,15 +270,18 @@ async fn handed_on(
     workspaces: Option<&tools::exec::Workspaces>,
     worker_id: &str,
     a: &pb::Assignment,
+    marked: Vec<String>,
     token: &CancellationToken,
 ) -> (pb::attempt_report::Outcome, Vec<pb::Artifact>) {
-    if a.artifacts.is_empty() || !matches!(outcome, pb::attempt_report::Outcome::OutputJson(_)) {
+    let mut patterns = a.artifacts.clone();
+    patterns.extend(marked.into_iter().filter(|m| !a.artifacts.contains(m)));
+    if patterns.is_empty() || !matches!(outcome, pb::attempt_report::Outcome::OutputJson(_)) {
         return (outcome, Vec::new());
     }
     let stored = tokio::select! {
         biased;
         _ = token.cancelled() => Err(ToolError { kind: FailureKind::Cancelled, message: "cancelled".into() }),
-        r = crate::artifacts::hand_on(link, workspaces, worker_id, a) => r,
+        r = crate::artifacts::hand_on(link, workspaces, worker_id, a, patterns) => r,
     };
     match stored {
         Ok(artifacts) => (outcome, artifacts),

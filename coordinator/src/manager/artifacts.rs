@@ -165,7 +165,9 @@ impl Manager {
                 })
             })
             .collect();
-        let left = if node.artifacts.is_empty() { 0 } else { self.artifact_bytes_left(entry) };
+        // Agents may mark files at run time (`mark_artifact`): they are told the quota too.
+        let may_hand_on = !node.artifacts.is_empty() || matches!(node.work, swarm_core::dag::Work::Agent(_));
+        let left = if may_hand_on { self.artifact_bytes_left(entry) } else { 0 };
         (node.artifacts.to_vec(), left, inputs)
     }
 }
