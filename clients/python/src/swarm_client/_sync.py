@@ -57,10 +57,13 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, request: Any) -> Any:
+    def _call(self, method: str, request: Any, collect: Any = None) -> Any:
+        """``method`` at the leader (followed when a standby names it); ``collect`` reads a
+        server stream's answer inside the same retry."""
         for _ in range(LEADER_HOPS + 1):
             try:
-                return getattr(self._stub, method)(request, timeout=self._timeout, metadata=self._creds.metadata())
+                answer = getattr(self._stub, method)(request, timeout=self._timeout, metadata=self._creds.metadata())
+                return collect(answer) if collect else answer
             except grpc.RpcError as e:
                 err = from_rpc_error(e)
                 if isinstance(err, Unavailable) and err.leader and err.leader != self.target:
@@ -130,18 +133,7 @@ class Client:
     def artifact(self, run_id: str, subtask_id: str, path: str) -> bytes:
         """The contents of one artifact (``NotFound`` names what is missing)."""
         request = pb.GetArtifactRequest(run_id=run_id, subtask_id=subtask_id, path=path)
-        for _ in range(LEADER_HOPS + 1):
-            try:
-                chunks = self._stub.GetArtifact(request, timeout=self._timeout, metadata=self._creds.metadata())
-                return b"".join(chunk.data for chunk in chunks)
-            except grpc.RpcError as e:
-                err = from_rpc_error(e)
-                if isinstance(err, Unavailable) and err.leader and err.leader != self.target:
-                    self.close()
-                    self._open(err.leader)
-                    continue
-                raise err from None
-        raise err
+        return self._call("GetArtifact", request, lambda chunks: b"".join(chunk.data for chunk in chunks))
 
     def workers(self) -> list[pb.WorkerInfo]:
         """The connected workers."""

@@ -65,12 +65,13 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, method: str, request: Any) -> Any:
+    async def _call(self, method: str, request: Any, collect: Any = None) -> Any:
+        """``method`` at the leader (followed when a standby names it); ``collect`` reads a
+        server stream's answer inside the same retry."""
         for _ in range(LEADER_HOPS + 1):
             try:
-                return await getattr(self._stub, method)(
-                    request, timeout=self._timeout, metadata=self._creds.metadata()
-                )
+                answer = getattr(self._stub, method)(request, timeout=self._timeout, metadata=self._creds.metadata())
+                return await (collect(answer) if collect else answer)
             except grpc.aio.AioRpcError as e:
                 err = from_rpc_error(e)
                 if isinstance(err, Unavailable) and err.leader and err.leader != self.target:
@@ -135,18 +136,11 @@ class Client:
     async def artifact(self, run_id: str, subtask_id: str, path: str) -> bytes:
         """The contents of one artifact (``NotFound`` names what is missing)."""
         request = pb.GetArtifactRequest(run_id=run_id, subtask_id=subtask_id, path=path)
-        for _ in range(LEADER_HOPS + 1):
-            try:
-                stream = self._stub.GetArtifact(request, timeout=self._timeout, metadata=self._creds.metadata())
-                return b"".join([chunk.data async for chunk in stream])
-            except grpc.aio.AioRpcError as e:
-                err = from_rpc_error(e)
-                if isinstance(err, Unavailable) and err.leader and err.leader != self.target:
-                    await self.close()
-                    self._open(err.leader)
-                    continue
-                raise err from None
-        raise err
+
+        async def collect(stream: Any) -> bytes:
+            return b"".join([chunk.data async for chunk in stream])
+
+        return await self._call("GetArtifact", request, collect)
 
     async def workers(self) -> list[pb.WorkerInfo]:
         return list((await self._call("ListWorkers", pb.ListWorkersRequest())).workers)
