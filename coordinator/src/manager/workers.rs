@@ -212,9 +212,14 @@ impl Manager {
             }
             _ => Ok(None),
         };
-        // An orchestrator hands on what its subagents did.
+        // An orchestrator that answered hands on what its subagents did.
         let stored = match (stored, self.runs.get(&f.run)) {
-            (Ok(own), Some(entry)) => Ok(super::artifacts::with_subagents(&entry.engine, f.subtask, own)),
+            (Ok(own), Some(entry))
+                if matches!(r.outcome, Some(pb::attempt_report::Outcome::OutputJson(_)))
+                    && matches!(entry.engine.dag().node(f.subtask).work, swarm_core::dag::Work::Orchestrator(_)) =>
+            {
+                Ok(super::artifacts::with_subagents(&entry.engine, f.subtask, own))
+            }
             (other, _) => other,
         };
         let event = match (r.outcome, stored) {

@@ -264,6 +264,19 @@ impl RunEngine {
         if room == 0 {
             return Vec::new();
         }
+        // No threshold is below `min_runtime_ms`: while no running call is older, none is late,
+        // and the models need not be built (this runs every tick, for every run).
+        let floor_us = policy.min_runtime_ms.saturating_mul(1000);
+        let oldest = self
+            .slots
+            .iter()
+            .filter(|s| s.state == SubtaskState::Running)
+            .filter_map(|s| s.dispatched_us)
+            .min()
+            .unwrap_or(now_us);
+        if now_us.saturating_sub(oldest) <= floor_us {
+            return Vec::new();
+        }
         // Each tool's running attempts, at their elapsed time (see `Latency::threshold_us`).
         let mut running: std::collections::HashMap<&Arc<str>, Vec<u64>> = Default::default();
         for (i, s) in self.slots.iter().enumerate() {
