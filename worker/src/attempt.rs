@@ -87,6 +87,14 @@ pub(crate) struct AttemptCtx {
 }
 
 pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
+    // An attempt is run once: an assignment whose fence this worker runs or has reported is
+    // not started again (fences are unique per attempt).
+    let known = ctx.held.running.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&a.fence)
+        || ctx.held.unacked.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&a.fence);
+    if known {
+        tracing::warn!(fence = a.fence, subtask_id = %a.subtask_id, "an assignment of an attempt already held; not started again");
+        return;
+    }
     let token = ctx.abort.child_token();
     if let Some(hold) = ctx.hold.as_ref().filter(|h| !h.valid()) {
         // Fenced between the assignment's arrival and now: never started, handed back.

@@ -101,7 +101,9 @@ impl Sandbox {
             cgroups: detect_cgroups(),
             group_prefix: format!("swarm-exec-{}-{:08x}", std::process::id(), fastrand::u32(..)),
         };
-        let dir = std::env::temp_dir().join(format!("swarm-exec-probe-{}", std::process::id()));
+        // Per probe: probes run at once in one process (tests, several workers) must not share it.
+        let dir =
+            std::env::temp_dir().join(format!("swarm-exec-probe-{}-{:016x}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let limits = Limits { wall: Duration::from_secs(10), ..Limits::default() };
         let outcome = sandbox
