@@ -136,7 +136,7 @@ impl Tool for FileTool {
             }
             let limits = Limits { output_bytes: MAX_FILE + 1, ..Limits::default() };
             let o = sandbox
-                .run(&argv, &[], &stdin, &dir, &limits, &ctx.cancel)
+                .run(&argv, &[], &stdin, &dir, &limits, &ctx.cancel, None)
                 .await
                 .map_err(|e| ToolError::transient(format!("sandbox: {e}")))?;
             if o.exit_code != Some(0) {

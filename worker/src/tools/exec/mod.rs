@@ -307,7 +307,7 @@ impl Tool for Exec {
             }
             let began = std::time::SystemTime::now();
             let o = sandbox
-                .run_with(
+                .run(
                     &call.argv,
                     &call.env,
                     &call.stdin,

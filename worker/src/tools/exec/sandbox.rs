@@ -107,7 +107,15 @@ impl Sandbox {
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let limits = Limits { wall: Duration::from_secs(10), ..Limits::default() };
         let outcome = sandbox
-            .run(&["/bin/sh".into(), "-c".into(), "exit 0".into()], &[], b"", &dir, &limits, &CancellationToken::new())
+            .run(
+                &["/bin/sh".into(), "-c".into(), "exit 0".into()],
+                &[],
+                b"",
+                &dir,
+                &limits,
+                &CancellationToken::new(),
+                None,
+            )
             .await;
         let _ = std::fs::remove_dir_all(&dir);
         match outcome {
@@ -239,23 +247,10 @@ impl Sandbox {
 
     /// Runs `argv` in the sandbox with `stdin`, in `workspace`, under `limits`; ends it (the
     /// whole tree) at the wall limit or when `cancel` fires. An error is the sandbox's own
-    /// failure (it could not start), never the command's.
-    pub async fn run(
-        &self,
-        argv: &[String],
-        env: &[(String, String)],
-        stdin: &[u8],
-        workspace: &Path,
-        limits: &Limits,
-        cancel: &CancellationToken,
-    ) -> Result<Outcome, String> {
-        self.run_with(argv, env, stdin, workspace, limits, cancel, None).await
-    }
-
-    /// [`Sandbox::run`], with network through the proxy at `proxy` when given
-    /// ([`super::proxy`]).
+    /// failure (it could not start), never the command's. With `proxy`, network goes through the
+    /// proxy at that socket ([`super::proxy`]).
     #[allow(clippy::too_many_arguments)]
-    pub async fn run_with(
+    pub async fn run(
         &self,
         argv: &[String],
         env: &[(String, String)],
