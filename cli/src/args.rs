@@ -327,7 +327,7 @@ pub struct CapsArgs {
     #[arg(long, env = "SWARM_MAX_QUEUED_SUBTASKS", default_value_t = 250_000)]
     pub max_queued_subtasks: u64,
     /// Events kept in one run's log (later progress events are counted, not kept).
-    #[arg(long, env = "SWARM_MAX_RUN_EVENTS", default_value_t = 100_000)]
+    #[arg(long, env = "SWARM_MAX_RUN_EVENTS", default_value_t = 1_000_000)]
     pub max_run_events: usize,
 }
 
@@ -515,10 +515,11 @@ pub struct BenchArgs {
     /// Concurrent runs in the throughput test.
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
-    /// efficiency, throughput, agents (embedded only), stragglers, retries, overload, gateway
-    /// (embedded only: the model gateway against a rate-limited fixture server), exec (the
-    /// sandbox's overhead and 200 calls at once), artifacts (1,000 files handed from 100
-    /// producers to one reducer), or all (all but overload, gateway, exec and artifacts).
+    /// efficiency, throughput, agents (embedded only), stragglers, retries, overload, scale (a
+    /// run of 100,000 calls, then 10,000 subagents × 10 calls), gateway (embedded only: the
+    /// model gateway against a rate-limited fixture server), exec (the sandbox's overhead and
+    /// 200 calls at once), artifacts (1,000 files handed from 100 producers to one reducer),
+    /// or all (all but overload, scale, gateway, exec and artifacts).
     #[arg(long, default_value = "all")]
     pub scenario: String,
     #[arg(long)]

@@ -128,6 +128,15 @@ pub struct TenantQuota {
     /// coordinator's, 1 GiB); beyond it the subtask that would exceed it fails.
     #[serde(default)]
     pub max_artifact_bytes: Option<u64>,
+    /// Subtasks in one of its runs, at most (below the coordinator's 100,000).
+    #[serde(default)]
+    pub max_run_subtasks: Option<u32>,
+    /// `limits.max_subagents` one of its runs may ask for, at most (below 10,000).
+    #[serde(default)]
+    pub max_run_subagents: Option<u32>,
+    /// `limits.max_tool_calls` one of its runs may ask for, at most (below 100,000).
+    #[serde(default)]
+    pub max_run_tool_calls: Option<u32>,
 }
 
 fn one() -> f64 {
@@ -142,6 +151,9 @@ impl Default for TenantQuota {
             max_concurrent_calls: None,
             tool_calls_per_minute: None,
             max_artifact_bytes: None,
+            max_run_subtasks: None,
+            max_run_subagents: None,
+            max_run_tool_calls: None,
         }
     }
 }

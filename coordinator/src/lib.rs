@@ -39,7 +39,7 @@ use tracing::info;
 pub use manager::{ManagerConfig, ManagerHandle, ManagerStats};
 pub use node::Role;
 
-/// Largest request the client API decodes (a 10,000-subtask spec fits comfortably); larger
+/// Largest request the client API decodes (a 100,000-subtask spec of small calls fits); larger
 /// ones are refused while decoding, with RESOURCE_EXHAUSTED naming the limit.
 pub const MAX_SUBMIT_BYTES: usize = 16 * 1024 * 1024;
 /// Largest message a worker stream decodes: one report with an output of up to

@@ -234,9 +234,9 @@ pub struct SpawnRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunLimits {
-    /// Subagents an orchestrator may start in the run (default 100, at most 1,000).
+    /// Subagents an orchestrator may start in the run (default 100, at most 10,000).
     pub max_subagents: u32,
-    /// Tool calls in the whole run (default 1,500, at most 10,000).
+    /// Tool calls in the whole run (default 1,500, at most 100,000).
     pub max_tool_calls: u32,
     /// Step cap of orchestrators (default 15).
     pub orchestrator_max_steps: u32,
@@ -261,9 +261,9 @@ impl Default for RunLimits {
 
 impl RunLimits {
     /// Hard ceilings of the limits a spec may ask for.
-    pub const MAX_SUBAGENTS: u32 = 1000;
+    pub const MAX_SUBAGENTS: u32 = 10_000;
     /// See [`RunLimits::MAX_SUBAGENTS`].
-    pub const MAX_TOOL_CALLS: u32 = 10_000;
+    pub const MAX_TOOL_CALLS: u32 = 100_000;
 }
 
 /// The patterns `mark_artifact` calls in `messages` marked (well-formed ones, in order, once).

@@ -443,7 +443,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Limits a run spec must respect; configurable per coordinator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
-    /// Maximum number of subtasks in one run (default 10,000).
+    /// Maximum number of subtasks in one run (default 100,000).
     pub max_subtasks: usize,
     /// Maximum size of one subtask's arguments, serialized as JSON (default 64 KiB).
     pub max_args_bytes: usize,
@@ -453,7 +453,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_subtasks: 10_000, max_args_bytes: 64 * 1024, max_id_len: 128 }
+        Self { max_subtasks: 100_000, max_args_bytes: 64 * 1024, max_id_len: 128 }
     }
 }
 

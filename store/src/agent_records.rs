@@ -135,8 +135,26 @@ impl RunRepo {
 
     /// The write of an orchestrator's stage (`spawns/{run}/{subtask}/{stage}`).
     pub fn spawn_op(&self, run: &RunId, subtask: &SubtaskId, stage: u32, children: Vec<SpawnedChild>) -> Op {
-        let record = SpawnRecord { v: RECORD_VERSION, children };
-        Op::put(format!("{}spawns/{run}/{subtask}/{stage:04}", self.prefix()), crate::repo::encode(&record))
+        self.spawn_write(run, subtask, stage, children).0
+    }
+
+    /// The same, and the payload to upload first when the stage is over [`TURN_INLINE_MAX`]
+    /// (thousands of subagents: the record then names it, as an offloaded turn does).
+    pub fn spawn_write(
+        &self,
+        run: &RunId,
+        subtask: &SubtaskId,
+        stage: u32,
+        children: Vec<SpawnedChild>,
+    ) -> (Op, Option<(String, bytes::Bytes)>) {
+        let key = format!("{}spawns/{run}/{subtask}/{stage:04}", self.prefix());
+        let value = crate::repo::encode(&SpawnRecord { v: RECORD_VERSION, children });
+        if value.len() > TURN_INLINE_MAX && self.payloads().is_some() {
+            let path = format!("{}/spawns/{}/{stage:04}", Self::payload_prefix(run), subtask.as_str().replace(':', "_"));
+            let record = crate::repo::encode(&TurnRef { reference: path.clone(), v: RECORD_VERSION });
+            return (Op::put(key, record), Some((path, value.into())));
+        }
+        (Op::put(key, value), None)
     }
 
     /// Every stored turn of a run's agents, as (subtask, turn number, turn), in key order.
@@ -162,7 +180,20 @@ impl RunRepo {
 
     /// Every stored stage of a run's orchestrators, as (orchestrator, stage, children).
     pub async fn spawns(&self, run: &RunId) -> Result<Vec<(SubtaskId, u32, Vec<SpawnedChild>)>, StoreError> {
-        self.agent_records("spawns", run, decode_spawn).await
+        let mut out = self.agent_records("spawns", run, |key, value| Ok((key.to_vec(), value.to_vec()))).await?;
+        let mut decoded = Vec::with_capacity(out.len());
+        for (subtask, n, (key, value)) in out.drain(..) {
+            let children = if value.starts_with(br#"{"$ref""#) {
+                let r: TurnRef = serde_json::from_slice(&value).map_err(|e| corrupt(&key, e.to_string()))?;
+                check_version(&key, r.v)?;
+                let payloads = self.payloads().ok_or_else(|| corrupt(&key, "an offloaded stage, and no payload store"))?;
+                decode_spawn(&key, &payloads.get(&r.reference).await?)?
+            } else {
+                decode_spawn(&key, &value)?
+            };
+            decoded.push((subtask, n, children));
+        }
+        Ok(decoded)
     }
 
     /// Every `{kind}/{run}/{subtask}/{n}` record, decoded, in key order.
@@ -218,6 +249,32 @@ mod tests {
         repo.write_batch(&[op, small_op]).await.expect("write");
         let turns = repo.turns(&run).await.expect("turns");
         assert_eq!(turns, vec![(a.clone(), 0, big), (a, 1, small)]);
+    }
+
+    #[tokio::test]
+    async fn a_stage_of_ten_thousand_subagents_goes_to_the_payload_store_and_reads_back_whole() {
+        let payloads = crate::payload::PayloadStore::memory(64 << 10);
+        let repo = RunRepo::new(Arc::new(MemoryStore::new()), DEFAULT_PREFIX).with_payloads(payloads.clone());
+        let (run, lead) = (RunId::from("r"), SubtaskId::from("lead"));
+        let children: Vec<SpawnedChild> = (0..10_000)
+            .map(|i| SpawnedChild {
+                id: SubtaskId::from(format!("lead:1:researcher:{i}")),
+                name: "researcher".into(),
+                agent: AgentSpec { input: format!("research part {i}"), ..agent() },
+                call_id: format!("call-{i}"),
+                trace_context: Default::default(),
+            })
+            .collect();
+        let (op, offload) = repo.spawn_write(&run, &lead, 1, children.clone());
+        let (path, value) = offload.expect("offloaded");
+        assert!(value.len() > 1 << 20, "over etcd's request limit inline: {} bytes", value.len());
+        assert!(op.size() < 1024, "the record only names the payload: {} bytes", op.size());
+        payloads.put(&path, value).await.expect("upload");
+        let (small_op, none) = repo.spawn_write(&run, &lead, 2, children[..1].to_vec());
+        assert!(none.is_none(), "a small stage stays inline");
+        repo.write_batch(&[op, small_op]).await.expect("write");
+        let stages = repo.spawns(&run).await.expect("spawns");
+        assert_eq!(stages, vec![(lead.clone(), 1, children.clone()), (lead, 2, children[..1].to_vec())]);
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ mod faults;
 pub mod gateway;
 pub mod model_server;
 mod overload;
+pub mod scale;
 
 pub use overload::{OverloadPhase, Probe};
 
@@ -55,6 +56,8 @@ pub struct BenchOptions {
     pub etcd_metrics: Option<String>,
     /// Run the overload benchmark.
     pub overload: bool,
+    /// Run the scale benchmark (a run of 100,000 calls; 10,000 subagents).
+    pub scale: bool,
     /// The remote coordinator's PID (its memory and CPU are read from /proc).
     pub coordinator_pid: Option<u32>,
     /// The embedded cluster authenticates callers (bearer tokens).
@@ -103,6 +106,7 @@ pub struct BenchReport {
     pub stragglers: Option<StragglerBench>,
     pub retries: Option<RetriesBench>,
     pub overload: Option<Vec<OverloadPhase>>,
+    pub scale: Option<Vec<scale::ScalePhase>>,
 }
 
 /// The retry workload: the efficiency DAG where 5 % of the calls (chosen by seed) fail once,
@@ -198,6 +202,7 @@ async fn measure(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Re
         stragglers: None,
         retries: None,
         overload: None,
+        scale: None,
     };
     if opts.efficiency {
         for i in 0..opts.repeat.max(1) {
@@ -235,6 +240,14 @@ async fn measure(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Re
         };
         report.overload = Some(overload::overload(client, probe).await?);
     }
+    if opts.scale {
+        let probe = match (&opts.addr, opts.coordinator_pid) {
+            (None, _) => Probe::Embedded,
+            (Some(_), Some(pid)) => Probe::Pid(pid),
+            (Some(_), None) => Probe::None,
+        };
+        report.scale = Some(scale::scale(client, probe, "scripted-huge").await?);
+    }
     Ok(report)
 }
 
@@ -268,6 +281,10 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         let mut models = swarm_worker::model::ModelRegistry::new();
         models.register("scripted", Arc::new(swarm_worker::model::ScriptedModel::demo(100, 15, 50)));
         models.register("scripted-big", Arc::new(swarm_worker::model::ScriptedModel::demo(1000, 10, 0)));
+        models.register(
+            "scripted-huge",
+            Arc::new(swarm_worker::model::ScriptedModel::demo(scale::SUBAGENTS, scale::CALLS_PER_SUBAGENT, 0)),
+        );
         let mut options = EmbeddedOptions {
             workers: opts.workers,
             slots: opts.slots,

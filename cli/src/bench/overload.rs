@@ -56,7 +56,7 @@ pub enum Probe {
 }
 
 impl Probe {
-    fn rss_bytes(self) -> Option<u64> {
+    pub(super) fn rss_bytes(self) -> Option<u64> {
         let path = match self {
             Self::Embedded => "/proc/self/status".to_owned(),
             Self::Pid(pid) => format!("/proc/{pid}/status"),
@@ -67,7 +67,7 @@ impl Probe {
         Some(kb * 1024)
     }
 
-    fn cpu_us(self) -> Option<u64> {
+    pub(super) fn cpu_us(self) -> Option<u64> {
         match self {
             Self::Embedded => super::thread_cpu_us("swarm-coord"),
             Self::Pid(pid) => {

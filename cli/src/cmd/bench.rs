@@ -46,10 +46,10 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         "agents" => (false, false, true, false, false),
         "stragglers" => (false, false, false, true, false),
         "overload" => (false, false, false, false, true),
-        "retries" => (false, false, false, false, false),
+        "retries" | "scale" => (false, false, false, false, false),
         other => {
             eprintln!(
-                "error: --scenario must be efficiency, throughput, agents, stragglers, retries, overload, gateway, exec or all, not `{other}`"
+                "error: --scenario must be efficiency, throughput, agents, stragglers, retries, overload, scale, gateway, exec, artifacts or all, not `{other}`"
             );
             return ExitCode::from(64);
         }
@@ -73,6 +73,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         addr: addr.clone(),
         etcd_metrics: etcd_metrics.clone(),
         overload,
+        scale: scenario == "scale",
         coordinator_pid: *coordinator_pid,
         auth: *auth,
         tls: *tls,
@@ -303,6 +304,27 @@ fn print_bench(r: &bench::BenchReport) {
             p.rss_bytes_per_queued_subtask,
             p.coordinator_cpu_us_per_call.map_or("n/a".to_owned(), |c| format!("{c:.1} µs")),
             p.extra_attempts
+        );
+    }
+    for p in r.scale.iter().flatten() {
+        outln!(
+            "  scale, {}: {} subtasks, {} calls, {} subagents; submitted in {:.0} ms, ended after {:.0} ms → {:.0} calls/s; \
+             ready→start p50 {:.1} ms, p99 {:.1} ms; first page of GetRun {:.1} ms; RSS {:.0} → {:.0} MiB ({:.0} B per subtask); \
+             coordinator CPU {} per call",
+            p.name,
+            p.subtasks,
+            p.tool_calls,
+            p.subagents,
+            p.submit_ms,
+            p.wall_ms,
+            p.tool_calls_per_sec,
+            p.wait_p50_ms,
+            p.wait_p99_ms,
+            p.first_page_ms,
+            p.rss_before_mb,
+            p.rss_peak_mb,
+            p.rss_bytes_per_subtask,
+            p.coordinator_cpu_us_per_call.map_or("n/a".to_owned(), |c| format!("{c:.1} µs")),
         );
     }
     if let Some(a) = &r.agents {

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{Principal, Role as Access, principal};
 use crate::forward::{self, Forwarder};
-use crate::manager::{Command, Page, Watchable, now_us};
+use crate::manager::{Command, Page, RunSize, Watchable, now_us};
 use crate::node::{LeaderCtx, Role};
 use crate::watch::EventLog;
 
@@ -163,9 +163,9 @@ impl SwarmApi {
         };
         let dag = Arc::new(dag);
         let ctx = self.leader()?;
-        let subtasks = dag.len() as u32;
+        let size = RunSize::of(&dag);
         let tenant = who.tenant.clone();
-        ctx.manager.call(|reply| Command::Admit { subtasks, tenant, reply }).await??;
+        ctx.manager.call(|reply| Command::Admit { size, tenant, reply }).await??;
         let submitted_us = now_us();
         let run_id = RunId::generate(submitted_us / 1000);
         // The run's trace continues the caller's (the SubmitRun server span is the parent).

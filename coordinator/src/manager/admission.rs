@@ -23,7 +23,38 @@ pub struct AdmissionCaps {
 
 impl Default for AdmissionCaps {
     fn default() -> Self {
-        Self { max_active_runs: 1_000, max_queued_subtasks: 250_000, max_run_events: 100_000 }
+        Self { max_active_runs: 1_000, max_queued_subtasks: 250_000, max_run_events: 1_000_000 }
+    }
+}
+
+/// What a run asks of the cluster, against the caps and its tenant's quotas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunSize {
+    /// Subtasks in its spec.
+    pub subtasks: u32,
+    /// `limits.max_subagents`, when it has an orchestrator (else 0).
+    pub subagents: u32,
+    /// `limits.max_tool_calls`, when it has agents (else 0).
+    pub tool_calls: u32,
+}
+
+impl RunSize {
+    /// The size of a validated run.
+    pub fn of(dag: &swarm_core::Dag) -> Self {
+        let (mut agents, mut orchestrators) = (false, false);
+        for node in dag.nodes() {
+            match node.work {
+                swarm_core::dag::Work::Agent(_) => agents = true,
+                swarm_core::dag::Work::Orchestrator(_) => orchestrators = true,
+                _ => {}
+            }
+        }
+        let limits = dag.limits();
+        Self {
+            subtasks: dag.len() as u32,
+            subagents: if orchestrators { limits.max_subagents } else { 0 },
+            tool_calls: if agents || orchestrators { limits.max_tool_calls } else { 0 },
+        }
     }
 }
 
@@ -32,8 +63,25 @@ const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 impl Manager {
     /// Refuses a run that would take the cluster over an admission cap.
-    pub(super) fn admit(&self, subtasks: u32, tenant: Option<&str>) -> Result<(), ApiError> {
+    pub(super) fn admit(&self, size: RunSize, tenant: Option<&str>) -> Result<(), ApiError> {
         let caps = self.config.caps;
+        let subtasks = size.subtasks;
+        // A tenant's per-run quotas: no retry can help, so a field error, not "busy".
+        if let Some((t, q)) = tenant.and_then(|t| self.config.tenants.get(t).map(|q| (t, q))) {
+            let over = [
+                ("subtasks", size.subtasks, q.max_run_subtasks, "max_run_subtasks"),
+                ("limits.max_subagents", size.subagents, q.max_run_subagents, "max_run_subagents"),
+                ("limits.max_tool_calls", size.tool_calls, q.max_run_tool_calls, "max_run_tool_calls"),
+            ];
+            for (field, asked, quota, name) in over {
+                if let Some(max) = quota.filter(|&m| asked > m) {
+                    return Err(ApiError::invalid(
+                        field,
+                        format!("{asked} is over tenant {t}'s quota of {max} ({name})"),
+                    ));
+                }
+            }
+        }
         let (active, queued) = self
             .runs
             .values()

@@ -53,7 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-pub use admission::AdmissionCaps;
+pub use admission::{AdmissionCaps, RunSize};
 pub use artifacts::ArtifactAccess;
 pub use config::ManagerConfig;
 pub use fault::{FAULT_ENV, Fatal, FaultHook};
@@ -80,7 +80,7 @@ pub const DEFAULT_NO_WORKER_TIMEOUT: Duration = Duration::from_secs(60);
 /// A request to the manager.
 pub enum Command {
     /// May a run of `subtasks` subtasks be admitted now? (Checked before it is stored.)
-    Admit { subtasks: u32, tenant: Option<String>, reply: oneshot::Sender<Result<(), ApiError>> },
+    Admit { size: RunSize, tenant: Option<String>, reply: oneshot::Sender<Result<(), ApiError>> },
     /// Start a run that is already stored.
     Submit { run_id: RunId, dag: Arc<Dag>, header: Box<RunHeader>, span: tracing::Span, reply: oneshot::Sender<()> },
     /// One run's view, with a page of its subtasks when `page` is set.
@@ -427,8 +427,8 @@ impl Manager {
                 self.add_run(run_id, dag, *header, None, Some(span), None);
                 let _ = reply.send(());
             }
-            Command::Admit { subtasks, tenant, reply } => {
-                let _ = reply.send(self.admit(subtasks, tenant.as_deref()));
+            Command::Admit { size, tenant, reply } => {
+                let _ = reply.send(self.admit(size, tenant.as_deref()));
             }
             Command::Get { run_id, page, reply } => _ = reply.send(self.get_durable(&run_id, page)),
             Command::List { before, limit, tenant, reply } => {

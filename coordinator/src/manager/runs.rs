@@ -268,8 +268,12 @@ impl Manager {
                         })
                     })
                     .collect();
-                let op = self.repo.spawn_op(engine.run_id(), &engine.dag().node(subtask).id, stage, record);
+                let (op, offload) =
+                    self.repo.spawn_write(engine.run_id(), &engine.dag().node(subtask).id, stage, record);
                 self.outbox.write(op);
+                if let Some((path, value)) = offload {
+                    self.outbox.upload(path, value);
+                }
                 entry.unsettled.written(subtask, self.outbox.queued());
             }
             Action::Persist { subtask, record: slot } => {

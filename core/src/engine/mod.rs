@@ -80,6 +80,9 @@ pub struct RunEngine {
     token_use: std::collections::BTreeMap<Arc<str>, (u64, u64)>,
     /// The time of the event being applied (µs): when subtasks become ready.
     clock_us: u64,
+    /// Every running subtask, and some that stopped since (pruned as it grows): what the
+    /// straggler check walks, so its cost follows the calls running, not the run's size.
+    running: Vec<SubtaskIx>,
 }
 
 impl RunEngine {
@@ -122,6 +125,7 @@ impl RunEngine {
             approvals: Vec::new(),
             announce: Vec::new(),
             clock_us: submitted_us,
+            running: Vec::new(),
         }
         .with_latency_model()
         .with_approvals()
@@ -198,27 +202,20 @@ impl RunEngine {
         }
     }
 
-    /// Re-estimates every subtask's remaining critical path from measured durations.
-    fn refresh_priorities(&mut self, just_finished: SubtaskIx, duration_us: u64) {
+    /// Re-estimates every subtask's remaining critical path from measured durations: each
+    /// tool's median, from the latency model the straggler check keeps (a sorted sample of at
+    /// most `KEPT_SAMPLES` durations per tool, so a refresh costs one pass over the DAG).
+    fn refresh_priorities(&mut self) {
         let dag = &self.dag;
         let slots = &self.slots;
-        let samples = dag
-            .indexes()
-            .filter(|&i| {
-                ready::is_tool(dag, i) && (i == just_finished || slots[i.index()].state == SubtaskState::Succeeded)
-            })
-            .map(|i| {
-                let s = &slots[i.index()];
-                let d = if i == just_finished { duration_us } else { s.finished_us.saturating_sub(s.started_us) };
-                (dag.node(i).tool.as_ref(), d.max(1))
-            });
-        let medians = ready::tool_medians(samples);
+        let medians: std::collections::HashMap<&str, u64> =
+            self.latency.iter().filter_map(|(tool, m)| Some((tool.as_ref(), m.median_us()?.max(1)))).collect();
+        let typical = medians.values().copied().max().unwrap_or(1);
         let bottom = ready::bottom_levels(dag, |i| {
             if ready::is_tool(dag, i) {
                 medians.get(dag.node(i).tool.as_ref()).copied().unwrap_or(1)
             } else {
                 // Agents: a step is worth roughly a tool call.
-                let typical = medians.values().copied().max().unwrap_or(1);
                 typical * u64::from(slots[i.index()].steps.max(1))
             }
         });
@@ -331,8 +328,8 @@ impl RunEngine {
                 self.record_latency(subtask, finished_us.saturating_sub(started_us));
                 if ready::is_tool(&self.dag, subtask) {
                     self.finished_tools += 1;
-                    if ready::refresh_due(self.finished_tools) {
-                        self.refresh_priorities(subtask, finished_us.saturating_sub(started_us));
+                    if ready::refresh_due(self.finished_tools, self.dag.len()) {
+                        self.refresh_priorities();
                     }
                 }
                 let is_tool = matches!(self.dag.node(subtask).work, Work::Tool);
@@ -429,6 +426,7 @@ impl RunEngine {
                 self.counts.running += 1;
                 self.counts.attempts += 1;
                 out.push(Action::Publish(Update::Started { subtask, attempt: slot.attempt, worker, waited_us: None }));
+                self.list_running(subtask);
             }
         }
     }
@@ -458,7 +456,31 @@ impl RunEngine {
         if let Some(agent) = self.slots[subtask.index()].agent.as_deref_mut() {
             agent.next_seq = 0;
         }
+        self.list_running(subtask);
         self.deliver_results(subtask, out);
+    }
+
+    /// Adds a subtask that started running to the running list; drops the stopped ones once
+    /// they outnumber the running (amortised O(1) per dispatch).
+    fn list_running(&mut self, subtask: SubtaskIx) {
+        let slot = &mut self.slots[subtask.index()];
+        if !slot.listed {
+            slot.listed = true;
+            self.running.push(subtask);
+        }
+        if self.running.len() > 2 * self.counts.running as usize + 16 {
+            let slots = &mut self.slots;
+            self.running.retain(|i| {
+                let s = &mut slots[i.index()];
+                s.listed = s.state == SubtaskState::Running;
+                s.listed
+            });
+        }
+    }
+
+    /// The subtasks running now.
+    pub fn running(&self) -> impl Iterator<Item = SubtaskIx> + '_ {
+        self.running.iter().copied().filter(|i| self.slots[i.index()].state == SubtaskState::Running)
     }
 
     fn is_current(&mut self, subtask: SubtaskIx, fence: Fence) -> bool {

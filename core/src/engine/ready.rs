@@ -9,7 +9,7 @@
 
 use crate::ids::SubtaskIx;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use crate::dag::{Dag, Work};
 
@@ -74,24 +74,11 @@ pub(super) fn bottom_levels(dag: &Dag, estimate: impl Fn(SubtaskIx) -> u64) -> V
     bottom
 }
 
-/// Median measured durations (µs) by tool, from `(tool, duration)` samples.
-pub(super) fn tool_medians<'a>(samples: impl Iterator<Item = (&'a str, u64)>) -> HashMap<&'a str, u64> {
-    let mut by_tool: HashMap<&str, Vec<u64>> = HashMap::new();
-    for (tool, d) in samples {
-        by_tool.entry(tool).or_default().push(d);
-    }
-    by_tool
-        .into_iter()
-        .map(|(t, mut v)| {
-            v.sort_unstable();
-            (t, v[v.len() / 2])
-        })
-        .collect()
-}
-
-/// True when `n` finished calls warrant refreshing the estimates.
-pub(super) fn refresh_due(n: u32) -> bool {
-    n.is_power_of_two() || n.is_multiple_of(256)
+/// True when `n` finished calls (of a run of `len` subtasks) warrant refreshing the
+/// estimates: at each power of two, then every 256 calls or every eighth of the run, whichever
+/// is rarer (a refresh walks the whole DAG: this keeps it O(1) amortised per call).
+pub(super) fn refresh_due(n: u32, len: usize) -> bool {
+    n.is_power_of_two() || n.is_multiple_of((len as u32 / 8).max(256))
 }
 
 /// Whether a node is a plain tool call (only those have per-tool duration estimates).

@@ -61,6 +61,11 @@ pub(super) struct Latency {
 pub const KEPT_SAMPLES: usize = 2048;
 
 impl Latency {
+    /// The median of the finished calls' durations (µs), once one finished.
+    pub(super) fn median_us(&self) -> Option<u64> {
+        self.done.get(self.done.len() / 2).copied()
+    }
+
     /// The lateness threshold (µs), once the model has enough samples. `running` holds the
     /// elapsed times (µs, sorted) of the tool's attempts still running: each is *censored*, a
     /// lower bound of its duration. Leaving them out would build the model from the first
@@ -267,21 +272,15 @@ impl RunEngine {
         // No threshold is below `min_runtime_ms`: while no running call is older, none is late,
         // and the models need not be built (this runs every tick, for every run).
         let floor_us = policy.min_runtime_ms.saturating_mul(1000);
-        let oldest = self
-            .slots
-            .iter()
-            .filter(|s| s.state == SubtaskState::Running)
-            .filter_map(|s| s.dispatched_us)
-            .min()
-            .unwrap_or(now_us);
+        let oldest = self.running().filter_map(|i| self.slots[i.index()].dispatched_us).min().unwrap_or(now_us);
         if now_us.saturating_sub(oldest) <= floor_us {
             return Vec::new();
         }
         // Each tool's running attempts, at their elapsed time (see `Latency::threshold_us`).
         let mut running: std::collections::HashMap<&Arc<str>, Vec<u64>> = Default::default();
-        for (i, s) in self.slots.iter().enumerate() {
-            let node = self.dag.node(SubtaskIx(i as u32));
-            if s.state == SubtaskState::Running && matches!(node.work, Work::Tool) {
+        for i in self.running() {
+            let (node, s) = (self.dag.node(i), &self.slots[i.index()]);
+            if matches!(node.work, Work::Tool) {
                 let elapsed = now_us.saturating_sub(s.dispatched_us.unwrap_or(now_us));
                 running.entry(&node.tool).or_default().push(elapsed);
             }
@@ -301,14 +300,11 @@ impl RunEngine {
             return Vec::new();
         }
         let mut found: Vec<(u64, SubtaskIx)> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.state == SubtaskState::Running && s.backups.len() < usize::from(MAX_BACKUPS))
-            .filter_map(|(i, s)| {
-                let i = SubtaskIx(i as u32);
+            .running()
+            .filter_map(|i| {
+                let s = &self.slots[i.index()];
                 let node = self.dag.node(i);
-                if !matches!(node.work, Work::Tool) {
+                if s.backups.len() >= usize::from(MAX_BACKUPS) || !matches!(node.work, Work::Tool) {
                     return None;
                 }
                 let limit = *thresholds.get(&node.tool)?;

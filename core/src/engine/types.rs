@@ -131,6 +131,8 @@ pub struct Slot {
     pub backups: Vec<Backup>,
     /// Where this subtask's time went (coordinator clock), for the run's wall-time breakdown.
     pub timing: Timing,
+    /// In the engine's list of running subtasks (which may hold it a while after it stopped).
+    pub(crate) listed: bool,
 }
 
 /// Where a subtask's time went, from first ready to its end, on the coordinator's clock:
@@ -203,6 +205,7 @@ impl Slot {
             ready_since_us: None,
             first_ready_us: None,
             timing: Timing::default(),
+            listed: false,
         }
     }
 }
