@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use serde_json::json;
-use swarm_core::{RunSpec, SubtaskSpec};
+use swarm_core::{RunSpec, SubtaskKind, SubtaskSpec, agent};
 
 /// Reads a spec from a `.yaml`/`.yml` or `.json` file (other names: JSON if it parses, else YAML).
 pub fn load(path: &Path) -> anyhow::Result<RunSpec> {
@@ -62,6 +62,30 @@ pub fn lognormal_ms(seed: u64, median_ms: f64, sigma: f64, chains: usize, length
 pub fn small() -> RunSpec {
     let text = include_str!("../../examples/small.yaml");
     parse(text, Some("yaml")).unwrap_or_else(|e| panic!("examples/small.yaml is invalid: {e}"))
+}
+
+/// An orchestrator `lead` on `model` whose subagents may call `sleep`, with the run's limits.
+pub fn orchestrator(model: &str, max_subagents: u32, max_tool_calls: u32) -> RunSpec {
+    let lead = SubtaskSpec {
+        retry: None,
+        outputs: Default::default(),
+        id: "lead".into(),
+        kind: SubtaskKind::Orchestrator(agent::OrchestratorSpec {
+            goal: "split the work".into(),
+            model: model.into(),
+            tools: vec![],
+            max_steps: None,
+            subagent_tools: vec!["sleep".into()],
+            subagent_models: vec![],
+            subagent_artifacts: vec![],
+        }),
+        depends_on: vec![],
+        timeout: None,
+    };
+    let mut spec = RunSpec::new("agents-bench", vec![lead]);
+    spec.limits.max_subagents = max_subagents;
+    spec.limits.max_tool_calls = max_tool_calls;
+    spec
 }
 
 #[cfg(test)]

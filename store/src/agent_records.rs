@@ -150,7 +150,8 @@ impl RunRepo {
         let key = format!("{}spawns/{run}/{subtask}/{stage:04}", self.prefix());
         let value = crate::repo::encode(&SpawnRecord { v: RECORD_VERSION, children });
         if value.len() > TURN_INLINE_MAX && self.payloads().is_some() {
-            let path = format!("{}/spawns/{}/{stage:04}", Self::payload_prefix(run), subtask.as_str().replace(':', "_"));
+            let path =
+                format!("{}/spawns/{}/{stage:04}", Self::payload_prefix(run), subtask.as_str().replace(':', "_"));
             let record = crate::repo::encode(&TurnRef { reference: path.clone(), v: RECORD_VERSION });
             return (Op::put(key, record), Some((path, value.into())));
         }
@@ -186,7 +187,8 @@ impl RunRepo {
             let children = if value.starts_with(br#"{"$ref""#) {
                 let r: TurnRef = serde_json::from_slice(&value).map_err(|e| corrupt(&key, e.to_string()))?;
                 check_version(&key, r.v)?;
-                let payloads = self.payloads().ok_or_else(|| corrupt(&key, "an offloaded stage, and no payload store"))?;
+                let payloads =
+                    self.payloads().ok_or_else(|| corrupt(&key, "an offloaded stage, and no payload store"))?;
                 decode_spawn(&key, &payloads.get(&r.reference).await?)?
             } else {
                 decode_spawn(&key, &value)?

@@ -112,6 +112,34 @@ async fn leader_sigkill_fails_over_within_the_lease_and_runs_nothing_twice() {
     assert!(twice.is_empty(), "completed calls ran again after the failover: {twice:?}\n{}", pc.logs());
 }
 
+/// The same at size (issue 30): a run of 20,002 subtasks, the leader SIGKILLed mid-run; the
+/// standby recovers it (spec from the payload store, thousands of records) and finishes it,
+/// every call once. (`scripts/bench-failover 1 2000 400 249` measures a 99,602-subtask run.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_20000_calls_survives_a_leader_sigkill_and_runs_nothing_twice() {
+    let _serial = SERIAL.lock().await;
+    let mut pc = ProcCluster::start(1, 2, 3, Duration::from_secs(2)).await.expect("cluster");
+    let (a_url, _) = pc.leader().await.expect("leader").expect("elected");
+    let a = pc.coordinators.iter().position(|(_, url)| *url == a_url).expect("leader is ours");
+    let mut c = pc.client(&a_url).await.expect("client");
+    let run_id = submit(&mut c, &append_swarm(200, 100, 0, "big.log")).await.expect("submit");
+    wait_for_events(&mut c, &run_id, Duration::from_secs(120), |e| succeeded(e) >= 3000).await.expect("progress");
+    pc.coordinators[a].0.kill();
+    pc.wait_leader(Some(&a_url), Duration::from_secs(15)).await.expect("standby takes over");
+    let run = wait_run_done(&pc, &run_id, Duration::from_secs(300)).await;
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    assert_eq!(completed(&run), 20_002);
+    let runs = executions(&pc, "big.log");
+    assert_eq!(runs.len(), 20_000, "every append call ran");
+    let twice: Vec<_> = runs.iter().filter(|&(_, &n)| n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} completed calls ran again after the failover: {:?}",
+        twice.len(),
+        &twice[..twice.len().min(5)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_fenced_out_when_it_resumes() {
     let _serial = SERIAL.lock().await;
@@ -408,8 +436,10 @@ async fn a_run_stays_in_one_trace_across_a_leader_failover() {
 }
 
 /// Failover time and stall tolerance at a lease TTL (`SWARM_BENCH_LEASE_TTL_MS`, default the
-/// shipped 2 s), printed for `scripts/bench-failover` (docs/benchmarks.md). Not a timed test:
-/// it asserts only that failover happens and that a 1 s etcd stall causes none.
+/// shipped 2 s), printed for `scripts/bench-failover` (docs/benchmarks.md), with a run of
+/// `SWARM_BENCH_FAILOVER_CHAINS` × `SWARM_BENCH_FAILOVER_LENGTH` calls in flight (default 40 ×
+/// 240; 400 × 249 is a run of 99,602 subtasks). Not a timed test: it asserts only that
+/// failover happens and that a 1 s etcd stall causes none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, run by scripts/bench-failover"]
 async fn measure_failover_time_and_stall_tolerance() {
@@ -435,7 +465,9 @@ async fn measure_failover_time_and_stall_tolerance() {
     // Leader SIGKILL mid-run: time to the new leader's election and first dispatch.
     let a = pc.coordinators.iter().position(|(_, url)| *url == a_url).expect("ours");
     let mut c = pc.client(&a_url).await.expect("client");
-    let spec = swarm_cli::specs::swarm(40, 240, Some(&|_, _| 20));
+    let size = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (chains, length) = (size("SWARM_BENCH_FAILOVER_CHAINS", 40), size("SWARM_BENCH_FAILOVER_LENGTH", 240));
+    let spec = swarm_cli::specs::swarm(chains, length, Some(&|_, _| 20));
     let run_id = submit(&mut c, &spec).await.expect("submit");
     wait_for_events(&mut c, &run_id, Duration::from_secs(60), |e| succeeded(e) >= 200).await.expect("progress");
     let killed_at = std::time::SystemTime::now();
@@ -452,21 +484,26 @@ async fn measure_failover_time_and_stall_tolerance() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let events = wait_for_events(&mut c, &run_id, Duration::from_secs(30), |e| {
-        e.iter().any(|x| matches!(x.event, Some(pb::run_event::Event::SubtaskStarted(_))))
-    })
-    .await
-    .expect("the new leader dispatches");
+    // The log holds the first leader's events too: the first start after the kill is the new
+    // leader's.
+    let killed_us = killed_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    let started_after = |x: &pb::RunEvent| {
+        matches!(x.event, Some(pb::run_event::Event::SubtaskStarted(_)))
+            && x.time.as_ref().is_some_and(|t| swarm_proto::convert::unix_us(t) > killed_us)
+    };
+    let events = wait_for_events(&mut c, &run_id, Duration::from_secs(30), |e| e.iter().any(started_after))
+        .await
+        .expect("the new leader dispatches");
     let first = events
         .iter()
-        .find(|x| matches!(x.event, Some(pb::run_event::Event::SubtaskStarted(_))))
+        .find(|x| started_after(x))
         .and_then(|x| x.time.as_ref())
         .map(swarm_proto::convert::unix_us)
         .expect("a timestamp");
-    let killed_us = killed_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
     let dispatch_ms = first.saturating_sub(killed_us) / 1000;
     println!(
-        "failover: lease TTL {ttl_ms} ms: new leader elected {elected_ms} ms after SIGKILL, first dispatch {dispatch_ms} ms after"
+        "failover: lease TTL {ttl_ms} ms, a run of {} subtasks: new leader elected {elected_ms} ms after SIGKILL, first dispatch {dispatch_ms} ms after",
+        spec.subtasks.len()
     );
     let _ = c.cancel_run(pb::CancelRunRequest { run_id, reason: "measured".into() }).await;
 }

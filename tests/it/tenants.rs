@@ -18,7 +18,7 @@ fn auth_file() -> String {
             token_sha256(&format!("tok-{t}"))
         );
     }
-    out += "tenants:\n  a: {weight: 1}\n  b: {weight: 3}\n  c: {max_concurrent_calls: 1, max_active_runs: 1}\n  d: {tool_calls_per_minute: 600}\n";
+    out += "tenants:\n  a: {weight: 1}\n  b: {weight: 3}\n  c: {max_concurrent_calls: 1, max_active_runs: 1, max_run_subtasks: 6, max_run_subagents: 10, max_run_tool_calls: 100}\n  d: {tool_calls_per_minute: 600}\n";
     out
 }
 
@@ -84,6 +84,23 @@ async fn tenants_share_the_slots_by_weight_and_quotas_queue_or_refuse() {
     eprintln!("fair share: a : b = {na} : {nb} = {ratio:.3} (1 : 3 is 0.333)");
     assert!(nb > 100.0, "a long enough window: {na} and {nb} starts");
     assert!((ratio - 1.0 / 3.0).abs() <= 0.1 / 3.0, "a : b = {na} : {nb} = {ratio:.3}, not 1 : 3 within 10 %");
+
+    // c's runs may hold 6 subtasks and ask for 10 subagents and 100 agent calls: beyond, the
+    // field is named with the quota, and nothing is stored (no run appears).
+    let too_big = c.submit_run(submit(sleeps("c-big", 7, 1))).await.expect_err("over max_run_subtasks");
+    assert_eq!(too_big.code(), tonic::Code::InvalidArgument, "{too_big:?}");
+    let v = swarm_proto::status::field_violations(&too_big);
+    assert!(v.iter().any(|(f, d)| f == "subtasks" && d.contains("max_run_subtasks")), "{v:?}");
+    let mut agents = swarm_cli::specs::orchestrator("scripted", 10, 500);
+    let too_many = c.submit_run(submit(agents.clone())).await.expect_err("over max_run_tool_calls");
+    let v = swarm_proto::status::field_violations(&too_many);
+    assert!(v.iter().any(|(f, d)| f == "limits.max_tool_calls" && d.contains("500 is over")), "{v:?}");
+    agents.limits.max_tool_calls = 100;
+    agents.limits.max_subagents = 11;
+    let v = swarm_proto::status::field_violations(&c.submit_run(submit(agents)).await.expect_err("subagents"));
+    assert!(v.iter().any(|(f, _)| f == "limits.max_subagents"), "{v:?}");
+    let listed = c.list_runs(pb::ListRunsRequest::default()).await.expect("list").into_inner();
+    assert!(listed.runs.is_empty(), "nothing was stored: {:?}", listed.runs);
 
     // c may run one call at a time (its calls queue) and have one active run (another is refused).
     let run_c = c.submit_run(submit(sleeps("c-work", 6, 50))).await.expect("c").into_inner().run_id;

@@ -430,27 +430,8 @@ async fn throughput(client: &mut client::Client, opts: &BenchOptions) -> anyhow:
     Ok(t)
 }
 
-fn orchestrator(model: &str, max_subagents: u32, max_tool_calls: u32) -> swarm_core::RunSpec {
-    let lead = swarm_core::SubtaskSpec {
-        retry: None,
-        outputs: Default::default(),
-        id: "lead".into(),
-        kind: swarm_core::SubtaskKind::Orchestrator(swarm_core::agent::OrchestratorSpec {
-            goal: "split the work".into(),
-            model: model.into(),
-            tools: vec![],
-            max_steps: None,
-            subagent_tools: vec!["sleep".into()],
-            subagent_models: vec![],
-            subagent_artifacts: vec![],
-        }),
-        depends_on: vec![],
-        timeout: None,
-    };
-    let mut spec = swarm_core::RunSpec::new("agents-bench", vec![lead]);
-    spec.limits.max_subagents = max_subagents;
-    spec.limits.max_tool_calls = max_tool_calls;
-    spec
+pub(super) fn orchestrator(model: &str, max_subagents: u32, max_tool_calls: u32) -> swarm_core::RunSpec {
+    specs::orchestrator(model, max_subagents, max_tool_calls)
 }
 
 async fn agents(client: &mut client::Client) -> anyhow::Result<AgentsBench> {

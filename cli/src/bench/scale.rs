@@ -130,7 +130,8 @@ async fn phase(client: &mut client::Client, probe: Probe, name: &str, spec: &Run
     waits.sort_by(f64::total_cmp);
     let q = |p: f64| waits.get(((waits.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
     // Plain calls that succeeded, and the calls agents made (agents are subtasks, not calls).
-    let plain = run.subtasks.iter().filter(|s| s.kind == "tool" && s.state == pb::SubtaskState::Succeeded as i32).count();
+    let plain =
+        run.subtasks.iter().filter(|s| s.kind == "tool" && s.state == pb::SubtaskState::Succeeded as i32).count();
     let calls = plain as u64 + u64::from(json.agent_tool_calls);
     let peak = peak.load(Ordering::Relaxed);
     let subtasks = run.subtasks.len() as u64;
