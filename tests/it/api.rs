@@ -86,10 +86,10 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
         let want: Vec<(String, String)> = want.into_iter().map(|(f, d)| (f.to_owned(), d.to_owned())).collect();
         assert_eq!(got, want);
     }
-    let over = RunSpec::new("over", (0..10_001).map(|i| t(&format!("s{i}"))).collect());
+    let over = RunSpec::new("over", (0..100_001).map(|i| t(&format!("s{i}"))).collect());
     let (code, got) = rejected(&mut c, (&over).into()).await;
     assert_eq!(code, tonic::Code::InvalidArgument);
-    assert_eq!(got, vec![("subtasks".to_owned(), "10001 subtasks exceed the limit of 10000".to_owned())]);
+    assert_eq!(got, vec![("subtasks".to_owned(), "100001 subtasks exceed the limit of 100000".to_owned())]);
 
     let missing = c.submit_run(pb::SubmitRunRequest::default()).await.expect_err("no spec");
     assert_eq!(field_violations(&missing), vec![("spec".to_owned(), "required (or spec_text)".to_owned())]);

@@ -460,29 +460,6 @@ impl RunEngine {
         self.deliver_results(subtask, out);
     }
 
-    /// Adds a subtask that started running to the running list; drops the stopped ones once
-    /// they outnumber the running (amortised O(1) per dispatch).
-    fn list_running(&mut self, subtask: SubtaskIx) {
-        let slot = &mut self.slots[subtask.index()];
-        if !slot.listed {
-            slot.listed = true;
-            self.running.push(subtask);
-        }
-        if self.running.len() > 2 * self.counts.running as usize + 16 {
-            let slots = &mut self.slots;
-            self.running.retain(|i| {
-                let s = &mut slots[i.index()];
-                s.listed = s.state == SubtaskState::Running;
-                s.listed
-            });
-        }
-    }
-
-    /// The subtasks running now.
-    pub fn running(&self) -> impl Iterator<Item = SubtaskIx> + '_ {
-        self.running.iter().copied().filter(|i| self.slots[i.index()].state == SubtaskState::Running)
-    }
-
     fn is_current(&mut self, subtask: SubtaskIx, fence: Fence) -> bool {
         let ok = self.slots.get(subtask.index()).is_some_and(|s| s.state == SubtaskState::Running && s.fence == fence);
         if !ok {

@@ -161,6 +161,29 @@ impl RunEngine {
         }
     }
 
+    /// Adds a subtask that started running to the running list; drops the stopped ones once
+    /// they outnumber the running (amortised O(1) per dispatch).
+    pub(super) fn list_running(&mut self, subtask: SubtaskIx) {
+        let slot = &mut self.slots[subtask.index()];
+        if !slot.listed {
+            slot.listed = true;
+            self.running.push(subtask);
+        }
+        if self.running.len() > 2 * self.counts.running as usize + 16 {
+            let slots = &mut self.slots;
+            self.running.retain(|i| {
+                let s = &mut slots[i.index()];
+                s.listed = s.state == SubtaskState::Running;
+                s.listed
+            });
+        }
+    }
+
+    /// The subtasks running now.
+    pub fn running(&self) -> impl Iterator<Item = SubtaskIx> + '_ {
+        self.running.iter().copied().filter(|i| self.slots[i.index()].state == SubtaskState::Running)
+    }
+
     /// A ready primary needs backup `fence`'s slot: cancel the backup, refund the budget.
     pub(super) fn backup_preempted(&mut self, subtask: SubtaskIx, fence: Fence, out: &mut Vec<Action>) {
         let Some(slot) = self.slots.get_mut(subtask.index()) else { return };
