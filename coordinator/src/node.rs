@@ -34,6 +34,8 @@ pub struct LeaderCtx {
     /// Cancelled when the term ends: streams it serves end then (the caller resumes on the
     /// next leader), rather than wait on a log that no longer grows.
     pub term: CancellationToken,
+    /// The ended run `GetRun` pages through, rebuilt from the store once.
+    pub pages: crate::recovery::StoredPages,
 }
 
 /// This node's role, as the request handlers see it.
@@ -136,7 +138,12 @@ pub async fn run(
         let repo = base.fenced(leadership.fence());
         match start_term(&config, &store, &repo, &tracker, &term, leadership.revision, &fatal).await {
             Ok(manager) => {
-                role.send_replace(Role::Leader(Arc::new(LeaderCtx { manager, repo, term: term.clone() })));
+                role.send_replace(Role::Leader(Arc::new(LeaderCtx {
+                    manager,
+                    repo,
+                    term: term.clone(),
+                    pages: Default::default(),
+                })));
                 tokio::select! {
                     _ = lease_lost.cancelled() => warn!(term = leadership.revision, "lease lost; stepping down"),
                     _ = term.cancelled() => {}

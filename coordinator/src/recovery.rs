@@ -98,38 +98,83 @@ pub async fn stored_page(
     run: &swarm_proto::pb::Run,
     page: crate::manager::Page,
 ) -> Result<(Vec<swarm_proto::pb::SubtaskStatus>, Option<usize>), StoreError> {
-    let submitted_us = run.submitted_at.as_ref().map_or(0, swarm_proto::convert::unix_us);
-    let header = RunHeader::running(RunId::from(run.run_id.as_str()), run.name.clone(), submitted_us);
-    let Some(stored) = load_state(repo, &header, &Limits::default(), false).await? else {
-        return Ok((Vec::new(), None));
-    };
-    let engine = swarm_core::RunEngine::restore(
-        header.run_id,
-        stored.dag,
-        swarm_core::RetryPolicy::default(),
-        submitted_us,
-        0,
-        stored.records,
-    );
-    let (mut subtasks, mut next) = crate::manager::subtask_page(&engine, page);
-    // Offloaded outputs are served inline, as for live runs; the page stops at its byte budget.
-    if let Some(payloads) = repo.payloads() {
-        let mut bytes = 0usize;
-        for k in 0..subtasks.len() {
-            let s = &mut subtasks[k];
-            if s.output_json.is_empty() && !s.output_ref.is_empty() {
-                let data = payloads.get(&s.output_ref).await?;
-                s.output_json = String::from_utf8_lossy(&data).into_owned();
+    StoredPages::default().page(repo, run, page).await
+}
+
+/// How long [`StoredPages`] keeps the ended run it rebuilt last.
+const KEEP_REBUILT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The ended run `GetRun` rebuilt from the store last, kept a while when it has more than one
+/// page: a client paging through an ended run of 100,000 subtasks (100 pages) reads and rebuilds
+/// it once, not once per page (which took 42 s). One run at a time, for [`KEEP_REBUILT`] after
+/// its last page was read: an ended run is final, so what is kept cannot go stale.
+#[derive(Default)]
+pub struct StoredPages {
+    last: std::sync::Mutex<Option<(RunId, std::time::Instant, Arc<swarm_core::RunEngine>)>>,
+}
+
+impl StoredPages {
+    /// A page of an ended run's subtasks, as stored ([`stored_page`]).
+    pub async fn page(
+        &self,
+        repo: &RunRepo,
+        run: &swarm_proto::pb::Run,
+        page: crate::manager::Page,
+    ) -> Result<(Vec<swarm_proto::pb::SubtaskStatus>, Option<usize>), StoreError> {
+        let run_id = RunId::from(run.run_id.as_str());
+        let kept = {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            match last.as_mut() {
+                Some((id, at, engine)) if *id == run_id && at.elapsed() < KEEP_REBUILT => {
+                    *at = std::time::Instant::now();
+                    Some(engine.clone())
+                }
+                _ => None,
             }
-            bytes = bytes.saturating_add(s.output_json.len());
-            if bytes >= page.max_bytes && k + 1 < subtasks.len() {
-                next = Some(page.offset + k + 1);
-                subtasks.truncate(k + 1);
-                break;
+        };
+        let engine = match kept {
+            Some(engine) => engine,
+            None => {
+                let submitted_us = run.submitted_at.as_ref().map_or(0, swarm_proto::convert::unix_us);
+                let header = RunHeader::running(run_id.clone(), run.name.clone(), submitted_us);
+                let Some(stored) = load_state(repo, &header, &Limits::default(), false).await? else {
+                    return Ok((Vec::new(), None));
+                };
+                let engine = Arc::new(swarm_core::RunEngine::restore(
+                    header.run_id,
+                    stored.dag,
+                    swarm_core::RetryPolicy::default(),
+                    submitted_us,
+                    0,
+                    stored.records,
+                ));
+                if page.offset + page.size < engine.dag().len() {
+                    *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((run_id, std::time::Instant::now(), engine.clone()));
+                }
+                engine
+            }
+        };
+        let (mut subtasks, mut next) = crate::manager::subtask_page(&engine, page);
+        // Offloaded outputs are served inline, as for live runs; the page stops at its byte budget.
+        if let Some(payloads) = repo.payloads() {
+            let mut bytes = 0usize;
+            for k in 0..subtasks.len() {
+                let s = &mut subtasks[k];
+                if s.output_json.is_empty() && !s.output_ref.is_empty() {
+                    let data = payloads.get(&s.output_ref).await?;
+                    s.output_json = String::from_utf8_lossy(&data).into_owned();
+                }
+                bytes = bytes.saturating_add(s.output_json.len());
+                if bytes >= page.max_bytes && k + 1 < subtasks.len() {
+                    next = Some(page.offset + k + 1);
+                    subtasks.truncate(k + 1);
+                    break;
+                }
             }
         }
+        Ok((subtasks, next))
     }
-    Ok((subtasks, next))
 }
 
 /// Reads one run's spec and records (and, when `resuming`, its agents' transcripts); `None`

@@ -246,7 +246,9 @@ async fn measure(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Re
             (Some(_), Some(pid)) => Probe::Pid(pid),
             (Some(_), None) => Probe::None,
         };
-        report.scale = Some(scale::scale(client, probe, "scripted-huge").await?);
+        // The orchestrator phase needs the scripted model only the embedded workers have.
+        let model = opts.addr.is_none().then_some("scripted-huge");
+        report.scale = Some(scale::scale(client, probe, model).await?);
     }
     Ok(report)
 }

@@ -62,10 +62,15 @@ pub fn calls_spec(chains: usize, length: usize) -> RunSpec {
 }
 
 /// Runs both phases. `model` is a scripted model that starts [`SUBAGENTS`] subagents of
-/// [`CALLS_PER_SUBAGENT`] calls.
-pub async fn scale(client: &mut client::Client, probe: Probe, model: &str) -> anyhow::Result<Vec<ScalePhase>> {
+/// [`CALLS_PER_SUBAGENT`] calls (without one, the orchestrator phase is skipped: a cluster
+/// reached with `--addr` has its own workers and models).
+pub async fn scale(client: &mut client::Client, probe: Probe, model: Option<&str>) -> anyhow::Result<Vec<ScalePhase>> {
     super::submit_and_wait(client, &calls_spec(10, 10)).await?; // warm-up
     let calls = phase(client, probe, "one run of 100,000 calls (1,000 chains × 100)", &calls_spec(1000, 100)).await?;
+    let Some(model) = model else {
+        eprintln!("scale: the orchestrator phase runs on the embedded cluster only (its scripted model)");
+        return Ok(vec![calls]);
+    };
     let spec = super::orchestrator(model, SUBAGENTS as u32, SUBAGENTS as u32 * CALLS_PER_SUBAGENT);
     let agents = phase(client, probe, "an orchestrator starting 10,000 subagents × 10 calls", &spec).await?;
     Ok(vec![calls, agents])

@@ -231,8 +231,7 @@ impl SwarmApi {
         };
         // An ended run's subtasks are read from the store, not kept in memory.
         if let (Some(page), true) = (page, found.archived) {
-            let (subtasks, next) =
-                crate::recovery::stored_page(&ctx.repo, &found.run, page).await.map_err(store_error)?;
+            let (subtasks, next) = ctx.pages.page(&ctx.repo, &found.run, page).await.map_err(store_error)?;
             found.run.subtasks = subtasks;
             found.next = next;
         }

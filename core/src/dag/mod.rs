@@ -168,6 +168,13 @@ impl Dag {
 
         let mut index: HashMap<SubtaskId, SubtaskIx> = HashMap::with_capacity(spec.subtasks.len());
         let mut nodes = Vec::with_capacity(spec.subtasks.len());
+        // What many nodes share is allocated once: a run of 100,000 calls of one tool holds one
+        // copy of its name, of the empty name and artifact list, and of each retry policy.
+        let mut tools: HashMap<&str, Arc<str>> = HashMap::new();
+        let empty_name: Arc<str> = Arc::from("");
+        let no_artifacts: Arc<[String]> = Arc::from(Vec::new());
+        let run_retry = spec.retry.clone().map(Arc::new);
+        let mut tool_retries: HashMap<&str, Arc<crate::retry::RetrySpec>> = HashMap::new();
         for (i, s) in spec.subtasks.iter().enumerate() {
             let id = s.id.as_str();
             if id.is_empty() {
@@ -263,25 +270,31 @@ impl Dag {
                 _ => {}
             }
             checks::check_outputs(&mut bad, i, s);
+            let retry = match (&s.retry, spec.tool_retry.get_key_value(tool)) {
+                (Some(own), _) => Some(Arc::new(own.clone())),
+                (None, Some((name, r))) => {
+                    Some(tool_retries.entry(name.as_str()).or_insert_with(|| Arc::new(r.clone())).clone())
+                }
+                (None, None) => run_retry.clone(),
+            };
             nodes.push(Node {
                 id: s.id.clone(),
-                tool: Arc::from(tool),
+                tool: tools.entry(tool).or_insert_with(|| Arc::from(tool)).clone(),
                 args_json: Arc::from(args_json),
-                retry: s
-                    .retry
-                    .clone()
-                    .or_else(|| spec.tool_retry.get(tool).cloned())
-                    .or_else(|| spec.retry.clone())
-                    .map(Arc::new),
+                retry,
                 work,
                 parent: None,
                 stage: 0,
-                name: Arc::from(""),
+                name: empty_name.clone(),
                 deps: Vec::with_capacity(s.depends_on.len()),
                 dependents: Vec::new(),
                 timeout: s.timeout,
                 trace_context: None,
-                artifacts: s.outputs.artifacts.iter().cloned().collect(),
+                artifacts: if s.outputs.artifacts.is_empty() {
+                    no_artifacts.clone()
+                } else {
+                    s.outputs.artifacts.iter().cloned().collect()
+                },
             });
         }
 
