@@ -82,6 +82,43 @@ impl Probe {
     }
 }
 
+/// The peak resident set while a phase runs, sampled every 20 ms.
+pub(super) struct PeakRss {
+    peak: Arc<AtomicU64>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PeakRss {
+    /// Starts sampling `probe`, from `before`.
+    pub(super) fn start(probe: Probe, before: u64) -> Self {
+        let peak = Arc::new(AtomicU64::new(before));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn({
+            let (peak, stop) = (peak.clone(), stop.clone());
+            async move {
+                while !stop.is_cancelled() {
+                    if let Some(rss) = probe.rss_bytes() {
+                        peak.fetch_max(rss, Ordering::Relaxed);
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    }
+                }
+            }
+        });
+        Self { peak, stop, task }
+    }
+
+    /// Stops sampling; the peak seen (bytes).
+    pub(super) async fn stop(self) -> u64 {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
 /// Runs both phases.
 pub async fn overload(client: &mut client::Client, probe: Probe) -> anyhow::Result<Vec<OverloadPhase>> {
     let small = specs::swarm(100, 15, Some(&|_, _| 0));
@@ -102,23 +139,7 @@ async fn phase(
 ) -> anyhow::Result<OverloadPhase> {
     let before = probe.rss_bytes().unwrap_or(0);
     let cpu0 = probe.cpu_us();
-    // Sample the resident set every 20 ms while the phase runs.
-    let peak = Arc::new(AtomicU64::new(before));
-    let sampling = tokio_util::sync::CancellationToken::new();
-    let sampler = tokio::spawn({
-        let (peak, stop) = (peak.clone(), sampling.clone());
-        async move {
-            while !stop.is_cancelled() {
-                if let Some(rss) = probe.rss_bytes() {
-                    peak.fetch_max(rss, Ordering::Relaxed);
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-            }
-        }
-    });
+    let sampler = PeakRss::start(probe, before);
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..runs {
@@ -134,8 +155,7 @@ async fn phase(
         done.push(t.await??);
     }
     let wall = t0.elapsed().as_secs_f64();
-    sampling.cancel();
-    let _ = sampler.await;
+    let peak = sampler.stop().await;
     let cpu1 = probe.cpu_us();
     let calls: u64 = done.iter().map(|r| u64::from(r.tool_calls_completed)).sum();
     let attempts: u64 = done.iter().map(|r| u64::from(r.attempts)).sum();
@@ -154,7 +174,6 @@ async fn phase(
     }
     waits.sort_by(f64::total_cmp);
     let q = |p: f64| waits.get(((waits.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
-    let peak = peak.load(Ordering::Relaxed);
     let out = OverloadPhase {
         name: name.to_owned(),
         runs,

@@ -9,9 +9,7 @@
 //! the whole process's (workers, client and the memory store too); with `--addr` and
 //! `--coordinator-pid` it is the coordinator's alone.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use swarm_core::{RunSpec, SubtaskSpec};
@@ -79,22 +77,7 @@ pub async fn scale(client: &mut client::Client, probe: Probe, model: Option<&str
 async fn phase(client: &mut client::Client, probe: Probe, name: &str, spec: &RunSpec) -> anyhow::Result<ScalePhase> {
     let before = probe.rss_bytes().unwrap_or(0);
     let cpu0 = probe.cpu_us();
-    let peak = Arc::new(AtomicU64::new(before));
-    let sampling = tokio_util::sync::CancellationToken::new();
-    let sampler = tokio::spawn({
-        let (peak, stop) = (peak.clone(), sampling.clone());
-        async move {
-            while !stop.is_cancelled() {
-                if let Some(rss) = probe.rss_bytes() {
-                    peak.fetch_max(rss, Ordering::Relaxed);
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-            }
-        }
-    });
+    let sampler = super::overload::PeakRss::start(probe, before);
     let t0 = Instant::now();
     let resp = client
         .submit_run(client::request(pb::SubmitRunRequest { spec: Some(spec.into()), ..Default::default() }))
@@ -104,8 +87,7 @@ async fn phase(client: &mut client::Client, probe: Probe, name: &str, spec: &Run
     let submit_ms = t0.elapsed().as_secs_f64() * 1000.0;
     client::follow(client, &resp.run_id, 0, |_| {}).await?;
     let wall = t0.elapsed().as_secs_f64();
-    sampling.cancel();
-    let _ = sampler.await;
+    let peak = sampler.stop().await;
     let cpu1 = probe.cpu_us();
     let t1 = Instant::now();
     let first = client
@@ -138,7 +120,6 @@ async fn phase(client: &mut client::Client, probe: Probe, name: &str, spec: &Run
     let plain =
         run.subtasks.iter().filter(|s| s.kind == "tool" && s.state == pb::SubtaskState::Succeeded as i32).count();
     let calls = plain as u64 + u64::from(json.agent_tool_calls);
-    let peak = peak.load(Ordering::Relaxed);
     let subtasks = run.subtasks.len() as u64;
     let out = ScalePhase {
         name: name.to_owned(),

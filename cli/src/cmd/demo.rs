@@ -101,23 +101,12 @@ async fn demo(spec: Option<PathBuf>, workers: usize, slots: u32, json: bool) -> 
 
     // 2. An orchestrator (scripted model) that spawns 100 subagents making 15 tool calls each.
     if !custom {
-        let lead = swarm_core::SubtaskSpec {
-            retry: None,
-            outputs: Default::default(),
-            id: "lead".into(),
-            kind: swarm_core::SubtaskKind::Orchestrator(swarm_core::agent::OrchestratorSpec {
-                goal: "research the question in 100 parts".into(),
-                model: "scripted".into(),
-                tools: vec![],
-                max_steps: None,
-                subagent_tools: vec!["sleep".into()],
-                subagent_models: vec![],
-                subagent_artifacts: vec![],
-            }),
-            depends_on: vec![],
-            timeout: None,
-        };
-        let swarm = swarm_core::RunSpec::new("orchestrated-swarm", vec![lead]);
+        // The default limits (100 subagents, 1,500 calls).
+        let mut swarm = swarm_cli::specs::orchestrator("scripted", 100, 1500);
+        swarm.name = "orchestrated-swarm".into();
+        if let swarm_core::SubtaskKind::Orchestrator(lead) = &mut swarm.subtasks[0].kind {
+            lead.goal = "research the question in 100 parts".into();
+        }
         if !json {
             eprintln!(
                 "\nswarm demo: an orchestrator spawns 100 subagents × 15 tool calls (scripted model, sleep 50 ms)"
