@@ -19,7 +19,7 @@ pub const RECORD_VERSION: u32 = 1;
 /// request limit (1.5 MiB), or it could not be written at all.
 pub const TURN_INLINE_MAX: usize = 512 * 1024;
 
-/// A turn record that names where the turn is (`{"$ref": path, "v": 1}`).
+/// A turn or stage record that names where its payload is (`{"$ref": path, "v": 1}`).
 #[derive(Serialize, Deserialize)]
 struct TurnRef {
     #[serde(rename = "$ref")]
@@ -125,8 +125,20 @@ impl RunRepo {
     ) -> (Op, Option<(String, bytes::Bytes)>) {
         let key = format!("{}turns/{run}/{subtask}/{index:06}", self.prefix());
         let value = crate::repo::encode(&TurnRecord { v: RECORD_VERSION, turn: turn.clone() });
+        let path = || format!("{}/turns/{}/{index:06}", Self::payload_prefix(run), subtask.as_str().replace(':', "_"));
+        self.put_or_offload(key, value, path)
+    }
+
+    /// A record's write, or over [`TURN_INLINE_MAX`] (with a payload store) a `$ref` record
+    /// naming `path()` and the payload to upload there first.
+    fn put_or_offload(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        path: impl FnOnce() -> String,
+    ) -> (Op, Option<(String, bytes::Bytes)>) {
         if value.len() > TURN_INLINE_MAX && self.payloads().is_some() {
-            let path = format!("{}/turns/{}/{index:06}", Self::payload_prefix(run), subtask.as_str().replace(':', "_"));
+            let path = path();
             let record = crate::repo::encode(&TurnRef { reference: path.clone(), v: RECORD_VERSION });
             return (Op::put(key, record), Some((path, value.into())));
         }
@@ -149,53 +161,18 @@ impl RunRepo {
     ) -> (Op, Option<(String, bytes::Bytes)>) {
         let key = format!("{}spawns/{run}/{subtask}/{stage:04}", self.prefix());
         let value = crate::repo::encode(&SpawnRecord { v: RECORD_VERSION, children });
-        if value.len() > TURN_INLINE_MAX && self.payloads().is_some() {
-            let path =
-                format!("{}/spawns/{}/{stage:04}", Self::payload_prefix(run), subtask.as_str().replace(':', "_"));
-            let record = crate::repo::encode(&TurnRef { reference: path.clone(), v: RECORD_VERSION });
-            return (Op::put(key, record), Some((path, value.into())));
-        }
-        (Op::put(key, value), None)
+        let path = || format!("{}/spawns/{}/{stage:04}", Self::payload_prefix(run), subtask.as_str().replace(':', "_"));
+        self.put_or_offload(key, value, path)
     }
 
     /// Every stored turn of a run's agents, as (subtask, turn number, turn), in key order.
     pub async fn turns(&self, run: &RunId) -> Result<Vec<(SubtaskId, u32, Turn)>, StoreError> {
-        let prefix = self.agent_prefix("turns", run);
-        let mut out = Vec::new();
-        for kv in self.range_all(&prefix).await? {
-            let rest = String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned();
-            let (subtask, n) = split_key(&kv.key, &rest)?;
-            let turn = if kv.value.starts_with(br#"{"$ref""#) {
-                let r: TurnRef = serde_json::from_slice(&kv.value).map_err(|e| corrupt(&kv.key, e.to_string()))?;
-                check_version(&kv.key, r.v)?;
-                let payloads =
-                    self.payloads().ok_or_else(|| corrupt(&kv.key, "an offloaded turn, and no payload store"))?;
-                decode_turn(&kv.key, &payloads.get(&r.reference).await?)?
-            } else {
-                decode_turn(&kv.key, &kv.value)?
-            };
-            out.push((subtask, n, turn));
-        }
-        Ok(out)
+        self.agent_records("turns", run, decode_turn).await
     }
 
     /// Every stored stage of a run's orchestrators, as (orchestrator, stage, children).
     pub async fn spawns(&self, run: &RunId) -> Result<Vec<(SubtaskId, u32, Vec<SpawnedChild>)>, StoreError> {
-        let mut out = self.agent_records("spawns", run, |key, value| Ok((key.to_vec(), value.to_vec()))).await?;
-        let mut decoded = Vec::with_capacity(out.len());
-        for (subtask, n, (key, value)) in out.drain(..) {
-            let children = if value.starts_with(br#"{"$ref""#) {
-                let r: TurnRef = serde_json::from_slice(&value).map_err(|e| corrupt(&key, e.to_string()))?;
-                check_version(&key, r.v)?;
-                let payloads =
-                    self.payloads().ok_or_else(|| corrupt(&key, "an offloaded stage, and no payload store"))?;
-                decode_spawn(&key, &payloads.get(&r.reference).await?)?
-            } else {
-                decode_spawn(&key, &value)?
-            };
-            decoded.push((subtask, n, children));
-        }
-        Ok(decoded)
+        self.agent_records("spawns", run, decode_spawn).await
     }
 
     /// Every `{kind}/{run}/{subtask}/{n}` record, decoded, in key order.
@@ -210,7 +187,17 @@ impl RunRepo {
         for kv in self.range_all(&prefix).await? {
             let rest = String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned();
             let (subtask, n) = split_key(&kv.key, &rest)?;
-            out.push((subtask, n, decode(&kv.key, &kv.value)?));
+            // An offloaded record (`put_or_offload`) names its payload.
+            let record = if kv.value.starts_with(br#"{"$ref""#) {
+                let r: TurnRef = serde_json::from_slice(&kv.value).map_err(|e| corrupt(&kv.key, e.to_string()))?;
+                check_version(&kv.key, r.v)?;
+                let payloads =
+                    self.payloads().ok_or_else(|| corrupt(&kv.key, "an offloaded record, and no payload store"))?;
+                decode(&kv.key, &payloads.get(&r.reference).await?)?
+            } else {
+                decode(&kv.key, &kv.value)?
+            };
+            out.push((subtask, n, record));
         }
         Ok(out)
     }
