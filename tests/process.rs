@@ -58,14 +58,17 @@ pub fn swarm_bin() -> anyhow::Result<PathBuf> {
                 build.env_remove(key.as_ref());
             }
         }
+        // `--workspace --tests --bins` resolves features as `cargo test --workspace` does (the
+        // dev-dependencies' features unified in), so after the suite's own build only the binary
+        // is linked; `-p swarm-cli --bin swarm` alone would recompile some thirty crates (~50 s).
         let out = build
-            .args(["build", "-p", "swarm-cli", "--bin", "swarm", "--message-format", "json", "--manifest-path"])
+            .args(["build", "--workspace", "--tests", "--bins", "--message-format", "json", "--manifest-path"])
             .arg(&manifest)
             .stderr(Stdio::inherit())
             .output()
             .map_err(|e| format!("running cargo build: {e}"))?;
         if !out.status.success() {
-            return Err("cargo build -p swarm-cli failed".into());
+            return Err("cargo build --workspace --tests --bins failed".into());
         }
         String::from_utf8_lossy(&out.stdout)
             .lines()

@@ -83,7 +83,19 @@ pub fn request<T>(msg: T) -> tonic::Request<T> {
     req
 }
 
-/// The JSON object `submit --json` and `get --json` print.
+/// `SubmitRun`, or `SubmitRunChunked` for a request over the 16 MiB message limit.
+pub async fn submit(client: &mut Client, req: pb::SubmitRunRequest) -> Result<pb::SubmitRunResponse, tonic::Status> {
+    if !swarm_proto::chunked::needs_chunks(&req) {
+        return Ok(client.submit_run(request(req)).await?.into_inner());
+    }
+    let chunks = swarm_proto::chunked::request_chunks(&req);
+    drop(req);
+    let mut req = tonic::Request::new(futures_util::stream::iter(chunks));
+    // Up to 256 MiB: more time than a unary call's deadline.
+    req.set_timeout(CALL_TIMEOUT * 10);
+    Ok(client.submit_run_chunked(req).await?.into_inner())
+}
+
 /// One model's tokens in a run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct TokenUse {
@@ -91,6 +103,7 @@ pub struct TokenUse {
     pub output_tokens: u64,
 }
 
+/// The JSON object `submit --json` and `get --json` print.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RunJson {
     pub run_id: String,

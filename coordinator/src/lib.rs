@@ -41,7 +41,8 @@ pub use node::Role;
 
 /// Largest request the client API decodes (a 100,000-subtask spec of small calls fits); larger
 /// ones are refused while decoding, with RESOURCE_EXHAUSTED naming the limit.
-pub const MAX_SUBMIT_BYTES: usize = 16 * 1024 * 1024;
+/// (`SubmitRunChunked` takes larger ones, up to 256 MiB.)
+pub const MAX_SUBMIT_BYTES: usize = swarm_proto::chunked::MAX_SUBMIT_BYTES;
 /// Largest message a worker stream decodes: one report with an output of up to
 /// `swarm_worker::MAX_OUTPUT_BYTES` (32 MiB) plus 1 MiB; workers batch up to 1 MiB.
 pub const MAX_WORKER_MESSAGE_BYTES: usize = 33 * 1024 * 1024;

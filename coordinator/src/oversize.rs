@@ -54,7 +54,8 @@ where
                 && headers.get("grpc-message").and_then(|v| v.to_str().ok()).is_some_and(|m| m.contains(TOO_LARGE));
             if oversized {
                 let status = tonic::Status::resource_exhausted(format!(
-                    "the request is too large; the limit is {limit} bytes ({} MiB)",
+                    "the request is too large; the limit is {limit} bytes ({} MiB) per message (a larger run is \
+                     submitted in chunks with SubmitRunChunked, as `swarm submit` does)",
                     limit >> 20
                 ));
                 let _ = status.add_header(headers);

@@ -1,6 +1,7 @@
 //! Swarm's wire types (package `swarm.v1`), their conversions to and from the domain in
 //! `swarm-core`, and the one mapping of domain errors to `tonic::Status`.
 
+pub mod chunked;
 pub mod compat;
 pub mod convert;
 pub mod error;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use swarm_cli::client;
 use swarm_proto::pb;
 use swarm_tests::balancer::Balancer;
-use swarm_tests::harness::{submit, succeeded};
+use swarm_tests::harness::{submit, succeeded, wait_done};
 use swarm_tests::proc_cluster::{ProcCluster, append_swarm, echo, free_addr};
 
 use crate::failover::SERIAL;
@@ -67,6 +67,26 @@ async fn any_coordinator_serves_the_api_and_a_watch_survives_the_leader_sigkill(
         .expect_err("duplicate ids");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert_eq!(swarm_proto::status::field_violations(&err)[0].0, "subtasks[1].id");
+    // SubmitRunChunked through the standby: gathered there, sent on in chunks, run by the leader;
+    // a bad spec's details come back as the leader gave them.
+    let chunked = |spec: &swarm_core::RunSpec| {
+        let req = pb::SubmitRunRequest { spec: Some(spec.into()), ..Default::default() };
+        let bytes = prost::Message::encode_to_vec(&req);
+        let total = bytes.len() as u64;
+        let parts: Vec<_> = bytes
+            .chunks(bytes.len() / 3 + 1)
+            .enumerate()
+            .map(|(i, d)| pb::SubmitRunChunk { data: d.to_vec(), total_bytes: if i == 0 { total } else { 0 } })
+            .collect();
+        assert_eq!(parts.len(), 3);
+        tonic::Request::new(tokio_stream::iter(parts))
+    };
+    let in_chunks = standby.submit_run_chunked(chunked(&probe)).await.expect("chunked, forwarded").into_inner();
+    let run = wait_done(&mut standby, &in_chunks.run_id, Duration::from_secs(30)).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32);
+    let bad = swarm_core::RunSpec::new("bad", vec![echo("x"), echo("x")]);
+    let err = standby.submit_run_chunked(chunked(&bad)).await.expect_err("duplicate ids");
+    assert_eq!(swarm_proto::status::field_violations(&err)[0].0, "subtasks[1].id", "{err:?}");
 
     // The standby's web view: runs, a run's timeline (its events, caught up) and a subtask.
     let (status, body) = http_get(&web, "/api/runs").await;

@@ -79,11 +79,8 @@ async fn phase(client: &mut client::Client, probe: Probe, name: &str, spec: &Run
     let cpu0 = probe.cpu_us();
     let sampler = super::overload::PeakRss::start(probe, before);
     let t0 = Instant::now();
-    let resp = client
-        .submit_run(client::request(pb::SubmitRunRequest { spec: Some(spec.into()), ..Default::default() }))
-        .await
-        .map_err(|s| client::status_error(&s))?
-        .into_inner();
+    let req = pb::SubmitRunRequest { spec: Some(spec.into()), ..Default::default() };
+    let resp = client::submit(client, req).await.map_err(|s| client::status_error(&s))?;
     let submit_ms = t0.elapsed().as_secs_f64() * 1000.0;
     client::follow(client, &resp.run_id, 0, |_| {}).await?;
     let wall = t0.elapsed().as_secs_f64();

@@ -24,8 +24,8 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     };
     let deadline = retry_busy.map(|d| tokio::time::Instant::now() + d);
     let resp = loop {
-        match c.submit_run(client::request(req.clone())).await {
-            Ok(r) => break r.into_inner(),
+        match client::submit(&mut c, req.clone()).await {
+            Ok(r) => break r,
             Err(s) => {
                 // Busy (an admission cap, nothing stored): wait what the server asks, jittered.
                 let delay = (s.code() == tonic::Code::ResourceExhausted)
@@ -111,7 +111,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let total = spec.subtasks.len() as u64;
         let req =
             pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: String::new(), ..Default::default() };
-        let resp = c.submit_run(client::request(req)).await.map_err(|s| client::status_error(&s))?.into_inner();
+        let resp = client::submit(&mut c, req).await.map_err(|s| client::status_error(&s))?;
         eprintln!("swarm run: run {} on {} (until it ends)", resp.run_id, cluster.url());
         wait_and_print(&mut c, &resp.run_id, total, json).await
     }

@@ -138,6 +138,27 @@ def test_asyncio(swarm_url: str) -> None:
     asyncio.run(main())
 
 
+def test_a_spec_over_the_message_limit_is_sent_in_chunks_sync_and_async(swarm_url: str) -> None:
+    text = "x" * (60 * 1024)
+    big = {"name": "big", "subtasks": [{"id": f"s{i}", "tool": "echo", "args": {"text": text}} for i in range(300)]}
+    with Client(swarm_url) as client:
+        summary = client.submit(big).wait(timeout=120)
+        assert summary.state == "SUCCEEDED" and summary.tool_calls_completed == 300
+        # Every problem still comes back with its field.
+        big["subtasks"][0]["depends_on"] = ["nowhere"]
+        with pytest.raises(InvalidSpec) as e:
+            client.submit(big)
+        assert ("subtasks[0].depends_on[0]", "unknown subtask `nowhere`") in e.value.violations
+
+    async def main() -> None:
+        async with AsyncClient(swarm_url) as client:
+            big["subtasks"][0]["depends_on"] = []
+            summary = await (await client.submit(big)).wait(timeout=120)
+            assert summary.state == "SUCCEEDED" and summary.tool_calls_completed == 300
+
+    asyncio.run(main())
+
+
 def test_the_version_is_the_servers() -> None:
     cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["package"]["version"]
     pyproject = tomllib.loads((ROOT / "clients" / "python" / "pyproject.toml").read_text())["project"]["version"]

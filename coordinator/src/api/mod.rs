@@ -21,6 +21,7 @@ use crate::manager::{Command, Page, RunSize, Watchable, now_us};
 use crate::node::{LeaderCtx, Role};
 use crate::watch::EventLog;
 
+mod chunked;
 mod mutations;
 mod stream;
 use mutations::run_id;
@@ -56,6 +57,8 @@ pub struct SwarmApi {
     reads: RunRepo,
     /// Who did what (`--audit-log`).
     audit: Arc<crate::audit::AuditLog>,
+    /// Turns to gather a `SubmitRunChunked` request (see `chunked`).
+    chunked: Arc<tokio::sync::Semaphore>,
 }
 
 /// Where a call is served: here (this node leads), or by the leader it is sent on to.
@@ -75,7 +78,8 @@ impl SwarmApi {
         reads: RunRepo,
         audit: Arc<crate::audit::AuditLog>,
     ) -> Self {
-        Self { role, limits: Arc::new(limits), shutdown, forward, auth_on, vouches, reads, audit }
+        let chunked = Arc::new(tokio::sync::Semaphore::new(chunked::CONCURRENT_CHUNKED));
+        Self { role, limits: Arc::new(limits), shutdown, forward, auth_on, vouches, reads, audit, chunked }
     }
 
     /// Read access to the store, as the leader's repository or (on a standby) unfenced.
@@ -108,12 +112,23 @@ impl SwarmApi {
         }
     }
 
-    async fn submit(&self, req: pb::SubmitRunRequest, who: &Principal) -> Result<pb::SubmitRunResponse, ApiError> {
+    /// `SubmitRun` (and `SubmitRunChunked`, with its larger `max_bytes`) on the leader.
+    async fn submit(
+        &self,
+        req: pb::SubmitRunRequest,
+        who: &Principal,
+        max_bytes: usize,
+    ) -> Result<pb::SubmitRunResponse, ApiError> {
         let size = prost::Message::encoded_len(&req);
-        if size > crate::MAX_SUBMIT_BYTES {
+        if size > max_bytes {
             return Err(ApiError::ResourceExhausted(format!(
-                "the request has {size} bytes; the limit is {} bytes (16 MiB)",
-                crate::MAX_SUBMIT_BYTES
+                "the request has {size} bytes; the limit is {max_bytes} bytes ({} MiB){}",
+                max_bytes >> 20,
+                if max_bytes < swarm_proto::chunked::MAX_CHUNKED_SUBMIT_BYTES as usize {
+                    "; send larger ones with SubmitRunChunked"
+                } else {
+                    ""
+                }
             )));
         }
         let key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key);
@@ -409,11 +424,22 @@ impl SwarmService for SwarmApi {
                 // The leader records it.
                 return leader.submit_run(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
             }
-            Ok(Route::Here) => self.submit(req.into_inner(), &who).await.map(Response::new).map_err(|e| to_status(&e)),
+            Ok(Route::Here) => self
+                .submit(req.into_inner(), &who, crate::MAX_SUBMIT_BYTES)
+                .await
+                .map(Response::new)
+                .map_err(|e| to_status(&e)),
         };
         let run_id = result.as_ref().map_or("", |r| r.get_ref().run_id.as_str());
         self.audit(&who, crate::audit::Action::Submit, run_id, &result, &[]);
         result
+    }
+
+    async fn submit_run_chunked(
+        &self,
+        req: Request<tonic::Streaming<pb::SubmitRunChunk>>,
+    ) -> Result<Response<pb::SubmitRunResponse>, Status> {
+        self.submit_chunked(req).await
     }
 
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::GetRunResponse>, Status> {

@@ -23,6 +23,10 @@ SUBTASK_STATES = {v: k.removeprefix("SUBTASK_STATE_") for k, v in pb.SubtaskStat
 ENDED = {"SUCCEEDED", "FAILED", "CANCELLED", "BUDGET_EXCEEDED"}
 #: Largest message accepted (a run with many large outputs).
 MAX_MESSAGE = 64 * 1024 * 1024
+#: Largest SubmitRun message the coordinator decodes; a larger request is sent as
+#: SubmitRunChunked, in chunks of CHUNK_BYTES (up to 256 MiB in all).
+MAX_SUBMIT_BYTES = 16 * 1024 * 1024
+CHUNK_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,21 @@ def submit_request(spec: Spec, idempotency_key: str | None) -> pb.SubmitRunReque
     else:
         raise TypeError(f"a spec is a dict, a swarm.v1.RunSpec or YAML/JSON text, not {type(spec).__name__}")
     return req
+
+
+def submit_call(req: pb.SubmitRunRequest) -> tuple[str, Any]:
+    """The method and request that submit ``req``: SubmitRun, or SubmitRunChunked with the
+    request's encoding in chunks (a list, iterated afresh by each attempt) when it is over
+    the message limit."""
+    size = req.ByteSize()
+    if size <= MAX_SUBMIT_BYTES - 1024:
+        return "SubmitRun", req
+    data = req.SerializeToString()
+    chunks = [
+        pb.SubmitRunChunk(data=data[i : i + CHUNK_BYTES], total_bytes=size if i == 0 else 0)
+        for i in range(0, size, CHUNK_BYTES)
+    ]
+    return "SubmitRunChunked", chunks
 
 
 def read_spec_file(path: str | os.PathLike[str]) -> str:

@@ -62,7 +62,9 @@ class Client:
         server stream's answer inside the same retry."""
         for _ in range(LEADER_HOPS + 1):
             try:
-                answer = getattr(self._stub, method)(request, timeout=self._timeout, metadata=self._creds.metadata())
+                # A list is a client stream's messages (SubmitRunChunked), sent afresh each try.
+                sent = iter(request) if isinstance(request, list) else request
+                answer = getattr(self._stub, method)(sent, timeout=self._timeout, metadata=self._creds.metadata())
                 return collect(answer) if collect else answer
             except grpc.RpcError as e:
                 err = from_rpc_error(e)
@@ -76,7 +78,7 @@ class Client:
     def submit(self, spec: c.Spec, idempotency_key: str | None = None) -> "Run":
         """Submits a run (a dict in the spec format, a ``swarm.v1.RunSpec``, or YAML/JSON
         text). Raises :class:`InvalidSpec` with every problem at once."""
-        resp = self._call("SubmitRun", c.submit_request(spec, idempotency_key))
+        resp = self._call(*c.submit_call(c.submit_request(spec, idempotency_key)))
         return Run(self, resp.run_id, created=resp.created)
 
     def submit_file(self, path: str | os.PathLike[str], idempotency_key: str | None = None) -> "Run":

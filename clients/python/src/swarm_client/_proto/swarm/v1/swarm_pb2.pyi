@@ -331,6 +331,14 @@ class SubmitRunRequest(_message.Message):
     spec_text: str
     def __init__(self, spec: _Optional[_Union[RunSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., spec_text: _Optional[str] = ...) -> None: ...
 
+class SubmitRunChunk(_message.Message):
+    __slots__ = ("data", "total_bytes")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    total_bytes: int
+    def __init__(self, data: _Optional[bytes] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+
 class SubmitRunResponse(_message.Message):
     __slots__ = ("run_id", "created")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]

@@ -40,6 +40,11 @@ class SwarmServiceStub:
                 request_serializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SubmitRunRequest.SerializeToString,
                 response_deserializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SubmitRunResponse.FromString,
                 _registered_method=True)
+        self.SubmitRunChunked = channel.stream_unary(
+                '/swarm.v1.SwarmService/SubmitRunChunked',
+                request_serializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SubmitRunChunk.SerializeToString,
+                response_deserializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SubmitRunResponse.FromString,
+                _registered_method=True)
         self.GetRun = channel.unary_unary(
                 '/swarm.v1.SwarmService/GetRun',
                 request_serializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.GetRunRequest.SerializeToString,
@@ -85,6 +90,15 @@ class SwarmServiceServicer:
         """Validates and stores a run, then starts it. A spec with errors is rejected with
         INVALID_ARGUMENT and a google.rpc.BadRequest listing every field violation; nothing is stored.
         The same idempotency_key returns the run created first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitRunChunked(self, request_iterator, context):
+        """SubmitRun for a request over the 16 MiB message limit (a run of 100,000 subtasks with
+        sizeable args): the encoded SubmitRunRequest, sent as chunks of its bytes. Validated and
+        answered as SubmitRun; nothing is stored unless the whole request arrives and is valid.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,6 +169,11 @@ def add_SwarmServiceServicer_to_server(servicer, server):
                     request_deserializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SubmitRunRequest.FromString,
                     response_serializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SubmitRunResponse.SerializeToString,
             ),
+            'SubmitRunChunked': grpc.stream_unary_rpc_method_handler(
+                    servicer.SubmitRunChunked,
+                    request_deserializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SubmitRunChunk.FromString,
+                    response_serializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SubmitRunResponse.SerializeToString,
+            ),
             'GetRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRun,
                     request_deserializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.GetRunRequest.FromString,
@@ -218,6 +237,33 @@ class SwarmService:
             target,
             '/swarm.v1.SwarmService/SubmitRun',
             swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SubmitRunRequest.SerializeToString,
+            swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SubmitRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitRunChunked(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/swarm.v1.SwarmService/SubmitRunChunked',
+            swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SubmitRunChunk.SerializeToString,
             swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.SubmitRunResponse.FromString,
             options,
             channel_credentials,
