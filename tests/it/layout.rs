@@ -1,5 +1,6 @@
-//! The shape of the code, checked: no source file over 600 lines (tests aside), and within each
-//! crate the files import one another without a circle (docs/architecture.md).
+//! The shape of the code, checked: no source file over 600 lines (tests aside), within each
+//! crate the files import one another without a circle (docs/architecture.md), and the tests
+//! that must run alone are the ones `scripts/test` runs alone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -189,4 +190,50 @@ fn within_each_crate_the_files_import_each_other_without_a_circle() {
             panic!("a circle of imports in {krate}: {}", names.join(" → "));
         }
     }
+}
+
+/// The integration tests that take `failover::SERIAL` (timing-sensitive: leases, failovers,
+/// measured memory) are listed in `tests/it/serial.txt`, which `scripts/test` runs in a process
+/// of its own, one at a time, while the rest run beside it: a test missing from the list would
+/// run at the same time as the listed ones.
+#[test]
+fn the_tests_that_take_the_serial_lock_are_the_ones_scripts_test_runs_alone() {
+    let dir = root().join("tests/it");
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let module = path.file_stem().expect("stem").to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).expect("read");
+        // Each function's text runs to the next function's start.
+        let starts: Vec<(usize, String)> = text
+            .match_indices("fn ")
+            .filter(|(i, _)| {
+                let line = &text[text[..*i].rfind('\n').map_or(0, |n| n + 1)..*i];
+                matches!(line.trim(), "" | "async" | "pub async" | "pub(crate) async" | "pub" | "pub(crate)")
+            })
+            .map(|(i, _)| (i, text[i + 3..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect()))
+            .collect();
+        for (k, (start, name)) in starts.iter().enumerate() {
+            let end = starts.get(k + 1).map_or(text.len(), |(next, _)| *next);
+            if text[*start..end].contains(concat!("SERIAL", ".lock()")) {
+                found.insert(format!("{module}::{name}"));
+            }
+        }
+    }
+    let listed: BTreeSet<String> = std::fs::read_to_string(dir.join("serial.txt"))
+        .expect("tests/it/serial.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let unlisted: Vec<_> = found.difference(&listed).collect();
+    let stale: Vec<_> = listed.difference(&found).collect();
+    assert!(
+        unlisted.is_empty() && stale.is_empty(),
+        "tests/it/serial.txt: add {unlisted:?} (they take SERIAL), remove {stale:?} (they do not, or are gone)"
+    );
 }

@@ -5,6 +5,8 @@
 //! - `/api/runs`, `/api/runs/{id}`, `/api/workers` — JSON views over the same calls as the gRPC
 //!   API (`ListRuns`, `GetRun`, `ListWorkers`); runs filtered and paged, a run's timeline and
 //!   one subtask's detail: see [`ops`];
+//! - `/api/runs/{id}?page_size=N&page_token=T` — one page of the run's subtasks (the page paints
+//!   the first and loads the rest behind it);
 //! - `/api/runs/{id}/summary` — the run without its subtasks (cheap);
 //! - `POST /api/runs/{id}/signal` — decide an approval (`SignalRun`); the only route that
 //!   changes anything, guarded against cross-site requests (see [`signal`]);
@@ -200,12 +202,27 @@ fn subtask_json(s: &pb::SubtaskStatus) -> Value {
     })
 }
 
-async fn run(State(web): State<Web>, Path(id): Path<String>, caller: Caller) -> Response {
-    // Every page of subtasks: the page loads a run once, then follows its events.
+/// `/api/runs/{id}`: the run and every subtask; with `page_size` or `page_token`, one page of
+/// them (`GetRun`'s) and the `next_page_token`, so that a run of 100,000 subtasks paints its
+/// first page at once and loads the rest behind it.
+async fn run(
+    State(web): State<Web>,
+    Path(id): Path<String>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+    caller: Caller,
+) -> Response {
+    let page_size = ops::query(&raw, "page_size").map(|n| n.parse::<u32>().unwrap_or(0));
+    let first_token = ops::query(&raw, "page_token");
+    let paged = page_size.is_some() || first_token.is_some();
     let mut subtasks = Vec::new();
-    let mut page_token = String::new();
+    let mut page_token = first_token.unwrap_or_default();
     loop {
-        let req = pb::GetRunRequest { run_id: id.clone(), include_subtasks: true, page_size: 0, page_token };
+        let req = pb::GetRunRequest {
+            run_id: id.clone(),
+            include_subtasks: true,
+            page_size: page_size.unwrap_or(0),
+            page_token,
+        };
         let req = match authed(&web, &caller, req) {
             Ok(r) => r,
             Err(e) => return *e,
@@ -216,6 +233,11 @@ async fn run(State(web): State<Web>, Path(id): Path<String>, caller: Caller) -> 
         };
         let Some(run) = resp.run else { return error(&tonic::Status::not_found("no such run")) };
         subtasks.extend(run.subtasks.iter().map(subtask_json));
+        if paged {
+            let next = resp.next_page_token;
+            return Json(json!({ "run": run_json(&run), "subtasks": subtasks, "next_page_token": next }))
+                .into_response();
+        }
         if resp.next_page_token.is_empty() {
             return Json(json!({ "run": run_json(&run), "subtasks": subtasks })).into_response();
         }

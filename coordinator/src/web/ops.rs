@@ -29,7 +29,7 @@ use super::{Caller, Web, authed, error, ms, run_json, subtask_json};
 /// with a token to go on).
 const SCAN_PAGES: usize = 20;
 
-fn query(raw: &Option<String>, key: &str) -> Option<String> {
+pub(super) fn query(raw: &Option<String>, key: &str) -> Option<String> {
     raw.as_deref()?.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')).map(super::percent_decode)
 }
 
