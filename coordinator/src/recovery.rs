@@ -137,17 +137,27 @@ impl StoredPages {
             None => {
                 let submitted_us = run.submitted_at.as_ref().map_or(0, swarm_proto::convert::unix_us);
                 let header = RunHeader::running(run_id.clone(), run.name.clone(), submitted_us);
-                let Some(stored) = load_state(repo, &header, &Limits::default(), false).await? else {
-                    return Ok((Vec::new(), None));
-                };
-                let engine = Arc::new(swarm_core::RunEngine::restore(
-                    header.run_id,
-                    stored.dag,
-                    swarm_core::RetryPolicy::default(),
-                    submitted_us,
-                    0,
-                    stored.records,
-                ));
+                // Decoding a run of 100,000 subtasks takes the better part of a second of CPU:
+                // on a thread of its own, so that the runtime's workers go on serving (a page
+                // asking for the run's summary beside its first page waited for the rebuild).
+                let (repo, handle) = (repo.clone(), tokio::runtime::Handle::current());
+                let rebuilt = tokio::task::spawn_blocking(move || {
+                    let stored = handle.block_on(load_state(&repo, &header, &Limits::default(), false))?;
+                    Ok::<_, StoreError>(stored.map(|stored| {
+                        swarm_core::RunEngine::restore(
+                            header.run_id,
+                            stored.dag,
+                            swarm_core::RetryPolicy::default(),
+                            submitted_us,
+                            0,
+                            stored.records,
+                        )
+                    }))
+                })
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("rebuilding the run: {e}")))??;
+                let Some(engine) = rebuilt else { return Ok((Vec::new(), None)) };
+                let engine = Arc::new(engine);
                 if page.offset + page.size < engine.dag().len() {
                     *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
                         Some((run_id, std::time::Instant::now(), engine.clone()));
