@@ -283,6 +283,7 @@ pub fn lead() -> SubtaskSpec {
         }),
         depends_on: vec![],
         timeout: None,
+        placement: None,
     }
 }
 

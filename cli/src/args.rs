@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 mod parse;
 mod store;
 mod tls;
-pub use parse::{parse_bytes, parse_drift, parse_heartbeat, parse_rate_limit, parse_ttl};
+pub use parse::{parse_bytes, parse_drift, parse_heartbeat, parse_label, parse_rate_limit, parse_resource, parse_ttl};
 pub use store::StoreArgs;
 pub use tls::{TlsClientArgs, TlsServerArgs};
 
@@ -278,6 +278,13 @@ pub struct WorkerArgs {
     /// and gives its lease back, so they run elsewhere.
     #[arg(long, env = "SWARM_LINK_HOLD", default_value = "30s", value_parser = parse_ttl)]
     pub link_hold: Duration,
+    /// A label subtasks' placements can require, avoid or prefer (`pool=gpu`; repeatable).
+    #[arg(long = "label", value_name = "NAME=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// A resource attempts hold while they run (`gpu=1`, `memory=16Gi`, `cpu=4`; repeatable):
+    /// a subtask whose placement asks for it runs here only while enough is free.
+    #[arg(long = "resource", value_name = "NAME=AMOUNT", value_parser = parse_resource)]
+    pub resources: Vec<(String, String)>,
 }
 
 /// What workers offer besides the built-in tools: models for agents, MCP servers, `append`.

@@ -81,6 +81,7 @@ pub fn orchestrator(model: &str, max_subagents: u32, max_tool_calls: u32) -> Run
         }),
         depends_on: vec![],
         timeout: None,
+        placement: None,
     };
     let mut spec = RunSpec::new("agents-bench", vec![lead]);
     spec.limits.max_subagents = max_subagents;

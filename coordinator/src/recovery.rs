@@ -392,6 +392,7 @@ mod tests {
                 timeout: None,
                 retry: None,
                 outputs: Default::default(),
+                placement: None,
             }],
         );
         for run in ["r1", "r2"] {

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod fence;
 pub mod ids;
+pub mod placement;
 pub mod retry;
 pub mod spec;
 pub mod summary;

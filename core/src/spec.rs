@@ -161,6 +161,8 @@ pub struct SubtaskSpec {
     pub retry: Option<crate::retry::RetrySpec>,
     /// The files it hands on ([`crate::artifact`]).
     pub outputs: crate::artifact::Outputs,
+    /// Where it may run: labels and resources ([`crate::placement`]).
+    pub placement: Option<crate::placement::Placement>,
 }
 
 /// What a subtask does.
@@ -280,6 +282,7 @@ impl SubtaskSpec {
             timeout: None,
             retry: None,
             outputs: Default::default(),
+            placement: None,
         }
     }
 
@@ -317,6 +320,8 @@ struct RawSubtask {
     retry: Option<crate::retry::RetrySpec>,
     #[serde(default, skip_serializing_if = "crate::artifact::Outputs::is_empty")]
     outputs: crate::artifact::Outputs,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    placement: Option<crate::placement::Placement>,
 }
 
 impl TryFrom<RawSubtask> for SubtaskSpec {
@@ -351,6 +356,7 @@ impl TryFrom<RawSubtask> for SubtaskSpec {
             timeout: raw.timeout.map(|d| d.0),
             retry: raw.retry,
             outputs: raw.outputs,
+            placement: raw.placement.filter(|p| !p.is_empty()),
         })
     }
 }
@@ -378,6 +384,7 @@ impl From<SubtaskSpec> for RawSubtask {
             timeout: s.timeout.map(DurationText),
             retry: s.retry,
             outputs: s.outputs,
+            placement: s.placement,
         }
     }
 }

@@ -257,6 +257,7 @@ mod tests {
             }),
             depends_on: vec![],
             timeout: None,
+            placement: None,
         }
     }
 
@@ -402,6 +403,7 @@ mod tests {
                 }),
                 depends_on: vec![],
                 timeout: None,
+                placement: None,
             }],
         );
         spec.limits.max_subagents = 2;
@@ -426,6 +428,7 @@ mod tests {
                 kind: SubtaskKind::Agent(agent("x")),
                 depends_on: vec![],
                 timeout: None,
+                placement: None,
             }],
         );
         spec.limits.max_tool_calls = 3;

@@ -108,6 +108,7 @@ fn subtask() -> impl Strategy<Value = pb::SubtaskSpec> {
             retry,
             kind,
             outputs,
+            placement: None,
         },
     )
 }

@@ -23,7 +23,15 @@ fn models(scripted: ScriptedModel) -> Arc<ModelRegistry> {
 }
 
 fn subtask(id: &str, kind: SubtaskKind) -> SubtaskSpec {
-    SubtaskSpec { retry: None, outputs: Default::default(), id: id.into(), kind, depends_on: vec![], timeout: None }
+    SubtaskSpec {
+        retry: None,
+        outputs: Default::default(),
+        id: id.into(),
+        kind,
+        depends_on: vec![],
+        timeout: None,
+        placement: None,
+    }
 }
 
 fn agent(input: &str, model: &str, tools: &[&str]) -> SubtaskKind {

@@ -252,6 +252,7 @@ async fn an_agent_resumes_from_its_transcript_after_its_worker_is_sigkilled() {
         }),
         depends_on: vec![],
         timeout: None,
+        placement: None,
     };
     let run_id = submit(&mut c, &swarm_core::RunSpec::new("agent-kill", vec![agent])).await.expect("submit");
     let events = wait_for_events(&mut c, &run_id, Duration::from_secs(60), |e| {

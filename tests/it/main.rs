@@ -22,6 +22,7 @@ mod mcp;
 mod nemesis;
 mod output;
 mod payloads;
+mod placement;
 mod resilience;
 mod robustness;
 mod runs;

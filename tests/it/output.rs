@@ -76,6 +76,7 @@ async fn watchers_who_ask_see_an_agents_output_grow_and_a_resumed_watcher_sees_n
             kind: agent,
             depends_on: vec![],
             timeout: None,
+            placement: None,
         }],
     );
     let run_id = submit(&mut c, &spec).await.expect("submit");
@@ -157,6 +158,7 @@ async fn the_web_view_shows_the_selected_agents_output_growing() {
             kind: agent,
             depends_on: vec![],
             timeout: None,
+            placement: None,
         }],
     );
     let run_id = submit(&mut c, &spec).await.expect("submit");
@@ -210,6 +212,7 @@ async fn swarm_watch_follow_output_prints_it_per_agent() {
         }),
         depends_on: vec![],
         timeout: None,
+        placement: None,
     };
     let run_id = submit(&mut c, &RunSpec::new("cli-output", vec![agent("x"), agent("y")])).await.expect("submit");
     wait_done(&mut c, &run_id, DEADLINE).await.expect("done");

@@ -299,6 +299,7 @@ async fn no_secret_reaches_the_store_the_logs_or_the_events() {
         }),
         depends_on: vec![],
         timeout: None,
+        placement: None,
     };
     let run_id = c
         .submit_run(pb::SubmitRunRequest {

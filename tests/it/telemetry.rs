@@ -196,6 +196,7 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
         timeout: None,
         retry: None,
         outputs: Default::default(),
+        placement: None,
     };
     let lookup = SubtaskSpec::tool("lookup", "echo", json!({"text": "first"}));
     let lead = SubtaskSpec {
@@ -213,6 +214,7 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
         timeout: None,
         retry: None,
         outputs: Default::default(),
+        placement: None,
     };
     let over_mcp = SubtaskSpec::tool("over-mcp", "everything__echo", json!({"message": "hi"}));
     let nap = SubtaskSpec::tool("nap", "sleep", json!({"ms": 1200}));

@@ -91,6 +91,7 @@ pub fn workload(k: usize) -> RunSpec {
                 timeout: None,
                 retry: None,
                 outputs: Default::default(),
+                placement: None,
             };
             let mut subtasks = vec![gate];
             subtasks.extend(appends(&name, 2, 3, 60, Some("gate")));

@@ -82,8 +82,10 @@ pub struct WorkerConfig {
     pub source: CoordinatorSource,
     /// Attempts run at once (default 64).
     pub slots: u32,
-    /// Free-form labels sent with the hello.
+    /// Labels sent with the hello, for placements to match (`--label pool=gpu`).
     pub labels: HashMap<String, String>,
+    /// Resources attempts may hold, as quantities (`--resource gpu=1`), sent with the hello.
+    pub resources: HashMap<String, String>,
     /// TTL of the registration lease (with a store).
     pub lease_ttl: Duration,
     /// Models for agent subtasks; with none, the worker runs no agents.
@@ -113,6 +115,7 @@ impl WorkerConfig {
             source: CoordinatorSource::Static(coordinator.into()),
             slots: 64,
             labels: HashMap::new(),
+            resources: HashMap::new(),
             lease_ttl: Duration::from_secs(2),
             models: Arc::new(model::ModelRegistry::new()),
             heartbeats: true,
@@ -343,6 +346,7 @@ async fn session(
             .collect(),
         labels: config.labels.clone(),
         held: ctx.held.declare(),
+        resources: config.resources.clone(),
     };
     let _ = out_tx.send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Hello(hello)) }).await;
     let mut request = tonic::Request::new(ReceiverStream::new(out_rx));

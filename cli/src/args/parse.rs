@@ -7,6 +7,27 @@ pub fn parse_drift(text: &str) -> Result<f64, String> {
     swarm_worker::hold::check_drift(value)
 }
 
+/// `--label NAME=VALUE`.
+pub fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (k, v) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected NAME=VALUE (pool=gpu)"))?;
+    if !swarm_core::placement::valid_label(k, v) {
+        return Err(format!("`{text}`: letters, digits and `-_./`, at most 63 bytes each"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// `--resource NAME=AMOUNT` (`gpu=1`, `memory=16Gi`, `cpu=500m`).
+pub fn parse_resource(text: &str) -> Result<(String, String), String> {
+    let (k, v) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected NAME=AMOUNT (gpu=1, memory=16Gi)"))?;
+    if !swarm_core::placement::valid_resource_name(k) {
+        return Err(format!(
+            "`{k}`: a resource is cpu, memory, gpu or a custom name of lowercase letters, digits and `-_./`"
+        ));
+    }
+    let q = swarm_core::placement::Quantity::parse(v)?;
+    Ok((k.to_owned(), q.to_text()))
+}
+
 pub fn parse_rate_limit(text: &str) -> Result<(String, swarm_coordinator::ratelimit::RateLimit), String> {
     let (tool, limit) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected TOOL=RATE[/BURST]"))?;
     Ok((tool.to_owned(), limit.parse()?))

@@ -213,6 +213,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         allow_egress,
         max_clock_drift,
         link_hold,
+        labels,
+        resources,
     } = args;
     let token = CancellationToken::new();
     cancel_on_signal(token.clone());
@@ -236,6 +238,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     config.lease_ttl = store.lease_ttl;
     config.max_clock_drift = max_clock_drift;
     config.link_hold = link_hold;
+    config.labels = labels.into_iter().collect();
+    config.resources = resources.into_iter().collect();
     if let Some(id) = id {
         config.worker_id = id.into();
     }

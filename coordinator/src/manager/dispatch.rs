@@ -48,13 +48,14 @@ impl Manager {
             }
             let needs = entry.engine.placement(sub);
             let need = needs.need;
+            let placement = node.placement.as_deref();
             // A retry goes to a worker the subtask has not failed on, when one is free.
             let workers = self.registry.candidates();
             let placed = if needs.avoid.is_empty() {
-                place(&need, workers)
+                place(&need, placement, workers)
             } else {
                 let avoid = self.registry.indexes_of(needs.avoid);
-                place_avoiding(&need, workers, &avoid).or_else(|_| place(&need, workers))
+                place_avoiding(&need, placement, workers, &avoid).or_else(|_| place(&need, placement, workers))
             };
             let placed = match placed {
                 // At its rate limit the tool waits like a busy one; the loop wakes for the token.
@@ -84,17 +85,30 @@ impl Manager {
                     starved = starved.max(entry.engine.ready_len() + 1);
                     entry.engine.unpop(sub);
                 }
-                Err(NoPlacement::NoWorkerOffers) => {
-                    // Said once per run and tool (or model), at once: a typo must not wait in silence.
-                    if !entry.unoffered_warned.contains(need.as_ref()) {
-                        entry.unoffered_warned.insert(need.into_owned());
+                Err(missing @ (NoPlacement::NoWorkerOffers | NoPlacement::NoWorkerMatches)) => {
+                    // Said once per run and tool (or model, or placement), at once: a typo must
+                    // not wait in silence.
+                    let matches = missing == NoPlacement::NoWorkerMatches;
+                    let said = match (matches, placement) {
+                        (true, Some(p)) => format!("{need} placed by {}", p.describe()),
+                        _ => need.clone().into_owned(),
+                    };
+                    if !entry.unoffered_warned.contains(&said) {
+                        entry.unoffered_warned.insert(said);
                         let limit = self.config.no_worker_timeout;
                         let then = if limit.is_zero() {
                             "the subtask waits for one".to_owned()
                         } else {
                             format!("the subtask fails if none does within {} s", limit.as_secs())
                         };
-                        let message = format!("no connected worker offers {}; {then}", node.describe_requirement());
+                        let message = match (matches, placement) {
+                            (true, Some(p)) => format!(
+                                "no connected worker offering {} matches its placement ({}); {then}",
+                                node.describe_requirement(),
+                                p.describe()
+                            ),
+                            _ => format!("no connected worker offers {}; {then}", node.describe_requirement()),
+                        };
                         warn!(run_id = %entry.engine.run_id(), subtask = %node.id, %message, "unplaceable subtask");
                         warnings.push((key, sub, message));
                     }
@@ -206,7 +220,10 @@ impl Manager {
                     .worker
                     .as_ref()
                     .and_then(|id| self.registry.indexes_of(std::slice::from_ref(id)).first().copied());
-                let Ok(w) = place_except(&tool, self.registry.candidates(), original) else { continue };
+                let placement = entry.engine.dag().node(sub).placement.clone();
+                let Ok(w) = place_except(&tool, placement.as_deref(), self.registry.candidates(), original) else {
+                    continue;
+                };
                 let w = self.registry.key_at(w);
                 let Some(Fence(fence)) = self.take_fence() else { return };
                 self.stats.dispatched += 1;
@@ -231,7 +248,7 @@ impl Manager {
                     artifact_bytes_left,
                     inputs,
                 };
-                self.registry.assign(w, key, sub, assignment, now);
+                self.registry.assign(w, (key, sub), assignment, placement.as_ref(), now);
             }
         }
     }
@@ -273,7 +290,8 @@ impl Manager {
             artifact_bytes_left,
             inputs,
         };
-        self.registry.assign(w, key, sub, assignment, now);
+        let placement = node.placement.clone();
+        self.registry.assign(w, (key, sub), assignment, placement.as_ref(), now);
         true
     }
 

@@ -9,12 +9,15 @@
 //! May not touch: runs, engines or the store. It reports what changed (attempts lost with a
 //! worker, silent attempts) and the manager turns that into engine events.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use swarm_core::agent::{AGENT_CAPABILITY, MODEL_CAPABILITY_PREFIX};
 use swarm_core::{ConnId, Fence, RunKey, SubtaskIx, WorkerId};
 use swarm_proto::pb;
 use tokio::sync::mpsc;
+
+use swarm_core::placement::{Fit, Placement};
 
 use crate::placement::Candidate;
 
@@ -54,8 +57,12 @@ pub struct WorkerEntry {
     alive: bool,
     /// Shutting down: it finishes what it runs and gets nothing new.
     draining: bool,
-    /// For operators: its labels, when it connected and when it was last heard of (µs).
+    /// Its labels (placements match them; operators see them), when it connected and when it
+    /// was last heard of (µs).
     labels: std::collections::HashMap<String, String>,
+    /// Resources attempts may hold (thousandths, `--resource`), and what running ones hold.
+    capacity: BTreeMap<String, u64>,
+    used: BTreeMap<String, u64>,
     joined_us: u64,
     heard_us: u64,
     out_assign: Vec<pb::Assignment>,
@@ -93,6 +100,23 @@ impl Candidate for WorkerEntry {
                 .split_once(':')
                 .is_some_and(|(base, _)| self.tools.contains(&format!("{MODEL_CAPABILITY_PREFIX}{base}")))
     }
+    fn fit(&self, placement: &Placement) -> Fit {
+        placement.fit(
+            |k: &str| self.labels.get(k).map(String::as_str),
+            |r| self.capacity.get(r).copied().unwrap_or(0),
+            |r| self.used.get(r).copied().unwrap_or(0),
+        )
+    }
+}
+
+impl WorkerEntry {
+    /// Adds (or, `add` false, takes back) what `placement` holds.
+    fn hold(&mut self, placement: &Placement, add: bool) {
+        for (name, q) in &placement.resources {
+            let used = self.used.entry(name.clone()).or_default();
+            *used = if add { used.saturating_add(q.0) } else { used.saturating_sub(q.0) };
+        }
+    }
 }
 
 /// See the module docs.
@@ -101,6 +125,8 @@ pub struct WorkerRegistry {
     workers: Vec<WorkerEntry>,
     by_conn: HashMap<ConnId, WorkerKey>,
     inflight: HashMap<Fence, Held>,
+    /// The attempts in flight that hold resources (their placement asks for some).
+    holding: HashMap<Fence, Arc<Placement>>,
     dirty: Vec<WorkerKey>,
     /// Connections that ended while their worker may still be alive, by key, with the worker's
     /// id: their attempts stay in flight (aging towards the silence limit) so the worker can
@@ -132,6 +158,8 @@ impl WorkerRegistry {
             alive: true,
             draining: false,
             labels: Default::default(),
+            capacity: BTreeMap::new(),
+            used: BTreeMap::new(),
             joined_us: 0,
             heard_us: 0,
             out_assign: Vec::new(),
@@ -236,10 +264,17 @@ impl WorkerRegistry {
             .collect()
     }
 
-    /// What operators see of a worker that joined at `now_us`.
-    pub fn describe(&mut self, key: WorkerKey, labels: std::collections::HashMap<String, String>, now_us: u64) {
+    /// A worker that joined at `now_us`: its labels and resources (thousandths).
+    pub fn describe(
+        &mut self,
+        key: WorkerKey,
+        labels: std::collections::HashMap<String, String>,
+        capacity: BTreeMap<String, u64>,
+        now_us: u64,
+    ) {
         if let Some(w) = self.get_mut(key) {
             w.labels = labels;
+            w.capacity = capacity;
             w.joined_us = now_us;
             w.heard_us = now_us;
         }
@@ -266,7 +301,7 @@ impl WorkerRegistry {
             return Vec::new();
         }
         let lost: Vec<Fence> = self.inflight.iter().filter(|(_, h)| h.worker == key).map(|(f, _)| *f).collect();
-        lost.into_iter().filter_map(|f| self.inflight.remove(&f).map(|h| (f, h))).collect()
+        lost.into_iter().filter_map(|f| self.remove(f).map(|h| (f, h))).collect()
     }
 
     /// The worker's connection ended, but the worker may be alive (a dropped connection, a proxy's
@@ -293,8 +328,12 @@ impl WorkerRegistry {
         }
         held.worker = key;
         held.last_beat_us = now_us;
+        let holds = self.holding.get(&fence).cloned();
         if let Some(w) = self.get_mut(key) {
             w.running += 1;
+            if let Some(p) = holds {
+                w.hold(&p, true);
+            }
         }
         true
     }
@@ -309,7 +348,7 @@ impl WorkerRegistry {
         self.detached.retain(|k, _| !keys.contains(k));
         let gone: Vec<Fence> =
             self.inflight.iter().filter(|(_, h)| keys.contains(&h.worker)).map(|(f, _)| *f).collect();
-        gone.into_iter().filter_map(|f| self.inflight.remove(&f).map(|h| (f, h))).collect()
+        gone.into_iter().filter_map(|f| self.remove(f).map(|h| (f, h))).collect()
     }
 
     /// Drops worker `key`'s stream and queued messages and marks it departed; false if it was
@@ -328,21 +367,57 @@ impl WorkerRegistry {
         true
     }
 
-    /// Queues an assignment for the worker and holds its attempt.
-    pub fn assign(&mut self, key: WorkerKey, run: RunKey, subtask: SubtaskIx, assignment: pb::Assignment, now_us: u64) {
+    /// Queues an assignment for the worker and holds its attempt (and the resources its
+    /// `placement` asks for).
+    pub fn assign(
+        &mut self,
+        key: WorkerKey,
+        (run, subtask): (RunKey, SubtaskIx),
+        assignment: pb::Assignment,
+        placement: Option<&Arc<Placement>>,
+        now_us: u64,
+    ) {
         let fence = Fence(assignment.fence);
         let Some(w) = self.get_mut(key) else { return };
         w.running += 1;
         w.out_assign.push(assignment);
         self.dirty.push(key);
         self.inflight.insert(fence, Held { run, subtask, worker: key, last_beat_us: now_us, dispatched_us: now_us });
+        self.hold_resources(key, fence, placement);
     }
 
     /// Holds an attempt a reconnecting worker already runs.
-    pub fn adopt(&mut self, key: WorkerKey, fence: Fence, run: RunKey, subtask: SubtaskIx, now_us: u64) {
+    pub fn adopt(
+        &mut self,
+        key: WorkerKey,
+        fence: Fence,
+        (run, subtask): (RunKey, SubtaskIx),
+        placement: Option<&Arc<Placement>>,
+        now_us: u64,
+    ) {
         let Some(w) = self.get_mut(key) else { return };
         w.running += 1;
         self.inflight.insert(fence, Held { run, subtask, worker: key, last_beat_us: now_us, dispatched_us: 0 });
+        self.hold_resources(key, fence, placement);
+    }
+
+    fn hold_resources(&mut self, key: WorkerKey, fence: Fence, placement: Option<&Arc<Placement>>) {
+        let Some(p) = placement.filter(|p| !p.resources.is_empty()) else { return };
+        if let Some(w) = self.get_mut(key) {
+            w.hold(p, true);
+        }
+        self.holding.insert(fence, p.clone());
+    }
+
+    /// Attempt `fence` is no longer in flight: its resources go back to its worker.
+    fn remove(&mut self, fence: Fence) -> Option<Held> {
+        let held = self.inflight.remove(&fence)?;
+        if let Some(p) = self.holding.remove(&fence)
+            && let Some(w) = self.get_mut(held.worker)
+        {
+            w.hold(&p, false);
+        }
+        Some(held)
     }
 
     /// Queues a cancel of attempt `fence` for the worker.
@@ -387,7 +462,7 @@ impl WorkerRegistry {
 
     pub fn release(&mut self, key: WorkerKey, fence: Fence) -> Option<Held> {
         self.inflight.get(&fence).filter(|h| h.worker == key)?;
-        let held = self.inflight.remove(&fence)?;
+        let held = self.remove(fence)?;
         if let Some(w) = self.get_mut(key) {
             w.running = w.running.saturating_sub(1);
         }
@@ -427,7 +502,7 @@ impl WorkerRegistry {
             .collect();
         let mut out = Vec::with_capacity(silent.len());
         for fence in silent {
-            let Some(held) = self.inflight.remove(&fence) else { continue };
+            let Some(held) = self.remove(fence) else { continue };
             if let Some(w) = self.get_mut(held.worker) {
                 w.running = w.running.saturating_sub(1);
             }
@@ -493,7 +568,7 @@ mod tests {
     fn a_reused_slot_gets_a_new_generation_and_old_keys_match_nothing() {
         let mut r = WorkerRegistry::new();
         let (a, _rx) = join(&mut r, ConnId(1), "a");
-        r.assign(a, RunKey(0), SubtaskIx(0), assignment(10), 0);
+        r.assign(a, (RunKey(0), SubtaskIx(0)), assignment(10), None, 0);
         let lost = r.lose(a);
         assert_eq!(lost.len(), 1, "its attempt comes back");
         assert!(r.get(a).is_none());
@@ -511,7 +586,7 @@ mod tests {
         let mut r = WorkerRegistry::new();
         let (a, _ra) = join(&mut r, ConnId(1), "a");
         let (b, _rb) = join(&mut r, ConnId(2), "b");
-        r.assign(a, RunKey(3), SubtaskIx(7), assignment(42), 100);
+        r.assign(a, (RunKey(3), SubtaskIx(7)), assignment(42), None, 100);
         assert_eq!(r.usage(), (2, 1, 8));
         assert_eq!(r.touch(b, Fence(42), 200), None, "another worker's attempt");
         assert_eq!(r.release(b, Fence(42)), None);
@@ -525,8 +600,8 @@ mod tests {
     fn silent_attempts_are_released_and_cancelled_on_their_worker() {
         let mut r = WorkerRegistry::new();
         let (a, mut rx) = join(&mut r, ConnId(1), "a");
-        r.assign(a, RunKey(0), SubtaskIx(0), assignment(1), 0);
-        r.assign(a, RunKey(0), SubtaskIx(1), assignment(2), 0);
+        r.assign(a, (RunKey(0), SubtaskIx(0)), assignment(1), None, 0);
+        r.assign(a, (RunKey(0), SubtaskIx(1)), assignment(2), None, 0);
         r.touch(a, Fence(2), 900);
         assert!(r.flush().is_empty());
         let silent = r.silent(1_000, 500, &HashSet::new());
@@ -547,9 +622,9 @@ mod tests {
         let mut r = WorkerRegistry::new();
         let (a, _rx_a) = join(&mut r, ConnId(1), "a");
         let (b, _rx_b) = join(&mut r, ConnId(2), "b");
-        r.assign(a, RunKey(0), SubtaskIx(0), assignment(1), 0);
-        r.assign(b, RunKey(0), SubtaskIx(1), assignment(2), 0);
-        r.assign(b, RunKey(0), SubtaskIx(2), assignment(3), 0);
+        r.assign(a, (RunKey(0), SubtaskIx(0)), assignment(1), None, 0);
+        r.assign(b, (RunKey(0), SubtaskIx(1)), assignment(2), None, 0);
+        r.assign(b, (RunKey(0), SubtaskIx(2)), assignment(3), None, 0);
         // `b` is heard (its heartbeats arrive) but says nothing of attempt 3.
         r.heard(b, 900);
         r.touch(b, Fence(2), 900);
@@ -572,7 +647,7 @@ mod tests {
         let mut r = WorkerRegistry::new();
         let (tx, _rx) = mpsc::channel(1);
         let a = r.join(ConnId(1), WorkerId::from("a"), 4, HashSet::new(), tx);
-        r.assign(a, RunKey(0), SubtaskIx(0), assignment(1), 0);
+        r.assign(a, (RunKey(0), SubtaskIx(0)), assignment(1), None, 0);
         r.cancel(a, Fence(9));
         assert_eq!(r.flush(), [a], "the second message did not fit");
     }

@@ -71,7 +71,18 @@ impl Manager {
             .take(64)
             .map(|(k, v)| (k.chars().take(256).collect(), v.chars().take(256).collect()))
             .collect();
-        self.registry.describe(w, labels, now);
+        // Resources as quantities; one that does not parse is left out, and said.
+        let mut capacity = std::collections::BTreeMap::new();
+        for (name, text) in hello.resources.iter().take(64) {
+            match swarm_core::placement::Quantity::parse(text) {
+                Ok(q) if swarm_core::placement::valid_resource_name(name) => {
+                    capacity.insert(name.clone(), q.0);
+                }
+                Ok(_) => warn!(worker_id = %id, resource = %name, "not a resource name; left out"),
+                Err(e) => warn!(worker_id = %id, resource = %name, error = %e, "resource amount left out"),
+            }
+        }
+        self.registry.describe(w, labels, capacity, now);
         let mut reattached = 0;
         for h in hello.held {
             // Held by an earlier connection of this worker (a dropped stream): it goes on, the
@@ -130,7 +141,8 @@ impl Manager {
                 let ok = slot.is_some_and(|s| s.state == SubtaskState::Running && s.fence == fence);
                 if ok {
                     let now = self.supervisor.now_us();
-                    self.registry.adopt(w, fence, key, sub, now);
+                    let placement = self.runs.get(&key).and_then(|e| e.engine.dag().node(sub).placement.clone());
+                    self.registry.adopt(w, fence, (key, sub), placement.as_ref(), now);
                     self.stats.adopted += 1;
                 }
                 ok

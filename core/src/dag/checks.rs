@@ -102,3 +102,12 @@ pub(super) fn check_outputs(bad: &mut impl FnMut(String, String), i: usize, s: &
         }
     }
 }
+
+/// A subtask's placement: labels and resource names it may use (amounts were checked as parsed).
+pub(super) fn check_placement(bad: &mut impl FnMut(String, String), i: usize, s: &SubtaskSpec) {
+    if let Some(p) = &s.placement {
+        for (field, why) in p.problems() {
+            bad(format!("subtasks[{i}].placement.{field}"), why);
+        }
+    }
+}

@@ -67,6 +67,8 @@ pub struct Node {
     pub trace_context: Option<Arc<std::collections::BTreeMap<String, String>>>,
     /// The files it hands on (patterns, [`crate::artifact`]); empty for most.
     pub artifacts: Arc<[String]>,
+    /// Where it may run (labels, resources); `None` for most.
+    pub placement: Option<Arc<crate::placement::Placement>>,
 }
 
 impl Node {
@@ -270,6 +272,7 @@ impl Dag {
                 _ => {}
             }
             checks::check_outputs(&mut bad, i, s);
+            checks::check_placement(&mut bad, i, s);
             let retry = match (&s.retry, spec.tool_retry.get_key_value(tool)) {
                 (Some(own), _) => Some(Arc::new(own.clone())),
                 (None, Some((name, r))) => {
@@ -295,6 +298,7 @@ impl Dag {
                 } else {
                     s.outputs.artifacts.iter().cloned().collect()
                 },
+                placement: s.placement.clone().map(Arc::new),
             });
         }
 
@@ -438,6 +442,7 @@ impl Dag {
             timeout: None,
             trace_context: (!trace_context.is_empty()).then(|| Arc::new(trace_context)),
             artifacts,
+            placement: None,
         });
         self.topo.push(i);
         i
