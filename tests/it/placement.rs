@@ -103,17 +103,47 @@ async fn a_gpu_pool_runs_its_burst_one_at_a_time_and_labels_decide_where_the_res
     let runs = c.list_runs(pb::ListRunsRequest::default()).await.expect("list").into_inner().runs;
     assert_eq!(runs.len(), 1, "nothing of the refused specs stored");
 
-    // A placement no connected worker matches: said at once, as a warning event.
+    // A placement no connected worker could ever satisfy: refused at submission, naming it.
     let two = placed(
         SubtaskSpec::tool("two", "sleep", serde_json::json!({"ms": 1})),
         serde_json::json!({"resources": {"gpu": 2}}),
     );
-    let run_id = submit(&mut c, &RunSpec::new("unmatched", vec![two])).await.expect("submit");
-    let events = wait_for_events(&mut c, &run_id, Duration::from_secs(15), |evs| {
-        evs.iter().any(|e| matches!(&e.event, Some(pb::run_event::Event::Warning(_))))
-    })
-    .await
-    .expect("a warning");
+    let tpu = placed(
+        SubtaskSpec::tool("tpu", "sleep", serde_json::json!({"ms": 1})),
+        serde_json::json!({"labels": {"pool": "tpu"}}),
+    );
+    let fine = placed(
+        SubtaskSpec::tool("fine", "sleep", serde_json::json!({"ms": 1})),
+        serde_json::json!({"labels": {"pool": "gpu"}}),
+    );
+    let spec = RunSpec::new("unmatched", vec![fine, two, tpu]);
+    let request = pb::SubmitRunRequest { spec: Some((&spec).into()), ..Default::default() };
+    let err = c.submit_run(request).await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let fields = swarm_proto::status::field_violations(&err);
+    let named: Vec<&str> = fields.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(named, ["subtasks[1].placement", "subtasks[2].placement"], "{fields:?}");
+    assert!(
+        fields[0].1.contains("resources gpu=2") && fields[0].1.contains("gpu0 {pool=gpu,zone=a} gpu=1"),
+        "{fields:?}"
+    );
+    let runs = c.list_runs(pb::ListRunsRequest::default()).await.expect("list").into_inner().runs;
+    assert_eq!(runs.len(), 1, "nothing of the refused run stored");
+
+    // The last worker that matches leaves: its call goes back to the queue and the run says,
+    // at once, that no connected worker matches.
+    let long = placed(
+        SubtaskSpec::tool("long", "sleep", serde_json::json!({"ms": 60_000})),
+        serde_json::json!({"labels": {"pool": "gpu"}}),
+    );
+    let run_id = submit(&mut c, &RunSpec::new("orphaned", vec![long])).await.expect("submit");
+    let started =
+        |evs: &[pb::RunEvent]| evs.iter().any(|e| matches!(&e.event, Some(pb::run_event::Event::SubtaskStarted(_))));
+    wait_for_events(&mut c, &run_id, Duration::from_secs(15), started).await.expect("started");
+    let gpu0 = pc.workers.iter_mut().find(|w| w.name.contains("gpu0")).expect("gpu0");
+    gpu0.kill();
+    let warned = |evs: &[pb::RunEvent]| evs.iter().any(|e| matches!(&e.event, Some(pb::run_event::Event::Warning(_))));
+    let events = wait_for_events(&mut c, &run_id, Duration::from_secs(30), warned).await.expect("a warning");
     let warning = events
         .iter()
         .find_map(|e| match &e.event {
@@ -121,6 +151,6 @@ async fn a_gpu_pool_runs_its_burst_one_at_a_time_and_labels_decide_where_the_res
             _ => None,
         })
         .expect("warning");
-    assert!(warning.contains("matches its placement (resources gpu=2)"), "{warning}");
+    assert!(warning.contains("matches its placement (labels pool=gpu)"), "{warning}");
     c.cancel_run(pb::CancelRunRequest { run_id, reason: "done".into() }).await.expect("cancel");
 }

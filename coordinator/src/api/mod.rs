@@ -180,7 +180,8 @@ impl SwarmApi {
         let ctx = self.leader()?;
         let size = RunSize::of(&dag);
         let tenant = who.tenant.clone();
-        ctx.manager.call(|reply| Command::Admit { size, tenant, reply }).await??;
+        let admitted = dag.clone();
+        ctx.manager.call(|reply| Command::Admit { size, tenant, dag: admitted, reply }).await??;
         let submitted_us = now_us();
         let run_id = RunId::generate(submitted_us / 1000);
         // The run's trace continues the caller's (the SubmitRun server span is the parent).

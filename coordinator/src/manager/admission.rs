@@ -63,6 +63,40 @@ const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 impl Manager {
     /// Refuses a run that would take the cluster over an admission cap.
+    /// Refuses a placement that no connected worker could ever satisfy (its labels, or more of
+    /// a resource than any one has), naming each such subtask. With no worker connected nothing
+    /// is judged: they may not have joined yet.
+    pub(super) fn placeable(&self, dag: &swarm_core::Dag) -> Result<(), ApiError> {
+        use crate::placement::Candidate;
+        let workers: Vec<_> = self.registry.candidates().iter().filter(|w| w.alive()).collect();
+        if workers.is_empty() {
+            return Ok(());
+        }
+        let mut violations = Vec::new();
+        for (i, node) in dag.nodes().iter().enumerate() {
+            let Some(p) = &node.placement else { continue };
+            if workers.iter().all(|w| w.fit(p) == swarm_core::placement::Fit::Never) {
+                violations.push(swarm_core::violation::SpecViolation {
+                    field: format!("subtasks[{i}].placement"),
+                    description: format!(
+                        "no connected worker could ever run it ({}); the {} connected have: {}",
+                        p.describe(),
+                        workers.len(),
+                        self.registry.placement_summary()
+                    ),
+                });
+                if violations.len() >= swarm_core::dag::MAX_VIOLATIONS {
+                    break;
+                }
+            }
+        }
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidSpec(swarm_core::dag::SpecViolations(violations)))
+        }
+    }
+
     pub(super) fn admit(&self, size: RunSize, tenant: Option<&str>) -> Result<(), ApiError> {
         let caps = self.config.caps;
         let subtasks = size.subtasks;

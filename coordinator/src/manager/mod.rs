@@ -80,7 +80,13 @@ pub const DEFAULT_NO_WORKER_TIMEOUT: Duration = Duration::from_secs(60);
 /// A request to the manager.
 pub enum Command {
     /// May a run of `subtasks` subtasks be admitted now? (Checked before it is stored.)
-    Admit { size: RunSize, tenant: Option<String>, reply: oneshot::Sender<Result<(), ApiError>> },
+    Admit {
+        size: RunSize,
+        tenant: Option<String>,
+        /// Its DAG, for placements no connected worker could satisfy.
+        dag: Arc<swarm_core::Dag>,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
     /// Start a run that is already stored.
     Submit { run_id: RunId, dag: Arc<Dag>, header: Box<RunHeader>, span: tracing::Span, reply: oneshot::Sender<()> },
     /// One run's view, with a page of its subtasks when `page` is set.
@@ -427,8 +433,8 @@ impl Manager {
                 self.add_run(run_id, dag, *header, None, Some(span), None);
                 let _ = reply.send(());
             }
-            Command::Admit { size, tenant, reply } => {
-                let _ = reply.send(self.admit(size, tenant.as_deref()));
+            Command::Admit { size, tenant, dag, reply } => {
+                let _ = reply.send(self.admit(size, tenant.as_deref()).and_then(|()| self.placeable(&dag)));
             }
             Command::Get { run_id, page, reply } => _ = reply.send(self.get_durable(&run_id, page)),
             Command::List { before, limit, tenant, reply } => {

@@ -409,6 +409,31 @@ impl WorkerRegistry {
         self.holding.insert(fence, p.clone());
     }
 
+    /// The connected workers' labels and resources, for messages: `cpu0 {pool=cpu}; gpu0
+    /// {pool=gpu} gpu=1`, at most 10 workers.
+    pub fn placement_summary(&self) -> String {
+        let mut parts: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|w| w.alive)
+            .take(10)
+            .map(|w| {
+                let mut labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                labels.sort();
+                let resources: Vec<String> = w
+                    .capacity
+                    .iter()
+                    .map(|(k, q)| format!("{k}={}", swarm_core::placement::Quantity(*q).to_text()))
+                    .collect();
+                format!("{} {{{}}} {}", w.id, labels.join(","), resources.join(",")).trim_end().to_owned()
+            })
+            .collect();
+        if self.workers.iter().filter(|w| w.alive).count() > 10 {
+            parts.push("…".into());
+        }
+        parts.join("; ")
+    }
+
     /// Attempt `fence` is no longer in flight: its resources go back to its worker.
     fn remove(&mut self, fence: Fence) -> Option<Held> {
         let held = self.inflight.remove(&fence)?;
