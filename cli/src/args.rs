@@ -548,6 +548,10 @@ pub struct BenchArgs {
     /// workers present client certificates), to measure what TLS costs.
     #[arg(long)]
     pub tls: bool,
+    /// Every subtask carries a placement (one of 3 label pools, 2 resource kinds held), the
+    /// embedded workers the matching labels and resources: what placement costs per call.
+    #[arg(long)]
+    pub placement: bool,
 }
 
 #[derive(clap::Args)]

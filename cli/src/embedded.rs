@@ -39,6 +39,9 @@ pub struct EmbeddedOptions {
     pub tools: Option<Arc<ToolRegistry>>,
     /// Start without waiting to lead (a second coordinator on the same store stands by).
     pub standby: bool,
+    /// Labels and resources of the in-process workers, worker `i` taking entry `i % len`
+    /// (none: no labels but `process=embedded`, no resources).
+    pub worker_placement: Vec<(Vec<(String, String)>, Vec<(String, String)>)>,
 }
 
 impl Default for EmbeddedOptions {
@@ -55,6 +58,7 @@ impl Default for EmbeddedOptions {
             tools: None,
             egress: swarm_worker::tools::egress::EgressPolicy::public_only(),
             standby: false,
+            worker_placement: Vec::new(),
         }
     }
 }
@@ -178,7 +182,14 @@ impl Embedded {
         let tools =
             opts.tools.clone().unwrap_or_else(|| Arc::new(ToolRegistry::builtin_with(Arc::new(opts.egress.clone()))));
         for i in 0..opts.workers {
-            cluster.add_worker(&format!("embedded-{i}"), opts.slots, tools.clone());
+            let placement =
+                (!opts.worker_placement.is_empty()).then(|| &opts.worker_placement[i % opts.worker_placement.len()]);
+            let mut config = cluster.worker_config(&format!("embedded-{i}"), opts.slots);
+            if let Some((labels, resources)) = placement {
+                config.labels.extend(labels.iter().cloned());
+                config.resources.extend(resources.iter().cloned());
+            }
+            cluster.add_worker_with(config, tools.clone());
         }
         Ok(cluster)
     }
@@ -218,6 +229,12 @@ impl Embedded {
 
     /// Adds an in-process worker; returns its index (for [`Embedded::stop_worker`]).
     pub fn add_worker(&mut self, id: &str, slots: u32, tools: Arc<ToolRegistry>) -> usize {
+        let config = self.worker_config(id, slots);
+        self.add_worker_with(config, tools)
+    }
+
+    /// The configuration of an in-process worker.
+    fn worker_config(&self, id: &str, slots: u32) -> WorkerConfig {
         let mut config = WorkerConfig::new(self.worker_url.clone());
         config.tls = self.worker_tls.clone();
         config.worker_id = id.into();
@@ -226,7 +243,7 @@ impl Embedded {
         config.token = self.worker_token.clone();
         // What operators see in the workers table (`swarm worker` sets none unless given).
         config.labels.insert("process".into(), "embedded".into());
-        self.add_worker_with(config, tools)
+        config
     }
 
     /// Stops one worker abruptly, as if it died: its connection closes and the coordinator

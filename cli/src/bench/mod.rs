@@ -62,6 +62,8 @@ pub struct BenchOptions {
     pub coordinator_pid: Option<u32>,
     /// The embedded cluster authenticates callers (bearer tokens).
     pub auth: bool,
+    /// Subtasks carry placements (3 label pools, 2 resources), workers labels and resources.
+    pub placement: bool,
     /// The embedded cluster serves mTLS to the client and the workers.
     pub tls: bool,
 }
@@ -293,6 +295,14 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             models: Arc::new(models),
             ..EmbeddedOptions::default()
         };
+        if opts.placement {
+            // Three pools; each worker has room for every one of its slots' calls, so placement
+            // is what is measured, not waiting for resources.
+            let resources =
+                vec![("cpu".to_owned(), opts.slots.to_string()), ("memory".to_owned(), format!("{}Gi", opts.slots))];
+            options.worker_placement =
+                (0..3).map(|p| (vec![("pool".to_owned(), format!("p{p}"))], resources.clone())).collect();
+        }
         let token = "bench-token-0123456789abcdef";
         if opts.auth {
             let file = format!(
@@ -369,7 +379,13 @@ async fn efficiency(client: &mut client::Client, opts: &BenchOptions, seed: u64)
 }
 
 async fn throughput(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Result<Throughput> {
-    let spec = specs::swarm(opts.chains, opts.length, Some(&|_, _| 0));
+    let mut spec = specs::swarm(opts.chains, opts.length, Some(&|_, _| 0));
+    if opts.placement {
+        for (i, s) in spec.subtasks.iter_mut().enumerate() {
+            let p = serde_json::json!({"labels": {"pool": format!("p{}", i % 3)}, "resources": {"cpu": 1, "memory": "1Gi"}});
+            s.placement = Some(serde_json::from_value(p)?);
+        }
+    }
     submit_and_wait(client, &spec).await?; // warm-up
     let runs = opts.throughput_runs.max(1);
     let cpu0 = (thread_cpu_us("swarm-coord"), thread_cpu_us("swarm-work"));

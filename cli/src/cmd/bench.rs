@@ -27,6 +27,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         coordinator_pid,
         auth,
         tls,
+        placement,
     } = args;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG").unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -77,6 +78,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         coordinator_pid: *coordinator_pid,
         auth: *auth,
         tls: *tls,
+        placement: *placement,
     };
     match bench::run(&opts) {
         Ok(report) => {

@@ -113,7 +113,11 @@ impl WorkerEntry {
     /// Adds (or, `add` false, takes back) what `placement` holds.
     fn hold(&mut self, placement: &Placement, add: bool) {
         for (name, q) in &placement.resources {
-            let used = self.used.entry(name.clone()).or_default();
+            // No allocation but the first time a resource is held here.
+            let used = match self.used.get_mut(name) {
+                Some(used) => used,
+                None => self.used.entry(name.clone()).or_default(),
+            };
             *used = if add { used.saturating_add(q.0) } else { used.saturating_sub(q.0) };
         }
     }
