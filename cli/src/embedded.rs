@@ -13,6 +13,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// `NAME=VALUE` pairs (labels, resources).
+pub type Pairs = Vec<(String, String)>;
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct EmbeddedOptions {
@@ -41,7 +44,7 @@ pub struct EmbeddedOptions {
     pub standby: bool,
     /// Labels and resources of the in-process workers, worker `i` taking entry `i % len`
     /// (none: no labels but `process=embedded`, no resources).
-    pub worker_placement: Vec<(Vec<(String, String)>, Vec<(String, String)>)>,
+    pub worker_placement: Vec<(Pairs, Pairs)>,
 }
 
 impl Default for EmbeddedOptions {
