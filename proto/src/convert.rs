@@ -402,6 +402,44 @@ impl From<pb::Artifact> for swarm_core::artifact::Artifact {
     }
 }
 
+/// A wire placement as the domain's; amounts that do not parse are named.
+fn placement(p: pb::Placement, bad: &mut impl FnMut(&str, String)) -> Option<swarm_core::placement::Placement> {
+    use swarm_core::placement::{Placement, Preference, Quantity};
+    let mut resources = std::collections::BTreeMap::new();
+    for (name, text) in p.resources {
+        match Quantity::parse(&text) {
+            Ok(q) => {
+                resources.insert(name, q);
+            }
+            Err(e) => bad(&format!("placement.resources.{name}"), e),
+        }
+    }
+    let placement = Placement {
+        labels: p.labels.into_iter().collect(),
+        avoid: p.avoid.into_iter().collect(),
+        prefer: p
+            .prefer
+            .into_iter()
+            .map(|w| Preference { labels: w.labels.into_iter().collect(), weight: w.weight.max(1) })
+            .collect(),
+        resources,
+    };
+    (!placement.is_empty()).then_some(placement)
+}
+
+fn placement_wire(p: &swarm_core::placement::Placement) -> pb::Placement {
+    pb::Placement {
+        labels: p.labels.clone().into_iter().collect(),
+        avoid: p.avoid.clone().into_iter().collect(),
+        prefer: p
+            .prefer
+            .iter()
+            .map(|w| pb::PlacementPreference { labels: w.labels.clone().into_iter().collect(), weight: w.weight })
+            .collect(),
+        resources: p.resources.iter().map(|(k, q)| (k.clone(), q.to_text())).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,43 +505,5 @@ mod tests {
         let us = 1_700_000_000_123_456;
         assert_eq!(unix_us(&timestamp(us)), us);
         assert_eq!(duration_to_us(&duration_us(1_234_567)), 1_234_567);
-    }
-}
-
-/// A wire placement as the domain's; amounts that do not parse are named.
-fn placement(p: pb::Placement, bad: &mut impl FnMut(&str, String)) -> Option<swarm_core::placement::Placement> {
-    use swarm_core::placement::{Placement, Preference, Quantity};
-    let mut resources = std::collections::BTreeMap::new();
-    for (name, text) in p.resources {
-        match Quantity::parse(&text) {
-            Ok(q) => {
-                resources.insert(name, q);
-            }
-            Err(e) => bad(&format!("placement.resources.{name}"), e),
-        }
-    }
-    let placement = Placement {
-        labels: p.labels.into_iter().collect(),
-        avoid: p.avoid.into_iter().collect(),
-        prefer: p
-            .prefer
-            .into_iter()
-            .map(|w| Preference { labels: w.labels.into_iter().collect(), weight: w.weight.max(1) })
-            .collect(),
-        resources,
-    };
-    (!placement.is_empty()).then_some(placement)
-}
-
-fn placement_wire(p: &swarm_core::placement::Placement) -> pb::Placement {
-    pb::Placement {
-        labels: p.labels.clone().into_iter().collect(),
-        avoid: p.avoid.clone().into_iter().collect(),
-        prefer: p
-            .prefer
-            .iter()
-            .map(|w| pb::PlacementPreference { labels: w.labels.clone().into_iter().collect(), weight: w.weight })
-            .collect(),
-        resources: p.resources.iter().map(|(k, q)| (k.clone(), q.to_text())).collect(),
     }
 }
