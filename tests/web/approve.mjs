@@ -3,15 +3,10 @@
 // Opens the run's page, waits for SUBTASK among the approvals waiting for a decision, takes a
 // screenshot, clicks "approve", waits for the run to succeed and prints one JSON line:
 //   {"prompt": the prompt shown, "status": the HTTP status of the decision, "answer": its body}
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const [base, runId, subtask, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.SWARM_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   page.setDefaultTimeout(30000);

@@ -4,16 +4,11 @@
 // table, reads the workers table, opens each run's timeline and a subtask's panel, takes a
 // screenshot of each page into SHOTS_DIR (the docs show them) and prints one JSON line of what
 // it saw.
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const [base, runsJson, shots] = process.argv.slice(2);
 const runs = JSON.parse(runsJson);
-const browser = await chromium.launch({
-  executablePath: process.env.SWARM_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run"],
-});
+const browser = await launch();
 const rows = (page) => page.$$eval("#runs tr[data-run]", trs => trs.map(t => ({ name: t.children[1].textContent, state: t.dataset.state, age: t.querySelector(".age").textContent })));
 const canvasInfo = (page) => page.$eval("#timeline-canvas", c => ({ ...c.dataset }));
 try {

@@ -4,15 +4,10 @@
 // Opens the run's page while the run goes on, clicks SUBTASK's box, waits until its output
 // panel has grown past two finished tool calls (taking a screenshot then), approves the question
 // the agent then waits on, waits for the run to end, and prints one JSON line: {"early": the panel's text then, "final": its text at the end}.
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const [base, runId, subtask, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.SWARM_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   page.setDefaultTimeout(30000);

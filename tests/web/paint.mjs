@@ -5,15 +5,10 @@
 // subtasks is (`first_page_ms`, with `first_subtasks` of them), until every subtask is loaded
 // and drawn (`subtasks_ms`), and until the timeline has drawn every bar (`timeline_ms`). A
 // measurement (scripts/bench-web), not a test.
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const [base, runId, times] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.SWARM_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run"],
-});
+const browser = await launch();
 try {
   const visits = [];
   for (let i = 0; i < Number(times || 3); i++) {

@@ -5,22 +5,10 @@
 // 3. waits for node NODE_ID to show RUNNING, then SUCCEEDED, without a reload (live updates);
 // 4. waits for the run to end, takes a screenshot, and prints one JSON line:
 //    {"run_id", "critical": [ids marked on the critical path], "states": {id: state}, "workers": n}
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const [base, nodeId, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.SWARM_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-  ],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   page.setDefaultTimeout(30000);

@@ -79,7 +79,8 @@ async fn gather(mut stream: Streaming<pb::SubmitRunChunk>) -> Result<Vec<u8>, Ap
             "total_bytes: the request has {total} bytes; the limit is {MAX_CHUNKED_SUBMIT_BYTES} bytes (256 MiB)"
         )));
     }
-    let mut bytes = Vec::with_capacity(total as usize);
+    // Grown as chunks come: a declared size alone reserves no more than one message's worth.
+    let mut bytes = Vec::with_capacity((total as usize).min(crate::MAX_SUBMIT_BYTES));
     let mut next: Option<Result<pb::SubmitRunChunk, Status>> = Some(Ok(first));
     let mut index = 0usize;
     while let Some(chunk) = next {

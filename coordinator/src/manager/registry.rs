@@ -611,6 +611,43 @@ mod tests {
     }
 
     #[test]
+    fn held_resources_come_back_on_every_way_an_attempt_ends_and_follow_a_reattached_one() {
+        let gpu = Arc::new(Placement {
+            resources: [("gpu".into(), swarm_core::placement::Quantity(1000))].into(),
+            ..Placement::default()
+        });
+        let fits = |r: &WorkerRegistry, k: WorkerKey| r.get(k).map(|w| w.fit(&gpu));
+        let mut r = WorkerRegistry::new();
+        let (a, _ra) = join(&mut r, ConnId(1), "a");
+        r.describe(a, Default::default(), [("gpu".to_owned(), 1000)].into(), 0);
+        assert_eq!(fits(&r, a), Some(Fit::Now(0)));
+        // Released by its report.
+        r.assign(a, (RunKey(0), SubtaskIx(0)), assignment(1), Some(&gpu), 0);
+        assert_eq!(fits(&r, a), Some(Fit::NotNow), "its one gpu is held");
+        assert!(r.release(a, Fence(1)).is_some());
+        assert_eq!(fits(&r, a), Some(Fit::Now(0)));
+        // Released when it falls silent.
+        r.assign(a, (RunKey(0), SubtaskIx(1)), assignment(2), Some(&gpu), 0);
+        assert_eq!(r.silent(10_000, 500, &HashSet::new()).len(), 1);
+        assert_eq!(fits(&r, a), Some(Fit::Now(0)));
+        // Held across a dropped connection by the same worker, and nowhere twice.
+        r.assign(a, (RunKey(0), SubtaskIx(2)), assignment(3), Some(&gpu), 20_000);
+        assert_eq!(r.detach(a), 1);
+        let (a2, _ra2) = join(&mut r, ConnId(2), "a");
+        r.describe(a2, Default::default(), [("gpu".to_owned(), 1000)].into(), 20_000);
+        assert_eq!(fits(&r, a2), Some(Fit::Now(0)));
+        assert!(r.reattach(a2, Fence(3), 20_000));
+        assert_eq!(fits(&r, a2), Some(Fit::NotNow), "the reattached attempt holds it here");
+        assert!(r.release(a2, Fence(3)).is_some());
+        assert_eq!(fits(&r, a2), Some(Fit::Now(0)));
+        assert!(r.holding.is_empty(), "nothing left held");
+        // Lost with its worker: nothing left held either.
+        r.assign(a2, (RunKey(0), SubtaskIx(3)), assignment(4), Some(&gpu), 20_000);
+        assert_eq!(r.lose(a2).len(), 1);
+        assert!(r.holding.is_empty());
+    }
+
+    #[test]
     fn only_the_holder_can_release_or_touch_an_attempt() {
         let mut r = WorkerRegistry::new();
         let (a, _ra) = join(&mut r, ConnId(1), "a");
