@@ -31,6 +31,8 @@ fn fraction_429(run: &swarm_cli::bench::gateway::GatewayRun) -> f64 {
 /// 5 % of requests refused, where the same swarm without the gateway is refused far more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_agents_under_a_token_limit_finish_with_no_failed_call_and_few_429s() {
+    // Token rates against a clock: alone, like the other timing-sensitive tests.
+    let _serial = crate::failover::SERIAL.lock().await;
     let w = workload(1_500_000, 1_500_000);
     let limits = Limits { tpm: Some(w.gateway_tpm), ..Limits::default() };
     let s = server(&w).await;
@@ -55,6 +57,8 @@ async fn a_hundred_agents_under_a_token_limit_finish_with_no_failed_call_and_few
 /// endpoint, and still no call fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_set_above_the_real_limit_slows_down_on_429s_and_no_call_fails() {
+    // Token rates against a clock: alone, like the other timing-sensitive tests.
+    let _serial = crate::failover::SERIAL.lock().await;
     let w = workload(1_500_000, 3_000_000);
     let s = server(&w).await;
     let limits = Limits { tpm: Some(w.gateway_tpm), ..Limits::default() };
