@@ -258,12 +258,13 @@ class OrchestratorSpec(_message.Message):
     def __init__(self, goal: _Optional[str] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., max_steps: _Optional[int] = ..., subagent_tools: _Optional[_Iterable[str]] = ..., subagent_models: _Optional[_Iterable[str]] = ..., subagent_artifacts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubtaskSpec(_message.Message):
-    __slots__ = ("id", "depends_on", "timeout", "retry", "outputs", "tool_call", "agent", "orchestrator", "approval")
+    __slots__ = ("id", "depends_on", "timeout", "retry", "outputs", "placement", "tool_call", "agent", "orchestrator", "approval")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     RETRY_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     ORCHESTRATOR_FIELD_NUMBER: _ClassVar[int]
@@ -273,11 +274,60 @@ class SubtaskSpec(_message.Message):
     timeout: _duration_pb2.Duration
     retry: RetryPolicy
     outputs: SubtaskOutputs
+    placement: Placement
     tool_call: ToolCall
     agent: AgentSpec
     orchestrator: OrchestratorSpec
     approval: ApprovalSpec
-    def __init__(self, id: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., outputs: _Optional[_Union[SubtaskOutputs, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., agent: _Optional[_Union[AgentSpec, _Mapping]] = ..., orchestrator: _Optional[_Union[OrchestratorSpec, _Mapping]] = ..., approval: _Optional[_Union[ApprovalSpec, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., outputs: _Optional[_Union[SubtaskOutputs, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., agent: _Optional[_Union[AgentSpec, _Mapping]] = ..., orchestrator: _Optional[_Union[OrchestratorSpec, _Mapping]] = ..., approval: _Optional[_Union[ApprovalSpec, _Mapping]] = ...) -> None: ...
+
+class Placement(_message.Message):
+    __slots__ = ("labels", "avoid", "prefer", "resources")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class AvoidEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    AVOID_FIELD_NUMBER: _ClassVar[int]
+    PREFER_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.ScalarMap[str, str]
+    avoid: _containers.ScalarMap[str, str]
+    prefer: _containers.RepeatedCompositeFieldContainer[PlacementPreference]
+    resources: _containers.ScalarMap[str, str]
+    def __init__(self, labels: _Optional[_Mapping[str, str]] = ..., avoid: _Optional[_Mapping[str, str]] = ..., prefer: _Optional[_Iterable[_Union[PlacementPreference, _Mapping]]] = ..., resources: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class PlacementPreference(_message.Message):
+    __slots__ = ("labels", "weight")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.ScalarMap[str, str]
+    weight: int
+    def __init__(self, labels: _Optional[_Mapping[str, str]] = ..., weight: _Optional[int] = ...) -> None: ...
 
 class SubtaskOutputs(_message.Message):
     __slots__ = ("artifacts",)
