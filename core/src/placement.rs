@@ -17,9 +17,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Resource names a worker may declare without a custom prefix... and which any other name is
-/// checked against: a custom resource is any name of lowercase letters, digits and `-_./`.
-pub const WELL_KNOWN: [&str; 3] = ["cpu", "memory", "gpu"];
 /// The largest amount (in thousandths) a quantity may have: 2^53, so that it stays exact as
 /// a JSON number (about 9 PB of memory).
 pub const MAX_AMOUNT: u64 = 1 << 53;
@@ -136,8 +133,8 @@ impl<'de> Deserialize<'de> for Quantity {
     }
 }
 
-/// Whether `name` may name a resource: a well-known one or a custom name (lowercase letters,
-/// digits, `-`, `_`, `.`, `/`; at most 63 bytes).
+/// Whether `name` may name a resource: `cpu`, `memory`, `gpu` or a custom name, all alike
+/// (lowercase letters, digits, `-`, `_`, `.`, `/`; at most 63 bytes).
 pub fn valid_resource_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
