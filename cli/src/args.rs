@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod fork;
 mod parse;
 mod store;
 mod tls;
+pub use fork::{ForkArgs, ReplayArgs};
 pub use parse::{parse_bytes, parse_drift, parse_heartbeat, parse_label, parse_rate_limit, parse_resource, parse_ttl};
 pub use store::StoreArgs;
 pub use tls::{TlsClientArgs, TlsServerArgs};
@@ -46,6 +48,11 @@ pub enum Command {
     Get(GetArgs),
     /// Lists runs, newest first.
     Runs(RunsArgs),
+    /// Starts a new run from a recorded one: reuses every result not downstream of --from.
+    Fork(ForkArgs),
+    /// Replays a run's agents against their recorded model responses and tool results (calling
+    /// no model and no tool) and reports the first step where the code now decides differently.
+    Replay(ReplayArgs),
     /// Cancels a run.
     Cancel(CancelArgs),
     /// Downloads an artifact a subtask handed on.
@@ -446,8 +453,12 @@ pub struct RunsArgs {
     pub to: CoordinatorTarget,
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
+    /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// Only runs whose spec has this version label (`version:` in the spec).
+    #[arg(long, value_name = "LABEL")]
+    pub spec_version: Option<String>,
 }
 
 #[derive(clap::Args)]

@@ -147,6 +147,20 @@ pub struct RunJson {
     pub error_kind: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A fork's calls reused from the run it was forked from, and the calls the run made.
+    pub calls_reused: u32,
+    pub calls_made: u32,
+    /// The spec's version label (absent: none) and hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec_version: Option<String>,
+    pub spec_hash: String,
+    /// For a fork: the run and subtask it was forked from (and the agent's step, if given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forked_from_subtask: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forked_from_step: Option<u32>,
     /// Every subtask, with `get --subtasks` (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subtasks: Option<Vec<SubtaskJson>>,
@@ -191,6 +205,9 @@ pub struct SubtaskJson {
     /// The files it handed on (`outputs: {artifacts: […]}`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<ArtifactJson>,
+    /// Its result was reused from this run (a fork), not made again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 }
 
 /// An artifact, as `--json` shows it.
@@ -245,6 +262,7 @@ impl From<&pb::SubtaskStatus> for SubtaskJson {
             output: non_empty(&s.output_json).map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t))),
             output_ref: non_empty(&s.output_ref),
             artifacts: s.artifacts.iter().map(|a| ArtifactJson::of(a, None)).collect(),
+            reused_from: non_empty(&s.reused_from),
         }
     }
 }
@@ -354,6 +372,13 @@ impl From<&pb::Run> for RunJson {
             wall_headline: s.wall_breakdown.as_ref().map(|b| b.headline.clone()).filter(|h| !h.is_empty()),
             error_kind: (s.error_kind != 0).then(|| failure_kind_name(s.error_kind)),
             error: (!s.error_message.is_empty()).then(|| s.error_message.clone()),
+            calls_reused: s.calls_reused,
+            calls_made: s.calls_made,
+            spec_version: non_empty(&run.spec_version),
+            spec_hash: run.spec_hash.clone(),
+            forked_from: non_empty(&run.forked_from_run),
+            forked_from_subtask: non_empty(&run.forked_from_subtask),
+            forked_from_step: run.forked_from_step,
             subtasks: (!run.subtasks.is_empty()).then(|| run.subtasks.iter().map(SubtaskJson::from).collect()),
         }
     }

@@ -7,4 +7,5 @@ pub mod client;
 pub mod config;
 pub mod embedded;
 pub mod output;
+pub mod replay;
 pub mod specs;

@@ -29,6 +29,7 @@ use crate::auth::Principal;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     Submit,
+    Fork,
     Cancel,
     Signal,
     WorkerJoin,
@@ -39,6 +40,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Submit => "submit",
+            Self::Fork => "fork",
             Self::Cancel => "cancel",
             Self::Signal => "signal",
             Self::WorkerJoin => "worker_join",

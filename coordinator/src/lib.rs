@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod audit;
 pub mod auth;
 pub mod clock;
+pub mod fork;
 pub mod forward;
 pub mod gateway;
 pub mod manager;

@@ -57,6 +57,7 @@ pub fn restored(record: SubtaskRecord) -> RestoredSubtask {
         }),
         ready_us: record.ready_us,
         first_started_us: record.first_started_us,
+        reused: record.reused,
     }
 }
 
@@ -141,17 +142,20 @@ impl StoredPages {
                 // on a thread of its own, so that the runtime's workers go on serving (a page
                 // asking for the run's summary beside its first page waited for the rebuild).
                 let (repo, handle) = (repo.clone(), tokio::runtime::Handle::current());
+                let origin = (!run.forked_from_run.is_empty()).then(|| RunId::from(run.forked_from_run.as_str()));
                 let rebuilt = tokio::task::spawn_blocking(move || {
                     let stored = handle.block_on(load_state(&repo, &header, &Limits::default(), false))?;
                     Ok::<_, StoreError>(stored.map(|stored| {
-                        swarm_core::RunEngine::restore(
+                        let mut engine = swarm_core::RunEngine::restore(
                             header.run_id,
                             stored.dag,
                             swarm_core::RetryPolicy::default(),
                             submitted_us,
                             0,
                             stored.records,
-                        )
+                        );
+                        engine.set_forked_from(origin);
+                        engine
                     }))
                 })
                 .await
@@ -372,6 +376,7 @@ mod tests {
             term: 0,
             ready_us: None,
             first_started_us: None,
+            reused: false,
         };
         repo.write_batch(&[repo.subtask_op(&RunId::from("r"), &"a".into(), &record)]).await.expect("record");
         let recovered = load(&repo, &Limits::default()).await.expect("load");

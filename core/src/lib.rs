@@ -11,11 +11,13 @@ pub mod dag;
 pub mod engine;
 pub mod error;
 pub mod fence;
+pub mod fork;
 pub mod ids;
 pub mod placement;
 pub mod retry;
 pub mod spec;
 pub mod summary;
+pub mod text;
 pub mod time;
 pub mod violation;
 

@@ -55,6 +55,10 @@ pub struct RunSpec {
     /// dispatched first.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: u32,
+    /// A label for the spec's version (`prompt-v3`), shown and filterable in listings beside
+    /// the spec's hash: which build of an agent's prompts and code a run used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 fn is_zero_u64(v: &u64) -> bool {
@@ -141,9 +145,22 @@ impl RunSpec {
             max_concurrency: 0,
             schedule_to_start_ms: 0,
             priority: 0,
+            version: None,
         }
     }
+
+    /// The spec's hash: SHA-256 (hex, first 16 digits) of its stored JSON form, the same for
+    /// the same spec however it was written (YAML or JSON, field order, defaults spelled out).
+    pub fn hash(&self) -> String {
+        use sha2::Digest;
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let digest = sha2::Sha256::digest(&json);
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
 }
+
+/// The longest `version` label.
+pub const MAX_VERSION_BYTES: usize = 128;
 
 /// One node of the run's DAG.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

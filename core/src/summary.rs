@@ -81,6 +81,13 @@ pub struct RunSummary {
     /// Where the wall time went, along the chain of subtasks that decided the run's end.
     #[serde(default)]
     pub wall_breakdown: WallBreakdown,
+    /// A fork's calls whose recorded results it reused (one per tool subtask, an agent's
+    /// tool-calling steps); 0 for a run that is not a fork.
+    #[serde(default)]
+    pub calls_reused: u32,
+    /// Calls this run made itself: its tool subtasks' attempts and its agents' tool calls.
+    #[serde(default)]
+    pub calls_made: u32,
 }
 
 /// One model's token use in a run.
@@ -145,6 +152,8 @@ impl RunSummary {
             speculative_wins: 0,
             error: None,
             wall_breakdown: WallBreakdown::default(),
+            calls_reused: 0,
+            calls_made: 0,
         }
     }
 
@@ -170,6 +179,11 @@ impl RunSummary {
         let counts = engine.counts();
         let end = engine.finished_us().unwrap_or(now_us);
         let wall_us = end.saturating_sub(engine.submitted_us());
+        let tool_attempts: u32 = dag
+            .indexes()
+            .filter(|&i| matches!(dag.node(i).work, crate::dag::Work::Tool) && !slots[i.index()].reused)
+            .map(|i| slots[i.index()].attempt.0)
+            .fold(0u32, u32::saturating_add);
         Self {
             run_id: engine.run_id().clone(),
             name: dag.name().to_owned(),
@@ -199,6 +213,8 @@ impl RunSummary {
             speculative_wins: counts.speculative_wins,
             error: None,
             wall_breakdown: WallBreakdown::compute(dag, slots, wall_us),
+            calls_reused: counts.calls_reused,
+            calls_made: tool_attempts.saturating_add(counts.agent_tool_calls),
         }
     }
 }

@@ -148,6 +148,7 @@ pub fn decode_spec(spec: pb::RunSpec) -> (RunSpec, Vec<SpecViolation>) {
             max_concurrency: spec.max_concurrency,
             schedule_to_start_ms: spec.schedule_to_start_ms,
             priority: spec.priority,
+            version: (!spec.version.is_empty()).then_some(spec.version),
             name: spec.name,
             subtasks,
         };
@@ -208,6 +209,7 @@ impl From<&RunSpec> for pb::RunSpec {
             max_concurrency: spec.max_concurrency,
             schedule_to_start_ms: spec.schedule_to_start_ms,
             priority: spec.priority,
+            version: spec.version.clone().unwrap_or_default(),
             speculation: Some(pb::Speculation {
                 disabled: !spec.speculation.enabled,
                 quantile: spec.speculation.quantile,
@@ -368,6 +370,8 @@ impl From<&RunSummary> for pb::RunSummary {
                 })
                 .collect(),
             token_budget: s.token_budget.unwrap_or(0),
+            calls_reused: s.calls_reused,
+            calls_made: s.calls_made,
         }
     }
 }
@@ -469,6 +473,7 @@ mod tests {
             max_concurrency: 0,
             schedule_to_start_ms: 0,
             priority: 0,
+            version: String::new(),
             name: "x".into(),
             subtasks: vec![
                 pb::SubtaskSpec { id: "a".into(), kind: None, ..Default::default() },

@@ -149,6 +149,7 @@ fn wire_spec() -> impl Strategy<Value = pb::RunSpec> {
             |(name, subtasks, limits, speculation, retry, tool_retry, max_concurrency, schedule_to_start_ms)| {
                 pb::RunSpec {
                     priority: max_concurrency % 12,
+                    version: String::new(),
                     name,
                     subtasks,
                     limits: limits.map(|(a, b, c, d, e)| pb::RunLimits {

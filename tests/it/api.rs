@@ -50,6 +50,7 @@ async fn bad_specs_get_field_violations_and_store_nothing() {
                 max_concurrency: 0,
                 schedule_to_start_ms: 0,
                 priority: 0,
+                version: String::new(),
                 name: "wire".into(),
                 subtasks: vec![pb::SubtaskSpec {
                     id: "j".into(),
@@ -131,10 +132,17 @@ async fn get_cancel_and_list_answer_with_precise_statuses() {
         c.cancel_run(pb::CancelRunRequest { run_id: ids[0].clone(), reason: "late".into() }).await.expect_err("ended");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
 
-    let page1 =
-        c.list_runs(pb::ListRunsRequest { page_size: 2, page_token: String::new() }).await.expect("list").into_inner();
+    let page1 = c
+        .list_runs(pb::ListRunsRequest { page_size: 2, page_token: String::new(), spec_version: String::new() })
+        .await
+        .expect("list")
+        .into_inner();
     let page2 = c
-        .list_runs(pb::ListRunsRequest { page_size: 2, page_token: page1.next_page_token.clone() })
+        .list_runs(pb::ListRunsRequest {
+            page_size: 2,
+            page_token: page1.next_page_token.clone(),
+            spec_version: String::new(),
+        })
         .await
         .expect("list")
         .into_inner();
@@ -145,7 +153,7 @@ async fn get_cancel_and_list_answer_with_precise_statuses() {
     // A token this API never gave is refused, not answered with an empty last page.
     for garbage in ["garbage", "r-zz", "s1"] {
         let err = c
-            .list_runs(pb::ListRunsRequest { page_size: 2, page_token: garbage.into() })
+            .list_runs(pb::ListRunsRequest { page_size: 2, page_token: garbage.into(), spec_version: String::new() })
             .await
             .expect_err("a garbage page token");
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{garbage}: {err:?}");
@@ -177,7 +185,10 @@ async fn idempotency_key_returns_the_same_run() {
         .expect_err("a reused key with a different spec");
     assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
     assert!(s.message().contains(&first.run_id) && s.message().contains("different spec"), "{s:?}");
-    let listed = c.list_runs(pb::ListRunsRequest { page_size: 10, page_token: String::new() }).await.expect("list");
+    let listed = c
+        .list_runs(pb::ListRunsRequest { page_size: 10, page_token: String::new(), spec_version: String::new() })
+        .await
+        .expect("list");
     assert_eq!(listed.into_inner().runs.len(), 1, "no second run");
     // The same spec again, after all that: still the first run.
     assert_eq!(c.submit_run(req()).await.expect("submit").into_inner().run_id, first.run_id);

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod fork;
 pub mod runs;
 pub mod server;
 
@@ -22,6 +23,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Submit(args) => runs::submit(args).await,
         Command::Get(args) => runs::get(args).await,
         Command::Runs(args) => runs::runs(args).await,
+        Command::Fork(args) => fork::fork(args).await,
+        Command::Replay(args) => fork::replay(args).await,
         Command::Cancel(args) => runs::cancel(args).await,
         Command::Artifact(args) => runs::artifact(args).await,
         Command::Watch(args) => runs::watch(args).await,

@@ -158,25 +158,29 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
 
 /// `swarm runs`: newest first.
 pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let RunsArgs { to, limit, json } = args;
+    let RunsArgs { to, limit, json, spec_version } = args;
     let mut c = to.connect().await?;
-    let resp = c
-        .list_runs(client::request(pb::ListRunsRequest { page_size: limit, page_token: String::new() }))
-        .await
-        .map_err(|s| client::status_error(&s))?
-        .into_inner();
+    let req = pb::ListRunsRequest {
+        page_size: limit,
+        page_token: String::new(),
+        spec_version: spec_version.unwrap_or_default(),
+    };
+    let resp = c.list_runs(client::request(req)).await.map_err(|s| client::status_error(&s))?.into_inner();
     for run in &resp.runs {
         let j = RunJson::from(run);
         if json {
             outln!("{}", serde_json::to_string(&j)?);
         } else {
             outln!(
-                "{}  {:<10} {:<16} {}/{} calls",
+                "{}  {:<10} {:<16} {:<12} {}  {}/{} calls{}",
                 j.run_id,
                 j.state,
                 j.name,
+                j.spec_version.as_deref().unwrap_or("-"),
+                if j.spec_hash.is_empty() { "-" } else { &j.spec_hash },
                 j.tool_calls_completed,
-                j.total_subtasks
+                j.total_subtasks,
+                j.forked_from.as_ref().map(|f| format!("  (fork of {f})")).unwrap_or_default()
             );
         }
     }
@@ -342,6 +346,14 @@ pub fn print_run(run: &pb::Run, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     outln!("run {} ({}): {}", j.run_id, j.name, j.state);
+    if let Some(origin) = &j.forked_from {
+        outln!(
+            "  fork of {origin} from {}: {} calls reused, {} made",
+            j.forked_from_subtask.as_deref().unwrap_or("?"),
+            j.calls_reused,
+            j.calls_made
+        );
+    }
     outln!(
         "  subtasks: {} completed, {} failed, {} skipped of {} ({} attempts)",
         j.tool_calls_completed,

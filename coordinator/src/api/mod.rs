@@ -22,7 +22,9 @@ use crate::node::{LeaderCtx, Role};
 use crate::watch::EventLog;
 
 mod chunked;
+mod fork;
 mod mutations;
+mod stored;
 mod stream;
 use mutations::run_id;
 
@@ -131,18 +133,7 @@ impl SwarmApi {
                 }
             )));
         }
-        let key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key);
-        if key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY) {
-            return Err(ApiError::invalid("idempotency_key", format!("longer than {MAX_IDEMPOTENCY_KEY} bytes")));
-        }
-        if key.as_ref().is_some_and(|k| k.starts_with(TENANT_KEY_PREFIX)) {
-            return Err(ApiError::invalid("idempotency_key", format!("must not start with `{TENANT_KEY_PREFIX}`")));
-        }
-        // Idempotency keys are per tenant: the same key from two tenants names two runs.
-        let key = match (&who.tenant, key) {
-            (Some(tenant), Some(k)) => Some(format!("{TENANT_KEY_PREFIX}{tenant}/{k}")),
-            (_, k) => k,
-        };
+        let key = idempotency_key(req.idempotency_key, who)?;
         let wire = match (req.spec, req.spec_text.is_empty()) {
             (Some(_), false) => return Err(ApiError::invalid("spec_text", "give spec or spec_text, not both")),
             (Some(w), true) => Ok(w),
@@ -191,6 +182,8 @@ impl SwarmApi {
             tenant: who.tenant.clone(),
             term: ctx.repo.term(),
             trace_context: swarm_telemetry::inject(&span).into_iter().collect(),
+            spec_version: spec.version.clone(),
+            spec_hash: spec.hash(),
             ..RunHeader::running(run_id.clone(), spec.name.clone(), submitted_us)
         };
         match ctx.repo.create_run(&header, &spec).await.map_err(store_error)? {
@@ -295,6 +288,24 @@ impl SwarmApi {
     }
 }
 
+/// A request's idempotency key as stored: checked, and per tenant (the same key from two
+/// tenants names two runs).
+fn idempotency_key(key: String, who: &Principal) -> Result<Option<String>, ApiError> {
+    if key.is_empty() {
+        return Ok(None);
+    }
+    if key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(ApiError::invalid("idempotency_key", format!("longer than {MAX_IDEMPOTENCY_KEY} bytes")));
+    }
+    if key.starts_with(TENANT_KEY_PREFIX) {
+        return Err(ApiError::invalid("idempotency_key", format!("must not start with `{TENANT_KEY_PREFIX}`")));
+    }
+    Ok(Some(match &who.tenant {
+        Some(tenant) => format!("{TENANT_KEY_PREFIX}{tenant}/{key}"),
+        None => key,
+    }))
+}
+
 /// A run's tenant as the manager reports it (empty: none).
 fn tenant(run: &pb::Run) -> Option<&str> {
     (!run.tenant.is_empty()).then_some(run.tenant.as_str())
@@ -303,7 +314,7 @@ fn tenant(run: &pb::Run) -> Option<&str> {
 /// Where tenants' idempotency keys start (`tenant:{tenant}/{key}`); callers' keys may not.
 const TENANT_KEY_PREFIX: &str = "tenant:";
 
-fn store_error(e: swarm_store::StoreError) -> ApiError {
+pub(crate) fn store_error(e: swarm_store::StoreError) -> ApiError {
     match e {
         swarm_store::StoreError::Unavailable(m) => ApiError::Unavailable {
             message: format!("state store unavailable: {m}"),
@@ -316,104 +327,6 @@ fn store_error(e: swarm_store::StoreError) -> ApiError {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
-
-impl SwarmApi {
-    /// A signal for an agent of an ended run: the last decision in its stored transcript.
-    async fn agent_decision_in_store(&self, req: &pb::SignalRunRequest) -> Result<pb::SignalRunResponse, ApiError> {
-        use swarm_core::engine::Decided;
-        let ctx = self.leader()?;
-        let run_id = swarm_core::RunId::from(req.run_id.as_str());
-        let mut turns: Vec<(u32, swarm_core::agent::Turn)> = ctx
-            .repo
-            .turns(&run_id)
-            .await
-            .map_err(store_error)?
-            .into_iter()
-            .filter(|(id, _, _)| id.as_str() == req.subtask_id)
-            .map(|(_, n, t)| (n, t))
-            .collect();
-        turns.sort_by_key(|(n, _)| *n);
-        let turns: Vec<Arc<swarm_core::agent::Turn>> = turns.into_iter().map(|(_, t)| Arc::new(t)).collect();
-        match swarm_core::engine::decision_in_transcript(&turns) {
-            Some(Decided::Approved { output, .. }) => Ok(pb::SignalRunResponse {
-                decision: pb::Decision::Approve.into(),
-                already_decided: true,
-                payload_json: output.to_string(),
-                reason: String::new(),
-            }),
-            Some(Decided::Rejected { reason, .. }) => Ok(pb::SignalRunResponse {
-                decision: pb::Decision::Reject.into(),
-                already_decided: true,
-                payload_json: String::new(),
-                reason,
-            }),
-            None => Err(ApiError::FailedPrecondition(format!(
-                "agent {} never had a decision (request_approval) and its run has ended",
-                req.subtask_id
-            ))),
-        }
-    }
-
-    /// A signal for an approval of an ended run: its recorded decision, or why there is none.
-    async fn decided_in_store(
-        &self,
-        req: &pb::SignalRunRequest,
-        who: &Principal,
-    ) -> Result<pb::SignalRunResponse, ApiError> {
-        let s = self.find_subtask(&req.run_id, &req.subtask_id, who).await?;
-        if s.kind == "agent" || s.kind == "orchestrator" {
-            return self.agent_decision_in_store(req).await;
-        }
-        if s.kind != "approval" {
-            return Err(ApiError::invalid("subtask_id", format!("{} is not an approval", req.subtask_id)));
-        }
-        match pb::SubtaskState::try_from(s.state) {
-            Ok(pb::SubtaskState::Succeeded) => Ok(pb::SignalRunResponse {
-                decision: pb::Decision::Approve.into(),
-                already_decided: true,
-                payload_json: s.output_json.clone(),
-                reason: String::new(),
-            }),
-            Ok(pb::SubtaskState::Failed) => Ok(pb::SignalRunResponse {
-                decision: pb::Decision::Reject.into(),
-                already_decided: true,
-                payload_json: String::new(),
-                reason: s.error_message.clone(),
-            }),
-            _ => Err(ApiError::FailedPrecondition(format!(
-                "approval {} ended without a decision (the run ended first)",
-                req.subtask_id
-            ))),
-        }
-    }
-
-    /// One subtask's status, from the run's pages (NOT_FOUND naming what is missing).
-    pub(crate) async fn find_subtask(
-        &self,
-        run_id: &str,
-        subtask_id: &str,
-        who: &Principal,
-    ) -> Result<pb::SubtaskStatus, ApiError> {
-        let mut page_token = String::new();
-        loop {
-            let get = pb::GetRunRequest {
-                run_id: run_id.to_owned(),
-                include_subtasks: true,
-                page_size: 0,
-                page_token: std::mem::take(&mut page_token),
-            };
-            let found = self.get(get, who).await?;
-            let mut run = found.run.unwrap_or_default();
-            if let Some(i) = run.subtasks.iter().position(|s| s.id == subtask_id) {
-                return Ok(run.subtasks.swap_remove(i));
-            }
-            if found.next_page_token.is_empty() {
-                return Err(ApiError::NotFound(format!("subtask {subtask_id} of run {run_id}")));
-            }
-            page_token = found.next_page_token;
-        }
-    }
-}
 
 #[tonic::async_trait]
 impl SwarmService for SwarmApi {
@@ -469,10 +382,11 @@ impl SwarmService for SwarmApi {
             return Err(to_status(&ApiError::invalid("page_token", "not a token this API returned")));
         }
         let before = (!req.page_token.is_empty()).then(|| RunId::from(req.page_token));
+        let spec_version = (!req.spec_version.is_empty()).then_some(req.spec_version);
         let ctx = self.leader().map_err(|e| to_status(&e))?;
         let (runs, more) = ctx
             .manager
-            .call(|reply| Command::List { before, limit, tenant, reply })
+            .call(|reply| Command::List { before, limit, tenant, spec_version, reply })
             .await
             .map_err(|e| to_status(&e))?;
         let next_page_token =
@@ -551,6 +465,32 @@ impl SwarmService for SwarmApi {
             crate::artifacts::send(self.leader()?.repo.payloads(), &artifact.key).await
         };
         result.await.map(Response::new).map_err(|e| to_status(&e))
+    }
+
+    async fn fork_run(&self, req: Request<pb::ForkRunRequest>) -> Result<Response<pb::ForkRunResponse>, Status> {
+        let who = principal(&req);
+        let result = match who.require(Access::Submit).and_then(|()| self.route(&req)) {
+            Err(e) => Err(e),
+            Ok(Route::Leader(mut leader, addr)) => {
+                return leader.fork_run(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
+            }
+            Ok(Route::Here) => self.fork(req.into_inner(), &who).await.map(Response::new).map_err(|e| to_status(&e)),
+        };
+        let run_id = result.as_ref().map_or("", |r| r.get_ref().run_id.as_str());
+        self.audit(&who, crate::audit::Action::Fork, run_id, &result, &[]);
+        result
+    }
+
+    async fn get_transcript(
+        &self,
+        req: Request<pb::GetTranscriptRequest>,
+    ) -> Result<Response<pb::GetTranscriptResponse>, Status> {
+        let who = principal(&req);
+        who.require(Access::Read)?;
+        if let Route::Leader(mut leader, addr) = self.route(&req)? {
+            return leader.get_transcript(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
+        }
+        self.transcript(req.into_inner(), &who).await.map(Response::new).map_err(|e| to_status(&e))
     }
 
     type WatchRunStream = EventStream;

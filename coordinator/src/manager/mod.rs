@@ -26,6 +26,7 @@ mod dispatch;
 mod durable;
 mod fairness;
 mod fault;
+mod fork;
 #[cfg(test)]
 mod fuzz;
 pub mod outbox;
@@ -89,6 +90,8 @@ pub enum Command {
     },
     /// Start a run that is already stored.
     Submit { run_id: RunId, dag: Arc<Dag>, header: Box<RunHeader>, span: tracing::Span, reply: oneshot::Sender<()> },
+    /// Start a fork that is already stored, with the results it reuses.
+    StartFork { run: Box<crate::recovery::RecoveredRun>, span: tracing::Span, reply: oneshot::Sender<()> },
     /// One run's view, with a page of its subtasks when `page` is set.
     Get { run_id: RunId, page: Option<Page>, reply: oneshot::Sender<Option<RunPage>> },
     /// Runs newest first, with ids below `before`.
@@ -97,6 +100,8 @@ pub enum Command {
         before: Option<RunId>,
         limit: usize,
         tenant: Option<Option<String>>,
+        /// Only runs whose spec has this version label.
+        spec_version: Option<String>,
         reply: oneshot::Sender<(Vec<pb::Run>, bool)>,
     },
     /// Cancel a run.
@@ -433,17 +438,22 @@ impl Manager {
                 self.add_run(run_id, dag, *header, None, Some(span), None);
                 let _ = reply.send(());
             }
+            Command::StartFork { run, span, reply } => {
+                self.start_fork(*run, span);
+                let _ = reply.send(());
+            }
             Command::Admit { size, tenant, dag, reply } => {
                 let _ = reply.send(self.admit(size, tenant.as_deref()).and_then(|()| self.placeable(&dag)));
             }
             Command::Get { run_id, page, reply } => _ = reply.send(self.get_durable(&run_id, page)),
-            Command::List { before, limit, tenant, reply } => {
+            Command::List { before, limit, tenant, spec_version, reply } => {
                 let iter: Box<dyn Iterator<Item = (&RunId, &Listed)>> = match &before {
                     Some(b) => Box::new(self.listing.range(..b.clone()).rev()),
                     None => Box::new(self.listing.iter().rev()),
                 };
                 let ids: Vec<RunId> = iter
                     .filter(|(_, listed)| tenant.as_ref().is_none_or(|t| self.tenant_of(listed) == t.as_deref()))
+                    .filter(|(_, listed)| spec_version.as_ref().is_none_or(|v| self.version_of(listed) == Some(v)))
                     .take(limit + 1)
                     .map(|(id, _)| id.clone())
                     .collect();

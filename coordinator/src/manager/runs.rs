@@ -108,7 +108,7 @@ impl Manager {
 
     /// Lets run `key`'s engine act on what it was built with (ready approvals park; a run whose
     /// every subtask is recorded ends); a panic quarantines the run, as in `apply`.
-    fn settle(&mut self, key: RunKey) {
+    pub(super) fn settle(&mut self, key: RunKey) {
         let mut actions = std::mem::take(&mut self.actions);
         let now = self.supervisor.now_us();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -147,6 +147,7 @@ impl Manager {
                 records,
             );
             engine.restore_agents(turns, calls);
+            engine.set_forked_from(header.forked_from.as_ref().map(|f| f.run_id.clone()));
             let key = self.add_run(header.run_id.clone(), dag, header, Some(engine), None, Some(log.clone()));
             if let Some(entry) = self.runs.get_mut(&key) {
                 entry.recovering = true;
@@ -300,6 +301,7 @@ impl Manager {
                     term,
                     ready_us: slot.ready_us,
                     first_started_us: slot.first_started_us,
+                    reused: slot.reused,
                 };
                 let op = self.repo.subtask_op(entry.engine.run_id(), &entry.engine.dag().node(subtask).id, &record);
                 self.outbox.write(op);
@@ -438,6 +440,14 @@ impl Manager {
         }
     }
 
+    /// The spec version label of a listed run.
+    pub(super) fn version_of<'a>(&'a self, listed: &'a Listed) -> Option<&'a str> {
+        match listed {
+            Listed::Live(k) => self.runs.get(k).and_then(|e| e.header.spec_version.as_deref()),
+            Listed::Archived { header, .. } => header.spec_version.as_deref(),
+        }
+    }
+
     pub(super) fn view_by_id(&self, run_id: &RunId) -> Option<pb::Run> {
         self.page_by_id(run_id, None).map(|p| p.run)
     }
@@ -448,7 +458,7 @@ impl Manager {
                 let e = self.runs.get(k)?;
                 let mut run = run_view(&e.engine, self.supervisor.now_us());
                 run.last_seq = e.log.last_seq();
-                run.tenant = e.header.tenant.clone().unwrap_or_default();
+                header_fields(&mut run, &e.header);
                 let next = page.and_then(|p| {
                     let (subtasks, next) = subtask_page(&e.engine, p);
                     run.subtasks = subtasks;
@@ -502,7 +512,7 @@ pub fn run_view(engine: &RunEngine, now_us: u64) -> pb::Run {
         summary: Some(pb::RunSummary::from(&summary)),
         last_seq: 0,
         subtasks: Vec::new(),
-        tenant: String::new(),
+        ..Default::default()
     }
 }
 
@@ -553,12 +563,28 @@ pub fn subtask_status(engine: &RunEngine, i: swarm_core::SubtaskIx) -> pb::Subta
             _ => engine.question(i).unwrap_or_default().to_owned(),
         },
         artifacts: slot.artifacts.iter().flat_map(|a| a.iter()).map(pb::Artifact::from).collect(),
+        reused_from: match (slot.reused, engine.forked_from()) {
+            (true, Some(origin)) => origin.to_string(),
+            _ => String::new(),
+        },
+    }
+}
+
+/// What a run's view takes from its header (tenant, spec version and hash, fork origin).
+pub fn header_fields(run: &mut pb::Run, header: &RunHeader) {
+    run.tenant = header.tenant.clone().unwrap_or_default();
+    run.spec_version = header.spec_version.clone().unwrap_or_default();
+    run.spec_hash = header.spec_hash.clone();
+    if let Some(origin) = &header.forked_from {
+        run.forked_from_run = origin.run_id.to_string();
+        run.forked_from_subtask = origin.subtask.clone();
+        run.forked_from_step = origin.step;
     }
 }
 
 /// A view of a run known only by its stored header.
 pub fn view_from_header(header: &RunHeader) -> pb::Run {
-    pb::Run {
+    let mut run = pb::Run {
         run_id: header.run_id.to_string(),
         name: header.name.clone(),
         state: pb::RunState::from(header.state).into(),
@@ -567,6 +593,8 @@ pub fn view_from_header(header: &RunHeader) -> pb::Run {
         summary: header.summary.as_ref().map(pb::RunSummary::from),
         last_seq: 0,
         subtasks: Vec::new(),
-        tenant: header.tenant.clone().unwrap_or_default(),
-    }
+        ..Default::default()
+    };
+    header_fields(&mut run, header);
+    run
 }

@@ -33,15 +33,21 @@ pub(super) fn query(raw: &Option<String>, key: &str) -> Option<String> {
     raw.as_deref()?.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')).map(super::percent_decode)
 }
 
-/// `/api/runs`: filtered by `state` (e.g. RUNNING) and `name` (a substring), `limit` per page.
+/// `/api/runs`: filtered by `state` (e.g. RUNNING), `name` (a substring) and `version` (the
+/// spec's version label), `limit` per page.
 pub(super) async fn runs(State(web): State<Web>, RawQuery(raw): RawQuery, caller: Caller) -> Response {
     let state = query(&raw, "state").filter(|s| !s.is_empty()).map(|s| s.to_uppercase());
     let name = query(&raw, "name").unwrap_or_default().to_lowercase();
+    let spec_version = query(&raw, "version").unwrap_or_default();
     let limit = query(&raw, "limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(50).clamp(1, 500);
     let mut token = query(&raw, "page_token").unwrap_or_default();
     let mut out = Vec::new();
     for _ in 0..SCAN_PAGES {
-        let req = pb::ListRunsRequest { page_size: 200, page_token: std::mem::take(&mut token) };
+        let req = pb::ListRunsRequest {
+            page_size: 200,
+            page_token: std::mem::take(&mut token),
+            spec_version: spec_version.clone(),
+        };
         let req = match authed(&web, &caller, req) {
             Ok(r) => r,
             Err(e) => return *e,

@@ -144,6 +144,13 @@ impl Dag {
         if spec.name.len() > 256 {
             bad("name".into(), "longer than 256 bytes".into());
         }
+        if let Some(version) = &spec.version {
+            if version.is_empty() || version.len() > crate::spec::MAX_VERSION_BYTES {
+                bad("version".into(), format!("must be 1 to {} bytes", crate::spec::MAX_VERSION_BYTES));
+            } else if version.chars().any(char::is_control) {
+                bad("version".into(), "must not contain control characters".into());
+            }
+        }
         let l = &spec.limits;
         if l.max_subagents > RunLimits::MAX_SUBAGENTS {
             bad("limits.max_subagents".into(), format!("at most {}", RunLimits::MAX_SUBAGENTS));

@@ -83,6 +83,8 @@ pub struct RunEngine {
     /// Every running subtask, and some that stopped since (pruned as it grows): what the
     /// straggler check walks, so its cost follows the calls running, not the run's size.
     running: Vec<SubtaskIx>,
+    /// The run a fork was made from: where its reused results came from.
+    forked_from: Option<RunId>,
 }
 
 impl RunEngine {
@@ -126,6 +128,7 @@ impl RunEngine {
             announce: Vec::new(),
             clock_us: submitted_us,
             running: Vec::new(),
+            forked_from: None,
         }
         .with_latency_model()
         .with_approvals()
@@ -167,8 +170,15 @@ impl RunEngine {
             slot.error = r.error;
             slot.first_ready_us = r.ready_us;
             slot.first_started_us = r.first_started_us;
+            slot.reused = r.reused;
             engine.counts.open -= 1;
-            engine.counts.attempts = engine.counts.attempts.saturating_add(r.attempt.0);
+            if r.reused {
+                // Made by the run this one was forked from: no attempt of this run, no budget.
+                let calls = if matches!(engine.dag.node(i).work, crate::dag::Work::Tool) { 1 } else { r.steps };
+                engine.counts.calls_reused = engine.counts.calls_reused.saturating_add(calls);
+            } else {
+                engine.counts.attempts = engine.counts.attempts.saturating_add(r.attempt.0);
+            }
             match r.state {
                 SubtaskState::Succeeded => engine.counts.succeeded += 1,
                 SubtaskState::Failed => engine.counts.failed += 1,
@@ -233,6 +243,14 @@ impl RunEngine {
     /// The run's id.
     pub fn run_id(&self) -> &RunId {
         &self.run_id
+    }
+    /// The run this one was forked from (see [`Slot::reused`]).
+    pub fn forked_from(&self) -> Option<&RunId> {
+        self.forked_from.as_ref()
+    }
+    /// Records the run this one was forked from.
+    pub fn set_forked_from(&mut self, origin: Option<RunId>) {
+        self.forked_from = origin;
     }
     /// The run's DAG.
     pub fn dag(&self) -> &Arc<Dag> {

@@ -159,6 +159,7 @@ fn restore_resumes_from_recorded_ends_and_adopts_held_attempts() {
         error: None,
         ready_us: None,
         first_started_us: None,
+        reused: false,
     };
     let dag = Dag::build(
         &RunSpec::new("t", vec![t("a"), t("b").after(["a"]), t("c").after(["b"]), t("x")]),

@@ -133,6 +133,8 @@ pub struct Slot {
     pub timing: Timing,
     /// In the engine's list of running subtasks (which may hold it a while after it stopped).
     pub(crate) listed: bool,
+    /// Its result was copied from the run this one was forked from, not made by this run.
+    pub reused: bool,
 }
 
 /// Where a subtask's time went, from first ready to its end, on the coordinator's clock:
@@ -206,6 +208,7 @@ impl Slot {
             first_ready_us: None,
             timing: Timing::default(),
             listed: false,
+            reused: false,
         }
     }
 }
@@ -355,6 +358,9 @@ pub struct Counts {
     pub speculative: u32,
     /// Backup attempts that finished first.
     pub speculative_wins: u32,
+    /// Calls whose recorded results a fork reused (one per tool subtask, an agent's
+    /// tool-calling steps).
+    pub calls_reused: u32,
 }
 
 /// One stage of an orchestrator: one tool-calling turn and the subagents it started.
@@ -409,6 +415,8 @@ pub struct SubtaskOutcome {
     /// When the subtask first became ready, and its first attempt started (µs), when known.
     pub ready_us: Option<u64>,
     pub first_started_us: Option<u64>,
+    /// The result was copied from the run this one was forked from.
+    pub reused: bool,
 }
 
 impl Slot {
@@ -427,6 +435,7 @@ impl Slot {
             error: self.error.clone(),
             ready_us: self.ready_at_us(),
             first_started_us: self.first_started_us,
+            reused: self.reused,
         }
     }
 }

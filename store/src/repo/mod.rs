@@ -57,6 +57,23 @@ pub struct RunHeader {
     /// are no longer kept still gets the final one with its number.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub last_seq: u64,
+    /// The spec's version label and hash (see `RunSpec::hash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_version: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub spec_hash: String,
+    /// Where a fork came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ForkOrigin>,
+}
+
+/// The run and subtask a fork was made from (and the agent step, when one was given).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkOrigin {
+    pub run_id: RunId,
+    pub subtask: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -78,6 +95,9 @@ impl RunHeader {
             term: 0,
             trace_context: Default::default(),
             last_seq: 0,
+            spec_version: None,
+            spec_hash: String::new(),
+            forked_from: None,
         }
     }
 }
@@ -112,6 +132,9 @@ pub struct SubtaskRecord {
     pub ready_us: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_started_us: Option<u64>,
+    /// Copied from the run this one was forked from (`RunHeader::forked_from`), not made again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
 }
 
 /// The bytes a paged read asks for at a time (about; see [`RunRepo::range_all`]).

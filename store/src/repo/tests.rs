@@ -102,6 +102,7 @@ async fn batches_respect_the_txn_limit() {
         term: 0,
         ready_us: None,
         first_started_us: None,
+        reused: false,
     };
     let ops: Vec<Op> = (0..300).map(|i| repo.subtask_op(&run, &SubtaskId::from(format!("s{i:03}")), &rec)).collect();
     assert_eq!(repo.write_batch(&ops).await, Ok(3));

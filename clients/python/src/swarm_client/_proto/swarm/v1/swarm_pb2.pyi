@@ -79,6 +79,48 @@ FAILURE_KIND_WORKER_LOST: FailureKind
 FAILURE_KIND_TOOL_REPORTED: FailureKind
 FAILURE_KIND_INTERNAL: FailureKind
 
+class ForkRunRequest(_message.Message):
+    __slots__ = ("run_id", "from_subtask", "patch", "from_step", "idempotency_key")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_SUBTASK_FIELD_NUMBER: _ClassVar[int]
+    PATCH_FIELD_NUMBER: _ClassVar[int]
+    FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    from_subtask: str
+    patch: str
+    from_step: int
+    idempotency_key: str
+    def __init__(self, run_id: _Optional[str] = ..., from_subtask: _Optional[str] = ..., patch: _Optional[str] = ..., from_step: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class ForkRunResponse(_message.Message):
+    __slots__ = ("run_id", "reused", "rerun", "created")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FIELD_NUMBER: _ClassVar[int]
+    RERUN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    reused: int
+    rerun: int
+    created: bool
+    def __init__(self, run_id: _Optional[str] = ..., reused: _Optional[int] = ..., rerun: _Optional[int] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class GetTranscriptRequest(_message.Message):
+    __slots__ = ("run_id", "subtask_id")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBTASK_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    subtask_id: str
+    def __init__(self, run_id: _Optional[str] = ..., subtask_id: _Optional[str] = ...) -> None: ...
+
+class GetTranscriptResponse(_message.Message):
+    __slots__ = ("turns_json", "agent_json")
+    TURNS_JSON_FIELD_NUMBER: _ClassVar[int]
+    AGENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    turns_json: str
+    agent_json: str
+    def __init__(self, turns_json: _Optional[str] = ..., agent_json: _Optional[str] = ...) -> None: ...
+
 class SignalRunRequest(_message.Message):
     __slots__ = ("run_id", "subtask_id", "decision", "payload_json", "reason")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -153,7 +195,7 @@ class WorkerInfo(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., tools: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., last_heard: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class RunSpec(_message.Message):
-    __slots__ = ("name", "subtasks", "limits", "speculation", "retry", "tool_retry", "max_concurrency", "schedule_to_start_ms", "priority")
+    __slots__ = ("name", "subtasks", "limits", "speculation", "retry", "tool_retry", "max_concurrency", "schedule_to_start_ms", "priority", "version")
     class ToolRetryEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +212,7 @@ class RunSpec(_message.Message):
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_TO_START_MS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     subtasks: _containers.RepeatedCompositeFieldContainer[SubtaskSpec]
     limits: RunLimits
@@ -179,7 +222,8 @@ class RunSpec(_message.Message):
     max_concurrency: int
     schedule_to_start_ms: int
     priority: int
-    def __init__(self, name: _Optional[str] = ..., subtasks: _Optional[_Iterable[_Union[SubtaskSpec, _Mapping]]] = ..., limits: _Optional[_Union[RunLimits, _Mapping]] = ..., speculation: _Optional[_Union[Speculation, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., tool_retry: _Optional[_Mapping[str, RetryPolicy]] = ..., max_concurrency: _Optional[int] = ..., schedule_to_start_ms: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
+    version: str
+    def __init__(self, name: _Optional[str] = ..., subtasks: _Optional[_Iterable[_Union[SubtaskSpec, _Mapping]]] = ..., limits: _Optional[_Union[RunLimits, _Mapping]] = ..., speculation: _Optional[_Union[Speculation, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., tool_retry: _Optional[_Mapping[str, RetryPolicy]] = ..., max_concurrency: _Optional[int] = ..., schedule_to_start_ms: _Optional[int] = ..., priority: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
 
 class RetryPolicy(_message.Message):
     __slots__ = ("initial_interval", "backoff_coefficient", "maximum_interval", "maximum_attempts", "jitter", "non_retryable")
@@ -418,12 +462,14 @@ class GetRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token")
+    __slots__ = ("page_size", "page_token", "spec_version")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SPEC_VERSION_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    spec_version: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., spec_version: _Optional[str] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token")
@@ -464,7 +510,7 @@ class WatchRunRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., follow_output: _Optional[bool] = ..., after_output_seq: _Optional[int] = ..., output_epoch: _Optional[int] = ..., catch_up_only: _Optional[bool] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("run_id", "name", "state", "submitted_at", "finished_at", "summary", "last_seq", "subtasks", "tenant")
+    __slots__ = ("run_id", "name", "state", "submitted_at", "finished_at", "summary", "last_seq", "subtasks", "tenant", "spec_version", "spec_hash", "forked_from_run", "forked_from_subtask", "forked_from_step")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -474,6 +520,11 @@ class Run(_message.Message):
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     SUBTASKS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    SPEC_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SPEC_HASH_FIELD_NUMBER: _ClassVar[int]
+    FORKED_FROM_RUN_FIELD_NUMBER: _ClassVar[int]
+    FORKED_FROM_SUBTASK_FIELD_NUMBER: _ClassVar[int]
+    FORKED_FROM_STEP_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     name: str
     state: RunState
@@ -483,10 +534,15 @@ class Run(_message.Message):
     last_seq: int
     subtasks: _containers.RepeatedCompositeFieldContainer[SubtaskStatus]
     tenant: str
-    def __init__(self, run_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[_Union[RunSummary, _Mapping]] = ..., last_seq: _Optional[int] = ..., subtasks: _Optional[_Iterable[_Union[SubtaskStatus, _Mapping]]] = ..., tenant: _Optional[str] = ...) -> None: ...
+    spec_version: str
+    spec_hash: str
+    forked_from_run: str
+    forked_from_subtask: str
+    forked_from_step: int
+    def __init__(self, run_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[_Union[RunSummary, _Mapping]] = ..., last_seq: _Optional[int] = ..., subtasks: _Optional[_Iterable[_Union[SubtaskStatus, _Mapping]]] = ..., tenant: _Optional[str] = ..., spec_version: _Optional[str] = ..., spec_hash: _Optional[str] = ..., forked_from_run: _Optional[str] = ..., forked_from_subtask: _Optional[str] = ..., forked_from_step: _Optional[int] = ...) -> None: ...
 
 class RunSummary(_message.Message):
-    __slots__ = ("total_subtasks", "tool_calls_completed", "tool_calls_failed", "tool_calls_skipped", "attempts", "wall_time", "total_work", "critical_path_time", "critical_path", "critical_steps", "total_steps", "parallelism", "agent_tool_calls", "subagents", "tokens", "speculative_attempts", "speculative_wins", "error_kind", "error_message", "wall_breakdown", "tokens_by_model", "token_budget")
+    __slots__ = ("total_subtasks", "tool_calls_completed", "tool_calls_failed", "tool_calls_skipped", "attempts", "wall_time", "total_work", "critical_path_time", "critical_path", "critical_steps", "total_steps", "parallelism", "agent_tool_calls", "subagents", "tokens", "speculative_attempts", "speculative_wins", "error_kind", "error_message", "wall_breakdown", "tokens_by_model", "token_budget", "calls_reused", "calls_made")
     TOTAL_SUBTASKS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FAILED_FIELD_NUMBER: _ClassVar[int]
@@ -509,6 +565,8 @@ class RunSummary(_message.Message):
     WALL_BREAKDOWN_FIELD_NUMBER: _ClassVar[int]
     TOKENS_BY_MODEL_FIELD_NUMBER: _ClassVar[int]
     TOKEN_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    CALLS_REUSED_FIELD_NUMBER: _ClassVar[int]
+    CALLS_MADE_FIELD_NUMBER: _ClassVar[int]
     total_subtasks: int
     tool_calls_completed: int
     tool_calls_failed: int
@@ -531,7 +589,9 @@ class RunSummary(_message.Message):
     wall_breakdown: WallBreakdown
     tokens_by_model: _containers.RepeatedCompositeFieldContainer[ModelTokens]
     token_budget: int
-    def __init__(self, total_subtasks: _Optional[int] = ..., tool_calls_completed: _Optional[int] = ..., tool_calls_failed: _Optional[int] = ..., tool_calls_skipped: _Optional[int] = ..., attempts: _Optional[int] = ..., wall_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., total_work: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., critical_path_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., critical_path: _Optional[_Iterable[str]] = ..., critical_steps: _Optional[int] = ..., total_steps: _Optional[int] = ..., parallelism: _Optional[float] = ..., agent_tool_calls: _Optional[int] = ..., subagents: _Optional[int] = ..., tokens: _Optional[int] = ..., speculative_attempts: _Optional[int] = ..., speculative_wins: _Optional[int] = ..., error_kind: _Optional[_Union[FailureKind, str]] = ..., error_message: _Optional[str] = ..., wall_breakdown: _Optional[_Union[WallBreakdown, _Mapping]] = ..., tokens_by_model: _Optional[_Iterable[_Union[ModelTokens, _Mapping]]] = ..., token_budget: _Optional[int] = ...) -> None: ...
+    calls_reused: int
+    calls_made: int
+    def __init__(self, total_subtasks: _Optional[int] = ..., tool_calls_completed: _Optional[int] = ..., tool_calls_failed: _Optional[int] = ..., tool_calls_skipped: _Optional[int] = ..., attempts: _Optional[int] = ..., wall_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., total_work: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., critical_path_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., critical_path: _Optional[_Iterable[str]] = ..., critical_steps: _Optional[int] = ..., total_steps: _Optional[int] = ..., parallelism: _Optional[float] = ..., agent_tool_calls: _Optional[int] = ..., subagents: _Optional[int] = ..., tokens: _Optional[int] = ..., speculative_attempts: _Optional[int] = ..., speculative_wins: _Optional[int] = ..., error_kind: _Optional[_Union[FailureKind, str]] = ..., error_message: _Optional[str] = ..., wall_breakdown: _Optional[_Union[WallBreakdown, _Mapping]] = ..., tokens_by_model: _Optional[_Iterable[_Union[ModelTokens, _Mapping]]] = ..., token_budget: _Optional[int] = ..., calls_reused: _Optional[int] = ..., calls_made: _Optional[int] = ...) -> None: ...
 
 class ModelTokens(_message.Message):
     __slots__ = ("model", "input_tokens", "output_tokens")
@@ -572,7 +632,7 @@ class WallBreakdown(_message.Message):
     def __init__(self, work: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., waiting_for_slot: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dispatch: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., failed_attempts: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., straggler_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., other: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., biggest_loss_part: _Optional[str] = ..., biggest_loss_subtask: _Optional[str] = ..., biggest_loss: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., headline: _Optional[str] = ..., waiting_for_approval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SubtaskStatus(_message.Message):
-    __slots__ = ("id", "state", "attempt", "worker_id", "started_at", "finished_at", "output_json", "error_kind", "error_message", "tool", "output_ref", "depends_on", "kind", "parent", "stage", "ready_at", "first_started_at", "approval_prompt", "artifacts")
+    __slots__ = ("id", "state", "attempt", "worker_id", "started_at", "finished_at", "output_json", "error_kind", "error_message", "tool", "output_ref", "depends_on", "kind", "parent", "stage", "ready_at", "first_started_at", "approval_prompt", "artifacts", "reused_from")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
@@ -592,6 +652,7 @@ class SubtaskStatus(_message.Message):
     FIRST_STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_PROMPT_FIELD_NUMBER: _ClassVar[int]
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FROM_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: SubtaskState
     attempt: int
@@ -611,7 +672,8 @@ class SubtaskStatus(_message.Message):
     first_started_at: _timestamp_pb2.Timestamp
     approval_prompt: str
     artifacts: _containers.RepeatedCompositeFieldContainer[Artifact]
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[SubtaskState, str]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., output_json: _Optional[str] = ..., error_kind: _Optional[_Union[FailureKind, str]] = ..., error_message: _Optional[str] = ..., tool: _Optional[str] = ..., output_ref: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., kind: _Optional[str] = ..., parent: _Optional[str] = ..., stage: _Optional[int] = ..., ready_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first_started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approval_prompt: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ...) -> None: ...
+    reused_from: str
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[SubtaskState, str]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., output_json: _Optional[str] = ..., error_kind: _Optional[_Union[FailureKind, str]] = ..., error_message: _Optional[str] = ..., tool: _Optional[str] = ..., output_ref: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., kind: _Optional[str] = ..., parent: _Optional[str] = ..., stage: _Optional[int] = ..., ready_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first_started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approval_prompt: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., reused_from: _Optional[str] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("run_id", "seq", "time", "run_started", "subtask_started", "subtask_succeeded", "subtask_failed", "subtask_skipped", "run_finished", "agent_step", "stage_started", "budget_exceeded", "warning", "speculated", "approval_requested", "agent_output")

@@ -80,6 +80,16 @@ class SwarmServiceStub:
                 request_serializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.GetArtifactRequest.SerializeToString,
                 response_deserializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.ArtifactChunk.FromString,
                 _registered_method=True)
+        self.ForkRun = channel.unary_unary(
+                '/swarm.v1.SwarmService/ForkRun',
+                request_serializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.ForkRunRequest.SerializeToString,
+                response_deserializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.ForkRunResponse.FromString,
+                _registered_method=True)
+        self.GetTranscript = channel.unary_unary(
+                '/swarm.v1.SwarmService/GetTranscript',
+                request_serializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.GetTranscriptRequest.SerializeToString,
+                response_deserializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.GetTranscriptResponse.FromString,
+                _registered_method=True)
 
 
 class SwarmServiceServicer:
@@ -161,6 +171,25 @@ class SwarmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForkRun(self, request, context):
+        """A new run from a recorded one: every subtask that does not depend on from_subtask keeps
+        its recorded result (copied, not run again); from_subtask and everything downstream of it
+        (and of the subtasks the patch changes) run again, with the patch applied. NOT_FOUND for
+        a run or subtask that does not exist (or whose records are gone); INVALID_ARGUMENT, with
+        the field, for a patch that does not merge or makes the spec invalid. Nothing is started
+        unless the whole new run is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTranscript(self, request, context):
+        """An agent's recorded transcript (its turns, as JSON), for `swarm replay` and the web view.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SwarmServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -208,6 +237,16 @@ def add_SwarmServiceServicer_to_server(servicer, server):
                     servicer.GetArtifact,
                     request_deserializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.GetArtifactRequest.FromString,
                     response_serializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.ArtifactChunk.SerializeToString,
+            ),
+            'ForkRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForkRun,
+                    request_deserializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.ForkRunRequest.FromString,
+                    response_serializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.ForkRunResponse.SerializeToString,
+            ),
+            'GetTranscript': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTranscript,
+                    request_deserializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.GetTranscriptRequest.FromString,
+                    response_serializer=swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.GetTranscriptResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -454,6 +493,60 @@ class SwarmService:
             '/swarm.v1.SwarmService/GetArtifact',
             swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.GetArtifactRequest.SerializeToString,
             swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.ArtifactChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForkRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarm.v1.SwarmService/ForkRun',
+            swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.ForkRunRequest.SerializeToString,
+            swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.ForkRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTranscript(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarm.v1.SwarmService/GetTranscript',
+            swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.GetTranscriptRequest.SerializeToString,
+            swarm__client_dot___proto_dot_swarm_dot_v1_dot_swarm__pb2.GetTranscriptResponse.FromString,
             options,
             channel_credentials,
             insecure,
