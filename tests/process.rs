@@ -73,7 +73,9 @@ pub fn swarm_bin() -> anyhow::Result<PathBuf> {
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            // The binary, not the test harness built from the same `main.rs` (also `swarm`).
             .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "swarm")
+            .filter(|v| v["profile"]["test"] == false && v["target"]["kind"][0] == "bin")
             .find_map(|v| v["executable"].as_str().map(PathBuf::from))
             .ok_or_else(|| "cargo build did not report the swarm executable".into())
     })

@@ -382,3 +382,92 @@ fn kind_named(name: &str) -> FailureKind {
     .find(|k| k.as_str() == name)
     .unwrap_or(FailureKind::ToolReported)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarm_worker::model::ScriptedModel;
+
+    const SCRIPT: &str = "agents:\n  '*':\n    - tool_calls: [{name: echo, arguments: {text: 'a-{turn}'}}, {name: echo, arguments: {text: 'b-{turn}'}}]\n    - tool_calls: [{name: echo, arguments: {text: 'c-{turn}'}}]\n    - content: done\n";
+
+    fn spec(instructions: &str) -> String {
+        serde_json::to_string(&AgentSpec {
+            instructions: instructions.into(),
+            input: "find it".into(),
+            model: "scripted".into(),
+            tools: vec!["echo".into()],
+            max_steps: None,
+        })
+        .expect("json")
+    }
+
+    /// Runs the agent for real (the scripted model, the built-in `echo`) and returns its turns.
+    async fn record() -> Vec<Turn> {
+        let mut models = ModelRegistry::new();
+        models.register("scripted", Arc::new(ScriptedModel::from_yaml(SCRIPT).expect("script")));
+        let tools = ToolRegistry::builtin();
+        let task = pb::AgentTask {
+            orchestrator: false,
+            spec_json: spec("be careful"),
+            transcript_json: String::new(),
+            name: "researcher".into(),
+            max_steps: 10,
+            steps_taken: 0,
+            priority: 0,
+            critical_path: 0,
+        };
+        let gate = Arc::new(swarm_worker::gate::Gate::default());
+        let run = AgentRun {
+            task: &task,
+            run_id: "r",
+            subtask_id: "researcher",
+            attempt: 1,
+            tools: &tools,
+            models: &models,
+            gate: &gate,
+            output: None,
+            cancel: tokio_util::sync::CancellationToken::new(),
+            hold: None,
+        };
+        let mut turns = Vec::new();
+        let outcome = swarm_worker::agent::run(run, |t| turns.push(t.clone())).await.expect("the agent answers");
+        assert!(matches!(outcome, AgentOutcome::Answer(..)), "the agent answers");
+        turns
+    }
+
+    #[tokio::test]
+    async fn a_recorded_agent_replays_as_recorded() {
+        let turns = record().await;
+        assert_eq!(turns.len(), 3, "{turns:?}");
+        let v = replay_agent("researcher", false, &spec("be careful"), &turns).await;
+        assert_eq!((v.outcome.as_str(), v.recorded_steps, v.replayed_steps, v.step), ("same", 3, 3, None), "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn results_handed_back_in_another_order_diverge_at_the_next_step() {
+        let mut turns = record().await;
+        // The first turn: the assistant's two calls, then their two results. A loop that now
+        // orders the results differently sends the model another request at step 1.
+        assert_eq!(turns[0].messages.len(), 3, "{:?}", turns[0]);
+        turns[0].messages.swap(1, 2);
+        let v = replay_agent("researcher", false, &spec("be careful"), &turns).await;
+        assert_eq!((v.outcome.as_str(), v.step), ("diverged", Some(1)), "{v:?}");
+        assert!(v.reason.as_deref().is_some_and(|r| r.contains("message 3")), "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn a_loop_that_goes_on_past_the_record_diverges_where_the_record_ends() {
+        let turns = record().await;
+        // A record that stops before the answer: the loop asks the model once more.
+        let v = replay_agent("researcher", false, &spec("be careful"), &turns[..2]).await;
+        assert_eq!((v.outcome.as_str(), v.step), ("diverged", Some(2)), "{v:?}");
+        // A recorded call whose tool the agent may no longer use: the loop refuses it, and the
+        // refusal it hands the model is not the result the run recorded.
+        let mut fewer = serde_json::from_str::<AgentSpec>(&spec("be careful")).expect("spec");
+        fewer.tools.clear();
+        let v = replay_agent("researcher", false, &serde_json::to_string(&fewer).expect("json"), &turns).await;
+        assert_eq!((v.outcome.as_str(), v.step), ("diverged", Some(1)), "{v:?}");
+        let v = replay_agent("researcher", false, "{not json", &turns).await;
+        assert_eq!(v.outcome, "skipped", "{v:?}");
+    }
+}

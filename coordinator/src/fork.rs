@@ -143,7 +143,19 @@ pub async fn plan(
         restored.push((i, crate::recovery::restored(record)));
         reused += 1;
     }
-    let mut turns: HashMap<SubtaskIx, Vec<Arc<Turn>>> = HashMap::new();
+    // Transcripts: a reused agent's whole (what it did, for `swarm replay` and the count of
+    // calls reused), and for a fork at a step, the forked agent's first turns.
+    let mut recorded: HashMap<String, Vec<(u32, Turn)>> = HashMap::new();
+    for (id, n, turn) in repo.turns(&req.run_id).await.map_err(store_error)? {
+        recorded.entry(id.to_string()).or_default().push((n, turn));
+    }
+    let mut kept: Vec<(SubtaskIx, Vec<(u32, Turn)>)> = Vec::new();
+    for &(i, _) in &restored {
+        let id = dag.node(i).id.as_str();
+        if let Some(ts) = recorded.remove(id) {
+            kept.push((i, ts));
+        }
+    }
     if let Some(step) = req.from_step {
         if !matches!(dag.node(from).work, Work::Agent(_)) {
             return Err(ApiError::invalid(
@@ -151,29 +163,29 @@ pub async fn plan(
                 format!("only an agent's transcript forks at a step; `{}` is not an agent", req.from),
             ));
         }
-        let recorded: Vec<Turn> = repo
-            .turns(&req.run_id)
-            .await
-            .map_err(store_error)?
-            .into_iter()
-            .filter(|(id, _, _)| id.as_str() == req.from)
-            .map(|(_, _, t)| t)
-            .collect();
-        if step as usize > recorded.len() {
+        let mut ts = recorded.remove(req.from.as_str()).unwrap_or_default();
+        if step as usize > ts.len() {
             return Err(ApiError::invalid(
                 "from_step",
-                format!("agent `{}` recorded {} steps; fork at 0 to {}", req.from, recorded.len(), recorded.len()),
+                format!("agent `{}` recorded {} steps; fork at 0 to {}", req.from, ts.len(), ts.len()),
             ));
         }
-        let kept: Vec<Arc<Turn>> = recorded.into_iter().take(step as usize).map(Arc::new).collect();
-        for (n, turn) in kept.iter().enumerate() {
-            let (op, offload) = repo.turn_write(new_id, &dag.node(from).id, n as u32, turn);
+        ts.truncate(step as usize);
+        kept.push((from, ts));
+    }
+    let mut turns: HashMap<SubtaskIx, Vec<Arc<Turn>>> = HashMap::new();
+    for (i, ts) in kept {
+        let id = dag.node(i).id.clone();
+        let mut list = Vec::with_capacity(ts.len());
+        for (n, turn) in ts {
+            let (op, offload) = repo.turn_write(new_id, &id, n, &turn);
             if let (Some((path, value)), Some(payloads)) = (offload, repo.payloads()) {
                 payloads.put(&path, value).await.map_err(store_error)?;
             }
             ops.push(op);
+            list.push(Arc::new(turn));
         }
-        turns.insert(from, kept);
+        turns.insert(i, list);
     }
     let rerun = (dag.len() as u32).saturating_sub(reused);
     let run = RecoveredRun {
@@ -219,5 +231,15 @@ fn header(new_id: RunId, spec: &RunSpec, req: &ForkRequest, submitted_us: u64) -
         spec_hash: spec.hash(),
         forked_from: Some(ForkOrigin { run_id: req.run_id.clone(), subtask: req.from.clone(), step: req.from_step }),
         ..RunHeader::running(new_id, spec.name.clone(), submitted_us)
+    }
+}
+
+/// Tells a fork's engine where it came from, before its transcripts are restored (see
+/// [`swarm_core::RunEngine::set_fork_point`]).
+pub fn set_origin(engine: &mut swarm_core::RunEngine, dag: &Dag, origin: Option<&ForkOrigin>) {
+    let Some(origin) = origin else { return };
+    engine.set_forked_from(Some(origin.run_id.clone()));
+    if let (Some(step), Some(at)) = (origin.step, dag.index_of(&origin.subtask)) {
+        engine.set_fork_point(at, step);
     }
 }

@@ -15,6 +15,7 @@ mod examples;
 mod failover;
 mod faults;
 mod fencing;
+mod fork;
 mod forwarding;
 mod gateway;
 mod layout;

@@ -20,8 +20,8 @@ impl Manager {
             seed,
             records,
         );
+        crate::fork::set_origin(&mut engine, &dag, header.forked_from.as_ref());
         engine.restore_agents(turns, calls);
-        engine.set_forked_from(header.forked_from.as_ref().map(|f| f.run_id.clone()));
         let log = EventLog::new(header.run_id.clone(), &dag, self.supervisor.now_us(), self.config.caps.max_run_events);
         let key = self.add_run(header.run_id.clone(), dag, header, Some(engine), Some(span), Some(log));
         // A fork whose every subtask was reused ends now.

@@ -146,8 +146,8 @@ impl Manager {
                 seed,
                 records,
             );
+            crate::fork::set_origin(&mut engine, &dag, header.forked_from.as_ref());
             engine.restore_agents(turns, calls);
-            engine.set_forked_from(header.forked_from.as_ref().map(|f| f.run_id.clone()));
             let key = self.add_run(header.run_id.clone(), dag, header, Some(engine), None, Some(log.clone()));
             if let Some(entry) = self.runs.get_mut(&key) {
                 entry.recovering = true;

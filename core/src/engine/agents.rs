@@ -190,12 +190,22 @@ impl RunEngine {
         for (i, ts) in turns {
             let Some(terminal) = self.slots.get(i.index()).map(|s| s.state.is_terminal()) else { continue };
             let steps = ts.iter().filter(|t| t.tool_calls() > 0).count() as u32;
-            self.counts.agent_tool_calls += ts.iter().map(|t| t.work_calls() as u32).sum::<u32>();
-            let tokens = ts
+            // Turns a fork reused were paid for by the original run: they count as reused and
+            // toward no budget of this one.
+            let reused = match self.fork_point {
+                _ if self.slots[i.index()].reused => ts.len(),
+                Some((at, step)) if at == i => (step as usize).min(ts.len()),
+                _ => 0,
+            };
+            let (old, new) = ts.split_at(reused);
+            let calls = |turns: &[Arc<Turn>]| turns.iter().map(|t| t.work_calls() as u32).sum::<u32>();
+            self.counts.calls_reused = self.counts.calls_reused.saturating_add(calls(old));
+            self.counts.agent_tool_calls += calls(new);
+            let tokens = new
                 .iter()
                 .fold(0u64, |n, t| n.saturating_add(t.usage.input_tokens).saturating_add(t.usage.output_tokens));
             self.counts.tokens = self.counts.tokens.saturating_add(tokens);
-            let usage: Vec<crate::agent::Usage> = ts.iter().map(|t| t.usage).collect();
+            let usage: Vec<crate::agent::Usage> = new.iter().map(|t| t.usage).collect();
             self.count_tokens(i, &usage);
             let Some(slot) = self.slots.get_mut(i.index()) else { continue };
             if !terminal {

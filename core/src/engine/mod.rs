@@ -85,6 +85,8 @@ pub struct RunEngine {
     running: Vec<SubtaskIx>,
     /// The run a fork was made from: where its reused results came from.
     forked_from: Option<RunId>,
+    /// A fork at an agent's step: that agent, and how many of its first turns were reused.
+    fork_point: Option<(SubtaskIx, u32)>,
 }
 
 impl RunEngine {
@@ -129,6 +131,7 @@ impl RunEngine {
             clock_us: submitted_us,
             running: Vec::new(),
             forked_from: None,
+            fork_point: None,
         }
         .with_latency_model()
         .with_approvals()
@@ -174,8 +177,10 @@ impl RunEngine {
             engine.counts.open -= 1;
             if r.reused {
                 // Made by the run this one was forked from: no attempt of this run, no budget.
-                let calls = if matches!(engine.dag.node(i).work, crate::dag::Work::Tool) { 1 } else { r.steps };
-                engine.counts.calls_reused = engine.counts.calls_reused.saturating_add(calls);
+                // (An agent's reused calls are counted from its transcript, in `restore_agents`.)
+                if matches!(engine.dag.node(i).work, crate::dag::Work::Tool) {
+                    engine.counts.calls_reused = engine.counts.calls_reused.saturating_add(1);
+                }
             } else {
                 engine.counts.attempts = engine.counts.attempts.saturating_add(r.attempt.0);
             }
@@ -251,6 +256,11 @@ impl RunEngine {
     /// Records the run this one was forked from.
     pub fn set_forked_from(&mut self, origin: Option<RunId>) {
         self.forked_from = origin;
+    }
+    /// Records a fork at agent `at`'s step `step`: its first `step` turns were made by the
+    /// original run (counted as reused by [`RunEngine::restore_agents`], which comes after).
+    pub fn set_fork_point(&mut self, at: SubtaskIx, step: u32) {
+        self.fork_point = Some((at, step));
     }
     /// The run's DAG.
     pub fn dag(&self) -> &Arc<Dag> {
