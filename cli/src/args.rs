@@ -537,7 +537,8 @@ pub struct BenchArgs {
     /// run of 100,000 calls, then 10,000 subagents × 10 calls), gateway (embedded only: the
     /// model gateway against a rate-limited fixture server), exec (the sandbox's overhead and
     /// 200 calls at once), artifacts (1,000 files handed from 100 producers to one reducer),
-    /// or all (all but overload, scale, gateway, exec and artifacts).
+    /// fork (a finished 1,502-call run forked `--repeat` times at one subtask of its last
+    /// stage), or all (all but overload, scale, gateway, exec, artifacts and fork).
     #[arg(long, default_value = "all")]
     pub scenario: String,
     #[arg(long)]

@@ -19,6 +19,7 @@ use swarm_store::MemoryStore;
 pub mod artifacts;
 pub mod exec;
 mod faults;
+pub mod fork;
 pub mod gateway;
 pub mod model_server;
 mod overload;

@@ -40,6 +40,9 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     if scenario == "artifacts" {
         return artifacts(*json);
     }
+    if scenario == "fork" {
+        return fork(addr.as_deref(), *repeat, *json);
+    }
     let (efficiency, throughput, agents, stragglers, overload) = match scenario.as_str() {
         "all" => (true, true, addr.is_none(), true, false),
         "efficiency" => (true, false, false, false, false),
@@ -50,7 +53,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         "retries" | "scale" => (false, false, false, false, false),
         other => {
             eprintln!(
-                "error: --scenario must be efficiency, throughput, agents, stragglers, retries, overload, scale, gateway, exec, artifacts or all, not `{other}`"
+                "error: --scenario must be efficiency, throughput, agents, stragglers, retries, overload, scale, gateway, exec, artifacts, fork or all, not `{other}`"
             );
             return ExitCode::from(64);
         }
@@ -87,6 +90,38 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             } else {
                 print_bench(&report);
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--scenario fork`: a finished 1,502-call run forked at the last call of one chain.
+fn fork(addr: Option<&str>, repeat: usize, json: bool) -> ExitCode {
+    match bench::fork::run(addr, repeat.max(1)) {
+        Ok(b) if json => {
+            outln!("{}", serde_json::to_string_pretty(&b).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(b) => {
+            outln!(
+                "swarm bench --scenario fork ({} forks of a {}-call run at {}, medians):",
+                b.forks,
+                b.original_calls,
+                b.from
+            );
+            outln!(
+                "  ForkRun {:.1} ms (max {:.1}); request → first call started {:.1} ms (max {:.1}); fork run ended after {:.1} ms",
+                b.fork_rpc_ms,
+                b.fork_rpc_max_ms,
+                b.first_call_ms,
+                b.first_call_max_ms,
+                b.fork_run_ms
+            );
+            outln!("  calls made {}, reused {}", b.calls_made, b.calls_reused);
             ExitCode::SUCCESS
         }
         Err(e) => {
