@@ -222,3 +222,31 @@ def test_artifacts_are_listed_and_downloaded_sync_and_async(swarm_url: str) -> N
             return await client.artifact(run.run_id, "make", "out/t.csv")
 
     assert asyncio.run(main()) == b"a,b\n1,2\n"
+
+
+def test_fork_reuses_what_is_upstream_and_refuses_by_field_sync_and_async(swarm_url: str) -> None:
+    spec = chain(3, 5, "forkable")
+    spec["version"] = "py-v1"
+    with Client(swarm_url) as client:
+        original = client.submit(spec).wait(timeout=60)
+        assert original.spec_version == "py-v1" and len(original.spec_hash) == 16
+        fork = client.fork(original.run_id, "s1", patch={"subtasks": [{"id": "s1", "args": {"ms": 1}}]})
+        done = fork.wait(timeout=60)
+        assert done.state == "SUCCEEDED" and done.forked_from == original.run_id
+        assert (done.calls_reused, done.calls_made) == (1, 2)
+        reused = {s["id"]: s["reused_from"] for s in client.get(fork.run_id, subtasks=True).subtasks}
+        assert reused == {"s0": original.run_id, "s1": "", "s2": ""}
+        with pytest.raises(InvalidSpec) as e:
+            client.fork(original.run_id, "s1", patch="subtasks: [{id: s0, depends_on: [s2]}]")
+        assert any(f.endswith("depends_on") and d.startswith("cycle: ") for f, d in e.value.violations), e.value
+        with pytest.raises(NotFound, match="did you mean `s1`"):
+            client.fork(original.run_id, "s11")
+
+    async def main() -> None:
+        async with AsyncClient(swarm_url) as client:
+            fork = await client.fork(original.run_id, "s2", idempotency_key="py-fork")
+            again = await client.fork(original.run_id, "s2", idempotency_key="py-fork")
+            assert again.run_id == fork.run_id and not again.created
+            assert (await fork.wait(timeout=60)).calls_made == 1
+
+    asyncio.run(main())

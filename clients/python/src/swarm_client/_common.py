@@ -140,6 +140,11 @@ class RunResult:
     speculative_attempts: int
     error: str
     last_seq: int
+    calls_reused: int = 0
+    calls_made: int = 0
+    spec_version: str = ""
+    spec_hash: str = ""
+    forked_from: str = ""
     subtasks: list[dict[str, Any]] = field(default_factory=list)
     raw: Any = None
 
@@ -174,6 +179,11 @@ class RunResult:
             speculative_attempts=s.speculative_attempts,
             error=s.error_message,
             last_seq=run.last_seq,
+            calls_reused=s.calls_reused,
+            calls_made=s.calls_made,
+            spec_version=run.spec_version,
+            spec_hash=run.spec_hash,
+            forked_from=run.forked_from_run,
             subtasks=[
                 {
                     "id": t.id,
@@ -187,11 +197,25 @@ class RunResult:
                     "error": t.error_message,
                     "depends_on": list(t.depends_on),
                     "artifacts": [{"path": a.path, "size": a.size, "sha256": a.sha256} for a in t.artifacts],
+                    "reused_from": t.reused_from,
                 }
                 for t in run.subtasks
             ],
             raw=run,
         )
+
+
+def fork_request(
+    run_id: str, from_subtask: str, patch: Any, step: int | None, idempotency_key: str | None
+) -> pb.ForkRunRequest:
+    """A ``ForkRunRequest``: ``patch`` is a dict (sent as JSON), YAML/JSON text or None."""
+    text = "" if patch is None else patch if isinstance(patch, str) else json.dumps(patch)
+    req = pb.ForkRunRequest(
+        run_id=run_id, from_subtask=from_subtask, patch=text, idempotency_key=idempotency_key or ""
+    )
+    if step is not None:
+        req.from_step = step
+    return req
 
 
 def signal_request(

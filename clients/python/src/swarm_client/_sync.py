@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any, Iterator
@@ -118,6 +119,25 @@ class Client:
     def cancel(self, run_id: str, reason: str = "") -> c.RunResult:
         """Cancels a run; finished results are kept."""
         return c.RunResult.from_proto(self._call("CancelRun", pb.CancelRunRequest(run_id=run_id, reason=reason)).run)
+
+    def fork(
+        self,
+        run_id: str,
+        from_subtask: str,
+        patch: Any = None,
+        step: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> "Run":
+        """A new run from a recorded one: everything not downstream of ``from_subtask`` (nor
+        changed by ``patch``, a partial spec merged by subtask id: a dict or YAML/JSON text) is
+        reused, the rest runs again; ``step`` forks an agent at a turn of its transcript."""
+        resp = self._call("ForkRun", c.fork_request(run_id, from_subtask, patch, step, idempotency_key))
+        return Run(self, resp.run_id, created=resp.created)
+
+    def transcript(self, run_id: str, subtask_id: str) -> dict[str, Any]:
+        """An agent's recorded turns (``turns``) and its spec (``agent``)."""
+        resp = self._call("GetTranscript", pb.GetTranscriptRequest(run_id=run_id, subtask_id=subtask_id))
+        return {"turns": json.loads(resp.turns_json or "[]"), "agent": json.loads(resp.agent_json or "null")}
 
     def signal(
         self, run_id: str, subtask_id: str, approve: bool, data: Any = None, reason: str = ""

@@ -13,6 +13,7 @@ async with Client("http://127.0.0.1:7070") as client:
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from typing import Any, AsyncIterator
@@ -123,6 +124,25 @@ class Client:
     async def cancel(self, run_id: str, reason: str = "") -> c.RunResult:
         resp = await self._call("CancelRun", pb.CancelRunRequest(run_id=run_id, reason=reason))
         return c.RunResult.from_proto(resp.run)
+
+    async def fork(
+        self,
+        run_id: str,
+        from_subtask: str,
+        patch: Any = None,
+        step: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> "Run":
+        """A new run from a recorded one: everything not downstream of ``from_subtask`` (nor
+        changed by ``patch``, a partial spec merged by subtask id: a dict or YAML/JSON text) is
+        reused, the rest runs again; ``step`` forks an agent at a turn of its transcript."""
+        resp = await self._call("ForkRun", c.fork_request(run_id, from_subtask, patch, step, idempotency_key))
+        return Run(self, resp.run_id, created=resp.created)
+
+    async def transcript(self, run_id: str, subtask_id: str) -> dict[str, Any]:
+        """An agent's recorded turns (``turns``) and its spec (``agent``)."""
+        resp = await self._call("GetTranscript", pb.GetTranscriptRequest(run_id=run_id, subtask_id=subtask_id))
+        return {"turns": json.loads(resp.turns_json or "[]"), "agent": json.loads(resp.agent_json or "null")}
 
     async def signal(
         self, run_id: str, subtask_id: str, approve: bool, data: Any = None, reason: str = ""
