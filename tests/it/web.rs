@@ -155,3 +155,60 @@ async fn an_approval_is_decided_in_the_web_view_and_other_sites_cannot_decide_it
     assert!(std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 1000), "a screenshot was taken");
     tc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_forked_from_a_subtask_in_the_web_view_and_other_sites_cannot_fork_it() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let tc = TestCluster::start(1, 4).await.expect("cluster");
+    let http = tc.cluster.http_addr.expect("the web view is served");
+    let spec = RunSpec::new(
+        "web-fork",
+        vec![
+            SubtaskSpec::tool("a", "echo", json!({"text": "a"})),
+            SubtaskSpec::tool("b", "echo", json!({"text": "b"})).after(["a"]),
+            SubtaskSpec::tool("c", "echo", json!({"text": "c"})).after(["b"]),
+        ],
+    );
+    let mut c = tc.client().await.expect("client");
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    wait_done(&mut c, &run_id, Duration::from_secs(30)).await.expect("done");
+
+    let path = format!("/api/runs/{run_id}/fork");
+    let body = r#"{"from_subtask": "b"}"#;
+    let json_type = ("content-type", "application/json");
+    assert_eq!(post(http, &path, &[json_type], body).await, 403, "no x-swarm-request header: a plain form post");
+    let evil = [json_type, ("x-swarm-request", "1"), ("origin", "http://evil.example")];
+    assert_eq!(post(http, &path, &evil, body).await, 403, "another origin");
+    let ok = [json_type, ("x-swarm-request", "1")];
+    assert_eq!(post(http, &path, &ok, r#"{"from_subtask": "b", "from_step": -1}"#).await, 400);
+    assert_eq!(post(http, &path, &ok, r#"{"from_subtask": "zz"}"#).await, 404);
+    let listed = c.list_runs(pb::ListRunsRequest { page_size: 10, ..Default::default() }).await.expect("list");
+    assert_eq!(listed.into_inner().runs.len(), 1, "nothing was forked");
+
+    let screenshot = root.join("../target/web-fork.png");
+    let out = tokio::process::Command::new("node")
+        .arg(root.join("web/fork.mjs"))
+        .arg(format!("http://{http}"))
+        .arg(&run_id)
+        .arg("b")
+        .arg(r#"subtasks: [{id: b, args: {text: "b again"}}]"#)
+        .arg(&screenshot)
+        .current_dir(root.join("web"))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), out).await.expect("the browser finished").expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON report");
+    let refused = report["refused"].as_str().expect("refused");
+    assert!(refused.contains("patch.subtasks[0].id") && refused.contains("nowhere"), "{refused}");
+    let forked = report["run_id"].as_str().expect("new run");
+    let run = swarm_cli::client::get(&mut c, forked, true).await.expect("the fork");
+    assert_eq!((run.forked_from_run.as_str(), run.forked_from_subtask.as_str()), (run_id.as_str(), "b"));
+    let b = run.subtasks.iter().find(|s| s.id == "b").expect("b");
+    assert_eq!(b.output_json, json!({"text": "b again"}).to_string(), "the patch reached b");
+    let a = run.subtasks.iter().find(|s| s.id == "a").expect("a");
+    assert_eq!(a.reused_from, run_id, "a was reused");
+    assert!(std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 1000), "a screenshot was taken");
+    tc.stop().await;
+}

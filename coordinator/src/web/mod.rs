@@ -8,8 +8,9 @@
 //! - `/api/runs/{id}?page_size=N&page_token=T` — one page of the run's subtasks (the page paints
 //!   the first and loads the rest behind it);
 //! - `/api/runs/{id}/summary` — the run without its subtasks (cheap);
-//! - `POST /api/runs/{id}/signal` — decide an approval (`SignalRun`); the only route that
-//!   changes anything, guarded against cross-site requests (see [`signal`]);
+//! - `POST /api/runs/{id}/signal` — decide an approval (`SignalRun`), and `POST
+//!   /api/runs/{id}/fork` — fork the run from a subtask (`ForkRun`): the routes that change
+//!   anything, guarded against cross-site requests (see [`cross_site`]);
 //! - `/api/runs/{id}/events` — the run's events as server-sent events, each with what changed
 //!   (a subtask's new state, times, worker, error; new subagents): the page loads a run once
 //!   and then applies events, refreshing only the summary (at most once a second) and the
@@ -94,6 +95,7 @@ pub fn router(api: SwarmApi, auth: Authenticator) -> Router {
         .route("/api/runs/{id}/events", get(events))
         .route("/api/workers", get(ops::workers))
         .route("/api/runs/{id}/signal", post(signal))
+        .route("/api/runs/{id}/fork", post(ops::fork))
         .with_state(Web { api, auth })
 }
 
@@ -128,7 +130,11 @@ fn error(status: &tonic::Status) -> Response {
         tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    (code, Json(json!({ "error": status.message() }))).into_response()
+    let violations: Vec<Value> = swarm_proto::status::field_violations(status)
+        .into_iter()
+        .map(|(field, description)| json!({ "field": field, "description": description }))
+        .collect();
+    (code, Json(json!({ "error": status.message(), "violations": violations }))).into_response()
 }
 
 fn ms(t: Option<&prost_types::Timestamp>) -> Value {
@@ -198,6 +204,7 @@ fn subtask_json(s: &pb::SubtaskStatus) -> Value {
         "stage": s.stage,
         "error": s.error_message,
         "prompt": s.approval_prompt,
+        "reused_from": s.reused_from,
         "output": if s.kind == "approval" { s.output_json.as_str() } else { "" },
     })
 }
@@ -259,17 +266,11 @@ async fn summary(State(web): State<Web>, Path(id): Path<String>, caller: Caller)
     }
 }
 
-/// `POST /api/runs/{id}/signal` `{"subtask_id", "decision": "approve"|"reject", "payload",
-/// "reason"}`: `SignalRun` as the caller (role `approve`). The one route that changes
-/// anything, so it refuses what a page of another site could send: it needs the header
-/// `x-swarm-request: 1` (a cross-origin request with it needs a CORS preflight, which is never
-/// granted), a JSON body, and an `Origin`, when sent, naming this host.
-async fn signal(
-    State(web): State<Web>,
-    Path(id): Path<String>,
-    caller: Caller,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Response {
+/// What a page of another site could send to a route that changes something: refused unless
+/// it has the header `x-swarm-request: 1` (a cross-origin request with it needs a CORS
+/// preflight, which is never granted) and an `Origin`, when sent, naming this host. (The
+/// routes also take only JSON bodies.)
+pub(super) fn cross_site(caller: &Caller) -> Option<Response> {
     let header = |name: &str| caller.headers.get(name).and_then(|v| v.to_str().ok());
     let same_origin = match (header("origin"), header("host")) {
         (None, _) => true,
@@ -280,7 +281,21 @@ async fn signal(
     };
     if header("x-swarm-request") != Some("1") || !same_origin {
         let message = "cross-site request refused: send x-swarm-request: 1 from this page's origin";
-        return (StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response();
+        return Some((StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response());
+    }
+    None
+}
+
+/// `POST /api/runs/{id}/signal` `{"subtask_id", "decision": "approve"|"reject", "payload",
+/// "reason"}`: `SignalRun` as the caller (role `approve`), JSON only, not [`cross_site`].
+async fn signal(
+    State(web): State<Web>,
+    Path(id): Path<String>,
+    caller: Caller,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Some(refused) = cross_site(&caller) {
+        return refused;
     }
     let Ok(Json(body)) = body else {
         return error(&tonic::Status::invalid_argument(

@@ -8,7 +8,9 @@
 //!   and their losers marked), built from the run's event log;
 //! - `/api/runs/{id}/subtasks/{sid}` — one subtask: its spec (arguments, or the agent's
 //!   instructions and input), output or offloaded reference, error, attempts, and for agents
-//!   the transcript.
+//!   the transcript;
+//! - `POST /api/runs/{id}/fork` — `{"from_subtask", "patch", "from_step"}`: `ForkRun` as the
+//!   caller (role `submit`); answers the new run's id.
 
 use std::collections::HashMap;
 
@@ -23,7 +25,7 @@ use swarm_proto::pb;
 use swarm_proto::pb::swarm_service_server::SwarmService;
 use swarm_proto::status::to_status;
 
-use super::{Caller, Web, authed, error, ms, run_json, subtask_json};
+use super::{Caller, Web, authed, cross_site, error, ms, run_json, subtask_json};
 
 /// Runs looked at for one filtered page at most (a filter matching little ends the page early,
 /// with a token to go on).
@@ -269,16 +271,17 @@ pub(super) async fn subtask_detail(
         turns.sort_by_key(|(n, _)| *n);
         let transcript: Vec<Value> =
             turns.iter().flat_map(|(_, t)| &t.messages).filter_map(|m| serde_json::to_value(m).ok()).collect();
-        Ok::<_, ApiError>((spec_json, transcript))
+        Ok::<_, ApiError>((spec_json, transcript, turns))
     };
     match detail.await {
-        Ok((spec, transcript)) => {
+        Ok((spec, transcript, turns)) => {
             let mut v = subtask_json(status);
             v["spec"] = spec;
             v["output"] = json!(status.output_json);
             v["output_ref"] = json!(status.output_ref);
             v["error_kind"] = json!(pb::FailureKind::try_from(status.error_kind).map_or("", |k| k.as_str_name()));
             v["transcript"] = json!(transcript);
+            v["turns"] = json!(turns.len());
             v["artifacts"] =
                 status.artifacts.iter().map(|a| json!({"path": a.path, "size": a.size, "sha256": a.sha256})).collect();
             Json(v).into_response()
@@ -369,5 +372,48 @@ mod tests {
             at(5, E::SubtaskFailed(pb::SubtaskFailed { subtask_id: "zz".into(), attempt: 9, ..Default::default() })),
         ];
         assert!(timeline(&odd, &HashMap::new()).is_empty());
+    }
+}
+
+/// `POST /api/runs/{id}/fork` `{"from_subtask", "patch": YAML or JSON text, "from_step"}`:
+/// `ForkRun` as the caller (role `submit`); JSON only, not [`cross_site`].
+pub(super) async fn fork(
+    State(web): State<Web>,
+    Path(id): Path<String>,
+    caller: Caller,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Some(refused) = cross_site(&caller) {
+        return refused;
+    }
+    let Ok(Json(body)) = body else {
+        return error(&tonic::Status::invalid_argument(
+            "the body must be a JSON object (content-type: application/json)",
+        ));
+    };
+    let from_step = match &body["from_step"] {
+        Value::Null => None,
+        v => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => Some(n),
+            None => return error(&tonic::Status::invalid_argument("from_step: must be a whole number of turns")),
+        },
+    };
+    let request = pb::ForkRunRequest {
+        run_id: id,
+        from_subtask: body["from_subtask"].as_str().unwrap_or_default().to_owned(),
+        patch: body["patch"].as_str().unwrap_or_default().to_owned(),
+        from_step,
+        idempotency_key: String::new(),
+    };
+    let req = match authed(&web, &caller, request) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    match web.api.fork_run(req).await {
+        Ok(r) => {
+            let r = r.into_inner();
+            Json(json!({ "run_id": r.run_id, "reused": r.reused, "rerun": r.rerun })).into_response()
+        }
+        Err(s) => error(&s),
     }
 }
