@@ -135,8 +135,9 @@ pub struct RunJson {
     pub speculative_attempts: u32,
     pub speculative_wins: u32,
     /// Where the wall time went along the chain that decided the run's end, in ms: `work`,
-    /// `waiting_for_slot`, `dispatch`, `retry_backoff`, `failed_attempts`, `straggler_wait`,
-    /// `waiting_for_approval`, `other` (they add up to `wall_ms`).
+    /// `waiting_for_slot`, `waiting_for_placement`, `dispatch`, `retry_backoff`,
+    /// `failed_attempts`, `straggler_wait`, `waiting_for_approval`, `other` (they add up to
+    /// `wall_ms`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wall_breakdown_ms: Option<std::collections::BTreeMap<String, f64>>,
     /// The same in one line: the biggest loss beyond the work.
@@ -150,6 +151,9 @@ pub struct RunJson {
     /// A fork's calls reused from the run it was forked from, and the calls the run made.
     pub calls_reused: u32,
     pub calls_made: u32,
+    /// Agents' later attempts, and those that ran on their previous worker again.
+    pub agent_resumes: u32,
+    pub agent_resumes_sticky: u32,
     /// The spec's version label (absent: none) and hash.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spec_version: Option<String>,
@@ -358,6 +362,7 @@ impl From<&pb::Run> for RunJson {
                 [
                     ("work", ms(&b.work)),
                     ("waiting_for_slot", ms(&b.waiting_for_slot)),
+                    ("waiting_for_placement", ms(&b.waiting_for_placement)),
                     ("dispatch", ms(&b.dispatch)),
                     ("retry_backoff", ms(&b.retry_backoff)),
                     ("failed_attempts", ms(&b.failed_attempts)),
@@ -374,6 +379,8 @@ impl From<&pb::Run> for RunJson {
             error: (!s.error_message.is_empty()).then(|| s.error_message.clone()),
             calls_reused: s.calls_reused,
             calls_made: s.calls_made,
+            agent_resumes: s.agent_resumes,
+            agent_resumes_sticky: s.agent_resumes_sticky,
             spec_version: non_empty(&run.spec_version),
             spec_hash: run.spec_hash.clone(),
             forked_from: non_empty(&run.forked_from_run),

@@ -3,7 +3,9 @@
 //! Contract: the chosen worker offers the tool, has a free slot and fits the subtask's
 //! placement (its labels, and resources free now: [`swarm_core::placement`]); among those, the
 //! one with the highest preference score, then the most free slots, wins (ties: the lowest
-//! index), which spreads load evenly and keeps a busy worker from becoming a hot spot.
+//! index), which spreads load evenly and keeps a busy worker from becoming a hot spot. An
+//! agent's later attempt prefers the worker of its last one (its workspace, its warm MCP
+//! sessions) above all of that, when it fits and has a free slot.
 
 use swarm_core::placement::{Fit, Placement};
 
@@ -22,8 +24,11 @@ pub trait Candidate {
 /// Why nothing was placed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoPlacement {
-    /// Workers offer the tool and fit, but none has a free slot (or the resources) now.
+    /// Workers offer the tool and fit, but none has a free slot now.
     Busy,
+    /// Workers offer the tool and have its labels, and some have a free slot, but not the
+    /// resources it asks for: they are held by other attempts.
+    Held,
     /// No connected worker offers the tool.
     NoWorkerOffers,
     /// Workers offer the tool, but none has the labels or the resources' capacity asked for.
@@ -52,8 +57,28 @@ pub fn place_avoiding<C: Candidate>(
     workers: &[C],
     avoid: &[usize],
 ) -> Result<usize, NoPlacement> {
+    place_preferring(tool, placement, workers, avoid, None)
+}
+
+/// Like [`place_avoiding`], choosing worker `prefer` whenever it could be chosen at all.
+pub fn place_preferring<C: Candidate>(
+    tool: &str,
+    placement: Option<&Placement>,
+    workers: &[C],
+    avoid: &[usize],
+    prefer: Option<usize>,
+) -> Result<usize, NoPlacement> {
+    if let Some(p) = prefer.filter(|p| !avoid.contains(p))
+        && let Some(w) = workers.get(p)
+        && w.alive()
+        && w.offers(tool)
+        && w.free_slots() > 0
+        && placement.is_none_or(|pl| matches!(w.fit(pl), Fit::Now(_)))
+    {
+        return Ok(p);
+    }
     let mut best: Option<(usize, u64, u32)> = None;
-    let (mut offered, mut fits) = (false, false);
+    let (mut offered, mut fits, mut held) = (false, false, false);
     for (i, w) in workers.iter().enumerate() {
         if !w.alive() || !w.offers(tool) || avoid.contains(&i) {
             continue;
@@ -67,6 +92,7 @@ pub fn place_avoiding<C: Candidate>(
         };
         fits = true;
         let free = w.free_slots();
+        held |= score.is_none() && free > 0;
         if let Some(score) = score
             && free > 0
             && best.is_none_or(|(_, s, f)| (score, free) > (s, f))
@@ -76,6 +102,7 @@ pub fn place_avoiding<C: Candidate>(
     }
     match best {
         Some((i, _, _)) => Ok(i),
+        None if held => Err(NoPlacement::Held),
         None if fits => Err(NoPlacement::Busy),
         None if offered => Err(NoPlacement::NoWorkerMatches),
         None => Err(NoPlacement::NoWorkerOffers),
@@ -123,6 +150,21 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_goes_back_to_its_worker_when_it_can() {
+        let ws = [W(true, 9, &["m"], &[("pool", "a")], 0, 0), W(true, 1, &["m"], &[("pool", "b")], 0, 0)];
+        assert_eq!(place_preferring("m", None, &ws, &[], Some(1)), Ok(1), "fewer free slots, but its workspace");
+        let full = [W(true, 9, &["m"], &[], 0, 0), W(true, 0, &["m"], &[], 0, 0)];
+        assert_eq!(place_preferring("m", None, &full, &[], Some(1)), Ok(0), "soft: no free slot there");
+        let gone = [W(true, 9, &["m"], &[], 0, 0), W(false, 5, &["m"], &[], 0, 0)];
+        assert_eq!(place_preferring("m", None, &gone, &[], Some(1)), Ok(0), "its worker is gone");
+        let pool_a: Placement =
+            serde_json::from_value(serde_json::json!({"labels": {"pool": "a"}})).expect("placement");
+        assert_eq!(place_preferring("m", Some(&pool_a), &ws, &[], Some(1)), Ok(0), "its placement comes first");
+        assert_eq!(place_preferring("m", None, &ws, &[1], Some(1)), Ok(0), "it failed there");
+        assert_eq!(place_preferring("m", None, &ws, &[], Some(7)), Ok(0), "an index out of range is ignored");
+    }
+
+    #[test]
     fn labels_and_resources_decide_first_then_preferences_then_free_slots() {
         let ws = [
             W(true, 60, &["sleep"], &[("pool", "cpu")], 0, 0),
@@ -132,7 +174,9 @@ mod tests {
         let gpu: Placement = serde_json::from_value(serde_json::json!({"resources": {"gpu": 1}})).expect("placement");
         assert_eq!(place("sleep", Some(&gpu), &ws), Ok(1), "the only gpu free");
         let held = [W(true, 4, &["sleep"], &[("pool", "gpu")], 1000, 1000)];
-        assert_eq!(place("sleep", Some(&gpu), &held), Err(NoPlacement::Busy), "free slots, but its gpu is held");
+        assert_eq!(place("sleep", Some(&gpu), &held), Err(NoPlacement::Held), "free slots, but its gpu is held");
+        let full = [W(true, 0, &["sleep"], &[("pool", "gpu")], 1000, 0)];
+        assert_eq!(place("sleep", Some(&gpu), &full), Err(NoPlacement::Busy), "its gpu is free, its slots are not");
         let two = Placement { resources: [("gpu".into(), Quantity(2000))].into(), ..Placement::default() };
         assert_eq!(place("sleep", Some(&two), &ws), Err(NoPlacement::NoWorkerMatches), "no worker has two");
         let pool: Placement =

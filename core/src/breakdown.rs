@@ -16,6 +16,10 @@ pub struct WallBreakdown {
     pub work_us: u64,
     /// Ready → dispatched: no free slot (or a rate limit, a tenant's share).
     pub waiting_for_slot_us: u64,
+    /// Ready → dispatched while no worker could take it for its placement: none with its
+    /// labels connected, or its resources (`gpu: 1`) held by other attempts.
+    #[serde(default)]
+    pub waiting_for_placement_us: u64,
     /// Dispatched → started, and finished → result known (network, batching, the manager).
     pub dispatch_us: u64,
     /// Failure → retry due.
@@ -37,10 +41,11 @@ pub struct WallBreakdown {
 
 impl WallBreakdown {
     /// The parts as (name, µs), in a fixed order.
-    pub fn parts(&self) -> [(&'static str, u64); 8] {
+    pub fn parts(&self) -> [(&'static str, u64); 9] {
         [
             ("work", self.work_us),
             ("waiting_for_slot", self.waiting_for_slot_us),
+            ("waiting_for_placement", self.waiting_for_placement_us),
             ("dispatch", self.dispatch_us),
             ("retry_backoff", self.retry_backoff_us),
             ("failed_attempts", self.failed_attempts_us),
@@ -61,7 +66,7 @@ impl WallBreakdown {
         while let Some(i) = cur {
             let s = &slots[i.index()];
             let t = &s.timing;
-            let lost = t.waited_us + t.backoff_us + t.failed_us + t.straggler_us;
+            let lost = t.waited_us + t.placement_us + t.backoff_us + t.failed_us + t.straggler_us;
             let approval = match (&dag.node(i).work, t.done_us, s.ready_at_us()) {
                 (crate::dag::Work::Approval(_), Some(d), Some(r)) => d.saturating_sub(r).saturating_sub(lost),
                 _ => 0,
@@ -89,11 +94,13 @@ impl WallBreakdown {
             b.work_us += work;
             b.dispatch_us += final_us - work;
             b.waiting_for_slot_us += t.waited_us;
+            b.waiting_for_placement_us += t.placement_us;
             b.retry_backoff_us += t.backoff_us;
             b.failed_attempts_us += t.failed_us;
             b.straggler_wait_us += t.straggler_us;
             per_subtask.extend([
                 ("waiting_for_slot", i, t.waited_us),
+                ("waiting_for_placement", i, t.placement_us),
                 ("retry_backoff", i, t.backoff_us),
                 ("failed_attempts", i, t.failed_us),
                 ("straggler_wait", i, t.straggler_us),
@@ -109,6 +116,7 @@ impl WallBreakdown {
         let counted = b.work_us
             + b.dispatch_us
             + b.waiting_for_slot_us
+            + b.waiting_for_placement_us
             + b.retry_backoff_us
             + b.failed_attempts_us
             + b.straggler_wait_us
@@ -120,6 +128,7 @@ impl WallBreakdown {
                 &mut b.work_us,
                 &mut b.dispatch_us,
                 &mut b.waiting_for_slot_us,
+                &mut b.waiting_for_placement_us,
                 &mut b.retry_backoff_us,
                 &mut b.failed_attempts_us,
                 &mut b.straggler_wait_us,
@@ -132,6 +141,7 @@ impl WallBreakdown {
             b.work_us
                 + b.dispatch_us
                 + b.waiting_for_slot_us
+                + b.waiting_for_placement_us
                 + b.retry_backoff_us
                 + b.failed_attempts_us
                 + b.straggler_wait_us
@@ -166,6 +176,9 @@ impl WallBreakdown {
         let what = match part.as_str() {
             "retry_backoff" => format!("waiting on a retry backoff of {at}"),
             "waiting_for_slot" => format!("waiting for a free slot (most before {at})"),
+            "waiting_for_placement" => {
+                format!("waiting for a worker its placement allows, or for its resources (most before {at})")
+            }
             "failed_attempts" => format!("in failed attempts (most of {at})"),
             "straggler_wait" => format!("waiting on a straggler ({at}) before its backup"),
             "waiting_for_approval" => format!("waiting for a person to decide {at}"),

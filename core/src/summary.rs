@@ -88,6 +88,12 @@ pub struct RunSummary {
     /// Calls this run made itself: its tool subtasks' attempts and its agents' tool calls.
     #[serde(default)]
     pub calls_made: u32,
+    /// Agent and orchestrator attempts after their first whose previous worker was known, and
+    /// those that ran on it again (its workspace and MCP sessions there): how often they stuck.
+    #[serde(default)]
+    pub agent_resumes: u32,
+    #[serde(default)]
+    pub agent_resumes_sticky: u32,
 }
 
 /// One model's token use in a run.
@@ -154,6 +160,8 @@ impl RunSummary {
             wall_breakdown: WallBreakdown::default(),
             calls_reused: 0,
             calls_made: 0,
+            agent_resumes: 0,
+            agent_resumes_sticky: 0,
         }
     }
 
@@ -215,6 +223,8 @@ impl RunSummary {
             wall_breakdown: WallBreakdown::compute(dag, slots, wall_us),
             calls_reused: counts.calls_reused,
             calls_made: tool_attempts.saturating_add(counts.agent_tool_calls),
+            agent_resumes: counts.agent_resumes,
+            agent_resumes_sticky: counts.agent_resumes_sticky,
         }
     }
 }

@@ -372,6 +372,8 @@ impl From<&RunSummary> for pb::RunSummary {
             token_budget: s.token_budget.unwrap_or(0),
             calls_reused: s.calls_reused,
             calls_made: s.calls_made,
+            agent_resumes: s.agent_resumes,
+            agent_resumes_sticky: s.agent_resumes_sticky,
         }
     }
 }
@@ -386,6 +388,7 @@ fn wall_breakdown(b: &swarm_core::WallBreakdown, wall_us: u64) -> pb::WallBreakd
         failed_attempts: Some(duration_us(b.failed_attempts_us)),
         straggler_wait: Some(duration_us(b.straggler_wait_us)),
         waiting_for_approval: Some(duration_us(b.waiting_for_approval_us)),
+        waiting_for_placement: Some(duration_us(b.waiting_for_placement_us)),
         other: Some(duration_us(b.other_us)),
         biggest_loss_part: part,
         biggest_loss_subtask: subtask,

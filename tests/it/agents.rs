@@ -73,6 +73,8 @@ async fn an_orchestrator_runs_100_subagents_across_3_workers() {
     assert_eq!(s.critical_steps, 1 + 15, "one orchestrator stage plus the slowest subagent's 15 steps");
     assert_eq!(s.total_steps, 1 + 100 * 15);
     assert_eq!(s.agent_tool_calls, 100 * 15, "orchestration calls do not count as work");
+    // The orchestrator's one resume (after its stage) went back to the worker it was on.
+    assert_eq!((s.agent_resumes, s.agent_resumes_sticky), (1, 1), "{s:?}");
     // The orchestrator works while its subagents run: that is work in the breakdown, not
     // time the cluster cannot account for.
     let j = swarm_cli::client::RunJson::from(&run);

@@ -64,6 +64,14 @@ async fn a_gpu_pool_runs_its_burst_one_at_a_time_and_labels_decide_where_the_res
         assert!(pair[1].0 >= pair[0].1, "two gpu calls overlapped: {pair:?}");
     }
     assert_eq!(spans.len(), 50);
+    // The run waited for its one gpu, and its wall breakdown says so (not "waiting for a slot":
+    // the gpu worker had 31 free slots all along).
+    let j = swarm_cli::client::RunJson::from(&run);
+    let parts = j.wall_breakdown_ms.clone().expect("breakdown");
+    assert!(parts["waiting_for_placement"] >= 0.5 * j.wall_ms, "{parts:?} of {} ms", j.wall_ms);
+    assert!(parts["waiting_for_slot"] <= 0.1 * j.wall_ms, "{parts:?} of {} ms", j.wall_ms);
+    let headline = j.wall_headline.clone().unwrap_or_default();
+    assert!(headline.contains("waiting for a worker its placement allows, or for its resources"), "{headline}");
 
     // Placements that are wrong, each refused with its field, nothing stored.
     let wire = |p: pb::Placement| {

@@ -9,7 +9,7 @@ use tracing::{error, warn};
 
 use super::Manager;
 use super::registry::WorkerKey;
-use crate::placement::{NoPlacement, place, place_avoiding, place_except};
+use crate::placement::{NoPlacement, place, place_except, place_preferring};
 
 impl Manager {
     /// Fills free worker slots from the ready subtasks of active runs, round-robin.
@@ -51,11 +51,13 @@ impl Manager {
             let placement = node.placement.as_deref();
             // A retry goes to a worker the subtask has not failed on, when one is free.
             let workers = self.registry.candidates();
+            let prefer = needs.prefer.and_then(|w| self.registry.indexes_of(std::slice::from_ref(w)).first().copied());
             let placed = if needs.avoid.is_empty() {
-                place(&need, placement, workers)
+                place_preferring(&need, placement, workers, &[], prefer)
             } else {
                 let avoid = self.registry.indexes_of(needs.avoid);
-                place_avoiding(&need, placement, workers, &avoid).or_else(|_| place(&need, placement, workers))
+                place_preferring(&need, placement, workers, &avoid, prefer)
+                    .or_else(|_| place(&need, placement, workers))
             };
             let placed = match placed {
                 // At its rate limit the tool waits like a busy one; the loop wakes for the token.
@@ -80,7 +82,10 @@ impl Manager {
                         break;
                     }
                 }
-                Err(NoPlacement::Busy) => {
+                Err(busy @ (NoPlacement::Busy | NoPlacement::Held)) => {
+                    if busy == NoPlacement::Held {
+                        entry.engine.held_by_placement(sub, now);
+                    }
                     misses += 1;
                     starved = starved.max(entry.engine.ready_len() + 1);
                     entry.engine.unpop(sub);
@@ -89,6 +94,7 @@ impl Manager {
                     // Said once per run and tool (or model, or placement), at once: a typo must
                     // not wait in silence.
                     let matches = missing == NoPlacement::NoWorkerMatches;
+                    let held = matches && placement.is_some();
                     let said = match (matches, placement) {
                         (true, Some(p)) => format!("{need} placed by {}", p.describe()),
                         _ => need.clone().into_owned(),
@@ -111,6 +117,9 @@ impl Manager {
                         };
                         warn!(run_id = %entry.engine.run_id(), subtask = %node.id, %message, "unplaceable subtask");
                         warnings.push((key, sub, message));
+                    }
+                    if held {
+                        entry.engine.held_by_placement(sub, now);
                     }
                     entry.parked.push(sub);
                 }

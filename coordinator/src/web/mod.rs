@@ -167,9 +167,12 @@ fn run_json(r: &pb::Run) -> Value {
         "total_steps": s.total_steps,
         "parallelism": if s.parallelism.is_finite() { s.parallelism } else { 0.0 },
         "speculative_attempts": s.speculative_attempts,
+        "agent_resumes": s.agent_resumes,
+        "agent_resumes_sticky": s.agent_resumes_sticky,
         "wall_breakdown_ms": s.wall_breakdown.as_ref().map(|b| json!({
             "work": duration_ms(b.work.as_ref()),
             "waiting_for_slot": duration_ms(b.waiting_for_slot.as_ref()),
+            "waiting_for_placement": duration_ms(b.waiting_for_placement.as_ref()),
             "dispatch": duration_ms(b.dispatch.as_ref()),
             "retry_backoff": duration_ms(b.retry_backoff.as_ref()),
             "failed_attempts": duration_ms(b.failed_attempts.as_ref()),

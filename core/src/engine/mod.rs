@@ -87,6 +87,8 @@ pub struct RunEngine {
     forked_from: Option<RunId>,
     /// A fork at an agent's step: that agent, and how many of its first turns were reused.
     fork_point: Option<(SubtaskIx, u32)>,
+    /// When the run was held back by a placement (see [`RunEngine::held_by_placement`]).
+    held: policy::HeldSpans,
 }
 
 impl RunEngine {
@@ -132,6 +134,7 @@ impl RunEngine {
             running: Vec::new(),
             forked_from: None,
             fork_point: None,
+            held: policy::HeldSpans::default(),
         }
         .with_latency_model()
         .with_approvals()
@@ -472,8 +475,20 @@ impl RunEngine {
         if slot.first_ready_us.is_none() {
             slot.first_ready_us = slot.ready_since_us;
         }
-        slot.timing.waited_us += waited_us.unwrap_or(0);
+        let held = match slot.ready_since_us {
+            Some(since) => self.held.within(since, self.clock_us).min(waited_us.unwrap_or(0)),
+            None => 0,
+        };
+        self.held.release(self.clock_us);
+        slot.timing.placement_us += held;
+        slot.timing.waited_us += waited_us.unwrap_or(0) - held;
         slot.ready_since_us = None;
+        if slot.agent.is_some() && slot.attempt.0 > 0 && slot.worker.is_some() {
+            self.counts.agent_resumes += 1;
+            if slot.worker.as_ref() == Some(&worker) {
+                self.counts.agent_resumes_sticky += 1;
+            }
+        }
         slot.attempt.0 = slot.attempt.0.saturating_add(1);
         slot.fence = fence;
         slot.worker = Some(worker.clone());

@@ -23,6 +23,9 @@ pub struct PlacementNeeds<'a> {
     pub need: Cow<'a, str>,
     /// Workers the subtask failed on (a retry goes elsewhere when it can).
     pub avoid: &'a [WorkerId],
+    /// For an agent's later attempt, the worker of its last one, which holds its workspace
+    /// and warm MCP sessions: preferred when it fits and has a free slot (soft).
+    pub prefer: Option<&'a WorkerId>,
 }
 
 impl RunEngine {
@@ -40,7 +43,59 @@ impl RunEngine {
     /// What placing `subtask` needs (see [`PlacementNeeds`]).
     pub fn placement(&self, subtask: SubtaskIx) -> PlacementNeeds<'_> {
         let slot = &self.slots[subtask.index()];
-        PlacementNeeds { need: self.dag.node(subtask).requirement(), avoid: &slot.failed_on }
+        let prefer =
+            slot.worker.as_ref().filter(|w| slot.agent.is_some() && slot.attempt.0 > 0 && !slot.failed_on.contains(w));
+        PlacementNeeds { need: self.dag.node(subtask).requirement(), avoid: &slot.failed_on, prefer }
+    }
+
+    /// Tells the engine that `subtask`, at the head of the run's queue, could not be placed
+    /// now for its placement (no worker has its labels, or its resources are held). The run
+    /// is held back until it dispatches again (its other ready subtasks wait behind this one),
+    /// so the ready subtasks' waits in that span are `waiting_for_placement` in the wall
+    /// breakdown rather than waiting for a slot.
+    pub fn held_by_placement(&mut self, subtask: SubtaskIx, now_us: u64) {
+        if self.slots.get(subtask.index()).is_some_and(|s| s.state == crate::SubtaskState::Ready) {
+            self.held.hold(now_us);
+        }
+    }
+}
+
+/// The spans in which a run was held back by a placement: closed spans with the held time
+/// before each (so the held time within any window is two binary searches), and an open one.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HeldSpans {
+    /// (start, end, held before start), in time order.
+    closed: Vec<(u64, u64, u64)>,
+    open: Option<u64>,
+}
+
+impl HeldSpans {
+    pub(crate) fn hold(&mut self, now_us: u64) {
+        self.open.get_or_insert(now_us);
+    }
+
+    /// The run dispatched: the open span (if any) ends.
+    pub(crate) fn release(&mut self, now_us: u64) {
+        if let Some(start) = self.open.take() {
+            let before = self.until(start);
+            self.closed.push((start, now_us.max(start), before));
+        }
+    }
+
+    /// Held time in [0, t].
+    fn until(&self, t: u64) -> u64 {
+        let k = self.closed.partition_point(|&(start, _, _)| start <= t);
+        let closed = match k.checked_sub(1).map(|k| self.closed[k]) {
+            Some((start, end, before)) => before + t.min(end) - start,
+            None => 0,
+        };
+        let open = self.open.filter(|&s| t > s).map_or(0, |s| t - s);
+        closed + open
+    }
+
+    /// Held time in [from, to].
+    pub(crate) fn within(&self, from: u64, to: u64) -> u64 {
+        self.until(to).saturating_sub(self.until(from))
     }
 }
 
@@ -56,6 +111,22 @@ mod tests {
     use crate::ids::{Fence, RunId, SubtaskIx};
     use crate::retry::RetryPolicy;
     use crate::spec::{Limits, RunSpec, SubtaskSpec};
+
+    #[test]
+    fn held_spans_count_only_the_time_inside_the_window() {
+        let mut h = HeldSpans::default();
+        h.hold(100);
+        h.hold(150); // already held
+        h.release(300);
+        h.release(350); // not held
+        h.hold(500);
+        assert_eq!(h.within(0, 1000), 200 + 500);
+        assert_eq!(h.within(200, 600), 100 + 100);
+        assert_eq!(h.within(300, 500), 0);
+        h.release(700);
+        assert_eq!(h.within(0, 1000), 200 + 200);
+        assert_eq!(h.within(650, 800), 50);
+    }
 
     #[test]
     fn the_concurrency_cap_holds_back_dispatch_until_an_attempt_ends() {

@@ -145,6 +145,10 @@ pub struct Timing {
     pub waited_us: u64,
     /// Failure → retry due, summed over backoffs.
     pub backoff_us: u64,
+    /// Ready → dispatched while its run was held back by a placement (no worker with the
+    /// labels of the subtask at the head of its queue, or its resources held by other
+    /// attempts): part of the wait, not in `waited_us`.
+    pub placement_us: u64,
     /// Dispatched → failure known, summed over attempts that failed or were lost.
     pub failed_us: u64,
     /// Original dispatched → backup dispatched, when the backup won (time lost to a straggler).
@@ -358,9 +362,13 @@ pub struct Counts {
     pub speculative: u32,
     /// Backup attempts that finished first.
     pub speculative_wins: u32,
-    /// Calls whose recorded results a fork reused (one per tool subtask, an agent's
-    /// tool-calling steps).
+    /// Calls whose recorded results a fork reused (one per tool subtask, an agent's tool
+    /// calls in the turns it reused).
     pub calls_reused: u32,
+    /// Agent and orchestrator attempts after their first (a stage's resume, an approval, a
+    /// retry) whose previous worker was known, and those of them that ran on that worker.
+    pub agent_resumes: u32,
+    pub agent_resumes_sticky: u32,
 }
 
 /// One stage of an orchestrator: one tool-calling turn and the subagents it started.

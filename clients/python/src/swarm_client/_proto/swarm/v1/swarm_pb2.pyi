@@ -542,7 +542,7 @@ class Run(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[_Union[RunSummary, _Mapping]] = ..., last_seq: _Optional[int] = ..., subtasks: _Optional[_Iterable[_Union[SubtaskStatus, _Mapping]]] = ..., tenant: _Optional[str] = ..., spec_version: _Optional[str] = ..., spec_hash: _Optional[str] = ..., forked_from_run: _Optional[str] = ..., forked_from_subtask: _Optional[str] = ..., forked_from_step: _Optional[int] = ...) -> None: ...
 
 class RunSummary(_message.Message):
-    __slots__ = ("total_subtasks", "tool_calls_completed", "tool_calls_failed", "tool_calls_skipped", "attempts", "wall_time", "total_work", "critical_path_time", "critical_path", "critical_steps", "total_steps", "parallelism", "agent_tool_calls", "subagents", "tokens", "speculative_attempts", "speculative_wins", "error_kind", "error_message", "wall_breakdown", "tokens_by_model", "token_budget", "calls_reused", "calls_made")
+    __slots__ = ("total_subtasks", "tool_calls_completed", "tool_calls_failed", "tool_calls_skipped", "attempts", "wall_time", "total_work", "critical_path_time", "critical_path", "critical_steps", "total_steps", "parallelism", "agent_tool_calls", "subagents", "tokens", "speculative_attempts", "speculative_wins", "error_kind", "error_message", "wall_breakdown", "tokens_by_model", "token_budget", "calls_reused", "calls_made", "agent_resumes", "agent_resumes_sticky")
     TOTAL_SUBTASKS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FAILED_FIELD_NUMBER: _ClassVar[int]
@@ -567,6 +567,8 @@ class RunSummary(_message.Message):
     TOKEN_BUDGET_FIELD_NUMBER: _ClassVar[int]
     CALLS_REUSED_FIELD_NUMBER: _ClassVar[int]
     CALLS_MADE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_RESUMES_FIELD_NUMBER: _ClassVar[int]
+    AGENT_RESUMES_STICKY_FIELD_NUMBER: _ClassVar[int]
     total_subtasks: int
     tool_calls_completed: int
     tool_calls_failed: int
@@ -591,7 +593,9 @@ class RunSummary(_message.Message):
     token_budget: int
     calls_reused: int
     calls_made: int
-    def __init__(self, total_subtasks: _Optional[int] = ..., tool_calls_completed: _Optional[int] = ..., tool_calls_failed: _Optional[int] = ..., tool_calls_skipped: _Optional[int] = ..., attempts: _Optional[int] = ..., wall_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., total_work: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., critical_path_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., critical_path: _Optional[_Iterable[str]] = ..., critical_steps: _Optional[int] = ..., total_steps: _Optional[int] = ..., parallelism: _Optional[float] = ..., agent_tool_calls: _Optional[int] = ..., subagents: _Optional[int] = ..., tokens: _Optional[int] = ..., speculative_attempts: _Optional[int] = ..., speculative_wins: _Optional[int] = ..., error_kind: _Optional[_Union[FailureKind, str]] = ..., error_message: _Optional[str] = ..., wall_breakdown: _Optional[_Union[WallBreakdown, _Mapping]] = ..., tokens_by_model: _Optional[_Iterable[_Union[ModelTokens, _Mapping]]] = ..., token_budget: _Optional[int] = ..., calls_reused: _Optional[int] = ..., calls_made: _Optional[int] = ...) -> None: ...
+    agent_resumes: int
+    agent_resumes_sticky: int
+    def __init__(self, total_subtasks: _Optional[int] = ..., tool_calls_completed: _Optional[int] = ..., tool_calls_failed: _Optional[int] = ..., tool_calls_skipped: _Optional[int] = ..., attempts: _Optional[int] = ..., wall_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., total_work: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., critical_path_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., critical_path: _Optional[_Iterable[str]] = ..., critical_steps: _Optional[int] = ..., total_steps: _Optional[int] = ..., parallelism: _Optional[float] = ..., agent_tool_calls: _Optional[int] = ..., subagents: _Optional[int] = ..., tokens: _Optional[int] = ..., speculative_attempts: _Optional[int] = ..., speculative_wins: _Optional[int] = ..., error_kind: _Optional[_Union[FailureKind, str]] = ..., error_message: _Optional[str] = ..., wall_breakdown: _Optional[_Union[WallBreakdown, _Mapping]] = ..., tokens_by_model: _Optional[_Iterable[_Union[ModelTokens, _Mapping]]] = ..., token_budget: _Optional[int] = ..., calls_reused: _Optional[int] = ..., calls_made: _Optional[int] = ..., agent_resumes: _Optional[int] = ..., agent_resumes_sticky: _Optional[int] = ...) -> None: ...
 
 class ModelTokens(_message.Message):
     __slots__ = ("model", "input_tokens", "output_tokens")
@@ -604,7 +608,7 @@ class ModelTokens(_message.Message):
     def __init__(self, model: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
 
 class WallBreakdown(_message.Message):
-    __slots__ = ("work", "waiting_for_slot", "dispatch", "retry_backoff", "failed_attempts", "straggler_wait", "other", "biggest_loss_part", "biggest_loss_subtask", "biggest_loss", "headline", "waiting_for_approval")
+    __slots__ = ("work", "waiting_for_slot", "dispatch", "retry_backoff", "failed_attempts", "straggler_wait", "other", "biggest_loss_part", "biggest_loss_subtask", "biggest_loss", "headline", "waiting_for_approval", "waiting_for_placement")
     WORK_FIELD_NUMBER: _ClassVar[int]
     WAITING_FOR_SLOT_FIELD_NUMBER: _ClassVar[int]
     DISPATCH_FIELD_NUMBER: _ClassVar[int]
@@ -617,6 +621,7 @@ class WallBreakdown(_message.Message):
     BIGGEST_LOSS_FIELD_NUMBER: _ClassVar[int]
     HEADLINE_FIELD_NUMBER: _ClassVar[int]
     WAITING_FOR_APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     work: _duration_pb2.Duration
     waiting_for_slot: _duration_pb2.Duration
     dispatch: _duration_pb2.Duration
@@ -629,7 +634,8 @@ class WallBreakdown(_message.Message):
     biggest_loss: _duration_pb2.Duration
     headline: str
     waiting_for_approval: _duration_pb2.Duration
-    def __init__(self, work: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., waiting_for_slot: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dispatch: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., failed_attempts: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., straggler_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., other: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., biggest_loss_part: _Optional[str] = ..., biggest_loss_subtask: _Optional[str] = ..., biggest_loss: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., headline: _Optional[str] = ..., waiting_for_approval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    waiting_for_placement: _duration_pb2.Duration
+    def __init__(self, work: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., waiting_for_slot: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dispatch: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., failed_attempts: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., straggler_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., other: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., biggest_loss_part: _Optional[str] = ..., biggest_loss_subtask: _Optional[str] = ..., biggest_loss: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., headline: _Optional[str] = ..., waiting_for_approval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., waiting_for_placement: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SubtaskStatus(_message.Message):
     __slots__ = ("id", "state", "attempt", "worker_id", "started_at", "finished_at", "output_json", "error_kind", "error_message", "tool", "output_ref", "depends_on", "kind", "parent", "stage", "ready_at", "first_started_at", "approval_prompt", "artifacts", "reused_from")
