@@ -323,6 +323,49 @@ pub(super) async fn artifact(
     }
 }
 
+/// `POST /api/runs/{id}/fork` `{"from_subtask", "patch": YAML or JSON text, "from_step"}`:
+/// `ForkRun` as the caller (role `submit`); JSON only, not [`cross_site`].
+pub(super) async fn fork(
+    State(web): State<Web>,
+    Path(id): Path<String>,
+    caller: Caller,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Some(refused) = cross_site(&caller) {
+        return refused;
+    }
+    let Ok(Json(body)) = body else {
+        return error(&tonic::Status::invalid_argument(
+            "the body must be a JSON object (content-type: application/json)",
+        ));
+    };
+    let from_step = match &body["from_step"] {
+        Value::Null => None,
+        v => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => Some(n),
+            None => return error(&tonic::Status::invalid_argument("from_step: must be a whole number of turns")),
+        },
+    };
+    let request = pb::ForkRunRequest {
+        run_id: id,
+        from_subtask: body["from_subtask"].as_str().unwrap_or_default().to_owned(),
+        patch: body["patch"].as_str().unwrap_or_default().to_owned(),
+        from_step,
+        idempotency_key: String::new(),
+    };
+    let req = match authed(&web, &caller, request) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    match web.api.fork_run(req).await {
+        Ok(r) => {
+            let r = r.into_inner();
+            Json(json!({ "run_id": r.run_id, "reused": r.reused, "rerun": r.rerun })).into_response()
+        }
+        Err(s) => error(&s),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,48 +415,5 @@ mod tests {
             at(5, E::SubtaskFailed(pb::SubtaskFailed { subtask_id: "zz".into(), attempt: 9, ..Default::default() })),
         ];
         assert!(timeline(&odd, &HashMap::new()).is_empty());
-    }
-}
-
-/// `POST /api/runs/{id}/fork` `{"from_subtask", "patch": YAML or JSON text, "from_step"}`:
-/// `ForkRun` as the caller (role `submit`); JSON only, not [`cross_site`].
-pub(super) async fn fork(
-    State(web): State<Web>,
-    Path(id): Path<String>,
-    caller: Caller,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    if let Some(refused) = cross_site(&caller) {
-        return refused;
-    }
-    let Ok(Json(body)) = body else {
-        return error(&tonic::Status::invalid_argument(
-            "the body must be a JSON object (content-type: application/json)",
-        ));
-    };
-    let from_step = match &body["from_step"] {
-        Value::Null => None,
-        v => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => Some(n),
-            None => return error(&tonic::Status::invalid_argument("from_step: must be a whole number of turns")),
-        },
-    };
-    let request = pb::ForkRunRequest {
-        run_id: id,
-        from_subtask: body["from_subtask"].as_str().unwrap_or_default().to_owned(),
-        patch: body["patch"].as_str().unwrap_or_default().to_owned(),
-        from_step,
-        idempotency_key: String::new(),
-    };
-    let req = match authed(&web, &caller, request) {
-        Ok(r) => r,
-        Err(e) => return *e,
-    };
-    match web.api.fork_run(req).await {
-        Ok(r) => {
-            let r = r.into_inner();
-            Json(json!({ "run_id": r.run_id, "reused": r.reused, "rerun": r.rerun })).into_response()
-        }
-        Err(s) => error(&s),
     }
 }
