@@ -354,6 +354,13 @@ pub fn print_run(run: &pb::Run, json: bool) -> anyhow::Result<()> {
             j.calls_made
         );
     }
+    if j.agent_resumes > 0 {
+        outln!(
+            "  agents resumed {} times, {} on the worker that held their workspace",
+            j.agent_resumes,
+            j.agent_resumes_sticky
+        );
+    }
     outln!(
         "  subtasks: {} completed, {} failed, {} skipped of {} ({} attempts)",
         j.tool_calls_completed,
