@@ -280,6 +280,7 @@ pub fn lead() -> SubtaskSpec {
             subagent_tools: vec!["append".into()],
             subagent_models: vec![],
             subagent_artifacts: vec![],
+            subagent_placement: None,
         }),
         depends_on: vec![],
         timeout: None,

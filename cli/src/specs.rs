@@ -78,6 +78,7 @@ pub fn orchestrator(model: &str, max_subagents: u32, max_tool_calls: u32) -> Run
             subagent_tools: vec!["sleep".into()],
             subagent_models: vec![],
             subagent_artifacts: vec![],
+            subagent_placement: None,
         }),
         depends_on: vec![],
         timeout: None,

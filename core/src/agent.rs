@@ -70,6 +70,10 @@ pub struct OrchestratorSpec {
     /// replaces an earlier one's), to the subtasks that depend on it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subagent_artifacts: Vec<String>,
+    /// Where its subagents run (labels, resources, preferences: as a subtask's `placement`).
+    /// Its own `placement` places the orchestrator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subagent_placement: Option<crate::placement::Placement>,
 }
 
 impl OrchestratorSpec {

@@ -64,6 +64,9 @@ pub fn decode_spec(spec: pb::RunSpec) -> (RunSpec, Vec<SpecViolation>) {
                     subagent_tools: o.subagent_tools,
                     subagent_models: o.subagent_models,
                     subagent_artifacts: o.subagent_artifacts.clone(),
+                    subagent_placement: o.subagent_placement.and_then(|p| {
+                        placement(p, &mut |field, why| bad(&format!("orchestrator.subagent_{field}"), why))
+                    }),
                 }),
                 Some(pb::subtask_spec::Kind::Approval(a)) => {
                     let timeout = match a.timeout.map(Duration::try_from) {
@@ -191,6 +194,7 @@ impl From<&RunSpec> for pb::RunSpec {
                             subagent_tools: o.subagent_tools.clone(),
                             subagent_models: o.subagent_models.clone(),
                             subagent_artifacts: o.subagent_artifacts.clone(),
+                            subagent_placement: o.subagent_placement.as_ref().map(placement_wire),
                         }),
                         SubtaskKind::Approval(a) => pb::subtask_spec::Kind::Approval(pb::ApprovalSpec {
                             prompt: a.prompt.clone(),

@@ -86,6 +86,7 @@ fn kind() -> impl Strategy<Value = Option<pb::subtask_spec::Kind>> {
                     subagent_tools: tools.iter().rev().cloned().collect(), goal, model, tools, max_steps: max_steps % 12,
                     subagent_models: vec![],
                     subagent_artifacts: vec![],
+                    subagent_placement: None,
                 })),
         ],
     )

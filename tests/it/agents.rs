@@ -62,6 +62,7 @@ async fn an_orchestrator_runs_100_subagents_across_3_workers() {
                 subagent_tools: vec!["sleep".into()],
                 subagent_models: vec![],
                 subagent_artifacts: vec![],
+                subagent_placement: None,
             }),
         )],
     );
@@ -382,6 +383,7 @@ async fn a_model_cannot_hand_its_subagents_a_tool_the_spec_did_not_grant() {
                 subagent_tools: grant.iter().map(|t| t.to_string()).collect(),
                 subagent_models: vec![],
                 subagent_artifacts: vec![],
+                subagent_placement: None,
             }),
         )
     };

@@ -73,6 +73,29 @@ async fn a_gpu_pool_runs_its_burst_one_at_a_time_and_labels_decide_where_the_res
     let headline = j.wall_headline.clone().unwrap_or_default();
     assert!(headline.contains("waiting for a worker its placement allows, or for its resources"), "{headline}");
 
+    // An orchestrator in the CPU pool whose subagents run in the GPU pool.
+    let mut lead = placed(swarm_tests::proc_cluster::lead(), serde_json::json!({"labels": {"pool": "cpu"}}));
+    if let swarm_core::SubtaskKind::Orchestrator(o) = &mut lead.kind {
+        o.subagent_placement = Some(serde_json::from_value(serde_json::json!({"labels": {"pool": "gpu"}})).expect("p"));
+    }
+    let run_id = submit(&mut c, &RunSpec::new("placed-agents", vec![lead.clone()])).await.expect("submit");
+    let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    let helpers: Vec<&str> = run.subtasks.iter().filter(|s| s.parent == "lead").map(|s| s.worker_id.as_str()).collect();
+    assert_eq!(helpers, ["gpu0"; 6], "every subagent in the gpu pool");
+    let lead_on = run.subtasks.iter().find(|s| s.id == "lead").map(|s| s.worker_id.as_str());
+    assert_eq!(lead_on, Some("cpu0"), "the orchestrator in its own pool");
+    // ... and one whose subagents could run nowhere is refused by that field.
+    if let swarm_core::SubtaskKind::Orchestrator(o) = &mut lead.kind {
+        o.subagent_placement = Some(serde_json::from_value(serde_json::json!({"labels": {"pool": "tpu"}})).expect("p"));
+    }
+    let spec = RunSpec::new("nowhere-agents", vec![lead]);
+    let err = c.submit_run(pb::SubmitRunRequest { spec: Some((&spec).into()), ..Default::default() }).await;
+    let err = err.expect_err("refused");
+    let fields = swarm_proto::status::field_violations(&err);
+    assert_eq!(fields.len(), 1, "{fields:?}");
+    assert_eq!(fields[0].0, "subtasks[0].orchestrator.subagent_placement", "{fields:?}");
+
     // Placements that are wrong, each refused with its field, nothing stored.
     let wire = |p: pb::Placement| {
         let mut spec =
@@ -108,8 +131,17 @@ async fn a_gpu_pool_runs_its_burst_one_at_a_time_and_labels_decide_where_the_res
         let fields = swarm_proto::status::field_violations(&err);
         assert_eq!(fields[0].0, format!("subtasks[0].{field}"), "{fields:?}");
     }
+    // The same checks on an orchestrator's subagent placement, by its own field.
+    let mut spec = pb::RunSpec::from(&RunSpec::new("bad-agents", vec![swarm_tests::proc_cluster::lead()]));
+    if let Some(pb::subtask_spec::Kind::Orchestrator(o)) = &mut spec.subtasks[0].kind {
+        o.subagent_placement =
+            Some(pb::Placement { resources: [("gpu".into(), "NaN".into())].into(), ..Default::default() });
+    }
+    let err = c.submit_run(pb::SubmitRunRequest { spec: Some(spec), ..Default::default() }).await.expect_err("NaN");
+    let fields = swarm_proto::status::field_violations(&err);
+    assert_eq!(fields[0].0, "subtasks[0].orchestrator.subagent_placement.resources.gpu", "{fields:?}");
     let runs = c.list_runs(pb::ListRunsRequest::default()).await.expect("list").into_inner().runs;
-    assert_eq!(runs.len(), 1, "nothing of the refused specs stored");
+    assert_eq!(runs.len(), 2, "nothing of the refused specs stored");
 
     // A placement no connected worker could ever satisfy: refused at submission, naming it.
     let two = placed(
@@ -136,7 +168,7 @@ async fn a_gpu_pool_runs_its_burst_one_at_a_time_and_labels_decide_where_the_res
         "{fields:?}"
     );
     let runs = c.list_runs(pb::ListRunsRequest::default()).await.expect("list").into_inner().runs;
-    assert_eq!(runs.len(), 1, "nothing of the refused run stored");
+    assert_eq!(runs.len(), 2, "nothing of the refused run stored");
 
     // The last worker that matches leaves: its call goes back to the queue and the run says,
     // at once, that no connected worker matches.

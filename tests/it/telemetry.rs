@@ -209,6 +209,7 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
             subagent_tools: vec![],
             subagent_models: vec![],
             subagent_artifacts: vec![],
+            subagent_placement: None,
         }),
         depends_on: vec!["helper".into()],
         timeout: None,

@@ -178,6 +178,7 @@ fn play(orchestrator: bool, stream: bool, answers: Vec<String>, results: Vec<Val
             subagent_tools: vec![],
             subagent_models: vec![],
             subagent_artifacts: vec![],
+            subagent_placement: None,
         })
     } else {
         serde_json::to_string(&AgentSpec {

@@ -73,11 +73,20 @@ impl Manager {
             return Ok(());
         }
         let mut violations = Vec::new();
-        for (i, node) in dag.nodes().iter().enumerate() {
-            let Some(p) = &node.placement else { continue };
+        fn subagents(node: &swarm_core::dag::Node) -> Option<&swarm_core::placement::Placement> {
+            match &node.work {
+                swarm_core::dag::Work::Orchestrator(o) => o.subagent_placement.as_ref(),
+                _ => None,
+            }
+        }
+        let placements = dag.nodes().iter().enumerate().flat_map(|(i, node)| {
+            [(i, "placement", node.placement.as_deref()), (i, "orchestrator.subagent_placement", subagents(node))]
+        });
+        for (i, field, p) in placements {
+            let Some(p) = p else { continue };
             if workers.iter().all(|w| w.fit(p) == swarm_core::placement::Fit::Never) {
                 violations.push(swarm_core::violation::SpecViolation {
-                    field: format!("subtasks[{i}].placement"),
+                    field: format!("subtasks[{i}].{field}"),
                     description: format!(
                         "no connected worker could ever run it ({}); the {} connected have: {}",
                         p.describe(),

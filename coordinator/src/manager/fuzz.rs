@@ -169,6 +169,7 @@ fn specs() -> Vec<RunSpec> {
         subagent_tools: vec![],
         subagent_models: vec![],
         subagent_artifacts: vec![],
+        subagent_placement: None,
     };
     let with = |id: &str, kind| SubtaskSpec { kind, ..tool(id) };
     vec![

@@ -110,4 +110,11 @@ pub(super) fn check_placement(bad: &mut impl FnMut(String, String), i: usize, s:
             bad(format!("subtasks[{i}].placement.{field}"), why);
         }
     }
+    if let crate::SubtaskKind::Orchestrator(o) = &s.kind
+        && let Some(p) = &o.subagent_placement
+    {
+        for (field, why) in p.problems() {
+            bad(format!("subtasks[{i}].orchestrator.subagent_placement.{field}"), why);
+        }
+    }
 }

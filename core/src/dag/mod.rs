@@ -431,9 +431,11 @@ impl Dag {
     ) -> SubtaskIx {
         let i = SubtaskIx(self.nodes.len() as u32);
         self.index.insert(id.clone(), i);
-        let artifacts = match &self.nodes[parent.index()].work {
-            Work::Orchestrator(o) => o.subagent_artifacts.iter().cloned().collect(),
-            _ => Arc::from([]),
+        let (artifacts, placement) = match &self.nodes[parent.index()].work {
+            Work::Orchestrator(o) => {
+                (o.subagent_artifacts.iter().cloned().collect(), o.subagent_placement.clone().map(Arc::new))
+            }
+            _ => (Arc::from([]), None),
         };
         self.nodes.push(Node {
             id,
@@ -449,7 +451,7 @@ impl Dag {
             timeout: None,
             trace_context: (!trace_context.is_empty()).then(|| Arc::new(trace_context)),
             artifacts,
-            placement: None,
+            placement,
         });
         self.topo.push(i);
         i

@@ -284,7 +284,7 @@ class AgentSpec(_message.Message):
     def __init__(self, instructions: _Optional[str] = ..., input: _Optional[str] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., max_steps: _Optional[int] = ...) -> None: ...
 
 class OrchestratorSpec(_message.Message):
-    __slots__ = ("goal", "model", "tools", "max_steps", "subagent_tools", "subagent_models", "subagent_artifacts")
+    __slots__ = ("goal", "model", "tools", "max_steps", "subagent_tools", "subagent_models", "subagent_artifacts", "subagent_placement")
     GOAL_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
@@ -292,6 +292,7 @@ class OrchestratorSpec(_message.Message):
     SUBAGENT_TOOLS_FIELD_NUMBER: _ClassVar[int]
     SUBAGENT_MODELS_FIELD_NUMBER: _ClassVar[int]
     SUBAGENT_ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    SUBAGENT_PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     goal: str
     model: str
     tools: _containers.RepeatedScalarFieldContainer[str]
@@ -299,7 +300,8 @@ class OrchestratorSpec(_message.Message):
     subagent_tools: _containers.RepeatedScalarFieldContainer[str]
     subagent_models: _containers.RepeatedScalarFieldContainer[str]
     subagent_artifacts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, goal: _Optional[str] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., max_steps: _Optional[int] = ..., subagent_tools: _Optional[_Iterable[str]] = ..., subagent_models: _Optional[_Iterable[str]] = ..., subagent_artifacts: _Optional[_Iterable[str]] = ...) -> None: ...
+    subagent_placement: Placement
+    def __init__(self, goal: _Optional[str] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., max_steps: _Optional[int] = ..., subagent_tools: _Optional[_Iterable[str]] = ..., subagent_models: _Optional[_Iterable[str]] = ..., subagent_artifacts: _Optional[_Iterable[str]] = ..., subagent_placement: _Optional[_Union[Placement, _Mapping]] = ...) -> None: ...
 
 class SubtaskSpec(_message.Message):
     __slots__ = ("id", "depends_on", "timeout", "retry", "outputs", "placement", "tool_call", "agent", "orchestrator", "approval")
