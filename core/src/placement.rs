@@ -24,7 +24,7 @@ pub const MAX_AMOUNT: u64 = 1 << 53;
 pub const MAX_ENTRIES: usize = 32;
 
 /// A subtask's placement (see the [module docs](self)).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Placement {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -49,7 +49,7 @@ pub enum Fit {
 }
 
 /// A soft wish: workers with all these labels score `weight` more.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Preference {
     pub labels: BTreeMap<String, String>,

@@ -365,7 +365,10 @@ pub(super) async fn submit_and_wait(
 
 async fn efficiency(client: &mut client::Client, opts: &BenchOptions, seed: u64) -> anyhow::Result<EfficiencyRun> {
     let ms = specs::lognormal_ms(seed, opts.median_ms, opts.sigma, opts.chains, opts.length);
-    let spec = specs::swarm(opts.chains, opts.length, Some(&|c, s| ms[c][s]));
+    let mut spec = specs::swarm(opts.chains, opts.length, Some(&|c, s| ms[c][s]));
+    if opts.placement {
+        place(&mut spec)?;
+    }
     let ideal_ms = ms.iter().map(|chain| chain.iter().sum::<u64>()).max().unwrap_or(0) as f64;
     let t0 = Instant::now();
     let run = submit_and_wait(client, &spec).await?;
@@ -379,13 +382,20 @@ async fn efficiency(client: &mut client::Client, opts: &BenchOptions, seed: u64)
     })
 }
 
+/// `--placement`: every subtask in one of 3 label pools, holding 2 kinds of resources.
+fn place(spec: &mut swarm_core::RunSpec) -> anyhow::Result<()> {
+    for (i, s) in spec.subtasks.iter_mut().enumerate() {
+        let p =
+            serde_json::json!({"labels": {"pool": format!("p{}", i % 3)}, "resources": {"cpu": 1, "memory": "1Gi"}});
+        s.placement = Some(serde_json::from_value(p)?);
+    }
+    Ok(())
+}
+
 async fn throughput(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Result<Throughput> {
     let mut spec = specs::swarm(opts.chains, opts.length, Some(&|_, _| 0));
     if opts.placement {
-        for (i, s) in spec.subtasks.iter_mut().enumerate() {
-            let p = serde_json::json!({"labels": {"pool": format!("p{}", i % 3)}, "resources": {"cpu": 1, "memory": "1Gi"}});
-            s.placement = Some(serde_json::from_value(p)?);
-        }
+        place(&mut spec)?;
     }
     submit_and_wait(client, &spec).await?; // warm-up
     let runs = opts.throughput_runs.max(1);

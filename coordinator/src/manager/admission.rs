@@ -82,9 +82,14 @@ impl Manager {
         let placements = dag.nodes().iter().enumerate().flat_map(|(i, node)| {
             [(i, "placement", node.placement.as_deref()), (i, "orchestrator.subagent_placement", subagents(node))]
         });
+        // Subtasks placed alike share one placement (see `Dag::build`): judged once.
+        let mut judged = std::collections::HashMap::new();
         for (i, field, p) in placements {
             let Some(p) = p else { continue };
-            if workers.iter().all(|w| w.fit(p) == swarm_core::placement::Fit::Never) {
+            let never = *judged
+                .entry(p as *const swarm_core::placement::Placement)
+                .or_insert_with(|| workers.iter().all(|w| w.fit(p) == swarm_core::placement::Fit::Never));
+            if never {
                 violations.push(swarm_core::violation::SpecViolation {
                     field: format!("subtasks[{i}].{field}"),
                     description: format!(

@@ -11,6 +11,10 @@ use super::Manager;
 use super::registry::WorkerKey;
 use crate::placement::{NoPlacement, place, place_except, place_preferring};
 
+/// Ready subtasks of one run that a dispatch turn passes over when their placement finds no
+/// room, to try the run's next ones (which may belong to another pool).
+const PASS_OVER: usize = 8;
+
 impl Manager {
     /// Fills free worker slots from the ready subtasks of active runs, round-robin.
     pub(super) fn dispatch(&mut self) {
@@ -25,6 +29,12 @@ impl Manager {
         if free == 0 && !self.backups.is_empty() {
             starved = self.ring.iter().filter_map(|k| self.runs.get(k)).map(|e| e.engine.ready_len()).sum();
         }
+        // Ready subtasks passed over this turn because their pool (or resources) had no room,
+        // so that the run's next ones, which may fit elsewhere, are tried: given back, in
+        // order, when the turn ends. At most PASS_OVER per run and turn.
+        let mut aside: Vec<(RunKey, SubtaskIx)> = Vec::new();
+        // Placements (by address: alike subtasks share one) and needs found without room.
+        let mut no_room: Vec<(usize, String, NoPlacement)> = Vec::new();
         while free > 0 && misses <= self.ring.len() {
             let next = match &running {
                 Some(r) => self.next_fair_run(r, now),
@@ -49,10 +59,18 @@ impl Manager {
             let needs = entry.engine.placement(sub);
             let need = needs.need;
             let placement = node.placement.as_deref();
+            let has_placement = placement.is_some();
             // A retry goes to a worker the subtask has not failed on, when one is free.
             let workers = self.registry.candidates();
             let prefer = needs.prefer.and_then(|w| self.registry.indexes_of(std::slice::from_ref(w)).first().copied());
-            let placed = if needs.avoid.is_empty() {
+            // A placement found without room this turn has none for the rest of it (a turn only
+            // fills slots): its next subtasks are passed over without another look.
+            let key_of = |p: &swarm_core::placement::Placement| p as *const _ as usize;
+            let full = placement
+                .and_then(|p| no_room.iter().find(|(k, n, _)| *k == key_of(p) && **n == *need).map(|(_, _, why)| *why));
+            let placed = if let Some(why) = full {
+                Err(why)
+            } else if needs.avoid.is_empty() {
                 place_preferring(&need, placement, workers, &[], prefer)
             } else {
                 let avoid = self.registry.indexes_of(needs.avoid);
@@ -83,12 +101,22 @@ impl Manager {
                     }
                 }
                 Err(busy @ (NoPlacement::Busy | NoPlacement::Held)) => {
+                    if let Some(p) = placement
+                        && full.is_none()
+                        && needs.avoid.is_empty()
+                    {
+                        no_room.push((key_of(p), need.clone().into_owned(), busy));
+                    }
                     if busy == NoPlacement::Held {
                         entry.engine.held_by_placement(sub, now);
                     }
                     misses += 1;
                     starved = starved.max(entry.engine.ready_len() + 1);
-                    entry.engine.unpop(sub);
+                    if has_placement && aside.iter().filter(|(k, _)| *k == key).count() < PASS_OVER {
+                        aside.push((key, sub));
+                    } else {
+                        entry.engine.unpop(sub);
+                    }
                 }
                 Err(missing @ (NoPlacement::NoWorkerOffers | NoPlacement::NoWorkerMatches)) => {
                     // Said once per run and tool (or model, or placement), at once: a typo must
@@ -124,6 +152,14 @@ impl Manager {
                     entry.parked.push(sub);
                 }
             }
+            self.enqueue(key);
+        }
+        for &(key, sub) in aside.iter().rev() {
+            if let Some(entry) = self.runs.get_mut(&key) {
+                entry.engine.unpop(sub);
+            }
+        }
+        for (key, _) in aside {
             self.enqueue(key);
         }
         for (key, subtask, message) in warnings {

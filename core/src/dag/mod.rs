@@ -177,6 +177,8 @@ impl Dag {
 
         let mut index: HashMap<SubtaskId, SubtaskIx> = HashMap::with_capacity(spec.subtasks.len());
         let mut nodes = Vec::with_capacity(spec.subtasks.len());
+        // Subtasks placed alike share one placement (a pool's thousand calls, one allocation).
+        let mut placements: HashMap<&crate::placement::Placement, Arc<crate::placement::Placement>> = HashMap::new();
         // What many nodes share is allocated once: a run of 100,000 calls of one tool holds one
         // copy of its name, of the empty name and artifact list, and of each retry policy.
         let mut tools: HashMap<&str, Arc<str>> = HashMap::new();
@@ -305,7 +307,10 @@ impl Dag {
                 } else {
                     s.outputs.artifacts.iter().cloned().collect()
                 },
-                placement: s.placement.clone().map(Arc::new),
+                placement: s
+                    .placement
+                    .as_ref()
+                    .map(|p| placements.entry(p).or_insert_with(|| Arc::new(p.clone())).clone()),
             });
         }
 
