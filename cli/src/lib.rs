@@ -6,6 +6,7 @@ pub mod certs;
 pub mod client;
 pub mod config;
 pub mod embedded;
+pub mod events;
 pub mod output;
 pub mod replay;
 pub mod specs;

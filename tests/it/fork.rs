@@ -86,6 +86,10 @@ async fn a_fork_reuses_every_result_upstream_and_aside_and_runs_only_what_follow
     assert_eq!((forked.forked_from_run.as_str(), forked.forked_from_subtask.as_str()), (original.as_str(), "b"));
     assert_eq!(forked.spec_version, "v2");
     assert_ne!(forked.spec_hash, run.spec_hash, "the patched spec hashes differently");
+    // Replay has no agent to re-run in a run of tool calls, and says so without calling any.
+    let report = swarm_cli::replay::replay_run(&mut c, &resp.run_id, &[]).await.expect("replay");
+    assert!(report.agents.is_empty() && !report.diverged(), "{report:?}");
+    assert_eq!(ran(&tc, &resp.run_id).len(), 2, "replay called nothing");
     // The version label filters the list.
     let listed = c
         .list_runs(pb::ListRunsRequest { page_size: 10, page_token: String::new(), spec_version: "v2".into() })

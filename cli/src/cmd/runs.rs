@@ -293,7 +293,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
                 Err(e) => failed = Some(e),
             }
         } else {
-            let line = client::describe(ev);
+            let line = swarm_cli::events::describe(ev);
             if !line.is_empty() {
                 outln!("{line}");
             }
@@ -324,7 +324,7 @@ fn event_json(ev: &pb::RunEvent) -> anyhow::Result<String> {
             "output_epoch": o.output_epoch,
         }))?);
     }
-    let text = client::describe(ev);
+    let text = swarm_cli::events::describe(ev);
     Ok(serde_json::to_string(&serde_json::json!({
         "run_id": ev.run_id,
         "seq": ev.seq,

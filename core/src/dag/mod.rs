@@ -177,10 +177,9 @@ impl Dag {
 
         let mut index: HashMap<SubtaskId, SubtaskIx> = HashMap::with_capacity(spec.subtasks.len());
         let mut nodes = Vec::with_capacity(spec.subtasks.len());
-        // Subtasks placed alike share one placement (a pool's thousand calls, one allocation).
-        let mut placements: HashMap<&crate::placement::Placement, Arc<crate::placement::Placement>> = HashMap::new();
         // What many nodes share is allocated once: a run of 100,000 calls of one tool holds one
-        // copy of its name, of the empty name and artifact list, and of each retry policy.
+        // copy of its name, of the empty name and artifact list, of each retry policy and placement.
+        let mut alike: HashMap<&crate::placement::Placement, Arc<crate::placement::Placement>> = HashMap::new();
         let mut tools: HashMap<&str, Arc<str>> = HashMap::new();
         let empty_name: Arc<str> = Arc::from("");
         let no_artifacts: Arc<[String]> = Arc::from(Vec::new());
@@ -307,10 +306,7 @@ impl Dag {
                 } else {
                     s.outputs.artifacts.iter().cloned().collect()
                 },
-                placement: s
-                    .placement
-                    .as_ref()
-                    .map(|p| placements.entry(p).or_insert_with(|| Arc::new(p.clone())).clone()),
+                placement: s.placement.as_ref().map(|p| alike.entry(p).or_insert_with(|| Arc::new(p.clone())).clone()),
             });
         }
 
