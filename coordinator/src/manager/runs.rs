@@ -137,17 +137,7 @@ impl Manager {
             let log = EventLog::resume(header.run_id.clone(), &dag, events, now, self.config.caps.max_run_events);
             // Records whose events were not written before the last leader stopped.
             let missing = crate::recovery::unlogged_ends(&dag, &records, log.stored());
-            let seed = header.submitted_us ^ u64::from(self.next_run);
-            let mut engine = RunEngine::restore(
-                header.run_id.clone(),
-                dag.clone(),
-                self.config.retry.clone(),
-                header.submitted_us,
-                seed,
-                records,
-            );
-            crate::fork::set_origin(&mut engine, &dag, header.forked_from.as_ref());
-            engine.restore_agents(turns, calls);
+            let engine = self.rebuilt_engine(&header, &dag, records, turns, calls);
             let key = self.add_run(header.run_id.clone(), dag, header, Some(engine), None, Some(log.clone()));
             if let Some(entry) = self.runs.get_mut(&key) {
                 entry.recovering = true;
