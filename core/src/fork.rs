@@ -47,6 +47,9 @@ pub fn merge(mut spec: Value, patch: Value) -> Result<(Value, Vec<String>), Patc
             return Err(bad("patch.subtasks".into(), "the stored spec has no subtasks".into()));
         };
         let mut seen = HashSet::new();
+        // By id, once: a patch of many entries costs one lookup each, not a scan.
+        let index: std::collections::HashMap<String, usize> =
+            subtasks.iter().enumerate().filter_map(|(i, s)| Some((s.get("id")?.as_str()?.to_owned(), i))).collect();
         for (k, entry) in entries.into_iter().enumerate() {
             let field = format!("patch.subtasks[{k}]");
             let Some(id) = entry.get("id").and_then(Value::as_str).map(str::to_owned) else {
@@ -55,11 +58,11 @@ pub fn merge(mut spec: Value, patch: Value) -> Result<(Value, Vec<String>), Patc
             if !seen.insert(id.clone()) {
                 return Err(bad(format!("{field}.id"), format!("`{id}` is patched twice")));
             }
-            let Some(target) = subtasks.iter_mut().find(|s| s.get("id").and_then(Value::as_str) == Some(&id)) else {
-                let known: Vec<&str> = subtasks.iter().filter_map(|s| s.get("id").and_then(Value::as_str)).collect();
-                let hint = crate::text::did_you_mean(&id, known.iter().copied())
-                    .map(|m| format!("; did you mean `{m}`?"))
-                    .unwrap_or_default();
+            let Some(target) = index.get(&id).and_then(|&i| subtasks.get_mut(i)) else {
+                let mut known: Vec<&str> = index.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                let hint =
+                    crate::text::did_you_mean(&id, known).map(|m| format!("; did you mean `{m}`?")).unwrap_or_default();
                 return Err(bad(format!("{field}.id"), format!("the run has no subtask `{id}`{hint}")));
             };
             merge_value(target, entry);
