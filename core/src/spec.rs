@@ -153,9 +153,21 @@ impl RunSpec {
     /// the same spec however it was written (YAML or JSON, field order, defaults spelled out).
     pub fn hash(&self) -> String {
         use sha2::Digest;
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        let digest = sha2::Sha256::digest(&json);
-        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+        /// The JSON goes straight into the hash (a large spec is not held twice).
+        struct Hashing(sha2::Sha256);
+        impl std::io::Write for Hashing {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.update(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut h = Hashing(sha2::Sha256::new());
+        // Writing into a hash does not fail, nor does serializing a spec.
+        let _ = serde_json::to_writer(&mut h, self);
+        h.0.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -506,6 +518,20 @@ mod tests {
         assert!(matches!(&spec.subtasks[1].kind, SubtaskKind::Agent(a) if a.tools == ["echo"]));
         let again: RunSpec = serde_json::from_str(&serde_json::to_string(&spec).expect("serializes")).expect("parses");
         assert_eq!(spec, again);
+    }
+
+    #[test]
+    fn the_hash_follows_the_spec_not_how_it_was_written() {
+        let json: RunSpec =
+            serde_json::from_str(r#"{"name":"r","subtasks":[{"args":{"b":1,"a":2},"tool":"echo","id":"x"}]}"#)
+                .expect("json");
+        let yaml: RunSpec =
+            serde_saphyr::from_str("name: r\nsubtasks:\n  - {id: x, tool: echo, args: {a: 2, b: 1}}\n").expect("yaml");
+        assert_eq!(json.hash(), yaml.hash());
+        assert_eq!(json.hash().len(), 16);
+        let mut other = json.clone();
+        other.subtasks[0] = SubtaskSpec::tool("x", "echo", serde_json::json!({"a": 2, "b": 2}));
+        assert_ne!(json.hash(), other.hash());
     }
 
     #[test]

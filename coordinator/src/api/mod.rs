@@ -141,7 +141,7 @@ impl SwarmApi {
             (None, true) => return Err(ApiError::invalid("spec", "required (or spec_text)")),
         };
         let limits = self.limits.clone();
-        let validate = move || -> Result<(RunSpec, Dag), ApiError> {
+        let validate = move || -> Result<(RunSpec, Dag, String), ApiError> {
             let spec = match wire {
                 Ok(w) => {
                     // What the wire form got wrong and what the graph gets wrong, together.
@@ -158,11 +158,13 @@ impl SwarmApi {
                     .map_err(|e| ApiError::invalid("spec_text", swarm_core::error::bounded_message(e.to_string())))?,
             };
             let dag = Dag::build(&spec, &limits)?;
-            Ok((spec, dag))
+            // Hashed here too: for a large spec, off the runtime's threads.
+            let hash = spec.hash();
+            Ok((spec, dag, hash))
         };
         // Validation is linear in the spec's size; a large spec is validated off the runtime's
         // threads so it delays no other request.
-        let (spec, dag) = if size > BLOCKING_VALIDATION_BYTES {
+        let (spec, dag, spec_hash) = if size > BLOCKING_VALIDATION_BYTES {
             tokio::task::spawn_blocking(validate).await.map_err(|e| ApiError::Internal(e.to_string()))??
         } else {
             validate()?
@@ -183,7 +185,7 @@ impl SwarmApi {
             term: ctx.repo.term(),
             trace_context: swarm_telemetry::inject(&span).into_iter().collect(),
             spec_version: spec.version.clone(),
-            spec_hash: spec.hash(),
+            spec_hash,
             ..RunHeader::running(run_id.clone(), spec.name.clone(), submitted_us)
         };
         match ctx.repo.create_run(&header, &spec).await.map_err(store_error)? {
