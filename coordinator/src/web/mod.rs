@@ -273,7 +273,7 @@ async fn summary(State(web): State<Web>, Path(id): Path<String>, caller: Caller)
 /// it has the header `x-swarm-request: 1` (a cross-origin request with it needs a CORS
 /// preflight, which is never granted) and an `Origin`, when sent, naming this host. (The
 /// routes also take only JSON bodies.)
-pub(super) fn cross_site(caller: &Caller) -> Option<Response> {
+fn cross_site(caller: &Caller) -> Option<Response> {
     let header = |name: &str| caller.headers.get(name).and_then(|v| v.to_str().ok());
     let same_origin = match (header("origin"), header("host")) {
         (None, _) => true,
@@ -289,21 +289,34 @@ pub(super) fn cross_site(caller: &Caller) -> Option<Response> {
     None
 }
 
+/// The JSON body of a route that changes something, unless the request is refused: sent
+/// from another site ([`cross_site`]), or not JSON.
+pub(super) fn changing_request(
+    caller: &Caller,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Value, Box<Response>> {
+    if let Some(refused) = cross_site(caller) {
+        return Err(Box::new(refused));
+    }
+    match body {
+        Ok(Json(body)) => Ok(body),
+        Err(_) => Err(Box::new(error(&tonic::Status::invalid_argument(
+            "the body must be a JSON object (content-type: application/json)",
+        )))),
+    }
+}
+
 /// `POST /api/runs/{id}/signal` `{"subtask_id", "decision": "approve"|"reject", "payload",
-/// "reason"}`: `SignalRun` as the caller (role `approve`), JSON only, not [`cross_site`].
+/// "reason"}`: `SignalRun` as the caller (role `approve`), see [`changing_request`].
 async fn signal(
     State(web): State<Web>,
     Path(id): Path<String>,
     caller: Caller,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Some(refused) = cross_site(&caller) {
-        return refused;
-    }
-    let Ok(Json(body)) = body else {
-        return error(&tonic::Status::invalid_argument(
-            "the body must be a JSON object (content-type: application/json)",
-        ));
+    let body = match changing_request(&caller, body) {
+        Ok(body) => body,
+        Err(refused) => return *refused,
     };
     let decision = match body["decision"].as_str() {
         Some("approve") => pb::Decision::Approve,

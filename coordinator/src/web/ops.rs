@@ -25,7 +25,7 @@ use swarm_proto::pb;
 use swarm_proto::pb::swarm_service_server::SwarmService;
 use swarm_proto::status::to_status;
 
-use super::{Caller, Web, authed, cross_site, error, ms, run_json, subtask_json};
+use super::{Caller, Web, authed, changing_request, error, ms, run_json, subtask_json};
 
 /// Runs looked at for one filtered page at most (a filter matching little ends the page early,
 /// with a token to go on).
@@ -324,20 +324,16 @@ pub(super) async fn artifact(
 }
 
 /// `POST /api/runs/{id}/fork` `{"from_subtask", "patch": YAML or JSON text, "from_step"}`:
-/// `ForkRun` as the caller (role `submit`); JSON only, not [`cross_site`].
+/// `ForkRun` as the caller (role `submit`); see [`changing_request`].
 pub(super) async fn fork(
     State(web): State<Web>,
     Path(id): Path<String>,
     caller: Caller,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Some(refused) = cross_site(&caller) {
-        return refused;
-    }
-    let Ok(Json(body)) = body else {
-        return error(&tonic::Status::invalid_argument(
-            "the body must be a JSON object (content-type: application/json)",
-        ));
+    let body = match changing_request(&caller, body) {
+        Ok(body) => body,
+        Err(refused) => return *refused,
     };
     let from_step = match &body["from_step"] {
         Value::Null => None,
