@@ -16,8 +16,8 @@ pub fn load(path: &Path) -> anyhow::Result<RunSpec> {
 pub fn parse(text: &str, ext: Option<&str>) -> anyhow::Result<RunSpec> {
     match ext {
         Some("json") => Ok(serde_json::from_str(text)?),
-        Some("yaml" | "yml") => Ok(serde_saphyr::from_str(text)?),
-        _ => serde_json::from_str(text).or_else(|_| Ok(serde_saphyr::from_str(text)?)),
+        Some("yaml" | "yml") => Ok(swarm_coordinator::yaml::from_str(text)?),
+        _ => serde_json::from_str(text).or_else(|_| Ok(swarm_coordinator::yaml::from_str(text)?)),
     }
 }
 

@@ -59,7 +59,7 @@ pub fn patched(original: &RunSpec, patch: &str, limits: &Limits) -> Result<(RunS
     let patch: serde_json::Value = if patch.trim().is_empty() {
         serde_json::Value::Null
     } else {
-        serde_saphyr::from_str(patch)
+        crate::yaml::from_str(patch)
             .map_err(|e| ApiError::invalid("patch", swarm_core::error::bounded_message(e.to_string())))?
     };
     let stored = serde_json::to_value(original).map_err(|e| ApiError::Internal(e.to_string()))?;

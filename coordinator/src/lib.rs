@@ -25,6 +25,7 @@ pub mod tls;
 pub mod watch;
 pub mod web;
 pub mod worker_api;
+pub mod yaml;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -286,3 +286,27 @@ async fn ended_runs_expire_after_the_run_ttl() {
     wait_done(&mut c, &again, Duration::from_secs(10)).await.expect("the new run runs");
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn yaml_specs_read_y_n_on_and_off_as_the_strings_they_are() {
+    let tc = TestCluster::start(1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    // YAML 1.2: only true and false are booleans (with 1.1's rules, `text: y` arrived as `true`
+    // and the call failed as `args.text: required string`).
+    let text = "name: yaml12\nspeculation: {enabled: true}\nsubtasks:\n  - {id: y, tool: echo, args: {text: y}}\n  - {id: off, tool: echo, args: {text: off}}\n";
+    let request = pb::SubmitRunRequest { spec_text: text.into(), ..Default::default() };
+    let run_id = c.submit_run(request).await.expect("submit").into_inner().run_id;
+    let run = wait_done(&mut c, &run_id, Duration::from_secs(30)).await.expect("done");
+    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
+    let output = |id: &str| run.subtasks.iter().find(|s| s.id == id).map(|s| s.output_json.clone());
+    assert_eq!(output("y"), Some(json!({"text": "y"}).to_string()));
+    assert_eq!(output("off"), Some(json!({"text": "off"}).to_string()));
+    // A field that is a boolean takes `true`/`false`; `yes` is named as the string it is.
+    let request = pb::SubmitRunRequest {
+        spec_text: "name: x\nspeculation: {enabled: yes}\nsubtasks: [{id: a, tool: echo}]\n".into(),
+        ..Default::default()
+    };
+    let err = c.submit_run(request).await.expect_err("yes is not a boolean");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    tc.stop().await;
+}

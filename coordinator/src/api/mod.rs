@@ -154,7 +154,7 @@ impl SwarmApi {
                     spec
                 }
                 // JSON is YAML: one parser for both, as the CLI reads files.
-                Err(text) => serde_saphyr::from_str::<RunSpec>(&text)
+                Err(text) => crate::yaml::from_str::<RunSpec>(&text)
                     .map_err(|e| ApiError::invalid("spec_text", swarm_core::error::bounded_message(e.to_string())))?,
             };
             let dag = Dag::build(&spec, &limits)?;
