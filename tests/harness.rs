@@ -346,3 +346,19 @@ pub fn chains(name: &str, chains: usize, length: usize, ms: u64) -> RunSpec {
     }
     RunSpec::new(name, subtasks)
 }
+
+/// Runs the browser script `tests/web/{script}` with `args` under Node (at most `deadline`),
+/// asserts that it succeeded and returns the one JSON line it printed.
+pub async fn browser_script(script: &str, args: &[&std::ffi::OsStr], deadline: Duration) -> Value {
+    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    let out = tokio::process::Command::new("node")
+        .arg(web.join(script))
+        .args(args)
+        .current_dir(&web)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(deadline, out).await.expect("the browser finished").expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{script}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{script}: not a JSON report ({e}): {stdout}"))
+}

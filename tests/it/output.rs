@@ -164,19 +164,17 @@ async fn the_web_view_shows_the_selected_agents_output_growing() {
     let run_id = submit(&mut c, &spec).await.expect("submit");
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let screenshot = root.join("../target/web-output.png");
-    let out = tokio::process::Command::new("node")
-        .arg(root.join("web/output.mjs"))
-        .arg(format!("http://{http}"))
-        .arg(&run_id)
-        .arg("a")
-        .arg(&screenshot)
-        .current_dir(root.join("web"))
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), out).await.expect("the browser finished").expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON report");
+    let report = swarm_tests::harness::browser_script(
+        "output.mjs",
+        &[
+            std::ffi::OsStr::new(&format!("http://{http}")),
+            std::ffi::OsStr::new(&run_id),
+            std::ffi::OsStr::new(&"a"),
+            std::ffi::OsStr::new(&screenshot),
+        ],
+        Duration::from_secs(90),
+    )
+    .await;
     let (early, last) = (report["early"].as_str().unwrap_or(""), report["final"].as_str().unwrap_or(""));
     let done = |t: &str| t.matches("← sleep ok").count();
     assert!((2..=3).contains(&done(early)), "seen while it ran: {early}");

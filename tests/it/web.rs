@@ -133,19 +133,17 @@ async fn an_approval_is_decided_in_the_web_view_and_other_sites_cannot_decide_it
 
     // The page lists it with its prompt; its button decides it.
     let screenshot = root.join("../target/web-approval.png");
-    let out = tokio::process::Command::new("node")
-        .arg(root.join("web/approve.mjs"))
-        .arg(format!("http://{http}"))
-        .arg(&run_id)
-        .arg("gate")
-        .arg(&screenshot)
-        .current_dir(root.join("web"))
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), out).await.expect("the browser finished").expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON report");
+    let report = swarm_tests::harness::browser_script(
+        "approve.mjs",
+        &[
+            std::ffi::OsStr::new(&format!("http://{http}")),
+            std::ffi::OsStr::new(&run_id),
+            std::ffi::OsStr::new(&"gate"),
+            std::ffi::OsStr::new(&screenshot),
+        ],
+        Duration::from_secs(90),
+    )
+    .await;
     assert_eq!(report["prompt"], "Ship it?");
     assert_eq!((report["status"].as_u64(), report["answer"]["decision"].as_str()), (Some(200), Some("approve")));
     let run = wait_done(&mut c, &run_id, Duration::from_secs(30)).await.expect("done");
@@ -186,20 +184,18 @@ async fn a_run_is_forked_from_a_subtask_in_the_web_view_and_other_sites_cannot_f
     assert_eq!(listed.into_inner().runs.len(), 1, "nothing was forked");
 
     let screenshot = root.join("../target/web-fork.png");
-    let out = tokio::process::Command::new("node")
-        .arg(root.join("web/fork.mjs"))
-        .arg(format!("http://{http}"))
-        .arg(&run_id)
-        .arg("b")
-        .arg(r#"subtasks: [{id: b, args: {text: "b again"}}]"#)
-        .arg(&screenshot)
-        .current_dir(root.join("web"))
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), out).await.expect("the browser finished").expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON report");
+    let report = swarm_tests::harness::browser_script(
+        "fork.mjs",
+        &[
+            std::ffi::OsStr::new(&format!("http://{http}")),
+            std::ffi::OsStr::new(&run_id),
+            std::ffi::OsStr::new(&"b"),
+            std::ffi::OsStr::new(&r#"subtasks: [{id: b, args: {text: "b again"}}]"#),
+            std::ffi::OsStr::new(&screenshot),
+        ],
+        Duration::from_secs(90),
+    )
+    .await;
     let refused = report["refused"].as_str().expect("refused");
     assert!(refused.contains("patch.subtasks[0].id") && refused.contains("nowhere"), "{refused}");
     let forked = report["run_id"].as_str().expect("new run");

@@ -67,18 +67,16 @@ async fn operators_filter_runs_read_workers_and_follow_a_run_on_its_timeline() {
 
     let shots = root.join("../docs/img");
     std::fs::create_dir_all(&shots).expect("docs/img");
-    let out = tokio::process::Command::new("node")
-        .arg(root.join("web/operator.mjs"))
-        .arg(format!("http://{http}"))
-        .arg(serde_json::Value::Object(ids).to_string())
-        .arg(&shots)
-        .current_dir(root.join("web"))
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(180), out).await.expect("the browser finished").expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON report");
+    let r = swarm_tests::harness::browser_script(
+        "operator.mjs",
+        &[
+            std::ffi::OsStr::new(&format!("http://{http}")),
+            std::ffi::OsStr::new(&serde_json::Value::Object(ids).to_string()),
+            std::ffi::OsStr::new(&shots),
+        ],
+        Duration::from_secs(180),
+    )
+    .await;
 
     // The table filtered by name, then by state; each run with its age.
     let names: Vec<&str> = r["named"].as_array().expect("named").iter().filter_map(|x| x["name"].as_str()).collect();
