@@ -1,0 +1,18 @@
+// Original file: proto/swarm/v1/swarm.proto
+
+
+export interface AgentSpec {
+  'instructions'?: (string);
+  'input'?: (string);
+  'model'?: (string);
+  'tools'?: (string)[];
+  'maxSteps'?: (number);
+}
+
+export interface AgentSpec__Output {
+  'instructions': (string);
+  'input': (string);
+  'model': (string);
+  'tools': (string)[];
+  'maxSteps': (number);
+}

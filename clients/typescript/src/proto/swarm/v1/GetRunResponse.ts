@@ -1,0 +1,13 @@
+// Original file: proto/swarm/v1/swarm.proto
+
+import type { Run as _swarm_v1_Run, Run__Output as _swarm_v1_Run__Output } from '../../swarm/v1/Run.js';
+
+export interface GetRunResponse {
+  'run'?: (_swarm_v1_Run | null);
+  'nextPageToken'?: (string);
+}
+
+export interface GetRunResponse__Output {
+  'run': (_swarm_v1_Run__Output | null);
+  'nextPageToken': (string);
+}

@@ -1,0 +1,12 @@
+// Original file: proto/swarm/v1/swarm.proto
+
+
+export interface PlacementPreference {
+  'labels'?: ({[key: string]: string});
+  'weight'?: (number);
+}
+
+export interface PlacementPreference__Output {
+  'labels': ({[key: string]: string});
+  'weight': (number);
+}

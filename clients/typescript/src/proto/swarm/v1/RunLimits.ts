@@ -1,0 +1,19 @@
+// Original file: proto/swarm/v1/swarm.proto
+
+import type { Long } from '@grpc/proto-loader';
+
+export interface RunLimits {
+  'maxSubagents'?: (number);
+  'maxToolCalls'?: (number);
+  'orchestratorMaxSteps'?: (number);
+  'subagentMaxSteps'?: (number);
+  'maxTokens'?: (number | string | Long);
+}
+
+export interface RunLimits__Output {
+  'maxSubagents': (number);
+  'maxToolCalls': (number);
+  'orchestratorMaxSteps': (number);
+  'subagentMaxSteps': (number);
+  'maxTokens': (number);
+}

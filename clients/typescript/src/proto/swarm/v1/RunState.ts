@@ -1,0 +1,29 @@
+// Original file: proto/swarm/v1/swarm.proto
+
+export const RunState = {
+  RUN_STATE_UNSPECIFIED: 'RUN_STATE_UNSPECIFIED',
+  RUN_STATE_PENDING: 'RUN_STATE_PENDING',
+  RUN_STATE_RUNNING: 'RUN_STATE_RUNNING',
+  RUN_STATE_SUCCEEDED: 'RUN_STATE_SUCCEEDED',
+  RUN_STATE_FAILED: 'RUN_STATE_FAILED',
+  RUN_STATE_CANCELLED: 'RUN_STATE_CANCELLED',
+  RUN_STATE_BUDGET_EXCEEDED: 'RUN_STATE_BUDGET_EXCEEDED',
+} as const;
+
+export type RunState =
+  | 'RUN_STATE_UNSPECIFIED'
+  | 0
+  | 'RUN_STATE_PENDING'
+  | 1
+  | 'RUN_STATE_RUNNING'
+  | 2
+  | 'RUN_STATE_SUCCEEDED'
+  | 3
+  | 'RUN_STATE_FAILED'
+  | 4
+  | 'RUN_STATE_CANCELLED'
+  | 5
+  | 'RUN_STATE_BUDGET_EXCEEDED'
+  | 6
+
+export type RunState__Output = typeof RunState[keyof typeof RunState]
