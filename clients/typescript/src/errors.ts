@@ -41,9 +41,10 @@ export class SwarmError extends Error {
 export class InvalidSpec extends SwarmError {}
 /** NOT_FOUND: no such run, subtask or artifact. */
 export class NotFound extends SwarmError {}
-/** ALREADY_EXISTS: an idempotency key already used with another spec. */
+/** ALREADY_EXISTS. */
 export class AlreadyExists extends SwarmError {}
-/** FAILED_PRECONDITION: the run is not in a state that allows the call. */
+/** FAILED_PRECONDITION: the run is not in a state that allows the call, or an idempotency key
+ * already names a run of another spec. */
 export class FailedPrecondition extends SwarmError {}
 /** PERMISSION_DENIED: the principal lacks the role the call needs. */
 export class PermissionDenied extends SwarmError {}
