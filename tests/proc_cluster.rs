@@ -213,6 +213,33 @@ impl ProcCluster {
     }
 
     /// The logs of every process, for failure messages.
+    /// Panics unless `run` succeeded, saying first what did not (its error, then each subtask
+    /// that did not succeed, with its attempts and last error), then the processes' logs.
+    pub async fn assert_succeeded(&self, run: &swarm_proto::pb::Run) {
+        use swarm_proto::pb;
+        if run.state == pb::RunState::Succeeded as i32 {
+            return;
+        }
+        let state = pb::RunState::try_from(run.state).map_or("?".into(), |s| s.as_str_name().to_owned());
+        let error = run.summary.as_ref().map(|s| s.error_message.clone()).unwrap_or_default();
+        let mut why = format!("run {} ended {state}: {error}\n", run.run_id);
+        if let Ok(Some((leader, _))) = self.leader().await
+            && let Ok(mut c) = self.client(&leader).await
+            && let Ok(full) = client::get(&mut c, &run.run_id, true).await
+        {
+            let failed: Vec<&pb::SubtaskStatus> =
+                full.subtasks.iter().filter(|s| s.state != pb::SubtaskState::Succeeded as i32).collect();
+            for s in failed.iter().take(20) {
+                let state = pb::SubtaskState::try_from(s.state).map_or("?".into(), |s| s.as_str_name().to_owned());
+                why += &format!("  {} {state} attempt {} on {}: {}\n", s.id, s.attempt, s.worker_id, s.error_message);
+            }
+            if failed.len() > 20 {
+                why += &format!("  … and {} more\n", failed.len() - 20);
+            }
+        }
+        panic!("{why}{}", self.logs());
+    }
+
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for (p, _) in &self.coordinators {
@@ -240,9 +267,26 @@ pub fn write_script(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The last `n` lines of a log, a run of lines that differ only in numbers and ids (a warning
+/// for each of 40 attempts) kept as its first line and a count, so that one burst cannot hide
+/// what came before it.
 fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    let shape = |line: &str| -> String { line.chars().filter(|c| !c.is_ascii_digit()).collect() };
+    let mut kept: Vec<(String, usize)> = Vec::new();
+    let mut last_shape = String::new();
+    for line in text.lines() {
+        let s = shape(line);
+        match kept.last_mut() {
+            Some((_, count)) if s == last_shape => *count += 1,
+            _ => kept.push((line.to_owned(), 1)),
+        }
+        last_shape = s;
+    }
+    kept[kept.len().saturating_sub(n)..]
+        .iter()
+        .map(|(line, count)| if *count > 1 { format!("{line}\n  (and {} more like it)", count - 1) } else { line.clone() })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// 1 planner → `chains` × `length` `append` calls of `ms` each (each appends its subtask id to

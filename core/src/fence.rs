@@ -67,6 +67,11 @@ impl FenceSeq {
         self.last >> SEQ_BITS
     }
 
+    /// True when `fence` is of this term and was handed out already.
+    pub fn handed_out(&self, fence: Fence) -> bool {
+        Self::term_of(fence) == self.term() && fence.0 < self.next
+    }
+
     /// The term a fence was handed out in.
     pub fn term_of(fence: Fence) -> u64 {
         fence.0 >> SEQ_BITS
@@ -139,5 +144,17 @@ mod tests {
             assert!(FenceSeq::for_term(term).is_ok(), "revision {revision} → term {term}");
             prev = term;
         }
+    }
+
+    #[test]
+    fn handed_out_tells_a_fence_of_this_term_already_given_from_one_never_given() {
+        let mut seq = FenceSeq::for_term(3).expect("term");
+        let first = seq.next().expect("fence");
+        let second = seq.next().expect("fence");
+        assert!(seq.handed_out(first) && seq.handed_out(second));
+        assert!(!seq.handed_out(Fence(second.0 + 1)), "not yet given");
+        let earlier = FenceSeq::for_term(2).expect("term").next().expect("fence");
+        assert!(!seq.handed_out(earlier), "another term's");
+        assert!(!seq.handed_out(Fence(u64::MAX)));
     }
 }

@@ -228,7 +228,7 @@ async fn a_waiting_approval_and_a_told_decision_survive_a_leader_sigkill() {
     let second = b.signal_run(signal(&run_id, "second", pb::Decision::Approve, "", "")).await.expect("second");
     assert!(!second.into_inner().already_decided, "the waiting approval was still waiting");
     let run = wait_done(&mut b, &run_id, DEADLINE).await.expect("done");
-    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    pc.assert_succeeded(&run).await;
     assert_eq!(state_of(&run, "publish"), pb::SubtaskState::Succeeded);
 }
 

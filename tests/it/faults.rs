@@ -201,7 +201,7 @@ async fn workers_whose_clocks_are_minutes_off_still_give_a_truthful_timeline() {
     let run_id = submit(&mut c, &RunSpec::new("skewed", subtasks)).await.expect("submit");
     let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
     let elapsed_ms = before.elapsed().expect("clock").as_millis() as i64;
-    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    pc.assert_succeeded(&run).await;
     // The workers' clocks really are off: their own log lines are stamped five minutes away.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
     for (w, offset) in pc.workers.iter().zip([300, -300]) {
@@ -273,7 +273,7 @@ async fn a_full_etcd_loses_nothing_and_the_run_finishes_once_an_operator_makes_r
         admin.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(options)).await.expect("disarm");
     }
     let run = wait_done_any_leader(&pc, &run_id, Duration::from_secs(120)).await;
-    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    pc.assert_succeeded(&run).await;
     let store = pc.store().await.expect("store");
     // The final header is written after every record (writes are ordered): once it is stored,
     // all of them are.

@@ -195,7 +195,7 @@ async fn an_agent_run_forks_at_a_step_and_replays_as_recorded_after_a_leader_sig
     let mut c = pc.client(&a_url).await.expect("client");
     let original = submit(&mut c, &agent_spec()).await.expect("submit");
     let run = wait_done(&mut c, &original, DEADLINE).await.expect("done");
-    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    pc.assert_succeeded(&run).await;
     assert_eq!((pc.appended("agent.log").len(), pc.appended("helpers.log").len()), (8, 24));
 
     // The leader dies; its standby serves the fork from what etcd holds.

@@ -48,7 +48,7 @@ async fn a_gpu_pool_runs_its_burst_one_at_a_time_and_labels_decide_where_the_res
     }));
     let run_id = submit(&mut c, &RunSpec::new("placed", subtasks)).await.expect("submit");
     let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
-    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    pc.assert_succeeded(&run).await;
     let on = |prefix: &str| -> Vec<&pb::SubtaskStatus> {
         run.subtasks.iter().filter(|s| s.id.starts_with(prefix)).collect()
     };
@@ -80,7 +80,7 @@ async fn a_gpu_pool_runs_its_burst_one_at_a_time_and_labels_decide_where_the_res
     }
     let run_id = submit(&mut c, &RunSpec::new("placed-agents", vec![lead.clone()])).await.expect("submit");
     let run = wait_done(&mut c, &run_id, Duration::from_secs(60)).await.expect("done");
-    assert_eq!(run.state, pb::RunState::Succeeded as i32, "{}", pc.logs());
+    pc.assert_succeeded(&run).await;
     let helpers: Vec<&str> = run.subtasks.iter().filter(|s| s.parent == "lead").map(|s| s.worker_id.as_str()).collect();
     assert_eq!(helpers, ["gpu0"; 6], "every subagent in the gpu pool");
     let lead_on = run.subtasks.iter().find(|s| s.id == "lead").map(|s| s.worker_id.as_str());

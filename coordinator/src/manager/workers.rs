@@ -131,7 +131,11 @@ impl Manager {
         // Only an attempt of an earlier term can be adopted: this term's fences are handed out
         // here, and one this leader did not give to this worker is forged.
         let forged = swarm_core::fence::FenceSeq::term_of(fence) >= self.fences.term();
-        if forged {
+        if forged && self.fences.handed_out(fence) {
+            // Handed out here and no longer held: it ended (its report was taken, and the
+            // acknowledgement was lost with the stream), or it was re-queued meanwhile.
+            debug!(fence = h.fence, run_id = %h.run_id, subtask_id = %h.subtask_id, "a declared attempt that ended here already; the worker forgets it");
+        } else if forged {
             warn!(fence = h.fence, run_id = %h.run_id, subtask_id = %h.subtask_id, "a declared attempt of a fence never handed out; refused");
         }
         let adopted = match (target, self.registry.id(w).cloned()) {

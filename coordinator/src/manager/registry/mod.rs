@@ -486,7 +486,7 @@ impl WorkerRegistry {
 
     /// Whether a departed connection of worker `id` still holds attempts (it may reconnect).
     pub fn holds_detached(&self, id: &WorkerId) -> bool {
-        self.detached.keys().any(|&k| self.id(k) == Some(id))
+        self.detached.values().any(|w| w == id)
     }
 
     pub fn release(&mut self, key: WorkerKey, fence: Fence) -> Option<Held> {

@@ -149,3 +149,16 @@ fn a_draining_worker_offers_no_slots() {
     assert_eq!(r.drain(a).map(|(_, running)| running), Some(0));
     assert_eq!(r.free_slots(), 0);
 }
+
+#[test]
+fn a_detached_workers_id_counts_as_in_use_until_its_attempts_are_settled() {
+    let mut r = WorkerRegistry::new();
+    let (a, _rx) = join(&mut r, ConnId(1), "a");
+    assert!(!r.holds_detached(&WorkerId::from("a")), "connected, not detached");
+    r.assign(a, (RunKey(0), SubtaskIx(0)), assignment(10), None, 0);
+    assert_eq!(r.detach(a), 1);
+    assert!(r.holds_detached(&WorkerId::from("a")), "its attempt waits for it");
+    assert!(!r.holds_detached(&WorkerId::from("b")));
+    assert_eq!(r.take_detached(&WorkerId::from("a")).len(), 1);
+    assert!(!r.holds_detached(&WorkerId::from("a")), "settled");
+}
