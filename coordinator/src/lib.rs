@@ -27,6 +27,9 @@ pub mod web;
 pub mod worker_api;
 pub mod yaml;
 
+#[cfg(test)]
+mod spec_audit_tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -175,6 +175,9 @@ impl Placement {
             if p.labels.is_empty() {
                 out.push((format!("prefer[{i}].labels"), "required (the labels preferred)".into()));
             }
+            if p.weight == 0 {
+                out.push((format!("prefer[{i}].weight"), "must be at least 1 (1 when left out)".into()));
+            }
         }
         if self.resources.len() > MAX_ENTRIES {
             out.push(("resources".into(), format!("at most {MAX_ENTRIES} resources")));

@@ -75,13 +75,20 @@ fn message(out: &mut Schema, name: &str, m: &DescriptorProto) {
 
 /// What `now` breaks of `promised`, one line each (empty: compatible).
 pub fn breaks(promised: &Schema, now: &Schema) -> Vec<String> {
+    // A proto3 `optional` scalar sits in a synthetic oneof of its own (`_name`): the same bytes
+    // on the wire as the plain field (only presence is tracked), so adding or dropping `optional`
+    // breaks nothing.
+    let plain = |line: &str| -> String {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        line.strip_suffix(&format!(" oneof _{name}")).unwrap_or(line).to_owned()
+    };
     let mut out = Vec::new();
     for (key, was) in promised {
         if key.contains(" reserved ") {
             continue;
         }
         match now.get(key) {
-            Some(is) if is == was => {}
+            Some(is) if plain(is) == plain(was) => {}
             Some(is) => out.push(format!("{key}: was `{was}`, now `{is}`")),
             None => {
                 // A field may go if its number and name are both reserved.
@@ -148,6 +155,14 @@ mod tests {
         let rpc = "rpc swarm.v1.SwarmService.GetRun".to_owned();
         now.insert(rpc.clone(), format!("stream {}", promised[&rpc]));
         assert_eq!(breaks(&promised, &now).len(), 2);
+        // A scalar made proto3 `optional` (its synthetic oneof), or plain again: the same
+        // bytes; moved into a real oneof: not.
+        let mut now = promised.clone();
+        now.insert(key.clone(), format!("{was} oneof _{name}"));
+        assert!(breaks(&promised, &now).is_empty(), "{:?}", breaks(&promised, &now));
+        assert!(breaks(&now, &promised).is_empty());
+        now.insert(key.clone(), format!("{was} oneof kind"));
+        assert_eq!(breaks(&promised, &now).len(), 1);
         // Adding is free.
         let mut now = promised.clone();
         now.insert("message swarm.v1.SubmitRunRequest field 98".into(), "extra string LABEL_OPTIONAL".into());

@@ -54,13 +54,13 @@ pub fn decode_spec(spec: pb::RunSpec) -> (RunSpec, Vec<SpecViolation>) {
                     input: a.input,
                     model: a.model,
                     tools: a.tools,
-                    max_steps: (a.max_steps > 0).then_some(a.max_steps),
+                    max_steps: a.max_steps,
                 }),
                 Some(pb::subtask_spec::Kind::Orchestrator(o)) => SubtaskKind::Orchestrator(OrchestratorSpec {
                     goal: o.goal,
                     model: o.model,
                     tools: o.tools,
-                    max_steps: (o.max_steps > 0).then_some(o.max_steps),
+                    max_steps: o.max_steps,
                     subagent_tools: o.subagent_tools,
                     subagent_models: o.subagent_models,
                     subagent_artifacts: o.subagent_artifacts.clone(),
@@ -115,14 +115,14 @@ pub fn decode_spec(spec: pb::RunSpec) -> (RunSpec, Vec<SpecViolation>) {
         let limits = match spec.limits {
             None => RunLimits::default(),
             Some(l) => {
+                // Present (zero included) is meant: validation refuses what is out of range.
                 let d = RunLimits::default();
-                let or = |v: u32, default: u32| if v == 0 { default } else { v };
                 RunLimits {
-                    max_subagents: or(l.max_subagents, d.max_subagents),
-                    max_tool_calls: or(l.max_tool_calls, d.max_tool_calls),
-                    orchestrator_max_steps: or(l.orchestrator_max_steps, d.orchestrator_max_steps),
-                    subagent_max_steps: or(l.subagent_max_steps, d.subagent_max_steps),
-                    max_tokens: (l.max_tokens > 0).then_some(l.max_tokens),
+                    max_subagents: l.max_subagents.unwrap_or(d.max_subagents),
+                    max_tool_calls: l.max_tool_calls.unwrap_or(d.max_tool_calls),
+                    orchestrator_max_steps: l.orchestrator_max_steps.unwrap_or(d.orchestrator_max_steps),
+                    subagent_max_steps: l.subagent_max_steps.unwrap_or(d.subagent_max_steps),
+                    max_tokens: l.max_tokens,
                 }
             }
         };
@@ -130,15 +130,14 @@ pub fn decode_spec(spec: pb::RunSpec) -> (RunSpec, Vec<SpecViolation>) {
         let speculation = match spec.speculation {
             None => d,
             Some(p) => {
-                // 0 is proto3's "unset"; anything else (NaN and negatives too) goes on to
-                // validation, which names the field.
-                let or = |v: f64, default: f64| if v == 0.0 { default } else { v };
+                // Unset takes the default; anything present (0, NaN and negatives too) goes
+                // on to validation, which names the field.
                 Speculation {
                     enabled: !p.disabled,
-                    quantile: or(p.quantile, d.quantile),
-                    multiplier: or(p.multiplier, d.multiplier),
-                    min_runtime_ms: if p.min_runtime_ms > 0 { p.min_runtime_ms } else { d.min_runtime_ms },
-                    max_fraction: or(p.max_fraction, d.max_fraction),
+                    quantile: p.quantile.unwrap_or(d.quantile),
+                    multiplier: p.multiplier.unwrap_or(d.multiplier),
+                    min_runtime_ms: p.min_runtime_ms.unwrap_or(d.min_runtime_ms),
+                    max_fraction: p.max_fraction.unwrap_or(d.max_fraction),
                 }
             }
         };
@@ -184,13 +183,13 @@ impl From<&RunSpec> for pb::RunSpec {
                             input: a.input.clone(),
                             model: a.model.clone(),
                             tools: a.tools.clone(),
-                            max_steps: a.max_steps.unwrap_or(0),
+                            max_steps: a.max_steps,
                         }),
                         SubtaskKind::Orchestrator(o) => pb::subtask_spec::Kind::Orchestrator(pb::OrchestratorSpec {
                             goal: o.goal.clone(),
                             model: o.model.clone(),
                             tools: o.tools.clone(),
-                            max_steps: o.max_steps.unwrap_or(0),
+                            max_steps: o.max_steps,
                             subagent_tools: o.subagent_tools.clone(),
                             subagent_models: o.subagent_models.clone(),
                             subagent_artifacts: o.subagent_artifacts.clone(),
@@ -216,17 +215,17 @@ impl From<&RunSpec> for pb::RunSpec {
             version: spec.version.clone().unwrap_or_default(),
             speculation: Some(pb::Speculation {
                 disabled: !spec.speculation.enabled,
-                quantile: spec.speculation.quantile,
-                multiplier: spec.speculation.multiplier,
-                min_runtime_ms: spec.speculation.min_runtime_ms,
-                max_fraction: spec.speculation.max_fraction,
+                quantile: Some(spec.speculation.quantile),
+                multiplier: Some(spec.speculation.multiplier),
+                min_runtime_ms: Some(spec.speculation.min_runtime_ms),
+                max_fraction: Some(spec.speculation.max_fraction),
             }),
             limits: Some(pb::RunLimits {
-                max_subagents: spec.limits.max_subagents,
-                max_tool_calls: spec.limits.max_tool_calls,
-                orchestrator_max_steps: spec.limits.orchestrator_max_steps,
-                subagent_max_steps: spec.limits.subagent_max_steps,
-                max_tokens: spec.limits.max_tokens.unwrap_or(0),
+                max_subagents: Some(spec.limits.max_subagents),
+                max_tool_calls: Some(spec.limits.max_tool_calls),
+                orchestrator_max_steps: Some(spec.limits.orchestrator_max_steps),
+                subagent_max_steps: Some(spec.limits.subagent_max_steps),
+                max_tokens: spec.limits.max_tokens,
             }),
         }
     }
@@ -236,10 +235,11 @@ fn retry_spec(p: pb::RetryPolicy) -> RetrySpec {
     RetrySpec {
         // A present duration is meant, zero included (`initial_interval_ms: 0` retries at once).
         initial_interval_ms: p.initial_interval.map(|d| duration_to_us(&d) / 1000),
-        // 0 is proto3's "unset"; anything else (NaN, negative, huge) goes on to validation.
-        backoff_coefficient: (p.backoff_coefficient != 0.0).then_some(p.backoff_coefficient),
-        maximum_interval_ms: p.maximum_interval.map(|d| duration_to_us(&d) / 1000).filter(|&v| v > 0),
-        maximum_attempts: (p.maximum_attempts > 0).then_some(p.maximum_attempts),
+        // Present is meant, zero included: anything out of range (0, NaN, negative, huge) goes
+        // on to validation, which names the field.
+        backoff_coefficient: p.backoff_coefficient,
+        maximum_interval_ms: p.maximum_interval.map(|d| duration_to_us(&d) / 1000),
+        maximum_attempts: p.maximum_attempts,
         jitter: p.jitter,
         non_retryable: p.non_retryable.into_iter().map(failure_kind).collect(),
     }
@@ -248,9 +248,9 @@ fn retry_spec(p: pb::RetryPolicy) -> RetrySpec {
 fn retry_wire(r: &RetrySpec) -> pb::RetryPolicy {
     pb::RetryPolicy {
         initial_interval: r.initial_interval_ms.map(|ms| duration_us(ms.saturating_mul(1000))),
-        backoff_coefficient: r.backoff_coefficient.unwrap_or(0.0),
+        backoff_coefficient: r.backoff_coefficient,
         maximum_interval: r.maximum_interval_ms.map(|ms| duration_us(ms.saturating_mul(1000))),
-        maximum_attempts: r.maximum_attempts.unwrap_or(0),
+        maximum_attempts: r.maximum_attempts,
         jitter: r.jitter,
         non_retryable: r.non_retryable.iter().map(|k| pb::FailureKind::from(*k) as i32).collect(),
     }
@@ -431,7 +431,7 @@ fn placement(p: pb::Placement, bad: &mut impl FnMut(&str, String)) -> Option<swa
         prefer: p
             .prefer
             .into_iter()
-            .map(|w| Preference { labels: w.labels.into_iter().collect(), weight: w.weight.max(1) })
+            .map(|w| Preference { labels: w.labels.into_iter().collect(), weight: w.weight.unwrap_or(1) })
             .collect(),
         resources,
     };
@@ -445,7 +445,7 @@ fn placement_wire(p: &swarm_core::placement::Placement) -> pb::Placement {
         prefer: p
             .prefer
             .iter()
-            .map(|w| pb::PlacementPreference { labels: w.labels.clone().into_iter().collect(), weight: w.weight })
+            .map(|w| pb::PlacementPreference { labels: w.labels.clone().into_iter().collect(), weight: Some(w.weight) })
             .collect(),
         resources: p.resources.iter().map(|(k, q)| (k.clone(), q.to_text())).collect(),
     }
@@ -466,7 +466,7 @@ mod tests {
         let r = retry_spec(pb::RetryPolicy { initial_interval: Some(duration_us(0)), ..Default::default() });
         assert_eq!(r.initial_interval_ms, Some(0));
         assert_eq!(retry_spec(pb::RetryPolicy::default()).initial_interval_ms, None);
-        let r = retry_spec(pb::RetryPolicy { backoff_coefficient: f64::NAN, ..Default::default() });
+        let r = retry_spec(pb::RetryPolicy { backoff_coefficient: Some(f64::NAN), ..Default::default() });
         assert!(r.backoff_coefficient.is_some_and(f64::is_nan), "passed on for validation to refuse");
     }
 

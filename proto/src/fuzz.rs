@@ -42,9 +42,9 @@ fn retry() -> impl Strategy<Value = Option<pb::RetryPolicy>> {
         0.3,
         (
             duration(),
-            float(),
+            prop::option::of(float()),
             duration(),
-            prop_oneof![0u32..6, any::<u32>()],
+            prop::option::of(prop_oneof![0u32..6, any::<u32>()]),
             prop::option::of(float()),
             prop::collection::vec(any::<i32>(), 0..2),
         )
@@ -77,13 +77,13 @@ fn kind() -> impl Strategy<Value = Option<pb::subtask_spec::Kind>> {
             6 => (prop_oneof![4 => Just("echo".to_owned()), 1 => ".{0,4}".prop_map(String::from)],
                   prop_oneof![4 => Just("{}".to_owned()), 1 => Just("{\"ms\": 1e300}".to_owned()), 1 => ".{0,8}".prop_map(String::from)])
                 .prop_map(|(tool, args_json)| Kind::ToolCall(pb::ToolCall { tool, args_json })),
-            1 => ("[a-z]{1,6}", prop_oneof![Just("m".to_owned()), ".{0,3}".prop_map(String::from)], tools.clone(), any::<u32>())
+            1 => ("[a-z]{1,6}", prop_oneof![Just("m".to_owned()), ".{0,3}".prop_map(String::from)], tools.clone(), prop::option::of(0u32..12))
                 .prop_map(|(input, model, tools, max_steps)| Kind::Agent(pb::AgentSpec {
-                    instructions: String::new(), input, model, tools, max_steps: max_steps % 12,
+                    instructions: String::new(), input, model, tools, max_steps,
                 })),
-            1 => ("[a-z]{1,6}", prop_oneof![Just("m".to_owned()), ".{0,3}".prop_map(String::from)], tools, any::<u32>())
+            1 => ("[a-z]{1,6}", prop_oneof![Just("m".to_owned()), ".{0,3}".prop_map(String::from)], tools, prop::option::of(0u32..12))
                 .prop_map(|(goal, model, tools, max_steps)| Kind::Orchestrator(pb::OrchestratorSpec {
-                    subagent_tools: tools.iter().rev().cloned().collect(), goal, model, tools, max_steps: max_steps % 12,
+                    subagent_tools: tools.iter().rev().cloned().collect(), goal, model, tools, max_steps,
                     subagent_models: vec![],
                     subagent_artifacts: vec![],
                     subagent_placement: None,
@@ -139,8 +139,26 @@ fn wire_spec() -> impl Strategy<Value = pb::RunSpec> {
     (
         ".{0,8}",
         subtasks(),
-        prop::option::weighted(0.2, (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>(), any::<u64>())),
-        prop::option::weighted(0.3, (any::<bool>(), float(), float(), prop_oneof![0u64..100, any::<u64>()], float())),
+        prop::option::weighted(
+            0.2,
+            (
+                prop::option::of(0u32..20),
+                prop::option::of(0u32..20_000),
+                prop::option::of(0u32..12),
+                prop::option::of(0u32..12),
+                prop::option::of(any::<u64>()),
+            ),
+        ),
+        prop::option::weighted(
+            0.3,
+            (
+                any::<bool>(),
+                prop::option::of(float()),
+                prop::option::of(float()),
+                prop::option::of(prop_oneof![0u64..100, any::<u64>()]),
+                prop::option::of(float()),
+            ),
+        ),
         retry(),
         prop::collection::btree_map("[a-z]{0,4}", retry().prop_map(Option::unwrap_or_default), 0..2),
         prop_oneof![Just(0u32), any::<u32>()],
@@ -154,10 +172,10 @@ fn wire_spec() -> impl Strategy<Value = pb::RunSpec> {
                     name,
                     subtasks,
                     limits: limits.map(|(a, b, c, d, e)| pb::RunLimits {
-                        max_subagents: a % 20,
-                        max_tool_calls: b % 20_000,
-                        orchestrator_max_steps: c % 12,
-                        subagent_max_steps: d % 12,
+                        max_subagents: a,
+                        max_tool_calls: b,
+                        orchestrator_max_steps: c,
+                        subagent_max_steps: d,
                         max_tokens: e,
                     }),
                     speculation: speculation.map(|(disabled, quantile, multiplier, min_runtime_ms, max_fraction)| {
@@ -261,8 +279,8 @@ fn tamed(mut wire: pb::RunSpec) -> pb::RunSpec {
         r.as_ref().is_none_or(|r| {
             sane_duration(&r.initial_interval)
                 && sane_duration(&r.maximum_interval)
-                && (r.backoff_coefficient == 0.0 || (1.0..=3.0).contains(&r.backoff_coefficient))
-                && r.maximum_attempts <= 6
+                && r.backoff_coefficient.is_none_or(|c| (1.0..=3.0).contains(&c))
+                && r.maximum_attempts.is_none_or(|n| (1..=6).contains(&n))
                 && r.jitter.is_none_or(|j| (0.0..1.0).contains(&j))
         })
     };
@@ -305,10 +323,10 @@ fn tamed(mut wire: pb::RunSpec) -> pb::RunSpec {
     wire.tool_retry.retain(|_, r| sane_retry(&Some(r.clone())));
     wire.limits = None;
     if wire.speculation.as_ref().is_some_and(|p| {
-        !(0.0..=1.0).contains(&p.quantile)
-            || !(p.multiplier == 0.0 || (1.0..=100.0).contains(&p.multiplier))
-            || p.min_runtime_ms > 1000
-            || !(0.0..=1.0).contains(&p.max_fraction)
+        !p.quantile.is_none_or(|q| q > 0.0 && q <= 1.0)
+            || !p.multiplier.is_none_or(|m| (1.0..=100.0).contains(&m))
+            || p.min_runtime_ms.is_some_and(|ms| ms > 1000)
+            || !p.max_fraction.is_none_or(|f| (0.0..=1.0).contains(&f))
     }) {
         wire.speculation = None;
     }

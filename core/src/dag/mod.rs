@@ -158,8 +158,13 @@ impl Dag {
         if l.max_tool_calls == 0 || l.max_tool_calls > RunLimits::MAX_TOOL_CALLS {
             bad("limits.max_tool_calls".into(), format!("must be in 1..={}", RunLimits::MAX_TOOL_CALLS));
         }
-        if l.orchestrator_max_steps == 0 || l.subagent_max_steps == 0 {
-            bad("limits".into(), "step caps must be at least 1".into());
+        for (field, cap) in [("orchestrator_max_steps", l.orchestrator_max_steps), ("subagent_max_steps", l.subagent_max_steps)] {
+            if cap == 0 {
+                bad(format!("limits.{field}"), "must be at least 1".into());
+            }
+        }
+        if l.max_tokens == Some(0) {
+            bad("limits.max_tokens".into(), "must be at least 1 (leave it out for no token budget)".into());
         }
 
         for (field, description) in spec.speculation.violations() {

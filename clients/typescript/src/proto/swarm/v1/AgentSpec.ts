@@ -7,6 +7,7 @@ export interface AgentSpec {
   'model'?: (string);
   'tools'?: (string)[];
   'maxSteps'?: (number);
+  '_maxSteps'?: "maxSteps";
 }
 
 export interface AgentSpec__Output {
@@ -14,5 +15,6 @@ export interface AgentSpec__Output {
   'input': (string);
   'model': (string);
   'tools': (string)[];
-  'maxSteps': (number);
+  'maxSteps'?: (number);
+  '_maxSteps'?: "maxSteps";
 }

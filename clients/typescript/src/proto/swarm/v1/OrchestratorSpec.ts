@@ -11,15 +11,17 @@ export interface OrchestratorSpec {
   'subagentModels'?: (string)[];
   'subagentArtifacts'?: (string)[];
   'subagentPlacement'?: (_swarm_v1_Placement | null);
+  '_maxSteps'?: "maxSteps";
 }
 
 export interface OrchestratorSpec__Output {
   'goal': (string);
   'model': (string);
   'tools': (string)[];
-  'maxSteps': (number);
+  'maxSteps'?: (number);
   'subagentTools': (string)[];
   'subagentModels': (string)[];
   'subagentArtifacts': (string)[];
   'subagentPlacement': (_swarm_v1_Placement__Output | null);
+  '_maxSteps'?: "maxSteps";
 }

@@ -4,9 +4,11 @@
 export interface PlacementPreference {
   'labels'?: ({[key: string]: string});
   'weight'?: (number);
+  '_weight'?: "weight";
 }
 
 export interface PlacementPreference__Output {
   'labels': ({[key: string]: string});
-  'weight': (number);
+  'weight'?: (number);
+  '_weight'?: "weight";
 }

@@ -10,15 +10,19 @@ export interface RetryPolicy {
   'maximumAttempts'?: (number);
   'jitter'?: (number | string);
   'nonRetryable'?: (_swarm_v1_FailureKind)[];
+  '_backoffCoefficient'?: "backoffCoefficient";
+  '_maximumAttempts'?: "maximumAttempts";
   '_jitter'?: "jitter";
 }
 
 export interface RetryPolicy__Output {
   'initialInterval': (_google_protobuf_Duration__Output | null);
-  'backoffCoefficient': (number);
+  'backoffCoefficient'?: (number);
   'maximumInterval': (_google_protobuf_Duration__Output | null);
-  'maximumAttempts': (number);
+  'maximumAttempts'?: (number);
   'jitter'?: (number);
   'nonRetryable': (_swarm_v1_FailureKind__Output)[];
+  '_backoffCoefficient'?: "backoffCoefficient";
+  '_maximumAttempts'?: "maximumAttempts";
   '_jitter'?: "jitter";
 }

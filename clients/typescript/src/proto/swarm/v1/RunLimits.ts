@@ -8,12 +8,22 @@ export interface RunLimits {
   'orchestratorMaxSteps'?: (number);
   'subagentMaxSteps'?: (number);
   'maxTokens'?: (number | string | Long);
+  '_maxSubagents'?: "maxSubagents";
+  '_maxToolCalls'?: "maxToolCalls";
+  '_orchestratorMaxSteps'?: "orchestratorMaxSteps";
+  '_subagentMaxSteps'?: "subagentMaxSteps";
+  '_maxTokens'?: "maxTokens";
 }
 
 export interface RunLimits__Output {
-  'maxSubagents': (number);
-  'maxToolCalls': (number);
-  'orchestratorMaxSteps': (number);
-  'subagentMaxSteps': (number);
-  'maxTokens': (number);
+  'maxSubagents'?: (number);
+  'maxToolCalls'?: (number);
+  'orchestratorMaxSteps'?: (number);
+  'subagentMaxSteps'?: (number);
+  'maxTokens'?: (number);
+  '_maxSubagents'?: "maxSubagents";
+  '_maxToolCalls'?: "maxToolCalls";
+  '_orchestratorMaxSteps'?: "orchestratorMaxSteps";
+  '_subagentMaxSteps'?: "subagentMaxSteps";
+  '_maxTokens'?: "maxTokens";
 }

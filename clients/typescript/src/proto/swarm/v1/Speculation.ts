@@ -8,12 +8,20 @@ export interface Speculation {
   'multiplier'?: (number | string);
   'minRuntimeMs'?: (number | string | Long);
   'maxFraction'?: (number | string);
+  '_quantile'?: "quantile";
+  '_multiplier'?: "multiplier";
+  '_minRuntimeMs'?: "minRuntimeMs";
+  '_maxFraction'?: "maxFraction";
 }
 
 export interface Speculation__Output {
   'disabled': (boolean);
-  'quantile': (number);
-  'multiplier': (number);
-  'minRuntimeMs': (number);
-  'maxFraction': (number);
+  'quantile'?: (number);
+  'multiplier'?: (number);
+  'minRuntimeMs'?: (number);
+  'maxFraction'?: (number);
+  '_quantile'?: "quantile";
+  '_multiplier'?: "multiplier";
+  '_minRuntimeMs'?: "minRuntimeMs";
+  '_maxFraction'?: "maxFraction";
 }
