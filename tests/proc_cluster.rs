@@ -284,7 +284,11 @@ fn tail(text: &str, n: usize) -> String {
     }
     kept[kept.len().saturating_sub(n)..]
         .iter()
-        .map(|(line, count)| if *count > 1 { format!("{line}\n  (and {} more like it)", count - 1) } else { line.clone() })
+        .map(
+            |(line, count)| {
+                if *count > 1 { format!("{line}\n  (and {} more like it)", count - 1) } else { line.clone() }
+            },
+        )
         .collect::<Vec<_>>()
         .join("\n")
 }

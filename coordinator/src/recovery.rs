@@ -143,6 +143,12 @@ impl StoredPages {
                 // asking for the run's summary beside its first page waited for the rebuild).
                 let (repo, handle) = (repo.clone(), tokio::runtime::Handle::current());
                 let origin = (!run.forked_from_run.is_empty()).then(|| RunId::from(run.forked_from_run.as_str()));
+                // What never started in a cancelled run (or one out of budget) reads so.
+                let ended = match swarm_proto::pb::RunState::try_from(run.state) {
+                    Ok(swarm_proto::pb::RunState::Cancelled) => Some(swarm_core::RunState::Cancelled),
+                    Ok(swarm_proto::pb::RunState::BudgetExceeded) => Some(swarm_core::RunState::BudgetExceeded),
+                    _ => None,
+                };
                 let rebuilt = tokio::task::spawn_blocking(move || {
                     let stored = handle.block_on(load_state(&repo, &header, &Limits::default(), false))?;
                     Ok::<_, StoreError>(stored.map(|stored| {
@@ -155,6 +161,9 @@ impl StoredPages {
                             stored.records,
                         );
                         engine.set_forked_from(origin);
+                        if let Some(state) = ended {
+                            engine.skip_unstarted(state);
+                        }
                         engine
                     }))
                 })

@@ -215,8 +215,14 @@ async fn a_run_survives_losing_the_etcd_leader() {
     // change of leader); it leaves only if its lease hold lapsed meanwhile.
     for w in &pc.workers {
         let log = w.log_text();
-        let (left, lapsed) = (log.matches("stream ended; reconnecting").count(), log.matches("lease hold lapsed").count());
-        assert!(left <= lapsed, "{} left its coordinator {left} times, its hold lapsed {lapsed} times\n{}", w.name, pc.logs());
+        let (left, lapsed) =
+            (log.matches("stream ended; reconnecting").count(), log.matches("lease hold lapsed").count());
+        assert!(
+            left <= lapsed,
+            "{} left its coordinator {left} times, its hold lapsed {lapsed} times\n{}",
+            w.name,
+            pc.logs()
+        );
     }
     assert_eq!(completed(&run), 602);
 }

@@ -37,5 +37,6 @@ mod tenants;
 mod tls;
 mod upgrade;
 mod web;
+mod web_acts;
 mod web_ops;
 mod web_tls;

@@ -96,6 +96,8 @@ pub fn router(api: SwarmApi, auth: Authenticator) -> Router {
         .route("/api/workers", get(ops::workers))
         .route("/api/runs/{id}/signal", post(signal))
         .route("/api/runs/{id}/fork", post(ops::fork))
+        .route("/api/runs/{id}/cancel", post(ops::cancel))
+        .route("/api/me", get(ops::me))
         .with_state(Web { api, auth })
 }
 
@@ -188,6 +190,8 @@ fn run_json(r: &pb::Run) -> Value {
         "token_budget": (s.token_budget > 0).then_some(s.token_budget),
         "tokens_left": (s.token_budget > 0).then(|| s.token_budget.saturating_sub(s.tokens)),
         "last_seq": r.last_seq,
+        "tenant": r.tenant,
+        "spec_version": r.spec_version,
     })
 }
 

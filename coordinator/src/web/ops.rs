@@ -10,7 +10,11 @@
 //!   instructions and input), output or offloaded reference, error, attempts, and for agents
 //!   the transcript;
 //! - `POST /api/runs/{id}/fork` — `{"from_subtask", "patch", "from_step"}`: `ForkRun` as the
-//!   caller (role `submit`); answers the new run's id.
+//!   caller (role `submit`); answers the new run's id;
+//! - `POST /api/runs/{id}/cancel` — `{"reason"}`: `CancelRun` as the caller (role `cancel`);
+//! - `/api/me` — who the page's caller is: name, tenant, roles, and what the page may offer it
+//!   (`may.submit`, `may.cancel`, `may.approve`): buttons a principal could not use are not
+//!   shown (and the routes refuse them anyway).
 
 use std::collections::HashMap;
 
@@ -35,12 +39,13 @@ pub(super) fn query(raw: &Option<String>, key: &str) -> Option<String> {
     raw.as_deref()?.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')).map(super::percent_decode)
 }
 
-/// `/api/runs`: filtered by `state` (e.g. RUNNING), `name` (a substring) and `version` (the
-/// spec's version label), `limit` per page.
+/// `/api/runs`: filtered by `state` (e.g. RUNNING), `name` (a substring), `tenant` (exact; `-`
+/// for runs of no tenant) and `version` (the spec's version label), `limit` per page.
 pub(super) async fn runs(State(web): State<Web>, RawQuery(raw): RawQuery, caller: Caller) -> Response {
     let state = query(&raw, "state").filter(|s| !s.is_empty()).map(|s| s.to_uppercase());
     let name = query(&raw, "name").unwrap_or_default().to_lowercase();
     let spec_version = query(&raw, "version").unwrap_or_default();
+    let tenant = query(&raw, "tenant").filter(|t| !t.is_empty()).map(|t| if t == "-" { String::new() } else { t });
     let limit = query(&raw, "limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(50).clamp(1, 500);
     let mut token = query(&raw, "page_token").unwrap_or_default();
     let mut out = Vec::new();
@@ -61,7 +66,8 @@ pub(super) async fn runs(State(web): State<Web>, RawQuery(raw): RawQuery, caller
         for r in &resp.runs {
             let j = run_json(r);
             let state_ok = state.as_deref().is_none_or(|s| j["state"] == s);
-            if state_ok && r.name.to_lowercase().contains(&name) && out.len() < limit {
+            let tenant_ok = tenant.as_deref().is_none_or(|t| r.tenant == t);
+            if state_ok && tenant_ok && r.name.to_lowercase().contains(&name) && out.len() < limit {
                 out.push(j);
             }
         }
@@ -360,6 +366,51 @@ pub(super) async fn fork(
         }
         Err(s) => error(&s),
     }
+}
+
+/// `POST /api/runs/{id}/cancel` `{"reason"}`: `CancelRun` as the caller (role `cancel`), see
+/// [`changing_request`]; answers the run's state.
+pub(super) async fn cancel(
+    State(web): State<Web>,
+    Path(id): Path<String>,
+    caller: Caller,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let body = match changing_request(&caller, body) {
+        Ok(body) => body,
+        Err(refused) => return *refused,
+    };
+    let reason = body["reason"].as_str().unwrap_or("cancelled in the web view").chars().take(1024).collect();
+    let req = match authed(&web, &caller, pb::CancelRunRequest { run_id: id, reason }) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    match web.api.cancel_run(req).await {
+        Ok(r) => Json(r.into_inner().run.as_ref().map(run_json).unwrap_or(Value::Null)).into_response(),
+        Err(s) => error(&s),
+    }
+}
+
+/// `/api/me`: the caller as the API sees it, and what the page may offer it.
+pub(super) async fn me(State(web): State<Web>, caller: Caller) -> Response {
+    use crate::auth::Role;
+    let req = match authed(&web, &caller, ()) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    let p = crate::auth::principal(&req);
+    Json(json!({
+        "name": p.name,
+        "tenant": p.tenant,
+        "roles": p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "may": {
+            "read": p.may(Role::Read),
+            "submit": p.may(Role::Submit),
+            "cancel": p.may(Role::Cancel),
+            "approve": p.may(Role::Approve),
+        },
+    }))
+    .into_response()
 }
 
 #[cfg(test)]

@@ -158,7 +158,9 @@ impl Dag {
         if l.max_tool_calls == 0 || l.max_tool_calls > RunLimits::MAX_TOOL_CALLS {
             bad("limits.max_tool_calls".into(), format!("must be in 1..={}", RunLimits::MAX_TOOL_CALLS));
         }
-        for (field, cap) in [("orchestrator_max_steps", l.orchestrator_max_steps), ("subagent_max_steps", l.subagent_max_steps)] {
+        for (field, cap) in
+            [("orchestrator_max_steps", l.orchestrator_max_steps), ("subagent_max_steps", l.subagent_max_steps)]
+        {
             if cap == 0 {
                 bad(format!("limits.{field}"), "must be at least 1".into());
             }

@@ -27,7 +27,7 @@ impl RunEngine {
                 slot.first_started_us = r.first_started_us;
                 continue;
             }
-            if !r.state.is_terminal() || r.state == SubtaskState::Cancelled {
+            if !r.state.is_terminal() {
                 continue;
             }
             slot.state = r.state;
@@ -56,6 +56,8 @@ impl RunEngine {
             match r.state {
                 SubtaskState::Succeeded => engine.counts.succeeded += 1,
                 SubtaskState::Failed => engine.counts.failed += 1,
+                // Cancelled with its run (only an ended run has such records).
+                SubtaskState::Cancelled => {}
                 _ => engine.counts.skipped += 1,
             }
         }

@@ -215,12 +215,50 @@ fn restore_resumes_from_recorded_ends_and_adopts_held_attempts() {
 fn cancel_ends_run_and_cancels_running_attempts() {
     let mut e = engine(vec![t("a"), t("b"), t("c").after(["a"])], RetryPolicy::default());
     let mut out = vec![];
-    dispatch(&mut e, 1, &mut out);
+    let a = dispatch(&mut e, 1, &mut out);
     out.clear();
     e.apply(EngineEvent::CancelRequested, 5, &mut out);
     assert_eq!(e.state(), RunState::Cancelled);
     assert!(e.pop_ready().is_none());
     assert_eq!(out.iter().filter(|a| matches!(a, Action::CancelAttempt { .. })).count(), 1);
+
+    // The running one reads CANCELLED with its attempt, stored and said; the rest, never
+    // started, SKIPPED with why.
+    let slot = e.slot(a);
+    assert_eq!((slot.state, slot.attempt), (SubtaskState::Cancelled, AttemptNo(1)));
+    assert_eq!(
+        slot.error.as_ref().map(|f| (f.kind, f.message.as_str())),
+        Some((FailureKind::Cancelled, "the run was cancelled while attempt 1 ran"))
+    );
+    let persisted: Vec<SubtaskIx> = out
+        .iter()
+        .filter_map(|x| match x {
+            Action::Persist { subtask, .. } => Some(*subtask),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(persisted, vec![a], "only what had attempts is stored");
+    assert!(out.iter().any(|x| matches!(x, Action::Publish(Update::Failed { subtask, kind: FailureKind::Cancelled, retry_in_us: None, .. }) if *subtask == a)));
+    for id in ["b", "c"] {
+        let slot = e.slot(e.dag().index_of(id).expect("id"));
+        assert_eq!(slot.state, SubtaskState::Skipped, "{id}");
+        assert_eq!(slot.error.as_ref().map(|f| f.message.as_str()), Some("not started: the run was cancelled"));
+    }
+    assert_eq!(e.summary(5).tool_calls_skipped, 2);
+
+    // Rebuilt from what was stored, as an ended run is read back: the same.
+    let record = match out.iter().find(|x| matches!(x, Action::Persist { .. })) {
+        Some(Action::Persist { record, .. }) => (**record).clone(),
+        _ => unreachable!(),
+    };
+    let mut back = RunEngine::restore(RunId::from("r"), e.dag().clone(), RetryPolicy::default(), 0, 1, [(a, record)]);
+    back.skip_unstarted(RunState::Cancelled);
+    for i in e.dag().indexes() {
+        assert_eq!(
+            (back.slot(i).state, back.slot(i).attempt, &back.slot(i).error),
+            (e.slot(i).state, e.slot(i).attempt, &e.slot(i).error)
+        );
+    }
 }
 
 /// `n` independent `echo` calls (a hedge budget of n / 10): enough for the latency model; every
