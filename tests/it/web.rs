@@ -73,7 +73,7 @@ async fn the_web_view_shows_a_run_live_with_its_critical_path() {
 }
 
 /// `POST path` with `headers` and `body` to the web view; the HTTP status.
-async fn post(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
+pub(crate) async fn post(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut req =

@@ -72,6 +72,17 @@ async fn an_operator_cancels_in_the_web_view_a_reader_sees_no_buttons_and_runs_f
     .await
     .expect("the approval waits");
 
+    // What another site's page could send as the operator's browser is refused, and cancels
+    // nothing (the operator's own token, but no x-swarm-request header, or another origin).
+    let path = format!("/api/runs/{run_id}/cancel");
+    let auth = ("authorization", "Bearer tok-operator");
+    let json_type = ("content-type", "application/json");
+    assert_eq!(crate::web::post(http, &path, &[auth, json_type], "{}").await, 403, "a plain cross-site post");
+    let evil = [auth, json_type, ("x-swarm-request", "1"), ("origin", "http://evil.example")];
+    assert_eq!(crate::web::post(http, &path, &evil, "{}").await, 403, "another origin");
+    let run = client::get(&mut operator, &run_id, false).await.expect("get");
+    assert_eq!(run.state, pb::RunState::Running as i32, "still running");
+
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let shots = root.join("../target/web-acts");
     std::fs::create_dir_all(&shots).expect("screenshot dir");
