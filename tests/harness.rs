@@ -278,6 +278,20 @@ impl TestCluster {
     }
 
     /// Stops everything.
+    /// Waits (up to 30 s) until the leader has told the workers that the output of `runs` live
+    /// runs is followed: a watcher with `follow_output` is registered, and output made from now
+    /// on is sent.
+    pub async fn until_followed(&self, runs: u32) -> anyhow::Result<()> {
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.cluster.stats().await?.followed_runs >= runs {
+                return Ok(());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < until, "no follower of {runs} runs within 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn stop(self) {
         self.cluster.stop().await;
     }

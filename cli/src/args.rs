@@ -538,7 +538,9 @@ pub struct BenchArgs {
     /// model gateway against a rate-limited fixture server), exec (the sandbox's overhead and
     /// 200 calls at once), artifacts (1,000 files handed from 100 producers to one reducer),
     /// fork (a finished 1,502-call run forked `--repeat` times at one subtask of its last
-    /// stage), or all (all but overload, scale, gateway, exec, artifacts and fork).
+    /// stage), output (the agent swarm `--repeat` times unwatched and followed, alternating:
+    /// the partial output the workers send; embedded only), or all (all but overload, scale,
+    /// gateway, exec, artifacts, fork and output).
     #[arg(long, default_value = "all")]
     pub scenario: String,
     #[arg(long)]

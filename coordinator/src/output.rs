@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use swarm_proto::pb;
 use tokio::sync::watch;
@@ -34,6 +35,8 @@ pub struct OutputRing {
     epoch: u64,
     ring: Mutex<Ring>,
     latest: watch::Sender<u64>,
+    /// Watchers following it now: workers send a run's output only while there are some.
+    followers: AtomicUsize,
 }
 
 impl std::fmt::Debug for OutputRing {
@@ -55,7 +58,22 @@ fn cut(text: &mut String) {
 impl OutputRing {
     /// An empty ring of epoch `epoch` (the leader's term start, µs).
     pub fn new(epoch: u64) -> Self {
-        Self { epoch, ring: Mutex::default(), latest: watch::Sender::new(0) }
+        Self { epoch, ring: Mutex::default(), latest: watch::Sender::new(0), followers: AtomicUsize::new(0) }
+    }
+
+    /// A watcher follows the output from now on; true when it is the first.
+    pub fn follow(&self) -> bool {
+        self.followers.fetch_add(1, Ordering::SeqCst) == 0
+    }
+
+    /// A watcher stopped following; true when it was the last.
+    pub fn unfollow(&self) -> bool {
+        self.followers.fetch_sub(1, Ordering::SeqCst) == 1
+    }
+
+    /// Whether anyone follows the output now.
+    pub fn followed(&self) -> bool {
+        self.followers.load(Ordering::SeqCst) > 0
     }
 
     /// This leader's epoch.
@@ -118,6 +136,18 @@ mod tests {
         assert_eq!(texts(ring.read(7, 3, 10)), Vec::<String>::new());
         assert_eq!(texts(ring.read(6, 3, 10)), ["a", "b", "c"], "an older leader's cursor means nothing here");
         assert!(ring.read(7, 0, 10).iter().all(|c| c.output_epoch == 7));
+    }
+
+    #[test]
+    fn followers_are_counted_and_the_first_and_last_are_told() {
+        let ring = OutputRing::new(1);
+        assert!(!ring.followed());
+        assert!(ring.follow(), "the first");
+        assert!(!ring.follow());
+        assert!(!ring.unfollow());
+        assert!(ring.followed());
+        assert!(ring.unfollow(), "the last");
+        assert!(!ring.followed());
     }
 
     #[test]

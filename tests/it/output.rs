@@ -1,6 +1,8 @@
 //! Live partial output: agents' model text and tool calls reach the watchers that ask for them
 //! (`WatchRun.follow_output`, `swarm watch --follow-output`), and only those; a watcher that
-//! resumes from its last `(output_epoch, output_seq)` is told nothing twice.
+//! resumes from its last `(output_epoch, output_seq)` is told nothing twice. Workers send a
+//! run's output only while someone follows it: the tests that read it whole hold their agents
+//! behind an approval (`go`) until the follower is registered.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +30,39 @@ async fn watch(c: &mut swarm_cli::client::Client, req: pb::WatchRunRequest) -> V
         }
     }
     events
+}
+
+/// Reads a watch stream to the run's end.
+async fn collect(mut stream: tonic::Streaming<pb::RunEvent>) -> Vec<pb::RunEvent> {
+    let mut events = Vec::new();
+    while let Some(ev) = tokio::time::timeout(DEADLINE, stream.next()).await.expect("in time") {
+        let ev = ev.expect("event");
+        let last = matches!(ev.event, Some(Event::RunFinished(_)));
+        events.push(ev);
+        if last {
+            break;
+        }
+    }
+    events
+}
+
+/// The approval `go` that holds a test's agents back.
+fn go() -> SubtaskSpec {
+    use swarm_core::spec::{ApprovalSpec, OnTimeout};
+    let gate = ApprovalSpec { prompt: "start?".into(), timeout: None, on_timeout: OnTimeout::Reject };
+    SubtaskSpec { kind: SubtaskKind::Approval(gate), ..SubtaskSpec::tool("go", "echo", serde_json::json!({})) }
+}
+
+/// Waits until a follower of one run is registered, then lets the agents go.
+async fn follow_then_go(tc: &TestCluster, c: &mut swarm_cli::client::Client, run_id: &str) {
+    tc.until_followed(1).await.expect("a follower");
+    let approve = pb::SignalRunRequest {
+        run_id: run_id.into(),
+        subtask_id: "go".into(),
+        decision: pb::Decision::Approve.into(),
+        ..Default::default()
+    };
+    c.signal_run(approve).await.expect("approve go");
 }
 
 fn outputs(events: &[pb::RunEvent]) -> Vec<pb::AgentOutput> {
@@ -69,21 +104,27 @@ async fn watchers_who_ask_see_an_agents_output_grow_and_a_resumed_watcher_sees_n
     });
     let spec = RunSpec::new(
         "output",
-        vec![SubtaskSpec {
-            retry: None,
-            outputs: Default::default(),
-            id: "a".into(),
-            kind: agent,
-            depends_on: vec![],
-            timeout: None,
-            placement: None,
-        }],
+        vec![
+            go(),
+            SubtaskSpec {
+                retry: None,
+                outputs: Default::default(),
+                id: "a".into(),
+                kind: agent,
+                depends_on: vec!["go".into()],
+                timeout: None,
+                placement: None,
+            },
+        ],
     );
     let run_id = submit(&mut c, &spec).await.expect("submit");
     let (mut c1, mut c2) = (tc.client().await.expect("client"), tc.client().await.expect("client"));
     let follow = pb::WatchRunRequest { run_id: run_id.clone(), follow_output: true, ..Default::default() };
     let plain = pb::WatchRunRequest { run_id: run_id.clone(), ..Default::default() };
-    let (live, ordinary) = tokio::join!(watch(&mut c1, follow.clone()), watch(&mut c2, plain));
+    let live = c1.watch_run(follow.clone()).await.expect("watch").into_inner();
+    let ordinary = c2.watch_run(plain).await.expect("watch").into_inner();
+    follow_then_go(&tc, &mut c, &run_id).await;
+    let (live, ordinary) = tokio::join!(collect(live), collect(ordinary));
     let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
     assert_eq!(run.state, pb::RunState::Succeeded as i32, "{run:?}");
 
@@ -151,30 +192,34 @@ async fn the_web_view_shows_the_selected_agents_output_growing() {
     });
     let spec = RunSpec::new(
         "web-output",
-        vec![SubtaskSpec {
-            retry: None,
-            outputs: Default::default(),
-            id: "a".into(),
-            kind: agent,
-            depends_on: vec![],
-            timeout: None,
-            placement: None,
-        }],
+        vec![
+            go(),
+            SubtaskSpec {
+                retry: None,
+                outputs: Default::default(),
+                id: "a".into(),
+                kind: agent,
+                depends_on: vec!["go".into()],
+                timeout: None,
+                placement: None,
+            },
+        ],
     );
     let run_id = submit(&mut c, &spec).await.expect("submit");
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let screenshot = root.join("../target/web-output.png");
-    let report = swarm_tests::harness::browser_script(
-        "output.mjs",
-        &[
-            std::ffi::OsStr::new(&format!("http://{http}")),
-            std::ffi::OsStr::new(&run_id),
-            std::ffi::OsStr::new(&"a"),
-            std::ffi::OsStr::new(&screenshot),
-        ],
-        Duration::from_secs(90),
-    )
-    .await;
+    let base = format!("http://{http}");
+    // The page follows the output (its event stream asks for it); the agent goes once it does.
+    let args = [
+        std::ffi::OsStr::new(&base),
+        std::ffi::OsStr::new(&run_id),
+        std::ffi::OsStr::new(&"a"),
+        std::ffi::OsStr::new(&screenshot),
+    ];
+    let (report, ()) = tokio::join!(
+        swarm_tests::harness::browser_script("output.mjs", &args, Duration::from_secs(90)),
+        follow_then_go(&tc, &mut c, &run_id),
+    );
     let (early, last) = (report["early"].as_str().unwrap_or(""), report["final"].as_str().unwrap_or(""));
     let done = |t: &str| t.matches("← sleep ok").count();
     assert!((2..=3).contains(&done(early)), "seen while it ran: {early}");
@@ -212,7 +257,14 @@ async fn swarm_watch_follow_output_prints_it_per_agent() {
         timeout: None,
         placement: None,
     };
-    let run_id = submit(&mut c, &RunSpec::new("cli-output", vec![agent("x"), agent("y")])).await.expect("submit");
+    let spec = RunSpec::new("cli-output", vec![go(), agent("x").after(["go"]), agent("y").after(["go"])]);
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    // Followed while it runs (what the leader holds of it is then replayed to a later watcher).
+    let mut c1 = tc.client().await.expect("client");
+    let follow = pb::WatchRunRequest { run_id: run_id.clone(), follow_output: true, ..Default::default() };
+    let live = c1.watch_run(follow).await.expect("watch").into_inner();
+    follow_then_go(&tc, &mut c, &run_id).await;
+    collect(live).await;
     wait_done(&mut c, &run_id, DEADLINE).await.expect("done");
     let url = tc.cluster.url();
     let watch = |extra: &'static [&'static str]| {
@@ -281,4 +333,74 @@ async fn a_stream_that_breaks_off_is_retried_and_says_so_in_the_live_output() {
     let note = swarm_worker::model::RETRY_NOTE;
     assert_eq!(*shown.lock().expect("lock"), format!("half {note}the whole answer"));
     assert_eq!(fixture.seen().len(), 2);
+}
+
+/// Workers send a run's output only while someone follows it: nothing while nobody does, from
+/// the moment a follower comes, and nothing again once it leaves (the coordinator's count of
+/// what it received is the witness; the plain watch that paces the test asks for no output).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_sent_only_while_someone_follows_the_run() {
+    use swarm_worker::model::ScriptedModel;
+    let script = r#"agents:
+  a:
+    - repeat: 40
+      content: "checking the next part"
+      tool_calls: [{name: sleep, arguments: {ms: 100}}]
+    - content: "done"
+"#;
+    let mut m = ModelRegistry::new();
+    m.register("scripted", Arc::new(ScriptedModel::from_yaml(script).expect("script")));
+    let tc = TestCluster::start_with(Arc::new(MemoryStore::new()), Arc::new(m), 1, 4).await.expect("cluster");
+    let mut c = tc.client().await.expect("client");
+    let agent = SubtaskKind::Agent(AgentSpec {
+        instructions: String::new(),
+        input: "check".into(),
+        model: "scripted".into(),
+        tools: vec!["sleep".into()],
+        max_steps: None,
+    });
+    let spec = RunSpec::new(
+        "followed",
+        vec![SubtaskSpec { kind: agent, ..SubtaskSpec::tool("a", "echo", serde_json::json!({})) }],
+    );
+    let run_id = submit(&mut c, &spec).await.expect("submit");
+    let plain = pb::WatchRunRequest { run_id: run_id.clone(), ..Default::default() };
+    let mut pace = c.watch_run(plain).await.expect("watch").into_inner();
+    // Reads the plain watch until `n` more of the agent's steps were recorded.
+    let steps = async |n: usize, pace: &mut tonic::Streaming<pb::RunEvent>| {
+        let mut steps = 0;
+        while steps < n {
+            let ev = tokio::time::timeout(DEADLINE, pace.next()).await.expect("in time").expect("open").expect("event");
+            assert!(!matches!(ev.event, Some(Event::AgentOutput(_))), "a plain watch gets no output");
+            steps += usize::from(matches!(ev.event, Some(Event::AgentStep(_))));
+        }
+    };
+    let received = async || tc.cluster.stats().await.expect("stats").output_chunks;
+
+    steps(4, &mut pace).await;
+    assert_eq!(received().await, 0, "nobody follows: the worker sent nothing");
+
+    let mut c1 = tc.client().await.expect("client");
+    let follow = pb::WatchRunRequest { run_id: run_id.clone(), follow_output: true, ..Default::default() };
+    let mut live = c1.watch_run(follow).await.expect("watch").into_inner();
+    tc.until_followed(1).await.expect("followed");
+    let mut seen = 0;
+    while seen < 3 {
+        let ev = tokio::time::timeout(DEADLINE, live.next()).await.expect("in time").expect("open").expect("event");
+        seen += usize::from(matches!(ev.event, Some(Event::AgentOutput(_))));
+    }
+    assert!(received().await >= 3, "a follower came: the output goes");
+
+    drop(live);
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while tc.cluster.stats().await.expect("stats").followed_runs > 0 {
+        assert!(tokio::time::Instant::now() < until, "the follower's leaving was never told");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What was on its way when it left may still arrive; two turns later nothing more does.
+    steps(2, &mut pace).await;
+    let after = received().await;
+    steps(3, &mut pace).await;
+    assert_eq!(received().await, after, "the follower left: the worker stopped sending");
+    tc.stop().await;
 }

@@ -30,7 +30,9 @@ try {
   }
   const early = await page.locator("#output pre").textContent();
   await page.screenshot({ path: screenshot, fullPage: true });
-  // The agent waits for a person after three calls: answer it, as the page's button does.
+  // The agent waits for a person after three calls: once the page shows it asking, answer it,
+  // as the page's button does.
+  await page.waitForSelector(`#approvals .approval[data-id="${subtask}"]`);
   const answered = await page.evaluate(async ([runId, subtask]) => {
     const r = await fetch(`/api/runs/${encodeURIComponent(runId)}/signal`, {
       method: "POST",

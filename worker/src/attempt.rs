@@ -95,6 +95,8 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
         tracing::warn!(fence = a.fence, subtask_id = %a.subtask_id, "an assignment of an attempt already held; not started again");
         return;
     }
+    // What the coordinator knew when it assigned this: whether the run's output is followed.
+    ctx.uplink.set_followed(&a.run_id, a.output_watched);
     let token = ctx.abort.child_token();
     if let Some(hold) = ctx.hold.as_ref().filter(|h| !h.valid()) {
         // Fenced between the assignment's arrival and now: never started, handed back.
@@ -147,7 +149,7 @@ pub(crate) fn start_attempt(a: pb::Assignment, ctx: &AttemptCtx) {
             let fence = a.fence;
             let mut seq = 0u32;
             let keep = held.clone();
-            let sink = crate::output::OutputSink::new(fence, a.attempt, uplink);
+            let sink = crate::output::OutputSink::new(fence, a.attempt, &a.run_id, uplink);
             let run = agent::AgentRun {
                 task,
                 run_id: &a.run_id,

@@ -408,6 +408,14 @@ async fn session(
                         start_attempt(assignment, ctx);
                     }
                 }
+                Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Interest(i)) })) => {
+                    for run in &i.watched {
+                        ctx.uplink.set_followed(run, true);
+                    }
+                    for run in &i.unwatched {
+                        ctx.uplink.set_followed(run, false);
+                    }
+                }
                 Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Cancels(c)) })) => {
                     let running = ctx.held.running.lock().unwrap_or_else(|e| e.into_inner());
                     let mut unacked = ctx.held.unacked.lock().unwrap_or_else(|e| e.into_inner());
@@ -434,6 +442,7 @@ async fn session(
                 }
                 Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Grants(g)) })) => ctx.gate.granted(&g.ids),
                 Ok(Some(pb::CoordinatorMessage { msg: Some(Msg::Welcome(w)) })) => {
+                    ctx.uplink.set_gated(w.output_interest);
                     ctx.gate.configure(w.gateway_endpoints, out_tx.clone());
                     if let Some(d) = w.heartbeat_interval.as_ref().map(duration_to_us).filter(|&us| us > 0) {
                         heartbeat = tokio::time::interval(Duration::from_micros(d));

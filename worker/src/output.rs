@@ -3,6 +3,8 @@
 //! [`FLUSH_EVERY`] (plus one when the attempt ends). Best effort: sent on whatever stream is up,
 //! dropped when none is (the finished turn is in the transcript anyway; the offsets show gaps).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,10 +17,15 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// The most text one chunk carries; more within one interval is cut (the offset counts it).
 pub const MAX_CHUNK_TEXT: usize = 32 << 10;
 
-/// The current stream to the coordinator, if any.
+/// The current stream to the coordinator, if any, and whose output is wanted.
 #[derive(Default)]
 pub struct Uplink {
     out: Mutex<Option<mpsc::Sender<pb::WorkerMessage>>>,
+    /// The coordinator says whose output someone follows (`Welcome.output_interest`): output
+    /// goes only for those runs. Off (an older coordinator, or no stream yet): for every run.
+    gated: AtomicBool,
+    /// Per run: whether someone follows its output (shared with its attempts' sinks).
+    followed: Mutex<HashMap<String, Arc<AtomicBool>>>,
 }
 
 impl std::fmt::Debug for Uplink {
@@ -30,6 +37,26 @@ impl std::fmt::Debug for Uplink {
 impl Uplink {
     pub(crate) fn set(&self, out: Option<mpsc::Sender<pb::WorkerMessage>>) {
         *self.out.lock().unwrap_or_else(|e| e.into_inner()) = out;
+    }
+
+    /// Whether the coordinator tells whose output is followed (see [`Uplink::gated`]).
+    pub(crate) fn set_gated(&self, gated: bool) {
+        self.gated.store(gated, Ordering::SeqCst);
+    }
+
+    /// Run `run_id`'s flag: whether someone follows its output.
+    pub(crate) fn followed(&self, run_id: &str) -> Arc<AtomicBool> {
+        let mut map = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        if !map.contains_key(run_id) {
+            // Runs none of whose attempts run here any more are forgotten.
+            map.retain(|_, flag| Arc::strong_count(flag) > 1);
+        }
+        map.entry(run_id.to_owned()).or_default().clone()
+    }
+
+    /// Someone follows run `run_id`'s output now, or nobody does.
+    pub(crate) fn set_followed(&self, run_id: &str, followed: bool) {
+        self.followed(run_id).store(followed, Ordering::SeqCst);
     }
 
     fn try_send(&self, msg: pb::WorkerMessage) {
@@ -69,6 +96,8 @@ pub struct OutputSink {
     fence: u64,
     attempt: u32,
     uplink: Arc<Uplink>,
+    /// Whether someone follows the run's output (when the coordinator gates it).
+    followed: Arc<AtomicBool>,
     pending: Mutex<Pending>,
 }
 
@@ -82,8 +111,10 @@ fn push_cut(into: &mut String, text: &str) {
 }
 
 impl OutputSink {
-    pub fn new(fence: u64, attempt: u32, uplink: Arc<Uplink>) -> Arc<Self> {
-        Arc::new(Self { fence, attempt, uplink, pending: Mutex::default() })
+    /// The sink of attempt `attempt` (`fence`) of run `run_id`.
+    pub fn new(fence: u64, attempt: u32, run_id: &str, uplink: Arc<Uplink>) -> Arc<Self> {
+        let followed = uplink.followed(run_id);
+        Arc::new(Self { fence, attempt, uplink, followed, pending: Mutex::default() })
     }
 
     /// Adds to the pending chunk an item of `item_phase`; one that would come before what the
@@ -158,7 +189,8 @@ impl OutputSink {
         }
     }
 
-    /// Sends what is pending now (also when the attempt ends).
+    /// Sends what is pending now (also when the attempt ends); drops it when nobody follows the
+    /// run's output (the offsets still count it: a watcher who comes later sees the gap).
     pub fn flush(&self) {
         let pending = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -169,6 +201,9 @@ impl OutputSink {
             p.last_flush = Some(Instant::now());
             std::mem::take(&mut p.chunks)
         };
+        if self.uplink.gated.load(Ordering::SeqCst) && !self.followed.load(Ordering::SeqCst) {
+            return;
+        }
         let chunks = pending.into_iter().map(|c| pb::AgentOutputChunk { fence: self.fence, output: Some(c) }).collect();
         self.uplink
             .try_send(pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Outputs(pb::AgentOutputs { chunks })) });
@@ -194,7 +229,7 @@ mod tests {
         let uplink = Arc::new(Uplink::default());
         let (tx, mut rx) = mpsc::channel(64);
         uplink.set(Some(tx));
-        let sink = OutputSink::new(9, 2, uplink);
+        let sink = OutputSink::new(9, 2, "r", uplink);
         sink.turn(0);
         for word in ["Hel", "lo", " world"] {
             sink.text(word, "");
@@ -225,11 +260,45 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn output_goes_only_while_someone_follows_the_run_when_the_coordinator_says_so() {
+        let uplink = Arc::new(Uplink::default());
+        let (tx, mut rx) = mpsc::channel(64);
+        uplink.set(Some(tx));
+        let sink = OutputSink::new(3, 1, "r1", uplink.clone());
+        // An older coordinator (not gated): everything goes.
+        sink.text("a", "");
+        assert_eq!(outputs(&mut rx).len(), 1);
+        // Gated, nobody follows r1: nothing goes, but the offset counts it.
+        uplink.set_gated(true);
+        tokio::time::sleep(FLUSH_EVERY).await;
+        sink.text("bb", "");
+        sink.flush();
+        assert!(outputs(&mut rx).is_empty(), "unwatched output is not sent");
+        // Someone follows r1 (told for the run, not the attempt): it goes again.
+        uplink.set_followed("r1", true);
+        uplink.set_followed("r2", false);
+        tokio::time::sleep(FLUSH_EVERY).await;
+        sink.text("c", "");
+        let sent = outputs(&mut rx);
+        assert_eq!((sent[0].text.as_str(), sent[0].offset), ("c", 3), "the gap shows in the offset");
+        uplink.set_followed("r1", false);
+        tokio::time::sleep(FLUSH_EVERY).await;
+        sink.text("d", "");
+        sink.flush();
+        assert!(outputs(&mut rx).is_empty());
+        // Another run's sink starts with what is known for its run.
+        uplink.set_followed("r2", true);
+        let other = OutputSink::new(4, 1, "r2", uplink.clone());
+        other.text("e", "");
+        assert_eq!(outputs(&mut rx).len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_flood_of_text_is_cut_per_chunk_and_counted_in_the_offset() {
         let uplink = Arc::new(Uplink::default());
         let (tx, mut rx) = mpsc::channel(64);
         uplink.set(Some(tx));
-        let sink = OutputSink::new(1, 1, uplink);
+        let sink = OutputSink::new(1, 1, "r", uplink);
         sink.text("a", "");
         sink.text(&"é".repeat(100_000), "");
         sink.text("z", "");

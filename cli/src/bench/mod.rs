@@ -22,6 +22,7 @@ mod faults;
 pub mod fork;
 pub mod gateway;
 pub mod model_server;
+pub mod output;
 mod overload;
 pub mod scale;
 

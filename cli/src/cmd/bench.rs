@@ -43,6 +43,9 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     if scenario == "fork" {
         return fork(addr.as_deref(), *repeat, *json);
     }
+    if scenario == "output" {
+        return output(*repeat, *json);
+    }
     let (efficiency, throughput, agents, stragglers, overload) = match scenario.as_str() {
         "all" => (true, true, addr.is_none(), true, false),
         "efficiency" => (true, false, false, false, false),
@@ -53,7 +56,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         "retries" | "scale" => (false, false, false, false, false),
         other => {
             eprintln!(
-                "error: --scenario must be efficiency, throughput, agents, stragglers, retries, overload, scale, gateway, exec, artifacts, fork or all, not `{other}`"
+                "error: --scenario must be efficiency, throughput, agents, stragglers, retries, overload, scale, gateway, exec, artifacts, fork, output or all, not `{other}`"
             );
             return ExitCode::from(64);
         }
@@ -90,6 +93,42 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             } else {
                 print_bench(&report);
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--scenario output`: the agent swarm unwatched and followed, alternating
+/// (`swarm_cli::bench::output`).
+fn output(repeat: usize, json: bool) -> ExitCode {
+    match bench::output::run(repeat.max(1)) {
+        Ok(b) if json => {
+            outln!("{}", serde_json::to_string_pretty(&b).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(b) => {
+            outln!(
+                "swarm bench --scenario output ({} runs each way, alternating; {} tool calls a run; medians per run):",
+                b.runs_each,
+                b.tool_calls
+            );
+            outln!(
+                "  nobody follows the output: {} chunks, {} bytes from the workers; wall {:.0} ms",
+                b.unwatched_chunks,
+                b.unwatched_bytes,
+                b.unwatched_wall_ms
+            );
+            outln!(
+                "  a watcher follows it:      {} chunks, {} bytes from the workers ({} output events to the watcher); wall {:.0} ms",
+                b.followed_chunks,
+                b.followed_bytes,
+                b.follower_events,
+                b.followed_wall_ms
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

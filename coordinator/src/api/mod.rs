@@ -510,9 +510,15 @@ impl SwarmService for SwarmApi {
         self.check_visible(&run_id, &who).await.map_err(|e| to_status(&e))?;
         let (log, term) = self.watch_log(run_id).await.map_err(|e| to_status(&e))?;
         let output = req.follow_output.then_some((req.output_epoch, req.after_output_seq));
+        // Workers send a run's output only while someone follows it.
+        let follower = match (req.follow_output, self.leader()) {
+            (true, Ok(ctx)) => Some(stream::Follower::new(log.clone(), ctx.manager.clone())),
+            _ => None,
+        };
         // Ends with UNAVAILABLE when the process stops or this term ends (deposed, the caller
         // resumes with after_seq on the next leader).
         let stops = [self.shutdown.clone(), term];
-        Ok(Response::new(Box::pin(stream::watch_stream(log, req.after_seq, output, req.catch_up_only, stops))))
+        let events = stream::watch_stream(log, req.after_seq, output, req.catch_up_only, stops, follower);
+        Ok(Response::new(Box::pin(events)))
     }
 }

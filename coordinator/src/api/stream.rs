@@ -7,7 +7,46 @@ use swarm_proto::pb;
 use tonic::Status;
 
 use super::WATCH_BATCH;
+use crate::manager::{Command, ManagerHandle};
 use crate::watch::EventLog;
+
+/// A watcher following a run's partial output: while one lives, the workers running the run's
+/// agents send it (the manager tells them when the first comes and the last goes).
+pub(super) struct Follower {
+    log: Arc<EventLog>,
+    manager: ManagerHandle,
+}
+
+impl Follower {
+    pub(super) fn new(log: Arc<EventLog>, manager: ManagerHandle) -> Self {
+        if log.output().follow() {
+            tell(&manager, &log);
+        }
+        Self { log, manager }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if self.log.output().unfollow() {
+            tell(&self.manager, &self.log);
+        }
+    }
+}
+
+/// Asks the manager to tell the run's workers whether its output is followed (the manager reads
+/// the count itself, so a late message says what holds then).
+fn tell(manager: &ManagerHandle, log: &EventLog) {
+    let cmd = || Command::OutputInterest { run_id: log.run_id().clone() };
+    if !manager.try_send(cmd())
+        && let Ok(rt) = tokio::runtime::Handle::try_current()
+    {
+        let (manager, cmd) = (manager.clone(), cmd());
+        rt.spawn(async move {
+            let _ = manager.send(cmd).await;
+        });
+    }
+}
 
 /// Streams a log from `after` until the run's final event, with agents' partial output after
 /// `(epoch, output_seq)` when `output` is set. The stream is pulled by the client: a slow
@@ -18,8 +57,11 @@ pub(super) fn watch_stream(
     output: Option<(u64, u64)>,
     catch_up_only: bool,
     stops: [tokio_util::sync::CancellationToken; 2],
+    follower: Option<Follower>,
 ) -> impl Stream<Item = Result<pb::RunEvent, Status>> + Send {
     struct State {
+        /// Held while the stream lives (dropped with it).
+        _follower: Option<Follower>,
         log: Arc<EventLog>,
         cursor: u64,
         changes: tokio::sync::watch::Receiver<u64>,
@@ -32,8 +74,17 @@ pub(super) fn watch_stream(
     }
     let changes = log.subscribe();
     let output = output.map(|(epoch, seq)| (log.output().subscribe(), epoch, seq));
-    let state =
-        State { log, cursor: after, changes, output, pending: Default::default(), done: false, catch_up_only, stops };
+    let state = State {
+        _follower: follower,
+        log,
+        cursor: after,
+        changes,
+        output,
+        pending: Default::default(),
+        done: false,
+        catch_up_only,
+        stops,
+    };
     futures_util::stream::unfold(state, |mut s| async move {
         loop {
             if let Some(ev) = s.pending.pop_front() {

@@ -292,6 +292,7 @@ impl Manager {
                     artifacts,
                     artifact_bytes_left,
                     inputs,
+                    output_watched: entry.log.output().followed(),
                 };
                 self.registry.assign(w, (key, sub), assignment, placement.as_ref(), now);
             }
@@ -334,6 +335,7 @@ impl Manager {
             artifacts,
             artifact_bytes_left,
             inputs,
+            output_watched: entry.log.output().followed(),
         };
         let placement = node.placement.clone();
         self.registry.assign(w, (key, sub), assignment, placement.as_ref(), now);

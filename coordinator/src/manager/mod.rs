@@ -110,6 +110,8 @@ pub enum Command {
     Signal { request: pb::SignalRunRequest, reply: oneshot::Sender<Result<pb::SignalRunResponse, ApiError>> },
     /// The event log of a run, for `WatchRun`.
     Watch { run_id: RunId, reply: oneshot::Sender<Option<Watchable>> },
+    /// Whether anyone follows a run's partial output changed: tell its workers.
+    OutputInterest { run_id: RunId },
     /// A worker opened its `Connect` stream.
     /// (`principal`: who it authenticated as; an id in use by another principal is refused.)
     WorkerJoined { conn: ConnId, hello: pb::WorkerHello, tx: WorkerTx, principal: String },
@@ -202,6 +204,8 @@ struct RunEntry {
     trace_context: std::collections::HashMap<String, String>,
     /// Artifact bytes its attempts have stored or are storing (against its quota).
     artifact_bytes: u64,
+    /// Whether its workers were last told that someone follows its partial output.
+    output_told: bool,
 }
 
 /// A run in the listing: live (an engine) or ended (its header, and its event log for a while
@@ -494,6 +498,7 @@ impl Manager {
                 }
             }
             Command::WorkerOutput { conn, chunks } => self.agent_output(conn, chunks),
+            Command::OutputInterest { run_id } => self.output_interest(&run_id),
             Command::WorkerDraining { conn } => {
                 if let Some((id, running)) = self.registry.by_conn(conn).and_then(|w| self.registry.drain(w)) {
                     info!(worker_id = %id, running, "worker draining");
@@ -532,6 +537,7 @@ impl Manager {
                 stats.active_runs = self.runs.values().filter(|r| !r.engine.state().is_terminal()).count() as u32;
                 (stats.store_txns, stats.store_ops) = self.outbox.written();
                 stats.recovering = self.supervisor.recovering();
+                stats.followed_runs = self.runs.values().filter(|r| r.output_told).count() as u32;
                 let _ = reply.send(stats);
             }
         }

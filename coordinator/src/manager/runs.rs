@@ -92,6 +92,7 @@ impl Manager {
                 span,
                 trace_context,
                 artifact_bytes: 0,
+                output_told: false,
             },
         );
         if let Some(entry) = self.runs.get_mut(&key) {

@@ -25,4 +25,10 @@ pub struct ManagerStats {
     pub recovering: bool,
     /// Backups cancelled because ready primary attempts needed their slots.
     pub preempted_backups: u64,
+    /// Chunks of agents' partial output received from workers.
+    pub output_chunks: u64,
+    /// Their encoded size (bytes on the wire, before HTTP/2 framing).
+    pub output_bytes: u64,
+    /// Live runs whose workers were told that someone follows their output.
+    pub followed_runs: u32,
 }

@@ -38,6 +38,7 @@ impl Manager {
                 coordinator_id: self.config.coordinator_id.clone(),
                 heartbeat_interval: Some(duration_us(self.config.heartbeat_interval.as_micros() as u64)),
                 gateway_endpoints: self.config.gateway_endpoints.clone(),
+                output_interest: true,
             })),
         };
         if tx.try_send(Ok(welcome)).is_err() {
@@ -378,10 +379,40 @@ impl Manager {
         let Some(w) = self.registry.by_conn(conn) else { return };
         let now = self.supervisor.now_us();
         for chunk in chunks {
+            self.stats.output_chunks += 1;
+            self.stats.output_bytes += prost::Message::encoded_len(&chunk) as u64;
             let Some(f) = self.registry.touch(w, Fence(chunk.fence), now) else { continue };
             let (Some(mut output), Some(entry)) = (chunk.output, self.runs.get(&f.run)) else { continue };
             output.subtask_id = entry.engine.dag().node(f.subtask).id.to_string();
             entry.log.output().push(output);
+        }
+    }
+
+    /// Tells the workers holding attempts of `run_id` whether anyone follows its partial output
+    /// now (when that changed since they were last told). Later attempts learn it from their
+    /// assignment (`output_watched`).
+    pub(super) fn output_interest(&mut self, run_id: &swarm_core::RunId) {
+        let Some(Listed::Live(key)) = self.listing.get(run_id) else { return };
+        let key = *key;
+        let Some(entry) = self.runs.get_mut(&key) else { return };
+        let followed = entry.log.output().followed();
+        if entry.output_told == followed {
+            return;
+        }
+        entry.output_told = followed;
+        let run = run_id.to_string();
+        let interest = if followed {
+            pb::OutputInterest { watched: vec![run], unwatched: vec![] }
+        } else {
+            pb::OutputInterest { watched: vec![], unwatched: vec![run] }
+        };
+        let workers: HashSet<WorkerKey> = self.registry.held_for_run(key).into_iter().map(|(w, _)| w).collect();
+        for w in workers {
+            if let Some(tx) = self.registry.tx(w) {
+                let msg =
+                    pb::CoordinatorMessage { msg: Some(pb::coordinator_message::Msg::Interest(interest.clone())) };
+                let _ = tx.try_send(Ok(msg));
+            }
         }
     }
 }
