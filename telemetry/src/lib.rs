@@ -27,11 +27,16 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 pub use metrics::{Metrics, metrics};
 
-/// The OpenTelemetry GenAI semantic conventions version the spans and metrics follow.
-pub const GENAI_SEMCONV_VERSION: &str = "1.38.0";
+/// The OpenTelemetry GenAI (and MCP) semantic conventions the spans and metrics follow: those
+/// of `open-telemetry/semantic-conventions-genai`, where they moved after core 1.41.
+pub const GENAI_SEMCONV_VERSION: &str = "0.1.0";
 
-/// The schema URL of that semantic conventions version (set on the instrumentation scope).
-pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.38.0";
+/// The core semantic conventions version the rest follows (`error.type`, `server.*`,
+/// `network.*`, `rpc.*`).
+pub const SEMCONV_VERSION: &str = "1.44.0";
+
+/// The schema URL of that core version (set on the instrumentation scope).
+pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.44.0";
 
 /// The instrumentation scope of Swarm's spans and metrics: `swarm`, at this build's version,
 /// with the schema URL.

@@ -190,6 +190,9 @@ pub struct Metrics {
     pub token_usage: HistogramMetric,
     /// `gen_ai.client.operation.duration` (s) of model calls.
     pub operation_duration: HistogramMetric,
+    /// `mcp.client.operation.duration` (s) of MCP requests, by `mcp.method.name`,
+    /// `gen_ai.tool.name`, `network.transport` and (failed ones) `error.type`, on the worker.
+    pub mcp_duration: HistogramMetric,
     /// `swarm.gateway.queue.depth` by `endpoint` — model calls waiting for a permit.
     pub gateway_queue_depth: GaugeMetric,
     /// `swarm.gateway.wait` (s) by `endpoint` — from a permit's request to its grant.
@@ -266,6 +269,7 @@ impl Metrics {
             histogram("swarm.tool_call.duration", "Duration of tool calls, by tool and outcome", "s", seconds);
         let token_usage = histogram("gen_ai.client.token.usage", "Tokens used by model calls", "{token}", counts);
         let operation_duration = histogram("gen_ai.client.operation.duration", "Duration of model calls", "s", seconds);
+        let mcp_duration = histogram("mcp.client.operation.duration", "Duration of MCP requests", "s", seconds);
         let gateway_wait =
             histogram("swarm.gateway.wait", "From a model call's permit request to its grant", "s", seconds);
         // Series without labels exist from the start (a scraper sees 0, not nothing).
@@ -298,6 +302,7 @@ impl Metrics {
             store_batch_size,
             store_commit_duration,
             tool_call_duration,
+            mcp_duration,
             token_usage,
             operation_duration,
             gateway_queue_depth,
@@ -355,6 +360,10 @@ mod dashboard {
             serde_json::from_str(include_str!("../../deploy/grafana/swarm.json")).expect("dashboard JSON");
         let mut queried = 0;
         for panel in dashboard["panels"].as_array().expect("panels") {
+            // A row only groups the panels after it.
+            if panel["type"] == "row" {
+                continue;
+            }
             for target in panel["targets"].as_array().expect("targets") {
                 let expr = target["expr"].as_str().expect("expr");
                 for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {

@@ -273,7 +273,7 @@ async fn an_http_mcp_server_is_reached_at_its_own_address_and_nowhere_else_inter
 
 /// The reference MCP server (`@modelcontextprotocol/server-everything`, npm, pinned in
 /// tests/web/package-lock.json) over streamable HTTP on `port`; killed on drop.
-struct Everything {
+pub(crate) struct Everything {
     child: std::process::Child,
     log: std::path::PathBuf,
 }
@@ -284,7 +284,7 @@ impl Everything {
         std::fs::read_to_string(&self.log).unwrap_or_default().matches("Received MCP POST request").count()
     }
 
-    async fn start(port: u16) -> Self {
+    pub(crate) async fn start(port: u16) -> Self {
         let log = std::env::temp_dir().join(format!("swarm-everything-{port}-{}.log", std::process::id()));
         let out = std::fs::File::create(&log).expect("log");
         let index = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -126,9 +126,17 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
     let mcp = dir.join("mcp.yaml");
     let everything = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("web/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    // Over stdio, through `tee` (what the worker sends the server is kept: the witness of the
+    // trace context in `_meta`); and the same server over streamable HTTP (a session id).
+    let requests = dir.join("mcp-requests.jsonl");
+    let http_port = free_port().expect("port");
+    let _web = crate::mcp::Everything::start(http_port).await;
     std::fs::write(
         &mcp,
-        format!("servers:\n  everything:\n    command: node\n    args: [{:?}, stdio]\n", everything.display()),
+        format!(
+            "servers:\n  everything:\n    command: sh\n    args: [-c, {:?}]\n  web:\n    url: http://127.0.0.1:{http_port}/mcp\n    internal: true\n",
+            format!("tee -a '{}' | node '{}' stdio", requests.display(), everything.display())
+        ),
     )
     .expect("mcp file");
     let (grpc, coord_http, worker_http) =
@@ -218,9 +226,10 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
         placement: None,
     };
     let over_mcp = SubtaskSpec::tool("over-mcp", "everything__echo", json!({"message": "hi"}));
+    let over_http = SubtaskSpec::tool("over-http", "web__echo", json!({"message": "hi"}));
     let nap = SubtaskSpec::tool("nap", "sleep", json!({"ms": 1200}));
-    let run_id =
-        submit(&mut c, &RunSpec::new("traced", vec![lookup, helper, lead, over_mcp, nap])).await.expect("submit");
+    let subtasks = vec![lookup, helper, lead, over_mcp, over_http, nap];
+    let run_id = submit(&mut c, &RunSpec::new("traced", subtasks)).await.expect("submit");
     // A watcher for the whole run: its server span lasts as long as its stream.
     let mut watch = c
         .watch_run(pb::WatchRunRequest { run_id: run_id.clone(), ..Default::default() })
@@ -250,7 +259,7 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
             && has("chat fixture-model")
             && spans.iter().filter(|s| s.name == "execute_tool echo").count() >= 2
             && has("invoke_agent scout")
-            && has("tools/call echo")
+            && spans.iter().filter(|s| s.name == "tools/call echo").count() >= 2
             && has("swarm.v1.SwarmService/WatchRun")
     })
     .await;
@@ -290,13 +299,34 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
     assert_eq!(assign.parent_span_id, lead.span_id, "{assign:?}");
     assert_eq!(scout.parent_span_id, assign.span_id, "the subagent nests under its assign_task call");
     assert_eq!(scout.trace_id, workflow.trace_id);
-    let mcp_call = find("tools/call echo");
+    let mcp_calls: Vec<_> = spans.iter().filter(|s| s.name == "tools/call echo").collect();
+    let over = |transport: &str| {
+        *mcp_calls.iter().find(|s| s.attr("network.transport") == Some(transport)).expect("an MCP call")
+    };
+    let mcp_call = over("pipe");
     let mcp_tool = find("execute_tool everything__echo");
     assert_eq!(mcp_call.parent_span_id, mcp_tool.span_id, "the MCP call is a child of its tool call");
     assert_eq!(mcp_call.kind, 3, "an MCP call is a CLIENT span");
     assert_eq!(mcp_call.attr("mcp.method.name"), Some("tools/call"));
     assert_eq!(mcp_call.attr("gen_ai.tool.name"), Some("echo"));
-    assert_eq!(mcp_call.attr("network.transport"), Some("pipe"));
+    assert!(mcp_call.attr("mcp.protocol.version").is_some_and(|v| !v.is_empty()), "{mcp_call:?}");
+    assert_eq!(mcp_call.attr("mcp.session.id"), None, "stdio has no session");
+    // The server was told the MCP call's span as the parent (`params._meta.traceparent`).
+    let sent = std::fs::read_to_string(&requests).expect("what the worker sent");
+    let call = sent
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|m| m["method"] == "tools/call")
+        .expect("a tools/call request");
+    let want = format!("00-{}-{}-01", hex(&mcp_call.trace_id), hex(&mcp_call.span_id));
+    assert_eq!(call["params"]["_meta"]["traceparent"].as_str(), Some(want.as_str()), "{call}");
+    // Over streamable HTTP: the session the server gave, and where it is.
+    let http_call = over("tcp");
+    assert!(http_call.attr("mcp.session.id").is_some_and(|v| !v.is_empty()), "{http_call:?}");
+    assert_eq!(http_call.attr("network.protocol.name"), Some("http"));
+    assert_eq!(http_call.attr("server.address"), Some("127.0.0.1"));
+    assert_eq!(http_call.attr_type("server.port"), Some("int"));
+    assert_eq!(http_call.parent_span_id, find("execute_tool web__echo").span_id);
 
     // Typed attributes: integers as integers, arrays as arrays; no tracing bookkeeping; the
     // scope names its version and schema.
@@ -317,7 +347,7 @@ async fn spans_cross_processes_follow_genai_conventions_and_metrics_hold_the_nam
         }
         assert_eq!(s.scope.0, "swarm", "{s:?}");
         assert_eq!(s.scope.1, env!("CARGO_PKG_VERSION"), "{s:?}");
-        assert!(s.scope.2.starts_with("https://opentelemetry.io/schemas/"), "{s:?}");
+        assert_eq!(s.scope.2, "https://opentelemetry.io/schemas/1.44.0", "{s:?}");
     }
     let watch_span = find("swarm.v1.SwarmService/WatchRun");
     assert!(

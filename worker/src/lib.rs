@@ -227,7 +227,7 @@ pub async fn run_with_abort(
                     }
                 };
                 if let Some(l) = &leader {
-                    background.spawn(watch_leader(election.clone(), l.clone(), leader_changed.clone()));
+                    background.spawn(lease::watch_leader(election.clone(), l.clone(), leader_changed.clone()));
                 }
                 let url = leader.as_ref().map(|l| l.value.clone());
                 tried = Some((election, leader));
@@ -284,35 +284,6 @@ pub async fn run_with_abort(
     background.close();
     background.wait().await;
     Ok(())
-}
-
-/// Ends when the leader is no longer `known`. The store out of reach is no change of leader:
-/// the stream to the coordinator goes on (the lease hold stops attempts if it lasts), and the
-/// watch is tried again, 200 ms doubling to 5 s.
-async fn watch_leader(election: Election, known: LeaderInfo, changed: CancellationToken) {
-    let backoff = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times();
-    let mut delays = backoff.build();
-    loop {
-        tokio::select! {
-            _ = changed.cancelled() => return,
-            r = election.changed(Some(&known)) => match r {
-                Ok(now) => {
-                    debug!(from = %known.value, to = ?now.map(|l| l.value), "leader changed");
-                    changed.cancel();
-                    return;
-                }
-                Err(e) => debug!(error = %e, "cannot watch the leader; the stream goes on"),
-            }
-        }
-        tokio::select! {
-            _ = changed.cancelled() => return,
-            _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
-        }
-    }
 }
 
 /// One connection: hello (declaring held attempts), unacknowledged reports again, then

@@ -118,3 +118,24 @@ pub(super) fn check_placement(bad: &mut impl FnMut(String, String), i: usize, s:
         }
     }
 }
+
+/// The run's limits: each within its bounds, named by its field.
+pub(super) fn check_limits(bad: &mut impl FnMut(String, String), l: &crate::agent::RunLimits) {
+    use crate::agent::RunLimits;
+    if l.max_subagents > RunLimits::MAX_SUBAGENTS {
+        bad("limits.max_subagents".into(), format!("at most {}", RunLimits::MAX_SUBAGENTS));
+    }
+    if l.max_tool_calls == 0 || l.max_tool_calls > RunLimits::MAX_TOOL_CALLS {
+        bad("limits.max_tool_calls".into(), format!("must be in 1..={}", RunLimits::MAX_TOOL_CALLS));
+    }
+    for (field, cap) in
+        [("orchestrator_max_steps", l.orchestrator_max_steps), ("subagent_max_steps", l.subagent_max_steps)]
+    {
+        if cap == 0 {
+            bad(format!("limits.{field}"), "must be at least 1".into());
+        }
+    }
+    if l.max_tokens == Some(0) {
+        bad("limits.max_tokens".into(), "must be at least 1 (leave it out for no token budget)".into());
+    }
+}

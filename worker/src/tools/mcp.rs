@@ -89,6 +89,25 @@ pub struct McpServer {
     egress: Arc<EgressPolicy>,
     /// Why its client last refused to connect somewhere.
     refusals: super::egress::Refusals,
+    /// The session id of an HTTP server's connection (`mcp.session.id`).
+    session: super::mcp_http::SessionId,
+}
+
+/// A failed MCP call: the tool error, and its `error.type` as the MCP conventions name it (the
+/// JSON-RPC error code, `tool_error` for a result with `isError`, `timeout`, …).
+struct Failed {
+    error: ToolError,
+    error_type: String,
+}
+
+impl From<ToolError> for Failed {
+    fn from(error: ToolError) -> Self {
+        let error_type = match error.kind {
+            FailureKind::ToolReported => "tool_error".to_owned(),
+            kind => kind.as_str().to_owned(),
+        };
+        Self { error, error_type }
+    }
 }
 
 fn transient(message: String) -> ToolError {
@@ -110,6 +129,7 @@ impl McpServer {
             connections: Default::default(),
             egress,
             refusals: Default::default(),
+            session: Default::default(),
         }
     }
 
@@ -152,7 +172,7 @@ impl McpServer {
                     rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url.clone());
                 config.retry_config = super::mcp_http::resume_policy();
                 let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
-                    super::mcp_http::SessionAware(http),
+                    super::mcp_http::SessionAware(http, self.session.clone()),
                     config,
                 );
                 self.refusals.take();
@@ -207,12 +227,24 @@ impl McpServer {
     /// Calls a tool.
     pub async fn call(&self, tool: &str, args: Value) -> Result<Value, ToolError> {
         let span = self.span(tool);
+        let started = std::time::Instant::now();
         let result = tracing::Instrument::instrument(self.call_inner(tool, args), span.clone()).await;
-        if let Err(e) = &result {
-            span.record("otel.status_code", "error");
-            span.record("error.type", e.kind.as_str());
+        if let Some(id) = self.session.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+            span.record("mcp.session.id", id);
         }
-        result
+        let transport = if self.config.url.is_some() { "tcp" } else { "pipe" };
+        let mut attrs =
+            vec![("mcp.method.name", "tools/call"), ("gen_ai.tool.name", tool), ("network.transport", transport)];
+        let result = result.map_err(|f| {
+            span.record("otel.status_code", "error");
+            span.record("error.type", f.error_type.as_str());
+            (f.error, f.error_type)
+        });
+        if let Err((_, error_type)) = &result {
+            attrs.push(("error.type", error_type.as_str()));
+        }
+        swarm_telemetry::metrics().mcp_duration.record(started.elapsed().as_secs_f64(), &attrs);
+        result.map_err(|(error, _)| error)
     }
 
     /// `tools/call {tool}`: the MCP call, a CLIENT span (MCP semantic conventions) under the
@@ -233,12 +265,17 @@ impl McpServer {
             gen_ai.tool.name = tool,
             swarm.mcp.server = self.name.as_str(),
             network.transport = transport,
+            network.protocol.name = tracing::field::Empty,
+            mcp.session.id = tracing::field::Empty,
+            mcp.protocol.version = tracing::field::Empty,
+            rpc.response.status_code = tracing::field::Empty,
             server.address = tracing::field::Empty,
             server.port = tracing::field::Empty,
             error.type = tracing::field::Empty,
         );
         if !address.is_empty() {
             span.record("server.address", address.as_str());
+            span.record("network.protocol.name", "http");
         }
         if let Some(p) = port {
             span.record("server.port", i64::from(p));
@@ -246,14 +283,18 @@ impl McpServer {
         span
     }
 
-    async fn call_inner(&self, tool: &str, args: Value) -> Result<Value, ToolError> {
+    async fn call_inner(&self, tool: &str, args: Value) -> Result<Value, Failed> {
         let (generation, peer) = self.peer().await?;
+        let span = tracing::Span::current();
+        if let Some(info) = peer.peer_info() {
+            span.record("mcp.protocol.version", info.protocol_version.to_string());
+        }
         let arguments = match args {
             Value::Object(map) => map,
             Value::Null => Default::default(),
-            _ => return Err(ToolError::permanent("MCP tool arguments must be a JSON object")),
+            _ => return Err(ToolError::permanent("MCP tool arguments must be a JSON object").into()),
         };
-        let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+        let params = call_params(tool, arguments, &span);
         let timeout = Duration::from_secs(self.config.timeout_secs.unwrap_or(60));
         let result = match tokio::time::timeout(timeout, peer.call_tool(params)).await {
             Err(_) => {
@@ -261,7 +302,8 @@ impl McpServer {
                 return Err(ToolError {
                     kind: FailureKind::Timeout,
                     message: format!("MCP server `{}` did not answer in {timeout:?}", self.name),
-                });
+                }
+                .into());
             }
             Ok(Err(e)) => {
                 // A broken transport (a server process that died) is started again by the next
@@ -271,14 +313,38 @@ impl McpServer {
                     self.reset(generation).await;
                 }
                 if let Some(refused) = self.refused() {
-                    return Err(refused);
+                    return Err(refused.into());
                 }
-                return Err(transient(format!("MCP server `{}` failed: {e}", self.name)));
+                let error = transient(format!("MCP server `{}` failed: {e}", self.name));
+                // A JSON-RPC error: its code is the error's type (MCP conventions).
+                if let ServiceError::McpError(data) = &e {
+                    let code = data.code.0.to_string();
+                    span.record("rpc.response.status_code", code.as_str());
+                    return Err(Failed { error, error_type: code });
+                }
+                return Err(error.into());
             }
             Ok(Ok(r)) => r,
         };
-        tool_result(serde_json::to_value(&result).unwrap_or(Value::Null))
+        Ok(tool_result(serde_json::to_value(&result).unwrap_or(Value::Null))?)
     }
+}
+
+/// A `tools/call` request's parameters, the calling span's W3C trace context in `_meta`
+/// (`traceparent`, `tracestate`: MCP conventions, SEP-414) so that the server's spans join the
+/// trace.
+fn call_params(tool: &str, arguments: serde_json::Map<String, Value>, span: &tracing::Span) -> CallToolRequestParams {
+    let mut params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+    let context = swarm_telemetry::inject(span);
+    if let Some(parent) = context.get("traceparent") {
+        let mut meta = rmcp::model::MetaObject::new();
+        meta.set_traceparent(parent.clone());
+        if let Some(state) = context.get("tracestate").filter(|s| !s.is_empty()) {
+            meta.set_tracestate(state.clone());
+        }
+        params.meta = Some(rmcp::model::RequestMetaObject(meta));
+    }
+    params
 }
 
 /// A `tools/call` result (as JSON) as a tool outcome: `structuredContent` when present, else

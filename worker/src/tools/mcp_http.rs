@@ -41,9 +41,14 @@ pub fn resume_policy() -> Arc<dyn SseRetryPolicy> {
     Arc::new(policy)
 }
 
-/// reqwest, with a stale session recognised as servers send it (see the module docs).
+/// The MCP session id a server gave (`Mcp-Session-Id`), as the client last sent it: for the
+/// `mcp.session.id` attribute of MCP spans.
+pub type SessionId = Arc<std::sync::Mutex<Option<Arc<str>>>>;
+
+/// reqwest, with a stale session recognised as servers send it (see the module docs), and the
+/// session id it uses kept in `.1`.
 #[derive(Clone)]
-pub struct SessionAware(pub reqwest::Client);
+pub struct SessionAware(pub reqwest::Client, pub SessionId);
 
 /// Whether an answer to a request that carried a session says the session is unknown.
 fn stale(answer: &StreamableHttpPostResponse) -> bool {
@@ -93,6 +98,9 @@ impl StreamableHttpClient for SessionAware {
         limits: StreamableHttpResponseLimits,
     ) -> PostResult {
         let attached = session_id.is_some();
+        if let Some(id) = &session_id {
+            *self.1.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
+        }
         let answer = self
             .0
             .post_message_with_response_limits(uri, message, session_id, auth_header, custom_headers, limits)
