@@ -95,6 +95,8 @@ pub struct CertsArgs {
 
 #[derive(clap::Args)]
 pub struct UpArgs {
+    /// Where the gRPC API (and in-process workers' streams) listens: HOST:PORT. Clients reach
+    /// it as http://HOST:PORT (or plain HOST:PORT with --addr).
     #[arg(long, env = "SWARM_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
     /// Principals, roles and tenants (YAML; docs/security.md). Without it every caller is an
@@ -107,8 +109,10 @@ pub struct UpArgs {
     pub insecure: bool,
     #[command(flatten)]
     pub tls: TlsServerArgs,
+    /// In-process workers to start.
     #[arg(long, env = "SWARM_WORKERS", default_value_t = 4)]
     pub workers: usize,
+    /// Attempts each in-process worker runs at once.
     #[arg(long, env = "SWARM_SLOTS", default_value_t = 64)]
     pub slots: u32,
     #[command(flatten)]
@@ -401,8 +405,10 @@ pub struct RunArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub kit: WorkerKitArgs,
+    /// In-process workers of the throwaway cluster.
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
+    /// Attempts each worker runs at once.
     #[arg(long, default_value_t = 64)]
     pub slots: u32,
     /// Print one JSON object at the end (as `swarm submit --wait --json`).
@@ -419,9 +425,11 @@ pub struct RunArgs {
 
 #[derive(clap::Args)]
 pub struct GetArgs {
+    /// The run's id.
     pub run: String,
     #[command(flatten)]
     pub to: CoordinatorTarget,
+    /// Print one JSON object (the run, its summary, and with --subtasks every subtask).
     #[arg(long)]
     pub json: bool,
     /// Also list every subtask.
@@ -451,6 +459,7 @@ pub struct ArtifactArgs {
 pub struct RunsArgs {
     #[command(flatten)]
     pub to: CoordinatorTarget,
+    /// At most this many runs, newest first.
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
     /// One JSON object per line.

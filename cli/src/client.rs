@@ -67,6 +67,14 @@ pub async fn connect_with(
     tls: &swarm_worker::tls::ClientTls,
 ) -> anyhow::Result<Client> {
     let bearer = Bearer::new(token)?;
+    // `HOST:PORT` (as `--listen` takes it) means plain HTTP.
+    let full;
+    let addr = if addr.contains("://") {
+        addr
+    } else {
+        full = format!("http://{addr}");
+        full.as_str()
+    };
     let channel = tls
         .endpoint(addr)
         .map_err(|e| anyhow::anyhow!(e))?

@@ -122,7 +122,9 @@ impl Embedded {
         let private_listener = tls.is_some() && opts.worker_tls.is_none();
         let (addr, private_addr, http_addr, role, coordinator, fatal, gateway) = rt
             .spawn(async move {
-                let listener = TcpListener::bind(listen).await?;
+                let listener = TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (--listen): {e}"))?;
                 let addr = listener.local_addr()?;
                 let scheme = if tls.is_some() { "https" } else { "http" };
                 if config.advertise.is_empty() {
@@ -131,7 +133,9 @@ impl Embedded {
                 let coordinator = Coordinator::start(config, store, token.clone());
                 let http_addr = match http_listen {
                     Some(addr) => {
-                        let http = TcpListener::bind(addr).await?;
+                        let http = TcpListener::bind(addr)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--http-listen): {e}"))?;
                         let bound = http.local_addr()?;
                         let http_tls = tls.as_ref().map(|t| t.http());
                         coordinator.serve_http_on(coordinator.incoming().listen(http, http_tls));

@@ -40,6 +40,9 @@ pub fn describe(ev: &pb::RunEvent) -> String {
         Some(Event::SubtaskSucceeded(e)) => {
             format!("{} succeeded in {:.1} ms", e.subtask_id, ms(&e.duration))
         }
+        Some(Event::SubtaskFailed(e)) if e.kind == pb::FailureKind::Cancelled as i32 => {
+            format!("{} cancelled (attempt {}): {}", e.subtask_id, e.attempt, e.message)
+        }
         Some(Event::SubtaskFailed(e)) => format!(
             "{} failed (attempt {}, {}): {}{}",
             e.subtask_id,
@@ -89,9 +92,9 @@ pub fn describe(ev: &pb::RunEvent) -> String {
                 format!(" ({}: {})", failure_kind_name(s.error_kind), s.error_message)
             };
             format!(
-                "run finished {}: {} calls ok, {} failed, critical steps {}, parallelism {:.1}{why}",
+                "run finished {}: {}, {} failed, critical steps {}, parallelism {:.1}{why}",
                 state_name(e.state),
-                s.tool_calls_completed,
+                crate::output::plural(u64::from(s.tool_calls_completed), "call ok", "calls ok"),
                 s.tool_calls_failed,
                 s.critical_steps,
                 s.parallelism

@@ -34,8 +34,21 @@ fn parse_cli() -> Cli {
             }
         }
     }
-    let matches = cmd.get_matches_from(args);
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    let matches = cmd.try_get_matches_from(args).unwrap_or_else(|e| usage_error(e));
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| usage_error(e))
+}
+
+/// Prints what the argument parser said and exits: 0 for `--help` and `--version`, 64 (bad
+/// usage) for every mistake (clap's own code, 2, is the code of a run that ended but did not
+/// succeed).
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    let code = match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+        _ => 64,
+    };
+    std::process::exit(code)
 }
 
 fn main() -> ExitCode {

@@ -29,3 +29,8 @@ macro_rules! outln {
         $crate::output::line(format_args!($($arg)*))
     };
 }
+
+/// `n` and the word for that many: `1 call ok`, `3 calls ok`.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}

@@ -16,9 +16,17 @@ pub fn load(path: &Path) -> anyhow::Result<RunSpec> {
 pub fn parse(text: &str, ext: Option<&str>) -> anyhow::Result<RunSpec> {
     match ext {
         Some("json") => Ok(serde_json::from_str(text)?),
-        Some("yaml" | "yml") => Ok(swarm_coordinator::yaml::from_str(text)?),
-        _ => serde_json::from_str(text).or_else(|_| Ok(swarm_coordinator::yaml::from_str(text)?)),
+        Some("yaml" | "yml") => yaml(text),
+        _ => serde_json::from_str(text).or_else(|_| yaml(text)),
     }
+}
+
+/// A YAML spec; the parser's message without its own `error: ` (the CLI says that once).
+fn yaml(text: &str) -> anyhow::Result<RunSpec> {
+    swarm_coordinator::yaml::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        anyhow::anyhow!("{}", message.strip_prefix("error: ").unwrap_or(&message).to_owned())
+    })
 }
 
 /// The swarm-shaped DAG: one planner, `chains` chains of `length` sequential tool calls, one

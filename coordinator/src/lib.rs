@@ -245,7 +245,10 @@ impl Coordinator {
             reflection().build_v1().inspect_err(|e| tracing::error!(error = %e, "reflection setup failed"));
         let reflection_v1alpha = reflection().build_v1alpha();
         let addr = incoming.local_addr();
-        info!(addr = ?addr, "coordinator serving");
+        match addr {
+            Some(addr) => info!(%addr, "coordinator serving"),
+            None => info!("coordinator serving"),
+        }
         let shutdown = self.shutdown.clone();
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -133,7 +133,7 @@ pub async fn run(
             }
         };
         delays = backoff.build();
-        info!(term = leadership.revision, advertise = %config.advertise, "elected leader");
+        info!(leader_key_revision = leadership.revision, advertise = %config.advertise, "elected leader");
         let term = shutdown.child_token();
         let repo = base.fenced(leadership.fence());
         match start_term(&config, &store, &repo, &tracker, &term, leadership.revision, &fatal).await {

@@ -108,10 +108,7 @@ pub fn init(service: &str, default_filter: &str) -> Telemetry {
     });
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     if !otlp_enabled() {
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .init();
+        tracing_subscriber::registry().with(filter).with(stderr_layer()).init();
         return Telemetry { tracer: None, meter: None, logs: None };
     }
     let mut resource = opentelemetry_sdk::Resource::builder();
@@ -163,10 +160,7 @@ pub fn init(service: &str, default_filter: &str) -> Telemetry {
     });
     tracing_subscriber::registry()
         .with(otel)
-        .with(tracing_subscriber::Layer::with_filter(
-            tracing_subscriber::fmt::layer().with_writer(std::io::stderr),
-            filter,
-        ))
+        .with(tracing_subscriber::Layer::with_filter(stderr_layer(), filter))
         .init();
     Telemetry { tracer, meter, logs }
 }
@@ -211,6 +205,22 @@ impl Extractor for MapExtractor<'_> {
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(String::as_str).collect()
     }
+}
+
+/// Log lines to standard error, coloured only when it is a terminal (a file or a pipe gets
+/// plain text; `NO_COLOR` turns colour off anyway).
+fn stderr_layer<S>() -> tracing_subscriber::fmt::Layer<
+    S,
+    tracing_subscriber::fmt::format::DefaultFields,
+    tracing_subscriber::fmt::format::Format,
+    fn() -> std::io::Stderr,
+>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt::layer().with_writer(std::io::stderr as fn() -> std::io::Stderr).with_ansi(colour)
 }
 
 /// The W3C trace context (`traceparent`, `tracestate`) of `span`, to send along.

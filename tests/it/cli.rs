@@ -12,7 +12,7 @@ use swarm_tests::process::{SwarmProcess, swarm_bin};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// `swarm up` on a free port, with `extra` flags; returns it and its URL once it serves.
-async fn up(dir: &Path, extra: &[&str]) -> (SwarmProcess, String) {
+pub(crate) async fn up(dir: &Path, extra: &[&str]) -> (SwarmProcess, String) {
     let port = free_port().expect("port");
     let mut args =
         vec!["up".to_owned(), "--listen".into(), format!("127.0.0.1:{port}"), "--workers".into(), "2".into()];
@@ -28,13 +28,13 @@ async fn up(dir: &Path, extra: &[&str]) -> (SwarmProcess, String) {
 }
 
 /// Stops `swarm up` gracefully (it must exit 0) and removes the test's directory.
-async fn stop(mut up: SwarmProcess, dir: &Path) {
+pub(crate) async fn stop(mut up: SwarmProcess, dir: &Path) {
     up.signal("TERM").expect("TERM");
     assert_eq!(up.wait_exit(Duration::from_secs(20)).await.expect("exit"), Some(0), "{}", up.log_text());
     let _ = std::fs::remove_dir_all(dir);
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("swarm-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     dir
@@ -45,7 +45,7 @@ fn example(name: &str) -> String {
 }
 
 /// Runs `swarm ARGS` to the end; returns (exit code, stdout, stderr).
-async fn swarm(args: &[&str]) -> (Option<i32>, String, String) {
+pub(crate) async fn swarm(args: &[&str]) -> (Option<i32>, String, String) {
     let out = tokio::process::Command::new(swarm_bin().expect("swarm"))
         .args(args)
         .kill_on_drop(true)

@@ -21,6 +21,7 @@ mod gateway;
 mod layout;
 mod mcp;
 mod nemesis;
+mod newcomer;
 mod output;
 mod payloads;
 mod placement;

@@ -27,7 +27,7 @@ pub async fn fork(args: ForkArgs) -> anyhow::Result<ExitCode> {
     let resp = c.fork_run(client::request(req)).await.map_err(|s| client::status_error(&s))?.into_inner();
     eprintln!("swarm fork: run {}: {} subtasks reused, {} to run", resp.run_id, resp.reused, resp.rerun);
     if wait {
-        return super::runs::wait_and_print(&mut c, &resp.run_id, u64::from(resp.rerun), json).await;
+        return super::runs::wait_and_print(&mut c, &resp.run_id, u64::from(resp.rerun), json, false).await;
     }
     if json {
         let run = client::get(&mut c, &resp.run_id, false).await.map_err(|s| client::status_error(&s))?;

@@ -51,12 +51,19 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    wait_and_print(&mut c, &resp.run_id, total, json).await
+    wait_and_print(&mut c, &resp.run_id, total, json, false).await
 }
 
 /// Follows run `run_id` to its end with a progress bar (on a terminal, without `json`), then
 /// prints it; the exit code says how it ended.
-pub async fn wait_and_print(c: &mut client::Client, run_id: &str, total: u64, json: bool) -> anyhow::Result<ExitCode> {
+/// Follows the run to its end and prints it (with `outputs`, what it produced too).
+pub async fn wait_and_print(
+    c: &mut client::Client,
+    run_id: &str,
+    total: u64,
+    json: bool,
+    outputs: bool,
+) -> anyhow::Result<ExitCode> {
     let bar = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressBar::hidden()
     } else {
@@ -81,8 +88,107 @@ pub async fn wait_and_print(c: &mut client::Client, run_id: &str, total: u64, js
     .await?;
     bar.finish_and_clear();
     let run = client::get(c, run_id, false).await.map_err(|s| client::status_error(&s))?;
-    print_run(&run, json)?;
+    // Which subtasks failed and why (a run that did not succeed), and what the run produced
+    // (`swarm run`): from every subtask's status.
+    let run = if outputs || !succeeded(&run) {
+        client::get(c, run_id, true).await.map_err(|s| client::status_error(&s))?
+    } else {
+        run
+    };
+    print_ended(&run, json, false, outputs)?;
     Ok(exit_for(run.state))
+}
+
+fn succeeded(run: &pb::Run) -> bool {
+    run.state == pb::RunState::Succeeded as i32
+}
+
+/// The run as [`print_run`] shows it, and from its subtasks (when fetched): the ones that
+/// failed or were cancelled, with their last error (`failures` in JSON), and with `outputs`
+/// the outputs: of the final subtasks in text, truncated; of every subtask in JSON. `subtasks`:
+/// keep the whole list in JSON (`get --subtasks`).
+pub fn print_ended(run: &pb::Run, json: bool, subtasks: bool, outputs: bool) -> anyhow::Result<()> {
+    let failed: Vec<&pb::SubtaskStatus> = run
+        .subtasks
+        .iter()
+        .filter(|s| s.state == pb::SubtaskState::Failed as i32 || s.state == pb::SubtaskState::Cancelled as i32)
+        .collect();
+    if json {
+        let mut j = serde_json::to_value(RunJson::from(run))?;
+        if !subtasks {
+            j.as_object_mut().map(|o| o.remove("subtasks"));
+        }
+        if !run.subtasks.is_empty() {
+            j["failures"] = failed
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "id": s.id,
+                        "state": client::subtask_state_name(s.state),
+                        "attempt": s.attempt,
+                        "error_kind": client::failure_kind_name(s.error_kind),
+                        "error": s.error_message,
+                    })
+                })
+                .collect();
+        }
+        if outputs {
+            let all: serde_json::Map<String, serde_json::Value> = run
+                .subtasks
+                .iter()
+                .filter(|s| !s.output_json.is_empty())
+                .map(|s| (s.id.clone(), serde_json::from_str(&s.output_json).unwrap_or(serde_json::Value::Null)))
+                .collect();
+            j["outputs"] = serde_json::Value::Object(all);
+        }
+        outln!("{}", serde_json::to_string(&j)?);
+        return Ok(());
+    }
+    print_run(run, false)?;
+    const SHOWN: usize = 10;
+    for s in failed.iter().take(SHOWN) {
+        let what = if s.state == pb::SubtaskState::Cancelled as i32 { "cancelled" } else { "failed" };
+        outln!(
+            "  {what}: {} ({}, attempt {}): {}",
+            s.id,
+            client::failure_kind_name(s.error_kind),
+            s.attempt,
+            one_line(&s.error_message, 300)
+        );
+    }
+    if failed.len() > SHOWN {
+        outln!("  … and {} more (swarm get {} --subtasks)", failed.len() - SHOWN, run.run_id);
+    }
+    if outputs {
+        // The final subtasks (what nothing else in the run depends on; subagents aside) and
+        // the orchestrators' merged answers.
+        let needed: std::collections::HashSet<&str> =
+            run.subtasks.iter().flat_map(|s| s.depends_on.iter().map(String::as_str)).collect();
+        let finals = run
+            .subtasks
+            .iter()
+            .filter(|s| s.parent.is_empty() && (!needed.contains(s.id.as_str()) || s.kind == "orchestrator"));
+        for s in finals.filter(|s| !s.output_json.is_empty()).take(SHOWN) {
+            outln!("  output of {}: {}", s.id, one_line(&answer(&s.output_json), 300));
+        }
+    }
+    Ok(())
+}
+
+/// An output as people read it: an agent's `{"answer": …}` as its text.
+fn answer(output_json: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(output_json) {
+        Ok(serde_json::Value::Object(o)) if o.len() == 1 && o.get("answer").is_some_and(|a| a.is_string()) => {
+            o["answer"].as_str().unwrap_or_default().to_owned()
+        }
+        _ => output_json.to_owned(),
+    }
+}
+
+/// `text` on one line, cut to `max` characters (with `…`).
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max { flat } else { format!("{}…", flat.chars().take(max).collect::<String>()) }
 }
 
 /// `swarm run SPEC`: a throwaway embedded cluster (memory store, in-process workers with the
@@ -94,6 +200,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = specs::load(&file)?;
     let egress = swarm_worker::tools::egress::EgressPolicy { allow: allow_egress };
     let (tools, models) = super::server::load_kit(&kit, &egress).await?;
+    // The throwaway cluster's tools are known now: a name none of them has is refused at once
+    // (not after the schedule-to-start wait), with the nearest name.
+    let unknown = unknown_tools(&spec, &tools);
+    if !unknown.is_empty() {
+        eprintln!("error: {}: the run names tools this cluster does not offer:", file.display());
+        for line in unknown {
+            eprintln!("  {line}");
+        }
+        return Ok(ExitCode::from(64));
+    }
     let mut options = EmbeddedOptions {
         listen,
         workers,
@@ -113,18 +229,46 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             pb::SubmitRunRequest { spec: Some((&spec).into()), idempotency_key: String::new(), ..Default::default() };
         let resp = client::submit(&mut c, req).await.map_err(|s| client::status_error(&s))?;
         eprintln!("swarm run: run {} on {} (until it ends)", resp.run_id, cluster.url());
-        wait_and_print(&mut c, &resp.run_id, total, json).await
+        wait_and_print(&mut c, &resp.run_id, total, json, true).await
     }
     .await;
     cluster.stop().await;
     outcome
 }
 
+/// Tool subtasks of `spec` whose tool is not in `tools` (an MCP tool also by its bare name),
+/// each as `subtasks[i].tool: …; did you mean …?`.
+fn unknown_tools(spec: &swarm_core::RunSpec, tools: &swarm_worker::tools::ToolRegistry) -> Vec<String> {
+    let names: Vec<String> = tools.infos().map(|t| t.name.clone()).collect();
+    let offered =
+        |tool: &str| names.iter().any(|n| n == tool || n.rsplit_once("__").is_some_and(|(_, bare)| bare == tool));
+    spec.subtasks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match &s.kind {
+            swarm_core::SubtaskKind::Tool { tool, .. } if !offered(tool) => {
+                let hint = swarm_core::text::did_you_mean(tool, names.iter().map(String::as_str))
+                    .map(|m| format!("; did you mean `{m}`?"))
+                    .unwrap_or_default();
+                Some(format!("subtasks[{i}].tool: `{tool}` is not a tool of this cluster{hint}"))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// `swarm get RUN [--subtasks] [--json]`.
 pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     let GetArgs { run, to, json, subtasks, artifacts } = args;
     let mut c = to.connect().await?;
-    let run = client::get(&mut c, &run, subtasks || artifacts).await.map_err(|s| client::status_error(&s))?;
+    let mut run = client::get(&mut c, &run, subtasks || artifacts).await.map_err(|s| client::status_error(&s))?;
+    // An ended run that did not succeed says which subtasks failed and why.
+    let ended_badly = [pb::RunState::Failed, pb::RunState::Cancelled, pb::RunState::BudgetExceeded]
+        .iter()
+        .any(|s| *s as i32 == run.state);
+    if ended_badly && run.subtasks.is_empty() {
+        run = client::get(&mut c, &run.run_id, true).await.map_err(|s| client::status_error(&s))?;
+    }
     let listed: Vec<client::ArtifactJson> = run
         .subtasks
         .iter()
@@ -140,7 +284,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         outln!("{}", serde_json::to_string(&j)?);
         return Ok(exit_for(run.state));
     }
-    print_run(&run, json)?;
+    print_ended(&run, json, subtasks, false)?;
     if artifacts {
         outln!("artifacts: {}", listed.len());
         for a in &listed {
@@ -356,8 +500,8 @@ pub fn print_run(run: &pb::Run, json: bool) -> anyhow::Result<()> {
     }
     if j.agent_resumes > 0 {
         outln!(
-            "  agents resumed {} times, {} on the worker that held their workspace",
-            j.agent_resumes,
+            "  agents resumed {}, {} on the worker that held their workspace",
+            swarm_cli::output::plural(u64::from(j.agent_resumes), "time", "times"),
             j.agent_resumes_sticky
         );
     }
@@ -385,7 +529,9 @@ pub fn print_run(run: &pb::Run, json: bool) -> anyhow::Result<()> {
             .filter(|(_, ms)| **ms >= 0.5)
             .map(|(k, ms)| format!("{k} {}", client::human_ms(*ms as u64)))
             .collect();
-        outln!("  where the wall time went: {}", shown.join(", "));
+        if !shown.is_empty() {
+            outln!("  where the wall time went: {}", shown.join(", "));
+        }
     }
     if j.subagents > 0 || j.agent_tool_calls > 0 {
         outln!("  agents: {} subagents, {} tool calls, {} tokens", j.subagents, j.agent_tool_calls, j.tokens);

@@ -145,7 +145,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     if let Some(server_tls) = &server_tls {
         server_tls.watch(tls.tls_reload, token.clone());
     }
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("--listen {listen}"))?;
     let scheme = if server_tls.is_some() { "https" } else { "http" };
     let config = CoordinatorConfig {
         auth,
