@@ -313,7 +313,9 @@ pub fn subtask_table(subtasks: &[SubtaskJson]) -> Vec<String> {
                 s.worker.as_deref().unwrap_or("-"),
                 opt(s.waited_ms),
                 opt(s.duration_ms),
-                s.error.as_deref().unwrap_or("")
+                // A subtask that succeeded after all shows no earlier attempt's error here
+                // (`--json` keeps it).
+                if s.state == "SUCCEEDED" { "" } else { s.error.as_deref().unwrap_or("") }
             )
             .trim_end()
             .to_owned(),

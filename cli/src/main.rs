@@ -59,7 +59,15 @@ fn main() -> ExitCode {
         return cmd::bench::run(args);
     }
     let server = matches!(cli.command, Command::Up(_) | Command::Coordinator(_) | Command::Worker(_));
-    let default_filter = if server { "info" } else { "warn" };
+    // `swarm run` says what its embedded cluster warns about itself (the run's warnings, on
+    // stderr): the cluster's own log lines would say it twice.
+    let default_filter = if server {
+        "info"
+    } else if matches!(cli.command, Command::Run(_)) {
+        "error"
+    } else {
+        "warn"
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -160,9 +160,15 @@ impl WallBreakdown {
         b
     }
 
+    /// The line for a run still going: where its time went is known once it ends (work under
+    /// way is not yet on any chain).
+    pub fn headline_running(wall_us: u64) -> String {
+        format!("running for {}; where the wall time went is known once it ends", human(wall_us))
+    }
+
     /// One line for people: the wall time and where the most of it went, beyond the work.
     pub fn headline(&self, wall_us: u64) -> String {
-        let secs = |us: u64| format!("{:.1} s", us as f64 / 1e6);
+        let secs = human;
         let Some((part, at, us)) = &self.biggest_loss else {
             return format!("wall {}", secs(wall_us));
         };
@@ -186,6 +192,15 @@ impl WallBreakdown {
             _ => "outside the subtasks (before the first, after the last, or not attributable)".to_owned(),
         };
         format!("wall {}: {} {what}", secs(wall_us), secs(*us))
+    }
+}
+
+/// A duration for people: `42 ms` under a second (`3.5 ms` under ten), else `1.2 s`.
+fn human(us: u64) -> String {
+    match us {
+        0..10_000 => format!("{:.1} ms", us as f64 / 1e3),
+        10_000..1_000_000 => format!("{:.0} ms", us as f64 / 1e3),
+        _ => format!("{:.1} s", us as f64 / 1e6),
     }
 }
 
@@ -309,7 +324,7 @@ mod tests {
         assert_eq!(bd.work_us, 300_000, "{bd:?}");
         sums_to_wall(&s);
         assert_eq!(bd.biggest_loss, Some(("retry_backoff".into(), "b".into(), 700_000)));
-        assert_eq!(bd.headline(s.wall_us), "wall 1.1 s: 0.7 s waiting on a retry backoff of b");
+        assert_eq!(bd.headline(s.wall_us), "wall 1.1 s: 700 ms waiting on a retry backoff of b");
     }
 
     #[test]

@@ -81,6 +81,20 @@ impl RetrySpec {
         out
     }
 
+    /// This level over a less specific one: each number unset here takes `base`'s (a subtask's
+    /// `retry` over the run's `tool_retry[tool]` over the run's `retry`). `non_retryable` is the
+    /// level's own (an empty list must be able to say "retry everything" over a tool's list).
+    pub fn over(&self, base: &RetrySpec) -> RetrySpec {
+        RetrySpec {
+            initial_interval_ms: self.initial_interval_ms.or(base.initial_interval_ms),
+            backoff_coefficient: self.backoff_coefficient.or(base.backoff_coefficient),
+            maximum_interval_ms: self.maximum_interval_ms.or(base.maximum_interval_ms),
+            maximum_attempts: self.maximum_attempts.or(base.maximum_attempts),
+            jitter: self.jitter.or(base.jitter),
+            non_retryable: self.non_retryable.clone(),
+        }
+    }
+
     /// The policy, defaults filled in from `base`.
     pub fn resolve(&self, base: &RetryPolicy) -> RetryPolicy {
         RetryPolicy {
@@ -96,6 +110,19 @@ impl RetrySpec {
             },
         }
     }
+}
+
+/// The run's `tool_retry[name]` over its `retry`, made once per tool.
+pub(crate) fn tool_level<'s>(
+    cache: &mut std::collections::HashMap<&'s str, std::sync::Arc<RetrySpec>>,
+    name: &'s str,
+    level: &RetrySpec,
+    run: Option<&RetrySpec>,
+) -> std::sync::Arc<RetrySpec> {
+    cache
+        .entry(name)
+        .or_insert_with(|| std::sync::Arc::new(run.map_or_else(|| level.clone(), |run| level.over(run))))
+        .clone()
 }
 
 impl Default for RetryPolicy {

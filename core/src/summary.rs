@@ -2,8 +2,9 @@
 //!
 //! * `critical_path_us`: the longest path through the DAG where each subtask weighs the measured
 //!   duration of its last attempt, and `critical_path` the subtask ids along it;
-//! * `critical_steps`: the longest path where each subtask weighs its steps (one tool call that
-//!   ran to a result is one step), i.e. the steps no amount of parallelism can remove;
+//! * `critical_steps`: the longest path where each subtask weighs its steps (each attempt of a
+//!   tool call is one step: a retried call weighs its attempts), i.e. the steps no amount of
+//!   parallelism can remove;
 //! * `total_steps`: all steps taken; `parallelism = total_steps / critical_steps`.
 //!
 //! For agents a step is a model turn that called tools. An orchestrator weighs, on the path,

@@ -363,7 +363,7 @@ impl From<&RunSummary> for pb::RunSummary {
             speculative_wins: s.speculative_wins,
             error_kind: s.error.as_ref().map_or(pb::FailureKind::Unspecified, |e| e.kind.into()).into(),
             error_message: s.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
-            wall_breakdown: Some(wall_breakdown(&s.wall_breakdown, s.wall_us)),
+            wall_breakdown: Some(wall_breakdown(&s.wall_breakdown, s.wall_us, s.state.is_terminal())),
             tokens_by_model: s
                 .tokens_by_model
                 .iter()
@@ -382,7 +382,7 @@ impl From<&RunSummary> for pb::RunSummary {
     }
 }
 
-fn wall_breakdown(b: &swarm_core::WallBreakdown, wall_us: u64) -> pb::WallBreakdown {
+fn wall_breakdown(b: &swarm_core::WallBreakdown, wall_us: u64, ended: bool) -> pb::WallBreakdown {
     let (part, subtask, lost) = b.biggest_loss.clone().unwrap_or_default();
     pb::WallBreakdown {
         work: Some(duration_us(b.work_us)),
@@ -397,7 +397,7 @@ fn wall_breakdown(b: &swarm_core::WallBreakdown, wall_us: u64) -> pb::WallBreakd
         biggest_loss_part: part,
         biggest_loss_subtask: subtask,
         biggest_loss: Some(duration_us(lost)),
-        headline: b.headline(wall_us),
+        headline: if ended { b.headline(wall_us) } else { swarm_core::WallBreakdown::headline_running(wall_us) },
     }
 }
 

@@ -127,6 +127,8 @@ async fn a_cancelled_run_reads_cancelled_with_attempts_and_its_dependents_skippe
     })
     .await
     .expect("wait30 runs");
+    let (_, text, _) = swarm(&["get", &run_id, "--addr", &addr]).await;
+    assert!(text.contains("running for") && !text.contains("outside the subtasks"), "a running run: {text}");
     let (code, out, _) = swarm(&["cancel", &run_id, "--addr", &addr]).await;
     assert_eq!(code, Some(0), "{out}");
     swarm_tests::harness::wait_done(&mut c, &run_id, Duration::from_secs(30)).await.expect("ended");
@@ -144,6 +146,37 @@ async fn a_cancelled_run_reads_cancelled_with_attempts_and_its_dependents_skippe
     assert!(text.contains("cancelled: wait30 (cancelled, attempt 1)"), "{text}");
     let (_, events, _) = swarm(&["watch", &run_id, "--addr", &addr]).await;
     assert!(events.contains("wait30 cancelled (attempt 1)"), "the watch says it: {events}");
+
+    // A retried subtask that succeeded shows no earlier error in the table; a skipped one says
+    // why; a run of milliseconds says milliseconds.
+    let mixed = write(
+        &dir,
+        "mixed.yaml",
+        "name: mixed
+subtasks:
+  - id: retried
+    tool: flaky
+    args: {fail_times: 1}
+    retry: {initial_interval_ms: 1}
+  - id: broken
+    tool: sleep
+    args: {}
+  - id: downstream
+    tool: echo
+    args: {text: x}
+    depends_on: [broken]
+",
+    );
+    let (_, out, _) = swarm(&["submit", &mixed, "--wait", "--json", "--addr", &addr]).await;
+    let id = serde_json::from_str::<Value>(out.trim()).expect("JSON")["run_id"].as_str().expect("id").to_owned();
+    let (_, table, _) = swarm(&["get", &id, "--subtasks", "--addr", &addr]).await;
+    let row = |sid: &str| {
+        table.lines().find(|l| l.trim_start().starts_with(&format!("{sid} "))).unwrap_or_default().to_owned()
+    };
+    assert!(row("retried").contains("SUCCEEDED") && !row("retried").contains("flaky"), "{table}");
+    assert!(row("downstream").contains("not started: `broken`, which it depends on, failed"), "{table}");
+    let wall = table.lines().find(|l| l.trim_start().starts_with("wall ")).unwrap_or_default();
+    assert!(wall.contains(" ms") && !wall.contains("0.0 s"), "{table}");
 
     // Wording: one call is "1 call ok".
     let one = write(&dir, "one.yaml", "name: one\nsubtasks:\n  - id: a\n    tool: echo\n    args: {text: x}\n");

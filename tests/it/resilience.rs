@@ -68,8 +68,10 @@ async fn tool_and_run_policies_apply_and_the_most_specific_wins() {
     // Flaky failures are transient; the tool's policy says not to retry them...
     spec.tool_retry
         .insert("flaky".into(), RetrySpec { non_retryable: vec![FailureKind::Transient], ..Default::default() });
-    // ...but one subtask's own policy retries them.
-    spec.subtasks[1].retry = Some(RetrySpec { initial_interval_ms: Some(10), ..Default::default() });
+    // ...but one subtask's own policy retries them (its own `non_retryable`, empty; and its
+    // own attempts: the run's one attempt would reach it otherwise).
+    spec.subtasks[1].retry =
+        Some(RetrySpec { initial_interval_ms: Some(10), maximum_attempts: Some(2), ..Default::default() });
     spec.retry = Some(RetrySpec { maximum_attempts: Some(1), ..Default::default() });
     let run_id = submit(&mut c, &spec).await.expect("submit");
     let run = wait_done(&mut c, &run_id, DEADLINE).await.expect("done");

@@ -513,8 +513,15 @@ pub fn print_run(run: &pb::Run, json: bool) -> anyhow::Result<()> {
         j.total_subtasks,
         j.attempts
     );
+    // The critical path is the longest chain of work by time; the breakdown below follows
+    // the chain that decided when the run ended (a retry's backoff can make that another).
+    let path = if (1..=6).contains(&j.critical_path.len()) {
+        format!(" ({})", j.critical_path.join(" → "))
+    } else {
+        String::new()
+    };
     outln!(
-        "  wall time {:.1} ms; critical path {:.1} ms; total work {:.1} ms",
+        "  wall time {:.1} ms; critical path (longest work by time) {:.1} ms{path}; total work {:.1} ms",
         j.wall_ms,
         j.critical_path_ms,
         j.total_work_ms
@@ -530,7 +537,7 @@ pub fn print_run(run: &pb::Run, json: bool) -> anyhow::Result<()> {
             .map(|(k, ms)| format!("{k} {}", client::human_ms(*ms as u64)))
             .collect();
         if !shown.is_empty() {
-            outln!("  where the wall time went: {}", shown.join(", "));
+            outln!("  where the wall time went (along the chain that decided the end): {}", shown.join(", "));
         }
     }
     if j.subagents > 0 || j.agent_tool_calls > 0 {

@@ -273,11 +273,18 @@ impl Dag {
             }
             checks::check_outputs(&mut bad, i, s);
             checks::check_placement(&mut bad, i, s);
-            let retry = match (&s.retry, spec.tool_retry.get_key_value(tool)) {
-                (Some(own), _) => Some(Arc::new(own.clone())),
-                (None, Some((name, r))) => {
-                    Some(tool_retries.entry(name.as_str()).or_insert_with(|| Arc::new(r.clone())).clone())
+            // The most specific level wins, field by field: the subtask's over the tool's over
+            // the run's (what none sets, the coordinator's default gives).
+            let tool_level = spec
+                .tool_retry
+                .get_key_value(tool)
+                .map(|(name, r)| crate::retry::tool_level(&mut tool_retries, name.as_str(), r, run_retry.as_deref()));
+            let retry = match (&s.retry, tool_level) {
+                (Some(own), Some(level)) => Some(Arc::new(own.over(&level))),
+                (Some(own), None) => {
+                    Some(Arc::new(run_retry.as_deref().map_or_else(|| own.clone(), |run| own.over(run))))
                 }
+                (None, Some(level)) => Some(level),
                 (None, None) => run_retry.clone(),
             };
             nodes.push(Node {

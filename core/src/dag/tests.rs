@@ -211,3 +211,32 @@ fn durations_too_large_to_represent_are_parse_errors_not_panics() {
     let json = r#"{"subtasks": [{"id": "a", "tool": "echo", "timeout": -1}]}"#;
     assert!(serde_json::from_str::<RunSpec>(json).is_err());
 }
+
+#[test]
+fn retry_levels_merge_field_by_field_subtask_over_tool_over_run() {
+    let text = r#"
+name: levels
+retry: {maximum_attempts: 3, jitter: 0.1}
+tool_retry:
+  echo: {initial_interval_ms: 7}
+subtasks:
+  - {id: a, tool: echo}
+  - {id: b, tool: echo, retry: {jitter: 0.0}}
+  - {id: c, tool: sleep, retry: {maximum_attempts: 2}}
+  - {id: d, tool: sleep}
+"#;
+    let s: RunSpec = serde_saphyr::from_str(text).expect("parses");
+    let dag = Dag::build(&s, &Limits::default()).expect("valid");
+    let retry = |id: &str| (*dag.node(dag.index_of(id).expect("id")).retry.clone().expect("a policy")).clone();
+    let a = retry("a");
+    assert_eq!(
+        (a.maximum_attempts, a.initial_interval_ms, a.jitter),
+        (Some(3), Some(7), Some(0.1)),
+        "the run's attempts reach the tool's level"
+    );
+    let b = retry("b");
+    assert_eq!((b.maximum_attempts, b.initial_interval_ms, b.jitter), (Some(3), Some(7), Some(0.0)));
+    let c = retry("c");
+    assert_eq!((c.maximum_attempts, c.initial_interval_ms, c.jitter), (Some(2), None, Some(0.1)));
+    assert_eq!(retry("d"), s.retry.clone().expect("run retry"));
+}

@@ -429,6 +429,7 @@ impl RunEngine {
 
     /// Marks every transitive dependent of a failed subtask as skipped.
     fn skip_dependents(&mut self, failed: SubtaskIx, out: &mut Vec<Action>) {
+        let why = format!("not started: `{}`, which it depends on, failed", self.dag.node(failed).id);
         let mut stack = vec![failed];
         while let Some(i) = stack.pop() {
             for k in 0..self.dag.node(i).dependents.len() {
@@ -436,6 +437,7 @@ impl RunEngine {
                 let slot = &mut self.slots[d.index()];
                 if slot.state == SubtaskState::Blocked {
                     slot.state = SubtaskState::Skipped;
+                    slot.error = Some(Failure { kind: FailureKind::Permanent, message: why.clone() });
                     self.counts.skipped += 1;
                     self.counts.open -= 1;
                     out.push(Action::Publish(Update::Skipped { subtask: d, because: failed }));
