@@ -59,12 +59,13 @@ fn main() -> ExitCode {
         return cmd::bench::run(args);
     }
     let server = matches!(cli.command, Command::Up(_) | Command::Coordinator(_) | Command::Worker(_));
-    // `swarm run` says what its embedded cluster warns about itself (the run's warnings, on
-    // stderr): the cluster's own log lines would say it twice.
+    // `swarm run` says what its embedded coordinator warns about a run itself (the run's
+    // warnings, on stderr): the coordinator's own log lines would say it twice. The workers'
+    // warnings (a missing sandbox, an MCP server that will not start) stay.
     let default_filter = if server {
         "info"
     } else if matches!(cli.command, Command::Run(_)) {
-        "error"
+        "warn,swarm_coordinator=error"
     } else {
         "warn"
     };

@@ -26,6 +26,19 @@ fn refused_fields(spec: &RunSpec) -> Vec<String> {
     }
 }
 
+/// `yaml` (the base spec with `fragment`) arrives as written, and is refused on `field` (or,
+/// when `field` is empty, accepted).
+fn arrives_or_is_refused(fragment: &str, yaml: &str, field: &str) {
+    let (written, arrived) = both_ways(yaml);
+    assert_eq!(arrived, written, "`{fragment}` changed on the wire");
+    let refused = refused_fields(&arrived);
+    if field.is_empty() {
+        assert!(refused.is_empty(), "`{fragment}` refused: {refused:?}");
+    } else {
+        assert!(refused.iter().any(|f| f == field), "`{fragment}` must be refused on {field}: {refused:?}");
+    }
+}
+
 /// (what is added to the base spec's run or its subtask `a`, the field a refusal names or ""
 /// when the value is valid).
 const RUN_FIELDS: &[(&str, &str)] = &[
@@ -76,30 +89,14 @@ const SUBTASK_FIELDS: &[(&str, &str)] = &[
 #[test]
 fn every_run_field_arrives_as_written_or_is_refused_by_name() {
     for (fragment, field) in RUN_FIELDS {
-        let yaml = format!("{fragment}\n{BASE}");
-        let (written, arrived) = both_ways(&yaml);
-        assert_eq!(arrived, written, "`{fragment}` changed on the wire");
-        let refused = refused_fields(&arrived);
-        if field.is_empty() {
-            assert!(refused.is_empty(), "`{fragment}` refused: {refused:?}");
-        } else {
-            assert!(refused.iter().any(|f| f == field), "`{fragment}` must be refused on {field}: {refused:?}");
-        }
+        arrives_or_is_refused(fragment, &format!("{fragment}\n{BASE}"), field);
     }
 }
 
 #[test]
 fn every_subtask_field_arrives_as_written_or_is_refused_by_name() {
     for (fragment, field) in SUBTASK_FIELDS {
-        let yaml = format!("{BASE}    {fragment}\n");
-        let (written, arrived) = both_ways(&yaml);
-        assert_eq!(arrived, written, "`{fragment}` changed on the wire");
-        let refused = refused_fields(&arrived);
-        if field.is_empty() {
-            assert!(refused.is_empty(), "`{fragment}` refused: {refused:?}");
-        } else {
-            assert!(refused.iter().any(|f| f == field), "`{fragment}` must be refused on {field}: {refused:?}");
-        }
+        arrives_or_is_refused(fragment, &format!("{BASE}    {fragment}\n"), field);
     }
 }
 

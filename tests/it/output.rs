@@ -19,17 +19,7 @@ use swarm_worker::model::{EndpointConfig, ModelRegistry, OpenAiModel};
 const DEADLINE: Duration = Duration::from_secs(60);
 
 async fn watch(c: &mut swarm_cli::client::Client, req: pb::WatchRunRequest) -> Vec<pb::RunEvent> {
-    let mut stream = c.watch_run(req).await.expect("watch").into_inner();
-    let mut events = Vec::new();
-    while let Some(ev) = tokio::time::timeout(DEADLINE, stream.next()).await.expect("in time") {
-        let ev = ev.expect("event");
-        let last = matches!(ev.event, Some(Event::RunFinished(_)));
-        events.push(ev);
-        if last {
-            break;
-        }
-    }
-    events
+    collect(c.watch_run(req).await.expect("watch").into_inner()).await
 }
 
 /// Reads a watch stream to the run's end.
@@ -104,18 +94,7 @@ async fn watchers_who_ask_see_an_agents_output_grow_and_a_resumed_watcher_sees_n
     });
     let spec = RunSpec::new(
         "output",
-        vec![
-            go(),
-            SubtaskSpec {
-                retry: None,
-                outputs: Default::default(),
-                id: "a".into(),
-                kind: agent,
-                depends_on: vec!["go".into()],
-                timeout: None,
-                placement: None,
-            },
-        ],
+        vec![go(), SubtaskSpec { kind: agent, ..SubtaskSpec::tool("a", "echo", serde_json::json!({})) }.after(["go"])],
     );
     let run_id = submit(&mut c, &spec).await.expect("submit");
     let (mut c1, mut c2) = (tc.client().await.expect("client"), tc.client().await.expect("client"));
@@ -192,18 +171,7 @@ async fn the_web_view_shows_the_selected_agents_output_growing() {
     });
     let spec = RunSpec::new(
         "web-output",
-        vec![
-            go(),
-            SubtaskSpec {
-                retry: None,
-                outputs: Default::default(),
-                id: "a".into(),
-                kind: agent,
-                depends_on: vec!["go".into()],
-                timeout: None,
-                placement: None,
-            },
-        ],
+        vec![go(), SubtaskSpec { kind: agent, ..SubtaskSpec::tool("a", "echo", serde_json::json!({})) }.after(["go"])],
     );
     let run_id = submit(&mut c, &spec).await.expect("submit");
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));

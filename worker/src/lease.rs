@@ -25,11 +25,7 @@ pub(crate) async fn register(
     .to_string();
     // Failed registrations are retried 200 ms doubling to 5 s, jittered; a registration that
     // held resets the delays.
-    let backoff = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times();
+    let backoff = store_backoff();
     let mut delays = backoff.build();
     while !shutdown.is_cancelled() {
         let sent = tokio::time::Instant::now();
@@ -143,12 +139,7 @@ pub(crate) async fn enforce_hold(
 /// the stream to the coordinator goes on (the lease hold stops attempts if it lasts), and the
 /// watch is tried again, 200 ms doubling to 5 s.
 pub(crate) async fn watch_leader(election: Election, known: LeaderInfo, changed: CancellationToken) {
-    let backoff = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times();
-    let mut delays = backoff.build();
+    let mut delays = store_backoff().build();
     loop {
         tokio::select! {
             _ = changed.cancelled() => return,
@@ -166,4 +157,13 @@ pub(crate) async fn watch_leader(election: Election, known: LeaderInfo, changed:
             _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
         }
     }
+}
+
+/// How the store is tried again after a failure: 200 ms doubling to 5 s, jittered, forever.
+fn store_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
 }
