@@ -185,6 +185,23 @@ impl ProcCluster {
         }
     }
 
+    /// Waits until the leader has `n` workers connected (registered in etcd is not yet joined:
+    /// the admission check of placements counts the connected ones).
+    pub async fn wait_connected(&self, n: usize, deadline: Duration) -> anyhow::Result<()> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            if let Ok(Some((leader, _))) = self.leader().await
+                && let Ok(mut c) = self.client(&leader).await
+                && let Ok(r) = c.list_workers(swarm_proto::pb::ListWorkersRequest {}).await
+                && r.into_inner().workers.len() >= n
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < until, "fewer than {n} workers joined the leader");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// A client of the coordinator at `url`.
     pub async fn client(&self, url: &str) -> anyhow::Result<Client> {
         client::connect(url).await

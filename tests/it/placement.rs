@@ -27,7 +27,7 @@ async fn a_gpu_pool_runs_its_burst_one_at_a_time_and_labels_decide_where_the_res
     pc.add_worker_args("cpu0", &label("pool=cpu")).expect("cpu worker");
     let gpu = [label("pool=gpu"), label("zone=a"), ["--resource".into(), "gpu=1".into()]].concat();
     pc.add_worker_args("gpu0", &gpu).expect("gpu worker");
-    pc.wait_workers(2, Duration::from_secs(15)).await.expect("workers");
+    pc.wait_connected(2, Duration::from_secs(15)).await.expect("workers");
     let (leader, _) = pc.leader().await.expect("leader").expect("elected");
     let mut c = pc.client(&leader).await.expect("client");
 
