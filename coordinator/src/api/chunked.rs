@@ -25,7 +25,7 @@ impl SwarmApi {
     ) -> Result<Response<pb::SubmitRunResponse>, Status> {
         let who = principal(&req);
         who.require(Access::Submit)?;
-        let route = self.route(&req)?;
+        let route = self.route(&req).await?;
         let _turn = self.chunked.acquire().await.map_err(|_| Status::unavailable("the coordinator is stopping"))?;
         let (metadata, extensions, stream) = req.into_parts();
         let bytes = tokio::time::timeout(GATHER_MAX, gather(stream))

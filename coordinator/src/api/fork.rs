@@ -20,7 +20,7 @@ impl SwarmApi {
         let key = idempotency_key(req.idempotency_key, who)?;
         // Another tenant's run is not there, as far as this caller can tell.
         self.check_visible(&source, who).await?;
-        let ctx = self.leader()?;
+        let ctx = self.leader().await?;
         let fork = ForkRequest { run_id: source, from: req.from_subtask, patch: req.patch, from_step: req.from_step };
         let submitted_us = now_us();
         let new_id = RunId::generate(submitted_us / 1000);

@@ -45,6 +45,10 @@ const MAX_RUN_ID: usize = 128;
 /// Specs larger than this (encoded) are validated on a blocking thread.
 const BLOCKING_VALIDATION_BYTES: usize = 256 * 1024;
 
+/// How long a call that comes while no leader is known (a node just started, or an election is
+/// under way) waits for one before it is answered `UNAVAILABLE`.
+const ELECTION_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct SwarmApi {
     role: tokio::sync::watch::Receiver<Role>,
@@ -92,8 +96,20 @@ impl SwarmApi {
         }
     }
 
+    /// Waits (up to [`ELECTION_WAIT`]) while this node knows no leader, so that a call made
+    /// just as a cluster starts or fails over is served rather than refused.
+    async fn elected(&self) {
+        let unknown = |r: &Role| matches!(r, Role::Standby { leader: None });
+        if !unknown(&self.role.borrow()) {
+            return;
+        }
+        let mut role = self.role.clone();
+        let _ = tokio::time::timeout(ELECTION_WAIT, role.wait_for(|r| !unknown(r))).await;
+    }
+
     /// Serve `req` here, or send it on to the leader (see [`crate::forward`]).
-    fn route<T>(&self, req: &Request<T>) -> Result<Route, Status> {
+    async fn route<T>(&self, req: &Request<T>) -> Result<Route, Status> {
+        self.elected().await;
         let leader = match &*self.role.borrow() {
             Role::Leader(_) => return Ok(Route::Here),
             Role::Standby { leader } => leader.clone(),
@@ -107,7 +123,14 @@ impl SwarmApi {
         }
     }
 
-    pub(crate) fn leader(&self) -> Result<Arc<LeaderCtx>, ApiError> {
+    /// [`Self::route`] for a caller who must hold `access`.
+    async fn route_as<T>(&self, who: &Principal, access: Access, req: &Request<T>) -> Result<Route, Status> {
+        who.require(access)?;
+        self.route(req).await
+    }
+
+    pub(crate) async fn leader(&self) -> Result<Arc<LeaderCtx>, ApiError> {
+        self.elected().await;
         match &*self.role.borrow() {
             Role::Leader(ctx) => Ok(ctx.clone()),
             Role::Standby { leader } => Err(ApiError::NotLeader { leader: leader.clone() }),
@@ -170,7 +193,7 @@ impl SwarmApi {
             validate()?
         };
         let dag = Arc::new(dag);
-        let ctx = self.leader()?;
+        let ctx = self.leader().await?;
         let size = RunSize::of(&dag);
         let tenant = who.tenant.clone();
         let admitted = dag.clone();
@@ -234,7 +257,7 @@ impl SwarmApi {
             None
         };
         let id = run_id.clone();
-        let ctx = self.leader()?;
+        let ctx = self.leader().await?;
         let found = ctx.manager.call(|reply| Command::Get { run_id: id, page, reply }).await?;
         // Another tenant's run is not there, as far as this caller can tell.
         let Some(mut found) = found.filter(|f| who.sees(tenant(&f.run))) else {
@@ -258,7 +281,7 @@ impl SwarmApi {
             return Ok(());
         }
         let id = run_id.clone();
-        let found = self.leader()?.manager.call(|reply| Command::Get { run_id: id, page: None, reply }).await?;
+        let found = self.leader().await?.manager.call(|reply| Command::Get { run_id: id, page: None, reply }).await?;
         match found {
             Some(f) if who.sees(tenant(&f.run)) => Ok(()),
             _ => Err(ApiError::NotFound(format!("run {run_id}"))),
@@ -271,7 +294,7 @@ impl SwarmApi {
         run_id: RunId,
     ) -> Result<(Arc<EventLog>, tokio_util::sync::CancellationToken), ApiError> {
         let id = run_id.clone();
-        let ctx = self.leader()?;
+        let ctx = self.leader().await?;
         let found = ctx
             .manager
             .call(|reply| Command::Watch { run_id: id, reply })
@@ -334,7 +357,7 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Sen
 impl SwarmService for SwarmApi {
     async fn submit_run(&self, req: Request<pb::SubmitRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {
         let who = principal(&req);
-        let result = match who.require(Access::Submit).and_then(|()| self.route(&req)) {
+        let result = match self.route_as(&who, Access::Submit, &req).await {
             Err(e) => Err(e),
             Ok(Route::Leader(mut leader, addr)) => {
                 // The leader records it.
@@ -361,7 +384,7 @@ impl SwarmService for SwarmApi {
     async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::GetRunResponse>, Status> {
         let who = principal(&req);
         who.require(Access::Read)?;
-        if let Route::Leader(mut leader, addr) = self.route(&req)? {
+        if let Route::Leader(mut leader, addr) = self.route(&req).await? {
             return leader.get_run(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
         }
         self.get(req.into_inner(), &who).await.map(Response::new).map_err(|e| to_status(&e))
@@ -370,7 +393,7 @@ impl SwarmService for SwarmApi {
     async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
         let who = principal(&req);
         who.require(Access::Read)?;
-        if let Route::Leader(mut leader, addr) = self.route(&req)? {
+        if let Route::Leader(mut leader, addr) = self.route(&req).await? {
             return leader.list_runs(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
         }
         let tenant = who.listing_tenant();
@@ -385,7 +408,7 @@ impl SwarmService for SwarmApi {
         }
         let before = (!req.page_token.is_empty()).then(|| RunId::from(req.page_token));
         let spec_version = (!req.spec_version.is_empty()).then_some(req.spec_version);
-        let ctx = self.leader().map_err(|e| to_status(&e))?;
+        let ctx = self.leader().await.map_err(|e| to_status(&e))?;
         let (runs, more) = ctx
             .manager
             .call(|reply| Command::List { before, limit, tenant, spec_version, reply })
@@ -402,10 +425,10 @@ impl SwarmService for SwarmApi {
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         let who = principal(&req);
         who.require(Access::Read)?;
-        if let Route::Leader(mut leader, addr) = self.route(&req)? {
+        if let Route::Leader(mut leader, addr) = self.route(&req).await? {
             return leader.list_workers(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
         }
-        let ctx = self.leader().map_err(|e| to_status(&e))?;
+        let ctx = self.leader().await.map_err(|e| to_status(&e))?;
         let workers = ctx.manager.call(|reply| Command::Workers { reply }).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::ListWorkersResponse { workers }))
     }
@@ -413,7 +436,7 @@ impl SwarmService for SwarmApi {
     async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelRunResponse>, Status> {
         let who = principal(&req);
         let run = req.get_ref().run_id.clone();
-        let result = match who.require(Access::Cancel).and_then(|()| self.route(&req)) {
+        let result = match self.route_as(&who, Access::Cancel, &req).await {
             Err(e) => Err(e),
             Ok(Route::Leader(mut leader, addr)) => {
                 return leader.cancel_run(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
@@ -428,7 +451,7 @@ impl SwarmService for SwarmApi {
         let who = principal(&req);
         let (run, subtask, decision) =
             (req.get_ref().run_id.clone(), req.get_ref().subtask_id.clone(), req.get_ref().decision);
-        let result = match who.require(Access::Approve).and_then(|()| self.route(&req)) {
+        let result = match self.route_as(&who, Access::Approve, &req).await {
             Err(e) => Err(e),
             Ok(Route::Leader(mut leader, addr)) => {
                 return leader.signal_run(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
@@ -450,7 +473,7 @@ impl SwarmService for SwarmApi {
     ) -> Result<Response<Self::GetArtifactStream>, Status> {
         let who = principal(&req);
         who.require(Access::Read)?;
-        if let Route::Leader(mut leader, addr) = self.route(&req)? {
+        if let Route::Leader(mut leader, addr) = self.route(&req).await? {
             let stream =
                 leader.get_artifact(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr))?;
             return Ok(stream.map(|s| Box::pin(s) as crate::artifacts::ChunkStream));
@@ -464,14 +487,14 @@ impl SwarmService for SwarmApi {
                     req.path, req.subtask_id, req.run_id
                 ))
             })?;
-            crate::artifacts::send(self.leader()?.repo.payloads(), &artifact.key).await
+            crate::artifacts::send(self.leader().await?.repo.payloads(), &artifact.key).await
         };
         result.await.map(Response::new).map_err(|e| to_status(&e))
     }
 
     async fn fork_run(&self, req: Request<pb::ForkRunRequest>) -> Result<Response<pb::ForkRunResponse>, Status> {
         let who = principal(&req);
-        let result = match who.require(Access::Submit).and_then(|()| self.route(&req)) {
+        let result = match self.route_as(&who, Access::Submit, &req).await {
             Err(e) => Err(e),
             Ok(Route::Leader(mut leader, addr)) => {
                 return leader.fork_run(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
@@ -489,7 +512,7 @@ impl SwarmService for SwarmApi {
     ) -> Result<Response<pb::GetTranscriptResponse>, Status> {
         let who = principal(&req);
         who.require(Access::Read)?;
-        if let Route::Leader(mut leader, addr) = self.route(&req)? {
+        if let Route::Leader(mut leader, addr) = self.route(&req).await? {
             return leader.get_transcript(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr));
         }
         self.transcript(req.into_inner(), &who).await.map(Response::new).map_err(|e| to_status(&e))
@@ -500,7 +523,7 @@ impl SwarmService for SwarmApi {
     async fn watch_run(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
         let who = principal(&req);
         who.require(Access::Read)?;
-        if let Route::Leader(mut leader, addr) = self.route(&req)? {
+        if let Route::Leader(mut leader, addr) = self.route(&req).await? {
             let stream =
                 leader.watch_run(self.forward.request(req, &who)).await.map_err(|s| forward::failed(s, &addr))?;
             return Ok(stream.map(|s| Box::pin(forward::resumable(s)) as EventStream));
@@ -511,7 +534,7 @@ impl SwarmService for SwarmApi {
         let (log, term) = self.watch_log(run_id).await.map_err(|e| to_status(&e))?;
         let output = req.follow_output.then_some((req.output_epoch, req.after_output_seq));
         // Workers send a run's output only while someone follows it.
-        let follower = match (req.follow_output, self.leader()) {
+        let follower = match (req.follow_output, self.leader().await) {
             (true, Ok(ctx)) => Some(stream::Follower::new(log.clone(), ctx.manager.clone())),
             _ => None,
         };
@@ -522,3 +545,6 @@ impl SwarmService for SwarmApi {
         Ok(Response::new(Box::pin(events)))
     }
 }
+
+#[cfg(test)]
+mod election_tests;

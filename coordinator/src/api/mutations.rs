@@ -27,7 +27,7 @@ impl SwarmApi {
         self.check_visible(&run_id, who).await.map_err(|e| to_status(&e))?;
         tracing::info!(principal = %who.name, run_id = %run_id, "run cancel requested");
         let reason = req.reason;
-        let ctx = self.leader().map_err(|e| to_status(&e))?;
+        let ctx = self.leader().await.map_err(|e| to_status(&e))?;
         let run = ctx
             .manager
             .call(|reply| Command::Cancel { run_id, reason, reply })
@@ -46,7 +46,7 @@ impl SwarmApi {
         let id = run_id(&req.run_id).map_err(|e| to_status(&e))?;
         self.check_visible(&id, who).await.map_err(|e| to_status(&e))?;
         tracing::info!(principal = %who.name, run_id = %id, subtask = %req.subtask_id, decision = req.decision, "approval signal");
-        let ctx = self.leader().map_err(|e| to_status(&e))?;
+        let ctx = self.leader().await.map_err(|e| to_status(&e))?;
         let request = req.clone();
         match ctx.manager.call(|reply| Command::Signal { request, reply }).await.and_then(|r| r) {
             Ok(answer) => Ok(Response::new(answer)),

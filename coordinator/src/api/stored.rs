@@ -12,7 +12,7 @@ impl SwarmApi {
     /// A signal for an agent of an ended run: the last decision in its stored transcript.
     async fn agent_decision_in_store(&self, req: &pb::SignalRunRequest) -> Result<pb::SignalRunResponse, ApiError> {
         use swarm_core::engine::Decided;
-        let ctx = self.leader()?;
+        let ctx = self.leader().await?;
         let run_id = swarm_core::RunId::from(req.run_id.as_str());
         let mut turns: Vec<(u32, swarm_core::agent::Turn)> = ctx
             .repo
