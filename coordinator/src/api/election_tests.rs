@@ -38,8 +38,12 @@ async fn a_call_during_an_election_is_answered_once_a_leader_is_known() {
     let call = tokio::spawn(async move { leader_named(api.leader().await) });
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!call.is_finished(), "answered before any leader was known");
-    tx.send(Role::Standby { leader: Some("http://127.0.0.1:9".into()) }).unwrap();
-    assert_eq!(call.await.unwrap().as_deref(), Some("http://127.0.0.1:9"), "the hint names the elected leader");
+    tx.send(Role::Standby { leader: Some("http://127.0.0.1:9".into()) }).expect("the api holds the receiver");
+    assert_eq!(
+        call.await.expect("no panic").as_deref(),
+        Some("http://127.0.0.1:9"),
+        "the hint names the elected leader"
+    );
 }
 
 #[tokio::test(start_paused = true)]
