@@ -368,7 +368,7 @@ async fn efficiency(client: &mut client::Client, opts: &BenchOptions, seed: u64)
     let ms = specs::lognormal_ms(seed, opts.median_ms, opts.sigma, opts.chains, opts.length);
     let mut spec = specs::swarm(opts.chains, opts.length, Some(&|c, s| ms[c][s]));
     if opts.placement {
-        place(&mut spec)?;
+        place(&mut spec, opts.length)?;
     }
     let ideal_ms = ms.iter().map(|chain| chain.iter().sum::<u64>()).max().unwrap_or(0) as f64;
     let t0 = Instant::now();
@@ -383,11 +383,19 @@ async fn efficiency(client: &mut client::Client, opts: &BenchOptions, seed: u64)
     })
 }
 
-/// `--placement`: every subtask in one of 3 label pools, holding 2 kinds of resources.
-fn place(spec: &mut swarm_core::RunSpec) -> anyhow::Result<()> {
+/// `--placement`: every subtask in one of 3 label pools, holding 2 kinds of resources. A chain's
+/// every step goes to the next pool (placement decides at each step), and each stage spreads
+/// over the three alike: `(chain + step) % 3`. (Numbering the pools by the subtask's index put
+/// every chain's step `s` in the same pool, a stage of 100 calls on one pool of 64 slots: that
+/// measured a pool too small for its load, not placement.)
+fn place(spec: &mut swarm_core::RunSpec, length: usize) -> anyhow::Result<()> {
+    let inner = spec.subtasks.len().saturating_sub(2);
     for (i, s) in spec.subtasks.iter_mut().enumerate() {
-        let p =
-            serde_json::json!({"labels": {"pool": format!("p{}", i % 3)}, "resources": {"cpu": 1, "memory": "1Gi"}});
+        let pool = match i.checked_sub(1) {
+            Some(j) if j < inner => (j / length + j % length) % 3,
+            _ => i % 3,
+        };
+        let p = serde_json::json!({"labels": {"pool": format!("p{pool}")}, "resources": {"cpu": 1, "memory": "1Gi"}});
         s.placement = Some(serde_json::from_value(p)?);
     }
     Ok(())
@@ -396,7 +404,7 @@ fn place(spec: &mut swarm_core::RunSpec) -> anyhow::Result<()> {
 async fn throughput(client: &mut client::Client, opts: &BenchOptions) -> anyhow::Result<Throughput> {
     let mut spec = specs::swarm(opts.chains, opts.length, Some(&|_, _| 0));
     if opts.placement {
-        place(&mut spec)?;
+        place(&mut spec, opts.length)?;
     }
     submit_and_wait(client, &spec).await?; // warm-up
     let runs = opts.throughput_runs.max(1);
