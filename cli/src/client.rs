@@ -509,12 +509,30 @@ fn resumable(s: &tonic::Status) -> bool {
         || (matches!(s.code(), Unknown | Cancelled | Internal) && std::error::Error::source(s).is_some())
 }
 
+/// What the coordinator refused a call with: its code and what it said (with, for
+/// INVALID_ARGUMENT, each field violation). The CLI's exit code follows the code.
+#[derive(Debug)]
+pub struct StatusError {
+    pub code: tonic::Code,
+    text: String,
+}
+
+impl std::fmt::Display for StatusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for StatusError {}
+
 /// An error with the status's message and, for INVALID_ARGUMENT, each field violation.
 pub fn status_error(status: &tonic::Status) -> anyhow::Error {
     let violations = swarm_proto::status::field_violations(status);
-    if violations.is_empty() {
-        return anyhow::anyhow!("{:?}: {}", status.code(), status.message());
-    }
-    let lines: Vec<String> = violations.iter().map(|(f, d)| format!("  {f}: {d}")).collect();
-    anyhow::anyhow!("{:?}: the run spec is invalid:\n{}", status.code(), lines.join("\n"))
+    let text = if violations.is_empty() {
+        format!("{:?}: {}", status.code(), status.message())
+    } else {
+        let lines: Vec<String> = violations.iter().map(|(f, d)| format!("  {f}: {d}")).collect();
+        format!("{:?}: the run spec is invalid:\n{}", status.code(), lines.join("\n"))
+    };
+    StatusError { code: status.code(), text }.into()
 }

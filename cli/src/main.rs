@@ -1,6 +1,6 @@
 //! `swarm`: one binary for the embedded cluster, the coordinator and worker processes, the
 //! client commands and the benchmarks. Exit codes: 0 success; 1 error; 2 the run ended but not
-//! SUCCEEDED (`submit --wait`, `get`); 64 bad usage; 70 the coordinator stopped because it
+//! SUCCEEDED (`submit --wait`, `get`); 64 bad usage (an invalid spec among it); 70 the coordinator stopped because it
 //! could not go on; 141 the output pipe closed.
 //!
 //! `args` holds the command line; `cmd/` one module per group of commands.
@@ -51,6 +51,16 @@ fn usage_error(e: clap::Error) -> ! {
     std::process::exit(code)
 }
 
+/// 64 (bad usage) for a spec file that is not a spec and for what the coordinator refused as
+/// invalid (INVALID_ARGUMENT, with its fields); 1 for every other error.
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    use swarm_cli::{client::StatusError, specs::BadSpecFile};
+    let usage = e.chain().any(|c| {
+        c.is::<BadSpecFile>() || c.downcast_ref::<StatusError>().is_some_and(|s| s.code == tonic::Code::InvalidArgument)
+    });
+    if usage { ExitCode::from(64) } else { ExitCode::FAILURE }
+}
+
 fn main() -> ExitCode {
     // One TLS crypto provider for every HTTPS client in the process (ring; no aws-lc).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -89,7 +99,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
     };
     let _inside = runtime.enter();

@@ -2,14 +2,27 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use serde_json::json;
 use swarm_core::{RunSpec, SubtaskKind, SubtaskSpec, agent};
 
+/// A spec file that cannot be read or is not a spec (its message says which and where): bad
+/// usage, as an invalid spec is (the CLI exits 64).
+#[derive(Debug)]
+pub struct BadSpecFile(String);
+
+impl std::fmt::Display for BadSpecFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadSpecFile {}
+
 /// Reads a spec from a `.yaml`/`.yml` or `.json` file (other names: JSON if it parses, else YAML).
 pub fn load(path: &Path) -> anyhow::Result<RunSpec> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse(&text, path.extension().and_then(|e| e.to_str())).with_context(|| format!("parsing {}", path.display()))
+    let text = std::fs::read_to_string(path).map_err(|e| BadSpecFile(format!("reading {}: {e}", path.display())))?;
+    parse(&text, path.extension().and_then(|e| e.to_str()))
+        .map_err(|e| BadSpecFile(format!("parsing {}: {e:#}", path.display())).into())
 }
 
 /// Parses spec text; `ext` picks the format, `None` tries JSON then YAML.

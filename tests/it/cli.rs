@@ -214,7 +214,7 @@ async fn a_retry_policy_that_would_break_arithmetic_is_refused_and_the_cluster_g
     )
     .expect("write");
     let (code, _, err) = swarm(&["submit", &spec.display().to_string(), "--wait", "--addr", &url]).await;
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("InvalidArgument") && err.contains("retry.jitter"), "{err}");
     // Values no YAML or JSON file carries come straight over gRPC.
     let mut c = swarm_cli::client::connect(&url).await.expect("client");

@@ -37,6 +37,19 @@ async fn usage_errors_exit_64_help_exits_0_and_flags_say_what_they_are() {
     }
 }
 
+#[tokio::test]
+async fn a_spec_file_that_is_no_spec_exits_64_as_bad_usage_does() {
+    let dir = temp_dir("nospec");
+    let broken = write(&dir, "broken.yaml", "name: broken\nsubtasks:\n  - id: a\n    tool: [echo\n");
+    let missing = dir.join("missing.yaml").display().to_string();
+    for (file, said) in [(&broken, "parsing"), (&missing, "reading")] {
+        let (code, _, err) = swarm(&["run", file]).await;
+        assert_eq!(code, Some(64), "swarm run {file}: {err}");
+        assert!(err.starts_with(&format!("error: {said} {file}")) && err.matches("error:").count() == 1, "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mistyped_tool_is_refused_at_once_with_the_nearest_name() {
     let dir = temp_dir("typo");
