@@ -6,16 +6,21 @@ use std::time::Duration;
 use swarm_proto::ApiError;
 use swarm_store::memory::MemoryStore;
 use swarm_store::repo::RunRepo;
+use tokio_util::sync::CancellationToken;
 
 use super::{ELECTION_WAIT, SwarmApi};
 use crate::forward::Forwarder;
 use crate::node::Role;
 
 fn api(role: tokio::sync::watch::Receiver<Role>) -> SwarmApi {
+    api_stopping(role, Default::default())
+}
+
+fn api_stopping(role: tokio::sync::watch::Receiver<Role>, shutdown: CancellationToken) -> SwarmApi {
     SwarmApi::new(
         role,
         Default::default(),
-        Default::default(),
+        shutdown,
         Forwarder::new("http://127.0.0.1:1".into(), None),
         (false, false),
         RunRepo::new(Arc::new(MemoryStore::new()), "/t"),
@@ -61,4 +66,17 @@ async fn a_known_leader_is_named_at_once() {
     let started = tokio::time::Instant::now();
     assert!(leader_named(api(rx).leader().await).is_some());
     assert_eq!(started.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopping_node_does_not_wait_for_an_election() {
+    let (_tx, rx) = tokio::sync::watch::channel(Role::Standby { leader: None });
+    let shutdown = CancellationToken::new();
+    let api = api_stopping(rx, shutdown.clone());
+    let call = tokio::spawn(async move { leader_named(api.leader().await) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let asked = tokio::time::Instant::now();
+    shutdown.cancel();
+    assert_eq!(call.await.expect("no panic"), None);
+    assert_eq!(asked.elapsed(), Duration::ZERO, "answered when shutdown began");
 }

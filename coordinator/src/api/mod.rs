@@ -104,7 +104,11 @@ impl SwarmApi {
             return;
         }
         let mut role = self.role.clone();
-        let _ = tokio::time::timeout(ELECTION_WAIT, role.wait_for(|r| !unknown(r))).await;
+        // Not past shutdown: a stopping node answers at once.
+        tokio::select! {
+            _ = tokio::time::timeout(ELECTION_WAIT, role.wait_for(|r| !unknown(r))) => {}
+            () = self.shutdown.cancelled() => {}
+        }
     }
 
     /// Serve `req` here, or send it on to the leader (see [`crate::forward`]).
