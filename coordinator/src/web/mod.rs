@@ -293,21 +293,25 @@ fn cross_site(caller: &Caller) -> Option<Response> {
     None
 }
 
-/// The JSON body of a route that changes something, unless the request is refused: sent
-/// from another site ([`cross_site`]), or not JSON.
-pub(super) fn changing_request(
+/// The request of a route that changes something, built by `build` from its JSON body and
+/// carrying the caller's credentials ([`authed`]), unless it is refused: sent from another
+/// site ([`cross_site`]), not JSON, or not what `build` accepts (its error response).
+pub(super) fn changing_request<T>(
+    web: &Web,
     caller: &Caller,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<Value, Box<Response>> {
+    build: impl FnOnce(Value) -> Result<T, tonic::Status>,
+) -> Result<Request<T>, Box<Response>> {
     if let Some(refused) = cross_site(caller) {
         return Err(Box::new(refused));
     }
-    match body {
-        Ok(Json(body)) => Ok(body),
-        Err(_) => Err(Box::new(error(&tonic::Status::invalid_argument(
+    let Ok(Json(body)) = body else {
+        return Err(Box::new(error(&tonic::Status::invalid_argument(
             "the body must be a JSON object (content-type: application/json)",
-        )))),
-    }
+        ))));
+    };
+    let msg = build(body).map_err(|s| Box::new(error(&s)))?;
+    authed(web, caller, msg)
 }
 
 /// `POST /api/runs/{id}/signal` `{"subtask_id", "decision": "approve"|"reject", "payload",
@@ -318,23 +322,21 @@ async fn signal(
     caller: Caller,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let body = match changing_request(&caller, body) {
-        Ok(body) => body,
-        Err(refused) => return *refused,
-    };
-    let decision = match body["decision"].as_str() {
-        Some("approve") => pb::Decision::Approve,
-        Some("reject") => pb::Decision::Reject,
-        _ => return error(&tonic::Status::invalid_argument("decision: must be \"approve\" or \"reject\"")),
-    };
-    let request = pb::SignalRunRequest {
-        run_id: id,
-        subtask_id: body["subtask_id"].as_str().unwrap_or_default().to_owned(),
-        decision: decision.into(),
-        payload_json: if body["payload"].is_null() { String::new() } else { body["payload"].to_string() },
-        reason: body["reason"].as_str().unwrap_or_default().to_owned(),
-    };
-    let req = match authed(&web, &caller, request) {
+    let req = changing_request(&web, &caller, body, |body| {
+        let decision = match body["decision"].as_str() {
+            Some("approve") => pb::Decision::Approve,
+            Some("reject") => pb::Decision::Reject,
+            _ => return Err(tonic::Status::invalid_argument("decision: must be \"approve\" or \"reject\"")),
+        };
+        Ok(pb::SignalRunRequest {
+            run_id: id,
+            subtask_id: body["subtask_id"].as_str().unwrap_or_default().to_owned(),
+            decision: decision.into(),
+            payload_json: if body["payload"].is_null() { String::new() } else { body["payload"].to_string() },
+            reason: body["reason"].as_str().unwrap_or_default().to_owned(),
+        })
+    });
+    let req = match req {
         Ok(r) => r,
         Err(e) => return *e,
     };

@@ -337,25 +337,23 @@ pub(super) async fn fork(
     caller: Caller,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let body = match changing_request(&caller, body) {
-        Ok(body) => body,
-        Err(refused) => return *refused,
-    };
-    let from_step = match &body["from_step"] {
-        Value::Null => None,
-        v => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => Some(n),
-            None => return error(&tonic::Status::invalid_argument("from_step: must be a whole number of turns")),
-        },
-    };
-    let request = pb::ForkRunRequest {
-        run_id: id,
-        from_subtask: body["from_subtask"].as_str().unwrap_or_default().to_owned(),
-        patch: body["patch"].as_str().unwrap_or_default().to_owned(),
-        from_step,
-        idempotency_key: String::new(),
-    };
-    let req = match authed(&web, &caller, request) {
+    let req = changing_request(&web, &caller, body, |body| {
+        let from_step = match &body["from_step"] {
+            Value::Null => None,
+            v => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => Some(n),
+                None => return Err(tonic::Status::invalid_argument("from_step: must be a whole number of turns")),
+            },
+        };
+        Ok(pb::ForkRunRequest {
+            run_id: id,
+            from_subtask: body["from_subtask"].as_str().unwrap_or_default().to_owned(),
+            patch: body["patch"].as_str().unwrap_or_default().to_owned(),
+            from_step,
+            idempotency_key: String::new(),
+        })
+    });
+    let req = match req {
         Ok(r) => r,
         Err(e) => return *e,
     };
@@ -376,12 +374,11 @@ pub(super) async fn cancel(
     caller: Caller,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let body = match changing_request(&caller, body) {
-        Ok(body) => body,
-        Err(refused) => return *refused,
-    };
-    let reason = body["reason"].as_str().unwrap_or("cancelled in the web view").chars().take(1024).collect();
-    let req = match authed(&web, &caller, pb::CancelRunRequest { run_id: id, reason }) {
+    let req = changing_request(&web, &caller, body, |body| {
+        let reason = body["reason"].as_str().unwrap_or("cancelled in the web view").chars().take(1024).collect();
+        Ok(pb::CancelRunRequest { run_id: id, reason })
+    });
+    let req = match req {
         Ok(r) => r,
         Err(e) => return *e,
     };
